@@ -1,0 +1,76 @@
+// Lint: typescript-eslint recommended plus the import boundaries of STYLE.md.
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+const ioredisOnlyInEventlog = {
+  name: 'ioredis',
+  message: 'Only src/eventlog talks to Redis (STYLE: the core talks to ports).',
+};
+
+const restrict = (patterns, paths = [ioredisOnlyInEventlog]) => ['error', { paths, patterns }];
+
+export default tseslint.config(
+  { ignores: ['dist/**', 'node_modules/**', 'coverage/**', 'helm/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    languageOptions: { ecmaVersion: 2023, sourceType: 'module' },
+    rules: {
+      '@typescript-eslint/no-explicit-any': 'error',
+      '@typescript-eslint/consistent-type-imports': ['error', { fixStyle: 'separate-type-imports' }],
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', destructuredArrayIgnorePattern: '^_' }],
+      'no-console': 'error',
+      'no-restricted-imports': restrict([]),
+    },
+  },
+  {
+    files: ['src/core/**/*.ts'],
+    rules: {
+      'no-restricted-imports': restrict([
+        { group: ['../*', '!../core/*'], message: 'src/core is pure and imports nothing of ours outside src/core.' },
+        { group: ['node:fs*', 'node:net', 'node:http', 'fastify', 'pino', 'mqtt', '@xmpp/*', 'matrix-bot-sdk'], message: 'src/core does no I/O.' },
+      ]),
+    },
+  },
+  {
+    files: ['adapters/**/*.ts'],
+    rules: {
+      'no-restricted-imports': restrict([
+        {
+          group: ['**/src/*', '!**/src/core', '!**/src/core/**', '!**/src/log', '!**/src/log/**'],
+          message: 'Adapters import only src/core and src/log (STYLE: import boundaries).',
+        },
+        { group: ['**/adapters/*', '../*/**'], message: 'Adapters never import each other.' },
+        { group: ['fastify', 'fastify/*', '@fastify/*'], message: 'Adapters do not see the HTTP layer.' },
+      ]),
+    },
+  },
+  {
+    files: ['src/http/**/*.ts'],
+    rules: {
+      'no-restricted-imports': restrict([
+        { group: ['**/eventlog', '**/eventlog/**', '**/runtime/**', '**/adapters/**'], message: 'src/http sees the EventLog port (src/core), not its implementations.' },
+      ]),
+    },
+  },
+  {
+    files: ['src/bridge/**/*.ts'],
+    rules: {
+      'no-restricted-imports': restrict([
+        { group: ['**/eventlog', '**/eventlog/**', '**/runtime/**', '**/http/**', '**/adapters/**'], message: 'src/bridge works through ports; src/runtime wires it.' },
+      ]),
+    },
+  },
+  {
+    files: ['src/eventlog/**/*.ts'],
+    rules: { 'no-restricted-imports': restrict([{ group: ['**/http/**', '**/runtime/**', '**/bridge/**', '**/adapters/**'], message: 'The log knows nothing above it.' }], []) },
+  },
+  {
+    files: ['test/**/*.ts'],
+    rules: { 'no-restricted-imports': 'off', 'no-console': 'off' },
+  },
+  {
+    files: ['src/cli/**/*.ts'],
+    rules: { 'no-console': 'off' },
+  },
+);
