@@ -1,0 +1,73 @@
+/**
+ * The one error-code table. Every error a client or an operator can see has a
+ * stable code, an HTTP status and a message here. Codes are never reused: a
+ * retired code stays in the table with `retired: true`.
+ *
+ * README.md documents every code (test/unit/errors.test.ts checks it).
+ */
+export const ERROR_TABLE = {
+  // --- events and the log
+  SG_ERR_EVENT_INVALID: { status: 400, message: 'The event does not match the event schema' },
+  SG_ERR_CURSOR_INVALID: { status: 400, message: 'The cursor is not a valid syncgate cursor for this log' },
+  SG_ERR_ROOM_UNKNOWN: { status: 404, message: 'No such room' },
+  SG_ERR_ROOM_INVALID: { status: 400, message: 'The room id or room definition is not valid' },
+  SG_ERR_EVENT_UNKNOWN: { status: 404, message: 'No such event in this room' },
+  SG_ERR_LOG_UNAVAILABLE: { status: 503, message: 'The event log is not reachable' },
+  SG_ERR_LOG_CLOSED: { status: 503, message: 'The event log is shutting down' },
+  SG_ERR_PARAM_INVALID: { status: 400, message: 'A parameter is out of range' },
+
+  // --- configuration and process
+  SG_ERR_CONFIG_INVALID: { status: 500, message: 'The configuration is not valid' },
+  SG_ERR_CONFIG_FILE: { status: 500, message: 'The configuration file cannot be read or parsed' },
+  SG_ERR_CLI_USAGE: { status: 400, message: 'Unknown command or option' },
+
+  // --- HTTP API
+  SG_ERR_AUTH_MISSING: { status: 401, message: 'A bearer token is required' },
+  SG_ERR_AUTH_INVALID: { status: 401, message: 'The bearer token is not valid' },
+  SG_ERR_FORBIDDEN: { status: 403, message: 'This token may not do that' },
+  SG_ERR_NOT_FOUND: { status: 404, message: 'Not found' },
+  SG_ERR_REQUEST_INVALID: { status: 400, message: 'The request does not match its schema' },
+  SG_ERR_BODY_TOO_LARGE: { status: 413, message: 'The request body is too large' },
+  SG_ERR_RATE_LIMITED: { status: 429, message: 'Too many requests; retry after the given delay' },
+  SG_ERR_CONFLICT: { status: 409, message: 'The resource already exists or changed concurrently' },
+  SG_ERR_INTERNAL: { status: 500, message: 'Internal error' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export interface ErrorSpec {
+  readonly status: number;
+  readonly message: string;
+  readonly retired?: boolean;
+}
+
+export type ErrorCode = keyof typeof ERROR_TABLE;
+
+export function isErrorCode(code: string): code is ErrorCode {
+  return Object.hasOwn(ERROR_TABLE, code);
+}
+
+/**
+ * The base of every error syncgate raises on purpose. Match on `code` or on
+ * the class, never on the message text.
+ */
+export class SyncgateError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details: Readonly<Record<string, unknown>> | undefined;
+
+  constructor(code: ErrorCode, detail?: string, details?: Record<string, unknown>, options?: ErrorOptions) {
+    const spec = ERROR_TABLE[code];
+    super(detail ? `${spec.message}: ${detail}` : spec.message, options);
+    this.name = 'SyncgateError';
+    this.code = code;
+    this.status = spec.status;
+    this.details = details ? Object.freeze({ ...details }) : undefined;
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details?: Readonly<Record<string, unknown>> } {
+    return this.details ? { code: this.code, message: this.message, details: this.details } : { code: this.code, message: this.message };
+  }
+}
+
+export function isSyncgateError(err: unknown, code?: ErrorCode): err is SyncgateError {
+  return err instanceof SyncgateError && (code === undefined || err.code === code);
+}

@@ -1,0 +1,151 @@
+/**
+ * Ports: what the core, the HTTP layer and the bridge need from storage.
+ * Implementations live in src/eventlog (memory, redis) and pass one contract
+ * suite (test/contract/eventlog.contract.ts).
+ */
+import { Type, type Static } from '@sinclair/typebox';
+import { RoomId, type DraftOf, type EventDraft, type LogEvent } from './event.js';
+
+export interface AppendOptions {
+  /**
+   * Extra lookup keys (native ids) that resolve to this event in its room, in
+   * the same namespace as idempotency keys, e.g. `xmpp:id:alice@x/1:abc`.
+   * The idempotency key itself always resolves.
+   */
+  readonly aliases?: readonly string[];
+}
+
+export interface AppendResult {
+  readonly eventId: string;
+  /** the event's position token: equal to `cursor` on the event wherever it is read */
+  readonly cursor: string;
+  /** true when the idempotency key was seen before: nothing was appended */
+  readonly duplicate: boolean;
+}
+
+/** Which rooms a read or a tail covers. */
+export type RoomFilter = 'all' | ReadonlySet<string>;
+
+export interface ReadOptions {
+  readonly rooms: RoomFilter;
+  readonly limit: number;
+}
+
+export interface ReadResult {
+  readonly events: LogEvent[];
+  /** the sync cursor after these events; pass it as the next `since` */
+  readonly next: string;
+  /** true when retention removed events after `since`: the client missed some */
+  readonly limited: boolean;
+}
+
+export type TailItem =
+  | { readonly type: 'event'; readonly event: LogEvent; readonly next: string }
+  | { readonly type: 'limited'; readonly next: string };
+
+export interface TailOptions {
+  readonly rooms: RoomFilter;
+  readonly signal?: AbortSignal;
+}
+
+export type HistoryDirection = 'b' | 'f';
+
+export interface HistoryOptions {
+  /** an event position (`cursor` of an event): exclusive start; absent = the newest (b) or oldest (f) end */
+  readonly from?: string;
+  readonly dir: HistoryDirection;
+  readonly limit: number;
+}
+
+export interface HistoryPage {
+  /** in the order read: newest first for `b`, oldest first for `f` */
+  readonly events: LogEvent[];
+  /** pass as `from` for the next page; absent when the end was reached */
+  readonly next?: string;
+  /** true when paging backwards ran into retention */
+  readonly limited: boolean;
+}
+
+export interface TelemetryEntry {
+  readonly id: string;
+  readonly event: DraftOf<'telemetry'>;
+}
+
+export const RoomLink = Type.Object(
+  {
+    /** adapter instance name, e.g. `xmpp`, `matrix`, `mqtt`, `api` */
+    endpoint: Type.String({ pattern: '^[a-z][a-z0-9-]{0,31}$' }),
+    /** the native address: MUC JID, Matrix room id, MQTT topic filter … */
+    target: Type.String({ minLength: 1, maxLength: 1024 }),
+    options: Type.Optional(Type.Record(Type.String({ maxLength: 64 }), Type.Union([Type.String({ maxLength: 4096 }), Type.Number(), Type.Boolean()]))),
+  },
+  { additionalProperties: false },
+);
+export type RoomLink = Static<typeof RoomLink>;
+
+export const RoomSpec = Type.Object(
+  {
+    id: RoomId,
+    name: Type.Optional(Type.String({ maxLength: 256 })),
+    links: Type.Array(RoomLink, { maxItems: 64 }),
+  },
+  { additionalProperties: false },
+);
+export type RoomSpec = Static<typeof RoomSpec>;
+
+export interface RoomStore {
+  put(spec: RoomSpec): Promise<void>;
+  get(room: string): Promise<RoomSpec | undefined>;
+  list(): Promise<RoomSpec[]>;
+  delete(room: string): Promise<boolean>;
+  /** calls `listener` after any replica changed a room; resolves, with an unsubscribe function, once listening */
+  watch(listener: (room: string) => void): Promise<() => void>;
+}
+
+/** Small shared state (devices, grants, markers): one hash per namespace. */
+export interface StateStore {
+  get(ns: string, key: string): Promise<string | undefined>;
+  set(ns: string, key: string, value: string): Promise<void>;
+  /** true when it was set, false when the key existed */
+  setIfAbsent(ns: string, key: string, value: string): Promise<boolean>;
+  delete(ns: string, key: string): Promise<boolean>;
+  entries(ns: string): Promise<Array<[string, string]>>;
+  /** sets `value` when it sorts after the stored value (or none is stored); returns the value now stored */
+  advance(ns: string, key: string, value: string): Promise<string>;
+}
+
+export interface EventLogInfo {
+  readonly backend: 'memory' | 'redis';
+  readonly durable: boolean;
+  readonly partitions: number;
+}
+
+export interface EventLog {
+  readonly info: EventLogInfo;
+  readonly rooms: RoomStore;
+  readonly state: StateStore;
+
+  /** Idempotent append of a timeline event; the room must exist. */
+  append(draft: EventDraft, options?: AppendOptions): Promise<AppendResult>;
+  /** Events after `since` (a sync cursor; absent = the beginning) in the given rooms. */
+  read(since: string | undefined, options: ReadOptions): Promise<ReadResult>;
+  /** The newest `limit` events of the rooms (oldest first) and the sync cursor of now. */
+  latest(options: ReadOptions): Promise<ReadResult>;
+  /** History after `since`, then live events, with no gap and no duplicate. */
+  tail(since: string | undefined, options: TailOptions): AsyncIterable<TailItem>;
+  /** The sync cursor of now (the head of every partition). */
+  head(): Promise<string>;
+  roomHistory(room: string, options: HistoryOptions): Promise<HistoryPage>;
+  getEvent(room: string, eventId: string): Promise<LogEvent | undefined>;
+  /** native id / idempotency key → event id, within a room */
+  resolve(room: string, key: string): Promise<string | undefined>;
+  /** adds lookup keys for an event already in the log (e.g. native ids returned by a delivery) */
+  alias(room: string, eventId: string, keys: readonly string[]): Promise<void>;
+  /** telemetry goes to its own capped stream per room, never to the timeline */
+  appendTelemetry(draft: DraftOf<'telemetry'>): Promise<{ id: string }>;
+  telemetry(room: string, limit: number): Promise<TelemetryEntry[]>;
+  /** applies age-based retention now (it also runs periodically) */
+  trim(): Promise<void>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}

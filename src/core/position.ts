@@ -1,0 +1,105 @@
+/**
+ * Positions in the log and the event ids derived from them.
+ *
+ * A partition's change feed is an append-only sequence whose entries carry a
+ * Redis-stream-style id `ms-seq`. The log mints an event's id from its feed
+ * position, so an event id is time-ordered (millisecond prefix), unique, minted
+ * exactly once (a duplicate append returns the first one) and can be turned
+ * back into the position without an index.
+ */
+import { SyncgateError } from './errors.js';
+
+export interface StreamPos {
+  readonly ms: number;
+  readonly seq: number;
+}
+
+export const ZERO_POS: StreamPos = Object.freeze({ ms: 0, seq: 0 });
+
+export const MAX_PARTITIONS = 1024;
+
+export function comparePos(a: StreamPos, b: StreamPos): number {
+  return a.ms !== b.ms ? a.ms - b.ms : a.seq - b.seq;
+}
+
+/** The greatest position before `pos`, for turning an inclusive bound into an exclusive one. */
+export function justBefore(pos: StreamPos): StreamPos {
+  return pos.seq > 0 ? { ms: pos.ms, seq: pos.seq - 1 } : { ms: pos.ms - 1, seq: Number.MAX_SAFE_INTEGER };
+}
+
+export function posToString(pos: StreamPos): string {
+  return `${pos.ms}-${pos.seq}`;
+}
+
+const STREAM_ID = /^(\d{1,16})-(\d{1,16})$/;
+
+export function parseStreamId(id: string): StreamPos {
+  const m = STREAM_ID.exec(id);
+  if (!m) throw new SyncgateError('SG_ERR_INTERNAL', `not a stream id: ${id}`);
+  return { ms: Number(m[1]), seq: Number(m[2]) };
+}
+
+// Crockford base32: sortable, url-safe, no ambiguous letters.
+const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+const DECODE = new Map([...ALPHABET].map((c, i) => [c, i]));
+
+function encodeFixed(value: number, width: number): string {
+  let out = '';
+  let v = value;
+  for (let i = 0; i < width; i++) {
+    out = ALPHABET[v % 32] + out;
+    v = Math.floor(v / 32);
+  }
+  if (v !== 0) throw new SyncgateError('SG_ERR_INTERNAL', `value ${value} does not fit ${width} base32 digits`);
+  return out;
+}
+
+function decodeFixed(text: string): number | undefined {
+  let v = 0;
+  for (const c of text) {
+    const d = DECODE.get(c);
+    if (d === undefined) return undefined;
+    v = v * 32 + d;
+  }
+  return v;
+}
+
+const MS_WIDTH = 10; // 2^50 ms: beyond the year 37000
+const PARTITION_WIDTH = 2; // 1024 partitions
+const SEQ_WIDTH = 7; // 34e9 entries in one millisecond
+export const EVENT_ID_LENGTH = MS_WIDTH + PARTITION_WIDTH + SEQ_WIDTH;
+
+/** Event id = ms | partition | seq, fixed width: lexicographic order is position order within a partition. */
+export function eventIdFor(partition: number, pos: StreamPos): string {
+  return encodeFixed(pos.ms, MS_WIDTH) + encodeFixed(partition, PARTITION_WIDTH) + encodeFixed(pos.seq, SEQ_WIDTH);
+}
+
+export interface EventLocation {
+  readonly partition: number;
+  readonly pos: StreamPos;
+}
+
+/** The inverse of `eventIdFor`; `undefined` for anything that is not one of our event ids. */
+export function locateEventId(eventId: string): EventLocation | undefined {
+  if (eventId.length !== EVENT_ID_LENGTH) return undefined;
+  const ms = decodeFixed(eventId.slice(0, MS_WIDTH));
+  const partition = decodeFixed(eventId.slice(MS_WIDTH, MS_WIDTH + PARTITION_WIDTH));
+  const seq = decodeFixed(eventId.slice(MS_WIDTH + PARTITION_WIDTH));
+  if (ms === undefined || partition === undefined || seq === undefined || partition >= MAX_PARTITIONS) return undefined;
+  return { partition, pos: { ms, seq } };
+}
+
+/** FNV-1a, 32 bit: stable, dependency-free hashing of room ids onto partitions. */
+export function fnv1a32(text: string | Uint8Array): number {
+  const bytes = typeof text === 'string' ? new TextEncoder().encode(text) : text;
+  let h = 0x811c9dc5;
+  for (const b of bytes) {
+    h ^= b;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h >>> 0;
+}
+
+export function partitionOf(room: string, partitions: number): number {
+  return fnv1a32(room) % partitions;
+}
