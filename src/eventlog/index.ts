@@ -1,0 +1,43 @@
+/**
+ * Builds the configured EventLog. Only src/runtime and tests call this.
+ */
+import type { Logger } from 'pino';
+import type { EventLog } from '../core/ports.js';
+import type { RetentionPolicy } from './backend.js';
+import { MemoryBackend } from './memory-backend.js';
+import { PartitionedLog } from './partitioned-log.js';
+import { RedisBackend } from './redis-backend.js';
+
+export type { RetentionPolicy } from './backend.js';
+export { MAX_READ_LIMIT } from './partitioned-log.js';
+
+export const DEFAULT_RETENTION: RetentionPolicy = Object.freeze({
+  roomMaxLen: 100_000,
+  feedMaxLen: 0,
+  maxAgeMs: 0,
+  idTtlMs: 30 * 24 * 3600 * 1000,
+  telemetryMaxLen: 10_000,
+});
+
+export interface EventLogOptions {
+  readonly partitions: number;
+  readonly retention?: Partial<RetentionPolicy>;
+  readonly log: Logger;
+  /** absent: the embedded in-memory log */
+  readonly redis?: { readonly url: string; readonly prefix: string };
+  readonly tailBuffer?: number;
+  readonly blockMs?: number;
+}
+
+export function createEventLog(options: EventLogOptions): EventLog {
+  const retention = { ...DEFAULT_RETENTION, ...options.retention };
+  const log = options.log;
+  const backend = options.redis
+    ? new RedisBackend({ url: options.redis.url, prefix: options.redis.prefix, partitions: options.partitions, retention, log })
+    : new MemoryBackend({ partitions: options.partitions, retention });
+  const tuning = {
+    ...(options.tailBuffer !== undefined ? { tailBuffer: options.tailBuffer } : {}),
+    ...(options.blockMs !== undefined ? { blockMs: options.blockMs } : {}),
+  };
+  return new PartitionedLog({ backend, retention, log, ...tuning });
+}

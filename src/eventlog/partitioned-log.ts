@@ -1,0 +1,561 @@
+/**
+ * EventLog over a LogBackend: cursors, reads, history and the live tail.
+ *
+ * The tail never starts from "now": a subscriber reads history from its
+ * cursor until it reaches the end, then attaches to the partition's shared
+ * live reader, which replays what it buffered after that point. Nothing falls
+ * between history and live, and nothing is seen twice (DESIGN §1).
+ */
+import type { Logger } from 'pino';
+import {
+  decodeEventPosition,
+  decodeSyncCursor,
+  encodeEventPosition,
+  encodeSyncCursor,
+  startCursor,
+  type SyncCursor,
+} from '../core/cursor.js';
+import { SyncgateError } from '../core/errors.js';
+import { isTimelineKind, parseEventDraft, type DraftOf, type EventDraft, type LogEvent } from '../core/event.js';
+import type {
+  AppendOptions,
+  AppendResult,
+  EventLog,
+  EventLogInfo,
+  HistoryOptions,
+  HistoryPage,
+  ReadOptions,
+  ReadResult,
+  RoomFilter,
+  TailItem,
+  TailOptions,
+  TelemetryEntry,
+} from '../core/ports.js';
+import { ZERO_POS, comparePos, eventIdFor, justBefore, locateEventId, partitionOf, type StreamPos } from '../core/position.js';
+import type { FeedEntry, LogBackend, RetentionPolicy, RoomFilterFn } from './backend.js';
+import { LiveFeed, type LiveSink } from './live-feed.js';
+
+export const MAX_READ_LIMIT = 1000;
+const SCAN_PAGE = 512;
+/** how many feed entries one read may examine per partition before it answers with what it has */
+const SCAN_BUDGET = 8192;
+
+export interface PartitionedLogOptions {
+  readonly backend: LogBackend;
+  readonly retention: RetentionPolicy;
+  readonly log: Logger;
+  /** live items buffered per tail before it falls back to reading history (no loss, bounded memory) */
+  readonly tailBuffer?: number;
+  /** how long one blocking read waits before it re-checks whether anyone still listens */
+  readonly blockMs?: number;
+}
+
+function matcher(rooms: RoomFilter): RoomFilterFn {
+  return rooms === 'all' ? () => true : (room) => rooms.has(room);
+}
+
+function checkLimit(limit: number): void {
+  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_READ_LIMIT) {
+    throw new SyncgateError('SG_ERR_PARAM_INVALID', `limit must be an integer in 1..${MAX_READ_LIMIT}`);
+  }
+}
+
+export class PartitionedLog implements EventLog {
+  readonly info: EventLogInfo;
+  private readonly backend: LogBackend;
+  private readonly retention: RetentionPolicy;
+  private readonly log: Logger;
+  private readonly live: LiveFeed[];
+  private readonly tailBuffer: number;
+  private closed = false;
+  private readonly sessions = new Set<TailSession>();
+
+  constructor(options: PartitionedLogOptions) {
+    this.backend = options.backend;
+    this.retention = options.retention;
+    this.log = options.log;
+    this.tailBuffer = options.tailBuffer ?? 1024;
+    this.info = Object.freeze({ backend: this.backend.backend, durable: this.backend.durable, partitions: this.backend.partitions });
+    this.live = Array.from(
+      { length: this.backend.partitions },
+      (_, p) => new LiveFeed({ partition: p, backend: this.backend, blockMs: options.blockMs ?? 5000, log: this.log }),
+    );
+  }
+
+  get rooms() {
+    return this.backend.rooms;
+  }
+
+  get state() {
+    return this.backend.state;
+  }
+
+  private get partitions(): number {
+    return this.backend.partitions;
+  }
+
+  private ensureOpen(): void {
+    if (this.closed) throw new SyncgateError('SG_ERR_LOG_CLOSED');
+  }
+
+  /** A room-scoped lookup field: idempotency keys and aliases of different rooms never collide. */
+  private idField(room: string, key: string): string {
+    return `${room}\u0000${key}`;
+  }
+
+  toLogEvent(partition: number, pos: StreamPos, draft: EventDraft): LogEvent {
+    return {
+      ...draft,
+      eventId: eventIdFor(partition, pos),
+      cursor: encodeEventPosition({ partitions: this.partitions, partition, pos }),
+    };
+  }
+
+  async append(input: EventDraft, options: AppendOptions = {}): Promise<AppendResult> {
+    this.ensureOpen();
+    const draft = parseEventDraft(input);
+    if (!isTimelineKind(draft.kind)) {
+      throw new SyncgateError('SG_ERR_EVENT_INVALID', `kind ${draft.kind} is not kept in the room timeline`);
+    }
+    const partition = partitionOf(draft.room, this.partitions);
+    const outcome = await this.backend.append({
+      partition,
+      draft,
+      idemField: this.idField(draft.room, draft.idem),
+      aliasFields: (options.aliases ?? []).map((key) => this.idField(draft.room, key)),
+    });
+    if (outcome.status === 'room-unknown') throw new SyncgateError('SG_ERR_ROOM_UNKNOWN', draft.room);
+    return {
+      eventId: eventIdFor(partition, outcome.pos),
+      cursor: encodeEventPosition({ partitions: this.partitions, partition, pos: outcome.pos }),
+      duplicate: outcome.status === 'duplicate',
+    };
+  }
+
+  decodeCursor(since: string | undefined): SyncCursor {
+    return since === undefined ? startCursor(this.partitions) : decodeSyncCursor(since, this.partitions);
+  }
+
+  /** True when retention removed feed entries after `cursor` in some partition. */
+  private async isLimited(cursor: SyncCursor): Promise<boolean> {
+    const trimmed = await Promise.all(cursor.map((_, p) => this.backend.trimmedUpTo(p)));
+    return trimmed.some((t, p) => comparePos(t, cursor[p] ?? ZERO_POS) > 0);
+  }
+
+  async read(since: string | undefined, options: ReadOptions): Promise<ReadResult> {
+    this.ensureOpen();
+    checkLimit(options.limit);
+    const cursor = this.decodeCursor(since);
+    const match = matcher(options.rooms);
+    let limited = since !== undefined && (await this.isLimited(cursor));
+
+    // Partitions share the page: each round gives every partition that may have
+    // more an equal quota of what is left, so no entry is read and then dropped.
+    const positions = [...cursor];
+    const collected: Array<{ p: number; entry: FeedEntry }> = [];
+    let active = positions.map((_, p) => p);
+    for (let round = 0; round < 4 && active.length > 0; round++) {
+      const remaining = options.limit - collected.length;
+      if (remaining <= 0) break;
+      const quota = Math.max(1, Math.floor(remaining / active.length));
+      const turn = active.slice(0, Math.min(active.length, remaining));
+      const scans = await Promise.all(turn.map((p) => this.scanPartition(p, positions[p] ?? ZERO_POS, quota, match)));
+      const stillActive: number[] = [];
+      scans.forEach((scan, i) => {
+        const p = turn[i] ?? 0;
+        positions[p] = scan.scannedTo;
+        for (const entry of scan.entries) collected.push({ p, entry });
+        if (scan.entries.length === quota && !scan.exhausted) stillActive.push(p);
+      });
+      active = [...stillActive, ...active.slice(turn.length)];
+    }
+    collected.sort((a, b) => comparePos(a.entry.pos, b.entry.pos) || a.p - b.p);
+    const events: LogEvent[] = [];
+    for (const { p, entry } of collected) {
+      if (entry.draft === undefined) limited = true;
+      else events.push(this.toLogEvent(p, entry.pos, entry.draft));
+    }
+    return { events, next: encodeSyncCursor(positions), limited };
+  }
+
+  /** Up to `limit` matching entries of one partition after `from`, examining at most SCAN_BUDGET entries. */
+  private async scanPartition(partition: number, from: StreamPos, limit: number, match: RoomFilterFn) {
+    const entries: FeedEntry[] = [];
+    let scannedTo = from;
+    let scanned = 0;
+    let exhausted = false;
+    while (entries.length < limit && scanned < SCAN_BUDGET) {
+      const page = await this.backend.readFeed(partition, scannedTo, Math.min(SCAN_PAGE, Math.max(limit - entries.length, 16)), match);
+      if (page.scanned === 0) {
+        exhausted = true;
+        break;
+      }
+      scanned += page.scanned;
+      for (const entry of page.entries) {
+        if (entries.length === limit) break;
+        entries.push(entry);
+      }
+      // Stopped early inside the page: resume after the last entry kept.
+      scannedTo = entries.length === limit ? (entries.at(-1)?.pos ?? page.scannedTo) : page.scannedTo;
+    }
+    return { entries, scannedTo, exhausted };
+  }
+
+  async head(): Promise<string> {
+    this.ensureOpen();
+    const bounds = await Promise.all(Array.from({ length: this.partitions }, (_, p) => this.backend.feedBounds(p)));
+    return encodeSyncCursor(bounds.map((b) => b.last ?? ZERO_POS));
+  }
+
+  async latest(options: ReadOptions): Promise<ReadResult> {
+    this.ensureOpen();
+    checkLimit(options.limit);
+    const match = matcher(options.rooms);
+    // The head first: every event read below is at or before it, so `next` misses nothing.
+    const bounds = await Promise.all(Array.from({ length: this.partitions }, (_, p) => this.backend.feedBounds(p)));
+    const head = bounds.map((b) => b.last ?? ZERO_POS);
+    const pages = await Promise.all(
+      head.map(async (pos, p) => {
+        const entries: FeedEntry[] = [];
+        let before: StreamPos | undefined = { ms: pos.ms, seq: pos.seq + 1 };
+        let scanned = 0;
+        while (entries.length < options.limit && scanned < SCAN_BUDGET && before) {
+          const page = await this.backend.readFeedReverse(p, before, SCAN_PAGE, match);
+          if (page.scanned === 0) break;
+          scanned += page.scanned;
+          entries.push(...page.entries);
+          before = page.scannedTo;
+        }
+        return entries.map((entry) => ({ p, entry }));
+      }),
+    );
+    const newest = pages
+      .flat()
+      .filter((x): x is { p: number; entry: FeedEntry & { draft: EventDraft } } => x.entry.draft !== undefined)
+      .map((x) => this.toLogEvent(x.p, x.entry.pos, x.entry.draft))
+      .sort((a, b) => (a.eventId < b.eventId ? -1 : a.eventId > b.eventId ? 1 : 0))
+      .slice(-options.limit);
+    return { events: newest, next: encodeSyncCursor(head), limited: false };
+  }
+
+  tail(since: string | undefined, options: TailOptions): AsyncIterable<TailItem> {
+    this.ensureOpen();
+    const cursor = this.decodeCursor(since);
+    const session = new TailSession({
+      log: this,
+      backend: this.backend,
+      live: this.live,
+      cursor,
+      match: matcher(options.rooms),
+      buffer: this.tailBuffer,
+      checkLimited: since !== undefined,
+      signal: options.signal,
+      onClose: (s) => this.sessions.delete(s),
+    });
+    this.sessions.add(session);
+    return session;
+  }
+
+  /** for TailSession */
+  limitedAt(cursor: SyncCursor): Promise<boolean> {
+    return this.isLimited(cursor);
+  }
+
+  private roomPartition(room: string): number {
+    return partitionOf(room, this.partitions);
+  }
+
+  private positionOf(room: string, token: string): StreamPos {
+    const position = decodeEventPosition(token, this.partitions);
+    if (position.partition !== this.roomPartition(room)) {
+      throw new SyncgateError('SG_ERR_CURSOR_INVALID', 'the position belongs to another room');
+    }
+    return position.pos;
+  }
+
+  async roomHistory(room: string, options: HistoryOptions): Promise<HistoryPage> {
+    this.ensureOpen();
+    checkLimit(options.limit);
+    if (!(await this.rooms.get(room))) throw new SyncgateError('SG_ERR_ROOM_UNKNOWN', room);
+    const p = this.roomPartition(room);
+    const from = options.from === undefined ? undefined : this.positionOf(room, options.from);
+    const entries = await this.backend.roomRange(p, room, from, options.dir, options.limit + 1);
+    const more = entries.length > options.limit;
+    const page = entries.slice(0, options.limit);
+    const events = page.flatMap((e) => (e.draft ? [this.toLogEvent(p, e.pos, e.draft)] : []));
+    let limited = false;
+    if (options.dir === 'b' && !more) {
+      const bounds = await this.backend.roomBounds(p, room);
+      limited = comparePos(bounds.maxDeleted, ZERO_POS) > 0;
+    }
+    const last = page.at(-1);
+    const result: { events: LogEvent[]; limited: boolean; next?: string } = { events, limited };
+    if (more && last) result.next = encodeEventPosition({ partitions: this.partitions, partition: p, pos: last.pos });
+    return result;
+  }
+
+  async getEvent(room: string, eventId: string): Promise<LogEvent | undefined> {
+    this.ensureOpen();
+    const location = locateEventId(eventId);
+    const p = this.roomPartition(room);
+    if (!location || location.partition !== p) return undefined;
+    const [entry] = await this.backend.roomRange(p, room, justBefore(location.pos), 'f', 1);
+    if (!entry?.draft || comparePos(entry.pos, location.pos) !== 0) return undefined;
+    return this.toLogEvent(p, entry.pos, entry.draft);
+  }
+
+  async resolve(room: string, key: string): Promise<string | undefined> {
+    this.ensureOpen();
+    const p = this.roomPartition(room);
+    const [pos] = await this.backend.lookup(p, [this.idField(room, key)]);
+    return pos ? eventIdFor(p, pos) : undefined;
+  }
+
+  async alias(room: string, eventId: string, keys: readonly string[]): Promise<void> {
+    this.ensureOpen();
+    const p = this.roomPartition(room);
+    const location = locateEventId(eventId);
+    if (!location || location.partition !== p) throw new SyncgateError('SG_ERR_EVENT_UNKNOWN', eventId);
+    if (keys.length === 0) return;
+    await this.backend.addAliases(
+      p,
+      location.pos,
+      keys.map((k) => this.idField(room, k)),
+    );
+  }
+
+  async appendTelemetry(input: DraftOf<'telemetry'>): Promise<{ id: string }> {
+    this.ensureOpen();
+    const draft = parseEventDraft(input);
+    if (draft.kind !== 'telemetry') throw new SyncgateError('SG_ERR_EVENT_INVALID', 'expected a telemetry event');
+    if (!(await this.rooms.get(draft.room))) throw new SyncgateError('SG_ERR_ROOM_UNKNOWN', draft.room);
+    return { id: await this.backend.appendTelemetry(this.roomPartition(draft.room), draft) };
+  }
+
+  async telemetry(room: string, limit: number): Promise<TelemetryEntry[]> {
+    this.ensureOpen();
+    checkLimit(limit);
+    const rows = await this.backend.telemetry(this.roomPartition(room), room, limit);
+    return rows.map((r) => ({ id: r.id, event: r.draft }));
+  }
+
+  async trim(): Promise<void> {
+    this.ensureOpen();
+    if (this.retention.maxAgeMs <= 0) return;
+    const cutoff = Date.now() - this.retention.maxAgeMs;
+    const rooms = await this.rooms.list();
+    const byPartition = new Map<number, string[]>();
+    for (const r of rooms) {
+      const p = this.roomPartition(r.id);
+      byPartition.set(p, [...(byPartition.get(p) ?? []), r.id]);
+    }
+    await Promise.all(Array.from({ length: this.partitions }, (_, p) => this.backend.trimByAge(p, byPartition.get(p) ?? [], cutoff)));
+  }
+
+  ping(): Promise<void> {
+    return this.backend.ping();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const s of [...this.sessions]) s.close();
+    for (const feed of this.live) feed.stop();
+    await this.backend.close();
+  }
+}
+
+interface TailSessionOptions {
+  readonly log: PartitionedLog;
+  readonly backend: LogBackend;
+  readonly live: readonly LiveFeed[];
+  readonly cursor: SyncCursor;
+  readonly match: RoomFilterFn;
+  readonly buffer: number;
+  readonly checkLimited: boolean;
+  readonly signal: AbortSignal | undefined;
+  readonly onClose: (session: TailSession) => void;
+}
+
+/**
+ * One subscriber across all partitions. Each partition runs a pump that reads
+ * history into the session queue (waiting for space) and then attaches to the
+ * live reader; a live push that finds the queue full detaches the partition,
+ * which goes back to reading history from where it was. Memory stays bounded
+ * and no event is dropped.
+ */
+class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
+  private readonly o: TailSessionOptions;
+  private readonly positions: StreamPos[];
+  private readonly queue: TailItem[] = [];
+  private readonly sinks: Array<LiveSink | undefined>;
+  private readonly detached: Array<(() => void) | undefined>;
+  private reader: ((r: IteratorResult<TailItem>) => void) | undefined;
+  private readonly spaceWaiters: Array<() => void> = [];
+  private closed = false;
+  private failure: unknown;
+  private started = false;
+
+  constructor(options: TailSessionOptions) {
+    this.o = options;
+    this.positions = [...options.cursor];
+    this.sinks = options.cursor.map(() => undefined);
+    this.detached = options.cursor.map(() => undefined);
+    options.signal?.addEventListener('abort', () => this.close(), { once: true });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<TailItem> {
+    return this;
+  }
+
+  private start(): void {
+    this.started = true;
+    void this.run();
+  }
+
+  private async run(): Promise<void> {
+    try {
+      if (this.o.checkLimited && (await this.o.log.limitedAt(this.positions))) {
+        await this.push({ type: 'limited', next: encodeSyncCursor(this.positions) });
+      }
+      await Promise.all(this.positions.map((_, p) => this.pump(p)));
+    } catch (err) {
+      if (!this.closed) {
+        this.failure = err;
+        this.wake();
+      }
+    }
+  }
+
+  private async pump(partition: number): Promise<void> {
+    const feed = this.o.live[partition];
+    if (!feed) return;
+    while (!this.closed) {
+      const page = await this.o.backend.readFeed(partition, this.position(partition), SCAN_PAGE, this.o.match);
+      if (this.closed) return;
+      if (page.scanned > 0) {
+        for (const entry of page.entries) {
+          await this.waitForSpace();
+          if (this.closed) return;
+          this.deliver(partition, entry);
+        }
+        if (comparePos(page.scannedTo, this.position(partition)) > 0) this.positions[partition] = page.scannedTo;
+        continue;
+      }
+      // History is exhausted: switch to live. `attach` replays what the live reader
+      // buffered after our position, or refuses when its buffer starts later.
+      const detached = new Promise<void>((resolve) => (this.detached[partition] = resolve));
+      const sink: LiveSink = {
+        position: () => this.position(partition),
+        push: (entry) => this.livePush(partition, entry),
+      };
+      if (!feed.attach(sink)) {
+        this.detached[partition] = undefined;
+        continue;
+      }
+      this.sinks[partition] = sink;
+      await detached;
+      this.sinks[partition] = undefined;
+    }
+  }
+
+  private position(partition: number): StreamPos {
+    return this.positions[partition] ?? ZERO_POS;
+  }
+
+  /** Called synchronously by the live reader. Returns false to be detached. */
+  private livePush(partition: number, entry: FeedEntry): boolean {
+    if (this.closed) return false;
+    if (comparePos(entry.pos, this.position(partition)) <= 0) return true;
+    if (!this.o.match(entry.room)) {
+      this.positions[partition] = entry.pos;
+      return true;
+    }
+    if (this.queue.length >= this.o.buffer) {
+      // Too slow for live: fall back to history from the last queued position.
+      this.detachPartition(partition);
+      return false;
+    }
+    this.deliver(partition, entry);
+    return true;
+  }
+
+  private detachPartition(partition: number): void {
+    const resolve = this.detached[partition];
+    this.detached[partition] = undefined;
+    resolve?.();
+  }
+
+  private deliver(partition: number, entry: FeedEntry): void {
+    this.positions[partition] = entry.pos;
+    const next = encodeSyncCursor(this.positions);
+    if (entry.draft === undefined) {
+      this.enqueue({ type: 'limited', next });
+    } else {
+      this.enqueue({ type: 'event', event: this.o.log.toLogEvent(partition, entry.pos, entry.draft), next });
+    }
+  }
+
+  private async push(item: TailItem): Promise<void> {
+    await this.waitForSpace();
+    if (!this.closed) this.enqueue(item);
+  }
+
+  private enqueue(item: TailItem): void {
+    const reader = this.reader;
+    if (reader) {
+      this.reader = undefined;
+      reader({ value: item, done: false });
+    } else {
+      this.queue.push(item);
+    }
+  }
+
+  private waitForSpace(): Promise<void> {
+    if (this.queue.length < this.o.buffer || this.closed) return Promise.resolve();
+    return new Promise((resolve) => this.spaceWaiters.push(resolve));
+  }
+
+  private wake(): void {
+    const reader = this.reader;
+    if (!reader) return;
+    this.reader = undefined;
+    reader({ value: undefined, done: true });
+  }
+
+  next(): Promise<IteratorResult<TailItem>> {
+    if (!this.started) this.start();
+    const item = this.queue.shift();
+    if (item) {
+      if (this.queue.length < this.o.buffer) this.spaceWaiters.splice(0).forEach((w) => w());
+      return Promise.resolve({ value: item, done: false });
+    }
+    if (this.failure !== undefined) {
+      const err = this.failure;
+      this.failure = undefined;
+      this.close();
+      return Promise.reject(err);
+    }
+    if (this.closed) return Promise.resolve({ value: undefined, done: true });
+    this.spaceWaiters.splice(0).forEach((w) => w());
+    return new Promise((resolve) => (this.reader = resolve));
+  }
+
+  return(): Promise<IteratorResult<TailItem>> {
+    this.close();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.sinks.forEach((sink, p) => {
+      if (sink) this.o.live[p]?.detach(sink);
+      this.detachPartition(p);
+    });
+    this.queue.length = 0;
+    this.spaceWaiters.splice(0).forEach((w) => w());
+    this.wake();
+    this.o.onClose(this);
+  }
+}

@@ -1,0 +1,394 @@
+/**
+ * Redis Streams backend (DESIGN §3). The only module that imports ioredis.
+ *
+ * Per partition: a change feed stream (entries `r=<room>`), one timeline
+ * stream per room whose entry ids equal the feed ids, and time-bucketed id-map
+ * hashes (idempotency keys and native-id aliases → stream id). Blocking reads
+ * run on their own connection per partition, created on first use.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { Redis, type RedisOptions } from 'ioredis';
+import type { Logger } from 'pino';
+import type { DraftOf, EventDraft } from '../core/event.js';
+import { SyncgateError } from '../core/errors.js';
+import type { RoomSpec, RoomStore, StateStore } from '../core/ports.js';
+import { ZERO_POS, comparePos, parseStreamId, partitionOf, posToString, type StreamPos } from '../core/position.js';
+import type { AppendOutcome, AppendRequest, FeedEntry, FeedPage, LogBackend, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
+import { decodeFields, encodeFields } from './codec.js';
+import { keySpace, type KeySpace } from './keys.js';
+
+type StreamReply = Array<[string, string[]]>;
+
+/**
+ * Id-map fields are 96-bit hashes of the room-scoped key: 12 bytes fit the
+ * smallest Redis string allocation whatever the native id's length, and the
+ * collision odds stay negligible (~1e-11 at 10 million keys per bucket).
+ */
+function idField(field: string): Buffer {
+  return createHash('sha256').update(field).digest().subarray(0, 12);
+}
+
+/** `ms.seq` in base 36, as append-6.lua writes id-map values. */
+export function compactId(pos: StreamPos): string {
+  return `${pos.ms.toString(36)}.${pos.seq.toString(36)}`;
+}
+
+function parseIdValue(value: string): StreamPos {
+  const dot = value.indexOf('.');
+  if (dot < 0) return parseStreamId(value);
+  return { ms: parseInt(value.slice(0, dot), 36), seq: parseInt(value.slice(dot + 1), 36) };
+}
+
+const lua = (name: string) => readFileSync(new URL(`./lua/${name}`, import.meta.url), 'utf8');
+
+interface SyncgateCommands {
+  sgAppend(...args: Array<string | number | Buffer>): Promise<[number, string]>;
+  sgAdvance(key: string, field: string, value: string): Promise<string>;
+  sgAlias(...args: Array<string | number | Buffer>): Promise<number>;
+  sgTrim(stream: string, marks: string, cutoff: string): Promise<number>;
+}
+type CommandClient = Redis & SyncgateCommands;
+
+export interface RedisBackendOptions {
+  readonly url: string;
+  readonly prefix: string;
+  readonly partitions: number;
+  readonly retention: RetentionPolicy;
+  readonly log: Logger;
+  readonly redisOptions?: RedisOptions;
+}
+
+function defineCommands(client: Redis): CommandClient {
+  client.defineCommand('sgAppend', { numberOfKeys: 6, lua: lua('append-6.lua') });
+  client.defineCommand('sgTrim', { numberOfKeys: 2, lua: lua('trim-2.lua') });
+  client.defineCommand('sgAdvance', { numberOfKeys: 1, lua: lua('advance-1.lua') });
+  client.defineCommand('sgAlias', { numberOfKeys: 2, lua: lua('alias-2.lua') });
+  return client as CommandClient;
+}
+
+class RedisRoomStore implements RoomStore {
+  private subscriber: Redis | undefined;
+  private subscribed: Promise<void> | undefined;
+  private readonly listeners = new Set<(room: string) => void>();
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: KeySpace,
+    private readonly partitionOf: (room: string) => number,
+    private readonly log: Logger,
+  ) {}
+
+  async put(spec: RoomSpec): Promise<void> {
+    await this.redis
+      .multi()
+      .hset(this.keys.roomMeta(this.partitionOf(spec.id), spec.id), 'spec', JSON.stringify(spec))
+      .sadd(this.keys.roomIndex(), spec.id)
+      .publish(this.keys.roomChannel(), spec.id)
+      .exec();
+  }
+
+  async get(room: string): Promise<RoomSpec | undefined> {
+    const raw = await this.redis.hget(this.keys.roomMeta(this.partitionOf(room), room), 'spec');
+    return raw ? (JSON.parse(raw) as RoomSpec) : undefined;
+  }
+
+  async list(): Promise<RoomSpec[]> {
+    const ids = (await this.redis.smembers(this.keys.roomIndex())).sort();
+    const specs = await Promise.all(ids.map((id) => this.get(id)));
+    return specs.filter((s): s is RoomSpec => s !== undefined);
+  }
+
+  async delete(room: string): Promise<boolean> {
+    const [[, removed] = []] = (await this.redis.multi().del(this.keys.roomMeta(this.partitionOf(room), room)).srem(this.keys.roomIndex(), room).exec()) ?? [];
+    if (removed !== 1) return false;
+    await this.redis.publish(this.keys.roomChannel(), room);
+    return true;
+  }
+
+  async watch(listener: (room: string) => void): Promise<() => void> {
+    this.listeners.add(listener);
+    if (!this.subscribed) {
+      const sub = this.redis.duplicate({ connectionName: `${this.keys.prefix}rooms-watch` });
+      this.subscriber = sub;
+      sub.on('error', (err: Error) => this.log.warn({ err: err.message }, 'room watch connection error'));
+      sub.on('message', (_channel: string, room: string) => {
+        for (const l of this.listeners) l(room);
+      });
+      this.subscribed = sub.subscribe(this.keys.roomChannel()).then(() => undefined);
+    }
+    await this.subscribed;
+    return () => this.listeners.delete(listener);
+  }
+
+  close(): void {
+    this.subscriber?.disconnect();
+    this.subscriber = undefined;
+    this.subscribed = undefined;
+  }
+}
+
+class RedisStateStore implements StateStore {
+  constructor(
+    private readonly redis: CommandClient,
+    private readonly keys: KeySpace,
+  ) {}
+  async get(ns: string, key: string): Promise<string | undefined> {
+    return (await this.redis.hget(this.keys.state(ns), key)) ?? undefined;
+  }
+  async set(ns: string, key: string, value: string): Promise<void> {
+    await this.redis.hset(this.keys.state(ns), key, value);
+  }
+  async setIfAbsent(ns: string, key: string, value: string): Promise<boolean> {
+    return (await this.redis.hsetnx(this.keys.state(ns), key, value)) === 1;
+  }
+  async delete(ns: string, key: string): Promise<boolean> {
+    return (await this.redis.hdel(this.keys.state(ns), key)) === 1;
+  }
+  async entries(ns: string): Promise<Array<[string, string]>> {
+    return Object.entries(await this.redis.hgetall(this.keys.state(ns)));
+  }
+  advance(ns: string, key: string, value: string): Promise<string> {
+    return this.redis.sgAdvance(this.keys.state(ns), key, value);
+  }
+}
+
+export class RedisBackend implements LogBackend {
+  readonly backend = 'redis' as const;
+  readonly durable = true;
+  readonly partitions: number;
+  readonly rooms: RedisRoomStore;
+  readonly state: StateStore;
+  private readonly redis: CommandClient;
+  private readonly blocking: Array<Redis | undefined>;
+  private readonly keys: KeySpace;
+  private readonly retention: RetentionPolicy;
+  private readonly idTtlSec: number;
+  private closed = false;
+
+  constructor(options: RedisBackendOptions) {
+    this.partitions = options.partitions;
+    this.retention = options.retention;
+    this.keys = keySpace(options.prefix);
+    this.idTtlSec = Math.ceil((2 * options.retention.idTtlMs) / 1000);
+    this.redis = defineCommands(
+      new Redis(options.url, {
+        connectionName: `${options.prefix}main`,
+        // Appends are idempotent, so a command resent after a reconnect cannot duplicate an event.
+        enableAutoPipelining: true,
+        ...options.redisOptions,
+      }),
+    );
+    this.redis.on('error', (err: Error) => options.log.warn({ err: err.message }, 'redis connection error'));
+    this.blocking = Array.from({ length: options.partitions }, () => undefined);
+    this.rooms = new RedisRoomStore(this.redis, this.keys, (room) => partitionOf(room, this.partitions), options.log);
+    this.state = new RedisStateStore(this.redis, this.keys);
+  }
+
+  private closedCheck(): void {
+    if (this.closed) throw new SyncgateError('SG_ERR_LOG_CLOSED');
+  }
+
+  private bucket(): number {
+    return Math.floor(Date.now() / this.retention.idTtlMs);
+  }
+
+  async append(request: AppendRequest): Promise<AppendOutcome> {
+    this.closedCheck();
+    const { partition: p, draft } = request;
+    const b = this.bucket();
+    const [status, id] = await this.redis.sgAppend(
+      this.keys.feed(p),
+      this.keys.room(p, draft.room),
+      this.keys.roomMeta(p, draft.room),
+      this.keys.ids(p, b),
+      this.keys.ids(p, b - 1),
+      this.keys.trimMarks(p),
+      draft.room,
+      this.retention.roomMaxLen,
+      this.retention.feedMaxLen,
+      this.idTtlSec,
+      idField(request.idemField),
+      request.aliasFields.length,
+      ...request.aliasFields.map(idField),
+      ...encodeFields(draft),
+    );
+    if (status === -1) return { status: 'room-unknown' };
+    return { status: status === 1 ? 'appended' : 'duplicate', pos: parseIdValue(id) };
+  }
+
+  /** Loads the timeline entries behind feed rows: one XRANGE per room covering its rows. */
+  private async withDrafts(p: number, rows: Array<{ pos: StreamPos; id: string; room: string }>): Promise<FeedEntry[]> {
+    const byRoom = new Map<string, { lo: { id: string; pos: StreamPos }; hi: { id: string; pos: StreamPos } }>();
+    for (const row of rows) {
+      const r = byRoom.get(row.room);
+      if (!r) byRoom.set(row.room, { lo: row, hi: row });
+      else if (comparePos(row.pos, r.lo.pos) < 0) r.lo = row;
+      else if (comparePos(row.pos, r.hi.pos) > 0) r.hi = row;
+    }
+    const found = new Map<string, EventDraft>();
+    await Promise.all(
+      [...byRoom].map(async ([room, range]) => {
+        const entries = (await this.redis.xrange(this.keys.room(p, room), range.lo.id, range.hi.id)) as StreamReply;
+        for (const [id, fields] of entries) found.set(`${room}\u0000${id}`, decodeFields(room, fields));
+      }),
+    );
+    return rows.map((row) => ({ pos: row.pos, room: row.room, draft: found.get(`${row.room}\u0000${row.id}`) }));
+  }
+
+  private feedRows(reply: StreamReply) {
+    return reply.map(([id, fields]) => ({ id, pos: parseStreamId(id), room: fields[1] ?? '' }));
+  }
+
+  async readFeed(partition: number, after: StreamPos, count: number, match: RoomFilterFn): Promise<FeedPage> {
+    this.closedCheck();
+    const reply = (await this.redis.xrange(this.keys.feed(partition), `(${posToString(after)}`, '+', 'COUNT', count)) as StreamReply;
+    const rows = this.feedRows(reply);
+    const entries = await this.withDrafts(
+      partition,
+      rows.filter((r) => match(r.room)),
+    );
+    return { entries, scannedTo: rows.at(-1)?.pos ?? after, scanned: rows.length };
+  }
+
+  async readFeedReverse(partition: number, before: StreamPos | undefined, count: number, match: RoomFilterFn): Promise<FeedPage> {
+    this.closedCheck();
+    const end = before === undefined ? '+' : `(${posToString(before)}`;
+    const reply = (await this.redis.xrevrange(this.keys.feed(partition), end, '-', 'COUNT', count)) as StreamReply;
+    const rows = this.feedRows(reply);
+    const entries = await this.withDrafts(
+      partition,
+      rows.filter((r) => match(r.room)),
+    );
+    return { entries, scannedTo: rows.at(-1)?.pos ?? before ?? ZERO_POS, scanned: rows.length };
+  }
+
+  private blockingClient(partition: number): Redis {
+    let client = this.blocking[partition];
+    if (!client) {
+      // One blocking connection per partition per process; never shared with request traffic.
+      client = this.redis.duplicate({ connectionName: `${this.keys.prefix}tail:p${String(partition).padStart(2, '0')}`, enableAutoPipelining: false });
+      client.on('error', () => undefined);
+      this.blocking[partition] = client;
+    }
+    return client;
+  }
+
+  async waitFeed(partition: number, after: StreamPos, timeoutMs: number, count: number): Promise<FeedEntry[]> {
+    this.closedCheck();
+    const client = this.blockingClient(partition);
+    const reply = (await client.xread('COUNT', count, 'BLOCK', timeoutMs, 'STREAMS', this.keys.feed(partition), posToString(after))) as Array<
+      [string, StreamReply]
+    > | null;
+    this.closedCheck();
+    const rows = this.feedRows(reply?.[0]?.[1] ?? []);
+    return this.withDrafts(partition, rows);
+  }
+
+  private async bounds(partition: number, key: string): Promise<StreamBounds> {
+    const [first, last, mark] = await Promise.all([
+      this.redis.xrange(key, '-', '+', 'COUNT', 1) as Promise<StreamReply>,
+      this.redis.xrevrange(key, '+', '-', 'COUNT', 1) as Promise<StreamReply>,
+      this.redis.hget(this.keys.trimMarks(partition), key),
+    ]);
+    const firstId = first[0]?.[0];
+    const lastId = last[0]?.[0];
+    return {
+      first: firstId ? parseStreamId(firstId) : undefined,
+      last: lastId ? parseStreamId(lastId) : undefined,
+      maxDeleted: mark ? parseStreamId(mark) : ZERO_POS,
+    };
+  }
+
+  feedBounds(partition: number): Promise<StreamBounds> {
+    this.closedCheck();
+    return this.bounds(partition, this.keys.feed(partition));
+  }
+
+  async trimmedUpTo(partition: number): Promise<StreamPos> {
+    this.closedCheck();
+    const mark = await this.redis.hget(this.keys.trimMarks(partition), this.keys.feed(partition));
+    return mark ? parseStreamId(mark) : ZERO_POS;
+  }
+
+  roomBounds(partition: number, room: string): Promise<StreamBounds> {
+    this.closedCheck();
+    return this.bounds(partition, this.keys.room(partition, room));
+  }
+
+  async roomRange(partition: number, room: string, from: StreamPos | undefined, dir: 'f' | 'b', count: number): Promise<FeedEntry[]> {
+    this.closedCheck();
+    const key = this.keys.room(partition, room);
+    const reply = (
+      dir === 'f'
+        ? await this.redis.xrange(key, from ? `(${posToString(from)}` : '-', '+', 'COUNT', count)
+        : await this.redis.xrevrange(key, from ? `(${posToString(from)}` : '+', '-', 'COUNT', count)
+    ) as StreamReply;
+    return reply.map(([id, fields]) => ({ pos: parseStreamId(id), room, draft: decodeFields(room, fields) }));
+  }
+
+  async lookup(partition: number, fields: readonly string[]): Promise<Array<StreamPos | undefined>> {
+    this.closedCheck();
+    if (fields.length === 0) return [];
+    const b = this.bucket();
+    const hashed = fields.map(idField);
+    const [current, previous] = await Promise.all([
+      this.redis.hmget(this.keys.ids(partition, b), ...hashed),
+      this.redis.hmget(this.keys.ids(partition, b - 1), ...hashed),
+    ]);
+    return fields.map((_, i) => {
+      const id = current[i] ?? previous[i];
+      return id ? parseIdValue(id) : undefined;
+    });
+  }
+
+  async addAliases(partition: number, pos: StreamPos, fields: readonly string[]): Promise<void> {
+    this.closedCheck();
+    const b = this.bucket();
+    await this.redis.sgAlias(this.keys.ids(partition, b), this.keys.ids(partition, b - 1), compactId(pos), this.idTtlSec, ...fields.map(idField));
+  }
+
+  async appendTelemetry(partition: number, draft: DraftOf<'telemetry'>): Promise<string> {
+    this.closedCheck();
+    const key = this.keys.telemetry(partition, draft.room);
+    const max = this.retention.telemetryMaxLen;
+    const fields = encodeFields(draft);
+    const id = max > 0 ? await this.redis.xadd(key, 'MAXLEN', '~', max, '*', ...fields) : await this.redis.xadd(key, '*', ...fields);
+    if (!id) throw new SyncgateError('SG_ERR_INTERNAL', 'XADD returned no id');
+    return id;
+  }
+
+  async telemetry(partition: number, room: string, limit: number): Promise<Array<{ id: string; draft: DraftOf<'telemetry'> }>> {
+    this.closedCheck();
+    const reply = (await this.redis.xrevrange(this.keys.telemetry(partition, room), '+', '-', 'COUNT', limit)) as StreamReply;
+    return reply.map(([id, fields]) => ({ id, draft: decodeFields(room, fields) as DraftOf<'telemetry'> }));
+  }
+
+  async trimByAge(partition: number, rooms: readonly string[], cutoffMs: number): Promise<void> {
+    this.closedCheck();
+    const minId = `${cutoffMs}-0`;
+    const marks = this.keys.trimMarks(partition);
+    await Promise.all([
+      this.redis.sgTrim(this.keys.feed(partition), marks, minId),
+      ...rooms.map((room) => this.redis.sgTrim(this.keys.room(partition, room), marks, minId)),
+      ...rooms.map((room) => this.redis.xtrim(this.keys.telemetry(partition, room), 'MINID', minId)),
+    ]);
+  }
+
+  async ping(): Promise<void> {
+    this.closedCheck();
+    try {
+      await this.redis.ping();
+    } catch (err) {
+      throw new SyncgateError('SG_ERR_LOG_UNAVAILABLE', err instanceof Error ? err.message : String(err));
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const client of this.blocking) client?.disconnect();
+    this.rooms.close();
+    await this.redis.quit().catch(() => this.redis.disconnect());
+  }
+}
