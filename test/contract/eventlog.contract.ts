@@ -1,0 +1,460 @@
+/**
+ * The EventLog contract: one suite, run against every implementation
+ * (memory and Redis). Each test builds its own log on its own key prefix.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { decodeSyncCursor, encodeSyncCursor, startCursor } from '../../src/core/cursor.js';
+import { isSyncgateError } from '../../src/core/errors.js';
+import type { LogEvent } from '../../src/core/event.js';
+import type { EventLog, TailItem } from '../../src/core/ports.js';
+import { comparePos, locateEventId, partitionOf } from '../../src/core/position.js';
+import type { RetentionPolicy } from '../../src/eventlog/index.js';
+import { message, reaction } from '../fixtures/events.js';
+
+export interface LogFactoryOptions {
+  partitions?: number;
+  retention?: Partial<RetentionPolicy>;
+  tailBuffer?: number;
+}
+
+export interface ContractTarget {
+  name: string;
+  create(options?: LogFactoryOptions): Promise<EventLog>;
+}
+
+async function expectCode(promise: Promise<unknown>, code: string): Promise<void> {
+  try {
+    await promise;
+  } catch (err) {
+    expect(isSyncgateError(err) ? err.code : String(err)).toBe(code);
+    return;
+  }
+  throw new Error(`expected ${code}, got success`);
+}
+
+async function withRooms(log: EventLog, ...rooms: string[]): Promise<void> {
+  for (const id of rooms) await log.rooms.put({ id, links: [] });
+}
+
+/** Collects events from a tail until `done` says so or the deadline passes. */
+async function collect(iter: AsyncIterable<TailItem>, done: (events: LogEvent[]) => boolean, timeoutMs = 30_000): Promise<LogEvent[]> {
+  const events: LogEvent[] = [];
+  const it = iter[Symbol.asyncIterator]();
+  const deadline = Date.now() + timeoutMs;
+  try {
+    while (!done(events)) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`tail timed out with ${events.length} events`);
+      let timer: NodeJS.Timeout | undefined;
+      const r = await Promise.race([
+        it.next(),
+        new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`tail timed out with ${events.length} events`)), left))),
+      ]);
+      clearTimeout(timer);
+      if (r.done) break;
+      if (r.value.type === 'event') events.push(r.value.event);
+    }
+  } finally {
+    await it.return?.();
+  }
+  return events;
+}
+
+export function eventLogContract(target: ContractTarget): void {
+  describe(`EventLog contract: ${target.name}`, () => {
+    const open: EventLog[] = [];
+    const make = async (options?: LogFactoryOptions) => {
+      const log = await target.create(options);
+      open.push(log);
+      return log;
+    };
+    afterEach(async () => {
+      await Promise.all(open.splice(0).map((l) => l.close()));
+    });
+
+    it('appends in order and reads back across rooms with positions that match the append results', async () => {
+      const log = await make();
+      await withRooms(log, 'ops', 'lobby', 'dev');
+      const rooms = ['ops', 'lobby', 'dev'];
+      const results = [];
+      for (let i = 0; i < 30; i++) results.push(await log.append(message(rooms[i % 3] ?? 'ops', `m${i}`)));
+      const read = await log.read(undefined, { rooms: 'all', limit: 100 });
+      expect(read.limited).toBe(false);
+      expect(read.events).toHaveLength(30);
+      // order is defined per room (rooms may live in different partitions)
+      for (const room of rooms) {
+        const bodies = read.events.filter((e) => e.room === room).map((e) => (e.kind === 'message' ? e.content.body : ''));
+        expect(bodies).toEqual(Array.from({ length: 30 }, (_, i) => i).filter((i) => rooms[i % 3] === room).map((i) => `m${i}`));
+      }
+      const byId = new Map(read.events.map((e) => [e.eventId, e]));
+      for (const r of results) {
+        expect(r.duplicate).toBe(false);
+        expect(byId.get(r.eventId)?.cursor).toBe(r.cursor);
+      }
+      // a room filter returns exactly that room's events, in order
+      const ops = await log.read(undefined, { rooms: new Set(['ops']), limit: 100 });
+      expect(ops.events.map((e) => e.eventId)).toEqual(results.filter((_, i) => i % 3 === 0).map((r) => r.eventId));
+      // nothing after the end
+      const after = await log.read(read.next, { rooms: 'all', limit: 100 });
+      expect(after.events).toEqual([]);
+    });
+
+    it('keeps every field of an event through the store', async () => {
+      const log = await make();
+      await withRooms(log, 'ops');
+      const first = await log.append(message('ops', 'héllo 👋 שלום', { content: { body: 'héllo 👋 שלום', format: 'html', formatted: '<b>héllo</b>', mentions: ['bob'] }, ts: { received: 1_700_000_000_000, origin: 1_699_999_999_000 } }));
+      const r = reaction('ops', first.eventId, ['👍', '🎉']);
+      await log.append(r);
+      const { events } = await log.read(undefined, { rooms: 'all', limit: 10 });
+      const [m, re] = events;
+      expect(m).toMatchObject({ kind: 'message', content: { body: 'héllo 👋 שלום', format: 'html', formatted: '<b>héllo</b>', mentions: ['bob'] }, ts: { received: 1_700_000_000_000, origin: 1_699_999_999_000 } });
+      const { eventId: _e, cursor: _c, ...stored } = re as LogEvent;
+      expect(stored).toEqual(r);
+    });
+
+    it('is idempotent: the same key returns the first eventId and cursor and appends nothing', async () => {
+      const log = await make();
+      await withRooms(log, 'ops');
+      const draft = message('ops', 'once');
+      const first = await log.append(draft);
+      const again = await log.append({ ...draft, content: { body: 'different body, same key' } });
+      const concurrent = await Promise.all(Array.from({ length: 20 }, () => log.append(draft)));
+      expect(again).toEqual({ ...first, duplicate: true });
+      for (const c of concurrent) expect(c).toEqual({ ...first, duplicate: true });
+      const { events } = await log.read(undefined, { rooms: 'all', limit: 100 });
+      expect(events).toHaveLength(1);
+      // the same key in another room is another event
+      await withRooms(log, 'other');
+      const other = await log.append({ ...draft, room: 'other' });
+      expect(other.duplicate).toBe(false);
+      expect(other.eventId).not.toBe(first.eventId);
+    });
+
+    it('rejects bad input with a coded error and appends nothing', async () => {
+      const log = await make();
+      await withRooms(log, 'ops');
+      const good = message('ops', 'x');
+      await expectCode(log.append({ ...good, kind: 'nonsense' } as unknown as typeof good), 'SG_ERR_EVENT_INVALID');
+      await expectCode(log.append({ ...good, content: { body: 42 } } as unknown as typeof good), 'SG_ERR_EVENT_INVALID');
+      await expectCode(log.append({ ...good, room: 'no such/room' }), 'SG_ERR_EVENT_INVALID');
+      await expectCode(log.append({ ...good, room: 'ghost' }), 'SG_ERR_ROOM_UNKNOWN');
+      await expectCode(log.append({ ...good, kind: 'typing', typing: { active: true } } as unknown as typeof good), 'SG_ERR_EVENT_INVALID');
+      await expectCode(log.read('garbage-garbage', { rooms: 'all', limit: 10 }), 'SG_ERR_CURSOR_INVALID');
+      await expectCode(log.read('', { rooms: 'all', limit: 10 }), 'SG_ERR_CURSOR_INVALID');
+      const foreign = encodeSyncCursor(startCursor(log.info.partitions + 1));
+      await expectCode(log.read(foreign, { rooms: 'all', limit: 10 }), 'SG_ERR_CURSOR_INVALID');
+      const head = await log.head();
+      const tampered = head.slice(0, -2) + (head.endsWith('A') ? 'BB' : 'AA');
+      await expectCode(log.read(tampered, { rooms: 'all', limit: 10 }), 'SG_ERR_CURSOR_INVALID');
+      const appended = await log.append(good);
+      // an event position is not a sync cursor
+      await expectCode(log.read(appended.cursor, { rooms: 'all', limit: 10 }), 'SG_ERR_CURSOR_INVALID');
+      await expectCode(log.read(undefined, { rooms: 'all', limit: 0 }), 'SG_ERR_PARAM_INVALID');
+      const { events } = await log.read(undefined, { rooms: 'all', limit: 100 });
+      expect(events.map((e) => e.eventId)).toEqual([appended.eventId]);
+    });
+
+    it('resumes from any cursor with exactly the rest', async () => {
+      const log = await make({ partitions: 4 });
+      const rooms = ['a', 'b', 'c', 'd', 'e', 'f'];
+      await withRooms(log, ...rooms);
+      const ids: string[] = [];
+      for (let i = 0; i < 120; i++) ids.push((await log.append(message(rooms[i % rooms.length] ?? 'a', `m${i}`))).eventId);
+      // page through with small pages, remembering every cursor
+      const cursors: Array<string | undefined> = [undefined];
+      const seen: string[] = [];
+      let since: string | undefined;
+      for (let guard = 0; guard < 100; guard++) {
+        const page = await log.read(since, { rooms: 'all', limit: 7 });
+        if (page.events.length === 0) break;
+        seen.push(...page.events.map((e) => e.eventId));
+        since = page.next;
+        cursors.push(since);
+      }
+      expect([...seen].sort()).toEqual([...ids].sort());
+      expect(new Set(seen).size).toBe(ids.length);
+      // from every cursor, reading to the end gives exactly the events not yet seen at that point
+      for (const [i, cursor] of cursors.entries()) {
+        const rest: string[] = [];
+        let s = cursor;
+        for (let guard = 0; guard < 100; guard++) {
+          const page = await log.read(s, { rooms: 'all', limit: 50 });
+          if (page.events.length === 0) break;
+          rest.push(...page.events.map((e) => e.eventId));
+          s = page.next;
+        }
+        expect(new Set(rest)).toEqual(new Set(seen.slice(i * 7)));
+      }
+    });
+
+    it('latest() gives the newest events and a cursor after which only new events come', async () => {
+      const log = await make();
+      await withRooms(log, 'ops', 'dev');
+      for (let i = 0; i < 20; i++) await log.append(message(i % 2 ? 'ops' : 'dev', `m${i}`));
+      const latest = await log.latest({ rooms: new Set(['ops']), limit: 3 });
+      expect(latest.events.map((e) => (e.kind === 'message' ? e.content.body : ''))).toEqual(['m15', 'm17', 'm19']);
+      const fresh = await log.append(message('ops', 'new'));
+      const next = await log.read(latest.next, { rooms: new Set(['ops']), limit: 10 });
+      expect(next.events.map((e) => e.eventId)).toEqual([fresh.eventId]);
+    });
+
+    it('pages room history both ways', async () => {
+      const log = await make();
+      await withRooms(log, 'ops', 'dev');
+      const ids: string[] = [];
+      for (let i = 0; i < 25; i++) {
+        ids.push((await log.append(message('ops', `m${i}`))).eventId);
+        await log.append(message('dev', `noise${i}`));
+      }
+      const back: string[] = [];
+      let from: string | undefined;
+      for (let guard = 0; guard < 10; guard++) {
+        const page = await log.roomHistory('ops', from === undefined ? { dir: 'b', limit: 10 } : { dir: 'b', limit: 10, from });
+        back.push(...page.events.map((e) => e.eventId));
+        expect(page.limited).toBe(false);
+        if (!page.next) break;
+        from = page.next;
+      }
+      expect(back).toEqual([...ids].reverse());
+      const forward = await log.roomHistory('ops', { dir: 'f', limit: 10 });
+      expect(forward.events.map((e) => e.eventId)).toEqual(ids.slice(0, 10));
+      const forward2 = await log.roomHistory('ops', { dir: 'f', limit: 100, from: forward.next ?? '' });
+      expect(forward2.events.map((e) => e.eventId)).toEqual(ids.slice(10));
+      expect(forward2.next).toBeUndefined();
+      await expectCode(log.roomHistory('nope', { dir: 'b', limit: 10 }), 'SG_ERR_ROOM_UNKNOWN');
+      const devCursor = (await log.roomHistory('dev', { dir: 'b', limit: 1 })).events[0]?.cursor ?? '';
+      if (partitionOf('dev', log.info.partitions) !== partitionOf('ops', log.info.partitions)) {
+        await expectCode(log.roomHistory('ops', { dir: 'b', limit: 10, from: devCursor }), 'SG_ERR_CURSOR_INVALID');
+      }
+    });
+
+    it('resolves idempotency keys and aliases to event ids within a room, and finds events by id', async () => {
+      const log = await make();
+      await withRooms(log, 'ops', 'dev');
+      const draft = message('ops', 'hi');
+      const r = await log.append(draft, { aliases: ['xmpp:id:alice@x:abc'] });
+      expect(await log.resolve('ops', draft.idem)).toBe(r.eventId);
+      expect(await log.resolve('ops', 'xmpp:id:alice@x:abc')).toBe(r.eventId);
+      expect(await log.resolve('dev', 'xmpp:id:alice@x:abc')).toBeUndefined();
+      await log.alias('ops', r.eventId, ['mx:$delivered']);
+      expect(await log.resolve('ops', 'mx:$delivered')).toBe(r.eventId);
+      const later = await log.append(message('ops', 'later'));
+      await log.alias('ops', later.eventId, ['mx:$delivered']);
+      expect(await log.resolve('ops', 'mx:$delivered')).toBe(r.eventId); // the first mapping wins
+      const got = await log.getEvent('ops', r.eventId);
+      expect(got?.eventId).toBe(r.eventId);
+      expect(got?.cursor).toBe(r.cursor);
+      expect(await log.getEvent('dev', r.eventId)).toBeUndefined();
+      expect(await log.getEvent('ops', 'not-an-id')).toBeUndefined();
+    });
+
+    it('reports limited when retention removed events after the cursor', async () => {
+      const log = await make({ partitions: 2, retention: { roomMaxLen: 10 } });
+      await withRooms(log, 'ops');
+      const start = await log.head();
+      for (let i = 0; i < 400; i++) await log.append(message('ops', `m${i}`));
+      const fromStart = await log.read(start, { rooms: 'all', limit: 1000 });
+      expect(fromStart.limited).toBe(true);
+      const bodies = fromStart.events.map((e) => (e.kind === 'message' ? e.content.body : ''));
+      expect(bodies.length).toBeLessThan(400);
+      expect(bodies.at(-1)).toBe('m399');
+      // what was kept is a suffix, in order
+      const firstKept = Number(bodies[0]?.slice(1));
+      expect(bodies).toEqual(Array.from({ length: 400 - firstKept }, (_, i) => `m${firstKept + i}`));
+      const history = await log.roomHistory('ops', { dir: 'b', limit: 1000 });
+      expect(history.limited).toBe(true);
+      // a cursor after the trimmed part is not limited
+      const head = await log.head();
+      await log.append(message('ops', 'fresh'));
+      const fromHead = await log.read(head, { rooms: 'all', limit: 10 });
+      expect(fromHead.limited).toBe(false);
+      expect(fromHead.events).toHaveLength(1);
+    });
+
+    it('trims by age and then reports limited for older cursors', async () => {
+      const log = await make({ retention: { maxAgeMs: 1 } });
+      await withRooms(log, 'ops');
+      const start = await log.head();
+      await log.append(message('ops', 'old'));
+      const t = Date.now();
+      while (Date.now() <= t + 2) await new Promise((r) => setImmediate(r));
+      await log.trim();
+      const read = await log.read(start, { rooms: 'all', limit: 10 });
+      expect(read.limited).toBe(true);
+      expect(read.events).toEqual([]);
+    });
+
+    it('tail: history first, then live, no gap and no duplicate', async () => {
+      const log = await make({ partitions: 4 });
+      await withRooms(log, 'a', 'b', 'c');
+      const before: string[] = [];
+      for (let i = 0; i < 50; i++) before.push((await log.append(message(['a', 'b', 'c'][i % 3] ?? 'a', `h${i}`))).eventId);
+      const ac = new AbortController();
+      const got = collect(log.tail(undefined, { rooms: 'all', signal: ac.signal }), (ev) => ev.length >= 100);
+      const after: string[] = [];
+      for (let i = 0; i < 50; i++) after.push((await log.append(message(['a', 'b', 'c'][i % 3] ?? 'a', `l${i}`))).eventId);
+      const events = await got;
+      expect(new Set(events.map((e) => e.eventId))).toEqual(new Set([...before, ...after]));
+      expect(events).toHaveLength(100);
+      ac.abort();
+    });
+
+    it('tail: a room filter and a cursor; every item carries a resumable cursor', async () => {
+      const log = await make({ partitions: 4 });
+      await withRooms(log, 'a', 'b');
+      for (let i = 0; i < 10; i++) await log.append(message(i % 2 ? 'a' : 'b', `x${i}`));
+      const head = await log.head();
+      const items: TailItem[] = [];
+      const it = log.tail(head, { rooms: new Set(['a']) })[Symbol.asyncIterator]();
+      const want: string[] = [];
+      for (let i = 0; i < 10; i++) {
+        const r = await log.append(message(i % 2 ? 'a' : 'b', `y${i}`));
+        if (i % 2) want.push(r.eventId);
+      }
+      while (items.length < 5) {
+        const r = await it.next();
+        if (r.done) break;
+        items.push(r.value);
+      }
+      await it.return?.();
+      expect(items.map((i) => (i.type === 'event' ? i.event.eventId : 'limited'))).toEqual(want);
+      // resuming from the cursor of the 2nd item yields exactly items 3..5
+      const resume = await log.read(items[1]?.next, { rooms: new Set(['a']), limit: 100 });
+      expect(resume.events.map((e) => e.eventId)).toEqual(want.slice(2));
+    });
+
+    it('tail: a consumer slower than the live feed still gets every event once (bounded buffer)', async () => {
+      const log = await make({ partitions: 2, tailBuffer: 8 });
+      await withRooms(log, 'a', 'b');
+      const ids: string[] = [];
+      const it = log.tail(undefined, { rooms: 'all' })[Symbol.asyncIterator]();
+      const writer = (async () => {
+        for (let i = 0; i < 300; i++) ids.push((await log.append(message(i % 2 ? 'a' : 'b', `s${i}`))).eventId);
+      })();
+      const seen: string[] = [];
+      while (seen.length < 300) {
+        const r = await it.next();
+        if (r.done) break;
+        if (r.value.type === 'event') seen.push(r.value.event.eventId);
+        if (seen.length % 25 === 0) await new Promise((resolve) => setTimeout(resolve, 5)); // deliberately slow consumer
+      }
+      await writer;
+      await it.return?.();
+      expect(seen).toHaveLength(300);
+      expect(new Set(seen)).toEqual(new Set(ids));
+    });
+
+    it('4 writers × 4 tails over 10,000 events: every tail sees exactly the suffix after its cursor', async () => {
+      const log = await make({ partitions: 8 });
+      const rooms = Array.from({ length: 12 }, (_, i) => `room${i}`);
+      await withRooms(log, ...rooms);
+      const TOTAL = 10_000;
+      const WRITERS = 4;
+      const appended: Array<{ eventId: string }> = [];
+      let written = 0;
+      const writer = async (w: number) => {
+        for (let i = 0; i < TOTAL / WRITERS; i++) {
+          appended.push(await log.append(message(rooms[(i * WRITERS + w) % rooms.length] ?? 'room0', `w${w}-${i}`)));
+          written++;
+        }
+      };
+      const tails: Array<Promise<{ start: string | undefined; events: LogEvent[] }>> = [];
+      const startTail = (start: string | undefined) => {
+        const startVec = start === undefined ? startCursor(log.info.partitions) : decodeSyncCursor(start, log.info.partitions);
+        const expectedCount = () =>
+          appended.filter((a) => {
+            const loc = locateEventId(a.eventId);
+            const pos = loc ? startVec[loc.partition] : undefined;
+            return loc !== undefined && pos !== undefined && comparePos(loc.pos, pos) > 0;
+          }).length;
+        let expected: number | undefined;
+        const done = (ev: LogEvent[]) => written === TOTAL && ev.length >= (expected ??= expectedCount());
+        tails.push(collect(log.tail(start, { rooms: 'all' }), done, 120_000).then((events) => ({ start, events })));
+      };
+      const writers = Array.from({ length: WRITERS }, (_, w) => writer(w));
+      startTail(undefined);
+      // the other tails start while appends are in flight, from the cursor of that moment
+      for (const threshold of [TOTAL / 4, TOTAL / 2, (3 * TOTAL) / 4]) {
+        while (written < threshold) await new Promise((r) => setTimeout(r, 2));
+        startTail(await log.head());
+      }
+      await Promise.all(writers);
+      const results = await Promise.all(tails);
+      for (const { start, events } of results) {
+        const startVec = start === undefined ? startCursor(log.info.partitions) : decodeSyncCursor(start, log.info.partitions);
+        const expected = appended
+          .filter((a) => {
+            const loc = locateEventId(a.eventId);
+            const pos = loc ? startVec[loc.partition] : undefined;
+            return loc !== undefined && pos !== undefined && comparePos(loc.pos, pos) > 0;
+          })
+          .map((a) => a.eventId);
+        const got = events.map((e) => e.eventId);
+        expect(new Set(got).size).toBe(got.length); // no duplicate
+        expect(got.length).toBe(expected.length); // no gap
+        expect(new Set(got)).toEqual(new Set(expected));
+        // per-partition order is log order
+        const lastByPartition = new Map<number, string>();
+        for (const id of got) {
+          const p = locateEventId(id)?.partition ?? -1;
+          const prev = lastByPartition.get(p);
+          if (prev !== undefined) expect(id > prev).toBe(true);
+          lastByPartition.set(p, id);
+        }
+      }
+      expect(results.map((r) => r.events.length)[0]).toBe(TOTAL);
+    });
+
+    it('state: advance is monotonic, setIfAbsent sets once', async () => {
+      const log = await make();
+      expect(await log.state.advance('markers', 'alice:ops', 'B')).toBe('B');
+      expect(await log.state.advance('markers', 'alice:ops', 'A')).toBe('B');
+      expect(await log.state.advance('markers', 'alice:ops', 'C')).toBe('C');
+      expect(await log.state.get('markers', 'alice:ops')).toBe('C');
+      expect(await log.state.setIfAbsent('devices', 'd1', 'x')).toBe(true);
+      expect(await log.state.setIfAbsent('devices', 'd1', 'y')).toBe(false);
+      expect(await log.state.entries('devices')).toEqual([['d1', 'x']]);
+      expect(await log.state.delete('devices', 'd1')).toBe(true);
+      expect(await log.state.get('devices', 'd1')).toBeUndefined();
+    });
+
+    it('rooms: put, get, list, delete, and watchers hear about changes', async () => {
+      const log = await make();
+      const heard: string[] = [];
+      const stop = await log.rooms.watch((room) => heard.push(room));
+      await log.rooms.put({ id: 'ops', name: 'Ops', links: [{ endpoint: 'xmpp', target: 'ops@conference.example.org' }] });
+      await log.rooms.put({ id: 'dev', links: [] });
+      expect((await log.rooms.get('ops'))?.links[0]?.target).toBe('ops@conference.example.org');
+      expect((await log.rooms.list()).map((r) => r.id)).toEqual(['dev', 'ops']);
+      expect(await log.rooms.delete('dev')).toBe(true);
+      expect(await log.rooms.delete('dev')).toBe(false);
+      await expectCode(log.append(message('dev', 'x')), 'SG_ERR_ROOM_UNKNOWN');
+      const deadline = Date.now() + 5000;
+      while (heard.length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      stop();
+      expect(heard).toEqual(['ops', 'dev', 'dev']);
+    });
+
+    it('telemetry goes to its own capped stream, not the timeline', async () => {
+      const log = await make({ retention: { telemetryMaxLen: 5 } });
+      await withRooms(log, 'ops');
+      for (let i = 0; i < 8; i++) {
+        await log.appendTelemetry({
+          v: 1,
+          kind: 'telemetry',
+          idem: `mqtt:dev1:${i}`,
+          room: 'ops',
+          sender: { uid: 'dev1', proto: 'mqtt', native: 'dev1', auth: 'broker-acl' },
+          origin: { proto: 'mqtt', via: 'mqtt', ids: { 'mqtt.topic': 'devices/dev1/telemetry/temp' } },
+          ts: { received: Date.now() },
+          telemetry: { contentType: 'application/json', payload: JSON.stringify({ t: i }) },
+        });
+      }
+      const rows = await log.telemetry('ops', 100);
+      expect(rows.length).toBeGreaterThanOrEqual(5);
+      expect(rows.length).toBeLessThanOrEqual(8);
+      expect(rows[0]?.event.telemetry.payload).toBe(JSON.stringify({ t: 7 }));
+      expect((await log.read(undefined, { rooms: 'all', limit: 10 })).events).toEqual([]);
+    });
+  });
+}

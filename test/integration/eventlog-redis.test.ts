@@ -1,0 +1,76 @@
+/**
+ * Redis-specific guarantees that the shared contract cannot see: connection
+ * use of the live tail, and the key layout.
+ */
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import type { TailItem } from '../../src/core/ports.js';
+import { createEventLog } from '../../src/eventlog/index.js';
+import { silentLogger } from '../../src/log/index.js';
+import { message } from '../fixtures/events.js';
+import { testPrefix } from '../harness/redis.js';
+
+const admin = new Redis(inject('redisUrl'));
+afterAll(() => admin.quit());
+
+async function clientNames(prefix: string): Promise<string[]> {
+  const list = await admin.client('LIST');
+  return String(list)
+    .split('\n')
+    .map((line) => /(?:^| )name=(\S*)/.exec(line)?.[1] ?? '')
+    .filter((name) => name.startsWith(prefix));
+}
+
+describe('Redis event log', () => {
+  it('100 concurrent tails share one blocking connection per partition', async () => {
+    const prefix = testPrefix('conn');
+    const partitions = 4;
+    const log = createEventLog({ partitions, log: silentLogger(), redis: { url: inject('redisUrl'), prefix } });
+    const rooms = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'];
+    for (const id of rooms) await log.rooms.put({ id, links: [] });
+    const iterators = Array.from({ length: 100 }, () => log.tail(undefined, { rooms: 'all' })[Symbol.asyncIterator]());
+    const firsts: Array<Promise<IteratorResult<TailItem>>> = iterators.map((it) => it.next());
+    const appended = [];
+    for (const room of rooms) appended.push(await log.append(message(room, `to ${room}`)));
+    const got = await Promise.all(firsts);
+    for (const r of got) expect(r.done).toBe(false);
+    // every tail is live now; count the connections this log holds
+    const names = await clientNames(prefix);
+    const tails = names.filter((n) => n.includes('tail:'));
+    expect(tails.length).toBeLessThanOrEqual(partitions);
+    expect(new Set(tails).size).toBe(tails.length);
+    expect(names.filter((n) => !n.includes('tail:'))).toEqual([`${prefix}main`]);
+    // each of the 100 tails sees all 8 events exactly once
+    const seen = await Promise.all(
+      iterators.map(async (it, i) => {
+        const first = got[i];
+        const ids = first && !first.done && first.value.type === 'event' ? [first.value.event.eventId] : [];
+        while (ids.length < appended.length) {
+          const r = await it.next();
+          if (r.done) break;
+          if (r.value.type === 'event') ids.push(r.value.event.eventId);
+        }
+        await it.return?.();
+        return ids;
+      }),
+    );
+    for (const ids of seen) expect(new Set(ids)).toEqual(new Set(appended.map((a) => a.eventId)));
+    await log.close();
+  });
+
+  it('keeps every key of a partition under one hash tag, and an event costs one entry per stream', async () => {
+    const prefix = testPrefix('keys');
+    const log = createEventLog({ partitions: 16, log: silentLogger(), redis: { url: inject('redisUrl'), prefix } });
+    await log.rooms.put({ id: 'ops', links: [] });
+    await log.append(message('ops', 'hello'), { aliases: ['xmpp:id:x'] });
+    const keys = (await admin.keys(`${prefix}*`)).sort();
+    const tagged = keys.filter((k) => k.includes('{p:'));
+    const tags = new Set(tagged.map((k) => /\{p:\d\d\}/.exec(k)?.[0]));
+    expect(tags.size).toBe(1);
+    const feed = tagged.find((k) => k.endsWith(':feed')) ?? '';
+    const room = tagged.find((k) => k.endsWith(':room:ops')) ?? '';
+    expect(await admin.xlen(feed)).toBe(1);
+    expect(await admin.xlen(room)).toBe(1);
+    await log.close();
+  });
+});
