@@ -1,0 +1,148 @@
+/**
+ * Configuration: one schema gives the type, the defaults and the validation.
+ * load = YAML file + SYNCGATE_* environment overrides → defaults → validate
+ * (every violation reported at once) → deep-freeze. Only `main` passes
+ * process.env in; nothing here runs at import time.
+ */
+import { readFile } from 'node:fs/promises';
+import { Type, type Static } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { parse as parseYaml } from 'yaml';
+import { SyncgateError } from '../core/errors.js';
+import { RoomSpec } from '../core/ports.js';
+
+const LogLevel = Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)));
+
+export const ConfigSchema = Type.Object(
+  {
+    partitions: Type.Integer({ minimum: 1, maximum: 1024, default: 16, description: 'fixed at deployment: changing it invalidates cursors' }),
+    redis: Type.Optional(
+      Type.Object(
+        {
+          url: Type.String({ pattern: '^rediss?://', description: 'absent = the embedded in-memory log (not durable)' }),
+          prefix: Type.String({ pattern: '^[A-Za-z0-9:_.-]{0,64}$', default: 'sg:' }),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    retention: Type.Object(
+      {
+        roomMaxLen: Type.Integer({ minimum: 0, default: 100_000, description: 'events kept per room (approximate, 0 = no cap)' }),
+        feedMaxLen: Type.Integer({ minimum: 0, default: 0, description: 'entries kept per partition feed (0 = no cap)' }),
+        maxAgeDays: Type.Number({ minimum: 0, default: 0, description: 'events older than this are removed (0 = keep)' }),
+        idTtlDays: Type.Number({ exclusiveMinimum: 0, default: 30, description: 'idempotency keys and native-id aliases are kept at least this long' }),
+        telemetryMaxLen: Type.Integer({ minimum: 0, default: 10_000 }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    http: Type.Object(
+      {
+        host: Type.String({ default: '127.0.0.1' }),
+        port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 }),
+        adminToken: Type.Optional(Type.String({ minLength: 16, description: 'bearer token for /v1/admin; absent = admin API disabled' })),
+        bodyLimitBytes: Type.Integer({ minimum: 1024, maximum: 64 * 1024 * 1024, default: 1_048_576 }),
+        rateLimit: Type.Object(
+          {
+            perSecond: Type.Number({ exclusiveMinimum: 0, default: 50 }),
+            burst: Type.Integer({ minimum: 1, default: 100 }),
+          },
+          { additionalProperties: false, default: {} },
+        ),
+        syncTimeoutMaxMs: Type.Integer({ minimum: 0, maximum: 300_000, default: 30_000 }),
+        heartbeatMs: Type.Integer({ minimum: 1000, maximum: 120_000, default: 15_000 }),
+        trustProxy: Type.Boolean({ default: false }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    log: Type.Object(
+      {
+        level: Type.Unsafe<'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'>({ ...LogLevel, default: 'info' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    rooms: Type.Array(RoomSpec, { default: [], description: 'rooms created (or updated) at start' }),
+    shutdownGraceMs: Type.Integer({ minimum: 0, maximum: 600_000, default: 10_000 }),
+  },
+  { additionalProperties: false },
+);
+
+export type Config = Static<typeof ConfigSchema>;
+
+/** Environment overrides: variable → config path. Kept explicit so each is documented. */
+export const ENV_OVERRIDES: Readonly<Record<string, readonly string[]>> = {
+  SYNCGATE_PARTITIONS: ['partitions'],
+  SYNCGATE_REDIS_URL: ['redis', 'url'],
+  SYNCGATE_REDIS_PREFIX: ['redis', 'prefix'],
+  SYNCGATE_HTTP_HOST: ['http', 'host'],
+  SYNCGATE_HTTP_PORT: ['http', 'port'],
+  SYNCGATE_ADMIN_TOKEN: ['http', 'adminToken'],
+  SYNCGATE_LOG_LEVEL: ['log', 'level'],
+  SYNCGATE_RETENTION_MAX_AGE_DAYS: ['retention', 'maxAgeDays'],
+  SYNCGATE_RETENTION_ROOM_MAX_LEN: ['retention', 'roomMaxLen'],
+};
+
+type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
+
+function setPath(target: Record<string, unknown>, path: readonly string[], value: string): void {
+  let node = target;
+  for (const key of path.slice(0, -1)) {
+    const child = node[key];
+    if (typeof child !== 'object' || child === null || Array.isArray(child)) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  const last = path.at(-1);
+  if (last !== undefined) node[last] = value;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+export interface LoadOptions {
+  readonly file?: string;
+  readonly env?: Readonly<Record<string, string | undefined>>;
+}
+
+/** Builds the config from a plain object and the environment; throws SG_ERR_CONFIG_INVALID listing every problem. */
+export function resolveConfig(raw: unknown, env: Readonly<Record<string, string | undefined>> = {}): Config {
+  if (raw !== undefined && raw !== null && (typeof raw !== 'object' || Array.isArray(raw))) {
+    throw new SyncgateError('SG_ERR_CONFIG_INVALID', 'the configuration must be a mapping', { problems: ['/ must be a mapping'] });
+  }
+  const merged = structuredClone((raw ?? {}) as Record<string, unknown>);
+  for (const [name, path] of Object.entries(ENV_OVERRIDES)) {
+    const value = env[name];
+    if (value !== undefined && value !== '') setPath(merged, path, value);
+  }
+  const problems = [...Object.keys(env)]
+    .filter((name) => name.startsWith('SYNCGATE_') && !(name in ENV_OVERRIDES) && name !== 'SYNCGATE_CONFIG')
+    .map((name) => `environment variable ${name} is not a known setting`);
+  const withDefaults = Value.Default(ConfigSchema, merged);
+  const converted = Value.Convert(ConfigSchema, withDefaults);
+  problems.push(...[...Value.Errors(ConfigSchema, converted)].map((e) => `${e.path || '/'}: ${e.message}${e.value !== undefined && typeof e.value !== 'object' ? ` (got ${JSON.stringify(e.value)})` : ''}`));
+  if (problems.length > 0) {
+    throw new SyncgateError('SG_ERR_CONFIG_INVALID', `${problems.length} problem(s):\n  - ${problems.join('\n  - ')}`, { problems });
+  }
+  return deepFreeze(converted as Config);
+}
+
+export async function loadConfig(options: LoadOptions = {}): Promise<Config> {
+  let raw: Json | undefined;
+  if (options.file) {
+    let text: string;
+    try {
+      text = await readFile(options.file, 'utf8');
+    } catch (err) {
+      throw new SyncgateError('SG_ERR_CONFIG_FILE', `${options.file}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    try {
+      raw = parseYaml(text) as Json;
+    } catch (err) {
+      throw new SyncgateError('SG_ERR_CONFIG_FILE', `${options.file}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+  return resolveConfig(raw, options.env ?? {});
+}

@@ -1,0 +1,58 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig, resolveConfig } from '../../src/config/index.js';
+import { isSyncgateError } from '../../src/core/errors.js';
+
+describe('config', () => {
+  it('fills defaults and freezes the result', () => {
+    const config = resolveConfig({});
+    expect(config.partitions).toBe(16);
+    expect(config.redis).toBeUndefined();
+    expect(config.http.port).toBe(8080);
+    expect(config.retention.idTtlDays).toBe(30);
+    expect(Object.isFrozen(config)).toBe(true);
+    expect(Object.isFrozen(config.http.rateLimit)).toBe(true);
+  });
+
+  it('applies SYNCGATE_* overrides over the file, converting types', () => {
+    const config = resolveConfig(
+      { http: { port: 9000 }, redis: { url: 'redis://file:6379' } },
+      { SYNCGATE_HTTP_PORT: '9100', SYNCGATE_REDIS_URL: 'redis://env:6379', SYNCGATE_PARTITIONS: '8', SYNCGATE_ADMIN_TOKEN: 'a-long-enough-admin-token' },
+    );
+    expect(config.http.port).toBe(9100);
+    expect(config.redis).toEqual({ url: 'redis://env:6379', prefix: 'sg:' });
+    expect(config.partitions).toBe(8);
+    expect(config.http.adminToken).toBe('a-long-enough-admin-token');
+  });
+
+  it('reports every violation at once', () => {
+    try {
+      resolveConfig({ partitions: 0, http: { port: 'nope', bogus: 1 }, redis: { url: 'http://x' }, extra: true }, { SYNCGATE_NOPE: '1' });
+      throw new Error('expected a config error');
+    } catch (err) {
+      expect(isSyncgateError(err, 'SG_ERR_CONFIG_INVALID')).toBe(true);
+      const problems = (isSyncgateError(err) ? (err.details?.['problems'] as string[]) : []).join('\n');
+      expect(problems).toMatch(/SYNCGATE_NOPE/);
+      expect(problems).toMatch(/\/partitions/);
+      expect(problems).toMatch(/\/http\/port/);
+      expect(problems).toMatch(/\/redis\/url/);
+      expect(problems).toMatch(/bogus|\/http/);
+      expect(problems).toMatch(/extra|\//);
+    }
+  });
+
+  it('loads YAML files and reports unreadable or malformed ones with SG_ERR_CONFIG_FILE', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sgcfg-'));
+    const good = join(dir, 'good.yaml');
+    await writeFile(good, 'partitions: 4\nrooms:\n  - id: ops\n    links:\n      - endpoint: xmpp\n        target: ops@conference.example.org\n');
+    const config = await loadConfig({ file: good });
+    expect(config.partitions).toBe(4);
+    expect(config.rooms[0]?.links[0]?.target).toBe('ops@conference.example.org');
+    const bad = join(dir, 'bad.yaml');
+    await writeFile(bad, 'partitions: [\n');
+    await expect(loadConfig({ file: bad })).rejects.toMatchObject({ code: 'SG_ERR_CONFIG_FILE' });
+    await expect(loadConfig({ file: join(dir, 'missing.yaml') })).rejects.toMatchObject({ code: 'SG_ERR_CONFIG_FILE' });
+  });
+});
