@@ -114,6 +114,62 @@ export interface StateStore {
   advance(ns: string, key: string, value: string): Promise<string>;
 }
 
+/** A feed entry handed to a delivery worker. */
+export interface QueuedEntry {
+  /** the feed position, as the stream id text */
+  readonly id: string;
+  readonly room: string;
+  /** undefined when retention removed the event before it was delivered */
+  readonly event: LogEvent | undefined;
+  /** set for entries that come from a dead-letter replay */
+  readonly replayId?: string;
+}
+
+export interface DeadLetter {
+  /** `<partition>:<stream id>`: what list/replay/drop take */
+  readonly id: string;
+  readonly group: string;
+  readonly room: string;
+  readonly feedId: string;
+  readonly eventId: string;
+  readonly reason: string;
+  readonly attempts: number;
+  readonly ts: number;
+}
+
+/**
+ * Outbound delivery state over the partition feeds (DESIGN §4): a consumer
+ * group per (adapter instance, partition), a lease so one consumer is active
+ * across replicas, fenced acks, a dead-letter stream, and the record of the
+ * native ids each delivery produced.
+ */
+export interface DeliveryQueue {
+  /** creates the group at the current end of the feed when it does not exist */
+  ensureGroup(partition: number, group: string): Promise<void>;
+  /** takes or renews the lease; false when another owner holds it */
+  acquireLease(partition: number, group: string, owner: string, ttlMs: number): Promise<boolean>;
+  releaseLease(partition: number, group: string, owner: string): Promise<void>;
+  /** entries delivered to this consumer and not acknowledged (its own pending list) */
+  readPending(partition: number, group: string, consumer: string, count: number): Promise<QueuedEntry[]>;
+  /** takes over every other consumer's pending entries (the previous lease holder's) */
+  claimStale(partition: number, group: string, consumer: string, count: number): Promise<QueuedEntry[]>;
+  /** new entries for the group; waits up to `waitMs` for one when there is none */
+  readNew(partition: number, group: string, consumer: string, count: number, waitMs: number): Promise<QueuedEntry[]>;
+  /** acknowledges, only while `owner` holds the lease (fencing); false = lease lost, nothing done */
+  ack(partition: number, group: string, owner: string, ids: readonly string[]): Promise<boolean>;
+  /** moves an entry to the dead-letter stream and acknowledges it, fenced like ack */
+  deadLetter(partition: number, group: string, owner: string, entry: { id: string; room: string; eventId: string }, reason: string, attempts: number): Promise<boolean>;
+  /** dead letters queued for another try by `replayDead` */
+  takeReplays(partition: number, group: string, count: number): Promise<QueuedEntry[]>;
+  finishReplay(partition: number, group: string, owner: string, replayId: string): Promise<boolean>;
+  listDead(limit: number, group?: string): Promise<DeadLetter[]>;
+  replayDead(ids: readonly string[]): Promise<number>;
+  dropDead(ids: readonly string[]): Promise<number>;
+  deadCount(group?: string): Promise<number>;
+  recordDelivery(room: string, eventId: string, endpoint: string, nativeIds: Readonly<Record<string, string>>): Promise<void>;
+  deliveredIds(room: string, eventId: string, endpoint: string): Promise<Record<string, string> | undefined>;
+}
+
 export interface EventLogInfo {
   readonly backend: 'memory' | 'redis';
   readonly durable: boolean;
@@ -124,6 +180,7 @@ export interface EventLog {
   readonly info: EventLogInfo;
   readonly rooms: RoomStore;
   readonly state: StateStore;
+  readonly delivery: DeliveryQueue;
 
   /** Idempotent append of a timeline event; the room must exist. */
   append(draft: EventDraft, options?: AppendOptions): Promise<AppendResult>;

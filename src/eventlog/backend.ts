@@ -24,6 +24,27 @@ export interface FeedPage {
   readonly scanned: number;
 }
 
+/** A feed entry read through a consumer group. */
+export interface GroupEntry extends FeedEntry {
+  /** the stream id text (what XACK takes) */
+  readonly id: string;
+}
+
+export interface ReplayEntry extends GroupEntry {
+  readonly replayId: string;
+}
+
+export interface DeadRecord {
+  readonly streamId: string;
+  readonly group: string;
+  readonly room: string;
+  readonly feedId: string;
+  readonly eventId: string;
+  readonly reason: string;
+  readonly attempts: number;
+  readonly ts: number;
+}
+
 export interface StreamBounds {
   readonly first: StreamPos | undefined;
   readonly last: StreamPos | undefined;
@@ -87,6 +108,23 @@ export interface LogBackend {
   appendTelemetry(partition: number, draft: DraftOf<'telemetry'>): Promise<string>;
   telemetry(partition: number, room: string, limit: number): Promise<Array<{ id: string; draft: DraftOf<'telemetry'> }>>;
   trimByAge(partition: number, rooms: readonly string[], cutoffMs: number): Promise<void>;
+  // --- outbound delivery (consumer groups on the feed, leases, dead letters)
+  groupCreate(partition: number, group: string): Promise<void>;
+  /** `new`: entries never delivered to the group (XREADGROUP >); `pending`: this consumer's unacknowledged ones */
+  groupRead(partition: number, group: string, consumer: string, mode: 'new' | 'pending', count: number): Promise<GroupEntry[]>;
+  groupClaim(partition: number, group: string, consumer: string, count: number): Promise<GroupEntry[]>;
+  leaseAcquire(partition: number, group: string, owner: string, ttlMs: number): Promise<boolean>;
+  leaseRelease(partition: number, group: string, owner: string): Promise<void>;
+  groupAck(partition: number, group: string, owner: string, ids: readonly string[]): Promise<boolean>;
+  deadLetter(partition: number, group: string, owner: string, entry: { id: string; room: string; eventId: string }, reason: string, attempts: number): Promise<boolean>;
+  replays(partition: number, group: string, count: number): Promise<ReplayEntry[]>;
+  replayDone(partition: number, group: string, owner: string, replayId: string): Promise<boolean>;
+  deadList(partition: number, limit: number): Promise<DeadRecord[]>;
+  deadMove(partition: number, streamIds: readonly string[], mode: 'replay' | 'drop'): Promise<number>;
+  deadCount(partition: number): Promise<number>;
+  deliverySet(partition: number, field: string, value: string): Promise<void>;
+  deliveryGet(partition: number, field: string): Promise<string | undefined>;
+
   ping(): Promise<void>;
   /** interrupts blocking reads and releases connections */
   close(): Promise<void>;

@@ -15,6 +15,10 @@ export interface KeySpace {
   roomMeta(partition: number, room: string): string;
   ids(partition: number, bucket: number): string;
   trimMarks(partition: number): string;
+  lease(partition: number, group: string): string;
+  dead(partition: number): string;
+  replay(partition: number): string;
+  delivered(partition: number, bucket: number): string;
   telemetry(partition: number, room: string): string;
   roomIndex(): string;
   roomChannel(): string;
@@ -32,6 +36,10 @@ export function keySpace(prefix: string): KeySpace {
     roomMeta: (p, room) => `${tag(p)}:meta:${room}`,
     ids: (p, bucket) => `${tag(p)}:ids:${bucket}`,
     trimMarks: (p) => `${tag(p)}:trimmed`,
+    lease: (p, group) => `${tag(p)}:lease:${group}`,
+    dead: (p) => `${tag(p)}:dlq`,
+    replay: (p) => `${tag(p)}:replay`,
+    delivered: (p, bucket) => `${tag(p)}:out:${bucket}`,
     telemetry: (p, room) => `${tag(p)}:tel:${room}`,
     roomIndex: () => `${prefix}rooms`,
     roomChannel: () => `${prefix}rooms:changed`,

@@ -7,8 +7,8 @@ import { EventEmitter } from 'node:events';
 import type { DraftOf, EventDraft } from '../core/event.js';
 import { SyncgateError } from '../core/errors.js';
 import type { RoomSpec, RoomStore, StateStore } from '../core/ports.js';
-import { ZERO_POS, comparePos, justBefore, posToString, type StreamPos } from '../core/position.js';
-import type { AppendOutcome, AppendRequest, FeedEntry, FeedPage, LogBackend, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
+import { ZERO_POS, comparePos, justBefore, parseStreamId, posToString, type StreamPos } from '../core/position.js';
+import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, LogBackend, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
 
 interface Stored {
   readonly pos: StreamPos;
@@ -67,6 +67,12 @@ class MemoryStream<T extends { pos: StreamPos }> {
   }
 }
 
+interface ConsumerGroup {
+  last: StreamPos;
+  /** stream id text → owner and position, like a Redis pending-entries list */
+  readonly pending: Map<string, { pos: StreamPos; consumer: string }>;
+}
+
 interface Partition {
   readonly feed: MemoryStream<{ pos: StreamPos; room: string }>;
   readonly rooms: Map<string, MemoryStream<Stored>>;
@@ -75,6 +81,12 @@ interface Partition {
   readonly ids: Map<number, Map<string, StreamPos>>;
   last: StreamPos;
   telemetrySeq: number;
+  readonly groups: Map<string, ConsumerGroup>;
+  readonly leases: Map<string, { owner: string; expiresAt: number }>;
+  readonly dead: Array<DeadRecord>;
+  readonly replay: Array<DeadRecord>;
+  readonly delivered: Map<string, string>;
+  deadSeq: number;
 }
 
 class MemoryRoomStore implements RoomStore {
@@ -175,6 +187,12 @@ export class MemoryBackend implements LogBackend {
       ids: new Map(),
       last: ZERO_POS,
       telemetrySeq: 0,
+      groups: new Map(),
+      leases: new Map(),
+      dead: [],
+      replay: [],
+      delivered: new Map(),
+      deadSeq: 0,
     }));
     this.waiters = this.parts.map(() => new Set());
   }
@@ -338,6 +356,150 @@ export class MemoryBackend implements LogBackend {
     part.feed.trimBefore(cutoffMs);
     for (const room of rooms) part.rooms.get(room)?.trimBefore(cutoffMs);
     return Promise.resolve();
+  }
+
+  // --- outbound delivery, with Redis consumer-group semantics
+
+  private group(partition: number, group: string): ConsumerGroup {
+    const g = this.part(partition).groups.get(group);
+    if (!g) throw new SyncgateError('SG_ERR_INTERNAL', `no consumer group ${group} on partition ${partition}`);
+    return g;
+  }
+
+  private groupEntry(part: Partition, id: string, pos: StreamPos): GroupEntry {
+    const room = part.feed.get(pos)?.room ?? '';
+    return { id, pos, room, draft: room ? part.rooms.get(room)?.get(pos)?.draft : undefined };
+  }
+
+  groupCreate(partition: number, group: string): Promise<void> {
+    this.closedCheck();
+    const part = this.part(partition);
+    if (!part.groups.has(group)) part.groups.set(group, { last: part.last, pending: new Map() });
+    return Promise.resolve();
+  }
+
+  groupRead(partition: number, group: string, consumer: string, mode: 'new' | 'pending', count: number): Promise<GroupEntry[]> {
+    this.closedCheck();
+    const part = this.part(partition);
+    const g = this.group(partition, group);
+    if (mode === 'pending') {
+      const mine = [...g.pending.entries()].filter(([, p]) => p.consumer === consumer).sort((a, b) => comparePos(a[1].pos, b[1].pos));
+      return Promise.resolve(mine.slice(0, count).map(([id, p]) => this.groupEntry(part, id, p.pos)));
+    }
+    const fresh = part.feed.after(g.last, count);
+    const out = fresh.map((e) => {
+      const id = posToString(e.pos);
+      g.pending.set(id, { pos: e.pos, consumer });
+      return this.groupEntry(part, id, e.pos);
+    });
+    const last = fresh.at(-1);
+    if (last) g.last = last.pos;
+    return Promise.resolve(out);
+  }
+
+  groupClaim(partition: number, group: string, consumer: string, count: number): Promise<GroupEntry[]> {
+    this.closedCheck();
+    const part = this.part(partition);
+    const g = this.group(partition, group);
+    const others = [...g.pending.entries()].filter(([, p]) => p.consumer !== consumer).sort((a, b) => comparePos(a[1].pos, b[1].pos)).slice(0, count);
+    return Promise.resolve(
+      others.map(([id, p]) => {
+        p.consumer = consumer;
+        return this.groupEntry(part, id, p.pos);
+      }),
+    );
+  }
+
+  private holds(part: Partition, group: string, owner: string): boolean {
+    const lease = part.leases.get(group);
+    return lease !== undefined && lease.owner === owner && lease.expiresAt > Date.now();
+  }
+
+  leaseAcquire(partition: number, group: string, owner: string, ttlMs: number): Promise<boolean> {
+    this.closedCheck();
+    const part = this.part(partition);
+    const lease = part.leases.get(group);
+    if (lease && lease.owner !== owner && lease.expiresAt > Date.now()) return Promise.resolve(false);
+    part.leases.set(group, { owner, expiresAt: Date.now() + ttlMs });
+    return Promise.resolve(true);
+  }
+
+  leaseRelease(partition: number, group: string, owner: string): Promise<void> {
+    const part = this.part(partition);
+    if (part.leases.get(group)?.owner === owner) part.leases.delete(group);
+    return Promise.resolve();
+  }
+
+  groupAck(partition: number, group: string, owner: string, ids: readonly string[]): Promise<boolean> {
+    this.closedCheck();
+    const part = this.part(partition);
+    if (!this.holds(part, group, owner)) return Promise.resolve(false);
+    const g = this.group(partition, group);
+    for (const id of ids) g.pending.delete(id);
+    return Promise.resolve(true);
+  }
+
+  deadLetter(partition: number, group: string, owner: string, entry: { id: string; room: string; eventId: string }, reason: string, attempts: number): Promise<boolean> {
+    this.closedCheck();
+    const part = this.part(partition);
+    if (!this.holds(part, group, owner)) return Promise.resolve(false);
+    part.dead.push({ streamId: posToString({ ms: Date.now(), seq: part.deadSeq++ }), group, room: entry.room, feedId: entry.id, eventId: entry.eventId, reason: reason.slice(0, 1000), attempts, ts: Date.now() });
+    this.group(partition, group).pending.delete(entry.id);
+    return Promise.resolve(true);
+  }
+
+  replays(partition: number, group: string, count: number): Promise<ReplayEntry[]> {
+    this.closedCheck();
+    const part = this.part(partition);
+    return Promise.resolve(
+      part.replay
+        .filter((d) => d.group === group)
+        .slice(0, count)
+        .map((d) => ({ ...this.groupEntry(part, d.feedId, parseStreamId(d.feedId)), replayId: d.streamId })),
+    );
+  }
+
+  replayDone(partition: number, group: string, owner: string, replayId: string): Promise<boolean> {
+    this.closedCheck();
+    const part = this.part(partition);
+    if (!this.holds(part, group, owner)) return Promise.resolve(false);
+    const i = part.replay.findIndex((d) => d.streamId === replayId);
+    if (i >= 0) part.replay.splice(i, 1);
+    return Promise.resolve(true);
+  }
+
+  deadList(partition: number, limit: number): Promise<DeadRecord[]> {
+    this.closedCheck();
+    return Promise.resolve(this.part(partition).dead.slice(0, limit));
+  }
+
+  deadMove(partition: number, streamIds: readonly string[], mode: 'replay' | 'drop'): Promise<number> {
+    this.closedCheck();
+    const part = this.part(partition);
+    let moved = 0;
+    for (const id of streamIds) {
+      const i = part.dead.findIndex((d) => d.streamId === id);
+      if (i < 0) continue;
+      const [record] = part.dead.splice(i, 1);
+      if (record && mode === 'replay') part.replay.push({ ...record, streamId: posToString({ ms: Date.now(), seq: part.deadSeq++ }) });
+      moved++;
+    }
+    return Promise.resolve(moved);
+  }
+
+  deadCount(partition: number): Promise<number> {
+    return Promise.resolve(this.part(partition).dead.length);
+  }
+
+  deliverySet(partition: number, field: string, value: string): Promise<void> {
+    this.closedCheck();
+    this.part(partition).delivered.set(field, value);
+    return Promise.resolve();
+  }
+
+  deliveryGet(partition: number, field: string): Promise<string | undefined> {
+    this.closedCheck();
+    return Promise.resolve(this.part(partition).delivered.get(field));
   }
 
   ping(): Promise<void> {

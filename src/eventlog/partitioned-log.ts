@@ -20,6 +20,7 @@ import { isTimelineKind, parseEventDraft, type DraftOf, type EventDraft, type Lo
 import type {
   AppendOptions,
   AppendResult,
+  DeliveryQueue,
   EventLog,
   EventLogInfo,
   HistoryOptions,
@@ -33,6 +34,7 @@ import type {
 } from '../core/ports.js';
 import { ZERO_POS, comparePos, eventIdFor, justBefore, locateEventId, partitionOf, type StreamPos } from '../core/position.js';
 import type { FeedEntry, LogBackend, RetentionPolicy, RoomFilterFn } from './backend.js';
+import { createDeliveryQueue } from './delivery-queue.js';
 import { LiveFeed, type LiveSink } from './live-feed.js';
 
 export const MAX_READ_LIMIT = 1000;
@@ -69,6 +71,7 @@ export class PartitionedLog implements EventLog {
   private readonly tailBuffer: number;
   private closed = false;
   private readonly sessions = new Set<TailSession>();
+  readonly delivery: DeliveryQueue;
 
   constructor(options: PartitionedLogOptions) {
     this.backend = options.backend;
@@ -80,6 +83,12 @@ export class PartitionedLog implements EventLog {
       { length: this.backend.partitions },
       (_, p) => new LiveFeed({ partition: p, backend: this.backend, blockMs: options.blockMs ?? 5000, log: this.log }),
     );
+    this.delivery = createDeliveryQueue({
+      backend: this.backend,
+      live: this.live,
+      toLogEvent: (p, pos, draft) => this.toLogEvent(p, pos, draft),
+      partitionOfRoom: (room) => this.roomPartition(room),
+    });
   }
 
   get rooms() {

@@ -14,7 +14,7 @@ import type { DraftOf, EventDraft } from '../core/event.js';
 import { SyncgateError } from '../core/errors.js';
 import type { RoomSpec, RoomStore, StateStore } from '../core/ports.js';
 import { ZERO_POS, comparePos, parseStreamId, partitionOf, posToString, type StreamPos } from '../core/position.js';
-import type { AppendOutcome, AppendRequest, FeedEntry, FeedPage, LogBackend, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
+import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, LogBackend, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
 import { decodeFields, encodeFields } from './codec.js';
 import { keySpace, type KeySpace } from './keys.js';
 
@@ -47,6 +47,12 @@ interface SyncgateCommands {
   sgAdvance(key: string, field: string, value: string): Promise<string>;
   sgAlias(...args: Array<string | number | Buffer>): Promise<number>;
   sgTrim(stream: string, marks: string, cutoff: string): Promise<number>;
+  sgLease(key: string, owner: string, ttlMs: number): Promise<number>;
+  sgRelease(key: string, owner: string): Promise<number>;
+  sgAck(lease: string, feed: string, owner: string, group: string, ...ids: string[]): Promise<number>;
+  sgDead(lease: string, feed: string, dlq: string, ...args: Array<string | number>): Promise<number>;
+  sgReplayDone(lease: string, replay: string, owner: string, id: string): Promise<number>;
+  sgDeadMove(dlq: string, replay: string, mode: string, ...ids: string[]): Promise<number>;
 }
 type CommandClient = Redis & SyncgateCommands;
 
@@ -64,6 +70,12 @@ function defineCommands(client: Redis): CommandClient {
   client.defineCommand('sgTrim', { numberOfKeys: 2, lua: lua('trim-2.lua') });
   client.defineCommand('sgAdvance', { numberOfKeys: 1, lua: lua('advance-1.lua') });
   client.defineCommand('sgAlias', { numberOfKeys: 2, lua: lua('alias-2.lua') });
+  client.defineCommand('sgLease', { numberOfKeys: 1, lua: lua('lease-1.lua') });
+  client.defineCommand('sgRelease', { numberOfKeys: 1, lua: lua('release-1.lua') });
+  client.defineCommand('sgAck', { numberOfKeys: 2, lua: lua('ack-2.lua') });
+  client.defineCommand('sgDead', { numberOfKeys: 3, lua: lua('dead-3.lua') });
+  client.defineCommand('sgReplayDone', { numberOfKeys: 2, lua: lua('replaydone-2.lua') });
+  client.defineCommand('sgDeadMove', { numberOfKeys: 2, lua: lua('deadmove-2.lua') });
   return client as CommandClient;
 }
 
@@ -373,6 +385,147 @@ export class RedisBackend implements LogBackend {
       ...rooms.map((room) => this.redis.sgTrim(this.keys.room(partition, room), marks, minId)),
       ...rooms.map((room) => this.redis.xtrim(this.keys.telemetry(partition, room), 'MINID', minId)),
     ]);
+  }
+
+  // --- outbound delivery
+
+  private async groupEntries(partition: number, reply: Array<[string, string[] | null]>): Promise<GroupEntry[]> {
+    // Entries trimmed away while pending come back with no fields: delivered as "gone".
+    const rows = reply.map(([id, fields]) => ({ id, pos: parseStreamId(id), room: fields?.[1] ?? '' }));
+    const present = rows.filter((r) => r.room !== '');
+    const loaded = await this.withDrafts(partition, present);
+    const drafts = new Map(present.map((r, i) => [r.id, loaded[i]?.draft]));
+    return rows.map((r) => ({ id: r.id, pos: r.pos, room: r.room, draft: drafts.get(r.id) }));
+  }
+
+  async groupCreate(partition: number, group: string): Promise<void> {
+    this.closedCheck();
+    try {
+      await this.redis.xgroup('CREATE', this.keys.feed(partition), group, '$', 'MKSTREAM');
+    } catch (err) {
+      if (!(err instanceof Error && err.message.includes('BUSYGROUP'))) throw err;
+    }
+  }
+
+  async groupRead(partition: number, group: string, consumer: string, mode: 'new' | 'pending', count: number): Promise<GroupEntry[]> {
+    this.closedCheck();
+    const reply = (await this.redis.xreadgroup('GROUP', group, consumer, 'COUNT', count, 'STREAMS', this.keys.feed(partition), mode === 'new' ? '>' : '0')) as Array<
+      [string, Array<[string, string[] | null]>]
+    > | null;
+    return this.groupEntries(partition, reply?.[0]?.[1] ?? []);
+  }
+
+  async groupClaim(partition: number, group: string, consumer: string, count: number): Promise<GroupEntry[]> {
+    this.closedCheck();
+    const out: GroupEntry[] = [];
+    let start = '0-0';
+    for (let guard = 0; guard < 1000 && out.length < count; guard++) {
+      const [next, entries] = (await this.redis.xautoclaim(this.keys.feed(partition), group, consumer, 0, start, 'COUNT', Math.min(count - out.length, 500))) as [
+        string,
+        Array<[string, string[] | null]>,
+        ...unknown[],
+      ];
+      out.push(...(await this.groupEntries(partition, entries)));
+      if (next === '0-0') break;
+      start = next;
+    }
+    return out;
+  }
+
+  async leaseAcquire(partition: number, group: string, owner: string, ttlMs: number): Promise<boolean> {
+    this.closedCheck();
+    return (await this.redis.sgLease(this.keys.lease(partition, group), owner, ttlMs)) === 1;
+  }
+
+  async leaseRelease(partition: number, group: string, owner: string): Promise<void> {
+    if (this.closed) return;
+    await this.redis.sgRelease(this.keys.lease(partition, group), owner);
+  }
+
+  async groupAck(partition: number, group: string, owner: string, ids: readonly string[]): Promise<boolean> {
+    this.closedCheck();
+    if (ids.length === 0) return true;
+    return (await this.redis.sgAck(this.keys.lease(partition, group), this.keys.feed(partition), owner, group, ...ids)) >= 0;
+  }
+
+  async deadLetter(partition: number, group: string, owner: string, entry: { id: string; room: string; eventId: string }, reason: string, attempts: number): Promise<boolean> {
+    this.closedCheck();
+    const result = await this.redis.sgDead(
+      this.keys.lease(partition, group),
+      this.keys.feed(partition),
+      this.keys.dead(partition),
+      owner,
+      group,
+      entry.id,
+      entry.room,
+      entry.eventId,
+      reason.slice(0, 1000),
+      attempts,
+      Date.now(),
+    );
+    return result >= 0;
+  }
+
+  private parseDead(id: string, fields: string[]): DeadRecord {
+    const f = new Map<string, string>();
+    for (let i = 0; i + 1 < fields.length; i += 2) f.set(fields[i] ?? '', fields[i + 1] ?? '');
+    return {
+      streamId: id,
+      group: f.get('g') ?? '',
+      feedId: f.get('f') ?? '',
+      room: f.get('r') ?? '',
+      eventId: f.get('e') ?? '',
+      reason: f.get('why') ?? '',
+      attempts: Number(f.get('n') ?? 0),
+      ts: Number(f.get('t') ?? 0),
+    };
+  }
+
+  async replays(partition: number, group: string, count: number): Promise<ReplayEntry[]> {
+    this.closedCheck();
+    const reply = (await this.redis.xrange(this.keys.replay(partition), '-', '+', 'COUNT', 1000)) as StreamReply;
+    const mine = reply.map(([id, fields]) => this.parseDead(id, fields)).filter((d) => d.group === group).slice(0, count);
+    const entries = await this.withDrafts(
+      partition,
+      mine.map((d) => ({ id: d.feedId, pos: parseStreamId(d.feedId), room: d.room })),
+    );
+    return mine.map((d, i) => ({ id: d.feedId, pos: parseStreamId(d.feedId), room: d.room, draft: entries[i]?.draft, replayId: d.streamId }));
+  }
+
+  async replayDone(partition: number, group: string, owner: string, replayId: string): Promise<boolean> {
+    this.closedCheck();
+    return (await this.redis.sgReplayDone(this.keys.lease(partition, group), this.keys.replay(partition), owner, replayId)) >= 0;
+  }
+
+  async deadList(partition: number, limit: number): Promise<DeadRecord[]> {
+    this.closedCheck();
+    const reply = (await this.redis.xrange(this.keys.dead(partition), '-', '+', 'COUNT', limit)) as StreamReply;
+    return reply.map(([id, fields]) => this.parseDead(id, fields));
+  }
+
+  async deadMove(partition: number, streamIds: readonly string[], mode: 'replay' | 'drop'): Promise<number> {
+    this.closedCheck();
+    if (streamIds.length === 0) return 0;
+    return this.redis.sgDeadMove(this.keys.dead(partition), this.keys.replay(partition), mode, ...streamIds);
+  }
+
+  async deadCount(partition: number): Promise<number> {
+    this.closedCheck();
+    return this.redis.xlen(this.keys.dead(partition));
+  }
+
+  async deliverySet(partition: number, field: string, value: string): Promise<void> {
+    this.closedCheck();
+    const key = this.keys.delivered(partition, this.bucket());
+    await this.redis.multi().hset(key, idField(field), value).expire(key, this.idTtlSec).exec();
+  }
+
+  async deliveryGet(partition: number, field: string): Promise<string | undefined> {
+    this.closedCheck();
+    const b = this.bucket();
+    const hashed = idField(field);
+    const [current, previous] = await Promise.all([this.redis.hget(this.keys.delivered(partition, b), hashed), this.redis.hget(this.keys.delivered(partition, b - 1), hashed)]);
+    return current ?? previous ?? undefined;
   }
 
   async ping(): Promise<void> {

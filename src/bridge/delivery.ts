@@ -1,0 +1,377 @@
+/**
+ * Outbound delivery (DESIGN §4): for each adapter and partition, a worker that
+ * holds the partition's lease, reads the partition feed through the adapter's
+ * consumer group, and delivers each event to the adapter's linked targets —
+ * in log order per room, a failing room waiting alone while the others flow.
+ * An entry is acknowledged only after the protocol confirmed the delivery; a
+ * transient failure is retried with jittered exponential backoff (honouring
+ * the remote's retry-after), and after `maxAttempts` it goes to the
+ * dead-letter stream, with a log line and a metric. Nothing is dropped
+ * silently.
+ */
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import { nativeKey, type Adapter, type DeliveryResult, type ReferenceIds } from '../core/adapter.js';
+import type { LogEvent, Relations } from '../core/event.js';
+import type { DeliveryQueue, EventLog, QueuedEntry, RoomLink } from '../core/ports.js';
+
+export interface DeliveryOptions {
+  /** tries per event before it is dead-lettered */
+  readonly maxAttempts: number;
+  /** lease time; a crashed holder's partitions move to another process within it */
+  readonly leaseMs: number;
+  readonly backoffBaseMs: number;
+  readonly backoffMaxMs: number;
+  /** entries read per batch */
+  readonly batch: number;
+  /** entries held in memory per worker before it stops reading new ones */
+  readonly maxQueued: number;
+}
+
+export const DEFAULT_DELIVERY: DeliveryOptions = Object.freeze({
+  maxAttempts: 8,
+  leaseMs: 15_000,
+  backoffBaseMs: 500,
+  backoffMaxMs: 60_000,
+  batch: 128,
+  maxQueued: 10_000,
+});
+
+/** What the runtime turns into metrics; every give-up is also a log line with the event id. */
+export interface DeliveryObserver {
+  delivered(adapter: string, room: string): void;
+  retried(adapter: string, room: string, reason: string): void;
+  deadLettered(adapter: string, room: string, eventId: string, reason: string): void;
+  leaseChanged(adapter: string, partition: number, held: boolean): void;
+}
+
+const noopObserver: DeliveryObserver = { delivered() {}, retried() {}, deadLettered() {}, leaseChanged() {} };
+
+export interface LinkSource {
+  linksOfRoom(room: string): readonly RoomLink[];
+}
+
+export interface DeliveryDeps {
+  readonly log: EventLog;
+  readonly adapters: readonly Adapter[];
+  readonly links: LinkSource;
+  readonly logger: Logger;
+  readonly options?: Partial<DeliveryOptions>;
+  readonly observer?: DeliveryObserver;
+  /** a stable name for this process's consumers (default: host, pid and a random suffix) */
+  readonly owner?: string;
+}
+
+export function backoffDelay(attempt: number, options: Pick<DeliveryOptions, 'backoffBaseMs' | 'backoffMaxMs'>, afterMs?: number): number {
+  const exp = Math.min(options.backoffMaxMs, options.backoffBaseMs * 2 ** Math.max(0, attempt - 1));
+  const jittered = exp * (0.5 + Math.random() / 2);
+  return Math.max(afterMs ?? 0, Math.round(jittered));
+}
+
+interface RoomQueue {
+  readonly entries: QueuedEntry[];
+  busy: boolean;
+  retryAt: number;
+  attempts: number;
+  /** targets this entry already reached (a retry does not resend to them) */
+  readonly done: Set<string>;
+  timer: NodeJS.Timeout | undefined;
+}
+
+class PartitionWorker {
+  private readonly group: string;
+  private active = false;
+  private stopped = false;
+  private readonly rooms = new Map<string, RoomQueue>();
+  private queued = 0;
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly replaying = new Set<string>();
+  private loop: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+
+  constructor(
+    private readonly partition: number,
+    private readonly adapter: Adapter,
+    private readonly deps: Required<Omit<DeliveryDeps, 'options' | 'adapters'>> & { readonly options: DeliveryOptions },
+  ) {
+    this.group = `out:${adapter.name}`;
+  }
+
+  private get queue(): DeliveryQueue {
+    return this.deps.log.delivery;
+  }
+
+  private get log(): Logger {
+    return this.deps.logger;
+  }
+
+  start(): void {
+    this.loop = this.run().catch((err: unknown) => this.log.error({ err, partition: this.partition, adapter: this.adapter.name }, 'delivery worker crashed'));
+  }
+
+  async stop(graceMs: number): Promise<void> {
+    this.stopped = true;
+    this.wake?.();
+    for (const q of this.rooms.values()) clearTimeout(q.timer);
+    const settle = Promise.all([...this.inFlight]);
+    await Promise.race([settle, new Promise((r) => setTimeout(r, graceMs).unref())]);
+    await this.loop;
+    if (this.active) await this.queue.releaseLease(this.partition, this.group, this.deps.owner).catch(() => undefined);
+    this.active = false;
+  }
+
+  get holdsLease(): boolean {
+    return this.active;
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.wake = done;
+    });
+  }
+
+  private async run(): Promise<void> {
+    const { options, owner } = this.deps;
+    const tick = Math.max(50, Math.floor(options.leaseMs / 3));
+    let failures = 0;
+    while (!this.stopped) {
+      try {
+        const held = await this.queue.acquireLease(this.partition, this.group, owner, options.leaseMs);
+        if (!held) {
+          if (this.active) this.lose('another process holds the lease');
+          await this.sleep(tick);
+          continue;
+        }
+        if (!this.active) await this.takeOver();
+        await this.enqueue(await this.queue.takeReplays(this.partition, this.group, options.batch), true);
+        if (this.queued < options.maxQueued) {
+          const fresh = await this.queue.readNew(this.partition, this.group, owner, options.batch, tick);
+          await this.enqueue(fresh, false);
+        } else {
+          await this.sleep(tick);
+        }
+        failures = 0;
+      } catch (err) {
+        if (this.stopped) break;
+        failures++;
+        this.log.warn({ err, partition: this.partition, adapter: this.adapter.name }, 'delivery loop error; retrying');
+        await this.sleep(backoffDelay(failures, { backoffBaseMs: 200, backoffMaxMs: 5000 }));
+      }
+    }
+  }
+
+  /** On taking the lease: our own pending entries first, then the previous holder's. */
+  private async takeOver(): Promise<void> {
+    this.active = true;
+    this.deps.observer.leaseChanged(this.adapter.name, this.partition, true);
+    await this.queue.ensureGroup(this.partition, this.group);
+    const own = await this.queue.readPending(this.partition, this.group, this.deps.owner, 100_000);
+    const claimed = await this.queue.claimStale(this.partition, this.group, this.deps.owner, 100_000);
+    const all = [...own, ...claimed].sort((a, b) => compareIds(a.id, b.id));
+    if (all.length > 0) this.log.info({ partition: this.partition, adapter: this.adapter.name, pending: own.length, claimed: claimed.length }, 'lease taken; resuming pending deliveries');
+    await this.enqueue(all, false);
+  }
+
+  private lose(why: string): void {
+    this.log.warn({ partition: this.partition, adapter: this.adapter.name, why }, 'delivery lease lost; standing by');
+    this.active = false;
+    this.deps.observer.leaseChanged(this.adapter.name, this.partition, false);
+    for (const q of this.rooms.values()) clearTimeout(q.timer);
+    this.rooms.clear();
+    this.replaying.clear();
+    this.queued = 0;
+  }
+
+  private async enqueue(entries: readonly QueuedEntry[], replay: boolean): Promise<void> {
+    for (const entry of entries) {
+      if (replay) {
+        if (!entry.replayId || this.replaying.has(entry.replayId)) continue;
+        this.replaying.add(entry.replayId);
+      }
+      let q = this.rooms.get(entry.room);
+      if (!q) this.rooms.set(entry.room, (q = { entries: [], busy: false, retryAt: 0, attempts: 0, done: new Set(), timer: undefined }));
+      // The same id can come back from pending + claim after a hiccup; keep one.
+      if (!replay && q.entries.some((e) => e.id === entry.id && !e.replayId)) continue;
+      q.entries.push(entry);
+      this.queued++;
+    }
+    this.pump();
+  }
+
+  private pump(): void {
+    if (!this.active || this.stopped) return;
+    const now = Date.now();
+    for (const [room, q] of this.rooms) {
+      if (q.busy || q.entries.length === 0) continue;
+      if (q.retryAt > now) {
+        if (!q.timer) q.timer = setTimeout(() => ((q.timer = undefined), this.pump()), q.retryAt - now);
+        continue;
+      }
+      q.busy = true;
+      const work = this.drainRoom(room, q).finally(() => {
+        q.busy = false;
+        this.inFlight.delete(work);
+        if (q.entries.length === 0 && !q.timer) this.rooms.delete(room);
+        this.pump();
+      });
+      this.inFlight.add(work);
+    }
+  }
+
+  private async drainRoom(room: string, q: RoomQueue): Promise<void> {
+    while (q.entries.length > 0 && this.active && !this.stopped) {
+      const entry = q.entries[0];
+      if (!entry) break;
+      let finished: boolean;
+      try {
+        finished = await this.deliverEntry(room, entry, q);
+      } catch (err) {
+        // Bookkeeping failed (e.g. Redis unreachable): keep the entry, try later.
+        this.log.warn({ err, room, partition: this.partition, adapter: this.adapter.name }, 'delivery bookkeeping failed; will retry');
+        q.retryAt = Date.now() + backoffDelay(1, this.deps.options);
+        return;
+      }
+      if (!finished) return;
+      q.entries.shift();
+      this.queued--;
+      q.attempts = 0;
+      q.done.clear();
+    }
+  }
+
+  /** true when the entry is finished (acked or dead-lettered), false when the room must wait */
+  private async deliverEntry(room: string, entry: QueuedEntry, q: RoomQueue): Promise<boolean> {
+    const event = entry.event;
+    if (!event) {
+      this.log.warn({ room, feedId: entry.id, adapter: this.adapter.name }, 'event removed by retention before delivery');
+      return this.finish(entry);
+    }
+    const targets = event.origin.via === this.adapter.name ? [] : this.deps.links.linksOfRoom(room).filter((l) => l.endpoint === this.adapter.name);
+    if (targets.length > 0) {
+      const references = await this.references(event);
+      for (const link of targets) {
+        if (q.done.has(link.target)) continue;
+        let result: DeliveryResult;
+        try {
+          result = await this.adapter.deliver(event, { room, link }, { attempt: q.attempts, references });
+        } catch (err) {
+          result = { status: 'retry', reason: err instanceof Error ? err.message : String(err) };
+        }
+        if (!this.active) return false;
+        switch (result.status) {
+          case 'delivered': {
+            await this.record(event, result.nativeIds, result.aliases ?? []);
+            this.deps.observer.delivered(this.adapter.name, room);
+            q.done.add(link.target);
+            break;
+          }
+          case 'skipped':
+            q.done.add(link.target);
+            break;
+          case 'retry': {
+            q.attempts++;
+            this.deps.observer.retried(this.adapter.name, room, result.reason);
+            if (q.attempts >= this.deps.options.maxAttempts) return this.dead(entry, event, `gave up after ${q.attempts} attempts: ${result.reason}`, q.attempts);
+            const delay = backoffDelay(q.attempts, this.deps.options, result.afterMs);
+            q.retryAt = Date.now() + delay;
+            this.log.info({ room, eventId: event.eventId, adapter: this.adapter.name, attempt: q.attempts, delayMs: delay, reason: result.reason }, 'delivery failed; will retry');
+            return false;
+          }
+          case 'rejected':
+            return this.dead(entry, event, `rejected: ${result.reason}`, q.attempts + 1);
+        }
+      }
+    }
+    return this.finish(entry);
+  }
+
+  /** The native ids, at this endpoint, of the events `rel` points to. */
+  private async references(event: LogEvent): Promise<ReferenceIds> {
+    const rel = 'rel' in event && event.rel ? (event.rel as Relations) : {};
+    const out: ReferenceIds = {};
+    for (const [name, target] of Object.entries(rel) as Array<[keyof Relations, string | undefined]>) {
+      if (!target) continue;
+      const original = await this.deps.log.getEvent(event.room, target);
+      if (!original) continue;
+      const ids = original.origin.via === this.adapter.name ? original.origin.ids : await this.queue.deliveredIds(event.room, target, this.adapter.name);
+      if (ids) out[name] = ids;
+    }
+    return out;
+  }
+
+  private async record(event: LogEvent, nativeIds: Readonly<Record<string, string>>, aliases: readonly string[]): Promise<void> {
+    if (Object.keys(nativeIds).length > 0) await this.queue.recordDelivery(event.room, event.eventId, this.adapter.name, nativeIds);
+    const keys = [...Object.entries(nativeIds).map(([name, value]) => nativeKey(this.adapter.protocol, name, value)), ...aliases];
+    if (keys.length > 0) await this.deps.log.alias(event.room, event.eventId, keys);
+  }
+
+  private async finish(entry: QueuedEntry): Promise<boolean> {
+    const ok = entry.replayId
+      ? await this.queue.finishReplay(this.partition, this.group, this.deps.owner, entry.replayId)
+      : await this.queue.ack(this.partition, this.group, this.deps.owner, [entry.id]);
+    if (entry.replayId) this.replaying.delete(entry.replayId);
+    if (!ok) {
+      this.lose('fenced: the lease moved before the acknowledgement');
+      return false;
+    }
+    return true;
+  }
+
+  private async dead(entry: QueuedEntry, event: LogEvent, reason: string, attempts: number): Promise<boolean> {
+    const ok = await this.queue.deadLetter(this.partition, this.group, this.deps.owner, { id: entry.id, room: event.room, eventId: event.eventId }, reason, attempts);
+    if (!ok) {
+      this.lose('fenced: the lease moved before dead-lettering');
+      return false;
+    }
+    this.log.error({ room: event.room, eventId: event.eventId, adapter: this.adapter.name, attempts, reason }, 'delivery gave up: event moved to the dead-letter stream');
+    this.deps.observer.deadLettered(this.adapter.name, event.room, event.eventId, reason);
+    if (entry.replayId) return this.finish(entry);
+    return true;
+  }
+}
+
+function compareIds(a: string, b: string): number {
+  const [am = 0, as = 0] = a.split('-').map(Number);
+  const [bm = 0, bs = 0] = b.split('-').map(Number);
+  return am - bm || as - bs;
+}
+
+export interface DeliveryManager {
+  readonly owner: string;
+  /** creates every consumer group first (so nothing appended from now on is missed), then starts the workers */
+  start(): Promise<void>;
+  stop(graceMs?: number): Promise<void>;
+  /** partitions whose lease this process holds, per adapter */
+  leases(): Record<string, number[]>;
+}
+
+export function createDeliveryManager(deps: DeliveryDeps): DeliveryManager {
+  const options = { ...DEFAULT_DELIVERY, ...deps.options };
+  const owner = deps.owner ?? `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
+  const full = { log: deps.log, links: deps.links, logger: deps.logger, observer: deps.observer ?? noopObserver, owner, options };
+  const workers = deps.adapters.flatMap((adapter) =>
+    Array.from({ length: deps.log.info.partitions }, (_, p) => ({ adapter: adapter.name, partition: p, worker: new PartitionWorker(p, adapter, { ...full, logger: deps.logger.child({ adapter: adapter.name }) }) })),
+  );
+  return {
+    owner,
+    async start() {
+      await Promise.all(workers.map((w) => deps.log.delivery.ensureGroup(w.partition, `out:${w.adapter}`)));
+      for (const w of workers) w.worker.start();
+    },
+    async stop(graceMs = 10_000) {
+      await Promise.all(workers.map((w) => w.worker.stop(graceMs)));
+    },
+    leases() {
+      const out: Record<string, number[]> = {};
+      for (const w of workers) if (w.worker.holdsLease) (out[w.adapter] ??= []).push(w.partition);
+      return out;
+    },
+  };
+}

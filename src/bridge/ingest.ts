@@ -1,0 +1,91 @@
+/**
+ * The ingest sink: where every adapter's drafts enter the log.
+ *
+ * - Echoes are dropped before append: a draft that carries one of our event
+ *   ids (ECHO_ID_KEY) or comes from one of our puppets. For an echo that
+ *   names our event, its native ids become aliases of that event — this is
+ *   how a MUC reflection's stanza-id reaches the id map.
+ * - Relations are normalised: an edit of an edit points at the original.
+ * - The promise resolves only after the append is durable.
+ */
+import type { Logger } from 'pino';
+import { ECHO_ID_KEY, nativeKey, type IngestResult, type IngestSink } from '../core/adapter.js';
+import type { EventDraft } from '../core/event.js';
+import { isSyncgateError } from '../core/errors.js';
+import type { EventLog } from '../core/ports.js';
+
+export interface IngestCounters {
+  appended: number;
+  duplicate: number;
+  echo: number;
+  ignored: number;
+}
+
+export interface BridgeSink extends IngestSink {
+  readonly counters: Readonly<Record<string, IngestCounters>>;
+}
+
+/** Lookup keys for a draft's native ids (see nativeKey). */
+export function nativeKeys(draft: Pick<EventDraft, 'origin'>): string[] {
+  return Object.entries(draft.origin.ids)
+    .filter(([name]) => name !== ECHO_ID_KEY)
+    .map(([name, value]) => nativeKey(draft.origin.proto, name, value));
+}
+
+export function createIngestSink(deps: { log: EventLog; logger: Logger }): BridgeSink {
+  const { log, logger } = deps;
+  const counters: Record<string, IngestCounters> = {};
+  const count = (via: string, what: keyof IngestCounters) => {
+    const c = (counters[via] ??= { appended: 0, duplicate: 0, echo: 0, ignored: 0 });
+    c[what]++;
+  };
+
+  /** An edit always replaces the original, never an earlier edit (Matrix forbids it; XEP-0308 says the same). */
+  async function normaliseRelations(draft: EventDraft): Promise<EventDraft> {
+    if (draft.kind !== 'edit') return draft;
+    const target = await log.getEvent(draft.room, draft.rel.replaces);
+    if (target?.kind === 'edit') return { ...draft, rel: { replaces: target.rel.replaces } };
+    return draft;
+  }
+
+  return {
+    counters,
+    resolve: (room, key) => log.resolve(room, key),
+    getEvent: (room, eventId) => log.getEvent(room, eventId),
+
+    async ingest(input, options = {}): Promise<IngestResult> {
+      const via = input.origin.via;
+      const ours = input.origin.ids[ECHO_ID_KEY];
+      if (ours !== undefined) {
+        const original = await log.getEvent(input.room, ours).catch(() => undefined);
+        if (original) {
+          const aliases = nativeKeys(input);
+          if (aliases.length > 0) await log.alias(input.room, original.eventId, aliases);
+          count(via, 'echo');
+          return { status: 'echo', eventId: original.eventId };
+        }
+        // Claims to be ours but is not in this room: not trusted as an echo marker.
+        logger.debug({ room: input.room, claimed: ours, via }, 'unknown gateway event id on inbound message; ingesting it as new');
+      }
+      if (input.sender.puppet) {
+        count(via, 'echo');
+        return { status: 'ignored', reason: 'sent by one of our puppets' };
+      }
+      try {
+        const draft = await normaliseRelations(input);
+        const { [ECHO_ID_KEY]: _drop, ...ids } = draft.origin.ids;
+        const clean = { ...draft, origin: { ...draft.origin, ids } } as EventDraft;
+        const result = await log.append(clean, { aliases: [...(options.aliases ?? []), ...nativeKeys(clean)] });
+        count(via, result.duplicate ? 'duplicate' : 'appended');
+        return { status: result.duplicate ? 'duplicate' : 'appended', eventId: result.eventId, cursor: result.cursor };
+      } catch (err) {
+        if (isSyncgateError(err, 'SG_ERR_EVENT_INVALID') || isSyncgateError(err, 'SG_ERR_ROOM_UNKNOWN')) {
+          count(via, 'ignored');
+          logger.warn({ room: input.room, via, code: err.code, reason: err.message }, 'inbound event rejected');
+          return { status: 'ignored', reason: `${err.code}: ${err.message}` };
+        }
+        throw err;
+      }
+    },
+  };
+}

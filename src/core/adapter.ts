@@ -1,0 +1,108 @@
+/**
+ * The adapter port (DESIGN §7, §4). An adapter turns its protocol's traffic
+ * into event drafts for the ingest sink, and delivers log events to its
+ * protocol when a delivery worker asks. Adapters import only src/core and
+ * src/log; the bridge wires them to the log.
+ */
+import type { Logger } from 'pino';
+import type { EventDraft, LogEvent, Proto, Relations } from './event.js';
+import type { RoomLink } from './ports.js';
+
+/** What became of an ingested draft. */
+export type IngestResult =
+  | { readonly status: 'appended' | 'duplicate'; readonly eventId: string; readonly cursor: string }
+  /** one of ours came back (reflection, carbon, own publication): not appended; its native ids were recorded for `eventId` */
+  | { readonly status: 'echo'; readonly eventId: string }
+  /** not appended, with the reason (logged and counted by the sink) */
+  | { readonly status: 'ignored'; readonly reason: string };
+
+export interface IngestOptions {
+  /** extra native-id lookup keys for the event (see EventLog.append) */
+  readonly aliases?: readonly string[];
+}
+
+/**
+ * The adapters' way into the log. `ingest` resolves only once the event is
+ * durable: acknowledge upstream after it, never before.
+ */
+export interface IngestSink {
+  ingest(draft: EventDraft, options?: IngestOptions): Promise<IngestResult>;
+  /** a native id / lookup key → the gateway event id, within a room */
+  resolve(room: string, key: string): Promise<string | undefined>;
+  getEvent(room: string, eventId: string): Promise<LogEvent | undefined>;
+}
+
+/** Native ids of the events a delivered event refers to, per relation, as this endpoint knows them. */
+export type ReferenceIds = Partial<Record<keyof Relations, Readonly<Record<string, string>>>>;
+
+export interface DeliveryTarget {
+  readonly room: string;
+  readonly link: RoomLink;
+}
+
+export interface DeliveryContext {
+  /** how many times this event was tried before at this endpoint (0 on the first try) */
+  readonly attempt: number;
+  readonly references: ReferenceIds;
+}
+
+export type DeliveryResult =
+  /** confirmed by the protocol (XEP-0198 ack / MUC reflection, Matrix 200 + event_id, MQTT PUBACK) */
+  | { readonly status: 'delivered'; readonly nativeIds: Readonly<Record<string, string>>; readonly aliases?: readonly string[] }
+  /** nothing to send for this endpoint (an unsupported kind, a private receipt …) */
+  | { readonly status: 'skipped'; readonly reason: string }
+  /** a transient failure; try again, not before `afterMs` when given */
+  | { readonly status: 'retry'; readonly reason: string; readonly afterMs?: number }
+  /** a permanent failure: the event goes to the dead-letter stream */
+  | { readonly status: 'rejected'; readonly reason: string };
+
+export interface AdapterStatus {
+  readonly connected: boolean;
+  /** ready to deliver (joined, subscribed …) */
+  readonly ready: boolean;
+  readonly detail?: Readonly<Record<string, unknown>>;
+}
+
+/** Which rooms a native address belongs to, and what this endpoint is linked to; follows run-time changes. */
+export interface LinkView {
+  roomsFor(endpoint: string, target: string): readonly string[];
+  linksOf(endpoint: string): ReadonlyArray<{ readonly room: string; readonly link: RoomLink }>;
+  onChange(listener: () => void): () => void;
+}
+
+export interface Adapter {
+  /** the endpoint (adapter instance) name used in room links and `origin.via` */
+  readonly name: string;
+  /** the protocol, used to scope the native ids it reports (see nativeKey) */
+  readonly protocol: Proto;
+  start(): Promise<void>;
+  /** finish in-flight sends, then disconnect */
+  stop(): Promise<void>;
+  status(): AdapterStatus;
+  deliver(event: LogEvent, target: DeliveryTarget, context: DeliveryContext): Promise<DeliveryResult>;
+}
+
+export interface AdapterDeps<C> {
+  readonly name: string;
+  readonly config: C;
+  readonly log: Logger;
+  readonly sink: IngestSink;
+  readonly links: LinkView;
+}
+
+/**
+ * The origin-id key under which an adapter reports that an inbound message
+ * carries one of our event ids (XMPP origin-id, Matrix content key, MQTT
+ * `sg-eid`). The sink treats a draft carrying it as an echo.
+ */
+export const ECHO_ID_KEY = 'sg.eventId';
+
+/**
+ * The lookup key of a native id in the id map: `<proto>:<id name>:<value>`,
+ * e.g. `matrix:mx.eventId:$abc`. The sink registers one for every entry of an
+ * inbound draft's `origin.ids`, the delivery engine one for every native id a
+ * delivery returned; adapters resolve references with the same key.
+ */
+export function nativeKey(proto: Proto, name: string, value: string): string {
+  return `${proto}:${name}:${value}`;
+}

@@ -1,0 +1,112 @@
+/**
+ * DeliveryQueue over a LogBackend's consumer-group primitives. Waiting for
+ * new entries reuses the partition's shared live reader instead of a
+ * blocking read per worker, so a process still holds one blocking Redis
+ * connection per partition however many adapters deliver.
+ */
+import type { LogEvent } from '../core/event.js';
+import type { DeadLetter, DeliveryQueue, QueuedEntry } from '../core/ports.js';
+import { ZERO_POS, type StreamPos } from '../core/position.js';
+import type { GroupEntry, LogBackend } from './backend.js';
+import type { LiveFeed } from './live-feed.js';
+
+export interface DeliveryQueueDeps {
+  readonly backend: LogBackend;
+  readonly live: readonly LiveFeed[];
+  readonly toLogEvent: (partition: number, pos: StreamPos, draft: NonNullable<GroupEntry['draft']>) => LogEvent;
+  readonly partitionOfRoom: (room: string) => number;
+}
+
+function splitDeadId(id: string): { partition: number; streamId: string } | undefined {
+  const m = /^(\d{1,4}):(\d+-\d+)$/.exec(id);
+  return m ? { partition: Number(m[1]), streamId: m[2] ?? '' } : undefined;
+}
+
+export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
+  const { backend } = deps;
+  const toQueued = (partition: number, entries: readonly GroupEntry[]): QueuedEntry[] =>
+    entries.map((e) => ({ id: e.id, room: e.room, event: e.draft ? deps.toLogEvent(partition, e.pos, e.draft) : undefined }));
+  const deliveredField = (room: string, eventId: string, endpoint: string) => `${room}\u0000${eventId}\u0000${endpoint}`;
+  const partitions = () => Array.from({ length: backend.partitions }, (_, p) => p);
+
+  /** Resolves on the next feed entry after the current head, or after waitMs. */
+  async function waitForAppend(partition: number, waitMs: number): Promise<void> {
+    const feed = deps.live[partition];
+    if (!feed || waitMs <= 0) return;
+    const head = (await backend.feedBounds(partition)).last ?? ZERO_POS;
+    await new Promise<void>((resolve) => {
+      const sink = {
+        position: () => head,
+        push: () => {
+          done();
+          return false;
+        },
+      };
+      const timer = setTimeout(done, waitMs);
+      function done(): void {
+        clearTimeout(timer);
+        feed?.detach(sink);
+        resolve();
+      }
+      if (!feed.attach(sink)) done();
+    });
+  }
+
+  return {
+    ensureGroup: (p, group) => backend.groupCreate(p, group),
+    acquireLease: (p, group, owner, ttlMs) => backend.leaseAcquire(p, group, owner, ttlMs),
+    releaseLease: (p, group, owner) => backend.leaseRelease(p, group, owner),
+    readPending: async (p, group, consumer, count) => toQueued(p, await backend.groupRead(p, group, consumer, 'pending', count)),
+    claimStale: async (p, group, consumer, count) => toQueued(p, await backend.groupClaim(p, group, consumer, count)),
+    async readNew(p, group, consumer, count, waitMs) {
+      const first = await backend.groupRead(p, group, consumer, 'new', count);
+      if (first.length > 0) return toQueued(p, first);
+      await waitForAppend(p, waitMs);
+      return toQueued(p, await backend.groupRead(p, group, consumer, 'new', count));
+    },
+    ack: (p, group, owner, ids) => backend.groupAck(p, group, owner, ids),
+    deadLetter: (p, group, owner, entry, reason, attempts) => backend.deadLetter(p, group, owner, entry, reason, attempts),
+    async takeReplays(p, group, count) {
+      const entries = await backend.replays(p, group, count);
+      return entries.map((e) => ({ id: e.id, room: e.room, event: e.draft ? deps.toLogEvent(p, e.pos, e.draft) : undefined, replayId: e.replayId }));
+    },
+    finishReplay: (p, group, owner, replayId) => backend.replayDone(p, group, owner, replayId),
+    async listDead(limit, group) {
+      const lists = await Promise.all(partitions().map(async (p) => (await backend.deadList(p, limit)).map((d) => ({ p, d }))));
+      const out: DeadLetter[] = lists
+        .flat()
+        .filter(({ d }) => group === undefined || d.group === group)
+        .sort((a, b) => a.d.ts - b.d.ts)
+        .slice(0, limit)
+        .map(({ p, d }) => ({ id: `${p}:${d.streamId}`, group: d.group, room: d.room, feedId: d.feedId, eventId: d.eventId, reason: d.reason, attempts: d.attempts, ts: d.ts }));
+      return out;
+    },
+    async replayDead(ids) {
+      let n = 0;
+      for (const id of ids) {
+        const where = splitDeadId(id);
+        if (where && where.partition < backend.partitions) n += await backend.deadMove(where.partition, [where.streamId], 'replay');
+      }
+      return n;
+    },
+    async dropDead(ids) {
+      let n = 0;
+      for (const id of ids) {
+        const where = splitDeadId(id);
+        if (where && where.partition < backend.partitions) n += await backend.deadMove(where.partition, [where.streamId], 'drop');
+      }
+      return n;
+    },
+    async deadCount(group) {
+      if (group === undefined) return (await Promise.all(partitions().map((p) => backend.deadCount(p)))).reduce((a, b) => a + b, 0);
+      return (await this.listDead(100_000, group)).length;
+    },
+    async recordDelivery(room, eventId, endpoint, nativeIds) {
+      await backend.deliverySet(deps.partitionOfRoom(room), deliveredField(room, eventId, endpoint), JSON.stringify(nativeIds));
+    },
+    async deliveredIds(room, eventId, endpoint) {
+      const raw = await backend.deliveryGet(deps.partitionOfRoom(room), deliveredField(room, eventId, endpoint));
+      return raw === undefined ? undefined : (JSON.parse(raw) as Record<string, string>);
+    },
+  };
+}
