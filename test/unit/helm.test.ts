@@ -1,0 +1,236 @@
+// Static checks of the Helm chart and the Dockerfile. No helm binary or Docker engine is
+// available where the tests run, so these stand in for `helm lint` and a render.
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Ajv } from 'ajv';
+import type { ErrorObject, ValidateFunction } from 'ajv';
+import { parse } from 'yaml';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
+const chartDir = join(repoRoot, 'helm', 'syncgate');
+const templatesDir = join(chartDir, 'templates');
+
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+function isObject(value: Json | undefined): value is { [key: string]: Json } {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function readText(path: string): string {
+  return readFileSync(path, 'utf8');
+}
+
+function loadValues(): { [key: string]: Json } {
+  const values = parse(readText(join(chartDir, 'values.yaml'))) as Json;
+  if (!isObject(values)) throw new Error('values.yaml is not a mapping');
+  return values;
+}
+
+/** Every template file, helpers and NOTES included: all of them can reference .Values. */
+function loadTemplates(): Map<string, string> {
+  const files = readdirSync(templatesDir).filter((name) => /\.(ya?ml|tpl|txt)$/.test(name));
+  return new Map(files.map((name) => [name, readText(join(templatesDir, name))]));
+}
+
+/** `.Values.a.b` and `$.Values.a.b` paths, as `a.b`. */
+function valuesReferences(template: string): string[] {
+  return [...template.matchAll(/\.Values((?:\.[A-Za-z0-9_]+)+)/g)].map((match) => (match[1] ?? '').slice(1));
+}
+
+function hasPath(root: Json, path: string): boolean {
+  let node: Json | undefined = root;
+  for (const key of path.split('.')) {
+    if (!isObject(node) || !Object.hasOwn(node, key)) return false;
+    node = node[key];
+  }
+  return true;
+}
+
+/** Paths of leaves; arrays and empty maps are leaves since templates consume them whole. */
+function leafPaths(node: Json, prefix = ''): string[] {
+  if (!isObject(node) || Object.keys(node).length === 0) return [prefix];
+  return Object.entries(node).flatMap(([key, child]) => leafPaths(child, prefix ? `${prefix}.${key}` : key));
+}
+
+function describeErrors(errors: ErrorObject[] | null | undefined): string {
+  return (errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? ''} ${JSON.stringify(e.params)}`).join('\n');
+}
+
+describe('helm chart values', () => {
+  let validate: ValidateFunction;
+
+  beforeAll(() => {
+    const schema = JSON.parse(readText(join(chartDir, 'values.schema.json'))) as { $schema?: string };
+    expect(schema.$schema).toBe('http://json-schema.org/draft-07/schema#');
+    // strict: a misspelt schema keyword must fail here rather than be ignored by helm.
+    const ajv = new Ajv({ strict: true, allowUnionTypes: true, allErrors: true });
+    validate = ajv.compile(schema);
+  });
+
+  it('values.yaml satisfies values.schema.json', () => {
+    const ok = validate(loadValues());
+    expect(describeErrors(validate.errors)).toBe('');
+    expect(ok).toBe(true);
+  });
+
+  const invalid: Array<[string, (values: { [key: string]: Json }) => void, string]> = [
+    ['a typo at the top level', (v) => { v['replicaCout'] = 3; }, ''],
+    ['replicaCount as a string', (v) => { v['replicaCount'] = '2'; }, '/replicaCount'],
+    ['a negative replicaCount', (v) => { v['replicaCount'] = -1; }, '/replicaCount'],
+    ['a typo in a nested key', (v) => { setPath(v, 'service.prots', { http: 80 }); }, '/service'],
+    ['an unknown service type', (v) => { setPath(v, 'service.type', 'Ingress'); }, '/service/type'],
+    ['a port out of range', (v) => { setPath(v, 'containerPorts.http', 70000); }, '/containerPorts/http'],
+    ['an unknown pull policy', (v) => { setPath(v, 'image.pullPolicy', 'Sometimes'); }, '/image/pullPolicy'],
+    ['a typo in a probe', (v) => { setPath(v, 'livenessProbe.periodSecond', 5); }, '/livenessProbe'],
+    [
+      'a misspelt security field that the API server would drop',
+      (v) => { setPath(v, 'containerSecurityContext.readOnlyRootFileSystem', true); },
+      '/containerSecurityContext',
+    ],
+    ['a secret typo', (v) => { setPath(v, 'secrets.adminTokn', 'x'); }, '/secrets'],
+    ['a Redis URL without scheme', (v) => { setPath(v, 'secrets.redisUrl', 'redis-master:6379'); }, '/secrets/redisUrl'],
+    ['a PDB bound that is neither a number nor a percentage', (v) => { setPath(v, 'pdb.minAvailable', 'half'); }, '/pdb/minAvailable'],
+    ['a non-string pod annotation', (v) => { setPath(v, 'podAnnotations', { 'example.org/n': 1 }); }, '/podAnnotations/example.org~1n'],
+    ['a typo in the ServiceMonitor', (v) => { setPath(v, 'metrics.serviceMonitor.enable', true); }, '/metrics/serviceMonitor'],
+    ['a malformed scrape interval', (v) => { setPath(v, 'metrics.serviceMonitor.interval', '30 seconds'); }, '/metrics/serviceMonitor/interval'],
+  ];
+
+  it.each(invalid)('rejects %s', (_name, mutate, instancePath) => {
+    const values = loadValues();
+    mutate(values);
+    expect(validate(values)).toBe(false);
+    expect((validate.errors ?? []).map((e) => e.instancePath)).toContain(instancePath);
+  });
+
+  it('accepts the gateway config as free-form, since the gateway validates it itself', () => {
+    const values = loadValues();
+    values['config'] = { rooms: [{ id: 'ops', links: [{ endpoint: 'xmpp', target: 'ops@conference.example.org' }] }] };
+    expect(validate(values)).toBe(true);
+  });
+});
+
+function setPath(root: { [key: string]: Json }, path: string, value: Json): void {
+  const keys = path.split('.');
+  const last = keys.pop();
+  if (last === undefined) throw new Error('empty path');
+  let node: { [key: string]: Json } = root;
+  for (const key of keys) {
+    const child = node[key];
+    if (!isObject(child)) throw new Error(`${path}: ${key} is not a mapping in values.yaml`);
+    node = child;
+  }
+  node[last] = value;
+}
+
+describe('helm chart templates', () => {
+  const templates = loadTemplates();
+
+  it('has the templates the design names', () => {
+    expect([...templates.keys()].sort()).toEqual(
+      expect.arrayContaining([
+        '_helpers.tpl',
+        'NOTES.txt',
+        'configmap.yaml',
+        'deployment.yaml',
+        'hpa.yaml',
+        'pdb.yaml',
+        'secret.yaml',
+        'service.yaml',
+        'serviceaccount.yaml',
+        'servicemonitor.yaml',
+      ]),
+    );
+  });
+
+  it('references only .Values paths that values.yaml defines', () => {
+    const values = loadValues();
+    const missing: string[] = [];
+    let count = 0;
+    for (const [file, text] of templates) {
+      for (const path of valuesReferences(text)) {
+        count += 1;
+        if (!hasPath(values, path)) missing.push(`${file}: .Values.${path}`);
+      }
+    }
+    expect(missing).toEqual([]);
+    // Guards the regex itself: a chart this size references well over a hundred values.
+    expect(count).toBeGreaterThan(100);
+  });
+
+  it('uses every value that values.yaml defines', () => {
+    const references = [...templates.values()].flatMap(valuesReferences);
+    const unused = leafPaths(loadValues()).filter(
+      (leaf) => !references.some((ref) => leaf === ref || leaf.startsWith(`${ref}.`)),
+    );
+    expect(unused).toEqual([]);
+  });
+
+  it.each([...templates.keys()])('%s has balanced, unnested {{ }} actions', (file) => {
+    const text = templates.get(file) ?? '';
+    const tokens = [...text.matchAll(/\{\{|\}\}/g)].map((m) => m[0]);
+    expect(tokens.length).toBeGreaterThan(0);
+    let open = false;
+    for (const token of tokens) {
+      // Go templates do not nest actions: every {{ closes before the next one opens.
+      expect(open ? token === '}}' : token === '{{').toBe(true);
+      open = !open;
+    }
+    expect(open).toBe(false);
+  });
+
+  it.each([...templates.keys()])('%s closes every if/range/with/define with end', (file) => {
+    const actions = [...(templates.get(file) ?? '').matchAll(/\{\{-?\s*(\/\*|[a-z]+)/g)].map((m) => m[1]);
+    const opened = actions.filter((word) => word === 'if' || word === 'range' || word === 'with' || word === 'define' || word === 'block').length;
+    const closed = actions.filter((word) => word === 'end').length;
+    expect(closed).toBe(opened);
+  });
+
+  it('includes only helpers that _helpers.tpl defines', () => {
+    const helpers = templates.get('_helpers.tpl') ?? '';
+    const defined = new Set([...helpers.matchAll(/\{\{-?\s*define\s+"([^"]+)"/g)].map((m) => m[1]));
+    expect(defined.size).toBeGreaterThan(5);
+    const used = [...templates.values()].flatMap((text) => [...text.matchAll(/include\s+"([^"]+)"/g)].map((m) => m[1]));
+    expect(used.filter((name) => name === undefined || !defined.has(name))).toEqual([]);
+  });
+
+  it('probes the endpoints the gateway serves', () => {
+    const deployment = templates.get('deployment.yaml') ?? '';
+    expect(deployment).toMatch(/livenessProbe:\s+httpGet:\s+path: \/healthz/);
+    expect(deployment).toMatch(/readinessProbe:\s+httpGet:\s+path: \/readyz/);
+    expect(templates.get('servicemonitor.yaml') ?? '').toMatch(/path: \/metrics/);
+  });
+});
+
+describe('helm chart metadata and Dockerfile', () => {
+  const pkg = JSON.parse(readText(join(repoRoot, 'package.json'))) as { name: string; version: string; bin: Record<string, string> };
+
+  it('Chart.yaml is apiVersion v2 and its appVersion is the package version', () => {
+    const chart = parse(readText(join(chartDir, 'Chart.yaml'))) as Record<string, unknown>;
+    expect(chart['apiVersion']).toBe('v2');
+    expect(chart['name']).toBe(pkg.name);
+    expect(chart['appVersion']).toBe(pkg.version);
+    expect(chart['version']).toMatch(/^\d+\.\d+\.\d+/);
+    expect(chart['dependencies']).toBeUndefined();
+  });
+
+  it('the image runs the package binary as non-root on the chart port', () => {
+    const dockerfile = readText(join(repoRoot, 'Dockerfile'));
+    const values = loadValues();
+    const containerPorts = values['containerPorts'];
+    const securityContext = values['containerSecurityContext'];
+    if (!isObject(containerPorts) || !isObject(securityContext)) throw new Error('values.yaml lacks containerPorts or containerSecurityContext');
+
+    expect(dockerfile).toContain(`ENTRYPOINT ["node", "${pkg.bin['syncgate'] ?? 'missing bin'}"]`);
+    expect(dockerfile).toContain('CMD ["serve", "--config", "/etc/syncgate/config.yaml"]');
+    expect(dockerfile).toContain(`EXPOSE ${String(containerPorts['http'])}`);
+    expect(dockerfile).toMatch(/RUN npm ci\b/);
+    expect(dockerfile).toMatch(/npm prune --omit=dev/);
+    const user = /^USER (\d+)(?::\d+)?$/m.exec(dockerfile);
+    expect(user?.[1]).toBe(String(securityContext['runAsUser']));
+    expect(user?.[1]).not.toBe('0');
+    // The chart passes the same arguments as the image's CMD, so both start the same way.
+    expect(readText(join(templatesDir, 'deployment.yaml'))).toMatch(/- serve\s+- --config\s+- \/etc\/syncgate\/config\.yaml/);
+  });
+});
