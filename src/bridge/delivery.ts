@@ -13,7 +13,8 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { nativeKey, type Adapter, type DeliveryResult, type ReferenceIds } from '../core/adapter.js';
-import type { LogEvent, Relations } from '../core/event.js';
+import type { Content, LogEvent, Relations } from '../core/event.js';
+import { convert } from './format/index.js';
 import type { DeliveryQueue, EventLog, QueuedEntry, RoomLink } from '../core/ports.js';
 
 export interface DeliveryOptions {
@@ -74,6 +75,8 @@ interface RoomQueue {
   busy: boolean;
   retryAt: number;
   attempts: number;
+  /** retries while the adapter was disconnected: they back off but do not count as attempts */
+  waits: number;
   /** targets this entry already reached (a retry does not resend to them) */
   readonly done: Set<string>;
   timer: NodeJS.Timeout | undefined;
@@ -196,7 +199,7 @@ class PartitionWorker {
         this.replaying.add(entry.replayId);
       }
       let q = this.rooms.get(entry.room);
-      if (!q) this.rooms.set(entry.room, (q = { entries: [], busy: false, retryAt: 0, attempts: 0, done: new Set(), timer: undefined }));
+      if (!q) this.rooms.set(entry.room, (q = { entries: [], busy: false, retryAt: 0, attempts: 0, waits: 0, done: new Set(), timer: undefined }));
       // The same id can come back from pending + claim after a hiccup; keep one.
       if (!replay && q.entries.some((e) => e.id === entry.id && !e.replayId)) continue;
       q.entries.push(entry);
@@ -242,6 +245,7 @@ class PartitionWorker {
       q.entries.shift();
       this.queued--;
       q.attempts = 0;
+      q.waits = 0;
       q.done.clear();
     }
   }
@@ -256,11 +260,12 @@ class PartitionWorker {
     const targets = event.origin.via === this.adapter.name ? [] : this.deps.links.linksOfRoom(room).filter((l) => l.endpoint === this.adapter.name);
     if (targets.length > 0) {
       const references = await this.references(event);
+      const content = this.contentFor(event);
       for (const link of targets) {
         if (q.done.has(link.target)) continue;
         let result: DeliveryResult;
         try {
-          result = await this.adapter.deliver(event, { room, link }, { attempt: q.attempts, references });
+          result = await this.adapter.deliver(event, { room, link }, { attempt: q.attempts, references, ...(content ? { content } : {}) });
         } catch (err) {
           result = { status: 'retry', reason: err instanceof Error ? err.message : String(err) };
         }
@@ -276,10 +281,15 @@ class PartitionWorker {
             q.done.add(link.target);
             break;
           case 'retry': {
-            q.attempts++;
+            // While the adapter is disconnected the remote side is down, not refusing this
+            // event: wait (backing off) without spending attempts, so an outage never
+            // dead-letters the backlog.
+            const connected = this.adapter.status().connected;
+            if (connected) q.attempts++;
+            else q.waits++;
             this.deps.observer.retried(this.adapter.name, room, result.reason);
             if (q.attempts >= this.deps.options.maxAttempts) return this.dead(entry, event, `gave up after ${q.attempts} attempts: ${result.reason}`, q.attempts);
-            const delay = backoffDelay(q.attempts, this.deps.options, result.afterMs);
+            const delay = backoffDelay(connected ? q.attempts : Math.min(q.waits, 6), this.deps.options, result.afterMs);
             q.retryAt = Date.now() + delay;
             this.log.info({ room, eventId: event.eventId, adapter: this.adapter.name, attempt: q.attempts, delayMs: delay, reason: result.reason }, 'delivery failed; will retry');
             return false;
@@ -290,6 +300,23 @@ class PartitionWorker {
       }
     }
     return this.finish(entry);
+  }
+
+  /** The content in the adapter's text format (sanitised on the way), keeping mentions and attachments. */
+  private contentFor(event: LogEvent): Content | undefined {
+    if (!('content' in event)) return undefined;
+    const { body, format, formatted, ...rest } = event.content;
+    const converted = convert(
+      { body, ...(format ? { format } : {}), ...(formatted !== undefined ? { formatted } : {}) },
+      this.adapter.textFormat ?? 'plain',
+      { isReply: 'rel' in event && event.rel !== undefined && 'replyTo' in event.rel },
+    );
+    return {
+      ...rest,
+      body: converted.body,
+      ...(converted.format ? { format: converted.format } : {}),
+      ...(converted.formatted !== undefined ? { formatted: converted.formatted } : {}),
+    };
   }
 
   /** The native ids, at this endpoint, of the events `rel` points to. */

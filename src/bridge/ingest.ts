@@ -13,6 +13,7 @@ import { ECHO_ID_KEY, nativeKey, type IngestResult, type IngestSink } from '../c
 import type { EventDraft } from '../core/event.js';
 import { isSyncgateError } from '../core/errors.js';
 import type { EventLog } from '../core/ports.js';
+import { sanitizeHtml } from './format/index.js';
 
 export interface IngestCounters {
   appended: number;
@@ -40,6 +41,15 @@ export function createIngestSink(deps: { log: EventLog; logger: Logger }): Bridg
     c[what]++;
   };
 
+  /** Inbound HTML is sanitised once, here, whatever adapter it came from. */
+  function sanitiseContent(draft: EventDraft): EventDraft {
+    if (!('content' in draft) || draft.content.format !== 'html' || draft.content.formatted === undefined) return draft;
+    const clean = sanitizeHtml(draft.content.formatted);
+    if (clean === draft.content.formatted) return draft;
+    logger.debug({ room: draft.room, via: draft.origin.via }, 'inbound HTML sanitised');
+    return { ...draft, content: { ...draft.content, formatted: clean } } as EventDraft;
+  }
+
   /** An edit always replaces the original, never an earlier edit (Matrix forbids it; XEP-0308 says the same). */
   async function normaliseRelations(draft: EventDraft): Promise<EventDraft> {
     if (draft.kind !== 'edit') return draft;
@@ -51,6 +61,7 @@ export function createIngestSink(deps: { log: EventLog; logger: Logger }): Bridg
   return {
     counters,
     resolve: (room, key) => log.resolve(room, key),
+    ingestTelemetry: (draft) => log.appendTelemetry(draft),
     getEvent: (room, eventId) => log.getEvent(room, eventId),
 
     async ingest(input, options = {}): Promise<IngestResult> {
@@ -72,7 +83,7 @@ export function createIngestSink(deps: { log: EventLog; logger: Logger }): Bridg
         return { status: 'ignored', reason: 'sent by one of our puppets' };
       }
       try {
-        const draft = await normaliseRelations(input);
+        const draft = sanitiseContent(await normaliseRelations(input));
         const { [ECHO_ID_KEY]: _drop, ...ids } = draft.origin.ids;
         const clean = { ...draft, origin: { ...draft.origin, ids } } as EventDraft;
         const result = await log.append(clean, { aliases: [...(options.aliases ?? []), ...nativeKeys(clean)] });

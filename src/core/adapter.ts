@@ -5,7 +5,7 @@
  * src/log; the bridge wires them to the log.
  */
 import type { Logger } from 'pino';
-import type { EventDraft, LogEvent, Proto, Relations } from './event.js';
+import type { Content, DraftOf, EventDraft, LogEvent, Proto, Relations, TextFormat } from './event.js';
 import type { RoomLink } from './ports.js';
 
 /** What became of an ingested draft. */
@@ -27,6 +27,8 @@ export interface IngestOptions {
  */
 export interface IngestSink {
   ingest(draft: EventDraft, options?: IngestOptions): Promise<IngestResult>;
+  /** device data that is not chat: its own capped stream per room, never the timeline */
+  ingestTelemetry(draft: DraftOf<'telemetry'>): Promise<{ readonly id: string }>;
   /** a native id / lookup key → the gateway event id, within a room */
   resolve(room: string, key: string): Promise<string | undefined>;
   getEvent(room: string, eventId: string): Promise<LogEvent | undefined>;
@@ -44,6 +46,11 @@ export interface DeliveryContext {
   /** how many times this event was tried before at this endpoint (0 on the first try) */
   readonly attempt: number;
   readonly references: ReferenceIds;
+  /**
+   * The event's content converted to the adapter's `textFormat` (sanitised
+   * HTML, XEP-0393 styling, Markdown or plain), when the event has content.
+   */
+  readonly content?: Content;
 }
 
 export type DeliveryResult =
@@ -75,6 +82,8 @@ export interface Adapter {
   readonly name: string;
   /** the protocol, used to scope the native ids it reports (see nativeKey) */
   readonly protocol: Proto;
+  /** the rich-text format the protocol speaks; deliveries get `context.content` in it (default plain) */
+  readonly textFormat?: TextFormat | 'plain';
   start(): Promise<void>;
   /** finish in-flight sends, then disconnect */
   stop(): Promise<void>;

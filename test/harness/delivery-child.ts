@@ -24,6 +24,7 @@ const links = await createRoomLinks({ rooms: log.rooms, logger: silentLogger() }
 const sink = createIngestSink({ log, logger: silentLogger() });
 const recorderRedis = new Redis(url);
 const adapter = new TestAdapter('remote', sink, redisRecorder(recorderRedis, prefix));
+await adapter.start();
 adapter.controls.slowMs = Number(process.env['SG_SLOW_MS'] ?? 0);
 const owner = `child-${process.pid}`;
 const manager = createDeliveryManager({ log, adapters: [adapter], links, logger: silentLogger(), owner, options: { leaseMs: Number(env('SG_LEASE_MS')) } });

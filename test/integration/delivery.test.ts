@@ -59,6 +59,7 @@ for (const backend of ['redis', 'memory'] as const) {
       const links = await createRoomLinks({ rooms: log.rooms, logger: silentLogger() });
       const sink = createIngestSink({ log, logger: silentLogger() });
       const adapter = new TestAdapter('remote', sink);
+      await adapter.start();
       const dead: string[] = [];
       const observer: DeliveryObserver = { delivered() {}, retried() {}, deadLettered: (_a, _r, eventId) => dead.push(eventId), leaseChanged() {} };
       const manager = createDeliveryManager({
@@ -109,8 +110,10 @@ for (const backend of ['redis', 'memory'] as const) {
         const room = i % 2 ? a : b;
         ids[room]?.push((await r.log.append(message(room, `m${i}`))).eventId);
       }
-      await waitFor(() => r.adapter.controls.attempts >= 2, { timeoutMs: 10_000, what: 'failed attempts while down' });
+      // more failed tries than maxAttempts: a disconnected adapter spends no attempts, so nothing is dead-lettered
+      await waitFor(() => r.adapter.controls.attempts >= 10, { timeoutMs: 20_000, what: 'failed attempts while down' });
       expect(await delivered(r)).toEqual([]);
+      expect(await r.log.delivery.deadCount()).toBe(0);
       r.adapter.controls.down = false;
       await waitFor(async () => (await delivered(r)).length === 40, { timeoutMs: 20_000, what: 'the backlog' });
       expect(await delivered(r, a)).toEqual(ids[a]);
