@@ -308,6 +308,10 @@ export class MemoryBackend implements LogBackend {
     return Promise.resolve(this.part(partition).feed.maxDeleted);
   }
 
+  roomTrimmedUpTo(partition: number, room: string): Promise<StreamPos> {
+    return Promise.resolve(this.part(partition).rooms.get(room)?.maxDeleted ?? ZERO_POS);
+  }
+
   roomBounds(partition: number, room: string): Promise<StreamBounds> {
     const stream = this.part(partition).rooms.get(room);
     return Promise.resolve(stream ? stream.bounds() : { first: undefined, last: undefined, maxDeleted: ZERO_POS });

@@ -33,12 +33,14 @@ import type {
   TelemetryEntry,
 } from '../core/ports.js';
 import { ZERO_POS, comparePos, eventIdFor, justBefore, locateEventId, partitionOf, type StreamPos } from '../core/position.js';
-import type { FeedEntry, LogBackend, RetentionPolicy, RoomFilterFn } from './backend.js';
+import type { FeedEntry, FeedPage, LogBackend, RetentionPolicy, RoomFilterFn } from './backend.js';
 import { createDeliveryQueue } from './delivery-queue.js';
 import { LiveFeed, type LiveSink } from './live-feed.js';
 
 export const MAX_READ_LIMIT = 1000;
 const SCAN_PAGE = 512;
+/** up to this many rooms of a partition, reads go to the rooms' timelines instead of the feed */
+const DIRECT_ROOMS_MAX = 64;
 /** how many feed entries one read may examine per partition before it answers with what it has */
 const SCAN_BUDGET = 8192;
 
@@ -145,18 +147,21 @@ export class PartitionedLog implements EventLog {
     return since === undefined ? startCursor(this.partitions) : decodeSyncCursor(since, this.partitions);
   }
 
-  /** True when retention removed feed entries after `cursor` in some partition. */
-  private async isLimited(cursor: SyncCursor): Promise<boolean> {
-    const trimmed = await Promise.all(cursor.map((_, p) => this.backend.trimmedUpTo(p)));
-    return trimmed.some((t, p) => comparePos(t, cursor[p] ?? ZERO_POS) > 0);
+  /** True when retention removed entries after `cursor`: from a partition feed, or from a room read directly. */
+  private async isLimited(cursor: SyncCursor, rooms: RoomFilter): Promise<boolean> {
+    const checks = cursor.map(async (pos, p) => {
+      const direct = this.directRooms(p, rooms);
+      const marks = direct ? await Promise.all(direct.map((room) => this.backend.roomTrimmedUpTo(p, room))) : [await this.backend.trimmedUpTo(p)];
+      return marks.some((t) => comparePos(t, pos) > 0);
+    });
+    return (await Promise.all(checks)).some(Boolean);
   }
 
   async read(since: string | undefined, options: ReadOptions): Promise<ReadResult> {
     this.ensureOpen();
     checkLimit(options.limit);
     const cursor = this.decodeCursor(since);
-    const match = matcher(options.rooms);
-    let limited = since !== undefined && (await this.isLimited(cursor));
+    let limited = since !== undefined && (await this.isLimited(cursor, options.rooms));
 
     // Partitions share the page: each round gives every partition that may have
     // more an equal quota of what is left, so no entry is read and then dropped.
@@ -168,7 +173,7 @@ export class PartitionedLog implements EventLog {
       if (remaining <= 0) break;
       const quota = Math.max(1, Math.floor(remaining / active.length));
       const turn = active.slice(0, Math.min(active.length, remaining));
-      const scans = await Promise.all(turn.map((p) => this.scanPartition(p, positions[p] ?? ZERO_POS, quota, match)));
+      const scans = await Promise.all(turn.map((p) => this.scanPartition(p, positions[p] ?? ZERO_POS, quota, options.rooms)));
       const stillActive: number[] = [];
       scans.forEach((scan, i) => {
         const p = turn[i] ?? 0;
@@ -187,14 +192,39 @@ export class PartitionedLog implements EventLog {
     return { events, next: encodeSyncCursor(positions), limited };
   }
 
+  /**
+   * One page of a partition after `after` for a room filter. A room's timeline
+   * entries carry their feed ids, so for a known, small set of rooms reading
+   * their timelines directly gives exactly the feed entries of those rooms —
+   * without scanning other rooms' traffic; otherwise the feed is scanned.
+   */
+  readPartition(partition: number, after: StreamPos, count: number, rooms: RoomFilter): Promise<FeedPage> {
+    const direct = this.directRooms(partition, rooms);
+    if (!direct) return this.backend.readFeed(partition, after, count, matcher(rooms));
+    return this.readRoomsDirect(partition, direct, after, count);
+  }
+
+  private directRooms(partition: number, rooms: RoomFilter): string[] | undefined {
+    if (rooms === 'all') return undefined;
+    const mine = [...rooms].filter((room) => this.roomPartition(room) === partition);
+    return mine.length <= DIRECT_ROOMS_MAX ? mine : undefined;
+  }
+
+  private async readRoomsDirect(partition: number, rooms: readonly string[], after: StreamPos, count: number): Promise<FeedPage> {
+    if (rooms.length === 0) return { entries: [], scannedTo: after, scanned: 0 };
+    const lists = await Promise.all(rooms.map((room) => this.backend.roomRange(partition, room, after, 'f', count)));
+    const merged = lists.length === 1 ? (lists[0] ?? []) : lists.flat().sort((a, b) => comparePos(a.pos, b.pos)).slice(0, count);
+    return { entries: merged, scannedTo: merged.at(-1)?.pos ?? after, scanned: merged.length };
+  }
+
   /** Up to `limit` matching entries of one partition after `from`, examining at most SCAN_BUDGET entries. */
-  private async scanPartition(partition: number, from: StreamPos, limit: number, match: RoomFilterFn) {
+  private async scanPartition(partition: number, from: StreamPos, limit: number, rooms: RoomFilter) {
     const entries: FeedEntry[] = [];
     let scannedTo = from;
     let scanned = 0;
     let exhausted = false;
     while (entries.length < limit && scanned < SCAN_BUDGET) {
-      const page = await this.backend.readFeed(partition, scannedTo, Math.min(SCAN_PAGE, Math.max(limit - entries.length, 16)), match);
+      const page = await this.readPartition(partition, scannedTo, Math.min(SCAN_PAGE, Math.max(limit - entries.length, 16)), rooms);
       if (page.scanned === 0) {
         exhausted = true;
         break;
@@ -255,6 +285,7 @@ export class PartitionedLog implements EventLog {
       backend: this.backend,
       live: this.live,
       cursor,
+      rooms: options.rooms,
       match: matcher(options.rooms),
       buffer: this.tailBuffer,
       checkLimited: since !== undefined,
@@ -266,8 +297,8 @@ export class PartitionedLog implements EventLog {
   }
 
   /** for TailSession */
-  limitedAt(cursor: SyncCursor): Promise<boolean> {
-    return this.isLimited(cursor);
+  limitedAt(cursor: SyncCursor, rooms: RoomFilter): Promise<boolean> {
+    return this.isLimited(cursor, rooms);
   }
 
   private roomPartition(room: string): number {
@@ -379,6 +410,7 @@ interface TailSessionOptions {
   readonly backend: LogBackend;
   readonly live: readonly LiveFeed[];
   readonly cursor: SyncCursor;
+  readonly rooms: RoomFilter;
   readonly match: RoomFilterFn;
   readonly buffer: number;
   readonly checkLimited: boolean;
@@ -424,7 +456,7 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
 
   private async run(): Promise<void> {
     try {
-      if (this.o.checkLimited && (await this.o.log.limitedAt(this.positions))) {
+      if (this.o.checkLimited && (await this.o.log.limitedAt(this.positions, this.o.rooms))) {
         await this.push({ type: 'limited', next: encodeSyncCursor(this.positions) });
       }
       await Promise.all(this.positions.map((_, p) => this.pump(p)));
@@ -440,7 +472,7 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
     const feed = this.o.live[partition];
     if (!feed) return;
     while (!this.closed) {
-      const page = await this.o.backend.readFeed(partition, this.position(partition), SCAN_PAGE, this.o.match);
+      const page = await this.o.log.readPartition(partition, this.position(partition), SCAN_PAGE, this.o.rooms);
       if (this.closed) return;
       if (page.scanned > 0) {
         for (const entry of page.entries) {

@@ -323,6 +323,12 @@ export class RedisBackend implements LogBackend {
     return mark ? parseStreamId(mark) : ZERO_POS;
   }
 
+  async roomTrimmedUpTo(partition: number, room: string): Promise<StreamPos> {
+    this.closedCheck();
+    const mark = await this.redis.hget(this.keys.trimMarks(partition), this.keys.room(partition, room));
+    return mark ? parseStreamId(mark) : ZERO_POS;
+  }
+
   roomBounds(partition: number, room: string): Promise<StreamBounds> {
     this.closedCheck();
     return this.bounds(partition, this.keys.room(partition, room));
