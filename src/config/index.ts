@@ -21,6 +21,7 @@ export const ConfigSchema = Type.Object(
         {
           url: Type.String({ pattern: '^rediss?://', description: 'absent = the embedded in-memory log (not durable)' }),
           prefix: Type.String({ pattern: '^[A-Za-z0-9:_.-]{0,64}$', default: 'sg:' }),
+          password: Type.Optional(Type.String({ description: 'when not part of the URL' })),
         },
         { additionalProperties: false },
       ),
@@ -73,6 +74,7 @@ export const ENV_OVERRIDES: Readonly<Record<string, readonly string[]>> = {
   SYNCGATE_PARTITIONS: ['partitions'],
   SYNCGATE_REDIS_URL: ['redis', 'url'],
   SYNCGATE_REDIS_PREFIX: ['redis', 'prefix'],
+  SYNCGATE_REDIS_PASSWORD: ['redis', 'password'],
   SYNCGATE_HTTP_HOST: ['http', 'host'],
   SYNCGATE_HTTP_PORT: ['http', 'port'],
   SYNCGATE_ADMIN_TOKEN: ['http', 'adminToken'],

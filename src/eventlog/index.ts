@@ -24,7 +24,7 @@ export interface EventLogOptions {
   readonly retention?: Partial<RetentionPolicy>;
   readonly log: Logger;
   /** absent: the embedded in-memory log */
-  readonly redis?: { readonly url: string; readonly prefix: string };
+  readonly redis?: { readonly url: string; readonly prefix: string; readonly password?: string | undefined };
   readonly tailBuffer?: number;
   readonly blockMs?: number;
 }
@@ -33,7 +33,14 @@ export function createEventLog(options: EventLogOptions): EventLog {
   const retention = { ...DEFAULT_RETENTION, ...options.retention };
   const log = options.log;
   const backend = options.redis
-    ? new RedisBackend({ url: options.redis.url, prefix: options.redis.prefix, partitions: options.partitions, retention, log })
+    ? new RedisBackend({
+        url: options.redis.url,
+        prefix: options.redis.prefix,
+        partitions: options.partitions,
+        retention,
+        log,
+        ...(options.redis.password ? { redisOptions: { password: options.redis.password } } : {}),
+      })
     : new MemoryBackend({ partitions: options.partitions, retention });
   const tuning = {
     ...(options.tailBuffer !== undefined ? { tailBuffer: options.tailBuffer } : {}),
