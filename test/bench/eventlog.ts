@@ -1,0 +1,171 @@
+/**
+ * Event log benchmarks (issue 2): append throughput and latency against raw
+ * XADD of the same fields, catch-up read throughput, Redis bytes per event.
+ */
+import { performance } from 'node:perf_hooks';
+import { Redis } from 'ioredis';
+import type { DraftOf } from '../../src/core/event.js';
+import type { EventLog } from '../../src/core/ports.js';
+import { encodeFields } from '../../src/eventlog/codec.js';
+import { createEventLog } from '../../src/eventlog/index.js';
+import { silentLogger } from '../../src/log/index.js';
+import { testPrefix } from '../harness/redis.js';
+import { percentile, type Bench, type BenchRow } from './report.js';
+
+const BODY = 'The pump in building 7 reported a pressure drop; maintenance is on the way, ETA 20 minutes.'; // 90 chars
+
+/** A message event whose JSON form is about 350 bytes, as the issue asks. */
+export function benchMessage(room: string, i: number): DraftOf<'message'> {
+  return {
+    v: 1,
+    kind: 'message',
+    idem: `api:dev-1234:txn-${i}`,
+    room,
+    sender: { uid: 'alice', proto: 'api', native: 'alice/dev-1234', display: 'Alice', auth: 'api-token' },
+    origin: { proto: 'api', via: 'api', ids: { 'api.txnId': `txn-${i}` } },
+    ts: { received: 1_795_000_000_000 + i },
+    content: { body: BODY },
+  };
+}
+
+async function runProducers(total: number, concurrency: number, op: (i: number) => Promise<unknown>, latencies?: number[]): Promise<number> {
+  let next = 0;
+  const start = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < total) {
+        const i = next++;
+        const t0 = performance.now();
+        await op(i);
+        latencies?.push(performance.now() - t0);
+      }
+    }),
+  );
+  return total / ((performance.now() - start) / 1000);
+}
+
+async function freshLog(url: string, prefix: string, rooms: string[]): Promise<EventLog> {
+  const log = createEventLog({ partitions: 16, log: silentLogger(), redis: { url, prefix }, retention: { roomMaxLen: 0 } });
+  for (const id of rooms) await log.rooms.put({ id, links: [] });
+  return log;
+}
+
+async function dropPrefix(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length) await redis.unlink(...keys);
+  } while (cursor !== '0');
+}
+
+async function memoryOf(redis: Redis, prefix: string): Promise<number> {
+  let total = 0;
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    for (const key of keys) total += Number((await redis.memory('USAGE', key, 'SAMPLES', 0)) ?? 0);
+  } while (cursor !== '0');
+  return total;
+}
+
+export const benchEventLog: Bench = async ({ redisUrl, quick }) => {
+  const rows: BenchRow[] = [];
+  const admin = new Redis(redisUrl);
+  const raw = new Redis(redisUrl, { enableAutoPipelining: true });
+  const N = quick ? 5_000 : 40_000;
+  const rooms = Array.from({ length: 32 }, (_, i) => `room-${i}`);
+
+  for (const concurrency of [1, 16]) {
+    const n = concurrency === 1 ? Math.min(N, quick ? 3_000 : 15_000) : N;
+    const prefix = testPrefix('bench');
+    const log = await freshLog(redisUrl, prefix, rooms);
+    const latencies: number[] = [];
+    const logRate = await runProducers(n, concurrency, (i) => log.append(benchMessage(rooms[i % rooms.length] ?? 'room-0', i)), concurrency === 1 ? latencies : undefined);
+    await log.close();
+    await dropPrefix(admin, prefix);
+
+    const rawPrefix = testPrefix('benchraw');
+    const rawLatencies: number[] = [];
+    const fields = rooms.map((room) => encodeFields(benchMessage(room, 0)));
+    const rawRate = await runProducers(
+      n,
+      concurrency,
+      (i) => raw.xadd(`${rawPrefix}${rooms[i % rooms.length]}`, '*', ...(fields[i % rooms.length] ?? [])),
+      concurrency === 1 ? rawLatencies : undefined,
+    );
+    await dropPrefix(admin, rawPrefix);
+    rows.push({ name: `append throughput, ${concurrency} producer(s)`, value: logRate, unit: 'events/s', baseline: rawRate, ratio: logRate / rawRate, goal: concurrency === 16 ? 'ratio ≥ 0.3' : '' });
+    if (concurrency === 1) {
+      latencies.sort((a, b) => a - b);
+      rawLatencies.sort((a, b) => a - b);
+      const p50 = percentile(latencies, 50);
+      const rawP50 = percentile(rawLatencies, 50);
+      rows.push({ name: 'append latency p50, 1 producer', value: p50 * 1000, unit: 'µs', baseline: rawP50 * 1000, ratio: p50 / rawP50, goal: 'ratio ≤ 2' });
+      rows.push({ name: 'append latency p99, 1 producer', value: percentile(latencies, 99) * 1000, unit: 'µs', baseline: percentile(rawLatencies, 99) * 1000, ratio: percentile(latencies, 99) / percentile(rawLatencies, 99) });
+    }
+  }
+
+  // Catch-up: a 100k backlog read page by page through the log, against raw XRANGE paging of one stream.
+  {
+    const backlog = quick ? 20_000 : 100_000;
+    const prefix = testPrefix('catchup');
+    const log = await freshLog(redisUrl, prefix, rooms);
+    await runProducers(backlog, 32, (i) => log.append(benchMessage(rooms[i % rooms.length] ?? 'room-0', i)));
+    // a device syncs the rooms it was granted (here: all 32)
+    const allRooms = new Set(rooms);
+    const t0 = performance.now();
+    let since: string | undefined;
+    let read = 0;
+    for (;;) {
+      const page = await log.read(since, { rooms: allRooms, limit: 1000 });
+      if (page.events.length === 0) break;
+      read += page.events.length;
+      since = page.next;
+    }
+    const rate = read / ((performance.now() - t0) / 1000);
+
+    const t1 = performance.now();
+    let rawRead = 0;
+    let from = '-';
+    const key = `${prefix}rawcopy`;
+    for (let i = 0; i < backlog; i += 1000) {
+      const batch = Array.from({ length: Math.min(1000, backlog - i) }, (_, j) => encodeFields(benchMessage('room-0', i + j)));
+      const pipe = admin.pipeline();
+      for (const f of batch) pipe.xadd(key, '*', ...f);
+      await pipe.exec();
+    }
+    const t2 = performance.now();
+    for (;;) {
+      const entries = (await admin.xrange(key, from, '+', 'COUNT', 1000)) as Array<[string, string[]]>;
+      if (entries.length === 0) break;
+      rawRead += entries.length;
+      from = `(${entries.at(-1)?.[0]}`;
+    }
+    const rawRate = rawRead / ((performance.now() - t2) / 1000);
+    void t1;
+    rows.push({ name: `catch-up read of a ${backlog.toLocaleString('en-US')}-event backlog`, value: rate, unit: 'events/s', baseline: rawRate, ratio: rate / rawRate, goal: '≥ 100,000 events/s', note: `read ${read}; baseline: raw XRANGE paging of one stream` });
+    await log.close();
+    await dropPrefix(admin, prefix);
+  }
+
+  // Bytes per event: every key the log creates (room stream, feed, id map, meta), one alias per event.
+  {
+    const n = quick ? 5_000 : 20_000;
+    const prefix = testPrefix('mem');
+    const log = await freshLog(redisUrl, prefix, ['ops']);
+    const sample = benchMessage('ops', 0);
+    const emptyBytes = await memoryOf(admin, prefix);
+    await runProducers(n, 16, (i) => log.append(benchMessage('ops', i), { aliases: [`xmpp:id:alice@example.org:msg-${i}`] }));
+    const perEvent = ((await memoryOf(admin, prefix)) - emptyBytes) / n;
+    const json = JSON.stringify({ ...sample, eventId: '01JD0000000000000000', cursor: 'AhAAAAAAAAAAAAAAAAAAAA' }).length;
+    rows.push({ name: 'Redis bytes per message event (all keys)', value: perEvent, unit: 'bytes', goal: '≤ 450', note: `JSON form ${json} bytes; idempotency key + 1 native-id alias; MEMORY USAGE over ${n} events` });
+    await log.close();
+    await dropPrefix(admin, prefix);
+  }
+
+  await raw.quit();
+  await admin.quit();
+  return { title: 'Event log (Redis)', rows };
+};

@@ -1,0 +1,35 @@
+/**
+ * `npm run bench`: every benchmark section against a Redis (REDIS_URL, or one
+ * started here), printed as a report with same-run baselines and ratios.
+ * BENCH_QUICK=1 runs smaller sizes; BENCH_ONLY=name,name picks sections.
+ */
+import { startRedis } from '../harness/redis.js';
+import { benchDelivery } from './delivery.js';
+import { benchEventLog } from './eventlog.js';
+import { formatSection, type Bench } from './report.js';
+
+const sections: Record<string, Bench> = {
+  eventlog: benchEventLog,
+  delivery: benchDelivery,
+};
+
+async function main(): Promise<void> {
+  const quick = process.env['BENCH_QUICK'] === '1';
+  const only = process.env['BENCH_ONLY']?.split(',').filter(Boolean);
+  const redis = await startRedis();
+  process.stdout.write(`# syncgate benchmarks — ${new Date().toISOString()}, node ${process.version}, ${quick ? 'quick' : 'full'} run, Redis ${redis.owned ? 'started by the harness' : 'from REDIS_URL'}\n\n`);
+  try {
+    for (const [name, bench] of Object.entries(sections)) {
+      if (only && !only.includes(name)) continue;
+      const section = await bench({ redisUrl: redis.url, quick });
+      process.stdout.write(`${formatSection(section)}\n\n`);
+    }
+  } finally {
+    await redis.stop();
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});
