@@ -5,7 +5,7 @@
  * contract suite checks the primitives through it.
  */
 import type { DraftOf, EventDraft } from '../core/event.js';
-import type { RoomStore, StateStore } from '../core/ports.js';
+import type { DeadLetter, RoomStore, StateStore } from '../core/ports.js';
 import type { StreamPos } from '../core/position.js';
 
 export interface FeedEntry {
@@ -34,16 +34,8 @@ export interface ReplayEntry extends GroupEntry {
   readonly replayId: string;
 }
 
-export interface DeadRecord {
-  readonly streamId: string;
-  readonly group: string;
-  readonly room: string;
-  readonly feedId: string;
-  readonly eventId: string;
-  readonly reason: string;
-  readonly attempts: number;
-  readonly ts: number;
-}
+/** A dead letter as one partition stores it; the queue adds the partition to its id. */
+export type DeadRecord = Omit<DeadLetter, 'id'> & { readonly streamId: string };
 
 export interface StreamBounds {
   readonly first: StreamPos | undefined;

@@ -52,6 +52,15 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
     });
   }
 
+  async function moveDead(ids: readonly string[], mode: 'replay' | 'drop'): Promise<number> {
+    let n = 0;
+    for (const id of ids) {
+      const where = splitDeadId(id);
+      if (where && where.partition < backend.partitions) n += await backend.deadMove(where.partition, [where.streamId], mode);
+    }
+    return n;
+  }
+
   return {
     ensureGroup: (p, group) => backend.groupCreate(p, group),
     acquireLease: (p, group, owner, ttlMs) => backend.leaseAcquire(p, group, owner, ttlMs),
@@ -81,22 +90,8 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
         .map(({ p, d }) => ({ id: `${p}:${d.streamId}`, group: d.group, room: d.room, feedId: d.feedId, eventId: d.eventId, reason: d.reason, attempts: d.attempts, ts: d.ts }));
       return out;
     },
-    async replayDead(ids) {
-      let n = 0;
-      for (const id of ids) {
-        const where = splitDeadId(id);
-        if (where && where.partition < backend.partitions) n += await backend.deadMove(where.partition, [where.streamId], 'replay');
-      }
-      return n;
-    },
-    async dropDead(ids) {
-      let n = 0;
-      for (const id of ids) {
-        const where = splitDeadId(id);
-        if (where && where.partition < backend.partitions) n += await backend.deadMove(where.partition, [where.streamId], 'drop');
-      }
-      return n;
-    },
+    replayDead: (ids) => moveDead(ids, 'replay'),
+    dropDead: (ids) => moveDead(ids, 'drop'),
     async deadCount(group) {
       if (group === undefined) return (await Promise.all(partitions().map((p) => backend.deadCount(p)))).reduce((a, b) => a + b, 0);
       return (await this.listDead(100_000, group)).length;
