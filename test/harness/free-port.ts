@@ -31,7 +31,7 @@ export async function getFreePort(host: string = LOOPBACK): Promise<number> {
   });
 }
 
-/** Resolves when one TCP connect succeeds, rejects when it fails. */
+/** Tries one TCP connect: true if it is accepted, false on refusal, error or timeout. */
 export async function canConnect(host: string, port: number, timeoutMs = 1_000): Promise<boolean> {
   return new Promise<boolean>((resolve) => {
     const socket = connect({ host, port });
