@@ -1,0 +1,267 @@
+/**
+ * The library edge: loading matrix-bot-sdk, and the client-server HTTP
+ * requests the adapter makes.
+ *
+ * Loading the SDK. Its index requires its E2EE module, which requires
+ * `@matrix-org/matrix-sdk-crypto-nodejs`, whose native binary is downloaded
+ * at install time; where that could not happen, `import 'matrix-bot-sdk'`
+ * throws. So the SDK is only ever imported here, at run time, after probing
+ * the binding: when it loads, nothing is stubbed and E2EE is available to the
+ * SDK; when it does not, an empty module is put into the CommonJS cache under
+ * the binding's path so the rest of the SDK loads, and one warning says that
+ * end-to-end encryption is unavailable. Top-level imports elsewhere are
+ * `import type` only.
+ *
+ * Requests. Every client-server call goes through `MatrixHttp` (fetch), not
+ * the SDK's MatrixClient, because the adapter needs what the SDK hides or
+ * gets wrong for a bridge (PROTOCOL-NOTES §3.2–3.3): the Retry-After header
+ * of a 429 (the SDK drops headers), our own transaction ids on
+ * PUT …/send/{type}/{txnId} (its helpers mint their own, so a retry would
+ * duplicate), an AbortSignal so stop() ends a 30-second /sync long-poll at
+ * once, and exact status codes. The SDK stays loaded for its E2EE machinery.
+ */
+import { createRequire, Module } from 'node:module';
+import type { Logger } from 'pino';
+import type * as SdkModule from 'matrix-bot-sdk';
+import { MatrixApiError, MatrixNetworkError } from './errors.js';
+
+export type MatrixSdk = typeof SdkModule;
+
+export const CRYPTO_BINDING = '@matrix-org/matrix-sdk-crypto-nodejs';
+
+export interface CryptoProbe {
+  /** where the SDK resolves the binding from; undefined when it is not installed at all */
+  readonly bindingPath: string | undefined;
+  /** the binding (with its native library) loads */
+  readonly available: boolean;
+  readonly error?: string;
+}
+
+/** Tries the binding exactly as the SDK's index will require it: resolved from the SDK's own location. */
+export function probeCryptoBinding(sdkEntry: string): CryptoProbe {
+  const sdkRequire = createRequire(sdkEntry);
+  let bindingPath: string;
+  try {
+    bindingPath = sdkRequire.resolve(CRYPTO_BINDING);
+  } catch (err) {
+    return { bindingPath: undefined, available: false, error: err instanceof Error ? err.message : String(err) };
+  }
+  try {
+    sdkRequire(bindingPath);
+    return { bindingPath, available: true };
+  } catch (err) {
+    // Node does not cache a module whose loading threw, so the stub below can take its place.
+    return { bindingPath, available: false, error: (err instanceof Error ? err.message : String(err)).split('\n')[0] };
+  }
+}
+
+/** Puts an empty module into the CommonJS cache for `bindingPath` (only when nothing real is there). */
+export function stubCryptoBinding(bindingPath: string): boolean {
+  const require = createRequire(import.meta.url);
+  if (require.cache[bindingPath] !== undefined) return false;
+  const stub = new Module(bindingPath);
+  stub.filename = bindingPath;
+  stub.loaded = true;
+  stub.exports = {};
+  require.cache[bindingPath] = stub;
+  return true;
+}
+
+export interface SdkLoad {
+  readonly sdk: MatrixSdk | undefined;
+  /** end-to-end encryption could be offered by the SDK (the native binding loads) */
+  readonly e2ee: boolean;
+  /** why the SDK did not load, when it did not */
+  readonly error?: string;
+}
+
+export interface LoadSdkOptions {
+  /** the SDK's entry file (tests point it at a fake module tree) */
+  readonly sdkEntry?: string;
+  readonly importSdk?: () => Promise<MatrixSdk>;
+}
+
+/** One load per process unless options are given: the SDK and the warning are process-wide. */
+let shared: Promise<SdkLoad> | undefined;
+
+export function loadMatrixSdk(log: Logger, options?: LoadSdkOptions): Promise<SdkLoad> {
+  if (options) return loadSdkOnce(log, options);
+  shared ??= loadSdkOnce(log, {});
+  return shared;
+}
+
+async function loadSdkOnce(log: Logger, options: LoadSdkOptions): Promise<SdkLoad> {
+  let sdkEntry: string;
+  try {
+    sdkEntry = options.sdkEntry ?? createRequire(import.meta.url).resolve('matrix-bot-sdk');
+  } catch (err) {
+    log.error({ err }, 'matrix-bot-sdk is not installed; the Matrix adapter works without it, end-to-end encryption is unavailable');
+    return { sdk: undefined, e2ee: false, error: String(err) };
+  }
+  const probe = probeCryptoBinding(sdkEntry);
+  if (probe.available) {
+    log.info('end-to-end encryption binding loaded; encrypted rooms are still not bridged (not implemented)');
+  } else {
+    if (probe.bindingPath !== undefined) stubCryptoBinding(probe.bindingPath);
+    log.warn(
+      { binding: CRYPTO_BINDING, reason: probe.error },
+      'end-to-end encryption unavailable: the native crypto binding did not load (its binary is downloaded at install time); encrypted rooms are reported as unsupported',
+    );
+  }
+  try {
+    const sdk = await (options.importSdk ?? (() => import('matrix-bot-sdk')))();
+    routeSdkLogs(sdk, log);
+    return { sdk, e2ee: probe.available };
+  } catch (err) {
+    log.error({ err }, 'matrix-bot-sdk failed to load; the Matrix adapter works without it, end-to-end encryption is unavailable');
+    return { sdk: undefined, e2ee: false, error: err instanceof Error ? err.message : String(err) };
+  }
+}
+
+/** The SDK logs every request (and bodies at trace) to the console by default: keep only its warnings, at debug. */
+function routeSdkLogs(sdk: MatrixSdk, log: Logger): void {
+  const quiet = (): void => undefined;
+  const toDebug = (module: string, ...parts: unknown[]): void => {
+    log.debug({ sdkModule: module }, parts.map((p) => (p instanceof Error ? p.message : typeof p === 'string' ? p : JSON.stringify(p))).join(' ').slice(0, 500));
+  };
+  sdk.LogService?.setLogger?.({ info: quiet, debug: quiet, trace: quiet, warn: toDebug, error: toDebug });
+}
+
+// ------------------------------------------------------------------ requests
+
+export type JsonObject = Record<string, unknown>;
+
+/** A path with every interpolated value percent-encoded: mxPath`/rooms/${roomId}/send/${type}/${txnId}`. */
+export function mxPath(strings: TemplateStringsArray, ...values: readonly string[]): string {
+  return strings.reduce((out, s, i) => out + s + (i < values.length ? encodeURIComponent(values[i] ?? '') : ''), '');
+}
+
+/** Retry-After is seconds or an HTTP date (RFC 9110 §10.2.3). */
+export function parseRetryAfter(header: string | null, now = Date.now()): number | undefined {
+  if (header === null || header.trim() === '') return undefined;
+  const trimmed = header.trim();
+  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
+  const date = Date.parse(trimmed);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+}
+
+/** The longer of the header and the (deprecated) body field: both are what the server asked for. */
+export function retryAfterMs(header: string | null, body: unknown): number | undefined {
+  const fromHeader = parseRetryAfter(header);
+  const ms = typeof body === 'object' && body !== null ? (body as { retry_after_ms?: unknown }).retry_after_ms : undefined;
+  const fromBody = typeof ms === 'number' && Number.isFinite(ms) && ms >= 0 ? ms : undefined;
+  if (fromHeader === undefined) return fromBody;
+  if (fromBody === undefined) return fromHeader;
+  return Math.max(fromHeader, fromBody);
+}
+
+export interface RequestOptions {
+  readonly query?: Readonly<Record<string, string | number | boolean | undefined>>;
+  readonly body?: unknown;
+  /** application-service identity assertion (`?user_id=`) */
+  readonly asUser?: string;
+  readonly timeoutMs?: number;
+  readonly signal?: AbortSignal;
+  /** false for /login and /versions */
+  readonly auth?: boolean;
+}
+
+export interface HttpCounters {
+  requests: number;
+  failures: number;
+  rateLimited: number;
+}
+
+export interface MatrixHttpOptions {
+  readonly baseUrl: string;
+  readonly accessToken: string;
+  readonly timeoutMs: number;
+}
+
+export class MatrixHttp {
+  readonly counters: HttpCounters = { requests: 0, failures: 0, rateLimited: 0 };
+  /** time of the last answer from the homeserver (any status), for readiness */
+  lastAnswerAt = 0;
+  /** the last request failed without an answer */
+  unreachable = false;
+  private readonly baseUrl: string;
+  private accessToken: string;
+  private readonly timeoutMs: number;
+
+  constructor(options: MatrixHttpOptions) {
+    this.baseUrl = options.baseUrl.replace(/\/+$/, '');
+    this.accessToken = options.accessToken;
+    this.timeoutMs = options.timeoutMs;
+  }
+
+  setAccessToken(token: string): void {
+    this.accessToken = token;
+  }
+
+  async request(method: string, path: string, options: RequestOptions = {}): Promise<JsonObject> {
+    const url = new URL(this.baseUrl + path);
+    for (const [k, v] of Object.entries(options.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
+    if (options.asUser !== undefined) url.searchParams.set('user_id', options.asUser);
+    const headers: Record<string, string> = { Accept: 'application/json' };
+    if (options.auth !== false) headers['Authorization'] = `Bearer ${this.accessToken}`;
+    let body: string | undefined;
+    if (options.body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      body = JSON.stringify(options.body);
+    }
+    const timeout = AbortSignal.timeout(options.timeoutMs ?? this.timeoutMs);
+    const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+    this.counters.requests++;
+    let res: Response;
+    let text: string;
+    try {
+      res = await fetch(url, { method, headers, body, signal });
+      text = await res.text();
+    } catch (err) {
+      this.counters.failures++;
+      this.unreachable = true;
+      const why = timeout.aborted ? `timed out after ${options.timeoutMs ?? this.timeoutMs} ms` : err instanceof Error ? err.message : String(err);
+      throw new MatrixNetworkError(`${method} ${url.pathname}: ${why}`, { cause: err });
+    }
+    this.unreachable = false;
+    this.lastAnswerAt = Date.now();
+    let json: unknown = {};
+    if (text.length > 0) {
+      try {
+        json = JSON.parse(text) as unknown;
+      } catch {
+        json = undefined;
+      }
+    }
+    if (!res.ok) {
+      this.counters.failures++;
+      const errBody = typeof json === 'object' && json !== null ? (json as JsonObject) : {};
+      const errcode = typeof errBody['errcode'] === 'string' ? errBody['errcode'] : 'M_UNKNOWN';
+      const message = typeof errBody['error'] === 'string' ? errBody['error'] : res.statusText;
+      const wait = res.status === 429 || errcode === 'M_LIMIT_EXCEEDED' ? retryAfterMs(res.headers.get('retry-after'), errBody) : undefined;
+      if (wait !== undefined || res.status === 429) this.counters.rateLimited++;
+      throw new MatrixApiError(res.status, errcode, `${method} ${url.pathname}: ${message}`, wait);
+    }
+    if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+      throw new MatrixApiError(res.status, 'M_NOT_JSON', `${method} ${url.pathname}: the answer is not a JSON object`);
+    }
+    return json as JsonObject;
+  }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts (never rejects). */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) {
+      resolve();
+      return;
+    }
+    const done = (): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, Math.max(0, ms));
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}

@@ -1,0 +1,162 @@
+/**
+ * The Matrix adapter's configuration (one TypeBox schema: type, defaults and
+ * validation), the application-service registration file it implies, and the
+ * user-id namespace rules shared by the registration and the echo filter.
+ *
+ * Two modes (PROTOCOL-NOTES §3.1):
+ * - `appservice` (default for bridges): the homeserver pushes transactions to
+ *   our listener; remote senders appear as ghost users `@<ghostPrefix><uid>`.
+ * - `bot`: one ordinary account syncs and relays with a sender prefix.
+ */
+import { randomBytes } from 'node:crypto';
+import { Type, type Static } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { stringify } from 'yaml';
+import { MatrixConfigError } from './errors.js';
+
+const Localpart = Type.String({ minLength: 1, maxLength: 200, pattern: '^[a-z0-9._=/+-]+$' });
+const Token = Type.String({ minLength: 16, maxLength: 1024 });
+
+export const MatrixAppserviceConfig = Type.Object(
+  {
+    /** the registration id (unique per homeserver) */
+    id: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._-]+$', default: 'syncgate' }),
+    /** we authenticate to the homeserver with this */
+    asToken: Token,
+    /** the homeserver authenticates to us with this */
+    hsToken: Token,
+    listenHost: Type.String({ minLength: 1, maxLength: 255, default: '0.0.0.0' }),
+    /** 0 picks a free port (tests) */
+    listenPort: Type.Integer({ minimum: 0, maximum: 65_535, default: 9000 }),
+    /** where the homeserver reaches our listener, written into the registration */
+    url: Type.String({ pattern: '^https?://', maxLength: 2048 }),
+    /** ghost users are `@<ghostPrefix><escaped uid>:<serverName>`; keep it starting with `_` */
+    ghostPrefix: Type.String({ minLength: 1, maxLength: 64, pattern: '^[a-z0-9._=/+-]+$', default: '_sg_' }),
+    /** the AS's own user (sender_localpart): joins linked rooms, invites ghosts */
+    botLocalpart: Type.String({ ...Localpart, default: 'syncgate' }),
+    botDisplayName: Type.Optional(Type.String({ maxLength: 256 })),
+    /** a larger transaction body is refused with 413 (the homeserver keeps retrying it: see the log) */
+    maxBodyBytes: Type.Integer({ minimum: 1024, maximum: 512 * 1024 * 1024, default: 32 * 1024 * 1024 }),
+  },
+  { additionalProperties: false },
+);
+export type MatrixAppserviceConfig = Static<typeof MatrixAppserviceConfig>;
+
+export const MatrixBotConfig = Type.Object(
+  {
+    userId: Type.String({ pattern: '^@[^:]+:.+$', maxLength: 255 }),
+    accessToken: Type.Optional(Type.String({ minLength: 1, maxLength: 1024 })),
+    password: Type.Optional(Type.String({ minLength: 1, maxLength: 1024 })),
+    /**
+     * Fixed device for password logins: transaction ids are scoped per device,
+     * so a retry after a restart (new login, same device) is still deduplicated.
+     */
+    deviceId: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$', default: 'SYNCGATE' }),
+    /** put before relayed text; `{{display}}` and `{{uid}}` are replaced */
+    senderPrefix: Type.String({ maxLength: 256, default: '<{{display}}> ' }),
+    /** long-poll wait of one /sync */
+    syncTimeoutMs: Type.Integer({ minimum: 0, maximum: 120_000, default: 30_000 }),
+    /** timeline events per room per /sync; a longer gap is filled from /messages */
+    timelineLimit: Type.Integer({ minimum: 1, maximum: 1000, default: 50 }),
+  },
+  { additionalProperties: false },
+);
+export type MatrixBotConfig = Static<typeof MatrixBotConfig>;
+
+export const MatrixAdapterConfig = Type.Object(
+  {
+    mode: Type.Union([Type.Literal('appservice'), Type.Literal('bot')], { default: 'appservice' }),
+    homeserverUrl: Type.String({ pattern: '^https?://', maxLength: 2048 }),
+    /** the homeserver's server name (the part after `:` in user ids) */
+    serverName: Type.String({ minLength: 1, maxLength: 255, pattern: '^[A-Za-z0-9.:\\[\\]-]+$' }),
+    appservice: Type.Optional(MatrixAppserviceConfig),
+    bot: Type.Optional(MatrixBotConfig),
+    /** one client-server request */
+    requestTimeoutMs: Type.Integer({ minimum: 1000, maximum: 300_000, default: 30_000 }),
+    /**
+     * How inbound media (mxc://server/id) becomes an attachment URL: a template
+     * with `{server}` and `{mediaId}`, e.g. a gateway media proxy. Absent: the
+     * mxc:// URI is kept as is.
+     */
+    mediaUrlTemplate: Type.Optional(Type.String({ maxLength: 2048 })),
+    /** appservice mode: how often the homeserver is probed for /readyz */
+    healthCheckIntervalMs: Type.Integer({ minimum: 1000, maximum: 600_000, default: 30_000 }),
+    /** how long stop() waits for an in-flight transaction or sync batch */
+    stopGraceMs: Type.Integer({ minimum: 0, maximum: 120_000, default: 5_000 }),
+  },
+  { additionalProperties: false },
+);
+export type MatrixAdapterConfig = Static<typeof MatrixAdapterConfig>;
+
+/** Applies defaults and validates, reporting every violation at once. For tests, the runtime and the CLI. */
+export function parseMatrixConfig(input: unknown): MatrixAdapterConfig {
+  const withDefaults = Value.Default(MatrixAdapterConfig, structuredClone(input));
+  const problems = [...Value.Errors(MatrixAdapterConfig, withDefaults)].map((e) => `${e.path || '/'}: ${e.message}`);
+  if (problems.length === 0) {
+    const config = withDefaults as MatrixAdapterConfig;
+    if (config.mode === 'appservice') {
+      if (!config.appservice) problems.push('/appservice: required in appservice mode');
+      else {
+        const as = config.appservice;
+        if (as.asToken === as.hsToken) problems.push('/appservice: asToken and hsToken must differ');
+        if (as.botLocalpart.startsWith(as.ghostPrefix)) problems.push('/appservice/botLocalpart: must not start with ghostPrefix (a ghost could take its name)');
+      }
+    } else if (!config.bot) {
+      problems.push('/bot: required in bot mode');
+    } else if (config.bot.accessToken === undefined && config.bot.password === undefined) {
+      problems.push('/bot: accessToken or password is required');
+    }
+  }
+  if (problems.length > 0) throw new MatrixConfigError(problems);
+  return withDefaults as MatrixAdapterConfig;
+}
+
+function escapeRegex(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&');
+}
+
+/** The user-namespace regex of our ghosts (the registration's and the echo filter's). */
+export function ghostUserRegex(config: Pick<MatrixAdapterConfig, 'serverName'> & { appservice: Pick<MatrixAppserviceConfig, 'ghostPrefix'> }): string {
+  return `@${escapeRegex(config.appservice.ghostPrefix)}.*:${escapeRegex(config.serverName)}`;
+}
+
+export function botUserId(config: MatrixAdapterConfig): string {
+  if (config.mode === 'bot') return config.bot?.userId ?? '';
+  return `@${config.appservice?.botLocalpart ?? ''}:${config.serverName}`;
+}
+
+/**
+ * The registration file the homeserver loads (AS API "Registration"), as
+ * YAML text: what `syncgate matrix-registration` writes.
+ *
+ * `receive_ephemeral` is the stable key (spec v1.13); the MSC2409 key is what
+ * older homeservers (and matrix-bot-sdk) use. We read both push fields.
+ */
+export function registrationYaml(config: MatrixAdapterConfig): string {
+  const as = config.appservice;
+  if (!as) throw new MatrixConfigError(['/appservice: required to write a registration']);
+  const registration = {
+    id: as.id,
+    url: as.url,
+    as_token: as.asToken,
+    hs_token: as.hsToken,
+    sender_localpart: as.botLocalpart,
+    namespaces: {
+      users: [
+        { exclusive: true, regex: ghostUserRegex({ serverName: config.serverName, appservice: as }) },
+        { exclusive: true, regex: `@${escapeRegex(as.botLocalpart)}:${escapeRegex(config.serverName)}` },
+      ],
+      aliases: [],
+      rooms: [],
+    },
+    rate_limited: false,
+    receive_ephemeral: true,
+    'de.sorunome.msc2409.push_ephemeral': true,
+  };
+  return `# syncgate application-service registration for ${config.serverName}\n# Give this file to the homeserver (e.g. app_service_config_files); keep it secret.\n${stringify(registration)}`;
+}
+
+/** A fresh random token for as_token / hs_token (for the CLI when the config has none yet). */
+export function randomToken(): string {
+  return randomBytes(32).toString('base64url');
+}

@@ -1,0 +1,590 @@
+/**
+ * The Matrix adapter (DESIGN §7, PROTOCOL-NOTES §3): application-service mode
+ * (ghost users, pushed transactions) or bot mode (one relay account, /sync).
+ *
+ * In: transactions (appservice.ts) or /sync batches (sync.ts) → inbound.ts →
+ * the sink; acknowledged (200 / new sync token) only after the append.
+ * Out: deliver() renders (render.ts) and sends with PUT
+ * /rooms/{room}/send/{type}/{txnId = our event id}, so the homeserver
+ * treats a retried delivery as a retransmission; a 429 answers `retry` with
+ * the wait the homeserver asked for, so the delivery engine keeps order.
+ *
+ * Native ids: `mx.eventId` for the Matrix event an event became (reactions:
+ * also `mx.annotation.<key>` per annotation sent). Relations arrive as the
+ * targets' native ids in context.references.
+ */
+import type { Adapter, AdapterDeps, AdapterStatus, DeliveryContext, DeliveryResult, DeliveryTarget } from '../../src/core/adapter.js';
+import type { DraftOf, EventKind, LogEvent, Positioned } from '../../src/core/event.js';
+import { AppserviceServer } from './appservice.js';
+import { loadMatrixSdk, mxPath, sleep, MatrixHttp, type JsonObject, type SdkLoad } from './client.js';
+import { botUserId, ghostUserRegex, type MatrixAdapterConfig } from './config.js';
+import { deliveryFailure, isMatrixApiError, MatrixApiError, MatrixConfigError, MatrixNotJoinedError } from './errors.js';
+import { Ghosts } from './ghosts.js';
+import { Inbound } from './inbound.js';
+import { isObject } from './normalise.js';
+import { annotationTxnId, expandPrefix, renderAnnotation, renderEdit, renderMessage, renderRedaction, unannotateTxnId, type RenderOptions } from './render.js';
+import { AdapterStore, memoryMatrixState, type MatrixState, type TxnStore } from './store.js';
+import { SyncLoop } from './sync.js';
+
+export { parseMatrixConfig, registrationYaml, randomToken, MatrixAdapterConfig } from './config.js';
+export { memoryMatrixState, type MatrixState, type TxnStore } from './store.js';
+
+export interface MatrixAdapterDeps extends AdapterDeps<MatrixAdapterConfig> {
+  /**
+   * Where completed transaction ids, the bot's sync token and the reaction
+   * maps live. The runtime passes `log.state` (Redis); absent: in memory, with
+   * a warning (a restart then replays or loses that state).
+   */
+  readonly state?: MatrixState;
+}
+
+export interface MatrixAdapter extends Adapter {
+  readonly mode: 'appservice' | 'bot';
+  /** where the application-service listener is bound (after start; appservice mode) */
+  listenAddress(): { host: string; port: number } | undefined;
+  /** the transaction store, for tests and operations */
+  readonly txns: TxnStore;
+}
+
+type Logged<K extends EventKind> = DraftOf<K> & Positioned;
+
+interface Speaker {
+  /** the Matrix user the event is sent as */
+  readonly userId: string;
+  /** set when asserting a ghost's identity (appservice mode) */
+  readonly asUser?: string;
+}
+
+const CONNECT_RETRY_MAX_MS = 60_000;
+
+export function createMatrixAdapter(deps: MatrixAdapterDeps): MatrixAdapter {
+  return new MatrixAdapterImpl(deps);
+}
+
+class MatrixAdapterImpl implements MatrixAdapter {
+  readonly protocol = 'matrix' as const;
+  readonly name: string;
+  readonly mode: 'appservice' | 'bot';
+  readonly txns: TxnStore;
+  private readonly config: MatrixAdapterConfig;
+  private readonly http: MatrixHttp;
+  private readonly store: AdapterStore;
+  private readonly inbound: Inbound;
+  private readonly ghosts: Ghosts | undefined;
+  private readonly server: AppserviceServer | undefined;
+  private readonly ghostRegex: RegExp | undefined;
+  private userId: string;
+  private sync: SyncLoop | undefined;
+  private sdk: SdkLoad | undefined;
+  private connected = false;
+  private started = false;
+  private stopping = false;
+  private connectTimer: NodeJS.Timeout | undefined;
+  private connectFailures = 0;
+  private unwatchLinks: (() => void) | undefined;
+  private healthTimer: NodeJS.Timeout | undefined;
+  private readonly joined = new Set<string>();
+  private readonly joinProblems = new Map<string, string>();
+  private readonly encrypted = new Set<string>();
+  /** transactions in order, one at a time; a repeated txnId joins the one in flight */
+  private txnChain: Promise<void> = Promise.resolve();
+  private readonly inflight = new Map<string, Promise<void>>();
+  private readonly delivery = { delivered: 0, retried: 0, rejected: 0, skipped: 0, rateLimited: 0 };
+
+  constructor(private readonly deps: MatrixAdapterDeps) {
+    this.name = deps.name;
+    this.config = deps.config;
+    this.mode = deps.config.mode;
+    if (!deps.state) deps.log.warn('Matrix adapter state is kept in memory: completed transactions, the sync token and reaction maps are lost on restart');
+    this.store = new AdapterStore(deps.state ?? memoryMatrixState(), `matrix:${deps.name}`);
+    this.txns = this.store;
+    const token = this.mode === 'appservice' ? (this.config.appservice?.asToken ?? '') : (this.config.bot?.accessToken ?? '');
+    this.http = new MatrixHttp({ baseUrl: this.config.homeserverUrl, accessToken: token, timeoutMs: this.config.requestTimeoutMs });
+    this.userId = botUserId(this.config);
+    if (this.mode === 'appservice') {
+      const as = this.config.appservice;
+      if (!as) throw new MatrixConfigError(['/appservice: required in appservice mode (validate with parseMatrixConfig)']);
+      this.ghostRegex = new RegExp(`^(?:${ghostUserRegex({ serverName: this.config.serverName, appservice: as })})$`);
+      this.ghosts = new Ghosts({ http: this.http, prefix: as.ghostPrefix, serverName: this.config.serverName, log: deps.log });
+      this.server = new AppserviceServer({
+        hsToken: as.hsToken,
+        maxBodyBytes: as.maxBodyBytes,
+        log: deps.log,
+        onTransaction: (txnId, body) => this.transaction(txnId, body),
+      });
+    }
+    const template = this.config.mediaUrlTemplate;
+    this.inbound = new Inbound({
+      name: deps.name,
+      log: deps.log,
+      sink: deps.sink,
+      links: deps.links,
+      store: this.store,
+      http: this.http,
+      isOurs: (userId) => this.isOurs(userId),
+      botUserId: () => this.userId,
+      ...(template !== undefined ? { mediaUrl: (mxc: string) => mediaUrl(template, mxc) } : {}),
+      onInvite: (roomId) => this.joinRoom(roomId),
+      onEncrypted: (roomId) => this.markEncrypted(roomId),
+    });
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    this.stopping = false;
+    this.sdk = await loadMatrixSdk(this.deps.log);
+    if (this.server) {
+      const as = this.config.appservice;
+      const address = await this.server.listen(as?.listenHost ?? '0.0.0.0', as?.listenPort ?? 0);
+      this.deps.log.info({ host: address.address, port: address.port }, 'Matrix application-service listener started');
+    }
+    this.unwatchLinks = this.deps.links.onChange(() => {
+      if (this.connected) void this.joinLinked();
+    });
+    await this.connect();
+    // Appservice mode has no long-poll that would notice an unreachable homeserver: ask now and then.
+    if (this.mode === 'appservice') {
+      this.healthTimer = setInterval(() => {
+        if (this.connected) this.http.request('GET', '/_matrix/client/versions', { auth: false, timeoutMs: 5_000 }).catch(() => undefined);
+      }, this.config.healthCheckIntervalMs);
+      this.healthTimer.unref();
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (!this.started) return;
+    this.started = false;
+    this.stopping = true;
+    clearTimeout(this.connectTimer);
+    clearInterval(this.healthTimer);
+    this.unwatchLinks?.();
+    await this.server?.close();
+    await this.sync?.stop(this.config.stopGraceMs);
+    this.sync = undefined;
+    // A transaction still being appended: give it the grace period; it gets no 200 either way.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.txnChain, new Promise<void>((resolve) => (timer = setTimeout(resolve, this.config.stopGraceMs)))]);
+    clearTimeout(timer);
+    this.connected = false;
+    this.deps.log.info('Matrix adapter stopped');
+  }
+
+  /** One attempt to reach the homeserver and join the linked rooms; on failure, again later in the background. */
+  private async connect(): Promise<void> {
+    try {
+      await this.http.request('GET', '/_matrix/client/versions', { auth: false });
+      if (this.mode === 'bot') await this.loginBot();
+      const whoami = await this.http.request('GET', '/_matrix/client/v3/account/whoami');
+      if (typeof whoami['user_id'] === 'string' && whoami['user_id'] !== this.userId) {
+        this.deps.log.warn({ configured: this.userId, actual: whoami['user_id'] }, 'the Matrix token belongs to another user than configured; using the token\'s user');
+        this.userId = whoami['user_id'];
+      }
+      const name = this.config.appservice?.botDisplayName;
+      if (this.mode === 'appservice' && name !== undefined) {
+        await this.http.request('PUT', mxPath`/_matrix/client/v3/profile/${this.userId}/displayname`, { body: { displayname: name } });
+      }
+      this.connected = true;
+      this.connectFailures = 0;
+      await this.joinLinked();
+      if (this.mode === 'bot' && !this.sync && !this.stopping) {
+        const bot = this.config.bot;
+        this.sync = new SyncLoop({
+          http: this.http,
+          userId: this.userId,
+          tokens: this.store.syncToken(this.userId),
+          inbound: this.inbound,
+          log: this.deps.log,
+          timeoutMs: bot?.syncTimeoutMs ?? 30_000,
+          timelineLimit: bot?.timelineLimit ?? 50,
+          isLinked: (roomId) => this.deps.links.roomsFor(this.name, roomId).length > 0,
+          onInvite: (roomId) => this.joinRoom(roomId),
+        });
+        await this.sync.start();
+      }
+      this.deps.log.info({ mode: this.mode, userId: this.userId, joined: this.joined.size, e2ee: this.sdk?.e2ee ?? false }, 'Matrix adapter connected');
+    } catch (err) {
+      if (this.stopping) return;
+      this.connected = false;
+      this.connectFailures++;
+      const wait = Math.min(CONNECT_RETRY_MAX_MS, 1000 * 2 ** Math.min(this.connectFailures - 1, 6));
+      this.deps.log.error({ err, retryInMs: wait }, 'Matrix homeserver not reachable or refused us; retrying');
+      this.connectTimer = setTimeout(() => void this.connect(), wait);
+      this.connectTimer.unref();
+    }
+  }
+
+  private async loginBot(): Promise<void> {
+    const bot = this.config.bot;
+    if (!bot || bot.accessToken !== undefined) return;
+    // Our own login (not the SDK's MatrixAuth) so the device id is fixed: txnIds are scoped per device.
+    const res = await this.http.request('POST', '/_matrix/client/v3/login', {
+      auth: false,
+      body: {
+        type: 'm.login.password',
+        identifier: { type: 'm.id.user', user: bot.userId },
+        password: bot.password,
+        device_id: bot.deviceId,
+        initial_device_display_name: 'syncgate',
+      },
+    });
+    const token = res['access_token'];
+    if (typeof token !== 'string') throw new MatrixApiError(200, 'M_BAD_JSON', 'login answer without access_token');
+    this.http.setAccessToken(token);
+  }
+
+  private async joinLinked(): Promise<void> {
+    const linked = new Set(this.deps.links.linksOf(this.name).map((l) => l.link.target));
+    for (const roomId of linked) if (!this.joined.has(roomId)) await this.joinRoom(roomId);
+    for (const roomId of [...this.joined]) if (!linked.has(roomId)) this.joined.delete(roomId);
+  }
+
+  /** The bot joins a linked room (errors are logged and shown in status, not thrown). */
+  private async joinRoom(roomId: string): Promise<void> {
+    if (!roomId.startsWith('!')) {
+      this.joinProblems.set(roomId, 'link targets must be room ids (!room:server), not aliases');
+      this.deps.log.error({ roomId }, 'Matrix link target is not a room id');
+      return;
+    }
+    try {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await this.http.request('POST', mxPath`/_matrix/client/v3/join/${roomId}`, { body: {} });
+          break;
+        } catch (err) {
+          if (!(err instanceof MatrixApiError) || !err.rateLimited || attempt >= 5 || this.stopping) throw err;
+          await sleep(err.retryAfterMs ?? 1000);
+        }
+      }
+      this.joined.add(roomId);
+      this.joinProblems.delete(roomId);
+      await this.checkEncryption(roomId);
+      this.deps.log.info({ roomId }, 'joined linked Matrix room');
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      this.joinProblems.set(roomId, reason);
+      this.deps.log.warn({ roomId, reason }, 'could not join linked Matrix room (invite the bot, or check the room id)');
+    }
+  }
+
+  private async checkEncryption(roomId: string): Promise<void> {
+    try {
+      await this.http.request('GET', mxPath`/_matrix/client/v3/rooms/${roomId}/state/m.room.encryption/`);
+      this.markEncrypted(roomId);
+    } catch (err) {
+      if (!isMatrixApiError(err, 'M_NOT_FOUND')) this.deps.log.debug({ err, roomId }, 'could not read the room encryption state');
+    }
+  }
+
+  private markEncrypted(roomId: string): void {
+    if (this.encrypted.has(roomId)) return;
+    this.encrypted.add(roomId);
+    this.deps.log.warn(
+      { roomId, e2eeBinding: this.sdk?.e2ee ?? false },
+      'Matrix room is end-to-end encrypted: not bridged (unsupported); its encrypted events are dropped and nothing is sent to it',
+    );
+  }
+
+  private isOurs(userId: string): boolean {
+    return userId === this.userId || (this.ghostRegex?.test(userId) ?? false);
+  }
+
+  listenAddress(): { host: string; port: number } | undefined {
+    const a = this.server?.address();
+    return a ? { host: a.address, port: a.port } : undefined;
+  }
+
+  status(): AdapterStatus {
+    const linked = this.deps.links.linksOf(this.name).map((l) => l.link.target);
+    const unjoined = linked.filter((r) => !this.joined.has(r));
+    const reachable = this.connected && !this.http.unreachable;
+    const receiving = this.mode === 'appservice' ? (this.server?.listening ?? false) : this.sync !== undefined && !this.sync.failing;
+    return {
+      connected: reachable,
+      ready: reachable && receiving && unjoined.length === 0,
+      detail: {
+        mode: this.mode,
+        userId: this.userId,
+        homeserverReachable: reachable,
+        linkedRooms: linked.length,
+        joinedRooms: linked.length - unjoined.length,
+        unjoinedRooms: unjoined.slice(0, 20).map((r) => ({ roomId: r, reason: this.joinProblems.get(r) ?? 'not joined yet' })),
+        encryptedRooms: [...this.encrypted].slice(0, 20),
+        e2ee: this.sdk?.e2ee ? 'binding-available-not-used' : 'unavailable',
+        sdkLoaded: this.sdk?.sdk !== undefined,
+        ...(this.server ? { listener: this.listenAddress(), lastTransactionAt: this.server.lastTransactionAt, transactions: { ...this.server.counters } } : {}),
+        ...(this.sync ? { lastSyncAt: this.sync.lastSyncAt, sync: { ...this.sync.counters } } : {}),
+        inbound: { ...this.inbound.counters, dropped: { ...this.inbound.counters.dropped }, changed: { ...this.inbound.counters.changed } },
+        outbound: { ...this.delivery },
+        http: { ...this.http.counters },
+      },
+    };
+  }
+
+  // ---------------------------------------------------------------- inbound (appservice mode)
+
+  private transaction(txnId: string, body: JsonObject): Promise<void> {
+    const running = this.inflight.get(txnId);
+    if (running) return running;
+    const run = this.txnChain.then(() => this.processTransaction(txnId, body));
+    const tracked = run.finally(() => this.inflight.delete(txnId));
+    this.inflight.set(txnId, tracked);
+    // The chain continues after a failure; the failed transaction comes again from the homeserver.
+    this.txnChain = tracked.catch(() => undefined);
+    return tracked;
+  }
+
+  private async processTransaction(txnId: string, body: JsonObject): Promise<void> {
+    if (await this.store.isCompleted(txnId)) {
+      this.deps.log.debug({ txnId }, 'transaction already processed; answering 200 again');
+      return;
+    }
+    const events = Array.isArray(body['events']) ? body['events'] : [];
+    for (const ev of events) {
+      if (this.stopping) throw new Error('stopping: the transaction will be sent again');
+      await this.inbound.handleEvent(ev);
+    }
+    // Stable key (spec v1.13) or the MSC2409 one; a homeserver sending both sends the same EDUs twice.
+    const stable = body['ephemeral'];
+    const ephemeral = Array.isArray(stable) ? stable : body['de.sorunome.msc2409.ephemeral'];
+    for (const edu of Array.isArray(ephemeral) ? ephemeral : []) {
+      if (this.stopping) throw new Error('stopping: the transaction will be sent again');
+      if (!isObject(edu) || edu['type'] !== 'm.receipt' || typeof edu['room_id'] !== 'string') continue;
+      await this.inbound.handleReceipts(edu['room_id'], edu['content']);
+    }
+    await this.store.complete(txnId);
+  }
+
+  // ---------------------------------------------------------------- outbound
+
+  async deliver(event: LogEvent, target: DeliveryTarget, context: DeliveryContext): Promise<DeliveryResult> {
+    const roomId = target.link.target;
+    if (event.origin.via === this.name) return this.skipped('our own event');
+    if (this.encrypted.has(roomId)) {
+      this.delivery.rejected++;
+      return { status: 'rejected', reason: `Matrix room ${roomId} is end-to-end encrypted; sending to encrypted rooms is not supported` };
+    }
+    try {
+      const result = await this.deliverKind(event, roomId, context);
+      if (result.status === 'delivered') this.delivery.delivered++;
+      else if (result.status === 'skipped') this.delivery.skipped++;
+      return result;
+    } catch (err) {
+      const result = deliveryFailure(err);
+      if (result.status === 'retry') {
+        this.delivery.retried++;
+        if (err instanceof MatrixApiError && err.rateLimited) this.delivery.rateLimited++;
+      } else if (result.status === 'rejected') {
+        this.delivery.rejected++;
+      }
+      this.deps.log[result.status === 'rejected' ? 'warn' : 'info']({ roomId, eventId: event.eventId, kind: event.kind, attempt: context.attempt, result }, 'Matrix delivery failed');
+      return result;
+    }
+  }
+
+  private skipped(reason: string): DeliveryResult {
+    this.delivery.skipped++;
+    return { status: 'skipped', reason };
+  }
+
+  private deliverKind(event: LogEvent, roomId: string, context: DeliveryContext): Promise<DeliveryResult> {
+    const refs = context.references;
+    switch (event.kind) {
+      case 'message':
+        return this.sendMessage(event, roomId, { replyTo: refs.replyTo?.['mx.eventId'], thread: refs.thread?.['mx.eventId'] });
+      case 'edit': {
+        const original = refs.replaces?.['mx.eventId'];
+        if (original === undefined) return Promise.resolve({ status: 'skipped', reason: 'the edited message never reached this Matrix room' });
+        return this.sendEdit(event, roomId, original);
+      }
+      case 'reaction': {
+        const targetId = refs.reactsTo?.['mx.eventId'];
+        if (targetId === undefined) return Promise.resolve({ status: 'skipped', reason: 'the reacted-to message never reached this Matrix room' });
+        return this.sendReaction(event, roomId, targetId);
+      }
+      case 'retraction':
+        return this.sendRetraction(event, roomId, refs.redacts ?? {});
+      case 'marker':
+      case 'receipt': {
+        if (event.kind === 'receipt' && event.receipt.type === 'delivered') return Promise.resolve({ status: 'skipped', reason: 'Matrix has no delivery receipts' });
+        const upTo = refs.upTo?.['mx.eventId'];
+        if (upTo === undefined) return Promise.resolve({ status: 'skipped', reason: 'the read event never reached this Matrix room' });
+        return this.sendReceipt(event, roomId, upTo);
+      }
+      default:
+        return Promise.resolve({ status: 'skipped', reason: `${event.kind} events are not sent to Matrix` });
+    }
+  }
+
+  /** Who speaks: the sender's ghost (joined, named) in appservice mode, the bot otherwise. */
+  private async speaker(event: LogEvent, roomId: string): Promise<Speaker> {
+    if (this.ghosts) {
+      try {
+        const userId = await this.ghosts.ensure(event.sender.uid, event.sender.display, roomId);
+        return { userId, asUser: userId };
+      } catch (err) {
+        // Cannot join: the room needs an invite and our bot is not in it (yet).
+        if (isMatrixApiError(err, 'M_FORBIDDEN')) throw new MatrixNotJoinedError(roomId, this.ghosts.userIdFor(event.sender.uid), { cause: err });
+        throw err;
+      }
+    }
+    if (!this.joined.has(roomId)) await this.joinRoom(roomId);
+    if (!this.joined.has(roomId)) throw new MatrixNotJoinedError(roomId, this.userId);
+    return { userId: this.userId };
+  }
+
+  private renderOptions(event: LogEvent): RenderOptions {
+    const bot = this.config.bot;
+    if (this.mode !== 'bot' || !bot) return {};
+    return { prefix: expandPrefix(bot.senderPrefix, event.sender), emoteName: event.sender.display ?? event.sender.uid };
+  }
+
+  /** PUT /send/{type}/{txnId}; a ghost that lost its membership (kicked) joins again once. */
+  private async send(roomId: string, type: string, txnId: string, content: JsonObject, speaker: Speaker): Promise<string> {
+    const path = mxPath`/_matrix/client/v3/rooms/${roomId}/send/${type}/${txnId}`;
+    const put = () => this.http.request('PUT', path, { body: content, ...(speaker.asUser !== undefined ? { asUser: speaker.asUser } : {}) });
+    let res: JsonObject;
+    try {
+      res = await put();
+    } catch (err) {
+      if (!(isMatrixApiError(err, 'M_FORBIDDEN') && speaker.asUser !== undefined && this.ghosts?.forgetJoin(speaker.asUser, roomId))) throw err;
+      await this.ghosts.ensureJoined(speaker.asUser, roomId);
+      res = await put();
+    }
+    return eventIdOf(res);
+  }
+
+  private async redact(roomId: string, eventId: string, txnId: string, content: JsonObject, speaker: Speaker): Promise<string> {
+    const path = mxPath`/_matrix/client/v3/rooms/${roomId}/redact/${eventId}/${txnId}`;
+    try {
+      return eventIdOf(await this.http.request('PUT', path, { body: content, ...(speaker.asUser !== undefined ? { asUser: speaker.asUser } : {}) }));
+    } catch (err) {
+      // A ghost may not redact others' events; our bot may (when it has the power level).
+      if (!(isMatrixApiError(err, 'M_FORBIDDEN') && speaker.asUser !== undefined)) throw err;
+      return eventIdOf(await this.http.request('PUT', path, { body: content }));
+    }
+  }
+
+  private async sendMessage(event: Logged<'message'>, roomId: string, refs: { replyTo: string | undefined; thread: string | undefined }): Promise<DeliveryResult> {
+    const speaker = await this.speaker(event, roomId);
+    const content = renderMessage(event, { ...(refs.replyTo !== undefined ? { replyTo: refs.replyTo } : {}), ...(refs.thread !== undefined ? { thread: refs.thread } : {}) }, this.renderOptions(event));
+    const id = await this.send(roomId, 'm.room.message', event.eventId, content, speaker);
+    return { status: 'delivered', nativeIds: { 'mx.eventId': id } };
+  }
+
+  private async sendEdit(event: Logged<'edit'>, roomId: string, original: string): Promise<DeliveryResult> {
+    const speaker = await this.speaker(event, roomId);
+    const id = await this.send(roomId, 'm.room.message', event.eventId, renderEdit(event, original, this.renderOptions(event)), speaker);
+    return { status: 'delivered', nativeIds: { 'mx.eventId': id } };
+  }
+
+  /**
+   * The sender's key set → one annotation per key: send the added keys,
+   * redact the removed ones. The annotation ids are kept in the adapter state
+   * per (room, target, Matrix user, key): context.references carries only the
+   * reacted-to message's ids, not those of the previous reaction event. In bot
+   * mode one bot annotation stands for every remote sender holding the key
+   * and is redacted when the last one lets go.
+   */
+  private async sendReaction(event: Logged<'reaction'>, roomId: string, targetId: string): Promise<DeliveryResult> {
+    const speaker = await this.speaker(event, roomId);
+    const uid = event.sender.uid;
+    const before = await this.store.sentKeys(roomId, targetId, uid);
+    const after = event.reaction.keys;
+    const nativeIds: Record<string, string> = {};
+    for (const key of after.filter((k) => !before.includes(k))) {
+      const held = await this.store.sentAnnotation(roomId, targetId, speaker.userId, key);
+      let id = held?.id;
+      if (id === undefined) {
+        try {
+          id = await this.send(roomId, 'm.reaction', annotationTxnId(event.eventId, key), renderAnnotation(event.eventId, targetId, key), speaker);
+        } catch (err) {
+          // Our state was lost but the annotation exists: find it.
+          if (!isMatrixApiError(err, 'M_DUPLICATE_ANNOTATION')) throw err;
+          id = await this.findAnnotation(roomId, targetId, speaker, key);
+          if (id === undefined) throw err;
+        }
+      }
+      const holders = [...new Set([...(held?.holders ?? []), uid])];
+      await this.store.setSentAnnotation(roomId, targetId, speaker.userId, key, { id, holders });
+      nativeIds[`mx.annotation.${key}`] = id;
+      // A bot-mode annotation shared with another sender is not this event's own Matrix event
+      // (one held by this sender alone is: an earlier attempt of this delivery sent it).
+      if (held === undefined || held.holders.every((h) => h === uid)) nativeIds['mx.eventId'] ??= id;
+    }
+    for (const key of before.filter((k) => !after.includes(k))) {
+      const held = await this.store.sentAnnotation(roomId, targetId, speaker.userId, key);
+      const id = held?.id ?? (await this.findAnnotation(roomId, targetId, speaker, key));
+      if (id === undefined) continue;
+      const holders = (held?.holders ?? [uid]).filter((h) => h !== uid);
+      if (holders.length > 0) {
+        await this.store.setSentAnnotation(roomId, targetId, speaker.userId, key, { id, holders });
+        continue;
+      }
+      const redaction = await this.redact(roomId, id, unannotateTxnId(event.eventId, key), renderRedaction(event.eventId), speaker);
+      await this.store.setSentAnnotation(roomId, targetId, speaker.userId, key, undefined);
+      nativeIds['mx.eventId'] ??= redaction;
+    }
+    await this.store.setSentKeys(roomId, targetId, uid, after);
+    return { status: 'delivered', nativeIds };
+  }
+
+  /** Our user's annotation with `key` on `targetId`, from the homeserver's relations. */
+  private async findAnnotation(roomId: string, targetId: string, speaker: Speaker, key: string): Promise<string | undefined> {
+    let from: string | undefined;
+    for (let page = 0; page < 20; page++) {
+      const res = await this.http.request('GET', mxPath`/_matrix/client/v1/rooms/${roomId}/relations/${targetId}/m.annotation/m.reaction`, {
+        query: { limit: 100, ...(from !== undefined ? { from } : {}) },
+        ...(speaker.asUser !== undefined ? { asUser: speaker.asUser } : {}),
+      });
+      const chunk = Array.isArray(res['chunk']) ? res['chunk'] : [];
+      for (const ev of chunk) {
+        if (!isObject(ev) || ev['sender'] !== speaker.userId) continue;
+        const rel = isObject(ev['content']) ? ev['content']['m.relates_to'] : undefined;
+        if (isObject(rel) && rel['key'] === key && typeof ev['event_id'] === 'string') return ev['event_id'];
+      }
+      const next = res['next_batch'];
+      if (typeof next !== 'string') return undefined;
+      from = next;
+    }
+    return undefined;
+  }
+
+  private async sendRetraction(event: Logged<'retraction'>, roomId: string, ids: Readonly<Record<string, string>>): Promise<DeliveryResult> {
+    // A retracted message has one Matrix event; a retracted reaction event one annotation per key.
+    const main = ids['mx.eventId'];
+    const targets = main !== undefined ? [main] : Object.entries(ids).filter(([k]) => k.startsWith('mx.annotation.')).map(([, v]) => v);
+    if (targets.length === 0) return { status: 'skipped', reason: 'the retracted event never reached this Matrix room' };
+    const speaker = await this.speaker(event, roomId);
+    let first: string | undefined;
+    for (const [i, id] of targets.entries()) {
+      const redaction = await this.redact(roomId, id, i === 0 ? event.eventId : `${event.eventId}.${i}`, renderRedaction(event.eventId), speaker);
+      first ??= redaction;
+    }
+    return { status: 'delivered', nativeIds: first !== undefined ? { 'mx.eventId': first } : {} };
+  }
+
+  private async sendReceipt(event: LogEvent, roomId: string, upTo: string): Promise<DeliveryResult> {
+    const speaker = await this.speaker(event, roomId);
+    await this.http.request('POST', mxPath`/_matrix/client/v3/rooms/${roomId}/receipt/m.read/${upTo}`, {
+      body: {},
+      ...(speaker.asUser !== undefined ? { asUser: speaker.asUser } : {}),
+    });
+    return { status: 'delivered', nativeIds: {} };
+  }
+}
+
+function eventIdOf(res: JsonObject): string {
+  const id = res['event_id'];
+  if (typeof id !== 'string' || !id.startsWith('$')) throw new MatrixApiError(200, 'M_BAD_JSON', 'answer without event_id');
+  return id;
+}
+
+function mediaUrl(template: string, mxc: string): string {
+  const m = /^mxc:\/\/([^/]+)\/(.+)$/.exec(mxc);
+  if (!m) return mxc;
+  return template.replace(/\{server\}/g, encodeURIComponent(m[1] ?? '')).replace(/\{mediaId\}/g, encodeURIComponent(m[2] ?? ''));
+}
+

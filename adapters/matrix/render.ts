@@ -1,0 +1,128 @@
+/**
+ * Pure: log events → Matrix event contents, with relation targets given as
+ * Matrix event ids (from DeliveryContext.references).
+ *
+ * Everything we send carries our event id in the content key
+ * (`org.syncgate.event_id`) so that it is recognised when it comes back, and
+ * goes out with a transaction id derived from our event id (txnIds below), so
+ * a retried delivery is a retransmission to the homeserver, not a new event.
+ */
+import { createHash } from 'node:crypto';
+import MarkdownIt from 'markdown-it';
+import type { Content, DraftOf, Sender } from '../../src/core/event.js';
+import { CONTENT_KEY, HTML_FORMAT, sanitizeMatrixHtml, type JsonObject } from './normalise.js';
+
+const markdown = new MarkdownIt({ html: false, linkify: true, breaks: true });
+
+export function escapeHtml(text: string): string {
+  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;');
+}
+
+/** Bot mode: the relayed sender in front of the text (`{{display}}`, `{{uid}}`). */
+export function expandPrefix(template: string, sender: Pick<Sender, 'uid' | 'display'>): string {
+  return template.replace(/\{\{\s*(display|uid)\s*\}\}/g, (_, name: string) => (name === 'uid' ? sender.uid : (sender.display ?? sender.uid)));
+}
+
+export interface RenderOptions {
+  /** bot mode: the expanded sender prefix; absent in appservice mode (the ghost is the sender) */
+  readonly prefix?: string;
+  /** bot mode: who an emote is by (`/me waves` → "Alice waves" from the bot) */
+  readonly emoteName?: string;
+}
+
+interface TextContent {
+  msgtype: 'm.text' | 'm.emote';
+  body: string;
+  format?: typeof HTML_FORMAT;
+  formatted_body?: string;
+}
+
+/** Body and HTML of a log message's content; `/me ` becomes m.emote, attachments become links. */
+export function textContent(content: Content, opts: RenderOptions = {}): TextContent {
+  let body = content.body;
+  let html: string | undefined;
+  if (content.format === 'html' && content.formatted !== undefined) html = sanitizeMatrixHtml(content.formatted);
+  else if (content.format === 'markdown') html = sanitizeMatrixHtml(markdown.render(content.formatted ?? content.body).trim());
+
+  let msgtype: TextContent['msgtype'] = 'm.text';
+  if (body.startsWith('/me ')) {
+    msgtype = 'm.emote';
+    body = body.slice(4);
+    if (html !== undefined) html = html.replace(/^(<p>)?\/me /, '$1');
+  }
+  for (const a of content.attachments ?? []) {
+    const label = a.name ?? 'attachment';
+    body += `${body === '' ? '' : '\n'}${label}: ${a.url}`;
+    if (html !== undefined) html += `<br><a href="${escapeHtml(a.url)}">${escapeHtml(label)}</a>`;
+  }
+  if (msgtype === 'm.emote' && opts.emoteName !== undefined) {
+    body = `${opts.emoteName} ${body}`;
+    if (html !== undefined) html = `${escapeHtml(opts.emoteName)} ${html}`;
+  } else if (opts.prefix !== undefined && opts.prefix !== '') {
+    body = `${opts.prefix}${body}`;
+    if (html !== undefined) html = `${escapeHtml(opts.prefix)}${html}`;
+  }
+  const out: TextContent = { msgtype, body };
+  // HTML that says nothing more than the body is left out, as clients do.
+  if (html !== undefined && html !== escapeHtml(body)) {
+    out.format = HTML_FORMAT;
+    out.formatted_body = html;
+  }
+  return out;
+}
+
+export interface MessageRefs {
+  /** Matrix event id of the replied-to event */
+  readonly replyTo?: string;
+  /** Matrix event id of the thread root */
+  readonly thread?: string;
+}
+
+/** An m.room.message for a log message. */
+export function renderMessage(event: DraftOf<'message'> & { eventId: string }, refs: MessageRefs, opts: RenderOptions = {}): JsonObject {
+  const content: JsonObject = { ...textContent(event.content, opts), [CONTENT_KEY]: event.eventId };
+  if (refs.thread !== undefined) {
+    // Threads (spec "Threading"): the reply fallback points at the replied event, else at the root.
+    content['m.relates_to'] = {
+      rel_type: 'm.thread',
+      event_id: refs.thread,
+      is_falling_back: refs.replyTo === undefined,
+      'm.in_reply_to': { event_id: refs.replyTo ?? refs.thread },
+    };
+  } else if (refs.replyTo !== undefined) {
+    content['m.relates_to'] = { 'm.in_reply_to': { event_id: refs.replyTo } };
+  }
+  return content;
+}
+
+/** An m.replace of `original` (always the original: Matrix forbids editing an edit). */
+export function renderEdit(event: DraftOf<'edit'> & { eventId: string }, original: string, opts: RenderOptions = {}): JsonObject {
+  const next = textContent(event.content, opts);
+  const fallback: JsonObject = { msgtype: next.msgtype, body: `* ${next.body}` };
+  if (next.formatted_body !== undefined) {
+    fallback['format'] = HTML_FORMAT;
+    fallback['formatted_body'] = `* ${next.formatted_body}`;
+  }
+  return { ...fallback, 'm.new_content': { ...next }, 'm.relates_to': { rel_type: 'm.replace', event_id: original }, [CONTENT_KEY]: event.eventId };
+}
+
+export function renderAnnotation(eventId: string, target: string, key: string): JsonObject {
+  return { 'm.relates_to': { rel_type: 'm.annotation', event_id: target, key }, [CONTENT_KEY]: eventId };
+}
+
+export function renderRedaction(eventId: string, reason?: string): JsonObject {
+  return { ...(reason !== undefined ? { reason } : {}), [CONTENT_KEY]: eventId };
+}
+
+/**
+ * Transaction ids: our event id for the one Matrix event an event becomes;
+ * per reaction key a suffix from the key's hash (one event id can add or
+ * remove several annotations).
+ */
+export function annotationTxnId(eventId: string, key: string): string {
+  return `${eventId}.a.${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
+}
+
+export function unannotateTxnId(eventId: string, key: string): string {
+  return `${eventId}.r.${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
+}

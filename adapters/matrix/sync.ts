@@ -1,0 +1,214 @@
+/**
+ * Bot mode: the /sync loop, written here instead of using the SDK's
+ * MatrixClient, which saves `next_batch` before its (unawaited) handlers run,
+ * so a crash mid-batch skips events (PROTOCOL-NOTES §3.2), and has no gap
+ * handling.
+ *
+ * - Every event of a batch is appended (awaited) before the batch's
+ *   `next_batch` is saved; a failure or a stop mid-batch leaves the old token,
+ *   and the same batch is read again (duplicates are absorbed by `mx:<id>`).
+ * - A `limited` timeline is completed from /messages (from the previous
+ *   token up to the timeline's `prev_batch`) before the timeline itself.
+ * - A room we have just joined is bridged from our join on; the very first
+ *   sync (no saved token) bridges only what follows our join events in it.
+ */
+import type { Logger } from 'pino';
+import { mxPath, sleep, type JsonObject, type MatrixHttp } from './client.js';
+import { MatrixApiError } from './errors.js';
+import type { Inbound } from './inbound.js';
+import { isObject } from './normalise.js';
+import type { SyncTokenStore } from './store.js';
+
+export interface SyncDeps {
+  readonly http: MatrixHttp;
+  readonly userId: string;
+  readonly tokens: SyncTokenStore;
+  readonly inbound: Inbound;
+  readonly log: Logger;
+  readonly timeoutMs: number;
+  readonly timelineLimit: number;
+  readonly isLinked: (roomId: string) => boolean;
+  /** our bot is invited to a linked room */
+  readonly onInvite: (roomId: string) => Promise<void>;
+}
+
+export interface SyncCounters {
+  batches: number;
+  failures: number;
+  gapFills: number;
+  gapEvents: number;
+}
+
+const GAP_PAGE = 100;
+const MAX_GAP_PAGES = 50;
+
+const arr = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
+const obj = (v: unknown): JsonObject => (isObject(v) ? v : {});
+
+export class SyncLoop {
+  readonly counters: SyncCounters = { batches: 0, failures: 0, gapFills: 0, gapEvents: 0 };
+  lastSyncAt = 0;
+  /** the last /sync failed */
+  failing = false;
+  private readonly abort = new AbortController();
+  private running: Promise<void> | undefined;
+  private stopped = false;
+
+  constructor(private readonly deps: SyncDeps) {}
+
+  /** Starts the loop; resolves once the homeserver answered the first /sync (or it failed). */
+  start(): Promise<void> {
+    let first!: () => void;
+    const firstDone = new Promise<void>((resolve) => (first = resolve));
+    this.running = this.run(first);
+    return firstDone;
+  }
+
+  /** Ends the long-poll at once; waits up to `graceMs` for a batch being appended (its token is then not saved). */
+  async stop(graceMs: number): Promise<void> {
+    this.stopped = true;
+    this.abort.abort();
+    if (!this.running) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.running, new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+    clearTimeout(timer);
+  }
+
+  private async run(firstDone: () => void): Promise<void> {
+    let since: string | undefined;
+    // Starting without the saved token would skip what happened meanwhile: wait for the store instead.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        since = await this.deps.tokens.get();
+        break;
+      } catch (err) {
+        if (this.stopped) {
+          firstDone();
+          return;
+        }
+        this.failing = true;
+        this.deps.log.error({ err }, 'could not read the saved sync token; retrying');
+        firstDone();
+        await sleep(backoff(attempt), this.abort.signal);
+      }
+    }
+    let failures = 0;
+    const filter = JSON.stringify({ room: { timeline: { limit: this.deps.timelineLimit } } });
+    while (!this.stopped) {
+      try {
+        const res = await this.deps.http.request('GET', '/_matrix/client/v3/sync', {
+          query: { filter, timeout: since === undefined ? 0 : this.deps.timeoutMs, ...(since !== undefined ? { since } : {}) },
+          timeoutMs: this.deps.timeoutMs + 30_000,
+          signal: this.abort.signal,
+        });
+        const next = res['next_batch'];
+        if (typeof next !== 'string' || next === '') throw new MatrixApiError(200, 'M_BAD_JSON', 'sync answer without next_batch');
+        // start() waits for the homeserver's first answer, not for the log: a slow append must not hold the start.
+        firstDone();
+        await this.batch(res, since);
+        // A stopped loop saves nothing: a successor may already be running from the old token.
+        if (this.stopped) break;
+        await this.deps.tokens.set(next);
+        this.deps.log.debug({ since, next }, 'sync batch appended; token saved');
+        since = next;
+        failures = 0;
+        this.failing = false;
+        this.lastSyncAt = Date.now();
+        this.counters.batches++;
+      } catch (err) {
+        if (this.stopped) break;
+        failures++;
+        this.failing = true;
+        this.counters.failures++;
+        const wait = err instanceof MatrixApiError && err.retryAfterMs !== undefined ? err.retryAfterMs : backoff(failures);
+        this.deps.log.warn({ err, failures, waitMs: wait }, 'Matrix sync failed; the batch will be read again');
+        firstDone();
+        await sleep(wait, this.abort.signal);
+      }
+    }
+    firstDone();
+  }
+
+  private async batch(res: JsonObject, since: string | undefined): Promise<void> {
+    const rooms = obj(res['rooms']);
+    for (const [roomId, room] of Object.entries(obj(rooms['join']))) {
+      if (this.stopped) throw new Error('stopped');
+      const r = obj(room);
+      for (const ev of arr(obj(r['state'])['events'])) await this.deps.inbound.observeState(ev, roomId);
+      const timeline = obj(r['timeline']);
+      const events = arr(timeline['events']);
+      const joinedAt = this.ownJoinIndex(events);
+      let bridged: unknown[];
+      if (joinedAt >= 0) {
+        for (const ev of events.slice(0, joinedAt + 1)) await this.deps.inbound.observeState(ev, roomId);
+        bridged = events.slice(joinedAt + 1);
+      } else if (since === undefined) {
+        for (const ev of events) await this.deps.inbound.observeState(ev, roomId);
+        bridged = [];
+      } else if (timeline['limited'] === true && typeof timeline['prev_batch'] === 'string' && this.deps.isLinked(roomId)) {
+        bridged = [...(await this.gap(roomId, since, timeline['prev_batch'])), ...events];
+      } else {
+        bridged = events;
+      }
+      const seen = new Set<string>();
+      for (const ev of bridged) {
+        const id = isObject(ev) && typeof ev['event_id'] === 'string' ? ev['event_id'] : undefined;
+        if (id !== undefined) {
+          if (seen.has(id)) continue;
+          seen.add(id);
+        }
+        if (this.stopped) throw new Error('stopped');
+        await this.deps.inbound.handleEvent(ev, roomId);
+      }
+      if (since !== undefined) {
+        for (const edu of arr(obj(r['ephemeral'])['events'])) {
+          if (isObject(edu) && edu['type'] === 'm.receipt') await this.deps.inbound.handleReceipts(roomId, edu['content']);
+        }
+      }
+    }
+    for (const roomId of Object.keys(obj(rooms['invite']))) {
+      if (this.deps.isLinked(roomId)) await this.deps.onInvite(roomId);
+    }
+  }
+
+  /** The index of our own (new) join in a timeline, -1 when there is none. */
+  private ownJoinIndex(events: unknown[]): number {
+    for (let i = events.length - 1; i >= 0; i--) {
+      const ev = obj(events[i]);
+      if (ev['type'] !== 'm.room.member' || ev['state_key'] !== this.deps.userId) continue;
+      const membership = obj(ev['content'])['membership'];
+      const before = obj(obj(ev['unsigned'])['prev_content'])['membership'];
+      if (membership === 'join' && before !== 'join') return i;
+    }
+    return -1;
+  }
+
+  /** The events of a `limited` gap: /messages forward from the last token up to the timeline's start. */
+  private async gap(roomId: string, from: string, to: string): Promise<unknown[]> {
+    this.counters.gapFills++;
+    const out: unknown[] = [];
+    let cursor = from;
+    for (let page = 0; page < MAX_GAP_PAGES; page++) {
+      const res = await this.deps.http.request('GET', mxPath`/_matrix/client/v3/rooms/${roomId}/messages`, {
+        query: { from: cursor, to, dir: 'f', limit: GAP_PAGE },
+        signal: this.abort.signal,
+      });
+      const chunk = arr(res['chunk']);
+      out.push(...chunk);
+      const end = res['end'];
+      if (typeof end !== 'string' || chunk.length === 0 || end === cursor) {
+        this.counters.gapEvents += out.length;
+        return out;
+      }
+      cursor = end;
+    }
+    this.counters.gapEvents += out.length;
+    this.deps.log.warn({ roomId, events: out.length }, 'sync gap longer than the fill limit; older events of the gap are not bridged');
+    return out;
+  }
+}
+
+function backoff(failures: number): number {
+  const base = Math.min(30_000, 500 * 2 ** Math.min(failures - 1, 10));
+  return Math.round(base / 2 + Math.random() * (base / 2));
+}
