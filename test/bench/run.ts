@@ -6,11 +6,13 @@
 import { startRedis } from '../harness/redis.js';
 import { benchDelivery } from './delivery.js';
 import { benchEventLog } from './eventlog.js';
+import { benchMatrix } from './matrix.js';
 import { formatSection, type Bench } from './report.js';
 
 const sections: Record<string, Bench> = {
   eventlog: benchEventLog,
   delivery: benchDelivery,
+  matrix: benchMatrix,
 };
 
 async function main(): Promise<void> {
