@@ -1,0 +1,58 @@
+/**
+ * Adapter-internal errors, translated at the edge: delivery failures become
+ * DeliveryResult statuses, input problems become counted drop reasons, and
+ * configuration problems are reported all at once.
+ */
+
+/** Why an inbound MQTT message did not become an event; each is counted in status() and logged. */
+export const DROP_REASONS = [
+  'no-rule',
+  'payload-too-large',
+  'invalid-json',
+  'invalid-utf8',
+  'template-missing-field',
+  'template-failed',
+  'topic-too-long',
+  'invalid-sender',
+  'invalid-msgid',
+  'invalid-event',
+  'unmatched-response',
+  'internal-error',
+] as const;
+export type DropReason = (typeof DROP_REASONS)[number];
+
+/** The adapter configuration or a room link (rule) is not valid; lists every problem found. */
+export class MqttConfigError extends Error {
+  readonly problems: readonly string[];
+
+  constructor(problems: readonly string[]) {
+    super(`invalid MQTT configuration: ${problems.join('; ')}`);
+    this.name = 'MqttConfigError';
+    this.problems = problems;
+  }
+}
+
+/** A publish was not confirmed. `permanent`: retrying cannot help (not authorised, bad topic …). */
+export class MqttPublishError extends Error {
+  readonly permanent: boolean;
+  readonly reasonCode: number | undefined;
+
+  constructor(message: string, options: { permanent: boolean; reasonCode?: number; cause?: unknown }) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'MqttPublishError';
+    this.permanent = options.permanent;
+    this.reasonCode = options.reasonCode;
+  }
+}
+
+/** PUBACK reason codes after which a retry of the same publish is pointless (MQTT 5 §3.4.2.1). */
+const PERMANENT_PUBACK_CODES = new Set([
+  0x87, // not authorized
+  0x90, // topic name invalid
+  0x95, // packet too large
+  0x99, // payload format invalid
+]);
+
+export function isPermanentPubackCode(code: number): boolean {
+  return PERMANENT_PUBACK_CODES.has(code);
+}

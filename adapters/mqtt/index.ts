@@ -1,0 +1,596 @@
+/**
+ * The MQTT adapter (DESIGN §5, §7; issue 5).
+ *
+ * In: rules (this endpoint's room links) match topics, decode and render
+ * payloads, and the sink appends the event before the message is
+ * acknowledged (client.ts). Appends are issued in arrival order and several
+ * may be in flight; PUBACKs still go out in arrival order, each after its
+ * own append. The inbound path never publishes or waits for a publication.
+ *
+ * Out: deliver() publishes room events to the link's out topic and room
+ * messages that match a command pattern to the device; both wait for the
+ * PUBACK. This runs on the delivery worker's call, never inside message
+ * handling, so it cannot stall the inbound path.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Adapter, AdapterDeps, AdapterStatus, DeliveryContext, DeliveryResult, DeliveryTarget, IngestResult, IngestSink } from '../../src/core/adapter.js';
+import type { DraftOf, LogEvent, Sender } from '../../src/core/event.js';
+import { MqttConnection, backoffDelay, type SubscriptionSpec } from './client.js';
+import { PendingCommands, type PendingCommand } from './commands.js';
+import { parseMqttConfig, type MqttAdapterConfig } from './config.js';
+import { DROP_REASONS, MqttConfigError, MqttPublishError, type DropReason } from './errors.js';
+import { asTelemetry, EID_PROPERTY, firstProperty, normalise, truncate, type InboundMessage, type Normalised } from './normalise.js';
+import { compileCommands, matchCommand, PUBLISHED_KINDS, renderCommand, renderRoomEvent, type Command } from './render.js';
+import { compileRule, compileRules, rulesFor, type Rule, type RuleSet } from './rules.js';
+import { Throttle, type ThrottleSummary } from './throttle.js';
+import { subscriptionIdFor } from './topics.js';
+
+export { MqttAdapterConfig, parseMqttConfig } from './config.js';
+export { compileRule as validateMqttRule } from './rules.js';
+
+export type MqttAdapterDeps = AdapterDeps<MqttAdapterConfig>;
+
+export interface MqttCounters {
+  /** PUBLISH packets received */
+  received: number;
+  appended: number;
+  duplicate: number;
+  echo: number;
+  /** refused by the sink (invalid event, unknown room) */
+  ignored: number;
+  telemetry: number;
+  /** messages counted into a "+N more" summary instead of posted */
+  throttled: number;
+  summaries: number;
+  /** topics that passed unthrottled because too many topics were tracked */
+  throttleOverflow: number;
+  /** retained messages a rule does not bridge */
+  retainedSkipped: number;
+  /** publications confirmed by PUBACK */
+  published: number;
+  publishFailed: number;
+  commandsSent: number;
+  commandsRefused: number;
+  commandResponses: number;
+  commandTimeouts: number;
+  /** append attempts that threw (the log was unavailable) */
+  ingestErrors: number;
+}
+
+export interface MqttAdapter extends Adapter {
+  /** Drops the connection like a crash (no DISCONNECT, nothing in progress acknowledged, no summaries). For tests and fatal errors. */
+  abort(): void;
+}
+
+const GATEWAY_UID = 'mqtt:gateway';
+const DROP_LOG_WINDOW_MS = 10_000;
+const DROP_LOGS_PER_WINDOW = 20;
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
+
+export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
+  const name = deps.name;
+  const log = deps.log.child({ adapter: name });
+  const config = parseMqttConfig(deps.config);
+  const { links } = deps;
+  const sink = markingFailures(deps.sink);
+  let commands: Command[];
+  try {
+    commands = compileCommands(config.commands);
+  } catch (err) {
+    throw new MqttConfigError([(err as Error).message]);
+  }
+  const responseSubs = new Map<number, Command[]>();
+  for (const c of commands) {
+    const id = subscriptionIdFor(c.responseFilter.plain);
+    responseSubs.set(id, [...(responseSubs.get(id) ?? []), c]);
+  }
+
+  const counters: MqttCounters = {
+    received: 0,
+    appended: 0,
+    duplicate: 0,
+    echo: 0,
+    ignored: 0,
+    telemetry: 0,
+    throttled: 0,
+    summaries: 0,
+    throttleOverflow: 0,
+    retainedSkipped: 0,
+    published: 0,
+    publishFailed: 0,
+    commandsSent: 0,
+    commandsRefused: 0,
+    commandResponses: 0,
+    commandTimeouts: 0,
+    ingestErrors: 0,
+  };
+  const dropped = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>;
+  const dropLog = new Map<DropReason, { windowStart: number; logged: number; suppressed: number }>();
+
+  let ruleSet: RuleSet = compileRules([], config);
+  let stopping = false;
+  let started = false;
+  let unwatch: (() => void) | undefined;
+  /** appends not tied to a received message (summaries, timeout notices) that stop() waits for */
+  const background = new Set<Promise<unknown>>();
+  const inFlightDeliveries = new Set<Promise<unknown>>();
+  /** parts of a delivery already confirmed, so a retry does not repeat them (bounded: oldest forgotten first) */
+  const deliveredParts = new Map<string, Set<'command' | 'out'>>();
+  const MAX_DELIVERED_PARTS = 10_000;
+
+  function drop(reason: DropReason, detail: string, topic: string): void {
+    dropped[reason]++;
+    // Bounded logging: a device sending garbage at 1,000/s must not flood the log.
+    const now = Date.now();
+    let w = dropLog.get(reason);
+    if (!w || now - w.windowStart >= DROP_LOG_WINDOW_MS) {
+      if (w && w.suppressed > 0) log.warn({ reason, suppressed: w.suppressed }, 'MQTT messages dropped (log lines suppressed)');
+      w = { windowStart: now, logged: 0, suppressed: 0 };
+      dropLog.set(reason, w);
+    }
+    if (w.logged < DROP_LOGS_PER_WINDOW) {
+      w.logged++;
+      log.warn({ reason, detail, topic }, 'MQTT message dropped');
+    } else {
+      w.suppressed++;
+    }
+  }
+
+  function track<T>(set: Set<Promise<unknown>>, p: Promise<T>): Promise<T> {
+    set.add(p);
+    void p.then(
+      () => set.delete(p),
+      () => set.delete(p),
+    );
+    return p;
+  }
+
+  /** Retries an append while the log is unavailable, up to ingestRetryMs; then throws (the caller does not ack). */
+  function withRetry<T>(op: () => Promise<T>): Promise<T> {
+    // The common case costs one promise; the retry loop only exists after a failure.
+    return op().catch(async (first: unknown) => {
+      const deadline = Date.now() + config.ingestRetryMs;
+      let err = first;
+      for (let attempt = 0; ; attempt++) {
+        counters.ingestErrors++;
+        if (stopping || Date.now() >= deadline) throw err;
+        log.warn({ err, attempt }, 'append failed; retrying');
+        await sleep(Math.min(backoffDelay(attempt, 50, 1000), Math.max(0, deadline - Date.now())));
+        try {
+          return await op();
+        } catch (next) {
+          err = next;
+        }
+      }
+    });
+  }
+
+  function countResult(result: IngestResult): void {
+    if (result.status === 'ignored') {
+      counters.ignored++;
+      dropped['invalid-event']++;
+    } else {
+      counters[result.status]++;
+    }
+  }
+
+  /** For a redelivery without sg-msgid: was the first delivery appended already? */
+  async function alreadyAppended(n: Normalised): Promise<boolean> {
+    for (const key of n.dupLookups) {
+      if ((await withRetry(() => sink.resolve(n.draft.room, key))) !== undefined) return true;
+    }
+    return false;
+  }
+
+  interface Suppressed {
+    readonly rule: Rule;
+    readonly params: Readonly<Record<string, string>>;
+    readonly sender: Sender;
+    readonly topic: string;
+    readonly text: string;
+  }
+
+  const throttle = new Throttle<Suppressed>({ maxKeys: config.throttle.maxKeys, onSummary: (s) => postSummary(s) });
+
+  function postSummary(s: ThrottleSummary<Suppressed>): void {
+    const { rule, params, sender, topic, text } = s.last;
+    const rendered = rule.summary.render({ count: s.count, last: text, topic, ...params });
+    const body = truncate(rendered.ok ? rendered.text : `+${s.count} more`);
+    const draft: DraftOf<'message'> = {
+      v: 1,
+      kind: 'message',
+      idem: `mqtt:summary:${randomUUID()}`,
+      room: rule.room,
+      sender,
+      origin: { proto: 'mqtt', via: name, ids: { 'mqtt.topic': topic } },
+      ts: { received: Date.now() },
+      content: { body },
+    };
+    counters.summaries++;
+    track(
+      background,
+      withRetry(() => sink.ingest(draft)).then(countResult, (err: unknown) => log.error({ err, room: rule.room, topic }, 'could not append a throttle summary')),
+    );
+  }
+
+  async function processRule(msg: InboundMessage, rule: Rule, params: Readonly<Record<string, string>>, extra?: { replyTo: string }): Promise<void> {
+    const result = normalise(msg, rule, params, { via: name, clientId: config.clientId, now: Date.now(), maxPayloadBytes: config.maxPayloadBytes, dupWindowMs: config.dupWindowSec * 1000 });
+    if (result.ok === 'skip') {
+      counters.retainedSkipped++;
+      return;
+    }
+    if (!result.ok) {
+      drop(result.reason, result.detail, msg.topic);
+      return;
+    }
+    const n = result.value;
+    if (n.draft.kind === 'telemetry') {
+      const draft = n.draft;
+      await withRetry(() => sink.ingestTelemetry(draft));
+      counters.telemetry++;
+      return;
+    }
+    const draft: DraftOf<'message'> = extra ? { ...n.draft, rel: { replyTo: extra.replyTo } } : n.draft;
+    if (n.dupLookups.length > 0 && (await alreadyAppended(n))) {
+      counters.duplicate++;
+      return;
+    }
+    // Command responses are not throttled: each answers one command.
+    const decision = extra ? 'post' : throttle.offer(n.throttleKey, rule.options.throttleMs, { rule, params, sender: draft.sender, topic: msg.topic, text: n.text });
+    if (decision === 'suppress') {
+      counters.throttled++;
+      // The reading itself is kept (telemetry) before the ack; only the chat line is folded into the summary.
+      await withRetry(() => sink.ingestTelemetry(asTelemetry(draft, msg.payload, msg.contentType)));
+      counters.telemetry++;
+      return;
+    }
+    if (decision === 'overflow') counters.throttleOverflow++;
+    countResult(await withRetry(() => sink.ingest(draft, { aliases: n.aliases })));
+  }
+
+  const responseRules = new Map<string, Rule>();
+  /** A response rule: the command's response topic, decoded and rendered as configured, into the command's room. */
+  function responseRule(command: Command, room: string): Rule {
+    const key = `${command.name}\u0000${room}`;
+    const known = responseRules.get(key);
+    if (known) return known;
+    const rule = compileRule(
+      room,
+      {
+        endpoint: name,
+        target: command.responseFilter.source,
+        options: {
+          decode: command.config.responseDecode,
+          sender: command.config.sender,
+          ...(command.config.responseTemplate !== undefined ? { template: command.config.responseTemplate } : {}),
+        },
+      },
+      config,
+    );
+    // Bounded by commands × rooms; cleared when rules change.
+    responseRules.set(key, rule);
+    return rule;
+  }
+
+  async function roomOfCommand(eventId: string): Promise<string | undefined> {
+    const known = pending.answer(eventId);
+    if (known.room !== undefined) return known.room;
+    // Not ours in this process (e.g. sent before a restart): find the room that has the event.
+    const rooms = [...new Set(ruleSet.rules.map((r) => r.room))];
+    for (const room of rooms) {
+      if (await withRetry(() => sink.getEvent(room, eventId))) return room;
+    }
+    return undefined;
+  }
+
+  async function processResponse(msg: InboundMessage, candidates: readonly Command[]): Promise<boolean> {
+    const command = candidates.find((c) => c.responseFilter.match(msg.topic) !== undefined);
+    if (!command) return false;
+    const eventId = msg.correlationData?.toString('utf8');
+    if (!eventId) {
+      drop('unmatched-response', 'a message on a response topic without correlation data', msg.topic);
+      return true;
+    }
+    const room = await roomOfCommand(eventId);
+    if (room === undefined) {
+      drop('unmatched-response', `no command ${eventId.slice(0, 64)} in any linked room`, msg.topic);
+      return true;
+    }
+    counters.commandResponses++;
+    await processRule(msg, responseRule(command, room), command.responseFilter.match(msg.topic) ?? {}, { replyTo: eventId });
+    return true;
+  }
+
+  async function processMessage(msg: InboundMessage): Promise<void> {
+    const ids = msg.subscriptionIds;
+    let handled = false;
+    const responseCandidates = ids === undefined ? commands : ids.flatMap((id) => responseSubs.get(id) ?? []);
+    if (responseCandidates.length > 0 && (ids !== undefined || msg.correlationData !== undefined)) {
+      handled = await processResponse(msg, responseCandidates);
+    }
+    const matches = rulesFor(ruleSet, msg.topic, ids);
+    if (matches.length === 0) {
+      if (!handled) drop('no-rule', 'no rule matches this topic (a subscription left from an earlier configuration?)', msg.topic);
+      return;
+    }
+    if (matches.length === 1 && matches[0]) return processRule(msg, matches[0].rule, matches[0].params);
+    // All rooms' appends are issued now, in order; the message is done when all are.
+    const results = await Promise.allSettled(matches.map(({ rule, params }) => processRule(msg, rule, params)));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  /**
+   * Message handling in flight. Appends are issued in arrival order (one
+   * connection to the log then keeps that order), so several can be in flight
+   * while the PUBACKs still go out in order (client.ts). A message whose
+   * handling must look something up before it can append (a redelivery, one
+   * carrying sg-eid, a command response) is a barrier: it waits for
+   * everything before it, and everything after it waits for it.
+   */
+  const inFlight = new Set<Promise<unknown>>();
+  let gate: Promise<unknown> = Promise.resolve();
+  /** QoS 0 handlers waiting for room in the window (woken one per finished message) */
+  const roomWaiters: Array<() => void> = [];
+
+  function isBarrier(msg: InboundMessage): boolean {
+    if (msg.dup || firstProperty(msg.userProperties, EID_PROPERTY) !== undefined) return true;
+    const ids = msg.subscriptionIds;
+    if (ids === undefined) return commands.length > 0 && msg.correlationData !== undefined;
+    return ids.some((id) => responseSubs.has(id));
+  }
+
+  async function handleOne(msg: InboundMessage): Promise<void> {
+    try {
+      await processMessage(msg);
+    } catch (err) {
+      // QoS 0 is at most once: nothing to redeliver.
+      if (msg.qos === 0) {
+        dropped['internal-error']++;
+        log.error({ err, topic: msg.topic }, 'could not handle a QoS 0 message; it is lost (at most once)');
+        return;
+      }
+      if (stopping) throw err;
+      // Errors from the sink are the log being unavailable: no ack, the broker redelivers.
+      // Anything else is a bug on this message: count it and ack, or it would come back forever.
+      if (isSinkFailure(err)) throw err;
+      dropped['internal-error']++;
+      log.error({ err, topic: msg.topic }, 'could not handle an MQTT message; acknowledging it to avoid a redelivery loop');
+    }
+  }
+
+  /** Resolves when the message may be acknowledged (QoS 1), or when there is room for more work (QoS 0). */
+  async function onMessage(msg: InboundMessage): Promise<void> {
+    counters.received++;
+    let work: Promise<void>;
+    if (isBarrier(msg)) {
+      const before = [...inFlight];
+      work = gate.then(() => Promise.allSettled(before)).then(() => handleOne(msg));
+      gate = work.catch(() => undefined);
+    } else {
+      work = gate.then(() => handleOne(msg));
+    }
+    track(inFlight, work);
+    const wake = () => roomWaiters.shift()?.();
+    work.then(wake, wake);
+    if (msg.qos > 0) return work;
+    // Nothing to acknowledge: do not hold the connection for the append, but bound the work in flight.
+    void work.catch(() => undefined);
+    while (inFlight.size > config.qos0InFlight) await new Promise<void>((resolve) => roomWaiters.push(resolve));
+  }
+
+  const pending = new PendingCommands({ onTimeout: (c) => postTimeout(c) });
+
+  function postTimeout(c: PendingCommand): void {
+    counters.commandTimeouts++;
+    const command = commands.find((x) => x.name === c.commandName);
+    const view = { ...c.vars, seconds: String(Math.round(c.timeoutMs / 100) / 10) };
+    const rendered = command?.timeoutTemplate.render(view);
+    const body = truncate(rendered?.ok ? rendered.text : `No response to the command within ${view.seconds} s`);
+    const draft: DraftOf<'message'> = {
+      v: 1,
+      kind: 'message',
+      idem: `mqtt:gateway:timeout:${c.eventId}`,
+      room: c.room,
+      sender: { uid: GATEWAY_UID, proto: 'mqtt', native: config.clientId, display: 'MQTT gateway', auth: 'server' },
+      origin: { proto: 'mqtt', via: name, ids: {} },
+      ts: { received: Date.now() },
+      content: { body },
+      rel: { replyTo: c.eventId },
+    };
+    log.info({ room: c.room, command: c.commandName, eventId: c.eventId }, 'command timed out');
+    track(
+      background,
+      withRetry(() => sink.ingest(draft)).then(countResult, (err: unknown) => log.error({ err, room: c.room }, 'could not append a command timeout notice')),
+    );
+  }
+
+  const connection = new MqttConnection({ config, log, onMessage });
+
+  function wantedSubscriptions(): Map<string, SubscriptionSpec> {
+    const wanted = new Map<string, SubscriptionSpec>();
+    for (const s of ruleSet.subscriptions.values()) wanted.set(s.filter, s);
+    for (const c of commands) {
+      const filter = c.responseFilter.plain;
+      if (!wanted.has(filter)) wanted.set(filter, { filter, id: subscriptionIdFor(filter), rh: 2 });
+    }
+    return wanted;
+  }
+
+  function reloadRules(): void {
+    const next = compileRules(links.linksOf(name), config);
+    responseRules.clear();
+    for (const bad of next.invalid) {
+      if (!ruleSet.invalid.some((b) => b.room === bad.room && b.target === bad.target)) {
+        log.error({ room: bad.room, target: bad.target, problems: bad.problems }, 'MQTT rule ignored: the room link is not valid');
+      }
+    }
+    ruleSet = next;
+    if (started) {
+      connection.setSubscriptions(wantedSubscriptions()).catch((err: unknown) => log.error({ err }, 'could not update MQTT subscriptions'));
+    }
+  }
+
+  /** The rule of a delivery target: from the current set, or compiled from the link (the view may lag behind). */
+  function ruleOf(target: DeliveryTarget): Rule | undefined {
+    const known = ruleSet.rules.find((r) => r.room === target.room && r.link.target === target.link.target);
+    if (known) return known;
+    try {
+      return compileRule(target.room, target.link, config);
+    } catch {
+      return undefined;
+    }
+  }
+
+  function failure(err: unknown, attempt: number): DeliveryResult {
+    counters.publishFailed++;
+    if (err instanceof MqttPublishError && err.permanent) return { status: 'rejected', reason: err.message };
+    return { status: 'retry', reason: (err as Error).message, afterMs: backoffDelay(attempt, config.reconnect.minMs, config.reconnect.maxMs) };
+  }
+
+  async function deliverEvent(event: LogEvent, target: DeliveryTarget, context: DeliveryContext): Promise<DeliveryResult> {
+    if (event.origin.via === name) return { status: 'skipped', reason: 'came from this endpoint' };
+    if (!PUBLISHED_KINDS.has(event.kind)) return { status: 'skipped', reason: `${event.kind} events are not published to MQTT` };
+    const rule = ruleOf(target);
+    if (!rule) return { status: 'rejected', reason: `the link ${target.link.target} is not a valid MQTT rule` };
+    const roomRules = ruleSet.rules.filter((r) => r.room === target.room);
+    const partsKey = `${event.eventId}\u0000${target.link.target}`;
+    const done = deliveredParts.get(partsKey) ?? new Set<'command' | 'out'>();
+    let sent = done.size > 0;
+
+    // A room with several MQTT links gets each command once, from its first link.
+    const firstLink = (roomRules[0] ?? rule).link.target === rule.link.target;
+    const match = rule.options.commands && firstLink ? matchCommand(event, commands) : undefined;
+    if (match && !done.has('command')) {
+      const rendered = renderCommand(event, match);
+      if (!rendered.ok) {
+        counters.commandsRefused++;
+        log.warn({ room: event.room, eventId: event.eventId, reason: rendered.reason }, 'command not sent');
+      } else {
+        try {
+          await connection.publish(rendered.publication);
+        } catch (err) {
+          return failure(err, context.attempt);
+        }
+        counters.published++;
+        counters.commandsSent++;
+        sent = true;
+        done.add('command');
+        deliveredParts.set(partsKey, done);
+        if (deliveredParts.size > MAX_DELIVERED_PARTS) deliveredParts.delete(deliveredParts.keys().next().value ?? partsKey);
+        pending.add({ eventId: event.eventId, room: event.room, commandName: match.command.name, vars: match.vars, timeoutMs: match.command.config.timeoutMs });
+      }
+    }
+
+    if (rule.options.out && !done.has('out')) {
+      const rendered = renderRoomEvent(event, rule.outTopic, context.content);
+      if (!rendered.ok) return { status: 'rejected', reason: rendered.reason };
+      // Several links of one room with the same out topic publish once (from the first of them).
+      const earlier = roomRules.slice(0, Math.max(0, roomRules.indexOf(rule))).some((r) => {
+        if (!r.options.out) return false;
+        const t = renderRoomEvent(event, r.outTopic);
+        return t.ok && t.publication.topic === rendered.publication.topic;
+      });
+      if (!earlier) {
+        try {
+          await connection.publish(rendered.publication);
+        } catch (err) {
+          return failure(err, context.attempt);
+        }
+        counters.published++;
+        sent = true;
+      }
+    }
+    deliveredParts.delete(partsKey);
+    return sent ? { status: 'delivered', nativeIds: {} } : { status: 'skipped', reason: 'nothing to publish from this link (out disabled, or published from another link of the room)' };
+  }
+
+  return {
+    name,
+    protocol: 'mqtt',
+    // Devices get plain text in `content` (the delivery engine converts rich text).
+    textFormat: 'plain',
+
+    async start() {
+      if (started) return;
+      started = true;
+      reloadRules();
+      unwatch = links.onChange(() => reloadRules());
+      // Subscriptions are sent on every CONNACK (client.ts); set them before connecting.
+      void connection.setSubscriptions(wantedSubscriptions());
+      await connection.start();
+    },
+
+    async stop() {
+      if (stopping) return;
+      stopping = true;
+      unwatch?.();
+      const deadline = (ms: number) => sleep(ms);
+      // Finish sends in flight, then message handling (its acks), then disconnect.
+      await Promise.race([Promise.allSettled([...inFlightDeliveries]), deadline(config.publishTimeoutMs)]);
+      await connection.stop();
+      await Promise.race([Promise.allSettled([...inFlight]), deadline(5_000)]);
+      // Pending summaries are posted now rather than lost.
+      throttle.flush();
+      pending.close();
+      await Promise.race([Promise.allSettled([...background]), deadline(5_000)]);
+    },
+
+    abort() {
+      stopping = true;
+      unwatch?.();
+      connection.abort();
+      pending.close();
+      // A crash loses the pending summaries; the suppressed readings are in the telemetry stream.
+      throttle.cancel();
+    },
+
+    status(): AdapterStatus {
+      const c = connection.status();
+      return {
+        connected: c.connected,
+        ready: c.connected && c.subscribed && !stopping,
+        detail: {
+          clientId: config.clientId,
+          sessionPresent: c.sessionPresent,
+          connects: c.connects,
+          lastError: c.lastError,
+          subscriptionErrors: c.subscriptionErrors,
+          rules: ruleSet.rules.length,
+          invalidRules: ruleSet.invalid,
+          subscriptions: c.granted,
+          pendingCommands: pending.size,
+          throttledTopics: throttle.size,
+          counters: { ...counters },
+          dropped: { ...dropped },
+        },
+      };
+    },
+
+    deliver(event, target, context) {
+      if (stopping) return Promise.resolve({ status: 'retry', reason: 'the MQTT adapter is stopping', afterMs: 1000 });
+      return track(inFlightDeliveries, deliverEvent(event, target, context));
+    },
+  };
+}
+
+/** Errors thrown by the sink (the log is unavailable), as opposed to bugs in handling one message. */
+const sinkFailures = new WeakSet<object>();
+
+function isSinkFailure(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && sinkFailures.has(err);
+}
+
+function markingFailures(sink: IngestSink): IngestSink {
+  const mark = (err: unknown): never => {
+    if (typeof err === 'object' && err !== null) sinkFailures.add(err);
+    throw err;
+  };
+  return {
+    ingest: (draft, options) => sink.ingest(draft, options).catch(mark),
+    resolve: (room, key) => sink.resolve(room, key).catch(mark),
+    getEvent: (room, eventId) => sink.getEvent(room, eventId).catch(mark),
+    ingestTelemetry: (draft) => sink.ingestTelemetry(draft).catch(mark),
+  };
+}

@@ -1,0 +1,230 @@
+/**
+ * Pure: one received MQTT message + the rule it matched → an event draft
+ * (message or telemetry), or the reason it cannot become one.
+ *
+ * Identity: MQTT carries no publisher identity (PROTOCOL-NOTES §4.1), so the
+ * sender is the topic segment named by the rule's `sender` wildcard, which
+ * the broker's ACL restricts to that device (`pattern write devices/%u/#`).
+ * Nothing in the payload can change who the sender is.
+ *
+ * Idempotency (PROTOCOL-NOTES §1.4, pitfall 2):
+ * - with a `sg-msgid` user property: `mqtt:<sender>:<msgid>` — exact.
+ * - without: the key is unique per delivery, and a *dup alias*
+ *   `mqtt:dup:<clientId>:<bucket>:<packet id>:<hash(topic, payload)>` is
+ *   registered with the append. A redelivery (DUP=1) looks that alias up in
+ *   its bucket and the previous one before appending; a hit means the first
+ *   delivery was appended (possibly by a process that died before its PUBACK).
+ *   A first delivery (DUP=0) is never merged with anything. The broker reuses
+ *   a packet id only after our PUBACK for it, so a hit can only be wrong for
+ *   two messages identical in topic and payload that got the same packet id
+ *   within the window (see the report / dupWindowSec).
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { ECHO_ID_KEY } from '../../src/core/adapter.js';
+import { MAX_BODY_CHARS, type DraftOf, type Sender } from '../../src/core/event.js';
+import type { DropReason } from './errors.js';
+import type { Rule } from './rules.js';
+
+export const MSGID_PROPERTY = 'sg-msgid';
+export const EID_PROPERTY = 'sg-eid';
+export const CURSOR_PROPERTY = 'sg-cursor';
+/** longest topic we store (origin ids hold at most 1024 characters; senders 512) */
+export const MAX_TOPIC_CHARS = 512;
+const MAX_MSGID_CHARS = 200;
+
+/** What the adapter takes from an mqtt.js PUBLISH packet. */
+export interface InboundMessage {
+  readonly topic: string;
+  readonly payload: Buffer;
+  readonly qos: 0 | 1 | 2;
+  readonly dup: boolean;
+  readonly retain: boolean;
+  /** the broker's packet identifier for this session (QoS > 0) */
+  readonly packetId?: number;
+  readonly userProperties?: Readonly<Record<string, string | string[]>>;
+  readonly contentType?: string;
+  readonly correlationData?: Buffer;
+  /** the subscription identifiers the broker put on it (which of our subscriptions it is for) */
+  readonly subscriptionIds?: readonly number[];
+}
+
+export interface NormaliseContext {
+  /** the adapter instance name (origin.via) */
+  readonly via: string;
+  readonly clientId: string;
+  readonly now: number;
+  readonly maxPayloadBytes: number;
+  readonly dupWindowMs: number;
+  /** unique id for deliveries without sg-msgid (injected for tests) */
+  readonly uniqueId?: () => string;
+}
+
+export type Decoded = { readonly kind: 'json'; readonly value: unknown; readonly text: string } | { readonly kind: 'text'; readonly text: string } | { readonly kind: 'binary'; readonly base64: string; readonly bytes: number };
+
+export interface Normalised {
+  readonly draft: DraftOf<'message'> | DraftOf<'telemetry'>;
+  /** extra lookup keys to register with the append */
+  readonly aliases: readonly string[];
+  /** for a DUP=1 message without sg-msgid: the dup aliases to look up before appending */
+  readonly dupLookups: readonly string[];
+  /** the rendered chat text (messages), for throttling summaries */
+  readonly text: string;
+  /** throttling key: one per room and topic */
+  readonly throttleKey: string;
+}
+
+export type NormaliseResult = { readonly ok: true; readonly value: Normalised } | { readonly ok: false; readonly reason: DropReason; readonly detail: string } | { readonly ok: 'skip'; readonly detail: string };
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+export function firstProperty(props: InboundMessage['userProperties'], name: string): string | undefined {
+  const v = props?.[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** Escapes the separator so `a:b` + `c` and `a` + `b:c` make different keys. */
+function keyPart(s: string): string {
+  return s.replace(/%/g, '%25').replace(/:/g, '%3A');
+}
+
+export function decodePayload(payload: Buffer, as: 'json' | 'text' | 'binary'): { ok: true; value: Decoded } | { ok: false; reason: DropReason; detail: string } {
+  if (as === 'binary') return { ok: true, value: { kind: 'binary', base64: payload.toString('base64'), bytes: payload.length } };
+  let text: string;
+  try {
+    text = utf8.decode(payload);
+  } catch {
+    return { ok: false, reason: 'invalid-utf8', detail: 'payload is not valid UTF-8' };
+  }
+  if (as === 'text') return { ok: true, value: { kind: 'text', text } };
+  try {
+    return { ok: true, value: { kind: 'json', value: JSON.parse(text) as unknown, text } };
+  } catch (err) {
+    return { ok: false, reason: 'invalid-json', detail: (err as Error).message };
+  }
+}
+
+/** The template view: payload fields at the top, then `payload`, `topic` and the named segments (which win: identity is the topic's). */
+export function templateView(decoded: Decoded, topic: string, params: Readonly<Record<string, string>>): Record<string, unknown> {
+  const fields = decoded.kind === 'json' && typeof decoded.value === 'object' && decoded.value !== null && !Array.isArray(decoded.value) ? (decoded.value as Record<string, unknown>) : {};
+  const payload = decoded.kind === 'json' ? decoded.value : decoded.kind === 'text' ? decoded.text : decoded.base64;
+  return { ...fields, payload, ...(decoded.kind === 'binary' ? { bytes: decoded.bytes } : {}), topic, ...params };
+}
+
+function defaultText(decoded: Decoded): string {
+  if (decoded.kind === 'text') return decoded.text;
+  if (decoded.kind === 'json') return typeof decoded.value === 'string' ? decoded.value : JSON.stringify(decoded.value);
+  return `[${decoded.bytes} bytes]`;
+}
+
+export function truncate(text: string, max = MAX_BODY_CHARS): string {
+  if (text.length <= max) return text;
+  // Do not cut a surrogate pair in half.
+  let end = max - 1;
+  const code = text.charCodeAt(end - 1);
+  if (code >= 0xd800 && code <= 0xdbff) end--;
+  return `${text.slice(0, end)}…`;
+}
+
+export function senderFor(rule: Rule, topic: string, params: Readonly<Record<string, string>>): Sender | undefined {
+  // A rule without the sender wildcard: whoever the ACL lets publish on this topic.
+  const native = params[rule.options.sender] ?? topic;
+  if (native.length === 0) return undefined;
+  return { uid: `mqtt:${native}`, proto: 'mqtt', native, display: native, auth: 'broker-acl' };
+}
+
+export function dupAlias(clientId: string, bucket: number, packetId: number, topic: string, payload: Buffer): string {
+  const hash = createHash('sha256').update(topic).update('\u0000').update(payload).digest('base64url').slice(0, 22);
+  return `mqtt:dup:${keyPart(clientId)}:${bucket}:${packetId}:${hash}`;
+}
+
+export function normalise(msg: InboundMessage, rule: Rule, params: Readonly<Record<string, string>>, ctx: NormaliseContext): NormaliseResult {
+  const { topic } = msg;
+  if (msg.retain && !rule.options.retained) return { ok: 'skip', detail: 'retained message; the rule does not bridge retained messages' };
+  if (topic.length > MAX_TOPIC_CHARS) return { ok: false, reason: 'topic-too-long', detail: `topic has ${topic.length} characters (max ${MAX_TOPIC_CHARS})` };
+  if (msg.payload.length > ctx.maxPayloadBytes) {
+    return { ok: false, reason: 'payload-too-large', detail: `payload has ${msg.payload.length} bytes (max ${ctx.maxPayloadBytes})` };
+  }
+  const sender = senderFor(rule, topic, params);
+  if (!sender) return { ok: false, reason: 'invalid-sender', detail: `the ${rule.options.sender} segment of the topic is empty` };
+
+  const msgId = firstProperty(msg.userProperties, MSGID_PROPERTY);
+  if (msgId !== undefined && (msgId.length === 0 || msgId.length > MAX_MSGID_CHARS)) {
+    return { ok: false, reason: 'invalid-msgid', detail: `${MSGID_PROPERTY} must have 1..${MAX_MSGID_CHARS} characters` };
+  }
+  const decoded = decodePayload(msg.payload, rule.options.decode);
+  if (!decoded.ok) return decoded;
+
+  const ids: Record<string, string> = { 'mqtt.topic': topic };
+  if (msgId !== undefined) ids['mqtt.msgId'] = msgId;
+  const eid = firstProperty(msg.userProperties, EID_PROPERTY);
+  if (eid !== undefined && eid.length > 0 && eid.length <= 64) ids[ECHO_ID_KEY] = eid;
+
+  const aliases: string[] = [];
+  const dupLookups: string[] = [];
+  let idem: string;
+  if (msgId !== undefined) {
+    idem = `mqtt:${keyPart(sender.native)}:${msgId}`;
+  } else {
+    idem = `mqtt:${keyPart(sender.native)}:u:${(ctx.uniqueId ?? randomUUID)()}`;
+    if (msg.qos > 0 && msg.packetId !== undefined) {
+      const bucket = Math.floor(ctx.now / ctx.dupWindowMs);
+      aliases.push(dupAlias(ctx.clientId, bucket, msg.packetId, topic, msg.payload));
+      if (msg.dup) {
+        dupLookups.push(aliases[0] as string, dupAlias(ctx.clientId, bucket - 1, msg.packetId, topic, msg.payload));
+      }
+    }
+  }
+
+  const common = {
+    v: 1 as const,
+    idem,
+    room: rule.room,
+    sender,
+    origin: { proto: 'mqtt' as const, via: ctx.via, ids, ...(msg.retain ? { historical: true } : {}) },
+    ts: { received: ctx.now },
+  };
+  const throttleKey = `${rule.room}\u0000${topic}`;
+
+  if (rule.options.kind === 'telemetry') {
+    const telemetry =
+      decoded.value.kind === 'binary'
+        ? { contentType: msg.contentType ?? 'application/octet-stream;base64', payload: decoded.value.base64, topic }
+        : { contentType: decoded.value.kind === 'json' ? 'application/json' : 'text/plain;charset=utf-8', payload: decoded.value.text, topic };
+    return { ok: true, value: { draft: { ...common, kind: 'telemetry', telemetry }, aliases, dupLookups, text: '', throttleKey } };
+  }
+
+  let text: string;
+  if (rule.template) {
+    let rendered;
+    try {
+      rendered = rule.template.render(templateView(decoded.value, topic, params));
+    } catch (err) {
+      return { ok: false, reason: 'template-failed', detail: (err as Error).message };
+    }
+    if (!rendered.ok) return { ok: false, reason: 'template-missing-field', detail: `missing ${rendered.missing.join(', ')}` };
+    text = rendered.text;
+  } else {
+    text = defaultText(decoded.value);
+  }
+  text = truncate(text);
+  return { ok: true, value: { draft: { ...common, kind: 'message', content: { body: text } }, aliases, dupLookups, text, throttleKey } };
+}
+
+/** A suppressed (throttled) message kept as telemetry, so the reading itself is not lost. */
+export function asTelemetry(draft: DraftOf<'message'>, payload: Buffer, contentType: string | undefined): DraftOf<'telemetry'> {
+  const { content: _content, rel: _rel, ...rest } = draft;
+  let text: string | undefined;
+  try {
+    text = utf8.decode(payload);
+  } catch {
+    text = undefined;
+  }
+  return {
+    ...rest,
+    kind: 'telemetry',
+    telemetry:
+      text === undefined
+        ? { contentType: contentType ?? 'application/octet-stream;base64', payload: payload.toString('base64'), topic: draft.origin.ids['mqtt.topic'] }
+        : { contentType: contentType ?? 'text/plain;charset=utf-8', payload: text, topic: draft.origin.ids['mqtt.topic'] },
+  };
+}

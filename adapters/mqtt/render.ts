@@ -1,0 +1,196 @@
+/**
+ * Pure: log events → MQTT publications.
+ *
+ * Room events go to the link's out topic as JSON, QoS 1, with user
+ * properties `sg-eid` (our event id: devices dedupe on it and we recognise
+ * it if it ever comes back in) and `sg-cursor` (where a device resumes with
+ * /v1/sync). A room message matching a command pattern also becomes a
+ * command publication to the device, with MQTT 5 Response Topic and
+ * Correlation Data (the command's event id).
+ */
+import type { Content, LogEvent } from '../../src/core/event.js';
+import type { MqttCommandConfig } from './config.js';
+import { CURSOR_PROPERTY, EID_PROPERTY } from './normalise.js';
+import { compileTemplate, type Template } from './template.js';
+import { isPublishableTopic, parseNamedFilter, type NamedFilter } from './topics.js';
+
+export const EVENT_CONTENT_TYPE = 'application/vnd.syncgate.event+json;v=1';
+export const COMMAND_CONTENT_TYPE = 'application/vnd.syncgate.command+json;v=1';
+
+/** Kinds published to the out topic; the others are not for devices. */
+export const PUBLISHED_KINDS: ReadonlySet<LogEvent['kind']> = new Set(['message', 'edit', 'retraction', 'reaction']);
+
+export interface Publication {
+  readonly topic: string;
+  readonly payload: string;
+  readonly properties: {
+    readonly contentType: string;
+    readonly payloadFormatIndicator: true;
+    readonly userProperties: Record<string, string>;
+    readonly responseTopic?: string;
+    readonly correlationData?: Buffer;
+  };
+}
+
+export type RenderOutcome = { readonly ok: true; readonly publication: Publication } | { readonly ok: false; readonly reason: string };
+
+/** The event as devices see it: no internal origin ids or idempotency keys; `content` as converted for this endpoint when given. */
+export function eventBody(event: LogEvent, content?: Content): Record<string, unknown> {
+  const body: Record<string, unknown> = {
+    v: 1,
+    eventId: event.eventId,
+    cursor: event.cursor,
+    room: event.room,
+    kind: event.kind,
+    sender: { uid: event.sender.uid, proto: event.sender.proto, ...(event.sender.display ? { display: event.sender.display } : {}) },
+    ts: event.ts,
+  };
+  if ('content' in event) body['content'] = content ?? event.content;
+  if ('rel' in event && event.rel) body['rel'] = event.rel;
+  if (event.kind === 'reaction') body['reaction'] = event.reaction;
+  return body;
+}
+
+export function renderRoomEvent(event: LogEvent, outTopic: Template, content?: Content): RenderOutcome {
+  const rendered = outTopic.render({ room: event.room });
+  if (!rendered.ok) return { ok: false, reason: `out topic template misses ${rendered.missing.join(', ')}` };
+  if (!isPublishableTopic(rendered.text)) return { ok: false, reason: `"${rendered.text}" is not a topic one can publish to` };
+  return {
+    ok: true,
+    publication: {
+      topic: rendered.text,
+      payload: JSON.stringify(eventBody(event, content)),
+      properties: {
+        contentType: EVENT_CONTENT_TYPE,
+        payloadFormatIndicator: true,
+        userProperties: { [EID_PROPERTY]: event.eventId, [CURSOR_PROPERTY]: event.cursor, 'sg-kind': event.kind },
+      },
+    },
+  };
+}
+
+export interface Command {
+  readonly name: string;
+  readonly config: MqttCommandConfig;
+  readonly pattern: RegExp;
+  readonly topic: Template;
+  readonly responseTopic: Template;
+  /** the response topic as a subscription filter with named wildcards (`{{device}}` → `+device`) */
+  readonly responseFilter: NamedFilter;
+  readonly payload: Template | undefined;
+  readonly responseTemplate: Template | undefined;
+  readonly timeoutTemplate: Template;
+}
+
+/**
+ * `devices/{{device}}/cmd/response` → `devices/+device/cmd/response`. A
+ * level that is exactly one variable becomes a named wildcard; a level that
+ * mixes text and variables becomes an anonymous `+` (a superset: responses
+ * are matched by correlation data anyway).
+ */
+export function responseFilterSource(template: string): string {
+  return template
+    .split('/')
+    .map((level) => {
+      const whole = /^\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$/.exec(level) ?? /^\{\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}\}$/.exec(level);
+      if (whole) return `+${whole[1]}`;
+      return level.includes('{{') ? '+' : level;
+    })
+    .join('/');
+}
+
+/** Compiles the configured commands; throws an Error listing the problems. */
+export function compileCommands(configs: readonly MqttCommandConfig[]): Command[] {
+  const problems: string[] = [];
+  const out: Command[] = [];
+  configs.forEach((config, i) => {
+    const where = `commands[${i}]`;
+    const local: string[] = [];
+    const attempt = <T>(what: string, f: () => T): T | undefined => {
+      try {
+        return f();
+      } catch (err) {
+        local.push(`${where}.${what}: ${(err as Error).message}`);
+        return undefined;
+      }
+    };
+    const pattern = attempt('pattern', () => new RegExp(config.pattern, config.flags));
+    const topic = attempt('topic', () => compileTemplate(config.topic));
+    const responseTopic = attempt('responseTopic', () => compileTemplate(config.responseTopic));
+    const responseFilter = attempt('responseTopic', () => parseNamedFilter(responseFilterSource(config.responseTopic)));
+    const payload = config.payload === undefined ? undefined : attempt('payload', () => compileTemplate(config.payload as string));
+    const responseTemplate = config.responseTemplate === undefined ? undefined : attempt('responseTemplate', () => compileTemplate(config.responseTemplate as string));
+    const timeoutTemplate = attempt('timeoutTemplate', () => compileTemplate(config.timeoutTemplate));
+    problems.push(...local);
+    if (local.length === 0 && pattern && topic && responseTopic && responseFilter && timeoutTemplate) {
+      out.push({ name: config.name ?? config.pattern, config, pattern, topic, responseTopic, responseFilter, payload, responseTemplate, timeoutTemplate });
+    }
+  });
+  if (problems.length > 0) throw new Error(problems.join('; '));
+  return out;
+}
+
+export interface CommandMatch {
+  readonly command: Command;
+  /** named groups of the pattern, plus `room`, `sender`, `body` and `eventId` */
+  readonly vars: Readonly<Record<string, string>>;
+}
+
+/** The first command whose pattern matches the message body. */
+export function matchCommand(event: LogEvent, commands: readonly Command[]): CommandMatch | undefined {
+  if (event.kind !== 'message') return undefined;
+  const body = event.content.body;
+  for (const command of commands) {
+    const m = command.pattern.exec(body);
+    if (!m) continue;
+    const groups: Record<string, string> = {};
+    for (const [k, v] of Object.entries(m.groups ?? {})) if (v !== undefined) groups[k] = v;
+    return { command, vars: { ...groups, room: event.room, sender: event.sender.uid, body, eventId: event.eventId } };
+  }
+  return undefined;
+}
+
+/** A value placed into a topic must stay one level: no separators or wildcards. */
+function safeLevelValues(vars: Readonly<Record<string, string>>, template: Template): string | undefined {
+  for (const name of template.variables) {
+    const v = vars[name];
+    if (v !== undefined && (v.length === 0 || /[/+#]/.test(v) || v.includes('\u0000'))) return `"${name}" = "${v}" cannot be used in a topic`;
+  }
+  return undefined;
+}
+
+export function renderCommand(event: LogEvent, match: CommandMatch): RenderOutcome {
+  const { command, vars } = match;
+  for (const t of [command.topic, command.responseTopic]) {
+    const unsafe = safeLevelValues(vars, t);
+    if (unsafe) return { ok: false, reason: unsafe };
+  }
+  const topic = command.topic.render(vars);
+  const responseTopic = command.responseTopic.render(vars);
+  if (!topic.ok) return { ok: false, reason: `command topic misses ${topic.missing.join(', ')}` };
+  if (!responseTopic.ok) return { ok: false, reason: `response topic misses ${responseTopic.missing.join(', ')}` };
+  if (!isPublishableTopic(topic.text) || !isPublishableTopic(responseTopic.text)) return { ok: false, reason: 'the command or response topic is not publishable' };
+  let payload: string;
+  if (command.payload) {
+    const p = command.payload.render(vars);
+    if (!p.ok) return { ok: false, reason: `command payload misses ${p.missing.join(', ')}` };
+    payload = p.text;
+  } else {
+    const { room, sender, body, eventId, ...groups } = vars;
+    payload = JSON.stringify({ v: 1, eventId, room, sender, body, ...groups });
+  }
+  return {
+    ok: true,
+    publication: {
+      topic: topic.text,
+      payload,
+      properties: {
+        contentType: command.payload ? 'text/plain;charset=utf-8' : COMMAND_CONTENT_TYPE,
+        payloadFormatIndicator: true,
+        responseTopic: responseTopic.text,
+        correlationData: Buffer.from(event.eventId, 'utf8'),
+        userProperties: { [EID_PROPERTY]: event.eventId, [CURSOR_PROPERTY]: event.cursor },
+      },
+    },
+  };
+}

@@ -1,0 +1,306 @@
+/**
+ * MQTT ingest benchmarks (issue 5): Mosquitto → MQTT adapter → ingest sink →
+ * Redis log, at QoS 0 and QoS 1, against the thinnest pipe measured in the
+ * same run — an mqtt.js subscriber doing one plain XADD per message with the
+ * same acknowledgement discipline (QoS 1: PUBACK after the XADD; QoS 0: no
+ * waiting) — and publish → visible-on-`log.tail` latency at 1,000 msg/s.
+ *
+ * QoS 1 is measured as a drain: the messages are queued by the broker for the
+ * subscriber's persistent session while it is away, then it connects and we
+ * time how long it takes to get them all into Redis. That measures the
+ * subscriber path, not the publisher. QoS 0 is not queued for absent
+ * sessions, so it is measured live with a fast publisher.
+ */
+import { performance } from 'node:perf_hooks';
+import { Redis } from 'ioredis';
+import { connect, connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
+import type { IngestSink } from '../../src/core/adapter.js';
+import type { EventLog } from '../../src/core/ports.js';
+import { createIngestSink } from '../../src/bridge/ingest.js';
+import { createRoomLinks, type RoomLinks } from '../../src/bridge/links.js';
+import { createEventLog } from '../../src/eventlog/index.js';
+import { silentLogger } from '../../src/log/index.js';
+import { createMqttAdapter, parseMqttConfig, type MqttAdapter } from '../../adapters/mqtt/index.js';
+import { normalise } from '../../adapters/mqtt/normalise.js';
+import { compileRule } from '../../adapters/mqtt/rules.js';
+import { startMosquitto } from '../harness/mosquitto.js';
+import { testPrefix } from '../harness/redis.js';
+import { percentile, type Bench, type BenchRow } from './report.js';
+
+const ROOM = 'plant';
+const FILTER = 'bench/+device/reading';
+const TEMPLATE = '{{device}}: {{level}} at {{temp}} °C (#{{seq}})';
+const payloadOf = (seq: number) => JSON.stringify({ seq, level: 'high', temp: 21.5 + (seq % 10), unit: 'C' });
+const SESSION = { protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 600, receiveMaximum: 100 } } as const satisfies IClientOptions;
+
+/** A promise resolved when `count()` has been called `n` times. */
+function counter(n: number): { count: () => void; done: Promise<number>; readonly value: number } {
+  let value = 0;
+  let resolve: (t: number) => void = () => undefined;
+  const done = new Promise<number>((r) => (resolve = r));
+  return {
+    count() {
+      value++;
+      if (value === n) resolve(performance.now());
+    },
+    done,
+    get value() {
+      return value;
+    },
+  };
+}
+
+function withDeadline<T>(p: Promise<T>, ms: number, what: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out: ${what()}`)), ms)));
+  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
+}
+
+async function dropPrefix(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length) await redis.unlink(...keys);
+  } while (cursor !== '0');
+}
+
+interface Gateway {
+  log: EventLog;
+  links: RoomLinks;
+  sink: IngestSink;
+  close(): Promise<void>;
+}
+
+async function gateway(redisUrl: string, prefix: string): Promise<Gateway> {
+  const log = createEventLog({ partitions: 16, log: silentLogger(), redis: { url: redisUrl, prefix }, retention: { roomMaxLen: 0 } });
+  await log.rooms.put({ id: ROOM, links: [{ endpoint: 'mqtt', target: FILTER, options: { decode: 'json', template: TEMPLATE } }] });
+  const links = await createRoomLinks({ rooms: log.rooms, logger: silentLogger() });
+  const sink = createIngestSink({ log, logger: silentLogger() });
+  return {
+    log,
+    links,
+    sink,
+    async close() {
+      links.close();
+      await log.close();
+    },
+  };
+}
+
+function adapterFor(gw: Gateway, url: string, clientId: string, sink: IngestSink): MqttAdapter {
+  return createMqttAdapter({ name: 'mqtt', config: parseMqttConfig({ url, clientId }), log: silentLogger(), sink, links: gw.links });
+}
+
+/** A sink that counts completed appends (the adapter path's finish line). */
+function countingSink(inner: IngestSink, onAppended: () => void): IngestSink {
+  return {
+    ingest: (d, o) =>
+      inner.ingest(d, o).then((r) => {
+        if (r.status === 'appended') onAppended();
+        return r;
+      }),
+    ingestTelemetry: (d) => inner.ingestTelemetry(d),
+    resolve: (r, k) => inner.resolve(r, k),
+    getEvent: (r, e) => inner.getEvent(r, e),
+  };
+}
+
+/** The thinnest pipe: an mqtt.js subscriber with one plain XADD per message, PUBACK after the XADD for QoS 1. */
+async function thinPipe(url: string, clientId: string, redis: Redis, key: string, onAppended: () => void): Promise<MqttClient> {
+  // Handler first, then connect: a resumed session delivers right after CONNACK.
+  const client = connect(url, { ...SESSION, clientId, manualConnect: true });
+  client.handleMessage = (packet, done) => {
+    const p = redis.xadd(key, '*', 't', packet.topic, 'p', packet.payload as Buffer);
+    if (packet.qos === 0) {
+      void p.then(onAppended);
+      done();
+    } else {
+      p.then(() => {
+        onAppended();
+        done();
+      }, done);
+    }
+  };
+  client.connect();
+  await new Promise<void>((resolve) => client.once('connect', () => resolve()));
+  return client;
+}
+
+async function publishAll(pub: MqttClient, n: number, qos: 0 | 1): Promise<void> {
+  const window: Array<Promise<unknown>> = [];
+  for (let i = 0; i < n; i++) {
+    const topic = `bench/dev-${i % 50}/reading`;
+    if (qos === 0) {
+      pub.publish(topic, payloadOf(i), { qos: 0 });
+      // Let the socket drain now and then so the publisher does not buffer everything in memory.
+      if (i % 1000 === 999) await new Promise<void>((r) => setImmediate(r));
+    } else {
+      window.push(pub.publishAsync(topic, payloadOf(i), { qos: 1 }));
+      if (window.length >= 50) await Promise.all(window.splice(0));
+    }
+  }
+  await Promise.all(window);
+}
+
+export const benchMqtt: Bench = async ({ redisUrl, quick }) => {
+  const rows: BenchRow[] = [];
+  const broker = await startMosquitto();
+  const admin = new Redis(redisUrl);
+  const raw = new Redis(redisUrl);
+  const n = quick ? 3_000 : 20_000;
+  let run = 0;
+  const id = (what: string) => `sg-bench-${what}-${process.pid}-${++run}`;
+  const pub = await connectAsync(broker.url, { protocolVersion: 5, clientId: id('pub') });
+
+  try {
+    for (const qos of [0, 1] as const) {
+      // --- the adapter path
+      const prefix = testPrefix('benchmqtt');
+      const gw = await gateway(redisUrl, prefix);
+      const clientId = id('gw');
+      const done = counter(n);
+      let t0: number;
+      let adapter: MqttAdapter;
+      if (qos === 1) {
+        const warm = adapterFor(gw, broker.url, clientId, gw.sink);
+        await warm.start();
+        await warm.stop();
+        await publishAll(pub, n, 1);
+        adapter = adapterFor(gw, broker.url, clientId, countingSink(gw.sink, done.count));
+        t0 = performance.now();
+        await adapter.start();
+      } else {
+        adapter = adapterFor(gw, broker.url, clientId, countingSink(gw.sink, done.count));
+        await adapter.start();
+        t0 = performance.now();
+        await publishAll(pub, n, 0);
+      }
+      const t1 = await withDeadline(done.done, 300_000, () => `adapter QoS ${qos}: ${done.value}/${n} appended`);
+      const rate = n / ((t1 - t0) / 1000);
+      await adapter.stop();
+      await gw.close();
+      await dropPrefix(admin, prefix);
+
+      // --- the thinnest pipe
+      const key = `${testPrefix('benchmqttraw')}stream`;
+      const rawDone = counter(n);
+      const rawId = id('raw');
+      let r0: number;
+      let sub: MqttClient;
+      if (qos === 1) {
+        const warm = await thinPipe(broker.url, rawId, raw, key, () => undefined);
+        await warm.subscribeAsync(FILTER.replace('+device', '+'), { qos: 1, nl: true });
+        await warm.endAsync();
+        await publishAll(pub, n, 1);
+        r0 = performance.now();
+        sub = await thinPipe(broker.url, rawId, raw, key, rawDone.count);
+      } else {
+        sub = await thinPipe(broker.url, rawId, raw, key, rawDone.count);
+        await sub.subscribeAsync(FILTER.replace('+device', '+'), { qos: 0, nl: true });
+        r0 = performance.now();
+        await publishAll(pub, n, 0);
+      }
+      const r1 = await withDeadline(rawDone.done, 300_000, () => `thin pipe QoS ${qos}: ${rawDone.value}/${n} appended`);
+      const rawRate = n / ((r1 - r0) / 1000);
+      await sub.endAsync(true);
+      await admin.unlink(key);
+
+      // --- the log's own ceiling: the same drafts straight into the sink, as many in flight as the adapter allows
+      const ceilPrefix = testPrefix('benchmqttceil');
+      const ceil = await gateway(redisUrl, ceilPrefix);
+      const rule = compileRule(ROOM, { endpoint: 'mqtt', target: FILTER, options: { decode: 'json', template: TEMPLATE } }, parseMqttConfig({ url: broker.url, clientId: 'x' }));
+      const drafts = Array.from({ length: n }, (_, i) => {
+        const topic = `bench/dev-${i % 50}/reading`;
+        const r = normalise({ topic, payload: Buffer.from(payloadOf(i)), qos, dup: false, retain: false, ...(qos === 1 ? { packetId: (i % 65_535) + 1 } : {}) }, rule, rule.filter.match(topic) ?? {}, {
+          via: 'mqtt',
+          clientId: 'x',
+          now: Date.now(),
+          maxPayloadBytes: 1 << 20,
+          dupWindowMs: 600_000,
+        });
+        if (r.ok !== true) throw new Error('bench draft did not normalise');
+        return r.value;
+      });
+      const window = qos === 1 ? 20 : 256;
+      let next = 0;
+      const c0 = performance.now();
+      await Promise.all(
+        Array.from({ length: window }, async () => {
+          while (next < n) {
+            const d = drafts[next++];
+            if (d) await ceil.sink.ingest(d.draft, { aliases: d.aliases });
+          }
+        }),
+      );
+      const ceilRate = n / ((performance.now() - c0) / 1000);
+      await ceil.close();
+      await dropPrefix(admin, ceilPrefix);
+
+      rows.push({
+        name: `MQTT ingest QoS ${qos} (${n.toLocaleString('en-US')} msgs)`,
+        value: rate,
+        unit: 'msgs/s',
+        baseline: rawRate,
+        ratio: rate / rawRate,
+        goal: 'ratio ≥ 0.8 (min 0.6)',
+        note: qos === 1 ? 'drain of a queued session; PUBACK after the append' : 'live; appends in flight in arrival order',
+      });
+      rows.push({
+        name: `  log ceiling: sink.ingest, ${window} in flight, no MQTT`,
+        value: ceilRate,
+        unit: 'msgs/s',
+        baseline: rawRate,
+        ratio: ceilRate / rawRate,
+        note: `the adapter reaches ${Math.round((100 * rate) / ceilRate)}% of it`,
+      });
+    }
+
+    // --- latency: publish → visible on log.tail, paced at 1,000 msg/s
+    for (const qos of [1, 0] as const) {
+      const prefix = testPrefix('benchmqttlat');
+      const gw = await gateway(redisUrl, prefix);
+      const adapter = adapterFor(gw, broker.url, id('lat'), gw.sink);
+      await adapter.start();
+      const seconds = quick ? 2 : 5;
+      const total = seconds * 1000;
+      const sentAt = new Float64Array(total);
+      const latencies: number[] = [];
+      const abort = new AbortController();
+      const since = await gw.log.head();
+      const reading = (async () => {
+        for await (const item of gw.log.tail(since, { rooms: new Set([ROOM]), signal: abort.signal })) {
+          if (item.type !== 'event' || !('content' in item.event)) continue;
+          const seq = Number(/#(\d+)\)$/.exec(item.event.content.body)?.[1]);
+          latencies.push(performance.now() - (sentAt[seq] ?? Number.NaN));
+          if (latencies.length === total) return;
+        }
+      })();
+      const start = performance.now();
+      for (let i = 0; i < total; ) {
+        // Publish everything due by now (1 per ms), then wait for the next tick.
+        const due = Math.min(total, Math.floor(performance.now() - start) + 1);
+        for (; i < due; i++) {
+          sentAt[i] = performance.now();
+          pub.publish(`bench/dev-${i % 50}/reading`, payloadOf(i), { qos });
+        }
+        await new Promise<void>((r) => setTimeout(r, 1));
+      }
+      const achieved = total / ((performance.now() - start) / 1000);
+      await withDeadline(reading, 60_000, () => `latency QoS ${qos}: ${latencies.length}/${total} seen`);
+      abort.abort();
+      latencies.sort((a, b) => a - b);
+      rows.push({ name: `MQTT publish → live p50, QoS ${qos}`, value: percentile(latencies, 50), unit: 'ms', note: `${total} msgs at ${Math.round(achieved)} msg/s` });
+      rows.push({ name: `MQTT publish → live p99, QoS ${qos}`, value: percentile(latencies, 99), unit: 'ms' });
+      await adapter.stop();
+      await gw.close();
+      await dropPrefix(admin, prefix);
+    }
+  } finally {
+    await pub.endAsync(true).catch(() => undefined);
+    await raw.quit();
+    await admin.quit();
+    await broker.stop();
+  }
+  return { title: 'MQTT ingest (Mosquitto → adapter → Redis log)', rows };
+};

@@ -1,0 +1,170 @@
+/**
+ * Shared pieces of the MQTT adapter integration tests: a log (memory or
+ * Redis) with the real ingest sink and room links, adapters built on them,
+ * MQTT test devices, a sink whose appends can be held, and condition waits.
+ */
+import { Writable } from 'node:stream';
+import { connect, connectAsync } from 'mqtt';
+import type { IClientOptions, IPublishPacket, MqttClient } from 'mqtt';
+import { pino, type Logger } from 'pino';
+import { inject } from 'vitest';
+import type { IngestSink } from '../../../src/core/adapter.js';
+import type { LogEvent } from '../../../src/core/event.js';
+import type { EventLog, RoomLink } from '../../../src/core/ports.js';
+import { createIngestSink, type BridgeSink } from '../../../src/bridge/ingest.js';
+import { createRoomLinks, type RoomLinks } from '../../../src/bridge/links.js';
+import { createEventLog } from '../../../src/eventlog/index.js';
+import { silentLogger } from '../../../src/log/index.js';
+import { createMqttAdapter, parseMqttConfig, type MqttAdapter, type MqttCounters } from '../../../adapters/mqtt/index.js';
+import { waitFor } from '../../harness/free-port.js';
+import { testPrefix } from '../../harness/redis.js';
+
+export const DEADLINE_MS = 15_000;
+
+export async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = DEADLINE_MS): Promise<void> {
+  await waitFor(check, { what, timeoutMs, intervalMs: 20 });
+}
+
+export interface Gateway {
+  readonly log: EventLog;
+  readonly sink: BridgeSink;
+  readonly links: RoomLinks;
+  readonly logger: Logger;
+  /** lines the adapters logged (JSON objects) */
+  readonly logLines: Array<Record<string, unknown>>;
+  close(): Promise<void>;
+}
+
+/** A log with the real sink and links; `backend: 'redis'` uses the test Redis with a fresh prefix. */
+export async function createGateway(options: { backend?: 'memory' | 'redis'; rooms?: Array<{ id: string; links: RoomLink[] }> } = {}): Promise<Gateway> {
+  const log = createEventLog({
+    partitions: 4,
+    log: silentLogger(),
+    ...(options.backend === 'redis' ? { redis: { url: inject('redisUrl'), prefix: testPrefix('mqtt') } } : {}),
+  });
+  for (const room of options.rooms ?? []) await log.rooms.put(room);
+  const logLines: Array<Record<string, unknown>> = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString('utf8').split('\n')) if (line.trim()) logLines.push(JSON.parse(line) as Record<string, unknown>);
+      cb();
+    },
+  });
+  const logger = pino({ level: 'debug' }, destination);
+  const sink = createIngestSink({ log, logger: silentLogger() });
+  const links = await createRoomLinks({ rooms: log.rooms, logger: silentLogger() });
+  return {
+    log,
+    sink,
+    links,
+    logger,
+    logLines,
+    async close() {
+      links.close();
+      await log.close();
+    },
+  };
+}
+
+export function makeAdapter(gw: Gateway, config: Record<string, unknown>, sink: IngestSink = gw.sink, name = 'mqtt'): MqttAdapter {
+  return createMqttAdapter({ name, config: parseMqttConfig({ reconnect: { minMs: 100, maxMs: 1000 }, ...config }), log: gw.logger, sink, links: gw.links });
+}
+
+export function counters(adapter: MqttAdapter): MqttCounters {
+  return (adapter.status().detail?.['counters'] ?? {}) as MqttCounters;
+}
+
+export function dropped(adapter: MqttAdapter): Record<string, number> {
+  return (adapter.status().detail?.['dropped'] ?? {}) as Record<string, number>;
+}
+
+/** Every timeline event of the given rooms, oldest first. */
+export async function allEvents(log: EventLog, rooms?: string[]): Promise<LogEvent[]> {
+  const out: LogEvent[] = [];
+  let since: string | undefined;
+  for (;;) {
+    const page = await log.read(since, { rooms: rooms ? new Set(rooms) : 'all', limit: 1000 });
+    out.push(...page.events);
+    if (page.events.length === 0) return out;
+    since = page.next;
+  }
+}
+
+const devices: MqttClient[] = [];
+
+/** An MQTT 5 client for the test side (publisher, device, observer); ended by `endDevices()`. */
+export async function device(url: string, options: IClientOptions = {}): Promise<MqttClient> {
+  const client = await connectAsync(url, { protocolVersion: 5, reconnectPeriod: 200, connectTimeout: DEADLINE_MS, ...options });
+  devices.push(client);
+  return client;
+}
+
+/** A client that records messages from the first packet on (a resumed session delivers right after CONNACK). */
+export async function recorder(url: string, options: IClientOptions = {}): Promise<{ client: MqttClient; received: IPublishPacket[] }> {
+  const client = connect(url, { protocolVersion: 5, reconnectPeriod: 200, connectTimeout: DEADLINE_MS, ...options });
+  devices.push(client);
+  const received: IPublishPacket[] = [];
+  client.on('message', (_t, _p, packet) => received.push(packet));
+  await new Promise<void>((resolve, reject) => {
+    client.once('connect', () => resolve());
+    client.once('error', reject);
+  });
+  return { client, received };
+}
+
+export async function endDevices(): Promise<void> {
+  await Promise.all(devices.splice(0).map((c) => c.endAsync(true).catch(() => undefined)));
+}
+
+/**
+ * A sink whose `ingest` can be held: while held, calls wait (and are counted
+ * in `waiting`); `release()` lets them through to the real sink, `discard()`
+ * drops them (they never reach the log, as if the process died first).
+ */
+export function gatedSink(inner: IngestSink): { sink: IngestSink; hold(): void; release(): void; discard(): void; readonly waiting: number; readonly calls: number } {
+  let held = false;
+  let calls = 0;
+  let gate: Array<{ go: () => void; drop: () => void }> = [];
+  const sink: IngestSink = {
+    async ingest(draft, options) {
+      calls++;
+      if (held) {
+        const pass = await new Promise<boolean>((resolve) => gate.push({ go: () => resolve(true), drop: () => resolve(false) }));
+        if (!pass) return new Promise(() => undefined); // never settles: the "process" is gone
+      }
+      return inner.ingest(draft, options);
+    },
+    ingestTelemetry: (d) => inner.ingestTelemetry(d),
+    resolve: (r, k) => inner.resolve(r, k),
+    getEvent: (r, e) => inner.getEvent(r, e),
+  };
+  return {
+    sink,
+    hold: () => (held = true),
+    release() {
+      held = false;
+      const g = gate;
+      gate = [];
+      for (const w of g) w.go();
+    },
+    discard() {
+      held = false;
+      const g = gate;
+      gate = [];
+      for (const w of g) w.drop();
+    },
+    get waiting() {
+      return gate.length;
+    },
+    get calls() {
+      return calls;
+    },
+  };
+}
+
+let seq = 0;
+/** A client id unique to this test run (persistent sessions must not collide between tests). */
+export function uniqueClientId(prefix = 'sg-gw'): string {
+  seq++;
+  return `${prefix}-${process.pid}-${Date.now().toString(36)}-${seq}`;
+}

@@ -1,0 +1,180 @@
+// MQTT adapter outbound against a real Mosquitto: room events published to the
+// room topic once with sg-eid / sg-cursor and not ingested back; commands with
+// MQTT 5 request/response, replies and timeouts.
+import type { IPublishPacket } from 'mqtt';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { LogEvent } from '../../../src/core/event.js';
+import type { RoomLink } from '../../../src/core/ports.js';
+import type { MqttAdapter } from '../../../adapters/mqtt/index.js';
+import { message } from '../../fixtures/events.js';
+import { startMosquitto, type MosquittoBroker } from '../../harness/mosquitto.js';
+import { allEvents, counters, createGateway, device, endDevices, makeAdapter, recorder, uniqueClientId, until, type Gateway } from './helpers.js';
+
+const ROOM = 'ops';
+const RULE: RoomLink = { endpoint: 'mqtt', target: 'sensors/+device/alert', options: { decode: 'text' } };
+const COMMANDS = [
+  {
+    pattern: '^!(?<device>[\\w-]+) (?<command>.+)$',
+    topic: 'devices/{{device}}/cmd',
+    responseTopic: 'devices/{{device}}/cmd/response',
+    timeoutMs: 1500,
+  },
+];
+
+const adapters: MqttAdapter[] = [];
+const gateways: Gateway[] = [];
+
+afterEach(async () => {
+  await Promise.all(adapters.splice(0).map((a) => a.stop().catch(() => undefined)));
+  await endDevices();
+  await Promise.all(gateways.splice(0).map((g) => g.close()));
+});
+
+async function setup(url: string, links: RoomLink[] = [RULE], config: Record<string, unknown> = {}): Promise<{ gw: Gateway; adapter: MqttAdapter }> {
+  const gw = await createGateway({ rooms: [{ id: ROOM, links }] });
+  gateways.push(gw);
+  const adapter = makeAdapter(gw, { url, clientId: uniqueClientId(), commands: COMMANDS, ...config });
+  adapters.push(adapter);
+  await adapter.start();
+  return { gw, adapter };
+}
+
+/** A message sent through the HTTP API, as the log holds it. */
+async function apiMessage(gw: Gateway, body: string): Promise<LogEvent> {
+  const result = await gw.log.append(message(ROOM, body));
+  const event = await gw.log.getEvent(ROOM, result.eventId);
+  if (!event) throw new Error('appended event not found');
+  return event;
+}
+
+const userProp = (p: IPublishPacket, name: string) => {
+  const v = p.properties?.userProperties?.[name];
+  return Array.isArray(v) ? v[0] : v;
+};
+
+describe('MQTT outbound', () => {
+  let broker: MosquittoBroker;
+
+  beforeAll(async () => {
+    broker = await startMosquitto({ useEnv: false });
+  });
+  afterAll(async () => broker?.stop());
+
+  it('publishes a room message on the room topic once, with sg-eid and sg-cursor, and does not ingest it back', async () => {
+    // Two MQTT links in the room, one of them matching the out topic itself.
+    const links: RoomLink[] = [RULE, { endpoint: 'mqtt', target: 'sg/v1/rooms/+room/out', options: { decode: 'json' } }];
+    const { gw, adapter } = await setup(broker.url, links);
+    const observer = await recorder(broker.url);
+    await observer.client.subscribeAsync(`sg/v1/rooms/${ROOM}/out`, { qos: 1 });
+
+    const first = await apiMessage(gw, 'pump 7 looks fine');
+    const results = [];
+    for (const link of links) results.push(await adapter.deliver(first, { room: ROOM, link }, { attempt: 0, references: {} }));
+    // The second link has the same out topic: published once, from the first link.
+    expect(results.map((r) => r.status)).toEqual(['delivered', 'skipped']);
+    const second = await apiMessage(gw, 'second');
+    for (const link of links) await adapter.deliver(second, { room: ROOM, link }, { attempt: 0, references: {} });
+
+    // Order per topic is kept, so a duplicate of the first would be here before the second.
+    await until(() => observer.received.some((p) => userProp(p, 'sg-eid') === second.eventId), 'the second publication');
+    expect(observer.received).toHaveLength(2);
+    const [p] = observer.received;
+    expect(p?.qos).toBe(1);
+    expect(p?.topic).toBe(`sg/v1/rooms/${ROOM}/out`);
+    expect(userProp(p as IPublishPacket, 'sg-eid')).toBe(first.eventId);
+    expect(userProp(p as IPublishPacket, 'sg-cursor')).toBe(first.cursor);
+    expect(p?.properties?.contentType).toBe('application/vnd.syncgate.event+json;v=1');
+    expect(JSON.parse(String(p?.payload))).toMatchObject({ v: 1, eventId: first.eventId, room: ROOM, kind: 'message', content: { body: 'pump 7 looks fine' }, sender: { uid: 'alice' } });
+
+    // No Local: the adapter's own publications never reach its subscription.
+    expect(counters(adapter).received).toBe(0);
+    expect(counters(adapter).published).toBe(2);
+
+    // Someone else republishing it (with our sg-eid) is recognised as an echo, not appended.
+    const forwarder = await device(broker.url);
+    await forwarder.publishAsync(`sg/v1/rooms/${ROOM}/out`, String(p?.payload), { qos: 1, properties: { userProperties: { 'sg-eid': first.eventId } } });
+    await until(() => counters(adapter).echo === 1, 'the echo recognised');
+    expect(await allEvents(gw.log)).toHaveLength(2);
+  });
+
+  it('skips kinds that are not for devices and events that came from MQTT', async () => {
+    const { gw, adapter } = await setup(broker.url);
+    const event = await apiMessage(gw, 'x');
+    const fromMqtt = { ...event, origin: { ...event.origin, via: 'mqtt' } };
+    expect((await adapter.deliver(fromMqtt, { room: ROOM, link: RULE }, { attempt: 0, references: {} })).status).toBe('skipped');
+    const typing = { ...event, kind: 'typing', typing: { active: true } } as unknown as LogEvent;
+    expect((await adapter.deliver(typing, { room: ROOM, link: RULE }, { attempt: 0, references: {} })).status).toBe('skipped');
+  });
+
+  it('asks for a retry while disconnected and publishes after reconnecting', async () => {
+    const own = await startMosquitto({ useEnv: false });
+    try {
+      const { gw, adapter } = await setup(own.url);
+      const event = await apiMessage(gw, 'while the broker restarts');
+      const restarting = own.restart();
+      await until(() => !adapter.status().connected, 'the disconnect');
+      const during = await adapter.deliver(event, { room: ROOM, link: RULE }, { attempt: 0, references: {} });
+      expect(during.status).toBe('retry');
+      await restarting;
+      await until(() => adapter.status().ready, 'the reconnect');
+      expect(await adapter.deliver(event, { room: ROOM, link: RULE }, { attempt: 1, references: {} })).toMatchObject({ status: 'delivered' });
+    } finally {
+      await Promise.all(adapters.splice(0).map((a) => a.stop()));
+      await own.stop();
+    }
+  });
+
+  it('sends a command to the device and brings its reply back into the room as a reply', async () => {
+    const { gw, adapter } = await setup(broker.url);
+    const pump = await recorder(broker.url, { clientId: 'pump-7-test' });
+    await pump.client.subscribeAsync('devices/pump-7/cmd', { qos: 1 });
+    pump.client.on('message', (_topic, payload, packet) => {
+      const { responseTopic, correlationData } = packet.properties ?? {};
+      if (!responseTopic) return;
+      const cmd = JSON.parse(payload.toString()) as { command: string };
+      void pump.client.publishAsync(responseTopic, `${cmd.command}ped`, { qos: 1, properties: { ...(correlationData ? { correlationData } : {}) } });
+    });
+
+    const command = await apiMessage(gw, '!pump-7 stop');
+    expect(await adapter.deliver(command, { room: ROOM, link: RULE }, { attempt: 0, references: {} })).toMatchObject({ status: 'delivered' });
+    await until(() => pump.received.length === 1, 'the command at the device');
+    const sent = pump.received[0] as IPublishPacket;
+    expect(sent.properties?.responseTopic).toBe('devices/pump-7/cmd/response');
+    expect(sent.properties?.correlationData?.toString()).toBe(command.eventId);
+    expect(JSON.parse(String(sent.payload))).toMatchObject({ command: 'stop', device: 'pump-7', eventId: command.eventId, room: ROOM });
+
+    await until(async () => (await allEvents(gw.log)).length === 2, 'the reply in the room');
+    const reply = (await allEvents(gw.log))[1];
+    expect(reply).toMatchObject({ kind: 'message', content: { body: 'stopped' }, rel: { replyTo: command.eventId }, sender: { uid: 'mqtt:pump-7', auth: 'broker-acl' } });
+    expect(counters(adapter)).toMatchObject({ commandsSent: 1, commandResponses: 1, commandTimeouts: 0 });
+    expect(adapter.status().detail?.['pendingCommands']).toBe(0);
+  });
+
+  it('posts a timeout notice, as a reply, when the device does not answer', async () => {
+    const { gw, adapter } = await setup(broker.url);
+    const command = await apiMessage(gw, '!pump-9 start');
+    expect(await adapter.deliver(command, { room: ROOM, link: RULE }, { attempt: 0, references: {} })).toMatchObject({ status: 'delivered' });
+    await until(async () => (await allEvents(gw.log)).length === 2, 'the timeout notice');
+    const notice = (await allEvents(gw.log))[1];
+    expect(notice).toMatchObject({ rel: { replyTo: command.eventId }, sender: { uid: 'mqtt:gateway' }, content: { body: 'No response from pump-9 to "!pump-9 start" within 1.5 s' } });
+    expect(counters(adapter).commandTimeouts).toBe(1);
+  });
+
+  it('clears command timers on stop', async () => {
+    const { gw, adapter } = await setup(broker.url, [RULE], { commands: [{ ...COMMANDS[0], timeoutMs: 60_000 }] });
+    const command = await apiMessage(gw, '!pump-10 stop');
+    await adapter.deliver(command, { room: ROOM, link: RULE }, { attempt: 0, references: {} });
+    expect(adapter.status().detail?.['pendingCommands']).toBe(1);
+    await adapter.stop();
+    expect(adapter.status().detail?.['pendingCommands']).toBe(0);
+  });
+
+  it('refuses to put a value with a topic separator into a command topic', async () => {
+    const { gw, adapter } = await setup(broker.url, [RULE], { commands: [{ ...COMMANDS[0], pattern: '^!(?<device>\\S+) (?<command>.+)$' }] });
+    const command = await apiMessage(gw, '!pump-1/../pump-2 stop');
+    // The room message itself still goes out; the command does not.
+    expect(await adapter.deliver(command, { room: ROOM, link: RULE }, { attempt: 0, references: {} })).toMatchObject({ status: 'delivered' });
+    // `published` counts PUBACKed publications: only the room topic one.
+    expect(counters(adapter)).toMatchObject({ commandsRefused: 1, commandsSent: 0, published: 1 });
+  });
+});
