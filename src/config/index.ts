@@ -10,6 +10,9 @@ import { Value } from '@sinclair/typebox/value';
 import { parse as parseYaml } from 'yaml';
 import { SyncgateError } from '../core/errors.js';
 import { RoomSpec } from '../core/ports.js';
+import { parseAdapterSections, type AdapterSection } from './adapters.js';
+
+export type { AdapterSection } from './adapters.js';
 
 const LogLevel = Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)));
 
@@ -62,12 +65,17 @@ export const ConfigSchema = Type.Object(
       { additionalProperties: false, default: {} },
     ),
     rooms: Type.Array(RoomSpec, { default: [], description: 'rooms created (or updated) at start' }),
+    adapters: Type.Record(Type.String({ pattern: '^[a-z][a-z0-9-]{0,31}$' }), Type.Unknown(), {
+      default: {},
+      description: 'adapter instances by endpoint name; `type` picks the adapter, its own schema checks the rest',
+    }),
     shutdownGraceMs: Type.Integer({ minimum: 0, maximum: 600_000, default: 10_000 }),
   },
   { additionalProperties: false },
 );
 
-export type Config = Static<typeof ConfigSchema>;
+/** The validated config: adapter sections parsed by their own schemas. */
+export type Config = Omit<Static<typeof ConfigSchema>, 'adapters'> & { readonly adapters: Readonly<Record<string, AdapterSection>> };
 
 /** Environment overrides: variable → config path. Kept explicit so each is documented. */
 export const ENV_OVERRIDES: Readonly<Record<string, readonly string[]>> = {
@@ -81,6 +89,12 @@ export const ENV_OVERRIDES: Readonly<Record<string, readonly string[]>> = {
   SYNCGATE_LOG_LEVEL: ['log', 'level'],
   SYNCGATE_RETENTION_MAX_AGE_DAYS: ['retention', 'maxAgeDays'],
   SYNCGATE_RETENTION_ROOM_MAX_LEN: ['retention', 'roomMaxLen'],
+  // Secrets of the adapters with their default names (the Helm chart's Secret keys).
+  SYNCGATE_MATRIX_AS_TOKEN: ['adapters', 'matrix', 'appservice', 'asToken'],
+  SYNCGATE_MATRIX_HS_TOKEN: ['adapters', 'matrix', 'appservice', 'hsToken'],
+  SYNCGATE_MATRIX_ACCESS_TOKEN: ['adapters', 'matrix', 'bot', 'accessToken'],
+  SYNCGATE_MQTT_URL: ['adapters', 'mqtt', 'url'],
+  SYNCGATE_MQTT_PASSWORD: ['adapters', 'mqtt', 'password'],
 };
 
 type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
@@ -125,10 +139,13 @@ export function resolveConfig(raw: unknown, env: Readonly<Record<string, string 
   const withDefaults = Value.Default(ConfigSchema, merged);
   const converted = Value.Convert(ConfigSchema, withDefaults);
   problems.push(...[...Value.Errors(ConfigSchema, converted)].map((e) => `${e.path || '/'}: ${e.message}${e.value !== undefined && typeof e.value !== 'object' ? ` (got ${JSON.stringify(e.value)})` : ''}`));
+  const base = converted as Static<typeof ConfigSchema>;
+  const adapters = parseAdapterSections(typeof base.adapters === 'object' && base.adapters !== null ? base.adapters : {});
+  problems.push(...adapters.problems);
   if (problems.length > 0) {
     throw new SyncgateError('SG_ERR_CONFIG_INVALID', `${problems.length} problem(s):\n  - ${problems.join('\n  - ')}`, { problems });
   }
-  return deepFreeze(converted as Config);
+  return deepFreeze({ ...base, adapters: adapters.sections });
 }
 
 export async function loadConfig(options: LoadOptions = {}): Promise<Config> {

@@ -43,10 +43,29 @@ export function registerGatewayMetrics(deps: { registry: Registry; log: EventLog
       }
     },
   });
+  new Gauge({
+    name: 'syncgate_adapter_stat',
+    help: "Every numeric figure an adapter reports in its status detail (messages in/out, throttled, decode failures, transactions …), by dotted name",
+    labelNames: ['adapter', 'stat'],
+    registers,
+    collect() {
+      this.reset();
+      for (const a of deps.adapters) {
+        for (const [stat, value] of numericLeaves(a.status().detail ?? {}, '')) this.set({ adapter: a.name, stat }, value);
+      }
+    },
+  });
   return {
     delivered: (adapter) => delivered.inc({ adapter }),
     retried: (adapter) => retried.inc({ adapter }),
     deadLettered: (adapter) => dead.inc({ adapter }),
     leaseChanged: (adapter, _partition, held) => leases.inc({ adapter }, held ? 1 : -1),
   };
+}
+
+/** Flattens the numeric leaves of a status detail: {inbound: {appended: 3}} → ["inbound.appended", 3]. */
+function numericLeaves(value: unknown, path: string, depth = 0): Array<[string, number]> {
+  if (typeof value === 'number' && Number.isFinite(value)) return path ? [[path, value]] : [];
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || depth > 4) return [];
+  return Object.entries(value).flatMap(([k, v]) => numericLeaves(v, path ? `${path}.${k}` : k, depth + 1));
 }

@@ -7,12 +7,14 @@ import { startRedis } from '../harness/redis.js';
 import { benchDelivery } from './delivery.js';
 import { benchEventLog } from './eventlog.js';
 import { benchMatrix } from './matrix.js';
+import { benchMqtt } from './mqtt.js';
 import { formatSection, type Bench } from './report.js';
 
 const sections: Record<string, Bench> = {
   eventlog: benchEventLog,
   delivery: benchDelivery,
   matrix: benchMatrix,
+  mqtt: benchMqtt,
 };
 
 async function main(): Promise<void> {

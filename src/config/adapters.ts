@@ -1,0 +1,58 @@
+/**
+ * Adapter sections of the config: `adapters.<name>.type` picks the adapter
+ * type, whose own schema (in adapters/<type>/config.ts) validates the rest.
+ * Problems come back with their path, to be reported with the others.
+ */
+import { parseMatrixConfig, type MatrixAdapterConfig } from '../../adapters/matrix/config.js';
+import { parseMqttConfig, type MqttAdapterConfig } from '../../adapters/mqtt/config.js';
+
+export type AdapterSection = { readonly type: 'matrix'; readonly config: MatrixAdapterConfig } | { readonly type: 'mqtt'; readonly config: MqttAdapterConfig };
+
+export type AdapterType = AdapterSection['type'];
+
+interface Parser<C> {
+  parse(input: unknown): C;
+}
+
+const PARSERS: { [T in AdapterType]: Parser<Extract<AdapterSection, { type: T }>['config']> } = {
+  matrix: { parse: parseMatrixConfig },
+  mqtt: { parse: parseMqttConfig },
+};
+
+export const ADAPTER_TYPES = Object.keys(PARSERS) as AdapterType[];
+
+function problemsOf(err: unknown): string[] {
+  if (typeof err === 'object' && err !== null && Array.isArray((err as { problems?: unknown }).problems)) {
+    return (err as { problems: unknown[] }).problems.map(String);
+  }
+  return [err instanceof Error ? err.message : String(err)];
+}
+
+/** Validates every adapter section; returns the parsed sections and the problems (paths under /adapters/<name>). */
+export function parseAdapterSections(raw: Readonly<Record<string, unknown>>): { sections: Record<string, AdapterSection>; problems: string[] } {
+  const sections: Record<string, AdapterSection> = {};
+  const problems: string[] = [];
+  for (const [name, value] of Object.entries(raw)) {
+    const where = `/adapters/${name}`;
+    if (name === 'api') {
+      problems.push(`${where}: "api" is the HTTP API's endpoint name and cannot name an adapter`);
+      continue;
+    }
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      problems.push(`${where}: must be a mapping`);
+      continue;
+    }
+    const { type, ...rest } = value as Record<string, unknown>;
+    if (typeof type !== 'string' || !(ADAPTER_TYPES as string[]).includes(type)) {
+      problems.push(`${where}/type: must be one of ${ADAPTER_TYPES.join(', ')}`);
+      continue;
+    }
+    try {
+      if (type === 'matrix') sections[name] = { type, config: PARSERS.matrix.parse(rest) };
+      else if (type === 'mqtt') sections[name] = { type, config: PARSERS.mqtt.parse(rest) };
+    } catch (err) {
+      problems.push(...problemsOf(err).map((p) => `${where}${p.startsWith('/') ? '' : ': '}${p}`));
+    }
+  }
+  return { sections, problems };
+}
