@@ -92,6 +92,7 @@ class PartitionWorker {
   private readonly replaying = new Set<string>();
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
+  private readonly stopping = new AbortController();
 
   constructor(
     private readonly partition: number,
@@ -115,6 +116,7 @@ class PartitionWorker {
 
   async stop(graceMs: number): Promise<void> {
     this.stopped = true;
+    this.stopping.abort();
     this.wake?.();
     for (const q of this.rooms.values()) clearTimeout(q.timer);
     const settle = Promise.all([...this.inFlight]);
@@ -155,7 +157,7 @@ class PartitionWorker {
         if (!this.active) await this.takeOver();
         await this.enqueue(await this.queue.takeReplays(this.partition, this.group, options.batch), true);
         if (this.queued < options.maxQueued) {
-          const fresh = await this.queue.readNew(this.partition, this.group, owner, options.batch, tick);
+          const fresh = await this.queue.readNew(this.partition, this.group, owner, options.batch, tick, this.stopping.signal);
           await this.enqueue(fresh, false);
         } else {
           await this.sleep(tick);

@@ -64,6 +64,15 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {} },
     ),
+    delivery: Type.Object(
+      {
+        leaseMs: Type.Integer({ minimum: 500, maximum: 600_000, default: 15_000, description: 'delivery lease: a dead replica\'s partitions move within it' }),
+        maxAttempts: Type.Integer({ minimum: 1, maximum: 1000, default: 8, description: 'tries while the adapter is connected before an event is dead-lettered' }),
+        backoffBaseMs: Type.Integer({ minimum: 1, maximum: 600_000, default: 500 }),
+        backoffMaxMs: Type.Integer({ minimum: 1, maximum: 3_600_000, default: 60_000 }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     rooms: Type.Array(RoomSpec, { default: [], description: 'rooms created (or updated) at start' }),
     adapters: Type.Record(Type.String({ pattern: '^[a-z][a-z0-9-]{0,31}$' }), Type.Unknown(), {
       default: {},

@@ -153,8 +153,8 @@ export interface DeliveryQueue {
   readPending(partition: number, group: string, consumer: string, count: number): Promise<QueuedEntry[]>;
   /** takes over every other consumer's pending entries (the previous lease holder's) */
   claimStale(partition: number, group: string, consumer: string, count: number): Promise<QueuedEntry[]>;
-  /** new entries for the group; waits up to `waitMs` for one when there is none */
-  readNew(partition: number, group: string, consumer: string, count: number, waitMs: number): Promise<QueuedEntry[]>;
+  /** new entries for the group; waits up to `waitMs` (or until `signal` aborts) for one when there is none */
+  readNew(partition: number, group: string, consumer: string, count: number, waitMs: number, signal?: AbortSignal): Promise<QueuedEntry[]>;
   /** acknowledges, only while `owner` holds the lease (fencing); false = lease lost, nothing done */
   ack(partition: number, group: string, owner: string, ids: readonly string[]): Promise<boolean>;
   /** moves an entry to the dead-letter stream and acknowledges it, fenced like ack */

@@ -30,9 +30,9 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
   const partitions = () => Array.from({ length: backend.partitions }, (_, p) => p);
 
   /** Resolves on the next feed entry after the current head, or after waitMs. */
-  async function waitForAppend(partition: number, waitMs: number): Promise<void> {
+  async function waitForAppend(partition: number, waitMs: number, signal?: AbortSignal): Promise<void> {
     const feed = deps.live[partition];
-    if (!feed || waitMs <= 0) return;
+    if (!feed || waitMs <= 0 || signal?.aborted) return;
     const head = (await backend.feedBounds(partition)).last ?? ZERO_POS;
     await new Promise<void>((resolve) => {
       const sink = {
@@ -43,8 +43,10 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
         },
       };
       const timer = setTimeout(done, waitMs);
+      signal?.addEventListener('abort', done, { once: true });
       function done(): void {
         clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
         feed?.detach(sink);
         resolve();
       }
@@ -67,10 +69,11 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
     releaseLease: (p, group, owner) => backend.leaseRelease(p, group, owner),
     readPending: async (p, group, consumer, count) => toQueued(p, await backend.groupRead(p, group, consumer, 'pending', count)),
     claimStale: async (p, group, consumer, count) => toQueued(p, await backend.groupClaim(p, group, consumer, count)),
-    async readNew(p, group, consumer, count, waitMs) {
+    async readNew(p, group, consumer, count, waitMs, signal) {
       const first = await backend.groupRead(p, group, consumer, 'new', count);
-      if (first.length > 0) return toQueued(p, first);
-      await waitForAppend(p, waitMs);
+      if (first.length > 0 || signal?.aborted) return toQueued(p, first);
+      await waitForAppend(p, waitMs, signal);
+      if (signal?.aborted) return [];
       return toQueued(p, await backend.groupRead(p, group, consumer, 'new', count));
     },
     ack: (p, group, owner, ids) => backend.groupAck(p, group, owner, ids),
