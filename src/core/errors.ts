@@ -15,6 +15,7 @@ export const ERROR_TABLE = {
   SG_ERR_LOG_UNAVAILABLE: { status: 503, message: 'The event log is not reachable' },
   SG_ERR_LOG_CLOSED: { status: 503, message: 'The event log is shutting down' },
   SG_ERR_PARAM_INVALID: { status: 400, message: 'A parameter is out of range' },
+  SG_ERR_RELATION_INVALID: { status: 400, message: 'The related event cannot be the target of this relation' },
 
   // --- configuration and process
   SG_ERR_CONFIG_INVALID: { status: 500, message: 'The configuration is not valid' },
@@ -30,6 +31,10 @@ export const ERROR_TABLE = {
   SG_ERR_BODY_TOO_LARGE: { status: 413, message: 'The request body is too large' },
   SG_ERR_RATE_LIMITED: { status: 429, message: 'Too many requests; retry after the given delay' },
   SG_ERR_CONFLICT: { status: 409, message: 'The resource already exists or changed concurrently' },
+  SG_ERR_USER_UNKNOWN: { status: 404, message: 'No such user' },
+  SG_ERR_STREAM_SLOW: { status: 503, message: 'The client did not keep up with the stream; resume from `next`' },
+  SG_ERR_STREAM_RESET: { status: 409, message: 'Access changed; reconnect from `next`' },
+  SG_ERR_NOT_READY: { status: 503, message: 'A dependency of this replica is not ready' },
   SG_ERR_INTERNAL: { status: 500, message: 'Internal error' },
 } as const satisfies Record<string, ErrorSpec>;
 

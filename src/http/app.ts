@@ -1,0 +1,131 @@
+/**
+ * buildApp: the HTTP API as a fastify instance, ready to `listen` — which only
+ * `main` (src/runtime) does. It sees the EventLog port, never an
+ * implementation, and keeps everything shared between replicas in the log.
+ */
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import websocket from '@fastify/websocket';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { Logger } from 'pino';
+import { Registry } from 'prom-client';
+import type { EventLog } from '../core/ports.js';
+import type { HttpConfig, HttpContext, ReadinessCheck } from './context.js';
+import { Directory } from './directory.js';
+import { errorHandler, notFoundHandler } from './errors.js';
+import { LiveHub } from './live.js';
+import { createHttpMetrics } from './metrics.js';
+import { RateLimiter } from './rate-limit.js';
+import { registerAdminRoutes } from './routes/admin.js';
+import { registerDeviceRoutes } from './routes/device.js';
+import { registerOpsRoutes } from './routes/ops.js';
+import { registerStreamRoutes } from './routes/stream.js';
+import { typeboxValidatorCompiler } from './validation.js';
+import { ViewCache } from './view.js';
+
+export interface AppDeps {
+  readonly log: EventLog;
+  readonly logger: Logger;
+  readonly config: HttpConfig;
+  /** extra readiness checks (e.g. one per adapter), merged into /readyz */
+  readonly readiness?: ReadinessCheck;
+  /** where the metrics go; a fresh registry when absent */
+  readonly registry?: Registry;
+  /** live stream tuning (tests and benchmarks) */
+  readonly stream?: {
+    /** a client whose socket holds more than this gets no more events until it drained; default 64 KiB */
+    readonly pauseBytes?: number;
+    /** a client whose socket holds more than this is closed with its cursor; default 1 MiB */
+    readonly maxBufferedBytes?: number;
+    /** a paused client that has not drained within this is closed with its cursor; default 10 s */
+    readonly stallMs?: number;
+  };
+}
+
+const STREAM_DEFAULTS = { pauseBytes: 64 * 1024, maxBufferedBytes: 1024 * 1024, stallMs: 10_000 } as const;
+
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const { log, config } = deps;
+  // The caller binds the context it wants (src/runtime passes a child logger with module=http).
+  const logger = deps.logger;
+  const registry = deps.registry ?? new Registry();
+  const metrics = createHttpMetrics(registry);
+  const directory = new Directory(log);
+  const views = new ViewCache();
+  const ctx: HttpContext = {
+    log,
+    logger,
+    config,
+    directory,
+    limiter: new RateLimiter(config.rateLimit),
+    metrics,
+    registry,
+    views,
+    live: new LiveHub({
+      log,
+      directory,
+      metrics,
+      views,
+      logger,
+      heartbeatMs: config.heartbeatMs,
+      pauseBytes: deps.stream?.pauseBytes ?? STREAM_DEFAULTS.pauseBytes,
+      maxBufferedBytes: deps.stream?.maxBufferedBytes ?? STREAM_DEFAULTS.maxBufferedBytes,
+      stallMs: deps.stream?.stallMs ?? STREAM_DEFAULTS.stallMs,
+    }),
+    readiness: deps.readiness,
+  };
+
+  const app: FastifyInstance = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    // Request lines are logged by the onResponse hook below, without query strings (they may carry access_token).
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: config.bodyLimitBytes,
+    trustProxy: config.trustProxy,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+  });
+
+  app.setValidatorCompiler(typeboxValidatorCompiler);
+  // Response schemas document the API; JSON.stringify writes the bodies, so nothing is dropped silently.
+  app.setSerializerCompiler(() => (data) => JSON.stringify(data));
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler(notFoundHandler);
+  app.decorateRequest('device', null);
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'syncgate HTTP API', version: '1', description: 'Devices sync from a cursor: send, sync, history, live stream, read markers.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'a device token (sgd_…) or, for /v1/admin, the admin token' } } },
+      tags: [
+        { name: 'device', description: 'device token' },
+        { name: 'admin', description: 'admin token' },
+        { name: 'operations', description: 'no token' },
+      ],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+  await app.register(websocket, {
+    // Clients only listen on the stream; a small cap keeps junk frames cheap.
+    options: { maxPayload: 4096 },
+    preClose(done) {
+      ctx.live.closeAll();
+      this.websocketServer.close();
+      done();
+    },
+  });
+
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    metrics.requests.inc({ method: request.method, route, status: String(reply.statusCode) });
+    metrics.duration.observe({ route }, reply.elapsedTime / 1000);
+    request.log.debug({ method: request.method, route, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request');
+  });
+  app.addHook('preClose', async () => ctx.live.closeAll());
+
+  registerOpsRoutes(app, ctx);
+  registerAdminRoutes(app, ctx);
+  registerDeviceRoutes(app, ctx);
+  registerStreamRoutes(app, ctx);
+  return app;
+}

@@ -1,0 +1,29 @@
+/**
+ * What the route modules share; built once per app by buildApp.
+ */
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import type { Config } from '../config/index.js';
+import type { EventLog } from '../core/ports.js';
+import type { Directory } from './directory.js';
+import type { LiveHub } from './live.js';
+import type { HttpMetrics } from './metrics.js';
+import type { RateLimiter } from './rate-limit.js';
+import type { ViewCache } from './view.js';
+
+export type HttpConfig = Config['http'];
+
+export type ReadinessCheck = () => Promise<Record<string, { ok: boolean; detail?: string }>>;
+
+export interface HttpContext {
+  readonly log: EventLog;
+  readonly logger: Logger;
+  readonly config: HttpConfig;
+  readonly directory: Directory;
+  readonly limiter: RateLimiter;
+  readonly metrics: HttpMetrics;
+  readonly registry: Registry;
+  readonly views: ViewCache;
+  readonly live: LiveHub;
+  readonly readiness: ReadinessCheck | undefined;
+}

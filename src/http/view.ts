@@ -1,0 +1,54 @@
+/**
+ * What a device sees of an event: the log event without its idempotency key
+ * and without the API's internal origin ids (`api.txnId`, `api.device`); the
+ * device that sent it also gets `unsigned.txnId` (as Matrix does with
+ * `unsigned.transaction_id`), so it can match the live copy to its send.
+ */
+import type { LogEvent } from '../core/event.js';
+
+export const TXN_ID = 'api.txnId';
+export const DEVICE_ID = 'api.device';
+
+export type EventView = Omit<LogEvent, 'idem'> & { readonly unsigned?: { readonly txnId: string } };
+
+function isPrivateId(key: string): boolean {
+  return key === TXN_ID || key === DEVICE_ID;
+}
+
+export function sentBy(event: LogEvent, deviceId: string): string | undefined {
+  const ids = event.origin.ids;
+  return ids[DEVICE_ID] === deviceId ? ids[TXN_ID] : undefined;
+}
+
+export function viewFor(event: LogEvent, deviceId: string): EventView {
+  const { idem: _idem, ...rest } = event;
+  const ids = event.origin.ids;
+  const view: EventView = Object.keys(ids).some(isPrivateId)
+    ? { ...rest, origin: { ...event.origin, ids: Object.fromEntries(Object.entries(ids).filter(([k]) => !isPrivateId(k))) } }
+    : rest;
+  const txnId = sentBy(event, deviceId);
+  return txnId === undefined ? view : { ...view, unsigned: { txnId } };
+}
+
+/**
+ * JSON of event views for the live stream: every device but the sender sees
+ * the same bytes, so they are serialised once per event, not once per client.
+ */
+export class ViewCache {
+  private readonly cache = new Map<string, string>();
+  constructor(private readonly capacity = 4096) {}
+
+  json(event: LogEvent, deviceId: string): string {
+    if (sentBy(event, deviceId) !== undefined) return JSON.stringify(viewFor(event, deviceId));
+    const hit = this.cache.get(event.eventId);
+    if (hit !== undefined) return hit;
+    // Any device id that did not send it gives the shared view.
+    const json = JSON.stringify(viewFor(event, ''));
+    this.cache.set(event.eventId, json);
+    if (this.cache.size > this.capacity) {
+      const oldest = this.cache.keys().next();
+      if (!oldest.done) this.cache.delete(oldest.value);
+    }
+    return json;
+  }
+}

@@ -1,0 +1,52 @@
+import { describe, expect, it } from 'vitest';
+import type { LogEvent } from '../../../src/core/event.js';
+import { ViewCache, viewFor } from '../../../src/http/view.js';
+
+function event(ids: Record<string, string>): LogEvent {
+  return {
+    v: 1,
+    kind: 'message',
+    idem: 'api:d1:t-42',
+    room: 'ops',
+    sender: { uid: 'alice', proto: 'api', native: 'alice', auth: 'api-token' },
+    origin: { proto: 'api', via: 'api', ids },
+    ts: { received: 1 },
+    content: { body: 'hi' },
+    eventId: '01M80G7TVM030000000',
+    cursor: 'AgQD9NaPiKA0ANrvYL8',
+  };
+}
+
+describe('event view', () => {
+  it('shows the txnId to the sending device only, and hides the idempotency key and API ids from all', () => {
+    const e = event({ 'api.txnId': 't-42', 'api.device': 'd1' });
+    const mine = viewFor(e, 'd1');
+    expect(mine.unsigned).toEqual({ txnId: 't-42' });
+    expect(mine.origin.ids).toEqual({});
+    expect('idem' in mine).toBe(false);
+    const theirs = viewFor(e, 'd2');
+    expect(theirs.unsigned).toBeUndefined();
+    expect(JSON.stringify(theirs)).not.toContain('t-42');
+    expect(JSON.stringify(theirs)).not.toContain('d1');
+    expect(theirs).toMatchObject({ eventId: e.eventId, cursor: e.cursor, content: { body: 'hi' } });
+  });
+
+  it('keeps the native ids of other protocols', () => {
+    const e = event({ 'mx.eventId': '$abc', 'xmpp.stanzaId': 's1' });
+    expect(viewFor(e, 'd1').origin.ids).toEqual({ 'mx.eventId': '$abc', 'xmpp.stanzaId': 's1' });
+    expect(viewFor(e, 'd1').unsigned).toBeUndefined();
+  });
+
+  it('serialises the shared view once and the sender view apart', () => {
+    const cache = new ViewCache(2);
+    const e = event({ 'api.txnId': 't-42', 'api.device': 'd1' });
+    const a = cache.json(e, 'd2');
+    expect(cache.json(e, 'd3')).toBe(a);
+    expect(JSON.parse(a)).toEqual(viewFor(e, 'd2'));
+    expect(JSON.parse(cache.json(e, 'd1'))).toEqual(viewFor(e, 'd1'));
+    // bounded: older entries are evicted and recomputed identically
+    cache.json({ ...e, eventId: 'B' }, 'd2');
+    cache.json({ ...e, eventId: 'C' }, 'd2');
+    expect(cache.json(e, 'd2')).toBe(a);
+  });
+});
