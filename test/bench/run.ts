@@ -6,6 +6,7 @@
 import { startRedis } from '../harness/redis.js';
 import { benchDelivery } from './delivery.js';
 import { benchEventLog } from './eventlog.js';
+import { benchHttp } from './http.js';
 import { benchMatrix } from './matrix.js';
 import { benchMqtt } from './mqtt.js';
 import { formatSection, type Bench } from './report.js';
@@ -13,6 +14,7 @@ import { formatSection, type Bench } from './report.js';
 const sections: Record<string, Bench> = {
   eventlog: benchEventLog,
   delivery: benchDelivery,
+  http: benchHttp,
   matrix: benchMatrix,
   mqtt: benchMqtt,
 };

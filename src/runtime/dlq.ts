@@ -1,0 +1,52 @@
+/**
+ * `syncgate dlq list|replay|drop`: the dead-letter streams, straight from the
+ * log backend. The in-memory log lives inside the running gateway, so there
+ * these commands can only explain that the admin API is the way in.
+ */
+import type { Logger } from 'pino';
+import type { Config } from '../config/index.js';
+import { SyncgateError } from '../core/errors.js';
+import type { DeadLetter } from '../core/ports.js';
+import { createEventLog } from '../eventlog/index.js';
+
+export interface DlqCommand {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly action: 'list' | 'replay' | 'drop';
+  readonly ids: readonly string[];
+  readonly group: string | undefined;
+  readonly limit: number;
+  readonly all: boolean;
+}
+
+export interface DlqOutcome {
+  readonly text: string;
+  readonly json: unknown;
+}
+
+function table(rows: readonly DeadLetter[]): string {
+  if (rows.length === 0) return 'the dead-letter streams are empty';
+  return rows.map((d) => `${d.id}\t${d.group}\t${d.room}\t${d.eventId}\t${d.attempts}\t${new Date(d.ts).toISOString()}\t${d.reason}`).join('\n');
+}
+
+export async function runDlq(cmd: DlqCommand): Promise<DlqOutcome> {
+  if (!cmd.config.redis) {
+    throw new SyncgateError('SG_ERR_CLI_USAGE', 'dlq commands need a Redis log (redis.url or SYNCGATE_REDIS_URL); with the in-memory log use the admin API of the running gateway');
+  }
+  if (!Number.isInteger(cmd.limit) || cmd.limit < 1) throw new SyncgateError('SG_ERR_CLI_USAGE', '--limit must be a positive integer');
+  const log = createEventLog({ partitions: cmd.config.partitions, log: cmd.logger, redis: { url: cmd.config.redis.url, prefix: cmd.config.redis.prefix, password: cmd.config.redis.password } });
+  try {
+    if (cmd.action === 'list') {
+      const rows = await log.delivery.listDead(cmd.limit, cmd.group);
+      return { text: table(rows), json: rows };
+    }
+    let ids = [...cmd.ids];
+    if (cmd.all) ids = (await log.delivery.listDead(100_000, cmd.group)).map((d) => d.id);
+    if (ids.length === 0) throw new SyncgateError('SG_ERR_CLI_USAGE', `dlq ${cmd.action} needs dead-letter ids or --all`);
+    const n = cmd.action === 'replay' ? await log.delivery.replayDead(ids) : await log.delivery.dropDead(ids);
+    const verb = cmd.action === 'replay' ? 'queued for another delivery' : 'dropped';
+    return { text: `${n} of ${ids.length} dead letter(s) ${verb}`, json: { [cmd.action === 'replay' ? 'replayed' : 'dropped']: n, requested: ids.length } };
+  } finally {
+    await log.close();
+  }
+}

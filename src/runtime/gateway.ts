@@ -1,0 +1,158 @@
+/**
+ * The composition root: builds the event log, room links, the ingest sink,
+ * the adapters, the delivery engine and the HTTP app from one frozen config;
+ * starts them in order (log → delivery groups → adapters → HTTP) and stops
+ * them in reverse (HTTP stops accepting → adapters finish in-flight sends →
+ * delivery releases its leases → log).
+ */
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import type { Config } from '../config/index.js';
+import type { Adapter } from '../core/adapter.js';
+import type { EventLog } from '../core/ports.js';
+import { createDeliveryManager, type DeliveryManager, type DeliveryOptions } from '../bridge/delivery.js';
+import { createIngestSink, type BridgeSink } from '../bridge/ingest.js';
+import { createRoomLinks, type RoomLinks } from '../bridge/links.js';
+import { createEventLog } from '../eventlog/index.js';
+import { buildApp } from '../http/app.js';
+import { redactUrl } from '../log/index.js';
+import { createAdapters, type AdapterContext } from './adapters.js';
+import { registerGatewayMetrics } from './metrics.js';
+
+const DAY_MS = 24 * 3600 * 1000;
+
+export interface Gateway {
+  readonly log: EventLog;
+  readonly app: FastifyInstance;
+  readonly links: RoomLinks;
+  readonly sink: BridgeSink;
+  readonly adapters: readonly Adapter[];
+  readonly delivery: DeliveryManager;
+  /** starts delivery, the adapters and the HTTP listener; resolves with the bound address */
+  start(): Promise<string>;
+  /** stops accepting, finishes in-flight sends, releases leases, closes the log; safe to call twice */
+  stop(): Promise<void>;
+}
+
+export interface GatewayDeps {
+  readonly config: Config;
+  readonly logger: Logger;
+  /** adapters built by the caller in addition to the configured ones (tests use a test adapter) */
+  readonly extraAdapters?: (context: AdapterContext) => Adapter[];
+  readonly deliveryOptions?: Partial<DeliveryOptions>;
+}
+
+export async function createGateway({ config, logger, extraAdapters, deliveryOptions }: GatewayDeps): Promise<Gateway> {
+  if (config.redis) {
+    logger.info({ redis: redactUrl(config.redis.url), prefix: config.redis.prefix, partitions: config.partitions }, 'event log: Redis');
+  } else {
+    logger.warn(
+      { partitions: config.partitions },
+      'event log: embedded in-memory log because no Redis is configured (SYNCGATE_REDIS_URL or redis.url) — it is NOT durable: every event is lost when the process stops',
+    );
+  }
+  const log = createEventLog({
+    partitions: config.partitions,
+    log: logger.child({ module: 'eventlog' }),
+    retention: {
+      roomMaxLen: config.retention.roomMaxLen,
+      feedMaxLen: config.retention.feedMaxLen,
+      maxAgeMs: config.retention.maxAgeDays * DAY_MS,
+      idTtlMs: config.retention.idTtlDays * DAY_MS,
+      telemetryMaxLen: config.retention.telemetryMaxLen,
+    },
+    ...(config.redis ? { redis: { url: config.redis.url, prefix: config.redis.prefix, password: config.redis.password } } : {}),
+  });
+
+  let links: RoomLinks;
+  try {
+    await log.ping();
+    for (const room of config.rooms) await log.rooms.put(room);
+    links = await createRoomLinks({ rooms: log.rooms, logger: logger.child({ module: 'links' }) });
+  } catch (err) {
+    await log.close();
+    throw err;
+  }
+  const sink = createIngestSink({ log, logger: logger.child({ module: 'ingest' }) });
+  const context: AdapterContext = { log, sink, links, logger };
+  const adapters = [...createAdapters(config, context), ...(extraAdapters?.(context) ?? [])];
+  const names = new Set<string>();
+  for (const a of adapters) {
+    if (names.has(a.name) || a.name === 'api') throw new Error(`adapter name ${a.name} is used twice (or is the reserved name "api")`);
+    names.add(a.name);
+  }
+
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const observer = registerGatewayMetrics({ registry, log, adapters, sink });
+  const delivery = createDeliveryManager({
+    log,
+    adapters,
+    links,
+    logger: logger.child({ module: 'delivery' }),
+    observer,
+    options: { ...config.delivery, ...deliveryOptions },
+  });
+
+  const app = await buildApp({
+    log,
+    logger: logger.child({ module: 'http' }),
+    config: config.http,
+    registry,
+    readiness: () => {
+      // the HTTP layer checks the log itself; these are the adapters
+      const checks: Record<string, { ok: boolean; detail?: string }> = {};
+      for (const a of adapters) {
+        const s = a.status();
+        checks[`adapter:${a.name}`] = s.ready ? { ok: true } : { ok: false, detail: s.connected ? 'connected, not ready' : 'not connected' };
+      }
+      return Promise.resolve(checks);
+    },
+  });
+
+  let trimTimer: NodeJS.Timeout | undefined;
+  let stopping: Promise<void> | undefined;
+
+  return {
+    log,
+    app,
+    links,
+    sink,
+    adapters,
+    delivery,
+    async start() {
+      // Consumer groups exist before anything can be appended, so nothing is missed.
+      await delivery.start();
+      for (const a of adapters) {
+        await a.start();
+        logger.info({ adapter: a.name, protocol: a.protocol }, 'adapter started');
+      }
+      const address = await app.listen({ host: config.http.host, port: config.http.port });
+      if (config.retention.maxAgeDays > 0) {
+        const every = Math.min(3600_000, Math.max(10_000, (config.retention.maxAgeDays * DAY_MS) / 10));
+        trimTimer = setInterval(() => {
+          log.trim().catch((err: unknown) => logger.warn({ err }, 'retention trim failed'));
+        }, every);
+        trimTimer.unref();
+      }
+      logger.info({ address, backend: log.info.backend, durable: log.info.durable, adapters: adapters.map((a) => a.name) }, 'syncgate listening');
+      return address;
+    },
+    stop() {
+      stopping ??= (async () => {
+        if (trimTimer) clearInterval(trimTimer);
+        logger.info('stopping: no new requests; closing live streams');
+        await app.close();
+        await delivery.stop(config.shutdownGraceMs);
+        for (const a of [...adapters].reverse()) {
+          await a.stop().catch((err: unknown) => logger.warn({ err, adapter: a.name }, 'adapter stop failed'));
+        }
+        links.close();
+        await log.close();
+        logger.info('stopped');
+      })();
+      return stopping;
+    },
+  };
+}
