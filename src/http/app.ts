@@ -9,7 +9,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
-import type { EventLog } from '../core/ports.js';
+import type { EventLog, RoomSpec } from '../core/ports.js';
 import type { HttpConfig, HttpContext, ReadinessCheck } from './context.js';
 import { Directory } from './directory.js';
 import { errorHandler, notFoundHandler } from './errors.js';
@@ -17,6 +17,7 @@ import { LiveHub } from './live.js';
 import { createHttpMetrics } from './metrics.js';
 import { RateLimiter } from './rate-limit.js';
 import { registerAdminRoutes } from './routes/admin.js';
+import { registerDeadLetterRoutes } from './routes/dead-letters.js';
 import { registerDeviceRoutes } from './routes/device.js';
 import { registerOpsRoutes } from './routes/ops.js';
 import { registerStreamRoutes } from './routes/stream.js';
@@ -29,6 +30,8 @@ export interface AppDeps {
   readonly config: HttpConfig;
   /** extra readiness checks (e.g. one per adapter), merged into /readyz */
   readonly readiness?: ReadinessCheck;
+  /** checks a room's links before the admin API stores it (e.g. MQTT rules); returns every problem */
+  readonly validateRoom?: (spec: RoomSpec) => readonly string[];
   /** where the metrics go; a fresh registry when absent */
   readonly registry?: Registry;
   /** live stream tuning (tests and benchmarks) */
@@ -73,6 +76,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       stallMs: deps.stream?.stallMs ?? STREAM_DEFAULTS.stallMs,
     }),
     readiness: deps.readiness,
+    validateRoom: deps.validateRoom,
   };
 
   const app: FastifyInstance = Fastify({
@@ -125,6 +129,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   registerOpsRoutes(app, ctx);
   registerAdminRoutes(app, ctx);
+  registerDeadLetterRoutes(app, ctx);
   registerDeviceRoutes(app, ctx);
   registerStreamRoutes(app, ctx);
   return app;

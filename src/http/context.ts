@@ -4,7 +4,7 @@
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Config } from '../config/index.js';
-import type { EventLog } from '../core/ports.js';
+import type { EventLog, RoomSpec } from '../core/ports.js';
 import type { Directory } from './directory.js';
 import type { LiveHub } from './live.js';
 import type { HttpMetrics } from './metrics.js';
@@ -26,4 +26,5 @@ export interface HttpContext {
   readonly views: ViewCache;
   readonly live: LiveHub;
   readonly readiness: ReadinessCheck | undefined;
+  readonly validateRoom: ((spec: RoomSpec) => readonly string[]) | undefined;
 }

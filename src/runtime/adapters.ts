@@ -5,10 +5,10 @@
  */
 import type { Logger } from 'pino';
 import { createMatrixAdapter } from '../../adapters/matrix/index.js';
-import { createMqttAdapter } from '../../adapters/mqtt/index.js';
+import { createMqttAdapter, validateMqttRule } from '../../adapters/mqtt/index.js';
 import type { Config } from '../config/index.js';
 import type { Adapter } from '../core/adapter.js';
-import type { EventLog } from '../core/ports.js';
+import type { EventLog, RoomSpec } from '../core/ports.js';
 import type { BridgeSink } from '../bridge/ingest.js';
 import type { RoomLinks } from '../bridge/links.js';
 
@@ -29,4 +29,39 @@ export function createAdapters(config: Config, context: AdapterContext): Adapter
         return createMqttAdapter({ ...common, config: section.config });
     }
   });
+}
+
+function problemsOf(err: unknown): string[] {
+  const problems = (err as { problems?: unknown }).problems;
+  return Array.isArray(problems) ? problems.map(String) : [err instanceof Error ? err.message : String(err)];
+}
+
+/**
+ * Checks a room's links against the configured adapters before the admin API
+ * stores it: the endpoint must exist, and its adapter must accept the target.
+ */
+export function roomLinkProblems(config: Config, spec: RoomSpec, extraEndpoints: readonly string[] = []): string[] {
+  const problems: string[] = [];
+  spec.links.forEach((link, i) => {
+    const where = `/links/${i}`;
+    if (link.endpoint === 'api' || extraEndpoints.includes(link.endpoint)) return;
+    const section = config.adapters[link.endpoint];
+    if (!section) {
+      problems.push(`${where}/endpoint: no adapter named ${link.endpoint} (configured: ${['api', ...Object.keys(config.adapters), ...extraEndpoints].join(', ')})`);
+      return;
+    }
+    switch (section.type) {
+      case 'mqtt':
+        try {
+          validateMqttRule(spec.id, link, section.config);
+        } catch (err) {
+          problems.push(...problemsOf(err).map((p) => `${where}: ${p}`));
+        }
+        break;
+      case 'matrix':
+        if (!/^![^:]+:.+$/.test(link.target)) problems.push(`${where}/target: a Matrix room id (!opaque:server) is required, got ${link.target}`);
+        break;
+    }
+  });
+  return problems;
 }

@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { Config } from '../config/index.js';
 import type { Adapter } from '../core/adapter.js';
+import { SyncgateError } from '../core/errors.js';
 import type { EventLog } from '../core/ports.js';
 import { createDeliveryManager, type DeliveryManager, type DeliveryOptions } from '../bridge/delivery.js';
 import { createIngestSink, type BridgeSink } from '../bridge/ingest.js';
@@ -17,7 +18,7 @@ import { createRoomLinks, type RoomLinks } from '../bridge/links.js';
 import { createEventLog } from '../eventlog/index.js';
 import { buildApp } from '../http/app.js';
 import { redactUrl } from '../log/index.js';
-import { createAdapters, type AdapterContext } from './adapters.js';
+import { createAdapters, roomLinkProblems, type AdapterContext } from './adapters.js';
 import { registerGatewayMetrics } from './metrics.js';
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -65,6 +66,11 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     ...(config.redis ? { redis: { url: config.redis.url, prefix: config.redis.prefix, password: config.redis.password } } : {}),
   });
 
+  const configProblems = config.rooms.flatMap((room, i) => roomLinkProblems(config, room).map((p) => `/rooms/${i}${p}`));
+  if (configProblems.length > 0) {
+    await log.close();
+    throw new SyncgateError('SG_ERR_CONFIG_INVALID', `${configProblems.length} problem(s):\n  - ${configProblems.join('\n  - ')}`, { problems: configProblems });
+  }
   let links: RoomLinks;
   try {
     await log.ping();
@@ -76,7 +82,8 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
   }
   const sink = createIngestSink({ log, logger: logger.child({ module: 'ingest' }) });
   const context: AdapterContext = { log, sink, links, logger };
-  const adapters = [...createAdapters(config, context), ...(extraAdapters?.(context) ?? [])];
+  const extra = extraAdapters?.(context) ?? [];
+  const adapters = [...createAdapters(config, context), ...extra];
   const names = new Set<string>();
   for (const a of adapters) {
     if (names.has(a.name) || a.name === 'api') throw new Error(`adapter name ${a.name} is used twice (or is the reserved name "api")`);
@@ -100,6 +107,7 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     logger: logger.child({ module: 'http' }),
     config: config.http,
     registry,
+    validateRoom: (spec) => roomLinkProblems(config, spec, extra.map((a) => a.name)),
     readiness: () => {
       // the HTTP layer checks the log itself; these are the adapters
       const checks: Record<string, { ok: boolean; detail?: string }> = {};

@@ -75,3 +75,51 @@ describe('bridging through the gateway', () => {
     expect(gw.gateway.links.roomsFor('remote', 'ops@remote')).toEqual(['ops']);
   });
 });
+
+describe('gateway admin API for the bridge', () => {
+  it('lists, replays and drops dead letters', async () => {
+    let remote: TestAdapter | undefined;
+    const gw = await startGateway({ redisUrl: inject('redisUrl'), extraAdapters: ({ sink }) => [(remote = new TestAdapter('remote', sink))], delivery: { maxAttempts: 2 } });
+    running.push(gw);
+    const adapter = remote as TestAdapter;
+    await adapter.start();
+    await gw.admin('PUT', '/v1/admin/rooms/ops', { links: [{ endpoint: 'remote', target: 'ops@remote' }] });
+    adapter.controls.failRooms.add('ops');
+    const token = await gw.deviceToken('alice', ['ops']);
+    const a = await gw.device<{ eventId: string }>(token, 'PUT', '/v1/rooms/ops/send/d1', { kind: 'message', content: { body: 'one' } });
+    const b = await gw.device<{ eventId: string }>(token, 'PUT', '/v1/rooms/ops/send/d2', { kind: 'message', content: { body: 'two' } });
+    type Listing = { deadLetters: Array<{ id: string; eventId: string; group: string; attempts: number }>; total: number };
+    await waitFor(async () => (await gw.admin<Listing>('GET', '/v1/admin/dead-letters')).body.total === 2, { timeoutMs: 15_000, what: 'two dead letters' });
+    const listing = (await gw.admin<Listing>('GET', '/v1/admin/dead-letters?group=out:remote')).body;
+    expect(listing.deadLetters.map((d) => d.eventId)).toEqual([a.body.eventId, b.body.eventId]);
+    expect(listing.deadLetters.every((d) => d.group === 'out:remote' && d.attempts === 2)).toBe(true);
+    expect((await gw.device(token, 'GET', '/v1/admin/dead-letters')).status).toBe(401);
+    expect((await gw.admin('POST', '/v1/admin/dead-letters/replay', {})).status).toBe(400);
+
+    const dropped = await gw.admin<{ dropped: number }>('POST', '/v1/admin/dead-letters/drop', { ids: [listing.deadLetters[0]?.id] });
+    expect(dropped.body.dropped).toBe(1);
+    adapter.controls.failRooms.clear();
+    const replayed = await gw.admin<{ replayed: number }>('POST', '/v1/admin/dead-letters/replay', { all: true, group: 'out:remote' });
+    expect(replayed.body.replayed).toBe(1);
+    await waitFor(async () => (await adapter.recorder.all()).length === 1, { timeoutMs: 15_000, what: 'the replayed delivery' });
+    expect((await adapter.recorder.all()).map((d) => d.eventId)).toEqual([b.body.eventId]);
+    expect((await gw.admin<Listing>('GET', '/v1/admin/dead-letters')).body.total).toBe(0);
+  });
+
+  it('refuses room links to unknown endpoints or with invalid targets, listing every problem', async () => {
+    const gw = await startGateway({ extraAdapters: ({ sink }) => [new TestAdapter('remote', sink)] });
+    running.push(gw);
+    const bad = await gw.admin<{ code: string; details: { problems: string[] } }>('PUT', '/v1/admin/rooms/ops', {
+      links: [
+        { endpoint: 'remote', target: 'fine' },
+        { endpoint: 'nosuch', target: 'x' },
+        { endpoint: 'ghost', target: 'y' },
+      ],
+    });
+    expect(bad.status).toBe(400);
+    expect(bad.body.code).toBe('SG_ERR_ROOM_INVALID');
+    expect(bad.body.details.problems).toHaveLength(2);
+    expect(bad.body.details.problems[0]).toMatch(/no adapter named nosuch/);
+    expect((await gw.admin('GET', '/v1/admin/rooms/ops')).status).toBe(404);
+  });
+});

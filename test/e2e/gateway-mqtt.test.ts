@@ -128,6 +128,18 @@ describe('MQTT through the gateway process', () => {
     expect(afterSend.filter((b) => b === 'on my way')).toHaveLength(1);
     expect(afterSend).toHaveLength(4);
 
+    // 4. an invalid MQTT rule is refused by the admin API with its problems, and nothing is stored
+    const invalid = await fetch(`${api}/v1/admin/rooms/plant2`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ links: [{ endpoint: 'mqtt', target: 'sensors/+device/alert', options: { decode: 'yaml', bogus: 1 } }] }),
+    });
+    expect(invalid.status).toBe(400);
+    const problem = (await invalid.json()) as { code: string; details: { problems: string[] } };
+    expect(problem.code).toBe('SG_ERR_ROOM_INVALID');
+    expect(problem.details.problems.join('\n')).toMatch(/bogus/);
+    expect((await fetch(`${api}/v1/admin/rooms/plant2`, { headers: { authorization: `Bearer ${ADMIN}` } })).status).toBe(404);
+
     gw.proc.kill('SIGTERM');
     await waitForExit(gw.proc);
     expect(gw.proc.exitCode).toBe(0);

@@ -133,6 +133,8 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: HttpContext): voi
         links: request.body.links ?? [],
         ...(request.body.name !== undefined ? { name: request.body.name } : {}),
       };
+      const problems = ctx.validateRoom?.(spec) ?? [];
+      if (problems.length > 0) throw new SyncgateError('SG_ERR_ROOM_INVALID', problems[0], { problems });
       await ctx.log.rooms.put(spec);
       return spec;
     },
