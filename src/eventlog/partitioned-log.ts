@@ -73,6 +73,7 @@ export class PartitionedLog implements EventLog {
   private readonly tailBuffer: number;
   private closed = false;
   private readonly sessions = new Set<TailSession>();
+  private readonly entryEvents = new WeakMap<FeedEntry, LogEvent>();
   readonly delivery: DeliveryQueue;
 
   constructor(options: PartitionedLogOptions) {
@@ -112,6 +113,19 @@ export class PartitionedLog implements EventLog {
   /** A room-scoped lookup field: idempotency keys and aliases of different rooms never collide. */
   private idField(room: string, key: string): string {
     return `${room}\u0000${key}`;
+  }
+
+  /**
+   * The LogEvent of a feed entry, built once per entry object: a live entry
+   * fans out to every tail, which then share one (read-only) event object.
+   */
+  eventOfEntry(partition: number, entry: FeedEntry, draft: EventDraft): LogEvent {
+    let event = this.entryEvents.get(entry);
+    if (!event) {
+      event = this.toLogEvent(partition, entry.pos, draft);
+      this.entryEvents.set(entry, event);
+    }
+    return event;
   }
 
   toLogEvent(partition: number, pos: StreamPos, draft: EventDraft): LogEvent {
@@ -533,7 +547,7 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
     if (entry.draft === undefined) {
       this.enqueue({ type: 'limited', next });
     } else {
-      this.enqueue({ type: 'event', event: this.o.log.toLogEvent(partition, entry.pos, entry.draft), next });
+      this.enqueue({ type: 'event', event: this.o.log.eventOfEntry(partition, entry, entry.draft), next });
     }
   }
 
