@@ -1,0 +1,109 @@
+/**
+ * The XMPP adapter's configuration: one TypeBox schema (type, defaults,
+ * validation), and the per-link options read from room links.
+ *
+ * Room links: `{endpoint: <adapter name>, target: 'room@conference.example.org'}`
+ * for a MUC (options `nick`, `password`), or `{endpoint, target:
+ * 'user@example.org', options: {type: 'chat'}}` for a 1:1 conversation with
+ * the bridge account.
+ */
+import { Type, type Static } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import type { RoomLink } from '../../src/core/ports.js';
+import { XmppConfigError } from './errors.js';
+
+const BARE_JID = '^[^@/\\s]+@[^@/\\s]+$';
+
+export const XmppAdapterConfig = Type.Object(
+  {
+    /** where to connect: `xmpp://host:port` (STARTTLS when offered), `xmpps://host:port` (direct TLS) or a WebSocket URL */
+    service: Type.String({ pattern: '^(xmpps?|wss?)://', maxLength: 1024 }),
+    /** the XMPP domain of the account; default: the domain of `jid` */
+    domain: Type.Optional(Type.String({ minLength: 1, maxLength: 1023 })),
+    /** the bridge account, a bare JID */
+    jid: Type.String({ pattern: BARE_JID, maxLength: 2047 }),
+    password: Type.String({ minLength: 1, maxLength: 1024 }),
+    /** fixed, so a restart binds the same full JID (and takes over a stale session of ours) */
+    resource: Type.String({ minLength: 1, maxLength: 1023, default: 'syncgate' }),
+    /** put before relayed text; `{{display}}` and `{{uid}}` are replaced; '' for none */
+    relayPrefix: Type.String({ maxLength: 256, default: '<{{display}}> ' }),
+    /** our nick in MUCs, unless the link sets `nick` */
+    mucNick: Type.String({ minLength: 1, maxLength: 1023, default: 'syncgate' }),
+    reconnect: Type.Object(
+      {
+        minMs: Type.Integer({ minimum: 50, maximum: 60_000, default: 500 }),
+        maxMs: Type.Integer({ minimum: 100, maximum: 600_000, default: 30_000 }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    /** XEP-0410 self-ping of every joined MUC, to notice that the room dropped us silently; 0 = off */
+    selfPingIntervalMs: Type.Integer({ minimum: 0, maximum: 3_600_000, default: 120_000 }),
+    /** how long a delivery waits for the MUC reflection (or the XEP-0198 ack in 1:1) before it is retried */
+    deliveryTimeoutMs: Type.Integer({ minimum: 100, maximum: 300_000, default: 15_000 }),
+    /** when the last archived id is no longer in the archive (item-not-found), catch up at most this far back */
+    catchupMaxAgeMs: Type.Integer({ minimum: 0, maximum: 365 * 24 * 3600 * 1000, default: 7 * 24 * 3600 * 1000 }),
+    /** an archive never caught up before: import this much history (0 = none, start from its newest entry) */
+    initialHistoryMs: Type.Integer({ minimum: 0, maximum: 365 * 24 * 3600 * 1000, default: 0 }),
+    /** MAM page size (RSM max) */
+    mamPageSize: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
+    /** one iq round trip (MAM page, disco, carbons, self-ping) and one MUC join */
+    iqTimeoutMs: Type.Integer({ minimum: 100, maximum: 300_000, default: 20_000 }),
+    /** opening / closing the stream */
+    streamTimeoutMs: Type.Integer({ minimum: 100, maximum: 120_000, default: 10_000 }),
+    /** how long start() waits for the first session to be ready (it keeps trying in the background after that) */
+    startTimeoutMs: Type.Integer({ minimum: 0, maximum: 600_000, default: 30_000 }),
+    /** how long an append failure is retried before the archive is re-read from its last position */
+    ingestRetryMs: Type.Integer({ minimum: 0, maximum: 600_000, default: 5_000 }),
+    /** XEP-0198 keepalive: an <r/> after this much silence; the connection is dropped when nothing answers for `smTimeoutMs` */
+    smRequestAckIntervalMs: Type.Integer({ minimum: 1000, maximum: 600_000, default: 30_000 }),
+    smTimeoutMs: Type.Integer({ minimum: 1000, maximum: 600_000, default: 60_000 }),
+  },
+  { additionalProperties: false },
+);
+export type XmppAdapterConfig = Static<typeof XmppAdapterConfig>;
+
+/** Applies defaults and validates, reporting every violation at once. */
+export function parseXmppConfig(input: unknown): XmppAdapterConfig {
+  const withDefaults = Value.Default(XmppAdapterConfig, structuredClone(input));
+  const problems = [...Value.Errors(XmppAdapterConfig, withDefaults)].map((e) => `${e.path || '/'}: ${e.message}`);
+  if (problems.length > 0) throw new XmppConfigError(problems);
+  const config = withDefaults as XmppAdapterConfig;
+  const more: string[] = [];
+  if (config.reconnect.maxMs < config.reconnect.minMs) more.push('/reconnect: maxMs must be >= minMs');
+  if (more.length > 0) throw new XmppConfigError(more);
+  return Object.freeze({ ...config, jid: config.jid.toLowerCase() });
+}
+
+/** The domain the account logs in to. */
+export function accountDomain(config: XmppAdapterConfig): string {
+  return config.domain ?? config.jid.slice(config.jid.indexOf('@') + 1);
+}
+
+export interface MucLinkOptions {
+  readonly type: 'groupchat';
+  readonly nick: string | undefined;
+  readonly password: string | undefined;
+}
+export interface ChatLinkOptions {
+  readonly type: 'chat';
+}
+export type LinkOptions = MucLinkOptions | ChatLinkOptions;
+
+const LINK_OPTION_NAMES = new Set(['type', 'nick', 'password']);
+
+/** Reads a room link's options; throws XmppConfigError listing what is wrong (for the admin API too). */
+export function linkOptions(link: RoomLink): LinkOptions {
+  const o = link.options ?? {};
+  const problems: string[] = [];
+  if (!new RegExp(BARE_JID).test(link.target)) problems.push(`target ${JSON.stringify(link.target)} is not a bare JID`);
+  for (const name of Object.keys(o)) if (!LINK_OPTION_NAMES.has(name)) problems.push(`unknown option ${name}`);
+  const type = o['type'] ?? 'groupchat';
+  if (type !== 'chat' && type !== 'groupchat') problems.push(`type must be 'chat' or 'groupchat'`);
+  const nick = o['nick'];
+  const password = o['password'];
+  if (nick !== undefined && (typeof nick !== 'string' || nick.length === 0 || nick.length > 1023)) problems.push('nick must be a non-empty string');
+  if (password !== undefined && typeof password !== 'string') problems.push('password must be a string');
+  if (type === 'chat' && (nick !== undefined || password !== undefined)) problems.push('nick and password apply to MUC links only');
+  if (problems.length > 0) throw new XmppConfigError(problems.map((p) => `link ${link.target}: ${p}`));
+  return type === 'chat' ? { type } : { type: 'groupchat', nick: nick as string | undefined, password: password as string | undefined };
+}

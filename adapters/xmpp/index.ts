@@ -1,0 +1,937 @@
+/**
+ * The XMPP adapter (DESIGN §7; issue 6): the bridge account in MUCs and 1:1.
+ *
+ * Session (every new session, not a resumption): disco of the account, Carbons
+ * on, a MAM catch-up of the account archive from the persisted position, then
+ * presence, MUC joins and a MAM catch-up of each room. Each archive is a serial
+ * queue (track.ts): the catch-up runs before the live messages that arrived
+ * meanwhile, live and archive copies dedupe on the stanza-id, and the position
+ * advances only past messages appended in order. MUC self-pings (XEP-0410)
+ * notice a silent drop-out; the connection reconnects with jittered backoff.
+ *
+ * Out: deliver() renders the event (render.ts), sends it with our event id as
+ * `id` and `origin-id`, and confirms it — in a MUC by the room's reflection
+ * (whose stanza-id becomes a native id of the event), in 1:1 by the XEP-0198 ack.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Adapter, AdapterDeps, AdapterStatus, DeliveryContext, DeliveryResult, DeliveryTarget, IngestResult } from '../../src/core/adapter.js';
+import { ECHO_ID_KEY } from '../../src/core/adapter.js';
+import { MAX_BODY_CHARS, type LogEvent } from '../../src/core/event.js';
+import type { RoomLink } from '../../src/core/ports.js';
+import { memoryCatchupStore, type CatchupStore } from './catchup.js';
+import { XmppConnection, backoffDelay } from './client.js';
+import { linkOptions, parseXmppConfig, type LinkOptions, type XmppAdapterConfig } from './config.js';
+import { DROP_REASONS, XmppNotConnectedError, stanzaErrorCondition, type DropReason } from './errors.js';
+import { ID, ORIGIN_ID, scopedId, senderScope } from './ids.js';
+import { bareJid, normaliseMessage, openEnvelope, refsOf, toDraft, type Normalised, type NormaliseContext, type Parsed, type RoomFacts, type Source } from './normalise.js';
+import { carbonsEnable, discoFeatures, discoInfo, mamQuery, mucJoin, mucLeave, parseFin, parseMucPresence, receipt, selfPing, selfPingVerdict, type MamFin } from './protocol.js';
+import { expandPrefix, render } from './render.js';
+import { ArchiveTrack, Lru } from './track.js';
+import { NS, xml, type XmlElement } from './xml.js';
+
+export { XmppAdapterConfig, parseXmppConfig, linkOptions as validateXmppLink } from './config.js';
+export { memoryCatchupStore, stateCatchupStore, type CatchupStore, type CatchupPosition } from './catchup.js';
+export { prosodyConfigSnippet } from './prosody-config.js';
+
+export interface XmppAdapterDeps extends AdapterDeps<XmppAdapterConfig> {
+  /**
+   * The last handled archive id per archive. The runtime passes
+   * `stateCatchupStore(log.state, 'xmpp-catchup:<name>')`; absent: in memory
+   * (a restarted gateway then starts from each archive's newest entry).
+   */
+  readonly catchup?: CatchupStore;
+}
+
+export interface XmppCounters {
+  /** message stanzas received (live, carbons, archive results) */
+  received: number;
+  appended: number;
+  duplicate: number;
+  echo: number;
+  ignored: number;
+  /** archive results handled by catch-ups */
+  archived: number;
+  /** live messages left to a catch-up after an append failed */
+  deferred: number;
+  catchups: number;
+  catchupFailures: number;
+  delivered: number;
+  deliveryRetries: number;
+  reflectionTimeouts: number;
+  joins: number;
+  rejoins: number;
+  selfPings: number;
+  selfPingDropouts: number;
+  ingestErrors: number;
+}
+
+export interface XmppAdapter extends Adapter {
+  /** Drops the connection like a crash (no closing stream, no position flush). For tests. */
+  abort(): void;
+  /** Drops the TCP connection like a network failure; the adapter reconnects and resumes (XEP-0198). For tests. */
+  interrupt(): void;
+}
+
+/** What we tell others we understand (disco#info on our full JID). */
+const FEATURES = [NS.discoInfo, NS.correct, NS.retract, NS.reactions, NS.reply, NS.markers, NS.receipts, NS.oob, NS.styling, NS.ping, NS.sid];
+
+const DROP_LOG_WINDOW_MS = 10_000;
+const DROP_LOGS_PER_WINDOW = 20;
+/** how far before the last position's time the item-not-found fallback starts, for clock differences */
+const FALLBACK_MARGIN_MS = 10 * 60_000;
+
+interface MucState {
+  readonly jid: string;
+  readonly configuredNick: string;
+  nick: string;
+  password: string | undefined;
+  joined: boolean;
+  joining: { resolve(p: { ok: boolean; condition?: string | undefined }): void } | undefined;
+  occupantId: string | undefined;
+  facts: { stanzaIds: boolean; occupantIds: boolean; mam: boolean } | undefined;
+  readonly track: ArchiveTrack;
+  rejoinTimer: NodeJS.Timeout | undefined;
+  rejoinAttempts: number;
+  lastSelfPing: number | undefined;
+  /** banned: do not rejoin on our own */
+  gaveUp: string | undefined;
+}
+
+interface Target {
+  readonly room: string;
+  readonly link: RoomLink;
+  readonly options: LinkOptions;
+}
+
+interface PendingQuery {
+  readonly archive: string;
+  readonly results: Array<{ message: XmlElement; resultId: string; stamp: number | undefined }>;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
+
+export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
+  const name = deps.name;
+  const log = deps.log.child({ adapter: name });
+  const config = parseXmppConfig(deps.config);
+  const account = config.jid;
+  const { sink, links } = deps;
+  if (!deps.catchup) log.warn('no catch-up store given: archive positions are kept in memory only; a restart starts from each archive’s newest entry');
+  const store = deps.catchup ?? memoryCatchupStore();
+
+  const counters: XmppCounters = {
+    received: 0,
+    appended: 0,
+    duplicate: 0,
+    echo: 0,
+    ignored: 0,
+    archived: 0,
+    deferred: 0,
+    catchups: 0,
+    catchupFailures: 0,
+    delivered: 0,
+    deliveryRetries: 0,
+    reflectionTimeouts: 0,
+    joins: 0,
+    rejoins: 0,
+    selfPings: 0,
+    selfPingDropouts: 0,
+    ingestErrors: 0,
+  };
+  const dropped = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>;
+  const dropLog = new Map<DropReason, { windowStart: number; logged: number; suppressed: number }>();
+
+  let started = false;
+  let stopping = false;
+  let unwatch: (() => void) | undefined;
+  let pingTimer: NodeJS.Timeout | undefined;
+  /** bumped on every new session: work of an older session stops */
+  let generation = 0;
+  let accountFacts = { stanzaIds: false, mam: false };
+  const accountTrack = new ArchiveTrack(account, store, log);
+  const rooms = new Map<string, MucState>();
+  let targets = new Map<string, Target[]>();
+  const pendingQueries = new Map<string, PendingQuery>();
+  /** deliveries waiting for their MUC reflection: `${room}\0${eventId}` → resolve(native ids) */
+  const reflectionWaiters = new Map<string, (ids: Record<string, string>) => void>();
+  /** our messages seen coming back (reflections, archive copies): a retry needs no resend */
+  const reflected = new Lru<string, Record<string, string>>(10_000);
+  /** the bridge's reaction set per target, combined over remote senders (XEP-0444 keeps one set per sender) */
+  const reactionSets = new Lru<string, Map<string, readonly string[]>>(10_000);
+  const inFlight = new Set<Promise<unknown>>();
+
+  function drop(reason: DropReason, detail: string, extra: Record<string, unknown> = {}): void {
+    dropped[reason]++;
+    // Someone writing to the bridge account without a room for it is ordinary, not a warning.
+    if (reason === 'no-room') {
+      log.debug({ reason, detail, ...extra }, 'XMPP stanza ignored');
+      return;
+    }
+    const now = Date.now();
+    let w = dropLog.get(reason);
+    if (!w || now - w.windowStart >= DROP_LOG_WINDOW_MS) {
+      if (w && w.suppressed > 0) log.warn({ reason, suppressed: w.suppressed }, 'XMPP stanzas ignored (log lines suppressed)');
+      w = { windowStart: now, logged: 0, suppressed: 0 };
+      dropLog.set(reason, w);
+    }
+    if (w.logged < DROP_LOGS_PER_WINDOW) {
+      w.logged++;
+      log.warn({ reason, detail, ...extra }, 'XMPP stanza ignored');
+    } else {
+      w.suppressed++;
+    }
+  }
+
+  function track<T>(p: Promise<T>): Promise<T> {
+    inFlight.add(p);
+    void p.then(
+      () => inFlight.delete(p),
+      () => inFlight.delete(p),
+    );
+    return p;
+  }
+
+  /** Retries an append while the log is unavailable, up to ingestRetryMs; then throws. */
+  async function withRetry<T>(op: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + config.ingestRetryMs;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await op();
+      } catch (err) {
+        counters.ingestErrors++;
+        if (stopping || Date.now() >= deadline) throw err;
+        log.warn({ err, attempt }, 'the log is unavailable; retrying');
+        await sleep(Math.min(backoffDelay(attempt, 50, 1000), Math.max(0, deadline - Date.now())));
+      }
+    }
+  }
+
+  // --- links
+
+  function refreshTargets(): void {
+    const next = new Map<string, Target[]>();
+    for (const { room, link } of links.linksOf(name)) {
+      let options: LinkOptions;
+      try {
+        options = linkOptions(link);
+      } catch (err) {
+        log.error({ room, target: link.target, err: (err as Error).message }, 'ignoring an invalid XMPP room link');
+        continue;
+      }
+      const jid = link.target.toLowerCase();
+      next.set(jid, [...(next.get(jid) ?? []), { room, link, options }]);
+    }
+    targets = next;
+    const wanted = new Map<string, { nick: string; password: string | undefined }>();
+    for (const [jid, ts] of next) {
+      const muc = ts.find((t) => t.options.type === 'groupchat');
+      if (muc && muc.options.type === 'groupchat') wanted.set(jid, { nick: muc.options.nick ?? config.mucNick, password: muc.options.password });
+    }
+    for (const [jid, want] of wanted) {
+      const existing = rooms.get(jid);
+      if (existing && existing.configuredNick === want.nick) {
+        existing.password = want.password;
+        continue;
+      }
+      if (existing) leaveRoom(existing);
+      const state: MucState = {
+        jid,
+        configuredNick: want.nick,
+        nick: want.nick,
+        password: want.password,
+        joined: false,
+        joining: undefined,
+        occupantId: undefined,
+        facts: undefined,
+        track: new ArchiveTrack(jid, store, log),
+        rejoinTimer: undefined,
+        rejoinAttempts: 0,
+        lastSelfPing: undefined,
+        gaveUp: undefined,
+      };
+      rooms.set(jid, state);
+      if (connection.online) void joinRoom(state, generation);
+    }
+    for (const [jid, state] of rooms) if (!wanted.has(jid)) leaveRoom(state);
+  }
+
+  function targetsFor(conversation: string, chat: 'groupchat' | 'chat'): Target[] {
+    return (targets.get(conversation) ?? []).filter((t) => t.options.type === chat);
+  }
+
+  function leaveRoom(state: MucState): void {
+    rooms.delete(state.jid);
+    clearTimeout(state.rejoinTimer);
+    if (state.joined && connection.online) connection.send(mucLeave(state.jid, state.nick)).catch(() => undefined);
+    state.joined = false;
+    state.joining?.resolve({ ok: false, condition: 'left' });
+    log.info({ room: state.jid }, 'left MUC (link removed)');
+  }
+
+  // --- normalisation context
+
+  function context(): NormaliseContext {
+    return {
+      account,
+      now: Date.now(),
+      accountStanzaIds: accountFacts.stanzaIds,
+      maxBodyChars: MAX_BODY_CHARS,
+      room(jid): RoomFacts | undefined {
+        const r = rooms.get(jid);
+        if (!r) return undefined;
+        return { nick: r.nick, occupantId: r.occupantId, stanzaIds: r.facts?.stanzaIds ?? false, occupantIds: r.facts?.occupantIds ?? false };
+      },
+    };
+  }
+
+  // --- inbound
+
+  function countResult(result: IngestResult): void {
+    if (result.status === 'ignored') {
+      counters.ignored++;
+      dropped['invalid-event']++;
+    } else {
+      counters[result.status]++;
+    }
+  }
+
+  async function ingestFor(p: Parsed, room: string): Promise<IngestResult | undefined> {
+    if (p.echoOf !== undefined) {
+      const ours = await withRetry(() => sink.getEvent(room, p.echoOf as string));
+      if (ours) {
+        // Relations of an echo are not looked up: the sink drops it and records its native ids for our event.
+        const all = { replyTo: ours.eventId, replaces: ours.eventId, redacts: ours.eventId, reactsTo: ours.eventId, upTo: ours.eventId };
+        const draft = toDraft(p, { room, via: name, targets: all });
+        if (!draft) return undefined;
+        const result = await withRetry(() => sink.ingest(draft));
+        countResult(result);
+        return result;
+      }
+    }
+    const resolved: Record<string, string> = {};
+    for (const [rel, ref] of refsOf(p.action)) {
+      let eventId: string | undefined;
+      for (const key of ref.keys) {
+        eventId = await withRetry(() => sink.resolve(room, key));
+        if (eventId !== undefined) break;
+      }
+      if (eventId === undefined) {
+        // A reply to something we do not have is still a message.
+        if (rel === 'replyTo') continue;
+        drop('unknown-target', `the ${p.action.kind} refers to a message not in the log`, { room, conversation: p.conversation });
+        return undefined;
+      }
+      if (ref.sameSender) {
+        const original = await withRetry(() => sink.getEvent(room, eventId as string));
+        if (!original || original.sender.uid !== p.sender.uid) {
+          drop('not-original-sender', `${p.sender.native} tried a ${p.action.kind} of a message by ${original?.sender.native ?? 'someone else'}`, { room });
+          return undefined;
+        }
+      }
+      resolved[rel] = eventId;
+    }
+    const draft = toDraft(p, { room, via: name, targets: resolved });
+    if (!draft) return undefined;
+    const result = await withRetry(() => sink.ingest(draft));
+    countResult(result);
+    if (result.status === 'ignored') log.warn({ room, reason: result.reason }, 'XMPP message refused by the log');
+    return result;
+  }
+
+  /** Appends one normalised message to every room it belongs to; advances the archive position when `advance`. */
+  async function handleParsed(p: Parsed, archiveTrack: ArchiveTrack, advance: boolean): Promise<void> {
+    if (p.fromUs && p.echoOf !== undefined) {
+      reflected.set(`${p.conversation}\0${p.echoOf}`, withoutEcho(p.ids));
+    }
+    if (p.archived && archiveTrack.recent.has(p.archived.id)) {
+      counters.duplicate++;
+      return;
+    }
+    const ts = targetsFor(p.conversation, p.chat);
+    if (ts.length === 0) drop('no-room', `no room links ${p.conversation}`, { conversation: p.conversation });
+    let appended = false;
+    // Idempotency keys are scoped per room by the log, so one conversation may feed several rooms.
+    for (const t of ts) {
+      const result = await ingestFor(p, t.room);
+      if (result?.status === 'appended' || result?.status === 'duplicate') appended = true;
+    }
+    if (p.archived && p.archived.archive === archiveTrack.archive) {
+      archiveTrack.recent.set(p.archived.id, true);
+      if (advance) archiveTrack.advance({ id: p.archived.id, ts: p.ts.origin ?? p.ts.received });
+    }
+    if (appended && p.receiptFor !== undefined && connection.online) {
+      connection.send(receipt(p.conversation, p.receiptFor)).catch(() => undefined);
+    }
+  }
+
+  function normalise(message: XmlElement, source: Source): Normalised {
+    return normaliseMessage(message, source, context());
+  }
+
+  /** Queues a live message on its archive; it is normalised when its turn comes (room facts are known by then). */
+  function enqueueLive(t: ArchiveTrack, message: XmlElement, source: Source, early?: Normalised): void {
+    t.enqueue(
+      async () => {
+        if (t.resyncPending) {
+          // The archive is read again from the last position (see onTrackFailure); this message comes with it, in order.
+          counters.deferred++;
+          return;
+        }
+        const n = early ?? normalise(message, source);
+        if (n.ok === 'skip') return;
+        if (!n.ok) {
+          drop(n.reason, n.detail, { from: message.attrs['from'] });
+          return;
+        }
+        await handleParsed(n.value, t, t.caughtUp);
+      },
+      (err) => onTrackFailure(t, err),
+    );
+  }
+
+  /** An append failed for good: stop advancing the position and read the archive again from it, later. */
+  function onTrackFailure(t: ArchiveTrack, err: unknown): void {
+    log.error({ err, archive: t.archive }, 'could not append an XMPP message; the archive will be read again from the last position');
+    t.caughtUp = false;
+    const archived = t === accountTrack ? accountFacts.mam : rooms.get(t.archive)?.facts?.mam === true;
+    // Without an archive there is nothing to read again: later messages go on live.
+    if (!archived) {
+      t.caughtUp = true;
+      return;
+    }
+    t.resyncPending = true;
+    const gen = generation;
+    setTimeout(() => {
+      if (gen !== generation || stopping || t.catchingUp) return;
+      if (t === accountTrack) scheduleCatchup(t, gen);
+      else {
+        const room = rooms.get(t.archive);
+        if (room?.joined && room.track === t) scheduleCatchup(t, gen);
+      }
+    }, backoffDelay(1, config.reconnect.minMs, config.reconnect.maxMs)).unref();
+  }
+
+  function onMessage(stanza: XmlElement): void {
+    counters.received++;
+    const env = openEnvelope(stanza, account);
+    if (env.ok === 'skip') return;
+    if (!env.ok) {
+      drop(env.reason, env.detail, { from: stanza.attrs['from'] });
+      return;
+    }
+    if (env.type === 'archive-result') {
+      const q = pendingQueries.get(env.queryId);
+      if (!q || q.archive !== env.from) {
+        drop('archive-stranger', q ? `a result for the archive of ${q.archive} from ${env.from}` : `a result for a query we did not make, from ${env.from}`, { from: stanza.attrs['from'] });
+        return;
+      }
+      q.results.push({ message: env.message, resultId: env.resultId, stamp: env.stamp });
+      return;
+    }
+    const message = env.message;
+    if (message.attrs['type'] === 'groupchat') {
+      const room = rooms.get(bareJid(message.attrs['from']) ?? '');
+      if (!room) {
+        drop('no-room', `a groupchat message from ${message.attrs['from']}, a room we are not in`);
+        return;
+      }
+      let early: Normalised | undefined;
+      // Our reflection confirms a delivery: answer the waiting deliver() now, not after the queue.
+      if (room.facts && reflectionWaiters.size > 0) {
+        early = normalise(message, env.source);
+        if (early.ok === true && early.value.fromUs && early.value.echoOf !== undefined) {
+          const key = `${room.jid}\0${early.value.echoOf}`;
+          const ids = withoutEcho(early.value.ids);
+          reflected.set(key, ids);
+          reflectionWaiters.get(key)?.(ids);
+        }
+      }
+      enqueueLive(room.track, message, env.source, early);
+      return;
+    }
+    enqueueLive(accountTrack, message, env.source);
+  }
+
+  function onPresence(stanza: XmlElement): void {
+    const p = parseMucPresence(stanza);
+    if (!p) return;
+    const room = rooms.get(p.room);
+    if (!room) return;
+    if (p.type === 'error') {
+      if (room.joining && p.nick === room.nick) room.joining.resolve({ ok: false, condition: p.condition });
+      return;
+    }
+    if (!p.self && !(room.joining && p.nick === room.nick && p.type === 'available')) return;
+    if (p.type === 'available') {
+      if (p.occupantId !== undefined) room.occupantId = p.occupantId;
+      room.nick = p.nick;
+      room.joining?.resolve({ ok: true });
+      return;
+    }
+    // Our own unavailable presence: a nick change (303), or we are out of the room.
+    if (p.codes.has('303') && p.newNick) {
+      room.nick = p.newNick;
+      return;
+    }
+    if (!room.joined) return;
+    room.joined = false;
+    if (p.codes.has('301')) {
+      room.gaveUp = 'banned from the room';
+      log.error({ room: room.jid }, 'banned from the MUC; not rejoining');
+      return;
+    }
+    log.warn({ room: room.jid, codes: [...p.codes] }, 'removed from the MUC; rejoining');
+    scheduleRejoin(room);
+  }
+
+  function onStanza(stanza: XmlElement): void {
+    if (stanza.is('message')) onMessage(stanza);
+    else if (stanza.is('presence')) onPresence(stanza);
+  }
+
+  // --- catch-up (MAM)
+
+  async function mamPage(archive: string, q: { after?: string | undefined; before?: string | undefined; start?: number | undefined; max: number }): Promise<{ results: PendingQuery['results']; fin: MamFin }> {
+    const queryId = randomUUID();
+    const pending: PendingQuery = { archive, results: [] };
+    pendingQueries.set(queryId, pending);
+    try {
+      const reply = await connection.request(mamQuery({ to: archive === account ? undefined : archive, queryId, ...q }), config.iqTimeoutMs);
+      const fin = parseFin(reply) ?? { complete: true, first: undefined, last: undefined };
+      return { results: pending.results, fin };
+    } finally {
+      pendingQueries.delete(queryId);
+    }
+  }
+
+  async function catchUp(t: ArchiveTrack, gen: number): Promise<void> {
+    if (gen !== generation || !connection.online) return;
+    const t0 = Date.now();
+    let handled = 0;
+    const position = await t.load();
+    let after: string | undefined = position?.id;
+    let start: number | undefined;
+    if (!position) {
+      if (config.initialHistoryMs > 0) start = Date.now() - config.initialHistoryMs;
+      else {
+        // First time: no history, just the archive's newest id, so nothing after it is missed later.
+        const { results } = await mamPage(t.archive, { before: '', max: 1 });
+        const newest = results.at(-1);
+        if (newest) t.advance({ id: newest.resultId, ts: newest.stamp ?? Date.now() });
+        t.caughtUp = true;
+        log.info({ archive: t.archive, newest: newest?.resultId }, 'archive seen for the first time; following it from its newest entry');
+        return;
+      }
+    }
+    for (;;) {
+      if (gen !== generation || stopping) return;
+      let page: Awaited<ReturnType<typeof mamPage>>;
+      try {
+        page = await mamPage(t.archive, { after, start, max: config.mamPageSize });
+      } catch (err) {
+        if (stanzaErrorCondition(err) === 'item-not-found' && after !== undefined && position) {
+          start = Math.max(position.ts - FALLBACK_MARGIN_MS, Date.now() - config.catchupMaxAgeMs);
+          log.warn({ archive: t.archive, after, since: new Date(start).toISOString() }, 'the last archived id is gone from the archive; catching up by time');
+          after = undefined;
+          continue;
+        }
+        throw err;
+      }
+      for (const r of page.results) {
+        counters.archived++;
+        const n = normalise(r.message, { kind: 'archive', archive: t.archive, resultId: r.resultId, stamp: r.stamp });
+        if (n.ok === 'skip') {
+          t.advance({ id: r.resultId, ts: r.stamp ?? Date.now() });
+          continue;
+        }
+        if (!n.ok) {
+          drop(n.reason, n.detail, { archive: t.archive });
+          t.advance({ id: r.resultId, ts: r.stamp ?? Date.now() });
+          continue;
+        }
+        await handleParsed(n.value, t, true);
+        handled++;
+      }
+      const last = page.fin.last ?? page.results.at(-1)?.resultId;
+      if (page.fin.complete || page.results.length === 0 || last === undefined) break;
+      after = last;
+    }
+    if (gen !== generation) return;
+    t.caughtUp = true;
+    t.resyncPending = false;
+    counters.catchups++;
+    log.info({ archive: t.archive, messages: handled, ms: Date.now() - t0 }, 'caught up with the archive');
+  }
+
+  /** Runs a catch-up inside the track's queue; on failure it is tried again later. */
+  async function runCatchup(t: ArchiveTrack, gen: number): Promise<void> {
+    t.catchingUp = true;
+    try {
+      await catchUp(t, gen);
+    } catch (err) {
+      counters.catchupFailures++;
+      if (gen !== generation || stopping) return;
+      // Live messages wait for the next try, which reads them from the archive in order.
+      t.resyncPending = true;
+      log.warn({ err, archive: t.archive }, 'catch-up failed; trying again');
+      setTimeout(() => {
+        if (gen !== generation || stopping || t.catchingUp || t.caughtUp) return;
+        if (t !== accountTrack && !rooms.get(t.archive)?.joined) return;
+        scheduleCatchup(t, gen);
+      }, backoffDelay(2, config.reconnect.minMs, config.reconnect.maxMs)).unref();
+    } finally {
+      t.catchingUp = false;
+    }
+  }
+
+  function scheduleCatchup(t: ArchiveTrack, gen: number): void {
+    t.catchingUp = true;
+    t.enqueue(
+      () => runCatchup(t, gen),
+      (err) => log.error({ err, archive: t.archive }, 'catch-up failed'),
+    );
+  }
+
+  // --- MUC
+
+  async function joinRoom(room: MucState, gen: number): Promise<void> {
+    if (room.joining || room.gaveUp || !connection.online || gen !== generation) return;
+    const result = await new Promise<{ ok: boolean; condition?: string | undefined }>((resolve) => {
+      const timer = setTimeout(() => resolve({ ok: false, condition: 'timeout' }), config.iqTimeoutMs);
+      room.joining = {
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+      };
+      connection.send(mucJoin(room.jid, room.nick, room.password)).catch((err: unknown) => room.joining?.resolve({ ok: false, condition: (err as Error).message }));
+    });
+    room.joining = undefined;
+    if (gen !== generation || rooms.get(room.jid) !== room) return;
+    if (!result.ok) {
+      if (result.condition === 'conflict' && room.nick.length < room.configuredNick.length + 3) {
+        room.nick = `${room.nick}_`;
+        log.warn({ room: room.jid, nick: room.nick }, 'nick taken in the MUC; trying another');
+        return joinRoom(room, gen);
+      }
+      if (result.condition === 'forbidden') room.gaveUp = 'banned from the room';
+      log.error({ room: room.jid, condition: result.condition }, 'could not join the MUC');
+      if (!room.gaveUp) scheduleRejoin(room);
+      return;
+    }
+    room.joined = true;
+    room.rejoinAttempts = 0;
+    counters.joins++;
+    log.info({ room: room.jid, nick: room.nick, occupantId: room.occupantId }, 'joined MUC');
+    // Room facts, then the catch-up, in one task ahead of the live messages that arrive from now
+    // on: those are normalised with the facts and appended after the archived ones.
+    room.track.caughtUp = false;
+    room.track.catchingUp = true;
+    room.track.enqueue(
+      async () => {
+        try {
+          const features = discoFeatures(await connection.request(discoInfo(room.jid), config.iqTimeoutMs));
+          room.facts = { stanzaIds: features.has(NS.sid), occupantIds: features.has(NS.occupantId), mam: features.has(NS.mam) };
+        } catch (err) {
+          log.warn({ err, room: room.jid }, 'disco#info of the MUC failed; assuming no stanza-ids, occupant ids or archive');
+          room.facts = { stanzaIds: false, occupantIds: false, mam: false };
+        }
+        if (!room.facts.mam) {
+          log.warn({ room: room.jid }, 'the MUC has no archive (MAM): messages sent while we were away are not recovered');
+          room.track.catchingUp = false;
+          room.track.caughtUp = true;
+          return;
+        }
+        await runCatchup(room.track, gen);
+      },
+      (err) => log.error({ err, room: room.jid }, 'MUC setup failed'),
+    );
+  }
+
+  function scheduleRejoin(room: MucState): void {
+    clearTimeout(room.rejoinTimer);
+    const delay = backoffDelay(room.rejoinAttempts++, config.reconnect.minMs, config.reconnect.maxMs);
+    room.rejoinTimer = setTimeout(() => {
+      room.rejoinTimer = undefined;
+      if (stopping || rooms.get(room.jid) !== room || room.joined) return;
+      counters.rejoins++;
+      room.nick = room.configuredNick;
+      void joinRoom(room, generation);
+    }, delay);
+    room.rejoinTimer.unref();
+  }
+
+  async function selfPingAll(): Promise<void> {
+    if (!connection.online) return;
+    await Promise.all(
+      [...rooms.values()]
+        .filter((r) => r.joined)
+        .map(async (room) => {
+          counters.selfPings++;
+          let verdict: 'joined' | 'not-joined' | 'unknown';
+          try {
+            await connection.request(selfPing(room.jid, room.nick), config.iqTimeoutMs);
+            verdict = 'joined';
+          } catch (err) {
+            verdict = selfPingVerdict(stanzaErrorCondition(err));
+          }
+          room.lastSelfPing = Date.now();
+          if (verdict === 'not-joined' && room.joined && rooms.get(room.jid) === room) {
+            counters.selfPingDropouts++;
+            log.warn({ room: room.jid }, 'MUC self-ping: we are no longer in the room; rejoining');
+            room.joined = false;
+            room.facts = undefined;
+            void joinRoom(room, generation);
+          }
+        }),
+    );
+  }
+
+  // --- session
+
+  function onSession(): void {
+    const gen = ++generation;
+    accountTrack.caughtUp = false;
+    accountTrack.resyncPending = false;
+    for (const room of rooms.values()) {
+      room.joined = false;
+      room.joining?.resolve({ ok: false, condition: 'new session' });
+      room.track.caughtUp = false;
+      room.track.resyncPending = false;
+      room.nick = room.configuredNick;
+    }
+    void (async () => {
+      try {
+        const features = discoFeatures(await connection.request(discoInfo(account), config.iqTimeoutMs));
+        // MAM v2 requires the server to stamp (and strip forged) stanza-ids (XEP-0313 §3.5), so either feature will do.
+        accountFacts = { stanzaIds: features.has(NS.sid) || features.has(NS.mam), mam: features.has(NS.mam) };
+      } catch (err) {
+        log.warn({ err }, 'disco#info of the account failed; assuming no archive');
+        accountFacts = { stanzaIds: false, mam: false };
+      }
+      if (gen !== generation) return;
+      try {
+        // Carbons before the archive query: nothing sent to another resource from now on is missed (XEP-0280 wiki).
+        await connection.request(carbonsEnable(), config.iqTimeoutMs);
+      } catch (err) {
+        log.warn({ err }, 'could not enable Carbons');
+      }
+      if (gen !== generation) return;
+      if (accountFacts.mam) scheduleCatchup(accountTrack, gen);
+      else {
+        log.warn('the account has no archive (MAM): 1:1 messages sent while we were away are not recovered');
+        accountTrack.caughtUp = true;
+      }
+      await connection.send(xml('presence')).catch(() => undefined);
+      for (const room of rooms.values()) void joinRoom(room, gen);
+    })().catch((err: unknown) => log.error({ err }, 'session setup failed'));
+  }
+
+  const connection = new XmppConnection({
+    config,
+    log,
+    features: FEATURES,
+    onStanza,
+    onSession,
+    onResumed: () => undefined,
+    onDisconnect: () => {
+      for (const room of rooms.values()) room.joining?.resolve({ ok: false, condition: 'disconnected' });
+    },
+  });
+
+  // --- out
+
+  function roomReady(room: MucState | undefined): boolean {
+    return room !== undefined && room.joined && room.track.caughtUp && connection.online;
+  }
+
+  async function quoteFor(event: LogEvent): Promise<{ author: string; text: string } | undefined> {
+    if (event.kind !== 'message' || !event.rel?.replyTo) return undefined;
+    const original = await sink.getEvent(event.room, event.rel.replyTo).catch(() => undefined);
+    if (!original || !('content' in original)) return undefined;
+    return { author: original.sender.display ?? original.sender.uid, text: original.content.body };
+  }
+
+  function reactionKeysFor(event: LogEvent, to: string): readonly string[] | undefined {
+    if (event.kind !== 'reaction') return undefined;
+    const key = `${event.room}\0${to}\0${event.rel.reactsTo}`;
+    const sets = reactionSets.get(key) ?? new Map<string, readonly string[]>();
+    sets.set(event.sender.uid, event.reaction.keys);
+    reactionSets.set(key, sets);
+    return [...new Set([...sets.values()].flat())].slice(0, 64);
+  }
+
+  async function deliverEvent(event: LogEvent, target: DeliveryTarget, context: DeliveryContext): Promise<DeliveryResult> {
+    if (event.origin.via === name) return { status: 'skipped', reason: 'came from this endpoint' };
+    let options: LinkOptions;
+    try {
+      options = linkOptions(target.link);
+    } catch (err) {
+      return { status: 'rejected', reason: (err as Error).message };
+    }
+    if (!connection.online) return { status: 'retry', reason: 'not connected to the XMPP server' };
+    const to = target.link.target.toLowerCase();
+    const chat = options.type;
+    const room = chat === 'groupchat' ? rooms.get(to) : undefined;
+    // Banned: retrying cannot help; the dead-letter stream keeps the event for a replay once the ban is lifted.
+    if (room?.gaveUp) return { status: 'rejected', reason: `${room.gaveUp} (${to})` };
+    if (chat === 'groupchat' && !roomReady(room)) return { status: 'retry', reason: `not (yet) in the MUC ${to}`, afterMs: 1000 };
+    if (chat === 'chat' && !accountTrack.caughtUp) return { status: 'retry', reason: 'catching up with the account archive', afterMs: 1000 };
+
+    // A retry of something whose reflection (or archive copy) we have seen since: it arrived.
+    const seenKey = `${to}\0${event.eventId}`;
+    const seen = reflected.get(seenKey);
+    if (seen) return { status: 'delivered', nativeIds: seen };
+
+    const rendered = render({
+      event,
+      chat,
+      to,
+      references: context.references,
+      content: context.content,
+      prefix: expandPrefix(config.relayPrefix, event.sender),
+      quote: await quoteFor(event),
+      reactionKeys: reactionKeysFor(event, to),
+    });
+    if (rendered.ok === 'skip') return { status: 'skipped', reason: rendered.reason };
+    if (!rendered.ok) return { status: 'rejected', reason: rendered.reason };
+
+    if (chat === 'chat') {
+      try {
+        await connection.sendConfirmed(rendered.stanza, config.deliveryTimeoutMs);
+      } catch (err) {
+        counters.deliveryRetries++;
+        return { status: 'retry', reason: err instanceof Error ? err.message : String(err) };
+      }
+      counters.delivered++;
+      const scope = senderScope(to, account);
+      return { status: 'delivered', nativeIds: { [ID]: scopedId(scope, event.eventId), [ORIGIN_ID]: scopedId(scope, event.eventId) } };
+    }
+
+    let timer: NodeJS.Timeout | undefined;
+    const reflection = new Promise<Record<string, string> | undefined>((resolve) => {
+      reflectionWaiters.set(seenKey, resolve);
+      timer = setTimeout(() => resolve(undefined), config.deliveryTimeoutMs);
+    });
+    try {
+      await connection.send(rendered.stanza);
+      const ids = await reflection;
+      if (!ids) {
+        counters.reflectionTimeouts++;
+        counters.deliveryRetries++;
+        return { status: 'retry', reason: 'the room did not reflect the message in time' };
+      }
+      counters.delivered++;
+      return { status: 'delivered', nativeIds: ids };
+    } catch (err) {
+      counters.deliveryRetries++;
+      return { status: 'retry', reason: err instanceof XmppNotConnectedError ? err.message : `send failed: ${(err as Error).message}` };
+    } finally {
+      clearTimeout(timer);
+      reflectionWaiters.delete(seenKey);
+    }
+  }
+
+  /** Connected, caught up, and in every linked room — except rooms that banned us (reported in status, not blocking readiness). */
+  function isReady(): boolean {
+    if (!connection.online || !accountTrack.caughtUp) return false;
+    for (const room of rooms.values()) if (!room.gaveUp && !roomReady(room)) return false;
+    return true;
+  }
+
+  return {
+    name,
+    protocol: 'xmpp',
+    textFormat: 'xep0393',
+
+    async start() {
+      if (started) return;
+      started = true;
+      refreshTargets();
+      unwatch = links.onChange(() => refreshTargets());
+      connection.start();
+      if (config.selfPingIntervalMs > 0) {
+        pingTimer = setInterval(() => {
+          selfPingAll().catch((err: unknown) => log.warn({ err }, 'MUC self-ping failed'));
+        }, config.selfPingIntervalMs);
+        pingTimer.unref();
+      }
+      const deadline = Date.now() + config.startTimeoutMs;
+      while (!isReady() && Date.now() < deadline && !stopping) await sleep(25);
+      if (!isReady()) log.warn({ timeoutMs: config.startTimeoutMs }, 'XMPP adapter not ready yet; it keeps connecting in the background');
+    },
+
+    async stop() {
+      if (stopping) return;
+      stopping = true;
+      unwatch?.();
+      clearInterval(pingTimer);
+      for (const room of rooms.values()) clearTimeout(room.rejoinTimer);
+      await Promise.race([Promise.allSettled([...inFlight]), sleep(config.deliveryTimeoutMs)]);
+      await connection.stop(config.streamTimeoutMs);
+      // What was received is appended and its position written; the rest comes back by catch-up.
+      const tracks = [accountTrack, ...[...rooms.values()].map((r) => r.track)];
+      await Promise.race([Promise.allSettled(tracks.map((t) => t.idle())), sleep(config.ingestRetryMs + 1000)]);
+      await Promise.allSettled(tracks.map((t) => t.flush()));
+    },
+
+    interrupt() {
+      connection.interrupt();
+    },
+
+    abort() {
+      stopping = true;
+      unwatch?.();
+      clearInterval(pingTimer);
+      for (const room of rooms.values()) clearTimeout(room.rejoinTimer);
+      connection.abort();
+    },
+
+    status(): AdapterStatus {
+      const c = connection.status();
+      return {
+        connected: c.online,
+        ready: isReady() && !stopping,
+        detail: {
+          jid: c.jid ?? account,
+          status: c.status,
+          sessions: c.sessions,
+          resumptions: c.resumptions,
+          reconnectAttempts: c.reconnectAttempts,
+          streamManagement: c.smEnabled,
+          lastError: c.lastError,
+          account: { caughtUp: accountTrack.caughtUp, queued: accountTrack.pending, archive: accountFacts.mam },
+          rooms: Object.fromEntries(
+            [...rooms.values()].map((r) => [
+              r.jid,
+              { joined: r.joined, ready: roomReady(r), nick: r.nick, caughtUp: r.track.caughtUp, queued: r.track.pending, lastSelfPing: r.lastSelfPing, ...(r.gaveUp ? { gaveUp: r.gaveUp } : {}) },
+            ]),
+          ),
+          counters: { ...counters },
+          dropped: { ...dropped },
+        },
+      };
+    },
+
+    deliver(event, target, context) {
+      if (stopping) return Promise.resolve({ status: 'retry', reason: 'the XMPP adapter is stopping', afterMs: 1000 });
+      return track(deliverEvent(event, target, context));
+    },
+  };
+}
+
+function withoutEcho(ids: Readonly<Record<string, string>>): Record<string, string> {
+  const { [ECHO_ID_KEY]: _drop, ...rest } = ids;
+  return rest;
+}
+
+/** For the runtime's admin API: true when the link is a valid XMPP link. */
+export function isValidXmppLink(link: RoomLink): boolean {
+  try {
+    linkOptions(link);
+    return true;
+  } catch {
+    return false;
+  }
+}
+

@@ -1,0 +1,195 @@
+// Catch-up and restarts against a real Prosody, with the log in Redis: the
+// gateway stopped while 50 MUC and 10 1:1 messages are posted, then a new
+// adapter instance with the same catch-up store; and Prosody restarted under
+// traffic. The room's and the account's archives are the truth: every
+// archived message is in the log exactly once, in archive order.
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startProsody, type ProsodyServer } from '../../harness/prosody.js';
+import { testPrefix } from '../../harness/redis.js';
+import type { LogEvent } from '../../../src/core/event.js';
+import { memoryCatchupStore, type XmppAdapter } from '../../../adapters/xmpp/index.js';
+import type { IngestSink } from '../../../src/core/adapter.js';
+import { ADAPTER, TestUser, allEvents, apiDraft, apiPost, bodyOf, counters, createGateway, deliver, endUsers, makeAdapter, until, type Gateway } from './helpers.js';
+
+const MUC = 'general';
+const DM = 'dm-alice';
+
+let server: ProsodyServer;
+let gw: Gateway;
+let alice: TestUser;
+let room: string;
+let bridgeJid: string;
+const store = memoryCatchupStore();
+const adapters: XmppAdapter[] = [];
+
+function start(options: { sink?: IngestSink; config?: Record<string, unknown> } = {}): Promise<XmppAdapter> {
+  const adapter = makeAdapter(gw, server, { catchup: store, config: { mamPageSize: 20, selfPingIntervalMs: 1000, ...options.config }, ...(options.sink ? { sink: options.sink } : {}) });
+  adapters.push(adapter);
+  return adapter.start().then(() => adapter);
+}
+
+async function bodies(roomId: string, prefix: string): Promise<string[]> {
+  return (await allEvents(gw.log, [roomId])).map((e) => bodyOf(e) ?? '').filter((b) => b.startsWith(prefix));
+}
+
+function idle(adapter: XmppAdapter): boolean {
+  const d = adapter.status().detail as { account: { queued: number }; rooms: Record<string, { queued: number }> };
+  return d.account.queued === 0 && Object.values(d.rooms).every((r) => r.queued === 0);
+}
+
+beforeAll(async () => {
+  server = await startProsody();
+  await Promise.all([server.createUser('bridge', 'bridge-secret'), server.createUser('alice', 'alice-secret')]);
+  bridgeJid = `bridge@${server.domain}`;
+  room = `room-${randomUUID().slice(0, 8)}@${server.mucDomain}`;
+  alice = await TestUser.login(server, 'alice', 'alice-secret');
+  await alice.join(room, 'Alice');
+  gw = await createGateway({
+    backend: 'redis',
+    prefix: testPrefix('xmpp-catchup'),
+    rooms: [
+      { id: MUC, links: [{ endpoint: ADAPTER, target: room }] },
+      { id: DM, links: [{ endpoint: ADAPTER, target: `alice@${server.domain}`, options: { type: 'chat' } }] },
+    ],
+  });
+});
+
+afterAll(async () => {
+  await Promise.all(adapters.map((a) => a.stop().catch(() => undefined)));
+  await endUsers();
+  await gw?.close();
+  await server?.stop();
+});
+
+describe('XMPP catch-up', () => {
+  it('messages posted while the gateway is stopped all appear once, in order, after a new instance starts', async () => {
+    const first = await start();
+    expect(first.status().ready).toBe(true);
+    await alice.say(room, 'muc-before');
+    await alice.chat(bridgeJid, 'dm-before');
+    await until(async () => (await bodies(MUC, 'muc-')).length === 1 && (await bodies(DM, 'dm-')).length === 1, 'the first messages');
+    await first.stop();
+    await alice.waitFor((s) => s.is('presence') && s.attrs['from'] === `${room}/syncgate` && s.attrs['type'] === 'unavailable', 'the bridge to leave the room');
+
+    for (let i = 0; i < 50; i++) await alice.say(room, `muc-${i}`, [], `muc-id-${i}`);
+    for (let i = 0; i < 10; i++) await alice.chat(bridgeJid, `dm-${i}`);
+    await until(() => alice.count((s) => s.attrs['id']?.startsWith('muc-id-') === true && s.attrs['from'] === `${room}/Alice`) === 50, 'alice to see her 50 messages in the room');
+    await until(() => alice.xmpp.streamManagement.outbound_q.length === 0, 'the server to acknowledge alice’s 1:1 messages');
+
+    const second = await start();
+    await until(async () => (await bodies(MUC, 'muc-')).length === 51 && (await bodies(DM, 'dm-')).length === 11, 'all 60 caught up', 30_000);
+    // Offline copies of the 1:1 messages arrive too, after the catch-up: they must not add anything.
+    await until(() => idle(second), 'the adapter to finish its queues');
+    expect(await bodies(MUC, 'muc-')).toEqual(['muc-before', ...Array.from({ length: 50 }, (_, i) => `muc-${i}`)]);
+    expect(await bodies(DM, 'dm-')).toEqual(['dm-before', ...Array.from({ length: 10 }, (_, i) => `dm-${i}`)]);
+    const caught = (await allEvents(gw.log, [MUC])).filter((e) => bodyOf(e)?.startsWith('muc-') && bodyOf(e) !== 'muc-before');
+    expect(caught.every((e) => e.origin.historical === true)).toBe(true);
+    expect(counters(second).archived).toBeGreaterThanOrEqual(60);
+    expect(second.status().ready).toBe(true);
+  });
+
+  it('Prosody restarted under traffic: the adapter reconnects, rejoins and catches up with nothing lost or duplicated', async () => {
+    const adapter = adapters.at(-1) as XmppAdapter;
+    const sessions = (adapter.status().detail?.['sessions'] as number) ?? 0;
+    let stop = false;
+    let sent = 0;
+    const traffic = (async () => {
+      for (let i = 0; !stop || sent < 40; i++) {
+        if (!alice.connected || !alice.joined.has(room)) {
+          await until(() => alice.connected && alice.joined.has(room), 'alice back in the room', 30_000);
+        }
+        try {
+          await alice.say(room, `t-${i}`);
+          if (i % 5 === 0) await alice.chat(bridgeJid, `d-${i}`);
+          sent++;
+        } catch {
+          // the connection went away mid-send; what the server archived is the truth
+        }
+        await new Promise((resolve) => setTimeout(resolve, 15));
+      }
+    })();
+
+    await until(() => sent >= 15, 'traffic to flow');
+    const restarted = server.restart();
+    // An HTTP message while Prosody is down: retried until the adapter is back, then sent once.
+    await until(() => !adapter.status().connected, 'the adapter to notice the restart');
+    const posted = await apiPost(gw.log, apiDraft(MUC, { kind: 'message', content: { body: 'sent during the restart' } }));
+    const delivery = deliver(gw, adapter, posted, 45_000);
+    await restarted;
+    await until(() => (adapter.status().detail?.['sessions'] as number) > sessions && adapter.status().ready, 'the adapter reconnected, rejoined and caught up', 30_000);
+    expect((await delivery).status).toBe('delivered');
+    const sentAfter = sent;
+    await until(() => sent >= sentAfter + 15, 'traffic after the restart', 30_000);
+    stop = true;
+    await traffic;
+
+    // The truth: what the room archived from alice, and the 1:1 messages alice's archive has.
+    const roomTruth = (await alice.roomArchive(room)).filter((r) => r.message.getChildText('body')?.startsWith('t-'));
+    const dmTruth = (await alice.accountArchive(bridgeJid)).map((r) => r.message.getChildText('body') ?? '').filter((b) => b.startsWith('d-'));
+    // A send that raced the shutdown may not have been archived; the archive is the truth.
+    expect(roomTruth.length).toBeGreaterThanOrEqual(30);
+    await until(async () => (await bodies(MUC, 't-')).length >= roomTruth.length && (await bodies(DM, 'd-')).length >= dmTruth.length, 'every archived message in the log', 30_000);
+    await until(() => idle(adapter), 'the adapter to finish its queues');
+
+    const mucEvents = (await allEvents(gw.log, [MUC])).filter((e: LogEvent) => bodyOf(e)?.startsWith('t-'));
+    expect(mucEvents.map((e) => e.origin.ids['xmpp.stanzaId'])).toEqual(roomTruth.map((r) => `${room}/${r.id}`));
+    expect(mucEvents.map(bodyOf)).toEqual(roomTruth.map((r) => r.message.getChildText('body')));
+    expect(await bodies(DM, 'd-')).toEqual(dmTruth);
+
+    // The HTTP message is in the room once, and did not come back into the log.
+    const archived = (await alice.roomArchive(room)).filter((r) => r.message.getChild('origin-id', 'urn:xmpp:sid:0')?.attrs['id'] === posted.eventId);
+    expect(archived).toHaveLength(1);
+    expect((await allEvents(gw.log, [MUC])).filter((e) => bodyOf(e)?.includes('sent during the restart'))).toHaveLength(1);
+  });
+
+  it('an archived id that is gone (item-not-found) falls back to a time bound, without duplicates', async () => {
+    const running = adapters.at(-1) as XmppAdapter;
+    await running.stop();
+    const lines = gw.logLines.length;
+    // The position points at an id the archive never had (as after the archive expired it).
+    await store.set(room, { id: 'expired-id', ts: Date.now() - 60_000 });
+    for (let i = 0; i < 3; i++) await alice.say(room, `gone-${i}`);
+    await until(() => alice.count((s) => s.getChildText('body')?.startsWith('gone-') === true) === 3, 'alice to see her messages');
+    const before = (await allEvents(gw.log, [MUC])).length;
+
+    const adapter = await start();
+    await until(async () => (await bodies(MUC, 'gone-')).length === 3, 'the messages caught up by time');
+    await until(() => idle(adapter), 'the adapter to finish its queues');
+    expect(await bodies(MUC, 'gone-')).toEqual(['gone-0', 'gone-1', 'gone-2']);
+    // Everything of the last minute came again and deduplicated on the stanza-id.
+    expect((await allEvents(gw.log, [MUC])).length).toBe(before + 3);
+    expect(counters(adapter).duplicate).toBeGreaterThan(0);
+    expect(gw.logLines.slice(lines).some((l) => l['msg'] === 'the last archived id is gone from the archive; catching up by time')).toBe(true);
+  });
+
+  it('a message the log could not take is read again from the archive once the log is back', async () => {
+    const running = adapters.at(-1) as XmppAdapter;
+    await running.stop();
+    let failing = false;
+    let failures = 0;
+    const flaky: IngestSink = {
+      ingest: (draft, options) => {
+        if (failing) {
+          failures++;
+          return Promise.reject(new Error('log unavailable'));
+        }
+        return gw.sink.ingest(draft, options);
+      },
+      ingestTelemetry: (d) => gw.sink.ingestTelemetry(d),
+      resolve: (r, k) => gw.sink.resolve(r, k),
+      getEvent: (r, e) => gw.sink.getEvent(r, e),
+    };
+    const adapter = await start({ sink: flaky, config: { ingestRetryMs: 200 } });
+    failing = true;
+    await alice.say(room, 'lost-0');
+    await until(() => failures > 0 && counters(adapter).ingestErrors > 0 && idle(adapter), 'the append to fail for good');
+    await alice.say(room, 'lost-1');
+    await until(() => idle(adapter), 'the second message handled (and failed)');
+    failing = false;
+    await until(async () => (await bodies(MUC, 'lost-')).length === 2, 'both messages after the log came back', 20_000);
+    await alice.say(room, 'lost-2');
+    await until(async () => (await bodies(MUC, 'lost-')).length === 3, 'the next message');
+    expect(await bodies(MUC, 'lost-')).toEqual(['lost-0', 'lost-1', 'lost-2']);
+  });
+});
