@@ -4,6 +4,7 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { registrationYaml } from '../../adapters/matrix/config.js';
+import { prosodyConfigSnippet } from '../../adapters/xmpp/prosody-config.js';
 import { loadConfig } from '../config/index.js';
 import { SyncgateError, isSyncgateError } from '../core/errors.js';
 import { createLogger } from '../log/index.js';
@@ -20,6 +21,8 @@ Usage:
                                    inspect and replay the dead-letter streams (needs Redis)
   syncgate matrix-registration [--adapter NAME] [--out FILE]
                                    the application-service registration YAML for the homeserver
+  syncgate prosody-config [--adapter NAME]
+                                   the Prosody settings the XMPP bridge account needs
   syncgate version                 print the version
   syncgate help                    this text
 
@@ -133,6 +136,18 @@ async function matrixRegistration(options: Map<string, string>): Promise<number>
   return 0;
 }
 
+async function prosodyConfig(options: Map<string, string>): Promise<number> {
+  onlyOptions(options, ['config', 'adapter']);
+  const config = await configFrom(options);
+  const name = options.get('adapter') ?? 'xmpp';
+  const section = config.adapters[name];
+  if (section?.type !== 'xmpp') throw new SyncgateError('SG_ERR_CLI_USAGE', `no XMPP adapter named ${name} in the configuration (adapters.${name}.type: xmpp)`);
+  // The MUC services the bridge joins need MUC MAM too.
+  const mucDomains = [...new Set(config.rooms.flatMap((r) => r.links).filter((l) => l.endpoint === name && l.options?.['type'] !== 'chat').map((l) => l.target.split('@')[1] ?? '').filter(Boolean))];
+  process.stdout.write(prosodyConfigSnippet(section.config, { mucDomains }));
+  return 0;
+}
+
 async function main(argv: readonly string[]): Promise<number> {
   const { command, args, options } = parseArgs(argv);
   if (command !== 'dlq' && args.length > 0) throw new SyncgateError('SG_ERR_CLI_USAGE', `unexpected argument ${args[0]}`);
@@ -144,6 +159,8 @@ async function main(argv: readonly string[]): Promise<number> {
       return dlq(args, options);
     case 'matrix-registration':
       return matrixRegistration(options);
+    case 'prosody-config':
+      return prosodyConfig(options);
     case 'version':
     case '--version':
       console.log(version());

@@ -5,8 +5,12 @@
  */
 import { parseMatrixConfig, type MatrixAdapterConfig } from '../../adapters/matrix/config.js';
 import { parseMqttConfig, type MqttAdapterConfig } from '../../adapters/mqtt/config.js';
+import { parseXmppConfig, type XmppAdapterConfig } from '../../adapters/xmpp/config.js';
 
-export type AdapterSection = { readonly type: 'matrix'; readonly config: MatrixAdapterConfig } | { readonly type: 'mqtt'; readonly config: MqttAdapterConfig };
+export type AdapterSection =
+  | { readonly type: 'matrix'; readonly config: MatrixAdapterConfig }
+  | { readonly type: 'mqtt'; readonly config: MqttAdapterConfig }
+  | { readonly type: 'xmpp'; readonly config: XmppAdapterConfig };
 
 export type AdapterType = AdapterSection['type'];
 
@@ -17,6 +21,7 @@ interface Parser<C> {
 const PARSERS: { [T in AdapterType]: Parser<Extract<AdapterSection, { type: T }>['config']> } = {
   matrix: { parse: parseMatrixConfig },
   mqtt: { parse: parseMqttConfig },
+  xmpp: { parse: parseXmppConfig },
 };
 
 export const ADAPTER_TYPES = Object.keys(PARSERS) as AdapterType[];
@@ -50,6 +55,7 @@ export function parseAdapterSections(raw: Readonly<Record<string, unknown>>): { 
     try {
       if (type === 'matrix') sections[name] = { type, config: PARSERS.matrix.parse(rest) };
       else if (type === 'mqtt') sections[name] = { type, config: PARSERS.mqtt.parse(rest) };
+      else if (type === 'xmpp') sections[name] = { type, config: PARSERS.xmpp.parse(rest) };
     } catch (err) {
       problems.push(...problemsOf(err).map((p) => `${where}${p.startsWith('/') ? '' : ': '}${p}`));
     }

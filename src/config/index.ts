@@ -104,6 +104,7 @@ export const ENV_OVERRIDES: Readonly<Record<string, readonly string[]>> = {
   SYNCGATE_MATRIX_ACCESS_TOKEN: ['adapters', 'matrix', 'bot', 'accessToken'],
   SYNCGATE_MQTT_URL: ['adapters', 'mqtt', 'url'],
   SYNCGATE_MQTT_PASSWORD: ['adapters', 'mqtt', 'password'],
+  SYNCGATE_XMPP_PASSWORD: ['adapters', 'xmpp', 'password'],
 };
 
 type Json = string | number | boolean | null | Json[] | { [key: string]: Json };

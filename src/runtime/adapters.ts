@@ -6,6 +6,7 @@
 import type { Logger } from 'pino';
 import { createMatrixAdapter } from '../../adapters/matrix/index.js';
 import { createMqttAdapter, validateMqttRule } from '../../adapters/mqtt/index.js';
+import { createXmppAdapter, stateCatchupStore, validateXmppLink } from '../../adapters/xmpp/index.js';
 import type { Config } from '../config/index.js';
 import type { Adapter } from '../core/adapter.js';
 import type { EventLog, RoomSpec } from '../core/ports.js';
@@ -27,6 +28,8 @@ export function createAdapters(config: Config, context: AdapterContext): Adapter
         return createMatrixAdapter({ ...common, config: section.config, state: context.log.state });
       case 'mqtt':
         return createMqttAdapter({ ...common, config: section.config });
+      case 'xmpp':
+        return createXmppAdapter({ ...common, config: section.config, catchup: stateCatchupStore(context.log.state, `xmpp-catchup:${name}`) });
     }
   });
 }
@@ -60,6 +63,13 @@ export function roomLinkProblems(config: Config, spec: RoomSpec, extraEndpoints:
         break;
       case 'matrix':
         if (!/^![^:]+:.+$/.test(link.target)) problems.push(`${where}/target: a Matrix room id (!opaque:server) is required, got ${link.target}`);
+        break;
+      case 'xmpp':
+        try {
+          validateXmppLink(link);
+        } catch (err) {
+          problems.push(...problemsOf(err).map((p) => `${where}: ${p}`));
+        }
         break;
     }
   });

@@ -9,6 +9,7 @@ import { benchEventLog } from './eventlog.js';
 import { benchHttp } from './http.js';
 import { benchMatrix } from './matrix.js';
 import { benchMqtt } from './mqtt.js';
+import { benchXmpp } from './xmpp.js';
 import { formatSection, type Bench } from './report.js';
 
 const sections: Record<string, Bench> = {
@@ -17,6 +18,7 @@ const sections: Record<string, Bench> = {
   http: benchHttp,
   matrix: benchMatrix,
   mqtt: benchMqtt,
+  xmpp: benchXmpp,
 };
 
 async function main(): Promise<void> {

@@ -136,6 +136,21 @@ describe('syncgate CLI', () => {
     expect(missing.out.stderr).toMatch(/no Matrix adapter named matrix/);
   });
 
+  it('prints the Prosody settings the XMPP bridge account needs', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sgprosody-'));
+    const configFile = join(dir, 'config.yaml');
+    await writeFile(
+      configFile,
+      'rooms:\n  - id: ops\n    links:\n      - endpoint: xmpp\n        target: ops@rooms.example.org\nadapters:\n  xmpp:\n    type: xmpp\n    service: xmpp://127.0.0.1:5222\n    jid: bridge@example.org\n    password: secret\n',
+    );
+    const { proc, out } = run(['prosody-config', '--config', configFile], {});
+    await waitForExit(proc);
+    expect(proc.exitCode).toBe(0);
+    for (const module of ['mam', 'carbons', 'smacks', 'muc_mam']) expect(out.stdout).toContain(`"${module}"`);
+    expect(out.stdout).toContain('rooms.example.org');
+    expect(out.stdout).not.toContain('secret');
+  });
+
   it('rejects unknown commands with the usage text', async () => {
     const { proc, out } = run(['frobnicate'], {});
     await waitForExit(proc);
