@@ -374,7 +374,7 @@ function compareIds(a: string, b: string): number {
 
 export interface DeliveryManager {
   readonly owner: string;
-  /** creates every consumer group first (so nothing appended from now on is missed), then starts the workers */
+  /** creates every consumer group first (so nothing appended from now on is missed), then starts the workers; again after stop() */
   start(): Promise<void>;
   stop(graceMs?: number): Promise<void>;
   /** partitions whose lease this process holds, per adapter */
@@ -385,17 +385,26 @@ export function createDeliveryManager(deps: DeliveryDeps): DeliveryManager {
   const options = { ...DEFAULT_DELIVERY, ...deps.options };
   const owner = deps.owner ?? `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
   const full = { log: deps.log, links: deps.links, logger: deps.logger, observer: deps.observer ?? noopObserver, owner, options };
-  const workers = deps.adapters.flatMap((adapter) =>
-    Array.from({ length: deps.log.info.partitions }, (_, p) => ({ adapter: adapter.name, partition: p, worker: new PartitionWorker(p, adapter, { ...full, logger: deps.logger.child({ adapter: adapter.name }) }) })),
-  );
+  const groups = deps.adapters.flatMap((adapter) => Array.from({ length: deps.log.info.partitions }, (_, p) => ({ adapter, partition: p })));
+  // Workers are made afresh on every start: a manager stopped when its
+  // adapter's connection moved away can start again when it comes back.
+  let workers: Array<{ adapter: string; partition: number; worker: PartitionWorker }> = [];
   return {
     owner,
     async start() {
-      await Promise.all(workers.map((w) => deps.log.delivery.ensureGroup(w.partition, `out:${w.adapter}`)));
+      if (workers.length > 0) return;
+      await Promise.all(groups.map((g) => deps.log.delivery.ensureGroup(g.partition, `out:${g.adapter.name}`)));
+      workers = groups.map((g) => ({
+        adapter: g.adapter.name,
+        partition: g.partition,
+        worker: new PartitionWorker(g.partition, g.adapter, { ...full, logger: deps.logger.child({ adapter: g.adapter.name }) }),
+      }));
       for (const w of workers) w.worker.start();
     },
     async stop(graceMs = 10_000) {
-      await Promise.all(workers.map((w) => w.worker.stop(graceMs)));
+      const stopping = workers;
+      workers = [];
+      await Promise.all(stopping.map((w) => w.worker.stop(graceMs)));
     },
     leases() {
       const out: Record<string, number[]> = {};

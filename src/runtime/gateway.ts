@@ -1,10 +1,13 @@
 /**
  * The composition root: builds the event log, room links, the ingest sink,
  * the adapters, the delivery engine and the HTTP app from one frozen config;
- * starts them in order (log → delivery groups → adapters → HTTP) and stops
- * them in reverse (HTTP stops accepting → adapters finish in-flight sends →
- * delivery releases its leases → log).
+ * starts them in order (log → delivery groups → adapters, each on the replica
+ * holding its connection lease → HTTP) and stops them in reverse (HTTP stops
+ * accepting → in-flight deliveries finish → adapters stop → leases released
+ * → log).
  */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
@@ -12,7 +15,7 @@ import type { Config } from '../config/index.js';
 import type { Adapter } from '../core/adapter.js';
 import { SyncgateError } from '../core/errors.js';
 import type { EventLog } from '../core/ports.js';
-import { createDeliveryManager, type DeliveryManager, type DeliveryOptions } from '../bridge/delivery.js';
+import { createDeliveryManager, type DeliveryOptions } from '../bridge/delivery.js';
 import { createIngestSink, type BridgeSink } from '../bridge/ingest.js';
 import { createRoomLinks, type RoomLinks } from '../bridge/links.js';
 import { createEventLog } from '../eventlog/index.js';
@@ -20,6 +23,7 @@ import { buildApp } from '../http/app.js';
 import { redactUrl } from '../log/index.js';
 import { createAdapters, roomLinkProblems, type AdapterContext } from './adapters.js';
 import { registerGatewayMetrics } from './metrics.js';
+import { AdapterSupervisor } from './supervisor.js';
 
 const DAY_MS = 24 * 3600 * 1000;
 
@@ -29,7 +33,8 @@ export interface Gateway {
   readonly links: RoomLinks;
   readonly sink: BridgeSink;
   readonly adapters: readonly Adapter[];
-  readonly delivery: DeliveryManager;
+  /** one per adapter: which replica holds its connection */
+  readonly supervisors: readonly AdapterSupervisor[];
   /** starts delivery, the adapters and the HTTP listener; resolves with the bound address */
   start(): Promise<string>;
   /** stops accepting, finishes in-flight sends, releases leases, closes the log; safe to call twice */
@@ -93,13 +98,16 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const observer = registerGatewayMetrics({ registry, log, adapters, sink });
-  const delivery = createDeliveryManager({
-    log,
-    adapters,
-    links,
-    logger: logger.child({ module: 'delivery' }),
-    observer,
-    options: { ...config.delivery, ...deliveryOptions },
+  const deliveryConfig = { ...config.delivery, ...deliveryOptions };
+  const owner = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
+  // One delivery manager and one connection lease per adapter: its deliveries run where its connection is.
+  const supervisors = adapters.map((adapter) => {
+    const delivery = createDeliveryManager({ log, adapters: [adapter], links, logger: logger.child({ module: 'delivery' }), observer, options: deliveryConfig, owner });
+    return {
+      adapter,
+      delivery,
+      supervisor: new AdapterSupervisor({ adapter, delivery, queue: log.delivery, owner, leaseMs: deliveryConfig.leaseMs, logger, graceMs: config.shutdownGraceMs }),
+    };
   });
 
   const app = await buildApp({
@@ -111,9 +119,14 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     readiness: () => {
       // the HTTP layer checks the log itself; these are the adapters
       const checks: Record<string, { ok: boolean; detail?: string }> = {};
-      for (const a of adapters) {
-        const s = a.status();
-        checks[`adapter:${a.name}`] = s.ready ? { ok: true } : { ok: false, detail: s.connected ? 'connected, not ready' : 'not connected' };
+      for (const { adapter, supervisor } of supervisors) {
+        // A standby replica is ready: another one holds this adapter's connection.
+        if (supervisor.current === 'standby') {
+          checks[`adapter:${adapter.name}`] = { ok: true, detail: 'standby: another replica holds the connection' };
+          continue;
+        }
+        const s = adapter.status();
+        checks[`adapter:${adapter.name}`] = s.ready ? { ok: true } : { ok: false, detail: s.connected ? 'connected, not ready' : 'not connected' };
       }
       return Promise.resolve(checks);
     },
@@ -128,14 +141,12 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     links,
     sink,
     adapters,
-    delivery,
+    supervisors: supervisors.map((s) => s.supervisor),
     async start() {
-      // Consumer groups exist before anything can be appended, so nothing is missed.
-      await delivery.start();
-      for (const a of adapters) {
-        await a.start();
-        logger.info({ adapter: a.name, protocol: a.protocol }, 'adapter started');
-      }
+      // Consumer groups exist before anything can be appended, so nothing is missed;
+      // then each adapter starts on the replica that gets its connection lease.
+      for (const { adapter } of supervisors) await Promise.all(Array.from({ length: log.info.partitions }, (_, p) => log.delivery.ensureGroup(p, `out:${adapter.name}`)));
+      await Promise.all(supervisors.map((s) => s.supervisor.start()));
       const address = await app.listen({ host: config.http.host, port: config.http.port });
       if (config.retention.maxAgeDays > 0) {
         const every = Math.min(3600_000, Math.max(10_000, (config.retention.maxAgeDays * DAY_MS) / 10));
@@ -152,10 +163,8 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
         if (trimTimer) clearInterval(trimTimer);
         logger.info('stopping: no new requests; closing live streams');
         await app.close();
-        await delivery.stop(config.shutdownGraceMs);
-        for (const a of [...adapters].reverse()) {
-          await a.stop().catch((err: unknown) => logger.warn({ err, adapter: a.name }, 'adapter stop failed'));
-        }
+        // each supervisor finishes in-flight deliveries, stops its adapter and releases the leases
+        await Promise.all(supervisors.map((s) => s.supervisor.stop()));
         links.close();
         await log.close();
         logger.info('stopped');

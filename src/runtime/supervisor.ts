@@ -1,0 +1,109 @@
+/**
+ * One replica holds each adapter's connection (DESIGN §8): a lease per
+ * adapter in the log backend decides which. The holder starts the adapter
+ * and its delivery workers; the others stand by and take over within the
+ * lease time when the holder dies. Two replicas never run the same XMPP
+ * resource, MQTT client id or Matrix sync loop at once, and deliveries always
+ * run where the connection is.
+ */
+import type { Logger } from 'pino';
+import type { Adapter } from '../core/adapter.js';
+import type { DeliveryQueue } from '../core/ports.js';
+import type { DeliveryManager } from '../bridge/delivery.js';
+
+export interface SupervisorDeps {
+  readonly adapter: Adapter;
+  readonly delivery: DeliveryManager;
+  readonly queue: DeliveryQueue;
+  readonly owner: string;
+  readonly leaseMs: number;
+  readonly logger: Logger;
+  /** how long stop() lets in-flight deliveries finish */
+  readonly graceMs: number;
+}
+
+export type SupervisorState = 'standby' | 'starting' | 'active' | 'stopping' | 'stopped';
+
+/** The lease lives on partition 0's hash tag, under a group name no consumer group uses. */
+const LEASE_PARTITION = 0;
+
+export class AdapterSupervisor {
+  private state: SupervisorState = 'standby';
+  private timer: NodeJS.Timeout | undefined;
+  private transition: Promise<void> = Promise.resolve();
+  private readonly lease: string;
+
+  constructor(private readonly deps: SupervisorDeps) {
+    this.lease = `conn:${deps.adapter.name}`;
+  }
+
+  get current(): SupervisorState {
+    return this.state;
+  }
+
+  /** Tries for the lease now (so a single replica starts at once), then keeps renewing or trying. */
+  async start(): Promise<void> {
+    await this.tick();
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.state === 'stopped' || this.state === 'stopping') return;
+    this.timer = setTimeout(() => {
+      void this.tick().finally(() => this.schedule());
+    }, Math.max(100, Math.floor(this.deps.leaseMs / 3)));
+    this.timer.unref();
+  }
+
+  private async tick(): Promise<void> {
+    const { adapter, logger } = this.deps;
+    let held: boolean;
+    try {
+      held = await this.deps.queue.acquireLease(LEASE_PARTITION, this.lease, this.deps.owner, this.deps.leaseMs);
+    } catch (err) {
+      logger.warn({ err, adapter: adapter.name }, 'adapter lease check failed');
+      return;
+    }
+    if (held && this.state === 'standby') {
+      this.state = 'starting';
+      this.transition = this.activate();
+      await this.transition;
+    } else if (!held && (this.state === 'active' || this.state === 'starting')) {
+      logger.warn({ adapter: adapter.name }, 'adapter lease lost to another replica: stopping the connection here');
+      await this.transition;
+      await this.deactivate('standby');
+    }
+  }
+
+  private async activate(): Promise<void> {
+    const { adapter, delivery, logger } = this.deps;
+    try {
+      await delivery.start();
+      await adapter.start();
+      if (this.state === 'starting') this.state = 'active';
+      logger.info({ adapter: adapter.name, protocol: adapter.protocol }, 'adapter started (this replica holds its connection)');
+    } catch (err) {
+      logger.error({ err, adapter: adapter.name }, 'adapter failed to start; releasing its lease and trying again later');
+      await this.deactivate('standby');
+      await this.deps.queue.releaseLease(LEASE_PARTITION, this.lease, this.deps.owner).catch(() => undefined);
+    }
+  }
+
+  private async deactivate(next: SupervisorState): Promise<void> {
+    const { adapter, delivery, logger } = this.deps;
+    this.state = next === 'stopped' ? 'stopping' : next;
+    // Deliveries first (they need the connection to finish), then the connection.
+    await delivery.stop(this.deps.graceMs).catch((err: unknown) => logger.warn({ err, adapter: adapter.name }, 'delivery stop failed'));
+    await adapter.stop().catch((err: unknown) => logger.warn({ err, adapter: adapter.name }, 'adapter stop failed'));
+    if (next === 'stopped') this.state = 'stopped';
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    const wasRunning = this.state === 'active' || this.state === 'starting';
+    await this.transition;
+    if (wasRunning || this.state === 'active') await this.deactivate('stopped');
+    this.state = 'stopped';
+    await this.deps.queue.releaseLease(LEASE_PARTITION, this.lease, this.deps.owner).catch(() => undefined);
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * Two replicas against one Redis: each adapter's connection (and its
+ * deliveries) runs on exactly one of them; when that replica stops, the other
+ * takes the connection over and delivery goes on.
+ */
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, describe, expect, inject, it } from 'vitest';
+import { waitFor } from '../harness/free-port.js';
+import { startGateway, type TestGateway } from '../harness/gateway.js';
+import { testPrefix } from '../harness/redis.js';
+import { TestAdapter, redisRecorder } from '../harness/test-adapter.js';
+
+const running: TestGateway[] = [];
+const redis = new Redis(inject('redisUrl'));
+afterAll(() => redis.quit());
+afterEach(async () => {
+  for (const g of running.splice(0)) await g.stop();
+});
+
+describe('replicas', () => {
+  it('one replica holds an adapter connection; the other takes over when it stops', async () => {
+    const prefix = testPrefix('replicas');
+    const recorder = redisRecorder(redis, prefix);
+    const adapters: TestAdapter[] = [];
+    const replica = () =>
+      startGateway({
+        redisUrl: inject('redisUrl'),
+        prefix,
+        delivery: { leaseMs: 1000 },
+        extraAdapters: ({ sink }) => {
+          const a = new TestAdapter('remote', sink, recorder);
+          adapters.push(a);
+          return [a];
+        },
+      });
+    const one = await replica();
+    running.push(one);
+    const two = await replica();
+    running.push(two);
+    const [a1, a2] = adapters;
+    if (!a1 || !a2) throw new Error('adapters missing');
+    expect(a1.status().connected).toBe(true);
+    expect(a2.status().connected).toBe(false);
+    expect(one.gateway.supervisors[0]?.current).toBe('active');
+    expect(two.gateway.supervisors[0]?.current).toBe('standby');
+    // the standby replica is ready all the same
+    expect((await fetch(`${two.url}/readyz`)).status).toBe(200);
+
+    await one.admin('PUT', '/v1/admin/rooms/ops', { links: [{ endpoint: 'remote', target: 'ops@remote' }] });
+    const token = await one.deviceToken('alice', ['ops']);
+    const first = await two.device<{ eventId: string }>(token, 'PUT', '/v1/rooms/ops/send/r1', { kind: 'message', content: { body: 'via replica two' } });
+    await waitFor(async () => (await recorder.all()).some((d) => d.eventId === first.body.eventId), { timeoutMs: 15_000, what: 'delivery through the connection holder' });
+    expect(a2.controls.attempts).toBe(0);
+
+    // the holder goes away: the other replica takes the connection and the deliveries
+    running.splice(running.indexOf(one), 1);
+    await one.stop();
+    await waitFor(() => a2.status().connected, { timeoutMs: 10_000, what: 'replica two to take the connection' });
+    const second = await two.device<{ eventId: string }>(token, 'PUT', '/v1/rooms/ops/send/r2', { kind: 'message', content: { body: 'after the failover' } });
+    await waitFor(async () => (await recorder.all()).some((d) => d.eventId === second.body.eventId), { timeoutMs: 15_000, what: 'delivery by replica two' });
+    expect((await recorder.all()).map((d) => d.eventId)).toEqual([first.body.eventId, second.body.eventId]);
+    expect(two.gateway.supervisors[0]?.current).toBe('active');
+  });
+});
