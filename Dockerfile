@@ -14,9 +14,8 @@ RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY adapters ./adapters
-# tsc emits only .js: copy the Lua scripts next to the compiled event log that loads them.
+# npm run build also copies the Lua scripts next to the compiled event log that loads them.
 RUN npm run build \
- && if [ -d src/eventlog/lua ]; then mkdir -p dist/src/eventlog && cp -R src/eventlog/lua dist/src/eventlog/; fi \
  && npm prune --omit=dev --no-audit --no-fund
 
 FROM node:${NODE_VERSION}-bookworm-slim AS runtime
