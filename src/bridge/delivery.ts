@@ -92,6 +92,9 @@ class PartitionWorker {
   private readonly replaying = new Set<string>();
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
+  /** finished entries whose XACK goes out with the next batch (one fenced script call per tick) */
+  private acks: string[] = [];
+  private ackFlush: Promise<void> | undefined;
   private readonly stopping = new AbortController();
 
   constructor(
@@ -122,6 +125,7 @@ class PartitionWorker {
     const settle = Promise.all([...this.inFlight]);
     await Promise.race([settle, new Promise((r) => setTimeout(r, graceMs).unref())]);
     await this.loop;
+    await this.ackFlush;
     if (this.active) await this.queue.releaseLease(this.partition, this.group, this.deps.owner).catch(() => undefined);
     this.active = false;
   }
@@ -185,6 +189,7 @@ class PartitionWorker {
   }
 
   private lose(why: string): void {
+    if (!this.active) return;
     this.log.warn({ partition: this.partition, adapter: this.adapter.name, why }, 'delivery lease lost; standing by');
     this.active = false;
     this.deps.observer.leaseChanged(this.adapter.name, this.partition, false);
@@ -307,6 +312,8 @@ class PartitionWorker {
   /** The content in the adapter's text format (sanitised on the way), keeping mentions and attachments. */
   private contentFor(event: LogEvent): Content | undefined {
     if (!('content' in event)) return undefined;
+    // Plain text is the same in every format (XEP-0393 has no escaping; adapters escape for HTML).
+    if (event.content.format === undefined) return event.content;
     const { body, format, formatted, ...rest } = event.content;
     const converted = convert(
       { body, ...(format ? { format } : {}), ...(formatted !== undefined ? { formatted } : {}) },
@@ -342,15 +349,34 @@ class PartitionWorker {
   }
 
   private async finish(entry: QueuedEntry): Promise<boolean> {
-    const ok = entry.replayId
-      ? await this.queue.finishReplay(this.partition, this.group, this.deps.owner, entry.replayId)
-      : await this.queue.ack(this.partition, this.group, this.deps.owner, [entry.id]);
-    if (entry.replayId) this.replaying.delete(entry.replayId);
+    if (!entry.replayId) {
+      // The delivery is confirmed; the ack is batched with the other rooms' and does not hold
+      // this room back. If the lease moved meanwhile, the fenced ack fails and the new holder
+      // delivers the entry again — a duplicate the remote side's idempotency absorbs.
+      this.acks.push(entry.id);
+      this.ackFlush ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.flushAcks());
+      return true;
+    }
+    const ok = await this.queue.finishReplay(this.partition, this.group, this.deps.owner, entry.replayId);
+    this.replaying.delete(entry.replayId);
     if (!ok) {
       this.lose('fenced: the lease moved before the acknowledgement');
       return false;
     }
     return true;
+  }
+
+  private async flushAcks(): Promise<void> {
+    const ids = this.acks;
+    this.acks = [];
+    this.ackFlush = undefined;
+    if (ids.length === 0) return;
+    try {
+      if (!(await this.queue.ack(this.partition, this.group, this.deps.owner, ids))) this.lose('fenced: the lease moved before the acknowledgement');
+    } catch (err) {
+      // Not acknowledged: the entries stay pending and are delivered again after a takeover.
+      this.log.warn({ err, partition: this.partition, adapter: this.adapter.name, entries: ids.length }, 'acknowledgement failed');
+    }
   }
 
   private async dead(entry: QueuedEntry, event: LogEvent, reason: string, attempts: number): Promise<boolean> {
