@@ -92,8 +92,8 @@ export interface LogBackend {
   feedBounds(partition: number): Promise<StreamBounds>;
   /** the last feed position retention removed (0-0 when none): what `limited` is computed from */
   trimmedUpTo(partition: number): Promise<StreamPos>;
-  /** the same for one room's timeline */
-  roomTrimmedUpTo(partition: number, room: string): Promise<StreamPos>;
+  /** the same for rooms' timelines, in the order given */
+  roomsTrimmedUpTo(partition: number, rooms: readonly string[]): Promise<StreamPos[]>;
   roomBounds(partition: number, room: string): Promise<StreamBounds>;
   /** room timeline entries; `from` exclusive; `dir` f = ascending, b = descending */
   roomRange(partition: number, room: string, from: StreamPos | undefined, dir: 'f' | 'b', count: number): Promise<FeedEntry[]>;

@@ -308,8 +308,9 @@ export class MemoryBackend implements LogBackend {
     return Promise.resolve(this.part(partition).feed.maxDeleted);
   }
 
-  roomTrimmedUpTo(partition: number, room: string): Promise<StreamPos> {
-    return Promise.resolve(this.part(partition).rooms.get(room)?.maxDeleted ?? ZERO_POS);
+  roomsTrimmedUpTo(partition: number, rooms: readonly string[]): Promise<StreamPos[]> {
+    const part = this.part(partition);
+    return Promise.resolve(rooms.map((room) => part.rooms.get(room)?.maxDeleted ?? ZERO_POS));
   }
 
   roomBounds(partition: number, room: string): Promise<StreamBounds> {

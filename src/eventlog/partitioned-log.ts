@@ -165,7 +165,8 @@ export class PartitionedLog implements EventLog {
   private async isLimited(cursor: SyncCursor, rooms: RoomFilter): Promise<boolean> {
     const checks = cursor.map(async (pos, p) => {
       const direct = this.directRooms(p, rooms);
-      const marks = direct ? await Promise.all(direct.map((room) => this.backend.roomTrimmedUpTo(p, room))) : [await this.backend.trimmedUpTo(p)];
+      if (direct?.length === 0) return false;
+      const marks = direct ? await this.backend.roomsTrimmedUpTo(p, direct) : [await this.backend.trimmedUpTo(p)];
       return marks.some((t) => comparePos(t, pos) > 0);
     });
     return (await Promise.all(checks)).some(Boolean);
@@ -184,16 +185,20 @@ export class PartitionedLog implements EventLog {
     let active = positions.map((_, p) => p);
     for (let round = 0; round < 4 && active.length > 0; round++) {
       const remaining = options.limit - collected.length;
-      if (remaining <= 0) break;
-      const quota = Math.max(1, Math.floor(remaining / active.length));
-      const turn = active.slice(0, Math.min(active.length, remaining));
-      const scans = await Promise.all(turn.map((p) => this.scanPartition(p, positions[p] ?? ZERO_POS, quota, options.rooms)));
+      // Another round costs a round trip per partition: only when the page is less than half full.
+      if (remaining <= 0 || (round > 0 && collected.length >= options.limit / 2)) break;
+      // The quotas add up to what is left: the first `extra` partitions take one more.
+      const base = Math.floor(remaining / active.length);
+      const extra = remaining % active.length;
+      const turn = active.slice(0, base > 0 ? active.length : extra);
+      const quotaOf = (i: number) => base + (i < extra ? 1 : 0);
+      const scans = await Promise.all(turn.map((p, i) => this.scanPartition(p, positions[p] ?? ZERO_POS, quotaOf(i), options.rooms)));
       const stillActive: number[] = [];
       scans.forEach((scan, i) => {
         const p = turn[i] ?? 0;
         positions[p] = scan.scannedTo;
         for (const entry of scan.entries) collected.push({ p, entry });
-        if (scan.entries.length === quota && !scan.exhausted) stillActive.push(p);
+        if (scan.entries.length === quotaOf(i) && !scan.exhausted) stillActive.push(p);
       });
       active = [...stillActive, ...active.slice(turn.length)];
     }
@@ -226,8 +231,24 @@ export class PartitionedLog implements EventLog {
 
   private async readRoomsDirect(partition: number, rooms: readonly string[], after: StreamPos, count: number): Promise<FeedPage> {
     if (rooms.length === 0) return { entries: [], scannedTo: after, scanned: 0 };
-    const lists = await Promise.all(rooms.map((room) => this.backend.roomRange(partition, room, after, 'f', count)));
-    const merged = lists.length === 1 ? (lists[0] ?? []) : lists.flat().sort((a, b) => comparePos(a.pos, b.pos)).slice(0, count);
+    if (rooms.length === 1) {
+      const only = await this.backend.roomRange(partition, rooms[0] ?? '', after, 'f', count);
+      return { entries: only, scannedTo: only.at(-1)?.pos ?? after, scanned: only.length };
+    }
+    // A k-way merge page: each room gives a share; only entries up to the lowest last position
+    // of a room that filled its share are certainly complete, the rest come next page.
+    const share = Math.ceil(count / rooms.length) + 8;
+    const lists = await Promise.all(rooms.map((room) => this.backend.roomRange(partition, room, after, 'f', share)));
+    let bound: StreamPos | undefined;
+    for (const list of lists) {
+      const last = list.at(-1);
+      if (list.length === share && last && (!bound || comparePos(last.pos, bound) < 0)) bound = last.pos;
+    }
+    const merged = lists
+      .flat()
+      .filter((e) => !bound || comparePos(e.pos, bound) <= 0)
+      .sort((a, b) => comparePos(a.pos, b.pos))
+      .slice(0, count);
     return { entries: merged, scannedTo: merged.at(-1)?.pos ?? after, scanned: merged.length };
   }
 
