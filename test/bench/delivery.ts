@@ -10,7 +10,7 @@ import { createDeliveryManager } from '../../src/bridge/delivery.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { keySpace } from '../../src/eventlog/keys.js';
 import { silentLogger } from '../../src/log/index.js';
-import { testPrefix } from '../harness/redis.js';
+import { dropPrefix, testPrefix } from '../harness/redis.js';
 import { benchMessage } from './eventlog.js';
 import type { Bench } from './report.js';
 
@@ -93,12 +93,7 @@ export const benchDelivery: Bench = async ({ redisUrl, quick }) => {
   const rawRate = acked / ((performance.now() - t1) / 1000);
 
   await log.close();
-  let cursor = '0';
-  do {
-    const [nextCursor, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = nextCursor;
-    if (found.length) await redis.unlink(...found);
-  } while (cursor !== '0');
+  await dropPrefix(redis, prefix);
   await redis.quit();
   return {
     title: 'Delivery (Redis)',

@@ -9,7 +9,7 @@ import type { EventLog } from '../../src/core/ports.js';
 import { encodeFields } from '../../src/eventlog/codec.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { silentLogger } from '../../src/log/index.js';
-import { testPrefix } from '../harness/redis.js';
+import { testPrefix, dropPrefix } from '../harness/redis.js';
 import { percentile, type Bench, type BenchRow } from './report.js';
 
 const BODY = 'The pump in building 7 reported a pressure drop; maintenance is on the way, ETA 20 minutes.'; // 90 chars
@@ -48,15 +48,6 @@ async function freshLog(url: string, prefix: string, rooms: string[]): Promise<E
   const log = createEventLog({ partitions: 16, log: silentLogger(), redis: { url, prefix }, retention: { roomMaxLen: 0 } });
   for (const id of rooms) await log.rooms.put({ id, links: [] });
   return log;
-}
-
-async function dropPrefix(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.unlink(...keys);
-  } while (cursor !== '0');
 }
 
 async function memoryOf(redis: Redis, prefix: string): Promise<number> {

@@ -18,7 +18,7 @@ import { silentLogger } from '../../src/log/index.js';
 import { createMatrixAdapter } from '../../adapters/matrix/index.js';
 import { parseMatrixConfig, registrationYaml } from '../../adapters/matrix/config.js';
 import { createFakeHomeserver, type AppServiceRegistration } from '../harness/fake-homeserver.js';
-import { testPrefix } from '../harness/redis.js';
+import { testPrefix, dropPrefix } from '../harness/redis.js';
 import { percentile, type Bench, type BenchRow } from './report.js';
 
 const EVENTS_PER_TXN = 50;
@@ -81,15 +81,6 @@ async function bareEndpoint(): Promise<{ port: number; close: () => Promise<void
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { port: (server.address() as AddressInfo).port, close: () => new Promise((resolve) => server.close(() => resolve())) };
-}
-
-async function dropPrefix(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.unlink(...keys);
-  } while (cursor !== '0');
 }
 
 export const benchMatrix: Bench = async ({ redisUrl, quick }) => {

@@ -24,7 +24,7 @@ import { createMqttAdapter, parseMqttConfig, type MqttAdapter } from '../../adap
 import { normalise } from '../../adapters/mqtt/normalise.js';
 import { compileRule } from '../../adapters/mqtt/rules.js';
 import { startMosquitto } from '../harness/mosquitto.js';
-import { testPrefix } from '../harness/redis.js';
+import { testPrefix, dropPrefix } from '../harness/redis.js';
 import { percentile, type Bench, type BenchRow } from './report.js';
 
 const ROOM = 'plant';
@@ -54,15 +54,6 @@ function withDeadline<T>(p: Promise<T>, ms: number, what: () => string): Promise
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out: ${what()}`)), ms)));
   return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
-}
-
-async function dropPrefix(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.unlink(...keys);
-  } while (cursor !== '0');
 }
 
 interface Gateway {

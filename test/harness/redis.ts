@@ -7,6 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
 import { findExecutable, getFreePort, isRunning, killOnExit, terminate, waitForPort, LOOPBACK } from './free-port.js';
 
 export interface TestRedis {
@@ -53,4 +54,14 @@ export async function startRedis(): Promise<TestRedis> {
 /** A fresh key prefix per test, so runs never collide on a shared Redis. */
 export function testPrefix(name = 't'): string {
   return `sgtest:${name}:${randomBytes(6).toString('hex')}:`;
+}
+
+/** Removes every key under a test prefix (benchmarks clean up after themselves). */
+export async function dropPrefix(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length) await redis.unlink(...keys);
+  } while (cursor !== '0');
 }
