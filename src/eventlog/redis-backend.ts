@@ -182,6 +182,8 @@ export class RedisBackend implements LogBackend {
   private readonly idTtlSec: number;
   private closed = false;
   private readonly pending = new Map<number, Array<{ request: AppendRequest; resolve: (o: AppendOutcome) => void; reject: (err: unknown) => void }>>();
+  /** batches on their way to Redis, per partition */
+  private readonly sending = new Map<number, number>();
 
   constructor(options: RedisBackendOptions) {
     this.partitions = options.partitions;
@@ -211,9 +213,12 @@ export class RedisBackend implements LogBackend {
   }
 
   /**
-   * Appends issued in the same tick for one partition go to Redis as one
-   * script call (up to MAX_BATCH events): under load that is most of the
-   * difference to raw XADD; a lone append is not delayed.
+   * Appends to one partition go to Redis in batches, one script call each
+   * (up to MAX_BATCH events). An idle partition sends as soon as the current
+   * tick's appends joined, so a lone append is not delayed; while a batch of
+   * the partition is on its way, new appends gather for a whole event-loop
+   * turn first, so under load the batches grow by themselves. Batches go out
+   * in order on one connection, so appends keep their order.
    */
   append(request: AppendRequest): Promise<AppendOutcome> {
     this.closedCheck();
@@ -223,7 +228,8 @@ export class RedisBackend implements LogBackend {
       if (!batch) {
         batch = [];
         this.pending.set(p, batch);
-        queueMicrotask(() => this.flushAppends(p));
+        if ((this.sending.get(p) ?? 0) > 0) setImmediate(() => this.flushAppends(p));
+        else queueMicrotask(() => this.flushAppends(p));
       }
       batch.push({ request, resolve, reject });
       if (batch.length >= MAX_BATCH) this.flushAppends(p);
@@ -234,6 +240,7 @@ export class RedisBackend implements LogBackend {
     const batch = this.pending.get(p);
     if (!batch) return;
     this.pending.delete(p);
+    this.sending.set(p, (this.sending.get(p) ?? 0) + 1);
     const b = this.bucket();
     const keys = [this.keys.feed(p), this.keys.ids(p, b), this.keys.ids(p, b - 1), this.keys.trimMarks(p)];
     const args: Array<string | number | Buffer> = [this.retention.roomMaxLen, this.retention.feedMaxLen, this.idTtlSec, batch.length];
@@ -243,15 +250,20 @@ export class RedisBackend implements LogBackend {
       const fields = encodeFields(draft);
       args.push(draft.room, idField(request.idemField), request.aliasFields.length, ...request.aliasFields.map(idField), fields.length, ...fields);
     }
+    const done = () => this.sending.set(p, (this.sending.get(p) ?? 1) - 1);
     this.redis.sgAppendBatch(keys.length, ...keys, ...args).then(
       (reply) => {
+        done();
         batch.forEach(({ resolve }, i) => {
           const status = Number(reply[2 * i]);
           const id = String(reply[2 * i + 1] ?? '');
           resolve(status === -1 ? { status: 'room-unknown' } : { status: status === 1 ? 'appended' : 'duplicate', pos: parseIdValue(id) });
         });
       },
-      (err: unknown) => batch.forEach(({ reject }) => reject(err)),
+      (err: unknown) => {
+        done();
+        batch.forEach(({ reject }) => reject(err));
+      },
     );
   }
 
