@@ -96,6 +96,8 @@ class PartitionWorker {
   private acks: string[] = [];
   private ackFlush: Promise<void> | undefined;
   private readonly stopping = new AbortController();
+  /** when this worker last claimed other consumers' idle entries */
+  private lastClaim = 0;
 
   constructor(
     private readonly partition: number,
@@ -159,6 +161,12 @@ class PartitionWorker {
           continue;
         }
         if (!this.active) await this.takeOver();
+        else if (Date.now() - this.lastClaim >= options.leaseMs) {
+          // A holder that lost its lease without noticing (paused, partitioned) may still have
+          // read entries into its own pending list after we took over: claim what it left idle.
+          this.lastClaim = Date.now();
+          await this.enqueue(await this.queue.claimStale(this.partition, this.group, owner, 10_000, options.leaseMs), false);
+        }
         await this.enqueue(await this.queue.takeReplays(this.partition, this.group, options.batch), true);
         if (this.queued < options.maxQueued) {
           const fresh = await this.queue.readNew(this.partition, this.group, owner, options.batch, tick, this.stopping.signal);
@@ -183,6 +191,7 @@ class PartitionWorker {
     await this.queue.ensureGroup(this.partition, this.group);
     const own = await this.queue.readPending(this.partition, this.group, this.deps.owner, 100_000);
     const claimed = await this.queue.claimStale(this.partition, this.group, this.deps.owner, 100_000);
+    this.lastClaim = Date.now();
     const all = [...own, ...claimed].sort((a, b) => compareIds(a.id, b.id));
     if (all.length > 0) this.log.info({ partition: this.partition, adapter: this.adapter.name, pending: own.length, claimed: claimed.length }, 'lease taken; resuming pending deliveries');
     await this.enqueue(all, false);

@@ -151,8 +151,8 @@ export interface DeliveryQueue {
   releaseLease(partition: number, group: string, owner: string): Promise<void>;
   /** entries delivered to this consumer and not acknowledged (its own pending list) */
   readPending(partition: number, group: string, consumer: string, count: number): Promise<QueuedEntry[]>;
-  /** takes over every other consumer's pending entries (the previous lease holder's) */
-  claimStale(partition: number, group: string, consumer: string, count: number): Promise<QueuedEntry[]>;
+  /** takes over other consumers' pending entries idle for at least `minIdleMs` (a previous lease holder's) */
+  claimStale(partition: number, group: string, consumer: string, count: number, minIdleMs?: number): Promise<QueuedEntry[]>;
   /** new entries for the group; waits up to `waitMs` (or until `signal` aborts) for one when there is none */
   readNew(partition: number, group: string, consumer: string, count: number, waitMs: number, signal?: AbortSignal): Promise<QueuedEntry[]>;
   /** acknowledges, only while `owner` holds the lease (fencing); false = lease lost, nothing done */

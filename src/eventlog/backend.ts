@@ -106,7 +106,7 @@ export interface LogBackend {
   groupCreate(partition: number, group: string): Promise<void>;
   /** `new`: entries never delivered to the group (XREADGROUP >); `pending`: this consumer's unacknowledged ones */
   groupRead(partition: number, group: string, consumer: string, mode: 'new' | 'pending', count: number): Promise<GroupEntry[]>;
-  groupClaim(partition: number, group: string, consumer: string, count: number): Promise<GroupEntry[]>;
+  groupClaim(partition: number, group: string, consumer: string, count: number, minIdleMs: number): Promise<GroupEntry[]>;
   leaseAcquire(partition: number, group: string, owner: string, ttlMs: number): Promise<boolean>;
   leaseRelease(partition: number, group: string, owner: string): Promise<void>;
   groupAck(partition: number, group: string, owner: string, ids: readonly string[]): Promise<boolean>;

@@ -68,7 +68,7 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
     acquireLease: (p, group, owner, ttlMs) => backend.leaseAcquire(p, group, owner, ttlMs),
     releaseLease: (p, group, owner) => backend.leaseRelease(p, group, owner),
     readPending: async (p, group, consumer, count) => toQueued(p, await backend.groupRead(p, group, consumer, 'pending', count)),
-    claimStale: async (p, group, consumer, count) => toQueued(p, await backend.groupClaim(p, group, consumer, count)),
+    claimStale: async (p, group, consumer, count, minIdleMs = 0) => toQueued(p, await backend.groupClaim(p, group, consumer, count, minIdleMs)),
     async readNew(p, group, consumer, count, waitMs, signal) {
       const first = await backend.groupRead(p, group, consumer, 'new', count);
       if (first.length > 0 || signal?.aborted) return toQueued(p, first);

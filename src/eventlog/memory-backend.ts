@@ -70,7 +70,7 @@ class MemoryStream<T extends { pos: StreamPos }> {
 interface ConsumerGroup {
   last: StreamPos;
   /** stream id text → owner and position, like a Redis pending-entries list */
-  readonly pending: Map<string, { pos: StreamPos; consumer: string }>;
+  readonly pending: Map<string, { pos: StreamPos; consumer: string; deliveredAt: number }>;
 }
 
 interface Partition {
@@ -394,7 +394,7 @@ export class MemoryBackend implements LogBackend {
     const fresh = part.feed.after(g.last, count);
     const out = fresh.map((e) => {
       const id = posToString(e.pos);
-      g.pending.set(id, { pos: e.pos, consumer });
+      g.pending.set(id, { pos: e.pos, consumer, deliveredAt: Date.now() });
       return this.groupEntry(part, id, e.pos);
     });
     const last = fresh.at(-1);
@@ -402,14 +402,19 @@ export class MemoryBackend implements LogBackend {
     return Promise.resolve(out);
   }
 
-  groupClaim(partition: number, group: string, consumer: string, count: number): Promise<GroupEntry[]> {
+  groupClaim(partition: number, group: string, consumer: string, count: number, minIdleMs: number): Promise<GroupEntry[]> {
     this.closedCheck();
     const part = this.part(partition);
     const g = this.group(partition, group);
-    const others = [...g.pending.entries()].filter(([, p]) => p.consumer !== consumer).sort((a, b) => comparePos(a[1].pos, b[1].pos)).slice(0, count);
+    const now = Date.now();
+    const others = [...g.pending.entries()]
+      .filter(([, p]) => p.consumer !== consumer && now - p.deliveredAt >= minIdleMs)
+      .sort((a, b) => comparePos(a[1].pos, b[1].pos))
+      .slice(0, count);
     return Promise.resolve(
       others.map(([id, p]) => {
         p.consumer = consumer;
+        p.deliveredAt = now;
         return this.groupEntry(part, id, p.pos);
       }),
     );

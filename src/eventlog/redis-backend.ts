@@ -460,12 +460,12 @@ export class RedisBackend implements LogBackend {
     return this.groupEntries(partition, reply?.[0]?.[1] ?? []);
   }
 
-  async groupClaim(partition: number, group: string, consumer: string, count: number): Promise<GroupEntry[]> {
+  async groupClaim(partition: number, group: string, consumer: string, count: number, minIdleMs: number): Promise<GroupEntry[]> {
     this.closedCheck();
     const out: GroupEntry[] = [];
     let start = '0-0';
     for (let guard = 0; guard < 1000 && out.length < count; guard++) {
-      const [next, entries] = (await this.redis.xautoclaim(this.keys.feed(partition), group, consumer, 0, start, 'COUNT', Math.min(count - out.length, 500))) as [
+      const [next, entries] = (await this.redis.xautoclaim(this.keys.feed(partition), group, consumer, minIdleMs, start, 'COUNT', Math.min(count - out.length, 500))) as [
         string,
         Array<[string, string[] | null]>,
         ...unknown[],

@@ -146,6 +146,23 @@ for (const backend of ['redis', 'memory'] as const) {
       expect(await r.log.delivery.deadCount()).toBe(0);
     });
 
+    it('claims entries left in the pending list of a consumer that no longer holds the lease', async () => {
+      const r = await rig(['ops']);
+      const p = partitionOf('ops', PARTITIONS);
+      // A stale holder (paused, then gone) reads an entry into its own pending list while the
+      // worker holds the lease; the worker takes it over once it has been idle for a lease time.
+      let stranded: string | undefined;
+      for (let attempt = 0; attempt < 20 && !stranded; attempt++) {
+        const appended = await r.log.append(message('ops', `stranded ${attempt}`));
+        const read = await r.log.delivery.readNew(p, 'out:remote', 'ghost-consumer', 10, 0);
+        if (read.some((e) => e.event?.eventId === appended.eventId)) stranded = appended.eventId;
+      }
+      if (!stranded) throw new Error('the ghost consumer never got an entry before the worker');
+      const id = stranded;
+      await waitFor(async () => (await delivered(r)).includes(id), { timeoutMs: 20_000, what: 'the stranded entry to be claimed and delivered' });
+      expect(await r.adapter.recorder.duplicates()).toBe(0);
+    });
+
     it('honours retry-after and gives references in the adapter’s native ids', async () => {
       const r = await rig(['ops']);
       const original = await r.log.append(message('ops', 'original'));
