@@ -3,6 +3,7 @@
  * DeliveryResult statuses, input problems become counted drop reasons, and
  * configuration problems are reported all at once.
  */
+import { AdapterConfigError } from '../../src/core/adapter.js';
 import type { DeliveryResult } from '../../src/core/adapter.js';
 
 /** Why an inbound Matrix event (or transaction) did not become a log event; each is counted in status() and logged. */
@@ -28,13 +29,10 @@ export const DROP_REASONS = [
 export type DropReason = (typeof DROP_REASONS)[number];
 
 /** The adapter configuration is not valid; lists every problem found. */
-export class MatrixConfigError extends Error {
-  readonly problems: readonly string[];
-
+export class MatrixConfigError extends AdapterConfigError {
   constructor(problems: readonly string[]) {
-    super(`invalid Matrix configuration: ${problems.join('; ')}`);
+    super('Matrix', problems);
     this.name = 'MatrixConfigError';
-    this.problems = problems;
   }
 }
 

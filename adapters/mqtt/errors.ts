@@ -5,6 +5,7 @@
  */
 
 /** Why an inbound MQTT message did not become an event; each is counted in status() and logged. */
+import { AdapterConfigError } from '../../src/core/adapter.js';
 export const DROP_REASONS = [
   'no-rule',
   'payload-too-large',
@@ -22,13 +23,10 @@ export const DROP_REASONS = [
 export type DropReason = (typeof DROP_REASONS)[number];
 
 /** The adapter configuration or a room link (rule) is not valid; lists every problem found. */
-export class MqttConfigError extends Error {
-  readonly problems: readonly string[];
-
+export class MqttConfigError extends AdapterConfigError {
   constructor(problems: readonly string[]) {
-    super(`invalid MQTT configuration: ${problems.join('; ')}`);
+    super('MQTT', problems);
     this.name = 'MqttConfigError';
-    this.problems = problems;
   }
 }
 

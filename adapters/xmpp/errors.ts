@@ -5,6 +5,7 @@
  */
 
 /** Why an inbound stanza did not become an event; each is counted in status() and logged (rate-limited). */
+import { AdapterConfigError } from '../../src/core/adapter.js';
 export const DROP_REASONS = [
   /** a carbon not from our own bare JID (XEP-0280 §11) */
   'spoofed-carbon',
@@ -28,13 +29,10 @@ export const DROP_REASONS = [
 export type DropReason = (typeof DROP_REASONS)[number];
 
 /** The adapter configuration or a room link is not valid; lists every problem found. */
-export class XmppConfigError extends Error {
-  readonly problems: readonly string[];
-
+export class XmppConfigError extends AdapterConfigError {
   constructor(problems: readonly string[]) {
-    super(`invalid XMPP configuration: ${problems.join('; ')}`);
+    super('XMPP', problems);
     this.name = 'XmppConfigError';
-    this.problems = problems;
   }
 }
 

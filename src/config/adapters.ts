@@ -3,6 +3,7 @@
  * type, whose own schema (in adapters/<type>/config.ts) validates the rest.
  * Problems come back with their path, to be reported with the others.
  */
+import { configProblems } from '../core/adapter.js';
 import { parseMatrixConfig, type MatrixAdapterConfig } from '../../adapters/matrix/config.js';
 import { parseMqttConfig, type MqttAdapterConfig } from '../../adapters/mqtt/config.js';
 import { parseXmppConfig, type XmppAdapterConfig } from '../../adapters/xmpp/config.js';
@@ -26,12 +27,6 @@ const PARSERS: { [T in AdapterType]: Parser<Extract<AdapterSection, { type: T }>
 
 export const ADAPTER_TYPES = Object.keys(PARSERS) as AdapterType[];
 
-function problemsOf(err: unknown): string[] {
-  if (typeof err === 'object' && err !== null && Array.isArray((err as { problems?: unknown }).problems)) {
-    return (err as { problems: unknown[] }).problems.map(String);
-  }
-  return [err instanceof Error ? err.message : String(err)];
-}
 
 /** Validates every adapter section; returns the parsed sections and the problems (paths under /adapters/<name>). */
 export function parseAdapterSections(raw: Readonly<Record<string, unknown>>): { sections: Record<string, AdapterSection>; problems: string[] } {
@@ -57,7 +52,7 @@ export function parseAdapterSections(raw: Readonly<Record<string, unknown>>): { 
       else if (type === 'mqtt') sections[name] = { type, config: PARSERS.mqtt.parse(rest) };
       else if (type === 'xmpp') sections[name] = { type, config: PARSERS.xmpp.parse(rest) };
     } catch (err) {
-      problems.push(...problemsOf(err).map((p) => `${where}${p.startsWith('/') ? '' : ': '}${p}`));
+      problems.push(...configProblems(err).map((p) => `${where}${p.startsWith('/') ? '' : ': '}${p}`));
     }
   }
   return { sections, problems };

@@ -115,3 +115,24 @@ export const ECHO_ID_KEY = 'sg.eventId';
 export function nativeKey(proto: Proto, name: string, value: string): string {
   return `${proto}:${name}:${value}`;
 }
+
+/**
+ * An adapter's configuration or one of its room links is not valid. Every
+ * problem found is listed, so the config loader and the admin API can report
+ * them all at once whatever adapter raised them.
+ */
+export class AdapterConfigError extends Error {
+  readonly problems: readonly string[];
+
+  constructor(protocol: string, problems: readonly string[]) {
+    super(`invalid ${protocol} configuration: ${problems.join('; ')}`);
+    this.name = 'AdapterConfigError';
+    this.problems = problems;
+  }
+}
+
+/** The problems an adapter's config or link validation reported (or the error itself, for anything else). */
+export function configProblems(err: unknown): string[] {
+  if (err instanceof AdapterConfigError) return [...err.problems];
+  return [err instanceof Error ? err.message : String(err)];
+}

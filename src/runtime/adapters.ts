@@ -8,7 +8,7 @@ import { createMatrixAdapter } from '../../adapters/matrix/index.js';
 import { createMqttAdapter, validateMqttRule } from '../../adapters/mqtt/index.js';
 import { createXmppAdapter, stateCatchupStore, validateXmppLink } from '../../adapters/xmpp/index.js';
 import type { Config } from '../config/index.js';
-import type { Adapter } from '../core/adapter.js';
+import { configProblems, type Adapter } from '../core/adapter.js';
 import type { EventLog, RoomSpec } from '../core/ports.js';
 import type { BridgeSink } from '../bridge/ingest.js';
 import type { RoomLinks } from '../bridge/links.js';
@@ -34,10 +34,6 @@ export function createAdapters(config: Config, context: AdapterContext): Adapter
   });
 }
 
-function problemsOf(err: unknown): string[] {
-  const problems = (err as { problems?: unknown }).problems;
-  return Array.isArray(problems) ? problems.map(String) : [err instanceof Error ? err.message : String(err)];
-}
 
 /**
  * Checks a room's links against the configured adapters before the admin API
@@ -58,7 +54,7 @@ export function roomLinkProblems(config: Config, spec: RoomSpec, extraEndpoints:
         try {
           validateMqttRule(spec.id, link, section.config);
         } catch (err) {
-          problems.push(...problemsOf(err).map((p) => `${where}: ${p}`));
+          problems.push(...configProblems(err).map((p) => `${where}: ${p}`));
         }
         break;
       case 'matrix':
@@ -68,7 +64,7 @@ export function roomLinkProblems(config: Config, spec: RoomSpec, extraEndpoints:
         try {
           validateXmppLink(link);
         } catch (err) {
-          problems.push(...problemsOf(err).map((p) => `${where}: ${p}`));
+          problems.push(...configProblems(err).map((p) => `${where}: ${p}`));
         }
         break;
     }

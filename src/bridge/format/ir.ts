@@ -305,3 +305,20 @@ function stripEdgeBreaks(nodes: Inline[]): Inline[] {
   while (end > start && nodes[end - 1]?.kind === 'break') end--;
   return nodes.slice(start, end);
 }
+
+/** A quote block's text: every line behind "> " (an empty line as a bare ">"). */
+export function quoteLines(text: string): string {
+  return text
+    .split('\n')
+    .map((line) => (line ? `> ${line}` : '>'))
+    .join('\n');
+}
+
+/** A list item's text behind its marker, the following lines indented to match. */
+export function markItem(marker: string, body: string): string {
+  const indent = ' '.repeat(marker.length);
+  return body
+    .split('\n')
+    .map((line, n) => (n === 0 ? marker + line : line ? indent + line : line))
+    .join('\n');
+}

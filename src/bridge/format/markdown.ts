@@ -10,7 +10,7 @@
  */
 import MarkdownIt from 'markdown-it';
 import { htmlToBlocks } from './html.js';
-import { type Block, type Inline } from './ir.js';
+import { markItem, quoteLines, type Block, type Inline } from './ir.js';
 import { matrixToUserHref } from './mentions.js';
 import { sanitizeHtml } from './sanitize.js';
 
@@ -54,22 +54,9 @@ function renderBlock(block: Block): string {
       return `${fence}${block.language ?? ''}\n${block.text}\n${fence}`;
     }
     case 'quote':
-      return renderBlocks(block.children, false)
-        .split('\n')
-        .map((line) => (line ? `> ${line}` : '>'))
-        .join('\n');
+      return quoteLines(renderBlocks(block.children, false));
     case 'list':
-      return block.items
-        .map((item, index) => {
-          const marker = block.ordered ? `${block.start + index}. ` : '- ';
-          const indent = ' '.repeat(marker.length);
-          const body = renderBlocks(item, true);
-          return body
-            .split('\n')
-            .map((line, n) => (n === 0 ? marker + line : line ? indent + line : line))
-            .join('\n');
-        })
-        .join('\n');
+      return block.items.map((item, index) => markItem(block.ordered ? `${block.start + index}. ` : '- ', renderBlocks(item, true))).join('\n');
     case 'table': {
       const width = Math.max(1, ...block.rows.map((row) => row.length));
       const line = (cells: readonly string[]): string =>

@@ -11,7 +11,7 @@
  * would be misread: a span is written only where its directives would parse
  * back to the same span, otherwise its text is written unstyled.
  */
-import { hasFormatting, normaliseBlocks, pushAll, type Block, type Inline, type StyleKind } from './ir.js';
+import { hasFormatting, markItem, normaliseBlocks, pushAll, quoteLines, type Block, type Inline, type StyleKind } from './ir.js';
 
 const SPACE = /^[\p{White_Space}\p{Z}]$/u;
 
@@ -182,21 +182,9 @@ function renderBlock(block: Block, mode: TextMode): string {
     case 'code-block':
       return mode === 'xep0393' ? `\`\`\`${block.language ?? ''}\n${block.text}\n\`\`\`` : block.text;
     case 'quote':
-      return renderText(block.children, mode)
-        .split('\n')
-        .map((line) => (line ? `> ${line}` : '>'))
-        .join('\n');
+      return quoteLines(renderText(block.children, mode));
     case 'list':
-      return block.items
-        .map((item, index) => {
-          const marker = block.ordered ? `${block.start + index}. ` : '• ';
-          const indent = ' '.repeat(marker.length);
-          return renderBlocks(item, mode, true)
-            .split('\n')
-            .map((line, n) => (n === 0 ? marker + line : line ? indent + line : line))
-            .join('\n');
-        })
-        .join('\n');
+      return block.items.map((item, index) => markItem(block.ordered ? `${block.start + index}. ` : '• ', renderBlocks(item, mode, true))).join('\n');
     case 'table':
       return block.rows.map((row) => row.map((cell) => renderInlines(cell, mode, true)).join(' | ')).join('\n');
     case 'rule':
