@@ -10,7 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Type, type Static } from '@sinclair/typebox';
-import { Value } from '@sinclair/typebox/value';
+import { applySchema } from '../../src/core/schema.js';
 import { stringify } from 'yaml';
 import { MatrixConfigError } from './errors.js';
 
@@ -90,8 +90,7 @@ export type MatrixAdapterConfig = Static<typeof MatrixAdapterConfig>;
 
 /** Applies defaults and validates, reporting every violation at once. For tests, the runtime and the CLI. */
 export function parseMatrixConfig(input: unknown): MatrixAdapterConfig {
-  const withDefaults = Value.Default(MatrixAdapterConfig, structuredClone(input));
-  const problems = [...Value.Errors(MatrixAdapterConfig, withDefaults)].map((e) => `${e.path || '/'}: ${e.message}`);
+  const { value: withDefaults, problems } = applySchema(MatrixAdapterConfig, input);
   if (problems.length === 0) {
     const config = withDefaults as MatrixAdapterConfig;
     if (config.mode === 'appservice') {

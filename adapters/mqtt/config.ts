@@ -7,7 +7,7 @@
  * (rules.ts), so the admin API can reject a bad link before storing it.
  */
 import { Type, type Static } from '@sinclair/typebox';
-import { Value } from '@sinclair/typebox/value';
+import { applySchema } from '../../src/core/schema.js';
 import { MqttConfigError } from './errors.js';
 
 export const DEFAULT_OUT_TOPIC = 'sg/v1/rooms/{{room}}/out';
@@ -92,8 +92,7 @@ export type MqttAdapterConfig = Static<typeof MqttAdapterConfig>;
 
 /** Applies defaults and validates, reporting every violation at once. For tests and the runtime. */
 export function parseMqttConfig(input: unknown): MqttAdapterConfig {
-  const withDefaults = Value.Default(MqttAdapterConfig, structuredClone(input));
-  const problems = [...Value.Errors(MqttAdapterConfig, withDefaults)].map((e) => `${e.path || '/'}: ${e.message}`);
+  const { value: withDefaults, problems } = applySchema(MqttAdapterConfig, input);
   if (problems.length > 0) throw new MqttConfigError(problems);
   const config = withDefaults as MqttAdapterConfig;
   if (config.reconnect.maxMs < config.reconnect.minMs) throw new MqttConfigError(['/reconnect: maxMs must be >= minMs']);

@@ -8,7 +8,7 @@
  * the bridge account.
  */
 import { Type, type Static } from '@sinclair/typebox';
-import { Value } from '@sinclair/typebox/value';
+import { applySchema } from '../../src/core/schema.js';
 import type { RoomLink } from '../../src/core/ports.js';
 import { XmppConfigError } from './errors.js';
 
@@ -64,8 +64,7 @@ export type XmppAdapterConfig = Static<typeof XmppAdapterConfig>;
 
 /** Applies defaults and validates, reporting every violation at once. */
 export function parseXmppConfig(input: unknown): XmppAdapterConfig {
-  const withDefaults = Value.Default(XmppAdapterConfig, structuredClone(input));
-  const problems = [...Value.Errors(XmppAdapterConfig, withDefaults)].map((e) => `${e.path || '/'}: ${e.message}`);
+  const { value: withDefaults, problems } = applySchema(XmppAdapterConfig, input);
   if (problems.length > 0) throw new XmppConfigError(problems);
   const config = withDefaults as XmppAdapterConfig;
   const more: string[] = [];
