@@ -19,7 +19,7 @@ import { MqttConnection, backoffDelay, type SubscriptionSpec } from './client.js
 import { PendingCommands, type PendingCommand } from './commands.js';
 import { parseMqttConfig, type MqttAdapterConfig } from './config.js';
 import { DROP_REASONS, MqttConfigError, MqttPublishError, type DropReason } from './errors.js';
-import { asTelemetry, EID_PROPERTY, firstProperty, normalise, truncate, type InboundMessage, type Normalised } from './normalise.js';
+import { asTelemetry, CONTEXT_IDS, EID_PROPERTY, firstProperty, normalise, truncate, type InboundMessage, type Normalised } from './normalise.js';
 import { compileCommands, matchCommand, PUBLISHED_KINDS, renderCommand, renderRoomEvent, type Command } from './render.js';
 import { compileRule, compileRules, rulesFor, type Rule, type RuleSet } from './rules.js';
 import { Throttle, type ThrottleSummary } from './throttle.js';
@@ -210,7 +210,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     counters.summaries++;
     track(
       background,
-      withRetry(() => sink.ingest(draft)).then(countResult, (err: unknown) => log.error({ err, room: rule.room, topic }, 'could not append a throttle summary')),
+      withRetry(() => sink.ingest(draft, { contextIds: CONTEXT_IDS })).then(countResult, (err: unknown) => log.error({ err, room: rule.room, topic }, 'could not append a throttle summary')),
     );
   }
 
@@ -246,7 +246,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
       return;
     }
     if (decision === 'overflow') counters.throttleOverflow++;
-    countResult(await withRetry(() => sink.ingest(draft, { aliases: n.aliases })));
+    countResult(await withRetry(() => sink.ingest(draft, { aliases: n.aliases, contextIds: CONTEXT_IDS })));
   }
 
   const responseRules = new Map<string, Rule>();

@@ -28,6 +28,8 @@ import type { Rule } from './rules.js';
 export const MSGID_PROPERTY = 'sg-msgid';
 export const EID_PROPERTY = 'sg-eid';
 export const CURSOR_PROPERTY = 'sg-cursor';
+/** origin ids that are not message ids: the topic names where a message came from, not which message (IngestOptions.contextIds) */
+export const CONTEXT_IDS: readonly string[] = ['mqtt.topic'];
 /** longest topic we store (origin ids hold at most 1024 characters; senders 512) */
 export const MAX_TOPIC_CHARS = 512;
 const MAX_MSGID_CHARS = 200;

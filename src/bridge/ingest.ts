@@ -26,11 +26,15 @@ export interface BridgeSink extends IngestSink {
   readonly counters: Readonly<Record<string, IngestCounters>>;
 }
 
-/** Lookup keys for a draft's native ids (see nativeKey). */
-export function nativeKeys(draft: Pick<EventDraft, 'origin'>): string[] {
-  return Object.entries(draft.origin.ids)
-    .filter(([name]) => name !== ECHO_ID_KEY)
-    .map(([name, value]) => nativeKey(draft.origin.proto, name, value));
+/** Lookup keys for a draft's native ids (see nativeKey), leaving out our own id and the context ids. */
+export function nativeKeys(draft: Pick<EventDraft, 'origin'>, contextIds: readonly string[] = []): string[] {
+  const keys: string[] = [];
+  for (const name in draft.origin.ids) {
+    const value = draft.origin.ids[name];
+    if (value === undefined || name === ECHO_ID_KEY || contextIds.includes(name)) continue;
+    keys.push(nativeKey(draft.origin.proto, name, value));
+  }
+  return keys;
 }
 
 export function createIngestSink(deps: { log: EventLog; logger: Logger }): BridgeSink {
@@ -70,7 +74,7 @@ export function createIngestSink(deps: { log: EventLog; logger: Logger }): Bridg
       if (ours !== undefined) {
         const original = await log.getEvent(input.room, ours).catch(() => undefined);
         if (original) {
-          const aliases = nativeKeys(input);
+          const aliases = nativeKeys(input, options.contextIds);
           if (aliases.length > 0) await log.alias(input.room, original.eventId, aliases);
           count(via, 'echo');
           return { status: 'echo', eventId: original.eventId };
@@ -86,7 +90,7 @@ export function createIngestSink(deps: { log: EventLog; logger: Logger }): Bridg
         const draft = sanitiseContent(await normaliseRelations(input));
         const { [ECHO_ID_KEY]: _drop, ...ids } = draft.origin.ids;
         const clean = { ...draft, origin: { ...draft.origin, ids } } as EventDraft;
-        const result = await log.append(clean, { aliases: [...(options.aliases ?? []), ...nativeKeys(clean)] });
+        const result = await log.append(clean, { aliases: [...(options.aliases ?? []), ...nativeKeys(clean, options.contextIds)] });
         count(via, result.duplicate ? 'duplicate' : 'appended');
         return { status: result.duplicate ? 'duplicate' : 'appended', eventId: result.eventId, cursor: result.cursor };
       } catch (err) {

@@ -19,6 +19,12 @@ export type IngestResult =
 export interface IngestOptions {
   /** extra native-id lookup keys for the event (see EventLog.append) */
   readonly aliases?: readonly string[];
+  /**
+   * Names of origin ids that say where the event came from, not which event
+   * it is (an MQTT topic): kept on the event, left out of the id map, where
+   * every message of that topic would otherwise claim the same key.
+   */
+  readonly contextIds?: readonly string[];
 }
 
 /**

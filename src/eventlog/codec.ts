@@ -53,12 +53,14 @@ const EXTRA_FIELD: Partial<Record<EventKind, string>> = {
   telemetry: 'telemetry',
 };
 
-/** Flat `[field, value, field, value, …]` as XADD takes it. */
-export function encodeFields(draft: EventDraft): string[] {
+/** The ten values in FIELD_NAMES order (the append script adds the names). */
+export function encodeValues(draft: EventDraft): string[] {
   const s = draft.sender;
-  const sender: SenderTuple = [s.uid, s.proto, s.native, s.display ?? null, s.auth, s.puppet ? 1 : 0];
   const o = draft.origin;
-  const origin: OriginTuple = [o.proto, o.via, o.ids, o.historical ? 1 : 0];
+  // Tuples written as JSON by hand around JSON-quoted parts: the same text as
+  // JSON.stringify of the tuple, without building the tuple first.
+  const sender = `[${JSON.stringify(s.uid)},"${s.proto}",${JSON.stringify(s.native)},${s.display === undefined ? 'null' : JSON.stringify(s.display)},"${s.auth}",${s.puppet ? 1 : 0}]`;
+  const origin = `["${o.proto}",${JSON.stringify(o.via)},${JSON.stringify(o.ids)},${o.historical ? 1 : 0}]`;
   // The body is stored raw (no JSON quoting); the rest of the content, when there is any, as JSON.
   let body = '';
   let content = '';
@@ -70,17 +72,22 @@ export function encodeFields(draft: EventDraft): string[] {
   const rel = 'rel' in draft && draft.rel ? JSON.stringify(draft.rel) : '';
   const extra = extraOf(draft);
   return [
-    'k', KIND_CODE[draft.kind],
-    'i', draft.idem,
-    's', JSON.stringify(sender),
-    'o', JSON.stringify(origin),
-    't', String(draft.ts.received),
-    'u', draft.ts.origin === undefined ? '' : String(draft.ts.origin),
-    'b', body,
-    'c', content,
-    'r', rel,
-    'x', extra === undefined ? '' : JSON.stringify(extra),
+    KIND_CODE[draft.kind],
+    draft.idem,
+    sender,
+    origin,
+    String(draft.ts.received),
+    draft.ts.origin === undefined ? '' : String(draft.ts.origin),
+    body,
+    content,
+    rel,
+    extra === undefined ? '' : JSON.stringify(extra),
   ];
+}
+
+/** Flat `[field, value, field, value, …]` as XADD takes it. */
+export function encodeFields(draft: EventDraft): string[] {
+  return encodeValues(draft).flatMap((value, i) => [FIELD_NAMES[i] as string, value]);
 }
 
 /** The inverse of `encodeFields`, for entries this module wrote. */

@@ -5,7 +5,8 @@
 -- KEYS: 1 partition feed, 2 id map (current bucket), 3 id map (previous bucket), 4 trim marks
 --       (stream key -> last removed id), then per event i: 4+2i-1 its room timeline, 4+2i its room meta
 -- ARGV: 1 room max length (0 = none), 2 feed max length (0 = none), 3 id map ttl seconds, 4 event count n,
---       then per event: room, idempotency field, alias count a, a alias fields, field count f, f values (field/value pairs)
+--       then per event: room, idempotency field, alias count a, a alias fields, then the 10 field values
+--       in codec.ts FIELD_NAMES order (the names are written here, not sent with every event)
 -- Returns a flat list {status, id} per event: 1 = appended (stream id), 0 = duplicate (compact id of
 -- the first append), -1 = unknown room.
 
@@ -51,10 +52,8 @@ for i = 1, n do
   local idem = ARGV[a + 1]
   local aliases = tonumber(ARGV[a + 2])
   local first_alias = a + 3
-  local nfields = tonumber(ARGV[first_alias + aliases])
-  local first_field = first_alias + aliases + 1
-  local last_field = first_field + nfields - 1
-  a = last_field + 1
+  local f = first_alias + aliases
+  a = f + 10
   local room_key = KEYS[4 + 2 * i - 1]
   local meta_key = KEYS[4 + 2 * i]
 
@@ -69,7 +68,8 @@ for i = 1, n do
     else
       local id = redis.call('XADD', KEYS[1], '*', 'r', room)
       -- The timeline entry takes the feed entry's id: one position names the event everywhere.
-      redis.call('XADD', room_key, id, unpack(ARGV, first_field, last_field))
+      redis.call('XADD', room_key, id, 'k', ARGV[f], 'i', ARGV[f + 1], 's', ARGV[f + 2], 'o', ARGV[f + 3], 't', ARGV[f + 4],
+        'u', ARGV[f + 5], 'b', ARGV[f + 6], 'c', ARGV[f + 7], 'r', ARGV[f + 8], 'x', ARGV[f + 9])
       cap(room_key, roommax)
       local short = compact(id)
       redis.call('HSET', KEYS[2], idem, short)

@@ -7,7 +7,7 @@ import { startMosquitto, type MosquittoBroker } from '../../harness/mosquitto.js
 import { allEvents, counters, createGateway, device, dropped, endDevices, gatedSink, makeAdapter, uniqueClientId, until, type Gateway } from './helpers.js';
 import type { MqttAdapter } from '../../../adapters/mqtt/index.js';
 import type { RoomLink } from '../../../src/core/ports.js';
-import type { IngestSink } from '../../../src/core/adapter.js';
+import { nativeKey, type IngestSink } from '../../../src/core/adapter.js';
 
 const ROOM = 'alerts';
 const RULE: RoomLink = { endpoint: 'mqtt', target: 'sensors/+device/alert', options: { decode: 'json', template: '{{device}}: {{level}} at {{temp}} °C' } };
@@ -215,6 +215,9 @@ describe('MQTT ingest', () => {
     expect(events[0]?.idem).toBe('mqtt:dev-4:alert-42');
     expect(events[0]?.origin.ids['mqtt.msgId']).toBe('alert-42');
     expect(counters(adapter).duplicate).toBe(1);
+    // The msgid identifies the message in the id map; the topic only says where it came from.
+    expect(await gw.log.resolve(ROOM, nativeKey('mqtt', 'mqtt.msgId', 'alert-42'))).toBe(events[0]?.eventId);
+    expect(await gw.log.resolve(ROOM, nativeKey('mqtt', 'mqtt.topic', 'sensors/dev-4/alert'))).toBeUndefined();
   });
 
   it('delivers messages published while the gateway was stopped when it comes back', async () => {

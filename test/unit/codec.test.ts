@@ -1,0 +1,63 @@
+// The Redis stored form: encodeValues writes sender and origin tuples by hand
+// (no intermediate arrays), so they must stay exactly JSON.stringify's text,
+// and id-map fields must be 14 single-byte characters.
+import { describe, expect, it } from 'vitest';
+import type { EventDraft } from '../../src/core/event.js';
+import { FIELD_NAMES, decodeFields, encodeFields, encodeValues } from '../../src/eventlog/codec.js';
+import { idField } from '../../src/eventlog/redis-backend.js';
+
+const awkward = 'q"uo\\te \u0000 \u2028 é 🚀 </script>';
+
+const drafts: EventDraft[] = [
+  {
+    v: 1,
+    kind: 'message',
+    idem: `api:${awkward}`,
+    room: 'r1',
+    sender: { uid: `u:${awkward}`, proto: 'api', native: awkward, display: awkward, auth: 'api-token', puppet: true },
+    origin: { proto: 'api', via: 'api', ids: { 'api.txnId': awkward, [awkward]: 'x' }, historical: true },
+    ts: { received: 1_700_000_000_000, origin: 1_699_999_999_999 },
+    content: { body: awkward, formatted: `<b>${awkward}</b>`, format: 'html' },
+    rel: { replyTo: '01ABCDEF' },
+  },
+  {
+    v: 1,
+    kind: 'reaction',
+    idem: 'mx:1',
+    room: 'r2',
+    sender: { uid: 'mx:@a:x', proto: 'matrix', native: '@a:x', auth: 'server' },
+    origin: { proto: 'matrix', via: 'matrix', ids: {} },
+    ts: { received: 1 },
+    rel: { reactsTo: '01ABCDEF' },
+    reaction: { keys: ['👍', awkward] },
+  },
+];
+
+describe('event codec', () => {
+  it.each(drafts.map((d) => [d.kind, d] as const))('writes %s sender and origin as JSON.stringify would, and reads the draft back', (_kind, draft) => {
+    const values = encodeValues(draft);
+    expect(values).toHaveLength(FIELD_NAMES.length);
+    const s = draft.sender;
+    const o = draft.origin;
+    expect(values[2]).toBe(JSON.stringify([s.uid, s.proto, s.native, s.display ?? null, s.auth, s.puppet ? 1 : 0]));
+    expect(values[3]).toBe(JSON.stringify([o.proto, o.via, o.ids, o.historical ? 1 : 0]));
+    expect(decodeFields(draft.room, encodeFields(draft))).toEqual(draft);
+  });
+});
+
+describe('id-map fields', () => {
+  it('are 14 characters below U+0080, so their UTF-8 form is 14 bytes', () => {
+    for (const key of ['', 'r1\u0000api:1', awkward, 'x'.repeat(5000)]) {
+      const field = idField(key);
+      expect(field).toHaveLength(14);
+      expect(Buffer.byteLength(field, 'utf8')).toBe(14);
+      expect(idField(key)).toBe(field);
+    }
+  });
+
+  it('do not collide over many keys', () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 100_000; i++) seen.add(idField(`r1\u0000mqtt:dev:${i}`));
+    expect(seen.size).toBe(100_000);
+  });
+});
