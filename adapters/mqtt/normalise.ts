@@ -86,6 +86,7 @@ export function firstProperty(props: InboundMessage['userProperties'], name: str
 
 /** Escapes the separator so `a:b` + `c` and `a` + `b:c` make different keys. */
 function keyPart(s: string): string {
+  if (!s.includes('%') && !s.includes(':')) return s;
   return s.replace(/%/g, '%25').replace(/:/g, '%3A');
 }
 
@@ -107,9 +108,25 @@ export function decodePayload(payload: Buffer, as: 'json' | 'text' | 'binary'): 
 
 /** The template view: payload fields at the top, then `payload`, `topic` and the named segments (which win: identity is the topic's). */
 export function templateView(decoded: Decoded, topic: string, params: Readonly<Record<string, string>>): Record<string, unknown> {
-  const fields = decoded.kind === 'json' && typeof decoded.value === 'object' && decoded.value !== null && !Array.isArray(decoded.value) ? (decoded.value as Record<string, unknown>) : {};
-  const payload = decoded.kind === 'json' ? decoded.value : decoded.kind === 'text' ? decoded.text : decoded.base64;
-  return { ...fields, payload, ...(decoded.kind === 'binary' ? { bytes: decoded.bytes } : {}), topic, ...params };
+  // Copied key by key into an object without a prototype: several times
+  // cheaper than object spread on this per-message path, and a payload key
+  // named "__proto__" stays a plain field.
+  const view: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
+  if (decoded.kind === 'json') {
+    const value = decoded.value;
+    if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
+      for (const key of Object.keys(value)) view[key] = (value as Record<string, unknown>)[key];
+    }
+    view['payload'] = value;
+  } else if (decoded.kind === 'text') {
+    view['payload'] = decoded.text;
+  } else {
+    view['payload'] = decoded.base64;
+    view['bytes'] = decoded.bytes;
+  }
+  view['topic'] = topic;
+  for (const key of Object.keys(params)) view[key] = params[key];
+  return view;
 }
 
 function defaultText(decoded: Decoded): string {
@@ -177,14 +194,9 @@ export function normalise(msg: InboundMessage, rule: Rule, params: Readonly<Reco
     }
   }
 
-  const common = {
-    v: 1 as const,
-    idem,
-    room: rule.room,
-    sender,
-    origin: { proto: 'mqtt' as const, via: ctx.via, ids, ...(msg.retain ? { historical: true } : {}) },
-    ts: { received: ctx.now },
-  };
+  const origin: DraftOf<'message'>['origin'] = { proto: 'mqtt', via: ctx.via, ids };
+  if (msg.retain) origin.historical = true;
+  const ts = { received: ctx.now };
   const throttleKey = `${rule.room}\u0000${topic}`;
 
   if (rule.options.kind === 'telemetry') {
@@ -192,7 +204,8 @@ export function normalise(msg: InboundMessage, rule: Rule, params: Readonly<Reco
       decoded.value.kind === 'binary'
         ? { contentType: msg.contentType ?? 'application/octet-stream;base64', payload: decoded.value.base64, topic }
         : { contentType: decoded.value.kind === 'json' ? 'application/json' : 'text/plain;charset=utf-8', payload: decoded.value.text, topic };
-    return { ok: true, value: { draft: { ...common, kind: 'telemetry', telemetry }, aliases, dupLookups, text: '', throttleKey } };
+    const draft: DraftOf<'telemetry'> = { v: 1, kind: 'telemetry', idem, room: rule.room, sender, origin, ts, telemetry };
+    return { ok: true, value: { draft, aliases, dupLookups, text: '', throttleKey } };
   }
 
   let text: string;
@@ -209,7 +222,8 @@ export function normalise(msg: InboundMessage, rule: Rule, params: Readonly<Reco
     text = defaultText(decoded.value);
   }
   text = truncate(text);
-  return { ok: true, value: { draft: { ...common, kind: 'message', content: { body: text } }, aliases, dupLookups, text, throttleKey } };
+  const draft: DraftOf<'message'> = { v: 1, kind: 'message', idem, room: rule.room, sender, origin, ts, content: { body: text } };
+  return { ok: true, value: { draft, aliases, dupLookups, text, throttleKey } };
 }
 
 /** A suppressed (throttled) message kept as telemetry, so the reading itself is not lost. */
