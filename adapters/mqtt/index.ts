@@ -360,23 +360,47 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     }
   }
 
+  /** barriers not finished yet, and messages queued behind one that have not started */
+  let barriers = 0;
+  let queuedOnGate = 0;
+  const ROOM_NOW: Promise<void> = Promise.resolve();
+
   /** Resolves when the message may be acknowledged (QoS 1), or when there is room for more work (QoS 0). */
-  async function onMessage(msg: InboundMessage): Promise<void> {
+  function onMessage(msg: InboundMessage): Promise<void> {
     counters.received++;
     let work: Promise<void>;
     if (isBarrier(msg)) {
       const before = [...inFlight];
-      work = gate.then(() => Promise.allSettled(before)).then(() => handleOne(msg));
+      barriers++;
+      work = gate
+        .then(() => Promise.allSettled(before))
+        .then(() => handleOne(msg))
+        .finally(() => barriers--);
       gate = work.catch(() => undefined);
+    } else if (barriers === 0 && queuedOnGate === 0) {
+      // Nothing queued ahead: start now. Up to its append nothing in it waits,
+      // so appends are issued in the order the messages arrived.
+      work = handleOne(msg);
     } else {
-      work = gate.then(() => handleOne(msg));
+      queuedOnGate++;
+      work = gate.then(() => {
+        queuedOnGate--;
+        return handleOne(msg);
+      });
     }
-    track(inFlight, work);
-    const wake = () => roomWaiters.shift()?.();
-    work.then(wake, wake);
+    inFlight.add(work);
+    const finished = () => {
+      inFlight.delete(work);
+      roomWaiters.shift()?.();
+    };
+    // Also handles a QoS 0 failure (handleOne has logged it): nothing to redeliver.
+    work.then(finished, finished);
     if (msg.qos > 0) return work;
     // Nothing to acknowledge: do not hold the connection for the append, but bound the work in flight.
-    void work.catch(() => undefined);
+    return inFlight.size <= config.qos0InFlight ? ROOM_NOW : waitForRoom();
+  }
+
+  async function waitForRoom(): Promise<void> {
     while (inFlight.size > config.qos0InFlight) await new Promise<void>((resolve) => roomWaiters.push(resolve));
   }
 

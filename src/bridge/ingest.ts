@@ -54,6 +54,11 @@ export function createIngestSink(deps: { log: EventLog; logger: Logger }): Bridg
     return { ...draft, content: { ...draft.content, formatted: clean } } as EventDraft;
   }
 
+  function withoutEchoId(draft: EventDraft): EventDraft {
+    const { [ECHO_ID_KEY]: _drop, ...ids } = draft.origin.ids;
+    return { ...draft, origin: { ...draft.origin, ids } } as EventDraft;
+  }
+
   /** An edit always replaces the original, never an earlier edit (Matrix forbids it; XEP-0308 says the same). */
   async function normaliseRelations(draft: EventDraft): Promise<EventDraft> {
     if (draft.kind !== 'edit') return draft;
@@ -87,9 +92,9 @@ export function createIngestSink(deps: { log: EventLog; logger: Logger }): Bridg
         return { status: 'ignored', reason: 'sent by one of our puppets' };
       }
       try {
-        const draft = sanitiseContent(await normaliseRelations(input));
-        const { [ECHO_ID_KEY]: _drop, ...ids } = draft.origin.ids;
-        const clean = { ...draft, origin: { ...draft.origin, ids } } as EventDraft;
+        // Only an edit needs a lookup first; everything else goes on without waiting a turn.
+        const draft = sanitiseContent(input.kind === 'edit' ? await normaliseRelations(input) : input);
+        const clean = ECHO_ID_KEY in draft.origin.ids ? withoutEchoId(draft) : draft;
         const result = await log.append(clean, { aliases: [...(options.aliases ?? []), ...nativeKeys(clean, options.contextIds)] });
         count(via, result.duplicate ? 'duplicate' : 'appended');
         return { status: result.duplicate ? 'duplicate' : 'appended', eventId: result.eventId, cursor: result.cursor };

@@ -39,12 +39,12 @@ class Writer {
     this.bytes.push(value & 0xff);
   }
   finish(): string {
-    const body = Uint8Array.from(this.bytes);
-    const sum = fnv1a32(body);
-    const out = new Uint8Array(body.length + 4);
-    out.set(body);
-    new DataView(out.buffer).setUint32(body.length, sum);
-    return Buffer.from(out).toString('base64url');
+    const n = this.bytes.length;
+    // One small (pooled) buffer: body, then its checksum.
+    const out = Buffer.allocUnsafe(n + 4);
+    for (let i = 0; i < n; i++) out[i] = this.bytes[i] as number;
+    out.writeUInt32BE(fnv1a32(out.subarray(0, n)), n);
+    return out.toString('base64url');
   }
 }
 

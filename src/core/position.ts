@@ -90,14 +90,26 @@ export function locateEventId(eventId: string): EventLocation | undefined {
 }
 
 /** FNV-1a, 32 bit: stable, dependency-free hashing of room ids onto partitions. */
+const utf8Encoder = new TextEncoder();
+
+/** FNV-1a over the UTF-8 bytes of `text` (room ids are ASCII: hashed from the char codes, no encoding step). */
 export function fnv1a32(text: string | Uint8Array): number {
-  const bytes = typeof text === 'string' ? new TextEncoder().encode(text) : text;
   let h = 0x811c9dc5;
-  for (const b of bytes) {
-    h ^= b;
-    h = Math.imul(h, 0x01000193) >>> 0;
+  if (typeof text === 'string') {
+    let ascii = true;
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      if (c >= 0x80) {
+        ascii = false;
+        break;
+      }
+      h = Math.imul(h ^ c, 0x01000193) >>> 0;
+    }
+    if (ascii) return h;
+    return fnv1a32(utf8Encoder.encode(text));
   }
-  return h >>> 0;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ (text[i] as number), 0x01000193) >>> 0;
+  return h;
 }
 
 export function partitionOf(room: string, partitions: number): number {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { decodeEventPosition, decodeSyncCursor, encodeEventPosition, encodeSyncCursor, maxCursor, startCursor } from '../../src/core/cursor.js';
 import { isSyncgateError } from '../../src/core/errors.js';
-import { EVENT_ID_LENGTH, eventIdFor, justBefore, locateEventId, partitionOf } from '../../src/core/position.js';
+import { EVENT_ID_LENGTH, eventIdFor, fnv1a32, justBefore, locateEventId, partitionOf } from '../../src/core/position.js';
 
 function code(fn: () => unknown): string {
   try {
@@ -61,5 +61,15 @@ describe('event ids', () => {
     expect(partitionOf('ops', 16)).toBe(partitionOf('ops', 16));
     const used = new Set(Array.from({ length: 200 }, (_, i) => partitionOf(`room-${i}`, 16)));
     expect(used.size).toBe(16);
+  });
+
+  it('hashes with FNV-1a over UTF-8 bytes, from a string or its bytes alike (the partition layout depends on it)', () => {
+    // Published FNV-1a 32-bit test vectors.
+    expect(fnv1a32('')).toBe(0x811c9dc5);
+    expect(fnv1a32('a')).toBe(0xe40c292c);
+    expect(fnv1a32('foobar')).toBe(0xbf9cf968);
+    for (const text of ['ops', 'room-42', 'é', 'mixed ascii then 🚀']) {
+      expect(fnv1a32(text)).toBe(fnv1a32(new TextEncoder().encode(text)));
+    }
   });
 });
