@@ -58,8 +58,9 @@ export const MqttAdapterConfig = Type.Object(
     ),
     /** how many unacknowledged QoS 1 messages the broker may send us at once (MQTT 5 Receive Maximum) */
     receiveMaximum: Type.Integer({ minimum: 1, maximum: 65_535, default: 100 }),
-    /** QoS 0 messages ingested concurrently (in arrival order); above it the connection waits */
-    qos0InFlight: Type.Integer({ minimum: 1, maximum: 10_000, default: 256 }),
+    /** QoS 0 messages ingested concurrently (in arrival order); above it the connection waits. Several
+     *  of the log's append batches must fit, or the gateway idles while Redis works on them. */
+    qos0InFlight: Type.Integer({ minimum: 1, maximum: 10_000, default: 512 }),
     /** default topic for room events; mustache over `room` (a link's `outTopic` option overrides it) */
     outTopicTemplate: Type.String({ minLength: 1, maxLength: 1024, default: DEFAULT_OUT_TOPIC }),
     publishTimeoutMs: Type.Integer({ minimum: 100, maximum: 300_000, default: 10_000 }),

@@ -60,6 +60,28 @@ export function compileTemplate(source: string): Template {
   if (problems.length > 0) throw new Error(problems.join('; '));
   const variables = tokens.filter((t) => t[0] === 'name' || t[0] === '&').map((t) => String(t[1]));
 
+  const plain = plainParts(tokens);
+  if (plain) {
+    // Text and `{{name}}` only (most templates): rendered here, the same way mustache does, without its machinery per message.
+    return {
+      source,
+      variables,
+      render(view) {
+        let text = '';
+        let missing: string[] | undefined;
+        for (const part of plain) {
+          if (part.text !== undefined) {
+            text += part.text;
+            continue;
+          }
+          const { found, value } = lookup(part.name, [view]);
+          if (!found) (missing ??= []).push(part.name);
+          else if (value !== null && value !== undefined) text += toText(value);
+        }
+        return missing ? { ok: false, missing: [...new Set(missing)] } : { ok: true, text };
+      },
+    };
+  }
   return {
     source,
     variables,
@@ -70,6 +92,20 @@ export function compileTemplate(source: string): Template {
       return { ok: true, text: writer.render(source, view, undefined, { escape: toText }) };
     },
   };
+}
+
+type PlainPart = { readonly text: string; readonly name?: undefined } | { readonly text?: undefined; readonly name: string };
+
+/** The parts of a template made only of text and `{{name}}` tokens; undefined when it uses anything else. */
+function plainParts(tokens: readonly Token[]): PlainPart[] | undefined {
+  const parts: PlainPart[] = [];
+  for (const token of tokens) {
+    const [type, value] = token;
+    if (type === 'text' && typeof value === 'string') parts.push({ text: value });
+    else if (type === 'name' && typeof value === 'string' && value !== '.') parts.push({ name: value });
+    else return undefined;
+  }
+  return parts;
 }
 
 function hasOwn(value: unknown, key: string): boolean {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import Mustache from 'mustache';
 import { compileTemplate } from '../../../adapters/mqtt/template.js';
 import { isPublishableTopic, parseNamedFilter, subscriptionIdFor } from '../../../adapters/mqtt/topics.js';
 
@@ -62,6 +63,21 @@ describe('named topic filters', () => {
 });
 
 describe('templates', () => {
+  it('renders text-and-name templates (its own fast path) exactly as mustache does', () => {
+    const toText = (v: unknown) => (typeof v === 'string' ? v : typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v));
+    const views: Array<Record<string, unknown>> = [
+      { a: '<i>&"', b: { c: 1.5, d: [1, 'x'] }, n: null, f: false, z: 0, u: '🚀 é' },
+      { a: 42, b: { c: { deep: true }, d: null }, n: 'set', f: true, z: -1, u: '' },
+      Object.assign(Object.create(null) as Record<string, unknown>, { a: 'null-proto', b: { c: 'x', d: 'y' }, n: 0, f: '', z: [], u: {} }),
+    ];
+    for (const source of ['{{a}}', 'x {{ a }} y {{b.c}} {{b.d}}', '[{{n}}|{{f}}|{{z}}|{{u}}]', 'no variables at all', '{{b}}{{a}}{{b.c}}']) {
+      const t = compileTemplate(source);
+      for (const view of views) {
+        expect(t.render(view)).toEqual({ ok: true, text: Mustache.render(source, view, undefined, { escape: toText }) });
+      }
+    }
+  });
+
   it('renders without HTML escaping, objects as JSON', () => {
     const t = compileTemplate('{{a}} {{{a}}} {{o}}');
     expect(t.render({ a: '<i>&', o: { k: [1] } })).toEqual({ ok: true, text: '<i>& <i>& {"k":[1]}' });
