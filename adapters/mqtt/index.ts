@@ -237,7 +237,8 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
       return;
     }
     // Command responses are not throttled: each answers one command.
-    const decision = extra ? 'post' : throttle.offer(n.throttleKey, rule.options.throttleMs, { rule, params, sender: draft.sender, topic: msg.topic, text: n.text });
+    const decision =
+      extra || rule.options.throttleMs === 0 ? 'post' : throttle.offer(n.throttleKey, rule.options.throttleMs, { rule, params, sender: draft.sender, topic: msg.topic, text: n.text });
     if (decision === 'suppress') {
       counters.throttled++;
       // The reading itself is kept (telemetry) before the ack; only the chat line is folded into the summary.

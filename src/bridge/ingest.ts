@@ -96,8 +96,18 @@ export function createIngestSink(deps: { log: EventLog; logger: Logger }): Bridg
         const draft = sanitiseContent(input.kind === 'edit' ? await normaliseRelations(input) : input);
         const clean = ECHO_ID_KEY in draft.origin.ids ? withoutEchoId(draft) : draft;
         const result = await log.append(clean, { aliases: [...(options.aliases ?? []), ...nativeKeys(clean, options.contextIds)] });
-        count(via, result.duplicate ? 'duplicate' : 'appended');
-        return { status: result.duplicate ? 'duplicate' : 'appended', eventId: result.eventId, cursor: result.cursor };
+        const status = result.duplicate ? 'duplicate' : 'appended';
+        count(via, status);
+        // Read through, not copied: the id and cursor are only worked out if the adapter asks for them.
+        return {
+          status,
+          get eventId() {
+            return result.eventId;
+          },
+          get cursor() {
+            return result.cursor;
+          },
+        };
       } catch (err) {
         if (isSyncgateError(err, 'SG_ERR_EVENT_INVALID') || isSyncgateError(err, 'SG_ERR_ROOM_UNKNOWN')) {
           count(via, 'ignored');

@@ -64,6 +64,31 @@ function checkLimit(limit: number): void {
   }
 }
 
+/**
+ * An append's result. The event id and position token are worked out when
+ * first read: adapters ingesting a stream of messages mostly never read them,
+ * and on that path they cost as much as a tenth of the append's own work.
+ */
+class Appended implements AppendResult {
+  private id: string | undefined;
+  private token: string | undefined;
+  constructor(
+    private readonly partitions: number,
+    private readonly partition: number,
+    private readonly pos: StreamPos,
+    readonly duplicate: boolean,
+  ) {}
+  get eventId(): string {
+    return (this.id ??= eventIdFor(this.partition, this.pos));
+  }
+  get cursor(): string {
+    return (this.token ??= encodeEventPosition({ partitions: this.partitions, partition: this.partition, pos: this.pos }));
+  }
+  toJSON(): { eventId: string; cursor: string; duplicate: boolean } {
+    return { eventId: this.eventId, cursor: this.cursor, duplicate: this.duplicate };
+  }
+}
+
 export class PartitionedLog implements EventLog {
   readonly info: EventLogInfo;
   private readonly backend: LogBackend;
@@ -150,11 +175,7 @@ export class PartitionedLog implements EventLog {
       aliasFields: (options.aliases ?? []).map((key) => this.idField(draft.room, key)),
     });
     if (outcome.status === 'room-unknown') throw new SyncgateError('SG_ERR_ROOM_UNKNOWN', draft.room);
-    return {
-      eventId: eventIdFor(partition, outcome.pos),
-      cursor: encodeEventPosition({ partitions: this.partitions, partition, pos: outcome.pos }),
-      duplicate: outcome.status === 'duplicate',
-    };
+    return new Appended(this.partitions, partition, outcome.pos, outcome.status === 'duplicate');
   }
 
   decodeCursor(since: string | undefined): SyncCursor {
