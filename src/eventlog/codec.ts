@@ -53,8 +53,18 @@ const EXTRA_FIELD: Partial<Record<EventKind, string>> = {
   telemetry: 'telemetry',
 };
 
-/** The ten values in FIELD_NAMES order (the append script adds the names). */
-export function encodeValues(draft: EventDraft): string[] {
+/** A string with no lone surrogate (replaced by U+FFFD, as UTF-8 encoding does anyway). */
+function wellFormed(text: string): string {
+  const t = text as string & { isWellFormed(): boolean; toWellFormed(): string };
+  return t.isWellFormed() ? text : t.toWellFormed();
+}
+
+/**
+ * The ten values in FIELD_NAMES order (the append script adds the names),
+ * appended to `out`. Raw text values are made well-formed: the batch reaches
+ * Redis as JSON, whose decoder refuses an escaped lone surrogate.
+ */
+export function encodeValues<T>(draft: EventDraft, out: Array<T | string> = []): Array<T | string> {
   const s = draft.sender;
   const o = draft.origin;
   // Tuples written as JSON by hand around JSON-quoted parts: the same text as
@@ -71,23 +81,24 @@ export function encodeValues(draft: EventDraft): string[] {
   }
   const rel = 'rel' in draft && draft.rel ? JSON.stringify(draft.rel) : '';
   const extra = extraOf(draft);
-  return [
+  out.push(
     KIND_CODE[draft.kind],
-    draft.idem,
+    wellFormed(draft.idem),
     sender,
     origin,
     String(draft.ts.received),
     draft.ts.origin === undefined ? '' : String(draft.ts.origin),
-    body,
+    wellFormed(body),
     content,
     rel,
     extra === undefined ? '' : JSON.stringify(extra),
-  ];
+  );
+  return out;
 }
 
 /** Flat `[field, value, field, value, …]` as XADD takes it. */
 export function encodeFields(draft: EventDraft): string[] {
-  return encodeValues(draft).flatMap((value, i) => [FIELD_NAMES[i] as string, value]);
+  return encodeValues<string>(draft).flatMap((value, i) => [FIELD_NAMES[i] as string, value]);
 }
 
 /** The inverse of `encodeFields`, for entries this module wrote. */

@@ -258,16 +258,22 @@ export class RedisBackend implements LogBackend {
     this.sending.set(p, (this.sending.get(p) ?? 0) + 1);
     const b = this.bucket();
     const keys = [this.keys.feed(p), this.keys.ids(p, b), this.keys.ids(p, b - 1), this.keys.trimMarks(p)];
-    const args: Array<string | number> = [this.retention.roomMaxLen, this.retention.feedMaxLen, this.idTtlSec, batch.length];
+    // Each room's keys once; the events name their room by its place in that list.
+    const roomIndex = new Map<string, number>();
+    const events: unknown[] = [];
     for (const { request } of batch) {
       const { draft, aliasFields } = request;
-      keys.push(this.keys.room(p, draft.room), this.keys.roomMeta(p, draft.room));
-      args.push(draft.room, idField(request.idemField), aliasFields.length);
-      for (const alias of aliasFields) args.push(idField(alias));
-      for (const value of encodeValues(draft)) args.push(value);
+      let r = roomIndex.get(draft.room);
+      if (r === undefined) {
+        r = roomIndex.size + 1;
+        roomIndex.set(draft.room, r);
+        keys.push(this.keys.room(p, draft.room), this.keys.roomMeta(p, draft.room));
+      }
+      events.push(encodeValues(draft, [r, draft.room, idField(request.idemField), aliasFields.map(idField)]));
     }
     const done = () => this.sending.set(p, (this.sending.get(p) ?? 1) - 1);
-    this.redis.sgAppendBatch(keys.length, ...keys, ...args).then(
+    const batchJson = JSON.stringify(events);
+    this.redis.sgAppendBatch(keys.length, ...keys, this.retention.roomMaxLen, this.retention.feedMaxLen, this.idTtlSec, batchJson).then(
       (reply) => {
         done();
         batch.forEach(({ resolve }, i) => {

@@ -3,10 +3,11 @@
 -- The batch is the appends that arrived together; one script call instead of
 -- one per event is what keeps the log close to raw XADD under load.
 -- KEYS: 1 partition feed, 2 id map (current bucket), 3 id map (previous bucket), 4 trim marks
---       (stream key -> last removed id), then per event i: 4+2i-1 its room timeline, 4+2i its room meta
--- ARGV: 1 room max length (0 = none), 2 feed max length (0 = none), 3 id map ttl seconds, 4 event count n,
---       then per event: room, idempotency field, alias count a, a alias fields, then the 10 field values
---       in codec.ts FIELD_NAMES order (the names are written here, not sent with every event)
+--       (stream key -> last removed id), then per room r of the batch: 4+2r-1 its timeline, 4+2r its meta
+-- ARGV: 1 room max length (0 = none), 2 feed max length (0 = none), 3 id map ttl seconds,
+--       4 the events as one JSON array (one argument, not a dozen per event: building and sending
+--       arguments was the client's largest cost), each [r, room, idempotency field, [alias fields],
+--       then the 10 field values in codec.ts FIELD_NAMES order (the names are written here)]
 -- Returns a flat list {status, id} per event: 1 = appended (stream id), 0 = duplicate (compact id of
 -- the first append), -1 = unknown room.
 
@@ -43,21 +44,21 @@ end
 
 local roommax = tonumber(ARGV[1])
 local feedmax = tonumber(ARGV[2])
-local n = tonumber(ARGV[4])
+local events = cjson.decode(ARGV[4])
 local out = {}
-local a = 5
 local wrote = false
-for i = 1, n do
-  local room = ARGV[a]
-  local idem = ARGV[a + 1]
-  local aliases = tonumber(ARGV[a + 2])
-  local first_alias = a + 3
-  local f = first_alias + aliases
-  a = f + 10
-  local room_key = KEYS[4 + 2 * i - 1]
-  local meta_key = KEYS[4 + 2 * i]
+local known = {}
+for i = 1, #events do
+  local e = events[i]
+  local r = e[1]
+  local room = e[2]
+  local idem = e[3]
+  local aliases = e[4]
+  local room_key = KEYS[4 + 2 * r - 1]
+  local meta_key = KEYS[4 + 2 * r]
 
-  if redis.call('EXISTS', meta_key) == 0 then
+  if known[r] == nil then known[r] = redis.call('EXISTS', meta_key) == 1 end
+  if not known[r] then
     out[#out + 1] = -1
     out[#out + 1] = ''
   else
@@ -68,13 +69,13 @@ for i = 1, n do
     else
       local id = redis.call('XADD', KEYS[1], '*', 'r', room)
       -- The timeline entry takes the feed entry's id: one position names the event everywhere.
-      redis.call('XADD', room_key, id, 'k', ARGV[f], 'i', ARGV[f + 1], 's', ARGV[f + 2], 'o', ARGV[f + 3], 't', ARGV[f + 4],
-        'u', ARGV[f + 5], 'b', ARGV[f + 6], 'c', ARGV[f + 7], 'r', ARGV[f + 8], 'x', ARGV[f + 9])
+      redis.call('XADD', room_key, id, 'k', e[5], 'i', e[6], 's', e[7], 'o', e[8], 't', e[9],
+        'u', e[10], 'b', e[11], 'c', e[12], 'r', e[13], 'x', e[14])
       cap(room_key, roommax)
       local short = compact(id)
       redis.call('HSET', KEYS[2], idem, short)
-      for j = first_alias, first_alias + aliases - 1 do
-        redis.call('HSETNX', KEYS[2], ARGV[j], short)
+      for j = 1, #aliases do
+        redis.call('HSETNX', KEYS[2], aliases[j], short)
       end
       wrote = true
       out[#out + 1] = 1
