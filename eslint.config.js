@@ -10,7 +10,7 @@ const ioredisOnlyInEventlog = {
 const restrict = (patterns, paths = [ioredisOnlyInEventlog]) => ['error', { paths, patterns }];
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'coverage/**', 'helm/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'coverage/**', 'helm/**', '.tmp/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
