@@ -47,8 +47,12 @@ export interface SubscriptionSpec {
 export interface ConnectionDeps {
   readonly config: MqttAdapterConfig;
   readonly log: Logger;
-  /** resolve → acknowledge; reject → drop the connection unacknowledged, so the broker redelivers */
-  readonly onMessage: (message: InboundMessage) => Promise<void>;
+  /**
+   * resolve → acknowledge; reject → drop the connection unacknowledged, so
+   * the broker redelivers. Nothing returned: go on at once (a QoS 0 message
+   * whose append is on its way, with room for more).
+   */
+  readonly onMessage: (message: InboundMessage) => Promise<void> | undefined;
 }
 
 export interface ConnectionStatus {
@@ -208,7 +212,12 @@ export class MqttConnection {
       return;
     }
     // QoS 0 (the adapter returns at once unless too much is in flight), or the plain one-at-a-time path.
-    const work = this.deps.onMessage(inbound).then(
+    const pending = this.deps.onMessage(inbound);
+    if (pending === undefined) {
+      callback();
+      return;
+    }
+    const work = pending.then(
       () => {
         if (this.aborted || generation !== this.generation) {
           this.deps.log.debug({ topic: packet.topic, packetId: packet.messageId }, 'connection replaced before the ack; the broker redelivers');
@@ -233,7 +242,7 @@ export class MqttConnection {
   private handlePipelined(inbound: InboundMessage, messageId: number, generation: number, callback: (error?: Error) => void): void {
     const entry = { messageId, generation, done: false };
     this.ackQueue.push(entry);
-    const work = this.deps.onMessage(inbound).then(
+    const work = Promise.resolve(this.deps.onMessage(inbound)).then(
       () => {
         entry.done = true;
         this.flushAcks();

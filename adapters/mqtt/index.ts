@@ -306,7 +306,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
   async function processMessage(msg: InboundMessage): Promise<void> {
     const ids = msg.subscriptionIds;
     let handled = false;
-    const responseCandidates = ids === undefined ? commands : ids.flatMap((id) => responseSubs.get(id) ?? []);
+    const responseCandidates = commands.length === 0 ? [] : ids === undefined ? commands : ids.flatMap((id) => responseSubs.get(id) ?? []);
     if (responseCandidates.length > 0 && (ids !== undefined || msg.correlationData !== undefined)) {
       handled = await processResponse(msg, responseCandidates);
     }
@@ -364,10 +364,9 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
   /** barriers not finished yet, and messages queued behind one that have not started */
   let barriers = 0;
   let queuedOnGate = 0;
-  const ROOM_NOW: Promise<void> = Promise.resolve();
 
-  /** Resolves when the message may be acknowledged (QoS 1), or when there is room for more work (QoS 0). */
-  function onMessage(msg: InboundMessage): Promise<void> {
+  /** Resolves when the message may be acknowledged (QoS 1), or when there is room for more work (QoS 0); nothing when there is room now. */
+  function onMessage(msg: InboundMessage): Promise<void> | undefined {
     counters.received++;
     let work: Promise<void>;
     if (isBarrier(msg)) {
@@ -398,7 +397,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     work.then(finished, finished);
     if (msg.qos > 0) return work;
     // Nothing to acknowledge: do not hold the connection for the append, but bound the work in flight.
-    return inFlight.size <= config.qos0InFlight ? ROOM_NOW : waitForRoom();
+    return inFlight.size <= config.qos0InFlight ? undefined : waitForRoom();
   }
 
   async function waitForRoom(): Promise<void> {

@@ -143,7 +143,12 @@ export function compileRules(links: ReadonlyArray<{ readonly room: string; reado
  * is tried.
  */
 export function rulesFor(set: RuleSet, topic: string, subscriptionIds: readonly number[] | undefined): Array<{ rule: Rule; params: Readonly<Record<string, string>> }> {
-  const candidates = subscriptionIds === undefined ? set.rules : subscriptionIds.flatMap((id) => set.bySubscription.get(id) ?? []);
+  const candidates =
+    subscriptionIds === undefined
+      ? set.rules
+      : subscriptionIds.length === 1
+        ? (set.bySubscription.get(subscriptionIds[0] as number) ?? [])
+        : subscriptionIds.flatMap((id) => set.bySubscription.get(id) ?? []);
   const out: Array<{ rule: Rule; params: Readonly<Record<string, string>> }> = [];
   const rooms = new Set<string>();
   for (const rule of candidates) {

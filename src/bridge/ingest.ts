@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { ECHO_ID_KEY, nativeKey, type IngestResult, type IngestSink } from '../core/adapter.js';
 import type { EventDraft } from '../core/event.js';
 import { isSyncgateError } from '../core/errors.js';
-import type { EventLog } from '../core/ports.js';
+import type { AppendResult, EventLog } from '../core/ports.js';
 import { sanitizeHtml } from './format/index.js';
 
 export interface IngestCounters {
@@ -35,6 +35,20 @@ export function nativeKeys(draft: Pick<EventDraft, 'origin'>, contextIds: readon
     keys.push(nativeKey(draft.origin.proto, name, value));
   }
   return keys;
+}
+
+/** An appended (or duplicate) result that reads the id and cursor through: they are only worked out if the adapter asks. */
+class Ingested {
+  readonly status: 'appended' | 'duplicate';
+  constructor(private readonly result: AppendResult) {
+    this.status = result.duplicate ? 'duplicate' : 'appended';
+  }
+  get eventId(): string {
+    return this.result.eventId;
+  }
+  get cursor(): string {
+    return this.result.cursor;
+  }
 }
 
 export function createIngestSink(deps: { log: EventLog; logger: Logger }): BridgeSink {
@@ -95,19 +109,12 @@ export function createIngestSink(deps: { log: EventLog; logger: Logger }): Bridg
         // Only an edit needs a lookup first; everything else goes on without waiting a turn.
         const draft = sanitiseContent(input.kind === 'edit' ? await normaliseRelations(input) : input);
         const clean = ECHO_ID_KEY in draft.origin.ids ? withoutEchoId(draft) : draft;
-        const result = await log.append(clean, { aliases: [...(options.aliases ?? []), ...nativeKeys(clean, options.contextIds)] });
-        const status = result.duplicate ? 'duplicate' : 'appended';
-        count(via, status);
-        // Read through, not copied: the id and cursor are only worked out if the adapter asks for them.
-        return {
-          status,
-          get eventId() {
-            return result.eventId;
-          },
-          get cursor() {
-            return result.cursor;
-          },
-        };
+        const own = nativeKeys(clean, options.contextIds);
+        const aliases = options.aliases === undefined || options.aliases.length === 0 ? own : own.length === 0 ? options.aliases : [...options.aliases, ...own];
+        const result = await log.append(clean, { aliases });
+        const ingested = new Ingested(result);
+        count(via, ingested.status);
+        return ingested;
       } catch (err) {
         if (isSyncgateError(err, 'SG_ERR_EVENT_INVALID') || isSyncgateError(err, 'SG_ERR_ROOM_UNKNOWN')) {
           count(via, 'ignored');
