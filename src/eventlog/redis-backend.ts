@@ -31,15 +31,15 @@ export function idField(field: string): string {
   return hash('sha256', field, 'base64url').slice(0, 14);
 }
 
-/** `ms.seq` in base 36, as append-6.lua writes id-map values. */
+/** `ms.seq` in hex, as append-batch.lua writes id-map values. */
 export function compactId(pos: StreamPos): string {
-  return `${pos.ms.toString(36)}.${pos.seq.toString(36)}`;
+  return `${pos.ms.toString(16)}.${pos.seq.toString(16)}`;
 }
 
 function parseIdValue(value: string): StreamPos {
   const dot = value.indexOf('.');
   if (dot < 0) return parseStreamId(value);
-  return { ms: parseInt(value.slice(0, dot), 36), seq: parseInt(value.slice(dot + 1), 36) };
+  return { ms: parseInt(value.slice(0, dot), 16), seq: parseInt(value.slice(dot + 1), 16) };
 }
 
 /** events per append script call */
