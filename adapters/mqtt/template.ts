@@ -74,7 +74,16 @@ export function compileTemplate(source: string): Template {
             text += part.text;
             continue;
           }
-          const { found, value } = lookup(part.name, [view]);
+          // lookup() over the one context, with the name split once at compile time.
+          let value: unknown = view;
+          let found = true;
+          for (const key of part.path) {
+            if (!hasOwn(value, key)) {
+              found = false;
+              break;
+            }
+            value = (value as Record<string, unknown>)[key];
+          }
           if (!found) (missing ??= []).push(part.name);
           else if (value !== null && value !== undefined) text += toText(value);
         }
@@ -94,7 +103,7 @@ export function compileTemplate(source: string): Template {
   };
 }
 
-type PlainPart = { readonly text: string; readonly name?: undefined } | { readonly text?: undefined; readonly name: string };
+type PlainPart = { readonly text: string; readonly name?: undefined } | { readonly text?: undefined; readonly name: string; readonly path: readonly string[] };
 
 /** The parts of a template made only of text and `{{name}}` tokens; undefined when it uses anything else. */
 function plainParts(tokens: readonly Token[]): PlainPart[] | undefined {
@@ -102,7 +111,7 @@ function plainParts(tokens: readonly Token[]): PlainPart[] | undefined {
   for (const token of tokens) {
     const [type, value] = token;
     if (type === 'text' && typeof value === 'string') parts.push({ text: value });
-    else if (type === 'name' && typeof value === 'string' && value !== '.') parts.push({ name: value });
+    else if (type === 'name' && typeof value === 'string' && value !== '.') parts.push({ name: value, path: value.split('.') });
     else return undefined;
   }
   return parts;
