@@ -107,15 +107,21 @@ export function decodePayload(payload: Buffer, as: 'json' | 'text' | 'binary'): 
 }
 
 /** The template view: payload fields at the top, then `payload`, `topic` and the named segments (which win: identity is the topic's). */
+function putField(view: Record<string, unknown>, key: string, value: unknown): void {
+  if (key === '__proto__') Object.defineProperty(view, key, { value, enumerable: true, writable: true, configurable: true });
+  else view[key] = value;
+}
+
 export function templateView(decoded: Decoded, topic: string, params: Readonly<Record<string, string>>): Record<string, unknown> {
-  // Copied key by key into an object without a prototype: several times
-  // cheaper than object spread on this per-message path, and a payload key
-  // named "__proto__" stays a plain field.
-  const view: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
+  // Copied key by key: several times cheaper than object spread on this
+  // per-message path. A plain object (a prototype-less one is a slow
+  // dictionary); templates cannot name Object.prototype's members, and a
+  // payload key named "__proto__" is defined as a plain field, not set.
+  const view: Record<string, unknown> = {};
   if (decoded.kind === 'json') {
     const value = decoded.value;
     if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
-      for (const key of Object.keys(value)) view[key] = (value as Record<string, unknown>)[key];
+      for (const key of Object.keys(value)) putField(view, key, (value as Record<string, unknown>)[key]);
     }
     view['payload'] = value;
   } else if (decoded.kind === 'text') {
@@ -125,7 +131,7 @@ export function templateView(decoded: Decoded, topic: string, params: Readonly<R
     view['bytes'] = decoded.bytes;
   }
   view['topic'] = topic;
-  for (const key of Object.keys(params)) view[key] = params[key];
+  for (const key of Object.keys(params)) putField(view, key, params[key]);
   return view;
 }
 

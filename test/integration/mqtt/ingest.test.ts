@@ -335,6 +335,19 @@ describe('MQTT ingest', () => {
     expect((await allEvents(gw.log)).map((e) => ('content' in e ? e.content.body : ''))).toEqual(Array.from({ length: 200 }, (_, i) => `r${i}`));
   });
 
+  it("routes mqtt.js's own packet trace to the logger at trace level only", async () => {
+    const gw = await gateway();
+    const quiet = track(makeAdapter(gw, { url: broker.url, clientId: uniqueClientId() }));
+    await quiet.start();
+    expect(gw.logLines.filter((l) => l['msg'] === 'mqtt.js')).toHaveLength(0);
+    await quiet.stop();
+    gw.logger.level = 'trace';
+    const traced = track(makeAdapter(gw, { url: broker.url, clientId: uniqueClientId() }));
+    await traced.start();
+    const lines = gw.logLines.filter((l) => l['msg'] === 'mqtt.js').map((l) => String(l['mqtt']));
+    expect(lines.some((l) => l.includes('connect'))).toBe(true);
+  });
+
   it('ignores retained messages unless the rule asks for them (then marked historical)', async () => {
     const pub = await device(broker.url);
     await pub.publishAsync('state/dev-7/status', 'online', { qos: 1, retain: true });
