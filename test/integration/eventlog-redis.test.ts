@@ -73,16 +73,17 @@ describe('Redis event log', () => {
     expect(await admin.xlen(room)).toBe(1);
     await log.close();
   });
-  it('stores text with a lone surrogate as UTF-8 would (U+FFFD) without failing the batch it travels in', async () => {
+  it('keeps control characters and quotes exactly, and stores a lone surrogate as UTF-8 would (U+FFFD) without failing the batch it travels in', async () => {
     const prefix = testPrefix('surrogate');
     const log = createEventLog({ partitions: 1, log: silentLogger(), redis: { url: inject('redisUrl'), prefix } });
     await log.rooms.put({ id: 'r', links: [] });
     // Appended together: one script call carries all three.
-    const drafts = [message('r', 'before'), message('r', 'half a pair: \ud83d!', { idem: 'api:dev1:lone-\udc00' }), message('r', 'after 🚀')];
+    const controls = 'nul \u0000 us \u001f quote " backslash \\ slash / del \u007f';
+    const drafts = [message('r', controls), message('r', 'half a pair: \ud83d!', { idem: 'api:dev1:lone-\udc00' }), message('r', 'after 🚀')];
     const results = await Promise.all(drafts.map((d) => log.append(d)));
     expect(results.map((r) => r.duplicate)).toEqual([false, false, false]);
     const { events } = await log.read(undefined, { rooms: 'all', limit: 10 });
-    expect(events.map((e) => ('content' in e ? e.content.body : ''))).toEqual(['before', 'half a pair: \ufffd!', 'after 🚀']);
+    expect(events.map((e) => ('content' in e ? e.content.body : ''))).toEqual([controls, 'half a pair: \ufffd!', 'after 🚀']);
     expect(events[1]?.idem).toBe('api:dev1:lone-\ufffd');
     // The same key again is a duplicate of it, not a new event.
     expect((await log.append(drafts[1] as (typeof drafts)[number])).duplicate).toBe(true);
