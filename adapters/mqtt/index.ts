@@ -238,7 +238,9 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     }
     // Command responses are not throttled: each answers one command.
     const decision =
-      extra || rule.options.throttleMs === 0 ? 'post' : throttle.offer(n.throttleKey, rule.options.throttleMs, { rule, params, sender: draft.sender, topic: msg.topic, text: n.text });
+      extra || rule.options.throttleMs === 0
+        ? 'post'
+        : throttle.offer(`${rule.room}\u0000${msg.topic}`, rule.options.throttleMs, { rule, params, sender: draft.sender, topic: msg.topic, text: n.text });
     if (decision === 'suppress') {
       counters.throttled++;
       // The reading itself is kept (telemetry) before the ack; only the chat line is folded into the summary.

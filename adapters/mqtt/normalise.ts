@@ -71,13 +71,13 @@ export interface Normalised {
   readonly dupLookups: readonly string[];
   /** the rendered chat text (messages), for throttling summaries */
   readonly text: string;
-  /** throttling key: one per room and topic */
-  readonly throttleKey: string;
 }
 
 export type NormaliseResult = { readonly ok: true; readonly value: Normalised } | { readonly ok: false; readonly reason: DropReason; readonly detail: string } | { readonly ok: 'skip'; readonly detail: string };
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+/** shared by every message without aliases or lookups (most): never written to */
+const NONE: readonly string[] = Object.freeze([]);
 
 export function firstProperty(props: InboundMessage['userProperties'], name: string): string | undefined {
   const v = props?.[name];
@@ -184,8 +184,8 @@ export function normalise(msg: InboundMessage, rule: Rule, params: Readonly<Reco
   const eid = firstProperty(msg.userProperties, EID_PROPERTY);
   if (eid !== undefined && eid.length > 0 && eid.length <= 64) ids[ECHO_ID_KEY] = eid;
 
-  const aliases: string[] = [];
-  const dupLookups: string[] = [];
+  let aliases: readonly string[] = NONE;
+  let dupLookups: readonly string[] = NONE;
   let idem: string;
   if (msgId !== undefined) {
     idem = `mqtt:${keyPart(sender.native)}:${msgId}`;
@@ -193,17 +193,15 @@ export function normalise(msg: InboundMessage, rule: Rule, params: Readonly<Reco
     idem = `mqtt:${keyPart(sender.native)}:u:${(ctx.uniqueId ?? randomUUID)()}`;
     if (msg.qos > 0 && msg.packetId !== undefined) {
       const bucket = Math.floor(ctx.now / ctx.dupWindowMs);
-      aliases.push(dupAlias(ctx.clientId, bucket, msg.packetId, topic, msg.payload));
-      if (msg.dup) {
-        dupLookups.push(aliases[0] as string, dupAlias(ctx.clientId, bucket - 1, msg.packetId, topic, msg.payload));
-      }
+      const alias = dupAlias(ctx.clientId, bucket, msg.packetId, topic, msg.payload);
+      aliases = [alias];
+      if (msg.dup) dupLookups = [alias, dupAlias(ctx.clientId, bucket - 1, msg.packetId, topic, msg.payload)];
     }
   }
 
   const origin: DraftOf<'message'>['origin'] = { proto: 'mqtt', via: ctx.via, ids };
   if (msg.retain) origin.historical = true;
   const ts = { received: ctx.now };
-  const throttleKey = `${rule.room}\u0000${topic}`;
 
   if (rule.options.kind === 'telemetry') {
     const telemetry =
@@ -211,7 +209,7 @@ export function normalise(msg: InboundMessage, rule: Rule, params: Readonly<Reco
         ? { contentType: msg.contentType ?? 'application/octet-stream;base64', payload: decoded.value.base64, topic }
         : { contentType: decoded.value.kind === 'json' ? 'application/json' : 'text/plain;charset=utf-8', payload: decoded.value.text, topic };
     const draft: DraftOf<'telemetry'> = { v: 1, kind: 'telemetry', idem, room: rule.room, sender, origin, ts, telemetry };
-    return { ok: true, value: { draft, aliases, dupLookups, text: '', throttleKey } };
+    return { ok: true, value: { draft, aliases, dupLookups, text: '' } };
   }
 
   let text: string;
@@ -229,7 +227,7 @@ export function normalise(msg: InboundMessage, rule: Rule, params: Readonly<Reco
   }
   text = truncate(text);
   const draft: DraftOf<'message'> = { v: 1, kind: 'message', idem, room: rule.room, sender, origin, ts, content: { body: text } };
-  return { ok: true, value: { draft, aliases, dupLookups, text, throttleKey } };
+  return { ok: true, value: { draft, aliases, dupLookups, text } };
 }
 
 /** A suppressed (throttled) message kept as telemetry, so the reading itself is not lost. */

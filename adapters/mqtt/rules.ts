@@ -149,6 +149,12 @@ export function rulesFor(set: RuleSet, topic: string, subscriptionIds: readonly 
       : subscriptionIds.length === 1
         ? (set.bySubscription.get(subscriptionIds[0] as number) ?? [])
         : subscriptionIds.flatMap((id) => set.bySubscription.get(id) ?? []);
+  if (candidates.length === 1) {
+    // The common case: one rule for this subscription.
+    const rule = candidates[0] as Rule;
+    const params = rule.filter.match(topic);
+    return params ? [{ rule, params }] : [];
+  }
   const out: Array<{ rule: Rule; params: Readonly<Record<string, string>> }> = [];
   const rooms = new Set<string>();
   for (const rule of candidates) {

@@ -5,7 +5,7 @@
  * measured in PROTOCOL-NOTES §5.4. Positions and ids are not stored: the
  * room and the stream id carry them.
  */
-import type { EventDraft, EventKind, Origin, Sender } from '../core/event.js';
+import type { Content, EventDraft, EventKind, Origin, Sender } from '../core/event.js';
 import { SyncgateError } from '../core/errors.js';
 
 export const FIELD_NAMES = ['k', 'i', 's', 'o', 't', 'u', 'b', 'c', 'r', 'x'] as const;
@@ -53,6 +53,17 @@ const EXTRA_FIELD: Partial<Record<EventKind, string>> = {
   telemetry: 'telemetry',
 };
 
+/** The content besides its body, as JSON; `-` when there is nothing else (most messages: no copy is made). */
+function contentRest(content: Content): string {
+  for (const key in content) {
+    if (key !== 'body') {
+      const { body: _body, ...rest } = content;
+      return JSON.stringify(rest);
+    }
+  }
+  return '-';
+}
+
 /** A string with no lone surrogate (replaced by U+FFFD, as UTF-8 encoding does anyway). */
 function wellFormed(text: string): string {
   const t = text as string & { isWellFormed(): boolean; toWellFormed(): string };
@@ -75,9 +86,8 @@ export function encodeValues<T>(draft: EventDraft, out: Array<T | string> = []):
   let body = '';
   let content = '';
   if ('content' in draft) {
-    const { body: text, ...rest } = draft.content;
-    body = text;
-    content = Object.keys(rest).length > 0 ? JSON.stringify(rest) : '-';
+    body = draft.content.body;
+    content = contentRest(draft.content);
   }
   const rel = 'rel' in draft && draft.rel ? JSON.stringify(draft.rel) : '';
   const extra = extraOf(draft);
