@@ -25,6 +25,7 @@ import sanitizeHtml from 'sanitize-html';
 import type { IOptions } from 'sanitize-html';
 import { ECHO_ID_KEY } from '../../src/core/adapter.js';
 import { MAX_BODY_CHARS, type Content, type DraftOf, type Origin, type Sender, type Timestamps } from '../../src/core/event.js';
+import { stripReplyFallbackBody, truncate } from '../../src/core/text.js';
 import type { DropReason } from './errors.js';
 
 /** The content key that carries our event id on everything we send. */
@@ -135,25 +136,6 @@ export function htmlToText(html: string): string {
     .trim();
 }
 
-/** The leading `> ` quote lines of a legacy reply fallback and the blank line after them. Only for replies. */
-export function stripReplyFallback(body: string): string {
-  const lines = body.split('\n');
-  let i = 0;
-  while (i < lines.length && (lines[i]?.startsWith('> ') || lines[i] === '>')) i++;
-  if (i === 0) return body;
-  if (lines[i] === '') i++;
-  return lines.slice(i).join('\n');
-}
-
-/** Cuts to `max` UTF-16 units with an ellipsis, never inside a surrogate pair. */
-export function truncate(text: string, max: number): string {
-  if (text.length <= max) return text;
-  let cut = max - 1;
-  const last = text.charCodeAt(cut - 1);
-  if (last >= 0xd800 && last <= 0xdbff) cut--;
-  return `${text.slice(0, cut)}…`;
-}
-
 // ------------------------------------------------------------------ events
 
 export interface NormaliseContext {
@@ -246,7 +228,7 @@ export function contentOf(c: JsonObject, ctx: NormaliseContext, opts: { isReply:
   const msgtype = opts.sticker ? 'm.image' : str(c['msgtype']);
   if (msgtype === undefined) return { ignore: 'malformed-event', detail: 'content.msgtype is not a string' };
   if (c['file'] !== undefined) return { ignore: 'encrypted', detail: 'encrypted media (content.file)' };
-  if (opts.isReply) body = stripReplyFallback(body);
+  if (opts.isReply) body = stripReplyFallbackBody(body);
 
   let formatted: string | undefined;
   const rawHtml = str(c['formatted_body']);

@@ -19,7 +19,8 @@ import { MqttConnection, backoffDelay, type SubscriptionSpec } from './client.js
 import { PendingCommands, type PendingCommand } from './commands.js';
 import { parseMqttConfig, type MqttAdapterConfig } from './config.js';
 import { DROP_REASONS, MqttConfigError, MqttPublishError, type DropReason } from './errors.js';
-import { asTelemetry, CONTEXT_IDS, EID_PROPERTY, firstProperty, normalise, truncate, type InboundMessage, type Normalised } from './normalise.js';
+import { truncate } from '../../src/core/text.js';
+import { asTelemetry, CONTEXT_IDS, EID_PROPERTY, firstProperty, normalise, type InboundMessage, type Normalised } from './normalise.js';
 import { compileCommands, matchCommand, PUBLISHED_KINDS, renderCommand, renderRoomEvent, type Command } from './render.js';
 import { compileRule, compileRules, rulesFor, type Rule, type RuleSet } from './rules.js';
 import { Throttle, type ThrottleSummary } from './throttle.js';

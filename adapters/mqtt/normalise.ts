@@ -21,7 +21,8 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { ECHO_ID_KEY } from '../../src/core/adapter.js';
-import { MAX_BODY_CHARS, type DraftOf, type Sender } from '../../src/core/event.js';
+import type { DraftOf, Sender } from '../../src/core/event.js';
+import { truncate } from '../../src/core/text.js';
 import type { DropReason } from './errors.js';
 import type { Rule } from './rules.js';
 
@@ -139,15 +140,6 @@ function defaultText(decoded: Decoded): string {
   if (decoded.kind === 'text') return decoded.text;
   if (decoded.kind === 'json') return typeof decoded.value === 'string' ? decoded.value : JSON.stringify(decoded.value);
   return `[${decoded.bytes} bytes]`;
-}
-
-export function truncate(text: string, max = MAX_BODY_CHARS): string {
-  if (text.length <= max) return text;
-  // Do not cut a surrogate pair in half.
-  let end = max - 1;
-  const code = text.charCodeAt(end - 1);
-  if (code >= 0xd800 && code <= 0xdbff) end--;
-  return `${text.slice(0, end)}…`;
 }
 
 export function senderFor(rule: Rule, topic: string, params: Readonly<Record<string, string>>): Sender | undefined {

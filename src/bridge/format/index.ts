@@ -11,12 +11,12 @@ import type { TextFormat } from '../../core/event.js';
 import { hasMarkup, htmlToBlocks, renderHtml } from './html.js';
 import { collectMentions, hasFormatting, type Block } from './ir.js';
 import { parseMarkdown, renderMarkdown } from './markdown.js';
-import { stripReplyFallbackBody } from './reply.js';
+import { stripReplyFallbackBody } from '../../core/text.js';
 import { sanitizeHtml } from './sanitize.js';
 import { parseXep0393, renderText } from './text.js';
 
 export { sanitizeHtml, stripReplyFallbackHtml, MATRIX_ALLOWED_TAGS, LINK_SCHEMES } from './sanitize.js';
-export { stripReplyFallbackBody } from './reply.js';
+export { stripReplyFallbackBody } from '../../core/text.js';
 export { codePointLength, codePointSlice, stripFallback, prependFallback, type CodePointRange } from './codepoints.js';
 export { hasXep0393Styling } from './text.js';
 export { matrixUserIdFromHref, matrixToUserHref } from './mentions.js';

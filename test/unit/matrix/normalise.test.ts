@@ -2,14 +2,13 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ECHO_ID_KEY } from '../../../src/core/adapter.js';
 import { MAX_BODY_CHARS, parseEventDraft } from '../../../src/core/event.js';
+import { stripReplyFallbackBody as stripReplyFallback, truncate } from '../../../src/core/text.js';
 import {
   markerDraft,
   normaliseEvent,
   parseMatrixEvent,
   readReceiptsOf,
   sanitizeMatrixHtml,
-  stripReplyFallback,
-  truncate,
   type MatrixEvent,
   type NormaliseContext,
   type Normalised,

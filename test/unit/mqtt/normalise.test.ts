@@ -4,7 +4,8 @@ import { ECHO_ID_KEY } from '../../../src/core/adapter.js';
 import { MAX_BODY_CHARS, parseEventDraft } from '../../../src/core/event.js';
 import type { RoomLink } from '../../../src/core/ports.js';
 import { parseMqttConfig } from '../../../adapters/mqtt/config.js';
-import { asTelemetry, dupAlias, normalise, truncate, type InboundMessage, type NormaliseContext } from '../../../adapters/mqtt/normalise.js';
+import { truncate } from '../../../src/core/text.js';
+import { asTelemetry, dupAlias, normalise, type InboundMessage, type NormaliseContext } from '../../../adapters/mqtt/normalise.js';
 import { compileRule } from '../../../adapters/mqtt/rules.js';
 
 interface Case {
