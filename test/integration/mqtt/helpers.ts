@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import { connect, connectAsync } from 'mqtt';
 import type { IClientOptions, IPublishPacket, MqttClient } from 'mqtt';
 import { pino, type Logger } from 'pino';
-import { inject } from 'vitest';
+import { afterEach, inject } from 'vitest';
 import type { IngestSink } from '../../../src/core/adapter.js';
 import type { LogEvent } from '../../../src/core/event.js';
 import type { EventLog, RoomLink } from '../../../src/core/ports.js';
@@ -167,4 +167,20 @@ let seq = 0;
 export function uniqueClientId(prefix = 'sg-gw'): string {
   seq++;
   return `${prefix}-${process.pid}-${Date.now().toString(36)}-${seq}`;
+}
+
+/**
+ * The adapters and gateways a test of the calling file made: after each test
+ * the adapters are stopped, the test devices disconnected and the gateways
+ * closed.
+ */
+export function stopAfterEach(): { adapters: MqttAdapter[]; gateways: Gateway[] } {
+  const adapters: MqttAdapter[] = [];
+  const gateways: Gateway[] = [];
+  afterEach(async () => {
+    await Promise.all(adapters.splice(0).map((a) => a.stop().catch(() => undefined)));
+    await endDevices();
+    await Promise.all(gateways.splice(0).map((g) => g.close()));
+  });
+  return { adapters, gateways };
 }

@@ -1,10 +1,10 @@
 // MQTT adapter ingest against a real Mosquitto: QoS 1 once with rendered text,
 // sender from the ACL-enforced topic segment, PUBACK only after the append,
 // DUP redelivery after a crash, offline delivery, bad input.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileFrom } from '../../harness/free-port.js';
 import { startMosquitto, type MosquittoBroker } from '../../harness/mosquitto.js';
-import { allEvents, counters, createGateway, device, dropped, endDevices, gatedSink, makeAdapter, uniqueClientId, until, type Gateway } from './helpers.js';
+import { allEvents, counters, createGateway, device, dropped, gatedSink, makeAdapter, stopAfterEach, uniqueClientId, until, type Gateway } from './helpers.js';
 import type { MqttAdapter } from '../../../adapters/mqtt/index.js';
 import type { RoomLink } from '../../../src/core/ports.js';
 import { nativeKey, type IngestSink } from '../../../src/core/adapter.js';
@@ -12,14 +12,7 @@ import { nativeKey, type IngestSink } from '../../../src/core/adapter.js';
 const ROOM = 'alerts';
 const RULE: RoomLink = { endpoint: 'mqtt', target: 'sensors/+device/alert', options: { decode: 'json', template: '{{device}}: {{level}} at {{temp}} °C' } };
 
-const adapters: MqttAdapter[] = [];
-const gateways: Gateway[] = [];
-
-afterEach(async () => {
-  await Promise.all(adapters.splice(0).map((a) => a.stop().catch(() => undefined)));
-  await endDevices();
-  await Promise.all(gateways.splice(0).map((g) => g.close()));
-});
+const { adapters, gateways } = stopAfterEach();
 
 async function gateway(rooms: Array<{ id: string; links: RoomLink[] }> = [{ id: ROOM, links: [RULE] }]): Promise<Gateway> {
   const gw = await createGateway({ rooms });

@@ -2,13 +2,13 @@
 // room topic once with sg-eid / sg-cursor and not ingested back; commands with
 // MQTT 5 request/response, replies and timeouts.
 import type { IPublishPacket } from 'mqtt';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LogEvent } from '../../../src/core/event.js';
 import type { RoomLink } from '../../../src/core/ports.js';
 import type { MqttAdapter } from '../../../adapters/mqtt/index.js';
 import { message } from '../../fixtures/events.js';
 import { startMosquitto, type MosquittoBroker } from '../../harness/mosquitto.js';
-import { allEvents, counters, createGateway, device, endDevices, makeAdapter, recorder, uniqueClientId, until, type Gateway } from './helpers.js';
+import { allEvents, counters, createGateway, device, makeAdapter, recorder, stopAfterEach, uniqueClientId, until, type Gateway } from './helpers.js';
 
 const ROOM = 'ops';
 const RULE: RoomLink = { endpoint: 'mqtt', target: 'sensors/+device/alert', options: { decode: 'text' } };
@@ -21,14 +21,7 @@ const COMMANDS = [
   },
 ];
 
-const adapters: MqttAdapter[] = [];
-const gateways: Gateway[] = [];
-
-afterEach(async () => {
-  await Promise.all(adapters.splice(0).map((a) => a.stop().catch(() => undefined)));
-  await endDevices();
-  await Promise.all(gateways.splice(0).map((g) => g.close()));
-});
+const { adapters, gateways } = stopAfterEach();
 
 async function setup(url: string, links: RoomLink[] = [RULE], config: Record<string, unknown> = {}): Promise<{ gw: Gateway; adapter: MqttAdapter }> {
   const gw = await createGateway({ rooms: [{ id: ROOM, links }] });

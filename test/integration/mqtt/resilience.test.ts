@@ -1,22 +1,15 @@
 // The MQTT adapter over the Redis log: QoS 1 ingest, and a Mosquitto restart
 // under load with nothing lost and nothing doubled.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RoomLink } from '../../../src/core/ports.js';
 import type { MqttAdapter } from '../../../adapters/mqtt/index.js';
 import { startMosquitto, type MosquittoBroker } from '../../harness/mosquitto.js';
-import { allEvents, counters, createGateway, device, endDevices, makeAdapter, uniqueClientId, until, type Gateway } from './helpers.js';
+import { allEvents, counters, createGateway, device, makeAdapter, stopAfterEach, uniqueClientId, until, type Gateway } from './helpers.js';
 
 const ROOM = 'line-1';
 const RULE: RoomLink = { endpoint: 'mqtt', target: 'plant/+device/event', options: { decode: 'json', template: '{{device}} #{{n}}' } };
 
-const adapters: MqttAdapter[] = [];
-const gateways: Gateway[] = [];
-
-afterEach(async () => {
-  await Promise.all(adapters.splice(0).map((a) => a.stop().catch(() => undefined)));
-  await endDevices();
-  await Promise.all(gateways.splice(0).map((g) => g.close()));
-});
+const { adapters, gateways } = stopAfterEach();
 
 describe('MQTT adapter over Redis', () => {
   let broker: MosquittoBroker;

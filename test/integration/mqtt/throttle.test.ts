@@ -1,18 +1,11 @@
 // Throttling with aggregation and telemetry rules, against a real Mosquitto.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RoomLink } from '../../../src/core/ports.js';
 import type { MqttAdapter } from '../../../adapters/mqtt/index.js';
 import { startMosquitto, type MosquittoBroker } from '../../harness/mosquitto.js';
-import { allEvents, counters, createGateway, device, endDevices, makeAdapter, uniqueClientId, until, type Gateway } from './helpers.js';
+import { allEvents, counters, createGateway, device, makeAdapter, stopAfterEach, uniqueClientId, until, type Gateway } from './helpers.js';
 
-const adapters: MqttAdapter[] = [];
-const gateways: Gateway[] = [];
-
-afterEach(async () => {
-  await Promise.all(adapters.splice(0).map((a) => a.stop().catch(() => undefined)));
-  await endDevices();
-  await Promise.all(gateways.splice(0).map((g) => g.close()));
-});
+const { adapters, gateways } = stopAfterEach();
 
 async function setup(url: string, room: string, links: RoomLink[]): Promise<{ gw: Gateway; adapter: MqttAdapter }> {
   const gw = await createGateway({ rooms: [{ id: room, links }] });
