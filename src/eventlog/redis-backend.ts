@@ -50,7 +50,7 @@ const lua = (name: string) => readFileSync(new URL(`./lua/${name}`, import.meta.
 interface SyncgateCommands {
   sgAppendBatch(numKeys: number, ...args: Array<string | number>): Promise<Array<number | string>>;
   sgAdvance(key: string, field: string, value: string): Promise<string>;
-  sgAlias(...args: Array<string | number | Buffer>): Promise<number>;
+  sgAlias(...args: Array<string | number>): Promise<number>;
   sgTrim(stream: string, marks: string, cutoff: string): Promise<number>;
   sgLease(key: string, owner: string, ttlMs: number): Promise<number>;
   sgRelease(key: string, owner: string): Promise<number>;
