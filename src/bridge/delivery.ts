@@ -80,6 +80,8 @@ interface RoomQueue {
   /** targets this entry already reached (a retry does not resend to them) */
   readonly done: Set<string>;
   timer: NodeJS.Timeout | undefined;
+  /** set when the lease was lost: a delivery still running on it must not go on after a new takeover */
+  stale: boolean;
 }
 
 class PartitionWorker {
@@ -202,7 +204,10 @@ class PartitionWorker {
     this.log.warn({ partition: this.partition, adapter: this.adapter.name, why }, 'delivery lease lost; standing by');
     this.active = false;
     this.deps.observer.leaseChanged(this.adapter.name, this.partition, false);
-    for (const q of this.rooms.values()) clearTimeout(q.timer);
+    for (const q of this.rooms.values()) {
+      clearTimeout(q.timer);
+      q.stale = true;
+    }
     this.rooms.clear();
     this.replaying.clear();
     this.queued = 0;
@@ -215,7 +220,7 @@ class PartitionWorker {
         this.replaying.add(entry.replayId);
       }
       let q = this.rooms.get(entry.room);
-      if (!q) this.rooms.set(entry.room, (q = { entries: [], busy: false, retryAt: 0, attempts: 0, waits: 0, done: new Set(), timer: undefined }));
+      if (!q) this.rooms.set(entry.room, (q = { entries: [], busy: false, retryAt: 0, attempts: 0, waits: 0, done: new Set(), timer: undefined, stale: false }));
       // The same id can come back from pending + claim after a hiccup; keep one.
       if (!replay && q.entries.some((e) => e.id === entry.id && !e.replayId)) continue;
       q.entries.push(entry);
@@ -237,7 +242,8 @@ class PartitionWorker {
       const work = this.drainRoom(room, q).finally(() => {
         q.busy = false;
         this.inFlight.delete(work);
-        if (q.entries.length === 0 && !q.timer) this.rooms.delete(room);
+        // Only this queue's own entry: after a lost lease and a new takeover the room has a new one.
+        if (this.rooms.get(room) === q && q.entries.length === 0 && !q.timer) this.rooms.delete(room);
         this.pump();
       });
       this.inFlight.add(work);
@@ -245,7 +251,7 @@ class PartitionWorker {
   }
 
   private async drainRoom(room: string, q: RoomQueue): Promise<void> {
-    while (q.entries.length > 0 && this.active && !this.stopped) {
+    while (q.entries.length > 0 && this.active && !q.stale && !this.stopped) {
       const entry = q.entries[0];
       if (!entry) break;
       let finished: boolean;
@@ -285,7 +291,7 @@ class PartitionWorker {
         } catch (err) {
           result = { status: 'retry', reason: err instanceof Error ? err.message : String(err) };
         }
-        if (!this.active) return false;
+        if (!this.active || q.stale) return false;
         switch (result.status) {
           case 'delivered': {
             await this.record(event, result.nativeIds, result.aliases ?? []);
