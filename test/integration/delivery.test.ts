@@ -49,7 +49,7 @@ afterEach(async () => {
 
 for (const backend of ['redis', 'memory'] as const) {
   describe(`delivery (${backend})`, () => {
-    async function rig(rooms: string[], options: { maxAttempts?: number } = {}): Promise<Rig> {
+    async function rig(rooms: string[], options: { maxAttempts?: number; leaseMs?: number; owner?: string } = {}): Promise<Rig> {
       const log = createEventLog({
         partitions: PARTITIONS,
         log: silentLogger(),
@@ -68,7 +68,8 @@ for (const backend of ['redis', 'memory'] as const) {
         links,
         logger: silentLogger(),
         observer,
-        options: { leaseMs: 3000, backoffBaseMs: 20, backoffMaxMs: 200, maxAttempts: options.maxAttempts ?? 4 },
+        ...(options.owner !== undefined ? { owner: options.owner } : {}),
+        options: { leaseMs: options.leaseMs ?? 3000, backoffBaseMs: 20, backoffMaxMs: 200, maxAttempts: options.maxAttempts ?? 4 },
       });
       const r = { log, links, adapter, manager, dead };
       rigs.push(r);
@@ -161,6 +162,35 @@ for (const backend of ['redis', 'memory'] as const) {
       const id = stranded;
       await waitFor(async () => (await delivered(r)).includes(id), { timeoutMs: 20_000, what: 'the stranded entry to be claimed and delivered' });
       expect(await r.adapter.recorder.duplicates()).toBe(0);
+    });
+
+    it('after losing and retaking its lease mid-delivery, a worker does not go on with the old queue beside the new one', async () => {
+      const owner = `worker-${backend}`;
+      const r = await rig(['ops'], { leaseMs: 900, owner });
+      const p = partitionOf('ops', PARTITIONS);
+      const group = 'out:remote';
+      const held = () => (r.manager.leases()['remote'] ?? []).includes(p);
+      // The first delivery hangs for 2.5 s; the lease is taken away and given back meanwhile.
+      r.adapter.controls.slowMs = 2500;
+      const ids: string[] = [];
+      for (let i = 0; i < 10; i++) ids.push((await r.log.append(message('ops', `m${i}`))).eventId);
+      await waitFor(() => r.adapter.controls.attempts >= 1, { timeoutMs: 5_000, what: 'the first delivery under way' });
+      r.adapter.controls.slowMs = 10;
+      await r.log.delivery.releaseLease(p, group, owner);
+      expect(await r.log.delivery.acquireLease(p, group, 'thief', 10_000)).toBe(true);
+      await waitFor(() => !held(), { timeoutMs: 5_000, what: 'the worker to notice the lost lease' });
+      await r.log.delivery.releaseLease(p, group, 'thief');
+      await waitFor(held, { timeoutMs: 5_000, what: 'the worker to take the lease again' });
+      await waitFor(async () => new Set(await delivered(r, 'ops')).size === ids.length, { timeoutMs: 15_000, what: 'every event delivered' });
+      // The hung delivery returns (the remote absorbs it as a repeat). Its worker must stop there:
+      // the retaken lease has its own queue, which already delivered the rest.
+      await waitFor(async () => (await r.adapter.recorder.duplicates()) >= 1, { timeoutMs: 10_000, what: 'the hung delivery to return' });
+      const last = (await r.log.append(message('ops', 'after'))).eventId;
+      await waitFor(async () => (await delivered(r, 'ops')).includes(last), { timeoutMs: 10_000, what: 'a later event' });
+      expect([...new Set(await delivered(r, 'ops'))]).toEqual([...ids, last]);
+      // 10 events, the one in flight when the lease went, and the later one: nothing sent again.
+      expect(r.adapter.controls.attempts).toBe(12);
+      expect(await r.adapter.recorder.duplicates()).toBe(1);
     });
 
     it('honours retry-after and gives references in the adapter’s native ids', async () => {
