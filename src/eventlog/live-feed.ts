@@ -33,6 +33,12 @@ export class LiveFeed {
   private last: StreamPos = { ms: 0, seq: 0 };
   private running = false;
   private stopped = false;
+  /**
+   * Whether `base` is known to be a position the log has reached. A reader
+   * starts at its first sink's position, which comes from a client's cursor;
+   * until the log's head confirms it, no one may skip ahead to it.
+   */
+  private confirmed = false;
 
   constructor(options: LiveFeedOptions) {
     this.o = options;
@@ -40,6 +46,17 @@ export class LiveFeed {
 
   get listeners(): number {
     return this.sinks.size;
+  }
+
+  /**
+   * The position after which this reader holds or will read every entry, when
+   * that position is one the log has already reached (so every entry up to it
+   * exists now); undefined while the reader is not running or not confirmed.
+   * A tail whose history read, started after this call, found nothing of its
+   * rooms may move up to it: nothing of its rooms lies in between.
+   */
+  coveredAfter(): StreamPos | undefined {
+    return this.running && this.confirmed && !this.stopped ? this.base : undefined;
   }
 
   /**
@@ -54,6 +71,7 @@ export class LiveFeed {
       this.ring = [];
       this.base = from;
       this.last = from;
+      this.confirmed = false;
       this.sinks.add(sink);
       this.running = true;
       void this.run();
@@ -76,11 +94,28 @@ export class LiveFeed {
     this.sinks.clear();
   }
 
+  /**
+   * Holds the start position against the log's head: a cursor from the future
+   * (forged, or from a log that was since emptied) must not become the point
+   * other tails move up to. Such a start is lowered to the head; the sink that
+   * asked for it still skips what lies at or before its own position.
+   */
+  private async confirmStart(): Promise<void> {
+    const bounds = await this.o.backend.feedBounds(this.o.partition);
+    const head = [bounds.last, bounds.maxDeleted].reduce<StreamPos>((a, b) => (b && comparePos(b, a) > 0 ? b : a), { ms: 0, seq: 0 });
+    if (this.ring.length === 0 && comparePos(this.base, head) > 0) {
+      this.base = head;
+      this.last = head;
+    }
+    this.confirmed = true;
+  }
+
   private async run(): Promise<void> {
     let failures = 0;
     while (this.sinks.size > 0 && !this.stopped) {
       let entries: FeedEntry[];
       try {
+        if (!this.confirmed) await this.confirmStart();
         entries = await this.o.backend.waitFeed(this.o.partition, this.last, this.o.blockMs, 512);
         failures = 0;
       } catch (err) {
@@ -107,5 +142,6 @@ export class LiveFeed {
       }
     }
     this.running = false;
+    this.confirmed = false;
   }
 }

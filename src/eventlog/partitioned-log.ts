@@ -200,7 +200,8 @@ export class PartitionedLog implements EventLog {
     let limited = since !== undefined && (await this.isLimited(cursor, options.rooms));
 
     // Partitions share the page: each round gives every partition that may have
-    // more an equal quota of what is left, so no entry is read and then dropped.
+    // more an equal quota of what is left, at least one entry each, so every
+    // partition is looked at even when the limit is smaller than their number.
     const positions = [...cursor];
     const collected: Array<{ p: number; entry: FeedEntry }> = [];
     let active = positions.map((_, p) => p);
@@ -208,22 +209,24 @@ export class PartitionedLog implements EventLog {
       const remaining = options.limit - collected.length;
       // Another round costs a round trip per partition: only when the page is less than half full.
       if (remaining <= 0 || (round > 0 && collected.length >= options.limit / 2)) break;
-      // The quotas add up to what is left: the first `extra` partitions take one more.
-      const base = Math.floor(remaining / active.length);
-      const extra = remaining % active.length;
-      const turn = active.slice(0, base > 0 ? active.length : extra);
-      const quotaOf = (i: number) => base + (i < extra ? 1 : 0);
-      const scans = await Promise.all(turn.map((p, i) => this.scanPartition(p, positions[p] ?? ZERO_POS, quotaOf(i), options.rooms)));
+      const quota = Math.max(1, Math.ceil(remaining / active.length));
+      const scans = await Promise.all(active.map((p) => this.scanPartition(p, positions[p] ?? ZERO_POS, quota, options.rooms)));
       const stillActive: number[] = [];
       scans.forEach((scan, i) => {
-        const p = turn[i] ?? 0;
+        const p = active[i] ?? 0;
         positions[p] = scan.scannedTo;
         for (const entry of scan.entries) collected.push({ p, entry });
-        if (scan.entries.length === quotaOf(i) && !scan.exhausted) stillActive.push(p);
+        if (scan.entries.length === quota && !scan.exhausted) stillActive.push(p);
       });
-      active = [...stillActive, ...active.slice(turn.length)];
+      active = stillActive;
     }
+    // The page keeps the earliest `limit` entries; a partition whose later entries do
+    // not fit resumes just before the first of them, so they come on the next page.
     collected.sort((a, b) => comparePos(a.entry.pos, b.entry.pos) || a.p - b.p);
+    for (const { p, entry } of collected.splice(options.limit)) {
+      const resume = justBefore(entry.pos);
+      if (comparePos(resume, positions[p] ?? ZERO_POS) < 0) positions[p] = resume;
+    }
     const events: LogEvent[] = [];
     for (const { p, entry } of collected) {
       if (entry.draft === undefined) limited = true;
@@ -461,6 +464,11 @@ export class PartitionedLog implements EventLog {
   }
 }
 
+/** Resolves after pending I/O callbacks ran: a loop that awaits it cannot starve the process. */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 interface TailSessionOptions {
   readonly log: PartitionedLog;
   readonly backend: LogBackend;
@@ -528,6 +536,8 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
     const feed = this.o.live[partition];
     if (!feed) return;
     while (!this.closed) {
+      // Taken before the read: every entry up to it exists already, so the read covers them.
+      const covered = feed.coveredAfter();
       const page = await this.o.log.readPartition(partition, this.position(partition), SCAN_PAGE, this.o.rooms);
       if (this.closed) return;
       if (page.scanned > 0) {
@@ -539,8 +549,12 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
         if (comparePos(page.scannedTo, this.position(partition)) > 0) this.positions[partition] = page.scannedTo;
         continue;
       }
-      // History is exhausted: switch to live. `attach` replays what the live reader
-      // buffered after our position, or refuses when its buffer starts later.
+      // History is exhausted. A read of the device's own rooms ends where their last
+      // entry is, which can be long before the live reader's start; nothing of those
+      // rooms lies in between, so move up to it rather than be refused forever.
+      if (covered && comparePos(covered, this.position(partition)) > 0) this.positions[partition] = covered;
+      // Switch to live: `attach` replays what the live reader buffered after our
+      // position, or refuses when its buffer starts later.
       const detached = new Promise<void>((resolve) => (this.detached[partition] = resolve));
       const sink: LiveSink = {
         position: () => this.position(partition),
@@ -548,6 +562,9 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
       };
       if (!feed.attach(sink)) {
         this.detached[partition] = undefined;
+        // The reader moved on since `covered` was taken, or has not confirmed its start
+        // yet: read again after other work had its turn, so a tail never holds the loop.
+        await nextTurn();
         continue;
       }
       this.sinks[partition] = sink;

@@ -366,6 +366,80 @@ export function eventLogContract(target: ContractTarget): void {
       expect(new Set(seen)).toEqual(new Set(ids));
     });
 
+    it('tail: from a cursor older than a running live reader, with or without rooms in that partition, catches up and goes live', async () => {
+      const log = await make({ partitions: 16 });
+      const byPartition = new Map<number, string>();
+      for (let i = 0; byPartition.size < 3; i++) if (!byPartition.has(partitionOf(`t${i}`, 16))) byPartition.set(partitionOf(`t${i}`, 16), `t${i}`);
+      const [live = '', mine = '', beside = ''] = [...byPartition.values()];
+      // a room in the live reader's partition that is not `live` itself
+      let liveBeside = '';
+      for (let i = 0; !liveBeside; i++) if (partitionOf(`s${i}`, 16) === partitionOf(live, 16)) liveBeside = `s${i}`;
+      await withRooms(log, live, mine, beside, liveBeside);
+      const c0 = await log.head();
+      await log.append(message(live, 'before the live reader'));
+      // another device's tail starts the live reader of `live`'s partition after c0
+      const other = new AbortController();
+      const otherTail = log.tail(await log.head(), { rooms: new Set([live]), signal: other.signal })[Symbol.asyncIterator]();
+      const otherFirst = otherTail.next();
+      await log.append(message(live, 'wakes the live reader'));
+      // once it has its first event, that tail is attached live (and stays so)
+      const first = await otherFirst;
+      const firstEvent = first.done === false && first.value.type === 'event' ? first.value.event : undefined;
+      expect(firstEvent?.kind === 'message' ? firstEvent.content.body : undefined).toBe('wakes the live reader');
+      for (const rooms of [[mine], [beside, liveBeside]]) {
+        const tail = collect(log.tail(c0, { rooms: new Set(rooms) }), (ev) => ev.length >= rooms.length);
+        const want = [];
+        for (const room of rooms) want.push((await log.append(message(room, `for ${rooms.length}`))).eventId);
+        expect((await tail).map((e) => e.eventId).sort()).toEqual(want.sort());
+      }
+      other.abort();
+    });
+
+    it('tail: a cursor from ahead of the log does not hold back other tails of the partition', async () => {
+      const log = await make({ partitions: 4 });
+      await withRooms(log, 'a');
+      await log.append(message('a', 'first'));
+      const head = await log.head();
+      const ahead = encodeSyncCursor(decodeSyncCursor(head, 4).map((pos) => ({ ms: pos.ms + 3_600_000, seq: 0 })));
+      // the tail from the future starts the live readers
+      const future = new AbortController();
+      const it = log.tail(ahead, { rooms: new Set(['a']), signal: future.signal })[Symbol.asyncIterator]();
+      const pending = it.next();
+      const tail = collect(log.tail(head, { rooms: new Set(['a']) }), (ev) => ev.length >= 1);
+      const sent = await log.append(message('a', 'second'));
+      expect((await tail).map((e) => e.eventId)).toEqual([sent.eventId]);
+      future.abort();
+      expect((await pending).done).toBe(true);
+    });
+
+    it('read: every limit from 1 up returns the next events of any partition', async () => {
+      const log = await make({ partitions: 16 });
+      // one room in each of the 16 partitions, each with one event
+      const rooms = new Map<number, string>();
+      for (let i = 0; rooms.size < 16; i++) if (!rooms.has(partitionOf(`p${i}`, 16))) rooms.set(partitionOf(`p${i}`, 16), `p${i}`);
+      await withRooms(log, ...rooms.values());
+      const start = await log.head();
+      const appended: string[] = [];
+      for (const p of [...rooms.keys()].sort((a, b) => b - a)) appended.push((await log.append(message(rooms.get(p) ?? '', `in ${p}`))).eventId);
+      for (const limit of [1, 2, 3, 5]) {
+        for (const filter of ['all', new Set(rooms.values())] as const) {
+          const seen: string[] = [];
+          let next = start;
+          for (let page = 0; page < 64 && seen.length < 16; page++) {
+            const r = await log.read(next, { rooms: filter, limit });
+            expect(r.events.length).toBeGreaterThan(0);
+            expect(r.events.length).toBeLessThanOrEqual(limit);
+            expect(r.next).not.toBe(next);
+            seen.push(...r.events.map((e) => e.eventId));
+            next = r.next;
+          }
+          expect(new Set(seen).size).toBe(seen.length);
+          expect(new Set(seen)).toEqual(new Set(appended));
+          expect((await log.read(next, { rooms: filter, limit })).events).toEqual([]);
+        }
+      }
+    });
+
     it('4 writers × 4 tails over 10,000 events: every tail sees exactly the suffix after its cursor', async () => {
       const log = await make({ partitions: 8 });
       const rooms = Array.from({ length: 12 }, (_, i) => `room${i}`);
