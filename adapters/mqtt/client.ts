@@ -76,6 +76,41 @@ export function backoffDelay(attempt: number, minMs: number, maxMs: number, rand
 
 const noTrace = (): void => undefined;
 
+/** Fields of mqtt.js packets that carry credentials: the CONNECT password, and the authentication data of CONNECT and AUTH. */
+const SECRET_FIELDS: ReadonlySet<string> = new Set(['password', 'authenticationData']);
+const REDACTED = '[redacted]';
+/** How far into a trace argument secrets are looked for: beyond what `%o` (depth 4) prints. */
+const REDACT_DEPTH = 6;
+
+/**
+ * A trace argument with its credential fields replaced (copies only what
+ * changes). mqtt.js formats packets into the message string, where pino's
+ * path redaction cannot reach them, so this runs before the formatting.
+ */
+function redactSecrets(value: unknown, depth = 0): unknown {
+  if (typeof value !== 'object' || value === null || depth > REDACT_DEPTH || ArrayBuffer.isView(value)) return value;
+  let copy: Record<string, unknown> | unknown[] | undefined;
+  const source = value as Record<string, unknown>;
+  for (const key of Object.keys(source)) {
+    const field = source[key];
+    const next = SECRET_FIELDS.has(key) && field !== undefined ? REDACTED : redactSecrets(field, depth + 1);
+    if (next === field) continue;
+    copy ??= Array.isArray(value) ? [...(value as unknown[])] : { ...source };
+    (copy as Record<string, unknown>)[key] = next;
+  }
+  return copy ?? value;
+}
+
+/** mqtt.js's `debug` trace as lines of our logger at trace level, without the broker password in any form. */
+function traceTo(log: Logger, password: string | undefined): (...args: unknown[]) => void {
+  return (...args: unknown[]) => {
+    let text = formatWithOptions({ depth: 2 }, ...args.map((a) => redactSecrets(a)));
+    // Also a password that reached the trace some other way (a format argument of its own).
+    if (password && text.includes(password)) text = text.split(password).join(REDACTED);
+    log.trace({ mqtt: text }, 'mqtt.js');
+  };
+}
+
 function toInbound(packet: IPublishPacket): InboundMessage {
   const props = packet.properties;
   // Built field by field: conditional spreads cost more than the rest of this per-message step.
@@ -139,7 +174,7 @@ export class MqttConnection {
       properties: { sessionExpiryInterval: config.sessionExpirySec, receiveMaximum: config.receiveMaximum },
       // mqtt.js traces every packet through `debug`, which allocates its arguments on each call even
       // when off: a measurable share of the CPU per message. Its trace goes to our logger at trace level.
-      log: log.isLevelEnabled('trace') ? (...args: unknown[]) => log.trace({ mqtt: formatWithOptions({ depth: 2 }, ...args) }, 'mqtt.js') : noTrace,
+      log: log.isLevelEnabled('trace') ? traceTo(log, config.password) : noTrace,
       ...(config.username !== undefined ? { username: config.username } : {}),
       ...(config.password !== undefined ? { password: config.password } : {}),
     };

@@ -28,8 +28,10 @@ const MISSING_BINARY =
 export interface MosquittoOptions {
   /** Use the broker named by MQTT_URL when that variable is set. Default true; restart tests pass false. */
   useEnv?: boolean;
-  /** Username → password; written with `mosquitto_passwd -b`. Anonymous clients stay allowed. */
+  /** Username → password; written with `mosquitto_passwd -b`. Anonymous clients stay allowed unless `anonymous` is false. */
   users?: Record<string, string>;
+  /** Allow clients without a username. Default true; false (with `users`) makes the broker require a password. */
+  anonymous?: boolean;
   /**
    * Mosquitto ACL file content, e.g. `user gw\ntopic read devices/#\npattern write devices/%u/#`.
    * `topic` lines before the first `user` line apply to anonymous clients; with an
@@ -61,8 +63,8 @@ export interface MosquittoBroker {
 export async function startMosquitto(opts: MosquittoOptions = {}): Promise<MosquittoBroker> {
   const envUrl = process.env['MQTT_URL'];
   if ((opts.useEnv ?? true) && envUrl !== undefined && envUrl !== '') {
-    if (opts.users !== undefined || opts.acl !== undefined) {
-      throw new Error('startMosquitto: users/acl need our own broker; pass { useEnv: false }');
+    if (opts.users !== undefined || opts.acl !== undefined || opts.anonymous === false) {
+      throw new Error('startMosquitto: users/acl/anonymous need our own broker; pass { useEnv: false }');
     }
     return externalBroker(envUrl);
   }
@@ -125,6 +127,7 @@ export async function startMosquitto(opts: MosquittoOptions = {}): Promise<Mosqu
           logPath,
           passwordPath: opts.users === undefined ? undefined : passwordPath,
           aclPath: opts.acl === undefined ? undefined : aclPath,
+          anonymous: opts.anonymous ?? true,
           verboseLog: opts.verboseLog ?? false,
         }),
       );
@@ -191,6 +194,7 @@ interface ConfigInput {
   logPath: string;
   passwordPath: string | undefined;
   aclPath: string | undefined;
+  anonymous: boolean;
   verboseLog: boolean;
 }
 
@@ -202,7 +206,7 @@ function renderConfig(c: ConfigInput): string {
     `user ${userInfo().username}`,
     'per_listener_settings false',
     `listener ${c.port} ${LOOPBACK}`,
-    'allow_anonymous true',
+    `allow_anonymous ${c.anonymous}`,
     ...(c.passwordPath === undefined ? [] : [`password_file ${c.passwordPath}`]),
     ...(c.aclPath === undefined ? [] : [`acl_file ${c.aclPath}`]),
     '',
