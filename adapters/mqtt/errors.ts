@@ -10,6 +10,7 @@ export const DROP_REASONS = [
   'no-rule',
   'payload-too-large',
   'invalid-json',
+  'json-too-deep',
   'invalid-utf8',
   'template-missing-field',
   'template-failed',

@@ -64,8 +64,9 @@ export interface MqttAdapter extends Adapter {
 }
 
 const GATEWAY_UID = 'mqtt:gateway';
-const DROP_LOG_WINDOW_MS = 10_000;
-const DROP_LOGS_PER_WINDOW = 20;
+/** Drop log lines are rate-limited per reason: at most DROP_LOGS_PER_WINDOW lines in each window, then one line with the number suppressed. */
+export const DROP_LOG_WINDOW_MS = 10_000;
+export const DROP_LOGS_PER_WINDOW = 20;
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
@@ -120,7 +121,8 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
   const deliveredParts = new Map<string, Set<'command' | 'out'>>();
   const MAX_DELIVERED_PARTS = 10_000;
 
-  function drop(reason: DropReason, detail: string, topic: string): void {
+  /** Counts a dropped message and logs it, rate-limited per reason; `err` (a bug while handling it) is logged as an error with its stack. */
+  function drop(reason: DropReason, detail: string, topic: string, err?: unknown): void {
     dropped[reason]++;
     // Bounded logging: a device sending garbage at 1,000/s must not flood the log.
     const now = Date.now();
@@ -132,7 +134,8 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     }
     if (w.logged < DROP_LOGS_PER_WINDOW) {
       w.logged++;
-      log.warn({ reason, detail, topic }, 'MQTT message dropped');
+      if (err === undefined) log.warn({ reason, detail, topic }, 'MQTT message dropped');
+      else log.error({ reason, err, topic }, detail);
     } else {
       w.suppressed++;
     }
@@ -351,16 +354,14 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     } catch (err) {
       // QoS 0 is at most once: nothing to redeliver.
       if (msg.qos === 0) {
-        dropped['internal-error']++;
-        log.error({ err, topic: msg.topic }, 'could not handle a QoS 0 message; it is lost (at most once)');
+        drop('internal-error', 'could not handle a QoS 0 message; it is lost (at most once)', msg.topic, err);
         return;
       }
       if (stopping) throw err;
       // Errors from the sink are the log being unavailable: no ack, the broker redelivers.
       // Anything else is a bug on this message: count it and ack, or it would come back forever.
       if (isSinkFailure(err)) throw err;
-      dropped['internal-error']++;
-      log.error({ err, topic: msg.topic }, 'could not handle an MQTT message; acknowledging it to avoid a redelivery loop');
+      drop('internal-error', 'could not handle an MQTT message; acknowledging it to avoid a redelivery loop', msg.topic, err);
     }
   }
 

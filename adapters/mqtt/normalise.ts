@@ -34,6 +34,12 @@ export const CONTEXT_IDS: readonly string[] = ['mqtt.topic'];
 /** longest topic we store (origin ids hold at most 1024 characters; senders 512) */
 export const MAX_TOPIC_CHARS = 512;
 const MAX_MSGID_CHARS = 200;
+/**
+ * Deepest nesting of arrays/objects a JSON payload may have. Deeper ones are
+ * dropped (`json-too-deep`): turning them back into text (a rule without a
+ * template, `{{payload}}`) would overflow the stack. Device data needs a few levels.
+ */
+export const MAX_JSON_DEPTH = 64;
 
 /** What the adapter takes from an mqtt.js PUBLISH packet. */
 export interface InboundMessage {
@@ -100,11 +106,37 @@ export function decodePayload(payload: Buffer, as: 'json' | 'text' | 'binary'): 
     return { ok: false, reason: 'invalid-utf8', detail: 'payload is not valid UTF-8' };
   }
   if (as === 'text') return { ok: true, value: { kind: 'text', text } };
+  let value: unknown;
   try {
-    return { ok: true, value: { kind: 'json', value: JSON.parse(text) as unknown, text } };
+    value = JSON.parse(text) as unknown;
   } catch (err) {
     return { ok: false, reason: 'invalid-json', detail: (err as Error).message };
   }
+  // Each level takes two characters: shorter payloads cannot be too deep.
+  if (text.length > 2 * MAX_JSON_DEPTH && jsonTooDeep(text, MAX_JSON_DEPTH)) {
+    return { ok: false, reason: 'json-too-deep', detail: `JSON nested more than ${MAX_JSON_DEPTH} levels deep` };
+  }
+  return { ok: true, value: { kind: 'json', value, text } };
+}
+
+/** Whether valid JSON text nests arrays/objects more than `max` levels deep (a scan of the text: no recursion). */
+function jsonTooDeep(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: the next character is escaped
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) {
+      depth--;
+    }
+  }
+  return false;
 }
 
 /** The template view: payload fields at the top, then `payload`, `topic` and the named segments (which win: identity is the topic's). */
