@@ -132,6 +132,11 @@ function toInbound(packet: IPublishPacket): InboundMessage {
   return m;
 }
 
+/**
+ * One session: start() once, stop() (or abort()) once. Its state — acks owed,
+ * granted subscriptions, the `stopping` flag — belongs to that session, so
+ * the adapter makes a new connection to start again.
+ */
 export class MqttConnection {
   private client: MqttClient | undefined;
   /** bumped on every close: acks of an older connection are not sent */
@@ -160,6 +165,8 @@ export class MqttConnection {
 
   /** Connects; resolves on the first CONNACK or, if the broker is not reachable, after the connect timeout (retrying in the background). */
   async start(): Promise<void> {
+    // Silently doing nothing here once left a replica that won its lease back without a connection.
+    if (this.client || this.stopping) throw new Error('an MqttConnection is started once: make a new one to connect again');
     const { config, log } = this.deps;
     const options: IClientOptions = {
       protocolVersion: 5,

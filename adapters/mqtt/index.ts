@@ -111,8 +111,9 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
   const dropLog = new Map<DropReason, { windowStart: number; logged: number; suppressed: number }>();
 
   let ruleSet: RuleSet = compileRules([], config);
-  let stopping = false;
+  /** between start() and the end of stop(); start() after stop() begins a new session (the lease came back) */
   let started = false;
+  let stopping = false;
   let unwatch: (() => void) | undefined;
   /** appends not tied to a received message (summaries, timeout notices) that stop() waits for */
   const background = new Set<Promise<unknown>>();
@@ -195,7 +196,9 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     readonly text: string;
   }
 
-  const throttle = new Throttle<Suppressed>({ maxKeys: config.throttle.maxKeys, onSummary: (s) => postSummary(s) });
+  const newThrottle = () => new Throttle<Suppressed>({ maxKeys: config.throttle.maxKeys, onSummary: (s) => postSummary(s) });
+  /** per session: stop() flushes it for good */
+  let throttle = newThrottle();
 
   function postSummary(s: ThrottleSummary<Suppressed>): void {
     const { rule, params, sender, topic, text } = s.last;
@@ -434,7 +437,8 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     );
   }
 
-  const connection = new MqttConnection({ config, log, onMessage });
+  /** per session: a connection is not reused after its stop() */
+  let connection = new MqttConnection({ config, log, onMessage });
 
   function wantedSubscriptions(): Map<string, SubscriptionSpec> {
     const wanted = new Map<string, SubscriptionSpec>();
@@ -543,6 +547,12 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     async start() {
       if (started) return;
       started = true;
+      if (stopping) {
+        // Started again after a stop (this replica won the connection lease back): a new session.
+        stopping = false;
+        connection = new MqttConnection({ config, log, onMessage });
+        throttle = newThrottle();
+      }
       reloadRules();
       unwatch = links.onChange(() => reloadRules());
       // Subscriptions are sent on every CONNACK (client.ts); set them before connecting.
@@ -551,7 +561,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     },
 
     async stop() {
-      if (stopping) return;
+      if (!started || stopping) return;
       stopping = true;
       unwatch?.();
       const deadline = (ms: number) => sleep(ms);
@@ -563,10 +573,12 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
       throttle.flush();
       pending.close();
       await Promise.race([Promise.allSettled([...background]), deadline(5_000)]);
+      started = false;
     },
 
     abort() {
       stopping = true;
+      started = false;
       unwatch?.();
       connection.abort();
       pending.close();

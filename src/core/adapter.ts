@@ -90,6 +90,12 @@ export interface Adapter {
   readonly protocol: Proto;
   /** the rich-text format the protocol speaks; deliveries get `context.content` in it (default plain) */
   readonly textFormat?: TextFormat | 'plain';
+  /**
+   * Connects. Called again after stop() has resolved (its replica lost the
+   * connection lease and won it back), it begins a new session as a new
+   * instance would: a new connection, nothing carried over that the remote
+   * side may have changed meanwhile.
+   */
   start(): Promise<void>;
   /** finish in-flight sends, then disconnect */
   stop(): Promise<void>;
