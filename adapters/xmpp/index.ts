@@ -141,6 +141,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
   const dropped = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>;
   const dropLog = new Map<DropReason, { windowStart: number; logged: number; suppressed: number }>();
 
+  /** between start() and the end of stop(); start() after stop() begins a new session (the lease came back) */
   let started = false;
   let stopping = false;
   let unwatch: (() => void) | undefined;
@@ -727,17 +728,20 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     })().catch((err: unknown) => log.error({ err }, 'session setup failed'));
   }
 
-  const connection = new XmppConnection({
-    config,
-    log,
-    features: FEATURES,
-    onStanza,
-    onSession,
-    onResumed: () => undefined,
-    onDisconnect: () => {
-      for (const room of rooms.values()) room.joining?.resolve({ ok: false, condition: 'disconnected' });
-    },
-  });
+  const newConnection = () =>
+    new XmppConnection({
+      config,
+      log,
+      features: FEATURES,
+      onStanza,
+      onSession,
+      onResumed: () => undefined,
+      onDisconnect: () => {
+        for (const room of rooms.values()) room.joining?.resolve({ ok: false, condition: 'disconnected' });
+      },
+    });
+  /** per session: a connection is not reused after its stop() */
+  let connection = newConnection();
 
   // --- out
 
@@ -847,6 +851,13 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     async start() {
       if (started) return;
       started = true;
+      if (stopping) {
+        // Started again after a stop (this replica won the connection lease back): a new session.
+        // Another replica may have moved the catch-up positions meanwhile: read them again.
+        stopping = false;
+        connection = newConnection();
+        for (const t of [accountTrack, ...[...rooms.values()].map((r) => r.track)]) t.reload();
+      }
       refreshTargets();
       unwatch = links.onChange(() => refreshTargets());
       connection.start();
@@ -862,8 +873,10 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     },
 
     async stop() {
-      if (stopping) return;
+      if (!started || stopping) return;
       stopping = true;
+      // Work of this session ends here, also once a later start() has cleared `stopping`.
+      generation++;
       unwatch?.();
       clearInterval(pingTimer);
       for (const room of rooms.values()) clearTimeout(room.rejoinTimer);
@@ -873,6 +886,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       const tracks = [accountTrack, ...[...rooms.values()].map((r) => r.track)];
       await Promise.race([Promise.allSettled(tracks.map((t) => t.idle())), sleep(config.ingestRetryMs + 1000)]);
       await Promise.allSettled(tracks.map((t) => t.flush()));
+      started = false;
     },
 
     interrupt() {
@@ -881,6 +895,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
 
     abort() {
       stopping = true;
+      started = false;
       unwatch?.();
       clearInterval(pingTimer);
       for (const room of rooms.values()) clearTimeout(room.rejoinTimer);

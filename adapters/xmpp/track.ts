@@ -93,6 +93,12 @@ export class ArchiveTrack {
     return this.position;
   }
 
+  /** Forgets the position held in memory: the next load() reads the store (another replica may have moved it). */
+  reload(): void {
+    this.position = undefined;
+    this.persisted = undefined;
+  }
+
   /** Records that everything up to `position` is in the log; written to the store in the background. */
   advance(position: CatchupPosition): void {
     this.position = position;

@@ -1,8 +1,9 @@
 // Catch-up and restarts against a real Prosody, with the log in Redis: the
 // gateway stopped while 50 MUC and 10 1:1 messages are posted, then a new
-// adapter instance with the same catch-up store; and Prosody restarted under
-// traffic. The room's and the account's archives are the truth: every
-// archived message is in the log exactly once, in archive order.
+// adapter instance with the same catch-up store; Prosody restarted under
+// traffic; and the same instance stopped and started again (its replica lost
+// and won back its lease). The room's and the account's archives are the
+// truth: every archived message is in the log exactly once, in archive order.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startProsody, type ProsodyServer } from '../../harness/prosody.js';
@@ -191,5 +192,42 @@ describe('XMPP catch-up', () => {
     await alice.say(room, 'lost-2');
     await until(async () => (await bodies(MUC, 'lost-')).length === 3, 'the next message');
     expect(await bodies(MUC, 'lost-')).toEqual(['lost-0', 'lost-1', 'lost-2']);
+  });
+
+  it('the same instance started again after a stop (its lease came back) catches up from where the other replica left off, takes new messages live and delivers', async () => {
+    await Promise.all(adapters.map((a) => a.stop()));
+    const adapter = await start();
+    await until(() => adapter.status().ready && idle(adapter), 'the adapter ready and idle');
+    await alice.say(room, 'again-0');
+    await alice.chat(bridgeJid, 'again-dm-0');
+    await until(async () => (await bodies(MUC, 'again-')).length === 1 && (await bodies(DM, 'again-dm-')).length === 1, 'the first messages live');
+    await adapter.stop();
+    expect(adapter.status().ready).toBe(false);
+    await alice.waitFor((s) => s.is('presence') && s.attrs['from'] === `${room}/syncgate` && s.attrs['type'] === 'unavailable', 'the bridge to leave the room');
+
+    // Meanwhile another replica holds the connection for a while and catches up.
+    for (let i = 1; i <= 2; i++) await alice.say(room, `again-${i}`);
+    await alice.chat(bridgeJid, 'again-dm-1');
+    const other = await start();
+    await until(async () => (await bodies(MUC, 'again-')).length === 3 && (await bodies(DM, 'again-dm-')).length === 2, 'the other replica to catch up', 30_000);
+    await until(() => idle(other), 'the other replica to finish its queues');
+    await other.stop();
+    await alice.say(room, 'again-3');
+    await until(() => alice.count((s) => s.getChildText('body') === 'again-3' && s.attrs['from'] === `${room}/Alice`) === 1, 'alice to see her message');
+
+    const duplicatesBefore = counters(adapter).duplicate;
+    await adapter.start();
+    await until(() => adapter.status().ready, 'ready again after the restart', 30_000);
+    await alice.say(room, 'again-4');
+    await until(async () => (await bodies(MUC, 'again-')).length === 5, 'the messages of and after the restart in the log', 30_000);
+    expect(await bodies(MUC, 'again-')).toEqual(['again-0', 'again-1', 'again-2', 'again-3', 'again-4']);
+    expect(await bodies(DM, 'again-dm-')).toEqual(['again-dm-0', 'again-dm-1']);
+    await until(() => idle(adapter), 'the adapter to finish its queues');
+    // It read the archives from the positions the other replica stored, not from its own older ones.
+    expect(counters(adapter).duplicate).toBe(duplicatesBefore);
+
+    const posted = await apiPost(gw.log, apiDraft(MUC, { kind: 'message', content: { body: 'out after the restart' } }));
+    expect((await deliver(gw, adapter, posted)).status).toBe('delivered');
+    await alice.waitFor((s) => s.is('message') && s.attrs['id'] === posted.eventId, 'the HTTP message in the room');
   });
 });
