@@ -135,6 +135,12 @@ class MatrixAdapterImpl implements MatrixAdapter {
     if (this.started) return;
     this.started = true;
     this.stopping = false;
+    // Started again after a stop (this replica won the connection lease back): what this instance
+    // knew about its rooms may be stale — the bot may have been removed meanwhile — so learn it again.
+    this.connected = false;
+    this.connectFailures = 0;
+    this.joined.clear();
+    this.joinProblems.clear();
     this.sdk = await loadMatrixSdk(this.deps.log);
     if (this.server) {
       const as = this.config.appservice;

@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { IngestSink } from '../../../src/core/adapter.js';
 import { createIngestSink } from '../../../src/bridge/ingest.js';
 import type { MatrixAdapter } from '../../../adapters/matrix/index.js';
-import { waitFor } from '../../harness/free-port.js';
+import { getFreePort, waitFor } from '../../harness/free-port.js';
 import {
   appendApi,
   appserviceConfig,
@@ -19,6 +19,7 @@ import {
   registerAppservice,
   roomEvents,
   startAdapter,
+  waitForEvents,
   waitForTransactions,
   type Env,
 } from './helpers.js';
@@ -45,6 +46,7 @@ async function start(overrides: Record<string, unknown> = {}, opts: { sink?: Ing
 }
 
 const GHOST = '@_sg_api=3acarol:fake.test';
+const BOT = '@syncgate:fake.test';
 
 function asMode(adapter: MatrixAdapter): ModeSpec {
   return {
@@ -230,5 +232,30 @@ describe('Matrix adapter, appservice mode', () => {
     await env.hs.stop();
     await waitFor(() => !adapter.status().connected, { timeoutMs: 10_000, what: 'the homeserver to be reported unreachable' });
     expect(adapter.status().ready).toBe(false);
+  });
+});
+
+describe('Matrix adapter, appservice mode, started again after a stop (a lease lost and won back)', () => {
+  it('the same instance listens on its port and rejoins like a new one: a message sent after the restart is ingested, and delivery works', async () => {
+    const listenPort = await getFreePort();
+    const adapter = await start({ listenPort });
+    env.hs.sendAsUser(env.alice.userId, env.roomId, 'm.room.message', { msgtype: 'm.text', body: 'before the stop' });
+    await waitForEvents(env.log, (es) => es.length >= 1, 'the first message');
+    await adapter.stop();
+    expect(adapter.status().ready).toBe(false);
+
+    // While another replica held the connection, the bot was removed from the room.
+    env.hs.leaveRoom(BOT, env.roomId);
+    await adapter.start();
+    expect(adapter.listenAddress()?.port).toBe(listenPort);
+    await waitFor(() => env.hs.joinedMembers(env.roomId).includes(BOT), { timeoutMs: 15_000, what: 'the bot to rejoin the linked room' });
+    await waitFor(() => adapter.status().ready, { timeoutMs: 15_000, what: 'ready again after the restart' });
+    env.hs.sendAsUser(env.alice.userId, env.roomId, 'm.room.message', { msgtype: 'm.text', body: 'after the restart' });
+    const events = await waitForEvents(env.log, (es) => es.length >= 2, 'the message sent after the restart in the log');
+    expect(events.map((e) => e.kind === 'message' && e.content.body)).toEqual(['before the stop', 'after the restart']);
+
+    const out = await appendApi(env.log, { kind: 'message', content: { body: 'out after the restart' } });
+    expect(await new Driver(adapter, env.log, matrixLink(env)).deliver(out)).toMatchObject({ status: 'delivered' });
+    expect(messagesIn(env).filter((m) => m.content['body'] === 'out after the restart')).toHaveLength(1);
   });
 });

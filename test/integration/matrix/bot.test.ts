@@ -148,3 +148,27 @@ describe('Matrix adapter, bot mode', () => {
     expect(messagesIn(e).filter((m) => m.content['body'] === '<Carol> sent before a restart')).toHaveLength(1);
   });
 });
+
+describe('Matrix adapter, bot mode, started again after a stop (a lease lost and won back)', () => {
+  it('the same instance rejoins and syncs again like a new one: a message sent after the restart is ingested, and delivery works', async () => {
+    const e = await setup();
+    const adapter = await start(e);
+    e.hs.sendAsUser(e.alice.userId, e.roomId, 'm.room.message', { msgtype: 'm.text', body: 'before the stop' });
+    await waitForEvents(e.log, (es) => es.length >= 1, 'the first message');
+    await adapter.stop();
+    expect(adapter.status().ready).toBe(false);
+
+    // While another replica held the connection, the relay was removed from the room.
+    e.hs.leaveRoom(RELAY, e.roomId);
+    await adapter.start();
+    await waitFor(() => e.hs.joinedMembers(e.roomId).includes(RELAY), { timeoutMs: 15_000, what: 'the relay to rejoin the linked room' });
+    await waitFor(() => adapter.status().ready, { timeoutMs: 15_000, what: 'ready again after the restart' });
+    e.hs.sendAsUser(e.alice.userId, e.roomId, 'm.room.message', { msgtype: 'm.text', body: 'after the restart' });
+    const events = await waitForEvents(e.log, (es) => es.length >= 2, 'the message sent after the restart in the log');
+    expect(messageBodies(events)).toEqual(['before the stop', 'after the restart']);
+
+    const out = await appendApi(e.log, { kind: 'message', content: { body: 'out after the restart' } });
+    expect(await new Driver(adapter, e.log, matrixLink(e)).deliver(out)).toMatchObject({ status: 'delivered' });
+    expect(messagesIn(e).filter((m) => m.content['body'] === '<Carol> out after the restart')).toHaveLength(1);
+  });
+});
