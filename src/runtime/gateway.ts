@@ -125,6 +125,10 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
           checks[`adapter:${adapter.name}`] = { ok: true, detail: 'standby: another replica holds the connection' };
           continue;
         }
+        if (supervisor.current === 'failed') {
+          checks[`adapter:${adapter.name}`] = { ok: false, detail: `failed to start (trying again): ${supervisor.lastError ?? 'unknown error'}` };
+          continue;
+        }
         const s = adapter.status();
         checks[`adapter:${adapter.name}`] = s.ready ? { ok: true } : { ok: false, detail: s.connected ? 'connected, not ready' : 'not connected' };
       }

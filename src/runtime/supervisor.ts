@@ -4,7 +4,9 @@
  * and its delivery workers; the others stand by and take over within the
  * lease time when the holder dies. Two replicas never run the same XMPP
  * resource, MQTT client id or Matrix sync loop at once, and deliveries always
- * run where the connection is.
+ * run where the connection is. A replica may lose the lease and win it back
+ * (paused past it, say): the same adapter is then started again, which the
+ * adapter port requires to begin a new session.
  */
 import type { Logger } from 'pino';
 import type { Adapter } from '../core/adapter.js';
@@ -22,7 +24,12 @@ export interface SupervisorDeps {
   readonly graceMs: number;
 }
 
-export type SupervisorState = 'standby' | 'starting' | 'active' | 'stopping' | 'stopped';
+/**
+ * `standby`: another replica holds the connection. `failed`: this replica won
+ * the lease but the adapter did not start; the lease is released and it tries
+ * again, so possibly no replica holds the connection (not ready).
+ */
+export type SupervisorState = 'standby' | 'starting' | 'active' | 'failed' | 'stopping' | 'stopped';
 
 /** The lease lives on partition 0's hash tag, under a group name no consumer group uses. */
 const LEASE_PARTITION = 0;
@@ -32,6 +39,7 @@ export class AdapterSupervisor {
   private timer: NodeJS.Timeout | undefined;
   private transition: Promise<void> = Promise.resolve();
   private readonly lease: string;
+  private failure: string | undefined;
 
   constructor(private readonly deps: SupervisorDeps) {
     this.lease = `conn:${deps.adapter.name}`;
@@ -39,6 +47,11 @@ export class AdapterSupervisor {
 
   get current(): SupervisorState {
     return this.state;
+  }
+
+  /** why the last start failed, while in state `failed` */
+  get lastError(): string | undefined {
+    return this.state === 'failed' ? this.failure : undefined;
   }
 
   /** Tries for the lease now (so a single replica starts at once), then keeps renewing or trying. */
@@ -64,10 +77,13 @@ export class AdapterSupervisor {
       logger.warn({ err, adapter: adapter.name }, 'adapter lease check failed');
       return;
     }
-    if (held && this.state === 'standby') {
+    if (held && (this.state === 'standby' || this.state === 'failed')) {
       this.state = 'starting';
       this.transition = this.activate();
       await this.transition;
+    } else if (!held && this.state === 'failed') {
+      // Another replica took the lease we released: it holds the connection now.
+      this.state = 'standby';
     } else if (!held && (this.state === 'active' || this.state === 'starting')) {
       logger.warn({ adapter: adapter.name }, 'adapter lease lost to another replica: stopping the connection here');
       await this.transition;
@@ -80,13 +96,18 @@ export class AdapterSupervisor {
     try {
       await delivery.start();
       await adapter.start();
-      if (this.state === 'starting') this.state = 'active';
-      logger.info({ adapter: adapter.name, protocol: adapter.protocol }, 'adapter started (this replica holds its connection)');
     } catch (err) {
       logger.error({ err, adapter: adapter.name }, 'adapter failed to start; releasing its lease and trying again later');
-      await this.deactivate('standby');
+      this.failure = err instanceof Error ? err.message : String(err);
+      await this.deactivate('failed');
       await this.deps.queue.releaseLease(LEASE_PARTITION, this.lease, this.deps.owner).catch(() => undefined);
+      return;
     }
+    if (this.state !== 'starting') return;
+    this.state = 'active';
+    // start() may return before the connection is up (the adapter keeps trying): say which.
+    const { connected, ready } = adapter.status();
+    logger.info({ adapter: adapter.name, protocol: adapter.protocol, connected, ready }, 'adapter started (this replica holds its connection)');
   }
 
   private async deactivate(next: SupervisorState): Promise<void> {

@@ -1,7 +1,8 @@
 /**
  * Two replicas against one Redis: each adapter's connection (and its
  * deliveries) runs on exactly one of them; when that replica stops, the other
- * takes the connection over and delivery goes on.
+ * takes the connection over and delivery goes on. An adapter that fails to
+ * start is reported as not ready, not as a standby.
  */
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, inject, it } from 'vitest';
@@ -60,5 +61,40 @@ describe('replicas', () => {
     await waitFor(async () => (await recorder.all()).some((d) => d.eventId === second.body.eventId), { timeoutMs: 15_000, what: 'delivery by replica two' });
     expect((await recorder.all()).map((d) => d.eventId)).toEqual([first.body.eventId, second.body.eventId]);
     expect(two.gateway.supervisors[0]?.current).toBe('active');
+  });
+
+  it('reports an adapter that failed to start as not ready (no replica holds its connection), and ready once a retry starts it', async () => {
+    const prefix = testPrefix('replicas-failed');
+    let adapter: TestAdapter | undefined;
+    const one = await startGateway({
+      redisUrl: inject('redisUrl'),
+      prefix,
+      delivery: { leaseMs: 1000 },
+      extraAdapters: ({ sink }) => {
+        adapter = new TestAdapter('remote', sink);
+        adapter.controls.failStart = true;
+        return [adapter];
+      },
+    });
+    running.push(one);
+    const readiness = async () => {
+      const res = await fetch(`${one.url}/readyz`);
+      return { status: res.status, check: ((await res.json()) as { checks: Record<string, { ok: boolean; detail?: string }> }).checks['adapter:remote'] };
+    };
+    // It keeps failing: this replica is not a standby, and nobody else holds the connection.
+    await waitFor(
+      async () => {
+        const { status, check } = await readiness();
+        return status === 503 && check?.ok === false && check.detail?.includes('the remote refuses the connection') === true;
+      },
+      { timeoutMs: 10_000, what: '/readyz to report the failed start' },
+    );
+    expect(one.gateway.supervisors[0]?.current).not.toBe('active');
+
+    if (!adapter) throw new Error('adapter missing');
+    adapter.controls.failStart = false;
+    await waitFor(async () => (await readiness()).status === 200, { timeoutMs: 10_000, what: '/readyz once a retry started the adapter' });
+    expect((await readiness()).check).toEqual({ ok: true });
+    expect(one.gateway.supervisors[0]?.current).toBe('active');
   });
 });

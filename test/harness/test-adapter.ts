@@ -70,12 +70,14 @@ export interface TestAdapterControls {
   rejectRooms: Set<string>;
   retryAfterMs: number | undefined;
   slowMs: number;
+  /** start() fails (the remote refuses the connection) */
+  failStart: boolean;
   /** deliveries attempted, including failed ones */
   attempts: number;
 }
 
 export class TestAdapter implements Adapter {
-  readonly controls: TestAdapterControls = { down: false, failRooms: new Set(), rejectRooms: new Set(), retryAfterMs: undefined, slowMs: 0, attempts: 0 };
+  readonly controls: TestAdapterControls = { down: false, failRooms: new Set(), rejectRooms: new Set(), retryAfterMs: undefined, slowMs: 0, failStart: false, attempts: 0 };
   private started = false;
 
   constructor(
@@ -86,6 +88,7 @@ export class TestAdapter implements Adapter {
   ) {}
 
   start(): Promise<void> {
+    if (this.controls.failStart) return Promise.reject(new Error('the remote refuses the connection'));
     this.started = true;
     return Promise.resolve();
   }
