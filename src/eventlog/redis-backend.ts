@@ -178,6 +178,14 @@ export class RedisBackend implements LogBackend {
   readonly rooms: RedisRoomStore;
   readonly state: StateStore;
   private readonly redis: CommandClient;
+  /**
+   * Appends have a connection of their own that never gives a command up
+   * while Redis is away: ioredis keeps them queued in order and sends them in
+   * that order once it is back. Failing them after its retries (~10 s, as the
+   * main connection does) let appends made later reach Redis first, while the
+   * failed one waited for its caller's retry: a room's order broke.
+   */
+  private readonly appender: CommandClient;
   private readonly blocking: Array<Redis | undefined>;
   private readonly keys: KeySpace;
   private readonly retention: RetentionPolicy;
@@ -201,6 +209,15 @@ export class RedisBackend implements LogBackend {
       }),
     );
     this.redis.on('error', (err: Error) => options.log.warn({ err: err.message }, 'redis connection error'));
+    this.appender = defineCommands(
+      new Redis(options.url, {
+        connectionName: `${options.prefix}append`,
+        enableAutoPipelining: true,
+        ...options.redisOptions,
+        maxRetriesPerRequest: null,
+      }),
+    );
+    this.appender.on('error', (err: Error) => options.log.debug({ err: err.message }, 'redis append connection error'));
     this.blocking = Array.from({ length: options.partitions }, () => undefined);
     this.rooms = new RedisRoomStore(this.redis, this.keys, (room) => partitionOf(room, this.partitions), options.log);
     this.state = new RedisStateStore(this.redis, this.keys);
@@ -260,7 +277,7 @@ export class RedisBackend implements LogBackend {
     }
     const done = () => this.sending.set(p, (this.sending.get(p) ?? 1) - 1);
     const batchJson = JSON.stringify(events);
-    this.redis.sgAppendBatch(keys.length, ...keys, this.retention.roomMaxLen, this.retention.feedMaxLen, this.idTtlSec, batchJson).then(
+    this.appender.sgAppendBatch(keys.length, ...keys, this.retention.roomMaxLen, this.retention.feedMaxLen, this.idTtlSec, batchJson).then(
       (reply) => {
         done();
         batch.forEach(({ resolve }, i) => {
@@ -596,6 +613,7 @@ export class RedisBackend implements LogBackend {
     this.closed = true;
     for (const client of this.blocking) client?.disconnect();
     this.rooms.close();
-    await this.redis.quit().catch(() => this.redis.disconnect());
+    // QUIT waits for a reply: a connection that is away is dropped instead (its queued commands fail).
+    await Promise.all([this.redis, this.appender].map((client) => (client.status === 'ready' ? client.quit().catch(() => client.disconnect()) : client.disconnect())));
   }
 }
