@@ -12,7 +12,7 @@ import { Registry } from 'prom-client';
 import type { EventLog, RoomSpec } from '../core/ports.js';
 import type { HttpConfig, HttpContext, ReadinessCheck } from './context.js';
 import { Directory } from './directory.js';
-import { errorHandler, notFoundHandler } from './errors.js';
+import { clientErrorHandler, errorHandler, notFoundHandler } from './errors.js';
 import { LiveHub } from './live.js';
 import { createHttpMetrics } from './metrics.js';
 import { RateLimiter } from './rate-limit.js';
@@ -21,6 +21,7 @@ import { registerDeadLetterRoutes } from './routes/dead-letters.js';
 import { registerDeviceRoutes } from './routes/device.js';
 import { registerOpsRoutes } from './routes/ops.js';
 import { registerStreamRoutes } from './routes/stream.js';
+import { MAX_PARAM_LENGTH } from './schemas.js';
 import { typeboxValidatorCompiler } from './validation.js';
 import { ViewCache } from './view.js';
 
@@ -84,9 +85,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // Request lines are logged by the onResponse hook below, without query strings (they may carry access_token).
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.bodyLimitBytes,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     trustProxy: config.trustProxy,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    // Refusals from the router and from Node's HTTP parser get our error shape too.
+    frameworkErrors: (err, request, reply) => void errorHandler(err, request, reply),
+    clientErrorHandler: clientErrorHandler({ logger: logger as FastifyBaseLogger, bodyLimit: config.bodyLimitBytes }),
   });
 
   app.setValidatorCompiler(typeboxValidatorCompiler);

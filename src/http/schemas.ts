@@ -11,6 +11,12 @@ import { RoomLink, RoomSpec } from '../core/ports.js';
 /** The largest `limit` the log serves in one read. */
 export const MAX_PAGE = 1000;
 
+/**
+ * The longest path parameter: room ids, user ids and txnIds are at most 128
+ * characters. The router refuses longer ones before the schema sees them.
+ */
+export const MAX_PARAM_LENGTH = 128;
+
 export const UserId = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$', description: 'gateway user id' });
 export const DeviceId = Type.String({ pattern: '^d[0-9a-f]{20}$', description: 'device id (minted by the gateway)' });
 export const TxnId = Type.String({ pattern: '^[A-Za-z0-9._~-]{1,128}$', description: 'client transaction id, unique per device and room' });
