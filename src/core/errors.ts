@@ -30,6 +30,7 @@ export const ERROR_TABLE = {
   SG_ERR_REQUEST_INVALID: { status: 400, message: 'The request does not match its schema' },
   SG_ERR_BODY_TOO_LARGE: { status: 413, message: 'The request body is too large' },
   SG_ERR_MEDIA_TYPE_UNSUPPORTED: { status: 415, message: 'The request body has a content type this API does not take; send application/json' },
+  SG_ERR_TEXT_INVALID: { status: 400, message: 'A text in the request is not well-formed Unicode (invalid UTF-8 or a lone surrogate)' },
   SG_ERR_HEADERS_TOO_LARGE: { status: 431, message: 'The request line and headers are too large' },
   SG_ERR_REQUEST_TIMEOUT: { status: 408, message: 'The request did not arrive in time' },
   SG_ERR_RATE_LIMITED: { status: 429, message: 'Too many requests; retry after the given delay' },

@@ -12,6 +12,7 @@ import { Registry } from 'prom-client';
 import type { EventLog, RoomSpec } from '../core/ports.js';
 import type { HttpConfig, HttpContext, ReadinessCheck } from './context.js';
 import { Directory } from './directory.js';
+import { utf8JsonParser, type JsonTextParser } from './body.js';
 import { clientErrorHandler, errorHandler, notFoundHandler } from './errors.js';
 import { LiveHub } from './live.js';
 import { createHttpMetrics } from './metrics.js';
@@ -94,6 +95,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     clientErrorHandler: clientErrorHandler({ logger: logger as FastifyBaseLogger, bodyLimit: config.bodyLimitBytes }),
   });
 
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, utf8JsonParser(app.getDefaultJsonParser('error', 'error') as JsonTextParser));
   app.setValidatorCompiler(typeboxValidatorCompiler);
   // Response schemas document the API; JSON.stringify writes the bodies, so nothing is dropped silently.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
