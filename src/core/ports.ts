@@ -178,6 +178,12 @@ export interface EventLogInfo {
 
 export interface EventLog {
   readonly info: EventLogInfo;
+  /**
+   * False while the store's connection is lost (always true in memory).
+   * Appends made meanwhile wait, in order, until it is back; callers that
+   * answer someone (the HTTP API) refuse at once instead.
+   */
+  readonly available: boolean;
   readonly rooms: RoomStore;
   readonly state: StateStore;
   readonly delivery: DeliveryQueue;

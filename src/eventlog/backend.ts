@@ -75,6 +75,8 @@ export interface LogBackend {
   readonly backend: 'memory' | 'redis';
   readonly durable: boolean;
   readonly partitions: number;
+  /** false while the connection to the store is lost */
+  readonly available: boolean;
   readonly rooms: RoomStore;
   readonly state: StateStore;
 

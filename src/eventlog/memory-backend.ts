@@ -166,6 +166,7 @@ export interface MemoryBackendOptions {
 export class MemoryBackend implements LogBackend {
   readonly backend = 'memory' as const;
   readonly durable = false;
+  readonly available = true;
   readonly partitions: number;
   readonly rooms: MemoryRoomStore;
   readonly state: StateStore = new MemoryStateStore();

@@ -123,6 +123,10 @@ export class PartitionedLog implements EventLog {
     return this.backend.rooms;
   }
 
+  get available(): boolean {
+    return !this.closed && this.backend.available;
+  }
+
   get state() {
     return this.backend.state;
   }

@@ -223,6 +223,11 @@ export class RedisBackend implements LogBackend {
     this.state = new RedisStateStore(this.redis, this.keys);
   }
 
+  /** Before the first connection counts as available (commands wait for it); after a loss, not until it is back. */
+  get available(): boolean {
+    return [this.redis, this.appender].every((client) => client.status !== 'reconnecting' && client.status !== 'close' && client.status !== 'end');
+  }
+
   private closedCheck(): void {
     if (this.closed) throw new SyncgateError('SG_ERR_LOG_CLOSED');
   }

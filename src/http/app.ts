@@ -13,7 +13,8 @@ import type { EventLog, RoomSpec } from '../core/ports.js';
 import type { HttpConfig, HttpContext, ReadinessCheck } from './context.js';
 import { Directory } from './directory.js';
 import { utf8JsonParser, type JsonTextParser } from './body.js';
-import { clientErrorHandler, errorHandler, notFoundHandler } from './errors.js';
+import { clientErrorHandler, createErrorHandler, notFoundHandler } from './errors.js';
+import { SyncgateError } from '../core/errors.js';
 import { LiveHub } from './live.js';
 import { createHttpMetrics } from './metrics.js';
 import { RateLimiter } from './rate-limit.js';
@@ -81,6 +82,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     validateRoom: deps.validateRoom,
   };
 
+  const onError = createErrorHandler(() => log.available);
   const app: FastifyInstance = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     // Request lines are logged by the onResponse hook below, without query strings (they may carry access_token).
@@ -91,7 +93,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     // Refusals from the router and from Node's HTTP parser get our error shape too.
-    frameworkErrors: (err, request, reply) => void errorHandler(err, request, reply),
+    frameworkErrors: (err, request, reply) => void onError(err, request, reply),
     clientErrorHandler: clientErrorHandler({ logger: logger as FastifyBaseLogger, bodyLimit: config.bodyLimitBytes }),
   });
 
@@ -99,7 +101,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.setValidatorCompiler(typeboxValidatorCompiler);
   // Response schemas document the API; JSON.stringify writes the bodies, so nothing is dropped silently.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
-  app.setErrorHandler(errorHandler);
+  app.setErrorHandler(onError);
   app.setNotFoundHandler(notFoundHandler);
   app.decorateRequest('device', null);
 
@@ -133,6 +135,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     request.log.debug({ method: request.method, route, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request');
   });
   app.addHook('preClose', async () => ctx.live.closeAll());
+  // While the log's connection is lost, the API answers at once rather than after
+  // the store client's retries (~10 s): authentication itself needs the log.
+  app.addHook('onRequest', async (request) => {
+    if (!log.available && request.url.startsWith('/v1/')) throw new SyncgateError('SG_ERR_LOG_UNAVAILABLE', 'the event log is not reachable now; retry later');
+  });
 
   registerOpsRoutes(app, ctx);
   registerAdminRoutes(app, ctx);

@@ -45,8 +45,10 @@ function isValidationError(err: unknown): err is FastifyError & { validation: Sc
 }
 
 /** Turns anything thrown by a route or by fastify into a SyncgateError. */
-export function toSyncgateError(err: unknown): SyncgateError {
+export function toSyncgateError(err: unknown, logAvailable = true): SyncgateError {
   if (isSyncgateError(err)) return err;
+  // Whatever the store's client threw while its connection is lost: the log is away, not a bug.
+  if (!logAvailable) return new SyncgateError('SG_ERR_LOG_UNAVAILABLE', undefined, undefined, { cause: err });
   if (isValidationError(err)) {
     const where = err.validationContext ?? 'request';
     const problems = err.validation.map((p) => `${where}${p.instancePath || ''} ${p.message}`);
@@ -71,12 +73,21 @@ async function sendError(request: FastifyRequest, reply: FastifyReply, err: Sync
   return reply.code(err.status).type('application/json; charset=utf-8').send(err.toJSON());
 }
 
-/** The error handler of every route, and fastify's `frameworkErrors` (router refusals). */
-export async function errorHandler(err: unknown, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
-  const sg = toSyncgateError(err);
-  if (sg.status >= 500) request.log.error({ err: sg.code === 'SG_ERR_INTERNAL' ? err : sg, route: request.routeOptions.url }, 'request failed');
-  else request.log.debug({ code: sg.code, route: request.routeOptions.url }, sg.message);
-  return sendError(request, reply, sg);
+/** Seconds a client is asked to wait before it retries while the event log is away. */
+export const LOG_RETRY_AFTER_S = 5;
+
+/**
+ * The error handler of every route, and fastify's `frameworkErrors` (router
+ * refusals). `logAvailable` tells an error of a lost store connection from a bug.
+ */
+export function createErrorHandler(logAvailable: () => boolean): (err: unknown, request: FastifyRequest, reply: FastifyReply) => Promise<FastifyReply> {
+  return async (err, request, reply) => {
+    const sg = toSyncgateError(err, isSyncgateError(err) || logAvailable());
+    if (sg.status >= 500) request.log.error({ err: sg.code === 'SG_ERR_INTERNAL' ? err : sg, route: request.routeOptions.url }, 'request failed');
+    else request.log.debug({ code: sg.code, route: request.routeOptions.url }, sg.message);
+    if (sg.code === 'SG_ERR_LOG_UNAVAILABLE') void reply.header('retry-after', String(LOG_RETRY_AFTER_S));
+    return sendError(request, reply, sg);
+  };
 }
 
 export async function notFoundHandler(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {

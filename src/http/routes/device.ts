@@ -27,6 +27,9 @@ import {
 } from '../schemas.js';
 import { DEVICE_ID, TXN_ID, viewFor } from '../view.js';
 
+/** how often a send still waiting for the log checks whether its connection was lost */
+const OUTAGE_CHECK_MS = 250;
+
 const security = [{ bearer: [] }];
 const deviceErrors = (...extra: number[]) => errors(400, 401, 429, ...extra);
 
@@ -147,6 +150,23 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: HttpContext): vo
     },
   );
 
+  /**
+   * An append waits, in order, while the log's connection is lost. The client
+   * is told at once instead: 503, retry later. The append still lands when the
+   * log is back, and a retry with the same txnId answers with that event.
+   */
+  function answeredOrOutage<T>(pending: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const outage = new Promise<never>((_, reject) => {
+      const check = () => {
+        if (log.available) timer = setTimeout(check, OUTAGE_CHECK_MS);
+        else reject(new SyncgateError('SG_ERR_LOG_UNAVAILABLE', 'the event log went away during the send; retry with the same txnId'));
+      };
+      timer = setTimeout(check, OUTAGE_CHECK_MS);
+    });
+    return Promise.race([pending, outage]).finally(() => clearTimeout(timer));
+  }
+
   app.put<{ Params: Static<typeof SendParams>; Body: SendBody }>(
     '/v1/rooms/:room/send/:txnId',
     {
@@ -167,7 +187,7 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: HttpContext): vo
       await directory.requireRoom(device.user, room);
       const user = (await directory.getUser(device.user)) ?? { id: device.user, created: 0 };
       const draft = await buildDraft(device, user, room, txnId, request.body);
-      const result = await log.append(draft);
+      const result = await answeredOrOutage(log.append(draft));
       metrics.appends.inc({ kind: draft.kind, result: result.duplicate ? 'duplicate' : 'appended' });
       return { eventId: result.eventId, cursor: result.cursor };
     },
