@@ -36,11 +36,11 @@ export interface Gateway {
 }
 
 /** A log with the real sink and links; `backend: 'redis'` uses the test Redis with a fresh prefix. */
-export async function createGateway(options: { backend?: 'memory' | 'redis'; rooms?: Array<{ id: string; links: RoomLink[] }> } = {}): Promise<Gateway> {
+export async function createGateway(options: { backend?: 'memory' | 'redis'; redisUrl?: string; rooms?: Array<{ id: string; links: RoomLink[] }> } = {}): Promise<Gateway> {
   const log = createEventLog({
     partitions: 4,
     log: silentLogger(),
-    ...(options.backend === 'redis' ? { redis: { url: inject('redisUrl'), prefix: testPrefix('mqtt') } } : {}),
+    ...(options.backend === 'redis' ? { redis: { url: options.redisUrl ?? inject('redisUrl'), prefix: testPrefix('mqtt') } } : {}),
   });
   for (const room of options.rooms ?? []) await log.rooms.put(room);
   const logLines: Array<Record<string, unknown>> = [];
