@@ -11,9 +11,13 @@
 import type { StateStore } from '../../src/core/ports.js';
 
 export interface CatchupPosition {
-  /** the archive id (stanza-id by the archive) of the last handled message */
-  readonly id: string;
-  /** its archive time (ms), for the time-bounded fallback when the id is gone from the archive */
+  /**
+   * the archive id (stanza-id by the archive) of the last handled message;
+   * absent when the archive was empty at first sight: the next catch-up then
+   * reads everything from `ts` on
+   */
+  readonly id?: string | undefined;
+  /** its archive time (ms), for the time-bounded fallback when the id is gone from the archive; without an id, when the archive was found empty */
   readonly ts: number;
 }
 
@@ -42,12 +46,12 @@ export function stateCatchupStore(state: Pick<StateStore, 'get' | 'set'>, namesp
       if (raw === undefined) return undefined;
       try {
         const parsed = JSON.parse(raw) as { id?: unknown; ts?: unknown };
-        if (typeof parsed.id !== 'string' || typeof parsed.ts !== 'number') return undefined;
-        return { id: parsed.id, ts: parsed.ts };
+        if ((parsed.id !== undefined && typeof parsed.id !== 'string') || typeof parsed.ts !== 'number') return undefined;
+        return typeof parsed.id === 'string' ? { id: parsed.id, ts: parsed.ts } : { ts: parsed.ts };
       } catch {
         return undefined;
       }
     },
-    set: (archive, position) => state.set(namespace, archive, JSON.stringify({ id: position.id, ts: position.ts })),
+    set: (archive, position) => state.set(namespace, archive, JSON.stringify(position.id !== undefined ? { id: position.id, ts: position.ts } : { ts: position.ts })),
   };
 }

@@ -512,13 +512,18 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     const position = await t.load();
     let after: string | undefined = position?.id;
     let start: number | undefined;
+    if (position && position.id === undefined) {
+      // The archive was empty at first sight: everything archived since then (less a margin for clocks; the log dedupes).
+      start = Math.max(position.ts - FALLBACK_MARGIN_MS, Date.now() - config.catchupMaxAgeMs);
+    }
     if (!position) {
       if (config.initialHistoryMs > 0) start = Date.now() - config.initialHistoryMs;
       else {
         // First time: no history, just the archive's newest id, so nothing after it is missed later.
+        // An empty archive leaves the time of this query instead: the next catch-up reads from then.
         const { results } = await mamPage(t.archive, { before: '', max: 1 });
         const newest = results.at(-1);
-        if (newest) t.advance({ id: newest.resultId, ts: newest.stamp ?? Date.now() });
+        t.advance(newest ? { id: newest.resultId, ts: newest.stamp ?? Date.now() } : { ts: t0 });
         t.caughtUp = true;
         log.info({ archive: t.archive, newest: newest?.resultId }, 'archive seen for the first time; following it from its newest entry');
         return;
@@ -558,6 +563,8 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       after = last;
     }
     if (gen !== generation) return;
+    // Nothing archived in the initial history window: the next catch-up reads from the time of this one.
+    if (t.current === undefined) t.advance({ ts: t0 });
     t.caughtUp = true;
     t.resyncPending = false;
     counters.catchups++;

@@ -93,6 +93,11 @@ export class ArchiveTrack {
     return this.position;
   }
 
+  /** The position held in memory (after load()). */
+  get current(): CatchupPosition | undefined {
+    return this.position;
+  }
+
   /** Forgets the position held in memory: the next load() reads the store (another replica may have moved it). */
   reload(): void {
     this.position = undefined;

@@ -70,11 +70,11 @@ export async function createGateway(options: { backend?: 'memory' | 'redis'; pre
   };
 }
 
-export function makeAdapter(gw: Gateway, server: ProsodyServer, options: { config?: Record<string, unknown>; catchup?: CatchupStore; password?: string; jid?: string; sink?: IngestSink } = {}): XmppAdapter {
+export function makeAdapter(gw: Gateway, server: ProsodyServer, options: { config?: Record<string, unknown>; catchup?: CatchupStore; password?: string; jid?: string; sink?: IngestSink; service?: string } = {}): XmppAdapter {
   return createXmppAdapter({
     name: ADAPTER,
     config: parseXmppConfig({
-      service: server.service,
+      service: options.service ?? server.service,
       jid: options.jid ?? `bridge@${server.domain}`,
       password: options.password ?? 'bridge-secret',
       reconnect: { minMs: 100, maxMs: 1000 },

@@ -74,6 +74,9 @@ describe('catch-up stores', () => {
     await store.set('room@muc', { id: 'S-9', ts: 42 });
     expect(await stateCatchupStore(log.state, 'xmpp-catchup:xmpp').get('room@muc')).toEqual({ id: 'S-9', ts: 42 });
     expect(await stateCatchupStore(log.state, 'xmpp-catchup:other').get('room@muc')).toBeUndefined();
+    // An archive found empty: a time, no id.
+    await store.set('empty@muc', { ts: 7 });
+    expect(await stateCatchupStore(log.state, 'xmpp-catchup:xmpp').get('empty@muc')).toStrictEqual({ ts: 7 });
     await log.state.set('xmpp-catchup:xmpp', 'broken', '{not json');
     expect(await store.get('broken')).toBeUndefined();
     await log.close();
