@@ -86,7 +86,8 @@ interface MucState {
   nick: string;
   password: string | undefined;
   joined: boolean;
-  joining: { resolve(p: { ok: boolean; condition?: string | undefined }): void } | undefined;
+  /** a join on its way: `gen` is the session that sent it */
+  joining: { readonly gen: number; resolve(p: { ok: boolean; condition?: string | undefined }): void } | undefined;
   occupantId: string | undefined;
   facts: { stanzaIds: boolean; occupantIds: boolean; mam: boolean } | undefined;
   readonly track: ArchiveTrack;
@@ -466,7 +467,11 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     if (p.type === 'available') {
       if (p.occupantId !== undefined) room.occupantId = p.occupantId;
       room.nick = p.nick;
-      room.joining?.resolve({ ok: true });
+      if (room.joining) {
+        // The join answer: queue the room's catch-up now, before any stanza after it (in the same read) is handled.
+        enterRoom(room, room.joining.gen);
+        room.joining.resolve({ ok: true });
+      }
       return;
     }
     // Our own unavailable presence: a nick change (303), or we are out of the room.
@@ -607,6 +612,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     const result = await new Promise<{ ok: boolean; condition?: string | undefined }>((resolve) => {
       const timer = setTimeout(() => resolve({ ok: false, condition: 'timeout' }), config.iqTimeoutMs);
       room.joining = {
+        gen,
         resolve: (r) => {
           clearTimeout(timer);
           resolve(r);
@@ -625,8 +631,13 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       if (result.condition === 'forbidden') room.gaveUp = 'banned from the room';
       log.error({ room: room.jid, condition: result.condition }, 'could not join the MUC');
       if (!room.gaveUp) scheduleRejoin(room);
-      return;
     }
+    // Joined: enterRoom() ran when the answer came.
+  }
+
+  /** We are in the room (our self-presence answered the join): room facts and the catch-up, queued ahead of anything that follows. */
+  function enterRoom(room: MucState, gen: number): void {
+    if (gen !== generation || rooms.get(room.jid) !== room) return;
     room.joined = true;
     room.rejoinAttempts = 0;
     counters.joins++;

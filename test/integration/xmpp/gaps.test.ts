@@ -1,6 +1,7 @@
 // Nothing lost or out of order around the edges of a session, against a real
 // Prosody with the adapter behind a TCP relay that can hold traffic: archives
-// that were empty when the gateway first saw them (a restart, a kick).
+// that were empty when the gateway first saw them (a restart, a kick), and a
+// rejoin whose answer arrives in the same read as a live message.
 // The tests run in order: each continues with the gateway the one before left.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -113,6 +114,29 @@ describe('XMPP archives and rejoins', () => {
     await until(async () => (await bodies('kicked')).length === 5, 'the 5 messages posted while out', 30_000);
     expect(await bodies('kicked')).toEqual(missed);
     expect(firstSightLogs(rooms.kicked)).toBe(1);
+    await until(() => adapter.status().ready, 'the adapter ready again');
+  });
+
+  it('after a kick, a live message in the same read as the join answer comes after the missed ones', async () => {
+    const adapter = adapters.at(-1) as XmppAdapter;
+    // A message handled live leaves a position in this room's archive.
+    await post(rooms.order, ['order-start']);
+    await until(async () => (await bodies('order')).includes('order-start'), 'the room’s first message');
+    relay.hold('up');
+    await kick(rooms.order);
+    await until(() => relay.held('up').includes(`${rooms.order}/syncgate`), 'the bridge’s rejoin (held)');
+    const missed = Array.from({ length: 5 }, (_, i) => `order-0${i + 1}`);
+    await post(rooms.order, missed);
+    // The join goes through; its answer, and a live message after it, wait in the relay.
+    relay.hold('down');
+    const seen = alice.stanzas.length;
+    relay.release('up');
+    await alice.waitFor((s) => s.is('presence') && s.attrs['from'] === `${rooms.order}/syncgate` && s.attrs['type'] === undefined, 'the bridge back in the room', undefined, seen);
+    await post(rooms.order, ['order-end']);
+    await until(() => relay.held('down').includes('order-end'), 'the live message held with the join answer');
+    relay.release('down');
+    await until(async () => (await bodies('order')).length === 7, 'all 7 messages', 30_000);
+    expect(await bodies('order')).toEqual(['order-start', ...missed, 'order-end']);
     await until(() => adapter.status().ready, 'the adapter ready again');
   });
 });
