@@ -3,6 +3,7 @@
 // reactions and replies on the right messages, and no echo.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startProsody, type ProsodyServer } from '../../harness/prosody.js';
+import { startTcpRelay } from '../../harness/tcp-relay.js';
 import type { LogEvent } from '../../../src/core/event.js';
 import type { XmppAdapter } from '../../../adapters/xmpp/index.js';
 import { NS as ANS } from '../../../adapters/xmpp/xml.js';
@@ -101,17 +102,22 @@ describe('XMPP adapter in 1:1', () => {
   });
 
   it('with a wrong password start() gives up waiting, reports the error and keeps retrying without crashing', async () => {
-    const wrong = makeAdapter(gw, server, { password: 'not-the-password', config: { startTimeoutMs: 1500, resource: 'wrong-password' } });
+    // The server's answers wait in a relay until start() has given up, as on a busy machine where
+    // the first authentication failure comes after the start timeout: the test waits for it.
+    const relay = await startTcpRelay({ port: server.c2sPort });
+    relay.hold('down');
+    const wrong = makeAdapter(gw, server, { service: relay.service, password: 'not-the-password', config: { startTimeoutMs: 1500, resource: 'wrong-password' } });
     try {
       await wrong.start();
-      const status = wrong.status();
-      expect(status).toMatchObject({ connected: false, ready: false });
-      expect(String(status.detail?.['lastError'])).toMatch(/not-authorized/);
-      expect(status.detail?.['reconnectAttempts']).toBeGreaterThan(0);
+      expect(wrong.status()).toMatchObject({ connected: false, ready: false });
+      relay.release('down');
+      await until(() => /not-authorized/.test(String(wrong.status().detail?.['lastError'])) && Number(wrong.status().detail?.['reconnectAttempts']) > 0, 'the authentication failure and a retry', 30_000);
+      expect(wrong.status()).toMatchObject({ connected: false, ready: false });
       const posted = await apiPost(gw.log, apiDraft(DM, { kind: 'message', content: { body: 'not while offline' } }));
       expect((await wrong.deliver(posted, { room: DM, link: { endpoint: ADAPTER, target: `alice@${server.domain}`, options: { type: 'chat' } } }, { attempt: 0, references: {} })).status).toBe('retry');
     } finally {
       await wrong.stop();
+      await relay.close();
     }
     expect(adapter.status().connected).toBe(true);
   });
