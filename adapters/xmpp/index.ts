@@ -22,7 +22,7 @@ import { memoryCatchupStore, type CatchupStore } from './catchup.js';
 import { XmppConnection, backoffDelay } from './client.js';
 import { linkOptions, parseXmppConfig, type LinkOptions, type XmppAdapterConfig } from './config.js';
 import { DROP_REASONS, XmppNotConnectedError, stanzaErrorCondition, type DropReason } from './errors.js';
-import { ID, ORIGIN_ID, scopedId, senderScope } from './ids.js';
+import { ID, ORIGIN_ID, lookupKey, scopedId, senderScope } from './ids.js';
 import { bareJid, normaliseMessage, openEnvelope, refsOf, toDraft, type Normalised, type NormaliseContext, type Parsed, type RoomFacts, type Source } from './normalise.js';
 import { carbonsEnable, discoFeatures, discoInfo, mamQuery, mucJoin, mucLeave, parseFin, parseMucPresence, receipt, selfPing, selfPingVerdict, type MamFin } from './protocol.js';
 import { expandPrefix, render } from './render.js';
@@ -158,6 +158,11 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
   const reflectionWaiters = new Map<string, (ids: Record<string, string>) => void>();
   /** our messages seen coming back (reflections, archive copies): a retry needs no resend */
   const reflected = new Lru<string, Record<string, string>>(10_000);
+  /**
+   * `${room}\0${lookup key}` → our event id, for the 1:1 ids we chose, recorded before sending: a
+   * client may refer to the message before the delivery (and its id map entry) is confirmed.
+   */
+  const sentIds = new Lru<string, string>(10_000);
   /** the bridge's reaction set per target, combined over remote senders (XEP-0444 keeps one set per sender) */
   const reactionSets = new Lru<string, Map<string, readonly string[]>>(10_000);
   const inFlight = new Set<Promise<unknown>>();
@@ -317,6 +322,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
         eventId = await withRetry(() => sink.resolve(room, key));
         if (eventId !== undefined) break;
       }
+      eventId ??= ref.keys.map((key) => sentIds.get(`${room}\0${key}`)).find((id) => id !== undefined);
       if (eventId === undefined) {
         // A reply to something we do not have is still a message.
         if (rel === 'replyTo') continue;
@@ -819,6 +825,9 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     if (!rendered.ok) return { status: 'rejected', reason: rendered.reason };
 
     if (chat === 'chat') {
+      const scope = senderScope(to, account);
+      const nativeIds = { [ID]: scopedId(scope, event.eventId), [ORIGIN_ID]: scopedId(scope, event.eventId) };
+      for (const [key, value] of Object.entries(nativeIds)) sentIds.set(`${event.room}\0${lookupKey(key, value)}`, event.eventId);
       try {
         await connection.sendConfirmed(rendered.stanza, config.deliveryTimeoutMs);
       } catch (err) {
@@ -826,8 +835,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
         return { status: 'retry', reason: err instanceof Error ? err.message : String(err) };
       }
       counters.delivered++;
-      const scope = senderScope(to, account);
-      return { status: 'delivered', nativeIds: { [ID]: scopedId(scope, event.eventId), [ORIGIN_ID]: scopedId(scope, event.eventId) } };
+      return { status: 'delivered', nativeIds };
     }
 
     let timer: NodeJS.Timeout | undefined;

@@ -7,6 +7,7 @@ import { startTcpRelay } from '../../harness/tcp-relay.js';
 import type { LogEvent } from '../../../src/core/event.js';
 import type { XmppAdapter } from '../../../adapters/xmpp/index.js';
 import { NS as ANS } from '../../../adapters/xmpp/xml.js';
+import type { XmlElement } from '@xmpp/client';
 import { ADAPTER, NS, TestUser, allEvents, apiDraft, apiPost, bodyOf, counters, createGateway, deliver, dropped, endUsers, makeAdapter, until, xml, type Gateway } from './helpers.js';
 
 const DM = 'dm-alice';
@@ -99,6 +100,30 @@ describe('XMPP adapter in 1:1', () => {
     expect((await deliver(gw, adapter, marker)).status).toBe('delivered');
     const displayed = await alice.waitFor((s) => s.attrs['id'] === marker.eventId, 'the marker');
     expect(displayed.getChild('displayed', ANS.markers)?.attrs['id']).toBe(aliceId);
+  });
+
+  it('a reaction, marker and reply a client sends as soon as it receives our message (before the stream management ack) land on it', async () => {
+    const posted = await apiPost(gw.log, apiDraft(DM, { kind: 'message', content: { body: 'answer me at once' } }));
+    // Alice's client answers the moment the message arrives, as some clients send markers and reactions.
+    let answering = true;
+    const answer = (el: XmlElement) => {
+      if (!answering || !el.is('message') || el.attrs['id'] !== posted.eventId) return;
+      void alice.chat(bridgeJid, undefined, [xml('reactions', { xmlns: ANS.reactions, id: posted.eventId }, xml('reaction', {}, '⚡')), xml('store', { xmlns: ANS.hints })]);
+      void alice.chat(bridgeJid, undefined, [xml('displayed', { xmlns: ANS.markers, id: posted.eventId })]);
+      void alice.chat(bridgeJid, 'right away', [xml('reply', { xmlns: ANS.reply, to: bridgeJid, id: posted.eventId })]);
+    };
+    alice.xmpp.on('stanza', answer);
+    try {
+      expect((await deliver(gw, adapter, posted)).status).toBe('delivered');
+      const reply = await eventWhere('alice’s immediate reply', (e) => bodyOf(e) === 'right away');
+      expect(reply).toMatchObject({ rel: { replyTo: posted.eventId } });
+      const reaction = await eventWhere('alice’s immediate reaction', (e) => e.kind === 'reaction' && e.reaction.keys.includes('⚡'));
+      expect(reaction).toMatchObject({ rel: { reactsTo: posted.eventId } });
+      const marker = await eventWhere('alice’s immediate marker', (e) => e.kind === 'marker' && e.rel.upTo === posted.eventId);
+      expect(marker.sender.uid).toBe(`xmpp:alice@${server.domain}`);
+    } finally {
+      answering = false;
+    }
   });
 
   it('with a wrong password start() gives up waiting, reports the error and keeps retrying without crashing', async () => {
