@@ -773,11 +773,14 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     return room !== undefined && room.joined && room.track.caughtUp && connection.online;
   }
 
-  async function quoteFor(event: LogEvent): Promise<{ author: string; text: string } | undefined> {
-    if (event.kind !== 'message' || !event.rel?.replyTo) return undefined;
+  /** A reply's original: its quote, and its author's JID here (XEP-0461 `to`): the XMPP sender, else the bridge itself. */
+  async function replyOriginal(event: LogEvent, to: string, room: MucState | undefined): Promise<{ quote?: { author: string; text: string }; author?: string }> {
+    if (event.kind !== 'message' || !event.rel?.replyTo) return {};
     const original = await sink.getEvent(event.room, event.rel.replyTo).catch(() => undefined);
-    if (!original || !('content' in original)) return undefined;
-    return { author: original.sender.display ?? original.sender.uid, text: original.content.body };
+    if (!original || !('content' in original)) return {};
+    const fromHere = original.origin.via === name && original.sender.proto === 'xmpp';
+    const author = fromHere ? original.sender.native : room ? `${to}/${room.nick}` : account;
+    return { quote: { author: original.sender.display ?? original.sender.uid, text: original.content.body }, author };
   }
 
   function reactionKeysFor(event: LogEvent, to: string): readonly string[] | undefined {
@@ -811,6 +814,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     const seen = reflected.get(seenKey);
     if (seen) return { status: 'delivered', nativeIds: seen };
 
+    const original = await replyOriginal(event, to, room);
     const rendered = render({
       event,
       chat,
@@ -818,7 +822,8 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       references: context.references,
       content: context.content,
       prefix: expandPrefix(config.relayPrefix, event.sender),
-      quote: await quoteFor(event),
+      quote: original.quote,
+      replyAuthor: original.author,
       reactionKeys: reactionKeysFor(event, to),
     });
     if (rendered.ok === 'skip') return { status: 'skipped', reason: rendered.reason };

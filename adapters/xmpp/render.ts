@@ -27,6 +27,8 @@ export interface RenderInput {
   readonly prefix: string;
   /** a reply's quoted original (its author and text), for the XEP-0428 fallback */
   readonly quote?: { readonly author: string; readonly text: string } | undefined;
+  /** a reply's original author as a JID (occupant JID in a MUC), for XEP-0461 `to` */
+  readonly replyAuthor?: string | undefined;
   /** reactions: the whole set the bridge account shows on the target (XEP-0444 is per sender, and we are one sender) */
   readonly reactionKeys?: readonly string[] | undefined;
 }
@@ -99,8 +101,9 @@ function quoteFallback(quote: { author: string; text: string }): string {
 function textChildren(input: RenderInput, text: string, styled: boolean, attachments: Content['attachments']): XmlElement[] {
   const lines = [withPrefix(input.prefix, text)];
   const [first, ...more] = attachments ?? [];
-  // XEP-0066 carries one URL that clients show; more go into the text.
-  if (first && text === '') lines[0] = withPrefix(input.prefix, first.url);
+  // XEP-0066 carries one URL that clients show; more go into the text. A lone attachment's body is
+  // exactly its URL: clients show it inline only then (XEP-0066 §4, as clients implement it).
+  if (first && text === '') lines[0] = more.length === 0 ? first.url : withPrefix(input.prefix, first.url);
   for (const a of more) lines.push(a.url);
   const body = stripInvalidXmlChars(lines.join('\n'));
   return [
@@ -123,7 +126,7 @@ export function render(input: RenderInput): Rendered {
         const body = children[0] as XmlElement;
         const withQuote = fallback + body.getText();
         children[0] = xml('body', {}, withQuote);
-        children.push(xml('reply', { xmlns: NS.reply, id: target }));
+        children.push(xml('reply', { xmlns: NS.reply, ...(input.replyAuthor !== undefined ? { to: input.replyAuthor } : {}), id: target }));
         if (fallback !== '') {
           children.push(xml('fallback', { xmlns: NS.fallback, for: NS.reply }, xml('body', { start: 0, end: codePointLength(fallback) })));
         }

@@ -85,6 +85,8 @@ describe('XMPP adapter in 1:1', () => {
     expect((await deliver(gw, adapter, reply)).status).toBe('delivered');
     const replied = await alice.waitFor((s) => s.attrs['id'] === reply.eventId, 'the reply');
     expect(replied.getChild('reply', ANS.reply)?.attrs['id']).toBe(aliceId);
+    // XEP-0461: `to` names the author of the original.
+    expect(replied.getChild('reply', ANS.reply)?.attrs['to']).toBe(`alice@${server.domain}`);
 
     const edit = await apiPost(gw.log, apiDraft(DM, { kind: 'edit', content: { body: 'answering, edited' }, rel: { replaces: reply.eventId } }));
     expect((await deliver(gw, adapter, edit)).status).toBe('delivered');

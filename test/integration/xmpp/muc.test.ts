@@ -166,6 +166,8 @@ describe('XMPP adapter in a MUC', () => {
     expect((await deliver(gw, adapter, reply)).status).toBe('delivered');
     const replied = await alice.waitFor((s) => s.attrs['id'] === reply.eventId && fromBridge(s), 'the reply at alice');
     expect(replied.getChild('reply', ANS.reply)?.attrs['id']).toBe(aliceSid);
+    // XEP-0461: `to` names the author of the original, here alice's occupant JID.
+    expect(replied.getChild('reply', ANS.reply)?.attrs['to']).toBe(`${room}/Alice`);
     const body = replied.getChildText('body') ?? '';
     const end = Number(replied.getChild('fallback', ANS.fallback)?.getChild('body')?.attrs['end']);
     expect(Array.from(body).slice(end).join('')).toBe('<Carol> replying over HTTP');
@@ -179,6 +181,15 @@ describe('XMPP adapter in a MUC', () => {
     // Each of them came back once, as an echo: nothing new in the log from the bridge.
     await until(async () => counters(adapter).echo >= 6, 'the reflections handled');
     expect((await events()).filter((e) => e.origin.via === ADAPTER && e.sender.native === `${room}/syncgate`)).toEqual([]);
+  });
+
+  it('an attachment-only message: the body is exactly the URL, the same URL in jabber:x:oob, so clients show it inline', async () => {
+    const url = 'https://media.example/cat.png';
+    const posted = await apiPost(gw.log, apiDraft(ROOM_ID, { kind: 'message', content: { body: '', attachments: [{ url, name: 'cat.png', mime: 'image/png' }] } }));
+    expect((await deliver(gw, adapter, posted)).status).toBe('delivered');
+    const got = await alice.waitFor((s) => s.attrs['id'] === posted.eventId && fromBridge(s), 'the attachment at alice');
+    expect(got.getChildText('body')).toBe(url);
+    expect(got.getChild('x', 'jabber:x:oob')?.getChildText('url')).toBe(url);
   });
 
   it('markers: an HTTP read marker is sent as XEP-0333 displayed; an XMPP user’s displayed marker moves the read marker', async () => {

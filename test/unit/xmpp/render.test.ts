@@ -65,6 +65,18 @@ describe('render', () => {
     expect(s.getChildText('body')).toBe('<Carol> https://m.example/a.png\nhttps://m.example/b.png');
   });
 
+  it('a lone attachment: the body is exactly its URL, as in OOB', () => {
+    const url = 'https://m.example/a.png';
+    const s = stanzaOf(input(event({ kind: 'message', content: { body: '', attachments: [{ url }] } })));
+    expect(s.getChildText('body')).toBe(url);
+    expect(s.getChild('x', 'jabber:x:oob')?.getChildText('url')).toBe(url);
+  });
+
+  it('a reply carries the original author as `to` (XEP-0461) when known', () => {
+    const ev = event({ kind: 'message', content: { body: 'yes' }, rel: { replyTo: 'EV-ALICE' } });
+    expect(stanzaOf(input(ev, { references: { replyTo: aliceMucIds }, replyAuthor: 'room@muc.example/Alice' })).getChild('reply', 'urn:xmpp:reply:0')?.attrs['to']).toBe('room@muc.example/Alice');
+  });
+
   it('a reply in a MUC names the room stanza-id and carries a quote fallback measured in code points', () => {
     const ev = event({ kind: 'message', content: { body: 'yes 🎉' }, rel: { replyTo: 'EV-ALICE' } });
     const s = stanzaOf(input(ev, { references: { replyTo: aliceMucIds }, quote: { author: 'Alice', text: '😀 hi' } }));
