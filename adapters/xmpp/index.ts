@@ -17,7 +17,7 @@ import { randomUUID } from 'node:crypto';
 import type { Adapter, AdapterDeps, AdapterStatus, DeliveryContext, DeliveryResult, DeliveryTarget, IngestResult } from '../../src/core/adapter.js';
 import { ECHO_ID_KEY } from '../../src/core/adapter.js';
 import { MAX_BODY_CHARS, type LogEvent } from '../../src/core/event.js';
-import type { RoomLink } from '../../src/core/ports.js';
+import type { RoomLink, StateStore } from '../../src/core/ports.js';
 import { memoryCatchupStore, type CatchupStore } from './catchup.js';
 import { XmppConnection, backoffDelay } from './client.js';
 import { linkOptions, parseXmppConfig, type LinkOptions, type XmppAdapterConfig } from './config.js';
@@ -40,6 +40,12 @@ export interface XmppAdapterDeps extends AdapterDeps<XmppAdapterConfig> {
    * (a restarted gateway then starts from each archive's newest entry).
    */
   readonly catchup?: CatchupStore;
+  /**
+   * Where the bridge's reaction set per message is kept (namespace
+   * `xmpp-reactions:<name>`), so a reaction after a restart adds to what XMPP
+   * users saw. The runtime passes the log's state store; absent: in memory.
+   */
+  readonly state?: Pick<StateStore, 'get' | 'set'>;
 }
 
 export interface XmppCounters {
@@ -165,6 +171,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
   const sentIds = new Lru<string, string>(10_000);
   /** the bridge's reaction set per target, combined over remote senders (XEP-0444 keeps one set per sender) */
   const reactionSets = new Lru<string, Map<string, readonly string[]>>(10_000);
+  const reactionNamespace = `xmpp-reactions:${name}`;
   const inFlight = new Set<Promise<unknown>>();
 
   function drop(reason: DropReason, detail: string, extra: Record<string, unknown> = {}): void {
@@ -783,12 +790,18 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     return { quote: { author: original.sender.display ?? original.sender.uid, text: original.content.body }, author };
   }
 
-  function reactionKeysFor(event: LogEvent, to: string): readonly string[] | undefined {
+  /** The set to send for a reaction: every remote sender's keys on the target, combined (kept in the state store when given). */
+  async function reactionKeysFor(event: LogEvent, to: string): Promise<readonly string[] | undefined> {
     if (event.kind !== 'reaction') return undefined;
     const key = `${event.room}\0${to}\0${event.rel.reactsTo}`;
-    const sets = reactionSets.get(key) ?? new Map<string, readonly string[]>();
-    sets.set(event.sender.uid, event.reaction.keys);
+    let sets = reactionSets.get(key);
+    if (!sets && deps.state) sets = parseReactionSets(await deps.state.get(reactionNamespace, key));
+    sets ??= new Map<string, readonly string[]>();
+    if (event.reaction.keys.length > 0) sets.set(event.sender.uid, event.reaction.keys);
+    else sets.delete(event.sender.uid);
     reactionSets.set(key, sets);
+    // Written before sending: a retry sends the same set, and a restart continues from it.
+    if (deps.state) await deps.state.set(reactionNamespace, key, JSON.stringify(Object.fromEntries(sets)));
     return [...new Set([...sets.values()].flat())].slice(0, 64);
   }
 
@@ -824,7 +837,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       prefix: expandPrefix(config.relayPrefix, event.sender),
       quote: original.quote,
       replyAuthor: original.author,
-      reactionKeys: reactionKeysFor(event, to),
+      reactionKeys: await reactionKeysFor(event, to),
     });
     if (rendered.ok === 'skip') return { status: 'skipped', reason: rendered.reason };
     if (!rendered.ok) return { status: 'rejected', reason: rendered.reason };
@@ -964,6 +977,21 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       return track(deliverEvent(event, target, context));
     },
   };
+}
+
+function parseReactionSets(raw: string | undefined): Map<string, readonly string[]> | undefined {
+  if (raw === undefined) return undefined;
+  try {
+    const parsed = JSON.parse(raw) as unknown;
+    if (typeof parsed !== 'object' || parsed === null) return undefined;
+    const sets = new Map<string, readonly string[]>();
+    for (const [sender, keys] of Object.entries(parsed)) {
+      if (Array.isArray(keys) && keys.every((k) => typeof k === 'string')) sets.set(sender, keys as string[]);
+    }
+    return sets;
+  } catch {
+    return undefined;
+  }
 }
 
 function withoutEcho(ids: Readonly<Record<string, string>>): Record<string, string> {

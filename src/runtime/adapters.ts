@@ -29,7 +29,7 @@ export function createAdapters(config: Config, context: AdapterContext): Adapter
       case 'mqtt':
         return createMqttAdapter({ ...common, config: section.config });
       case 'xmpp':
-        return createXmppAdapter({ ...common, config: section.config, catchup: stateCatchupStore(context.log.state, `xmpp-catchup:${name}`) });
+        return createXmppAdapter({ ...common, config: section.config, catchup: stateCatchupStore(context.log.state, `xmpp-catchup:${name}`), state: context.log.state });
     }
   });
 }

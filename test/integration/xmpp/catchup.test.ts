@@ -25,7 +25,8 @@ const store = memoryCatchupStore();
 const adapters: XmppAdapter[] = [];
 
 function start(options: { sink?: IngestSink; config?: Record<string, unknown> } = {}): Promise<XmppAdapter> {
-  const adapter = makeAdapter(gw, server, { catchup: store, config: { mamPageSize: 20, selfPingIntervalMs: 1000, ...options.config }, ...(options.sink ? { sink: options.sink } : {}) });
+  // The log's state store: what the runtime passes, so what the adapter keeps there survives its restarts.
+  const adapter = makeAdapter(gw, server, { catchup: store, state: gw.log.state, config: { mamPageSize: 20, selfPingIntervalMs: 1000, ...options.config }, ...(options.sink ? { sink: options.sink } : {}) });
   adapters.push(adapter);
   return adapter.start().then(() => adapter);
 }
@@ -229,5 +230,29 @@ describe('XMPP catch-up', () => {
     const posted = await apiPost(gw.log, apiDraft(MUC, { kind: 'message', content: { body: 'out after the restart' } }));
     expect((await deliver(gw, adapter, posted)).status).toBe('delivered');
     await alice.waitFor((s) => s.is('message') && s.attrs['id'] === posted.eventId, 'the HTTP message in the room');
+  });
+
+  it('the reaction set the bridge shows on a message survives a restart: a reaction after it adds to what XMPP users saw', async () => {
+    await Promise.all(adapters.map((a) => a.stop()));
+    const before = await start();
+    await until(() => before.status().ready, 'the adapter ready');
+    const aliceId = await alice.say(room, 'react-target');
+    await alice.reflectionOf(room, aliceId);
+    await until(async () => (await allEvents(gw.log, [MUC])).some((e) => bodyOf(e) === 'react-target'), 'alice’s message in the log');
+    const targetEvent = (await allEvents(gw.log, [MUC])).find((e) => bodyOf(e) === 'react-target') as LogEvent;
+    const reactionsAtAlice = (id: string) => alice.waitFor((s) => s.attrs['id'] === id && s.attrs['from'] === `${room}/syncgate`, 'the reactions at alice');
+    const keysOf = (s: Awaited<ReturnType<typeof reactionsAtAlice>>) => (s.getChild('reactions', 'urn:xmpp:reactions:0')?.getChildren('reaction') ?? []).map((r) => r.getText());
+
+    const thumbs = await apiPost(gw.log, apiDraft(MUC, { kind: 'reaction', rel: { reactsTo: targetEvent.eventId }, reaction: { keys: ['👍'] } }));
+    expect((await deliver(gw, before, thumbs)).status).toBe('delivered');
+    expect(keysOf(await reactionsAtAlice(thumbs.eventId))).toEqual(['👍']);
+    await before.stop();
+
+    const after = await start();
+    await until(() => after.status().ready, 'the new instance ready');
+    const dave = { uid: 'api:dave', proto: 'api', native: 'dave/dev1', display: 'Dave', auth: 'api-token' };
+    const party = await apiPost(gw.log, apiDraft(MUC, { kind: 'reaction', sender: dave, rel: { reactsTo: targetEvent.eventId }, reaction: { keys: ['🎉'] } }));
+    expect((await deliver(gw, after, party)).status).toBe('delivered');
+    expect(keysOf(await reactionsAtAlice(party.eventId)).sort()).toEqual(['👍', '🎉'].sort());
   });
 });

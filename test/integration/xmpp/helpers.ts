@@ -12,7 +12,7 @@ import { pino, type Logger } from 'pino';
 import { inject } from 'vitest';
 import { nativeKey, type DeliveryResult, type IngestSink, type ReferenceIds } from '../../../src/core/adapter.js';
 import type { EventDraft, LogEvent, Relations } from '../../../src/core/event.js';
-import type { EventLog, RoomLink } from '../../../src/core/ports.js';
+import type { EventLog, RoomLink, StateStore } from '../../../src/core/ports.js';
 import { createIngestSink, type BridgeSink } from '../../../src/bridge/ingest.js';
 import { createRoomLinks, type RoomLinks } from '../../../src/bridge/links.js';
 import { convert } from '../../../src/bridge/format/index.js';
@@ -70,7 +70,7 @@ export async function createGateway(options: { backend?: 'memory' | 'redis'; pre
   };
 }
 
-export function makeAdapter(gw: Gateway, server: ProsodyServer, options: { config?: Record<string, unknown>; catchup?: CatchupStore; password?: string; jid?: string; sink?: IngestSink; service?: string } = {}): XmppAdapter {
+export function makeAdapter(gw: Gateway, server: ProsodyServer, options: { config?: Record<string, unknown>; catchup?: CatchupStore; password?: string; jid?: string; sink?: IngestSink; service?: string; state?: StateStore } = {}): XmppAdapter {
   return createXmppAdapter({
     name: ADAPTER,
     config: parseXmppConfig({
@@ -88,6 +88,7 @@ export function makeAdapter(gw: Gateway, server: ProsodyServer, options: { confi
     sink: options.sink ?? gw.sink,
     links: gw.links,
     ...(options.catchup ? { catchup: options.catchup } : {}),
+    ...(options.state ? { state: options.state } : {}),
   });
 }
 
