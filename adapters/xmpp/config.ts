@@ -78,17 +78,26 @@ export function accountDomain(config: XmppAdapterConfig): string {
   return config.domain ?? config.jid.slice(config.jid.indexOf('@') + 1);
 }
 
+/** How to configure a MUC the gateway creates (it joined a room that did not exist); unset: the server's defaults. */
+export interface RoomCreation {
+  readonly persistent?: boolean | undefined;
+  readonly membersOnly?: boolean | undefined;
+  readonly name?: string | undefined;
+}
+
 export interface MucLinkOptions {
   readonly type: 'groupchat';
   readonly nick: string | undefined;
   readonly password: string | undefined;
+  readonly create: RoomCreation;
 }
 export interface ChatLinkOptions {
   readonly type: 'chat';
 }
 export type LinkOptions = MucLinkOptions | ChatLinkOptions;
 
-const LINK_OPTION_NAMES = new Set(['type', 'nick', 'password']);
+const LINK_OPTION_NAMES = new Set(['type', 'nick', 'password', 'persistent', 'membersOnly', 'roomName']);
+const ROOM_CREATION_OPTIONS = ['persistent', 'membersOnly', 'roomName'];
 
 /** Reads a room link's options; throws XmppConfigError listing what is wrong (for the admin API too). */
 export function linkOptions(link: RoomLink): LinkOptions {
@@ -102,7 +111,18 @@ export function linkOptions(link: RoomLink): LinkOptions {
   const password = o['password'];
   if (nick !== undefined && (typeof nick !== 'string' || nick.length === 0 || nick.length > 1023)) problems.push('nick must be a non-empty string');
   if (password !== undefined && typeof password !== 'string') problems.push('password must be a string');
-  if (type === 'chat' && (nick !== undefined || password !== undefined)) problems.push('nick and password apply to MUC links only');
+  for (const name of ['persistent', 'membersOnly']) if (o[name] !== undefined && typeof o[name] !== 'boolean') problems.push(`${name} must be true or false`);
+  const roomName = o['roomName'];
+  if (roomName !== undefined && (typeof roomName !== 'string' || roomName.length > 1023)) problems.push('roomName must be a string');
+  if (type === 'chat' && (nick !== undefined || password !== undefined || ROOM_CREATION_OPTIONS.some((n) => o[n] !== undefined))) {
+    problems.push(`nick, password, ${ROOM_CREATION_OPTIONS.join(', ')} apply to MUC links only`);
+  }
   if (problems.length > 0) throw new XmppConfigError(problems.map((p) => `link ${link.target}: ${p}`));
-  return type === 'chat' ? { type } : { type: 'groupchat', nick: nick as string | undefined, password: password as string | undefined };
+  if (type === 'chat') return { type };
+  const create: RoomCreation = {
+    persistent: o['persistent'] as boolean | undefined,
+    membersOnly: o['membersOnly'] as boolean | undefined,
+    name: roomName as string | undefined,
+  };
+  return { type: 'groupchat', nick: nick as string | undefined, password: password as string | undefined, create };
 }

@@ -20,11 +20,11 @@ import { MAX_BODY_CHARS, type LogEvent } from '../../src/core/event.js';
 import type { RoomLink, StateStore } from '../../src/core/ports.js';
 import { memoryCatchupStore, type CatchupStore } from './catchup.js';
 import { XmppConnection, backoffDelay } from './client.js';
-import { linkOptions, parseXmppConfig, type LinkOptions, type XmppAdapterConfig } from './config.js';
+import { linkOptions, parseXmppConfig, type LinkOptions, type RoomCreation, type XmppAdapterConfig } from './config.js';
 import { DROP_REASONS, XmppNotConnectedError, stanzaErrorCondition, type DropReason } from './errors.js';
 import { ID, ORIGIN_ID, lookupKey, scopedId, senderScope } from './ids.js';
 import { bareJid, normaliseMessage, openEnvelope, refsOf, toDraft, type Normalised, type NormaliseContext, type Parsed, type RoomFacts, type Source } from './normalise.js';
-import { carbonsEnable, discoFeatures, discoInfo, mamQuery, mucJoin, mucLeave, parseFin, parseMucPresence, receipt, selfPing, selfPingVerdict, type MamFin } from './protocol.js';
+import { carbonsEnable, discoFeatures, discoInfo, formFieldNames, mamQuery, mucConfigGet, mucConfigSubmit, mucJoin, mucLeave, parseFin, parseMucPresence, receipt, selfPing, selfPingVerdict, type MamFin } from './protocol.js';
 import { expandPrefix, render } from './render.js';
 import { ArchiveTrack, Lru } from './track.js';
 import { NS, xml, type XmlElement } from './xml.js';
@@ -91,6 +91,8 @@ interface MucState {
   readonly configuredNick: string;
   nick: string;
   password: string | undefined;
+  /** the link's configuration for the room, should we be the one creating it */
+  create: RoomCreation;
   joined: boolean;
   /** a join on its way: `gen` is the session that sent it */
   joining: { readonly gen: number; resolve(p: { ok: boolean; condition?: string | undefined }): void } | undefined;
@@ -236,15 +238,16 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       next.set(jid, [...(next.get(jid) ?? []), { room, link, options }]);
     }
     targets = next;
-    const wanted = new Map<string, { nick: string; password: string | undefined }>();
+    const wanted = new Map<string, { nick: string; password: string | undefined; create: RoomCreation }>();
     for (const [jid, ts] of next) {
       const muc = ts.find((t) => t.options.type === 'groupchat');
-      if (muc && muc.options.type === 'groupchat') wanted.set(jid, { nick: muc.options.nick ?? config.mucNick, password: muc.options.password });
+      if (muc && muc.options.type === 'groupchat') wanted.set(jid, { nick: muc.options.nick ?? config.mucNick, password: muc.options.password, create: muc.options.create });
     }
     for (const [jid, want] of wanted) {
       const existing = rooms.get(jid);
       if (existing && existing.configuredNick === want.nick) {
         existing.password = want.password;
+        existing.create = want.create;
         continue;
       }
       if (existing) leaveRoom(existing);
@@ -253,6 +256,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
         configuredNick: want.nick,
         nick: want.nick,
         password: want.password,
+        create: want.create,
         joined: false,
         joining: undefined,
         occupantId: undefined,
@@ -482,7 +486,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       room.nick = p.nick;
       if (room.joining) {
         // The join answer: queue the room's catch-up now, before any stanza after it (in the same read) is handled.
-        enterRoom(room, room.joining.gen);
+        enterRoom(room, room.joining.gen, p.codes.has('201'));
         room.joining.resolve({ ok: true });
       }
       return;
@@ -649,7 +653,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
   }
 
   /** We are in the room (our self-presence answered the join): room facts and the catch-up, queued ahead of anything that follows. */
-  function enterRoom(room: MucState, gen: number): void {
+  function enterRoom(room: MucState, gen: number, created: boolean): void {
     if (gen !== generation || rooms.get(room.jid) !== room) return;
     room.joined = true;
     room.rejoinAttempts = 0;
@@ -661,6 +665,8 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     room.track.catchingUp = true;
     room.track.enqueue(
       async () => {
+        // We created the room (201): it stays locked to everyone else until we configure it.
+        if (created) await configureRoom(room);
         try {
           const features = discoFeatures(await connection.request(discoInfo(room.jid), config.iqTimeoutMs));
           room.facts = { stanzaIds: features.has(NS.sid), occupantIds: features.has(NS.occupantId), mam: features.has(NS.mam) };
@@ -678,6 +684,33 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       },
       (err) => log.error({ err, room: room.jid }, 'MUC setup failed'),
     );
+  }
+
+  /** Unlocks a room we created: an instant room, or the link's settings among the fields the server's form offers. */
+  async function configureRoom(room: MucState): Promise<void> {
+    const wanted = new Map<string, string>();
+    const { persistent, membersOnly, name: roomName } = room.create;
+    if (persistent !== undefined) wanted.set('muc#roomconfig_persistentroom', persistent ? '1' : '0');
+    if (membersOnly !== undefined) wanted.set('muc#roomconfig_membersonly', membersOnly ? '1' : '0');
+    if (roomName !== undefined) wanted.set('muc#roomconfig_roomname', roomName);
+    const fields = new Map<string, string>();
+    if (wanted.size > 0) {
+      try {
+        const offered = formFieldNames(await connection.request(mucConfigGet(room.jid), config.iqTimeoutMs));
+        for (const [field, value] of wanted) {
+          if (offered.has(field)) fields.set(field, value);
+          else log.warn({ room: room.jid, field }, 'the server’s room configuration form has no such field; left to its default');
+        }
+      } catch (err) {
+        log.warn({ err, room: room.jid }, 'could not read the room configuration form; creating an instant room');
+      }
+    }
+    try {
+      await connection.request(mucConfigSubmit(room.jid, fields), config.iqTimeoutMs);
+      log.info({ room: room.jid, configured: Object.fromEntries(fields) }, fields.size > 0 ? 'created the MUC with the link’s configuration' : 'created the MUC as an instant room');
+    } catch (err) {
+      log.error({ err, room: room.jid }, 'could not configure the MUC we created; it stays locked until the server’s lock runs out');
+    }
   }
 
   function scheduleRejoin(room: MucState): void {

@@ -68,6 +68,37 @@ export function mucJoin(room: string, nick: string, password: string | undefined
   );
 }
 
+/**
+ * Answers the status 201 of a room we created (XEP-0045 §10.1.2): without
+ * `fields`, the empty submit of an instant room (the server's defaults);
+ * with them, only those — callers pass only fields the server's own form
+ * offered, since some servers refuse a whole form over one unknown field.
+ */
+export function mucConfigSubmit(room: string, fields: ReadonlyMap<string, string> = new Map()): XmlElement {
+  const form =
+    fields.size === 0
+      ? xml('x', { xmlns: NS.data, type: 'submit' })
+      : xml(
+          'x',
+          { xmlns: NS.data, type: 'submit' },
+          xml('field', { var: 'FORM_TYPE', type: 'hidden' }, xml('value', {}, MUC_ROOMCONFIG)),
+          ...[...fields].map(([name, value]) => xml('field', { var: name }, xml('value', {}, value))),
+        );
+  return xml('iq', { type: 'set', to: room }, xml('query', { xmlns: NS.mucOwner }, form));
+}
+
+export const MUC_ROOMCONFIG = 'http://jabber.org/protocol/muc#roomconfig';
+
+export function mucConfigGet(room: string): XmlElement {
+  return xml('iq', { type: 'get', to: room }, xml('query', { xmlns: NS.mucOwner }));
+}
+
+/** The field names a room configuration form offers. */
+export function formFieldNames(reply: XmlElement): Set<string> {
+  const form = reply.getChild('query', NS.mucOwner)?.getChild('x', NS.data);
+  return new Set((form?.getChildren('field') ?? []).map((f) => f.attrs['var']).filter((v): v is string => v !== undefined));
+}
+
 export function mucLeave(room: string, nick: string): XmlElement {
   return xml('presence', { to: `${room}/${nick}`, type: 'unavailable' });
 }

@@ -17,6 +17,7 @@ export const NS = {
   data: 'jabber:x:data',
   muc: 'http://jabber.org/protocol/muc',
   mucUser: 'http://jabber.org/protocol/muc#user',
+  mucOwner: 'http://jabber.org/protocol/muc#owner',
   discoInfo: 'http://jabber.org/protocol/disco#info',
   occupantId: 'urn:xmpp:occupant-id:0',
   correct: 'urn:xmpp:message-correct:0',

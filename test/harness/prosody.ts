@@ -29,6 +29,11 @@ export interface ProsodyOptions {
   domain?: string;
   /** Prosody's file log level; `debug` logs every stanza (useful when a test fails). Default `info`. */
   logLevel?: 'debug' | 'info';
+  /**
+   * Lock a new room until its creator configures it (XEP-0045 §10.1, Prosody's default): others get
+   * item-not-found meanwhile. Default false: test users' rooms are usable at once.
+   */
+  roomLocking?: boolean;
   /** Deadline for the server to listen after a (re)start. Default 20 s. */
   startTimeoutMs?: number;
 }
@@ -121,7 +126,7 @@ export async function startProsody(opts: ProsodyOptions = {}): Promise<ProsodySe
       c2sPort = await getFreePort();
       await writeFile(
         configPath,
-        renderConfig({ domain, mucDomain, dir, dataDir, logPath, c2sPort, logLevel: opts.logLevel ?? 'info', occupantIdModule }),
+        renderConfig({ domain, mucDomain, dir, dataDir, logPath, c2sPort, logLevel: opts.logLevel ?? 'info', occupantIdModule, roomLocking: opts.roomLocking ?? false }),
       );
       try {
         await launch();
@@ -191,6 +196,7 @@ interface ConfigInput {
   c2sPort: number;
   logLevel: string;
   occupantIdModule: boolean;
+  roomLocking: boolean;
 }
 
 function renderConfig(c: ConfigInput): string {
@@ -243,8 +249,8 @@ function renderConfig(c: ConfigInput): string {
     `Component ${s(c.mucDomain)} "muc"`,
     `  modules_enabled = { ${mucModules.map(s).join(', ')} }`,
     '  restrict_room_creation = false',
-    // Rooms are usable right after the first join, without submitting the config form.
-    '  muc_room_locking = false',
+    // Unless asked for, rooms are usable right after the first join, without submitting the config form.
+    `  muc_room_locking = ${c.roomLocking ? 'true' : 'false'}`,
     '  muc_room_default_persistent = true',
     '  muc_room_default_public = true',
     '  muc_log_by_default = true',

@@ -37,7 +37,8 @@ describe('config', () => {
 
 describe('link options', () => {
   it('MUC by default, with nick and password; 1:1 with type chat', () => {
-    expect(linkOptions({ endpoint: 'xmpp', target: 'room@conference.example.org', options: { nick: 'gw' } })).toEqual({ type: 'groupchat', nick: 'gw', password: undefined });
+    expect(linkOptions({ endpoint: 'xmpp', target: 'room@conference.example.org', options: { nick: 'gw' } })).toEqual({ type: 'groupchat', nick: 'gw', password: undefined, create: {} });
+    expect(linkOptions({ endpoint: 'xmpp', target: 'r@m', options: { persistent: true, membersOnly: false, roomName: 'Ops' } })).toMatchObject({ create: { persistent: true, membersOnly: false, name: 'Ops' } });
     expect(linkOptions({ endpoint: 'xmpp', target: 'alice@example.org', options: { type: 'chat' } })).toEqual({ type: 'chat' });
   });
 
@@ -46,6 +47,8 @@ describe('link options', () => {
     expect(() => linkOptions({ endpoint: 'xmpp', target: 'alice@example.org', options: { type: 'chat', nick: 'x' } })).toThrow(/MUC links only/);
     expect(() => linkOptions({ endpoint: 'xmpp', target: 'r@m', options: { type: 'headline' } })).toThrow(/type/);
     expect(() => linkOptions({ endpoint: 'xmpp', target: 'r@m', options: { colour: 'red' } })).toThrow(/unknown option/);
+    expect(() => linkOptions({ endpoint: 'xmpp', target: 'r@m', options: { persistent: 'yes' } })).toThrow(/persistent must be true or false/);
+    expect(() => linkOptions({ endpoint: 'xmpp', target: 'alice@example.org', options: { type: 'chat', roomName: 'x' } })).toThrow(/MUC links only/);
   });
 });
 
