@@ -31,7 +31,7 @@ export interface RenderOptions {
 }
 
 interface TextContent {
-  msgtype: 'm.text' | 'm.emote';
+  msgtype: 'm.text' | 'm.emote' | 'm.notice';
   body: string;
   format?: typeof HTML_FORMAT;
   formatted_body?: string;
@@ -39,6 +39,9 @@ interface TextContent {
 
 /** Body and HTML of a log message's content; `/me ` becomes m.emote, attachments become links. */
 export function textContent(content: Content, opts: RenderOptions = {}): TextContent {
+  // A message that could not be decrypted: the neutral notice as an m.notice (what clients show as
+  // a notice, not as words of the sender), never anything else of the content.
+  if (content.undecryptable) return { msgtype: 'm.notice', body: opts.prefix ? `${opts.prefix}${content.body}` : content.body };
   let body = content.body;
   let html: string | undefined;
   if (content.format === 'html' && content.formatted !== undefined) html = sanitizeMatrixHtml(content.formatted);

@@ -63,7 +63,13 @@ export function renderRoomEvent(event: LogEvent, outTopic: Template, content?: C
       properties: {
         contentType: EVENT_CONTENT_TYPE,
         payloadFormatIndicator: true,
-        userProperties: { [EID_PROPERTY]: event.eventId, [CURSOR_PROPERTY]: event.cursor, 'sg-kind': event.kind },
+        userProperties: {
+          [EID_PROPERTY]: event.eventId,
+          [CURSOR_PROPERTY]: event.cursor,
+          'sg-kind': event.kind,
+          // Devices that only read properties still see that the body is a notice, not the sender's words.
+          ...('content' in event && event.content.undecryptable ? { 'sg-undecryptable': event.content.undecryptable.reason } : {}),
+        },
       },
     },
   };
@@ -138,7 +144,8 @@ export interface CommandMatch {
 
 /** The first command whose pattern matches the message body. */
 export function matchCommand(event: LogEvent, commands: readonly Command[]): CommandMatch | undefined {
-  if (event.kind !== 'message') return undefined;
+  // A notice about an unreadable message is nobody's command.
+  if (event.kind !== 'message' || event.content.undecryptable) return undefined;
   const body = event.content.body;
   for (const command of commands) {
     const m = command.pattern.exec(body);

@@ -14,6 +14,11 @@ import { XmppConfigError } from './errors.js';
 
 const BARE_JID = '^[^@/\\s]+@[^@/\\s]+$';
 
+export const DEFAULT_ENCRYPTED_NOTICE =
+  'This chat goes through a bridge that cannot read end-to-end encrypted messages (it reads OMEMO only when OMEMO is enabled for it, and it is not here). ' +
+  'The other side saw only "an encrypted message could not be read". ' +
+  'Messages you send without encryption are relayed; the bridge sends you nothing in clear text unless its operator allows it.';
+
 export const XmppAdapterConfig = Type.Object(
   {
     /** where to connect: `xmpp://host:port` (STARTTLS when offered), `xmpps://host:port` (direct TLS) or a WebSocket URL */
@@ -57,6 +62,17 @@ export const XmppAdapterConfig = Type.Object(
     /** XEP-0198 keepalive: an <r/> after this much silence; the connection is dropped when nothing answers for `smTimeoutMs` */
     smRequestAckIntervalMs: Type.Integer({ minimum: 1000, maximum: 600_000, default: 30_000 }),
     smTimeoutMs: Type.Integer({ minimum: 1000, maximum: 600_000, default: 60_000 }),
+    /**
+     * Told to whoever sends an end-to-end encrypted message the bridge cannot read (OMEMO, OpenPGP,
+     * OTR): once per conversation per `encryptedNoticeIntervalMs`; '' sends nothing.
+     */
+    encryptedNotice: Type.String({ maxLength: 4096, default: DEFAULT_ENCRYPTED_NOTICE }),
+    encryptedNoticeIntervalMs: Type.Integer({ minimum: 0, maximum: 365 * 24 * 3600 * 1000, default: 24 * 3600 * 1000 }),
+    /**
+     * After an encrypted message arrived from a contact or room, the bridge refuses to send it
+     * anything in clear (a dead letter with the reason) — unless this is true.
+     */
+    allowPlaintextAfterEncrypted: Type.Boolean({ default: false }),
   },
   { additionalProperties: false },
 );

@@ -12,11 +12,18 @@
  * Out: deliver() renders the event (render.ts), sends it with our event id as
  * `id` and `origin-id`, and confirms it — in a MUC by the room's reflection
  * (whose stanza-id becomes a native id of the event), in 1:1 by the XEP-0198 ack.
+ *
+ * Encrypted messages (issue 26): normalise.ts turns them into the undecryptable
+ * notice. Here the conversation is remembered as encrypted (state
+ * `xmpp-encrypted:<name>`) before the event is appended, its sender told once
+ * (per `encryptedNoticeIntervalMs`, in memory), and from then on nothing goes to
+ * it in clear unless `allowPlaintextAfterEncrypted`.
  */
 import { randomUUID } from 'node:crypto';
 import type { Adapter, AdapterDeps, AdapterStatus, DeliveryContext, DeliveryResult, DeliveryTarget, IngestResult } from '../../src/core/adapter.js';
 import { ECHO_ID_KEY } from '../../src/core/adapter.js';
-import { MAX_BODY_CHARS, type LogEvent } from '../../src/core/event.js';
+import { Value } from '@sinclair/typebox/value';
+import { MAX_BODY_CHARS, UndecryptableReason, type LogEvent, type Undecryptable } from '../../src/core/event.js';
 import type { RoomLink, StateStore } from '../../src/core/ports.js';
 import { memoryCatchupStore, type CatchupStore } from './catchup.js';
 import { XmppConnection, backoffDelay } from './client.js';
@@ -48,6 +55,9 @@ export interface XmppAdapterDeps extends AdapterDeps<XmppAdapterConfig> {
   readonly state?: Pick<StateStore, 'get' | 'set'>;
 }
 
+/** Ids of the notices we send about encrypted messages: their reflections and archive copies are not bridged. */
+const NOTICE_ID_PREFIX = 'sg-notice-';
+
 export interface XmppCounters {
   /** message stanzas received (live, carbons, archive results) */
   received: number;
@@ -69,6 +79,10 @@ export interface XmppCounters {
   selfPings: number;
   selfPingDropouts: number;
   ingestErrors: number;
+  /** notices sent to senders of encrypted messages */
+  encryptedNotices: number;
+  /** deliveries refused because the conversation sent encrypted messages (dead letters) */
+  plaintextRefused: number;
 }
 
 export interface XmppAdapter extends Adapter {
@@ -146,7 +160,16 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     selfPings: 0,
     selfPingDropouts: 0,
     ingestErrors: 0,
+    encryptedNotices: 0,
+    plaintextRefused: 0,
   };
+  /** encrypted messages appended, by reason (the metric `syncgate_adapter_stat{stat="encrypted.<reason>"}`) */
+  const encrypted: Partial<Record<UndecryptableReason, number>> = {};
+  /** conversation → the encryption it used (null: none seen), cached from the state store */
+  const encryptedConversations = new Map<string, Undecryptable | null>();
+  const encryptedNamespace = `xmpp-encrypted:${name}`;
+  /** conversation → when we last sent it the notice (in memory: a restart may tell a sender once more) */
+  const noticeSentAt = new Map<string, number>();
   const dropped = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>;
   const dropLog = new Map<DropReason, { windowStart: number; logged: number; suppressed: number }>();
 
@@ -366,13 +389,24 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       counters.duplicate++;
       return;
     }
-    const ts = targetsFor(p.conversation, p.chat);
-    if (ts.length === 0) drop('no-room', `no room links ${p.conversation}`, { conversation: p.conversation });
+    // Our notices about encrypted messages (their reflection, their archive copy) are not bridged.
+    const notice = p.fromUs && p.echoOf?.startsWith(NOTICE_ID_PREFIX) === true;
+    const ts = notice ? [] : targetsFor(p.conversation, p.chat);
+    if (ts.length === 0 && !notice) drop('no-room', `no room links ${p.conversation}`, { conversation: p.conversation });
+    const encryptedFromThem = p.encrypted !== undefined && !p.fromUs && ts.length > 0;
+    // Remembered before the append: no delivery can send this conversation plaintext once the event exists.
+    if (encryptedFromThem && p.encrypted) await withRetry(() => markEncrypted(p.conversation, p.encrypted as Undecryptable));
     let appended = false;
+    let fresh = false;
     // Idempotency keys are scoped per room by the log, so one conversation may feed several rooms.
     for (const t of ts) {
       const result = await ingestFor(p, t.room);
       if (result?.status === 'appended' || result?.status === 'duplicate') appended = true;
+      if (result?.status === 'appended') fresh = true;
+    }
+    if (encryptedFromThem && p.encrypted) {
+      if (fresh) encrypted[p.encrypted.reason] = (encrypted[p.encrypted.reason] ?? 0) + 1;
+      if (appended) sendEncryptedNotice(p);
     }
     if (p.archived && p.archived.archive === archiveTrack.archive) {
       archiveTrack.recent.set(p.archived.id, true);
@@ -381,6 +415,41 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     if (appended && p.receiptFor !== undefined && connection.online) {
       connection.send(receipt(p.conversation, p.receiptFor)).catch(() => undefined);
     }
+  }
+
+  async function markEncrypted(conversation: string, how: Undecryptable): Promise<void> {
+    if (encryptedConversations.get(conversation)) return;
+    if (deps.state) await deps.state.set(encryptedNamespace, conversation, JSON.stringify({ ...how, at: Date.now() }));
+    encryptedConversations.set(conversation, how);
+    log.info({ conversation, reason: how.reason }, 'encrypted messages from this conversation: nothing is sent to it in clear from now on' + (config.allowPlaintextAfterEncrypted ? ' (allowed by allowPlaintextAfterEncrypted)' : ''));
+  }
+
+  /** The encryption a conversation used, if it ever sent us an encrypted message. */
+  async function encryptionSeen(conversation: string): Promise<Undecryptable | undefined> {
+    const cached = encryptedConversations.get(conversation);
+    if (cached !== undefined) return cached ?? undefined;
+    const raw = deps.state ? await deps.state.get(encryptedNamespace, conversation) : undefined;
+    const how = parseEncrypted(raw);
+    encryptedConversations.set(conversation, how ?? null);
+    return how;
+  }
+
+  /** Tells the sender of an encrypted message what happened to it: once per conversation and interval. */
+  function sendEncryptedNotice(p: Parsed): void {
+    if (config.encryptedNotice === '' || !connection.online) return;
+    const now = Date.now();
+    const last = noticeSentAt.get(p.conversation);
+    if (last !== undefined && now - last < config.encryptedNoticeIntervalMs) return;
+    // A room we are not in cannot be told (yet): the next encrypted message tries again.
+    if (p.chat === 'groupchat' && !rooms.get(p.conversation)?.joined) return;
+    noticeSentAt.set(p.conversation, now);
+    const id = `${NOTICE_ID_PREFIX}${randomUUID()}`;
+    const stanza = xml('message', { to: p.conversation, type: p.chat, id }, xml('body', {}, config.encryptedNotice), xml('origin-id', { xmlns: NS.sid, id }));
+    counters.encryptedNotices++;
+    connection.send(stanza).catch((err: unknown) => {
+      noticeSentAt.delete(p.conversation);
+      log.warn({ err, conversation: p.conversation }, 'could not send the notice about an encrypted message');
+    });
   }
 
   function normalise(message: XmlElement, source: Source): Normalised {
@@ -846,8 +915,20 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     } catch (err) {
       return { status: 'rejected', reason: (err as Error).message };
     }
-    if (!connection.online) return { status: 'retry', reason: 'not connected to the XMPP server' };
     const to = target.link.target.toLowerCase();
+    if (!config.allowPlaintextAfterEncrypted && (event.kind === 'message' || event.kind === 'edit' || event.kind === 'reaction')) {
+      let how: Undecryptable | undefined;
+      try {
+        how = await encryptionSeen(to);
+      } catch (err) {
+        return { status: 'retry', reason: `could not read whether ${to} uses encryption: ${(err as Error).message}` };
+      }
+      if (how) {
+        counters.plaintextRefused++;
+        return { status: 'rejected', reason: `${to} sent end-to-end encrypted messages (${how.reason}); the bridge cannot encrypt and sends it nothing in clear (allowPlaintextAfterEncrypted is off)` };
+      }
+    }
+    if (!connection.online) return { status: 'retry', reason: 'not connected to the XMPP server' };
     const chat = options.type;
     const room = chat === 'groupchat' ? rooms.get(to) : undefined;
     // Banned: retrying cannot help; the dead-letter stream keeps the event for a replay once the ban is lifted.
@@ -934,6 +1015,8 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
         stopping = false;
         connection = newConnection();
         for (const t of [accountTrack, ...[...rooms.values()].map((r) => r.track)]) t.reload();
+        // Another replica may have seen encrypted messages meanwhile.
+        encryptedConversations.clear();
       }
       refreshTargets();
       unwatch = links.onChange(() => refreshTargets());
@@ -1001,6 +1084,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
           ),
           counters: { ...counters },
           dropped: { ...dropped },
+          encrypted: { ...encrypted },
         },
       };
     },
@@ -1024,6 +1108,20 @@ function parseReactionSets(raw: string | undefined): Map<string, readonly string
     return sets;
   } catch {
     return undefined;
+  }
+}
+
+function parseEncrypted(raw: string | undefined): Undecryptable | undefined {
+  if (raw === undefined) return undefined;
+  try {
+    const parsed = JSON.parse(raw) as unknown;
+    if (typeof parsed !== 'object' || parsed === null) return undefined;
+    const { reason, scheme } = parsed as { reason?: unknown; scheme?: unknown };
+    // A stored entry we cannot read still says the conversation used encryption.
+    const how: Undecryptable = { reason: Value.Check(UndecryptableReason, reason) ? reason : 'unknown-encryption' };
+    return typeof scheme === 'string' ? { ...how, scheme } : how;
+  } catch {
+    return { reason: 'unknown-encryption' };
   }
 }
 

@@ -10,10 +10,16 @@
  * markers, XEP-0184 receipts, XEP-0066 OOB attachments, XEP-0393 styling and
  * XEP-0203 delay. Carbons and archive results are unwrapped by
  * `openEnvelope`, which also rejects the spoofed ones.
+ *
+ * Encrypted messages (OMEMO 0.3 and 2, OpenPGP XEP-0373 and XEP-0027, OTR,
+ * any XEP-0380 marker) are never read as their fallback body: they become a
+ * message whose body is the neutral notice and whose content is marked
+ * `undecryptable` (`encryptionOf`). Live, carbon and archive copies all come
+ * through `normaliseMessage`, so the rule holds for each.
  */
 import { createHash } from 'node:crypto';
 import { ECHO_ID_KEY } from '../../src/core/adapter.js';
-import type { Attachment, Content, EventDraft, Sender } from '../../src/core/event.js';
+import { UNDECRYPTABLE_NOTICE, type Attachment, type Content, type EventDraft, type Sender, type Undecryptable, type UndecryptableReason } from '../../src/core/event.js';
 import type { DropReason } from './errors.js';
 import {
   ID,
@@ -111,6 +117,8 @@ export interface Parsed {
   readonly receiptFor: string | undefined;
   /** the raw `id` attribute (for receipts and matching our reflections) */
   readonly stanzaAttrId: string | undefined;
+  /** the message was end-to-end encrypted (and is bridged as the undecryptable notice) */
+  readonly encrypted: Undecryptable | undefined;
 }
 
 export type Normalised = { readonly ok: true; readonly value: Parsed } | Rejected | Skipped;
@@ -324,6 +332,44 @@ function contentOf(text: string, message: XmlElement, ctx: NormaliseContext): Co
   };
 }
 
+/** XEP-0380 namespaces → our reason. */
+const EME_REASONS: Readonly<Record<string, UndecryptableReason>> = {
+  [NS.omemoLegacy]: 'omemo',
+  'urn:xmpp:omemo:0': 'omemo',
+  [NS.omemo1]: 'omemo2',
+  [NS.omemo2]: 'omemo2',
+  [NS.openpgp]: 'openpgp',
+  [NS.pgpLegacy]: 'openpgp-legacy',
+  [NS.otr]: 'otr',
+};
+
+/**
+ * The encryption a message carries, or 'key-transport' for an OMEMO message
+ * without a payload (a session set-up or ratchet step: nothing a person
+ * wrote), or undefined for a message in clear.
+ */
+export function encryptionOf(message: XmlElement): Undecryptable | 'key-transport' | undefined {
+  for (const [ns, reason] of [
+    [NS.omemoLegacy, 'omemo'],
+    [NS.omemo2, 'omemo2'],
+    [NS.omemo1, 'omemo2'],
+  ] as const) {
+    const encrypted = message.getChild('encrypted', ns);
+    if (encrypted) return encrypted.getChild('payload') ? { reason, scheme: ns } : 'key-transport';
+  }
+  if (message.getChild('openpgp', NS.openpgp)) return { reason: 'openpgp', scheme: NS.openpgp };
+  if (message.getChild('x', NS.pgpLegacy)) return { reason: 'openpgp-legacy', scheme: NS.pgpLegacy };
+  // OTR lives in the body itself: data, query and error messages all start so.
+  if (bodyOf(message)?.startsWith('?OTR')) return { reason: 'otr', scheme: NS.otr };
+  const eme = message.getChild('encryption', NS.eme);
+  if (eme) {
+    const ns = eme.attrs['namespace'];
+    const reason = ns !== undefined ? EME_REASONS[ns] : undefined;
+    return { reason: reason ?? 'unknown-encryption', ...(ns ? { scheme: fit(ns, 256) } : {}) };
+  }
+  return undefined;
+}
+
 function reactionKeys(el: XmlElement): string[] | Rejected {
   const keys: string[] = [];
   for (const r of el.getChildren('reaction')) {
@@ -365,8 +411,18 @@ function action(message: XmlElement, who: Who, ctx: NormaliseContext): Action | 
     return { kind: 'reaction', reactsTo: byRoom(id, muc ? [] : otherThenOwn), keys };
   }
 
-  const text = bodyOf(message);
+  const encryption = encryptionOf(message);
+  if (encryption === 'key-transport') return skip('an OMEMO key transport message (no payload)');
   const replace = message.getChild('replace', NS.correct);
+  if (encryption) {
+    // Never the fallback body: the neutral notice, marked with why.
+    const content: Content = { body: UNDECRYPTABLE_NOTICE, undecryptable: encryption };
+    const replaceId = replace?.attrs['id'];
+    if (replaceId) return { kind: 'edit', content, replaces: { keys: senderIdKeys(own, replaceId), sameSender: true } };
+    return { kind: 'message', content };
+  }
+
+  const text = bodyOf(message);
   if (replace && text !== undefined) {
     const id = replace.attrs['id'];
     if (!id) return reject('invalid-stanza', 'a correction without an id');
@@ -448,6 +504,7 @@ export function normaliseMessage(message: XmlElement, source: Source, ctx: Norma
       action: act,
       receiptFor,
       stanzaAttrId: id,
+      encrypted: act.kind === 'message' || act.kind === 'edit' ? act.content.undecryptable : undefined,
     },
   };
 }

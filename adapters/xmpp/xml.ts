@@ -36,6 +36,17 @@ export const NS = {
   nick: 'http://jabber.org/protocol/nick',
   stanzas: 'urn:ietf:params:xml:ns:xmpp-stanzas',
   chatStates: 'http://jabber.org/protocol/chatstates',
+  /** XEP-0380 explicit message encryption */
+  eme: 'urn:xmpp:eme:0',
+  /** OMEMO 0.3 (XEP-0384 before 0.4), what Conversations, Gajim, Dino, Monal speak */
+  omemoLegacy: 'eu.siacs.conversations.axolotl',
+  omemo1: 'urn:xmpp:omemo:1',
+  omemo2: 'urn:xmpp:omemo:2',
+  /** XEP-0373 OpenPGP for XMPP */
+  openpgp: 'urn:xmpp:openpgp:0',
+  /** XEP-0027 (obsolete) OpenPGP */
+  pgpLegacy: 'jabber:x:encrypted',
+  otr: 'urn:xmpp:otr:0',
 } as const;
 
 /** Parses one XML element (a stanza from a fixture, a log line). Throws on malformed XML. */

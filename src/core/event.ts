@@ -81,6 +81,48 @@ export type TextFormat = Static<typeof TextFormat>;
 /** 64 KiB of text is far above what any of the bridged protocols lets a person send. */
 export const MAX_BODY_CHARS = 65_536;
 
+/**
+ * Why a message could not be read. The body of such a message is a neutral
+ * notice (`UNDECRYPTABLE_NOTICE`), never the sender's fallback text; the
+ * marker says why, so clients can show it their own way. The list grows with
+ * what the adapters learn to tell apart (a new value is not a breaking change
+ * for readers that treat an unknown reason as "could not be read"):
+ * - the gateway does not decrypt this scheme (XMPP): `omemo` (OMEMO 0.3,
+ *   `eu.siacs.conversations.axolotl`), `omemo2` (`urn:xmpp:omemo:1`/`:2`),
+ *   `openpgp` (XEP-0373), `openpgp-legacy` (XEP-0027), `otr`, and
+ *   `unknown-encryption` (an XEP-0380 marker for any other scheme);
+ * - keys are missing (Matrix, issue 22): `keys-missing` (not received yet),
+ *   `keys-withheld` (the sender's device refused them), `unknown-device`.
+ */
+export const UndecryptableReason = Type.Union(
+  [
+    Type.Literal('omemo'),
+    Type.Literal('omemo2'),
+    Type.Literal('openpgp'),
+    Type.Literal('openpgp-legacy'),
+    Type.Literal('otr'),
+    Type.Literal('unknown-encryption'),
+    Type.Literal('keys-missing'),
+    Type.Literal('keys-withheld'),
+    Type.Literal('unknown-device'),
+  ],
+  { description: 'why the message could not be read' },
+);
+export type UndecryptableReason = Static<typeof UndecryptableReason>;
+
+export const Undecryptable = Type.Object(
+  {
+    reason: UndecryptableReason,
+    /** the protocol's name of the scheme, e.g. an XMPP namespace or a Matrix algorithm */
+    scheme: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+  },
+  { additionalProperties: false, description: 'the message was encrypted and could not be read; the body is a notice saying so' },
+);
+export type Undecryptable = Static<typeof Undecryptable>;
+
+/** The body of an undecryptable message: the same neutral sentence on every protocol. */
+export const UNDECRYPTABLE_NOTICE = '[An encrypted message could not be read]';
+
 export const Content = Type.Object(
   {
     body: Text(MAX_BODY_CHARS),
@@ -88,6 +130,7 @@ export const Content = Type.Object(
     formatted: Type.Optional(Text(MAX_BODY_CHARS * 2)),
     mentions: Type.Optional(Type.Array(Type.String({ maxLength: 256 }), { maxItems: 100 })),
     attachments: Type.Optional(Type.Array(Attachment, { maxItems: 20 })),
+    undecryptable: Type.Optional(Undecryptable),
   },
   { additionalProperties: false },
 );

@@ -60,10 +60,13 @@ export const EventView = Type.Object(
 const Keys = Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 64, uniqueItems: true });
 const strict = { additionalProperties: false } as const;
 
+/** What a device sends: only adapters mark a message undecryptable (a device that cannot read something does not send it). */
+const SendContent = Type.Omit(Content, ['undecryptable'], strict);
+
 export const SendBody = Type.Union(
   [
-    Type.Object({ kind: Type.Literal('message'), content: Content, rel: Type.Optional(Type.Pick(Relations, ['replyTo', 'thread'], strict)) }, strict),
-    Type.Object({ kind: Type.Literal('edit'), content: Content, rel: Type.Required(Type.Pick(Relations, ['replaces'], strict)) }, strict),
+    Type.Object({ kind: Type.Literal('message'), content: SendContent, rel: Type.Optional(Type.Pick(Relations, ['replyTo', 'thread'], strict)) }, strict),
+    Type.Object({ kind: Type.Literal('edit'), content: SendContent, rel: Type.Required(Type.Pick(Relations, ['replaces'], strict)) }, strict),
     Type.Object({ kind: Type.Literal('retraction'), rel: Type.Required(Type.Pick(Relations, ['redacts'], strict)) }, strict),
     Type.Object(
       {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MessagesQuery, SendBody, SyncQuery } from '../../../src/http/schemas.js';
+import { EventView, MessagesQuery, SendBody, SyncQuery } from '../../../src/http/schemas.js';
 import { checker } from '../../../src/http/validation.js';
 
 describe('request validation', () => {
@@ -19,6 +19,15 @@ describe('request validation', () => {
     expect(check({ kind: 'message', content: { body: 42 } }).error?.[0]).toMatchObject({ instancePath: '/content/body' });
     expect(check({ kind: 'message', content: { body: 'hi' }, extra: 1 }).error).toBeDefined();
     expect(check({ kind: 'message', content: { body: 'hi', format: 'rtf', formatted: 'x' } }).error?.[0]?.instancePath).toBe('/content/format');
+  });
+
+  it('shows a message marked undecryptable, but lets only adapters mark one, not devices', () => {
+    const marked = { body: '[An encrypted message could not be read]', undecryptable: { reason: 'omemo' } };
+    const view = { eventId: '01M80G7TVM030000000', cursor: 'AgQD9NaPiKA0ANrvYL8', kind: 'message', room: 'ops', sender: {}, origin: {}, ts: {}, content: marked };
+    expect(checker(EventView, false)(view).error).toBeUndefined();
+    const check = checker(SendBody, false);
+    expect(check({ kind: 'message', content: marked }).error).toBeDefined();
+    expect(check({ kind: 'edit', content: marked, rel: { replaces: 'e1' } }).error).toBeDefined();
   });
 
   it('names the problem in the variant the kind selects', () => {

@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { LogEvent } from '../../../src/core/event.js';
+import { Value } from '@sinclair/typebox/value';
+import { parseEventDraft } from '../../../src/core/event.js';
+import { EventView } from '../../../src/http/schemas.js';
 import { ViewCache, viewFor } from '../../../src/http/view.js';
 
 function event(ids: Record<string, string>): LogEvent {
@@ -48,5 +51,13 @@ describe('event view', () => {
     cache.json({ ...e, eventId: 'B' }, 'd2');
     cache.json({ ...e, eventId: 'C' }, 'd2');
     expect(cache.json(e, 'd2')).toBe(a);
+  });
+
+  it('shows the undecryptable marker of a message with the notice as its body', () => {
+    const e = { ...event({}), content: { body: '[An encrypted message could not be read]', undecryptable: { reason: 'omemo' as const, scheme: 'eu.siacs.conversations.axolotl' } } };
+    const { eventId: _e, cursor: _c, ...draft } = e;
+    expect(() => parseEventDraft(draft)).not.toThrow();
+    expect(viewFor(e, 'd1')).toMatchObject({ content: { body: '[An encrypted message could not be read]', undecryptable: { reason: 'omemo', scheme: 'eu.siacs.conversations.axolotl' } } });
+    expect(Value.Check(EventView, JSON.parse(JSON.stringify(viewFor(e, 'd1'))))).toBe(true);
   });
 });

@@ -96,3 +96,11 @@ describe('Matrix render', () => {
     expect(annotationTxnId('EVT3', '👍')).toMatch(/^EVT3\.a\.[0-9a-f]{16}$/);
   });
 });
+
+describe('Matrix render of an undecryptable message', () => {
+  it('is an m.notice with the neutral notice, prefixed in bot mode, never anything else of the content', () => {
+    const notice = message({ body: '[An encrypted message could not be read]', undecryptable: { reason: 'omemo', scheme: 'eu.siacs.conversations.axolotl' } });
+    expect(renderMessage(notice, {})).toEqual({ msgtype: 'm.notice', body: '[An encrypted message could not be read]', 'org.syncgate.event_id': 'EVT1' });
+    expect(textContent(notice.content, { prefix: 'Carol: ' })).toEqual({ msgtype: 'm.notice', body: 'Carol: [An encrypted message could not be read]' });
+  });
+});

@@ -58,3 +58,20 @@ describe('render: commands (fixtures)', () => {
     });
   }
 });
+
+describe('render: an undecryptable message', () => {
+  const notice = eventOf({ kind: 'message', content: { body: '[An encrypted message could not be read]', undecryptable: { reason: 'omemo2', scheme: 'urn:xmpp:omemo:2' } } });
+
+  it('is published with the notice and the structured marker, also as a user property', () => {
+    const out = renderRoomEvent(notice, outTopic);
+    if (!out.ok) throw new Error(out.reason);
+    expect(out.publication.properties.userProperties).toMatchObject({ 'sg-undecryptable': 'omemo2' });
+    expect(JSON.parse(out.publication.payload)).toMatchObject({ content: { body: '[An encrypted message could not be read]', undecryptable: { reason: 'omemo2', scheme: 'urn:xmpp:omemo:2' } } });
+  });
+
+  it('never matches a command', () => {
+    const commands = compileCommands(parseMqttConfig({ url: 'mqtt://h:1', clientId: 'c', commands: [{ pattern: '^\\[(?<command>.+)\\]$', topic: 'devices/all/cmd', responseTopic: 'devices/all/reply' }] }).commands);
+    expect(matchCommand(eventOf({ kind: 'message', content: { body: '[An encrypted message could not be read]' } }), commands)).toBeDefined();
+    expect(matchCommand(notice, commands)).toBeUndefined();
+  });
+});

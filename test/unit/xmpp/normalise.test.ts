@@ -300,3 +300,71 @@ describe('bad input', () => {
     expect(() => parseEventDraft(toDraft(p, { room: 'general', via: 'xmpp', targets: {} }))).not.toThrow();
   });
 });
+
+describe('encrypted messages (issue 26)', () => {
+  const NOTICE = '[An encrypted message could not be read]';
+
+  /** The message an encrypted stanza becomes: the notice, marked, never the fallback body. */
+  function undecryptable(p: Parsed, reason: string, scheme?: string): void {
+    expect(p.action).toEqual({ kind: 'message', content: { body: NOTICE, undecryptable: { reason, ...(scheme ? { scheme } : {}) } } });
+    expect(p.encrypted).toEqual({ reason, ...(scheme ? { scheme } : {}) });
+    const draft = toDraft(p, { room: 'dm', via: 'xmpp', targets: {} });
+    expect(() => parseEventDraft(draft)).not.toThrow();
+    expect(JSON.stringify(draft)).not.toMatch(/sent you|encrypted with|This message is encrypted|\?OTR/);
+  }
+
+  it.each([
+    ['chat-omemo', 'omemo', 'eu.siacs.conversations.axolotl'],
+    ['chat-omemo2', 'omemo2', 'urn:xmpp:omemo:2'],
+    ['chat-openpgp', 'openpgp', 'urn:xmpp:openpgp:0'],
+    ['chat-pgp-legacy', 'openpgp-legacy', 'jabber:x:encrypted'],
+    ['chat-otr', 'otr', 'urn:xmpp:otr:0'],
+    ['chat-eme-only', 'unknown-encryption', 'urn:example:future-crypto:0'],
+  ])('%s becomes the undecryptable notice (%s), not its fallback body', (name, reason, scheme) => {
+    const p = ok(live(name));
+    expect(p.conversation).toBe(ALICE);
+    expect(p.fromUs).toBe(false);
+    undecryptable(p, reason, scheme);
+  });
+
+  it('an OMEMO message keeps its ids and receipt request; an OMEMO key transport (no payload) is not a message', () => {
+    const p = ok(live('chat-omemo'));
+    undecryptable(p, 'omemo', 'eu.siacs.conversations.axolotl');
+    expect(p.idem).toBe(idem.archive(ACCOUNT, 'ASID-E1'));
+    expect(p.receiptFor).toBe('e-1');
+    expect(live('chat-omemo-keytransport')).toMatchObject({ ok: 'skip' });
+  });
+
+  it('applies in a MUC, to carbons and to archive results alike', () => {
+    const muc = ok(live('muc-omemo'));
+    expect(muc.chat).toBe('groupchat');
+    expect(muc.idem).toBe(idem.muc(ROOM, 'SID-E1'));
+    undecryptable(muc, 'omemo', 'eu.siacs.conversations.axolotl');
+
+    const carbon = ok(live('carbon-received-omemo'));
+    expect(carbon.conversation).toBe(ALICE);
+    undecryptable(carbon, 'omemo', 'eu.siacs.conversations.axolotl');
+
+    const env = openEnvelope(stanza('mam-account-omemo'), ACCOUNT);
+    if (env.ok !== true || env.type !== 'archive-result') throw new Error('not a result');
+    const archived = ok(normaliseMessage(env.message, { kind: 'archive', archive: ACCOUNT, resultId: env.resultId, stamp: env.stamp }, ctx()));
+    expect(archived.historical).toBe(true);
+    undecryptable(archived, 'omemo', 'eu.siacs.conversations.axolotl');
+  });
+
+  it('an encrypted correction replaces the original with the notice', () => {
+    const fixed = parseXml(
+      `<message from="${ALICE}/x" type="chat" id="e-5"><encrypted xmlns="eu.siacs.conversations.axolotl"><header sid="1"><key rid="2">k</key><iv>i</iv></header><payload>p</payload></encrypted><body>fallback</body><replace xmlns="urn:xmpp:message-correct:0" id="e-1"/></message>`,
+    );
+    const p = ok(normaliseMessage(fixed, { kind: 'live' }, ctx()));
+    expect(p.action).toMatchObject({ kind: 'edit', content: { body: NOTICE, undecryptable: { reason: 'omemo' } }, replaces: { sameSender: true } });
+  });
+
+  it('a plain message is not affected', () => {
+    const p = ok(live('chat-message'));
+    expect(p.encrypted).toBeUndefined();
+    expect(p.action).toEqual({ kind: 'message', content: { body: 'hi bridge' } });
+    const otrMention = parseXml(`<message from="${ALICE}/x" type="chat" id="m"><body>what is ?OTR anyway</body></message>`);
+    expect(ok(normaliseMessage(otrMention, { kind: 'live' }, ctx())).action).toEqual({ kind: 'message', content: { body: 'what is ?OTR anyway' } });
+  });
+});
