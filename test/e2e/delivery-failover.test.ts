@@ -66,7 +66,18 @@ describe('delivery failover between two processes', () => {
     })();
     // kill A while it is delivering
     await waitFor(async () => (await recorder.all()).length >= 100, { timeoutMs: 20_000, what: 'deliveries under way' });
+    // B is frozen for the moment it takes to count what A had read and not acknowledged:
+    // only those entries can reach the remote side twice.
+    b.proc.kill('SIGSTOP');
+    const aExited = new Promise<void>((resolve) => a.proc.once('exit', () => resolve()));
     a.proc.kill('SIGKILL');
+    await aExited;
+    let unacked = 0;
+    for (let p = 0; p < PARTITIONS; p++) {
+      const feed = `${prefix}{p:${String(p).padStart(2, '0')}}:feed`;
+      unacked += ((await redis.call('XPENDING', feed, 'out:remote', '-', '+', 100_000, a.owner)) as unknown[]).length;
+    }
+    b.proc.kill('SIGCONT');
     const killedAt = Date.now();
     await waitFor(async () => (await leaseOwner(0)) === b.owner && (await leaseOwner(1)) === b.owner, { timeoutMs: LEASE_MS * 4 + 5000, what: 'B to take over every lease' });
     const takeover = Date.now() - killedAt;
@@ -74,7 +85,20 @@ describe('delivery failover between two processes', () => {
     writing = false;
     await writer;
 
-    await waitFor(async () => new Set((await recorder.all()).map((d) => d.eventId)).size === appended.length, { timeoutMs: 30_000, what: 'every event delivered' });
+    try {
+      await waitFor(async () => new Set((await recorder.all()).map((d) => d.eventId)).size === appended.length, { timeoutMs: 120_000, what: 'every event delivered' });
+    } catch (err) {
+      // What was not delivered, and where the consumer group stands, for the failure report.
+      const got = new Set((await recorder.all()).map((d) => d.eventId));
+      const missing = appended.filter((x) => !got.has(x.eventId));
+      const dump: unknown[] = [];
+      for (let p = 0; p < PARTITIONS; p++) {
+        const feed = `${prefix}{p:${String(p).padStart(2, '0')}}:feed`;
+        dump.push({ p, lease: await leaseOwner(p), groups: await redis.call('XINFO', 'GROUPS', feed), pending: await redis.call('XPENDING', feed, 'out:remote', '-', '+', 20), consumers: await redis.call('XINFO', 'CONSUMERS', feed, 'out:remote') });
+      }
+      process.stdout.write(`not delivered: missing=${JSON.stringify(missing.slice(0, 20))} n=${missing.length} a=${a.owner} b=${b.owner} ${JSON.stringify(dump)}\n`);
+      throw err;
+    }
     const records = await recorder.all();
     // nothing lost
     expect(new Set(records.map((d) => d.eventId))).toEqual(new Set(appended.map((x) => x.eventId)));
@@ -82,11 +106,12 @@ describe('delivery failover between two processes', () => {
     for (const room of rooms) {
       expect(records.filter((d) => d.room === room).map((d) => d.eventId)).toEqual(appended.filter((x) => x.room === room).map((x) => x.eventId));
     }
-    // the remote absorbed at most one in-flight redelivery per room
-    expect(await recorder.duplicates()).toBeLessThanOrEqual(rooms.length);
+    // the remote absorbed redeliveries only of what A had not acknowledged when it died (acks are
+    // batched and do not hold a room back, so that can be more than one entry per room)
+    expect(await recorder.duplicates()).toBeLessThanOrEqual(unacked);
     expect(takeover).toBeLessThan(LEASE_MS * 4 + 5000);
-    process.stdout.write(`failover: B held every lease ${takeover} ms after SIGKILL (lease ${LEASE_MS} ms); ${appended.length} events, ${await recorder.duplicates()} duplicate(s) absorbed\n`);
+    process.stdout.write(`failover: B held every lease ${takeover} ms after SIGKILL (lease ${LEASE_MS} ms); ${appended.length} events, ${await recorder.duplicates()} duplicate(s) absorbed of ${unacked} unacknowledged\n`);
     await log.close();
     await redis.quit();
-  });
+  }, 240_000);
 });

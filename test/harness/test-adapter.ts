@@ -47,13 +47,18 @@ export function memoryRecorder(): Recorder {
 export function redisRecorder(redis: Redis, prefix: string): Recorder {
   return {
     async record(rec) {
-      const fresh = await redis.sadd(`${prefix}remote:seen`, `${rec.target}\u0000${rec.eventId}`);
-      if (fresh === 0) {
-        await redis.incr(`${prefix}remote:dups`);
-        return false;
-      }
-      await redis.rpush(`${prefix}remote:log`, JSON.stringify(rec));
-      return true;
+      // One atomic step: a process killed between "seen" and "logged" would otherwise leave an
+      // event marked seen but never logged, and its redelivery counted as a duplicate.
+      const fresh = await redis.eval(
+        "if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then redis.call('RPUSH', KEYS[2], ARGV[2]) return 1 end redis.call('INCR', KEYS[3]) return 0",
+        3,
+        `${prefix}remote:seen`,
+        `${prefix}remote:log`,
+        `${prefix}remote:dups`,
+        `${rec.target}\u0000${rec.eventId}`,
+        JSON.stringify(rec),
+      );
+      return fresh === 1;
     },
     async all() {
       return (await redis.lrange(`${prefix}remote:log`, 0, -1)).map((s) => JSON.parse(s) as DeliveryRecord);
