@@ -5,7 +5,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { registrationYaml } from '../../adapters/matrix/config.js';
 import { prosodyConfigSnippet } from '../../adapters/xmpp/prosody-config.js';
-import { loadConfig } from '../config/index.js';
+import { ignoredServiceLinks, loadConfig } from '../config/index.js';
 import { SyncgateError, isSyncgateError } from '../core/errors.js';
 import { createLogger } from '../log/index.js';
 import { createGateway } from '../runtime/gateway.js';
@@ -78,6 +78,8 @@ async function serve(options: Map<string, string>): Promise<void> {
   onlyOptions(options, ['config']);
   const config = await configFrom(options);
   const logger = createLogger({ level: config.log.level });
+  const links = ignoredServiceLinks(process.env);
+  if (links.length > 0) logger.debug({ variables: links }, 'ignoring Kubernetes service-link variables (not settings)');
   const gateway = await createGateway({ config, logger });
 
   let signals = 0;

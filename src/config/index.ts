@@ -107,6 +107,35 @@ export const ENV_OVERRIDES: Readonly<Record<string, readonly string[]>> = {
   SYNCGATE_XMPP_PASSWORD: ['adapters', 'xmpp', 'password'],
 };
 
+/**
+ * Kubernetes injects "service link" variables for every Service of the
+ * namespace (docker-link style): a Service named `syncgate` gives
+ * SYNCGATE_SERVICE_HOST, SYNCGATE_SERVICE_PORT[_<PORT NAME>], SYNCGATE_PORT,
+ * SYNCGATE_PORT_<n>_<PROTO>[_PROTO|_PORT|_ADDR]. They are not settings and must
+ * not stop the gateway; the shape and the value must both match, so a
+ * misspelt setting is still refused.
+ */
+const SERVICE_LINK_SHAPES: ReadonlyArray<readonly [RegExp, RegExp]> = [
+  [/^[A-Z0-9_]+_SERVICE_HOST$/, /^[0-9A-Fa-f.:]+$/],
+  [/^[A-Z0-9_]+_SERVICE_PORT(?:_[A-Z0-9_]+)?$/, /^\d{1,5}$/],
+  [/^[A-Z0-9_]+_PORT$/, /^(?:tcp|udp|sctp):\/\/[^\s]+:\d{1,5}$/],
+  [/^[A-Z0-9_]+_PORT_\d{1,5}_(?:TCP|UDP|SCTP)$/, /^(?:tcp|udp|sctp):\/\/[^\s]+:\d{1,5}$/],
+  [/^[A-Z0-9_]+_PORT_\d{1,5}_(?:TCP|UDP|SCTP)_PROTO$/, /^(?:tcp|udp|sctp)$/],
+  [/^[A-Z0-9_]+_PORT_\d{1,5}_(?:TCP|UDP|SCTP)_PORT$/, /^\d{1,5}$/],
+  [/^[A-Z0-9_]+_PORT_\d{1,5}_(?:TCP|UDP|SCTP)_ADDR$/, /^[0-9A-Fa-f.:]+$/],
+];
+
+/** Whether an environment variable is one Kubernetes injects for a Service (see SERVICE_LINK_SHAPES). */
+export function isServiceLinkVariable(name: string, value: string | undefined): boolean {
+  if (value === undefined) return false;
+  return SERVICE_LINK_SHAPES.some(([shape, valueShape]) => shape.test(name) && valueShape.test(value));
+}
+
+/** The SYNCGATE_* variables that are Kubernetes service links, ignored by the config (main logs them at debug). */
+export function ignoredServiceLinks(env: Readonly<Record<string, string | undefined>>): string[] {
+  return Object.keys(env).filter((name) => name.startsWith('SYNCGATE_') && !(name in ENV_OVERRIDES) && isServiceLinkVariable(name, env[name])).sort();
+}
+
 type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
 
 function setPath(target: Record<string, unknown>, path: readonly string[], value: string): void {
@@ -144,7 +173,7 @@ export function resolveConfig(raw: unknown, env: Readonly<Record<string, string 
     if (value !== undefined && value !== '') setPath(merged, path, value);
   }
   const problems = [...Object.keys(env)]
-    .filter((name) => name.startsWith('SYNCGATE_') && !(name in ENV_OVERRIDES) && name !== 'SYNCGATE_CONFIG')
+    .filter((name) => name.startsWith('SYNCGATE_') && !(name in ENV_OVERRIDES) && name !== 'SYNCGATE_CONFIG' && !isServiceLinkVariable(name, env[name]))
     .map((name) => `environment variable ${name} is not a known setting`);
   const withDefaults = Value.Default(ConfigSchema, merged);
   const converted = Value.Convert(ConfigSchema, withDefaults);

@@ -2,7 +2,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadConfig, resolveConfig } from '../../src/config/index.js';
+import { ignoredServiceLinks, loadConfig, resolveConfig } from '../../src/config/index.js';
 import { isSyncgateError } from '../../src/core/errors.js';
 
 describe('config', () => {
@@ -54,5 +54,52 @@ describe('config', () => {
     await writeFile(bad, 'partitions: [\n');
     await expect(loadConfig({ file: bad })).rejects.toMatchObject({ code: 'SG_ERR_CONFIG_FILE' });
     await expect(loadConfig({ file: join(dir, 'missing.yaml') })).rejects.toMatchObject({ code: 'SG_ERR_CONFIG_FILE' });
+  });
+
+  // What Kubernetes injects into every pod of a namespace holding the chart's Service for
+  // `helm install syncgate` (fullname `syncgate`, ports http 8080 and appservice 9000), plus a
+  // second release's Service `syncgate-redis` (6379) in the same namespace.
+  const K8S_SERVICE_LINKS = {
+    SYNCGATE_SERVICE_HOST: '10.96.0.10',
+    SYNCGATE_SERVICE_PORT: '8080',
+    SYNCGATE_SERVICE_PORT_HTTP: '8080',
+    SYNCGATE_SERVICE_PORT_APPSERVICE: '9000',
+    SYNCGATE_PORT: 'tcp://10.96.0.10:8080',
+    SYNCGATE_PORT_8080_TCP: 'tcp://10.96.0.10:8080',
+    SYNCGATE_PORT_8080_TCP_PROTO: 'tcp',
+    SYNCGATE_PORT_8080_TCP_PORT: '8080',
+    SYNCGATE_PORT_8080_TCP_ADDR: '10.96.0.10',
+    SYNCGATE_PORT_9000_TCP: 'tcp://10.96.0.10:9000',
+    SYNCGATE_PORT_9000_TCP_PROTO: 'tcp',
+    SYNCGATE_PORT_9000_TCP_PORT: '9000',
+    SYNCGATE_PORT_9000_TCP_ADDR: '10.96.0.10',
+    SYNCGATE_REDIS_SERVICE_HOST: '10.96.0.11',
+    SYNCGATE_REDIS_SERVICE_PORT: '6379',
+    SYNCGATE_REDIS_PORT: 'tcp://10.96.0.11:6379',
+    SYNCGATE_REDIS_PORT_6379_TCP: 'tcp://10.96.0.11:6379',
+    SYNCGATE_REDIS_PORT_6379_TCP_PROTO: 'tcp',
+    SYNCGATE_REDIS_PORT_6379_TCP_PORT: '6379',
+    SYNCGATE_REDIS_PORT_6379_TCP_ADDR: '10.96.0.11',
+  };
+
+  it('ignores the service-link variables Kubernetes injects for a Service named syncgate', () => {
+    const config = resolveConfig({}, { ...K8S_SERVICE_LINKS, SYNCGATE_HTTP_PORT: '9100' });
+    expect(config.http.port).toBe(9100);
+    expect(ignoredServiceLinks(K8S_SERVICE_LINKS)).toEqual(Object.keys(K8S_SERVICE_LINKS).sort());
+  });
+
+  it('still refuses a misspelt setting, or a service-link name whose value is not one, next to them', () => {
+    const problemsOf = (env: Record<string, string>) => {
+      try {
+        resolveConfig({}, { ...K8S_SERVICE_LINKS, ...env });
+      } catch (err) {
+        return isSyncgateError(err) ? (err.details?.['problems'] as string[]) : [];
+      }
+      return [];
+    };
+    expect(problemsOf({ SYNCGATE_HTTP_PROT: '1' })).toEqual(['environment variable SYNCGATE_HTTP_PROT is not a known setting']);
+    // A port number where Kubernetes would write tcp://host:port: someone meant a setting.
+    expect(problemsOf({ SYNCGATE_MQTT_PORT: '1883' })).toEqual(['environment variable SYNCGATE_MQTT_PORT is not a known setting']);
+    expect(problemsOf({ SYNCGATE_SERVICE_HOST: 'not an address' })).toEqual(['environment variable SYNCGATE_SERVICE_HOST is not a known setting']);
   });
 });

@@ -195,6 +195,10 @@ describe('helm chart templates', () => {
     expect(used.filter((name) => name === undefined || !defined.has(name))).toEqual([]);
   });
 
+  it('turns off the service-link variables Kubernetes would inject (SYNCGATE_PORT=tcp://… for the Service syncgate)', () => {
+    expect(templates.get('deployment.yaml') ?? '').toMatch(/^\s+enableServiceLinks: false$/m);
+  });
+
   it('probes the endpoints the gateway serves', () => {
     const deployment = templates.get('deployment.yaml') ?? '';
     expect(deployment).toMatch(/livenessProbe:\s+httpGet:\s+path: \/healthz/);
