@@ -28,10 +28,10 @@ function loadValues(): { [key: string]: Json } {
   return values;
 }
 
-/** Every template file, helpers and NOTES included: all of them can reference .Values. */
+/** Every template file, helpers, NOTES and the `helm test` pods in tests/ included: all of them can reference .Values. */
 function loadTemplates(): Map<string, string> {
-  const files = readdirSync(templatesDir).filter((name) => /\.(ya?ml|tpl|txt)$/.test(name));
-  return new Map(files.map((name) => [name, readText(join(templatesDir, name))]));
+  const files = readdirSync(templatesDir, { recursive: true, encoding: 'utf8' }).filter((name) => /\.(ya?ml|tpl|txt)$/.test(name));
+  return new Map(files.map((name) => [name.split('\\').join('/'), readText(join(templatesDir, name))]));
 }
 
 /** `.Values.a.b` and `$.Values.a.b` paths, as `a.b`. */
@@ -140,8 +140,24 @@ describe('helm chart templates', () => {
         'service.yaml',
         'serviceaccount.yaml',
         'servicemonitor.yaml',
+        'ingress.yaml',
+        'networkpolicy.yaml',
+        'tests/test-readyz.yaml',
       ]),
     );
+  });
+
+  it('has a `helm test` pod that calls /readyz through the Service', () => {
+    const test = templates.get('tests/test-readyz.yaml') ?? '';
+    expect(test).toMatch(/helm\.sh\/hook: test/);
+    expect(test).toMatch(/:\{\{ \.Values\.service\.ports\.http \}\}\/readyz/);
+  });
+
+  it('exposes the Matrix appservice listener on the pod, the Service and the Ingress when enabled', () => {
+    expect(templates.get('deployment.yaml') ?? '').toMatch(/if \.Values\.matrixAppservice\.enabled \}\}\s+- name: appservice\s+containerPort: \{\{ \.Values\.containerPorts\.appservice \}\}/);
+    expect(templates.get('service.yaml') ?? '').toMatch(/- name: appservice\s+port: \{\{ \.Values\.service\.ports\.appservice \}\}\s+targetPort: appservice/);
+    expect(templates.get('ingress.yaml') ?? '').toMatch(/path: \{\{ \.Values\.ingress\.appservicePath \}\}[\s\S]+?name: appservice/);
+    expect(templates.get('networkpolicy.yaml') ?? '').toMatch(/kind: NetworkPolicy/);
   });
 
   it('references only .Values paths that values.yaml defines', () => {
@@ -204,6 +220,67 @@ describe('helm chart templates', () => {
     expect(deployment).toMatch(/livenessProbe:\s+httpGet:\s+path: \/healthz/);
     expect(deployment).toMatch(/readinessProbe:\s+httpGet:\s+path: \/readyz/);
     expect(templates.get('servicemonitor.yaml') ?? '').toMatch(/path: \/metrics/);
+  });
+});
+
+/**
+ * Every `fail` and `required` guard of the templates, with what it checks written as a
+ * predicate over the values (no helm binary here to render them). A guard added to a
+ * template without a predicate here fails the first test, so the defaults are always
+ * checked against all of them.
+ */
+const GUARDS: Record<string, (v: { [key: string]: Json }) => boolean> = {
+  'syncgate: several replicas need one shared Redis.': (v) => {
+    const replicas = get(v, 'autoscaling.enabled') === true ? Number(get(v, 'autoscaling.maxReplicas')) : Number(get(v, 'replicaCount'));
+    return replicas <= 1 || Boolean(get(v, 'existingSecret')) || Boolean(get(v, 'secrets.redisUrl'));
+  },
+  'syncgate: autoscaling.minReplicas must not exceed autoscaling.maxReplicas.': (v) =>
+    get(v, 'autoscaling.enabled') !== true || Number(get(v, 'autoscaling.minReplicas')) <= Number(get(v, 'autoscaling.maxReplicas')),
+  'syncgate: autoscaling needs autoscaling.targetCPU or autoscaling.targetMemory.': (v) =>
+    get(v, 'autoscaling.enabled') !== true || Boolean(get(v, 'autoscaling.targetCPU')) || Boolean(get(v, 'autoscaling.targetMemory')),
+};
+
+function get(root: Json, path: string): Json | undefined {
+  let node: Json | undefined = root;
+  for (const key of path.split('.')) node = isObject(node) ? node[key] : undefined;
+  return node;
+}
+
+describe('helm chart guards (fail / required) against the default values', () => {
+  const templates = loadTemplates();
+  const guardsInTemplates = [...templates.values()].flatMap((text) => [
+    ...[...text.matchAll(/\bfail\s+"([^"]+)"/g)].map((m) => m[1] ?? ''),
+    ...[...text.matchAll(/\brequired\s+"([^"]+)"/g)].map((m) => m[1] ?? ''),
+  ]);
+
+  it('knows every guard the templates contain', () => {
+    expect(guardsInTemplates.length).toBeGreaterThan(0);
+    const unknown = guardsInTemplates.filter((message) => !Object.keys(GUARDS).some((key) => message.startsWith(key)));
+    expect(unknown).toEqual([]);
+  });
+
+  it.each(Object.keys(GUARDS))('the default values pass: %s', (key) => {
+    expect(guardsInTemplates.some((message) => message.startsWith(key))).toBe(true);
+    expect(GUARDS[key]?.(loadValues())).toBe(true);
+  });
+
+  it('the defaults start one replica, which the in-memory log allows', () => {
+    const values = loadValues();
+    expect(values['replicaCount']).toBe(1);
+    expect(get(values, 'secrets.redisUrl')).toBe('');
+    // and the guard still bites when someone scales up without Redis
+    values['replicaCount'] = 2;
+    expect(GUARDS['syncgate: several replicas need one shared Redis.']?.(values)).toBe(false);
+  });
+});
+
+describe('helm chart README', () => {
+  it('documents every value in its values table', () => {
+    const readme = readText(join(chartDir, 'README.md'));
+    // a row for the value itself or for a mapping that holds it (resources, say)
+    const documented = (path: string) => path.split('.').some((_, i, keys) => readme.includes(`| \`${keys.slice(0, i + 1).join('.')}\` |`));
+    const missing = leafPaths(loadValues()).filter((path) => !documented(path));
+    expect(missing).toEqual([]);
   });
 });
 
