@@ -105,7 +105,13 @@ async function serve(options: Map<string, string>): Promise<void> {
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
-  await gateway.start();
+  try {
+    await gateway.start();
+  } catch (err) {
+    // Release the log and the adapters so the process exits with the one-line error below.
+    await gateway.stop().catch(() => undefined);
+    throw err;
+  }
 }
 
 async function dlq(args: readonly string[], options: Map<string, string>): Promise<number> {

@@ -136,6 +136,9 @@ export function ignoredServiceLinks(env: Readonly<Record<string, string | undefi
   return Object.keys(env).filter((name) => name.startsWith('SYNCGATE_') && !(name in ENV_OVERRIDES) && isServiceLinkVariable(name, env[name])).sort();
 }
 
+/** Config paths whose values are secrets: a problem with one never shows the value. */
+const SECRET_PATHS: readonly string[] = ['/http/adminToken', '/redis/password', '/redis/url'];
+
 type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
 
 function setPath(target: Record<string, unknown>, path: readonly string[], value: string): void {
@@ -177,7 +180,12 @@ export function resolveConfig(raw: unknown, env: Readonly<Record<string, string 
     .map((name) => `environment variable ${name} is not a known setting`);
   const withDefaults = Value.Default(ConfigSchema, merged);
   const converted = Value.Convert(ConfigSchema, withDefaults);
-  problems.push(...[...Value.Errors(ConfigSchema, converted)].map((e) => `${e.path || '/'}: ${e.message}${e.value !== undefined && typeof e.value !== 'object' ? ` (got ${JSON.stringify(e.value)})` : ''}`));
+  problems.push(
+    ...[...Value.Errors(ConfigSchema, converted)].map((e) => {
+      const shown = e.value !== undefined && typeof e.value !== 'object' && !SECRET_PATHS.includes(e.path);
+      return `${e.path || '/'}: ${e.message}${shown ? ` (got ${JSON.stringify(e.value)})` : ''}`;
+    }),
+  );
   const base = converted as Static<typeof ConfigSchema>;
   const adapters = parseAdapterSections(typeof base.adapters === 'object' && base.adapters !== null ? base.adapters : {});
   problems.push(...adapters.problems);

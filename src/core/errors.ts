@@ -21,6 +21,7 @@ export const ERROR_TABLE = {
   SG_ERR_CONFIG_INVALID: { status: 500, message: 'The configuration is not valid' },
   SG_ERR_CONFIG_FILE: { status: 500, message: 'The configuration file cannot be read or parsed' },
   SG_ERR_CLI_USAGE: { status: 400, message: 'Unknown command or option' },
+  SG_ERR_HTTP_LISTEN: { status: 500, message: 'The HTTP API cannot listen on its address' },
 
   // --- HTTP API
   SG_ERR_AUTH_MISSING: { status: 401, message: 'A bearer token is required' },

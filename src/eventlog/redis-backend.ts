@@ -17,6 +17,7 @@ import { ZERO_POS, comparePos, parseStreamId, partitionOf, posToString, type Str
 import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, LogBackend, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
 import { decodeFields, encodeFields, encodeValues } from './codec.js';
 import { keySpace, type KeySpace } from './keys.js';
+import { redactUrl } from '../log/index.js';
 
 type StreamReply = Array<[string, string[]]>;
 
@@ -191,11 +192,15 @@ export class RedisBackend implements LogBackend {
   private readonly retention: RetentionPolicy;
   private readonly idTtlSec: number;
   private closed = false;
+  private readonly url: string;
+  /** why the main connection last failed, for a startup error that names the cause */
+  private lastConnectionError: string | undefined;
   private readonly pending = new Map<number, Array<{ request: AppendRequest; resolve: (o: AppendOutcome) => void; reject: (err: unknown) => void }>>();
   /** batches on their way to Redis, per partition */
   private readonly sending = new Map<number, number>();
 
   constructor(options: RedisBackendOptions) {
+    this.url = options.url;
     this.partitions = options.partitions;
     this.retention = options.retention;
     this.keys = keySpace(options.prefix);
@@ -208,7 +213,10 @@ export class RedisBackend implements LogBackend {
         ...options.redisOptions,
       }),
     );
-    this.redis.on('error', (err: Error) => options.log.warn({ err: err.message }, 'redis connection error'));
+    this.redis.on('error', (err: Error) => {
+      this.lastConnectionError = err.message;
+      options.log.warn({ err: err.message }, 'redis connection error');
+    });
     this.appender = defineCommands(
       new Redis(options.url, {
         connectionName: `${options.prefix}append`,
@@ -609,7 +617,9 @@ export class RedisBackend implements LogBackend {
     try {
       await this.redis.ping();
     } catch (err) {
-      throw new SyncgateError('SG_ERR_LOG_UNAVAILABLE', err instanceof Error ? err.message : String(err));
+      // Say which setting points where and why the connection failed, not which client option gave up.
+      const why = this.redis.status === 'ready' || this.lastConnectionError === undefined ? (err instanceof Error ? err.message : String(err)) : this.lastConnectionError;
+      throw new SyncgateError('SG_ERR_LOG_UNAVAILABLE', `Redis at ${redactUrl(this.url)} (redis.url / SYNCGATE_REDIS_URL) is not reachable: ${why}`);
     }
   }
 

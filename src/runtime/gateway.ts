@@ -151,7 +151,7 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
       // then each adapter starts on the replica that gets its connection lease.
       for (const { adapter } of supervisors) await Promise.all(Array.from({ length: log.info.partitions }, (_, p) => log.delivery.ensureGroup(p, `out:${adapter.name}`)));
       await Promise.all(supervisors.map((s) => s.supervisor.start()));
-      const address = await app.listen({ host: config.http.host, port: config.http.port });
+      const address = await listen(app, config.http.host, config.http.port);
       if (config.retention.maxAgeDays > 0) {
         const every = Math.min(3600_000, Math.max(10_000, (config.retention.maxAgeDays * DAY_MS) / 10));
         trimTimer = setInterval(() => {
@@ -176,4 +176,22 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
       return stopping;
     },
   };
+}
+
+const LISTEN_PROBLEMS: Readonly<Record<string, string>> = {
+  EADDRINUSE: 'the port is already in use (another process listens there)',
+  EACCES: 'permission denied (ports below 1024 need privileges)',
+  EADDRNOTAVAIL: 'the host is not an address of this machine',
+};
+
+/** listen, with a failure an operator can act on: which setting, which address, why. */
+async function listen(app: FastifyInstance, host: string, port: number): Promise<string> {
+  try {
+    return await app.listen({ host, port });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? '';
+    const why = LISTEN_PROBLEMS[code];
+    if (why === undefined) throw err;
+    throw new SyncgateError('SG_ERR_HTTP_LISTEN', `${host}:${port}: ${why}; set http.port / SYNCGATE_HTTP_PORT (and http.host / SYNCGATE_HTTP_HOST)`, { host, port, errno: code });
+  }
 }

@@ -102,4 +102,20 @@ describe('config', () => {
     expect(problemsOf({ SYNCGATE_MQTT_PORT: '1883' })).toEqual(['environment variable SYNCGATE_MQTT_PORT is not a known setting']);
     expect(problemsOf({ SYNCGATE_SERVICE_HOST: 'not an address' })).toEqual(['environment variable SYNCGATE_SERVICE_HOST is not a known setting']);
   });
+
+  it('never shows a secret\'s value in a config problem', () => {
+    const secrets = ['short-secret', 'hunter2-password'];
+    try {
+      resolveConfig({ http: { adminToken: 'short-secret' }, redis: { url: 'http://u:hunter2-password@redis:6379' } }, {});
+      throw new Error('expected a config error');
+    } catch (err) {
+      expect(isSyncgateError(err, 'SG_ERR_CONFIG_INVALID')).toBe(true);
+      const text = isSyncgateError(err) ? `${err.message}\n${JSON.stringify(err.details)}` : '';
+      expect(text).toMatch(/\/http\/adminToken/);
+      expect(text).toMatch(/\/redis\/url/);
+      for (const secret of secrets) expect(text).not.toContain(secret);
+    }
+    // non-secret values are still shown: they help
+    expect(() => resolveConfig({ http: { port: 70000 } })).toThrow(/\(got 70000\)/);
+  });
 });

@@ -1,0 +1,85 @@
+/**
+ * What an operator meets first when running `syncgate serve` (in Kubernetes
+ * or by hand): the variables Kubernetes injects, and the messages for a
+ * taken port or an unreachable Redis — one coded line naming the setting.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer, type Server } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { LOOPBACK, getFreePort, killOnExit, terminate, waitFor, waitForExit } from '../harness/free-port.js';
+
+const main = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+const procs: ChildProcess[] = [];
+const servers: Server[] = [];
+afterAll(async () => {
+  for (const p of procs) await terminate(p, 5000);
+  for (const s of servers) s.close();
+});
+
+function run(args: string[], env: Record<string, string>) {
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SYNCGATE_')));
+  const proc = spawn(process.execPath, ['--import', 'tsx', main, ...args], { env: { ...clean, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  killOnExit(proc);
+  procs.push(proc);
+  const out = { stdout: '', stderr: '' };
+  proc.stdout?.on('data', (c: Buffer) => (out.stdout += c.toString()));
+  proc.stderr?.on('data', (c: Buffer) => (out.stderr += c.toString()));
+  return { proc, out };
+}
+
+const exited = (proc: ChildProcess, out: { stderr: string }) => () => (proc.exitCode !== null ? new Error(`exited ${proc.exitCode}: ${out.stderr}`) : undefined);
+
+/** The variables Kubernetes injects for the chart's Service of `helm install syncgate` (ports http 8080, appservice 9000). */
+const K8S_SERVICE_LINKS = {
+  SYNCGATE_SERVICE_HOST: '10.96.0.10',
+  SYNCGATE_SERVICE_PORT: '8080',
+  SYNCGATE_SERVICE_PORT_HTTP: '8080',
+  SYNCGATE_SERVICE_PORT_APPSERVICE: '9000',
+  SYNCGATE_PORT: 'tcp://10.96.0.10:8080',
+  SYNCGATE_PORT_8080_TCP: 'tcp://10.96.0.10:8080',
+  SYNCGATE_PORT_8080_TCP_PROTO: 'tcp',
+  SYNCGATE_PORT_8080_TCP_PORT: '8080',
+  SYNCGATE_PORT_8080_TCP_ADDR: '10.96.0.10',
+  SYNCGATE_PORT_9000_TCP: 'tcp://10.96.0.10:9000',
+  SYNCGATE_PORT_9000_TCP_PROTO: 'tcp',
+  SYNCGATE_PORT_9000_TCP_PORT: '9000',
+  SYNCGATE_PORT_9000_TCP_ADDR: '10.96.0.10',
+};
+
+describe('syncgate serve, as an operator meets it', () => {
+  it('starts next to the service-link variables Kubernetes injects, logging them at debug', async () => {
+    const port = await getFreePort();
+    const { proc, out } = run(['serve'], { ...K8S_SERVICE_LINKS, SYNCGATE_HTTP_PORT: String(port), SYNCGATE_LOG_LEVEL: 'debug' });
+    await waitFor(() => out.stdout.includes('syncgate listening'), { timeoutMs: 60_000, what: 'the gateway to listen', failFast: exited(proc, out) });
+    expect((await fetch(`http://${LOOPBACK}:${port}/healthz`)).status).toBe(200);
+    expect(out.stdout).toMatch(/ignoring Kubernetes service-link variables/);
+    expect(out.stdout).toContain('SYNCGATE_PORT_8080_TCP_ADDR');
+  });
+
+  it('a taken port: exits non-zero with one coded line naming http.port / SYNCGATE_HTTP_PORT, no stack trace', async () => {
+    const port = await getFreePort();
+    const holder = createServer();
+    servers.push(holder);
+    await new Promise<void>((resolve) => holder.listen(port, LOOPBACK, resolve));
+    const { proc, out } = run(['serve'], { SYNCGATE_HTTP_HOST: LOOPBACK, SYNCGATE_HTTP_PORT: String(port) });
+    await waitForExit(proc);
+    expect(proc.exitCode).toBe(1);
+    const lines = out.stderr.split('\n').filter((l) => l.trim() !== '');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^syncgate: SG_ERR_HTTP_LISTEN: .*127\.0\.0\.1:\d+.*in use.*http\.port \/ SYNCGATE_HTTP_PORT/);
+    expect(`${out.stdout}${out.stderr}`).not.toMatch(/^\s+at |\\n\s+at /m);
+  });
+
+  it('an unreachable Redis: the error names redis.url and the connection failure, not client options', async () => {
+    const closed = await getFreePort();
+    const { proc, out } = run(['serve'], { SYNCGATE_HTTP_PORT: String(await getFreePort()), SYNCGATE_REDIS_URL: `redis://:hunter2-secret@${LOOPBACK}:${closed}` });
+    await waitForExit(proc);
+    expect(proc.exitCode).toBe(1);
+    const lines = out.stderr.split('\n').filter((l) => l.trim() !== '');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/SG_ERR_LOG_UNAVAILABLE: .*redis\.url.*ECONNREFUSED/);
+    expect(lines[0]).not.toMatch(/maxRetriesPerRequest/);
+    expect(`${out.stdout}${out.stderr}`).not.toContain('hunter2-secret');
+  });
+});
