@@ -184,6 +184,8 @@ export class MatrixHttp {
   lastAnswerAt = 0;
   /** the last request failed without an answer */
   unreachable = false;
+  /** why the last request that got no answer failed (kept after the homeserver answers again) */
+  lastError: string | undefined;
   private readonly baseUrl: string;
   private accessToken: string;
   private readonly timeoutMs: number;
@@ -221,7 +223,8 @@ export class MatrixHttp {
       this.counters.failures++;
       this.unreachable = true;
       const why = timeout.aborted ? `timed out after ${options.timeoutMs ?? this.timeoutMs} ms` : err instanceof Error ? err.message : String(err);
-      throw new MatrixNetworkError(`${method} ${url.pathname}: ${why}`, { cause: err });
+      this.lastError = `${method} ${url.pathname}: ${why}`;
+      throw new MatrixNetworkError(this.lastError, { cause: err });
     }
     this.unreachable = false;
     this.lastAnswerAt = Date.now();

@@ -314,6 +314,7 @@ class MatrixAdapterImpl implements MatrixAdapter {
         mode: this.mode,
         userId: this.userId,
         homeserverReachable: reachable,
+        ...(this.http.lastError !== undefined ? { lastError: this.http.lastError } : {}),
         linkedRooms: linked.length,
         joinedRooms: linked.length - unjoined.length,
         unjoinedRooms: unjoined.slice(0, 20).map((r) => ({ roomId: r, reason: this.joinProblems.get(r) ?? 'not joined yet' })),

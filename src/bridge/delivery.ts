@@ -41,7 +41,8 @@ export const DEFAULT_DELIVERY: DeliveryOptions = Object.freeze({
 
 /** What the runtime turns into metrics; every give-up is also a log line with the event id. */
 export interface DeliveryObserver {
-  delivered(adapter: string, room: string): void;
+  /** `lagMs`: from the event's arrival in the log to its confirmed delivery */
+  delivered(adapter: string, room: string, lagMs: number): void;
   retried(adapter: string, room: string, reason: string): void;
   deadLettered(adapter: string, room: string, eventId: string, reason: string): void;
   leaseChanged(adapter: string, partition: number, held: boolean): void;
@@ -295,7 +296,7 @@ class PartitionWorker {
         switch (result.status) {
           case 'delivered': {
             await this.record(event, result.nativeIds, result.aliases ?? []);
-            this.deps.observer.delivered(this.adapter.name, room);
+            this.deps.observer.delivered(this.adapter.name, room, Date.now() - event.ts.received);
             q.done.add(link.target);
             break;
           }

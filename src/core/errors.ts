@@ -39,7 +39,8 @@ export const ERROR_TABLE = {
   SG_ERR_USER_UNKNOWN: { status: 404, message: 'No such user' },
   SG_ERR_STREAM_SLOW: { status: 503, message: 'The client did not keep up with the stream; resume from `next`' },
   SG_ERR_STREAM_RESET: { status: 409, message: 'Access changed; reconnect from `next`' },
-  SG_ERR_NOT_READY: { status: 503, message: 'A dependency of this replica is not ready' },
+  /** retired: /readyz is the log's alone; adapter state is in GET /v1/admin/status */
+  SG_ERR_NOT_READY: { status: 503, message: 'A dependency of this replica is not ready', retired: true },
   SG_ERR_INTERNAL: { status: 500, message: 'Internal error' },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -10,7 +10,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import type { EventLog, RoomSpec } from '../core/ports.js';
-import type { HttpConfig, HttpContext, ReadinessCheck } from './context.js';
+import type { HttpConfig, HttpContext, StatusReport } from './context.js';
 import { Directory } from './directory.js';
 import { utf8JsonParser, type JsonTextParser } from './body.js';
 import { clientErrorHandler, createErrorHandler, notFoundHandler } from './errors.js';
@@ -31,8 +31,8 @@ export interface AppDeps {
   readonly log: EventLog;
   readonly logger: Logger;
   readonly config: HttpConfig;
-  /** extra readiness checks (e.g. one per adapter), merged into /readyz */
-  readonly readiness?: ReadinessCheck;
+  /** each adapter's state for GET /v1/admin/status (readiness is the log's alone) */
+  readonly status?: StatusReport;
   /** checks a room's links before the admin API stores it (e.g. MQTT rules); returns every problem */
   readonly validateRoom?: (spec: RoomSpec) => readonly string[];
   /** where the metrics go; a fresh registry when absent */
@@ -78,7 +78,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       maxBufferedBytes: deps.stream?.maxBufferedBytes ?? STREAM_DEFAULTS.maxBufferedBytes,
       stallMs: deps.stream?.stallMs ?? STREAM_DEFAULTS.stallMs,
     }),
-    readiness: deps.readiness,
+    status: deps.status,
     validateRoom: deps.validateRoom,
   };
 

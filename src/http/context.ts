@@ -13,7 +13,8 @@ import type { ViewCache } from './view.js';
 
 export type HttpConfig = Config['http'];
 
-export type ReadinessCheck = () => Promise<Record<string, { ok: boolean; detail?: string }>>;
+/** Each adapter's state on this replica (GET /v1/admin/status); provided by the runtime. */
+export type StatusReport = () => Promise<{ readonly log: unknown; readonly adapters: Readonly<Record<string, unknown>> }>;
 
 export interface HttpContext {
   readonly log: EventLog;
@@ -25,6 +26,6 @@ export interface HttpContext {
   readonly registry: Registry;
   readonly views: ViewCache;
   readonly live: LiveHub;
-  readonly readiness: ReadinessCheck | undefined;
+  readonly status: StatusReport | undefined;
   readonly validateRoom: ((spec: RoomSpec) => readonly string[]) | undefined;
 }

@@ -3,4 +3,4 @@
  * by itself; src/runtime listens.
  */
 export { buildApp, type AppDeps } from './app.js';
-export type { ReadinessCheck, HttpConfig } from './context.js';
+export type { StatusReport, HttpConfig } from './context.js';

@@ -154,5 +154,7 @@ export const Health = Type.Object({ status: Type.Literal('ok') });
 export const Readiness = Type.Object({
   status: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
   code: Type.Optional(Type.String()),
+  /** why not ready, in words (with a 503) */
+  reason: Type.Optional(Type.String()),
   checks: Type.Record(Type.String(), Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.String()) })),
 });

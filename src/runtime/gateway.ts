@@ -1,8 +1,9 @@
 /**
  * The composition root: builds the event log, room links, the ingest sink,
  * the adapters, the delivery engine and the HTTP app from one frozen config;
- * starts them in order (log → delivery groups → adapters, each on the replica
- * holding its connection lease → HTTP) and stops them in reverse (HTTP stops
+ * starts them in order (log → delivery groups → HTTP → adapters in the
+ * background, each on the replica holding its connection lease) and stops
+ * them in reverse (HTTP stops
  * accepting → in-flight deliveries finish → adapters stop → leases released
  * → log).
  */
@@ -22,7 +23,7 @@ import { createEventLog } from '../eventlog/index.js';
 import { buildApp } from '../http/app.js';
 import { redactUrl } from '../log/index.js';
 import { createAdapters, roomLinkProblems, type AdapterContext } from './adapters.js';
-import { registerGatewayMetrics } from './metrics.js';
+import { registerAdapterStateMetrics, registerGatewayMetrics } from './metrics.js';
 import { AdapterSupervisor } from './supervisor.js';
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -35,10 +36,37 @@ export interface Gateway {
   readonly adapters: readonly Adapter[];
   /** one per adapter: which replica holds its connection */
   readonly supervisors: readonly AdapterSupervisor[];
-  /** starts delivery, the adapters and the HTTP listener; resolves with the bound address */
+  /**
+   * Starts the HTTP listener, then the adapters in the background (each on the
+   * replica holding its lease; a remote server being down does not hold the
+   * API back); resolves with the bound address.
+   */
   start(): Promise<string>;
+  /** resolves once every adapter's first start attempt (or standby decision) is over; tests wait on it */
+  adaptersStarted(): Promise<void>;
+  /** each adapter's state on this replica: what GET /v1/admin/status shows */
+  status(): Promise<GatewayStatus>;
   /** stops accepting, finishes in-flight sends, releases leases, closes the log; safe to call twice */
   stop(): Promise<void>;
+}
+
+export interface AdapterStatusReport {
+  readonly protocol: string;
+  /** active: this replica holds the connection; standby: another replica does; failed: the last start failed (retrying) */
+  readonly state: string;
+  readonly connected: boolean;
+  readonly ready: boolean;
+  readonly lastError?: { readonly message: string; readonly at: string };
+  /** rooms linked to this adapter, with their targets */
+  readonly links: ReadonlyArray<{ readonly room: string; readonly target: string }>;
+  readonly delivery: { readonly partitionsHeld: number; readonly lastDelivery?: { readonly lagMs: number; readonly at: string } };
+  /** the adapter's own report: joined rooms, session, counters … */
+  readonly detail: Readonly<Record<string, unknown>>;
+}
+
+export interface GatewayStatus {
+  readonly log: { readonly backend: string; readonly durable: boolean; readonly available: boolean };
+  readonly adapters: Readonly<Record<string, AdapterStatusReport>>;
 }
 
 export interface GatewayDeps {
@@ -110,33 +138,50 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     };
   });
 
+  const lastError = (supervisor: AdapterSupervisor) => {
+    const errors = [supervisor.lastFailure, supervisor.lastAdapterError].filter((e) => e !== undefined);
+    return errors.sort((a, b) => a.at.localeCompare(b.at)).at(-1);
+  };
+  const status = (): Promise<GatewayStatus> => {
+    const report: Record<string, AdapterStatusReport> = {};
+    for (const { adapter, supervisor, delivery } of supervisors) {
+      const s = adapter.status();
+      const error = lastError(supervisor);
+      const last = observer.lastDelivery(adapter.name);
+      report[adapter.name] = {
+        protocol: adapter.protocol,
+        state: supervisor.current,
+        connected: s.connected,
+        ready: s.ready,
+        ...(error ? { lastError: error } : {}),
+        links: links.linksOf(adapter.name).map(({ room, link }) => ({ room, target: link.target })),
+        delivery: { partitionsHeld: Object.values(delivery.leases()).reduce((n, p) => n + p.length, 0), ...(last ? { lastDelivery: last } : {}) },
+        detail: s.detail ?? {},
+      };
+    }
+    return Promise.resolve({ log: { backend: log.info.backend, durable: log.info.durable, available: log.available }, adapters: report });
+  };
+  registerAdapterStateMetrics({
+    registry,
+    adapters: supervisors.map(({ adapter, supervisor }) => ({
+      name: adapter.name,
+      state: () => supervisor.current,
+      ready: () => adapter.status().ready,
+      lastErrorAt: () => lastError(supervisor)?.at,
+    })),
+  });
+
   const app = await buildApp({
     log,
     logger: logger.child({ module: 'http' }),
     config: config.http,
     registry,
     validateRoom: (spec) => roomLinkProblems(config, spec, extra.map((a) => a.name)),
-    readiness: () => {
-      // the HTTP layer checks the log itself; these are the adapters
-      const checks: Record<string, { ok: boolean; detail?: string }> = {};
-      for (const { adapter, supervisor } of supervisors) {
-        // A standby replica is ready: another one holds this adapter's connection.
-        if (supervisor.current === 'standby') {
-          checks[`adapter:${adapter.name}`] = { ok: true, detail: 'standby: another replica holds the connection' };
-          continue;
-        }
-        if (supervisor.current === 'failed') {
-          checks[`adapter:${adapter.name}`] = { ok: false, detail: `failed to start (trying again): ${supervisor.lastError ?? 'unknown error'}` };
-          continue;
-        }
-        const s = adapter.status();
-        checks[`adapter:${adapter.name}`] = s.ready ? { ok: true } : { ok: false, detail: s.connected ? 'connected, not ready' : 'not connected' };
-      }
-      return Promise.resolve(checks);
-    },
+    status: () => status(),
   });
 
   let trimTimer: NodeJS.Timeout | undefined;
+  let adaptersStarted: Promise<void> = Promise.resolve();
   let stopping: Promise<void> | undefined;
 
   return {
@@ -146,12 +191,18 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     sink,
     adapters,
     supervisors: supervisors.map((s) => s.supervisor),
+    adaptersStarted: () => adaptersStarted,
+    status,
     async start() {
-      // Consumer groups exist before anything can be appended, so nothing is missed;
-      // then each adapter starts on the replica that gets its connection lease.
+      // Consumer groups exist before anything can be appended, so nothing is missed.
       for (const { adapter } of supervisors) await Promise.all(Array.from({ length: log.info.partitions }, (_, p) => log.delivery.ensureGroup(p, `out:${adapter.name}`)));
-      await Promise.all(supervisors.map((s) => s.supervisor.start()));
+      // The API first: devices sync and send while the adapters connect (the log keeps what is sent meanwhile).
       const address = await listen(app, config.http.host, config.http.port);
+      // Then each adapter starts, in the background, on the replica that gets its connection lease;
+      // a start that fails is retried by its supervisor and shows in GET /v1/admin/status.
+      adaptersStarted = Promise.all(
+        supervisors.map(({ adapter, supervisor }) => supervisor.start().catch((err: unknown) => logger.error({ err, adapter: adapter.name }, 'adapter supervisor failed'))),
+      ).then(() => undefined);
       if (config.retention.maxAgeDays > 0) {
         const every = Math.min(3600_000, Math.max(10_000, (config.retention.maxAgeDays * DAY_MS) / 10));
         trimTimer = setInterval(() => {

@@ -9,8 +9,15 @@ import type { EventLog } from '../core/ports.js';
 import type { DeliveryObserver } from '../bridge/delivery.js';
 import type { BridgeSink } from '../bridge/ingest.js';
 
-export function registerGatewayMetrics(deps: { registry: Registry; log: EventLog; adapters: readonly Adapter[]; sink: BridgeSink }): DeliveryObserver {
+/** The last confirmed delivery per adapter, for the status endpoint. */
+export interface DeliveryLag {
+  lastDelivery(adapter: string): { readonly lagMs: number; readonly at: string } | undefined;
+}
+
+export function registerGatewayMetrics(deps: { registry: Registry; log: EventLog; adapters: readonly Adapter[]; sink: BridgeSink }): DeliveryObserver & DeliveryLag {
   const registers = [deps.registry];
+  const last = new Map<string, { lagMs: number; at: string }>();
+  const lag = new Gauge({ name: 'syncgate_delivery_lag_seconds', help: 'From an event\'s arrival in the log to its confirmed delivery, for the last event delivered to the adapter', labelNames: ['adapter'], registers });
   const delivered = new Counter({ name: 'syncgate_delivered_total', help: 'Events delivered to an adapter and confirmed by its protocol', labelNames: ['adapter'], registers });
   const retried = new Counter({ name: 'syncgate_delivery_failed_total', help: 'Delivery attempts that failed and will be retried', labelNames: ['adapter'], registers });
   const dead = new Counter({ name: 'syncgate_dead_lettered_total', help: 'Events moved to the dead-letter stream', labelNames: ['adapter'], registers });
@@ -56,7 +63,12 @@ export function registerGatewayMetrics(deps: { registry: Registry; log: EventLog
     },
   });
   return {
-    delivered: (adapter) => delivered.inc({ adapter }),
+    delivered: (adapter, _room, lagMs) => {
+      delivered.inc({ adapter });
+      lag.set({ adapter }, lagMs / 1000);
+      last.set(adapter, { lagMs, at: new Date().toISOString() });
+    },
+    lastDelivery: (adapter) => last.get(adapter),
     retried: (adapter) => retried.inc({ adapter }),
     deadLettered: (adapter) => dead.inc({ adapter }),
     leaseChanged: (adapter, _partition, held) => leases.inc({ adapter }, held ? 1 : -1),
@@ -68,4 +80,44 @@ function numericLeaves(value: unknown, path: string, depth = 0): Array<[string, 
   if (typeof value === 'number' && Number.isFinite(value)) return path ? [[path, value]] : [];
   if (typeof value !== 'object' || value === null || Array.isArray(value) || depth > 4) return [];
   return Object.entries(value).flatMap(([k, v]) => numericLeaves(v, path ? `${path}.${k}` : k, depth + 1));
+}
+
+/** What the runtime knows of each adapter on this replica, as metrics (the status endpoint shows the same). */
+export function registerAdapterStateMetrics(deps: {
+  registry: Registry;
+  adapters: ReadonlyArray<{ readonly name: string; state(): string; ready(): boolean; lastErrorAt(): string | undefined }>;
+}): void {
+  const registers = [deps.registry];
+  const STATES = ['standby', 'starting', 'active', 'failed', 'stopping', 'stopped'];
+  new Gauge({
+    name: 'syncgate_adapter_state',
+    help: 'Which state the adapter\'s supervisor is in on this replica (1 for the current state): active = this replica holds the connection, standby = another one does, failed = the last start failed (retrying)',
+    labelNames: ['adapter', 'state'],
+    registers,
+    collect() {
+      for (const a of deps.adapters) for (const state of STATES) this.set({ adapter: a.name, state }, a.state() === state ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'syncgate_adapter_ready',
+    help: '1 when the adapter can deliver (connected, joined or subscribed) on this replica',
+    labelNames: ['adapter'],
+    registers,
+    collect() {
+      for (const a of deps.adapters) this.set({ adapter: a.name }, a.ready() ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'syncgate_adapter_last_error_timestamp_seconds',
+    help: 'When this replica last saw an error of the adapter (failed start or an error it reported)',
+    labelNames: ['adapter'],
+    registers,
+    collect() {
+      this.reset();
+      for (const a of deps.adapters) {
+        const at = a.lastErrorAt();
+        if (at !== undefined) this.set({ adapter: a.name }, Date.parse(at) / 1000);
+      }
+    },
+  });
 }

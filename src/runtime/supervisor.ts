@@ -39,7 +39,7 @@ export class AdapterSupervisor {
   private timer: NodeJS.Timeout | undefined;
   private transition: Promise<void> = Promise.resolve();
   private readonly lease: string;
-  private failure: string | undefined;
+  private failure: { readonly message: string; readonly at: string } | undefined;
 
   constructor(private readonly deps: SupervisorDeps) {
     this.lease = `conn:${deps.adapter.name}`;
@@ -51,7 +51,26 @@ export class AdapterSupervisor {
 
   /** why the last start failed, while in state `failed` */
   get lastError(): string | undefined {
-    return this.state === 'failed' ? this.failure : undefined;
+    return this.state === 'failed' ? this.failure?.message : undefined;
+  }
+
+  /** the last error the adapter reported in its status (`detail.lastError`) and when this replica first saw it */
+  get lastAdapterError(): { readonly message: string; readonly at: string } | undefined {
+    this.noteAdapterError();
+    return this.adapterError;
+  }
+
+  private adapterError: { readonly message: string; readonly at: string } | undefined;
+
+  private noteAdapterError(): void {
+    const reported = this.deps.adapter.status().detail?.['lastError'];
+    if (typeof reported !== 'string' || reported === '' || reported === this.adapterError?.message) return;
+    this.adapterError = { message: reported, at: new Date().toISOString() };
+  }
+
+  /** the last failed start and when (ISO time), kept after a later start succeeds; for the status endpoint */
+  get lastFailure(): { readonly message: string; readonly at: string } | undefined {
+    return this.failure;
   }
 
   /** Tries for the lease now (so a single replica starts at once), then keeps renewing or trying. */
@@ -70,6 +89,8 @@ export class AdapterSupervisor {
 
   private async tick(): Promise<void> {
     const { adapter, logger } = this.deps;
+    // sampled on every tick, so the time an adapter's error appeared is known within leaseMs/3
+    this.noteAdapterError();
     let held: boolean;
     try {
       held = await this.deps.queue.acquireLease(LEASE_PARTITION, this.lease, this.deps.owner, this.deps.leaseMs);
@@ -98,7 +119,7 @@ export class AdapterSupervisor {
       await adapter.start();
     } catch (err) {
       logger.error({ err, adapter: adapter.name }, 'adapter failed to start; releasing its lease and trying again later');
-      this.failure = err instanceof Error ? err.message : String(err);
+      this.failure = { message: err instanceof Error ? err.message : String(err), at: new Date().toISOString() };
       await this.deactivate('failed');
       await this.deps.queue.releaseLease(LEASE_PARTITION, this.lease, this.deps.owner).catch(() => undefined);
       return;

@@ -2,7 +2,8 @@
  * Two replicas against one Redis: each adapter's connection (and its
  * deliveries) runs on exactly one of them; when that replica stops, the other
  * takes the connection over and delivery goes on. An adapter that fails to
- * start is reported as not ready, not as a standby.
+ * start is reported as failed (not as a standby) in GET /v1/admin/status,
+ * while /readyz stays 200: the replica can serve the API.
  */
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, inject, it } from 'vitest';
@@ -63,7 +64,7 @@ describe('replicas', () => {
     expect(two.gateway.supervisors[0]?.current).toBe('active');
   });
 
-  it('reports an adapter that failed to start as not ready (no replica holds its connection), and ready once a retry starts it', async () => {
+  it('reports an adapter that failed to start in the status (not as standby) while the replica stays ready, and active once a retry starts it', async () => {
     const prefix = testPrefix('replicas-failed');
     let adapter: TestAdapter | undefined;
     const one = await startGateway({
@@ -77,24 +78,25 @@ describe('replicas', () => {
       },
     });
     running.push(one);
-    const readiness = async () => {
-      const res = await fetch(`${one.url}/readyz`);
-      return { status: res.status, check: ((await res.json()) as { checks: Record<string, { ok: boolean; detail?: string }> }).checks['adapter:remote'] };
-    };
+    type Report = { state: string; connected: boolean; lastError?: { message: string; at: string } };
+    const status = async () => (await one.admin<{ adapters: Record<string, Report> }>('GET', '/v1/admin/status')).body.adapters['remote'];
     // It keeps failing: this replica is not a standby, and nobody else holds the connection.
     await waitFor(
       async () => {
-        const { status, check } = await readiness();
-        return status === 503 && check?.ok === false && check.detail?.includes('the remote refuses the connection') === true;
+        const s = await status();
+        return s?.state === 'failed' && s.lastError?.message.includes('the remote refuses the connection') === true;
       },
-      { timeoutMs: 10_000, what: '/readyz to report the failed start' },
+      { timeoutMs: 10_000, what: 'the status to report the failed start' },
     );
+    expect(Number.isNaN(Date.parse((await status())?.lastError?.at ?? ''))).toBe(false);
+    // the replica serves the API all the same
+    expect((await fetch(`${one.url}/readyz`)).status).toBe(200);
     expect(one.gateway.supervisors[0]?.current).not.toBe('active');
 
     if (!adapter) throw new Error('adapter missing');
     adapter.controls.failStart = false;
-    await waitFor(async () => (await readiness()).status === 200, { timeoutMs: 10_000, what: '/readyz once a retry started the adapter' });
-    expect((await readiness()).check).toEqual({ ok: true });
+    await waitFor(async () => (await status())?.state === 'active', { timeoutMs: 10_000, what: 'the status once a retry started the adapter' });
+    expect((await status())?.connected).toBe(true);
     expect(one.gateway.supervisors[0]?.current).toBe('active');
   });
 });

@@ -55,6 +55,8 @@ export async function startGateway(options: GatewayOptions = {}): Promise<TestGa
     deliveryOptions: { leaseMs: 3000, backoffBaseMs: 50, backoffMaxMs: 1000, ...options.delivery },
   });
   const address = await gateway.start();
+  // The API listens before the adapters start; the tests want them started (or standing by) first.
+  await gateway.adaptersStarted();
   const url = address.replace('0.0.0.0', '127.0.0.1');
   const users = new Set<string>();
   const tg: TestGateway = {

@@ -35,6 +35,28 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: HttpContext): voi
   const onRequest = adminAuth(ctx.config.adminToken);
   const tags = ['admin'];
 
+  // --- status
+
+  app.get(
+    '/v1/admin/status',
+    {
+      onRequest,
+      schema: {
+        tags,
+        security,
+        summary: "This replica's view: the log, and each adapter's state (active here or standby, connected, ready, last error and when, linked rooms, joined rooms in its detail, delivery lag)",
+        response: {
+          200: Type.Object({
+            log: Type.Object({ backend: Type.String(), durable: Type.Boolean(), available: Type.Boolean() }),
+            adapters: Type.Record(Type.String(), Type.Unknown()),
+          }),
+          ...adminErrors(),
+        },
+      },
+    },
+    async () => (ctx.status ? ctx.status() : { log: { backend: ctx.log.info.backend, durable: ctx.log.info.durable, available: ctx.log.available }, adapters: {} }),
+  );
+
   // --- users
 
   app.post<{ Body: Static<typeof UserBody> }>(
