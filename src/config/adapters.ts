@@ -27,6 +27,21 @@ const PARSERS: { [T in AdapterType]: Parser<Extract<AdapterSection, { type: T }>
 
 export const ADAPTER_TYPES = Object.keys(PARSERS) as AdapterType[];
 
+/**
+ * The secrets of each adapter type: the suffix of their environment variable
+ * SYNCGATE_ADAPTER_<NAME>_<SUFFIX> → the path within the adapter's section.
+ */
+export const ADAPTER_SECRETS: { readonly [T in AdapterType]: Readonly<Record<string, readonly string[]>> } = {
+  matrix: { AS_TOKEN: ['appservice', 'asToken'], HS_TOKEN: ['appservice', 'hsToken'], ACCESS_TOKEN: ['bot', 'accessToken'], PASSWORD: ['bot', 'password'] },
+  mqtt: { URL: ['url'], PASSWORD: ['password'] },
+  xmpp: { PASSWORD: ['password'] },
+};
+
+/** An adapter's name as it appears in an environment variable: xmpp-eu → XMPP_EU. */
+export function adapterEnvName(name: string): string {
+  return name.toUpperCase().replaceAll('-', '_');
+}
+
 
 /** Validates every adapter section; returns the parsed sections and the problems (paths under /adapters/<name>). */
 export function parseAdapterSections(raw: Readonly<Record<string, unknown>>): { sections: Record<string, AdapterSection>; problems: string[] } {

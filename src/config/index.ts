@@ -4,13 +4,14 @@
  * (every violation reported at once) → deep-freeze. Only `main` passes
  * process.env in; nothing here runs at import time.
  */
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { parse as parseYaml } from 'yaml';
 import { SyncgateError } from '../core/errors.js';
 import { RoomSpec } from '../core/ports.js';
-import { parseAdapterSections, type AdapterSection } from './adapters.js';
+import { ADAPTER_SECRETS, adapterEnvName, parseAdapterSections, type AdapterSection } from './adapters.js';
 
 export type { AdapterSection } from './adapters.js';
 
@@ -136,6 +137,65 @@ export function ignoredServiceLinks(env: Readonly<Record<string, string | undefi
   return Object.keys(env).filter((name) => name.startsWith('SYNCGATE_') && !(name in ENV_OVERRIDES) && isServiceLinkVariable(name, env[name])).sort();
 }
 
+/** Overrides whose values are secrets: each may also come from a file, <NAME>_FILE (a mounted Secret). */
+const SECRET_ENV: ReadonlySet<string> = new Set([
+  'SYNCGATE_ADMIN_TOKEN',
+  'SYNCGATE_REDIS_URL',
+  'SYNCGATE_REDIS_PASSWORD',
+  'SYNCGATE_MATRIX_AS_TOKEN',
+  'SYNCGATE_MATRIX_HS_TOKEN',
+  'SYNCGATE_MATRIX_ACCESS_TOKEN',
+  'SYNCGATE_MQTT_URL',
+  'SYNCGATE_MQTT_PASSWORD',
+  'SYNCGATE_XMPP_PASSWORD',
+]);
+
+const ADAPTER_SECRET_PREFIX = 'SYNCGATE_ADAPTER_';
+
+/**
+ * SYNCGATE_ADAPTER_<NAME>_<SECRET> → the config path of that secret of the
+ * adapter named <name> in the file (whatever it is called), by its type.
+ */
+function adapterSecretPath(variable: string, adapters: unknown): string[] | undefined {
+  if (!variable.startsWith(ADAPTER_SECRET_PREFIX) || typeof adapters !== 'object' || adapters === null) return undefined;
+  const rest = variable.slice(ADAPTER_SECRET_PREFIX.length);
+  for (const [name, section] of Object.entries(adapters as Record<string, unknown>)) {
+    const type = typeof section === 'object' && section !== null ? (section as Record<string, unknown>)['type'] : undefined;
+    const secrets = typeof type === 'string' && Object.hasOwn(ADAPTER_SECRETS, type) ? ADAPTER_SECRETS[type as keyof typeof ADAPTER_SECRETS] : undefined;
+    for (const [suffix, path] of Object.entries(secrets ?? {})) {
+      if (rest === `${adapterEnvName(name)}_${suffix}`) return ['adapters', name, ...path];
+    }
+  }
+  return undefined;
+}
+
+/**
+ * <SECRET>_FILE variables: the secret is the file's content (one trailing
+ * newline dropped), as Kubernetes mounts a Secret. Returns the environment with
+ * those values filled in, the _FILE names consumed, and the problems.
+ */
+function readSecretFiles(env: Readonly<Record<string, string | undefined>>, adapters: unknown): { env: Record<string, string | undefined>; consumed: Set<string>; problems: string[] } {
+  const out: Record<string, string | undefined> = { ...env };
+  const consumed = new Set<string>();
+  const problems: string[] = [];
+  for (const [name, file] of Object.entries(env)) {
+    if (!name.startsWith('SYNCGATE_') || !name.endsWith('_FILE') || file === undefined || file === '') continue;
+    const secret = name.slice(0, -'_FILE'.length);
+    if (!SECRET_ENV.has(secret) && adapterSecretPath(secret, adapters) === undefined) continue;
+    consumed.add(name);
+    if (env[secret] !== undefined && env[secret] !== '') {
+      problems.push(`environment variables ${secret} and ${name} are both set: use one`);
+      continue;
+    }
+    try {
+      out[secret] = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+    } catch (err) {
+      problems.push(`${name}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+  }
+  return { env: out, consumed, problems };
+}
+
 /** Config paths whose values are secrets: a problem with one never shows the value. */
 const SECRET_PATHS: readonly string[] = ['/http/adminToken', '/redis/password', '/redis/url'];
 
@@ -166,18 +226,34 @@ export interface LoadOptions {
 }
 
 /** Builds the config from a plain object and the environment; throws SG_ERR_CONFIG_INVALID listing every problem. */
-export function resolveConfig(raw: unknown, env: Readonly<Record<string, string | undefined>> = {}): Config {
+export function resolveConfig(raw: unknown, given: Readonly<Record<string, string | undefined>> = {}): Config {
   if (raw !== undefined && raw !== null && (typeof raw !== 'object' || Array.isArray(raw))) {
     throw new SyncgateError('SG_ERR_CONFIG_INVALID', 'the configuration must be a mapping', { problems: ['/ must be a mapping'] });
   }
   const merged = structuredClone((raw ?? {}) as Record<string, unknown>);
+  const files = readSecretFiles(given, merged['adapters']);
+  const env = files.env;
   for (const [name, path] of Object.entries(ENV_OVERRIDES)) {
     const value = env[name];
     if (value !== undefined && value !== '') setPath(merged, path, value);
   }
-  const problems = [...Object.keys(env)]
-    .filter((name) => name.startsWith('SYNCGATE_') && !(name in ENV_OVERRIDES) && name !== 'SYNCGATE_CONFIG' && !isServiceLinkVariable(name, env[name]))
-    .map((name) => `environment variable ${name} is not a known setting`);
+  const adapterSecrets = new Set<string>();
+  for (const [name, value] of Object.entries(env)) {
+    const path = adapterSecretPath(name, merged['adapters']);
+    if (path === undefined) continue;
+    adapterSecrets.add(name);
+    if (value !== undefined && value !== '') setPath(merged, path, value);
+  }
+  const problems = [...files.problems];
+  problems.push(
+    ...[...Object.keys(env)]
+      .filter((name) => name.startsWith('SYNCGATE_') && !(name in ENV_OVERRIDES) && name !== 'SYNCGATE_CONFIG' && !files.consumed.has(name) && !adapterSecrets.has(name) && !isServiceLinkVariable(name, env[name]))
+      .map((name) =>
+        name.startsWith(ADAPTER_SECRET_PREFIX)
+          ? `environment variable ${name} is not a known setting (adapter secrets are SYNCGATE_ADAPTER_<NAME>_<SECRET> for an adapter <name> in the configuration file)`
+          : `environment variable ${name} is not a known setting`,
+      ),
+  );
   const withDefaults = Value.Default(ConfigSchema, merged);
   const converted = Value.Convert(ConfigSchema, withDefaults);
   problems.push(

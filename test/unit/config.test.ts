@@ -1,8 +1,9 @@
+import { readFileSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ignoredServiceLinks, loadConfig, resolveConfig } from '../../src/config/index.js';
+import { ENV_OVERRIDES, ignoredServiceLinks, loadConfig, resolveConfig } from '../../src/config/index.js';
 import { isSyncgateError } from '../../src/core/errors.js';
 
 describe('config', () => {
@@ -117,5 +118,90 @@ describe('config', () => {
     }
     // non-secret values are still shown: they help
     expect(() => resolveConfig({ http: { port: 70000 } })).toThrow(/\(got 70000\)/);
+  });
+
+  // Adapters named as an operator with two XMPP servers, a homeserver and a broker might name them.
+  const ADAPTERS = {
+    'xmpp-eu': { type: 'xmpp', service: 'xmpp://xmpp.example.org:5222', jid: 'bridge@example.org' },
+    hs: { type: 'matrix', homeserverUrl: 'http://synapse:8008', serverName: 'example.org', appservice: { url: 'http://syncgate:9000' } },
+    bot: { type: 'matrix', mode: 'bot', homeserverUrl: 'http://synapse:8008', serverName: 'example.org', bot: { userId: '@bridge:example.org' } },
+    broker: { type: 'mqtt', url: 'mqtt://broker:1883', username: 'gw', clientId: 'syncgate-gw' },
+  };
+
+  it('takes every adapter secret from SYNCGATE_ADAPTER_<NAME>_<SECRET>, whatever the adapter is called', () => {
+    const config = resolveConfig(
+      { adapters: ADAPTERS },
+      {
+        SYNCGATE_ADAPTER_XMPP_EU_PASSWORD: 'xmpp-secret',
+        SYNCGATE_ADAPTER_HS_AS_TOKEN: 'as-token-0123456789abcdef',
+        SYNCGATE_ADAPTER_HS_HS_TOKEN: 'hs-token-0123456789abcdef',
+        SYNCGATE_ADAPTER_BOT_ACCESS_TOKEN: 'bot-access-token',
+        SYNCGATE_ADAPTER_BROKER_PASSWORD: 'mqtt-secret',
+        SYNCGATE_ADAPTER_BROKER_URL: 'mqtts://gw:pw@broker:8883',
+      },
+    );
+    const section = (name: string) => config.adapters[name]?.config as unknown as Record<string, Record<string, unknown> | string>;
+    expect(section('xmpp-eu')['password']).toBe('xmpp-secret');
+    expect(section('hs')['appservice']).toMatchObject({ asToken: 'as-token-0123456789abcdef', hsToken: 'hs-token-0123456789abcdef' });
+    expect(section('bot')['bot']).toMatchObject({ accessToken: 'bot-access-token' });
+    expect(section('broker')['password']).toBe('mqtt-secret');
+    expect(section('broker')['url']).toBe('mqtts://gw:pw@broker:8883');
+  });
+
+  it('reads every secret from <VARIABLE>_FILE (a mounted Secret), and says which variable is wrong', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sgsecret-'));
+    const file = async (name: string, text: string) => {
+      const path = join(dir, name);
+      await writeFile(path, text);
+      return path;
+    };
+    const config = resolveConfig(
+      { adapters: ADAPTERS },
+      {
+        SYNCGATE_ADMIN_TOKEN_FILE: await file('admin', 'admin-token-from-a-file-0123\n'),
+        SYNCGATE_REDIS_URL_FILE: await file('url', 'redis://redis:6379/0\n'),
+        SYNCGATE_REDIS_PASSWORD_FILE: await file('redis', 'redis-pass'),
+        SYNCGATE_ADAPTER_XMPP_EU_PASSWORD_FILE: await file('xmpp', 'xmpp-pass\n'),
+        SYNCGATE_ADAPTER_HS_AS_TOKEN_FILE: await file('as', 'as-token-0123456789abcdef\n'),
+        SYNCGATE_ADAPTER_HS_HS_TOKEN_FILE: await file('hs', 'hs-token-0123456789abcdef\n'),
+        SYNCGATE_ADAPTER_BOT_PASSWORD_FILE: await file('bot', 'bot-password\n'),
+      },
+    );
+    expect(config.http.adminToken).toBe('admin-token-from-a-file-0123');
+    expect(config.redis).toMatchObject({ url: 'redis://redis:6379/0', password: 'redis-pass' });
+    expect((config.adapters['xmpp-eu']?.config as unknown as Record<string, unknown>)['password']).toBe('xmpp-pass');
+    expect((config.adapters['hs']?.config as unknown as Record<string, Record<string, unknown>>)['appservice']).toMatchObject({ asToken: 'as-token-0123456789abcdef' });
+    expect((config.adapters['bot']?.config as unknown as Record<string, Record<string, unknown>>)['bot']).toMatchObject({ password: 'bot-password' });
+
+    const secretFile = await file('both', 'file-secret-value');
+    const problems = (() => {
+      try {
+        resolveConfig(
+          { adapters: ADAPTERS },
+          {
+            SYNCGATE_ADMIN_TOKEN: 'an-admin-token-0123456789',
+            SYNCGATE_ADMIN_TOKEN_FILE: secretFile,
+            SYNCGATE_XMPP_PASSWORD_FILE: join(dir, 'missing'),
+            SYNCGATE_ADAPTER_NOPE_PASSWORD: 'x',
+            SYNCGATE_LOG_LEVEL_FILE: secretFile,
+          },
+        );
+      } catch (err) {
+        return isSyncgateError(err) ? (err.details?.['problems'] as string[]) : [];
+      }
+      return [];
+    })();
+    expect(problems).toContain('environment variables SYNCGATE_ADMIN_TOKEN and SYNCGATE_ADMIN_TOKEN_FILE are both set: use one');
+    expect(problems.join('\n')).toMatch(/SYNCGATE_XMPP_PASSWORD_FILE: cannot read .*missing \(ENOENT\)/);
+    expect(problems.join('\n')).toMatch(/SYNCGATE_ADAPTER_NOPE_PASSWORD is not a known setting/);
+    // only secrets have a _FILE variant
+    expect(problems.join('\n')).toMatch(/SYNCGATE_LOG_LEVEL_FILE is not a known setting/);
+    expect(problems.join('\n')).not.toContain('file-secret-value');
+  });
+
+  it('README documents every environment variable', () => {
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+    const table = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('## The event log'));
+    for (const name of [...Object.keys(ENV_OVERRIDES), 'SYNCGATE_CONFIG', 'SYNCGATE_ADAPTER_<NAME>_<SECRET>', '_FILE']) expect(table).toContain(name);
   });
 });
