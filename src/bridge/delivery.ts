@@ -63,6 +63,8 @@ export interface DeliveryDeps {
   readonly observer?: DeliveryObserver;
   /** a stable name for this process's consumers (default: host, pid and a random suffix) */
   readonly owner?: string;
+  /** a lease holder for which this returns true is a dead earlier incarnation of this replica: its leases are taken at once */
+  readonly reclaim?: (holder: string) => boolean;
 }
 
 export function backoffDelay(attempt: number, options: Pick<DeliveryOptions, 'backoffBaseMs' | 'backoffMaxMs'>, afterMs?: number): number {
@@ -105,7 +107,7 @@ class PartitionWorker {
   constructor(
     private readonly partition: number,
     private readonly adapter: Adapter,
-    private readonly deps: Required<Omit<DeliveryDeps, 'options' | 'adapters'>> & { readonly options: DeliveryOptions },
+    private readonly deps: Required<Omit<DeliveryDeps, 'options' | 'adapters' | 'reclaim'>> & { readonly options: DeliveryOptions; readonly reclaim?: (holder: string) => boolean },
   ) {
     this.group = `out:${adapter.name}`;
   }
@@ -157,7 +159,7 @@ class PartitionWorker {
     let failures = 0;
     while (!this.stopped) {
       try {
-        const held = await this.queue.acquireLease(this.partition, this.group, owner, options.leaseMs);
+        const held = await this.queue.acquireLease(this.partition, this.group, owner, options.leaseMs, this.deps.reclaim);
         if (!held) {
           if (this.active) this.lose('another process holds the lease');
           await this.sleep(tick);
@@ -426,7 +428,7 @@ export interface DeliveryManager {
 export function createDeliveryManager(deps: DeliveryDeps): DeliveryManager {
   const options = { ...DEFAULT_DELIVERY, ...deps.options };
   const owner = deps.owner ?? `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
-  const full = { log: deps.log, links: deps.links, logger: deps.logger, observer: deps.observer ?? noopObserver, owner, options };
+  const full = { log: deps.log, links: deps.links, logger: deps.logger, observer: deps.observer ?? noopObserver, owner, options, ...(deps.reclaim ? { reclaim: deps.reclaim } : {}) };
   const groups = deps.adapters.flatMap((adapter) => Array.from({ length: deps.log.info.partitions }, (_, p) => ({ adapter, partition: p })));
   // Workers are made afresh on every start: a manager stopped when its
   // adapter's connection moved away can start again when it comes back.

@@ -80,6 +80,12 @@ export const ConfigSchema = Type.Object(
       description: 'adapter instances by endpoint name; `type` picks the adapter, its own schema checks the rest',
     }),
     shutdownGraceMs: Type.Integer({ minimum: 0, maximum: 600_000, default: 10_000 }),
+    replicaId: Type.Optional(
+      Type.String({
+        pattern: '^[A-Za-z0-9._-]{1,128}$',
+        description: 'this replica\'s stable identity in the leases (default: the hostname = the pod name); a restarted replica takes its own leases back at once. Unique per replica',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -97,6 +103,7 @@ export const ENV_OVERRIDES: Readonly<Record<string, readonly string[]>> = {
   SYNCGATE_HTTP_PORT: ['http', 'port'],
   SYNCGATE_ADMIN_TOKEN: ['http', 'adminToken'],
   SYNCGATE_LOG_LEVEL: ['log', 'level'],
+  SYNCGATE_REPLICA_ID: ['replicaId'],
   SYNCGATE_RETENTION_MAX_AGE_DAYS: ['retention', 'maxAgeDays'],
   SYNCGATE_RETENTION_ROOM_MAX_LEN: ['retention', 'roomMaxLen'],
   // Secrets of the adapters with their default names (the Helm chart's Secret keys).

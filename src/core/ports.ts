@@ -146,8 +146,12 @@ export interface DeadLetter {
 export interface DeliveryQueue {
   /** creates the group at the current end of the feed when it does not exist */
   ensureGroup(partition: number, group: string): Promise<void>;
-  /** takes or renews the lease; false when another owner holds it */
-  acquireLease(partition: number, group: string, owner: string, ttlMs: number): Promise<boolean>;
+  /**
+   * Takes or renews the lease; false when another owner holds it. `reclaim`:
+   * also take it from a holder for which it returns true (a dead earlier
+   * incarnation of this replica), without waiting for the lease to expire.
+   */
+  acquireLease(partition: number, group: string, owner: string, ttlMs: number, reclaim?: (holder: string) => boolean): Promise<boolean>;
   releaseLease(partition: number, group: string, owner: string): Promise<void>;
   /** entries delivered to this consumer and not acknowledged (its own pending list) */
   readPending(partition: number, group: string, consumer: string, count: number): Promise<QueuedEntry[]>;

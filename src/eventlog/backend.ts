@@ -109,7 +109,10 @@ export interface LogBackend {
   /** `new`: entries never delivered to the group (XREADGROUP >); `pending`: this consumer's unacknowledged ones */
   groupRead(partition: number, group: string, consumer: string, mode: 'new' | 'pending', count: number): Promise<GroupEntry[]>;
   groupClaim(partition: number, group: string, consumer: string, count: number, minIdleMs: number): Promise<GroupEntry[]>;
-  leaseAcquire(partition: number, group: string, owner: string, ttlMs: number): Promise<boolean>;
+  /** takes or renews the lease; `replace`: also take it from that holder (compare and set) */
+  leaseAcquire(partition: number, group: string, owner: string, ttlMs: number, replace?: string): Promise<boolean>;
+  /** the current holder, if any */
+  leaseHolder(partition: number, group: string): Promise<string | undefined>;
   leaseRelease(partition: number, group: string, owner: string): Promise<void>;
   groupAck(partition: number, group: string, owner: string, ids: readonly string[]): Promise<boolean>;
   deadLetter(partition: number, group: string, owner: string, entry: { id: string; room: string; eventId: string }, reason: string, attempts: number): Promise<boolean>;

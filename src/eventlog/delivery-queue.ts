@@ -65,7 +65,14 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
 
   return {
     ensureGroup: (p, group) => backend.groupCreate(p, group),
-    acquireLease: (p, group, owner, ttlMs) => backend.leaseAcquire(p, group, owner, ttlMs),
+    acquireLease(p, group, owner, ttlMs, reclaim) {
+      if (reclaim === undefined) return backend.leaseAcquire(p, group, owner, ttlMs);
+      return (async () => {
+        if (await backend.leaseAcquire(p, group, owner, ttlMs)) return true;
+        const holder = await backend.leaseHolder(p, group);
+        return holder !== undefined && reclaim(holder) ? backend.leaseAcquire(p, group, owner, ttlMs, holder) : false;
+      })();
+    },
     releaseLease: (p, group, owner) => backend.leaseRelease(p, group, owner),
     readPending: async (p, group, consumer, count) => toQueued(p, await backend.groupRead(p, group, consumer, 'pending', count)),
     claimStale: async (p, group, consumer, count, minIdleMs = 0) => toQueued(p, await backend.groupClaim(p, group, consumer, count, minIdleMs)),

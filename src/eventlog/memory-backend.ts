@@ -426,13 +426,19 @@ export class MemoryBackend implements LogBackend {
     return lease !== undefined && lease.owner === owner && lease.expiresAt > Date.now();
   }
 
-  leaseAcquire(partition: number, group: string, owner: string, ttlMs: number): Promise<boolean> {
+  leaseAcquire(partition: number, group: string, owner: string, ttlMs: number, replace?: string): Promise<boolean> {
     this.closedCheck();
     const part = this.part(partition);
     const lease = part.leases.get(group);
-    if (lease && lease.owner !== owner && lease.expiresAt > Date.now()) return Promise.resolve(false);
+    if (lease && lease.owner !== owner && lease.owner !== replace && lease.expiresAt > Date.now()) return Promise.resolve(false);
     part.leases.set(group, { owner, expiresAt: Date.now() + ttlMs });
     return Promise.resolve(true);
+  }
+
+  leaseHolder(partition: number, group: string): Promise<string | undefined> {
+    this.closedCheck();
+    const lease = this.part(partition).leases.get(group);
+    return Promise.resolve(lease && lease.expiresAt > Date.now() ? lease.owner : undefined);
   }
 
   leaseRelease(partition: number, group: string, owner: string): Promise<void> {

@@ -53,7 +53,7 @@ interface SyncgateCommands {
   sgAdvance(key: string, field: string, value: string): Promise<string>;
   sgAlias(...args: Array<string | number>): Promise<number>;
   sgTrim(stream: string, marks: string, cutoff: string): Promise<number>;
-  sgLease(key: string, owner: string, ttlMs: number): Promise<number>;
+  sgLease(key: string, owner: string, ttlMs: number, replace?: string): Promise<number>;
   sgRelease(key: string, owner: string): Promise<number>;
   sgAck(lease: string, feed: string, owner: string, group: string, ...ids: string[]): Promise<number>;
   sgDead(lease: string, feed: string, dlq: string, ...args: Array<string | number>): Promise<number>;
@@ -516,9 +516,15 @@ export class RedisBackend implements LogBackend {
     return out;
   }
 
-  async leaseAcquire(partition: number, group: string, owner: string, ttlMs: number): Promise<boolean> {
+  async leaseAcquire(partition: number, group: string, owner: string, ttlMs: number, replace?: string): Promise<boolean> {
     this.closedCheck();
-    return (await this.redis.sgLease(this.keys.lease(partition, group), owner, ttlMs)) === 1;
+    const key = this.keys.lease(partition, group);
+    return (await (replace === undefined ? this.redis.sgLease(key, owner, ttlMs) : this.redis.sgLease(key, owner, ttlMs, replace))) === 1;
+  }
+
+  async leaseHolder(partition: number, group: string): Promise<string | undefined> {
+    this.closedCheck();
+    return (await this.redis.get(this.keys.lease(partition, group))) ?? undefined;
   }
 
   async leaseRelease(partition: number, group: string, owner: string): Promise<void> {

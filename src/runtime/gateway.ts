@@ -7,7 +7,6 @@
  * accepting → in-flight deliveries finish → adapters stop → leases released
  * → log).
  */
-import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -24,6 +23,7 @@ import { buildApp } from '../http/app.js';
 import { redactUrl } from '../log/index.js';
 import { createAdapters, roomLinkProblems, type AdapterContext } from './adapters.js';
 import { registerAdapterStateMetrics, registerGatewayMetrics } from './metrics.js';
+import { replicaIdentity } from './replica.js';
 import { AdapterSupervisor } from './supervisor.js';
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -127,14 +127,16 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
   collectDefaultMetrics({ register: registry });
   const observer = registerGatewayMetrics({ registry, log, adapters, sink });
   const deliveryConfig = { ...config.delivery, ...deliveryOptions };
-  const owner = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
+  const identity = replicaIdentity(config.replicaId ?? hostname());
+  const { owner } = identity;
+  const reclaim = (holder: string) => identity.reclaim(holder);
   // One delivery manager and one connection lease per adapter: its deliveries run where its connection is.
   const supervisors = adapters.map((adapter) => {
-    const delivery = createDeliveryManager({ log, adapters: [adapter], links, logger: logger.child({ module: 'delivery' }), observer, options: deliveryConfig, owner });
+    const delivery = createDeliveryManager({ log, adapters: [adapter], links, logger: logger.child({ module: 'delivery' }), observer, options: deliveryConfig, owner, reclaim });
     return {
       adapter,
       delivery,
-      supervisor: new AdapterSupervisor({ adapter, delivery, queue: log.delivery, owner, leaseMs: deliveryConfig.leaseMs, logger, graceMs: config.shutdownGraceMs }),
+      supervisor: new AdapterSupervisor({ adapter, delivery, queue: log.delivery, owner, reclaim, leaseMs: deliveryConfig.leaseMs, logger, graceMs: config.shutdownGraceMs }),
     };
   });
 
@@ -210,7 +212,7 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
         }, every);
         trimTimer.unref();
       }
-      logger.info({ address, backend: log.info.backend, durable: log.info.durable, adapters: adapters.map((a) => a.name) }, 'syncgate listening');
+      logger.info({ address, backend: log.info.backend, durable: log.info.durable, adapters: adapters.map((a) => a.name), replica: owner }, 'syncgate listening');
       return address;
     },
     stop() {

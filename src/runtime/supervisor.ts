@@ -18,6 +18,8 @@ export interface SupervisorDeps {
   readonly delivery: DeliveryManager;
   readonly queue: DeliveryQueue;
   readonly owner: string;
+  /** a holder for which this returns true is a dead earlier incarnation of this replica (see replica.ts) */
+  readonly reclaim?: (holder: string) => boolean;
   readonly leaseMs: number;
   readonly logger: Logger;
   /** how long stop() lets in-flight deliveries finish */
@@ -93,7 +95,7 @@ export class AdapterSupervisor {
     this.noteAdapterError();
     let held: boolean;
     try {
-      held = await this.deps.queue.acquireLease(LEASE_PARTITION, this.lease, this.deps.owner, this.deps.leaseMs);
+      held = await this.deps.queue.acquireLease(LEASE_PARTITION, this.lease, this.deps.owner, this.deps.leaseMs, this.deps.reclaim);
     } catch (err) {
       logger.warn({ err, adapter: adapter.name }, 'adapter lease check failed');
       return;

@@ -501,6 +501,17 @@ export function eventLogContract(target: ContractTarget): void {
       expect(results.map((r) => r.events.length)[0]).toBe(TOTAL);
     });
 
+    it('leases: renewed by their owner, refused to others until they expire, taken at once from a holder `reclaim` accepts', async () => {
+      const log = await make();
+      const ttl = 600_000;
+      expect(await log.delivery.acquireLease(0, 'out:x', 'dead#1#aa', ttl)).toBe(true);
+      expect(await log.delivery.acquireLease(0, 'out:x', 'dead#1#aa', ttl)).toBe(true);
+      expect(await log.delivery.acquireLease(0, 'out:x', 'other#2#bb', ttl)).toBe(false);
+      expect(await log.delivery.acquireLease(0, 'out:x', 'other#2#bb', ttl, (holder) => holder === 'someone-else')).toBe(false);
+      expect(await log.delivery.acquireLease(0, 'out:x', 'dead#1#cc', ttl, (holder) => holder === 'dead#1#aa')).toBe(true);
+      expect(await log.delivery.acquireLease(0, 'out:x', 'dead#1#aa', ttl)).toBe(false);
+    });
+
     it('state: advance is monotonic, setIfAbsent sets once', async () => {
       const log = await make();
       expect(await log.state.advance('markers', 'alice:ops', 'B')).toBe('B');

@@ -46,6 +46,8 @@ export async function startGateway(options: GatewayOptions = {}): Promise<TestGa
     http: { port: 0, adminToken: GATEWAY_ADMIN_TOKEN, rateLimit: { perSecond: 10_000, burst: 10_000 } },
     ...(options.redisUrl ? { redis: { url: options.redisUrl, prefix: options.prefix ?? testPrefix('gw') } } : {}),
     shutdownGraceMs: 2000,
+    // several replicas run in this one process: each its own identity, as pods have
+    replicaId: `test-${Math.random().toString(36).slice(2, 10)}`,
     ...options.config,
   });
   const gateway = await createGateway({
