@@ -296,6 +296,22 @@ describe('helm chart metadata and Dockerfile', () => {
     expect(chart['dependencies']).toBeUndefined();
   });
 
+  it('the image: a supported LTS Node, the API on every interface, a HEALTHCHECK on /healthz, OCI labels, and a README to build and run it', () => {
+    const dockerfile = readText(join(repoRoot, 'Dockerfile'));
+    const node = Number(/^ARG NODE_VERSION=(\d+)$/m.exec(dockerfile)?.[1]);
+    // Node 20 reached its end of life in April 2026; LTS lines are the even ones.
+    expect(node).toBeGreaterThanOrEqual(24);
+    expect(node % 2).toBe(0);
+    expect(dockerfile).toMatch(/^FROM node:\$\{NODE_VERSION\}-\$\{DEBIAN\}-slim AS runtime$/m);
+    expect(dockerfile).toMatch(/^ENV SYNCGATE_HTTP_HOST=0\.0\.0\.0$/m);
+    expect(dockerfile).toMatch(/^HEALTHCHECK .*\n?.*\/healthz/m);
+    for (const label of ['title', 'description', 'version', 'revision', 'created', 'licenses', 'base.name']) expect(dockerfile).toContain(`org.opencontainers.image.${label}=`);
+    const readme = readText(join(repoRoot, 'README.md'));
+    const section = readme.slice(readme.indexOf('### Container image'));
+    expect(section).toMatch(/docker build /);
+    expect(section).toMatch(/docker run /);
+  });
+
   it('the image runs the package binary as non-root on the chart port', () => {
     const dockerfile = readText(join(repoRoot, 'Dockerfile'));
     const values = loadValues();
