@@ -28,7 +28,10 @@ import type { Rule } from './rules.js';
 
 export const MSGID_PROPERTY = 'sg-msgid';
 export const EID_PROPERTY = 'sg-eid';
+/** a /v1/sync cursor resuming just after the published event (for its room) */
 export const CURSOR_PROPERTY = 'sg-cursor';
+/** the event's position (its `cursor` in the HTTP API: /v1/rooms/:room/messages?from=) */
+export const POSITION_PROPERTY = 'sg-pos';
 /** origin ids that are not message ids: the topic names where a message came from, not which message (IngestOptions.contextIds) */
 export const CONTEXT_IDS: readonly string[] = ['mqtt.topic'];
 /** longest topic we store (origin ids hold at most 1024 characters; senders 512) */

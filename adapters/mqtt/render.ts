@@ -3,14 +3,16 @@
  *
  * Room events go to the link's out topic as JSON, QoS 1, with user
  * properties `sg-eid` (our event id: devices dedupe on it and we recognise
- * it if it ever comes back in) and `sg-cursor` (where a device resumes with
- * /v1/sync). A room message matching a command pattern also becomes a
+ * it if it ever comes back in), `sg-cursor` (a sync cursor: where a device
+ * resumes with /v1/sync, just after this event) and `sg-pos` (the event's
+ * position, for /v1/rooms/:room/messages). A room message matching a command pattern also becomes a
  * command publication to the device, with MQTT 5 Response Topic and
  * Correlation Data (the command's event id).
  */
+import { syncCursorAfter } from '../../src/core/cursor.js';
 import type { Content, LogEvent } from '../../src/core/event.js';
 import type { MqttCommandConfig } from './config.js';
-import { CURSOR_PROPERTY, EID_PROPERTY } from './normalise.js';
+import { CURSOR_PROPERTY, EID_PROPERTY, POSITION_PROPERTY } from './normalise.js';
 import { compileTemplate, type Template } from './template.js';
 import { isPublishableTopic, parseNamedFilter, type NamedFilter } from './topics.js';
 
@@ -34,12 +36,18 @@ export interface Publication {
 
 export type RenderOutcome = { readonly ok: true; readonly publication: Publication } | { readonly ok: false; readonly reason: string };
 
-/** The event as devices see it: no internal origin ids or idempotency keys; `content` as converted for this endpoint when given. */
-export function eventBody(event: LogEvent, content?: Content): Record<string, unknown> {
+/**
+ * The event as devices see it: no internal origin ids or idempotency keys;
+ * `content` as converted for this endpoint when given. `cursor` is the
+ * event's position (as in the HTTP API), `next` the sync cursor just after
+ * it (`GET /v1/sync?since=`), for clients without user properties.
+ */
+export function eventBody(event: LogEvent, content?: Content, next: string = syncCursorAfter(event.cursor)): Record<string, unknown> {
   const body: Record<string, unknown> = {
     v: 1,
     eventId: event.eventId,
     cursor: event.cursor,
+    next,
     room: event.room,
     kind: event.kind,
     sender: { uid: event.sender.uid, proto: event.sender.proto, ...(event.sender.display ? { display: event.sender.display } : {}) },
@@ -51,21 +59,32 @@ export function eventBody(event: LogEvent, content?: Content): Record<string, un
   return body;
 }
 
+function syncCursorOf(event: LogEvent): string | undefined {
+  try {
+    return syncCursorAfter(event.cursor);
+  } catch {
+    return undefined;
+  }
+}
+
 export function renderRoomEvent(event: LogEvent, outTopic: Template, content?: Content): RenderOutcome {
   const rendered = outTopic.render({ room: event.room });
   if (!rendered.ok) return { ok: false, reason: `out topic template misses ${rendered.missing.join(', ')}` };
   if (!isPublishableTopic(rendered.text)) return { ok: false, reason: `"${rendered.text}" is not a topic one can publish to` };
+  const next = syncCursorOf(event);
+  if (next === undefined) return { ok: false, reason: 'the event has no valid position' };
   return {
     ok: true,
     publication: {
       topic: rendered.text,
-      payload: JSON.stringify(eventBody(event, content)),
+      payload: JSON.stringify(eventBody(event, content, next)),
       properties: {
         contentType: EVENT_CONTENT_TYPE,
         payloadFormatIndicator: true,
         userProperties: {
           [EID_PROPERTY]: event.eventId,
-          [CURSOR_PROPERTY]: event.cursor,
+          [CURSOR_PROPERTY]: next,
+          [POSITION_PROPERTY]: event.cursor,
           'sg-kind': event.kind,
           // Devices that only read properties still see that the body is a notice, not the sender's words.
           ...('content' in event && event.content.undecryptable ? { 'sg-undecryptable': event.content.undecryptable.reason } : {}),
@@ -177,6 +196,8 @@ export function renderCommand(event: LogEvent, match: CommandMatch): RenderOutco
   if (!topic.ok) return { ok: false, reason: `command topic misses ${topic.missing.join(', ')}` };
   if (!responseTopic.ok) return { ok: false, reason: `response topic misses ${responseTopic.missing.join(', ')}` };
   if (!isPublishableTopic(topic.text) || !isPublishableTopic(responseTopic.text)) return { ok: false, reason: 'the command or response topic is not publishable' };
+  const next = syncCursorOf(event);
+  if (next === undefined) return { ok: false, reason: 'the event has no valid position' };
   let payload: string;
   if (command.payload) {
     const p = command.payload.render(vars);
@@ -196,7 +217,7 @@ export function renderCommand(event: LogEvent, match: CommandMatch): RenderOutco
         payloadFormatIndicator: true,
         responseTopic: responseTopic.text,
         correlationData: Buffer.from(event.eventId, 'utf8'),
-        userProperties: { [EID_PROPERTY]: event.eventId, [CURSOR_PROPERTY]: event.cursor },
+        userProperties: { [EID_PROPERTY]: event.eventId, [CURSOR_PROPERTY]: next, [POSITION_PROPERTY]: event.cursor },
       },
     },
   };

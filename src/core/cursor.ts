@@ -151,3 +151,24 @@ export function decodeEventPosition(token: string, partitions: number): EventPos
   r.end();
   return { partitions, partition, pos };
 }
+
+/**
+ * The sync cursor that resumes just after the event at `position` (an
+ * event's `cursor`), computed from the token alone: the event's partition at
+ * the event, every other partition at its start. `since=` it gives exactly
+ * the events after this one in its partition — all later events of the
+ * event's room — and skips nothing anywhere else (other partitions are read
+ * from the oldest event retention kept). Events of other rooms in the same
+ * partition that come before it are skipped: it is a cursor for the event's
+ * room, not for a device's whole timeline.
+ */
+export function syncCursorAfter(position: string): string {
+  const r = open(position, KIND_EVENT);
+  const partitions = r.varint();
+  if (partitions < 1 || partitions > MAX_PARTITIONS) throw invalid('bad partition count');
+  const partition = r.varint();
+  if (partition >= partitions) throw invalid('partition out of range');
+  const pos = { ms: r.varint(), seq: r.varint() };
+  r.end();
+  return encodeSyncCursor(startCursor(partitions).map((start, p) => (p === partition ? pos : start)));
+}

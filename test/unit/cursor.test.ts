@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { decodeEventPosition, decodeSyncCursor, encodeEventPosition, encodeSyncCursor, maxCursor, startCursor } from '../../src/core/cursor.js';
+import { decodeEventPosition, decodeSyncCursor, encodeEventPosition, encodeSyncCursor, maxCursor, startCursor, syncCursorAfter } from '../../src/core/cursor.js';
 import { isSyncgateError } from '../../src/core/errors.js';
-import { EVENT_ID_LENGTH, eventIdFor, fnv1a32, justBefore, locateEventId, partitionOf } from '../../src/core/position.js';
+import { EVENT_ID_LENGTH, ZERO_POS, eventIdFor, fnv1a32, justBefore, locateEventId, partitionOf } from '../../src/core/position.js';
 
 function code(fn: () => unknown): string {
   try {
@@ -71,5 +71,15 @@ describe('event ids', () => {
     for (const text of ['ops', 'room-42', 'é', 'mixed ascii then 🚀']) {
       expect(fnv1a32(text)).toBe(fnv1a32(new TextEncoder().encode(text)));
     }
+  });
+});
+
+describe('syncCursorAfter', () => {
+  it('puts the event partition at the event and the others at their start; refuses anything but a position', () => {
+    const pos = { ms: 1_700_000_000_000, seq: 5 };
+    const token = encodeEventPosition({ partitions: 4, partition: 2, pos });
+    expect(decodeSyncCursor(syncCursorAfter(token), 4)).toEqual([ZERO_POS, ZERO_POS, pos, ZERO_POS]);
+    expect(code(() => syncCursorAfter(encodeSyncCursor(startCursor(4))))).toBe('SG_ERR_CURSOR_INVALID');
+    expect(code(() => syncCursorAfter('garbage!'))).toBe('SG_ERR_CURSOR_INVALID');
   });
 });

@@ -5,6 +5,7 @@ import type { IPublishPacket } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LogEvent } from '../../../src/core/event.js';
 import type { RoomLink } from '../../../src/core/ports.js';
+import { partitionOf } from '../../../src/core/position.js';
 import type { MqttAdapter } from '../../../adapters/mqtt/index.js';
 import { message } from '../../fixtures/events.js';
 import { startMosquitto, type MosquittoBroker } from '../../harness/mosquitto.js';
@@ -75,7 +76,7 @@ describe('MQTT outbound', () => {
     expect(p?.qos).toBe(1);
     expect(p?.topic).toBe(`sg/v1/rooms/${ROOM}/out`);
     expect(userProp(p as IPublishPacket, 'sg-eid')).toBe(first.eventId);
-    expect(userProp(p as IPublishPacket, 'sg-cursor')).toBe(first.cursor);
+    expect(userProp(p as IPublishPacket, 'sg-pos')).toBe(first.cursor);
     expect(p?.properties?.contentType).toBe('application/vnd.syncgate.event+json;v=1');
     expect(JSON.parse(String(p?.payload))).toMatchObject({ v: 1, eventId: first.eventId, room: ROOM, kind: 'message', content: { body: 'pump 7 looks fine' }, sender: { uid: 'alice' } });
 
@@ -88,6 +89,41 @@ describe('MQTT outbound', () => {
     await forwarder.publishAsync(`sg/v1/rooms/${ROOM}/out`, String(p?.payload), { qos: 1, properties: { userProperties: { 'sg-eid': first.eventId } } });
     await until(() => counters(adapter).echo === 1, 'the echo recognised');
     expect(await allEvents(gw.log)).toHaveLength(2);
+  });
+
+  it('publishes as sg-cursor a sync cursor that resumes /v1/sync just after the event, skipping nothing of other partitions', async () => {
+    // Another room on another partition, with history before and after.
+    const other = ['lab', 'yard', 'dock', 'roof', 'cellar'].find((r) => partitionOf(r, 4) !== partitionOf(ROOM, 4)) ?? 'lab';
+    const gw = await createGateway({ rooms: [{ id: ROOM, links: [RULE] }, { id: other, links: [] }] });
+    gateways.push(gw);
+    const adapter = makeAdapter(gw, { url: broker.url, clientId: uniqueClientId() });
+    adapters.push(adapter);
+    await adapter.start();
+    const observer = await recorder(broker.url, { protocolVersion: 4 });
+    const v5 = await recorder(broker.url);
+    await observer.client.subscribeAsync(`sg/v1/rooms/${ROOM}/out`, { qos: 1 });
+    await v5.client.subscribeAsync(`sg/v1/rooms/${ROOM}/out`, { qos: 1 });
+
+    const before = await gw.log.append(message(other, 'other room, earlier'));
+    const events = [await apiMessage(gw, 'one'), await apiMessage(gw, 'two'), await apiMessage(gw, 'three')];
+    const after = await gw.log.append(message(other, 'other room, later'));
+    const published = events[1] as LogEvent;
+    expect(await adapter.deliver(published, { room: ROOM, link: RULE }, { attempt: 0, references: {} })).toMatchObject({ status: 'delivered' });
+    await until(() => observer.received.length === 1 && v5.received.length === 1, 'the publication at both subscribers');
+
+    const packet = v5.received[0] as IPublishPacket;
+    const cursor = userProp(packet, 'sg-cursor') as string;
+    // What /v1/sync does with `since`: exactly the room's events after the published one, and all of the other partition.
+    const page = await gw.log.read(cursor, { rooms: new Set([ROOM, other]), limit: 100 });
+    expect(page.events.map((e) => e.eventId)).toEqual(expect.arrayContaining([events[2]?.eventId, before.eventId, after.eventId]));
+    expect(page.events).toHaveLength(3);
+    expect(userProp(packet, 'sg-pos')).toBe(published.cursor);
+    // The position resumes /messages after the event.
+    const history = await gw.log.roomHistory(ROOM, { from: userProp(packet, 'sg-pos') as string, dir: 'f', limit: 10 });
+    expect(history.events.map((e) => e.eventId)).toEqual([events[2]?.eventId]);
+    // An MQTT 3.1.1 subscriber has no user properties: the payload carries the same.
+    const body = JSON.parse(String(observer.received[0]?.payload)) as Record<string, unknown>;
+    expect(body).toMatchObject({ eventId: published.eventId, cursor: published.cursor, next: cursor });
   });
 
   it('skips kinds that are not for devices and events that came from MQTT', async () => {
