@@ -13,6 +13,8 @@ export const DROP_REASONS = [
   'json-too-deep',
   'invalid-utf8',
   'template-missing-field',
+  /** the template rendered nothing but whitespace: filtered out by its sections, nothing posted */
+  'template-empty',
   'template-failed',
   'topic-too-long',
   'invalid-sender',

@@ -125,6 +125,11 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
   /** Counts a dropped message and logs it, rate-limited per reason; `err` (a bug while handling it) is logged as an error with its stack. */
   function drop(reason: DropReason, detail: string, topic: string, err?: unknown): void {
     dropped[reason]++;
+    // Filtered on purpose by the rule's template: counted, not a problem to warn about.
+    if (reason === 'template-empty') {
+      log.debug({ reason, topic }, 'MQTT message filtered by its template');
+      return;
+    }
     // Bounded logging: a device sending garbage at 1,000/s must not flood the log.
     const now = Date.now();
     let w = dropLog.get(reason);

@@ -248,6 +248,8 @@ export function normalise(msg: InboundMessage, rule: Rule, params: Readonly<Reco
       return { ok: false, reason: 'template-failed', detail: (err as Error).message };
     }
     if (!rendered.ok) return { ok: false, reason: 'template-missing-field', detail: `missing ${rendered.missing.join(', ')}` };
+    // A template's sections filter readings: nothing to say is not an empty chat line.
+    if (rendered.text.trim() === '') return { ok: false, reason: 'template-empty', detail: 'the template rendered nothing' };
     text = rendered.text;
   } else {
     text = defaultText(decoded.value);

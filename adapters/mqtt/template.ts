@@ -4,9 +4,10 @@
  * refused, and names that would reach Object.prototype are refused at
  * compile time. HTML escaping is off — the output is plain chat text.
  *
- * A variable that does not resolve is a failure (counted and logged by the
- * caller), not an empty string: a reading rendered as "temperature  °C" is
- * worse than a counted decode failure.
+ * A variable that does not resolve, or resolves to null, is a failure
+ * (counted and logged by the caller), not an empty string: a reading
+ * rendered as "temperature  °C" is worse than a counted decode failure. A
+ * template handles a null field with a section (`{{#t}}…{{/t}}{{^t}}…{{/t}}`).
  */
 import Mustache from 'mustache';
 
@@ -84,8 +85,8 @@ export function compileTemplate(source: string): Template {
             }
             value = (value as Record<string, unknown>)[key];
           }
-          if (!found) (missing ??= []).push(part.name);
-          else if (value !== null && value !== undefined) text += toText(value);
+          if (!found || value === null || value === undefined) (missing ??= []).push(part.name);
+          else text += toText(value);
         }
         return missing ? { ok: false, missing: [...new Set(missing)] } : { ok: true, text };
       },
@@ -147,7 +148,8 @@ function findMissing(tokens: readonly Token[], stack: readonly unknown[], missin
     const type = token[0];
     const name = String(token[1]);
     if (type === 'name' || type === '&') {
-      if (!lookup(name, stack).found) missing.push(name);
+      const { found, value } = lookup(name, stack);
+      if (!found || value === null || value === undefined) missing.push(name);
     } else if (type === '#' || type === '^') {
       const { value } = lookup(name, stack);
       const children = (token[4] ?? []) as Token[];

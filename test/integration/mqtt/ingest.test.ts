@@ -356,4 +356,23 @@ describe('MQTT ingest', () => {
     expect(event?.origin.historical).toBe(true);
     expect(counters(adapter).retainedSkipped).toBe(1);
   });
+
+  it('counts a null field as missing, and posts nothing (template-empty) when a section filters the reading out', async () => {
+    const strict: RoomLink = { endpoint: 'mqtt', target: 'strict/+device/t', options: { decode: 'json', template: '{{device}}: {{temp}} °C' } };
+    // Only readings above the limit (a truthy `hot`) become chat lines; a null temp falls back to the ^ section.
+    const filtering: RoomLink = { endpoint: 'mqtt', target: 'filter/+device/t', options: { decode: 'json', template: '{{#hot}}{{device}}: {{#temp}}{{temp}} °C{{/temp}}{{^temp}}no reading{{/temp}}{{/hot}}  ' } };
+    const gw = await gateway([{ id: ROOM, links: [strict, filtering] }]);
+    const adapter = track(makeAdapter(gw, { url: broker.url, clientId: uniqueClientId() }));
+    await adapter.start();
+    const pub = await device(broker.url);
+    await pub.publishAsync('strict/pump-1/t', JSON.stringify({ temp: null }), { qos: 1 });
+    await pub.publishAsync('filter/pump-2/t', JSON.stringify({ hot: false, temp: 20 }), { qos: 1 });
+    await pub.publishAsync('filter/pump-3/t', JSON.stringify({ hot: true, temp: null }), { qos: 1 });
+    await pub.publishAsync('filter/pump-4/t', JSON.stringify({ hot: true, temp: 90 }), { qos: 1 });
+    const handled = () => counters(adapter).appended + Object.values(dropped(adapter)).reduce((a, b) => a + b, 0);
+    await until(() => handled() === 4, 'the four readings handled');
+    const bodies = (await allEvents(gw.log)).map((e) => ('content' in e ? e.content.body : ''));
+    expect(bodies).toEqual(['pump-3: no reading  ', 'pump-4: 90 °C  ']);
+    expect(dropped(adapter)).toMatchObject({ 'template-missing-field': 1, 'template-empty': 1 });
+  });
 });

@@ -66,8 +66,8 @@ describe('templates', () => {
   it('renders text-and-name templates (its own fast path) exactly as mustache does', () => {
     const toText = (v: unknown) => (typeof v === 'string' ? v : typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v));
     const views: Array<Record<string, unknown>> = [
-      { a: '<i>&"', b: { c: 1.5, d: [1, 'x'] }, n: null, f: false, z: 0, u: '🚀 é' },
-      { a: 42, b: { c: { deep: true }, d: null }, n: 'set', f: true, z: -1, u: '' },
+      { a: '<i>&"', b: { c: 1.5, d: [1, 'x'] }, n: 'n', f: false, z: 0, u: '🚀 é' },
+      { a: 42, b: { c: { deep: true }, d: 'd' }, n: 'set', f: true, z: -1, u: '' },
       Object.assign(Object.create(null) as Record<string, unknown>, { a: 'null-proto', b: { c: 'x', d: 'y' }, n: 0, f: '', z: [], u: {} }),
     ];
     for (const source of ['{{a}}', 'x {{ a }} y {{b.c}} {{b.d}}', '[{{n}}|{{f}}|{{z}}|{{u}}]', 'no variables at all', '{{b}}{{a}}{{b.c}}']) {
@@ -86,8 +86,11 @@ describe('templates', () => {
   it('reports every missing field instead of rendering an empty string', () => {
     const t = compileTemplate('{{a}} {{b.c}} {{d}}');
     expect(t.render({ a: 1, b: {} })).toEqual({ ok: false, missing: ['b.c', 'd'] });
-    // A present null / false / 0 is not missing.
-    expect(compileTemplate('[{{n}}|{{f}}|{{z}}]').render({ n: null, f: false, z: 0 })).toEqual({ ok: true, text: '[|false|0]' });
+    // A present false / 0 / "" is not missing; null is (on both render paths), unless a section handles it.
+    expect(compileTemplate('[{{f}}|{{z}}|{{e}}]').render({ f: false, z: 0, e: '' })).toEqual({ ok: true, text: '[false|0|]' });
+    expect(compileTemplate('dev: {{temp}} °C').render({ temp: null })).toEqual({ ok: false, missing: ['temp'] });
+    expect(compileTemplate('{{#on}}dev: {{temp}} °C{{/on}}').render({ on: true, temp: null })).toEqual({ ok: false, missing: ['temp'] });
+    expect(compileTemplate('{{#temp}}{{temp}} °C{{/temp}}{{^temp}}none{{/temp}}').render({ temp: null })).toEqual({ ok: true, text: 'none' });
   });
 
   it('follows mustache context rules in sections', () => {
