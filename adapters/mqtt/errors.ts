@@ -21,6 +21,12 @@ export const DROP_REASONS = [
   'invalid-msgid',
   'invalid-event',
   'unmatched-response',
+  /** a response with a pending command's correlation data on another response topic (another device) */
+  'response-wrong-device',
+  /** a second response to a command already answered */
+  'response-duplicate',
+  /** a response after the command's timeout notice */
+  'response-late',
   'internal-error',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];

@@ -288,15 +288,40 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     return rule;
   }
 
-  async function roomOfCommand(eventId: string): Promise<string | undefined> {
-    const known = pending.answer(eventId);
-    if (known.room !== undefined) return known.room;
-    // Not ours in this process (e.g. sent before a restart): find the room that has the event.
+  /**
+   * The room of the command a response answers, or why it answers none: a
+   * command is answered once, on the response topic it was sent with (so by
+   * its device), and not after its timeout notice.
+   */
+  async function commandOfResponse(eventId: string, topic: string): Promise<{ room: string } | { drop: DropReason; detail: string }> {
+    const id = eventId.slice(0, 64);
+    const known = pending.answer(eventId, topic);
+    switch (known.status) {
+      case 'pending':
+        return { room: known.command.room };
+      case 'wrong-topic':
+        return { drop: 'response-wrong-device', detail: `a response to command ${id} on another topic than ${known.expected}` };
+      case 'answered':
+        return { drop: 'response-duplicate', detail: `command ${id} was answered already` };
+      case 'timed-out':
+        return { drop: 'response-late', detail: `command ${id} timed out before this response` };
+      case 'unknown':
+        break;
+    }
+    // Not ours in this process (e.g. sent before a restart): find the command in a linked room and the response topic it named.
     const rooms = [...new Set(ruleSet.rules.map((r) => r.room))];
     for (const room of rooms) {
-      if (await withRetry(() => sink.getEvent(room, eventId))) return room;
+      const event = await withRetry(() => sink.getEvent(room, eventId));
+      if (!event) continue;
+      const match = matchCommand(event, commands);
+      const rendered = match ? renderCommand(event, match) : undefined;
+      const expected = rendered?.ok ? rendered.publication.properties.responseTopic : undefined;
+      if (expected === undefined) return { drop: 'unmatched-response', detail: `event ${id} is not a command` };
+      if (expected !== topic) return { drop: 'response-wrong-device', detail: `a response to command ${id} on another topic than ${expected}` };
+      pending.answered(eventId, room, topic);
+      return { room };
     }
-    return undefined;
+    return { drop: 'unmatched-response', detail: `no command ${id} in any linked room` };
   }
 
   async function processResponse(msg: InboundMessage, candidates: readonly Command[]): Promise<boolean> {
@@ -307,11 +332,12 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
       drop('unmatched-response', 'a message on a response topic without correlation data', msg.topic);
       return true;
     }
-    const room = await roomOfCommand(eventId);
-    if (room === undefined) {
-      drop('unmatched-response', `no command ${eventId.slice(0, 64)} in any linked room`, msg.topic);
+    const bound = await commandOfResponse(eventId, msg.topic);
+    if ('drop' in bound) {
+      drop(bound.drop, bound.detail, msg.topic);
       return true;
     }
+    const { room } = bound;
     counters.commandResponses++;
     await processRule(msg, responseRule(command, room), command.responseFilter.match(msg.topic) ?? {}, { replyTo: eventId });
     return true;
@@ -516,7 +542,14 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
         done.add('command');
         deliveredParts.set(partsKey, done);
         if (deliveredParts.size > MAX_DELIVERED_PARTS) deliveredParts.delete(deliveredParts.keys().next().value ?? partsKey);
-        pending.add({ eventId: event.eventId, room: event.room, commandName: match.command.name, vars: match.vars, timeoutMs: match.command.config.timeoutMs });
+        pending.add({
+          eventId: event.eventId,
+          room: event.room,
+          commandName: match.command.name,
+          responseTopic: rendered.publication.properties.responseTopic ?? '',
+          vars: match.vars,
+          timeoutMs: match.command.config.timeoutMs,
+        });
       }
     }
 

@@ -9,7 +9,7 @@ import { partitionOf } from '../../../src/core/position.js';
 import type { MqttAdapter } from '../../../adapters/mqtt/index.js';
 import { message } from '../../fixtures/events.js';
 import { startMosquitto, type MosquittoBroker } from '../../harness/mosquitto.js';
-import { allEvents, counters, createGateway, device, makeAdapter, recorder, stopAfterEach, uniqueClientId, until, type Gateway } from './helpers.js';
+import { allEvents, counters, createGateway, device, dropped, makeAdapter, recorder, stopAfterEach, uniqueClientId, until, type Gateway } from './helpers.js';
 
 const ROOM = 'ops';
 const RULE: RoomLink = { endpoint: 'mqtt', target: 'sensors/+device/alert', options: { decode: 'text' } };
@@ -177,6 +177,33 @@ describe('MQTT outbound', () => {
     expect(reply).toMatchObject({ kind: 'message', content: { body: 'stopped' }, rel: { replyTo: command.eventId }, sender: { uid: 'mqtt:pump-7', auth: 'broker-acl' } });
     expect(counters(adapter)).toMatchObject({ commandsSent: 1, commandResponses: 1, commandTimeouts: 0 });
     expect(adapter.status().detail?.['pendingCommands']).toBe(0);
+  });
+
+  it('binds a reply to its command: another device, a second reply and one after the timeout are dropped with a reason', async () => {
+    const { gw, adapter } = await setup(broker.url);
+    const other = await device(broker.url);
+    const body = (e: LogEvent) => ('content' in e ? e.content.body : '');
+    const command = await apiMessage(gw, '!pump-7 stop');
+    expect(await adapter.deliver(command, { room: ROOM, link: RULE }, { attempt: 0, references: {} })).toMatchObject({ status: 'delivered' });
+    const correlationData = Buffer.from(command.eventId);
+    // pump-8 answers pump-7's command: not its answer.
+    await other.publishAsync('devices/pump-8/cmd/response', 'stopped (says pump-8)', { qos: 1, properties: { correlationData } });
+    await until(() => dropped(adapter)['response-wrong-device'] === 1, 'the reply from the wrong device dropped');
+    await other.publishAsync('devices/pump-7/cmd/response', 'stopped', { qos: 1, properties: { correlationData } });
+    await other.publishAsync('devices/pump-7/cmd/response', 'stopped again', { qos: 1, properties: { correlationData } });
+    await until(() => dropped(adapter)['response-duplicate'] === 1, 'the second reply dropped');
+
+    const late = await apiMessage(gw, '!pump-9 start');
+    expect(await adapter.deliver(late, { room: ROOM, link: RULE }, { attempt: 0, references: {} })).toMatchObject({ status: 'delivered' });
+    await until(() => counters(adapter).commandTimeouts === 1, 'the timeout');
+    await other.publishAsync('devices/pump-9/cmd/response', 'started, finally', { qos: 1, properties: { correlationData: Buffer.from(late.eventId) } });
+    await until(() => dropped(adapter)['response-late'] === 1, 'the late reply dropped');
+    await until(async () => (await allEvents(gw.log)).length === 4, 'the timeout notice in the room');
+
+    const events = await allEvents(gw.log);
+    expect(events.map(body)).toEqual(['!pump-7 stop', 'stopped', '!pump-9 start', 'No response from pump-9 to "!pump-9 start" within 1.5 s']);
+    expect(events[1]).toMatchObject({ rel: { replyTo: command.eventId }, sender: { uid: 'mqtt:pump-7' } });
+    expect(counters(adapter).commandResponses).toBe(1);
   });
 
   it('posts a timeout notice, as a reply, when the device does not answer', async () => {

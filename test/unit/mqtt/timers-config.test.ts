@@ -59,20 +59,22 @@ describe('throttle', () => {
 describe('pending commands', () => {
   beforeEach(() => vi.useFakeTimers());
   afterEach(() => vi.useRealTimers());
-  const cmd = (eventId: string, timeoutMs = 1000): PendingCommand => ({ eventId, room: 'r', commandName: 'c', vars: {}, timeoutMs });
+  const cmd = (eventId: string, timeoutMs = 1000): PendingCommand => ({ eventId, room: 'r', commandName: 'c', responseTopic: `d/${eventId}/resp`, vars: {}, timeoutMs });
 
-  it('times out unanswered commands, not answered ones', () => {
+  it('times out unanswered commands, not answered ones; binds each to its response topic', () => {
     const timedOut: string[] = [];
     const p = new PendingCommands({ onTimeout: (c) => timedOut.push(c.eventId) });
     p.add(cmd('e1'));
     p.add(cmd('e2'));
-    expect(p.answer('e2')).toMatchObject({ room: 'r', command: { eventId: 'e2' } });
+    // Another device's topic is not the answer, and does not stop the timer.
+    expect(p.answer('e2', 'd/e1/resp')).toEqual({ status: 'wrong-topic', expected: 'd/e2/resp' });
+    expect(p.answer('e2', 'd/e2/resp')).toMatchObject({ status: 'pending', command: { eventId: 'e2', room: 'r' } });
+    expect(p.answer('e2', 'd/e2/resp')).toEqual({ status: 'answered', room: 'r' });
     vi.advanceTimersByTime(1000);
     expect(timedOut).toEqual(['e1']);
     expect(p.size).toBe(0);
-    // Late answers still find their room; unknown ones do not.
-    expect(p.answer('e1')).toEqual({ room: 'r' });
-    expect(p.answer('nope')).toEqual({});
+    expect(p.answer('e1', 'd/e1/resp')).toEqual({ status: 'timed-out', room: 'r' });
+    expect(p.answer('nope', 'd/nope/resp')).toEqual({ status: 'unknown' });
   });
 
   it('clears every timer on close', () => {
@@ -90,10 +92,10 @@ describe('pending commands', () => {
     const p = new PendingCommands({ onTimeout: () => undefined, recentMax: 2 });
     for (const id of ['a', 'b', 'c']) {
       p.add(cmd(id));
-      p.answer(id);
+      p.answer(id, `d/${id}/resp`);
     }
-    expect(p.answer('a')).toEqual({});
-    expect(p.answer('c')).toEqual({ room: 'r' });
+    expect(p.answer('a', 'd/a/resp')).toEqual({ status: 'unknown' });
+    expect(p.answer('c', 'd/c/resp')).toEqual({ status: 'answered', room: 'r' });
   });
 });
 
