@@ -68,6 +68,18 @@ export interface ConnectionStatus {
   readonly granted: readonly string[];
 }
 
+/** Room for the fixed header, topic and properties of a PUBLISH around the largest payload we accept. */
+export const PACKET_OVERHEAD_BYTES = 16 * 1024;
+
+/**
+ * The MQTT 5 Maximum Packet Size we advertise: the broker does not send us a
+ * larger packet [MQTT-3.1.2-24] (it discards it, as if delivered), so a
+ * payload we would drop as payload-too-large never crosses the network.
+ */
+export function maximumPacketSize(maxPayloadBytes: number): number {
+  return maxPayloadBytes + PACKET_OVERHEAD_BYTES;
+}
+
 /** The jittered delay before reconnect attempt `attempt` (0-based): full jitter over an exponential cap. */
 export function backoffDelay(attempt: number, minMs: number, maxMs: number, random: () => number = Math.random): number {
   const cap = Math.min(maxMs, minMs * 2 ** Math.min(attempt, 20));
@@ -178,7 +190,7 @@ export class MqttConnection {
       reconnectOnConnackError: true,
       queueQoSZero: false,
       resubscribe: false,
-      properties: { sessionExpiryInterval: config.sessionExpirySec, receiveMaximum: config.receiveMaximum },
+      properties: { sessionExpiryInterval: config.sessionExpirySec, receiveMaximum: config.receiveMaximum, maximumPacketSize: maximumPacketSize(config.maxPayloadBytes) },
       // mqtt.js traces every packet through `debug`, which allocates its arguments on each call even
       // when off: a measurable share of the CPU per message. Its trace goes to our logger at trace level.
       log: log.isLevelEnabled('trace') ? traceTo(log, config.password) : noTrace,

@@ -251,7 +251,8 @@ describe('MQTT ingest', () => {
     const adapter = track(makeAdapter(gw, { url: broker.url, clientId }));
     await adapter.start();
     await pub.publishAsync('sensors/dev-5/alert', '{not json', { qos: 1 });
-    await pub.publishAsync('sensors/dev-5/alert', Buffer.alloc(10 * 1024 * 1024, 0x61), { qos: 1 });
+    // Over the payload limit, within the packet size we advertise: it arrives and is dropped here.
+    await pub.publishAsync('sensors/dev-5/alert', Buffer.alloc(256 * 1024 + 100, 0x61), { qos: 1 });
     await pub.publishAsync('sensors/dev-5/alert', JSON.stringify({ level: 'high' }), { qos: 1 });
     await pub.publishAsync('sensors/dev-5/alert', JSON.stringify({ level: 'ok', temp: 21 }), { qos: 1 });
 
@@ -374,5 +375,19 @@ describe('MQTT ingest', () => {
     const bodies = (await allEvents(gw.log)).map((e) => ('content' in e ? e.content.body : ''));
     expect(bodies).toEqual(['pump-3: no reading  ', 'pump-4: 90 °C  ']);
     expect(dropped(adapter)).toMatchObject({ 'template-missing-field': 1, 'template-empty': 1 });
+  });
+
+  it('advertises a Maximum Packet Size from maxPayloadBytes: the broker does not send larger packets', async () => {
+    const gw = await gateway();
+    const adapter = track(makeAdapter(gw, { url: broker.url, clientId: uniqueClientId(), maxPayloadBytes: 1024 }));
+    await adapter.start();
+    const pub = await device(broker.url);
+    await pub.publishAsync('sensors/dev-6/alert', Buffer.alloc(2 * 1024 * 1024, 0x61), { qos: 1 });
+    await pub.publishAsync('sensors/dev-6/alert', JSON.stringify({ level: 'ok', temp: 21 }), { qos: 1 });
+    await until(() => counters(adapter).appended === 1, 'the small message');
+    // Order per topic: the large one, had it been sent, would have arrived first.
+    expect(counters(adapter).received).toBe(1);
+    expect(dropped(adapter)['payload-too-large']).toBe(0);
+    expect(adapter.status()).toMatchObject({ connected: true, detail: { connects: 1 } });
   });
 });
