@@ -409,7 +409,7 @@ export class MqttConnection {
     }
   }
 
-  /** Publishes at QoS 1 and resolves on the PUBACK; refuses while disconnected (nothing is queued here). */
+  /** Publishes (QoS 1 unless the publication says otherwise) and resolves on the PUBACK (QoS 2: PUBCOMP; QoS 0: once written); refuses while disconnected (nothing is queued here). */
   async publish(publication: Publication): Promise<void> {
     const client = this.client;
     if (!client || !client.connected || this.stopping) throw new MqttPublishError('not connected to the MQTT broker', { permanent: false });
@@ -424,7 +424,7 @@ export class MqttConnection {
           this.deps.config.publishTimeoutMs,
         );
       });
-      await Promise.race([client.publishAsync(publication.topic, publication.payload, { qos: 1, retain: false, properties: { ...publication.properties } }), timeout]);
+      await Promise.race([client.publishAsync(publication.topic, publication.payload, { qos: publication.qos ?? 1, retain: publication.retain ?? false, properties: { ...publication.properties } }), timeout]);
     } catch (err) {
       if (err instanceof MqttPublishError) throw err;
       if (err instanceof ErrorWithReasonCode) {

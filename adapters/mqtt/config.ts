@@ -113,9 +113,15 @@ export interface RuleOptions {
   readonly out: boolean;
   /** turn matching room messages into device commands from this link */
   readonly commands: boolean;
+  /** also publish this endpoint's own events (device messages, command replies, gateway notices) to `outTopic` */
+  readonly outOwn: boolean;
+  /** QoS of out-topic publications (default 1) */
+  readonly outQos: 0 | 1 | 2;
+  /** publish out-topic events retained: a new subscriber gets the room's latest event at once (default false) */
+  readonly outRetain: boolean;
   /** bridge retained messages (marked historical); default: ignore them */
   readonly retained: boolean;
   readonly summaryTemplate: string;
 }
 
-export const RULE_OPTION_NAMES = ['decode', 'template', 'kind', 'throttleMs', 'sender', 'outTopic', 'out', 'commands', 'retained', 'summaryTemplate'] as const;
+export const RULE_OPTION_NAMES = ['decode', 'template', 'kind', 'throttleMs', 'sender', 'outTopic', 'out', 'outOwn', 'outQos', 'outRetain', 'commands', 'retained', 'summaryTemplate'] as const;

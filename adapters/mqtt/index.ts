@@ -513,10 +513,12 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
   }
 
   async function deliverEvent(event: LogEvent, target: DeliveryTarget, context: DeliveryContext): Promise<DeliveryResult> {
-    if (event.origin.via === name) return { status: 'skipped', reason: 'came from this endpoint' };
     if (!PUBLISHED_KINDS.has(event.kind)) return { status: 'skipped', reason: `${event.kind} events are not published to MQTT` };
     const rule = ruleOf(target);
     if (!rule) return { status: 'rejected', reason: `the link ${target.link.target} is not a valid MQTT rule` };
+    // Events from this endpoint (device messages, replies, gateway notices) only go to the out topic of links that mirror them.
+    const own = event.origin.via === name;
+    if (own && !(rule.options.out && rule.options.outOwn)) return { status: 'skipped', reason: 'came from this endpoint' };
     const roomRules = ruleSet.rules.filter((r) => r.room === target.room);
     const partsKey = `${event.eventId}\u0000${target.link.target}`;
     const done = deliveredParts.get(partsKey) ?? new Set<'command' | 'out'>();
@@ -524,7 +526,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
 
     // A room with several MQTT links gets each command once, from its first link.
     const firstLink = (roomRules[0] ?? rule).link.target === rule.link.target;
-    const match = rule.options.commands && firstLink ? matchCommand(event, commands) : undefined;
+    const match = !own && rule.options.commands && firstLink ? matchCommand(event, commands) : undefined;
     if (match && !done.has('command')) {
       const rendered = renderCommand(event, match);
       if (!rendered.ok) {
@@ -554,11 +556,11 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     }
 
     if (rule.options.out && !done.has('out')) {
-      const rendered = renderRoomEvent(event, rule.outTopic, context.content);
+      const rendered = renderRoomEvent(event, rule.outTopic, context.content, { qos: rule.options.outQos, retain: rule.options.outRetain });
       if (!rendered.ok) return { status: 'rejected', reason: rendered.reason };
       // Several links of one room with the same out topic publish once (from the first of them).
       const earlier = roomRules.slice(0, Math.max(0, roomRules.indexOf(rule))).some((r) => {
-        if (!r.options.out) return false;
+        if (!r.options.out || (own && !r.options.outOwn)) return false;
         const t = renderRoomEvent(event, r.outTopic);
         return t.ok && t.publication.topic === rendered.publication.topic;
       });
@@ -644,6 +646,12 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
           dropped: { ...dropped },
         },
       };
+    },
+
+    deliversOwn(link) {
+      const o = link.options;
+      const on = (key: string, fallback: boolean) => (o?.[key] === undefined ? fallback : o[key] === true || o[key] === 'true');
+      return on('out', true) && on('outOwn', false);
     },
 
     deliver(event, target, context) {

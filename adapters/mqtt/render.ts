@@ -25,6 +25,10 @@ export const PUBLISHED_KINDS: ReadonlySet<LogEvent['kind']> = new Set(['message'
 export interface Publication {
   readonly topic: string;
   readonly payload: string;
+  /** default 1 */
+  readonly qos?: 0 | 1 | 2;
+  /** default false */
+  readonly retain?: boolean;
   readonly properties: {
     readonly contentType: string;
     readonly payloadFormatIndicator: true;
@@ -67,7 +71,7 @@ function syncCursorOf(event: LogEvent): string | undefined {
   }
 }
 
-export function renderRoomEvent(event: LogEvent, outTopic: Template, content?: Content): RenderOutcome {
+export function renderRoomEvent(event: LogEvent, outTopic: Template, content?: Content, delivery: { readonly qos?: 0 | 1 | 2; readonly retain?: boolean } = {}): RenderOutcome {
   const rendered = outTopic.render({ room: event.room });
   if (!rendered.ok) return { ok: false, reason: `out topic template misses ${rendered.missing.join(', ')}` };
   if (!isPublishableTopic(rendered.text)) return { ok: false, reason: `"${rendered.text}" is not a topic one can publish to` };
@@ -78,6 +82,7 @@ export function renderRoomEvent(event: LogEvent, outTopic: Template, content?: C
     publication: {
       topic: rendered.text,
       payload: JSON.stringify(eventBody(event, content, next)),
+      ...delivery,
       properties: {
         contentType: EVENT_CONTENT_TYPE,
         payloadFormatIndicator: true,

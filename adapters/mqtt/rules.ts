@@ -77,6 +77,8 @@ export function compileRule(room: string, link: RoomLink, defaults: Defaults): R
   const rawThrottle = o?.['throttleMs'];
   const throttleMs = rawThrottle === undefined ? defaults.throttle.intervalMs : Number(rawThrottle);
   if (!Number.isInteger(throttleMs) || throttleMs < 0 || throttleMs > 86_400_000) problems.push('option throttleMs must be an integer in 0..86400000');
+  const outQos = Number(o?.['outQos'] ?? 1);
+  if (outQos !== 0 && outQos !== 1 && outQos !== 2) problems.push('option outQos must be 0, 1 or 2');
   const sender = str(o, 'sender') ?? 'device';
   if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(sender)) problems.push('option sender must be a wildcard name');
 
@@ -103,6 +105,9 @@ export function compileRule(room: string, link: RoomLink, defaults: Defaults): R
     sender,
     outTopic: outTopicSource,
     out: bool(o, 'out', true, problems),
+    outOwn: bool(o, 'outOwn', false, problems),
+    outQos: outQos === 0 || outQos === 2 ? outQos : 1,
+    outRetain: bool(o, 'outRetain', false, problems),
     commands: bool(o, 'commands', true, problems),
     retained: bool(o, 'retained', false, problems),
     summaryTemplate: summarySource,

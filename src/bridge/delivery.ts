@@ -282,7 +282,9 @@ class PartitionWorker {
       this.log.warn({ room, feedId: entry.id, adapter: this.adapter.name }, 'event removed by retention before delivery');
       return this.finish(entry);
     }
-    const targets = event.origin.via === this.adapter.name ? [] : this.deps.links.linksOfRoom(room).filter((l) => l.endpoint === this.adapter.name);
+    const ownLinks = this.deps.links.linksOfRoom(room).filter((l) => l.endpoint === this.adapter.name);
+    // Its own events go back to an endpoint only on the links it asks for them.
+    const targets = event.origin.via === this.adapter.name ? ownLinks.filter((l) => this.adapter.deliversOwn?.(l) === true) : ownLinks;
     if (targets.length > 0) {
       const references = await this.references(event);
       const content = this.contentFor(event);

@@ -101,6 +101,12 @@ export interface Adapter {
   stop(): Promise<void>;
   status(): AdapterStatus;
   deliver(event: LogEvent, target: DeliveryTarget, context: DeliveryContext): Promise<DeliveryResult>;
+  /**
+   * Whether events that came from this endpoint are delivered back to it on
+   * `link` too (an MQTT out topic mirroring the whole room). Default: never —
+   * an endpoint does not get its own traffic back.
+   */
+  deliversOwn?(link: RoomLink): boolean;
 }
 
 export interface AdapterDeps<C> {

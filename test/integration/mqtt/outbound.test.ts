@@ -8,6 +8,8 @@ import type { RoomLink } from '../../../src/core/ports.js';
 import { partitionOf } from '../../../src/core/position.js';
 import type { MqttAdapter } from '../../../adapters/mqtt/index.js';
 import { message } from '../../fixtures/events.js';
+import { createDeliveryManager } from '../../../src/bridge/delivery.js';
+import { silentLogger } from '../../../src/log/index.js';
 import { startMosquitto, type MosquittoBroker } from '../../harness/mosquitto.js';
 import { allEvents, counters, createGateway, device, dropped, makeAdapter, recorder, stopAfterEach, uniqueClientId, until, type Gateway } from './helpers.js';
 
@@ -124,6 +126,42 @@ describe('MQTT outbound', () => {
     // An MQTT 3.1.1 subscriber has no user properties: the payload carries the same.
     const body = JSON.parse(String(observer.received[0]?.payload)) as Record<string, unknown>;
     expect(body).toMatchObject({ eventId: published.eventId, cursor: published.cursor, next: cursor });
+  });
+
+  it('mirrors device messages and gateway notices to the out topic when the link asks (outOwn), with its QoS and retain', async () => {
+    const mirror: RoomLink = { ...RULE, options: { ...RULE.options, outOwn: true, outQos: 2, outRetain: true } };
+    const gw = await createGateway({ rooms: [{ id: ROOM, links: [mirror] }] });
+    gateways.push(gw);
+    const adapter = makeAdapter(gw, { url: broker.url, clientId: uniqueClientId(), commands: COMMANDS });
+    adapters.push(adapter);
+    await adapter.start();
+    const manager = createDeliveryManager({ log: gw.log, adapters: [adapter], links: gw.links, logger: silentLogger(), options: { leaseMs: 3000, backoffBaseMs: 20, backoffMaxMs: 200 } });
+    try {
+      await manager.start();
+      await until(() => (manager.leases()['mqtt'] ?? []).length === 4, 'the delivery leases');
+      const topic = `sg/v1/rooms/${ROOM}/out`;
+      const live = await recorder(broker.url);
+      await live.client.subscribeAsync(topic, { qos: 2 });
+      const pump = await device(broker.url);
+      await pump.publishAsync('sensors/pump-1/alert', 'pressure low', { qos: 1 });
+      await until(() => counters(adapter).appended === 1, 'the device message appended');
+      await gw.log.append(message(ROOM, '!pump-9 start'));
+      const kinds = () => live.received.map((p) => (JSON.parse(String(p.payload)) as { content: { body: string } }).content.body);
+      await until(() => live.received.length === 3, 'the device message, the command and the timeout notice on the out topic');
+      expect(kinds()).toEqual(['pressure low', '!pump-9 start', 'No response from pump-9 to "!pump-9 start" within 1.5 s']);
+      expect(live.received.map((p) => p.qos)).toEqual([2, 2, 2]);
+      // Retained: a dashboard connecting now sees the room's latest event at once.
+      const late = await recorder(broker.url);
+      await late.client.subscribeAsync(topic, { qos: 2 });
+      await until(() => late.received.length === 1, 'the retained latest event');
+      expect(late.received[0]?.retain).toBe(true);
+      expect(userProp(late.received[0] as IPublishPacket, 'sg-eid')).toBe(userProp(live.received[2] as IPublishPacket, 'sg-eid'));
+    } finally {
+      await manager.stop(1000);
+      // Clear the retained message for other tests on this broker.
+      const cleaner = await device(broker.url);
+      await cleaner.publishAsync(`sg/v1/rooms/${ROOM}/out`, '', { qos: 1, retain: true });
+    }
   });
 
   it('skips kinds that are not for devices and events that came from MQTT', async () => {

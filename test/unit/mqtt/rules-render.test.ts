@@ -29,18 +29,20 @@ describe('rules', () => {
     expect(r.options).toMatchObject({ decode: 'text', kind: 'message', throttleMs: 5000, sender: 'device', out: true, commands: true, retained: false, outTopic: 'sg/v1/rooms/{{room}}/out' });
     const r2 = compileRule('ops', link('x/+d', { decode: 'json', kind: 'telemetry', throttleMs: 0, sender: 'd', out: false, retained: 'true', outTopic: 'out/{{room}}' }), defaults);
     expect(r2.options).toMatchObject({ decode: 'json', kind: 'telemetry', throttleMs: 0, sender: 'd', out: false, retained: true, outTopic: 'out/{{room}}' });
+    expect(compileRule('ops', link('x/+device'), defaults).options).toMatchObject({ outOwn: false, outQos: 1, outRetain: false });
+    expect(compileRule('ops', link('x/+device', { outOwn: true, outQos: 0, outRetain: 'true' }), defaults).options).toMatchObject({ outOwn: true, outQos: 0, outRetain: true });
   });
 
   it('reports every problem of a link at once', () => {
     let err: unknown;
     try {
-      compileRule('ops', link('a/#/b', { decode: 'xml', kind: 'chat', throttleMs: -1, template: '{{> p}}', colour: 'red', out: 'maybe' }), defaults);
+      compileRule('ops', link('a/#/b', { decode: 'xml', kind: 'chat', throttleMs: -1, template: '{{> p}}', colour: 'red', out: 'maybe', outQos: 3 }), defaults);
     } catch (e) {
       err = e;
     }
     expect(err).toBeInstanceOf(MqttConfigError);
     const problems = (err as MqttConfigError).problems.join('\n');
-    for (const part of ['target', 'decode', 'kind', 'throttleMs', 'template', 'unknown option colour', 'out must be a boolean']) expect(problems).toContain(part);
+    for (const part of ['target', 'decode', 'kind', 'throttleMs', 'template', 'unknown option colour', 'out must be a boolean', 'outQos must be 0, 1 or 2']) expect(problems).toContain(part);
   });
 
   it('compiles a rule set: one subscription per plain filter, invalid links reported, not fatal', () => {
