@@ -124,4 +124,4 @@ export interface RuleOptions {
   readonly summaryTemplate: string;
 }
 
-export const RULE_OPTION_NAMES = ['decode', 'template', 'kind', 'throttleMs', 'sender', 'outTopic', 'out', 'outOwn', 'outQos', 'outRetain', 'commands', 'retained', 'summaryTemplate'] as const;
+export const RULE_OPTION_NAMES = ['id', 'decode', 'template', 'kind', 'throttleMs', 'sender', 'outTopic', 'out', 'outOwn', 'outQos', 'outRetain', 'commands', 'retained', 'summaryTemplate'] as const;

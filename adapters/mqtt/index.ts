@@ -64,6 +64,9 @@ export interface MqttAdapter extends Adapter {
 }
 
 const GATEWAY_UID = 'mqtt:gateway';
+/** at most this many rule ids have their own metric series; further rules are counted under OTHER_RULES */
+export const MAX_RULE_STATS = 1000;
+export const OTHER_RULES = '(other)';
 /** Drop log lines are rate-limited per reason: at most DROP_LOGS_PER_WINDOW lines in each window, then one line with the number suppressed. */
 export const DROP_LOG_WINDOW_MS = 10_000;
 export const DROP_LOGS_PER_WINDOW = 20;
@@ -176,13 +179,41 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     });
   }
 
-  function countResult(result: IngestResult): void {
+  function countResult(result: IngestResult, rule?: Rule): void {
     if (result.status === 'ignored') {
       counters.ignored++;
       dropped['invalid-event']++;
+      if (rule) ruleDrop(rule, 'invalid-event');
     } else {
       counters[result.status]++;
+      if (rule) ruleCount(rule, result.status === 'appended' ? 'ingested' : result.status);
     }
+  }
+
+  /**
+   * Figures per rule, by the rule's id (its `id` option, else room and
+   * target): the series are bounded by the configured rules (plus one per
+   * command for its responses), forgotten when a rule goes, and capped at
+   * MAX_RULE_STATS ids — any further rule is counted under "other".
+   */
+  const ruleStats = new Map<string, Map<string, number>>();
+  function statsOf(rule: Rule): Map<string, number> {
+    let stats = ruleStats.get(rule.id);
+    if (!stats) {
+      const id = ruleStats.size < MAX_RULE_STATS ? rule.id : OTHER_RULES;
+      stats = ruleStats.get(id) ?? new Map<string, number>();
+      ruleStats.set(id, stats);
+    }
+    return stats;
+  }
+  function ruleCount(rule: Rule, stat: 'ingested' | 'duplicate' | 'echo' | 'throttled'): void {
+    const stats = statsOf(rule);
+    stats.set(stat, (stats.get(stat) ?? 0) + 1);
+  }
+  function ruleDrop(rule: Rule, reason: DropReason): void {
+    const stats = statsOf(rule);
+    const stat = `dropped.${reason}`;
+    stats.set(stat, (stats.get(stat) ?? 0) + 1);
   }
 
   /** For a redelivery without sg-msgid: was the first delivery appended already? */
@@ -234,6 +265,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     }
     if (!result.ok) {
       drop(result.reason, result.detail, msg.topic);
+      ruleDrop(rule, result.reason);
       return;
     }
     const n = result.value;
@@ -241,11 +273,13 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
       const draft = n.draft;
       await withRetry(() => sink.ingestTelemetry(draft));
       counters.telemetry++;
+      ruleCount(rule, 'ingested');
       return;
     }
     const draft: DraftOf<'message'> = extra ? { ...n.draft, rel: { replyTo: extra.replyTo } } : n.draft;
     if (n.dupLookups.length > 0 && (await alreadyAppended(n))) {
       counters.duplicate++;
+      ruleCount(rule, 'duplicate');
       return;
     }
     // Command responses are not throttled: each answers one command.
@@ -258,10 +292,11 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
       // The reading itself is kept (telemetry) before the ack; only the chat line is folded into the summary.
       await withRetry(() => sink.ingestTelemetry(asTelemetry(draft, msg.payload, msg.contentType)));
       counters.telemetry++;
+      ruleCount(rule, 'throttled');
       return;
     }
     if (decision === 'overflow') counters.throttleOverflow++;
-    countResult(await withRetry(() => sink.ingest(draft, { aliases: n.aliases, contextIds: CONTEXT_IDS })));
+    countResult(await withRetry(() => sink.ingest(draft, { aliases: n.aliases, contextIds: CONTEXT_IDS })), rule);
   }
 
   const responseRules = new Map<string, Rule>();
@@ -283,9 +318,10 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
       },
       config,
     );
-    // Bounded by commands × rooms; cleared when rules change.
-    responseRules.set(key, rule);
-    return rule;
+    // Bounded by commands × rooms; cleared when rules change. Its figures are the command's.
+    const withId: Rule = { ...rule, id: commandRuleId(command) };
+    responseRules.set(key, withId);
+    return withId;
   }
 
   /**
@@ -490,6 +526,9 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
       }
     }
     ruleSet = next;
+    // A removed rule's series go with it.
+    const current = new Set([...next.rules.map((r) => r.id), ...commands.map(commandRuleId), OTHER_RULES]);
+    for (const id of ruleStats.keys()) if (!current.has(id)) ruleStats.delete(id);
     if (started) {
       connection.setSubscriptions(wantedSubscriptions()).catch((err: unknown) => log.error({ err }, 'could not update MQTT subscriptions'));
     }
@@ -631,6 +670,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
       return {
         connected: c.connected,
         ready: c.connected && c.subscribed && !stopping,
+        ruleStats: [...ruleStats].flatMap(([rule, stats]) => [...stats].map(([stat, value]) => ({ rule, stat, value }))),
         detail: {
           clientId: config.clientId,
           sessionPresent: c.sessionPresent,
@@ -659,6 +699,10 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
       return track(inFlightDeliveries, deliverEvent(event, target, context));
     },
   };
+}
+
+function commandRuleId(command: Command): string {
+  return `command:${command.name}`;
 }
 
 /** Errors thrown by the sink (the log is unavailable), as opposed to bugs in handling one message. */

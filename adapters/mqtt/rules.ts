@@ -11,6 +11,8 @@ import { compileTemplate, type Template } from './template.js';
 import { parseNamedFilter, subscriptionIdFor, type NamedFilter } from './topics.js';
 
 export interface Rule {
+  /** names the rule in metrics: the link's `id` option, else `<room>:<target>` */
+  readonly id: string;
   readonly room: string;
   readonly link: RoomLink;
   readonly filter: NamedFilter;
@@ -79,6 +81,8 @@ export function compileRule(room: string, link: RoomLink, defaults: Defaults): R
   if (!Number.isInteger(throttleMs) || throttleMs < 0 || throttleMs > 86_400_000) problems.push('option throttleMs must be an integer in 0..86400000');
   const outQos = Number(o?.['outQos'] ?? 1);
   if (outQos !== 0 && outQos !== 1 && outQos !== 2) problems.push('option outQos must be 0, 1 or 2');
+  const id = str(o, 'id') ?? `${room}:${link.target}`;
+  if (o?.['id'] !== undefined && !/^[A-Za-z0-9_.:-]{1,64}$/.test(id)) problems.push('option id must be 1 to 64 of A-Z a-z 0-9 _ . : -');
   const sender = str(o, 'sender') ?? 'device';
   if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(sender)) problems.push('option sender must be a wildcard name');
 
@@ -113,7 +117,7 @@ export function compileRule(room: string, link: RoomLink, defaults: Defaults): R
     summaryTemplate: summarySource,
   };
   if (problems.length > 0 || !filter || !outTopic || !summary) throw new MqttConfigError(problems);
-  return { room, link, filter, options, template, outTopic, summary };
+  return { id, room, link, filter, options, template, outTopic, summary };
 }
 
 /** Compiles every link of the adapter; invalid links are reported, not fatal (others keep working). */

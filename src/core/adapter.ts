@@ -74,6 +74,12 @@ export interface AdapterStatus {
   /** ready to deliver (joined, subscribed …) */
   readonly ready: boolean;
   readonly detail?: Readonly<Record<string, unknown>>;
+  /**
+   * Figures per rule (an adapter's configured mapping, e.g. an MQTT link), by
+   * a rule id of bounded cardinality — never a topic or device name.
+   * Exported as `syncgate_adapter_rule_stat{adapter,rule,stat}`.
+   */
+  readonly ruleStats?: ReadonlyArray<{ readonly rule: string; readonly stat: string; readonly value: number }>;
 }
 
 /** Which rooms a native address belongs to, and what this endpoint is linked to; follows run-time changes. */

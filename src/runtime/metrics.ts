@@ -62,6 +62,18 @@ export function registerGatewayMetrics(deps: { registry: Registry; log: EventLog
       }
     },
   });
+  new Gauge({
+    name: 'syncgate_adapter_rule_stat',
+    help: 'Figures an adapter reports per rule (MQTT: ingested, duplicate, throttled, dropped.<reason>), by rule id',
+    labelNames: ['adapter', 'rule', 'stat'],
+    registers,
+    collect() {
+      this.reset();
+      for (const a of deps.adapters) {
+        for (const { rule, stat, value } of a.status().ruleStats ?? []) this.set({ adapter: a.name, rule, stat }, value);
+      }
+    },
+  });
   return {
     delivered: (adapter, _room, lagMs) => {
       delivered.inc({ adapter });

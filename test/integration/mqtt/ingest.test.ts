@@ -390,4 +390,28 @@ describe('MQTT ingest', () => {
     expect(dropped(adapter)['payload-too-large']).toBe(0);
     expect(adapter.status()).toMatchObject({ connected: true, detail: { connects: 1 } });
   });
+
+  it('counts per rule, by the rule id (not the topic): ingested and dropped by reason; a removed rule loses its series', async () => {
+    const pumps: RoomLink = { endpoint: 'mqtt', target: 'pumps/+device/t', options: { id: 'pumps', decode: 'json', template: '{{device}}: {{temp}}' } };
+    const valves: RoomLink = { endpoint: 'mqtt', target: 'valves/+device/t', options: { decode: 'text' } };
+    const gw = await gateway([{ id: ROOM, links: [pumps, valves] }]);
+    const adapter = track(makeAdapter(gw, { url: broker.url, clientId: uniqueClientId() }));
+    await adapter.start();
+    const pub = await device(broker.url);
+    for (const d of ['p1', 'p2', 'p3']) await pub.publishAsync(`pumps/${d}/t`, JSON.stringify({ temp: 20 }), { qos: 1 });
+    await pub.publishAsync('pumps/p4/t', '{oops', { qos: 1 });
+    await pub.publishAsync('pumps/p5/t', JSON.stringify({ other: 1 }), { qos: 1 });
+    await pub.publishAsync('valves/v1/t', 'open', { qos: 1 });
+    const stats = () => Object.fromEntries((adapter.status().ruleStats ?? []).map((s) => [`${s.rule} ${s.stat}`, s.value]));
+    await until(() => stats()[`${ROOM}:valves/+device/t ingested`] === 1 && stats()['pumps ingested'] === 3, 'the figures per rule');
+    expect(stats()).toEqual({
+      'pumps ingested': 3,
+      'pumps dropped.invalid-json': 1,
+      'pumps dropped.template-missing-field': 1,
+      [`${ROOM}:valves/+device/t ingested`]: 1,
+    });
+    await gw.log.rooms.put({ id: ROOM, links: [valves] });
+    await until(() => stats()['pumps ingested'] === undefined, 'the removed rule forgotten');
+    expect(Object.keys(stats())).toEqual([`${ROOM}:valves/+device/t ingested`]);
+  });
 });
