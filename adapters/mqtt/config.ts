@@ -33,6 +33,23 @@ export const MqttCommandConfig = Type.Object(
     responseTemplate: Type.Optional(Type.String({ maxLength: 4096 })),
     /** the notice posted when no response came in time */
     timeoutTemplate: Type.String({ maxLength: 1024, default: 'No response from {{device}} to "{{body}}" within {{seconds}} s' }),
+    /**
+     * Who may issue the command. Default: every HTTP (gateway) user — the API
+     * lets only users granted the room send there — and no bridged sender.
+     */
+    allow: Type.Object(
+      {
+        /** gateway user ids; `*` = every user granted the room */
+        users: Type.Array(Type.String({ minLength: 1, maxLength: 128 }), { maxItems: 1000, default: ['*'] }),
+        /** names of `roles` (adapter option) whose members may */
+        roles: Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 100, default: [] }),
+        /** bridged senders by uid (`xmpp:alice@example.org`, `matrix:@bob:example.org`); never a sender whose identity is only claimed */
+        bridged: Type.Array(Type.String({ minLength: 1, maxLength: 256 }), { maxItems: 1000, default: [] }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    /** the notice posted when the sender may not issue the command */
+    denyTemplate: Type.String({ maxLength: 1024, default: '{{sender}} may not send "{{body}}"' }),
   },
   { additionalProperties: false },
 );
@@ -65,6 +82,8 @@ export const MqttAdapterConfig = Type.Object(
     outTopicTemplate: Type.String({ minLength: 1, maxLength: 1024, default: DEFAULT_OUT_TOPIC }),
     publishTimeoutMs: Type.Integer({ minimum: 100, maximum: 300_000, default: 10_000 }),
     commands: Type.Array(MqttCommandConfig, { maxItems: 64, default: [] }),
+    /** named lists of gateway user ids and bridged sender uids, for commands' `allow.roles` */
+    roles: Type.Record(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$' }), Type.Array(Type.String({ minLength: 1, maxLength: 256 }), { maxItems: 1000 }), { default: {} }),
     /** larger payloads are dropped (counted as payload-too-large) */
     // Telemetry keeps binary payloads as base64 (4/3 larger) in a field of at most 1 MiB.
     maxPayloadBytes: Type.Integer({ minimum: 1, maximum: 768 * 1024, default: 256 * 1024 }),
@@ -97,6 +116,8 @@ export function parseMqttConfig(input: unknown): MqttAdapterConfig {
   if (problems.length > 0) throw new MqttConfigError(problems);
   const config = withDefaults as MqttAdapterConfig;
   if (config.reconnect.maxMs < config.reconnect.minMs) throw new MqttConfigError(['/reconnect: maxMs must be >= minMs']);
+  const unknownRoles = config.commands.flatMap((c, i) => c.allow.roles.filter((r) => !Object.hasOwn(config.roles, r)).map((r) => `/commands/${i}/allow/roles: no role ${r}`));
+  if (unknownRoles.length > 0) throw new MqttConfigError(unknownRoles);
   return config;
 }
 

@@ -21,7 +21,7 @@ import { parseMqttConfig, type MqttAdapterConfig } from './config.js';
 import { DROP_REASONS, MqttConfigError, MqttPublishError, type DropReason } from './errors.js';
 import { truncate } from '../../src/core/text.js';
 import { asTelemetry, CONTEXT_IDS, EID_PROPERTY, firstProperty, normalise, type InboundMessage, type Normalised } from './normalise.js';
-import { compileCommands, matchCommand, PUBLISHED_KINDS, renderCommand, renderRoomEvent, type Command } from './render.js';
+import { compileCommands, matchCommand, mayIssue, PUBLISHED_KINDS, renderCommand, renderRoomEvent, type Command, type CommandMatch } from './render.js';
 import { compileRule, compileRules, rulesFor, type Rule, type RuleSet } from './rules.js';
 import { Throttle, type ThrottleSummary } from './throttle.js';
 import { subscriptionIdFor } from './topics.js';
@@ -52,6 +52,8 @@ export interface MqttCounters {
   publishFailed: number;
   commandsSent: number;
   commandsRefused: number;
+  /** commands whose sender may not issue them (answered with a notice, not sent) */
+  commandsDenied: number;
   commandResponses: number;
   commandTimeouts: number;
   /** append attempts that threw (the log was unavailable) */
@@ -106,6 +108,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     publishFailed: 0,
     commandsSent: 0,
     commandsRefused: 0,
+    commandsDenied: 0,
     commandResponses: 0,
     commandTimeouts: 0,
     ingestErrors: 0,
@@ -480,28 +483,39 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
 
   const pending = new PendingCommands({ onTimeout: (c) => postTimeout(c) });
 
+  /** A gateway notice in reply to a command (idempotent per command and what): appended in the background, stop() waits for it. */
+  function postNotice(room: string, commandEventId: string, what: 'timeout' | 'denied', body: string): void {
+    const draft: DraftOf<'message'> = {
+      v: 1,
+      kind: 'message',
+      idem: `mqtt:gateway:${what}:${commandEventId}`,
+      room,
+      sender: { uid: GATEWAY_UID, proto: 'mqtt', native: config.clientId, display: 'MQTT gateway', auth: 'server' },
+      origin: { proto: 'mqtt', via: name, ids: {} },
+      ts: { received: Date.now() },
+      content: { body: truncate(body) },
+      rel: { replyTo: commandEventId },
+    };
+    track(
+      background,
+      withRetry(() => sink.ingest(draft)).then(countResult, (err: unknown) => log.error({ err, room }, `could not append a command ${what} notice`)),
+    );
+  }
+
   function postTimeout(c: PendingCommand): void {
     counters.commandTimeouts++;
     const command = commands.find((x) => x.name === c.commandName);
     const view = { ...c.vars, seconds: String(Math.round(c.timeoutMs / 100) / 10) };
     const rendered = command?.timeoutTemplate.render(view);
-    const body = truncate(rendered?.ok ? rendered.text : `No response to the command within ${view.seconds} s`);
-    const draft: DraftOf<'message'> = {
-      v: 1,
-      kind: 'message',
-      idem: `mqtt:gateway:timeout:${c.eventId}`,
-      room: c.room,
-      sender: { uid: GATEWAY_UID, proto: 'mqtt', native: config.clientId, display: 'MQTT gateway', auth: 'server' },
-      origin: { proto: 'mqtt', via: name, ids: {} },
-      ts: { received: Date.now() },
-      content: { body },
-      rel: { replyTo: c.eventId },
-    };
     log.info({ room: c.room, command: c.commandName, eventId: c.eventId }, 'command timed out');
-    track(
-      background,
-      withRetry(() => sink.ingest(draft)).then(countResult, (err: unknown) => log.error({ err, room: c.room }, 'could not append a command timeout notice')),
-    );
+    postNotice(c.room, c.eventId, 'timeout', rendered?.ok ? rendered.text : `No response to the command within ${view.seconds} s`);
+  }
+
+  function postDenied(event: LogEvent, match: CommandMatch): void {
+    counters.commandsDenied++;
+    const rendered = match.command.denyTemplate.render({ ...match.vars, sender: event.sender.display ?? event.sender.uid });
+    log.info({ room: event.room, command: match.command.name, eventId: event.eventId, sender: event.sender.uid }, 'command denied');
+    postNotice(event.room, event.eventId, 'denied', rendered.ok ? rendered.text : 'You may not send this command');
   }
 
   /** per session: a connection is not reused after its stop() */
@@ -566,7 +580,10 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     // A room with several MQTT links gets each command once, from its first link.
     const firstLink = (roomRules[0] ?? rule).link.target === rule.link.target;
     const match = !own && rule.options.commands && firstLink ? matchCommand(event, commands) : undefined;
-    if (match && !done.has('command')) {
+    if (match && !done.has('command') && !mayIssue(match.command, event.sender, config.roles)) {
+      // Not this sender's to give: answered in the room, never sent (the message itself still goes out).
+      postDenied(event, match);
+    } else if (match && !done.has('command')) {
       const rendered = renderCommand(event, match);
       if (!rendered.ok) {
         counters.commandsRefused++;

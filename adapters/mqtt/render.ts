@@ -110,6 +110,7 @@ export interface Command {
   readonly payload: Template | undefined;
   readonly responseTemplate: Template | undefined;
   readonly timeoutTemplate: Template;
+  readonly denyTemplate: Template;
 }
 
 /**
@@ -151,9 +152,10 @@ export function compileCommands(configs: readonly MqttCommandConfig[]): Command[
     const payload = config.payload === undefined ? undefined : attempt('payload', () => compileTemplate(config.payload as string));
     const responseTemplate = config.responseTemplate === undefined ? undefined : attempt('responseTemplate', () => compileTemplate(config.responseTemplate as string));
     const timeoutTemplate = attempt('timeoutTemplate', () => compileTemplate(config.timeoutTemplate));
+    const denyTemplate = attempt('denyTemplate', () => compileTemplate(config.denyTemplate));
     problems.push(...local);
-    if (local.length === 0 && pattern && topic && responseTopic && responseFilter && timeoutTemplate) {
-      out.push({ name: config.name ?? config.pattern, config, pattern, topic, responseTopic, responseFilter, payload, responseTemplate, timeoutTemplate });
+    if (local.length === 0 && pattern && topic && responseTopic && responseFilter && timeoutTemplate && denyTemplate) {
+      out.push({ name: config.name ?? config.pattern, config, pattern, topic, responseTopic, responseFilter, payload, responseTemplate, timeoutTemplate, denyTemplate });
     }
   });
   if (problems.length > 0) throw new Error(problems.join('; '));
@@ -188,6 +190,20 @@ function safeLevelValues(vars: Readonly<Record<string, string>>, template: Templ
     if (v !== undefined && (v.length === 0 || /[/+#]/.test(v) || v.includes('\u0000'))) return `"${name}" = "${v}" cannot be used in a topic`;
   }
   return undefined;
+}
+
+/**
+ * May this event's sender issue the command? HTTP users reach a room only
+ * when granted it (the API checks), so `*` means every granted user. A
+ * bridged sender must be listed (by uid, directly or in a role), and its
+ * identity must be vouched for by its server — never only claimed.
+ */
+export function mayIssue(command: Command, sender: LogEvent['sender'], roles: Readonly<Record<string, readonly string[]>>): boolean {
+  const { users, bridged } = command.config.allow;
+  const inRole = command.config.allow.roles.some((r) => (Object.hasOwn(roles, r) ? roles[r] : undefined)?.includes(sender.uid) === true);
+  if (sender.proto === 'api') return users.includes('*') || users.includes(sender.uid) || inRole;
+  if (sender.auth === 'claimed') return false;
+  return bridged.includes(sender.uid) || inRole;
 }
 
 export function renderCommand(event: LogEvent, match: CommandMatch): RenderOutcome {

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LogEvent } from '../../../src/core/event.js';
 import type { RoomLink } from '../../../src/core/ports.js';
 import { partitionOf } from '../../../src/core/position.js';
-import type { MqttAdapter } from '../../../adapters/mqtt/index.js';
+import { parseMqttConfig, type MqttAdapter } from '../../../adapters/mqtt/index.js';
 import { message } from '../../fixtures/events.js';
 import { createDeliveryManager } from '../../../src/bridge/delivery.js';
 import { silentLogger } from '../../../src/log/index.js';
@@ -242,6 +242,52 @@ describe('MQTT outbound', () => {
     expect(events.map(body)).toEqual(['!pump-7 stop', 'stopped', '!pump-9 start', 'No response from pump-9 to "!pump-9 start" within 1.5 s']);
     expect(events[1]).toMatchObject({ rel: { replyTo: command.eventId }, sender: { uid: 'mqtt:pump-7' } });
     expect(counters(adapter).commandResponses).toBe(1);
+  });
+
+  it('authorises commands per sender: HTTP users by default, bridged senders only when listed; a denial is a notice and counted', async () => {
+    const xmpp = (uid: string, auth: 'server' | 'claimed' = 'server') => ({ uid, proto: 'xmpp' as const, native: uid.slice(5), display: uid.slice(5), auth });
+    const api = (uid: string) => ({ uid, proto: 'api' as const, native: `${uid}/d1`, auth: 'api-token' as const });
+    const send = async (gw: Gateway, adapter: MqttAdapter, body: string, sender: LogEvent['sender']) => {
+      const result = await gw.log.append(message(ROOM, body, { sender }));
+      const event = (await gw.log.getEvent(ROOM, result.eventId)) as LogEvent;
+      expect(await adapter.deliver(event, { room: ROOM, link: RULE }, { attempt: 0, references: {} })).toMatchObject({ status: 'delivered' });
+      return event.eventId;
+    };
+    const pump = await recorder(broker.url);
+    await pump.client.subscribeAsync('devices/+/cmd', { qos: 1 });
+    const commandsAt = () => pump.received.map((p) => p.properties?.correlationData?.toString());
+
+    // Default: any HTTP user (granted the room: the API checks), no bridged sender.
+    const first = await setup(broker.url, [RULE], { commands: [{ ...COMMANDS[0], timeoutMs: 60_000 }] });
+    const byApi = await send(first.gw, first.adapter, '!pump-1 stop', api('alice'));
+    const byXmpp = await send(first.gw, first.adapter, '!pump-1 start', xmpp('xmpp:mallory@example.org'));
+    await until(async () => (await allEvents(first.gw.log)).length === 3, 'the denial notice');
+    await until(() => commandsAt().includes(byApi), 'the allowed command at the device');
+    const notice = (await allEvents(first.gw.log))[2];
+    expect(notice).toMatchObject({ rel: { replyTo: byXmpp }, sender: { uid: 'mqtt:gateway' }, content: { body: 'mallory@example.org may not send "!pump-1 start"' } });
+    expect(counters(first.adapter)).toMatchObject({ commandsDenied: 1, commandsSent: 1 });
+    await first.adapter.stop();
+
+    // Listed: users, roles and bridged identities (never a merely claimed one).
+    const allow = { users: ['bob'], roles: ['ops'], bridged: ['xmpp:carol@example.org'] };
+    const second = await setup(broker.url, [RULE], { roles: { ops: ['dave', 'matrix:@erin:example.org'] }, commands: [{ ...COMMANDS[0], timeoutMs: 60_000, allow }] });
+    const denied = [await send(second.gw, second.adapter, '!pump-2 stop', api('alice')), await send(second.gw, second.adapter, '!pump-2 stop', xmpp('xmpp:carol@example.org', 'claimed'))];
+    const allowed = [
+      await send(second.gw, second.adapter, '!pump-2 stop', api('bob')),
+      await send(second.gw, second.adapter, '!pump-2 stop', api('dave')),
+      await send(second.gw, second.adapter, '!pump-2 stop', xmpp('xmpp:carol@example.org')),
+      await send(second.gw, second.adapter, '!pump-2 stop', { uid: 'matrix:@erin:example.org', proto: 'matrix', native: '@erin:example.org', auth: 'server' }),
+    ];
+    await until(() => allowed.every((id) => commandsAt().includes(id)), 'the allowed commands at the device');
+    await until(async () => (await allEvents(second.gw.log)).filter((e) => e.sender.uid === 'mqtt:gateway').length === 2, 'two denial notices');
+    const replies = (await allEvents(second.gw.log)).filter((e) => e.sender.uid === 'mqtt:gateway').map((e) => (e.kind === 'message' ? e.rel?.replyTo : undefined));
+    expect(replies).toEqual(denied);
+    expect(commandsAt().filter((id) => denied.includes(id ?? '') || id === byXmpp)).toEqual([]);
+    expect(counters(second.adapter)).toMatchObject({ commandsDenied: 2, commandsSent: 4 });
+  });
+
+  it('refuses a command allowed to a role that does not exist', () => {
+    expect(() => parseMqttConfig({ url: 'mqtt://h:1', clientId: 'c', commands: [{ ...COMMANDS[0], allow: { roles: ['nobody'] } }] })).toThrow('no role nobody');
   });
 
   it('posts a timeout notice, as a reply, when the device does not answer', async () => {
