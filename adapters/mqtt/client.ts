@@ -138,6 +138,7 @@ function toInbound(packet: IPublishPacket): InboundMessage {
     if (props.userProperties) m.userProperties = props.userProperties;
     if (props.contentType !== undefined) m.contentType = props.contentType;
     if (props.correlationData !== undefined) m.correlationData = props.correlationData;
+    if (props.responseTopic !== undefined) m.responseTopic = props.responseTopic;
     const ids = props.subscriptionIdentifier;
     if (ids !== undefined) m.subscriptionIds = Array.isArray(ids) ? ids : [ids];
   }

@@ -82,6 +82,34 @@ export const MqttAdapterConfig = Type.Object(
     outTopicTemplate: Type.String({ minLength: 1, maxLength: 1024, default: DEFAULT_OUT_TOPIC }),
     publishTimeoutMs: Type.Integer({ minimum: 100, maximum: 300_000, default: 10_000 }),
     commands: Type.Array(MqttCommandConfig, { maxItems: 64, default: [] }),
+    /**
+     * Catch-up over MQTT: a device publishes `{since?, limit?, rooms?}` to
+     * `topic` (its named wildcard `sender` is the device, as for ingest:
+     * trustworthy only with broker ACLs) with a Response Topic and
+     * Correlation Data, and gets a page of the events of its granted rooms.
+     */
+    sync: Type.Optional(
+      Type.Object(
+        {
+          topic: Type.String({ minLength: 1, maxLength: 1024, default: 'sg/v1/sync/+device' }),
+          sender: Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$', default: 'device' }),
+          /** which devices may read which rooms: `pattern` a JS regular expression over the device name */
+          grants: Type.Array(
+            Type.Object(
+              { pattern: Type.String({ minLength: 1, maxLength: 1024 }), rooms: Type.Array(Type.String({ minLength: 1, maxLength: 256 }), { minItems: 1, maxItems: 1000 }) },
+              { additionalProperties: false },
+            ),
+            { maxItems: 1000, default: [] },
+          ),
+          defaultLimit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
+          maxLimit: Type.Integer({ minimum: 1, maximum: 1000, default: 1000 }),
+          /** requests served at once; more wait, up to `maxQueued`, beyond which they are answered SG_ERR_RATE_LIMITED */
+          concurrency: Type.Integer({ minimum: 1, maximum: 64, default: 4 }),
+          maxQueued: Type.Integer({ minimum: 0, maximum: 100_000, default: 256 }),
+        },
+        { additionalProperties: false },
+      ),
+    ),
     /** named lists of gateway user ids and bridged sender uids, for commands' `allow.roles` */
     roles: Type.Record(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$' }), Type.Array(Type.String({ minLength: 1, maxLength: 256 }), { maxItems: 1000 }), { default: {} }),
     /** larger payloads are dropped (counted as payload-too-large) */

@@ -27,6 +27,8 @@ export const DROP_REASONS = [
   'response-duplicate',
   /** a response after the command's timeout notice */
   'response-late',
+  /** a sync answer could not be published (no usable response topic, or the publish failed) */
+  'sync-no-reply',
   'internal-error',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];

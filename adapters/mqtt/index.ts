@@ -19,12 +19,14 @@ import { MqttConnection, backoffDelay, type SubscriptionSpec } from './client.js
 import { PendingCommands, type PendingCommand } from './commands.js';
 import { parseMqttConfig, type MqttAdapterConfig } from './config.js';
 import { DROP_REASONS, MqttConfigError, MqttPublishError, type DropReason } from './errors.js';
+import { isSyncgateError, type ErrorCode } from '../../src/core/errors.js';
 import { truncate } from '../../src/core/text.js';
 import { asTelemetry, CONTEXT_IDS, EID_PROPERTY, firstProperty, normalise, type InboundMessage, type Normalised } from './normalise.js';
 import { compileCommands, matchCommand, mayIssue, PUBLISHED_KINDS, renderCommand, renderRoomEvent, type Command, type CommandMatch } from './render.js';
 import { compileRule, compileRules, rulesFor, type Rule, type RuleSet } from './rules.js';
 import { Throttle, type ThrottleSummary } from './throttle.js';
-import { subscriptionIdFor } from './topics.js';
+import { compileSync, ERROR_PROPERTY, grantedRooms, parseSyncRequest, SYNC_CONTENT_TYPE, syncError, syncPage, SyncRequestError, type SyncService } from './sync.js';
+import { isPublishableTopic, subscriptionIdFor } from './topics.js';
 
 export { MqttAdapterConfig, parseMqttConfig } from './config.js';
 export { compileRule as validateMqttRule } from './rules.js';
@@ -58,6 +60,10 @@ export interface MqttCounters {
   commandTimeouts: number;
   /** append attempts that threw (the log was unavailable) */
   ingestErrors: number;
+  /** sync requests received, answered with an error, and events sent in sync answers */
+  syncRequests: number;
+  syncErrors: number;
+  syncEvents: number;
 }
 
 export interface MqttAdapter extends Adapter {
@@ -87,6 +93,15 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
   } catch (err) {
     throw new MqttConfigError([(err as Error).message]);
   }
+  let sync: SyncService | undefined;
+  try {
+    sync = config.sync ? compileSync(config.sync) : undefined;
+  } catch (err) {
+    throw new MqttConfigError([(err as Error).message]);
+  }
+  const reader = deps.reader;
+  if (sync && !reader) throw new MqttConfigError(['sync: this adapter was built without access to the log']);
+  const syncSubId = sync ? subscriptionIdFor(sync.filter.plain) : undefined;
   const responseSubs = new Map<number, Command[]>();
   for (const c of commands) {
     const id = subscriptionIdFor(c.responseFilter.plain);
@@ -112,6 +127,9 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     commandResponses: 0,
     commandTimeouts: 0,
     ingestErrors: 0,
+    syncRequests: 0,
+    syncErrors: 0,
+    syncEvents: 0,
   };
   const dropped = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>;
   const dropLog = new Map<DropReason, { windowStart: number; logged: number; suppressed: number }>();
@@ -384,6 +402,12 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
 
   async function processMessage(msg: InboundMessage): Promise<void> {
     const ids = msg.subscriptionIds;
+    if (sync && (ids === undefined || (syncSubId !== undefined && ids.includes(syncSubId)))) {
+      const params = sync.filter.match(msg.topic);
+      const device = params?.[sync.config.sender];
+      // Served off the inbound path (it reads the log and publishes): the request is acknowledged now.
+      if (device !== undefined) return enqueueSync(msg, device);
+    }
     let handled = false;
     const responseCandidates = commands.length === 0 ? [] : ids === undefined ? commands : ids.flatMap((id) => responseSubs.get(id) ?? []);
     if (responseCandidates.length > 0 && (ids !== undefined || msg.correlationData !== undefined)) {
@@ -521,9 +545,102 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
   /** per session: a connection is not reused after its stop() */
   let connection = new MqttConnection({ config, log, onMessage });
 
+  /** sync requests being served, and those waiting for a turn */
+  const syncJobs = new Set<Promise<unknown>>();
+  const syncQueue: Array<() => Promise<void>> = [];
+  let syncActive = 0;
+
+  function enqueueSync(msg: InboundMessage, device: string): void {
+    counters.syncRequests++;
+    const limits = sync?.config;
+    if (!limits || stopping) return;
+    if (syncActive >= limits.concurrency && syncQueue.length >= limits.maxQueued) {
+      track(syncJobs, replySync(msg, undefined, new SyncRequestError('SG_ERR_RATE_LIMITED', 'too many sync requests at once; retry later')));
+      return;
+    }
+    syncQueue.push(() => serveSync(msg, device));
+    runSyncQueue();
+  }
+
+  function runSyncQueue(): void {
+    const limit = sync?.config.concurrency ?? 1;
+    while (syncActive < limit && syncQueue.length > 0) {
+      const job = syncQueue.shift() as () => Promise<void>;
+      syncActive++;
+      track(
+        syncJobs,
+        job().finally(() => {
+          syncActive--;
+          runSyncQueue();
+        }),
+      );
+    }
+  }
+
+  async function serveSync(msg: InboundMessage, device: string): Promise<void> {
+    if (!sync || !reader) return;
+    let page: string | undefined;
+    let error: unknown;
+    try {
+      if (msg.responseTopic === undefined) throw new SyncRequestError('SG_ERR_REQUEST_INVALID', 'a sync request needs an MQTT 5 Response Topic (and Correlation Data)');
+      const request = parseSyncRequest(msg.payload, sync);
+      const granted = grantedRooms(sync, device);
+      if (granted.size === 0) throw new SyncRequestError('SG_ERR_FORBIDDEN', `no room is granted to ${device.slice(0, 64)}`);
+      for (const room of request.rooms ?? []) {
+        // Not granted and not existing look the same to a device.
+        if (!granted.has(room)) throw new SyncRequestError('SG_ERR_ROOM_UNKNOWN', `no room ${room.slice(0, 64)} for this device`);
+      }
+      const rooms = request.rooms ? new Set(request.rooms) : granted;
+      const result = request.since === undefined ? await reader.latest({ rooms, limit: request.limit }) : await reader.read(request.since, { rooms, limit: request.limit });
+      counters.syncEvents += result.events.length;
+      page = syncPage(result.events, result.next, result.limited);
+    } catch (err) {
+      error = err;
+    }
+    await replySync(msg, page, error);
+  }
+
+  /** Publishes a sync answer (or the error) to the request's response topic; a request without one gets its error on `<topic>/reply`. */
+  async function replySync(msg: InboundMessage, page: string | undefined, error: unknown): Promise<void> {
+    let payload = page;
+    // Never empty: mqtt.js does not send a PUBLISH with an empty user property map (and never settles it).
+    const userProperties: Record<string, string> = { 'sg-kind': 'sync' };
+    if (payload === undefined) {
+      counters.syncErrors++;
+      const code: ErrorCode = error instanceof SyncRequestError ? error.code : isSyncgateError(error) ? error.code : 'SG_ERR_INTERNAL';
+      if (code === 'SG_ERR_INTERNAL' || code === 'SG_ERR_LOG_UNAVAILABLE') log.error({ err: error, topic: msg.topic }, 'could not serve a sync request');
+      const message = error instanceof Error && code !== 'SG_ERR_INTERNAL' ? error.message : 'internal error';
+      payload = syncError(code, message);
+      userProperties[ERROR_PROPERTY] = code;
+      userProperties['sg-kind'] = 'sync-error';
+    }
+    const topic = msg.responseTopic ?? `${msg.topic}/reply`;
+    if (!isPublishableTopic(topic)) {
+      drop('sync-no-reply', `cannot answer on "${topic.slice(0, 128)}"`, msg.topic);
+      return;
+    }
+    try {
+      await connection.publish({
+        topic,
+        payload,
+        properties: {
+          contentType: SYNC_CONTENT_TYPE,
+          payloadFormatIndicator: true,
+          userProperties,
+          ...(msg.correlationData !== undefined ? { correlationData: msg.correlationData } : {}),
+        },
+      });
+      counters.published++;
+    } catch (err) {
+      counters.publishFailed++;
+      drop('sync-no-reply', `could not publish the sync answer: ${(err as Error).message}`, msg.topic);
+    }
+  }
+
   function wantedSubscriptions(): Map<string, SubscriptionSpec> {
     const wanted = new Map<string, SubscriptionSpec>();
     for (const s of ruleSet.subscriptions.values()) wanted.set(s.filter, s);
+    if (sync && syncSubId !== undefined) wanted.set(sync.filter.plain, { filter: sync.filter.plain, id: syncSubId, rh: 2 });
     for (const c of commands) {
       const filter = c.responseFilter.plain;
       if (!wanted.has(filter)) wanted.set(filter, { filter, id: subscriptionIdFor(filter), rh: 2 });
@@ -662,7 +779,8 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
       unwatch?.();
       const deadline = (ms: number) => sleep(ms);
       // Finish sends in flight, then message handling (its acks), then disconnect.
-      await Promise.race([Promise.allSettled([...inFlightDeliveries]), deadline(config.publishTimeoutMs)]);
+      syncQueue.length = 0;
+      await Promise.race([Promise.allSettled([...inFlightDeliveries, ...syncJobs]), deadline(config.publishTimeoutMs)]);
       await connection.stop();
       await Promise.race([Promise.allSettled([...inFlight]), deadline(5_000)]);
       // Pending summaries are posted now rather than lost.

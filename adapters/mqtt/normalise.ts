@@ -56,6 +56,8 @@ export interface InboundMessage {
   readonly userProperties?: Readonly<Record<string, string | string[]>>;
   readonly contentType?: string;
   readonly correlationData?: Buffer;
+  /** MQTT 5 Response Topic (request/response) */
+  readonly responseTopic?: string;
   /** the subscription identifiers the broker put on it (which of our subscriptions it is for) */
   readonly subscriptionIds?: readonly number[];
 }

@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino';
 import type { Content, DraftOf, EventDraft, LogEvent, Proto, Relations, TextFormat } from './event.js';
-import type { RoomLink } from './ports.js';
+import type { ReadOptions, ReadResult, RoomLink } from './ports.js';
 
 /** What became of an ingested draft. */
 export type IngestResult =
@@ -115,12 +115,22 @@ export interface Adapter {
   deliversOwn?(link: RoomLink): boolean;
 }
 
+/** Read access to the timeline, for adapters that serve catch-up from a cursor (MQTT sync). */
+export interface TimelineReader {
+  /** events after a sync cursor (absent = the beginning) in the given rooms, oldest first */
+  read(since: string | undefined, options: ReadOptions): Promise<ReadResult>;
+  /** the newest `limit` events of the rooms and the sync cursor of now */
+  latest(options: ReadOptions): Promise<ReadResult>;
+}
+
 export interface AdapterDeps<C> {
   readonly name: string;
   readonly config: C;
   readonly log: Logger;
   readonly sink: IngestSink;
   readonly links: LinkView;
+  /** the timeline, for adapters that serve reads (given to those that need it) */
+  readonly reader?: TimelineReader;
 }
 
 /**

@@ -27,7 +27,7 @@ export function createAdapters(config: Config, context: AdapterContext): Adapter
       case 'matrix':
         return createMatrixAdapter({ ...common, config: section.config, state: context.log.state });
       case 'mqtt':
-        return createMqttAdapter({ ...common, config: section.config });
+        return createMqttAdapter({ ...common, config: section.config, reader: context.log });
       case 'xmpp':
         return createXmppAdapter({ ...common, config: section.config, catchup: stateCatchupStore(context.log.state, `xmpp-catchup:${name}`), state: context.log.state });
     }

@@ -33,7 +33,7 @@ const ROOM = 'fanout';
 /** wall-clock milliseconds with sub-millisecond resolution, comparable across processes */
 const wallNow = () => performance.timeOrigin + performance.now();
 
-function draft(room: string, i: number, body: string): DraftOf<'message'> {
+export function draft(room: string, i: number, body: string): DraftOf<'message'> {
   return {
     v: 1,
     kind: 'message',
@@ -46,7 +46,7 @@ function draft(room: string, i: number, body: string): DraftOf<'message'> {
   };
 }
 
-interface Gateway {
+export interface Gateway {
   readonly url: string;
   readonly log: EventLog;
   readonly prefix: string;
@@ -54,7 +54,7 @@ interface Gateway {
   close(): Promise<void>;
 }
 
-async function startGateway(redisUrl: string, partitions = 16): Promise<Gateway> {
+export async function startGateway(redisUrl: string, partitions = 16): Promise<Gateway> {
   const prefix = testPrefix('bench-http');
   const tailBuffer = Number(process.env['BENCH_HTTP_TAIL_BUFFER'] ?? 0);
   const log = createEventLog({

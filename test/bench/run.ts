@@ -9,6 +9,7 @@ import { benchEventLog } from './eventlog.js';
 import { benchHttp } from './http.js';
 import { benchMatrix } from './matrix.js';
 import { benchMqtt } from './mqtt.js';
+import { benchMqttSync } from './mqtt-sync.js';
 import { benchRestart } from './restart.js';
 import { benchXmpp } from './xmpp.js';
 import { formatSection, type Bench } from './report.js';
@@ -19,6 +20,7 @@ const sections: Record<string, Bench> = {
   http: benchHttp,
   matrix: benchMatrix,
   mqtt: benchMqtt,
+  'mqtt-sync': benchMqttSync,
   xmpp: benchXmpp,
   restart: benchRestart,
 };

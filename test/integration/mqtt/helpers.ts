@@ -67,7 +67,7 @@ export async function createGateway(options: { backend?: 'memory' | 'redis'; red
 }
 
 export function makeAdapter(gw: Gateway, config: Record<string, unknown>, sink: IngestSink = gw.sink, name = 'mqtt'): MqttAdapter {
-  return createMqttAdapter({ name, config: parseMqttConfig({ reconnect: { minMs: 100, maxMs: 1000 }, ...config }), log: gw.logger, sink, links: gw.links });
+  return createMqttAdapter({ name, config: parseMqttConfig({ reconnect: { minMs: 100, maxMs: 1000 }, ...config }), log: gw.logger, sink, links: gw.links, reader: gw.log });
 }
 
 export function counters(adapter: MqttAdapter): MqttCounters {
