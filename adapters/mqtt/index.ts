@@ -311,7 +311,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     if (decision === 'suppress') {
       counters.throttled++;
       // The reading itself is kept (telemetry) before the ack; only the chat line is folded into the summary.
-      await withRetry(() => sink.ingestTelemetry(asTelemetry(draft, msg.payload, msg.contentType)));
+      await withRetry(() => sink.ingestTelemetry(asTelemetry(draft, msg.payload, msg.contentType, rule.options.decode)));
       counters.telemetry++;
       ruleCount(rule, 'throttled');
       return;

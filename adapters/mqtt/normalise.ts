@@ -262,7 +262,7 @@ export function normalise(msg: InboundMessage, rule: Rule, params: Readonly<Reco
 }
 
 /** A suppressed (throttled) message kept as telemetry, so the reading itself is not lost. */
-export function asTelemetry(draft: DraftOf<'message'>, payload: Buffer, contentType: string | undefined): DraftOf<'telemetry'> {
+export function asTelemetry(draft: DraftOf<'message'>, payload: Buffer, contentType: string | undefined, decode: Rule['options']['decode']): DraftOf<'telemetry'> {
   const { content: _content, rel: _rel, ...rest } = draft;
   let text: string | undefined;
   try {
@@ -276,6 +276,7 @@ export function asTelemetry(draft: DraftOf<'message'>, payload: Buffer, contentT
     telemetry:
       text === undefined
         ? { contentType: contentType ?? 'application/octet-stream;base64', payload: payload.toString('base64'), topic: draft.origin.ids['mqtt.topic'] }
-        : { contentType: contentType ?? 'text/plain;charset=utf-8', payload: text, topic: draft.origin.ids['mqtt.topic'] },
+        : // The rule's content type, as a telemetry rule stores it: JSON stays JSON.
+          { contentType: decode === 'json' ? 'application/json' : 'text/plain;charset=utf-8', payload: text, topic: draft.origin.ids['mqtt.topic'] },
   };
 }

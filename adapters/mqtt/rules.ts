@@ -79,6 +79,8 @@ export function compileRule(room: string, link: RoomLink, defaults: Defaults): R
   const rawThrottle = o?.['throttleMs'];
   const throttleMs = rawThrottle === undefined ? defaults.throttle.intervalMs : Number(rawThrottle);
   if (!Number.isInteger(throttleMs) || throttleMs < 0 || throttleMs > 86_400_000) problems.push('option throttleMs must be an integer in 0..86400000');
+  // Throttling folds chat lines into a summary and keeps the readings as telemetry: a telemetry rule has no chat lines to fold.
+  if (kind === 'telemetry' && rawThrottle !== undefined && Number(rawThrottle) > 0) problems.push('option throttleMs does not apply to kind telemetry (every reading is kept)');
   const outQos = Number(o?.['outQos'] ?? 1);
   if (outQos !== 0 && outQos !== 1 && outQos !== 2) problems.push('option outQos must be 0, 1 or 2');
   const id = str(o, 'id') ?? `${room}:${link.target}`;

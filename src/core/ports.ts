@@ -66,6 +66,11 @@ export interface HistoryPage {
   readonly limited: boolean;
 }
 
+export interface TelemetryPage {
+  readonly before?: string;
+  readonly after?: string;
+}
+
 export interface TelemetryEntry {
   readonly id: string;
   readonly event: DraftOf<'telemetry'>;
@@ -210,7 +215,12 @@ export interface EventLog {
   alias(room: string, eventId: string, keys: readonly string[]): Promise<void>;
   /** telemetry goes to its own capped stream per room, never to the timeline */
   appendTelemetry(draft: DraftOf<'telemetry'>): Promise<{ id: string }>;
-  telemetry(room: string, limit: number): Promise<TelemetryEntry[]>;
+  /**
+   * A room's telemetry: without `page`, or with `before` (an entry id,
+   * exclusive), the newest `limit` entries before it, newest first; with
+   * `after`, the oldest `limit` entries after it, oldest first.
+   */
+  telemetry(room: string, limit: number, page?: TelemetryPage): Promise<TelemetryEntry[]>;
   /** applies age-based retention now (it also runs periodically) */
   trim(): Promise<void>;
   ping(): Promise<void>;

@@ -102,7 +102,8 @@ export interface LogBackend {
   lookup(partition: number, fields: readonly string[]): Promise<Array<StreamPos | undefined>>;
   addAliases(partition: number, pos: StreamPos, fields: readonly string[]): Promise<void>;
   appendTelemetry(partition: number, draft: DraftOf<'telemetry'>): Promise<string>;
-  telemetry(partition: number, room: string, limit: number): Promise<Array<{ id: string; draft: DraftOf<'telemetry'> }>>;
+  /** newest first before `page.before` (exclusive; default the end), or oldest first after `page.after` */
+  telemetry(partition: number, room: string, limit: number, page?: { readonly before?: StreamPos; readonly after?: StreamPos }): Promise<Array<{ id: string; draft: DraftOf<'telemetry'> }>>;
   trimByAge(partition: number, rooms: readonly string[], cutoffMs: number): Promise<void>;
   // --- outbound delivery (consumer groups on the feed, leases, dead letters)
   groupCreate(partition: number, group: string): Promise<void>;

@@ -352,9 +352,12 @@ export class MemoryBackend implements LogBackend {
     return Promise.resolve(id);
   }
 
-  telemetry(partition: number, room: string, limit: number): Promise<Array<{ id: string; draft: DraftOf<'telemetry'> }>> {
+  telemetry(partition: number, room: string, limit: number, page: { readonly before?: StreamPos; readonly after?: StreamPos } = {}): Promise<Array<{ id: string; draft: DraftOf<'telemetry'> }>> {
     const rows = this.part(partition).telemetry.get(room) ?? [];
-    return Promise.resolve(rows.slice(-limit).reverse());
+    const { before, after } = page;
+    if (after !== undefined) return Promise.resolve(rows.filter((r) => comparePos(parseStreamId(r.id), after) > 0).slice(0, limit));
+    const older = before === undefined ? rows : rows.filter((r) => comparePos(parseStreamId(r.id), before) < 0);
+    return Promise.resolve(older.slice(-limit).reverse());
   }
 
   trimByAge(partition: number, rooms: readonly string[], cutoffMs: number): Promise<void> {

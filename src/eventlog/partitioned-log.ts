@@ -31,8 +31,9 @@ import type {
   TailItem,
   TailOptions,
   TelemetryEntry,
+  TelemetryPage,
 } from '../core/ports.js';
-import { ZERO_POS, comparePos, eventIdFor, justBefore, locateEventId, partitionOf, type StreamPos } from '../core/position.js';
+import { ZERO_POS, comparePos, eventIdFor, justBefore, locateEventId, parseStreamId, partitionOf, type StreamPos } from '../core/position.js';
 import type { FeedEntry, FeedPage, LogBackend, RetentionPolicy, RoomFilterFn } from './backend.js';
 import { createDeliveryQueue } from './delivery-queue.js';
 import { LiveFeed, type LiveSink } from './live-feed.js';
@@ -435,10 +436,18 @@ export class PartitionedLog implements EventLog {
     return { id: await this.backend.appendTelemetry(this.roomPartition(draft.room), draft) };
   }
 
-  async telemetry(room: string, limit: number): Promise<TelemetryEntry[]> {
+  async telemetry(room: string, limit: number, page: TelemetryPage = {}): Promise<TelemetryEntry[]> {
     this.ensureOpen();
     checkLimit(limit);
-    const rows = await this.backend.telemetry(this.roomPartition(room), room, limit);
+    const entryPos = (id: string): StreamPos => {
+      // A telemetry cursor is the id of an entry (`ms-seq`).
+      if (!/^\d{1,16}-\d{1,16}$/.test(id)) throw new SyncgateError('SG_ERR_CURSOR_INVALID', 'not a telemetry entry id');
+      return parseStreamId(id);
+    };
+    const rows = await this.backend.telemetry(this.roomPartition(room), room, limit, {
+      ...(page.before !== undefined ? { before: entryPos(page.before) } : {}),
+      ...(page.after !== undefined ? { after: entryPos(page.after) } : {}),
+    });
     return rows.map((r) => ({ id: r.id, event: r.draft }));
   }
 

@@ -454,9 +454,14 @@ export class RedisBackend implements LogBackend {
     return id;
   }
 
-  async telemetry(partition: number, room: string, limit: number): Promise<Array<{ id: string; draft: DraftOf<'telemetry'> }>> {
+  async telemetry(partition: number, room: string, limit: number, page: { readonly before?: StreamPos; readonly after?: StreamPos } = {}): Promise<Array<{ id: string; draft: DraftOf<'telemetry'> }>> {
     this.closedCheck();
-    const reply = (await this.redis.xrevrange(this.keys.telemetry(partition, room), '+', '-', 'COUNT', limit)) as StreamReply;
+    const key = this.keys.telemetry(partition, room);
+    const reply = (
+      page.after !== undefined
+        ? await this.redis.xrange(key, `(${posToString(page.after)}`, '+', 'COUNT', limit)
+        : await this.redis.xrevrange(key, page.before !== undefined ? `(${posToString(page.before)}` : '+', '-', 'COUNT', limit)
+    ) as StreamReply;
     return reply.map(([id, fields]) => ({ id, draft: decodeFields(room, fields) as DraftOf<'telemetry'> }));
   }
 

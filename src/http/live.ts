@@ -23,7 +23,7 @@ import { ERROR_TABLE, isSyncgateError } from '../core/errors.js';
 import type { EventLog } from '../core/ports.js';
 import type { DeviceIdentity, Directory } from './directory.js';
 import type { HttpMetrics } from './metrics.js';
-import type { ViewCache } from './view.js';
+import { telemetryView, type ViewCache } from './view.js';
 
 export type Transport = 'ws' | 'sse';
 
@@ -50,6 +50,8 @@ interface Wire {
   ready(next: string): void;
   event(next: string, json: string): void;
   limited(next: string): void;
+  /** a telemetry reading (not part of the cursor: it carries none) */
+  telemetry(json: string): void;
   heartbeat(): boolean;
   /** bytes written but not yet taken by the kernel */
   buffered(): number;
@@ -83,6 +85,9 @@ class WsWire implements Wire {
   }
   limited(next: string): void {
     this.ws.send(`{"type":"limited","next":"${next}"}`);
+  }
+  telemetry(json: string): void {
+    this.ws.send(`{"type":"telemetry",${json.slice(1)}`);
   }
   heartbeat(): boolean {
     // Two heartbeats without a pong: the peer is gone (one may be late on a busy host).
@@ -135,6 +140,10 @@ class SseWire implements Wire {
   limited(next: string): void {
     this.write(`event: limited\nid: ${next}\ndata: {"next":"${next}"}\n\n`);
   }
+  telemetry(json: string): void {
+    // No `id`: a reading does not move the client's cursor (Last-Event-ID).
+    this.write(`event: telemetry\ndata: ${json}\n\n`);
+  }
   heartbeat(): boolean {
     this.write(`event: heartbeat\ndata: {"ts":${Date.now()}}\n\n`);
     return true;
@@ -186,7 +195,14 @@ export interface StreamStart {
   /** the rooms granted when the stream opened */
   readonly rooms: ReadonlySet<string>;
   readonly since: string;
+  /** also send the rooms' telemetry readings from now on (polled every TELEMETRY_POLL_MS) */
+  readonly telemetry?: boolean;
 }
+
+/** How often a stream that asked for telemetry looks for new readings. */
+export const TELEMETRY_POLL_MS = 1000;
+/** Readings per room and poll; a room producing more is sent in the following polls. */
+const TELEMETRY_BATCH = 200;
 
 class LiveStream {
   next: string;
@@ -210,6 +226,7 @@ class LiveStream {
     const { log, views, maxBufferedBytes, pauseBytes } = this.hub.options;
     this.wire.onClosed(() => this.stop('client'));
     this.wire.ready(this.next);
+    if (this.start.telemetry) void this.streamTelemetry();
     try {
       const tail = log.tail(this.start.since, { rooms: this.start.rooms, signal: this.abort.signal });
       for await (const item of tail) {
@@ -238,6 +255,48 @@ class LiveStream {
         if (!closing) this.hub.options.logger.error({ err, deviceId: this.device.deviceId }, 'live stream failed');
         this.close(closing ? 'shutdown' : 'error');
       }
+    }
+  }
+
+  /**
+   * Telemetry readings of the stream's rooms that arrive after it opened,
+   * oldest first per room. They are not in the timeline and carry no
+   * cursor: a reconnecting client gets readings from its reconnect on (older
+   * ones are at GET /v1/rooms/:room/telemetry).
+   */
+  private async streamTelemetry(): Promise<void> {
+    const { log, logger, maxBufferedBytes } = this.hub.options;
+    const after = new Map<string, string | undefined>();
+    try {
+      for (const room of this.start.rooms) after.set(room, (await log.telemetry(room, 1))[0]?.id);
+      while (!this.stopped) {
+        await new Promise<void>((resolve) => {
+          const signal = this.abort.signal;
+          const done = () => {
+            clearTimeout(timer);
+            signal.removeEventListener('abort', done);
+            resolve();
+          };
+          const timer = setTimeout(done, TELEMETRY_POLL_MS);
+          signal.addEventListener('abort', done);
+        });
+        for (const [room, from] of after) {
+          if (this.stopped) return;
+          const rows = from === undefined ? (await log.telemetry(room, TELEMETRY_BATCH)).reverse() : await log.telemetry(room, TELEMETRY_BATCH, { after: from });
+          for (const row of rows) this.wire.telemetry(JSON.stringify({ room, reading: telemetryView(row) }));
+          const last = rows.at(-1);
+          if (last) after.set(room, last.id);
+        }
+        if (this.wire.buffered() > maxBufferedBytes) {
+          this.close('slow');
+          return;
+        }
+      }
+    } catch (err) {
+      if (this.stopped) return;
+      const closing = isSyncgateError(err, 'SG_ERR_LOG_CLOSED');
+      if (!closing) logger.error({ err, deviceId: this.device.deviceId }, 'live telemetry failed');
+      this.close(closing ? 'shutdown' : 'error');
     }
   }
 

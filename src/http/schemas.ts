@@ -109,6 +109,24 @@ export const MessagesResult = Type.Object({
   limited: Type.Boolean(),
 });
 
+export const TelemetryQuery = Type.Object({
+  from: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'the `next` of the previous page (exclusive)' })),
+  limit: Type.Integer({ minimum: 1, maximum: MAX_PAGE, default: 50 }),
+});
+export type TelemetryQuery = Static<typeof TelemetryQuery>;
+export const TelemetryReading = Type.Object({
+  id: Type.String({ description: 'the entry id (a telemetry cursor)' }),
+  sender: Type.Object({ uid: Type.String(), proto: Type.String(), display: Type.Optional(Type.String()) }),
+  ts: Type.Object({ received: Type.Integer(), origin: Type.Optional(Type.Integer()) }),
+  topic: Type.Optional(Type.String()),
+  contentType: Type.String(),
+  payload: Type.String({ description: 'the reading as text; base64 when the content type ends in `;base64`' }),
+});
+export const TelemetryResult = Type.Object({
+  readings: Type.Array(TelemetryReading, { description: 'newest first' }),
+  next: Type.Optional(Type.String({ description: 'pass as `from` for older readings; absent at the end' })),
+});
+
 export const MarkerBody = Type.Object({ upTo: EventId }, strict);
 export const MarkerResult = Type.Object({ upTo: Type.Union([EventId, Type.Null()]) });
 
@@ -117,6 +135,7 @@ export const WhoAmI = Type.Object({ user: UserId, deviceId: DeviceId, display: T
 
 export const StreamQuery = Type.Object({
   since: Type.Optional(SyncCursorToken),
+  telemetry: Type.Boolean({ default: false, description: 'also send the rooms\' telemetry readings that arrive from now on (WebSocket `{type:"telemetry",room,reading}`, SSE `event: telemetry`)' }),
   access_token: Type.Optional(Type.String({ maxLength: 512, description: 'for clients that cannot set headers (browsers)' })),
 });
 export type StreamQuery = Static<typeof StreamQuery>;

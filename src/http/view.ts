@@ -5,6 +5,7 @@
  * `unsigned.transaction_id`), so it can match the live copy to its send.
  */
 import type { LogEvent } from '../core/event.js';
+import type { TelemetryEntry } from '../core/ports.js';
 
 export const TXN_ID = 'api.txnId';
 export const DEVICE_ID = 'api.device';
@@ -51,4 +52,26 @@ export class ViewCache {
     }
     return json;
   }
+}
+
+export interface TelemetryView {
+  readonly id: string;
+  readonly sender: { readonly uid: string; readonly proto: string; readonly display?: string };
+  readonly ts: { readonly received: number; readonly origin?: number };
+  readonly topic?: string;
+  readonly contentType: string;
+  readonly payload: string;
+}
+
+/** A telemetry reading as devices see it: no idempotency key or internal origin ids. */
+export function telemetryView(entry: TelemetryEntry): TelemetryView {
+  const { sender, ts, telemetry } = entry.event;
+  return {
+    id: entry.id,
+    sender: { uid: sender.uid, proto: sender.proto, ...(sender.display !== undefined ? { display: sender.display } : {}) },
+    ts,
+    ...(telemetry.topic !== undefined ? { topic: telemetry.topic } : {}),
+    contentType: telemetry.contentType,
+    payload: telemetry.payload,
+  };
 }

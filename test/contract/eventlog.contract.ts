@@ -563,5 +563,31 @@ export function eventLogContract(target: ContractTarget): void {
       expect(rows[0]?.event.telemetry.payload).toBe(JSON.stringify({ t: 7 }));
       expect((await log.read(undefined, { rooms: 'all', limit: 10 })).events).toEqual([]);
     });
+
+    it('pages telemetry by entry id: backwards newest first, forwards oldest first', async () => {
+      const log = await make();
+      await withRooms(log, 'ops');
+      for (let i = 0; i < 7; i++) {
+        await log.appendTelemetry({
+          v: 1,
+          kind: 'telemetry',
+          idem: `mqtt:dev1:p${i}`,
+          room: 'ops',
+          sender: { uid: 'dev1', proto: 'mqtt', native: 'dev1', auth: 'broker-acl' },
+          origin: { proto: 'mqtt', via: 'mqtt', ids: {} },
+          ts: { received: Date.now() },
+          telemetry: { contentType: 'application/json', payload: JSON.stringify({ t: i }) },
+        });
+      }
+      const t = (rows: Array<{ event: { telemetry: { payload: string } } }>) => rows.map((r) => (JSON.parse(r.event.telemetry.payload) as { t: number }).t);
+      const newest = await log.telemetry('ops', 3);
+      expect(t(newest)).toEqual([6, 5, 4]);
+      const older = await log.telemetry('ops', 3, { before: newest.at(-1)?.id as string });
+      expect(t(older)).toEqual([3, 2, 1]);
+      expect(t(await log.telemetry('ops', 3, { before: older.at(-1)?.id as string }))).toEqual([0]);
+      expect(t(await log.telemetry('ops', 10, { after: older[0]?.id as string }))).toEqual([4, 5, 6]);
+      expect(t(await log.telemetry('ops', 10, { after: newest[0]?.id as string }))).toEqual([]);
+      await expect(log.telemetry('ops', 3, { before: 'garbage' })).rejects.toMatchObject({ code: 'SG_ERR_CURSOR_INVALID' });
+    });
   });
 }

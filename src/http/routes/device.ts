@@ -22,10 +22,13 @@ import {
   SendResult,
   SyncQuery,
   SyncResult,
+  MAX_PAGE,
+  TelemetryQuery,
+  TelemetryResult,
   WhoAmI,
   errors,
 } from '../schemas.js';
-import { DEVICE_ID, TXN_ID, viewFor } from '../view.js';
+import { DEVICE_ID, TXN_ID, telemetryView, viewFor } from '../view.js';
 
 /** how often a send still waiting for the log checks whether its connection was lost */
 const OUTAGE_CHECK_MS = 250;
@@ -276,6 +279,35 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: HttpContext): vo
       const { from, dir, limit } = request.query;
       const page = await log.roomHistory(room, { dir, limit, ...(from !== undefined ? { from } : {}) });
       return { events: page.events.map((e) => viewFor(e, device.deviceId)), limited: page.limited, ...(page.next !== undefined ? { next: page.next } : {}) };
+    },
+  );
+
+  app.get<{ Params: Static<typeof RoomParams>; Querystring: TelemetryQuery }>(
+    '/v1/rooms/:room/telemetry',
+    {
+      onRequest,
+      schema: {
+        tags: ['device'],
+        security,
+        summary: "Page through a room's telemetry (device readings kept out of the timeline), newest first",
+        description: 'Pass `next` as the following `from` for older readings. The stream is capped (`retention.telemetryMaxLen`): old readings go first.',
+        params: RoomParams,
+        querystring: TelemetryQuery,
+        response: { 200: TelemetryResult, ...deviceErrors(403, 404) },
+      },
+    },
+    async (request) => {
+      const device = deviceOf(request);
+      const { room } = request.params;
+      await directory.requireRoom(device.user, room);
+      const { from, limit } = request.query;
+      // One more than asked tells whether there is a next page (at the largest page size, a full page says so).
+      const fetch = Math.min(limit + 1, MAX_PAGE);
+      const entries = await log.telemetry(room, fetch, from !== undefined ? { before: from } : {});
+      const page = entries.slice(0, limit);
+      const last = page.at(-1);
+      const more = entries.length > limit || (fetch === limit && entries.length === limit);
+      return { readings: page.map(telemetryView), ...(more && last ? { next: last.id } : {}) };
     },
   );
 

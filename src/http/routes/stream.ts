@@ -30,7 +30,7 @@ export function registerStreamRoutes(app: FastifyInstance, ctx: HttpContext): vo
     // Validate here so a bad cursor is a 400, not a stream that dies at once.
     if (given !== undefined) decodeSyncCursor(given, log.info.partitions);
     const [since, grants] = await Promise.all([given ?? log.head(), directory.grants(device.user)]);
-    request.streamStart = { device, rooms: new Set(grants), since };
+    request.streamStart = { device, rooms: new Set(grants), since, telemetry: request.query.telemetry };
   }
 
   const started = (request: FastifyRequest): StreamStart => {
@@ -53,6 +53,7 @@ export function registerStreamRoutes(app: FastifyInstance, ctx: HttpContext): vo
         'WebSocket frames: `{type:"ready",next}`, `{type:"event",event,next}`, `{type:"limited",next}`, `{type:"heartbeat"}`, and a last `{type:"close",code,message,next}`.',
         'SSE: events have `id` = the cursor after them and `data` = the event; `ready`, `limited`, `heartbeat` and `close` are named events.',
         'A client that falls too far behind is closed with its cursor; reconnect with it.',
+        'With `telemetry=true` the rooms\' telemetry readings that arrive from then on come too (polled about once a second): WebSocket `{type:"telemetry",room,reading}`, SSE `event: telemetry` without an `id` (readings do not move the cursor).',
       ].join('\n\n'),
       querystring: StreamQuery,
       produces: ['text/event-stream'],

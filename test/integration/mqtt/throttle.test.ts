@@ -86,4 +86,22 @@ describe('MQTT throttling and telemetry', () => {
     });
     expect(await allEvents(gw.log)).toHaveLength(0);
   });
+
+  it('keeps throttled JSON readings as JSON, and refuses throttleMs on a telemetry rule instead of ignoring it', async () => {
+    const { gw, adapter } = await setup(broker.url, 'boilers', [
+      { endpoint: 'mqtt', target: 'sensors/+device/pressure', options: { decode: 'json', template: '{{device}} {{bar}} bar', throttleMs: 600_000 } },
+      { endpoint: 'mqtt', target: 'devices/+device/telemetry', options: { kind: 'telemetry', decode: 'json', throttleMs: 1000 } },
+    ]);
+    const invalid = adapter.status().detail?.['invalidRules'] as Array<{ target: string; problems: string[] }>;
+    expect(invalid.map((r) => r.target)).toEqual(['devices/+device/telemetry']);
+    expect(invalid[0]?.problems.join(' ')).toContain('throttleMs does not apply to kind telemetry');
+    const pub = await device(broker.url);
+    for (let i = 0; i < 3; i++) await pub.publishAsync('sensors/b-1/pressure', JSON.stringify({ bar: 2 + i }), { qos: 1 });
+    await until(() => counters(adapter).throttled === 2, 'two readings folded');
+    const kept = await gw.log.telemetry('boilers', 10);
+    expect(kept.map((k) => k.event.telemetry)).toEqual([
+      { contentType: 'application/json', payload: '{"bar":4}', topic: 'sensors/b-1/pressure' },
+      { contentType: 'application/json', payload: '{"bar":3}', topic: 'sensors/b-1/pressure' },
+    ]);
+  });
 });

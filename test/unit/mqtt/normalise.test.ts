@@ -152,9 +152,12 @@ describe('normalise helpers', () => {
     const rule = compileRule('room-1', { endpoint: 'mqtt', target: 'sensors/+device/alert' }, defaults);
     const r = normalise({ topic: 'sensors/p/alert', payload: Buffer.from('42'), qos: 1, dup: false, retain: false, packetId: 1 }, rule, { device: 'p' }, ctx());
     if (r.ok !== true || r.value.draft.kind !== 'message') throw new Error('expected a message');
-    const t = asTelemetry(r.value.draft, Buffer.from('42'), undefined);
+    const t = asTelemetry(r.value.draft, Buffer.from('42'), undefined, 'text');
     expect(() => parseEventDraft(t)).not.toThrow();
     expect(t).toMatchObject({ kind: 'telemetry', telemetry: { payload: '42', topic: 'sensors/p/alert' }, sender: { uid: 'mqtt:p' } });
-    expect(asTelemetry(r.value.draft, Buffer.from([0xff]), undefined).telemetry).toMatchObject({ payload: '/w==', contentType: 'application/octet-stream;base64' });
+    expect(t.telemetry.contentType).toBe('text/plain;charset=utf-8');
+    expect(asTelemetry(r.value.draft, Buffer.from([0xff]), undefined, 'binary').telemetry).toMatchObject({ payload: '/w==', contentType: 'application/octet-stream;base64' });
+    // A JSON rule's readings stay JSON.
+    expect(asTelemetry(r.value.draft, Buffer.from('{"t":1}'), undefined, 'json').telemetry).toMatchObject({ payload: '{"t":1}', contentType: 'application/json' });
   });
 });
