@@ -4,6 +4,7 @@
  * sends new readings when asked (`telemetry=true`).
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import type { DraftOf } from '../../../src/core/event.js';
 import type { EventLog } from '../../../src/core/ports.js';
 import { ADMIN_TOKEN, adminDevice, adminRoom, adminUser, expectStatus, startApp, waitFor, type TestApp } from './helpers.js';
@@ -101,5 +102,25 @@ describe('telemetry over HTTP', () => {
     expect(text.split('event: telemetry')).toHaveLength(2);
     abort.abort();
     await reading$;
+  });
+
+  it('sends new readings in the live stream when asked (WebSocket)', async () => {
+    const t = await startApp({ listen: true });
+    open.push(t);
+    const c = t.client;
+    await adminRoom(c, 'ops');
+    await adminUser(c, 'alice', ['ops']);
+    const dev = await adminDevice(c, 'alice');
+    const frames: Array<{ type: string; room?: string; reading?: Reading }> = [];
+    const ws = new WebSocket(`${(t.url ?? '').replace(/^http/, 'ws')}/v1/stream?telemetry=true&access_token=${dev.token}`);
+    ws.on('message', (data: Buffer) => frames.push(JSON.parse(data.toString()) as { type: string }));
+    try {
+      await waitFor(() => frames.some((f) => f.type === 'ready'), 'the stream ready');
+      await reading(t.log, 'ops', 7);
+      await waitFor(() => frames.some((f) => f.type === 'telemetry'), 'the reading in the stream');
+      expect(frames.find((f) => f.type === 'telemetry')).toMatchObject({ room: 'ops', reading: { payload: '{"temp":7}', sender: { uid: 'mqtt:pump-1' } } });
+    } finally {
+      ws.close();
+    }
   });
 });
