@@ -7,6 +7,7 @@
 #
 # Node 26 is the Active LTS line (Node 20 reached its end of life in April 2026);
 # the Debian 13 (trixie) variant, since the node images of 26 are built on it.
+# NODE_VERSION must lie inside package.json's engines range (test/unit/engines.test.ts checks it).
 ARG NODE_VERSION=26
 ARG DEBIAN=trixie
 

@@ -78,7 +78,7 @@ export interface AppServiceRegistration {
   protocols?: string[];
   /** Stable ephemeral push (spec v1.13): sent as `ephemeral`. */
   receive_ephemeral?: boolean;
-  /** MSC2409 flag that matrix-bot-sdk 0.8 needs: sent as `de.sorunome.msc2409.ephemeral`. */
+  /** MSC2409 flag that matrix-bot-sdk 0.7 needs: sent as `de.sorunome.msc2409.ephemeral`. */
   'de.sorunome.msc2409.push_ephemeral'?: boolean;
 }
 
@@ -765,7 +765,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
     if (!this.isAppServiceUser(as, userId)) throw forbidden('Application service cannot masquerade as this user.');
     const user = this.users.get(userId);
     if (!user) throw forbidden('Application service has not registered this user.');
-    // device_id is stable since v1.17; matrix-bot-sdk 0.8 sends the MSC3202 name.
+    // device_id is stable since v1.17; matrix-bot-sdk 0.7 sends the MSC3202 name.
     const deviceId = query.get('device_id') ?? query.get('org.matrix.msc3202.device_id') ?? undefined;
     if (deviceId !== undefined && !user.devices.has(deviceId)) {
       throw new FakeMatrixError(400, 'M_UNKNOWN_DEVICE', 'Device does not belong to the user');

@@ -1,5 +1,5 @@
 /**
- * The Matrix homeserver fake, driven by the real matrix-bot-sdk 0.8 over real
+ * The Matrix homeserver fake, driven by the real matrix-bot-sdk 0.7 over real
  * HTTP: bot mode (MatrixClient, /sync) and application-service mode
  * (Appservice receiving pushed transactions).
  */
@@ -514,7 +514,7 @@ describe('fake homeserver: application services', () => {
     await ghost.underlyingClient.doRequest('PUT', path, null, { msgtype: 'm.text', body: 'from the bridge' });
     expect(obj(eventArg(await echo)['unsigned'])['transaction_id']).toBe('sg-eid-42');
 
-    // matrix-bot-sdk 0.8 reads only the MSC2409 key for ephemeral data.
+    // matrix-bot-sdk 0.7 reads only the MSC2409 key for ephemeral data.
     const typing = nextEmit(appservice, 'ephemeral.event', (args) => obj(args[0])['type'] === 'm.typing');
     hs.setTyping(alice.userId, roomId, true, 10_000);
     expect(obj((await typing)[0])).toMatchObject({ room_id: roomId, content: { user_ids: [alice.userId] } });
