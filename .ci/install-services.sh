@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the servers the integration tests start on their own (Prosody,
-# Mosquitto, Redis) on a fresh Debian machine, only where a binary is missing.
+# ejabberd, Mosquitto, Redis) on a fresh Debian machine, only where a binary is missing.
 #
 # The test harnesses start private instances on free loopback ports, so the
 # Debian service instances must not be started by the install. Instances that
@@ -20,6 +20,7 @@ fi
 # package name -> binary that proves it is installed
 declare -A binaries=(
   [prosody]=prosodyctl
+  [ejabberd]=ejabberdctl
   [mosquitto]=mosquitto
   [redis-server]=redis-server
 )
@@ -29,14 +30,14 @@ has_binary() {
 }
 
 missing=()
-for pkg in prosody mosquitto redis-server; do
+for pkg in prosody ejabberd mosquitto redis-server; do
   if ! has_binary "${binaries[$pkg]}"; then
     missing+=("$pkg")
   fi
 done
 
 if [ "${#missing[@]}" -eq 0 ]; then
-  echo "install-services: prosody, mosquitto and redis-server are already installed"
+  echo "install-services: prosody, ejabberd, mosquitto and redis-server are already installed"
   exit 0
 fi
 
@@ -70,6 +71,10 @@ for pkg in "${missing[@]}"; do
     systemctl disable --now "$service" >/dev/null 2>&1 || true
   elif command -v service >/dev/null 2>&1; then
     service "$service" stop >/dev/null 2>&1 || true
+  fi
+  # sysvinit: no start at boot either (ejabberd's init script would bind 5222, 5269, 5280, 1883).
+  if command -v update-rc.d >/dev/null 2>&1 && [ -e "/etc/init.d/$service" ]; then
+    update-rc.d "$service" disable >/dev/null 2>&1 || true
   fi
 done
 

@@ -38,7 +38,9 @@ export interface ProsodyOptions {
   startTimeoutMs?: number;
 }
 
-export interface ProsodyServer {
+/** What the XMPP tests need of a server, Prosody or ejabberd. */
+export interface XmppServer {
+  readonly kind: 'prosody' | 'ejabberd';
   readonly domain: string;
   readonly mucDomain: string;
   readonly host: typeof LOOPBACK;
@@ -48,9 +50,9 @@ export interface ProsodyServer {
   readonly dataDir: string;
   readonly configPath: string;
   readonly logPath: string;
-  /** Prosody version from its start-up log line, e.g. `0.12.3`. */
+  /** The server's version from its start-up log line, e.g. `0.12.3`. */
   readonly version: string;
-  /** Whether MUC messages carry XEP-0421 `<occupant-id>` (built into Prosody's MUC since 0.12, or mod_muc_occupant_id). */
+  /** Whether MUC messages carry XEP-0421 `<occupant-id>` (built into Prosody's MUC since 0.12, or mod_muc_occupant_id; not in ejabberd 23.01). */
   readonly occupantId: boolean;
   /** Registers `localpart@domain` (works while the server runs); returns the bare JID. */
   createUser(localpart: string, password: string): Promise<string>;
@@ -59,6 +61,8 @@ export interface ProsodyServer {
   /** Stops the server and removes its temp dir. Idempotent. */
   stop(): Promise<void>;
 }
+
+export type ProsodyServer = XmppServer & { readonly kind: 'prosody' };
 
 /** The c2s port was taken between getFreePort() and Prosody's bind. */
 class PortTakenError extends Error {}
@@ -144,6 +148,7 @@ export async function startProsody(opts: ProsodyOptions = {}): Promise<ProsodySe
   const version = /Prosody version (\S+)/.exec(log)?.[1] ?? 'unknown';
 
   return {
+    kind: 'prosody',
     domain,
     mucDomain,
     host: LOOPBACK,

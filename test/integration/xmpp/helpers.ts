@@ -21,7 +21,7 @@ import { silentLogger } from '../../../src/log/index.js';
 import { createXmppAdapter, parseXmppConfig, type CatchupStore, type XmppAdapter, type XmppCounters } from '../../../adapters/xmpp/index.js';
 import { waitFor } from '../../harness/free-port.js';
 import { testPrefix } from '../../harness/redis.js';
-import type { ProsodyServer } from '../../harness/prosody.js';
+import type { XmppServer } from '../../harness/xmpp-server.js';
 
 export const DEADLINE_MS = 15_000;
 export const ADAPTER = 'xmpp';
@@ -70,7 +70,7 @@ export async function createGateway(options: { backend?: 'memory' | 'redis'; pre
   };
 }
 
-export function makeAdapter(gw: Gateway, server: ProsodyServer, options: { config?: Record<string, unknown>; catchup?: CatchupStore; password?: string; jid?: string; sink?: IngestSink; service?: string; state?: StateStore } = {}): XmppAdapter {
+export function makeAdapter(gw: Gateway, server: XmppServer, options: { config?: Record<string, unknown>; catchup?: CatchupStore; password?: string; jid?: string; sink?: IngestSink; service?: string; state?: StateStore } = {}): XmppAdapter {
   return createXmppAdapter({
     name: ADAPTER,
     config: parseXmppConfig({
@@ -202,7 +202,7 @@ export class TestUser {
     readonly bare: string,
   ) {}
 
-  static async login(server: ProsodyServer, localpart: string, password: string, resource = 'test'): Promise<TestUser> {
+  static async login(server: XmppServer, localpart: string, password: string, resource = 'test'): Promise<TestUser> {
     const xmpp = client({ service: server.service, domain: server.domain, username: localpart, password, resource, timeout: 10_000 });
     const user = new TestUser(xmpp, `${localpart}@${server.domain}`);
     xmpp.on('stanza', (el) => {
