@@ -31,7 +31,7 @@ import { linkOptions, parseXmppConfig, type LinkOptions, type RoomCreation, type
 import { DROP_REASONS, XmppNotConnectedError, stanzaErrorCondition, type DropReason } from './errors.js';
 import { ID, ORIGIN_ID, lookupKey, scopedId, senderScope } from './ids.js';
 import { bareJid, normaliseMessage, openEnvelope, refsOf, toDraft, type Normalised, type NormaliseContext, type Parsed, type RoomFacts, type Source } from './normalise.js';
-import { carbonsEnable, discoFeatures, discoInfo, formFieldNames, mamQuery, mucConfigGet, mucConfigSubmit, mucJoin, mucLeave, parseFin, parseMucPresence, receipt, selfPing, selfPingVerdict, type MamFin } from './protocol.js';
+import { carbonsEnable, discoFeatures, discoInfo, formFieldNames, mamQuery, mucConfigGet, mucConfigSubmit, mucJoin, mucLeave, parseFin, parseMucPresence, receipt, selfPing, selfPingVerdict, type MamFin, type MucPresence } from './protocol.js';
 import { expandPrefix, render } from './render.js';
 import { ArchiveTrack, Lru } from './track.js';
 import { NS, xml, type XmlElement } from './xml.js';
@@ -118,6 +118,18 @@ interface MucState {
   lastSelfPing: number | undefined;
   /** banned: do not rejoin on our own */
   gaveUp: string | undefined;
+  /**
+   * Nick history, for rooms without XEP-0421 occupant ids (ejabberd 23.01): a nick an
+   * occupant took with a status-303 change → the nick its sender key stays on (its first
+   * nick seen), so its corrections, retractions and reactions after the change resolve to
+   * what it sent before. A newcomer on a nick that is someone's key gets a key of its own.
+   */
+  nickKeys: Map<string, string>;
+  nickKeySeq: number;
+  /** new nicks of 303 changes whose available presence has not come yet */
+  renamedTo: Set<string>;
+  /** nicks of the other occupants in the room now */
+  present: Set<string>;
 }
 
 interface Target {
@@ -289,6 +301,10 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
         rejoinAttempts: 0,
         lastSelfPing: undefined,
         gaveUp: undefined,
+        nickKeys: new Map(),
+        nickKeySeq: 0,
+        renamedTo: new Set(),
+        present: new Set(),
       };
       rooms.set(jid, state);
       if (connection.online) void joinRoom(state, generation);
@@ -320,7 +336,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       room(jid): RoomFacts | undefined {
         const r = rooms.get(jid);
         if (!r) return undefined;
-        return { nick: r.nick, occupantId: r.occupantId, stanzaIds: r.facts?.stanzaIds ?? false, occupantIds: r.facts?.occupantIds ?? false };
+        return { nick: r.nick, occupantId: r.occupantId, stanzaIds: r.facts?.stanzaIds ?? false, occupantIds: r.facts?.occupantIds ?? false, nickKey: (nick) => r.nickKeys.get(nick) ?? nick };
       },
     };
   }
@@ -549,6 +565,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       if (room.joining && p.nick === room.nick) room.joining.resolve({ ok: false, condition: p.condition });
       return;
     }
+    if (!p.self) followNick(room, p);
     if (!p.self && !(room.joining && p.nick === room.nick && p.type === 'available')) return;
     if (p.type === 'available') {
       if (p.occupantId !== undefined) room.occupantId = p.occupantId;
@@ -574,6 +591,33 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     }
     log.warn({ room: room.jid, codes: [...p.codes] }, 'removed from the MUC; rejoining');
     scheduleRejoin(room);
+  }
+
+  /** Keeps the nick history of other occupants (see MucState.nickKeys). */
+  function followNick(room: MucState, p: MucPresence): void {
+    if (p.type === 'unavailable' && p.codes.has('303') && p.newNick !== undefined && p.newNick !== p.nick) {
+      const key = room.nickKeys.get(p.nick) ?? p.nick;
+      // The old nick keeps its entry: its messages still queued are from the same occupant.
+      room.nickKeys.set(p.nick, key);
+      room.nickKeys.set(p.newNick, key);
+      room.renamedTo.add(p.newNick);
+      room.present.delete(p.nick);
+      log.debug({ room: room.jid, from: p.nick, to: p.newNick, key }, 'MUC occupant changed nick');
+      return;
+    }
+    if (p.type === 'unavailable') room.present.delete(p.nick);
+    if (p.type !== 'available' || room.present.has(p.nick)) return;
+    room.present.add(p.nick);
+    // The available presence that follows a 303 is the renamed occupant's own.
+    if (room.renamedTo.delete(p.nick)) return;
+    // Before our self-presence: the occupant list of the join, people we knew or never saw.
+    if (!room.joined) return;
+    if (room.nickKeys.has(p.nick) || [...room.nickKeys.values()].includes(p.nick)) {
+      // Someone new on a nick that names another occupant's key.
+      const key = `${p.nick}#${++room.nickKeySeq}`;
+      room.nickKeys.set(p.nick, key);
+      log.debug({ room: room.jid, nick: p.nick, key }, 'a newcomer on a nick with a history; it gets a key of its own');
+    }
   }
 
   function onStanza(stanza: XmlElement): void {
@@ -695,6 +739,8 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
 
   async function joinRoom(room: MucState, gen: number): Promise<void> {
     if (room.joining || room.gaveUp || !connection.online || gen !== generation) return;
+    room.present.clear();
+    room.renamedTo.clear();
     const result = await new Promise<{ ok: boolean; condition?: string | undefined }>((resolve) => {
       const timer = setTimeout(() => resolve({ ok: false, condition: 'timeout' }), config.iqTimeoutMs);
       room.joining = {

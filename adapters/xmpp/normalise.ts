@@ -47,6 +47,8 @@ export interface RoomFacts {
   readonly stanzaIds: boolean;
   /** the room advertises urn:xmpp:occupant-id:0: occupant ids can be trusted (XEP-0421 §6) */
   readonly occupantIds: boolean;
+  /** without occupant ids: the nick an occupant's sender key stays on across its nick changes (default: the nick itself) */
+  readonly nickKey?: (nick: string) => string;
 }
 
 export interface NormaliseContext {
@@ -214,7 +216,7 @@ function groupchatSender(message: XmlElement, source: Source, ctx: NormaliseCont
   const facts = ctx.room(room);
   const occupantIdRaw = message.getChild('occupant-id', NS.occupantId)?.attrs['id'];
   const occupantId = facts?.occupantIds && occupantIdRaw ? occupantIdRaw : undefined;
-  const key = occupantId !== undefined ? `o:${occupantId}` : `n:${nick}`;
+  const key = occupantId !== undefined ? `o:${occupantId}` : `n:${facts?.nickKey?.(nick) ?? nick}`;
   const scope = senderScope(room, key);
   const fromUs = facts !== undefined && (occupantId !== undefined && facts.occupantId !== undefined ? occupantId === facts.occupantId : nick === facts.nick);
 

@@ -143,6 +143,61 @@ describe.each(XMPP_SERVERS)('on %s', (kind) => {
       expect(retraction).toMatchObject({ rel: { redacts: original.eventId } });
     });
 
+    it('after a nick change, a user’s correction, reaction, reply and retraction still land on the right event from the same sender (occupant-id where stamped, else the nick history)', async () => {
+      const id = await bob.say(room, 'before the nick change');
+      const sid = await bob.reflectionOf(room, id);
+      const original = await eventWhere('bob’s message', (e) => bodyOf(e) === 'before the nick change');
+      const aliceId = await alice.say(room, 'alice says hi');
+      const aliceSid = await alice.reflectionOf(room, aliceId);
+      const aliceEvent = await eventWhere('alice’s message', (e) => bodyOf(e) === 'alice says hi');
+      await bob.say(room, undefined, [xml('reactions', { xmlns: ANS.reactions, id: aliceSid }, xml('reaction', {}, '👍')), xml('store', { xmlns: ANS.hints })]);
+      const firstReaction = await eventWhere('bob’s first reaction', (e) => e.kind === 'reaction' && e.rel?.reactsTo === aliceEvent.eventId);
+      expect(firstReaction.sender.uid).toBe(original.sender.uid);
+
+      // Bob becomes Robert (status 303 to everyone in the room), then acts on what he sent as Bob.
+      await bob.join(room, 'Robert');
+      try {
+        await bob.say(room, 'after the nick change', [xml('replace', { xmlns: ANS.correct, id })]);
+        const edit = await eventWhere('the correction as Robert', (e) => e.kind === 'edit' && bodyOf(e) === 'after the nick change');
+        expect(edit).toMatchObject({ rel: { replaces: original.eventId }, sender: { uid: original.sender.uid, display: 'Robert' } });
+
+        await bob.say(room, undefined, [xml('reactions', { xmlns: ANS.reactions, id: aliceSid }, xml('reaction', {}, '👍'), xml('reaction', {}, '❤')), xml('store', { xmlns: ANS.hints })]);
+        const reaction = await eventWhere('Robert’s reaction', (e) => e.kind === 'reaction' && e.rel?.reactsTo === aliceEvent.eventId && e.reaction.keys.length === 2);
+        // The same sender as the first reaction: his set is replaced, not a second person's added.
+        expect(reaction.sender.uid).toBe(firstReaction.sender.uid);
+
+        const quote = '> Robert:\n> after the nick change\n';
+        await bob.say(room, `${quote}replying to myself`, [
+          xml('reply', { xmlns: ANS.reply, to: `${room}/Robert`, id: sid }),
+          xml('fallback', { xmlns: ANS.fallback, for: ANS.reply }, xml('body', { start: 0, end: Array.from(quote).length })),
+        ]);
+        const reply = await eventWhere('Robert’s reply', (e) => bodyOf(e) === 'replying to myself');
+        expect(reply).toMatchObject({ kind: 'message', rel: { replyTo: original.eventId }, sender: { uid: original.sender.uid } });
+
+        await bob.say(room, 'retracted', [xml('retract', { xmlns: ANS.retract, id: sid }), xml('fallback', { xmlns: ANS.fallback, for: ANS.retract }), xml('store', { xmlns: ANS.hints })]);
+        const retraction = await eventWhere('Robert’s retraction', (e) => e.kind === 'retraction' && e.rel?.redacts === original.eventId);
+        expect(retraction.sender.uid).toBe(original.sender.uid);
+        expect(dropped(adapter)['unknown-target']).toBe(0);
+        expect(dropped(adapter)['not-original-sender']).toBe(0);
+
+        // Someone else takes the freed nick Bob: a sender of its own, who cannot correct Robert's message.
+        const impostor = await TestUser.login(server, 'mallory', 'mallory-secret', 'nick-taker');
+        await impostor.join(room, 'Bob');
+        await impostor.say(room, 'I am the new Bob');
+        const newcomer = await eventWhere('the new Bob’s message', (e) => bodyOf(e) === 'I am the new Bob');
+        expect(newcomer.sender.uid).not.toBe(original.sender.uid);
+        await impostor.say(room, 'hijacked', [xml('replace', { xmlns: ANS.correct, id })]);
+        // Its ids are scoped to its own sender key, so Robert's id names nothing of its own.
+        await until(() => (dropped(adapter)['unknown-target'] ?? 0) + (dropped(adapter)['not-original-sender'] ?? 0) === 1, 'the new Bob’s correction of Robert’s message refused');
+        expect((await events()).some((e) => bodyOf(e) === 'hijacked')).toBe(false);
+        const mark = bob.stanzas.length;
+        await impostor.leave(room);
+        await bob.waitFor((s) => s.is('presence') && s.attrs['from'] === `${room}/Bob` && s.attrs['type'] === 'unavailable', 'the new Bob to leave', undefined, mark);
+      } finally {
+        await bob.join(room, 'Bob');
+      }
+    });
+
     it('correction, reaction, reply and retraction made over HTTP land on the right stanza in the MUC', async () => {
       const aliceId = await alice.say(room, 'react to me');
       const aliceSid = await alice.reflectionOf(room, aliceId);
