@@ -97,6 +97,9 @@ const FEATURES = [NS.discoInfo, NS.correct, NS.retract, NS.reactions, NS.reply, 
 
 const DROP_LOG_WINDOW_MS = 10_000;
 const DROP_LOGS_PER_WINDOW = 20;
+/** Room configuration fields that turn MUC archiving (MAM) on: Prosody's, ejabberd's. */
+const ROOM_ARCHIVING_FIELDS = ['muc#roomconfig_enablearchiving', 'mam'];
+
 /** how far before the last position's time the item-not-found fallback starts, for clock differences */
 const FALLBACK_MARGIN_MS = 10 * 60_000;
 
@@ -801,7 +804,11 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     );
   }
 
-  /** Unlocks a room we created: an instant room, or the link's settings among the fields the server's form offers. */
+  /**
+   * Unlocks a room we created through its own configuration form: fetched, then submitted with
+   * those of the wanted fields it offers (the link's settings, and archiving, which the catch-up
+   * needs); a form the server cannot give makes it an instant room.
+   */
   async function configureRoom(room: MucState): Promise<void> {
     const wanted = new Map<string, string>();
     const { persistent, membersOnly, name: roomName } = room.create;
@@ -809,16 +816,18 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     if (membersOnly !== undefined) wanted.set('muc#roomconfig_membersonly', membersOnly ? '1' : '0');
     if (roomName !== undefined) wanted.set('muc#roomconfig_roomname', roomName);
     const fields = new Map<string, string>();
-    if (wanted.size > 0) {
-      try {
-        const offered = formFieldNames(await connection.request(mucConfigGet(room.jid), config.iqTimeoutMs));
-        for (const [field, value] of wanted) {
-          if (offered.has(field)) fields.set(field, value);
-          else log.warn({ room: room.jid, field }, 'the server’s room configuration form has no such field; left to its default');
-        }
-      } catch (err) {
-        log.warn({ err, room: room.jid }, 'could not read the room configuration form; creating an instant room');
+    try {
+      const offered = formFieldNames(await connection.request(mucConfigGet(room.jid), config.iqTimeoutMs));
+      for (const [field, value] of wanted) {
+        if (offered.has(field)) fields.set(field, value);
+        else log.warn({ room: room.jid, field }, 'the server’s room configuration form has no such field; left to its default');
       }
+      // Archiving has no standard field name: each server's own, whichever the form offers.
+      const archiving = ROOM_ARCHIVING_FIELDS.find((f) => offered.has(f));
+      if (archiving !== undefined) fields.set(archiving, '1');
+      else log.warn({ room: room.jid, offered: [...offered] }, 'the room configuration form offers no archiving option; the server decides whether the room is archived (without it, messages sent while we are away are not recovered)');
+    } catch (err) {
+      log.warn({ err, room: room.jid }, 'could not read the room configuration form; creating an instant room');
     }
     try {
       await connection.request(mucConfigSubmit(room.jid, fields), config.iqTimeoutMs);

@@ -29,6 +29,8 @@ export interface EjabberdOptions {
   logLevel?: 'debug' | 'info';
   /** Deadline for the server to start after a (re)start. Default 60 s (an Erlang VM boots slowly on a busy machine). */
   startTimeoutMs?: number;
+  /** Archive (MAM) new rooms unless their configuration turns it off. Default true. */
+  mucArchiveByDefault?: boolean;
 }
 
 export type EjabberdServer = XmppServer & { readonly kind: 'ejabberd' };
@@ -66,7 +68,7 @@ export async function startEjabberd(opts: EjabberdOptions = {}): Promise<Ejabber
   };
 
   const writeConfig = async (): Promise<void> => {
-    await writeFile(configPath, renderConfig({ domain, mucDomain, c2sPort, logLevel: opts.logLevel ?? 'info' }));
+    await writeFile(configPath, renderConfig({ domain, mucDomain, c2sPort, logLevel: opts.logLevel ?? 'info', archiveByDefault: opts.mucArchiveByDefault ?? true }));
     await writeFile(
       join(configDir, 'ejabberdctl.cfg'),
       [
@@ -212,6 +214,7 @@ interface ConfigInput {
   mucDomain: string;
   c2sPort: number;
   logLevel: string;
+  archiveByDefault: boolean;
 }
 
 function renderConfig(c: ConfigInput): string {
@@ -276,7 +279,7 @@ function renderConfig(c: ConfigInput): string {
     '    default_room_options:',
     '      persistent: true',
     '      public: true',
-    '      mam: true',
+    `      mam: ${c.archiveByDefault ? 'true' : 'false'}`,
     '',
   ].join('\n');
 }

@@ -34,6 +34,8 @@ export interface ProsodyOptions {
    * item-not-found meanwhile. Default false: test users' rooms are usable at once.
    */
   roomLocking?: boolean;
+  /** Archive (MAM) new rooms unless their configuration turns it off, and offer no option to. Default true. */
+  mucArchiveByDefault?: boolean;
   /** Deadline for the server to listen after a (re)start. Default 20 s. */
   startTimeoutMs?: number;
 }
@@ -130,7 +132,7 @@ export async function startProsody(opts: ProsodyOptions = {}): Promise<ProsodySe
       c2sPort = await getFreePort();
       await writeFile(
         configPath,
-        renderConfig({ domain, mucDomain, dir, dataDir, logPath, c2sPort, logLevel: opts.logLevel ?? 'info', occupantIdModule, roomLocking: opts.roomLocking ?? false }),
+        renderConfig({ domain, mucDomain, dir, dataDir, logPath, c2sPort, logLevel: opts.logLevel ?? 'info', occupantIdModule, roomLocking: opts.roomLocking ?? false, archiveByDefault: opts.mucArchiveByDefault ?? true }),
       );
       try {
         await launch();
@@ -202,6 +204,7 @@ interface ConfigInput {
   logLevel: string;
   occupantIdModule: boolean;
   roomLocking: boolean;
+  archiveByDefault: boolean;
 }
 
 function renderConfig(c: ConfigInput): string {
@@ -258,8 +261,9 @@ function renderConfig(c: ConfigInput): string {
     `  muc_room_locking = ${c.roomLocking ? 'true' : 'false'}`,
     '  muc_room_default_persistent = true',
     '  muc_room_default_public = true',
-    '  muc_log_by_default = true',
-    '  muc_log_all_rooms = true',
+    // Off: rooms are archived only when their configuration says so (the form offers the option).
+    `  muc_log_by_default = ${c.archiveByDefault ? 'true' : 'false'}`,
+    `  muc_log_all_rooms = ${c.archiveByDefault ? 'true' : 'false'}`,
     '  muc_log_expires_after = "never"',
     '',
   ];

@@ -12,8 +12,10 @@ export interface XmppServerOptions {
   logLevel?: 'debug' | 'info';
   /** Prosody only: lock new rooms until configured (ejabberd never locks a new room). */
   roomLocking?: boolean;
+  /** Archive new rooms by default (default true); false: only when their configuration turns it on. */
+  mucArchiveByDefault?: boolean;
 }
 
 export function startXmppServer(kind: XmppServerKind, opts: XmppServerOptions = {}): Promise<XmppServer> {
-  return kind === 'ejabberd' ? startEjabberd({ ...(opts.logLevel ? { logLevel: opts.logLevel } : {}) }) : startProsody(opts);
+  return kind === 'ejabberd' ? startEjabberd({ ...(opts.logLevel ? { logLevel: opts.logLevel } : {}), ...(opts.mucArchiveByDefault !== undefined ? { mucArchiveByDefault: opts.mucArchiveByDefault } : {}) }) : startProsody(opts);
 }

@@ -26,7 +26,7 @@ async function tryJoin(room: string): Promise<{ ok: true } | { ok: false; condit
 describe.each(XMPP_SERVERS)('on %s', (kind) => {
   beforeAll(async () => {
     // Prosody's default: a new room stays locked until its creator configures it.
-    server = await startXmppServer(kind, { roomLocking: true });
+    server = await startXmppServer(kind, { roomLocking: true, mucArchiveByDefault: false });
     await Promise.all([server.createUser('bridge', 'bridge-secret'), server.createUser('alice', 'alice-secret')]);
     for (const key of Object.keys(rooms) as Array<keyof typeof rooms>) rooms[key] = `${key}-${randomUUID().slice(0, 8)}@${server.mucDomain}`;
     gw = await createGateway({
@@ -49,7 +49,7 @@ describe.each(XMPP_SERVERS)('on %s', (kind) => {
   });
 
   describe('XMPP rooms the gateway creates', () => {
-    it('a linked room that did not exist is created as an instant room: others can join and talk at once', async () => {
+    it('a linked room that did not exist is unlocked at once: others can join and talk', async () => {
       expect(adapter.status().ready).toBe(true);
       expect(await tryJoin(rooms.instant)).toEqual({ ok: true });
       await alice.say(rooms.instant, 'first words');
@@ -67,6 +67,20 @@ describe.each(XMPP_SERVERS)('on %s', (kind) => {
 
       // Alice is no member: the room refuses her, instead of being locked (item-not-found).
       expect(await tryJoin(rooms.members)).toEqual({ ok: false, condition: 'registration-required' });
+    });
+
+    it('rooms the gateway creates are archived, through the field the server’s own form offers for it (the server archives none by default here)', async () => {
+      for (const room of Object.values(rooms)) {
+        const info = await alice.xmpp.iqCaller.request(xml('iq', { type: 'get', to: room }, xml('query', { xmlns: 'http://jabber.org/protocol/disco#info' })), 10_000);
+        const features = (info.getChild('query', 'http://jabber.org/protocol/disco#info')?.getChildren('feature') ?? []).map((f) => f.attrs['var']);
+        expect(features, room).toContain('urn:xmpp:mam:2');
+      }
+      const configured = gw.logLines.filter((l) => l['msg'] === 'created the MUC with the link’s configuration').map((l) => l['configured'] as Record<string, string>);
+      expect(configured).toHaveLength(3);
+      // Prosody names the field muc#roomconfig_enablearchiving, ejabberd `mam` (and refuses a form with the other's).
+      const field = server.kind === 'ejabberd' ? 'mam' : 'muc#roomconfig_enablearchiving';
+      for (const c of configured) expect(c[field]).toBe('1');
+      expect(adapter.status().ready).toBe(true);
     });
   });
 });
