@@ -26,6 +26,7 @@ export function prosodyConfigSnippet(config: Pick<XmppAdapterConfig, 'jid'> & Pa
     '  "ping";     -- XEP-0199',
     '  "disco";',
     '  "offline";  -- messages to the bridge while it is away (also recovered from MAM)',
+    '  -- "pep";   -- only when your users encrypt (OMEMO keeps its keys in PEP); the bridge reads no OMEMO',
     '}',
     '',
     '-- Keep the archive at least as long as syncgate may be down (catch-up window).',

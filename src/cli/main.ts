@@ -5,6 +5,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { registrationYaml } from '../../adapters/matrix/config.js';
 import { prosodyConfigSnippet } from '../../adapters/xmpp/prosody-config.js';
+import { ejabberdConfigSnippet } from '../../adapters/xmpp/ejabberd-config.js';
 import { ignoredServiceLinks, loadConfig } from '../config/index.js';
 import { SyncgateError, isSyncgateError } from '../core/errors.js';
 import { createLogger } from '../log/index.js';
@@ -21,8 +22,8 @@ Usage:
                                    inspect and replay the dead-letter streams (needs Redis)
   syncgate matrix-registration [--adapter NAME] [--out FILE]
                                    the application-service registration YAML for the homeserver
-  syncgate prosody-config [--adapter NAME]
-                                   the Prosody settings the XMPP bridge account needs
+  syncgate prosody-config [--adapter NAME] [--server prosody|ejabberd]
+                                   the Prosody (or ejabberd) settings the XMPP bridge account needs
   syncgate version                 print the version
   syncgate help                    this text
 
@@ -145,14 +146,16 @@ async function matrixRegistration(options: Map<string, string>): Promise<number>
 }
 
 async function prosodyConfig(options: Map<string, string>): Promise<number> {
-  onlyOptions(options, ['config', 'adapter']);
+  onlyOptions(options, ['config', 'adapter', 'server']);
+  const server = options.get('server') ?? 'prosody';
+  if (server !== 'prosody' && server !== 'ejabberd') throw new SyncgateError('SG_ERR_CLI_USAGE', `--server must be prosody or ejabberd, not ${server}`);
   const config = await configFrom(options);
   const name = options.get('adapter') ?? 'xmpp';
   const section = config.adapters[name];
   if (section?.type !== 'xmpp') throw new SyncgateError('SG_ERR_CLI_USAGE', `no XMPP adapter named ${name} in the configuration (adapters.${name}.type: xmpp)`);
   // The MUC services the bridge joins need MUC MAM too.
   const mucDomains = [...new Set(config.rooms.flatMap((r) => r.links).filter((l) => l.endpoint === name && l.options?.['type'] !== 'chat').map((l) => l.target.split('@')[1] ?? '').filter(Boolean))];
-  process.stdout.write(prosodyConfigSnippet(section.config, { mucDomains }));
+  process.stdout.write((server === 'ejabberd' ? ejabberdConfigSnippet : prosodyConfigSnippet)(section.config, { mucDomains }));
   return 0;
 }
 

@@ -149,6 +149,13 @@ describe('syncgate CLI', () => {
     for (const module of ['mam', 'carbons', 'smacks', 'muc_mam']) expect(out.stdout).toContain(`"${module}"`);
     expect(out.stdout).toContain('rooms.example.org');
     expect(out.stdout).not.toContain('secret');
+
+    const ej = run(['prosody-config', '--server', 'ejabberd', '--config', configFile], {});
+    await waitForExit(ej.proc);
+    expect(ej.proc.exitCode).toBe(0);
+    for (const module of ['mod_mam', 'mod_carboncopy', 'mod_stream_mgmt', 'mod_muc']) expect(ej.out.stdout).toContain(`${module}:`);
+    expect(ej.out.stdout).toContain('host: "rooms.example.org"');
+    expect(ej.out.stdout).not.toContain('secret');
   });
 
   it('rejects unknown commands with the usage text', async () => {

@@ -6,6 +6,7 @@ import { parseXmppConfig, linkOptions } from '../../../adapters/xmpp/config.js';
 import { XmppConfigError } from '../../../adapters/xmpp/errors.js';
 import { memoryCatchupStore, stateCatchupStore } from '../../../adapters/xmpp/catchup.js';
 import { prosodyConfigSnippet } from '../../../adapters/xmpp/prosody-config.js';
+import { ejabberdConfigSnippet } from '../../../adapters/xmpp/ejabberd-config.js';
 import { backoffDelay } from '../../../adapters/xmpp/client.js';
 import { selfPingVerdict, parseMucPresence, mamQuery, parseFin } from '../../../adapters/xmpp/protocol.js';
 import { parseXml } from '../../../adapters/xmpp/xml.js';
@@ -62,6 +63,17 @@ describe('prosody-config', () => {
     expect(two).toContain('Component "rooms.x.org" "muc"');
     expect(two).toContain('Component "chat.x.org" "muc"');
     expect(two.match(/Component/g)).toHaveLength(2);
+  });
+});
+
+describe('prosody-config --server ejabberd', () => {
+  it('names the ejabberd modules and options the adapter relies on', () => {
+    const text = ejabberdConfigSnippet(parseXmppConfig(minimal));
+    for (const needle of ['mod_carboncopy: {}', 'mod_mam:', 'default: always', 'mod_stream_mgmt:', 'mod_muc:', 'host: "conference.example.org"', 'mam: true', 'access_mam: all', 'plugins: ["flat", "pep"]', 'ejabberdctl register bridge example.org']) {
+      expect(text).toContain(needle);
+    }
+    const two = ejabberdConfigSnippet({ jid: 'b@x.org' }, { mucDomains: ['rooms.x.org', 'Chat.x.org', 'rooms.x.org'] });
+    expect(two).toContain('hosts: ["rooms.x.org", "chat.x.org"]');
   });
 });
 
