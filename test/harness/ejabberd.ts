@@ -33,7 +33,13 @@ export interface EjabberdOptions {
   mucArchiveByDefault?: boolean;
 }
 
-export type EjabberdServer = XmppServer & { readonly kind: 'ejabberd' };
+export type EjabberdServer = XmppServer & {
+  readonly kind: 'ejabberd';
+  /** this instance's Erlang node name */
+  readonly node: string;
+  /** runs `ejabberdctl` against this instance (its config dir names node, cookie and port); returns stdout */
+  ctl(args: string[]): Promise<string>;
+};
 
 export async function startEjabberd(opts: EjabberdOptions = {}): Promise<EjabberdServer> {
   const ctlBin = await findExecutable('ejabberdctl');
@@ -153,6 +159,8 @@ export async function startEjabberd(opts: EjabberdOptions = {}): Promise<Ejabber
     version,
     // ejabberd 23.01 stamps no XEP-0421 occupant ids.
     occupantId: false,
+    node,
+    ctl: (args: string[]) => ctl(args),
 
     async createUser(localpart: string, password: string): Promise<string> {
       if (stopped) throw new Error('ejabberd harness is stopped');

@@ -29,6 +29,9 @@ describe('ejabberd harness', () => {
     const yml = await readFile(server.configPath, 'utf8');
     expect(yml.match(/^\s+ip: (.*)$/gm)?.map((l) => l.trim())).toEqual(['ip: "127.0.0.1"']);
     expect(server.kind).toBe('ejabberd');
+    // ejabberdctl with the harness's config dir reaches this node, and registered our users there.
+    expect(await server.ctl(['status'])).toContain(`The node ${server.node} is started`);
+    expect((await server.ctl(['registered_users', server.domain])).split('\n').filter(Boolean).sort()).toEqual(['alice', 'bob']);
     expect(server.version).toMatch(/^\d+\.\d+/);
   });
 
