@@ -23,7 +23,16 @@ export const ConfigSchema = Type.Object(
     redis: Type.Optional(
       Type.Object(
         {
-          url: Type.String({ pattern: '^rediss?://', description: 'absent = the embedded in-memory log (not durable)' }),
+          url: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'one Redis; absent (and no cluster) = the embedded in-memory log (not durable)' })),
+          cluster: Type.Optional(
+            Type.Object(
+              {
+                nodes: Type.Array(Type.String({ pattern: '^(rediss?://)?[^\\s/:]+:[0-9]{1,5}/?$' }), { minItems: 1, description: 'seed list host:port (or redis[s]://host:port); the rest of the cluster is discovered' }),
+                tls: Type.Boolean({ default: false, description: 'TLS to every node (also implied by rediss:// seeds)' }),
+              },
+              { additionalProperties: false },
+            ),
+          ),
           prefix: Type.String({ pattern: '^[A-Za-z0-9:_.-]{0,64}$', default: 'sg:' }),
           password: Type.Optional(Type.String({ description: 'when not part of the URL' })),
         },
@@ -270,6 +279,9 @@ export function resolveConfig(raw: unknown, given: Readonly<Record<string, strin
     }),
   );
   const base = converted as Static<typeof ConfigSchema>;
+  if (base.redis && (base.redis.url === undefined) === (base.redis.cluster === undefined)) {
+    problems.push('/redis: set exactly one of redis.url (one Redis) and redis.cluster.nodes (Redis Cluster)');
+  }
   const adapters = parseAdapterSections(typeof base.adapters === 'object' && base.adapters !== null ? base.adapters : {});
   problems.push(...adapters.problems);
   if (problems.length > 0) {

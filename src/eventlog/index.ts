@@ -24,7 +24,13 @@ export interface EventLogOptions {
   readonly retention?: Partial<RetentionPolicy>;
   readonly log: Logger;
   /** absent: the embedded in-memory log */
-  readonly redis?: { readonly url: string; readonly prefix: string; readonly password?: string | undefined };
+  readonly redis?: {
+    /** one Redis; or `cluster` */
+    readonly url?: string | undefined;
+    readonly cluster?: { readonly nodes: readonly string[]; readonly tls?: boolean | undefined } | undefined;
+    readonly prefix: string;
+    readonly password?: string | undefined;
+  };
   readonly tailBuffer?: number;
   readonly blockMs?: number;
 }
@@ -34,7 +40,8 @@ export function createEventLog(options: EventLogOptions): EventLog {
   const log = options.log;
   const backend = options.redis
     ? new RedisBackend({
-        url: options.redis.url,
+        ...(options.redis.url !== undefined ? { url: options.redis.url } : {}),
+        ...(options.redis.cluster ? { cluster: { nodes: options.redis.cluster.nodes, tls: options.redis.cluster.tls === true } } : {}),
         prefix: options.redis.prefix,
         partitions: options.partitions,
         retention,

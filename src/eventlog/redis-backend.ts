@@ -8,7 +8,7 @@
  */
 import { hash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import type { DraftOf, EventDraft } from '../core/event.js';
 import { SyncgateError } from '../core/errors.js';
@@ -62,13 +62,54 @@ interface SyncgateCommands {
 }
 type CommandClient = Redis & SyncgateCommands;
 
+/** Redis Cluster: seed nodes; the client discovers the rest and follows MOVED/ASK and failovers. */
+export interface RedisClusterTarget {
+  readonly nodes: readonly string[];
+  readonly tls?: boolean;
+}
+
 export interface RedisBackendOptions {
-  readonly url: string;
+  /** one Redis (exactly one of url and cluster) */
+  readonly url?: string;
+  readonly cluster?: RedisClusterTarget;
   readonly prefix: string;
   readonly partitions: number;
   readonly retention: RetentionPolicy;
   readonly log: Logger;
   readonly redisOptions?: RedisOptions;
+}
+
+function parseSeed(seed: string): { host: string; port: number } {
+  const bare = seed.replace(/^rediss?:\/\//, '').replace(/\/$/, '');
+  const colon = bare.lastIndexOf(':');
+  return { host: bare.slice(0, colon), port: Number(bare.slice(colon + 1)) };
+}
+
+/**
+ * Opens a client on one Redis or on a Redis Cluster. A Cluster has the same
+ * command API (keys of one partition share a hash slot, so every script and
+ * command lands on the master owning that partition); it is typed as a Redis
+ * here so the rest of the backend does not tell the two apart.
+ */
+function openClient(options: RedisBackendOptions, extra: RedisOptions): Redis {
+  const redisOptions: RedisOptions = { ...options.redisOptions, ...extra };
+  const { cluster } = options;
+  if (!cluster) return new Redis(options.url ?? '', redisOptions);
+  const tls = cluster.tls === true || cluster.nodes.some((n) => n.startsWith('rediss://'));
+  // No auto-pipelining on a cluster: ioredis groups pipelines by the slots' node set,
+  // and a slot map refreshed between queueing and sending fails a whole pipeline
+  // ("All keys in the pipeline should belong to the same slots allocation group").
+  // Appends batch by themselves, one script call per partition batch.
+  const { enableAutoPipelining: _auto, ...nodeOptions } = redisOptions;
+  return new Cluster(cluster.nodes.map(parseSeed), {
+    enableAutoPipelining: false,
+    redisOptions: { ...nodeOptions, ...(tls ? { tls: { ...nodeOptions.tls } } : {}) },
+    // a promoted replica takes a few seconds to be voted in: keep commands queued meanwhile
+    retryDelayOnClusterDown: 200,
+    retryDelayOnFailover: 200,
+    retryDelayOnTryAgain: 200,
+    slotsRefreshTimeout: 2000,
+  }) as unknown as Redis;
 }
 
 function defineCommands(client: Redis): CommandClient {
@@ -96,9 +137,19 @@ class RedisRoomStore implements RoomStore {
     private readonly keys: KeySpace,
     private readonly partitionOf: (room: string) => number,
     private readonly log: Logger,
+    /** on a cluster the room's meta (its partition's slot) and the room index live on different nodes: no MULTI across them */
+    private readonly cluster: boolean,
+    private readonly duplicate: (name: string) => Redis,
   ) {}
 
   async put(spec: RoomSpec): Promise<void> {
+    if (this.cluster) {
+      // meta first: the index never names a room without a spec
+      await this.redis.hset(this.keys.roomMeta(this.partitionOf(spec.id), spec.id), 'spec', JSON.stringify(spec));
+      await this.redis.sadd(this.keys.roomIndex(), spec.id);
+      await this.redis.publish(this.keys.roomChannel(), spec.id);
+      return;
+    }
     await this.redis
       .multi()
       .hset(this.keys.roomMeta(this.partitionOf(spec.id), spec.id), 'spec', JSON.stringify(spec))
@@ -119,6 +170,14 @@ class RedisRoomStore implements RoomStore {
   }
 
   async delete(room: string): Promise<boolean> {
+    if (this.cluster) {
+      // out of the index first: the index never names a room without a spec
+      const removed = await this.redis.srem(this.keys.roomIndex(), room);
+      await this.redis.del(this.keys.roomMeta(this.partitionOf(room), room));
+      if (removed !== 1) return false;
+      await this.redis.publish(this.keys.roomChannel(), room);
+      return true;
+    }
     const [[, removed] = []] = (await this.redis.multi().del(this.keys.roomMeta(this.partitionOf(room), room)).srem(this.keys.roomIndex(), room).exec()) ?? [];
     if (removed !== 1) return false;
     await this.redis.publish(this.keys.roomChannel(), room);
@@ -128,7 +187,7 @@ class RedisRoomStore implements RoomStore {
   async watch(listener: (room: string) => void): Promise<() => void> {
     this.listeners.add(listener);
     if (!this.subscribed) {
-      const sub = this.redis.duplicate({ connectionName: `${this.keys.prefix}rooms-watch` });
+      const sub = this.duplicate(`${this.keys.prefix}rooms-watch`);
       this.subscriber = sub;
       sub.on('error', (err: Error) => this.log.warn({ err: err.message }, 'room watch connection error'));
       sub.on('message', (_channel: string, room: string) => {
@@ -192,7 +251,9 @@ export class RedisBackend implements LogBackend {
   private readonly retention: RetentionPolicy;
   private readonly idTtlSec: number;
   private closed = false;
-  private readonly url: string;
+  /** what the connection points at, for error messages (credentials redacted) */
+  private readonly target: string;
+  private readonly options: RedisBackendOptions;
   /** why the main connection last failed, for a startup error that names the cause */
   private lastConnectionError: string | undefined;
   private readonly pending = new Map<number, Array<{ request: AppendRequest; resolve: (o: AppendOutcome) => void; reject: (err: unknown) => void }>>();
@@ -200,13 +261,16 @@ export class RedisBackend implements LogBackend {
   private readonly sending = new Map<number, number>();
 
   constructor(options: RedisBackendOptions) {
-    this.url = options.url;
+    this.options = options;
+    this.target = options.cluster
+      ? `Redis Cluster ${options.cluster.nodes.map((n) => redactUrl(n)).join(',')} (redis.cluster.nodes)`
+      : `Redis at ${redactUrl(options.url ?? '')} (redis.url / SYNCGATE_REDIS_URL)`;
     this.partitions = options.partitions;
     this.retention = options.retention;
     this.keys = keySpace(options.prefix);
     this.idTtlSec = Math.ceil((2 * options.retention.idTtlMs) / 1000);
     this.redis = defineCommands(
-      new Redis(options.url, {
+      openClient(options, {
         connectionName: `${options.prefix}main`,
         // Appends are idempotent, so a command resent after a reconnect cannot duplicate an event.
         enableAutoPipelining: true,
@@ -218,7 +282,7 @@ export class RedisBackend implements LogBackend {
       options.log.warn({ err: err.message }, 'redis connection error');
     });
     this.appender = defineCommands(
-      new Redis(options.url, {
+      openClient(options, {
         connectionName: `${options.prefix}append`,
         enableAutoPipelining: true,
         ...options.redisOptions,
@@ -227,7 +291,7 @@ export class RedisBackend implements LogBackend {
     );
     this.appender.on('error', (err: Error) => options.log.debug({ err: err.message }, 'redis append connection error'));
     this.blocking = Array.from({ length: options.partitions }, () => undefined);
-    this.rooms = new RedisRoomStore(this.redis, this.keys, (room) => partitionOf(room, this.partitions), options.log);
+    this.rooms = new RedisRoomStore(this.redis, this.keys, (room) => partitionOf(room, this.partitions), options.log, options.cluster !== undefined, (name) => this.duplicate(name, {}));
     this.state = new RedisStateStore(this.redis, this.keys);
   }
 
@@ -352,11 +416,19 @@ export class RedisBackend implements LogBackend {
     return { entries, scannedTo: rows.at(-1)?.pos ?? before ?? ZERO_POS, scanned: rows.length };
   }
 
+  /** A new client to the same place (on a cluster: one that connects to the nodes it is sent to, lazily). */
+  private duplicate(connectionName: string, extra: RedisOptions): Redis {
+    if (!this.options.cluster) return this.redis.duplicate({ connectionName, ...extra });
+    return openClient(this.options, { connectionName, ...extra });
+  }
+
   private blockingClient(partition: number): Redis {
     let client = this.blocking[partition];
     if (!client) {
       // One blocking connection per partition per process; never shared with request traffic.
-      client = this.redis.duplicate({ connectionName: `${this.keys.prefix}tail:p${String(partition).padStart(2, '0')}`, enableAutoPipelining: false });
+      // On a cluster its node connections open lazily: only the master owning the
+      // partition's slot is used (followed through MOVED and failovers).
+      client = this.duplicate(`${this.keys.prefix}tail:p${String(partition).padStart(2, '0')}`, { enableAutoPipelining: false });
       client.on('error', () => undefined);
       this.blocking[partition] = client;
     }
@@ -630,7 +702,7 @@ export class RedisBackend implements LogBackend {
     } catch (err) {
       // Say which setting points where and why the connection failed, not which client option gave up.
       const why = this.redis.status === 'ready' || this.lastConnectionError === undefined ? (err instanceof Error ? err.message : String(err)) : this.lastConnectionError;
-      throw new SyncgateError('SG_ERR_LOG_UNAVAILABLE', `Redis at ${redactUrl(this.url)} (redis.url / SYNCGATE_REDIS_URL) is not reachable: ${why}`);
+      throw new SyncgateError('SG_ERR_LOG_UNAVAILABLE', `${this.target} is not reachable: ${why}`);
     }
   }
 

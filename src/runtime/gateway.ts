@@ -79,7 +79,7 @@ export interface GatewayDeps {
 
 export async function createGateway({ config, logger, extraAdapters, deliveryOptions }: GatewayDeps): Promise<Gateway> {
   if (config.redis) {
-    logger.info({ redis: redactUrl(config.redis.url), prefix: config.redis.prefix, partitions: config.partitions }, 'event log: Redis');
+    logger.info({ redis: config.redis.cluster ? { cluster: config.redis.cluster.nodes.map((n) => redactUrl(n)) } : redactUrl(config.redis.url ?? ''), prefix: config.redis.prefix, partitions: config.partitions }, 'event log: Redis');
   } else {
     logger.warn(
       { partitions: config.partitions },
@@ -96,7 +96,7 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
       idTtlMs: config.retention.idTtlDays * DAY_MS,
       telemetryMaxLen: config.retention.telemetryMaxLen,
     },
-    ...(config.redis ? { redis: { url: config.redis.url, prefix: config.redis.prefix, password: config.redis.password } } : {}),
+    ...(config.redis ? { redis: { url: config.redis.url, cluster: config.redis.cluster, prefix: config.redis.prefix, password: config.redis.password } } : {}),
   });
 
   const configProblems = config.rooms.flatMap((room, i) => roomLinkProblems(config, room).map((p) => `/rooms/${i}${p}`));

@@ -28,6 +28,24 @@ describe('config', () => {
     expect(config.http.adminToken).toBe('a-long-enough-admin-token');
   });
 
+  it('takes a Redis Cluster seed list as redis.cluster.nodes, instead of (never beside) redis.url', () => {
+    const config = resolveConfig({ redis: { cluster: { nodes: ['10.0.0.1:7000', 'redis://10.0.0.2:7001'] } } });
+    expect(config.redis).toEqual({ cluster: { nodes: ['10.0.0.1:7000', 'redis://10.0.0.2:7001'], tls: false }, prefix: 'sg:' });
+    const problemsOf = (raw: unknown): string => {
+      try {
+        resolveConfig(raw);
+      } catch (err) {
+        expect(isSyncgateError(err, 'SG_ERR_CONFIG_INVALID')).toBe(true);
+        return (isSyncgateError(err) ? (err.details?.['problems'] as string[]) : []).join('\n');
+      }
+      throw new Error('expected a config error');
+    };
+    expect(problemsOf({ redis: { url: 'redis://a:6379', cluster: { nodes: ['a:7000'] } } })).toMatch(/exactly one of redis\.url .* redis\.cluster\.nodes/);
+    expect(problemsOf({ redis: { prefix: 'x:' } })).toMatch(/exactly one of redis\.url .* redis\.cluster\.nodes/);
+    expect(problemsOf({ redis: { cluster: { nodes: [] } } })).toMatch(/\/redis\/cluster\/nodes/);
+    expect(problemsOf({ redis: { cluster: { nodes: ['no-port'] } } })).toMatch(/\/redis\/cluster\/nodes\/0/);
+  });
+
   it('reports every violation at once', () => {
     try {
       resolveConfig({ partitions: 0, http: { port: 'nope', bogus: 1 }, redis: { url: 'http://x' }, extra: true }, { SYNCGATE_NOPE: '1' });

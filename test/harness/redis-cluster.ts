@@ -1,0 +1,138 @@
+/**
+ * A Redis Cluster for tests: REDIS_CLUSTER_NODES (comma-separated host:port)
+ * when set, else 6 `redis-server --cluster-enabled yes` (3 masters, 3
+ * replicas) on free loopback ports in a temp dir, joined with
+ * `redis-cli --cluster create … --cluster-replicas 1 --cluster-yes`, ready
+ * once every node reports cluster_state:ok with 3 masters and linked
+ * replicas; stopped afterwards.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Redis } from 'ioredis';
+import { findExecutable, getFreePort, isRunning, killOnExit, terminate, waitFor, waitForPort, LOOPBACK } from './free-port.js';
+
+const run = promisify(execFile);
+
+export interface ClusterNode {
+  readonly port: number;
+  /** SIGKILL: the node is gone at once, as in a crash */
+  kill(): Promise<void>;
+  readonly alive: boolean;
+}
+
+export interface TestRedisCluster {
+  /** seed list host:port */
+  readonly nodes: readonly string[];
+  /** true when this harness started the servers (so a test may kill one) */
+  readonly owned: boolean;
+  /** the started nodes (empty when given by REDIS_CLUSTER_NODES) */
+  readonly servers: readonly ClusterNode[];
+  stop(): Promise<void>;
+}
+
+/** One-shot command on one node; the connection is closed afterwards. */
+export async function nodeCommand(port: number, ...args: string[]): Promise<unknown> {
+  const client = new Redis({ host: LOOPBACK, port, lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 2_000, retryStrategy: () => null });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    const [cmd = '', ...rest] = args;
+    return await client.call(cmd, ...rest);
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** Every given node says cluster_state:ok and sees `masters` masters with slots and `replicas` linked replicas. */
+export async function clusterHealthy(ports: readonly number[], masters: number, replicas: number): Promise<boolean> {
+  try {
+    for (const port of ports) {
+      const info = String(await nodeCommand(port, 'CLUSTER', 'INFO'));
+      if (!/^cluster_state:ok/m.test(info)) return false;
+      const lines = String(await nodeCommand(port, 'CLUSTER', 'NODES')).trim().split('\n');
+      const live = lines.map((l) => l.split(' ')).filter((f) => !(f[2] ?? '').includes('fail'));
+      if (live.filter((f) => (f[2] ?? '').includes('master') && f.length >= 9).length !== masters) return false;
+      if (live.filter((f) => (f[2] ?? '').includes('slave')).length !== replicas) return false;
+      const role = String(await nodeCommand(port, 'INFO', 'replication'));
+      if (/^role:slave/m.test(role) && !/^master_link_status:up/m.test(role)) return false;
+    }
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function spawnNode(bin: string, dir: string, port: number, busPort: number): Promise<ChildProcess> {
+  await mkdir(dir, { recursive: true });
+  const child = spawn(
+    bin,
+    [
+      '--port', String(port), '--bind', LOOPBACK, '--protected-mode', 'no', '--daemonize', 'no',
+      '--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf'), '--cluster-port', String(busPort),
+      '--cluster-node-timeout', '2000', '--save', '', '--appendonly', 'no', '--dir', dir,
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  killOnExit(child);
+  let exited: Error | undefined;
+  child.once('exit', (code) => (exited = new Error(`redis-server (cluster node :${port}) exited with code ${code}`)));
+  await waitForPort(LOOPBACK, port, { timeoutMs: 15_000, failFast: () => exited });
+  return child;
+}
+
+export async function startRedisCluster(): Promise<TestRedisCluster> {
+  const fromEnv = process.env['REDIS_CLUSTER_NODES'];
+  if (fromEnv) {
+    return { nodes: fromEnv.split(',').map((n) => n.trim()).filter(Boolean), owned: false, servers: [], stop: async () => undefined };
+  }
+  const bin = await findExecutable('redis-server');
+  const cli = await findExecutable('redis-cli');
+  if (!bin || !cli) throw new Error('redis-server / redis-cli not found: install the Debian package `redis-server` or set REDIS_CLUSTER_NODES');
+  const dir = await mkdtemp(join(tmpdir(), 'syncgate-redis-cluster-'));
+  const children: ChildProcess[] = [];
+  const servers: ClusterNode[] = [];
+  const stop = async () => {
+    await Promise.all(children.map((c) => terminate(c, 5_000)));
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    const used = new Set<number>();
+    const pick = async () => {
+      for (;;) {
+        const p = await getFreePort();
+        if (p < 55_536 && !used.has(p) && !used.has(p + 10_000)) {
+          used.add(p);
+          return p;
+        }
+      }
+    };
+    for (let i = 0; i < 6; i++) {
+      const port = await pick();
+      const bus = await pick();
+      const child = await spawnNode(bin, join(dir, String(port)), port, bus);
+      children.push(child);
+      servers.push({
+        port,
+        get alive() {
+          return isRunning(child);
+        },
+        kill: async () => {
+          if (!isRunning(child)) return;
+          const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+          child.kill('SIGKILL');
+          await exited;
+        },
+      });
+    }
+    const ports = servers.map((s) => s.port);
+    await run(cli, ['--cluster', 'create', ...ports.map((p) => `${LOOPBACK}:${p}`), '--cluster-replicas', '1', '--cluster-yes'], { timeout: 60_000 });
+    await waitFor(() => clusterHealthy(ports, 3, 3), { timeoutMs: 60_000, intervalMs: 200, what: 'the test cluster to report cluster_state:ok with 3 masters and 3 linked replicas' });
+    return { nodes: ports.map((p) => `${LOOPBACK}:${p}`), owned: true, servers, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
