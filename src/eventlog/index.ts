@@ -30,6 +30,9 @@ export interface EventLogOptions {
     readonly cluster?: { readonly nodes: readonly string[]; readonly tls?: boolean | undefined } | undefined;
     readonly prefix: string;
     readonly password?: string | undefined;
+    /** acknowledge an append only once WAIT reports this many replicas (default 0) */
+    readonly waitReplicas?: number | undefined;
+    readonly waitTimeoutMs?: number | undefined;
   };
   readonly tailBuffer?: number;
   readonly blockMs?: number;
@@ -43,6 +46,8 @@ export function createEventLog(options: EventLogOptions): EventLog {
         ...(options.redis.url !== undefined ? { url: options.redis.url } : {}),
         ...(options.redis.cluster ? { cluster: { nodes: options.redis.cluster.nodes, tls: options.redis.cluster.tls === true } } : {}),
         prefix: options.redis.prefix,
+        waitReplicas: options.redis.waitReplicas ?? 0,
+        waitTimeoutMs: options.redis.waitTimeoutMs ?? 2_000,
         partitions: options.partitions,
         retention,
         log,

@@ -73,6 +73,14 @@ export interface RedisBackendOptions {
   readonly url?: string;
   readonly cluster?: RedisClusterTarget;
   readonly prefix: string;
+  /**
+   * With N > 0 an append is acknowledged only once WAIT reports N replicas
+   * have it; WAIT runs right after the append script, in the same pipeline,
+   * so it goes to the same node (on a cluster a keyless command in a pipeline
+   * follows the pipeline's keys) on the same connection.
+   */
+  readonly waitReplicas?: number;
+  readonly waitTimeoutMs?: number;
   readonly partitions: number;
   readonly retention: RetentionPolicy;
   readonly log: Logger;
@@ -354,7 +362,11 @@ export class RedisBackend implements LogBackend {
     }
     const done = () => this.sending.set(p, (this.sending.get(p) ?? 1) - 1);
     const batchJson = JSON.stringify(events);
-    this.appender.sgAppendBatch(keys.length, ...keys, this.retention.roomMaxLen, this.retention.feedMaxLen, this.idTtlSec, batchJson).then(
+    const args: [number, ...Array<string | number>] = [keys.length, ...keys, this.retention.roomMaxLen, this.retention.feedMaxLen, this.idTtlSec, batchJson];
+    const waitReplicas = this.options.waitReplicas ?? 0;
+    const sent: Promise<Array<number | string>> =
+      waitReplicas > 0 ? this.appendAndWait(args, waitReplicas, this.options.waitTimeoutMs ?? 2_000) : this.appender.sgAppendBatch(...args);
+    sent.then(
       (reply) => {
         done();
         batch.forEach(({ resolve }, i) => {
@@ -368,6 +380,29 @@ export class RedisBackend implements LogBackend {
         batch.forEach(({ reject }) => reject(err));
       },
     );
+  }
+
+  /**
+   * The append script, then WAIT on the same connection. A Lua script cannot
+   * call WAIT, and a WAIT sent on its own would go to any node of a cluster:
+   * in one pipeline it follows the script's keys to the master that ran it.
+   */
+  private async appendAndWait(args: Array<string | number>, replicas: number, timeoutMs: number): Promise<Array<number | string>> {
+    const pipeline = this.appender.pipeline() as ReturnType<Redis['pipeline']> & { sgAppendBatch(...a: Array<string | number>): unknown };
+    pipeline.sgAppendBatch(...args);
+    pipeline.wait(replicas, timeoutMs);
+    const results = (await pipeline.exec()) ?? [];
+    const [appendErr, reply] = results[0] ?? [new Error('no reply to the append script')];
+    if (appendErr) throw appendErr;
+    const [waitErr, acked] = results[1] ?? [new Error('no reply to WAIT')];
+    if (waitErr) throw waitErr;
+    if (Number(acked) < replicas) {
+      throw new SyncgateError('SG_ERR_LOG_NOT_REPLICATED', `WAIT ${replicas} ${timeoutMs}: ${Number(acked)} replica(s) confirmed the append (redis.waitReplicas / redis.waitTimeoutMs)`, {
+        replicas: Number(acked),
+        wanted: replicas,
+      });
+    }
+    return reply as Array<number | string>;
   }
 
   /** Loads the timeline entries behind feed rows: one XRANGE per room covering its rows. */

@@ -96,7 +96,7 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
       idTtlMs: config.retention.idTtlDays * DAY_MS,
       telemetryMaxLen: config.retention.telemetryMaxLen,
     },
-    ...(config.redis ? { redis: { url: config.redis.url, cluster: config.redis.cluster, prefix: config.redis.prefix, password: config.redis.password } } : {}),
+    ...(config.redis ? { redis: { url: config.redis.url, cluster: config.redis.cluster, prefix: config.redis.prefix, password: config.redis.password, waitReplicas: config.redis.waitReplicas, waitTimeoutMs: config.redis.waitTimeoutMs } } : {}),
   });
 
   const configProblems = config.rooms.flatMap((room, i) => roomLinkProblems(config, room).map((p) => `/rooms/${i}${p}`));

@@ -20,6 +20,9 @@ export interface ClusterNode {
   readonly port: number;
   /** SIGKILL: the node is gone at once, as in a crash */
   kill(): Promise<void>;
+  /** SIGSTOP / SIGCONT: the node stays connected but answers nothing (a stalled replica) */
+  pause(): void;
+  resume(): void;
   readonly alive: boolean;
 }
 
@@ -119,8 +122,11 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
         get alive() {
           return isRunning(child);
         },
+        pause: () => void child.kill('SIGSTOP'),
+        resume: () => void child.kill('SIGCONT'),
         kill: async () => {
           if (!isRunning(child)) return;
+          child.kill('SIGCONT');
           const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
           child.kill('SIGKILL');
           await exited;

@@ -23,14 +23,14 @@ describe('config', () => {
       { SYNCGATE_HTTP_PORT: '9100', SYNCGATE_REDIS_URL: 'redis://env:6379', SYNCGATE_PARTITIONS: '8', SYNCGATE_ADMIN_TOKEN: 'a-long-enough-admin-token' },
     );
     expect(config.http.port).toBe(9100);
-    expect(config.redis).toEqual({ url: 'redis://env:6379', prefix: 'sg:' });
+    expect(config.redis).toEqual({ url: 'redis://env:6379', prefix: 'sg:', waitReplicas: 0, waitTimeoutMs: 2000 });
     expect(config.partitions).toBe(8);
     expect(config.http.adminToken).toBe('a-long-enough-admin-token');
   });
 
   it('takes a Redis Cluster seed list as redis.cluster.nodes, instead of (never beside) redis.url', () => {
     const config = resolveConfig({ redis: { cluster: { nodes: ['10.0.0.1:7000', 'redis://10.0.0.2:7001'] } } });
-    expect(config.redis).toEqual({ cluster: { nodes: ['10.0.0.1:7000', 'redis://10.0.0.2:7001'], tls: false }, prefix: 'sg:' });
+    expect(config.redis).toEqual({ cluster: { nodes: ['10.0.0.1:7000', 'redis://10.0.0.2:7001'], tls: false }, prefix: 'sg:', waitReplicas: 0, waitTimeoutMs: 2000 });
     const problemsOf = (raw: unknown): string => {
       try {
         resolveConfig(raw);
