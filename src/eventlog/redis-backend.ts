@@ -43,6 +43,10 @@ function parseIdValue(value: string): StreamPos {
   return { ms: parseInt(value.slice(0, dot), 16), seq: parseInt(value.slice(dot + 1), 16) };
 }
 
+/** how long an append waiting for replicas keeps following a cluster's failover before it fails */
+const CLUSTER_RETRY_MS = 30_000;
+const CLUSTER_RETRY_DELAY_MS = 200;
+
 /** events per append script call */
 const MAX_BATCH = 128;
 
@@ -388,10 +392,20 @@ export class RedisBackend implements LogBackend {
    * in one pipeline it follows the script's keys to the master that ran it.
    */
   private async appendAndWait(args: Array<string | number>, replicas: number, timeoutMs: number): Promise<Array<number | string>> {
-    const pipeline = this.appender.pipeline() as ReturnType<Redis['pipeline']> & { sgAppendBatch(...a: Array<string | number>): unknown };
-    pipeline.sgAppendBatch(...args);
-    pipeline.wait(replicas, timeoutMs);
-    const results = (await pipeline.exec()) ?? [];
+    let results: Array<[Error | null, unknown]> = [];
+    for (let attempt = 0; ; attempt++) {
+      const pipeline = this.appender.pipeline() as ReturnType<Redis['pipeline']> & { sgAppendBatch(...a: Array<string | number>): unknown };
+      pipeline.sgAppendBatch(...args);
+      pipeline.wait(replicas, timeoutMs);
+      results = (await pipeline.exec()) ?? [];
+      const appendErr = results[0]?.[0];
+      // The pipeline went to a node that no longer owns the slot (a failover) or the cluster is
+      // voting: ioredis does not redirect a pipeline whose WAIT succeeded where the script failed,
+      // so refresh the slot map and send again (the script is idempotent), for up to RETRY_MS.
+      if (!appendErr || !this.options.cluster || !/^(MOVED|ASK|CLUSTERDOWN|TRYAGAIN|LOADING)\b/.test(appendErr.message) || attempt * CLUSTER_RETRY_DELAY_MS >= CLUSTER_RETRY_MS || this.closed) break;
+      (this.appender as unknown as Cluster).refreshSlotsCache();
+      await new Promise((resolve) => setTimeout(resolve, CLUSTER_RETRY_DELAY_MS));
+    }
     const [appendErr, reply] = results[0] ?? [new Error('no reply to the append script')];
     if (appendErr) throw appendErr;
     const [waitErr, acked] = results[1] ?? [new Error('no reply to WAIT')];

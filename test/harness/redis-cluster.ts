@@ -23,6 +23,8 @@ export interface ClusterNode {
   /** SIGSTOP / SIGCONT: the node stays connected but answers nothing (a stalled replica) */
   pause(): void;
   resume(): void;
+  /** starts the killed node again on its ports with its cluster config: it rejoins (a failed-over master comes back as a replica) */
+  restart(): Promise<void>;
   readonly alive: boolean;
 }
 
@@ -115,7 +117,7 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
     for (let i = 0; i < 6; i++) {
       const port = await pick();
       const bus = await pick();
-      const child = await spawnNode(bin, join(dir, String(port)), port, bus);
+      let child = await spawnNode(bin, join(dir, String(port)), port, bus);
       children.push(child);
       servers.push({
         port,
@@ -124,6 +126,10 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
         },
         pause: () => void child.kill('SIGSTOP'),
         resume: () => void child.kill('SIGCONT'),
+        restart: async () => {
+          child = await spawnNode(bin, join(dir, String(port)), port, bus);
+          children.push(child);
+        },
         kill: async () => {
           if (!isRunning(child)) return;
           child.kill('SIGCONT');
