@@ -232,7 +232,7 @@ describe('helm chart templates', () => {
 const GUARDS: Record<string, (v: { [key: string]: Json }) => boolean> = {
   'syncgate: several replicas need one shared Redis.': (v) => {
     const replicas = get(v, 'autoscaling.enabled') === true ? Number(get(v, 'autoscaling.maxReplicas')) : Number(get(v, 'replicaCount'));
-    return replicas <= 1 || Boolean(get(v, 'existingSecret')) || Boolean(get(v, 'secrets.redisUrl'));
+    return replicas <= 1 || Boolean(get(v, 'existingSecret')) || Boolean(get(v, 'secrets.redisUrl')) || Boolean(get(v, 'config.redis.cluster.nodes'));
   },
   'syncgate: autoscaling.minReplicas must not exceed autoscaling.maxReplicas.': (v) =>
     get(v, 'autoscaling.enabled') !== true || Number(get(v, 'autoscaling.minReplicas')) <= Number(get(v, 'autoscaling.maxReplicas')),
@@ -271,6 +271,11 @@ describe('helm chart guards (fail / required) against the default values', () =>
     // and the guard still bites when someone scales up without Redis
     values['replicaCount'] = 2;
     expect(GUARDS['syncgate: several replicas need one shared Redis.']?.(values)).toBe(false);
+    // a Redis Cluster named in the gateway config (config.redis.cluster.nodes) is a shared Redis too
+    values['config'] = { redis: { cluster: { nodes: ['redis-cluster-0.redis-cluster:6379'] } } };
+    expect(GUARDS['syncgate: several replicas need one shared Redis.']?.(values)).toBe(true);
+    const helpers = loadTemplates().get('_helpers.tpl') ?? '';
+    expect(helpers).toMatch(/\(not \(dig "redis" "cluster" "nodes" "" \(\.Values\.config \| default dict\)\)\)/);
   });
 });
 

@@ -135,8 +135,8 @@ would each keep their own event log and split the rooms' history between them.
 */}}
 {{- define "syncgate.validateValues" -}}
 {{- $replicas := ternary .Values.autoscaling.maxReplicas .Values.replicaCount .Values.autoscaling.enabled | int -}}
-{{- if and (gt $replicas 1) (not .Values.existingSecret) (not .Values.secrets.redisUrl) -}}
-{{- fail "syncgate: several replicas need one shared Redis. Set secrets.redisUrl (or existingSecret with SYNCGATE_REDIS_URL), or replicaCount=1 for a non-durable trial." -}}
+{{- if and (gt $replicas 1) (not .Values.existingSecret) (not .Values.secrets.redisUrl) (not (dig "redis" "cluster" "nodes" "" (.Values.config | default dict))) -}}
+{{- fail "syncgate: several replicas need one shared Redis. Set secrets.redisUrl (or existingSecret with SYNCGATE_REDIS_URL), or config.redis.cluster.nodes for a Redis Cluster, or replicaCount=1 for a non-durable trial." -}}
 {{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail "syncgate: autoscaling.minReplicas must not exceed autoscaling.maxReplicas." -}}
