@@ -4,6 +4,7 @@
  * BENCH_QUICK=1 runs smaller sizes; BENCH_ONLY=name,name picks sections.
  */
 import { startRedis } from '../harness/redis.js';
+import { benchCluster } from './cluster.js';
 import { benchDelivery } from './delivery.js';
 import { benchEventLog } from './eventlog.js';
 import { benchHttp } from './http.js';
@@ -23,6 +24,7 @@ const sections: Record<string, Bench> = {
   'mqtt-sync': benchMqttSync,
   xmpp: benchXmpp,
   restart: benchRestart,
+  cluster: benchCluster,
 };
 
 async function main(): Promise<void> {
