@@ -1,73 +1,55 @@
 #!/usr/bin/env node
 /**
  * The `syncgate` command. The only place that reads process.env and argv.
+ *
+ * Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { registrationYaml } from '../../adapters/matrix/config.js';
-import { prosodyConfigSnippet } from '../../adapters/xmpp/prosody-config.js';
 import { ejabberdConfigSnippet } from '../../adapters/xmpp/ejabberd-config.js';
-import { ignoredServiceLinks, loadConfig } from '../config/index.js';
-import { SyncgateError, isSyncgateError } from '../core/errors.js';
+import { prosodyConfigSnippet } from '../../adapters/xmpp/prosody-config.js';
+import { ignoredServiceLinks, loadConfig, type Config } from '../config/index.js';
+import { SyncgateError, isSyncgateError, type ErrorCode } from '../core/errors.js';
 import { createLogger } from '../log/index.js';
 import { createGateway } from '../runtime/gateway.js';
+import { roomLinkProblems } from '../runtime/adapters.js';
 import { runDlq } from '../runtime/dlq.js';
+import { createClient, gatewayUrl } from './client.js';
 
-const USAGE = `syncgate — multi-protocol sync gateway
+type Options = ParseArgsConfig['options'] & object;
+type Values = Map<string, string>;
 
-Usage:
-  syncgate serve [--config FILE]   run the gateway (FILE also from SYNCGATE_CONFIG)
-  syncgate dlq list [--group out:ADAPTER] [--limit N] [--json]
-  syncgate dlq replay ID... | --all [--group out:ADAPTER]
-  syncgate dlq drop ID... | --all [--group out:ADAPTER]
-                                   inspect and replay the dead-letter streams (needs Redis)
-  syncgate matrix-registration [--adapter NAME] [--out FILE]
-                                   the application-service registration YAML for the homeserver
-  syncgate prosody-config [--adapter NAME] [--server prosody|ejabberd]
-                                   the Prosody (or ejabberd) settings the XMPP bridge account needs
-  syncgate version                 print the version
-  syncgate help                    this text
-
-Without a Redis URL (redis.url or SYNCGATE_REDIS_URL) the gateway uses an
-embedded in-memory log that does not survive a restart.`;
-
-interface Parsed {
-  command: string;
-  args: string[];
-  options: Map<string, string>;
+interface Command {
+  readonly usage: string;
+  readonly summary: string;
+  /** option help lines, shown by `syncgate <command> --help` */
+  readonly help: string;
+  readonly options: Options;
+  readonly run: (args: string[], options: Values, lists: ReadonlyMap<string, readonly string[]>) => Promise<number>;
 }
 
-const FLAGS = new Set(['all', 'json']);
+const CONFIG_OPTION: Options = { config: { type: 'string' } };
+const CONFIG_HELP = '  --config FILE    the configuration file (also SYNCGATE_CONFIG); SYNCGATE_* variables override it';
+const CLIENT_OPTIONS: Options = { ...CONFIG_OPTION, url: { type: 'string' }, json: { type: 'boolean' } };
+const CLIENT_HELP = `${CONFIG_HELP}
+  --url URL        the running gateway (also SYNCGATE_URL; default: http.host/http.port of the configuration)
+  --json           print the API answer as JSON`;
+const ADMIN_NOTE = 'Uses the admin token of the configuration (http.adminToken / SYNCGATE_ADMIN_TOKEN).';
 
-function parseArgs(argv: readonly string[]): Parsed {
-  const [command = 'help', ...rest] = argv;
-  const options = new Map<string, string>();
-  const args: string[] = [];
-  for (let i = 0; i < rest.length; i++) {
-    const arg = rest[i] ?? '';
-    if (!arg.startsWith('--')) {
-      args.push(arg);
-      continue;
-    }
-    const eq = arg.indexOf('=');
-    if (eq > 0) options.set(arg.slice(2, eq), arg.slice(eq + 1));
-    else if (FLAGS.has(arg.slice(2))) options.set(arg.slice(2), 'true');
-    else {
-      const value = rest[i + 1];
-      if (value === undefined || value.startsWith('--')) throw new SyncgateError('SG_ERR_CLI_USAGE', `${arg} needs a value`);
-      options.set(arg.slice(2), value);
-      i++;
-    }
-  }
-  return { command, args, options };
-}
+const EXIT_CODES = `Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.`;
 
-function onlyOptions(options: Map<string, string>, allowed: readonly string[]): void {
-  for (const key of options.keys()) if (!allowed.includes(key)) throw new SyncgateError('SG_ERR_CLI_USAGE', `unknown option --${key}`);
-}
+const usage = (code: ErrorCode, text: string) => new SyncgateError(code, text);
+const usageError = (text: string) => usage('SG_ERR_CLI_USAGE', text);
 
-async function configFrom(options: Map<string, string>) {
+async function configFrom(options: Values): Promise<Config> {
   const file = options.get('config') ?? process.env['SYNCGATE_CONFIG'];
   return loadConfig({ ...(file ? { file } : {}), env: process.env });
+}
+
+function onlyOptions(options: Values, allowed: readonly string[]): void {
+  for (const key of options.keys()) if (!allowed.includes(key)) throw usageError(`unknown option --${key}`);
 }
 
 function version(): string {
@@ -75,8 +57,11 @@ function version(): string {
   return pkg.version;
 }
 
-async function serve(options: Map<string, string>): Promise<void> {
-  onlyOptions(options, ['config']);
+const print = (options: Values, json: unknown, text: string) => console.log(options.has('json') ? JSON.stringify(json, null, 2) : text);
+
+// --- serve
+
+async function serve(options: Values): Promise<number> {
   const config = await configFrom(options);
   const logger = createLogger({ level: config.log.level });
   const links = ignoredServiceLinks(process.env);
@@ -113,26 +98,64 @@ async function serve(options: Map<string, string>): Promise<void> {
     await gateway.stop().catch(() => undefined);
     throw err;
   }
+  return -1; // keeps running until a signal
 }
 
-async function dlq(args: readonly string[], options: Map<string, string>): Promise<number> {
-  onlyOptions(options, ['config', 'group', 'limit', 'all', 'json']);
-  const [action, ...ids] = args;
-  if (action !== 'list' && action !== 'replay' && action !== 'drop') throw new SyncgateError('SG_ERR_CLI_USAGE', 'dlq needs list, replay or drop');
+// --- check-config
+
+async function checkConfig(options: Values): Promise<number> {
   const config = await configFrom(options);
-  const logger = createLogger({ level: 'warn' });
-  const result = await runDlq({ config, logger, action, ids, group: options.get('group'), limit: Number(options.get('limit') ?? 100), all: options.has('all') });
-  if (options.has('json')) console.log(JSON.stringify(result.json, null, 2));
-  else console.log(result.text);
+  const problems = config.rooms.flatMap((room, i) => roomLinkProblems(config, room).map((p) => `/rooms/${i}${p}`));
+  if (problems.length > 0) throw new SyncgateError('SG_ERR_CONFIG_INVALID', `${problems.length} problem(s):\n  - ${problems.join('\n  - ')}`, { problems });
+  const links = ignoredServiceLinks(process.env);
+  const adapters = Object.entries(config.adapters).map(([name, s]) => `${name} (${s.type})`);
+  print(
+    options,
+    { ok: true, log: config.redis ? 'redis' : 'memory', adapters: Object.keys(config.adapters), rooms: config.rooms.map((r) => r.id), ignoredServiceLinks: links },
+    [
+      'configuration OK',
+      `  log: ${config.redis ? 'Redis' : 'in-memory (not durable)'}`,
+      `  adapters: ${adapters.length > 0 ? adapters.join(', ') : 'none'}`,
+      `  rooms: ${config.rooms.length > 0 ? config.rooms.map((r) => r.id).join(', ') : 'none'}`,
+      ...(links.length > 0 ? [`  ignored Kubernetes service-link variables: ${links.join(', ')}`] : []),
+    ].join('\n'),
+  );
   return 0;
 }
 
-async function matrixRegistration(options: Map<string, string>): Promise<number> {
-  onlyOptions(options, ['config', 'adapter', 'out']);
+// --- dlq
+
+function progress(label: string): ((done: number, total: number) => void) | undefined {
+  if (!process.stderr.isTTY) return undefined;
+  return (done, total) => {
+    process.stderr.write(`\r${label} ${done}/${total}`);
+    if (done === total) process.stderr.write('\n');
+  };
+}
+
+async function dlq(args: string[], options: Values): Promise<number> {
+  const [action, ...ids] = args;
+  if (action !== 'list' && action !== 'replay' && action !== 'drop') throw usageError('dlq needs list, replay or drop');
+  if (action === 'list' && ids.length > 0) throw usageError(`unexpected argument ${ids[0]}`);
+  if (action !== 'list' && options.has('all') === ids.length > 0) throw usageError(`dlq ${action} needs dead-letter ids or --all (not both)`);
+  const limit = Number(options.get('limit') ?? 100);
+  if (!Number.isInteger(limit) || limit < 1) throw usageError('--limit must be a positive integer');
+  const config = await configFrom(options);
+  const group = options.get('group');
+  const logger = createLogger({ level: 'warn' });
+  const onProgress = progress(action === 'replay' ? 'replaying' : 'dropping');
+  const result = await runDlq({ config, logger, action, ids, group, limit, all: options.has('all'), ...(onProgress ? { onProgress } : {}) });
+  print(options, result.json, result.text);
+  return 0;
+}
+
+// --- matrix-registration
+
+async function matrixRegistration(options: Values): Promise<number> {
   const config = await configFrom(options);
   const name = options.get('adapter') ?? 'matrix';
   const section = config.adapters[name];
-  if (section?.type !== 'matrix') throw new SyncgateError('SG_ERR_CLI_USAGE', `no Matrix adapter named ${name} in the configuration (adapters.${name}.type: matrix)`);
+  if (section?.type !== 'matrix') throw usage('SG_ERR_CONFIG_INVALID', `no Matrix adapter named ${name} in the configuration (adapters.${name}.type: matrix)`);
   const text = registrationYaml(section.config);
   const out = options.get('out');
   if (out) {
@@ -145,7 +168,9 @@ async function matrixRegistration(options: Map<string, string>): Promise<number>
   return 0;
 }
 
-async function prosodyConfig(options: Map<string, string>): Promise<number> {
+// --- prosody-config
+
+async function prosodyConfig(options: Values): Promise<number> {
   onlyOptions(options, ['config', 'adapter', 'server']);
   const server = options.get('server') ?? 'prosody';
   if (server !== 'prosody' && server !== 'ejabberd') throw new SyncgateError('SG_ERR_CLI_USAGE', `--server must be prosody or ejabberd, not ${server}`);
@@ -159,32 +184,337 @@ async function prosodyConfig(options: Map<string, string>): Promise<number> {
   return 0;
 }
 
-async function main(argv: readonly string[]): Promise<number> {
-  const { command, args, options } = parseArgs(argv);
-  if (command !== 'dlq' && args.length > 0) throw new SyncgateError('SG_ERR_CLI_USAGE', `unexpected argument ${args[0]}`);
-  switch (command) {
-    case 'serve':
-      await serve(options);
-      return -1; // keeps running until a signal
-    case 'dlq':
-      return dlq(args, options);
-    case 'matrix-registration':
-      return matrixRegistration(options);
-    case 'prosody-config':
-      return prosodyConfig(options);
-    case 'version':
-    case '--version':
-      console.log(version());
+// --- commands against a running gateway
+
+async function adminClient(options: Values) {
+  const config = await configFrom(options);
+  const token = config.http.adminToken;
+  if (token === undefined) throw usage('SG_ERR_CONFIG_INVALID', 'admin commands need the admin token: http.adminToken or SYNCGATE_ADMIN_TOKEN');
+  return createClient(gatewayUrl(config, options.get('url') ?? process.env['SYNCGATE_URL']), token);
+}
+
+async function deviceClient(options: Values) {
+  const config = await configFrom(options);
+  const token = options.get('token') ?? process.env['SYNCGATE_TOKEN'];
+  if (token === undefined || token === '') throw usageError('a device token is needed: --token or SYNCGATE_TOKEN (syncgate device add USER prints one)');
+  return createClient(gatewayUrl(config, options.get('url') ?? process.env['SYNCGATE_URL']), token);
+}
+
+const enc = encodeURIComponent;
+
+function argsExactly(args: string[], names: readonly string[], what: string): string[] {
+  if (args.length !== names.length) throw usageError(`${what} needs ${names.join(' ')}`);
+  return args;
+}
+
+async function user(args: string[], options: Values): Promise<number> {
+  const [action, ...rest] = args;
+  const api = await adminClient(options);
+  switch (action) {
+    case 'add': {
+      const [id = ''] = argsExactly(rest, ['ID'], 'user add');
+      const display = options.get('display');
+      const u = await api.call<{ id: string }>('POST', '/v1/admin/users', { id, ...(display !== undefined ? { display } : {}) });
+      print(options, u, `user ${u.id} created`);
       return 0;
-    case 'help':
-    case '--help':
-    case '-h':
-      console.log(USAGE);
+    }
+    case 'list': {
+      argsExactly(rest, [], 'user list');
+      const r = await api.call<{ users: Array<{ id: string; display?: string }> }>('GET', '/v1/admin/users');
+      print(options, r, r.users.map((u) => `${u.id}${u.display !== undefined ? `\t${u.display}` : ''}`).join('\n') || 'no users');
       return 0;
+    }
+    case 'show': {
+      const [id = ''] = argsExactly(rest, ['ID'], 'user show');
+      const r = await api.call<{ user: { id: string }; devices: Array<{ deviceId: string }>; rooms: string[] }>('GET', `/v1/admin/users/${enc(id)}`);
+      print(options, r, `${r.user.id}\n  devices: ${r.devices.map((d) => d.deviceId).join(', ') || 'none'}\n  rooms: ${r.rooms.join(', ') || 'none'}`);
+      return 0;
+    }
+    case 'rm': {
+      const [id = ''] = argsExactly(rest, ['ID'], 'user rm');
+      await api.call('DELETE', `/v1/admin/users/${enc(id)}`);
+      print(options, { deleted: id }, `user ${id} deleted`);
+      return 0;
+    }
     default:
-      throw new SyncgateError('SG_ERR_CLI_USAGE', `unknown command ${command}`);
+      throw usageError('user needs add, list, show or rm');
   }
 }
+
+async function device(args: string[], options: Values): Promise<number> {
+  const [action, ...rest] = args;
+  const api = await adminClient(options);
+  switch (action) {
+    case 'add': {
+      const [owner = ''] = argsExactly(rest, ['USER'], 'device add');
+      const name = options.get('name');
+      const d = await api.call<{ deviceId: string; token: string }>('POST', '/v1/admin/devices', { user: owner, ...(name !== undefined ? { name } : {}) });
+      print(options, d, `device ${d.deviceId} of ${owner}\ntoken (shown once): ${d.token}`);
+      return 0;
+    }
+    case 'list': {
+      argsExactly(rest, [], 'device list');
+      const owner = options.get('user');
+      const r = await api.call<{ devices: Array<{ deviceId: string; user: string; name?: string }> }>('GET', `/v1/admin/devices${owner !== undefined ? `?user=${enc(owner)}` : ''}`);
+      print(options, r, r.devices.map((d) => `${d.deviceId}\t${d.user}${d.name !== undefined ? `\t${d.name}` : ''}`).join('\n') || 'no devices');
+      return 0;
+    }
+    case 'rm': {
+      const [id = ''] = argsExactly(rest, ['ID'], 'device rm');
+      await api.call('DELETE', `/v1/admin/devices/${enc(id)}`);
+      print(options, { deleted: id }, `device ${id} deleted`);
+      return 0;
+    }
+    default:
+      throw usageError('device needs add, list or rm');
+  }
+}
+
+function parseLink(text: string): { endpoint: string; target: string } {
+  const i = text.indexOf('=');
+  if (i <= 0 || i === text.length - 1) throw usageError(`--link takes ENDPOINT=TARGET, got ${text}`);
+  return { endpoint: text.slice(0, i), target: text.slice(i + 1) };
+}
+
+async function room(args: string[], options: Values, links: readonly string[]): Promise<number> {
+  const [action, ...rest] = args;
+  const api = await adminClient(options);
+  type Spec = { id: string; name?: string; links: Array<{ endpoint: string; target: string }> };
+  const describe = (s: Spec) => `${s.id}${s.name !== undefined ? ` (${s.name})` : ''}${s.links.map((l) => `\n  ${l.endpoint} ${l.target}`).join('')}`;
+  switch (action) {
+    case 'put': {
+      const [id = ''] = argsExactly(rest, ['ID'], 'room put');
+      const name = options.get('name');
+      const s = await api.call<Spec>('PUT', `/v1/admin/rooms/${enc(id)}`, { ...(name !== undefined ? { name } : {}), links: links.map(parseLink) });
+      print(options, s, `room ${describe(s)}`);
+      return 0;
+    }
+    case 'list': {
+      argsExactly(rest, [], 'room list');
+      const r = await api.call<{ rooms: Spec[] }>('GET', '/v1/admin/rooms');
+      print(options, r, r.rooms.map(describe).join('\n') || 'no rooms');
+      return 0;
+    }
+    case 'show': {
+      const [id = ''] = argsExactly(rest, ['ID'], 'room show');
+      const s = await api.call<Spec>('GET', `/v1/admin/rooms/${enc(id)}`);
+      print(options, s, describe(s));
+      return 0;
+    }
+    case 'rm': {
+      const [id = ''] = argsExactly(rest, ['ID'], 'room rm');
+      await api.call('DELETE', `/v1/admin/rooms/${enc(id)}`);
+      print(options, { deleted: id }, `room ${id} deleted`);
+      return 0;
+    }
+    default:
+      throw usageError('room needs put, list, show or rm');
+  }
+}
+
+async function grant(args: string[], options: Values, revoke: boolean): Promise<number> {
+  const [who = '', where = ''] = argsExactly(args, ['USER', 'ROOM'], revoke ? 'revoke' : 'grant');
+  const api = await adminClient(options);
+  await api.call(revoke ? 'DELETE' : 'PUT', `/v1/admin/users/${enc(who)}/rooms/${enc(where)}`);
+  print(options, { user: who, room: where, granted: !revoke }, revoke ? `${who} no longer has ${where}` : `${who} may use ${where}`);
+  return 0;
+}
+
+async function send(args: string[], options: Values): Promise<number> {
+  const [target = '', text = ''] = argsExactly(args, ['ROOM', 'TEXT'], 'send');
+  const api = await deviceClient(options);
+  const r = await api.call<{ eventId: string; cursor: string }>('PUT', `/v1/rooms/${enc(target)}/send/${enc(options.get('txn') ?? `cli-${randomUUID()}`)}`, {
+    kind: 'message',
+    content: { body: text },
+  });
+  print(options, r, r.eventId);
+  return 0;
+}
+
+interface EventLine {
+  room: string;
+  eventId: string;
+  kind: string;
+  sender: { display?: string; uid?: string };
+  content?: { body?: string };
+  ts: { received?: number };
+}
+
+function humanLine(e: EventLine): string {
+  const who = e.sender.display ?? e.sender.uid ?? '?';
+  const time = e.ts.received !== undefined ? new Date(e.ts.received).toISOString() : '';
+  return `${time} ${who}: ${e.kind === 'message' ? (e.content?.body ?? '') : `[${e.kind}]`}`;
+}
+
+async function tail(args: string[], options: Values): Promise<number> {
+  const [target = ''] = argsExactly(args, ['ROOM'], 'tail');
+  const api = await deviceClient(options);
+  let since = options.get('since');
+  const once = options.has('once');
+  let stop = false;
+  const onSignal = () => {
+    stop = true;
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  // The room must exist and be granted: fail before following.
+  await api.call('GET', `/v1/rooms/${enc(target)}/messages?limit=1`);
+  while (!stop) {
+    const q = new URLSearchParams({ timeout: once ? '0' : '25000', limit: '100', ...(since !== undefined ? { since } : {}) });
+    const page = await api.call<{ events: EventLine[]; next: string }>('GET', `/v1/sync?${q.toString()}`);
+    for (const e of page.events) {
+      if (e.room !== target) continue;
+      console.log(options.has('json') ? JSON.stringify(e) : humanLine(e));
+    }
+    since = page.next;
+    if (once && page.events.length === 0) break;
+  }
+  return 0;
+}
+
+// --- the command table
+
+const COMMANDS: Record<string, Command> = {
+  serve: { usage: 'serve [--config FILE]', summary: 'run the gateway', help: CONFIG_HELP, options: CONFIG_OPTION, run: (_a, o) => serve(o) },
+  'check-config': {
+    usage: 'check-config [--config FILE] [--json]',
+    summary: 'validate the configuration file, the SYNCGATE_* variables and the room links; starts nothing',
+    help: `${CONFIG_HELP}\n  --json           print the outcome as JSON`,
+    options: { ...CONFIG_OPTION, json: { type: 'boolean' } },
+    run: (_a, o) => checkConfig(o),
+  },
+  dlq: {
+    usage: 'dlq list [--group out:ADAPTER] [--limit N] [--json]\n  syncgate dlq replay ID... | --all [--group out:ADAPTER]\n  syncgate dlq drop ID... | --all [--group out:ADAPTER]',
+    summary: 'inspect, replay or drop the dead-letter streams (needs Redis)',
+    help: `${CONFIG_HELP}
+  --group GROUP    only this consumer group (out:ADAPTER, an adapter of the configuration)
+  --limit N        list at most N entries (default 100)
+  --all            replay or drop every dead letter (of --group)
+  --json           print the outcome as JSON
+An unknown id is an error (exit 1); an empty queue with --all is "nothing to replay" (exit 0).`,
+    options: { ...CONFIG_OPTION, group: { type: 'string' }, limit: { type: 'string' }, all: { type: 'boolean' }, json: { type: 'boolean' } },
+    run: dlq,
+  },
+  'matrix-registration': {
+    usage: 'matrix-registration [--config FILE] [--adapter NAME] [--out FILE]',
+    summary: 'the application-service registration YAML for the homeserver',
+    help: `${CONFIG_HELP}\n  --adapter NAME   the Matrix adapter (default matrix)\n  --out FILE       write it to FILE (mode 0600) instead of stdout`,
+    options: { ...CONFIG_OPTION, adapter: { type: 'string' }, out: { type: 'string' } },
+    run: (_a, o) => matrixRegistration(o),
+  },
+  'prosody-config': {
+    usage: 'prosody-config [--config FILE] [--adapter NAME] [--server prosody|ejabberd]',
+    summary: 'the Prosody (or ejabberd) settings the XMPP bridge account needs',
+    help: `${CONFIG_HELP}\n  --adapter NAME   the XMPP adapter (default xmpp)\n  --server NAME    prosody (default) or ejabberd`,
+    options: { ...CONFIG_OPTION, adapter: { type: 'string' }, server: { type: 'string' } },
+    run: (_a, o) => prosodyConfig(o),
+  },
+  user: {
+    usage: 'user add ID [--display NAME] | user list | user show ID | user rm ID',
+    summary: 'manage users (admin API of the running gateway)',
+    help: `${CLIENT_HELP}\n  --display NAME   the display name of a new user\n${ADMIN_NOTE}`,
+    options: { ...CLIENT_OPTIONS, display: { type: 'string' } },
+    run: user,
+  },
+  device: {
+    usage: 'device add USER [--name NAME] | device list [--user USER] | device rm ID',
+    summary: "manage devices; `add` prints the device's token once",
+    help: `${CLIENT_HELP}\n  --name NAME      the name of a new device\n  --user USER      list only this user's devices\n${ADMIN_NOTE}`,
+    options: { ...CLIENT_OPTIONS, name: { type: 'string' }, user: { type: 'string' } },
+    run: device,
+  },
+  room: {
+    usage: 'room put ID [--name NAME] [--link ENDPOINT=TARGET]... | room list | room show ID | room rm ID',
+    summary: 'manage rooms and their links',
+    help: `${CLIENT_HELP}\n  --name NAME      the room's name\n  --link E=T       a link to adapter E's target T (repeatable; put replaces all links)\n${ADMIN_NOTE}`,
+    options: { ...CLIENT_OPTIONS, name: { type: 'string' }, link: { type: 'string', multiple: true } },
+    run: (a, o, l) => room(a, o, l.get('link') ?? []),
+  },
+  grant: { usage: 'grant USER ROOM', summary: 'grant a room to a user (all its devices)', help: `${CLIENT_HELP}\n${ADMIN_NOTE}`, options: CLIENT_OPTIONS, run: (a, o) => grant(a, o, false) },
+  revoke: { usage: 'revoke USER ROOM', summary: 'revoke a room grant', help: `${CLIENT_HELP}\n${ADMIN_NOTE}`, options: CLIENT_OPTIONS, run: (a, o) => grant(a, o, true) },
+  send: {
+    usage: 'send ROOM TEXT [--token TOKEN] [--txn ID]',
+    summary: 'send a text message to a room as a device',
+    help: `${CLIENT_HELP}\n  --token TOKEN    a device token (also SYNCGATE_TOKEN)\n  --txn ID         the transaction id (a retry with the same id sends nothing new)`,
+    options: { ...CLIENT_OPTIONS, token: { type: 'string' }, txn: { type: 'string' } },
+    run: send,
+  },
+  tail: {
+    usage: 'tail ROOM [--since CURSOR] [--json] [--token TOKEN] [--once]',
+    summary: 'follow a room from the log: its events as they arrive (Ctrl-C stops)',
+    help: `${CLIENT_HELP}\n  --token TOKEN    a device token granted the room (also SYNCGATE_TOKEN)\n  --since CURSOR   start after this sync cursor (default: from the start of the log)\n  --once           print what is there and exit instead of following`,
+    options: { ...CLIENT_OPTIONS, token: { type: 'string' }, since: { type: 'string' }, once: { type: 'boolean' } },
+    run: tail,
+  },
+};
+
+function usageText(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((n) => n.length));
+  return `syncgate — multi-protocol sync gateway
+
+Usage: syncgate <command> [options]    (syncgate <command> --help for its options)
+
+Commands:
+${Object.entries(COMMANDS)
+  .map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`)
+  .join('\n')}
+  ${'version'.padEnd(width)}  print the version
+  ${'help'.padEnd(width)}  this text
+
+Without a Redis URL (redis.url or SYNCGATE_REDIS_URL) the gateway uses an
+embedded in-memory log that does not survive a restart.
+${EXIT_CODES}`;
+}
+
+function commandHelp(c: Command): string {
+  return `Usage: syncgate ${c.usage}\n\n${c.summary}\n\nOptions:\n${c.help}\n  -h, --help       this text\n\n${EXIT_CODES}`;
+}
+
+/** the command being run, for the usage line after a usage error */
+let current: Command | undefined;
+
+async function main(argv: readonly string[]): Promise<number> {
+  const [name = 'help', ...rest] = argv;
+  if (name === 'version' || name === '--version') {
+    console.log(version());
+    return 0;
+  }
+  if (name === 'help' || name === '--help' || name === '-h') {
+    const about = rest[0] !== undefined ? COMMANDS[rest[0]] : undefined;
+    console.log(about && rest[0] ? commandHelp(about) : usageText());
+    return 0;
+  }
+  const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (!command) throw usageError(`unknown command ${name}`);
+  current = command;
+  let parsed: { values: Record<string, unknown>; positionals: string[] };
+  try {
+    parsed = parseArgs({ args: [...rest], options: { ...command.options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    const m = /'(-{1,2}[^' ]+)/.exec(err instanceof Error ? err.message : '');
+    if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') throw usageError(`unknown option ${m?.[1] ?? ''} for ${name} (syncgate ${name} --help)`);
+    if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') throw usageError(`${m?.[1] ?? 'an option'} needs a value`);
+    throw usageError(err instanceof Error ? err.message : String(err));
+  }
+  if (parsed.values['help'] === true) {
+    console.log(commandHelp(command));
+    return 0;
+  }
+  const options: Values = new Map();
+  const lists = new Map<string, string[]>();
+  for (const [key, value] of Object.entries(parsed.values)) {
+    if (key === 'help') continue;
+    if (Array.isArray(value)) lists.set(key, value.map(String));
+    else options.set(key, value === true ? 'true' : String(value));
+  }
+  const takesArgs = ['dlq', 'user', 'device', 'room', 'grant', 'revoke', 'send', 'tail'].includes(name);
+  if (!takesArgs && parsed.positionals.length > 0) throw usageError(`unexpected argument ${parsed.positionals[0]}`);
+  return command.run(parsed.positionals, options, lists);
+}
+
+/** usage and configuration errors exit 2, everything else 1 */
+const USAGE_CODES: readonly string[] = ['SG_ERR_CLI_USAGE', 'SG_ERR_CONFIG_INVALID', 'SG_ERR_CONFIG_FILE'];
 
 main(process.argv.slice(2)).then(
   (code) => {
@@ -193,10 +523,10 @@ main(process.argv.slice(2)).then(
   (err: unknown) => {
     if (isSyncgateError(err)) {
       console.error(`syncgate: ${err.code}: ${err.message}`);
-      if (err.code === 'SG_ERR_CLI_USAGE') console.error(`\n${USAGE}`);
+      if (err.code === 'SG_ERR_CLI_USAGE') console.error(current ? `\nUsage: syncgate ${current.usage}\n(syncgate ${current.usage.split(' ')[0]} --help for its options)` : `\n${usageText()}`);
     } else {
       console.error('syncgate: unexpected error', err);
     }
-    process.exitCode = isSyncgateError(err) && err.code === 'SG_ERR_CLI_USAGE' ? 2 : 1;
+    process.exitCode = isSyncgateError(err) && USAGE_CODES.includes(err.code) ? 2 : 1;
   },
 );

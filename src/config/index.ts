@@ -150,6 +150,9 @@ export function isServiceLinkVariable(name: string, value: string | undefined): 
   return SERVICE_LINK_SHAPES.some(([shape, valueShape]) => shape.test(name) && valueShape.test(value));
 }
 
+/** Variables the command line reads itself (the configuration file, and the gateway and token the client commands use): not settings. */
+export const CLI_ENV: ReadonlySet<string> = new Set(['SYNCGATE_CONFIG', 'SYNCGATE_URL', 'SYNCGATE_TOKEN']);
+
 /** The SYNCGATE_* variables that are Kubernetes service links, ignored by the config (main logs them at debug). */
 export function ignoredServiceLinks(env: Readonly<Record<string, string | undefined>>): string[] {
   return Object.keys(env).filter((name) => name.startsWith('SYNCGATE_') && !(name in ENV_OVERRIDES) && isServiceLinkVariable(name, env[name])).sort();
@@ -265,7 +268,7 @@ export function resolveConfig(raw: unknown, given: Readonly<Record<string, strin
   const problems = [...files.problems];
   problems.push(
     ...[...Object.keys(env)]
-      .filter((name) => name.startsWith('SYNCGATE_') && !(name in ENV_OVERRIDES) && name !== 'SYNCGATE_CONFIG' && !files.consumed.has(name) && !adapterSecrets.has(name) && !isServiceLinkVariable(name, env[name]))
+      .filter((name) => name.startsWith('SYNCGATE_') && !(name in ENV_OVERRIDES) && !CLI_ENV.has(name) && !files.consumed.has(name) && !adapterSecrets.has(name) && !isServiceLinkVariable(name, env[name]))
       .map((name) =>
         name.startsWith(ADAPTER_SECRET_PREFIX)
           ? `environment variable ${name} is not a known setting (adapter secrets are SYNCGATE_ADAPTER_<NAME>_<SECRET> for an adapter <name> in the configuration file)`

@@ -21,8 +21,10 @@ export const ERROR_TABLE = {
   // --- configuration and process
   SG_ERR_CONFIG_INVALID: { status: 500, message: 'The configuration is not valid' },
   SG_ERR_CONFIG_FILE: { status: 500, message: 'The configuration file cannot be read or parsed' },
-  SG_ERR_CLI_USAGE: { status: 400, message: 'Unknown command or option' },
+  SG_ERR_CLI_USAGE: { status: 400, message: 'The command line is not valid' },
   SG_ERR_HTTP_LISTEN: { status: 500, message: 'The HTTP API cannot listen on its address' },
+  SG_ERR_GATEWAY_UNREACHABLE: { status: 502, message: 'The CLI cannot reach the running gateway' },
+  SG_ERR_GATEWAY_REFUSED: { status: 502, message: 'The running gateway refused the CLI request' },
 
   // --- HTTP API
   SG_ERR_AUTH_MISSING: { status: 401, message: 'A bearer token is required' },

@@ -63,10 +63,10 @@ describe('syncgate CLI', () => {
     expect(proc.exitCode).toBe(0);
   });
 
-  it('reports every configuration problem at once and exits non-zero', async () => {
+  it('reports every configuration problem at once and exits 2 (a configuration error)', async () => {
     const { proc, out } = run(['serve'], { SYNCGATE_HTTP_PORT: 'not-a-port', SYNCGATE_PARTITIONS: '0', SYNCGATE_TYPO: 'x' });
     await waitForExit(proc);
-    expect(proc.exitCode).toBe(1);
+    expect(proc.exitCode).toBe(2);
     expect(out.stderr).toMatch(/SG_ERR_CONFIG_INVALID/);
     expect(out.stderr).toMatch(/\/http\/port/);
     expect(out.stderr).toMatch(/\/partitions/);
