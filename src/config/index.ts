@@ -62,6 +62,16 @@ export const ConfigSchema = Type.Object(
             perSecond: Type.Number({ exclusiveMinimum: 0, default: 50 }),
             burst: Type.Integer({ minimum: 1, default: 100 }),
           },
+          {
+            additionalProperties: false,
+            default: {},
+            description: 'per device: `burst` requests per window of burst/perSecond seconds, counted in Redis (shared by all replicas) when Redis is configured',
+          },
+        ),
+        cors: Type.Object(
+          {
+            origins: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'browser origins allowed to call the API (e.g. https://app.example.org); empty = no cross-origin access' }),
+          },
           { additionalProperties: false, default: {} },
         ),
         syncTimeoutMaxMs: Type.Integer({ minimum: 0, maximum: 300_000, default: 30_000 }),

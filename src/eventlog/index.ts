@@ -6,6 +6,7 @@ import type { EventLog } from '../core/ports.js';
 import type { RetentionPolicy } from './backend.js';
 import { MemoryBackend } from './memory-backend.js';
 import { PartitionedLog } from './partitioned-log.js';
+import { Redis } from 'ioredis';
 import { RedisBackend } from './redis-backend.js';
 
 export type { RetentionPolicy } from './backend.js';
@@ -59,4 +60,31 @@ export function createEventLog(options: EventLogOptions): EventLog {
     ...(options.blockMs !== undefined ? { blockMs: options.blockMs } : {}),
   };
   return new PartitionedLog({ backend, retention, log, ...tuning });
+}
+
+/** A Redis connection for a counter shared by the replicas (the HTTP rate limit); opaque outside src/eventlog. */
+export interface SharedCounterStore {
+  /** an ioredis client, as @fastify/rate-limit takes it */
+  readonly client: unknown;
+  /** the key prefix of the counters */
+  readonly nameSpace: string;
+  close(): Promise<void>;
+}
+
+export function createSharedCounterStore(options: { readonly url: string; readonly prefix: string; readonly password?: string | undefined; readonly log: Logger }): SharedCounterStore {
+  const client = new Redis(options.url, {
+    connectionName: `${options.prefix}ratelimit`,
+    ...(options.password !== undefined ? { password: options.password } : {}),
+    // a request is not held up by a lost connection: the API's log check answers 503 then
+    maxRetriesPerRequest: 1,
+    connectTimeout: 2000,
+  });
+  client.on('error', (err: Error) => options.log.debug({ err: err.message }, 'rate-limit redis connection error'));
+  return {
+    client,
+    nameSpace: `${options.prefix}ratelimit:`,
+    close: async () => {
+      await client.quit().catch(() => client.disconnect());
+    },
+  };
 }

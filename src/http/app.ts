@@ -7,6 +7,8 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import websocket from '@fastify/websocket';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
+import cors from '@fastify/cors';
+import rateLimit from '@fastify/rate-limit';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import type { EventLog, RoomSpec } from '../core/ports.js';
@@ -17,7 +19,6 @@ import { clientErrorHandler, createErrorHandler, notFoundHandler } from './error
 import { SyncgateError } from '../core/errors.js';
 import { LiveHub } from './live.js';
 import { createHttpMetrics } from './metrics.js';
-import { RateLimiter } from './rate-limit.js';
 import { registerAdminRoutes } from './routes/admin.js';
 import { registerDeadLetterRoutes } from './routes/dead-letters.js';
 import { registerDeviceRoutes } from './routes/device.js';
@@ -35,6 +36,8 @@ export interface AppDeps {
   readonly status?: StatusReport;
   /** checks a room's links before the admin API stores it (e.g. MQTT rules); returns every problem */
   readonly validateRoom?: (spec: RoomSpec) => readonly string[];
+  /** where the rate limit counts: a store shared by the replicas (closed with the app); absent = in this process */
+  readonly rateLimitStore?: { readonly client: unknown; readonly nameSpace: string; close(): Promise<void> };
   /** where the metrics go; a fresh registry when absent */
   readonly registry?: Registry;
   /** live stream tuning (tests and benchmarks) */
@@ -58,12 +61,55 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const metrics = createHttpMetrics(registry);
   const directory = new Directory(log);
   const views = new ViewCache();
+  const onError = createErrorHandler(() => log.available);
+  const app: FastifyInstance = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    // Request lines are logged by the onResponse hook below, without query strings (they may carry access_token).
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: config.bodyLimitBytes,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    trustProxy: config.trustProxy,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    // Refusals from the router and from Node's HTTP parser get our error shape too.
+    frameworkErrors: (err, request, reply) => void onError(err, request, reply),
+    clientErrorHandler: clientErrorHandler({ logger: logger as FastifyBaseLogger, bodyLimit: config.bodyLimitBytes }),
+  });
+
+  // Browsers: only the configured origins; none by default.
+  await app.register(cors, {
+    origin: config.cors.origins.length > 0 ? [...config.cors.origins] : false,
+    methods: ['GET', 'PUT', 'POST', 'DELETE'],
+    allowedHeaders: ['authorization', 'content-type', 'last-event-id'],
+    exposedHeaders: ['retry-after', 'ratelimit-limit', 'ratelimit-remaining', 'ratelimit-reset'],
+    maxAge: 600,
+  });
+  // Per device, counted in Redis when there is one, so every replica shares the limit.
+  const store = deps.rateLimitStore;
+  if (store) app.addHook('onClose', async () => store.close());
+  await app.register(rateLimit, {
+    global: false,
+    enableDraftSpec: true,
+    // the store's client is an ioredis client (src/eventlog creates it)
+    ...(store ? { redis: store.client as NonNullable<Parameters<typeof rateLimit>[1]>['redis'], nameSpace: store.nameSpace } : {}),
+  });
+  const windowMs = Math.max(1000, Math.ceil((config.rateLimit.burst / config.rateLimit.perSecond) * 1000));
+  const deviceRateLimit = app.rateLimit({
+    max: config.rateLimit.burst,
+    timeWindow: windowMs,
+    keyGenerator: (request) => request.device?.deviceId ?? request.ip,
+    onExceeded: () => metrics.rateLimited.inc(),
+    errorResponseBuilder: (_request, context) => new SyncgateError('SG_ERR_RATE_LIMITED', `retry in ${context.after}`, { retryAfterMs: context.ttl }),
+  });
+
   const ctx: HttpContext = {
     log,
     logger,
     config,
     directory,
-    limiter: new RateLimiter(config.rateLimit),
+    rateLimit: async (request, reply) => {
+      await deviceRateLimit.call(app, request, reply);
+    },
     metrics,
     registry,
     views,
@@ -81,21 +127,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     status: deps.status,
     validateRoom: deps.validateRoom,
   };
-
-  const onError = createErrorHandler(() => log.available);
-  const app: FastifyInstance = Fastify({
-    loggerInstance: logger as FastifyBaseLogger,
-    // Request lines are logged by the onResponse hook below, without query strings (they may carry access_token).
-    logController: new LogController({ disableRequestLogging: true }),
-    bodyLimit: config.bodyLimitBytes,
-    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
-    trustProxy: config.trustProxy,
-    return503OnClosing: true,
-    forceCloseConnections: 'idle',
-    // Refusals from the router and from Node's HTTP parser get our error shape too.
-    frameworkErrors: (err, request, reply) => void onError(err, request, reply),
-    clientErrorHandler: clientErrorHandler({ logger: logger as FastifyBaseLogger, bodyLimit: config.bodyLimitBytes }),
-  });
 
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, utf8JsonParser(app.getDefaultJsonParser('error', 'error') as JsonTextParser));
   app.setValidatorCompiler(typeboxValidatorCompiler);

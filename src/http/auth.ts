@@ -1,13 +1,11 @@
 /**
- * Bearer-token hooks: device tokens (plus the per-device rate limit) and the
+ * Bearer-token hooks: device tokens (then the per-device rate limit) and the
  * admin token. They run on `onRequest`, before any body is read.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
 import { SyncgateError } from '../core/errors.js';
 import type { DeviceIdentity, Directory } from './directory.js';
-import type { HttpMetrics } from './metrics.js';
-import type { RateLimiter } from './rate-limit.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -33,8 +31,7 @@ function bearerToken(request: FastifyRequest, allowQuery: boolean): string | und
 
 export interface DeviceAuthOptions {
   readonly directory: Directory;
-  readonly limiter: RateLimiter;
-  readonly metrics: HttpMetrics;
+  readonly rateLimit: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
   readonly allowQueryToken?: boolean;
 }
 
@@ -43,13 +40,8 @@ export function deviceAuth(options: DeviceAuthOptions): onRequestAsyncHookHandle
     const token = bearerToken(request, options.allowQueryToken ?? false);
     if (token === undefined) throw new SyncgateError('SG_ERR_AUTH_MISSING');
     const device = await options.directory.authenticate(token);
-    const taken = options.limiter.take(device.deviceId);
-    if (!taken.ok) {
-      options.metrics.rateLimited.inc();
-      void reply.header('retry-after', String(Math.max(1, Math.ceil(taken.retryAfterMs / 1000))));
-      throw new SyncgateError('SG_ERR_RATE_LIMITED', `retry in ${taken.retryAfterMs} ms`, { retryAfterMs: taken.retryAfterMs });
-    }
     request.device = device;
+    await options.rateLimit(request, reply);
   };
 }
 

@@ -1,6 +1,7 @@
 /**
  * What the route modules share; built once per app by buildApp.
  */
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Config } from '../config/index.js';
@@ -8,7 +9,6 @@ import type { EventLog, RoomSpec } from '../core/ports.js';
 import type { Directory } from './directory.js';
 import type { LiveHub } from './live.js';
 import type { HttpMetrics } from './metrics.js';
-import type { RateLimiter } from './rate-limit.js';
 import type { ViewCache } from './view.js';
 
 export type HttpConfig = Config['http'];
@@ -21,7 +21,8 @@ export interface HttpContext {
   readonly logger: Logger;
   readonly config: HttpConfig;
   readonly directory: Directory;
-  readonly limiter: RateLimiter;
+  /** the per-device rate limit, run by the device auth hook once the device is known */
+  readonly rateLimit: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
   readonly metrics: HttpMetrics;
   readonly registry: Registry;
   readonly views: ViewCache;

@@ -18,7 +18,7 @@ import type { EventLog } from '../core/ports.js';
 import { createDeliveryManager, type DeliveryOptions } from '../bridge/delivery.js';
 import { createIngestSink, type BridgeSink } from '../bridge/ingest.js';
 import { createRoomLinks, type RoomLinks } from '../bridge/links.js';
-import { createEventLog } from '../eventlog/index.js';
+import { createEventLog, createSharedCounterStore } from '../eventlog/index.js';
 import { buildApp } from '../http/app.js';
 import { redactUrl } from '../log/index.js';
 import { createAdapters, roomLinkProblems, type AdapterContext } from './adapters.js';
@@ -177,6 +177,7 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     log,
     logger: logger.child({ module: 'http' }),
     config: config.http,
+    ...(config.redis ? { rateLimitStore: createSharedCounterStore({ url: config.redis.url, prefix: config.redis.prefix, password: config.redis.password, log: logger }) } : {}),
     registry,
     validateRoom: (spec) => roomLinkProblems(config, spec, extra.map((a) => a.name)),
     status: () => status(),

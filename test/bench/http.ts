@@ -76,7 +76,7 @@ export async function startGateway(redisUrl: string, partitions = 16): Promise<G
       rateLimit: { perSecond: 1e9, burst: 1e9 },
       syncTimeoutMaxMs: 30_000,
       heartbeatMs: 15_000,
-      trustProxy: false,
+      trustProxy: false, cors: { origins: [] },
     },
   });
   await app.listen({ port: 0, host: '127.0.0.1' });

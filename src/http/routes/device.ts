@@ -65,7 +65,7 @@ class KeyedLock {
 
 export function registerDeviceRoutes(app: FastifyInstance, ctx: HttpContext): void {
   const { log, directory, metrics } = ctx;
-  const onRequest = deviceAuth({ directory, limiter: ctx.limiter, metrics });
+  const onRequest = deviceAuth({ directory, rateLimit: ctx.rateLimit });
   const markerLock = new KeyedLock();
 
   function sender(user: UserRecord): EventDraft['sender'] {

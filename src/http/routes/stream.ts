@@ -41,7 +41,7 @@ export function registerStreamRoutes(app: FastifyInstance, ctx: HttpContext): vo
   app.route<{ Querystring: StreamQuery }>({
     method: 'GET',
     url: '/v1/stream',
-    onRequest: deviceAuth({ directory, limiter: ctx.limiter, metrics: ctx.metrics, allowQueryToken: true }),
+    onRequest: deviceAuth({ directory, rateLimit: ctx.rateLimit, allowQueryToken: true }),
     preHandler: prepare,
     schema: {
       tags: ['device'],

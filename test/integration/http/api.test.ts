@@ -324,7 +324,8 @@ describe('errors', () => {
     const limited = await c.request('GET', '/v1/rooms', { token: a1.token });
     expectError(limited, 'SG_ERR_RATE_LIMITED');
     expect(Number(limited.headers['retry-after'])).toBeGreaterThanOrEqual(1);
-    expect(Number(limited.headers['retry-after'])).toBeLessThanOrEqual(2);
+    // the window is burst / perSecond = 6 s
+    expect(Number(limited.headers['retry-after'])).toBeLessThanOrEqual(6);
     // another device of the same user has its own bucket
     expectStatus(await c.request('GET', '/v1/rooms', { token: a2.token }), 200);
   });

@@ -24,6 +24,7 @@ export function httpConfig(overrides: Partial<Config['http']> = {}): Config['htt
     syncTimeoutMaxMs: 30_000,
     heartbeatMs: 15_000,
     trustProxy: false,
+    cors: { origins: [] },
     ...overrides,
   };
 }
@@ -56,7 +57,7 @@ export interface AppOptions {
   readonly log?: EventLog;
   readonly config?: Partial<Config['http']>;
   readonly listen?: boolean;
-  readonly deps?: Partial<Pick<AppDeps, 'status' | 'registry' | 'stream'>>;
+  readonly deps?: Partial<Pick<AppDeps, 'status' | 'registry' | 'stream' | 'rateLimitStore'>>;
   /** the log is shared with other apps: do not close it with this one */
   readonly sharedLog?: boolean;
 }
