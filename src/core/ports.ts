@@ -175,6 +175,8 @@ export interface DeliveryQueue {
   replayDead(ids: readonly string[]): Promise<number>;
   dropDead(ids: readonly string[]): Promise<number>;
   deadCount(group?: string): Promise<number>;
+  /** entries delivered to the group on any partition and not acknowledged yet */
+  pendingCount(group: string): Promise<number>;
   recordDelivery(room: string, eventId: string, endpoint: string, nativeIds: Readonly<Record<string, string>>): Promise<void>;
   deliveredIds(room: string, eventId: string, endpoint: string): Promise<Record<string, string> | undefined>;
 }

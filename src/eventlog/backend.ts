@@ -122,6 +122,8 @@ export interface LogBackend {
   deadList(partition: number, limit: number): Promise<DeadRecord[]>;
   deadMove(partition: number, streamIds: readonly string[], mode: 'replay' | 'drop'): Promise<number>;
   deadCount(partition: number): Promise<number>;
+  /** entries delivered to the group and not acknowledged yet (0 when the group does not exist) */
+  pendingCount(partition: number, group: string): Promise<number>;
   deliverySet(partition: number, field: string, value: string): Promise<void>;
   deliveryGet(partition: number, field: string): Promise<string | undefined>;
 

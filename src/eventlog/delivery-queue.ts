@@ -106,6 +106,9 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
       if (group === undefined) return (await Promise.all(partitions().map((p) => backend.deadCount(p)))).reduce((a, b) => a + b, 0);
       return (await this.listDead(100_000, group)).length;
     },
+    async pendingCount(group) {
+      return (await Promise.all(partitions().map((p) => backend.pendingCount(p, group)))).reduce((a, b) => a + b, 0);
+    },
     async recordDelivery(room, eventId, endpoint, nativeIds) {
       await backend.deliverySet(deps.partitionOfRoom(room), deliveredField(room, eventId, endpoint), JSON.stringify(nativeIds));
     },

@@ -37,6 +37,8 @@ export interface EventLogOptions {
   };
   readonly tailBuffer?: number;
   readonly blockMs?: number;
+  /** Redis only: told of each command's name, seconds and failure (metrics) */
+  readonly onRedisCommand?: (command: string, seconds: number, failed: boolean) => void;
 }
 
 export function createEventLog(options: EventLogOptions): EventLog {
@@ -53,6 +55,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
         retention,
         log,
         ...(options.redis.password ? { redisOptions: { password: options.redis.password } } : {}),
+        ...(options.onRedisCommand ? { onCommand: options.onRedisCommand } : {}),
       })
     : new MemoryBackend({ partitions: options.partitions, retention });
   const tuning = {

@@ -507,6 +507,10 @@ export class MemoryBackend implements LogBackend {
     return Promise.resolve(moved);
   }
 
+  pendingCount(partition: number, group: string): Promise<number> {
+    return Promise.resolve(this.part(partition).groups.get(group)?.pending.size ?? 0);
+  }
+
   deadCount(partition: number): Promise<number> {
     return Promise.resolve(this.part(partition).dead.length);
   }

@@ -8,7 +8,7 @@
  */
 import { hash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type Command, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import type { DraftOf, EventDraft } from '../core/event.js';
 import { SyncgateError } from '../core/errors.js';
@@ -89,6 +89,27 @@ export interface RedisBackendOptions {
   readonly retention: RetentionPolicy;
   readonly log: Logger;
   readonly redisOptions?: RedisOptions;
+  /** told of every command on the main and append connections (not the blocking reads): its name, seconds, and whether it failed */
+  readonly onCommand?: CommandObserver;
+}
+
+export type CommandObserver = (command: string, seconds: number, failed: boolean) => void;
+
+/** Reports each command's time and outcome; the blocking reads are left out (their wait is not latency). */
+function instrument<T extends Redis>(client: T, onCommand: CommandObserver | undefined): T {
+  if (!onCommand) return client;
+  const send = client.sendCommand.bind(client);
+  // Every argument is passed on: a Cluster's sendCommand takes a third (the node a redirection names).
+  client.sendCommand = ((command: Command, ...rest: unknown[]) => {
+    const start = process.hrtime.bigint();
+    const done = (failed: boolean) => onCommand(command.name, Number(process.hrtime.bigint() - start) / 1e9, failed);
+    command.promise.then(
+      () => done(false),
+      () => done(true),
+    );
+    return (send as (c: Command, ...r: unknown[]) => unknown)(command, ...rest);
+  }) as T['sendCommand'];
+  return client;
 }
 
 function parseSeed(seed: string): { host: string; port: number } {
@@ -282,24 +303,24 @@ export class RedisBackend implements LogBackend {
     this.keys = keySpace(options.prefix);
     this.idTtlSec = Math.ceil((2 * options.retention.idTtlMs) / 1000);
     this.redis = defineCommands(
-      openClient(options, {
+      instrument(openClient(options, {
         connectionName: `${options.prefix}main`,
         // Appends are idempotent, so a command resent after a reconnect cannot duplicate an event.
         enableAutoPipelining: true,
         ...options.redisOptions,
-      }),
+      }), options.onCommand),
     );
     this.redis.on('error', (err: Error) => {
       this.lastConnectionError = err.message;
       options.log.warn({ err: err.message }, 'redis connection error');
     });
     this.appender = defineCommands(
-      openClient(options, {
+      instrument(openClient(options, {
         connectionName: `${options.prefix}append`,
         enableAutoPipelining: true,
         ...options.redisOptions,
         maxRetriesPerRequest: null,
-      }),
+      }), options.onCommand),
     );
     this.appender.on('error', (err: Error) => options.log.debug({ err: err.message }, 'redis append connection error'));
     this.blocking = Array.from({ length: options.partitions }, () => undefined);
@@ -723,6 +744,17 @@ export class RedisBackend implements LogBackend {
     this.closedCheck();
     if (streamIds.length === 0) return 0;
     return this.redis.sgDeadMove(this.keys.dead(partition), this.keys.replay(partition), mode, ...streamIds);
+  }
+
+  async pendingCount(partition: number, group: string): Promise<number> {
+    this.closedCheck();
+    try {
+      const summary = (await this.redis.xpending(this.keys.feed(partition), group)) as [number, ...unknown[]];
+      return Number(summary[0]);
+    } catch (err) {
+      if (err instanceof Error && err.message.includes('NOGROUP')) return 0;
+      throw err;
+    }
   }
 
   async deadCount(partition: number): Promise<number> {

@@ -22,7 +22,7 @@ import { createEventLog, createSharedCounterStore } from '../eventlog/index.js';
 import { buildApp } from '../http/app.js';
 import { redactUrl } from '../log/index.js';
 import { createAdapters, roomLinkProblems, type AdapterContext } from './adapters.js';
-import { registerAdapterStateMetrics, registerGatewayMetrics } from './metrics.js';
+import { registerAdapterStateMetrics, registerGatewayMetrics, registerRedisMetrics } from './metrics.js';
 import { replicaIdentity } from './replica.js';
 import { AdapterSupervisor } from './supervisor.js';
 
@@ -86,8 +86,11 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
       'event log: embedded in-memory log because no Redis is configured (SYNCGATE_REDIS_URL or redis.url) — it is NOT durable: every event is lost when the process stops',
     );
   }
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
   const log = createEventLog({
     partitions: config.partitions,
+    onRedisCommand: registerRedisMetrics(registry),
     log: logger.child({ module: 'eventlog' }),
     retention: {
       roomMaxLen: config.retention.roomMaxLen,
@@ -123,8 +126,6 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     names.add(a.name);
   }
 
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
   const observer = registerGatewayMetrics({ registry, log, adapters, sink });
   const deliveryConfig = { ...config.delivery, ...deliveryOptions };
   const identity = replicaIdentity(config.replicaId ?? hostname());

@@ -512,6 +512,26 @@ export function eventLogContract(target: ContractTarget): void {
       expect(await log.delivery.acquireLease(0, 'out:x', 'dead#1#aa', ttl)).toBe(false);
     });
 
+    it('pendingCount: entries read by a group and not acknowledged, over all partitions; 0 for an unknown group', async () => {
+      const log = await make();
+      const partitions = log.info.partitions;
+      for (let p = 0; p < partitions; p++) await log.delivery.ensureGroup(p, 'out:pend');
+      expect(await log.delivery.pendingCount('out:pend')).toBe(0);
+      await withRooms(log, 'room0', 'room1', 'room2', 'room3', 'room4', 'room5');
+      for (let i = 0; i < 6; i++) await log.append(message(`room${i}`, `p${i}`));
+      const read = [];
+      for (let p = 0; p < partitions; p++) {
+        await log.delivery.acquireLease(p, 'out:pend', 'me#1#aa', 600_000);
+        read.push(...(await log.delivery.readNew(p, 'out:pend', 'me#1#aa', 100, 0)).map((e) => ({ p, id: e.id })));
+      }
+      expect(read).toHaveLength(6);
+      expect(await log.delivery.pendingCount('out:pend')).toBe(6);
+      const first = read[0];
+      if (first) await log.delivery.ack(first.p, 'out:pend', 'me#1#aa', [first.id]);
+      expect(await log.delivery.pendingCount('out:pend')).toBe(5);
+      expect(await log.delivery.pendingCount('out:nobody')).toBe(0);
+    });
+
     it('state: advance is monotonic, setIfAbsent sets once', async () => {
       const log = await make();
       expect(await log.state.advance('markers', 'alice:ops', 'B')).toBe('B');
