@@ -19,6 +19,7 @@ import { clientErrorHandler, createErrorHandler, notFoundHandler } from './error
 import { SyncgateError } from '../core/errors.js';
 import { LiveHub } from './live.js';
 import { createHttpMetrics } from './metrics.js';
+import { refineOpenApi } from './openapi.js';
 import { registerAdminRoutes } from './routes/admin.js';
 import { registerDeadLetterRoutes } from './routes/dead-letters.js';
 import { registerDeviceRoutes } from './routes/device.js';
@@ -137,6 +138,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.decorateRequest('device', null);
 
   await app.register(swagger, {
+    transformObject: (documentObject) => refineOpenApi(('openapiObject' in documentObject ? documentObject.openapiObject : documentObject.swaggerObject) as Record<string, unknown>),
     openapi: {
       openapi: '3.0.3',
       info: { title: 'syncgate HTTP API', version: '1', description: 'Devices sync from a cursor: send, sync, history, live stream, read markers.' },
