@@ -83,7 +83,8 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 
 export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
   const name = deps.name;
-  const log = deps.log.child({ adapter: name });
+  // the runtime binds `adapter` to deps.log already: binding it again would print the key twice
+  const log = deps.log;
   const config = parseMqttConfig(deps.config);
   const { links } = deps;
   const sink = markingFailures(deps.sink);
@@ -189,7 +190,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
       for (let attempt = 0; ; attempt++) {
         counters.ingestErrors++;
         if (stopping || Date.now() >= deadline) throw err;
-        log.warn({ err, attempt }, 'append failed; retrying');
+        log.warn({ err: err instanceof Error ? err.message : String(err), attempt }, 'append failed; retrying');
         await sleep(Math.min(backoffDelay(attempt, 50, 1000), Math.max(0, deadline - Date.now())));
         try {
           return await op();

@@ -202,7 +202,7 @@ export class XmppConnection {
     clearTimeout(this.timer);
     const { minMs, maxMs } = this.deps.config.reconnect;
     const delay = backoffDelay(this.attempt, minMs, maxMs);
-    this.deps.log.info({ delayMs: delay, attempt: this.attempt }, 'XMPP reconnecting');
+    this.deps.log.warn({ delayMs: delay, attempt: this.attempt }, 'XMPP reconnecting');
     this.timer = setTimeout(() => {
       this.timer = undefined;
       if (this.stopping) return;

@@ -150,7 +150,8 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 
 export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
   const name = deps.name;
-  const log = deps.log.child({ adapter: name });
+  // the runtime binds `adapter` to deps.log already: binding it again would print the key twice
+  const log = deps.log;
   const config = parseXmppConfig(deps.config);
   const account = config.jid;
   const { sink, links } = deps;
@@ -254,7 +255,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       } catch (err) {
         counters.ingestErrors++;
         if (stopping || Date.now() >= deadline) throw err;
-        log.warn({ err, attempt }, 'the log is unavailable; retrying');
+        log.warn({ err: err instanceof Error ? err.message : String(err), attempt }, 'the log is unavailable; retrying');
         await sleep(Math.min(backoffDelay(attempt, 50, 1000), Math.max(0, deadline - Date.now())));
       }
     }

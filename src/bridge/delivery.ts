@@ -121,7 +121,7 @@ class PartitionWorker {
   }
 
   start(): void {
-    this.loop = this.run().catch((err: unknown) => this.log.error({ err, partition: this.partition, adapter: this.adapter.name }, 'delivery worker crashed'));
+    this.loop = this.run().catch((err: unknown) => this.log.error({ err, partition: this.partition }, 'delivery worker crashed'));
   }
 
   async stop(graceMs: number): Promise<void> {
@@ -183,7 +183,7 @@ class PartitionWorker {
       } catch (err) {
         if (this.stopped) break;
         failures++;
-        this.log.warn({ err, partition: this.partition, adapter: this.adapter.name }, 'delivery loop error; retrying');
+        this.log.warn({ err: errText(err), partition: this.partition }, 'delivery loop error; retrying');
         await this.sleep(backoffDelay(failures, { backoffBaseMs: 200, backoffMaxMs: 5000 }));
       }
     }
@@ -198,13 +198,13 @@ class PartitionWorker {
     const claimed = await this.queue.claimStale(this.partition, this.group, this.deps.owner, 100_000);
     this.lastClaim = Date.now();
     const all = [...own, ...claimed].sort((a, b) => compareIds(a.id, b.id));
-    if (all.length > 0) this.log.info({ partition: this.partition, adapter: this.adapter.name, pending: own.length, claimed: claimed.length }, 'lease taken; resuming pending deliveries');
+    if (all.length > 0) this.log.info({ partition: this.partition, pending: own.length, claimed: claimed.length }, 'lease taken; resuming pending deliveries');
     await this.enqueue(all, false);
   }
 
   private lose(why: string): void {
     if (!this.active) return;
-    this.log.warn({ partition: this.partition, adapter: this.adapter.name, why }, 'delivery lease lost; standing by');
+    this.log.warn({ partition: this.partition, why }, 'delivery lease lost; standing by');
     this.active = false;
     this.deps.observer.leaseChanged(this.adapter.name, this.partition, false);
     for (const q of this.rooms.values()) {
@@ -262,7 +262,7 @@ class PartitionWorker {
         finished = await this.deliverEntry(room, entry, q);
       } catch (err) {
         // Bookkeeping failed (e.g. Redis unreachable): keep the entry, try later.
-        this.log.warn({ err, room, partition: this.partition, adapter: this.adapter.name }, 'delivery bookkeeping failed; will retry');
+        this.log.warn({ err: errText(err), room, partition: this.partition }, 'delivery bookkeeping failed; will retry');
         q.retryAt = Date.now() + backoffDelay(1, this.deps.options);
         return;
       }
@@ -279,7 +279,7 @@ class PartitionWorker {
   private async deliverEntry(room: string, entry: QueuedEntry, q: RoomQueue): Promise<boolean> {
     const event = entry.event;
     if (!event) {
-      this.log.warn({ room, feedId: entry.id, adapter: this.adapter.name }, 'event removed by retention before delivery');
+      this.log.warn({ room, feedId: entry.id }, 'event removed by retention before delivery');
       return this.finish(entry);
     }
     const ownLinks = this.deps.links.linksOfRoom(room).filter((l) => l.endpoint === this.adapter.name);
@@ -318,7 +318,7 @@ class PartitionWorker {
             if (q.attempts >= this.deps.options.maxAttempts) return this.dead(entry, event, `gave up after ${q.attempts} attempts: ${result.reason}`, q.attempts);
             const delay = backoffDelay(connected ? q.attempts : Math.min(q.waits, 6), this.deps.options, result.afterMs);
             q.retryAt = Date.now() + delay;
-            this.log.info({ room, eventId: event.eventId, adapter: this.adapter.name, attempt: q.attempts, delayMs: delay, reason: result.reason }, 'delivery failed; will retry');
+            this.log.warn({ room, eventId: event.eventId, attempt: q.attempts, delayMs: delay, reason: result.reason }, 'delivery failed; will retry');
             return false;
           }
           case 'rejected':
@@ -395,7 +395,7 @@ class PartitionWorker {
       if (!(await this.queue.ack(this.partition, this.group, this.deps.owner, ids))) this.lose('fenced: the lease moved before the acknowledgement');
     } catch (err) {
       // Not acknowledged: the entries stay pending and are delivered again after a takeover.
-      this.log.warn({ err, partition: this.partition, adapter: this.adapter.name, entries: ids.length }, 'acknowledgement failed');
+      this.log.warn({ err, partition: this.partition, entries: ids.length }, 'acknowledgement failed');
     }
   }
 
@@ -405,7 +405,7 @@ class PartitionWorker {
       this.lose('fenced: the lease moved before dead-lettering');
       return false;
     }
-    this.log.error({ room: event.room, eventId: event.eventId, adapter: this.adapter.name, attempts, reason }, 'delivery gave up: event moved to the dead-letter stream');
+    this.log.error({ room: event.room, eventId: event.eventId, attempts, reason }, 'delivery gave up: event moved to the dead-letter stream');
     this.deps.observer.deadLettered(this.adapter.name, event.room, event.eventId, reason);
     if (entry.replayId) return this.finish(entry);
     return true;
@@ -458,4 +458,9 @@ export function createDeliveryManager(deps: DeliveryDeps): DeliveryManager {
       return out;
     },
   };
+}
+
+/** A retry logs the message only: a stack trace per attempt buries the log. */
+function errText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
