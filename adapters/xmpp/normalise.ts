@@ -34,7 +34,8 @@ import {
   senderScope,
   stanzaIdKey,
 } from './ids.js';
-import { codePointLength, hasStyling, stripRanges, type CodePointRange } from './text.js';
+import { codePointLength, stripFallback, type CodePointRange } from '../../src/core/codepoints.js';
+import { hasStyling } from './text.js';
 import { NS, hasInvalidXmlChars, type XmlElement } from './xml.js';
 
 /** What the normaliser knows about one MUC we are in. */
@@ -436,7 +437,7 @@ function action(message: XmlElement, who: Who, ctx: NormaliseContext): Action | 
   if (text !== undefined) {
     const reply = message.getChild('reply', NS.reply);
     const replyId = reply?.attrs['id'];
-    const stripped = reply ? stripRanges(text, fallbackRanges(message, NS.reply)) : text;
+    const stripped = reply ? stripFallback(text, fallbackRanges(message, NS.reply)) : text;
     const content = contentOf(stripped, message, ctx);
     if ('ok' in content) return content;
     let replyTo: Ref | undefined;

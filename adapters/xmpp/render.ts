@@ -12,7 +12,8 @@
 import type { ReferenceIds } from '../../src/core/adapter.js';
 import type { Content, LogEvent, Sender } from '../../src/core/event.js';
 import { ID, ORIGIN_ID, STANZA_ID, STANZA_ID_BY, rawId, rawStanzaId } from './ids.js';
-import { codePointLength, hasStyling } from './text.js';
+import { codePointLength } from '../../src/core/codepoints.js';
+import { hasStyling } from './text.js';
 import { NS, stripInvalidXmlChars, xml, type XmlElement } from './xml.js';
 
 export interface RenderInput {

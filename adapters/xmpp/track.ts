@@ -9,14 +9,19 @@
 import type { Logger } from 'pino';
 import type { CatchupPosition, CatchupStore } from './catchup.js';
 
-/** A bounded insertion-ordered map: the oldest entries go first. */
+/** A bounded map that evicts the least recently used entry: `set` and a `get` hit make an entry the most recent. */
 export class Lru<K, V> {
   private readonly map = new Map<K, V>();
 
   constructor(private readonly max: number) {}
 
+  /** a hit becomes the most recently used entry (evicted last) */
   get(key: K): V | undefined {
-    return this.map.get(key);
+    if (!this.map.has(key)) return undefined;
+    const value = this.map.get(key) as V;
+    this.map.delete(key);
+    this.map.set(key, value);
+    return value;
   }
 
   has(key: K): boolean {

@@ -17,7 +17,7 @@ import { parseXep0393, renderText } from './text.js';
 
 export { sanitizeHtml, stripReplyFallbackHtml, MATRIX_ALLOWED_TAGS, LINK_SCHEMES } from './sanitize.js';
 export { stripReplyFallbackBody } from '../../core/text.js';
-export { codePointLength, codePointSlice, stripFallback, prependFallback, type CodePointRange } from './codepoints.js';
+export { codePointLength, codePointSlice, stripFallback, prependFallback, type CodePointRange } from '../../core/codepoints.js';
 export { hasXep0393Styling } from './text.js';
 export { matrixUserIdFromHref, matrixToUserHref } from './mentions.js';
 

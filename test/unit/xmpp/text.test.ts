@@ -1,6 +1,7 @@
 // Code-point offsets (XEP-0426) and XEP-0393 styling detection.
 import { describe, expect, it } from 'vitest';
-import { codePointLength, hasStyling, stripRanges } from '../../../adapters/xmpp/text.js';
+import { codePointLength, stripFallback as stripRanges } from '../../../src/core/codepoints.js';
+import { hasStyling } from '../../../adapters/xmpp/text.js';
 import { hasInvalidXmlChars, stripInvalidXmlChars } from '../../../adapters/xmpp/xml.js';
 import { escapeKey, rawId, rawStanzaId, scopedId, scopedStanzaId, senderScope } from '../../../adapters/xmpp/ids.js';
 
@@ -55,5 +56,17 @@ describe('scoped ids', () => {
     expect(rawStanzaId(scopedStanzaId('room@muc.example', 'S/1'))).toBe('S/1');
     expect(senderScope('r@m', 'n:a/b')).not.toBe(senderScope('r@m/n:a', 'b'));
     expect(rawId(undefined)).toBeUndefined();
+  });
+});
+
+describe('one code-point helper', () => {
+  it('the bridge formats and the XMPP adapter use the same functions, from src/core', async () => {
+    const core = await import('../../../src/core/codepoints.js');
+    const format = await import('../../../src/bridge/format/index.js');
+    const xmppText: Record<string, unknown> = await import('../../../adapters/xmpp/text.js');
+    expect(format.codePointLength).toBe(core.codePointLength);
+    expect(format.stripFallback).toBe(core.stripFallback);
+    expect(xmppText['codePointLength']).toBeUndefined();
+    expect(xmppText['stripRanges']).toBeUndefined();
   });
 });

@@ -2,6 +2,8 @@
  * Unicode code-point offsets, as XEP-0426 counts them for XEP-0428 fallback
  * ranges (used by XEP-0461 replies): "😀 hi" is 4 characters there, 5 UTF-16
  * units in JavaScript. Never use `String#length` or `slice` on such offsets.
+ * The one helper for both the bridge's formats and the adapters (which may
+ * import src/core).
  */
 
 /** A half-open range `[start, end)` of code points; a missing bound means the start / the end of the text. */
