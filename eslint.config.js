@@ -1,10 +1,10 @@
-// Lint: typescript-eslint recommended plus the import boundaries of STYLE.md.
+// Lint: typescript-eslint recommended plus the import boundaries of docs/architecture.md ("Code layout and import boundaries").
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 const ioredisOnlyInEventlog = {
   name: 'ioredis',
-  message: 'Only src/eventlog talks to Redis (STYLE: the core talks to ports).',
+  message: 'Only src/eventlog talks to Redis (docs/architecture.md: the core talks to ports).',
 };
 
 const restrict = (patterns, paths = [ioredisOnlyInEventlog]) => ['error', { paths, patterns }];
@@ -38,7 +38,7 @@ export default tseslint.config(
       '@typescript-eslint/no-restricted-imports': restrict([
         {
           group: ['**/src/*', '!**/src/core', '!**/src/core/**', '!**/src/log', '!**/src/log/**'],
-          message: 'Adapters import only src/core and src/log (STYLE: import boundaries).',
+          message: 'Adapters import only src/core and src/log (docs/architecture.md: import boundaries).',
         },
         { group: ['**/adapters/*', '**/adapters/**', '../xmpp/**', '../mqtt/**', '../matrix/**'], message: 'Adapters never import each other.' },
         { group: ['fastify', 'fastify/*', '@fastify/*'], message: 'Adapters do not see the HTTP layer.' },

@@ -3,7 +3,7 @@
  * with node:http rather than matrix-bot-sdk's `Appservice`, which answers 200
  * before its event handlers finish (a crash then loses the transaction),
  * answers 401 where the spec says 403, compares the token in non-constant
- * time and has no body limit (PROTOCOL-NOTES §3.2).
+ * time and has no body limit (docs/protocols.md, "Matrix").
  *
  * Here `PUT /_matrix/app/v1/transactions/{txnId}` answers 200 only after the
  * handler resolved, i.e. after every event is durable in the log and the

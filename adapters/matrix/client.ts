@@ -14,7 +14,7 @@
  *
  * Requests. Every client-server call goes through `MatrixHttp` (fetch), not
  * the SDK's MatrixClient, because the adapter needs what the SDK hides or
- * gets wrong for a bridge (PROTOCOL-NOTES §3.2–3.3): the Retry-After header
+ * gets wrong for a bridge (docs/protocols.md, "Matrix"): the Retry-After header
  * of a 429 (the SDK drops headers), our own transaction ids on
  * PUT …/send/{type}/{txnId} (its helpers mint their own, so a retry would
  * duplicate), an AbortSignal so stop() ends a 30-second /sync long-poll at

@@ -3,7 +3,7 @@
  * validation), the application-service registration file it implies, and the
  * user-id namespace rules shared by the registration and the echo filter.
  *
- * Two modes (PROTOCOL-NOTES §3.1):
+ * Two modes (docs/protocols.md, "Matrix"):
  * - `appservice` (default for bridges): the homeserver pushes transactions to
  *   our listener; remote senders appear as ghost users `@<ghostPrefix><uid>`.
  * - `bot`: one ordinary account syncs and relays with a sender prefix.

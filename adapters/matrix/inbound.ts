@@ -190,7 +190,7 @@ export class Inbound {
     const store = this.deps.store;
     const map = await store.inboundAnnotations(ev.room_id, n.target, ev.sender);
     const held = map[n.key];
-    // Federation can deliver a second annotation with the same key (PROTOCOL-NOTES §3.4): the set is unchanged.
+    // Federation can deliver a second annotation with the same key (docs/protocols.md, "Matrix"): the set is unchanged.
     if (held !== undefined && held !== ev.event_id) return this.drop('duplicate-annotation', { roomId: ev.room_id, eventId: ev.event_id, key: n.key });
     map[n.key] = ev.event_id;
     const keys = Object.keys(map);

@@ -1,5 +1,5 @@
 /**
- * The Matrix adapter (DESIGN §7, PROTOCOL-NOTES §3): application-service mode
+ * The Matrix adapter (docs/protocols.md, "Matrix"): application-service mode
  * (ghost users, pushed transactions) or bot mode (one relay account, /sync).
  *
  * In: transactions (appservice.ts) or /sync batches (sync.ts) → inbound.ts →

@@ -13,7 +13,7 @@
  *   reply; m.thread → thread (+ reply unless it is only the thread fallback);
  *   m.annotation → one key of a reaction set; m.room.redaction → retraction
  *   or reaction removal; m.receipt m.read → marker (m.read.private never).
- * - Idempotency: `mx:<event_id>` (PROTOCOL-NOTES §1.4); receipts, which have
+ * - Idempotency: `mx:<event_id>` (docs/protocols.md, "What every adapter does"); receipts, which have
  *   no event id, `mx:receipt:<room>:<user>:<event>[:<thread>]`.
  * - Echo: an event from our own namespace (ghosts, the bot) carrying our
  *   content key names the log event it came from (ECHO_ID_KEY); the key is

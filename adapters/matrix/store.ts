@@ -4,7 +4,7 @@
  *   answered 200 without touching the log again),
  * - the bot-mode /sync token (saved only after its batch was appended),
  * - reaction bookkeeping: Matrix has one annotation event per key, the log a
- *   key set per sender (PROTOCOL-NOTES §1.3 "Reactions translation").
+ *   key set per sender (docs/protocols.md, "Matrix").
  *
  * It is the shape of the log's StateStore (src/core/ports.ts), so the runtime
  * passes `log.state` and the state lives in Redis next to the events. The

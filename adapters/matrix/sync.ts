@@ -1,7 +1,7 @@
 /**
  * Bot mode: the /sync loop, written here instead of using the SDK's
  * MatrixClient, which saves `next_batch` before its (unawaited) handlers run,
- * so a crash mid-batch skips events (PROTOCOL-NOTES §3.2), and has no gap
+ * so a crash mid-batch skips events (docs/protocols.md, "Matrix", "Catch-up"), and has no gap
  * handling.
  *
  * - Every event of a batch is appended (awaited) before the batch's

@@ -1,5 +1,5 @@
 /**
- * The MQTT adapter (DESIGN §5, §7; issue 5).
+ * The MQTT adapter (docs/protocols.md, "MQTT"; issue 5).
  *
  * In: rules (this endpoint's room links) match topics, decode and render
  * payloads, and the sink appends the event before the message is

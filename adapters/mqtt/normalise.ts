@@ -2,12 +2,12 @@
  * Pure: one received MQTT message + the rule it matched → an event draft
  * (message or telemetry), or the reason it cannot become one.
  *
- * Identity: MQTT carries no publisher identity (PROTOCOL-NOTES §4.1), so the
+ * Identity: MQTT carries no publisher identity (docs/protocols.md, "MQTT"), so the
  * sender is the topic segment named by the rule's `sender` wildcard, which
  * the broker's ACL restricts to that device (`pattern write devices/%u/#`).
  * Nothing in the payload can change who the sender is.
  *
- * Idempotency (PROTOCOL-NOTES §1.4, pitfall 2):
+ * Idempotency (docs/protocols.md, "What every adapter does"):
  * - with a `sg-msgid` user property: `mqtt:<sender>:<msgid>` — exact.
  * - without: the key is unique per delivery, and a *dup alias*
  *   `mqtt:dup:<clientId>:<bucket>:<packet id>:<hash(topic, payload)>` is

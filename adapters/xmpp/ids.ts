@@ -73,7 +73,7 @@ export function stanzaIdKey(by: string, raw: string): string {
   return lookupKey(STANZA_ID, scopedStanzaId(by, raw));
 }
 
-/** PROTOCOL-NOTES §1.4 */
+/** docs/protocols.md, "Native ids and idempotency" */
 export const idem = {
   muc: (room: string, stanzaId: string) => `xmpp:muc:${room}:${stanzaId}`,
   archive: (account: string, stanzaId: string) => `xmpp:arch:${account}:${stanzaId}`,

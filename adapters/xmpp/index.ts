@@ -1,5 +1,5 @@
 /**
- * The XMPP adapter (DESIGN §7; issue 6): the bridge account in MUCs and 1:1.
+ * The XMPP adapter (docs/protocols.md, "XMPP"; issue 6): the bridge account in MUCs and 1:1.
  *
  * Session (every new session, not a resumption): disco of the account, Carbons
  * on, a MAM catch-up of the account archive from the persisted position, then

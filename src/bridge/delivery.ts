@@ -1,5 +1,5 @@
 /**
- * Outbound delivery (DESIGN §4): for each adapter and partition, a worker that
+ * Outbound delivery (docs/architecture.md, "Delivery"): for each adapter and partition, a worker that
  * holds the partition's lease, reads the partition feed through the adapter's
  * consumer group, and delivers each event to the adapter's linked targets —
  * in log order per room, a failing room waiting alone while the others flow.

@@ -1,7 +1,7 @@
 /**
  * Room links as an in-memory index over the room store, kept current by the
  * store's change notifications, so links change at run time on every replica
- * without restarting adapters (DESIGN §5).
+ * without restarting adapters (docs/architecture.md, "Rooms and links").
  */
 import type { Logger } from 'pino';
 import type { LinkView } from '../core/adapter.js';

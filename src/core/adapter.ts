@@ -1,5 +1,5 @@
 /**
- * The adapter port (DESIGN §7, §4). An adapter turns its protocol's traffic
+ * The adapter port (docs/protocols.md, "What every adapter does"; docs/architecture.md, "Delivery"). An adapter turns its protocol's traffic
  * into event drafts for the ingest sink, and delivers log events to its
  * protocol when a delivery worker asks. Adapters import only src/core and
  * src/log; the bridge wires them to the log.

@@ -1,5 +1,5 @@
 /**
- * The normalised event: one closed, versioned union (DESIGN §2).
+ * The normalised event: one closed, versioned union (docs/architecture.md, "The event").
  *
  * Adapters and the HTTP API build an `EventDraft`; the log assigns `eventId`
  * and `cursor` on append and hands back `LogEvent`s. Nothing downstream
@@ -151,7 +151,7 @@ export type Relations = Static<typeof Relations>;
 
 const common = {
   v: Type.Literal(EVENT_VERSION),
-  /** idempotency key: deterministic, from stable native ids (PROTOCOL-NOTES §1.4) */
+  /** idempotency key: deterministic, from stable native ids (docs/protocols.md, "What every adapter does") */
   idem: Type.String({ minLength: 1, maxLength: 512 }),
   room: RoomId,
   sender: Sender,
@@ -219,7 +219,7 @@ export type EventDraft = Static<typeof EventDraft>;
 export type EventKind = EventDraft['kind'];
 export type DraftOf<K extends EventKind> = Extract<EventDraft, { kind: K }>;
 
-/** Kinds kept in the durable room timeline; the others are ephemeral or telemetry (DESIGN §2). */
+/** Kinds kept in the durable room timeline; the others are ephemeral or telemetry (docs/architecture.md, "The event"). */
 export const TIMELINE_KINDS = ['message', 'edit', 'retraction', 'reaction', 'marker', 'receipt'] as const satisfies readonly EventKind[];
 export type TimelineKind = (typeof TIMELINE_KINDS)[number];
 export function isTimelineKind(kind: EventKind): kind is TimelineKind {

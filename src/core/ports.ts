@@ -143,7 +143,7 @@ export interface DeadLetter {
 }
 
 /**
- * Outbound delivery state over the partition feeds (DESIGN §4): a consumer
+ * Outbound delivery state over the partition feeds (docs/architecture.md, "Delivery"): a consumer
  * group per (adapter instance, partition), a lease so one consumer is active
  * across replicas, fenced acks, a dead-letter stream, and the record of the
  * native ids each delivery produced.

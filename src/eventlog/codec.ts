@@ -2,7 +2,7 @@
  * The stored form of an event: a fixed list of short flat fields, always all
  * present and in the same order. Redis stream listpacks then store the field
  * names once per node (SAMEFIELDS), which is most of the memory saving
- * measured in PROTOCOL-NOTES §5.4. Positions and ids are not stored: the
+ * measured when the layout was chosen. Positions and ids are not stored: the
  * room and the stream id carry them.
  */
 import type { Content, EventDraft, EventKind, Origin, Sender } from '../core/event.js';

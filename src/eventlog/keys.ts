@@ -1,5 +1,5 @@
 /**
- * Every Redis key name syncgate uses, in one place (STYLE: Redis discipline).
+ * Every Redis key name syncgate uses, in one place (docs/architecture.md, "Redis layout").
  * Keys of a partition share the hash tag `{p:NN}` so one Lua script can touch
  * them atomically, also in Redis Cluster.
  */

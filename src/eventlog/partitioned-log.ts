@@ -4,7 +4,7 @@
  * The tail never starts from "now": a subscriber reads history from its
  * cursor until it reaches the end, then attaches to the partition's shared
  * live reader, which replays what it buffered after that point. Nothing falls
- * between history and live, and nothing is seen twice (DESIGN §1).
+ * between history and live, and nothing is seen twice (docs/architecture.md, "Live tails").
  */
 import type { Logger } from 'pino';
 import {

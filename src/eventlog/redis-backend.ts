@@ -1,5 +1,5 @@
 /**
- * Redis Streams backend (DESIGN §3). The only module that imports ioredis.
+ * Redis Streams backend (docs/architecture.md, "The event log"). The only module that imports ioredis.
  *
  * Per partition: a change feed stream (entries `r=<room>`), one timeline
  * stream per room whose entry ids equal the feed ids, and time-bucketed id-map

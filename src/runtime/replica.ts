@@ -1,5 +1,5 @@
 /**
- * A replica's identity in the leases (DESIGN §8). `replicaId` is stable
+ * A replica's identity in the leases (docs/architecture.md, "Runtime"). `replicaId` is stable
  * across restarts (config `replicaId`, default the hostname — the pod name in
  * Kubernetes); the owner string adds the process id and a random suffix, so
  * two live processes never share one. A restarted replica (after kill -9, an

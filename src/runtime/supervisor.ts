@@ -1,5 +1,5 @@
 /**
- * One replica holds each adapter's connection (DESIGN §8): a lease per
+ * One replica holds each adapter's connection (docs/architecture.md, "Runtime"): a lease per
  * adapter in the log backend decides which. The holder starts the adapter
  * and its delivery workers; the others stand by and take over within the
  * lease time when the holder dies. Two replicas never run the same XMPP

@@ -1,5 +1,5 @@
 /**
- * The import boundaries of STYLE.md are enforced by lint; this proves the
+ * The import boundaries (docs/architecture.md, "Code layout and import boundaries") are enforced by lint; this proves the
  * rules fire (a rule that cannot fail would be a check that cannot fail).
  */
 import { ESLint } from 'eslint';

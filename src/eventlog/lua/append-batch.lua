@@ -1,4 +1,4 @@
--- Idempotent append of a batch of events of one partition (DESIGN §3). All keys
+-- Idempotent append of a batch of events of one partition (docs/architecture.md, "Append"). All keys
 -- share the partition's hash tag, so this is atomic in Redis Cluster too.
 -- The batch is the appends that arrived together; one script call instead of
 -- one per event is what keeps the log close to raw XADD under load.

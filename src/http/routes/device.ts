@@ -36,7 +36,7 @@ const OUTAGE_CHECK_MS = 250;
 const security = [{ bearer: [] }];
 const deviceErrors = (...extra: number[]) => errors(400, 401, 429, ...extra);
 
-/** The idempotency key of an API send (PROTOCOL-NOTES §1.4). */
+/** The idempotency key of an API send (docs/protocols.md, "What every adapter does"). */
 export function sendKey(deviceId: string, txnId: string): string {
   return `api:${deviceId}:${txnId}`;
 }
@@ -82,7 +82,7 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: HttpContext): vo
     return event;
   }
 
-  /** The event a relation is about: edits always point at the original message (DESIGN §1). */
+  /** The event a relation is about: edits always point at the original message (docs/architecture.md, "Positions, event ids and cursors"). */
   async function original(room: string, eventId: string, role: string): Promise<LogEvent> {
     const event = await related(room, eventId, role);
     return event.kind === 'edit' ? related(room, event.rel.replaces, role) : event;
