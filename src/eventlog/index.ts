@@ -6,8 +6,8 @@ import type { EventLog } from '../core/ports.js';
 import type { RetentionPolicy } from './backend.js';
 import { MemoryBackend } from './memory-backend.js';
 import { PartitionedLog } from './partitioned-log.js';
-import { Redis } from 'ioredis';
-import { RedisBackend } from './redis-backend.js';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { RedisBackend, parseSeed } from './redis-backend.js';
 
 export type { RetentionPolicy } from './backend.js';
 export { MAX_READ_LIMIT } from './partitioned-log.js';
@@ -74,14 +74,28 @@ export interface SharedCounterStore {
   close(): Promise<void>;
 }
 
-export function createSharedCounterStore(options: { readonly url: string; readonly prefix: string; readonly password?: string | undefined; readonly log: Logger }): SharedCounterStore {
-  const client = new Redis(options.url, {
+export function createSharedCounterStore(options: {
+  /** one Redis, or the `cluster` seed nodes (as for the log) */
+  readonly url?: string | undefined;
+  readonly cluster?: { readonly nodes: readonly string[]; readonly tls?: boolean | undefined } | undefined;
+  readonly prefix: string;
+  readonly password?: string | undefined;
+  readonly log: Logger;
+}): SharedCounterStore {
+  const redisOptions: RedisOptions = {
     connectionName: `${options.prefix}ratelimit`,
     ...(options.password !== undefined ? { password: options.password } : {}),
     // a request is not held up by a lost connection: the API's log check answers 503 then
     maxRetriesPerRequest: 1,
     connectTimeout: 2000,
-  });
+  };
+  const { cluster } = options;
+  const client: Redis | Cluster = cluster
+    ? new Cluster(
+        cluster.nodes.map(parseSeed),
+        { redisOptions: { ...redisOptions, ...(cluster.tls === true || cluster.nodes.some((n) => n.startsWith('rediss://')) ? { tls: {} } : {}) } },
+      )
+    : new Redis(options.url ?? '', redisOptions);
   client.on('error', (err: Error) => options.log.debug({ err: err.message }, 'rate-limit redis connection error'));
   return {
     client,

@@ -112,7 +112,8 @@ function instrument<T extends Redis>(client: T, onCommand: CommandObserver | und
   return client;
 }
 
-function parseSeed(seed: string): { host: string; port: number } {
+/** `host:port` or `redis[s]://host:port` of a cluster seed node */
+export function parseSeed(seed: string): { host: string; port: number } {
   const bare = seed.replace(/^rediss?:\/\//, '').replace(/\/$/, '');
   const colon = bare.lastIndexOf(':');
   return { host: bare.slice(0, colon), port: Number(bare.slice(colon + 1)) };

@@ -178,7 +178,7 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     log,
     logger: logger.child({ module: 'http' }),
     config: config.http,
-    ...(config.redis ? { rateLimitStore: createSharedCounterStore({ url: config.redis.url, prefix: config.redis.prefix, password: config.redis.password, log: logger }) } : {}),
+    ...(config.redis ? { rateLimitStore: createSharedCounterStore({ url: config.redis.url, cluster: config.redis.cluster, prefix: config.redis.prefix, password: config.redis.password, log: logger }) } : {}),
     registry,
     validateRoom: (spec) => roomLinkProblems(config, spec, extra.map((a) => a.name)),
     status: () => status(),
