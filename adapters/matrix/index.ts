@@ -22,7 +22,7 @@ import { deliveryFailure, isMatrixApiError, MatrixApiError, MatrixConfigError, M
 import { Ghosts } from './ghosts.js';
 import { Inbound } from './inbound.js';
 import { isObject } from './normalise.js';
-import { annotationTxnId, expandPrefix, renderAnnotation, renderEdit, renderMessage, renderRedaction, unannotateTxnId, type RenderOptions } from './render.js';
+import { annotationTxnId, expandPrefix, MAX_TEXT_JSON_BYTES, renderAnnotation, renderEdit, renderMessage, renderRedaction, unannotateTxnId, type RenderOptions } from './render.js';
 import { AdapterStore, memoryMatrixState, type MatrixState, type TxnStore } from './store.js';
 import { SyncLoop } from './sync.js';
 
@@ -63,6 +63,8 @@ export function createMatrixAdapter(deps: MatrixAdapterDeps): MatrixAdapter {
 
 class MatrixAdapterImpl implements MatrixAdapter {
   readonly protocol = 'matrix' as const;
+  /** one event's text; a longer one is cut with a marker (render.ts fitTextContent) */
+  readonly maxBodyBytes = MAX_TEXT_JSON_BYTES;
   readonly name: string;
   readonly mode: 'appservice' | 'bot';
   readonly txns: TxnStore;

@@ -25,7 +25,7 @@ import sanitizeHtml from 'sanitize-html';
 import type { IOptions } from 'sanitize-html';
 import { ECHO_ID_KEY } from '../../src/core/adapter.js';
 import { MAX_BODY_CHARS, type Content, type DraftOf, type Origin, type Sender, type Timestamps } from '../../src/core/event.js';
-import { stripReplyFallbackBody, truncate } from '../../src/core/text.js';
+import { stripReplyFallbackBody, truncate, truncateMarked } from '../../src/core/text.js';
 import type { DropReason } from './errors.js';
 
 /** The content key that carries our event id on everything we send. */
@@ -273,7 +273,7 @@ export function contentOf(c: JsonObject, ctx: NormaliseContext, opts: { isReply:
   }
 
   if (body.length > MAX_BODY_CHARS) {
-    body = truncate(body, MAX_BODY_CHARS);
+    body = truncateMarked(body, MAX_BODY_CHARS);
     notes.push('body-truncated');
   }
   if (formatted !== undefined && formatted.length > MAX_BODY_CHARS * 2) {

@@ -10,6 +10,7 @@
 import { createHash } from 'node:crypto';
 import MarkdownIt from 'markdown-it';
 import type { Content, DraftOf, Sender } from '../../src/core/event.js';
+import { truncateToBytes, utf8Length } from '../../src/core/text.js';
 import { CONTENT_KEY, HTML_FORMAT, sanitizeMatrixHtml, type JsonObject } from './normalise.js';
 
 const markdown = new MarkdownIt({ html: false, linkify: true, breaks: true });
@@ -74,6 +75,28 @@ export function textContent(content: Content, opts: RenderOptions = {}): TextCon
   return out;
 }
 
+/**
+ * Size rule (README "Message size"): Synapse refuses an event over 65,536
+ * bytes of JSON (M_TOO_LARGE), signatures and hashes included. The text of
+ * one event stays within this many bytes of JSON; the rest of the content
+ * and the envelope fit in what is left. The adapter declares it as its
+ * `maxBodyBytes`.
+ */
+export const MAX_TEXT_JSON_BYTES = 60_000;
+
+const jsonBytes = (value: unknown): number => utf8Length(JSON.stringify(value));
+
+/**
+ * Keeps a text content within `budget` bytes of JSON: first the HTML goes
+ * (it cannot be cut safely), then the body is cut with the visible marker.
+ */
+export function fitTextContent(text: TextContent, budget: number = MAX_TEXT_JSON_BYTES): TextContent {
+  if (jsonBytes(text) <= budget) return text;
+  const plain: TextContent = { msgtype: text.msgtype, body: text.body };
+  if (jsonBytes(plain) <= budget) return plain;
+  return { ...plain, body: truncateToBytes(plain.body, budget, (body) => jsonBytes({ ...plain, body })) };
+}
+
 export interface MessageRefs {
   /** Matrix event id of the replied-to event */
   readonly replyTo?: string;
@@ -83,7 +106,7 @@ export interface MessageRefs {
 
 /** An m.room.message for a log message. */
 export function renderMessage(event: DraftOf<'message'> & { eventId: string }, refs: MessageRefs, opts: RenderOptions = {}): JsonObject {
-  const content: JsonObject = { ...textContent(event.content, opts), [CONTENT_KEY]: event.eventId };
+  const content: JsonObject = { ...fitTextContent(textContent(event.content, opts)), [CONTENT_KEY]: event.eventId };
   if (refs.thread !== undefined) {
     // Threads (spec "Threading"): the reply fallback points at the replied event, else at the root.
     content['m.relates_to'] = {
@@ -100,7 +123,8 @@ export function renderMessage(event: DraftOf<'message'> & { eventId: string }, r
 
 /** An m.replace of `original` (always the original: Matrix forbids editing an edit). */
 export function renderEdit(event: DraftOf<'edit'> & { eventId: string }, original: string, opts: RenderOptions = {}): JsonObject {
-  const next = textContent(event.content, opts);
+  // The new text goes twice (fallback and m.new_content): each gets half.
+  const next = fitTextContent(textContent(event.content, opts), (MAX_TEXT_JSON_BYTES - 16) / 2);
   const fallback: JsonObject = { msgtype: next.msgtype, body: `* ${next.body}` };
   if (next.formatted_body !== undefined) {
     fallback['format'] = HTML_FORMAT;

@@ -22,7 +22,7 @@ import { DROP_REASONS, MqttConfigError, MqttPublishError, type DropReason } from
 import { isSyncgateError, type ErrorCode } from '../../src/core/errors.js';
 import { truncate } from '../../src/core/text.js';
 import { asTelemetry, CONTEXT_IDS, EID_PROPERTY, firstProperty, normalise, type InboundMessage, type Normalised } from './normalise.js';
-import { compileCommands, matchCommand, mayIssue, PUBLISHED_KINDS, renderCommand, renderRoomEvent, type Command, type CommandMatch } from './render.js';
+import { compileCommands, matchCommand, mayIssue, ENVELOPE_BYTES, PUBLISHED_KINDS, renderCommand, renderRoomEvent, type Command, type CommandMatch } from './render.js';
 import { compileRule, compileRules, rulesFor, type Rule, type RuleSet } from './rules.js';
 import { Throttle, type ThrottleSummary } from './throttle.js';
 import { compileSync, ERROR_PROPERTY, grantedRooms, parseSyncRequest, SYNC_CONTENT_TYPE, syncError, syncPage, SyncRequestError, type SyncService } from './sync.js';
@@ -730,7 +730,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     }
 
     if (rule.options.out && !done.has('out')) {
-      const rendered = renderRoomEvent(event, rule.outTopic, context.content, { qos: rule.options.outQos, retain: rule.options.outRetain });
+      const rendered = renderRoomEvent(event, rule.outTopic, context.content, { qos: rule.options.outQos, retain: rule.options.outRetain, maxPayloadBytes: config.maxPayloadBytes });
       if (!rendered.ok) return { status: 'rejected', reason: rendered.reason };
       // Several links of one room with the same out topic publish once (from the first of them).
       const earlier = roomRules.slice(0, Math.max(0, roomRules.indexOf(rule))).some((r) => {
@@ -757,6 +757,8 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     protocol: 'mqtt',
     // Devices get plain text in `content` (the delivery engine converts rich text).
     textFormat: 'plain',
+    // Publications stay within the payload size the adapter accepts (README "Message size").
+    maxBodyBytes: Math.max(0, config.maxPayloadBytes - ENVELOPE_BYTES),
 
     async start() {
       if (started) return;

@@ -11,6 +11,7 @@
  */
 import { syncCursorAfter } from '../../src/core/cursor.js';
 import type { Content, LogEvent } from '../../src/core/event.js';
+import { truncateToBytes, utf8Length } from '../../src/core/text.js';
 import type { MqttCommandConfig } from './config.js';
 import { CURSOR_PROPERTY, EID_PROPERTY, POSITION_PROPERTY } from './normalise.js';
 import { compileTemplate, type Template } from './template.js';
@@ -71,7 +72,30 @@ function syncCursorOf(event: LogEvent): string | undefined {
   }
 }
 
-export function renderRoomEvent(event: LogEvent, outTopic: Template, content?: Content, delivery: { readonly qos?: 0 | 1 | 2; readonly retain?: boolean } = {}): RenderOutcome {
+/** What a payload holds besides the text (ids, cursors, sender, relations): the adapter's `maxBodyBytes` is its payload limit less this. */
+export const ENVELOPE_BYTES = 4096;
+
+/**
+ * Size rule (README "Message size"): a payload over `maxBytes` loses its
+ * formatted text first, then its body is cut with the visible marker.
+ */
+function fitPayload(body: Record<string, unknown>, maxBytes: number): string {
+  const whole = JSON.stringify(body);
+  const content = body['content'] as Content | undefined;
+  if (utf8Length(whole) <= maxBytes || content === undefined) return whole;
+  const { format: _format, formatted: _formatted, ...plain } = content;
+  const withText = (text: string): string => JSON.stringify({ ...body, content: { ...plain, body: text } });
+  if (utf8Length(withText(plain.body)) <= maxBytes) return withText(plain.body);
+  return withText(truncateToBytes(plain.body, maxBytes, (text) => utf8Length(withText(text))));
+}
+
+export function renderRoomEvent(
+  event: LogEvent,
+  outTopic: Template,
+  content?: Content,
+  delivery: { readonly qos?: 0 | 1 | 2; readonly retain?: boolean; readonly maxPayloadBytes?: number } = {},
+): RenderOutcome {
+  const { maxPayloadBytes, ...publish } = delivery;
   const rendered = outTopic.render({ room: event.room });
   if (!rendered.ok) return { ok: false, reason: `out topic template misses ${rendered.missing.join(', ')}` };
   if (!isPublishableTopic(rendered.text)) return { ok: false, reason: `"${rendered.text}" is not a topic one can publish to` };
@@ -81,8 +105,8 @@ export function renderRoomEvent(event: LogEvent, outTopic: Template, content?: C
     ok: true,
     publication: {
       topic: rendered.text,
-      payload: JSON.stringify(eventBody(event, content, next)),
-      ...delivery,
+      payload: fitPayload(eventBody(event, content, next), maxPayloadBytes ?? Number.POSITIVE_INFINITY),
+      ...publish,
       properties: {
         contentType: EVENT_CONTENT_TYPE,
         payloadFormatIndicator: true,

@@ -32,7 +32,7 @@ import { DROP_REASONS, XmppNotConnectedError, stanzaErrorCondition, type DropRea
 import { ID, ORIGIN_ID, lookupKey, scopedId, senderScope } from './ids.js';
 import { bareJid, normaliseMessage, openEnvelope, refsOf, toDraft, type Normalised, type NormaliseContext, type Parsed, type RoomFacts, type Source } from './normalise.js';
 import { carbonsEnable, discoFeatures, discoInfo, formFieldNames, mamQuery, mucConfigGet, mucConfigSubmit, mucJoin, mucLeave, parseFin, parseMucPresence, receipt, selfPing, selfPingVerdict, type MamFin, type MucPresence } from './protocol.js';
-import { expandPrefix, render } from './render.js';
+import { expandPrefix, MAX_BODY_XML_BYTES, render } from './render.js';
 import { ArchiveTrack, Lru } from './track.js';
 import { NS, xml, type XmlElement } from './xml.js';
 
@@ -1061,6 +1061,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     name,
     protocol: 'xmpp',
     textFormat: 'xep0393',
+    maxBodyBytes: MAX_BODY_XML_BYTES,
 
     async start() {
       if (started) return;

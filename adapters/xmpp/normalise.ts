@@ -20,6 +20,7 @@
 import { createHash } from 'node:crypto';
 import { ECHO_ID_KEY } from '../../src/core/adapter.js';
 import { UNDECRYPTABLE_NOTICE, type Attachment, type Content, type EventDraft, type Sender, type Undecryptable, type UndecryptableReason } from '../../src/core/event.js';
+import { truncateMarked } from '../../src/core/text.js';
 import type { DropReason } from './errors.js';
 import {
   ID,
@@ -323,9 +324,10 @@ function attachmentsOf(message: XmlElement): Attachment[] {
   return out;
 }
 
-function contentOf(text: string, message: XmlElement, ctx: NormaliseContext): Content | Rejected {
-  if (text.length > ctx.maxBodyChars) return reject('body-too-large', `a body of ${text.length} characters`);
-  if (hasInvalidXmlChars(text)) return reject('invalid-characters', 'the body has characters XML does not allow');
+function contentOf(whole: string, message: XmlElement, ctx: NormaliseContext): Content | Rejected {
+  if (hasInvalidXmlChars(whole)) return reject('invalid-characters', 'the body has characters XML does not allow');
+  // The size rule (README "Message size"): a body the log cannot hold is cut with a visible marker, never dropped.
+  const text = truncateMarked(whole, ctx.maxBodyChars);
   const attachments = attachmentsOf(message);
   const styled = !message.getChild('unstyled', NS.styling) && hasStyling(text);
   return {

@@ -11,6 +11,7 @@
  */
 import type { ReferenceIds } from '../../src/core/adapter.js';
 import type { Content, LogEvent, Sender } from '../../src/core/event.js';
+import { truncateToBytes, utf8Length } from '../../src/core/text.js';
 import { ID, ORIGIN_ID, STANZA_ID, STANZA_ID_BY, rawId, rawStanzaId } from './ids.js';
 import { codePointLength } from '../../src/core/codepoints.js';
 import { hasStyling } from './text.js';
@@ -99,6 +100,24 @@ function quoteFallback(quote: { author: string; text: string }): string {
     .join('\n')}\n`;
 }
 
+/**
+ * Size rule (README "Message size"): a body stays within this many bytes of
+ * escaped XML, so the stanza fits Prosody's default c2s_stanza_size_limit
+ * (256 KiB) with room for the envelope; a longer one is cut with the marker.
+ */
+export const MAX_BODY_XML_BYTES = 192 * 1024;
+
+/** UTF-8 bytes of `text` as a text node: `&` `<` `>` are escaped. */
+function xmlTextBytes(text: string): number {
+  let extra = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x26) extra += 4;
+    else if (c === 0x3c || c === 0x3e) extra += 3;
+  }
+  return utf8Length(text) + extra;
+}
+
 function textChildren(input: RenderInput, text: string, styled: boolean, attachments: Content['attachments']): XmlElement[] {
   const lines = [withPrefix(input.prefix, text)];
   const [first, ...more] = attachments ?? [];
@@ -106,7 +125,7 @@ function textChildren(input: RenderInput, text: string, styled: boolean, attachm
   // exactly its URL: clients show it inline only then (XEP-0066 §4, as clients implement it).
   if (first && text === '') lines[0] = more.length === 0 ? first.url : withPrefix(input.prefix, first.url);
   for (const a of more) lines.push(a.url);
-  const body = stripInvalidXmlChars(lines.join('\n'));
+  const body = truncateToBytes(stripInvalidXmlChars(lines.join('\n')), MAX_BODY_XML_BYTES, xmlTextBytes);
   return [
     xml('body', {}, body),
     ...(!styled && hasStyling(body) ? [xml('unstyled', { xmlns: NS.styling })] : []),

@@ -97,6 +97,13 @@ export interface Adapter {
   /** the rich-text format the protocol speaks; deliveries get `context.content` in it (default plain) */
   readonly textFormat?: TextFormat | 'plain';
   /**
+   * The largest message body (UTF-8 bytes) this endpoint carries whole; a
+   * longer one is delivered cut with TRUNCATION_MARKER (src/core/text.ts).
+   * The HTTP send answer names the linked endpoints a body exceeds. Absent:
+   * whatever the log holds.
+   */
+  readonly maxBodyBytes?: number;
+  /**
    * Connects. Called again after stop() has resolved (its replica lost the
    * connection lease and won it back), it begins a new session as a new
    * instance would: a new connection, nothing carried over that the remote

@@ -30,3 +30,46 @@ export function stripReplyFallbackBody(body: string): string {
   if (lines[i] === '') i++;
   return lines.slice(i).join('\n');
 }
+
+/**
+ * The one size rule for every edge (README "Message size"): nothing is
+ * dropped for its size. A text a target cannot carry whole is cut, never
+ * inside a surrogate pair, and ends with this visible marker; the log keeps
+ * the full text and the HTTP sender learns at send time which linked
+ * endpoints will cut it.
+ */
+export const TRUNCATION_MARKER = ' …[truncated]';
+
+const encoder = new TextEncoder();
+
+/** UTF-8 length in bytes. */
+export function utf8Length(text: string): number {
+  return encoder.encode(text).length;
+}
+
+/** Cuts `text` to at most `max` UTF-16 units including the marker; unchanged when it fits. */
+export function truncateMarked(text: string, max: number = MAX_BODY_CHARS): string {
+  if (text.length <= max) return text;
+  let end = Math.max(0, max - TRUNCATION_MARKER.length);
+  const code = text.charCodeAt(end - 1);
+  if (code >= 0xd800 && code <= 0xdbff) end--;
+  return `${text.slice(0, end)}${TRUNCATION_MARKER}`;
+}
+
+/**
+ * Cuts `text` so that `measure(result)` (default: its UTF-8 length) is at
+ * most `maxBytes`, the marker included; unchanged when it fits. `measure`
+ * lets a renderer count what its wire format adds (JSON or XML escaping).
+ */
+export function truncateToBytes(text: string, maxBytes: number, measure: (s: string) => number = utf8Length): string {
+  if (measure(text) <= maxBytes) return text;
+  // Binary search on the UTF-16 length: the measure grows with the prefix.
+  let lo = 0;
+  let hi = text.length;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (measure(truncateMarked(text, mid + TRUNCATION_MARKER.length)) <= maxBytes) lo = mid;
+    else hi = mid - 1;
+  }
+  return truncateMarked(text, lo + TRUNCATION_MARKER.length);
+}

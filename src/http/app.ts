@@ -39,6 +39,12 @@ export interface AppDeps {
   readonly validateRoom?: (spec: RoomSpec) => readonly string[];
   /** where the rate limit counts: a store shared by the replicas (closed with the app); absent = in this process */
   readonly rateLimitStore?: { readonly client: unknown; readonly nameSpace: string; close(): Promise<void> };
+  /**
+   * The largest body (UTF-8 bytes) each endpoint carries whole (the adapters'
+   * `maxBodyBytes`): a send answers with the linked endpoints its body
+   * exceeds (README "Message size").
+   */
+  readonly bodyLimits?: Readonly<Record<string, number>>;
   /** where the metrics go; a fresh registry when absent */
   readonly registry?: Registry;
   /** live stream tuning (tests and benchmarks) */
@@ -127,6 +133,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     }),
     status: deps.status,
     validateRoom: deps.validateRoom,
+    bodyLimits: deps.bodyLimits ?? {},
   };
 
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, utf8JsonParser(app.getDefaultJsonParser('error', 'error') as JsonTextParser));

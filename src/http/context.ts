@@ -29,4 +29,6 @@ export interface HttpContext {
   readonly live: LiveHub;
   readonly status: StatusReport | undefined;
   readonly validateRoom: ((spec: RoomSpec) => readonly string[]) | undefined;
+  /** endpoint name → the largest body it carries whole (UTF-8 bytes) */
+  readonly bodyLimits: Readonly<Record<string, number>>;
 }

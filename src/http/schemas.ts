@@ -83,7 +83,15 @@ export type SendBody = Static<typeof SendBody>;
 
 export const SendParams = Type.Object({ room: RoomId, txnId: TxnId });
 export const RoomParams = Type.Object({ room: RoomId });
-export const SendResult = Type.Object({ eventId: EventId, cursor: PositionToken });
+export const SendResult = Type.Object({
+  eventId: EventId,
+  cursor: PositionToken,
+  exceeds: Type.Optional(
+    Type.Array(Type.Object({ endpoint: Type.String(), limit: Type.Integer({ description: 'UTF-8 bytes' }) }), {
+      description: 'linked endpoints that cannot carry the whole body: they get it cut with a visible marker (README "Message size"); the log keeps it whole',
+    }),
+  ),
+});
 
 export const SyncQuery = Type.Object({
   since: Type.Optional(SyncCursorToken),

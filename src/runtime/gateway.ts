@@ -182,6 +182,7 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     registry,
     validateRoom: (spec) => roomLinkProblems(config, spec, extra.map((a) => a.name)),
     status: () => status(),
+    bodyLimits: Object.fromEntries(adapters.flatMap((a) => (a.maxBodyBytes !== undefined ? [[a.name, a.maxBodyBytes]] : []))),
   });
 
   let trimTimer: NodeJS.Timeout | undefined;

@@ -7,6 +7,8 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { Static } from '@sinclair/typebox';
 import { SyncgateError } from '../../core/errors.js';
 import type { DraftOf, EventDraft, LogEvent } from '../../core/event.js';
+import type { RoomSpec } from '../../core/ports.js';
+import { utf8Length } from '../../core/text.js';
 import { deviceAuth, deviceOf } from '../auth.js';
 import type { HttpContext } from '../context.js';
 import { NS, type DeviceIdentity, type UserRecord } from '../directory.js';
@@ -67,6 +69,17 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: HttpContext): vo
   const { log, directory, metrics } = ctx;
   const onRequest = deviceAuth({ directory, rateLimit: ctx.rateLimit });
   const markerLock = new KeyedLock();
+
+  /** The linked endpoints that will cut this body (the size rule, README "Message size"). */
+  function exceededLimits(links: RoomSpec['links'], body: string): Array<{ endpoint: string; limit: number }> {
+    const bytes = utf8Length(body);
+    const out = new Map<string, number>();
+    for (const { endpoint } of links) {
+      const limit = ctx.bodyLimits[endpoint];
+      if (limit !== undefined && bytes > limit) out.set(endpoint, limit);
+    }
+    return [...out].map(([endpoint, limit]) => ({ endpoint, limit }));
+  }
 
   function sender(user: UserRecord): EventDraft['sender'] {
     return { uid: user.id, proto: 'api', native: user.id, auth: 'api-token', ...(user.display !== undefined ? { display: user.display } : {}) };
@@ -187,12 +200,13 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: HttpContext): vo
     async (request) => {
       const device = deviceOf(request);
       const { room, txnId } = request.params;
-      await directory.requireRoom(device.user, room);
+      const spec = await directory.requireRoom(device.user, room);
       const user = (await directory.getUser(device.user)) ?? { id: device.user, created: 0 };
       const draft = await buildDraft(device, user, room, txnId, request.body);
       const result = await answeredOrOutage(log.append(draft));
       metrics.appends.inc({ kind: draft.kind, result: result.duplicate ? 'duplicate' : 'appended' });
-      return { eventId: result.eventId, cursor: result.cursor };
+      const exceeds = 'content' in draft && draft.content ? exceededLimits(spec.links, draft.content.body) : [];
+      return { eventId: result.eventId, cursor: result.cursor, ...(exceeds.length > 0 ? { exceeds } : {}) };
     },
   );
 

@@ -86,3 +86,34 @@ describe('text in request bodies', () => {
     expect((await t.log.read(undefined, { rooms: 'all', limit: 100 })).events).toEqual([]);
   });
 });
+
+describe('the size rule at send time', () => {
+  it('tells the sender which linked endpoints cannot carry the whole body, and stores it whole', async () => {
+    const t = await startApp({ log: makeLog({ redisUrl: inject('redisUrl'), prefix: testPrefix('http-size') }), config: { bodyLimitBytes: 256 * 1024 }, deps: { bodyLimits: { matrix: 60_000, mqtt: 258_048 } } });
+    open.push(t);
+    const c = t.client;
+    expectStatus(
+      await c.request('PUT', '/v1/admin/rooms/big', {
+        token: ADMIN_TOKEN,
+        body: {
+          links: [
+            { endpoint: 'matrix', target: '!a:hs' },
+            { endpoint: 'matrix', target: '!b:hs' },
+            { endpoint: 'mqtt', target: 'sg/big' },
+          ],
+        },
+      }),
+      200,
+    );
+    await adminUser(c, 'alice', ['big']);
+    const { token } = await adminDevice(c, 'alice');
+    // 33,000 Cyrillic characters: within the API's character limit, 66,000 bytes of UTF-8.
+    const body = 'ж'.repeat(33_000);
+    const big = expectStatus(await c.request('PUT', '/v1/rooms/big/send/s1', { token, body: { kind: 'message', content: { body } } }), 200);
+    expect(big.body['exceeds']).toEqual([{ endpoint: 'matrix', limit: 60_000 }]);
+    const stored = await t.log.getEvent('big', big.body.eventId);
+    expect(stored?.kind === 'message' && stored.content.body).toBe(body);
+    const small = expectStatus(await c.request('PUT', '/v1/rooms/big/send/s2', { token, body: { kind: 'message', content: { body: 'short' } } }), 200);
+    expect(small.body['exceeds']).toBeUndefined();
+  });
+});

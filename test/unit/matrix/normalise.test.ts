@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ECHO_ID_KEY } from '../../../src/core/adapter.js';
 import { MAX_BODY_CHARS, parseEventDraft } from '../../../src/core/event.js';
-import { stripReplyFallbackBody as stripReplyFallback, truncate } from '../../../src/core/text.js';
+import { stripReplyFallbackBody as stripReplyFallback, truncate, TRUNCATION_MARKER } from '../../../src/core/text.js';
 import {
   markerDraft,
   normaliseEvent,
@@ -120,7 +120,7 @@ describe('Matrix normalise: messages', () => {
     if ('invalid' in ev) throw new Error(ev.invalid);
     const n = expectAction(normaliseEvent(ev, ctx), 'message');
     expect(n.content.body.length).toBeLessThanOrEqual(MAX_BODY_CHARS);
-    expect(n.content.body.endsWith('😀…')).toBe(true);
+    expect(n.content.body.endsWith(`😀${TRUNCATION_MARKER}`)).toBe(true);
     expect(n.notes).toEqual(['body-truncated']);
     expect(() => parseEventDraft({ ...n.base, kind: 'message', content: n.content })).not.toThrow();
   });

@@ -1,8 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import type { DraftOf } from '../../../src/core/event.js';
+import { TRUNCATION_MARKER } from '../../../src/core/text.js';
 import {
   annotationTxnId,
   expandPrefix,
+  fitTextContent,
+  MAX_TEXT_JSON_BYTES,
   renderAnnotation,
   renderEdit,
   renderMessage,
@@ -102,5 +105,29 @@ describe('Matrix render of an undecryptable message', () => {
     const notice = message({ body: '[An encrypted message could not be read]', undecryptable: { reason: 'omemo', scheme: 'eu.siacs.conversations.axolotl' } });
     expect(renderMessage(notice, {})).toEqual({ msgtype: 'm.notice', body: '[An encrypted message could not be read]', 'org.syncgate.event_id': 'EVT1' });
     expect(textContent(notice.content, { prefix: 'Carol: ' })).toEqual({ msgtype: 'm.notice', body: 'Carol: [An encrypted message could not be read]' });
+  });
+});
+
+describe('Matrix render: the size rule', () => {
+  // 33,000 Cyrillic characters: within the log's character limit, 66,000 bytes of UTF-8 (Synapse caps an event at 65,536).
+  const big = 'ж'.repeat(33_000);
+
+  it('cuts a message over the event size with the visible marker, dropping the HTML first', () => {
+    const content = renderMessage(message({ body: big, format: 'html', formatted: `<b>${big}</b>` }), {});
+    expect(Buffer.byteLength(JSON.stringify(content))).toBeLessThanOrEqual(MAX_TEXT_JSON_BYTES + 200);
+    expect(content['formatted_body']).toBeUndefined();
+    expect(String(content['body']).endsWith(TRUNCATION_MARKER)).toBe(true);
+    expect(String(content['body']).startsWith('жжж')).toBe(true);
+  });
+
+  it('cuts an edit so that both copies of the text fit one event', () => {
+    const edit = { ...base, kind: 'edit' as const, idem: 'xmpp:E2', eventId: 'E2', content: { body: big }, rel: { replaces: 'EVT1' } };
+    const content = renderEdit(edit, '$orig');
+    expect(Buffer.byteLength(JSON.stringify(content))).toBeLessThanOrEqual(MAX_TEXT_JSON_BYTES + 400);
+    expect(String((content['m.new_content'] as { body: string }).body).endsWith(TRUNCATION_MARKER)).toBe(true);
+  });
+
+  it('leaves a message that fits alone', () => {
+    expect(fitTextContent({ msgtype: 'm.text', body: 'ж'.repeat(1000) })).toEqual({ msgtype: 'm.text', body: 'ж'.repeat(1000) });
   });
 });

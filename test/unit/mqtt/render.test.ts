@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { LogEvent } from '../../../src/core/event.js';
+import { TRUNCATION_MARKER } from '../../../src/core/text.js';
 import { parseMqttConfig } from '../../../adapters/mqtt/config.js';
 import { compileCommands, matchCommand, PUBLISHED_KINDS, renderCommand, renderRoomEvent } from '../../../adapters/mqtt/render.js';
 import { compileTemplate } from '../../../adapters/mqtt/template.js';
@@ -73,5 +74,23 @@ describe('render: an undecryptable message', () => {
     const commands = compileCommands(parseMqttConfig({ url: 'mqtt://h:1', clientId: 'c', commands: [{ pattern: '^\\[(?<command>.+)\\]$', topic: 'devices/all/cmd', responseTopic: 'devices/all/reply' }] }).commands);
     expect(matchCommand(eventOf({ kind: 'message', content: { body: '[An encrypted message could not be read]' } }), commands)).toBeDefined();
     expect(matchCommand(notice, commands)).toBeUndefined();
+  });
+});
+
+describe('render: the size rule', () => {
+  it('keeps a publication within maxPayloadBytes: the formatted text goes, then the body is cut with the visible marker', () => {
+    const body = 'ж'.repeat(20_000);
+    const event = eventOf({ kind: 'message', content: { body, format: 'markdown', formatted: `**${body}**` } });
+    const out = renderRoomEvent(event, outTopic, undefined, { maxPayloadBytes: 16 * 1024 });
+    if (!out.ok) throw new Error(out.reason);
+    expect(Buffer.byteLength(out.publication.payload)).toBeLessThanOrEqual(16 * 1024);
+    const parsed = JSON.parse(out.publication.payload) as { eventId: string; content: { body: string; formatted?: string } };
+    expect(parsed.eventId).toBe(event.eventId);
+    expect(parsed.content.formatted).toBeUndefined();
+    expect(parsed.content.body.endsWith(TRUNCATION_MARKER)).toBe(true);
+    // Within the limit nothing changes.
+    const whole = renderRoomEvent(event, outTopic, undefined, { maxPayloadBytes: 1024 * 1024 });
+    if (!whole.ok) throw new Error(whole.reason);
+    expect((JSON.parse(whole.publication.payload) as { content: { formatted: string } }).content.formatted).toBe(`**${body}**`);
   });
 });

@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { ECHO_ID_KEY } from '../../../src/core/adapter.js';
 import { parseEventDraft } from '../../../src/core/event.js';
+import { TRUNCATION_MARKER } from '../../../src/core/text.js';
 import { idem, lookupKey, rawId, rawStanzaId, scopedId, senderScope, stanzaIdKey } from '../../../adapters/xmpp/ids.js';
 import { normaliseMessage, openEnvelope, refsOf, toDraft, type Normalised, type NormaliseContext, type Parsed, type Ref, type RoomFacts } from '../../../adapters/xmpp/normalise.js';
 import { parseXml } from '../../../adapters/xmpp/xml.js';
@@ -270,9 +271,12 @@ describe('carbons and archive results', () => {
 });
 
 describe('bad input', () => {
-  it('rejects bodies over the limit', () => {
+  it('cuts a body over the log limit with the visible marker instead of dropping it', () => {
     const big = parseXml(`<message from="${ALICE}/x" type="chat" id="b"><body>${'x'.repeat(70_000)}</body></message>`);
-    expect(normaliseMessage(big, { kind: 'live' }, ctx())).toMatchObject({ ok: false, reason: 'body-too-large' });
+    const out = normaliseMessage(big, { kind: 'live' }, ctx());
+    if (out.ok !== true || out.value.action.kind !== 'message') throw new Error(`expected a message, got ${JSON.stringify(out).slice(0, 200)}`);
+    expect(out.value.action.content.body).toHaveLength(65_536);
+    expect(out.value.action.content.body.endsWith(TRUNCATION_MARKER)).toBe(true);
   });
 
   it('rejects text with characters XML 1.0 does not allow', () => {

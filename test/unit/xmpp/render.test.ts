@@ -2,7 +2,8 @@
 import { describe, expect, it } from 'vitest';
 import type { LogEvent } from '../../../src/core/event.js';
 import { scopedId, senderScope } from '../../../adapters/xmpp/ids.js';
-import { expandPrefix, referenceId, render, sentByUs, type RenderInput } from '../../../adapters/xmpp/render.js';
+import { TRUNCATION_MARKER } from '../../../src/core/text.js';
+import { expandPrefix, MAX_BODY_XML_BYTES, referenceId, render, sentByUs, type RenderInput } from '../../../adapters/xmpp/render.js';
 import { parseXml, type XmlElement } from '../../../adapters/xmpp/xml.js';
 import { ACCOUNT, ALICE, ROOM } from '../../fixtures/xmpp/index.js';
 
@@ -151,5 +152,17 @@ describe('render', () => {
     expect(sentByUs(oursMucIds, 'EV-OURS')).toBe(true);
     expect(sentByUs(aliceMucIds, 'EV-ALICE')).toBe(false);
     expect(expandPrefix('[{{uid}}] {{display}}: ', { uid: 'u1' })).toBe('[u1] u1: ');
+  });
+});
+
+describe('render: the size rule', () => {
+  it('cuts a body whose escaped XML exceeds the limit, with the visible marker, instead of sending a stanza the server refuses', () => {
+    // 65,536 '<' are within the log's limit and become 262,144 bytes of XML (&lt;), over Prosody's 256 KiB stanza limit.
+    const r = render(input(event({ kind: 'message', content: { body: '<'.repeat(65_536) } }), { prefix: '' }));
+    if (r.ok !== true) throw new Error('expected a stanza');
+    const body = r.stanza.getChildText('body') ?? '';
+    expect(body.endsWith(TRUNCATION_MARKER)).toBe(true);
+    expect(Buffer.byteLength(r.stanza.getChild('body')?.toString() ?? '')).toBeLessThanOrEqual(MAX_BODY_XML_BYTES + 20);
+    expect(body.length).toBeGreaterThan(40_000);
   });
 });
