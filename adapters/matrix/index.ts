@@ -445,9 +445,19 @@ class MatrixAdapterImpl implements MatrixAdapter {
   }
 
   private renderOptions(event: LogEvent): RenderOptions {
+    const mentions = this.mentionedUserIds(event);
     const bot = this.config.bot;
-    if (this.mode !== 'bot' || !bot) return {};
-    return { prefix: expandPrefix(bot.senderPrefix, event.sender), emoteName: event.sender.display ?? event.sender.uid };
+    if (this.mode !== 'bot' || !bot) return mentions.length > 0 ? { mentions } : {};
+    return { prefix: expandPrefix(bot.senderPrefix, event.sender), emoteName: event.sender.display ?? event.sender.uid, ...(mentions.length > 0 ? { mentions } : {}) };
+  }
+
+  /** `content.mentions` as Matrix user ids: Matrix users as they are, others as their ghosts (appservice mode). */
+  private mentionedUserIds(event: LogEvent): string[] {
+    const uids = 'content' in event ? (event.content.mentions ?? []) : [];
+    return uids.flatMap((uid) => {
+      if (uid.startsWith('matrix:@')) return [uid.slice('matrix:'.length)];
+      return this.ghosts ? [this.ghosts.userIdFor(uid)] : [];
+    });
   }
 
   /** PUT /send/{type}/{txnId}; a ghost that lost its membership (kicked) joins again once. */

@@ -28,6 +28,23 @@ import { MAX_BODY_CHARS, type Content, type DraftOf, type Origin, type Sender, t
 import { stripReplyFallbackBody, truncate, truncateMarked } from '../../src/core/text.js';
 import type { DropReason } from './errors.js';
 
+/** The user ids of the pills (links to https://matrix.to/#/@user:server) in an event's HTML. */
+export function pillUserIds(html: string | undefined): string[] {
+  if (html === undefined) return [];
+  const out: string[] = [];
+  // The pills of a rich-reply fallback name the replied-to sender, not a mention.
+  const own = html.replace(/<mx-reply>[\s\S]*?<\/mx-reply>/gi, '');
+  for (const match of own.matchAll(/<a\s[^>]*href\s*=\s*["']https:\/\/matrix\.to\/#\/((?:@|%40)[^"'?/]+)/gi)) {
+    try {
+      out.push(decodeURIComponent(match[1] ?? ''));
+    } catch {
+      // not a valid percent-encoding: not a pill
+    }
+    if (out.length >= 100) break;
+  }
+  return out;
+}
+
 /** The content key that carries our event id on everything we send. */
 export const CONTENT_KEY = 'org.syncgate.event_id';
 export const HTML_FORMAT = 'org.matrix.custom.html';
@@ -283,11 +300,11 @@ export function contentOf(c: JsonObject, ctx: NormaliseContext, opts: { isReply:
 
   const mentions: string[] = [];
   const m = c['m.mentions'];
-  if (isObject(m) && Array.isArray(m['user_ids'])) {
-    for (const id of m['user_ids']) {
-      if (typeof id === 'string' && id.startsWith('@') && id.length <= 240 && !ctx.isOurs(id)) mentions.push(`matrix:${id}`);
-      if (mentions.length >= 100) break;
-    }
+  // Intentional mentions (spec v1.7); clients older than that mention only by a pill in the HTML.
+  const mentioned = isObject(m) ? (Array.isArray(m['user_ids']) ? m['user_ids'] : []) : pillUserIds(rawHtml);
+  for (const id of mentioned) {
+    if (typeof id === 'string' && id.startsWith('@') && id.length <= 240 && !ctx.isOurs(id)) mentions.push(`matrix:${id}`);
+    if (mentions.length >= 100) break;
   }
 
   const content: { -readonly [K in keyof Content]: Content[K] } = { body };

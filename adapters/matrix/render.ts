@@ -29,6 +29,53 @@ export interface RenderOptions {
   readonly prefix?: string;
   /** bot mode: who an emote is by (`/me waves` → "Alice waves" from the bot) */
   readonly emoteName?: string;
+  /** Matrix user ids the message mentions (`content.mentions` resolved by the adapter) */
+  readonly mentions?: readonly string[];
+}
+
+/** A pill (spec "User and room mentions"): a link to the user's matrix.to URL. */
+export function pill(userId: string, text: string): string {
+  return `<a href="https://matrix.to/#/${escapeHtml(userId)}">${escapeHtml(text)}</a>`;
+}
+
+/**
+ * Turns the first mention of each user in the HTML's text — the full user id,
+ * else `@localpart` — into a pill; text inside tags or existing links is left
+ * alone. A user whose name is not in the text gets no pill (m.mentions still
+ * names them).
+ */
+export function addPills(html: string, userIds: readonly string[]): string {
+  let out = html;
+  for (const userId of userIds) {
+    const colon = userId.indexOf(':');
+    for (const candidate of colon > 0 ? [userId, userId.slice(0, colon)] : [userId]) {
+      const next = pillFirst(out, userId, escapeHtml(candidate), candidate);
+      if (next !== out) {
+        out = next;
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+/** The first `needle` in text outside tags and links, as a pill; `html` unchanged when there is none. */
+function pillFirst(html: string, userId: string, needle: string, text: string): string {
+  const parts = html.split(/(<[^>]*>)/);
+  let inLink = 0;
+  for (let i = 0; i < parts.length; i++) {
+    const part = parts[i] ?? '';
+    if (i % 2 === 1) {
+      if (/^<a[\s>]/i.test(part)) inLink++;
+      else if (/^<\/a>/i.test(part)) inLink = Math.max(0, inLink - 1);
+      continue;
+    }
+    const at = inLink > 0 ? -1 : part.indexOf(needle);
+    if (at < 0) continue;
+    parts[i] = `${part.slice(0, at)}${pill(userId, text)}${part.slice(at + needle.length)}`;
+    return parts.join('');
+  }
+  return html;
 }
 
 interface TextContent {
@@ -47,6 +94,12 @@ export function textContent(content: Content, opts: RenderOptions = {}): TextCon
   let html: string | undefined;
   if (content.format === 'html' && content.formatted !== undefined) html = sanitizeMatrixHtml(content.formatted);
   else if (content.format === 'markdown') html = sanitizeMatrixHtml(markdown.render(content.formatted ?? content.body).trim());
+
+  if (opts.mentions !== undefined && opts.mentions.length > 0) {
+    // Older clients notice a mention only by its pill: give them one, in HTML made from the body if need be.
+    const withPills = addPills(html ?? escapeHtml(body).replace(/\n/g, '<br>'), opts.mentions);
+    if (html !== undefined || withPills.includes('<a href="https://matrix.to/')) html = withPills;
+  }
 
   let msgtype: TextContent['msgtype'] = 'm.text';
   if (body.startsWith('/me ')) {
@@ -97,6 +150,11 @@ export function fitTextContent(text: TextContent, budget: number = MAX_TEXT_JSON
   return { ...plain, body: truncateToBytes(plain.body, budget, (body) => jsonBytes({ ...plain, body })) };
 }
 
+/** Intentional mentions (spec v1.7 `m.mentions`), when there are any. */
+function mentionsOf(opts: RenderOptions): JsonObject {
+  return opts.mentions !== undefined && opts.mentions.length > 0 ? { 'm.mentions': { user_ids: [...new Set(opts.mentions)] } } : {};
+}
+
 export interface MessageRefs {
   /** Matrix event id of the replied-to event */
   readonly replyTo?: string;
@@ -106,7 +164,7 @@ export interface MessageRefs {
 
 /** An m.room.message for a log message. */
 export function renderMessage(event: DraftOf<'message'> & { eventId: string }, refs: MessageRefs, opts: RenderOptions = {}): JsonObject {
-  const content: JsonObject = { ...fitTextContent(textContent(event.content, opts)), [CONTENT_KEY]: event.eventId };
+  const content: JsonObject = { ...fitTextContent(textContent(event.content, opts)), ...mentionsOf(opts), [CONTENT_KEY]: event.eventId };
   if (refs.thread !== undefined) {
     // Threads (spec "Threading"): the reply fallback points at the replied event, else at the root.
     content['m.relates_to'] = {
@@ -130,7 +188,8 @@ export function renderEdit(event: DraftOf<'edit'> & { eventId: string }, origina
     fallback['format'] = HTML_FORMAT;
     fallback['formatted_body'] = `* ${next.formatted_body}`;
   }
-  return { ...fallback, 'm.new_content': { ...next }, 'm.relates_to': { rel_type: 'm.replace', event_id: original }, [CONTENT_KEY]: event.eventId };
+  // m.mentions goes in the new content only: the edit itself would notify everyone again (spec "Mentions", edits).
+  return { ...fallback, 'm.new_content': { ...next, ...mentionsOf(opts) }, 'm.relates_to': { rel_type: 'm.replace', event_id: original }, [CONTENT_KEY]: event.eventId };
 }
 
 export function renderAnnotation(eventId: string, target: string, key: string): JsonObject {

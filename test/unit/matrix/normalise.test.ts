@@ -204,3 +204,35 @@ describe('Matrix normalise: helpers', () => {
     expect(sanitizeMatrixHtml('<font data-mx-color="#ff0000" style="x">red</font><mx-reply>gone</mx-reply>')).toBe('<font data-mx-color="#ff0000">red</font>');
   });
 });
+
+describe('Matrix normalise: mentions', () => {
+  function withContent(content: Record<string, unknown>): Normalised {
+    const ev = parseMatrixEvent({ ...(fixtures['text'] as object), content });
+    if ('invalid' in ev) throw new Error(ev.invalid);
+    return normaliseEvent(ev, ctx);
+  }
+
+  it('takes mentions from pills when the event has no m.mentions (clients before spec v1.7)', () => {
+    const n = expectAction(
+      withContent({
+        msgtype: 'm.text',
+        body: 'Bob: Carol: look',
+        format: 'org.matrix.custom.html',
+        formatted_body: '<a href="https://matrix.to/#/@bob:example.org">Bob</a>: <a href="https://matrix.to/#/%40carol%3Aexample.org">Carol</a>: look <a href="https://matrix.to/#/@_sg_x:example.org">ghost</a>',
+      }),
+      'message',
+    );
+    expect(n.content.mentions).toEqual(['matrix:@bob:example.org', 'matrix:@carol:example.org']);
+    // m.mentions, when present, is trusted over pills; the pill of a reply fallback is no mention.
+    const explicit = withContent({ msgtype: 'm.text', body: 'Bob', 'm.mentions': {}, format: 'org.matrix.custom.html', formatted_body: '<a href="https://matrix.to/#/@bob:example.org">Bob</a>' });
+    expect(expectAction(explicit, 'message').content.mentions).toBeUndefined();
+    const reply = withContent({
+      msgtype: 'm.text',
+      body: '> <@bob:example.org> hi\n\nyes',
+      format: 'org.matrix.custom.html',
+      formatted_body: '<mx-reply><blockquote><a href="https://matrix.to/#/@bob:example.org">@bob:example.org</a> hi</blockquote></mx-reply>yes',
+      'm.relates_to': { 'm.in_reply_to': { event_id: '$x' } },
+    });
+    expect(expectAction(reply, 'message').content.mentions).toBeUndefined();
+  });
+});

@@ -131,3 +131,25 @@ describe('Matrix render: the size rule', () => {
     expect(fitTextContent({ msgtype: 'm.text', body: 'ж'.repeat(1000) })).toEqual({ msgtype: 'm.text', body: 'ж'.repeat(1000) });
   });
 });
+
+describe('Matrix render: mentions', () => {
+  it('sends m.mentions and turns the mentioned user in the HTML into a pill', () => {
+    const content = renderMessage(message({ body: 'hi @bob:hs.test', format: 'html', formatted: '<p>hi <b>@bob:hs.test</b></p>' }), {}, { mentions: ['@bob:hs.test'] });
+    expect(content['m.mentions']).toEqual({ user_ids: ['@bob:hs.test'] });
+    expect(content['formatted_body']).toBe('<p>hi <b><a href="https://matrix.to/#/@bob:hs.test">@bob:hs.test</a></b></p>');
+  });
+
+  it('makes HTML for a plain body that names the user, and leaves a body that does not alone', () => {
+    const named = renderMessage(message({ body: 'ping @bob & co' }), {}, { mentions: ['@bob:hs.test'] });
+    expect(named).toMatchObject({ body: 'ping @bob & co', format: 'org.matrix.custom.html', formatted_body: 'ping <a href="https://matrix.to/#/@bob:hs.test">@bob</a> &amp; co' });
+    const unnamed = renderMessage(message({ body: 'hello all' }), {}, { mentions: ['@bob:hs.test'] });
+    expect(unnamed).toEqual({ msgtype: 'm.text', body: 'hello all', 'm.mentions': { user_ids: ['@bob:hs.test'] }, 'org.syncgate.event_id': 'EVT1' });
+  });
+
+  it('puts m.mentions of an edit in the new content only', () => {
+    const edit = { ...base, kind: 'edit' as const, idem: 'xmpp:E2', eventId: 'E2', content: { body: 'hi @bob:hs.test' }, rel: { replaces: 'EVT1' } };
+    const content = renderEdit(edit, '$orig', { mentions: ['@bob:hs.test'] });
+    expect(content['m.mentions']).toBeUndefined();
+    expect(content['m.new_content']).toMatchObject({ 'm.mentions': { user_ids: ['@bob:hs.test'] } });
+  });
+});
