@@ -164,6 +164,8 @@ export interface RequestOptions {
   readonly signal?: AbortSignal;
   /** false for /login and /versions */
   readonly auth?: boolean;
+  /** a body that is not JSON (a media upload) */
+  readonly raw?: { readonly data: Uint8Array; readonly contentType: string };
 }
 
 export interface HttpCounters {
@@ -206,10 +208,13 @@ export class MatrixHttp {
     if (options.asUser !== undefined) url.searchParams.set('user_id', options.asUser);
     const headers: Record<string, string> = { Accept: 'application/json' };
     if (options.auth !== false) headers['Authorization'] = `Bearer ${this.accessToken}`;
-    let body: string | undefined;
+    let body: string | Uint8Array | undefined;
     if (options.body !== undefined) {
       headers['Content-Type'] = 'application/json';
       body = JSON.stringify(options.body);
+    } else if (options.raw !== undefined) {
+      headers['Content-Type'] = options.raw.contentType;
+      body = options.raw.data;
     }
     const timeout = AbortSignal.timeout(options.timeoutMs ?? this.timeoutMs);
     const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;

@@ -79,6 +79,14 @@ export const MatrixAdapterConfig = Type.Object(
      * mxc:// URI is kept as is.
      */
     mediaUrlTemplate: Type.Optional(Type.String({ maxLength: 2048 })),
+    /**
+     * Outbound attachments at an https URL are fetched and uploaded to the
+     * homeserver's media repository up to this size (0: never; larger or
+     * failed ones go as a text link).
+     */
+    mediaUploadMaxBytes: Type.Integer({ minimum: 0, maximum: 512 * 1024 * 1024, default: 10 * 1024 * 1024 }),
+    /** also fetch plain-http attachment URLs for upload (a private network, tests) */
+    mediaUploadAllowHttp: Type.Boolean({ default: false }),
     /** appservice mode: how often the homeserver is probed for /readyz */
     healthCheckIntervalMs: Type.Integer({ minimum: 1000, maximum: 600_000, default: 30_000 }),
     /** how long stop() waits for an in-flight transaction or sync batch */

@@ -14,7 +14,7 @@
  * targets' native ids in context.references.
  */
 import type { Adapter, AdapterDeps, AdapterStatus, DeliveryContext, DeliveryResult, DeliveryTarget } from '../../src/core/adapter.js';
-import type { DraftOf, EventKind, LogEvent, Positioned } from '../../src/core/event.js';
+import type { Attachment, DraftOf, EventKind, LogEvent, Positioned } from '../../src/core/event.js';
 import { AppserviceServer } from './appservice.js';
 import { loadMatrixSdk, mxPath, sleep, MatrixHttp, type JsonObject, type SdkLoad } from './client.js';
 import { botUserId, ghostUserRegex, type MatrixAdapterConfig } from './config.js';
@@ -22,7 +22,20 @@ import { deliveryFailure, isMatrixApiError, MatrixApiError, MatrixConfigError, M
 import { Ghosts } from './ghosts.js';
 import { Inbound } from './inbound.js';
 import { isObject } from './normalise.js';
-import { annotationTxnId, expandPrefix, MAX_TEXT_JSON_BYTES, renderAnnotation, renderEdit, renderMessage, renderRedaction, unannotateTxnId, type RenderOptions } from './render.js';
+import {
+  annotationTxnId,
+  expandPrefix,
+  MAX_TEXT_JSON_BYTES,
+  mediaTxnId,
+  renderAnnotation,
+  renderEdit,
+  renderMedia,
+  renderMessage,
+  renderRedaction,
+  unannotateTxnId,
+  type MediaRef,
+  type RenderOptions,
+} from './render.js';
 import { AdapterStore, memoryMatrixState, type MatrixState, type TxnStore } from './store.js';
 import { SyncLoop } from './sync.js';
 
@@ -56,6 +69,8 @@ interface Speaker {
 }
 
 const CONNECT_RETRY_MAX_MS = 60_000;
+/** attachment URL → its upload, so a retried delivery does not upload again */
+const MAX_REMEMBERED_UPLOADS = 1000;
 
 export function createMatrixAdapter(deps: MatrixAdapterDeps): MatrixAdapter {
   return new MatrixAdapterImpl(deps);
@@ -91,6 +106,7 @@ class MatrixAdapterImpl implements MatrixAdapter {
   /** transactions in order, one at a time; a repeated txnId joins the one in flight */
   private txnChain: Promise<void> = Promise.resolve();
   private readonly inflight = new Map<string, Promise<void>>();
+  private readonly uploads = new Map<string, MediaRef>();
   private readonly delivery = { delivered: 0, retried: 0, rejected: 0, skipped: 0, rateLimited: 0 };
 
   constructor(private readonly deps: MatrixAdapterDeps) {
@@ -488,9 +504,77 @@ class MatrixAdapterImpl implements MatrixAdapter {
 
   private async sendMessage(event: Logged<'message'>, roomId: string, refs: { replyTo: string | undefined; thread: string | undefined }): Promise<DeliveryResult> {
     const speaker = await this.speaker(event, roomId);
-    const content = renderMessage(event, { ...(refs.replyTo !== undefined ? { replyTo: refs.replyTo } : {}), ...(refs.thread !== undefined ? { thread: refs.thread } : {}) }, this.renderOptions(event));
+    const messageRefs = { ...(refs.replyTo !== undefined ? { replyTo: refs.replyTo } : {}), ...(refs.thread !== undefined ? { thread: refs.thread } : {}) };
+    const media = await this.mediaOf(event);
+    if (media.length > 0) {
+      // One media event per file; the message's native id is the first (it carries the caption and relations).
+      const contents = renderMedia(event, media, messageRefs, this.renderOptions(event));
+      let first: string | undefined;
+      for (const [i, content] of contents.entries()) {
+        const id = await this.send(roomId, 'm.room.message', mediaTxnId(event.eventId, i), content, speaker);
+        first ??= id;
+      }
+      if (first !== undefined) return { status: 'delivered', nativeIds: { 'mx.eventId': first } };
+    }
+    const content = renderMessage(event, messageRefs, this.renderOptions(event));
     const id = await this.send(roomId, 'm.room.message', event.eventId, content, speaker);
     return { status: 'delivered', nativeIds: { 'mx.eventId': id } };
+  }
+
+  /**
+   * The message's attachments that are, or now were put, in the media
+   * repository: mxc:// URLs as they are; https ones (http with
+   * `mediaUploadAllowHttp`) fetched and uploaded up to `mediaUploadMaxBytes`.
+   * One that cannot be uploaded stays a text link (logged).
+   */
+  private async mediaOf(event: Logged<'message'>): Promise<MediaRef[]> {
+    const out: MediaRef[] = [];
+    for (const attachment of event.content.attachments ?? []) {
+      if (/^mxc:\/\/[^/]+\/[^/]+$/.test(attachment.url)) {
+        out.push({ attachment, mxc: attachment.url });
+        continue;
+      }
+      const scheme = /^(https?):\/\//i.exec(attachment.url)?.[1]?.toLowerCase();
+      if (this.config.mediaUploadMaxBytes === 0 || (scheme !== 'https' && !(scheme === 'http' && this.config.mediaUploadAllowHttp))) continue;
+      const known = this.uploads.get(attachment.url);
+      if (known) {
+        out.push({ ...known, attachment });
+        continue;
+      }
+      try {
+        const uploaded = await this.upload(attachment);
+        this.uploads.set(attachment.url, uploaded);
+        if (this.uploads.size > MAX_REMEMBERED_UPLOADS) this.uploads.delete(this.uploads.keys().next().value ?? attachment.url);
+        out.push(uploaded);
+      } catch (err) {
+        this.deps.log.warn({ err, eventId: event.eventId, url: attachment.url }, 'attachment not uploaded to the media repository; sent as a link');
+      }
+    }
+    return out;
+  }
+
+  private async upload(attachment: Attachment): Promise<MediaRef> {
+    const max = this.config.mediaUploadMaxBytes;
+    const res = await fetch(attachment.url, { signal: AbortSignal.timeout(this.config.requestTimeoutMs), redirect: 'follow' });
+    if (!res.ok || !res.body) throw new Error(`GET ${attachment.url}: HTTP ${res.status}`);
+    const declared = Number(res.headers.get('content-length') ?? NaN);
+    if (declared > max) {
+      await res.body.cancel();
+      throw new Error(`${attachment.url} has ${declared} bytes (mediaUploadMaxBytes ${max})`);
+    }
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    for await (const chunk of res.body) {
+      size += chunk.length;
+      if (size > max) throw new Error(`${attachment.url} is over mediaUploadMaxBytes (${max})`);
+      chunks.push(chunk);
+    }
+    const mime = attachment.mime ?? res.headers.get('content-type')?.split(';')[0]?.trim() ?? 'application/octet-stream';
+    const name = attachment.name ?? (decodeURIComponent(new URL(attachment.url).pathname.split('/').pop() ?? '') || 'file');
+    const answer = await this.http.request('POST', '/_matrix/media/v3/upload', { raw: { data: Buffer.concat(chunks), contentType: mime }, query: { filename: name } });
+    const mxc = answer['content_uri'];
+    if (typeof mxc !== 'string' || !mxc.startsWith('mxc://')) throw new Error('the upload answered no content_uri');
+    return { attachment, mxc, mime, size };
   }
 
   private async sendEdit(event: Logged<'edit'>, roomId: string, original: string): Promise<DeliveryResult> {

@@ -9,7 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import MarkdownIt from 'markdown-it';
-import type { Content, DraftOf, Sender } from '../../src/core/event.js';
+import type { Attachment, Content, DraftOf, Sender } from '../../src/core/event.js';
 import { truncateToBytes, utf8Length } from '../../src/core/text.js';
 import { CONTENT_KEY, HTML_FORMAT, sanitizeMatrixHtml, type JsonObject } from './normalise.js';
 
@@ -164,19 +164,79 @@ export interface MessageRefs {
 
 /** An m.room.message for a log message. */
 export function renderMessage(event: DraftOf<'message'> & { eventId: string }, refs: MessageRefs, opts: RenderOptions = {}): JsonObject {
-  const content: JsonObject = { ...fitTextContent(textContent(event.content, opts)), ...mentionsOf(opts), [CONTENT_KEY]: event.eventId };
+  return { ...fitTextContent(textContent(event.content, opts)), ...mentionsOf(opts), ...relationsOf(refs), [CONTENT_KEY]: event.eventId };
+}
+
+function relationsOf(refs: MessageRefs): JsonObject {
   if (refs.thread !== undefined) {
     // Threads (spec "Threading"): the reply fallback points at the replied event, else at the root.
-    content['m.relates_to'] = {
-      rel_type: 'm.thread',
-      event_id: refs.thread,
-      is_falling_back: refs.replyTo === undefined,
-      'm.in_reply_to': { event_id: refs.replyTo ?? refs.thread },
+    return {
+      'm.relates_to': {
+        rel_type: 'm.thread',
+        event_id: refs.thread,
+        is_falling_back: refs.replyTo === undefined,
+        'm.in_reply_to': { event_id: refs.replyTo ?? refs.thread },
+      },
     };
-  } else if (refs.replyTo !== undefined) {
-    content['m.relates_to'] = { 'm.in_reply_to': { event_id: refs.replyTo } };
   }
-  return content;
+  if (refs.replyTo !== undefined) return { 'm.relates_to': { 'm.in_reply_to': { event_id: refs.replyTo } } };
+  return {};
+}
+
+/** An attachment in the homeserver's media repository. */
+export interface MediaRef {
+  readonly attachment: Attachment;
+  readonly mxc: string;
+  /** the type the file was uploaded with, when the attachment does not say */
+  readonly mime?: string;
+  readonly size?: number;
+}
+
+/** The msgtype of a file by its media type (spec "m.room.message msgtypes"). */
+export function mediaMsgtype(mime: string | undefined): 'm.image' | 'm.video' | 'm.audio' | 'm.file' {
+  if (mime?.startsWith('image/')) return 'm.image';
+  if (mime?.startsWith('video/')) return 'm.video';
+  if (mime?.startsWith('audio/')) return 'm.audio';
+  return 'm.file';
+}
+
+/**
+ * A message with attachments in the media repository: one media event per
+ * file (m.image, m.file, m.video, m.audio with `url` and `info`). The text
+ * of the message is the first file's caption (spec v1.10 "Media captions":
+ * `filename` is the file's name, `body` — and `formatted_body` — the
+ * caption); replies, threads and mentions go on that first event. Other
+ * attachments (not uploaded) stay links in the caption.
+ */
+export function renderMedia(event: DraftOf<'message'> & { eventId: string }, media: readonly MediaRef[], refs: MessageRefs, opts: RenderOptions = {}): JsonObject[] {
+  const uploaded = new Set(media.map((m) => m.attachment));
+  const rest = (event.content.attachments ?? []).filter((a) => !uploaded.has(a));
+  const { attachments: _all, ...textOnly } = event.content;
+  const captionContent: Content = rest.length > 0 ? { ...textOnly, attachments: rest } : textOnly;
+  const hasCaption = captionContent.body.trim() !== '' || rest.length > 0;
+  return media.map((m, i) => {
+    const name = m.attachment.name ?? m.mxc.slice(m.mxc.lastIndexOf('/') + 1);
+    const mime = m.attachment.mime ?? m.mime;
+    const size = m.attachment.size ?? m.size;
+    const info: JsonObject = { ...(mime !== undefined ? { mimetype: mime } : {}), ...(size !== undefined ? { size } : {}) };
+    const content: JsonObject = { msgtype: mediaMsgtype(mime), body: name, filename: name, url: m.mxc, info };
+    if (i === 0) {
+      // The caption, or in bot mode at least who sent it ("<Carol> cat.png" is a caption, not the name).
+      const caption = hasCaption ? fitTextContent(textContent(captionContent, opts)) : opts.prefix ? { body: `${opts.prefix}${name}` } : undefined;
+      if (caption !== undefined) {
+        const { msgtype: _msgtype, ...text } = caption as TextContent;
+        Object.assign(content, text);
+      }
+      Object.assign(content, mentionsOf(opts), relationsOf(refs));
+    }
+    content[CONTENT_KEY] = event.eventId;
+    return content;
+  });
+}
+
+/** Transaction id of the `index`th media event of a message (the first is the message's own). */
+export function mediaTxnId(eventId: string, index: number): string {
+  return index === 0 ? eventId : `${eventId}.m.${index}`;
 }
 
 /** An m.replace of `original` (always the original: Matrix forbids editing an edit). */

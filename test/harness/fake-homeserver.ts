@@ -29,7 +29,7 @@
  * auth rules are a subset (membership, power levels for events, redactions,
  * kicks and bans); filters are stored but only `room.timeline.limit` is
  * honoured; history visibility is treated as `shared` and /messages needs a
- * current join; no federation, media, presence, E2EE, to-device, push rules,
+ * current join; no federation, presence, E2EE, to-device, push rules,
  * thread aggregation, /context, AS user/alias queries, AS ping or legacy AS
  * path fallback. Rate limiting happens only when a test asks for it
  * (`rateLimitNext`, which ignores the registration's `rate_limited`).
@@ -138,6 +138,16 @@ export interface FakeHomeserverOptions {
    * would drop a reused one as already processed.
    */
   firstAppServiceTxnId?: number;
+  /** The media repository's upload limit (Synapse `max_upload_size`, default 50 MiB). */
+  maxUploadBytes?: number;
+}
+
+/** A file in the media repository. */
+export interface StoredMedia {
+  readonly contentType: string;
+  readonly filename: string | undefined;
+  readonly data: Buffer;
+  readonly uploader: string;
 }
 
 export interface FakeHomeserver {
@@ -174,6 +184,8 @@ export interface FakeHomeserver {
   /** The next `count` client requests whose path matches answer 429 M_LIMIT_EXCEEDED. */
   rateLimitNext(count: number, pathPattern?: string | RegExp, retryAfterMs?: number): void;
   requests(): RequestLogEntry[];
+  /** A file uploaded to the media repository, by its mxc:// URI. */
+  media(mxc: string): StoredMedia | undefined;
   stop(): Promise<void>;
 }
 
@@ -441,6 +453,8 @@ class FakeHomeserverImpl implements FakeHomeserver {
   private readonly sleepers = new Set<{ timer: NodeJS.Timeout; resolve: () => void }>();
   private readonly rateLimits: RateLimitRule[] = [];
   private readonly requestLog: RequestLogEntry[] = [];
+  private readonly mediaStore = new Map<string, StoredMedia>();
+  private readonly maxUploadBytes: number;
   private readonly routes: Route[];
 
   constructor(opts: FakeHomeserverOptions) {
@@ -451,6 +465,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
     this.asRequestTimeoutMs = opts.appServiceRequestTimeoutMs ?? 5000;
     this.maxEventsPerTransaction = opts.maxEventsPerTransaction ?? 100;
     this.firstTxnId = opts.firstAppServiceTxnId ?? Date.now();
+    this.maxUploadBytes = opts.maxUploadBytes ?? 50 * 1024 * 1024;
     this.routes = this.buildRoutes();
     this.server = http.createServer((req, res) => {
       void this.handle(req, res);
@@ -625,8 +640,19 @@ class FakeHomeserverImpl implements FakeHomeserver {
     let reply: Reply;
     const headers: Record<string, string> = { 'Content-Type': 'application/json' };
     try {
-      const raw = await this.readBody(req);
-      reply = await this.dispatch(method, url, raw, req, res, entry);
+      if (url.pathname.startsWith('/_matrix/media/') || url.pathname.startsWith('/_matrix/client/v1/media/')) {
+        const media = await this.handleMedia(method, url, req);
+        if (media.file) {
+          entry.status = 200;
+          res.writeHead(200, { 'Content-Type': media.file.contentType, 'Content-Length': String(media.file.data.length) });
+          res.end(media.file.data);
+          return;
+        }
+        reply = media.reply;
+      } else {
+        const raw = await this.readBody(req);
+        reply = await this.dispatch(method, url, raw, req, res, entry);
+      }
     } catch (e) {
       if (e instanceof FakeMatrixError) {
         reply = { status: e.status, body: { errcode: e.errcode, error: e.message, ...e.extra } };
@@ -644,6 +670,45 @@ class FakeHomeserverImpl implements FakeHomeserver {
     headers['Content-Length'] = String(Buffer.byteLength(payload));
     res.writeHead(entry.status, headers);
     res.end(payload);
+  }
+
+  /**
+   * The media repository as Synapse serves it: `POST /_matrix/media/v3/upload`
+   * (authenticated, up to `max_upload_size`, answering `content_uri`), and
+   * authenticated download at `/_matrix/client/v1/media/download/{server}/{id}`
+   * (spec v1.11); the unauthenticated `/_matrix/media/v3/download` is frozen
+   * for new media (v1.12, Synapse's `enable_authenticated_media`): 404.
+   */
+  private async handleMedia(method: string, url: URL, req: http.IncomingMessage): Promise<{ reply: Reply; file?: StoredMedia }> {
+    const parts = url.pathname.split('/').slice(1);
+    if (method === 'POST' && url.pathname === '/_matrix/media/v3/upload') {
+      const requester = this.authenticate(req, url.searchParams);
+      const chunks: Buffer[] = [];
+      let size = 0;
+      const limit = this.maxUploadBytes;
+      for await (const chunk of req) {
+        size += (chunk as Buffer).length;
+        if (size > limit) throw new FakeMatrixError(413, 'M_TOO_LARGE', 'Cannot upload files larger than the limit');
+        chunks.push(chunk as Buffer);
+      }
+      const mediaId = randomId(18).replace(/[^A-Za-z0-9]/g, 'x');
+      const mxc = `mxc://${this.serverName}/${mediaId}`;
+      const filename = url.searchParams.get('filename') ?? undefined;
+      this.mediaStore.set(mxc, { contentType: req.headers['content-type'] ?? 'application/octet-stream', filename, data: Buffer.concat(chunks), uploader: requester.user.userId });
+      return { reply: { body: { content_uri: mxc } } };
+    }
+    if (method === 'GET' && parts[2] === 'v1' && parts[3] === 'media' && parts[4] === 'download' && parts.length >= 7) {
+      this.authenticate(req, url.searchParams);
+      const file = this.mediaStore.get(`mxc://${decodeURIComponent(parts[5] ?? '')}/${decodeURIComponent(parts[6] ?? '')}`);
+      if (!file) throw new FakeMatrixError(404, 'M_NOT_FOUND', 'Not found');
+      return { reply: { body: {} }, file };
+    }
+    if (method === 'GET' && parts[1] === 'media' && parts[3] === 'download') throw new FakeMatrixError(404, 'M_NOT_FOUND', 'Not found');
+    throw new FakeMatrixError(404, 'M_UNRECOGNIZED', 'Unrecognized request');
+  }
+
+  media(mxc: string): StoredMedia | undefined {
+    return this.mediaStore.get(mxc);
   }
 
   private readBody(req: http.IncomingMessage): Promise<string> {

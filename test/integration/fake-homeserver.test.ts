@@ -633,3 +633,30 @@ describe('fake homeserver: application services', () => {
     expect(seen).toEqual([eventId, second]);
   });
 });
+
+describe('fake homeserver: media repository (as Synapse serves it)', () => {
+  it('uploads with a token, serves the file by authenticated download only, and refuses uploads over the limit', async () => {
+    const { accessToken } = hs.registerUser('mediauser', 'pw');
+    const png = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 1, 2, 255]);
+    const noToken = await fetch(`${hs.url}/_matrix/media/v3/upload?filename=cat.png`, { method: 'POST', headers: { 'Content-Type': 'image/png' }, body: png });
+    expect([noToken.status, ((await noToken.json()) as { errcode: string }).errcode]).toEqual([401, 'M_MISSING_TOKEN']);
+    const up = await fetch(`${hs.url}/_matrix/media/v3/upload?filename=cat.png`, { method: 'POST', headers: { 'Content-Type': 'image/png', Authorization: `Bearer ${accessToken}` }, body: png });
+    const { content_uri: mxc } = (await up.json()) as { content_uri: string };
+    expect(mxc).toMatch(/^mxc:\/\/fake\.test\/[A-Za-z0-9]+$/);
+    expect(hs.media(mxc)).toMatchObject({ contentType: 'image/png', filename: 'cat.png', uploader: '@mediauser:fake.test' });
+
+    const [server, id] = mxc.slice('mxc://'.length).split('/');
+    const down = await fetch(`${hs.url}/_matrix/client/v1/media/download/${server}/${id}`, { headers: { Authorization: `Bearer ${accessToken}` } });
+    expect(down.headers.get('content-type')).toBe('image/png');
+    expect(Buffer.from(await down.arrayBuffer())).toEqual(png);
+    expect((await fetch(`${hs.url}/_matrix/client/v1/media/download/${server}/${id}`)).status).toBe(401);
+    // Unauthenticated media is frozen (spec v1.12; Synapse's enable_authenticated_media).
+    expect((await fetch(`${hs.url}/_matrix/media/v3/download/${server}/${id}`)).status).toBe(404);
+
+    const small = await createFakeHomeserver({ maxUploadBytes: 4 });
+    cleanups.push(() => small.stop());
+    const { accessToken: t2 } = small.registerUser('m2', 'pw');
+    const big = await fetch(`${small.url}/_matrix/media/v3/upload`, { method: 'POST', headers: { 'Content-Type': 'image/png', Authorization: `Bearer ${t2}` }, body: png });
+    expect([big.status, ((await big.json()) as { errcode: string }).errcode]).toEqual([413, 'M_TOO_LARGE']);
+  });
+});

@@ -2,6 +2,8 @@
  * What a real homeserver (Synapse) does that users met (issue 12), against
  * the homeserver fake, which behaves like Synapse in these ways.
  */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TRUNCATION_MARKER } from '../../../src/core/text.js';
 import type { MatrixAdapter } from '../../../adapters/matrix/index.js';
@@ -10,17 +12,31 @@ import { appendApi, botConfig, createEnv, Driver, matrixLink, messagesIn, startA
 let env: Env | undefined;
 const adapters: MatrixAdapter[] = [];
 
+const servers: http.Server[] = [];
+
+/** An HTTP server with one file, where an attachment URL points. */
+async function fileServer(data: Buffer, contentType: string): Promise<string> {
+  const server = http.createServer((req, res) => {
+    res.writeHead(req.url === '/cat.png' ? 200 : 404, { 'Content-Type': contentType, 'Content-Length': String(data.length) });
+    res.end(req.url === '/cat.png' ? data : undefined);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  servers.push(server);
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
 afterEach(async () => {
+  for (const s of servers.splice(0)) await new Promise((resolve) => s.close(resolve));
   for (const a of adapters.splice(0)) await a.stop();
   await env?.close();
   env = undefined;
 });
 
-async function botSetup(overrides: Record<string, unknown> = {}): Promise<{ e: Env; adapter: MatrixAdapter; driver: Driver }> {
+async function botSetup(overrides: Record<string, unknown> = {}, top: Record<string, unknown> = {}): Promise<{ e: Env; adapter: MatrixAdapter; driver: Driver }> {
   const e = await createEnv();
   env = e;
   e.hs.registerUser('relay', 'relay-pw');
-  const adapter = await startAdapter(e, botConfig(e, overrides));
+  const adapter = await startAdapter(e, botConfig(e, overrides, top));
   adapters.push(adapter);
   return { e, adapter, driver: new Driver(adapter, e.log, matrixLink(e)) };
 }
@@ -56,5 +72,31 @@ describe('Matrix against a Synapse-like homeserver', () => {
       es.filter((x) => x.kind === 'message' && x.content.body === 'bob: see this'),
     );
     expect(inbound?.kind === 'message' && inbound.content.mentions).toEqual(['matrix:@bob:fake.test']);
+  });
+
+  it('attachments: an http(s) file is uploaded to the media repository and sent as m.image with url, info and the text as caption; one over the cap goes as a link; mxc:// is sent as is', async () => {
+    const png = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 1, 2, 3, 4]);
+    const base = await fileServer(png, 'image/png');
+    const { e, driver, adapter } = await botSetup({}, { mediaUploadAllowHttp: true });
+    const event = await appendApi(e.log, { kind: 'message', content: { body: 'look', attachments: [{ url: `${base}/cat.png`, name: 'cat.png' }] } });
+    expect((await driver.deliver(event)).status).toBe('delivered');
+    const sent = messagesIn(e).at(-1);
+    expect(sent?.content).toMatchObject({ msgtype: 'm.image', body: '<Carol> look', filename: 'cat.png', info: { mimetype: 'image/png', size: png.length } });
+    const mxc = String(sent?.content['url']);
+    expect(e.hs.media(mxc)?.data).toEqual(png);
+
+    // Already in the media repository: as is, as a file; no text gives the name as body (in bot mode after the sender).
+    const inRepo = await appendApi(e.log, { kind: 'message', content: { body: '', attachments: [{ url: mxc, name: 'notes.pdf', mime: 'application/pdf', size: 12 }] } });
+    expect((await driver.deliver(inRepo)).status).toBe('delivered');
+    expect(messagesIn(e).at(-1)?.content).toMatchObject({ msgtype: 'm.file', url: mxc, filename: 'notes.pdf', body: '<Carol> notes.pdf', info: { mimetype: 'application/pdf', size: 12 } });
+    await adapter.stop();
+
+    // Over mediaUploadMaxBytes: a text link, and a warning.
+    const small = await startAdapter(e, botConfig(e, {}, { mediaUploadAllowHttp: true, mediaUploadMaxBytes: 4 }));
+    adapters.push(small);
+    const big = await appendApi(e.log, { kind: 'message', content: { body: 'big', attachments: [{ url: `${base}/cat.png`, name: 'cat.png' }] } });
+    expect((await new Driver(small, e.log, matrixLink(e)).deliver(big)).status).toBe('delivered');
+    expect(messagesIn(e).at(-1)?.content).toMatchObject({ msgtype: 'm.text', body: `<Carol> big\ncat.png: ${base}/cat.png` });
+    expect(e.lines.some((l) => l.msg === 'attachment not uploaded to the media repository; sent as a link')).toBe(true);
   });
 });

@@ -98,8 +98,9 @@ export function appserviceConfig(env: Env, overrides: Record<string, unknown> = 
   });
 }
 
-export function botConfig(env: Env, overrides: Record<string, unknown> = {}): MatrixAdapterConfig {
+export function botConfig(env: Env, overrides: Record<string, unknown> = {}, top: Record<string, unknown> = {}): MatrixAdapterConfig {
   return parseMatrixConfig({
+    ...top,
     mode: 'bot',
     homeserverUrl: env.hs.url,
     serverName: env.hs.serverName,
