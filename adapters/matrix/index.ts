@@ -597,41 +597,70 @@ class MatrixAdapterImpl implements MatrixAdapter {
     const before = await this.store.sentKeys(roomId, targetId, uid);
     const after = event.reaction.keys;
     const nativeIds: Record<string, string> = {};
+    // Each key on its own: one that fails does not keep the others from going out.
+    const held = new Set(before);
+    let failure: unknown;
     for (const key of after.filter((k) => !before.includes(k))) {
-      const held = await this.store.sentAnnotation(roomId, targetId, speaker.userId, key);
-      let id = held?.id;
-      if (id === undefined) {
-        try {
-          id = await this.send(roomId, 'm.reaction', annotationTxnId(event.eventId, key), renderAnnotation(event.eventId, targetId, key), speaker);
-        } catch (err) {
-          // Our state was lost but the annotation exists: find it.
-          if (!isMatrixApiError(err, 'M_DUPLICATE_ANNOTATION')) throw err;
-          id = await this.findAnnotation(roomId, targetId, speaker, key);
-          if (id === undefined) throw err;
-        }
+      try {
+        await this.addAnnotation(event, roomId, targetId, speaker, key, nativeIds);
+        held.add(key);
+      } catch (err) {
+        failure ??= err;
+        this.deps.log.warn({ err, roomId, eventId: event.eventId, key }, 'Matrix reaction key not sent');
       }
-      const holders = [...new Set([...(held?.holders ?? []), uid])];
-      await this.store.setSentAnnotation(roomId, targetId, speaker.userId, key, { id, holders });
-      nativeIds[`mx.annotation.${key}`] = id;
-      // A bot-mode annotation shared with another sender is not this event's own Matrix event
-      // (one held by this sender alone is: an earlier attempt of this delivery sent it).
-      if (held === undefined || held.holders.every((h) => h === uid)) nativeIds['mx.eventId'] ??= id;
     }
     for (const key of before.filter((k) => !after.includes(k))) {
-      const held = await this.store.sentAnnotation(roomId, targetId, speaker.userId, key);
-      const id = held?.id ?? (await this.findAnnotation(roomId, targetId, speaker, key));
-      if (id === undefined) continue;
-      const holders = (held?.holders ?? [uid]).filter((h) => h !== uid);
-      if (holders.length > 0) {
-        await this.store.setSentAnnotation(roomId, targetId, speaker.userId, key, { id, holders });
-        continue;
+      try {
+        await this.removeAnnotation(event, roomId, targetId, speaker, key, nativeIds);
+        held.delete(key);
+      } catch (err) {
+        failure ??= err;
+        this.deps.log.warn({ err, roomId, eventId: event.eventId, key }, 'Matrix reaction key not removed');
       }
-      const redaction = await this.redact(roomId, id, unannotateTxnId(event.eventId, key), renderRedaction(event.eventId), speaker);
-      await this.store.setSentAnnotation(roomId, targetId, speaker.userId, key, undefined);
-      nativeIds['mx.eventId'] ??= redaction;
     }
-    await this.store.setSentKeys(roomId, targetId, uid, after);
+    // What is on the homeserver now: a retry sends only what is still missing.
+    await this.store.setSentKeys(roomId, targetId, uid, failure === undefined ? after : [...held]);
+    if (failure !== undefined) return deliveryFailure(failure);
     return { status: 'delivered', nativeIds };
+  }
+
+  private async addAnnotation(event: Logged<'reaction'>, roomId: string, targetId: string, speaker: Speaker, key: string, nativeIds: Record<string, string>): Promise<void> {
+    const uid = event.sender.uid;
+    const held = await this.store.sentAnnotation(roomId, targetId, speaker.userId, key);
+    let id = held?.id;
+    if (id === undefined) {
+      try {
+        id = await this.send(roomId, 'm.reaction', annotationTxnId(event.eventId, key), renderAnnotation(event.eventId, targetId, key), speaker);
+      } catch (err) {
+        // Our state was lost but the annotation exists: find it. Synapse answers M_DUPLICATE_ANNOTATION
+        // since 1.80, and a 400 M_UNKNOWN before; a 400 M_UNKNOWN is a duplicate only if the annotation is there.
+        const duplicate = isMatrixApiError(err, 'M_DUPLICATE_ANNOTATION') || (isMatrixApiError(err, 'M_UNKNOWN') && err.status === 400);
+        if (!duplicate) throw err;
+        id = await this.findAnnotation(roomId, targetId, speaker, key);
+        if (id === undefined) throw err;
+      }
+    }
+    const holders = [...new Set([...(held?.holders ?? []), uid])];
+    await this.store.setSentAnnotation(roomId, targetId, speaker.userId, key, { id, holders });
+    nativeIds[`mx.annotation.${key}`] = id;
+    // A bot-mode annotation shared with another sender is not this event's own Matrix event
+    // (one held by this sender alone is: an earlier attempt of this delivery sent it).
+    if (held === undefined || held.holders.every((h) => h === uid)) nativeIds['mx.eventId'] ??= id;
+  }
+
+  private async removeAnnotation(event: Logged<'reaction'>, roomId: string, targetId: string, speaker: Speaker, key: string, nativeIds: Record<string, string>): Promise<void> {
+    const uid = event.sender.uid;
+    const held = await this.store.sentAnnotation(roomId, targetId, speaker.userId, key);
+    const id = held?.id ?? (await this.findAnnotation(roomId, targetId, speaker, key));
+    if (id === undefined) return;
+    const holders = (held?.holders ?? [uid]).filter((h) => h !== uid);
+    if (holders.length > 0) {
+      await this.store.setSentAnnotation(roomId, targetId, speaker.userId, key, { id, holders });
+      return;
+    }
+    const redaction = await this.redact(roomId, id, unannotateTxnId(event.eventId, key), renderRedaction(event.eventId), speaker);
+    await this.store.setSentAnnotation(roomId, targetId, speaker.userId, key, undefined);
+    nativeIds['mx.eventId'] ??= redaction;
   }
 
   /** Our user's annotation with `key` on `targetId`, from the homeserver's relations. */

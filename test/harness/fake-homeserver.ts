@@ -140,6 +140,11 @@ export interface FakeHomeserverOptions {
   firstAppServiceTxnId?: number;
   /** The media repository's upload limit (Synapse `max_upload_size`, default 50 MiB). */
   maxUploadBytes?: number;
+  /**
+   * Answer a duplicate annotation as Synapse before 1.80 did: 400 M_UNKNOWN
+   * "Can't send same reaction twice" (1.80 brought M_DUPLICATE_ANNOTATION).
+   */
+  legacyDuplicateAnnotation?: boolean;
 }
 
 /** A file in the media repository. */
@@ -455,6 +460,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
   private readonly requestLog: RequestLogEntry[] = [];
   private readonly mediaStore = new Map<string, StoredMedia>();
   private readonly maxUploadBytes: number;
+  private readonly legacyDuplicateAnnotation: boolean;
   private readonly routes: Route[];
 
   constructor(opts: FakeHomeserverOptions) {
@@ -466,6 +472,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
     this.maxEventsPerTransaction = opts.maxEventsPerTransaction ?? 100;
     this.firstTxnId = opts.firstAppServiceTxnId ?? Date.now();
     this.maxUploadBytes = opts.maxUploadBytes ?? 50 * 1024 * 1024;
+    this.legacyDuplicateAnnotation = opts.legacyDuplicateAnnotation ?? false;
     this.routes = this.buildRoutes();
     this.server = http.createServer((req, res) => {
       void this.handle(req, res);
@@ -1782,7 +1789,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
         const r = relatesTo(e.content);
         return r !== undefined && r['rel_type'] === 'm.annotation' && r['event_id'] === target && r['key'] === key;
       });
-      if (dup) throw new FakeMatrixError(400, 'M_DUPLICATE_ANNOTATION', "Can't send same reaction twice");
+      if (dup) throw new FakeMatrixError(400, this.legacyDuplicateAnnotation ? 'M_UNKNOWN' : 'M_DUPLICATE_ANNOTATION', "Can't send same reaction twice");
     }
     const partial: AppendInput = { type, sender, content };
     if (txnId !== undefined) {

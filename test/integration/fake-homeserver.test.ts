@@ -660,3 +660,23 @@ describe('fake homeserver: media repository (as Synapse serves it)', () => {
     expect([big.status, ((await big.json()) as { errcode: string }).errcode]).toEqual([413, 'M_TOO_LARGE']);
   });
 });
+
+describe('fake homeserver: Synapse versions', () => {
+  it('answers a duplicate annotation with 400 M_UNKNOWN as Synapse before 1.80 did, when asked to', async () => {
+    const old = await createFakeHomeserver({ legacyDuplicateAnnotation: true });
+    cleanups.push(() => old.stop());
+    const alice = old.registerUser('alice', 'pw');
+    const roomId = old.createRoom(alice.userId);
+    const target = old.sendAsUser(alice.userId, roomId, 'm.room.message', { msgtype: 'm.text', body: 'hi' });
+    const reaction = { 'm.relates_to': { rel_type: 'm.annotation', event_id: target, key: '👍' } };
+    const send = (txn: string) =>
+      fetch(`${old.url}/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.reaction/${txn}`, {
+        method: 'PUT',
+        headers: { Authorization: `Bearer ${alice.accessToken}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify(reaction),
+      });
+    expect((await send('t1')).status).toBe(200);
+    const dup = await send('t2');
+    expect([dup.status, ((await dup.json()) as { errcode: string }).errcode]).toEqual([400, 'M_UNKNOWN']);
+  });
+});

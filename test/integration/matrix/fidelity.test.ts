@@ -7,6 +7,8 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TRUNCATION_MARKER } from '../../../src/core/text.js';
 import type { MatrixAdapter } from '../../../adapters/matrix/index.js';
+import { memoryMatrixState } from '../../../adapters/matrix/store.js';
+import type { FakeHomeserverOptions } from '../../harness/fake-homeserver.js';
 import { appendApi, botConfig, createEnv, Driver, matrixLink, messagesIn, startAdapter, waitForEvents, type Env } from './helpers.js';
 
 let env: Env | undefined;
@@ -32,8 +34,8 @@ afterEach(async () => {
   env = undefined;
 });
 
-async function botSetup(overrides: Record<string, unknown> = {}, top: Record<string, unknown> = {}): Promise<{ e: Env; adapter: MatrixAdapter; driver: Driver }> {
-  const e = await createEnv();
+async function botSetup(overrides: Record<string, unknown> = {}, top: Record<string, unknown> = {}, hs: FakeHomeserverOptions = {}): Promise<{ e: Env; adapter: MatrixAdapter; driver: Driver }> {
+  const e = await createEnv({ hs });
   env = e;
   e.hs.registerUser('relay', 'relay-pw');
   const adapter = await startAdapter(e, botConfig(e, overrides, top));
@@ -98,5 +100,36 @@ describe('Matrix against a Synapse-like homeserver', () => {
     expect((await new Driver(small, e.log, matrixLink(e)).deliver(big)).status).toBe('delivered');
     expect(messagesIn(e).at(-1)?.content).toMatchObject({ msgtype: 'm.text', body: `<Carol> big\ncat.png: ${base}/cat.png` });
     expect(e.lines.some((l) => l.msg === 'attachment not uploaded to the media repository; sent as a link')).toBe(true);
+  });
+
+  it('reactions: a key already on the homeserver (Synapse < 1.80: 400 M_UNKNOWN) is recovered, and a set update sends what is missing even when one key fails', async () => {
+    const { e, driver, adapter } = await botSetup({}, {}, { legacyDuplicateAnnotation: true });
+    const mx = e.hs.sendAsUser(e.alice.userId, e.roomId, 'm.room.message', { msgtype: 'm.text', body: 'react to me' });
+    const [target] = await waitForEvents(e.log, (es) => es.some((x) => x.origin.ids['mx.eventId'] === mx), 'the target in the log').then((es) => es.filter((x) => x.origin.ids['mx.eventId'] === mx));
+    if (!target) throw new Error('no target');
+    const keysOnHs = () =>
+      e.hs
+        .events(e.roomId)
+        .filter((x) => x.type === 'm.reaction' && !x.unsigned?.['redacted_because'])
+        .map((x) => String((x.content['m.relates_to'] as { key: string }).key))
+        .sort();
+    expect((await driver.deliver(await appendApi(e.log, { kind: 'reaction', rel: { reactsTo: target.eventId }, reaction: { keys: ['👍'] } }))).status).toBe('delivered');
+    await adapter.stop();
+
+    // The adapter's state is lost: 👍 is already there (a 400 M_UNKNOWN), 🎉 is new.
+    const fresh = await startAdapter(e, botConfig(e), { state: memoryMatrixState() });
+    adapters.push(fresh);
+    const driver2 = new Driver(fresh, e.log, matrixLink(e));
+    expect((await driver2.deliver(await appendApi(e.log, { kind: 'reaction', rel: { reactsTo: target.eventId }, reaction: { keys: ['👍', '🎉'] } }))).status).toBe('delivered');
+    expect(keysOnHs()).toEqual(['🎉', '👍'].sort());
+
+    // One key refused for now (429): the next key still goes out in the same attempt; the retry sends only the missing one.
+    const update = await appendApi(e.log, { kind: 'reaction', rel: { reactsTo: target.eventId }, reaction: { keys: ['👍', '🎉', '❤️', '🚀'] } });
+    e.hs.rateLimitNext(1, '/send/m.reaction/', 1_000);
+    const first = await fresh.deliver(update, { room: update.room, link: matrixLink(e) }, { attempt: 0, references: await driver2.references(update) });
+    expect(first.status).toBe('retry');
+    expect(keysOnHs()).toEqual(['🎉', '👍', '🚀'].sort());
+    expect((await driver2.deliver(update)).status).toBe('delivered');
+    expect(keysOnHs()).toEqual(['🎉', '👍', '❤️', '🚀'].sort());
   });
 });
