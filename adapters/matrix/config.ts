@@ -37,6 +37,8 @@ export const MatrixAppserviceConfig = Type.Object(
     botDisplayName: Type.Optional(Type.String({ maxLength: 256 })),
     /** a larger transaction body is refused with 413 (the homeserver keeps retrying it: see the log) */
     maxBodyBytes: Type.Integer({ minimum: 1024, maximum: 512 * 1024 * 1024, default: 32 * 1024 * 1024 }),
+    /** how long a completed transaction id is remembered (a retransmission within it is answered without work) */
+    transactionTtlHours: Type.Integer({ minimum: 1, maximum: 24 * 365, default: 72 }),
   },
   { additionalProperties: false },
 );

@@ -13,6 +13,7 @@
  * also `mx.annotation.<key>` per annotation sent). Relations arrive as the
  * targets' native ids in context.references.
  */
+import { createHash } from 'node:crypto';
 import type { Adapter, AdapterDeps, AdapterStatus, DeliveryContext, DeliveryResult, DeliveryTarget } from '../../src/core/adapter.js';
 import type { Attachment, DraftOf, EventKind, LogEvent, Positioned } from '../../src/core/event.js';
 import { AppserviceServer } from './appservice.js';
@@ -71,6 +72,8 @@ interface Speaker {
 const CONNECT_RETRY_MAX_MS = 60_000;
 /** attachment URL → its upload, so a retried delivery does not upload again */
 const MAX_REMEMBERED_UPLOADS = 1000;
+/** how often completed transaction records past their TTL are removed */
+const TXN_PRUNE_EVERY_MS = 3600_000;
 
 export function createMatrixAdapter(deps: MatrixAdapterDeps): MatrixAdapter {
   return new MatrixAdapterImpl(deps);
@@ -107,6 +110,8 @@ class MatrixAdapterImpl implements MatrixAdapter {
   private txnChain: Promise<void> = Promise.resolve();
   private readonly inflight = new Map<string, Promise<void>>();
   private readonly uploads = new Map<string, MediaRef>();
+  /** 0: the first completed transaction prunes the expired records */
+  private lastTxnPrune = 0;
   private readonly delivery = { delivered: 0, retried: 0, rejected: 0, skipped: 0, rateLimited: 0 };
 
   constructor(private readonly deps: MatrixAdapterDeps) {
@@ -114,7 +119,7 @@ class MatrixAdapterImpl implements MatrixAdapter {
     this.config = deps.config;
     this.mode = deps.config.mode;
     if (!deps.state) deps.log.warn('Matrix adapter state is kept in memory: completed transactions, the sync token and reaction maps are lost on restart');
-    this.store = new AdapterStore(deps.state ?? memoryMatrixState(), `matrix:${deps.name}`);
+    this.store = new AdapterStore(deps.state ?? memoryMatrixState(), `matrix:${deps.name}`, (deps.config.appservice?.transactionTtlHours ?? 72) * 3600_000);
     this.txns = this.store;
     const token = this.mode === 'appservice' ? (this.config.appservice?.asToken ?? '') : (this.config.bot?.accessToken ?? '');
     this.http = new MatrixHttp({ baseUrl: this.config.homeserverUrl, accessToken: token, timeoutMs: this.config.requestTimeoutMs });
@@ -362,10 +367,16 @@ class MatrixAdapterImpl implements MatrixAdapter {
   }
 
   private async processTransaction(txnId: string, body: JsonObject): Promise<void> {
-    if (await this.store.isCompleted(txnId)) {
+    // Dedupe rests on event ids (idempotency keys); the transaction record only spares the work of a
+    // retransmission. A known id with another body is new content (the homeserver's ids restarted
+    // after a database reset or restore): processed, and said so.
+    const hash = createHash('sha256').update(JSON.stringify(body)).digest('base64url');
+    const seen = await this.store.completed(txnId);
+    if (seen !== undefined && (seen.hash === undefined || seen.hash === hash)) {
       this.deps.log.debug({ txnId }, 'transaction already processed; answering 200 again');
       return;
     }
+    if (seen !== undefined) this.deps.log.warn({ txnId, completedAt: seen.at }, 'known transaction id with a different body (did the homeserver restart its ids?); processing it');
     const events = Array.isArray(body['events']) ? body['events'] : [];
     for (const ev of events) {
       if (this.stopping) throw new Error('stopping: the transaction will be sent again');
@@ -379,7 +390,14 @@ class MatrixAdapterImpl implements MatrixAdapter {
       if (!isObject(edu) || edu['type'] !== 'm.receipt' || typeof edu['room_id'] !== 'string') continue;
       await this.inbound.handleReceipts(edu['room_id'], edu['content']);
     }
-    await this.store.complete(txnId);
+    await this.store.complete(txnId, hash);
+    if (Date.now() - this.lastTxnPrune > TXN_PRUNE_EVERY_MS) {
+      this.lastTxnPrune = Date.now();
+      this.store.prune().then(
+        (removed) => this.deps.log.debug({ removed }, 'expired transaction records removed'),
+        (err: unknown) => this.deps.log.warn({ err }, 'expired transaction records not removed'),
+      );
+    }
   }
 
   // ---------------------------------------------------------------- outbound

@@ -1,7 +1,10 @@
 /**
  * The small state the adapter must keep across restarts:
- * - completed application-service transaction ids (a retried transaction is
- *   answered 200 without touching the log again),
+ * - completed application-service transaction ids with a hash of their
+ *   body, for `transactionTtlHours` (a retried transaction is answered 200
+ *   without touching the log again; dedupe rests on event ids, this is an
+ *   optimisation, so a homeserver whose ids restart after a database reset
+ *   loses nothing),
  * - the bot-mode /sync token (saved only after its batch was appended),
  * - reaction bookkeeping: Matrix has one annotation event per key, the log a
  *   key set per sender (docs/protocols.md, "Matrix").
@@ -12,7 +15,7 @@
  */
 import type { StateStore } from '../../src/core/ports.js';
 
-export type MatrixState = Pick<StateStore, 'get' | 'set' | 'setIfAbsent' | 'delete'>;
+export type MatrixState = Pick<StateStore, 'get' | 'set' | 'setIfAbsent' | 'delete' | 'entries'>;
 
 export function memoryMatrixState(): MatrixState {
   const maps = new Map<string, Map<string, string>>();
@@ -37,15 +40,30 @@ export function memoryMatrixState(): MatrixState {
       return Promise.resolve(true);
     },
     delete: (n, k) => Promise.resolve(ns(n).delete(k)),
+    entries: (n) => Promise.resolve([...ns(n).entries()]),
   };
 }
 
-/** Completed AS transactions. */
-export interface TxnStore {
-  isCompleted(txnId: string): Promise<boolean>;
-  /** marks it done; call only after every event of it is durable */
-  complete(txnId: string): Promise<void>;
+/** A completed AS transaction: when, and a hash of its body (absent in records from before the hash). */
+export interface TxnRecord {
+  readonly at: number;
+  readonly hash?: string;
 }
+
+/** Completed AS transactions, kept for a bounded time. */
+export interface TxnStore {
+  /** completed within the TTL (with this body, when `hash` is given) */
+  isCompleted(txnId: string, hash?: string): Promise<boolean>;
+  /** the record of a transaction completed within the TTL */
+  completed(txnId: string): Promise<TxnRecord | undefined>;
+  /** marks it done; call only after every event of it is durable */
+  complete(txnId: string, hash?: string): Promise<void>;
+  /** deletes the records older than the TTL; returns how many */
+  prune(): Promise<number>;
+}
+
+/** How long a completed transaction id is remembered by default: 3 days. */
+export const DEFAULT_TXN_TTL_MS = 3 * 24 * 3600_000;
 
 /** The bot account's /sync position. */
 export interface SyncTokenStore {
@@ -72,19 +90,53 @@ export interface SentAnnotation {
 
 const SEP = '\u0000';
 
+/** A stored transaction record: JSON, or a bare time (records from before the hash). */
+function parseTxnRecord(raw: string | undefined): TxnRecord | undefined {
+  if (raw === undefined) return undefined;
+  if (/^\d+$/.test(raw)) return { at: Number(raw) };
+  try {
+    const parsed = JSON.parse(raw) as { at?: unknown; hash?: unknown };
+    if (typeof parsed.at !== 'number') return undefined;
+    return { at: parsed.at, ...(typeof parsed.hash === 'string' ? { hash: parsed.hash } : {}) };
+  } catch {
+    return undefined;
+  }
+}
+
 /** Typed views over MatrixState under one namespace per adapter instance. */
 export class AdapterStore implements TxnStore {
   constructor(
     private readonly state: MatrixState,
     private readonly ns: string,
+    private readonly txnTtlMs: number = DEFAULT_TXN_TTL_MS,
   ) {}
 
-  async isCompleted(txnId: string): Promise<boolean> {
-    return (await this.state.get(this.ns, `txn${SEP}${txnId}`)) !== undefined;
+  async isCompleted(txnId: string, hash?: string): Promise<boolean> {
+    const record = await this.completed(txnId);
+    return record !== undefined && (hash === undefined || record.hash === undefined || record.hash === hash);
   }
 
-  async complete(txnId: string): Promise<void> {
-    await this.state.set(this.ns, `txn${SEP}${txnId}`, String(Date.now()));
+  async completed(txnId: string): Promise<TxnRecord | undefined> {
+    const record = parseTxnRecord(await this.state.get(this.ns, `txn${SEP}${txnId}`));
+    return record !== undefined && Date.now() - record.at <= this.txnTtlMs ? record : undefined;
+  }
+
+  async complete(txnId: string, hash?: string): Promise<void> {
+    await this.state.set(this.ns, `txn${SEP}${txnId}`, JSON.stringify({ at: Date.now(), ...(hash !== undefined ? { hash } : {}) }));
+  }
+
+  async prune(): Promise<number> {
+    let removed = 0;
+    const now = Date.now();
+    for (const [key, value] of await this.state.entries(this.ns)) {
+      if (!key.startsWith(`txn${SEP}`)) continue;
+      const record = parseTxnRecord(value);
+      if (record === undefined || now - record.at > this.txnTtlMs) {
+        await this.state.delete(this.ns, key);
+        removed++;
+      }
+    }
+    return removed;
   }
 
   syncToken(userId: string): SyncTokenStore {

@@ -258,4 +258,27 @@ describe('Matrix adapter, appservice mode, started again after a stop (a lease l
     expect(await new Driver(adapter, env.log, matrixLink(env)).deliver(out)).toMatchObject({ status: 'delivered' });
     expect(messagesIn(env).filter((m) => m.content['body'] === 'out after the restart')).toHaveLength(1);
   });
+
+});
+
+describe('Matrix adapter, appservice transactions', () => {
+  it('transactions are tied to the homeserver: a known id with a new body (ids restarted after a database reset) is processed and logged; records expire after the TTL', async () => {
+    const adapter = await start({ transactionTtlHours: 24 });
+    expect(await push(adapter, '1', { events: [roomEvent(env, 101, { msgtype: 'm.text', body: 'before the reset' })] })).toEqual({ status: 200, body: {} });
+    // A retransmission: answered, nothing appended again.
+    expect((await push(adapter, '1', { events: [roomEvent(env, 101, { msgtype: 'm.text', body: 'before the reset' })] })).status).toBe(200);
+    // The homeserver's database was restored: its transaction ids start again at 1, with new content.
+    expect((await push(adapter, '1', { events: [roomEvent(env, 102, { msgtype: 'm.text', body: 'after the reset' })] })).status).toBe(200);
+    const bodies = (await roomEvents(env.log)).flatMap((e) => (e.kind === 'message' ? [e.content.body] : []));
+    expect(bodies).toEqual(['before the reset', 'after the reset']);
+    expect(env.lines.some((l) => l.level === 40 && l.msg === 'known transaction id with a different body (did the homeserver restart its ids?); processing it')).toBe(true);
+
+    // A record older than the TTL is forgotten and removed: the hash grows no longer than the TTL allows.
+    const key = 'txn\u0000old';
+    await env.state.set('matrix:matrix', key, JSON.stringify({ at: Date.now() - 25 * 3600_000, hash: 'x' }));
+    expect(await adapter.txns.completed('old')).toBeUndefined();
+    expect(await adapter.txns.prune()).toBeGreaterThanOrEqual(1);
+    expect(await env.state.get('matrix:matrix', key)).toBeUndefined();
+    expect(await adapter.txns.isCompleted('1')).toBe(true);
+  });
 });
