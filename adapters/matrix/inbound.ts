@@ -55,6 +55,9 @@ export interface InboundDeps {
   readonly onEncrypted: (roomId: string) => void;
 }
 
+/** how many unbridged events are remembered for receipts (the most recent) */
+const MAX_RECEIPT_TARGETS = 10_000;
+
 const BRIDGED_TYPES: ReadonlySet<string> = new Set(['m.room.message', 'm.sticker', 'm.reaction', 'm.room.redaction']);
 
 /** Reasons logged at warn: someone sent us something broken or hostile. The rest go to debug. */
@@ -63,6 +66,10 @@ const WARN_REASONS: ReadonlySet<DropReason> = new Set(['malformed-event', 'malfo
 export class Inbound {
   readonly counters: InboundCounters = { events: 0, appended: 0, duplicate: 0, echo: 0, ignored: 0, dropped: {}, changed: {} };
   private readonly displays = new Map<string, string | null>();
+  /** per Matrix room, the latest event seen that is in the log */
+  private readonly lastBridged = new Map<string, string>();
+  /** an event not in the log (a topic change, a state event …) → the latest bridged event before it, for receipts */
+  private readonly receiptTargets = new Map<string, string>();
 
   constructor(private readonly deps: InboundDeps) {}
 
@@ -79,6 +86,7 @@ export class Inbound {
       const n = normaliseEvent(ev, this.context('', undefined));
       if (n.action === 'membership' || n.action === 'encryption') await this.observe(ev.room_id, n, rooms.length > 0);
       else if (n.action === 'ignore' && rooms.length > 0) this.drop(n.reason, { roomId: ev.room_id, eventId: ev.event_id, type: ev.type });
+      if (rooms[0] !== undefined) await this.noteForReceipts(ev.room_id, ev.event_id, rooms[0]);
       return;
     }
     if (rooms.length === 0) {
@@ -91,6 +99,24 @@ export class Inbound {
       const n = normaliseEvent(ev, this.context(room, display));
       await this.apply(ev, room, n);
     }
+    if (rooms[0] !== undefined) await this.noteForReceipts(ev.room_id, ev.event_id, rooms[0]);
+  }
+
+  /**
+   * Remembers, for an event that did not reach the log, the latest event
+   * before it that did: a read receipt on it (Matrix clients send receipts on
+   * topic changes and other state events) then moves the marker that far.
+   * Events arrive in timeline order, so "latest seen" is "latest at or before".
+   */
+  private async noteForReceipts(roomId: string, eventId: string, room: string): Promise<void> {
+    if ((await this.resolve(room, eventId)) !== undefined) {
+      this.lastBridged.set(roomId, eventId);
+      return;
+    }
+    const before = this.lastBridged.get(roomId);
+    if (before === undefined) return;
+    this.receiptTargets.set(eventId, before);
+    if (this.receiptTargets.size > MAX_RECEIPT_TARGETS) this.receiptTargets.delete(this.receiptTargets.keys().next().value ?? eventId);
   }
 
   /** Only what membership and encryption state tell us: display names, invites of our bot, encrypted rooms. */
@@ -111,7 +137,10 @@ export class Inbound {
       if (this.deps.isOurs(receipt.userId)) continue;
       const display = await this.displayOf(roomId, receipt.userId);
       for (const room of rooms) {
-        const upTo = await this.resolve(room, receipt.eventId);
+        let upTo = await this.resolve(room, receipt.eventId);
+        // A receipt on an event we did not bridge: up to the latest bridged event before it.
+        const before = upTo === undefined ? this.receiptTargets.get(receipt.eventId) : undefined;
+        if (before !== undefined) upTo = await this.resolve(room, before);
         if (upTo === undefined) {
           this.drop('unknown-target', { roomId, receipt: receipt.eventId, userId: receipt.userId });
           continue;

@@ -132,4 +132,18 @@ describe('Matrix against a Synapse-like homeserver', () => {
     expect((await driver2.deliver(update)).status).toBe('delivered');
     expect(keysOnHs()).toEqual(['🎉', '👍', '❤️', '🚀'].sort());
   });
+
+  it('receipts: a receipt on an event we did not bridge (a topic change) marks up to the latest bridged event before it', async () => {
+    const { e } = await botSetup();
+    const m1 = e.hs.sendAsUser(e.alice.userId, e.roomId, 'm.room.message', { msgtype: 'm.text', body: 'first' });
+    const topic = e.hs.sendStateAsUser(e.alice.userId, e.roomId, 'm.room.topic', '', { topic: 'new topic' });
+    e.hs.sendAsUser(e.alice.userId, e.roomId, 'm.room.message', { msgtype: 'm.text', body: 'second' });
+    const events = await waitForEvents(e.log, (es) => es.some((x) => x.kind === 'message' && x.content.body === 'second'), 'both messages in the log');
+    const first = events.find((x) => x.origin.ids['mx.eventId'] === m1);
+    e.hs.sendReceiptAsUser(e.bob.userId, e.roomId, topic);
+    const withMarker = await waitForEvents(e.log, (es) => es.some((x) => x.kind === 'marker'), 'the marker from the receipt on the topic change');
+    const marker = withMarker.find((x) => x.kind === 'marker');
+    expect(marker?.rel?.upTo).toBe(first?.eventId);
+    expect(marker?.sender.native).toBe(e.bob.userId);
+  });
 });
