@@ -14,7 +14,8 @@
  * targets' native ids in context.references.
  */
 import { createHash } from 'node:crypto';
-import type { Adapter, AdapterDeps, AdapterStatus, DeliveryContext, DeliveryResult, DeliveryTarget } from '../../src/core/adapter.js';
+import type { Adapter, AdapterDeps, AdapterStatus, DeliveryContext, DeliveryResult, DeliveryTarget, LinkRefusal } from '../../src/core/adapter.js';
+import type { RoomLink } from '../../src/core/ports.js';
 import type { Attachment, DraftOf, EventKind, LogEvent, Positioned } from '../../src/core/event.js';
 import { AppserviceServer } from './appservice.js';
 import { loadMatrixSdk, mxPath, sleep, MatrixHttp, type JsonObject, type SdkLoad } from './client.js';
@@ -307,6 +308,20 @@ class MatrixAdapterImpl implements MatrixAdapter {
     }
   }
 
+  /** The admin API asks before it links a room: an encrypted Matrix room cannot be bridged. */
+  async checkLink(link: RoomLink): Promise<LinkRefusal | undefined> {
+    const refusal: LinkRefusal = { reason: 'encrypted', detail: `Matrix room ${link.target} is end-to-end encrypted; the gateway cannot bridge encrypted rooms` };
+    if (this.encrypted.has(link.target)) return refusal;
+    try {
+      // Readable when our user is in the room, or the room's history is public; otherwise we cannot tell yet.
+      await this.http.request('GET', mxPath`/_matrix/client/v3/rooms/${link.target}/state/m.room.encryption/`, { timeoutMs: 5_000 });
+      this.markEncrypted(link.target);
+      return refusal;
+    } catch {
+      return undefined;
+    }
+  }
+
   private markEncrypted(roomId: string): void {
     if (this.encrypted.has(roomId)) return;
     this.encrypted.add(roomId);
@@ -341,7 +356,9 @@ class MatrixAdapterImpl implements MatrixAdapter {
         linkedRooms: linked.length,
         joinedRooms: linked.length - unjoined.length,
         unjoinedRooms: unjoined.slice(0, 20).map((r) => ({ roomId: r, reason: this.joinProblems.get(r) ?? 'not joined yet' })),
-        encryptedRooms: [...this.encrypted].slice(0, 20),
+        // Linked rooms that are end-to-end encrypted: nothing is bridged to or from them (also a metric, via the count).
+        encryptedRooms: linked.filter((r) => this.encrypted.has(r)).slice(0, 20),
+        encryptedLinkedRooms: linked.filter((r) => this.encrypted.has(r)).length,
         e2ee: this.sdk?.e2ee ? 'binding-available-not-used' : 'unavailable',
         sdkLoaded: this.sdk?.sdk !== undefined,
         ...(this.server ? { listener: this.listenAddress(), lastTransactionAt: this.server.lastTransactionAt, transactions: { ...this.server.counters } } : {}),

@@ -120,6 +120,17 @@ export interface Adapter {
    * an endpoint does not get its own traffic back.
    */
   deliversOwn?(link: RoomLink): boolean;
+  /**
+   * Why this endpoint cannot bridge `link` (asked by the admin API before it
+   * stores a room; undefined when it can or cannot tell).
+   */
+  checkLink?(link: RoomLink): Promise<LinkRefusal | undefined>;
+}
+
+/** An endpoint's refusal of a link: `encrypted` is an end-to-end encrypted native room. */
+export interface LinkRefusal {
+  readonly reason: 'encrypted';
+  readonly detail: string;
 }
 
 /** Read access to the timeline, for adapters that serve catch-up from a cursor (MQTT sync). */

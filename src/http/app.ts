@@ -12,7 +12,7 @@ import rateLimit from '@fastify/rate-limit';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import type { EventLog, RoomSpec } from '../core/ports.js';
-import type { HttpConfig, HttpContext, StatusReport } from './context.js';
+import type { HttpConfig, HttpContext, LinkCheck, StatusReport } from './context.js';
 import { Directory } from './directory.js';
 import { utf8JsonParser, type JsonTextParser } from './body.js';
 import { clientErrorHandler, createErrorHandler, notFoundHandler } from './errors.js';
@@ -45,6 +45,8 @@ export interface AppDeps {
    * exceeds (README "Message size").
    */
   readonly bodyLimits?: Readonly<Record<string, number>>;
+  /** asks the linked endpoints whether they can bridge a room's links (e.g. not an encrypted Matrix room) */
+  readonly checkLinks?: LinkCheck;
   /** where the metrics go; a fresh registry when absent */
   readonly registry?: Registry;
   /** live stream tuning (tests and benchmarks) */
@@ -134,6 +136,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     status: deps.status,
     validateRoom: deps.validateRoom,
     bodyLimits: deps.bodyLimits ?? {},
+    checkLinks: deps.checkLinks,
   };
 
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, utf8JsonParser(app.getDefaultJsonParser('error', 'error') as JsonTextParser));

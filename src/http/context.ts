@@ -16,6 +16,9 @@ export type HttpConfig = Config['http'];
 /** Each adapter's state on this replica (GET /v1/admin/status); provided by the runtime. */
 export type StatusReport = () => Promise<{ readonly log: unknown; readonly adapters: Readonly<Record<string, unknown>> }>;
 
+/** Asks the linked endpoints whether they can bridge a room's links; the refusals. */
+export type LinkCheck = (spec: RoomSpec) => Promise<ReadonlyArray<{ readonly endpoint: string; readonly target: string; readonly reason: 'encrypted'; readonly detail: string }>>;
+
 export interface HttpContext {
   readonly log: EventLog;
   readonly logger: Logger;
@@ -31,4 +34,5 @@ export interface HttpContext {
   readonly validateRoom: ((spec: RoomSpec) => readonly string[]) | undefined;
   /** endpoint name → the largest body it carries whole (UTF-8 bytes) */
   readonly bodyLimits: Readonly<Record<string, number>>;
+  readonly checkLinks: LinkCheck | undefined;
 }

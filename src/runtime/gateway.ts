@@ -182,6 +182,14 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     registry,
     validateRoom: (spec) => roomLinkProblems(config, spec, extra.map((a) => a.name)),
     status: () => status(),
+    checkLinks: async (spec) => {
+      const checks = spec.links.map(async (link) => {
+        const adapter = adapters.find((a) => a.name === link.endpoint);
+        const refusal = await adapter?.checkLink?.(link).catch(() => undefined);
+        return refusal ? [{ endpoint: link.endpoint, target: link.target, ...refusal }] : [];
+      });
+      return (await Promise.all(checks)).flat();
+    },
     bodyLimits: Object.fromEntries(adapters.flatMap((a) => (a.maxBodyBytes !== undefined ? [[a.name, a.maxBodyBytes]] : []))),
   });
 

@@ -157,6 +157,11 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: HttpContext): voi
       };
       const problems = ctx.validateRoom?.(spec) ?? [];
       if (problems.length > 0) throw new SyncgateError('SG_ERR_ROOM_INVALID', problems[0], { problems });
+      const refused = (await ctx.checkLinks?.(spec)) ?? [];
+      if (refused.length > 0) {
+        const list = refused.map((r) => `/links: ${r.endpoint} ${r.target}: ${r.detail}`);
+        throw new SyncgateError('SG_ERR_ROOM_ENCRYPTED', list[0] ?? 'encrypted', { problems: list });
+      }
       await ctx.log.rooms.put(spec);
       return spec;
     },

@@ -9,12 +9,15 @@ import { TRUNCATION_MARKER } from '../../../src/core/text.js';
 import type { MatrixAdapter } from '../../../adapters/matrix/index.js';
 import { memoryMatrixState } from '../../../adapters/matrix/store.js';
 import type { FakeHomeserverOptions } from '../../harness/fake-homeserver.js';
+import { waitFor } from '../../harness/free-port.js';
+import { startGateway, type TestGateway } from '../../harness/gateway.js';
 import { appendApi, botConfig, createEnv, Driver, matrixLink, messagesIn, startAdapter, waitForEvents, type Env } from './helpers.js';
 
 let env: Env | undefined;
 const adapters: MatrixAdapter[] = [];
 
 const servers: http.Server[] = [];
+const gateways: TestGateway[] = [];
 
 /** An HTTP server with one file, where an attachment URL points. */
 async function fileServer(data: Buffer, contentType: string): Promise<string> {
@@ -28,6 +31,7 @@ async function fileServer(data: Buffer, contentType: string): Promise<string> {
 }
 
 afterEach(async () => {
+  for (const g of gateways.splice(0)) await g.stop();
   for (const s of servers.splice(0)) await new Promise((resolve) => s.close(resolve));
   for (const a of adapters.splice(0)) await a.stop();
   await env?.close();
@@ -145,5 +149,37 @@ describe('Matrix against a Synapse-like homeserver', () => {
     const marker = withMarker.find((x) => x.kind === 'marker');
     expect(marker?.rel?.upTo).toBe(first?.eventId);
     expect(marker?.sender.native).toBe(e.bob.userId);
+  });
+
+  it('encrypted rooms: a linked one is listed in the adapter status and counted in a metric; linking one through the admin API answers SG_ERR_ROOM_ENCRYPTED', async () => {
+    const e = await createEnv();
+    env = e;
+    e.hs.registerUser('relay', 'relay-pw');
+    const secret = e.hs.createRoom(e.alice.userId, { name: 'Secret' });
+    e.hs.joinRoom('@relay:fake.test', secret);
+    e.hs.sendStateAsUser(e.alice.userId, secret, 'm.room.encryption', '', { algorithm: 'm.megolm.v1.aes-sha2' });
+    const other = e.hs.createRoom(e.alice.userId, { name: 'Also secret' });
+    e.hs.joinRoom('@relay:fake.test', other);
+    e.hs.sendStateAsUser(e.alice.userId, other, 'm.room.encryption', '', { algorithm: 'm.megolm.v1.aes-sha2' });
+    const g = await startGateway({
+      config: {
+        adapters: { matrix: { type: 'matrix', mode: 'bot', homeserverUrl: e.hs.url, serverName: e.hs.serverName, bot: { userId: '@relay:fake.test', password: 'relay-pw', syncTimeoutMs: 2_000 } } },
+        rooms: [{ id: 'sec', links: [{ endpoint: 'matrix', target: secret }] }],
+      },
+    });
+    gateways.push(g);
+    type Status = { adapters: Record<string, { detail: { encryptedRooms?: string[]; encryptedLinkedRooms?: number } }> };
+    await waitFor(async () => ((await g.admin<Status>('GET', '/v1/admin/status')).body.adapters['matrix']?.detail.encryptedRooms ?? []).includes(secret), {
+      timeoutMs: 15_000,
+      what: 'the encrypted room in the adapter status',
+    });
+    const metrics = await (await fetch(`${g.url}/metrics`)).text();
+    expect(metrics).toMatch(/syncgate_adapter_stat\{adapter="matrix",stat="encryptedLinkedRooms"\} 1\b/);
+
+    const refused = await g.admin<{ code: string; details: { problems: string[] } }>('PUT', '/v1/admin/rooms/also', { links: [{ endpoint: 'matrix', target: other }] });
+    expect([refused.status, refused.body.code]).toEqual([400, 'SG_ERR_ROOM_ENCRYPTED']);
+    expect(refused.body.details.problems[0]).toContain(other);
+    expect((await g.admin('GET', '/v1/admin/rooms/also')).status).toBe(404);
+    expect((await g.admin('PUT', '/v1/admin/rooms/plain', { links: [{ endpoint: 'matrix', target: e.roomId }] })).status).toBe(200);
   });
 });
