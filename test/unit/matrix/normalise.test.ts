@@ -236,3 +236,16 @@ describe('Matrix normalise: mentions', () => {
     expect(expectAction(reply, 'message').content.mentions).toBeUndefined();
   });
 });
+
+describe('Matrix normalise: what counts as a change', () => {
+  it('the expected <mx-reply> strip of a rich reply is no change (no html-sanitised note, so no warning); a real removal still is', () => {
+    const reply = expectAction(normalise('legacyReply'), 'message');
+    expect(reply.content.formatted).toBe('hi <b>Alice</b>');
+    expect(reply.notes).not.toContain('html-sanitised');
+    const raw = structuredClone(fixtures['legacyReply']) as { content: { formatted_body: string } };
+    raw.content.formatted_body += '<script>alert(1)</script>';
+    const ev = parseMatrixEvent(raw);
+    if ('invalid' in ev) throw new Error(ev.invalid);
+    expect(expectAction(normaliseEvent(ev, ctx), 'message').notes).toContain('html-sanitised');
+  });
+});
