@@ -111,6 +111,8 @@ class MatrixAdapterImpl implements MatrixAdapter {
   private txnChain: Promise<void> = Promise.resolve();
   private readonly inflight = new Map<string, Promise<void>>();
   private readonly uploads = new Map<string, MediaRef>();
+  /** the last appservice ping at start */
+  private pingResult: { supported: boolean; ok?: boolean; durationMs?: number; error?: string } | undefined;
   /** 0: the first completed transaction prunes the expired records */
   private lastTxnPrune = 0;
   private readonly delivery = { delivered: 0, retried: 0, rejected: 0, skipped: 0, rateLimited: 0 };
@@ -205,7 +207,7 @@ class MatrixAdapterImpl implements MatrixAdapter {
   /** One attempt to reach the homeserver and join the linked rooms; on failure, again later in the background. */
   private async connect(): Promise<void> {
     try {
-      await this.http.request('GET', '/_matrix/client/versions', { auth: false });
+      const versions = await this.http.request('GET', '/_matrix/client/versions', { auth: false });
       if (this.mode === 'bot') await this.loginBot();
       const whoami = await this.http.request('GET', '/_matrix/client/v3/account/whoami');
       if (typeof whoami['user_id'] === 'string' && whoami['user_id'] !== this.userId) {
@@ -218,6 +220,7 @@ class MatrixAdapterImpl implements MatrixAdapter {
       }
       this.connected = true;
       this.connectFailures = 0;
+      if (this.mode === 'appservice') void this.ping(versions);
       await this.joinLinked();
       if (this.mode === 'bot' && !this.sync && !this.stopping) {
         const bot = this.config.bot;
@@ -308,6 +311,27 @@ class MatrixAdapterImpl implements MatrixAdapter {
     }
   }
 
+  /**
+   * Appservice mode, where the homeserver supports it (spec v1.7): asks the
+   * homeserver to ping our listener, which proves at start that it reaches
+   * us (the result is logged and in the status).
+   */
+  private async ping(versions: JsonObject): Promise<void> {
+    const as = this.config.appservice;
+    if (!as || !supportsVersion(versions, 1, 7)) {
+      this.pingResult = { supported: false };
+      return;
+    }
+    try {
+      const res = await this.http.request('POST', mxPath`/_matrix/client/v1/appservice/${as.id}/ping`, { body: {} });
+      this.pingResult = { supported: true, ok: true, ...(typeof res['duration_ms'] === 'number' ? { durationMs: res['duration_ms'] } : {}) };
+      this.deps.log.info({ durationMs: res['duration_ms'] }, 'the homeserver reached our application-service listener (ping)');
+    } catch (err) {
+      this.pingResult = { supported: true, ok: false, error: err instanceof Error ? err.message : String(err) };
+      this.deps.log.warn({ err }, 'the homeserver could not reach our application-service listener (ping): check appservice.url');
+    }
+  }
+
   /** The admin API asks before it links a room: an encrypted Matrix room cannot be bridged. */
   async checkLink(link: RoomLink): Promise<LinkRefusal | undefined> {
     const refusal: LinkRefusal = { reason: 'encrypted', detail: `Matrix room ${link.target} is end-to-end encrypted; the gateway cannot bridge encrypted rooms` };
@@ -361,6 +385,7 @@ class MatrixAdapterImpl implements MatrixAdapter {
         encryptedLinkedRooms: linked.filter((r) => this.encrypted.has(r)).length,
         e2ee: this.sdk?.e2ee ? 'binding-available-not-used' : 'unavailable',
         sdkLoaded: this.sdk?.sdk !== undefined,
+        ...(this.pingResult ? { ping: { ...this.pingResult } } : {}),
         ...(this.server ? { listener: this.listenAddress(), lastTransactionAt: this.server.lastTransactionAt, transactions: { ...this.server.counters } } : {}),
         ...(this.sync ? { lastSyncAt: this.sync.lastSyncAt, sync: { ...this.sync.counters } } : {}),
         inbound: { ...this.inbound.counters, dropped: { ...this.inbound.counters.dropped }, changed: { ...this.inbound.counters.changed } },
@@ -755,3 +780,11 @@ function mediaUrl(template: string, mxc: string): string {
   return template.replace(/\{server\}/g, encodeURIComponent(m[1] ?? '')).replace(/\{mediaId\}/g, encodeURIComponent(m[2] ?? ''));
 }
 
+/** Whether /versions lists spec version `major.minor` or later. */
+function supportsVersion(versions: JsonObject, major: number, minor: number): boolean {
+  const list = Array.isArray(versions['versions']) ? versions['versions'] : [];
+  return list.some((v) => {
+    const m = typeof v === 'string' ? /^v(\d+)\.(\d+)$/.exec(v) : null;
+    return m !== null && (Number(m[1]) > major || (Number(m[1]) === major && Number(m[2]) >= minor));
+  });
+}

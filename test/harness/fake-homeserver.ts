@@ -30,7 +30,7 @@
  * kicks and bans); filters are stored but only `room.timeline.limit` is
  * honoured; history visibility is treated as `shared` and /messages needs a
  * current join; no federation, presence, E2EE, to-device, push rules,
- * thread aggregation, /context, AS user/alias queries, AS ping or legacy AS
+ * thread aggregation, /context, AS user/alias queries or legacy AS
  * path fallback. Rate limiting happens only when a test asks for it
  * (`rateLimitNext`, which ignores the registration's `rate_limited`).
  *
@@ -189,6 +189,8 @@ export interface FakeHomeserver {
   /** The next `count` client requests whose path matches answer 429 M_LIMIT_EXCEEDED. */
   rateLimitNext(count: number, pathPattern?: string | RegExp, retryAfterMs?: number): void;
   requests(): RequestLogEntry[];
+  /** How many successful `POST /_matrix/client/v1/appservice/{id}/ping` the AS made. */
+  appServicePings(appServiceId: string): number;
   /** A file uploaded to the media repository, by its mxc:// URI. */
   media(mxc: string): StoredMedia | undefined;
   stop(): Promise<void>;
@@ -459,6 +461,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
   private readonly rateLimits: RateLimitRule[] = [];
   private readonly requestLog: RequestLogEntry[] = [];
   private readonly mediaStore = new Map<string, StoredMedia>();
+  private readonly pings: Array<{ appServiceId: string; at: number }> = [];
   private readonly maxUploadBytes: number;
   private readonly legacyDuplicateAnnotation: boolean;
   private readonly routes: Route[];
@@ -718,6 +721,10 @@ class FakeHomeserverImpl implements FakeHomeserver {
     return this.mediaStore.get(mxc);
   }
 
+  appServicePings(appServiceId: string): number {
+    return this.pings.filter((p) => p.appServiceId === appServiceId).length;
+  }
+
   private readBody(req: http.IncomingMessage): Promise<string> {
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
@@ -888,6 +895,36 @@ class FakeHomeserverImpl implements FakeHomeserver {
     authed('GET', 'capabilities', () => ({
       body: { capabilities: { 'm.room_versions': { default: ROOM_VERSION, available: { [ROOM_VERSION]: 'stable' } } } },
     }));
+
+    // Spec v1.7 (MSC2659), as Synapse serves it: the homeserver POSTs /_matrix/app/v1/ping to the AS.
+    r.push({
+      method: 'POST',
+      path: ['v1:', 'appservice', ':appserviceId', 'ping'],
+      auth: true,
+      handler: async (ctx) => {
+        const as = (ctx as AuthedCtx).requester.appService;
+        if (!as) throw new FakeMatrixError(403, 'M_FORBIDDEN', 'Only application services can use the /appservice/ping endpoint');
+        if (as.reg.id !== this.param(ctx, 'appserviceId')) throw new FakeMatrixError(403, 'M_FORBIDDEN', 'Mismatching application service ID in path');
+        if (!as.url) throw new FakeMatrixError(400, 'M_URL_NOT_SET', 'The application service does not have a URL set');
+        const body: JsonObject = isJsonObject(ctx.body) ? ctx.body : {};
+        const started = Date.now();
+        let status: number;
+        try {
+          const res = await fetch(`${as.url.replace(/\/+$/, '')}/_matrix/app/v1/ping`, {
+            method: 'POST',
+            headers: { Authorization: `Bearer ${as.reg.hs_token}`, 'Content-Type': 'application/json' },
+            body: JSON.stringify(typeof body['transaction_id'] === 'string' ? { transaction_id: body['transaction_id'] } : {}),
+            signal: AbortSignal.timeout(this.asRequestTimeoutMs),
+          });
+          status = res.status;
+        } catch (e) {
+          throw new FakeMatrixError(502, 'M_CONNECTION_FAILED', e instanceof Error ? e.message : String(e));
+        }
+        if (status !== 200) throw new FakeMatrixError(502, 'M_BAD_STATUS', `HTTP ${status}`, { status });
+        this.pings.push({ appServiceId: as.reg.id, at: Date.now() });
+        return { body: { duration_ms: Date.now() - started } };
+      },
+    });
 
     authed('POST', 'createRoom', (ctx) => ({ body: { room_id: this.doCreateRoom(ctx.requester, this.objectBody(ctx)) } }));
     authed('POST', 'join/:roomIdOrAlias', (ctx) => {

@@ -680,3 +680,30 @@ describe('fake homeserver: Synapse versions', () => {
     expect([dup.status, ((await dup.json()) as { errcode: string }).errcode]).toEqual([400, 'M_UNKNOWN']);
   });
 });
+
+describe('fake homeserver: application-service ping (spec v1.7, as Synapse serves it)', () => {
+  it('pings the AS with its hs_token for the AS itself only, and reports a failing AS as 502', async () => {
+    const seen: string[] = [];
+    const server = http.createServer((req, res) => {
+      seen.push(`${req.method} ${req.url} ${req.headers.authorization}`);
+      res.writeHead(req.url === '/_matrix/app/v1/ping' ? 200 : 404, { 'Content-Type': 'application/json' });
+      res.end('{}');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const reg = registration({ url: null });
+    hs.registerAppService(reg);
+    expect((await raw('POST', '/_matrix/client/v1/appservice/syncgate/ping', { token: 'as-secret', body: {} })).body['errcode']).toBe('M_URL_NOT_SET');
+    hs.setAppServiceUrl('syncgate', `http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    const ok = await raw('POST', '/_matrix/client/v1/appservice/syncgate/ping', { token: 'as-secret', body: { transaction_id: 't1' } });
+    expect(ok.status).toBe(200);
+    expect(typeof ok.body['duration_ms']).toBe('number');
+    expect(seen).toEqual(['POST /_matrix/app/v1/ping Bearer hs-secret']);
+    expect(hs.appServicePings('syncgate')).toBe(1);
+    expect((await raw('POST', '/_matrix/client/v1/appservice/other/ping', { token: 'as-secret', body: {} })).status).toBe(403);
+    const user = hs.registerUser('pinger', 'pw');
+    expect((await raw('POST', '/_matrix/client/v1/appservice/syncgate/ping', { token: user.accessToken, body: {} })).status).toBe(403);
+    hs.setAppServiceUrl('syncgate', 'http://127.0.0.1:9');
+    expect((await raw('POST', '/_matrix/client/v1/appservice/syncgate/ping', { token: 'as-secret', body: {} })).status).toBe(502);
+  });
+});

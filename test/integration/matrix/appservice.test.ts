@@ -281,4 +281,16 @@ describe('Matrix adapter, appservice transactions', () => {
     expect(await env.state.get('matrix:matrix', key)).toBeUndefined();
     expect(await adapter.txns.isCompleted('1')).toBe(true);
   });
+
+  it('asks the homeserver to ping its listener at start (spec v1.7), and shows the result in the status', async () => {
+    const port = await getFreePort();
+    const config = appserviceConfig(env, { listenPort: port, url: `http://127.0.0.1:${port}` });
+    registerAppservice(env, config);
+    // The homeserver knows where we listen before we start, as with a registration file.
+    env.hs.setAppServiceUrl('syncgate', `http://127.0.0.1:${port}`);
+    const adapter = await startAdapter(env, config);
+    adapters.push(adapter);
+    await waitFor(() => env.hs.appServicePings('syncgate') === 1, { timeoutMs: 15_000, what: 'the ping at start' });
+    await waitFor(() => (adapter.status().detail?.['ping'] as { ok?: boolean } | undefined)?.ok === true, { timeoutMs: 15_000, what: 'the ping in the status' });
+  });
 });
