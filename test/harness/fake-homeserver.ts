@@ -24,6 +24,13 @@
  * - AS transaction push with `Authorization: Bearer <hs_token>`, in order,
  *   one transaction in flight, the same txnId and body retried with
  *   exponential backoff until a 200 [AS API "Pushing events"].
+ * - as Synapse does: 429 M_LIMIT_EXCEEDED with `retry_after_ms` in the body
+ *   and no Retry-After header (`retryAfterHeader` adds one); duplicate
+ *   annotations as 400 M_UNKNOWN before 1.80 (`legacyDuplicateAnnotation`);
+ *   /versions as an older Synapse lists it (`specVersions`, e.g.
+ *   SYNAPSE_1_67_VERSIONS: up to v1.2) while v3 paths are served; the media
+ *   repository (upload, authenticated download, `maxUploadBytes`); the AS
+ *   ping (`POST /_matrix/client/v1/appservice/{id}/ping`).
  *
  * Simplified (documented so nobody relies on it): one room version ("11");
  * auth rules are a subset (membership, power levels for events, redactions,
@@ -145,7 +152,20 @@ export interface FakeHomeserverOptions {
    * "Can't send same reaction twice" (1.80 brought M_DUPLICATE_ANNOTATION).
    */
   legacyDuplicateAnnotation?: boolean;
+  /**
+   * What /versions lists; v3 paths are served whatever it says (Synapse 1.67
+   * listed up to v1.2 while serving v3). Default: up to v1.11.
+   */
+  specVersions?: readonly string[];
+  /**
+   * Send a Retry-After header with 429s. Synapse answers 429 with
+   * `retry_after_ms` in the body and no header (the default here).
+   */
+  retryAfterHeader?: boolean;
 }
+
+/** What Synapse 1.67 (2022) listed in /versions. */
+export const SYNAPSE_1_67_VERSIONS: readonly string[] = ['r0.0.1', 'r0.1.0', 'r0.2.0', 'r0.3.0', 'r0.4.0', 'r0.5.0', 'r0.6.0', 'r0.6.1', 'v1.1', 'v1.2'];
 
 /** A file in the media repository. */
 export interface StoredMedia {
@@ -464,6 +484,8 @@ class FakeHomeserverImpl implements FakeHomeserver {
   private readonly pings: Array<{ appServiceId: string; at: number }> = [];
   private readonly maxUploadBytes: number;
   private readonly legacyDuplicateAnnotation: boolean;
+  private readonly specVersions: readonly string[];
+  private readonly retryAfterHeader: boolean;
   private readonly routes: Route[];
 
   constructor(opts: FakeHomeserverOptions) {
@@ -476,6 +498,8 @@ class FakeHomeserverImpl implements FakeHomeserver {
     this.firstTxnId = opts.firstAppServiceTxnId ?? Date.now();
     this.maxUploadBytes = opts.maxUploadBytes ?? 50 * 1024 * 1024;
     this.legacyDuplicateAnnotation = opts.legacyDuplicateAnnotation ?? false;
+    this.specVersions = opts.specVersions ?? SPEC_VERSIONS;
+    this.retryAfterHeader = opts.retryAfterHeader ?? false;
     this.routes = this.buildRoutes();
     this.server = http.createServer((req, res) => {
       void this.handle(req, res);
@@ -666,7 +690,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
     } catch (e) {
       if (e instanceof FakeMatrixError) {
         reply = { status: e.status, body: { errcode: e.errcode, error: e.message, ...e.extra } };
-        if (e.errcode === 'M_LIMIT_EXCEEDED') {
+        if (e.errcode === 'M_LIMIT_EXCEEDED' && this.retryAfterHeader) {
           const ms = e.extra['retry_after_ms'];
           if (typeof ms === 'number') headers['Retry-After'] = String(Math.ceil(ms / 1000));
         }
@@ -757,7 +781,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
     this.applyRateLimit(url.pathname);
     if (parts[3] === 'versions' && parts.length === 4) {
       if (method !== 'GET') throw new FakeMatrixError(405, 'M_UNRECOGNIZED', 'Unrecognized request');
-      return { body: { versions: SPEC_VERSIONS, unstable_features: {} } };
+      return { body: { versions: [...this.specVersions], unstable_features: {} } };
     }
     const version = parts[3];
     let rest: string[];

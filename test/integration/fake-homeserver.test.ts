@@ -10,7 +10,7 @@ import { createRequire, Module } from 'node:module';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type * as SdkModule from 'matrix-bot-sdk';
 import type { Appservice, MatrixClient, MatrixError } from 'matrix-bot-sdk';
-import { createFakeHomeserver, type AppServiceRegistration, type FakeHomeserver } from '../harness/fake-homeserver.js';
+import { createFakeHomeserver, SYNAPSE_1_67_VERSIONS, type AppServiceRegistration, type FakeHomeserver } from '../harness/fake-homeserver.js';
 import { getFreePort, waitFor } from '../harness/free-port.js';
 
 type Sdk = typeof SdkModule;
@@ -295,7 +295,7 @@ describe('fake homeserver: rooms and sending', () => {
     expect((await findOwn(second))['transaction_id']).toBeUndefined();
   });
 
-  it('answers 429 with Retry-After and retry_after_ms, then serves the retry', async () => {
+  it('answers 429 with retry_after_ms in the body and, like Synapse, no Retry-After header (unless asked), then serves the retry', async () => {
     const alice = hs.registerUser('alice', 'pw');
     const bot = client(hs.registerUser('bot', 'pw').accessToken);
     const roomId = hs.createRoom(alice.userId);
@@ -312,9 +312,16 @@ describe('fake homeserver: rooms and sending', () => {
     hs.rateLimitNext(1, /\/account\/whoami$/, 2500);
     const res = await raw('GET', '/_matrix/client/v3/account/whoami', { token });
     expect(res.status).toBe(429);
-    expect(res.headers.get('retry-after')).toBe('3');
+    expect(res.headers.get('retry-after')).toBeNull();
     expect(res.body).toMatchObject({ errcode: 'M_LIMIT_EXCEEDED', retry_after_ms: 2500 });
     expect((await raw('GET', '/_matrix/client/v3/account/whoami', { token })).status).toBe(200);
+
+    const withHeader = await createFakeHomeserver({ retryAfterHeader: true });
+    cleanups.push(() => withHeader.stop());
+    const t2 = withHeader.registerUser('carol', 'pw').accessToken;
+    withHeader.rateLimitNext(1, /\/account\/whoami$/, 2500);
+    const limitedWithHeader = await fetch(`${withHeader.url}/_matrix/client/v3/account/whoami`, { headers: { Authorization: `Bearer ${t2}` } });
+    expect([limitedWithHeader.status, limitedWithHeader.headers.get('retry-after')]).toEqual([429, '3']);
   });
 
   it('redacts per the spec, stores relations as sent and blocks duplicate annotations', async () => {
@@ -705,5 +712,18 @@ describe('fake homeserver: application-service ping (spec v1.7, as Synapse serve
     expect((await raw('POST', '/_matrix/client/v1/appservice/syncgate/ping', { token: user.accessToken, body: {} })).status).toBe(403);
     hs.setAppServiceUrl('syncgate', 'http://127.0.0.1:9');
     expect((await raw('POST', '/_matrix/client/v1/appservice/syncgate/ping', { token: 'as-secret', body: {} })).status).toBe(502);
+  });
+});
+
+describe('fake homeserver: /versions of an older Synapse', () => {
+  it('lists only up to v1.2 when configured as Synapse 1.67, while serving v3 paths', async () => {
+    const old = await createFakeHomeserver({ specVersions: SYNAPSE_1_67_VERSIONS });
+    cleanups.push(() => old.stop());
+    const versions = (await (await fetch(`${old.url}/_matrix/client/versions`)).json()) as { versions: string[] };
+    expect(versions.versions.at(-1)).toBe('v1.2');
+    expect(versions.versions).not.toContain('v1.7');
+    const { accessToken } = old.registerUser('v3user', 'pw');
+    const whoami = await fetch(`${old.url}/_matrix/client/v3/account/whoami`, { headers: { Authorization: `Bearer ${accessToken}` } });
+    expect(whoami.status).toBe(200);
   });
 });

@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { IngestSink } from '../../../src/core/adapter.js';
 import { createIngestSink } from '../../../src/bridge/ingest.js';
 import type { MatrixAdapter } from '../../../adapters/matrix/index.js';
+import { SYNAPSE_1_67_VERSIONS } from '../../harness/fake-homeserver.js';
 import { getFreePort, waitFor } from '../../harness/free-port.js';
 import {
   appendApi,
@@ -292,5 +293,25 @@ describe('Matrix adapter, appservice transactions', () => {
     adapters.push(adapter);
     await waitFor(() => env.hs.appServicePings('syncgate') === 1, { timeoutMs: 15_000, what: 'the ping at start' });
     await waitFor(() => (adapter.status().detail?.['ping'] as { ok?: boolean } | undefined)?.ok === true, { timeoutMs: 15_000, what: 'the ping in the status' });
+  });
+
+  it('does not ping a homeserver whose /versions stops before v1.7 (Synapse 1.67 lists up to v1.2), and works with it', async () => {
+    const old = await createEnv({ hs: { specVersions: SYNAPSE_1_67_VERSIONS } });
+    try {
+      const port = await getFreePort();
+      const config = appserviceConfig(old, { listenPort: port, url: `http://127.0.0.1:${port}` });
+      registerAppservice(old, config);
+      old.hs.setAppServiceUrl('syncgate', `http://127.0.0.1:${port}`);
+      const adapter = await startAdapter(old, config);
+      adapters.push(adapter);
+      await waitFor(() => adapter.status().detail?.['ping'] !== undefined, { timeoutMs: 15_000, what: 'the ping decision' });
+      expect(adapter.status().detail?.['ping']).toEqual({ supported: false });
+      expect(old.hs.requests().some((r) => r.path.includes('/appservice/'))).toBe(false);
+      old.hs.sendAsUser(old.alice.userId, old.roomId, 'm.room.message', { msgtype: 'm.text', body: 'from an old Synapse' });
+      await waitForEvents(old.log, (es) => es.some((x) => x.kind === 'message' && x.content.body === 'from an old Synapse'), 'the message in the log');
+      await adapter.stop();
+    } finally {
+      await old.close();
+    }
   });
 });
