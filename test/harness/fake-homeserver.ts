@@ -30,7 +30,9 @@
  *   /versions as an older Synapse lists it (`specVersions`, e.g.
  *   SYNAPSE_1_67_VERSIONS: up to v1.2) while v3 paths are served; the media
  *   repository (upload, authenticated download, `maxUploadBytes`); the AS
- *   ping (`POST /_matrix/client/v1/appservice/{id}/ping`).
+ *   ping (`POST /_matrix/client/v1/appservice/{id}/ping`); a client's event
+ *   refused with 400 when an m.room.message has a non-string `body` or
+ *   `msgtype`, an annotation has no `key`, or a relation names an unknown event.
  *
  * Simplified (documented so nobody relies on it): one room version ("11");
  * auth rules are a subset (membership, power levels for events, redactions,
@@ -1046,7 +1048,9 @@ class FakeHomeserverImpl implements FakeHomeserver {
     authed('PUT', 'rooms/:roomId/send/:eventType/:txnId', (ctx) =>
       this.withTxn(ctx, () => {
         const room = this.requireRoom(this.param(ctx, 'roomId'));
-        const ev = this.sendEvent(ctx.requester, room, this.param(ctx, 'eventType'), this.objectBody(ctx), this.param(ctx, 'txnId'), this.tsOf(ctx));
+        const content = this.objectBody(ctx);
+        this.validateContent(room, this.param(ctx, 'eventType'), content);
+        const ev = this.sendEvent(ctx.requester, room, this.param(ctx, 'eventType'), content, this.param(ctx, 'txnId'), this.tsOf(ctx));
         return { body: { event_id: ev.eventId } };
       }),
     );
@@ -1824,6 +1828,23 @@ class FakeHomeserverImpl implements FakeHomeserver {
     const partial: AppendInput = { type, sender, stateKey, content };
     if (ts !== undefined) partial.ts = ts;
     return this.appendEvent(room, partial);
+  }
+
+  /**
+   * What Synapse refuses with 400 before it stores a client's event: an
+   * m.room.message whose `body` or `msgtype` is not a string, an annotation
+   * without a string `key`, a relation to an event the room does not have.
+   */
+  private validateContent(room: Room, type: string, content: JsonObject): void {
+    if (type === 'm.room.message') {
+      if (typeof content['body'] !== 'string') throw new FakeMatrixError(400, 'M_BAD_JSON', "'body' not a string type");
+      if (typeof content['msgtype'] !== 'string') throw new FakeMatrixError(400, 'M_BAD_JSON', "'msgtype' not a string type");
+    }
+    const rel = relatesTo(content);
+    if (rel === undefined) return;
+    if (rel['rel_type'] === 'm.annotation' && typeof rel['key'] !== 'string') throw new FakeMatrixError(400, 'M_BAD_JSON', 'Annotation without a key');
+    const target = str(rel['event_id']);
+    if (target !== undefined && !room.byId.has(target)) throw new FakeMatrixError(400, 'M_UNKNOWN', "Can't send relation to unknown event");
   }
 
   private sendEvent(requester: Requester, room: Room, type: string, content: JsonObject, txnId: string | undefined, ts: number | undefined): StoredEvent {

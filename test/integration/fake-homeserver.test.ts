@@ -727,3 +727,23 @@ describe('fake homeserver: /versions of an older Synapse', () => {
     expect(whoami.status).toBe(200);
   });
 });
+
+describe('fake homeserver: content validation as Synapse does it', () => {
+  it('refuses with 400 a message with a non-string body or no msgtype, a reaction without key, and a relation to an unknown event', async () => {
+    const alice = hs.registerUser('validator', 'pw');
+    const roomId = hs.createRoom(alice.userId);
+    const target = hs.sendAsUser(alice.userId, roomId, 'm.room.message', { msgtype: 'm.text', body: 'target' });
+    let n = 0;
+    const send = (type: string, content: unknown) => raw('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/${type}/v${n++}`, { token: alice.accessToken, body: content });
+    const cases: Array<[string, string, unknown]> = [
+      ['non-string body', 'm.room.message', { msgtype: 'm.text', body: { nested: true } }],
+      ['missing msgtype', 'm.room.message', { body: 'hi' }],
+      ['reaction without key', 'm.reaction', { 'm.relates_to': { rel_type: 'm.annotation', event_id: target } }],
+      ['relation to an unknown event', 'm.reaction', { 'm.relates_to': { rel_type: 'm.annotation', event_id: '$nope', key: '👍' } }],
+      ['edit of an unknown event', 'm.room.message', { msgtype: 'm.text', body: '* x', 'm.new_content': { msgtype: 'm.text', body: 'x' }, 'm.relates_to': { rel_type: 'm.replace', event_id: '$nope' } }],
+    ];
+    for (const [what, type, content] of cases) expect({ what, status: (await send(type, content)).status }).toEqual({ what, status: 400 });
+    expect((await send('m.reaction', { 'm.relates_to': { rel_type: 'm.annotation', event_id: target, key: '👍' } })).status).toBe(200);
+    expect((await send('m.room.message', { msgtype: 'm.text', body: 'fine' })).status).toBe(200);
+  });
+});
