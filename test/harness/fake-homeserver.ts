@@ -39,8 +39,8 @@
  * kicks and bans); filters are stored but only `room.timeline.limit` is
  * honoured; history visibility is treated as `shared` and /messages needs a
  * current join; no federation, presence, E2EE, to-device, push rules,
- * thread aggregation, /context, AS user/alias queries or legacy AS
- * path fallback. Rate limiting happens only when a test asks for it
+ * thread aggregation, /context or AS user/alias queries; the legacy AS push
+ * (`legacyAppServicePush`) has no fallback between paths. Rate limiting happens only when a test asks for it
  * (`rateLimitNext`, which ignores the registration's `rate_limited`).
  *
  * Tokens (`next_batch`, `prev_batch`, `start`, `end`) are one global stream
@@ -164,6 +164,12 @@ export interface FakeHomeserverOptions {
    * `retry_after_ms` in the body and no header (the default here).
    */
   retryAfterHeader?: boolean;
+  /**
+   * Push AS transactions as Synapse before 1.81 did: to the unprefixed
+   * `/transactions/{txnId}` with `?access_token=<hs_token>` and no
+   * Authorization header.
+   */
+  legacyAppServicePush?: boolean;
 }
 
 /** What Synapse 1.67 (2022) listed in /versions. */
@@ -488,6 +494,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
   private readonly legacyDuplicateAnnotation: boolean;
   private readonly specVersions: readonly string[];
   private readonly retryAfterHeader: boolean;
+  private readonly legacyAppServicePush: boolean;
   private readonly routes: Route[];
 
   constructor(opts: FakeHomeserverOptions) {
@@ -502,6 +509,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
     this.legacyDuplicateAnnotation = opts.legacyDuplicateAnnotation ?? false;
     this.specVersions = opts.specVersions ?? SPEC_VERSIONS;
     this.retryAfterHeader = opts.retryAfterHeader ?? false;
+    this.legacyAppServicePush = opts.legacyAppServicePush ?? false;
     this.routes = this.buildRoutes();
     this.server = http.createServer((req, res) => {
       void this.handle(req, res);
@@ -1462,7 +1470,9 @@ class FakeHomeserverImpl implements FakeHomeserver {
     if (injected && !injected.afterDelivery) return Promise.resolve({ kind: 'injected-failure' });
     let target: URL;
     try {
-      target = new URL(`${baseUrl.replace(/\/+$/, '')}/_matrix/app/v1/transactions/${encodeURIComponent(txn.record.txnId)}`);
+      target = this.legacyAppServicePush
+        ? new URL(`${baseUrl.replace(/\/+$/, '')}/transactions/${encodeURIComponent(txn.record.txnId)}?access_token=${encodeURIComponent(as.reg.hs_token)}`)
+        : new URL(`${baseUrl.replace(/\/+$/, '')}/_matrix/app/v1/transactions/${encodeURIComponent(txn.record.txnId)}`);
     } catch {
       // A bad URL is an unreachable AS: keep the transaction and back off.
       return Promise.resolve({ kind: 'network-error', message: `invalid application service URL ${baseUrl}` });
@@ -1481,7 +1491,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
           agent: this.agent,
           timeout: this.asRequestTimeoutMs,
           headers: {
-            Authorization: `Bearer ${as.reg.hs_token}`,
+            ...(this.legacyAppServicePush ? {} : { Authorization: `Bearer ${as.reg.hs_token}` }),
             'Content-Type': 'application/json',
             'Content-Length': String(Buffer.byteLength(txn.payload)),
           },

@@ -747,3 +747,29 @@ describe('fake homeserver: content validation as Synapse does it', () => {
     expect((await send('m.room.message', { msgtype: 'm.text', body: 'fine' })).status).toBe(200);
   });
 });
+
+describe('fake homeserver: AS push of an older Synapse', () => {
+  it('pushes to the unprefixed /transactions/{txnId} with ?access_token and no Authorization header, when configured as Synapse < 1.81', async () => {
+    const old = await createFakeHomeserver({ legacyAppServicePush: true });
+    cleanups.push(() => old.stop());
+    const seen: Array<{ url: string | undefined; auth: string | undefined }> = [];
+    const server = http.createServer((req, res) => {
+      seen.push({ url: req.url, auth: req.headers.authorization });
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end('{}');
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const reg = registration();
+    old.registerAppService({ ...reg, namespaces: { ...reg.namespaces, rooms: [{ regex: '.*', exclusive: false }] }, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
+    const alice = old.registerUser('alice', 'pw');
+    const roomId = old.createRoom(alice.userId);
+    old.sendAsUser(alice.userId, roomId, 'm.room.message', { msgtype: 'm.text', body: 'hi' });
+    await waitFor(() => seen.length > 0, { timeoutMs: 10_000, what: 'a pushed transaction' });
+    expect(seen[0]?.url).toMatch(/^\/transactions\/\d+\?access_token=hs-secret$/);
+    expect(seen[0]?.auth).toBeUndefined();
+  });
+});
