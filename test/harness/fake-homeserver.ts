@@ -170,6 +170,13 @@ export interface FakeHomeserverOptions {
    * Authorization header.
    */
   legacyAppServicePush?: boolean;
+  /**
+   * Honour the stable `receive_ephemeral` and push `ephemeral` (spec v1.13).
+   * Synapse reads only `de.sorunome.msc2409.push_ephemeral` and pushes
+   * receipts and typing only under `de.sorunome.msc2409.ephemeral` (the
+   * default here).
+   */
+  stableEphemeral?: boolean;
 }
 
 /** What Synapse 1.67 (2022) listed in /versions. */
@@ -495,6 +502,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
   private readonly specVersions: readonly string[];
   private readonly retryAfterHeader: boolean;
   private readonly legacyAppServicePush: boolean;
+  private readonly stableEphemeral: boolean;
   private readonly routes: Route[];
 
   constructor(opts: FakeHomeserverOptions) {
@@ -510,6 +518,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
     this.specVersions = opts.specVersions ?? SPEC_VERSIONS;
     this.retryAfterHeader = opts.retryAfterHeader ?? false;
     this.legacyAppServicePush = opts.legacyAppServicePush ?? false;
+    this.stableEphemeral = opts.stableEphemeral ?? false;
     this.routes = this.buildRoutes();
     this.server = http.createServer((req, res) => {
       void this.handle(req, res);
@@ -1407,7 +1416,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
   }
 
   private wantsEphemeral(as: AppServiceState): boolean {
-    return as.reg.receive_ephemeral === true || as.reg['de.sorunome.msc2409.push_ephemeral'] === true;
+    return (this.stableEphemeral && as.reg.receive_ephemeral === true) || as.reg['de.sorunome.msc2409.push_ephemeral'] === true;
   }
 
   private pushEphemeral(room: Room, edu: JsonObject, privateFor?: string): void {
@@ -1443,7 +1452,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
         const ephemeral = as.pendingEphemeral.splice(0);
         const body: JsonObject = { events };
         if (ephemeral.length > 0) {
-          if (as.reg.receive_ephemeral === true) body['ephemeral'] = ephemeral;
+          if (this.stableEphemeral && as.reg.receive_ephemeral === true) body['ephemeral'] = ephemeral;
           if (as.reg['de.sorunome.msc2409.push_ephemeral'] === true) body['de.sorunome.msc2409.ephemeral'] = ephemeral;
         }
         // The body is frozen here: retries MUST NOT alter a transaction.

@@ -606,13 +606,13 @@ describe('fake homeserver: application services', () => {
     expect(bodies(firstEvents.filter((e) => e['type'] === 'm.room.message'))).toEqual(['m1']);
     expect(bodies(arr(obj(JSON.parse(seen[3]?.body ?? '{}'))['events']))).toEqual(['m2']);
 
-    // Stable ephemeral push (receive_ephemeral): room-scoped EDUs carry room_id.
+    // Like Synapse: `receive_ephemeral` alone gets no ephemeral push (Synapse reads only the MSC2409 flag).
     hs.setTyping(alice.userId, roomId, true, 10_000);
-    await waitFor(() => seen.length >= 5, { timeoutMs: 10_000, what: 'an ephemeral transaction' });
-    const edu = obj(JSON.parse(seen[4]?.body ?? '{}'));
-    expect(edu['events']).toEqual([]);
-    expect(edu['ephemeral']).toEqual([{ type: 'm.typing', room_id: roomId, content: { user_ids: [alice.userId] } }]);
-    expect(edu['de.sorunome.msc2409.ephemeral']).toBeUndefined();
+    hs.sendAsUser(alice.userId, roomId, 'm.room.message', { msgtype: 'm.text', body: 'm3' });
+    await waitFor(() => seen.length >= 5, { timeoutMs: 10_000, what: 'the next transaction' });
+    const next = obj(JSON.parse(seen[4]?.body ?? '{}'));
+    expect(bodies(arr(next['events']))).toEqual(['m3']);
+    expect([next['ephemeral'], next['de.sorunome.msc2409.ephemeral']]).toEqual([undefined, undefined]);
   });
 
   it('redelivers a transaction whose 200 was lost, and the SDK processes it once', async () => {
@@ -771,5 +771,36 @@ describe('fake homeserver: AS push of an older Synapse', () => {
     await waitFor(() => seen.length > 0, { timeoutMs: 10_000, what: 'a pushed transaction' });
     expect(seen[0]?.url).toMatch(/^\/transactions\/\d+\?access_token=hs-secret$/);
     expect(seen[0]?.auth).toBeUndefined();
+  });
+});
+
+describe('fake homeserver: ephemeral push as Synapse does it', () => {
+  it('pushes receipts only under de.sorunome.msc2409.ephemeral, even to a registration asking for both; the stable key only when configured', async () => {
+    for (const stable of [false, true]) {
+      const server = await createFakeHomeserver(stable ? { stableEphemeral: true } : {});
+      cleanups.push(() => server.stop());
+      const seen: Array<Record<string, unknown>> = [];
+      const asServer = http.createServer((req, res) => {
+        const chunks: Buffer[] = [];
+        req.on('data', (c: Buffer) => chunks.push(c));
+        req.on('end', () => {
+          seen.push(obj(JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}')));
+          res.writeHead(200, { 'Content-Type': 'application/json' });
+          res.end('{}');
+        });
+      });
+      await new Promise<void>((resolve) => asServer.listen(0, '127.0.0.1', resolve));
+      cleanups.push(() => new Promise<void>((resolve) => asServer.close(() => resolve())));
+      const reg = registration({ receive_ephemeral: true, 'de.sorunome.msc2409.push_ephemeral': true, namespaces: { users: [{ regex: '@_sg_.*', exclusive: true }], rooms: [{ regex: '!.*', exclusive: false }] } });
+      server.registerAppService({ ...reg, url: `http://127.0.0.1:${(asServer.address() as AddressInfo).port}` });
+      const alice = server.registerUser('alice', 'pw');
+      const roomId = server.createRoom(alice.userId);
+      const m = server.sendAsUser(alice.userId, roomId, 'm.room.message', { msgtype: 'm.text', body: 'read me' });
+      server.sendReceiptAsUser(alice.userId, roomId, m);
+      await waitFor(() => seen.some((b) => b['de.sorunome.msc2409.ephemeral'] !== undefined), { timeoutMs: 10_000, what: 'the receipt pushed' });
+      const withReceipt = seen.find((b) => b['de.sorunome.msc2409.ephemeral'] !== undefined);
+      expect(JSON.stringify(withReceipt?.['de.sorunome.msc2409.ephemeral'])).toContain('m.receipt');
+      expect({ stable, key: withReceipt?.['ephemeral'] !== undefined }).toEqual({ stable, key: stable });
+    }
   });
 });
