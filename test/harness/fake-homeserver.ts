@@ -30,7 +30,9 @@
  *   /versions as an older Synapse lists it (`specVersions`, e.g.
  *   SYNAPSE_1_67_VERSIONS: up to v1.2) while v3 paths are served; the media
  *   repository (upload, authenticated download, `maxUploadBytes`); the AS
- *   ping (`POST /_matrix/client/v1/appservice/{id}/ping`); a client's event
+ *   ping (`POST /_matrix/client/v1/appservice/{id}/ping`); receipts and
+ *   typing that happen while the AS is down (its transaction failing) are
+ *   dropped, not queued (`droppedEphemeral`); a client's event
  *   refused with 400 when an m.room.message has a non-string `body` or
  *   `msgtype`, an annotation has no `key`, or a relation names an unknown event.
  *
@@ -215,6 +217,8 @@ export interface FakeHomeserver {
   /** Point the AS at a new URL (or null: no traffic); queued transactions go there. */
   setAppServiceUrl(appServiceId: string, url: string | null): void;
   appServiceTransactions(appServiceId: string): AppServiceTransactionRecord[];
+  /** Ephemeral events (receipts, typing) dropped because the AS was down, as Synapse does. */
+  droppedEphemeral(appServiceId: string): number;
   /**
    * The next `count` push attempts to the AS fail. `afterDelivery: true` sends
    * the request and then discards the answer (the AS processed it, the 200 is
@@ -343,6 +347,8 @@ interface AppServiceState {
   rooms: CompiledNamespace[];
   pendingEvents: StoredEvent[];
   pendingEphemeral: JsonObject[];
+  /** ephemeral events not kept because the AS was down */
+  droppedEphemeral: number;
   current?: PendingTransaction;
   nextTxnId: number;
   log: AppServiceTransactionRecord[];
@@ -624,6 +630,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
       rooms: compile(reg.namespaces.rooms),
       pendingEvents: [],
       pendingEphemeral: [],
+      droppedEphemeral: 0,
       nextTxnId: this.firstTxnId,
       log: [],
       pumping: false,
@@ -1415,6 +1422,16 @@ class FakeHomeserverImpl implements FakeHomeserver {
     return this.isInterestedInRoom(as, room);
   }
 
+  /** The AS's current transaction failed its last attempt: Synapse marks it down until one succeeds. */
+  private isDown(as: AppServiceState): boolean {
+    const last = as.current?.record.attempts.at(-1);
+    return last !== undefined && !(last.kind === 'status' && last.status === 200);
+  }
+
+  droppedEphemeral(appServiceId: string): number {
+    return this.requireAppService(appServiceId).droppedEphemeral;
+  }
+
   private wantsEphemeral(as: AppServiceState): boolean {
     return (this.stableEphemeral && as.reg.receive_ephemeral === true) || as.reg['de.sorunome.msc2409.push_ephemeral'] === true;
   }
@@ -1424,6 +1441,11 @@ class FakeHomeserverImpl implements FakeHomeserver {
       if (!this.wantsEphemeral(as) || !this.isInterestedInRoom(as, room)) continue;
       // Private read receipts only go to the AS that owns the user.
       if (privateFor !== undefined && !this.isAppServiceUser(as, privateFor)) continue;
+      // Like Synapse: while the AS is down (its transaction is failing), ephemeral data is not kept for it.
+      if (this.isDown(as)) {
+        as.droppedEphemeral++;
+        continue;
+      }
       as.pendingEphemeral.push(cloneJson(edu));
       this.pump(as);
     }

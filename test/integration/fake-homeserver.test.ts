@@ -804,3 +804,34 @@ describe('fake homeserver: ephemeral push as Synapse does it', () => {
     }
   });
 });
+
+describe('fake homeserver: an AS that is down', () => {
+  it('drops receipts that happen while the AS is down, as Synapse does, and delivers the room events once it is back', async () => {
+    const server = await createFakeHomeserver();
+    cleanups.push(() => server.stop());
+    const seen: Array<Record<string, unknown>> = [];
+    const asServer = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        seen.push(obj(JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}')));
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end('{}');
+      });
+    });
+    await new Promise<void>((resolve) => asServer.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => asServer.close(() => resolve())));
+    const reg = registration({ 'de.sorunome.msc2409.push_ephemeral': true, namespaces: { users: [{ regex: '@_sg_.*', exclusive: true }], rooms: [{ regex: '!.*', exclusive: false }] } });
+    server.registerAppService({ ...reg, url: `http://127.0.0.1:${await getFreePort()}` });
+    const alice = server.registerUser('alice', 'pw');
+    const roomId = server.createRoom(alice.userId);
+    const m = server.sendAsUser(alice.userId, roomId, 'm.room.message', { msgtype: 'm.text', body: 'while down' });
+    await waitFor(() => (server.appServiceTransactions(reg.id)[0]?.attempts.length ?? 0) >= 1, { timeoutMs: 10_000, what: 'a failed attempt' });
+    server.sendReceiptAsUser(alice.userId, roomId, m);
+    expect(server.droppedEphemeral(reg.id)).toBe(1);
+    server.setAppServiceUrl(reg.id, `http://127.0.0.1:${(asServer.address() as AddressInfo).port}`);
+    await waitFor(() => server.appServiceTransactions(reg.id).every((t) => t.delivered), { timeoutMs: 10_000, what: 'the transaction delivered' });
+    expect(seen.some((b) => JSON.stringify(b['events']).includes('while down'))).toBe(true);
+    expect(seen.some((b) => b['de.sorunome.msc2409.ephemeral'] !== undefined)).toBe(false);
+  });
+});
