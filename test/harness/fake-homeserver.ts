@@ -36,7 +36,9 @@
  *   refused with 400 when an m.room.message has a non-string `body` or
  *   `msgtype`, an annotation has no `key`, or a relation names an unknown event.
  *
- * Simplified (documented so nobody relies on it): one room version ("11");
+ * Simplified (documented so nobody relies on it): one room version for all
+ * rooms ("11", or "9" with `roomVersion`, which changes only where `redacts`
+ * is served, not the redaction algorithm);
  * auth rules are a subset (membership, power levels for events, redactions,
  * kicks and bans); filters are stored but only `room.timeline.limit` is
  * honoured; history visibility is treated as `shared` and /messages needs a
@@ -179,6 +181,12 @@ export interface FakeHomeserverOptions {
    * default here).
    */
   stableEphemeral?: boolean;
+  /**
+   * The version of every room: '11' (default) keeps `redacts` in a
+   * redaction's content (and top-level for older clients); '9' — what many
+   * existing Synapse rooms are — has it only at the top level.
+   */
+  roomVersion?: '9' | '11';
 }
 
 /** What Synapse 1.67 (2022) listed in /versions. */
@@ -509,6 +517,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
   private readonly retryAfterHeader: boolean;
   private readonly legacyAppServicePush: boolean;
   private readonly stableEphemeral: boolean;
+  private readonly roomVersion: string;
   private readonly routes: Route[];
 
   constructor(opts: FakeHomeserverOptions) {
@@ -525,6 +534,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
     this.retryAfterHeader = opts.retryAfterHeader ?? false;
     this.legacyAppServicePush = opts.legacyAppServicePush ?? false;
     this.stableEphemeral = opts.stableEphemeral ?? false;
+    this.roomVersion = opts.roomVersion ?? ROOM_VERSION;
     this.routes = this.buildRoutes();
     this.server = http.createServer((req, res) => {
       void this.handle(req, res);
@@ -943,7 +953,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
       return { body };
     });
     authed('GET', 'capabilities', () => ({
-      body: { capabilities: { 'm.room_versions': { default: ROOM_VERSION, available: { [ROOM_VERSION]: 'stable' } } } },
+      body: { capabilities: { 'm.room_versions': { default: this.roomVersion, available: { [this.roomVersion]: 'stable' } } } },
     }));
 
     // Spec v1.7 (MSC2659), as Synapse serves it: the homeserver POSTs /_matrix/app/v1/ping to the AS.
@@ -1676,7 +1686,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
   private doCreateRoom(requester: Requester, body: JsonObject): string {
     const creator = requester.user.userId;
     const version = body['room_version'];
-    if (version !== undefined && version !== ROOM_VERSION) {
+    if (version !== undefined && version !== this.roomVersion) {
       throw new FakeMatrixError(400, 'M_UNSUPPORTED_ROOM_VERSION', `Room version ${String(version)} is not supported`);
     }
     const visibility = str(body['visibility']) ?? 'private';
@@ -1707,7 +1717,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
       this.appendEvent(room, { type, sender: creator, stateKey, content });
     };
     const creation = isJsonObject(body['creation_content']) ? body['creation_content'] : {};
-    state('m.room.create', { ...creation, room_version: ROOM_VERSION });
+    state('m.room.create', { ...creation, room_version: this.roomVersion });
     state('m.room.member', this.memberContent(requester.user, 'join'), creator);
     const users: JsonObject = { [creator]: 100 };
     if (preset === 'trusted_private_chat') for (const i of invites) users[i] = 100;
@@ -2014,6 +2024,8 @@ class FakeHomeserverImpl implements FakeHomeserver {
       content: cloneJson(ev.content),
       unsigned: { age: Math.max(0, Date.now() - ev.receivedAt) },
     };
+    // Before room v11 `redacts` is a top-level key only.
+    if (ev.type === 'm.room.redaction' && this.roomVersion !== '11' && isJsonObject(out.content)) delete out.content['redacts'];
     if (withRoomId) out.room_id = ev.roomId;
     if (ev.stateKey !== undefined) out.state_key = ev.stateKey;
     if (ev.type === 'm.room.redaction') {

@@ -835,3 +835,19 @@ describe('fake homeserver: an AS that is down', () => {
     expect(seen.some((b) => b['de.sorunome.msc2409.ephemeral'] !== undefined)).toBe(false);
   });
 });
+
+describe('fake homeserver: room version 9', () => {
+  it('serves a redaction with redacts at the top level only, in rooms created as version 9', async () => {
+    const server = await createFakeHomeserver({ roomVersion: '9' });
+    cleanups.push(() => server.stop());
+    const alice = server.registerUser('alice', 'pw');
+    const roomId = server.createRoom(alice.userId);
+    const m = server.sendAsUser(alice.userId, roomId, 'm.room.message', { msgtype: 'm.text', body: 'oops' });
+    const r = server.redactAsUser(alice.userId, roomId, m);
+    const events = server.events(roomId);
+    expect(events.find((e) => e.type === 'm.room.create')?.content['room_version']).toBe('9');
+    const redaction = events.find((e) => e.event_id === r);
+    expect(redaction?.redacts).toBe(m);
+    expect(redaction?.content['redacts']).toBeUndefined();
+  });
+});
