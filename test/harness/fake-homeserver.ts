@@ -106,6 +106,8 @@ export interface AppServiceTransactionRecord {
   /** Exactly what was sent on every attempt (frozen when the transaction was built). */
   body: JsonObject;
   attempts: AppServiceAttemptOutcome[];
+  /** the wait before each retry, in order (Synapse: 2, 4, 8 … up to 512 s) */
+  retryDelaysMs: number[];
   delivered: boolean;
 }
 
@@ -140,7 +142,7 @@ export interface FakeHomeserverOptions {
   serverName?: string;
   /** Timeline limit of /sync when no filter sets one. */
   defaultTimelineLimit?: number;
-  /** Backoff of AS transaction retries (doubles from initial up to max). */
+  /** Backoff of AS transaction retries (doubles from initial up to max); default as Synapse: 2 s up to 512 s. */
   appServiceRetry?: { initialMs?: number; maxMs?: number };
   /** Timeout of one AS transaction request. */
   appServiceRequestTimeoutMs?: number;
@@ -523,8 +525,9 @@ class FakeHomeserverImpl implements FakeHomeserver {
   constructor(opts: FakeHomeserverOptions) {
     this.serverName = opts.serverName ?? 'fake.test';
     this.defaultTimelineLimit = opts.defaultTimelineLimit ?? 10;
-    this.retryInitialMs = opts.appServiceRetry?.initialMs ?? 50;
-    this.retryMaxMs = opts.appServiceRetry?.maxMs ?? 2000;
+    // Synapse's recoverer: 2 s, doubling up to 512 s; no retry before the wait is over.
+    this.retryInitialMs = opts.appServiceRetry?.initialMs ?? 2_000;
+    this.retryMaxMs = opts.appServiceRetry?.maxMs ?? 512_000;
     this.asRequestTimeoutMs = opts.appServiceRequestTimeoutMs ?? 5000;
     this.maxEventsPerTransaction = opts.maxEventsPerTransaction ?? 100;
     this.firstTxnId = opts.firstAppServiceTxnId ?? Date.now();
@@ -1488,7 +1491,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
           if (as.reg['de.sorunome.msc2409.push_ephemeral'] === true) body['de.sorunome.msc2409.ephemeral'] = ephemeral;
         }
         // The body is frozen here: retries MUST NOT alter a transaction.
-        const record: AppServiceTransactionRecord = { txnId: String(as.nextTxnId++), body, attempts: [], delivered: false };
+        const record: AppServiceTransactionRecord = { txnId: String(as.nextTxnId++), body, attempts: [], retryDelaysMs: [], delivered: false };
         as.log.push(record);
         as.current = { record, payload: JSON.stringify(body) };
       }
@@ -1501,6 +1504,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
         delay = this.retryInitialMs;
         continue;
       }
+      txn.record.retryDelaysMs.push(delay);
       await this.sleep(delay);
       delay = Math.min(delay * 2, this.retryMaxMs);
     }

@@ -57,7 +57,7 @@ beforeAll(async () => {
 });
 
 beforeEach(async () => {
-  hs = await createFakeHomeserver({ serverName: 'fake.test' });
+  hs = await createFakeHomeserver({ serverName: 'fake.test', appServiceRetry: { initialMs: 50, maxMs: 2000 } });
 });
 
 afterEach(async () => {
@@ -849,5 +849,23 @@ describe('fake homeserver: room version 9', () => {
     const redaction = events.find((e) => e.event_id === r);
     expect(redaction?.redacts).toBe(m);
     expect(redaction?.content['redacts']).toBeUndefined();
+  });
+});
+
+describe('fake homeserver: AS retry backoff as Synapse', () => {
+  it('waits 2 s, then 4 s … before retrying a failed transaction, never earlier even when new events come', async () => {
+    const server = await createFakeHomeserver();
+    cleanups.push(() => server.stop());
+    const reg = registration({ namespaces: { users: [{ regex: '@_sg_.*', exclusive: true }], rooms: [{ regex: '!.*', exclusive: false }] } });
+    server.registerAppService({ ...reg, url: `http://127.0.0.1:${await getFreePort()}` });
+    const alice = server.registerUser('alice', 'pw');
+    const roomId = server.createRoom(alice.userId);
+    await waitFor(() => (server.appServiceTransactions(reg.id)[0]?.attempts.length ?? 0) >= 1, { timeoutMs: 10_000, what: 'the first failed attempt' });
+    // New events while the AS is down do not bring the retry forward.
+    server.sendAsUser(alice.userId, roomId, 'm.room.message', { msgtype: 'm.text', body: 'more' });
+    await waitFor(() => (server.appServiceTransactions(reg.id)[0]?.attempts.length ?? 0) >= 2, { timeoutMs: 20_000, what: 'the second failed attempt' });
+    const [first] = server.appServiceTransactions(reg.id);
+    expect(first?.retryDelaysMs.slice(0, 2)).toEqual([2_000, 4_000]);
+    expect(server.appServiceTransactions(reg.id)).toHaveLength(1);
   });
 });
