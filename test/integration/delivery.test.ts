@@ -176,8 +176,15 @@ for (const backend of ['redis', 'memory'] as const) {
       for (let i = 0; i < 10; i++) ids.push((await r.log.append(message('ops', `m${i}`))).eventId);
       await waitFor(() => r.adapter.controls.attempts >= 1, { timeoutMs: 5_000, what: 'the first delivery under way' });
       r.adapter.controls.slowMs = 10;
-      await r.log.delivery.releaseLease(p, group, owner);
-      expect(await r.log.delivery.acquireLease(p, group, 'thief', 10_000)).toBe(true);
+      // Take the lease away: the worker renews it every 300 ms and may win it back between the
+      // release and the thief's acquire, so try again until the thief holds it.
+      await waitFor(
+        async () => {
+          await r.log.delivery.releaseLease(p, group, owner);
+          return r.log.delivery.acquireLease(p, group, 'thief', 10_000);
+        },
+        { timeoutMs: 10_000, what: 'the thief to take the lease' },
+      );
       await waitFor(() => !held(), { timeoutMs: 5_000, what: 'the worker to notice the lost lease' });
       await r.log.delivery.releaseLease(p, group, 'thief');
       await waitFor(held, { timeoutMs: 5_000, what: 'the worker to take the lease again' });
