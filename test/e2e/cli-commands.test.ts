@@ -4,32 +4,17 @@
  * runtime failure, 2 usage or configuration error), check-config, the admin
  * commands, send and tail against a real gateway, and the dlq edges.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { getFreePort, killOnExit, terminate, waitFor, waitForExit } from '../harness/free-port.js';
+import { getFreePort, waitFor, waitForExit } from '../harness/free-port.js';
+import { cliRunner } from '../harness/cli.js';
 import { GATEWAY_ADMIN_TOKEN, startGateway, type TestGateway } from '../harness/gateway.js';
 import { testPrefix } from '../harness/redis.js';
 
-const main = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
-const procs: ChildProcess[] = [];
-afterAll(async () => {
-  for (const p of procs) await terminate(p, 5000);
-});
 
-function start(args: string[], env: Record<string, string> = {}) {
-  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SYNCGATE_')));
-  const proc = spawn(process.execPath, ['--import', 'tsx', main, ...args], { env: { ...clean, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  killOnExit(proc);
-  procs.push(proc);
-  const out = { stdout: '', stderr: '' };
-  proc.stdout?.on('data', (c: Buffer) => (out.stdout += c.toString()));
-  proc.stderr?.on('data', (c: Buffer) => (out.stderr += c.toString()));
-  return { proc, out };
-}
+const start = cliRunner();
 
 async function run(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const { proc, out } = start(args, env);

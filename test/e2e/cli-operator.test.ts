@@ -3,33 +3,21 @@
  * or by hand): the variables Kubernetes injects, and the messages for a
  * taken port or an unreachable Redis — one coded line naming the setting.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { LOOPBACK, getFreePort, killOnExit, terminate, waitFor, waitForExit } from '../harness/free-port.js';
+import { LOOPBACK, getFreePort, waitFor, waitForExit } from '../harness/free-port.js';
+import { cliRunner } from '../harness/cli.js';
 
-const main = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
-const procs: ChildProcess[] = [];
 const servers: Server[] = [];
-afterAll(async () => {
-  for (const p of procs) await terminate(p, 5000);
+afterAll(() => {
   for (const s of servers) s.close();
 });
 
-function run(args: string[], env: Record<string, string>) {
-  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SYNCGATE_')));
-  const proc = spawn(process.execPath, ['--import', 'tsx', main, ...args], { env: { ...clean, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  killOnExit(proc);
-  procs.push(proc);
-  const out = { stdout: '', stderr: '' };
-  proc.stdout?.on('data', (c: Buffer) => (out.stdout += c.toString()));
-  proc.stderr?.on('data', (c: Buffer) => (out.stderr += c.toString()));
-  return { proc, out };
-}
+const run = cliRunner();
 
 const exited = (proc: ChildProcess, out: { stderr: string }) => () => (proc.exitCode !== null ? new Error(`exited ${proc.exitCode}: ${out.stderr}`) : undefined);
 

@@ -3,38 +3,23 @@
  * memory log, announced as not durable), with Redis, and a clean stop on
  * SIGTERM; bad config reported with every problem; dlq commands.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { createDeliveryManager } from '../../src/bridge/delivery.js';
 import { createIngestSink } from '../../src/bridge/ingest.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { silentLogger } from '../../src/log/index.js';
 import { message } from '../fixtures/events.js';
-import { getFreePort, killOnExit, terminate, waitFor, waitForExit } from '../harness/free-port.js';
+import { getFreePort, waitFor, waitForExit } from '../harness/free-port.js';
+import { cliRunner } from '../harness/cli.js';
 import { TestAdapter } from '../harness/test-adapter.js';
 import { testPrefix } from '../harness/redis.js';
 
-const main = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
-const procs: ChildProcess[] = [];
-afterAll(async () => {
-  for (const p of procs) await terminate(p, 5000);
-});
 
-function run(args: string[], env: Record<string, string>) {
-  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SYNCGATE_')));
-  const proc = spawn(process.execPath, ['--import', 'tsx', main, ...args], { env: { ...clean, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  killOnExit(proc);
-  procs.push(proc);
-  const out = { stdout: '', stderr: '' };
-  proc.stdout?.on('data', (c: Buffer) => (out.stdout += c.toString()));
-  proc.stderr?.on('data', (c: Buffer) => (out.stderr += c.toString()));
-  return { proc, out };
-}
+const run = cliRunner();
 
 describe('syncgate CLI', () => {
   it('serves with the in-memory log, says it is not durable, and stops cleanly on SIGTERM', async () => {

@@ -6,20 +6,16 @@
  * `syncgate serve` process — so a frozen event loop shows as a health probe
  * that never answers instead of hanging the test runner.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import type { ChildProcess } from 'node:child_process';
+import { describe, expect, inject, it } from 'vitest';
 import { partitionOf } from '../../src/core/position.js';
-import { getFreePort, killOnExit, terminate, waitFor } from '../harness/free-port.js';
+import { getFreePort, waitFor } from '../harness/free-port.js';
+import { cliRunner } from '../harness/cli.js';
 import { testPrefix } from '../harness/redis.js';
 
-const main = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const ADMIN = 'freeze-admin-token-0123456789abcdef';
 const PARTITIONS = 16;
-const procs: ChildProcess[] = [];
-afterAll(async () => {
-  for (const p of procs) await terminate(p, 5000);
-});
+const syncgate = cliRunner();
 
 /** Room ids of distinct partitions: `n` rooms, each in its own partition. */
 function roomsInDistinctPartitions(n: number, tag: string): string[] {
@@ -44,16 +40,7 @@ function roomBeside(room: string, tag: string): string {
 
 async function startServe(env: Record<string, string>): Promise<{ url: string; proc: ChildProcess; out: { stdout: string; stderr: string } }> {
   const port = await getFreePort();
-  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SYNCGATE_')));
-  const proc = spawn(process.execPath, ['--import', 'tsx', main, 'serve'], {
-    env: { ...clean, SYNCGATE_HTTP_PORT: String(port), SYNCGATE_ADMIN_TOKEN: ADMIN, SYNCGATE_PARTITIONS: String(PARTITIONS), ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  killOnExit(proc);
-  procs.push(proc);
-  const out = { stdout: '', stderr: '' };
-  proc.stdout?.on('data', (c: Buffer) => (out.stdout += c.toString()));
-  proc.stderr?.on('data', (c: Buffer) => (out.stderr += c.toString()));
+  const { proc, out } = syncgate(['serve'], { SYNCGATE_HTTP_PORT: String(port), SYNCGATE_ADMIN_TOKEN: ADMIN, SYNCGATE_PARTITIONS: String(PARTITIONS), ...env });
   await waitFor(() => out.stdout.includes('syncgate listening'), {
     timeoutMs: 60_000,
     what: 'the gateway to listen',
