@@ -43,6 +43,50 @@ async function appendUntilAcked(log: EventLog, room: string, body: string): Prom
   return eventId;
 }
 
+/**
+ * Kills (-9) the master that owns `room`'s partition, waits until its replica
+ * is promoted, starts the killed node again and waits until it has rejoined
+ * as a replica.
+ */
+async function failOverOwnerOf(c: TestRedisCluster, prefix: string, room: string): Promise<void> {
+  // the master owning the room's partition answers EXISTS for its feed; the others say MOVED
+  const feed = `${prefix}{p:${String(partitionOf(room, PARTITIONS)).padStart(2, '0')}}:feed`;
+  let victim: number | undefined;
+  for (const server of c.servers) {
+    try {
+      if (Number(await nodeCommand(server.port, 'EXISTS', feed)) === 1) victim = server.port;
+    } catch {
+      // MOVED: not the owner
+    }
+  }
+  const victimServer = c.servers.find((s) => s.port === victim);
+  expect(victimServer).toBeDefined();
+  await victimServer?.kill();
+  const survivors = c.servers.filter((s) => s.port !== victim).map((s) => s.port);
+  // the replica is promoted: 3 masters, 2 replicas. Until the lost node is back (as the new
+  // master's replica) WAIT cannot be satisfied on that shard: its appends fail and are retried.
+  await waitFor(() => clusterHealthy(survivors, 3, 2), { timeoutMs: 60_000, intervalMs: 200, what: 'the replica to be promoted' });
+  await victimServer?.restart();
+  await waitFor(() => clusterHealthy(c.servers.map((s) => s.port), 3, 3), { timeoutMs: 60_000, intervalMs: 200, what: 'the restarted node to rejoin as a replica' });
+}
+
+/** Every event id in the log, and each room's message bodies in log order. */
+async function readBack(log: EventLog, rooms: readonly string[]): Promise<{ seen: string[]; bodies: Map<string, string[]> }> {
+  const seen: string[] = [];
+  const bodies = new Map<string, string[]>(rooms.map((r) => [r, []]));
+  let cursor: string | undefined;
+  for (let page = 0; page < 100; page++) {
+    const read = await log.read(cursor, { rooms: 'all', limit: 200 });
+    for (const e of read.events) {
+      seen.push(e.eventId);
+      if (e.kind === 'message') bodies.get(e.room)?.push(e.content.body);
+    }
+    cursor = read.next;
+    if (read.events.length === 0) break;
+  }
+  return { seen, bodies };
+}
+
 describe('event log on Redis Cluster across a master failover', () => {
   it('kill -9 of the master owning a busy partition, waitReplicas 1: every acknowledged event once, per-room order holds', async () => {
     const c = cluster;
@@ -63,41 +107,11 @@ describe('event log on Redis Cluster across a master failover', () => {
       });
       const writing = Promise.all(writers);
 
-      // the master owning the busy room's partition answers EXISTS for its feed; the others say MOVED
       await waitFor(() => (acked.get(busy)?.length ?? 0) >= 10, { timeoutMs: 60_000, what: 'the busy room to have 10 acknowledged events' });
-      const feed = `${prefix}{p:${String(partitionOf(busy, PARTITIONS)).padStart(2, '0')}}:feed`;
-      let victim: number | undefined;
-      for (const server of c.servers) {
-        try {
-          if (Number(await nodeCommand(server.port, 'EXISTS', feed)) === 1) victim = server.port;
-        } catch {
-          // MOVED: not the owner
-        }
-      }
-      const victimServer = c.servers.find((s) => s.port === victim);
-      expect(victimServer).toBeDefined();
-      await victimServer?.kill();
-      const survivors = c.servers.filter((s) => s.port !== victim).map((s) => s.port);
-
-      // the replica is promoted: 3 masters, 2 replicas. Until the lost node is back (as the new
-      // master's replica) WAIT cannot be satisfied on that shard: its appends fail and are retried.
-      await waitFor(() => clusterHealthy(survivors, 3, 2), { timeoutMs: 60_000, intervalMs: 200, what: 'the replica to be promoted' });
-      await victimServer?.restart();
-      await waitFor(() => clusterHealthy(c.servers.map((s) => s.port), 3, 3), { timeoutMs: 60_000, intervalMs: 200, what: 'the restarted node to rejoin as a replica' });
+      await failOverOwnerOf(c, prefix, busy);
       await writing;
 
-      const seen: string[] = [];
-      const bodies = new Map<string, string[]>(rooms.map((r) => [r, []]));
-      let cursor: string | undefined;
-      for (let page = 0; page < 100; page++) {
-        const read = await log.read(cursor, { rooms: 'all', limit: 200 });
-        for (const e of read.events) {
-          seen.push(e.eventId);
-          if (e.kind === 'message') bodies.get(e.room)?.push(e.content.body);
-        }
-        cursor = read.next;
-        if (read.events.length === 0) break;
-      }
+      const { seen, bodies } = await readBack(log, rooms);
       // nothing doubled
       expect(new Set(seen).size).toBe(seen.length);
       for (const room of rooms) {
@@ -135,37 +149,11 @@ describe('event log on Redis Cluster across a master failover', () => {
         }),
       );
       await waitFor(() => (acked.get(busy)?.length ?? 0) >= 10, { timeoutMs: 60_000, what: 'the busy room to have 10 acknowledged events' });
-      const feed = `${prefix}{p:${String(partitionOf(busy, PARTITIONS)).padStart(2, '0')}}:feed`;
-      let victim: number | undefined;
-      for (const server of c.servers) {
-        try {
-          if (Number(await nodeCommand(server.port, 'EXISTS', feed)) === 1) victim = server.port;
-        } catch {
-          // MOVED: not the owner
-        }
-      }
-      const victimServer = c.servers.find((s) => s.port === victim);
-      expect(victimServer).toBeDefined();
-      await victimServer?.kill();
-      const survivors = c.servers.filter((s) => s.port !== victim).map((s) => s.port);
-      await waitFor(() => clusterHealthy(survivors, 3, 2), { timeoutMs: 60_000, intervalMs: 200, what: 'the replica to be promoted' });
-      await victimServer?.restart();
-      await waitFor(() => clusterHealthy(c.servers.map((s) => s.port), 3, 3), { timeoutMs: 60_000, intervalMs: 200, what: 'the restarted node to rejoin as a replica' });
+      await failOverOwnerOf(c, prefix, busy);
       // recovers: every writer got all its appends acknowledged after the failover
       await writing;
 
-      const seen: string[] = [];
-      const bodies = new Map<string, string[]>(rooms.map((r) => [r, []]));
-      let cursor: string | undefined;
-      for (let page = 0; page < 100; page++) {
-        const read = await log.read(cursor, { rooms: 'all', limit: 200 });
-        for (const e of read.events) {
-          seen.push(e.eventId);
-          if (e.kind === 'message') bodies.get(e.room)?.push(e.content.body);
-        }
-        cursor = read.next;
-        if (read.events.length === 0) break;
-      }
+      const { seen, bodies } = await readBack(log, rooms);
       expect(new Set(seen).size).toBe(seen.length);
       let lost = 0;
       for (const room of rooms) {
