@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LOOPBACK, getFreePort, waitFor, waitForExit } from '../harness/free-port.js';
 import { cliRunner } from '../harness/cli.js';
+import { K8S_SYNCGATE_SERVICE_LINKS } from '../fixtures/k8s.js';
 
 const servers: Server[] = [];
 afterAll(() => {
@@ -21,27 +22,11 @@ const run = cliRunner();
 
 const exited = (proc: ChildProcess, out: { stderr: string }) => () => (proc.exitCode !== null ? new Error(`exited ${proc.exitCode}: ${out.stderr}`) : undefined);
 
-/** The variables Kubernetes injects for the chart's Service of `helm install syncgate` (ports http 8080, appservice 9000). */
-const K8S_SERVICE_LINKS = {
-  SYNCGATE_SERVICE_HOST: '10.96.0.10',
-  SYNCGATE_SERVICE_PORT: '8080',
-  SYNCGATE_SERVICE_PORT_HTTP: '8080',
-  SYNCGATE_SERVICE_PORT_APPSERVICE: '9000',
-  SYNCGATE_PORT: 'tcp://10.96.0.10:8080',
-  SYNCGATE_PORT_8080_TCP: 'tcp://10.96.0.10:8080',
-  SYNCGATE_PORT_8080_TCP_PROTO: 'tcp',
-  SYNCGATE_PORT_8080_TCP_PORT: '8080',
-  SYNCGATE_PORT_8080_TCP_ADDR: '10.96.0.10',
-  SYNCGATE_PORT_9000_TCP: 'tcp://10.96.0.10:9000',
-  SYNCGATE_PORT_9000_TCP_PROTO: 'tcp',
-  SYNCGATE_PORT_9000_TCP_PORT: '9000',
-  SYNCGATE_PORT_9000_TCP_ADDR: '10.96.0.10',
-};
 
 describe('syncgate serve, as an operator meets it', () => {
   it('starts next to the service-link variables Kubernetes injects, logging them at debug', async () => {
     const port = await getFreePort();
-    const { proc, out } = run(['serve'], { ...K8S_SERVICE_LINKS, SYNCGATE_HTTP_PORT: String(port), SYNCGATE_LOG_LEVEL: 'debug' });
+    const { proc, out } = run(['serve'], { ...K8S_SYNCGATE_SERVICE_LINKS, SYNCGATE_HTTP_PORT: String(port), SYNCGATE_LOG_LEVEL: 'debug' });
     await waitFor(() => out.stdout.includes('syncgate listening'), { timeoutMs: 60_000, what: 'the gateway to listen', failFast: exited(proc, out) });
     expect((await fetch(`http://${LOOPBACK}:${port}/healthz`)).status).toBe(200);
     expect(out.stdout).toMatch(/ignoring Kubernetes service-link variables/);

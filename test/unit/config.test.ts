@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ENV_OVERRIDES, ignoredServiceLinks, loadConfig, resolveConfig } from '../../src/config/index.js';
 import { isSyncgateError } from '../../src/core/errors.js';
+import { K8S_REDIS_SERVICE_LINKS, K8S_SYNCGATE_SERVICE_LINKS } from '../fixtures/k8s.js';
 
 describe('config', () => {
   it('fills defaults and freezes the result', () => {
@@ -75,31 +76,8 @@ describe('config', () => {
     await expect(loadConfig({ file: join(dir, 'missing.yaml') })).rejects.toMatchObject({ code: 'SG_ERR_CONFIG_FILE' });
   });
 
-  // What Kubernetes injects into every pod of a namespace holding the chart's Service for
-  // `helm install syncgate` (fullname `syncgate`, ports http 8080 and appservice 9000), plus a
-  // second release's Service `syncgate-redis` (6379) in the same namespace.
-  const K8S_SERVICE_LINKS = {
-    SYNCGATE_SERVICE_HOST: '10.96.0.10',
-    SYNCGATE_SERVICE_PORT: '8080',
-    SYNCGATE_SERVICE_PORT_HTTP: '8080',
-    SYNCGATE_SERVICE_PORT_APPSERVICE: '9000',
-    SYNCGATE_PORT: 'tcp://10.96.0.10:8080',
-    SYNCGATE_PORT_8080_TCP: 'tcp://10.96.0.10:8080',
-    SYNCGATE_PORT_8080_TCP_PROTO: 'tcp',
-    SYNCGATE_PORT_8080_TCP_PORT: '8080',
-    SYNCGATE_PORT_8080_TCP_ADDR: '10.96.0.10',
-    SYNCGATE_PORT_9000_TCP: 'tcp://10.96.0.10:9000',
-    SYNCGATE_PORT_9000_TCP_PROTO: 'tcp',
-    SYNCGATE_PORT_9000_TCP_PORT: '9000',
-    SYNCGATE_PORT_9000_TCP_ADDR: '10.96.0.10',
-    SYNCGATE_REDIS_SERVICE_HOST: '10.96.0.11',
-    SYNCGATE_REDIS_SERVICE_PORT: '6379',
-    SYNCGATE_REDIS_PORT: 'tcp://10.96.0.11:6379',
-    SYNCGATE_REDIS_PORT_6379_TCP: 'tcp://10.96.0.11:6379',
-    SYNCGATE_REDIS_PORT_6379_TCP_PROTO: 'tcp',
-    SYNCGATE_REDIS_PORT_6379_TCP_PORT: '6379',
-    SYNCGATE_REDIS_PORT_6379_TCP_ADDR: '10.96.0.11',
-  };
+  // What Kubernetes injects for the chart's Service and a second release's `syncgate-redis`.
+  const K8S_SERVICE_LINKS = { ...K8S_SYNCGATE_SERVICE_LINKS, ...K8S_REDIS_SERVICE_LINKS };
 
   it('ignores the service-link variables Kubernetes injects for a Service named syncgate', () => {
     const config = resolveConfig({}, { ...K8S_SERVICE_LINKS, SYNCGATE_HTTP_PORT: '9100' });
