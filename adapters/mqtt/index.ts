@@ -13,12 +13,13 @@
  * handling, so it cannot stall the inbound path.
  */
 import { randomUUID } from 'node:crypto';
-import type { Adapter, AdapterDeps, AdapterStatus, DeliveryContext, DeliveryResult, DeliveryTarget, IngestResult, IngestSink } from '../../src/core/adapter.js';
+import type { Adapter, AdapterDeps, AdapterStatus, DeliveryContext, DeliveryResult, DeliveryTarget } from '../../src/core/adapter.js';
 import type { DraftOf, LogEvent, Sender } from '../../src/core/event.js';
 import { MqttConnection, backoffDelay, type SubscriptionSpec } from './client.js';
 import { PendingCommands, type PendingCommand } from './commands.js';
 import { parseMqttConfig, type MqttAdapterConfig } from './config.js';
-import { DROP_REASONS, MqttConfigError, MqttPublishError, type DropReason } from './errors.js';
+import { MqttStats, OTHER_RULES } from './counters.js';
+import { MqttConfigError, MqttPublishError, type DropReason } from './errors.js';
 import { isSyncgateError, type ErrorCode } from '../../src/core/errors.js';
 import { truncate } from '../../src/core/text.js';
 import { asTelemetry, CONTEXT_IDS, EID_PROPERTY, firstProperty, normalise, type InboundMessage, type Normalised } from './normalise.js';
@@ -27,44 +28,13 @@ import { compileRule, compileRules, rulesFor, type Rule, type RuleSet } from './
 import { Throttle, type ThrottleSummary } from './throttle.js';
 import { compileSync, ERROR_PROPERTY, grantedRooms, parseSyncRequest, SYNC_CONTENT_TYPE, syncError, syncPage, SyncRequestError, type SyncService } from './sync.js';
 import { isPublishableTopic, subscriptionIdFor } from './topics.js';
+import { isSinkFailure, markingFailures, sleep, track, withRetry } from './sink.js';
 
 export { MqttAdapterConfig, parseMqttConfig } from './config.js';
 export { compileRule as validateMqttRule } from './rules.js';
+export { DROP_LOG_WINDOW_MS, DROP_LOGS_PER_WINDOW, MAX_RULE_STATS, OTHER_RULES, type MqttCounters } from './counters.js';
 
 export type MqttAdapterDeps = AdapterDeps<MqttAdapterConfig>;
-
-export interface MqttCounters {
-  /** PUBLISH packets received */
-  received: number;
-  appended: number;
-  duplicate: number;
-  echo: number;
-  /** refused by the sink (invalid event, unknown room) */
-  ignored: number;
-  telemetry: number;
-  /** messages counted into a "+N more" summary instead of posted */
-  throttled: number;
-  summaries: number;
-  /** topics that passed unthrottled because too many topics were tracked */
-  throttleOverflow: number;
-  /** retained messages a rule does not bridge */
-  retainedSkipped: number;
-  /** publications confirmed by PUBACK */
-  published: number;
-  publishFailed: number;
-  commandsSent: number;
-  commandsRefused: number;
-  /** commands whose sender may not issue them (answered with a notice, not sent) */
-  commandsDenied: number;
-  commandResponses: number;
-  commandTimeouts: number;
-  /** append attempts that threw (the log was unavailable) */
-  ingestErrors: number;
-  /** sync requests received, answered with an error, and events sent in sync answers */
-  syncRequests: number;
-  syncErrors: number;
-  syncEvents: number;
-}
 
 export interface MqttAdapter extends Adapter {
   /** Drops the connection like a crash (no DISCONNECT, nothing in progress acknowledged, no summaries). For tests and fatal errors. */
@@ -72,14 +42,6 @@ export interface MqttAdapter extends Adapter {
 }
 
 const GATEWAY_UID = 'mqtt:gateway';
-/** at most this many rule ids have their own metric series; further rules are counted under OTHER_RULES */
-export const MAX_RULE_STATS = 1000;
-export const OTHER_RULES = '(other)';
-/** Drop log lines are rate-limited per reason: at most DROP_LOGS_PER_WINDOW lines in each window, then one line with the number suppressed. */
-export const DROP_LOG_WINDOW_MS = 10_000;
-export const DROP_LOGS_PER_WINDOW = 20;
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
 export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
   const name = deps.name;
@@ -109,36 +71,12 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     responseSubs.set(id, [...(responseSubs.get(id) ?? []), c]);
   }
 
-  const counters: MqttCounters = {
-    received: 0,
-    appended: 0,
-    duplicate: 0,
-    echo: 0,
-    ignored: 0,
-    telemetry: 0,
-    throttled: 0,
-    summaries: 0,
-    throttleOverflow: 0,
-    retainedSkipped: 0,
-    published: 0,
-    publishFailed: 0,
-    commandsSent: 0,
-    commandsRefused: 0,
-    commandsDenied: 0,
-    commandResponses: 0,
-    commandTimeouts: 0,
-    ingestErrors: 0,
-    syncRequests: 0,
-    syncErrors: 0,
-    syncEvents: 0,
-  };
-  const dropped = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>;
-  const dropLog = new Map<DropReason, { windowStart: number; logged: number; suppressed: number }>();
-
+  const stats = new MqttStats(log);
   let ruleSet: RuleSet = compileRules([], config);
   /** between start() and the end of stop(); start() after stop() begins a new session (the lease came back) */
   let started = false;
-  let stopping = false;
+  const lifecycle = { stopping: false };
+  const retry = { config, log, stats, lifecycle };
   let unwatch: (() => void) | undefined;
   /** appends not tied to a received message (summaries, timeout notices) that stop() waits for */
   const background = new Set<Promise<unknown>>();
@@ -147,101 +85,11 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
   const deliveredParts = new Map<string, Set<'command' | 'out'>>();
   const MAX_DELIVERED_PARTS = 10_000;
 
-  /** Counts a dropped message and logs it, rate-limited per reason; `err` (a bug while handling it) is logged as an error with its stack. */
-  function drop(reason: DropReason, detail: string, topic: string, err?: unknown): void {
-    dropped[reason]++;
-    // Filtered on purpose by the rule's template: counted, not a problem to warn about.
-    if (reason === 'template-empty') {
-      log.debug({ reason, topic }, 'MQTT message filtered by its template');
-      return;
-    }
-    // Bounded logging: a device sending garbage at 1,000/s must not flood the log.
-    const now = Date.now();
-    let w = dropLog.get(reason);
-    if (!w || now - w.windowStart >= DROP_LOG_WINDOW_MS) {
-      if (w && w.suppressed > 0) log.warn({ reason, suppressed: w.suppressed }, 'MQTT messages dropped (log lines suppressed)');
-      w = { windowStart: now, logged: 0, suppressed: 0 };
-      dropLog.set(reason, w);
-    }
-    if (w.logged < DROP_LOGS_PER_WINDOW) {
-      w.logged++;
-      if (err === undefined) log.warn({ reason, detail, topic }, 'MQTT message dropped');
-      else log.error({ reason, err, topic }, detail);
-    } else {
-      w.suppressed++;
-    }
-  }
-
-  function track<T>(set: Set<Promise<unknown>>, p: Promise<T>): Promise<T> {
-    set.add(p);
-    void p.then(
-      () => set.delete(p),
-      () => set.delete(p),
-    );
-    return p;
-  }
-
-  /** Retries an append while the log is unavailable, up to ingestRetryMs; then throws (the caller does not ack). */
-  function withRetry<T>(op: () => Promise<T>): Promise<T> {
-    // The common case costs one promise; the retry loop only exists after a failure.
-    return op().catch(async (first: unknown) => {
-      const deadline = Date.now() + config.ingestRetryMs;
-      let err = first;
-      for (let attempt = 0; ; attempt++) {
-        counters.ingestErrors++;
-        if (stopping || Date.now() >= deadline) throw err;
-        log.warn({ err: err instanceof Error ? err.message : String(err), attempt }, 'append failed; retrying');
-        await sleep(Math.min(backoffDelay(attempt, 50, 1000), Math.max(0, deadline - Date.now())));
-        try {
-          return await op();
-        } catch (next) {
-          err = next;
-        }
-      }
-    });
-  }
-
-  function countResult(result: IngestResult, rule?: Rule): void {
-    if (result.status === 'ignored') {
-      counters.ignored++;
-      dropped['invalid-event']++;
-      if (rule) ruleDrop(rule, 'invalid-event');
-    } else {
-      counters[result.status]++;
-      if (rule) ruleCount(rule, result.status === 'appended' ? 'ingested' : result.status);
-    }
-  }
-
-  /**
-   * Figures per rule, by the rule's id (its `id` option, else room and
-   * target): the series are bounded by the configured rules (plus one per
-   * command for its responses), forgotten when a rule goes, and capped at
-   * MAX_RULE_STATS ids — any further rule is counted under "other".
-   */
-  const ruleStats = new Map<string, Map<string, number>>();
-  function statsOf(rule: Rule): Map<string, number> {
-    let stats = ruleStats.get(rule.id);
-    if (!stats) {
-      const id = ruleStats.size < MAX_RULE_STATS ? rule.id : OTHER_RULES;
-      stats = ruleStats.get(id) ?? new Map<string, number>();
-      ruleStats.set(id, stats);
-    }
-    return stats;
-  }
-  function ruleCount(rule: Rule, stat: 'ingested' | 'duplicate' | 'echo' | 'throttled'): void {
-    const stats = statsOf(rule);
-    stats.set(stat, (stats.get(stat) ?? 0) + 1);
-  }
-  function ruleDrop(rule: Rule, reason: DropReason): void {
-    const stats = statsOf(rule);
-    const stat = `dropped.${reason}`;
-    stats.set(stat, (stats.get(stat) ?? 0) + 1);
-  }
 
   /** For a redelivery without sg-msgid: was the first delivery appended already? */
   async function alreadyAppended(n: Normalised): Promise<boolean> {
     for (const key of n.dupLookups) {
-      if ((await withRetry(() => sink.resolve(n.draft.room, key))) !== undefined) return true;
+      if ((await withRetry(retry, () => sink.resolve(n.draft.room, key))) !== undefined) return true;
     }
     return false;
   }
@@ -272,36 +120,36 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
       ts: { received: Date.now() },
       content: { body },
     };
-    counters.summaries++;
+    stats.counters.summaries++;
     track(
       background,
-      withRetry(() => sink.ingest(draft, { contextIds: CONTEXT_IDS })).then(countResult, (err: unknown) => log.error({ err, room: rule.room, topic }, 'could not append a throttle summary')),
+      withRetry(retry, () => sink.ingest(draft, { contextIds: CONTEXT_IDS })).then((r) => stats.countResult(r), (err: unknown) => log.error({ err, room: rule.room, topic }, 'could not append a throttle summary')),
     );
   }
 
   async function processRule(msg: InboundMessage, rule: Rule, params: Readonly<Record<string, string>>, extra?: { replyTo: string }): Promise<void> {
     const result = normalise(msg, rule, params, { via: name, clientId: config.clientId, now: Date.now(), maxPayloadBytes: config.maxPayloadBytes, dupWindowMs: config.dupWindowSec * 1000 });
     if (result.ok === 'skip') {
-      counters.retainedSkipped++;
+      stats.counters.retainedSkipped++;
       return;
     }
     if (!result.ok) {
-      drop(result.reason, result.detail, msg.topic);
-      ruleDrop(rule, result.reason);
+      stats.drop(result.reason, result.detail, msg.topic);
+      stats.ruleDrop(rule, result.reason);
       return;
     }
     const n = result.value;
     if (n.draft.kind === 'telemetry') {
       const draft = n.draft;
-      await withRetry(() => sink.ingestTelemetry(draft));
-      counters.telemetry++;
-      ruleCount(rule, 'ingested');
+      await withRetry(retry, () => sink.ingestTelemetry(draft));
+      stats.counters.telemetry++;
+      stats.ruleCount(rule, 'ingested');
       return;
     }
     const draft: DraftOf<'message'> = extra ? { ...n.draft, rel: { replyTo: extra.replyTo } } : n.draft;
     if (n.dupLookups.length > 0 && (await alreadyAppended(n))) {
-      counters.duplicate++;
-      ruleCount(rule, 'duplicate');
+      stats.counters.duplicate++;
+      stats.ruleCount(rule, 'duplicate');
       return;
     }
     // Command responses are not throttled: each answers one command.
@@ -310,15 +158,15 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
         ? 'post'
         : throttle.offer(`${rule.room}\u0000${msg.topic}`, rule.options.throttleMs, { rule, params, sender: draft.sender, topic: msg.topic, text: n.text });
     if (decision === 'suppress') {
-      counters.throttled++;
+      stats.counters.throttled++;
       // The reading itself is kept (telemetry) before the ack; only the chat line is folded into the summary.
-      await withRetry(() => sink.ingestTelemetry(asTelemetry(draft, msg.payload, msg.contentType, rule.options.decode)));
-      counters.telemetry++;
-      ruleCount(rule, 'throttled');
+      await withRetry(retry, () => sink.ingestTelemetry(asTelemetry(draft, msg.payload, msg.contentType, rule.options.decode)));
+      stats.counters.telemetry++;
+      stats.ruleCount(rule, 'throttled');
       return;
     }
-    if (decision === 'overflow') counters.throttleOverflow++;
-    countResult(await withRetry(() => sink.ingest(draft, { aliases: n.aliases, contextIds: CONTEXT_IDS })), rule);
+    if (decision === 'overflow') stats.counters.throttleOverflow++;
+    stats.countResult(await withRetry(retry, () => sink.ingest(draft, { aliases: n.aliases, contextIds: CONTEXT_IDS })), rule);
   }
 
   const responseRules = new Map<string, Rule>();
@@ -369,7 +217,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     // Not ours in this process (e.g. sent before a restart): find the command in a linked room and the response topic it named.
     const rooms = [...new Set(ruleSet.rules.map((r) => r.room))];
     for (const room of rooms) {
-      const event = await withRetry(() => sink.getEvent(room, eventId));
+      const event = await withRetry(retry, () => sink.getEvent(room, eventId));
       if (!event) continue;
       const match = matchCommand(event, commands);
       const rendered = match ? renderCommand(event, match) : undefined;
@@ -387,16 +235,16 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     if (!command) return false;
     const eventId = msg.correlationData?.toString('utf8');
     if (!eventId) {
-      drop('unmatched-response', 'a message on a response topic without correlation data', msg.topic);
+      stats.drop('unmatched-response', 'a message on a response topic without correlation data', msg.topic);
       return true;
     }
     const bound = await commandOfResponse(eventId, msg.topic);
     if ('drop' in bound) {
-      drop(bound.drop, bound.detail, msg.topic);
+      stats.drop(bound.drop, bound.detail, msg.topic);
       return true;
     }
     const { room } = bound;
-    counters.commandResponses++;
+    stats.counters.commandResponses++;
     await processRule(msg, responseRule(command, room), command.responseFilter.match(msg.topic) ?? {}, { replyTo: eventId });
     return true;
   }
@@ -416,7 +264,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     }
     const matches = rulesFor(ruleSet, msg.topic, ids);
     if (matches.length === 0) {
-      if (!handled) drop('no-rule', 'no rule matches this topic (a subscription left from an earlier configuration?)', msg.topic);
+      if (!handled) stats.drop('no-rule', 'no rule matches this topic (a subscription left from an earlier configuration?)', msg.topic);
       return;
     }
     if (matches.length === 1 && matches[0]) return processRule(msg, matches[0].rule, matches[0].params);
@@ -452,14 +300,14 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     } catch (err) {
       // QoS 0 is at most once: nothing to redeliver.
       if (msg.qos === 0) {
-        drop('internal-error', 'could not handle a QoS 0 message; it is lost (at most once)', msg.topic, err);
+        stats.drop('internal-error', 'could not handle a QoS 0 message; it is lost (at most once)', msg.topic, err);
         return;
       }
-      if (stopping) throw err;
+      if (lifecycle.stopping) throw err;
       // Errors from the sink are the log being unavailable: no ack, the broker redelivers.
       // Anything else is a bug on this message: count it and ack, or it would come back forever.
       if (isSinkFailure(err)) throw err;
-      drop('internal-error', 'could not handle an MQTT message; acknowledging it to avoid a redelivery loop', msg.topic, err);
+      stats.drop('internal-error', 'could not handle an MQTT message; acknowledging it to avoid a redelivery loop', msg.topic, err);
     }
   }
 
@@ -469,7 +317,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
 
   /** Resolves when the message may be acknowledged (QoS 1), or when there is room for more work (QoS 0); nothing when there is room now. */
   function onMessage(msg: InboundMessage): Promise<void> | undefined {
-    counters.received++;
+    stats.counters.received++;
     let work: Promise<void>;
     if (isBarrier(msg)) {
       const before = [...inFlight];
@@ -523,12 +371,12 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     };
     track(
       background,
-      withRetry(() => sink.ingest(draft)).then(countResult, (err: unknown) => log.error({ err, room }, `could not append a command ${what} notice`)),
+      withRetry(retry, () => sink.ingest(draft)).then((r) => stats.countResult(r), (err: unknown) => log.error({ err, room }, `could not append a command ${what} notice`)),
     );
   }
 
   function postTimeout(c: PendingCommand): void {
-    counters.commandTimeouts++;
+    stats.counters.commandTimeouts++;
     const command = commands.find((x) => x.name === c.commandName);
     const view = { ...c.vars, seconds: String(Math.round(c.timeoutMs / 100) / 10) };
     const rendered = command?.timeoutTemplate.render(view);
@@ -537,7 +385,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
   }
 
   function postDenied(event: LogEvent, match: CommandMatch): void {
-    counters.commandsDenied++;
+    stats.counters.commandsDenied++;
     const rendered = match.command.denyTemplate.render({ ...match.vars, sender: event.sender.display ?? event.sender.uid });
     log.info({ room: event.room, command: match.command.name, eventId: event.eventId, sender: event.sender.uid }, 'command denied');
     postNotice(event.room, event.eventId, 'denied', rendered.ok ? rendered.text : 'You may not send this command');
@@ -552,9 +400,9 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
   let syncActive = 0;
 
   function enqueueSync(msg: InboundMessage, device: string): void {
-    counters.syncRequests++;
+    stats.counters.syncRequests++;
     const limits = sync?.config;
-    if (!limits || stopping) return;
+    if (!limits || lifecycle.stopping) return;
     if (syncActive >= limits.concurrency && syncQueue.length >= limits.maxQueued) {
       track(syncJobs, replySync(msg, undefined, new SyncRequestError('SG_ERR_RATE_LIMITED', 'too many sync requests at once; retry later')));
       return;
@@ -593,7 +441,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
       }
       const rooms = request.rooms ? new Set(request.rooms) : granted;
       const result = request.since === undefined ? await reader.latest({ rooms, limit: request.limit }) : await reader.read(request.since, { rooms, limit: request.limit });
-      counters.syncEvents += result.events.length;
+      stats.counters.syncEvents += result.events.length;
       page = syncPage(result.events, result.next, result.limited);
     } catch (err) {
       error = err;
@@ -607,7 +455,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     // Never empty: mqtt.js does not send a PUBLISH with an empty user property map (and never settles it).
     const userProperties: Record<string, string> = { 'sg-kind': 'sync' };
     if (payload === undefined) {
-      counters.syncErrors++;
+      stats.counters.syncErrors++;
       const code: ErrorCode = error instanceof SyncRequestError ? error.code : isSyncgateError(error) ? error.code : 'SG_ERR_INTERNAL';
       if (code === 'SG_ERR_INTERNAL' || code === 'SG_ERR_LOG_UNAVAILABLE') log.error({ err: error, topic: msg.topic }, 'could not serve a sync request');
       const message = error instanceof Error && code !== 'SG_ERR_INTERNAL' ? error.message : 'internal error';
@@ -617,7 +465,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     }
     const topic = msg.responseTopic ?? `${msg.topic}/reply`;
     if (!isPublishableTopic(topic)) {
-      drop('sync-no-reply', `cannot answer on "${topic.slice(0, 128)}"`, msg.topic);
+      stats.drop('sync-no-reply', `cannot answer on "${topic.slice(0, 128)}"`, msg.topic);
       return;
     }
     try {
@@ -631,10 +479,10 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
           ...(msg.correlationData !== undefined ? { correlationData: msg.correlationData } : {}),
         },
       });
-      counters.published++;
+      stats.counters.published++;
     } catch (err) {
-      counters.publishFailed++;
-      drop('sync-no-reply', `could not publish the sync answer: ${(err as Error).message}`, msg.topic);
+      stats.counters.publishFailed++;
+      stats.drop('sync-no-reply', `could not publish the sync answer: ${(err as Error).message}`, msg.topic);
     }
   }
 
@@ -660,7 +508,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     ruleSet = next;
     // A removed rule's series go with it.
     const current = new Set([...next.rules.map((r) => r.id), ...commands.map(commandRuleId), OTHER_RULES]);
-    for (const id of ruleStats.keys()) if (!current.has(id)) ruleStats.delete(id);
+    stats.keepRules(current);
     if (started) {
       connection.setSubscriptions(wantedSubscriptions()).catch((err: unknown) => log.error({ err }, 'could not update MQTT subscriptions'));
     }
@@ -678,7 +526,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
   }
 
   function failure(err: unknown, attempt: number): DeliveryResult {
-    counters.publishFailed++;
+    stats.counters.publishFailed++;
     if (err instanceof MqttPublishError && err.permanent) return { status: 'rejected', reason: err.message };
     return { status: 'retry', reason: (err as Error).message, afterMs: backoffDelay(attempt, config.reconnect.minMs, config.reconnect.maxMs) };
   }
@@ -704,7 +552,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     } else if (match && !done.has('command')) {
       const rendered = renderCommand(event, match);
       if (!rendered.ok) {
-        counters.commandsRefused++;
+        stats.counters.commandsRefused++;
         log.warn({ room: event.room, eventId: event.eventId, reason: rendered.reason }, 'command not sent');
       } else {
         try {
@@ -712,8 +560,8 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
         } catch (err) {
           return failure(err, context.attempt);
         }
-        counters.published++;
-        counters.commandsSent++;
+        stats.counters.published++;
+        stats.counters.commandsSent++;
         sent = true;
         done.add('command');
         deliveredParts.set(partsKey, done);
@@ -744,7 +592,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
         } catch (err) {
           return failure(err, context.attempt);
         }
-        counters.published++;
+        stats.counters.published++;
         sent = true;
       }
     }
@@ -763,9 +611,9 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     async start() {
       if (started) return;
       started = true;
-      if (stopping) {
+      if (lifecycle.stopping) {
         // Started again after a stop (this replica won the connection lease back): a new session.
-        stopping = false;
+        lifecycle.stopping = false;
         connection = new MqttConnection({ config, log, onMessage });
         throttle = newThrottle();
       }
@@ -777,8 +625,8 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     },
 
     async stop() {
-      if (!started || stopping) return;
-      stopping = true;
+      if (!started || lifecycle.stopping) return;
+      lifecycle.stopping = true;
       unwatch?.();
       const deadline = (ms: number) => sleep(ms);
       // Finish sends in flight, then message handling (its acks), then disconnect.
@@ -794,7 +642,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     },
 
     abort() {
-      stopping = true;
+      lifecycle.stopping = true;
       started = false;
       unwatch?.();
       connection.abort();
@@ -807,8 +655,8 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
       const c = connection.status();
       return {
         connected: c.connected,
-        ready: c.connected && c.subscribed && !stopping,
-        ruleStats: [...ruleStats].flatMap(([rule, stats]) => [...stats].map(([stat, value]) => ({ rule, stat, value }))),
+        ready: c.connected && c.subscribed && !lifecycle.stopping,
+        ruleStats: stats.ruleSeries(),
         detail: {
           clientId: config.clientId,
           sessionPresent: c.sessionPresent,
@@ -820,8 +668,8 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
           subscriptions: c.granted,
           pendingCommands: pending.size,
           throttledTopics: throttle.size,
-          counters: { ...counters },
-          dropped: { ...dropped },
+          counters: { ...stats.counters },
+          dropped: { ...stats.dropped },
         },
       };
     },
@@ -833,7 +681,7 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     },
 
     deliver(event, target, context) {
-      if (stopping) return Promise.resolve({ status: 'retry', reason: 'the MQTT adapter is stopping', afterMs: 1000 });
+      if (lifecycle.stopping) return Promise.resolve({ status: 'retry', reason: 'the MQTT adapter is stopping', afterMs: 1000 });
       return track(inFlightDeliveries, deliverEvent(event, target, context));
     },
   };
@@ -843,22 +691,3 @@ function commandRuleId(command: Command): string {
   return `command:${command.name}`;
 }
 
-/** Errors thrown by the sink (the log is unavailable), as opposed to bugs in handling one message. */
-const sinkFailures = new WeakSet<object>();
-
-function isSinkFailure(err: unknown): boolean {
-  return typeof err === 'object' && err !== null && sinkFailures.has(err);
-}
-
-function markingFailures(sink: IngestSink): IngestSink {
-  const mark = (err: unknown): never => {
-    if (typeof err === 'object' && err !== null) sinkFailures.add(err);
-    throw err;
-  };
-  return {
-    ingest: (draft, options) => sink.ingest(draft, options).catch(mark),
-    resolve: (room, key) => sink.resolve(room, key).catch(mark),
-    getEvent: (room, eventId) => sink.getEvent(room, eventId).catch(mark),
-    ingestTelemetry: (draft) => sink.ingestTelemetry(draft).catch(mark),
-  };
-}
