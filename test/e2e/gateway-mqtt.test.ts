@@ -48,6 +48,13 @@ async function serve(configFile: string): Promise<{ proc: ChildProcess; out: { t
   return { proc, out };
 }
 
+/** The MQTT adapter's entry in GET /v1/admin/status, or undefined while the API does not answer. */
+async function adapterStatus(api: string): Promise<Record<string, unknown> | undefined> {
+  const res = await fetch(`${api}/v1/admin/status`, { headers: { authorization: `Bearer ${ADMIN}` } }).catch(() => undefined);
+  if (res?.status !== 200) return undefined;
+  return ((await res.json()) as { adapters: Record<string, Record<string, unknown> | undefined> }).adapters['mqtt'];
+}
+
 describe('MQTT through the gateway process', () => {
   it('ingests once, survives SIGKILL before a PUBACK without loss or duplicates, and publishes HTTP messages once', async () => {
     const prefix = testPrefix('mqtte2e');
@@ -74,6 +81,9 @@ describe('MQTT through the gateway process', () => {
     const bodies = async () => (await log.read(undefined, { rooms: new Set(['plant']), limit: 1000 })).events.map((e) => ('content' in e ? e.content.body : e.kind));
 
     let gw = await serve(configFile);
+    // 'syncgate listening' comes before the adapters connect (they start in the background, on the replica
+    // holding the lease); the gateway's session is new, so an alert published before it subscribed would never reach it.
+    await waitFor(async () => (await adapterStatus(api))?.['ready'] === true, { timeoutMs: 30_000, what: 'the MQTT adapter to connect and subscribe' });
     const device = await connectAsync(broker.url, { protocolVersion: 5, clientId: `dev-${process.pid}` });
     clients.push(device);
     const room = await connectAsync(broker.url, { protocolVersion: 5, clientId: `roomwatch-${process.pid}` });
