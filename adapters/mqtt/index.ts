@@ -12,20 +12,23 @@
  * messages that match a command pattern to the device; both wait for the
  * PUBACK (deliver.ts).
  */
-import type { Adapter } from '../../src/core/adapter.js';
+import type { Adapter, AdapterDeps } from '../../src/core/adapter.js';
+import type { MqttAdapterConfig } from './config.js';
 import { deliver, deliversOwn } from './deliver.js';
 import { onMessage } from './inbound.js';
 import { postSummary } from './ingest.js';
 import { postTimeout } from './notices.js';
 import { ENVELOPE_BYTES } from './render.js';
 import { abort, start, stop } from './session.js';
-import { createState, type MqttAdapterDeps } from './state.js';
+import { createState } from './state.js';
 import { adapterStatus } from './status.js';
 
 export { MqttAdapterConfig, parseMqttConfig } from './config.js';
 export { compileRule as validateMqttRule } from './rules.js';
+
+export type MqttAdapterDeps = AdapterDeps<MqttAdapterConfig>;
+
 export { DROP_LOG_WINDOW_MS, DROP_LOGS_PER_WINDOW, MAX_RULE_STATS, OTHER_RULES, type MqttCounters } from './counters.js';
-export type { MqttAdapterDeps } from './state.js';
 
 export interface MqttAdapter extends Adapter {
   /** Drops the connection like a crash (no DISCONNECT, nothing in progress acknowledged, no summaries). For tests and fatal errors. */

@@ -21,8 +21,6 @@ import { compileSync, type SyncService } from './sync.js';
 import { Throttle, type ThrottleSummary } from './throttle.js';
 import { subscriptionIdFor } from './topics.js';
 
-export type MqttAdapterDeps = AdapterDeps<MqttAdapterConfig>;
-
 /** What a throttle summary needs of the last message it folded in. */
 export interface Suppressed {
   readonly rule: Rule;
@@ -126,7 +124,7 @@ export interface MqttState {
 }
 
 /** Validates the config and compiles commands and sync; throws MqttConfigError when they are not valid. */
-export function createState(deps: MqttAdapterDeps, wiring: Wiring): MqttState {
+export function createState(deps: AdapterDeps<MqttAdapterConfig>, wiring: Wiring): MqttState {
   // the runtime binds `adapter` to deps.log already: binding it again would print the key twice
   const { name, log, links, reader } = deps;
   const config = parseMqttConfig(deps.config);
