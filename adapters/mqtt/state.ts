@@ -2,8 +2,8 @@
  * Everything the MQTT adapter holds between calls, in one typed object.
  * createMqttAdapter (index.ts) makes it once; every module of the adapter is
  * handed it and keeps nothing of its own, so what a function reads and
- * changes is in its parameters. Each part of the state belongs to one
- * module, named at the field; other modules only read it.
+ * changes is in its parameters. The comment of each part names the module that
+ * manages it; the figures (`stats`) are counted by every module.
  */
 import type { Logger } from 'pino';
 import type { AdapterDeps, IngestSink, LinkView, TimelineReader } from '../../src/core/adapter.js';
@@ -115,7 +115,7 @@ export interface MqttState {
   readonly rules: RulesState;
   /** commands sent and waiting for their response (deliver.ts adds, handlers/command-response.ts answers) */
   readonly pending: PendingCommands;
-  /** appends not tied to a received message (summaries, gateway notices) that stop() waits for */
+  /** appends not tied to a received message (summaries: ingest.ts, gateway notices: notices.ts) that stop() waits for */
   readonly background: Set<Promise<unknown>>;
   readonly inbound: InboundWindow;
   readonly catchup: CatchupQueue;
