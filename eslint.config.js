@@ -7,6 +7,11 @@ const ioredisOnlyInEventlog = {
   message: 'Only src/eventlog talks to Redis (docs/architecture.md: the core talks to ports).',
 };
 
+const onlyTheAdapterList = {
+  group: ['**/adapters/*', '**/adapters/**'],
+  message: 'Only src/runtime/adapter-list.ts imports adapters; read its descriptor list (README: "Adding an adapter").',
+};
+
 const restrict = (patterns, paths = [ioredisOnlyInEventlog]) => ['error', { paths, patterns }];
 
 export default tseslint.config(
@@ -64,6 +69,21 @@ export default tseslint.config(
   {
     files: ['src/eventlog/**/*.ts'],
     rules: { '@typescript-eslint/no-restricted-imports': restrict([{ group: ['**/http/**', '**/runtime/**', '**/bridge/**', '**/adapters/**'], message: 'The log knows nothing above it.' }], []) },
+  },
+  {
+    // Adapters are plug-ins: the one list of descriptors in src/runtime/adapter-list.ts names them, nothing else under src/.
+    files: ['src/cli/**/*.ts', 'src/runtime/**/*.ts', 'src/log/**/*.ts'],
+    ignores: ['src/runtime/adapter-list.ts'],
+    rules: { '@typescript-eslint/no-restricted-imports': restrict([onlyTheAdapterList]) },
+  },
+  {
+    files: ['src/config/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': restrict([
+        onlyTheAdapterList,
+        { group: ['**/runtime/*', '**/runtime/**', '!**/runtime/adapter-list.js'], message: 'src/config reads the adapter list of src/runtime and nothing else of it.' },
+      ]),
+    },
   },
   {
     files: ['test/**/*.ts'],

@@ -43,6 +43,9 @@ import { SyncLoop } from './sync.js';
 
 export { parseMatrixConfig, registrationYaml, randomToken, MatrixAdapterConfig } from './config.js';
 export { memoryMatrixState, type MatrixState, type TxnStore } from './store.js';
+// The adapter type's descriptor (config, secrets, links, CLI): the one entry in src/runtime's adapter list.
+import { describeMatrixAdapter } from './descriptor.js';
+export const matrixAdapter = describeMatrixAdapter(createMatrixAdapter);
 
 export interface MatrixAdapterDeps extends AdapterDeps<MatrixAdapterConfig> {
   /**

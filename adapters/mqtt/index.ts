@@ -25,6 +25,9 @@ import { adapterStatus } from './status.js';
 
 export { MqttAdapterConfig, parseMqttConfig } from './config.js';
 export { compileRule as validateMqttRule } from './rules.js';
+// The adapter type's descriptor (config, secrets, links, CLI): the one entry in src/runtime's adapter list.
+import { describeMqttAdapter } from './descriptor.js';
+export const mqttAdapter = describeMqttAdapter(createMqttAdapter);
 
 export type MqttAdapterDeps = AdapterDeps<MqttAdapterConfig>;
 

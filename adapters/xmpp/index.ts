@@ -39,6 +39,9 @@ import { NS, xml, type XmlElement } from './xml.js';
 export { XmppAdapterConfig, parseXmppConfig, linkOptions as validateXmppLink } from './config.js';
 export { memoryCatchupStore, stateCatchupStore, type CatchupStore, type CatchupPosition } from './catchup.js';
 export { prosodyConfigSnippet } from './prosody-config.js';
+// The adapter type's descriptor (config, secrets, links, CLI): the one entry in src/runtime's adapter list.
+import { describeXmppAdapter } from './descriptor.js';
+export const xmppAdapter = describeXmppAdapter(createXmppAdapter);
 
 export interface XmppAdapterDeps extends AdapterDeps<XmppAdapterConfig> {
   /**

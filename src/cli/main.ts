@@ -7,13 +7,12 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { registrationYaml } from '../../adapters/matrix/config.js';
-import { ejabberdConfigSnippet } from '../../adapters/xmpp/ejabberd-config.js';
-import { prosodyConfigSnippet } from '../../adapters/xmpp/prosody-config.js';
 import { ignoredServiceLinks, loadConfig, type Config } from '../config/index.js';
+import type { AdapterCommand } from '../core/descriptor.js';
 import { SyncgateError, isSyncgateError, type ErrorCode } from '../core/errors.js';
 import { createLogger } from '../log/index.js';
 import { createGateway } from '../runtime/gateway.js';
+import { ADAPTERS } from '../runtime/adapter-list.js';
 import { roomLinkProblems } from '../runtime/adapters.js';
 import { runDlq } from '../runtime/dlq.js';
 import { createClient, gatewayUrl } from './client.js';
@@ -149,40 +148,28 @@ async function dlq(args: string[], options: Values): Promise<number> {
   return 0;
 }
 
-// --- matrix-registration
+// --- the commands adapters contribute (prosody-config, matrix-registration …)
 
-async function matrixRegistration(options: Values): Promise<number> {
-  const config = await configFrom(options);
-  const name = options.get('adapter') ?? 'matrix';
-  const section = config.adapters[name];
-  if (section?.type !== 'matrix') throw usage('SG_ERR_CONFIG_INVALID', `no Matrix adapter named ${name} in the configuration (adapters.${name}.type: matrix)`);
-  const text = registrationYaml(section.config);
-  const out = options.get('out');
-  if (out) {
-    // The file holds both tokens: readable by its owner only.
-    writeFileSync(out, text, { mode: 0o600 });
-    console.log(`wrote ${out}; give it to the homeserver (e.g. Synapse app_service_config_files) and restart it`);
-  } else {
-    process.stdout.write(text);
-  }
-  return 0;
+function adapterCommand(c: AdapterCommand): Command {
+  return {
+    usage: c.usage,
+    summary: c.summary,
+    help: `${CONFIG_HELP}\n${c.help}`,
+    options: { ...CONFIG_OPTION, ...c.options },
+    run: (_a, options) => {
+      onlyOptions(options, ['config', ...Object.keys(c.options)]);
+      return c.run({
+        options,
+        config: () => configFrom(options),
+        stdout: (text) => process.stdout.write(text),
+        say: (line) => console.log(line),
+        writePrivateFile: (path, text) => writeFileSync(path, text, { mode: 0o600 }),
+      });
+    },
+  };
 }
 
-// --- prosody-config
-
-async function prosodyConfig(options: Values): Promise<number> {
-  onlyOptions(options, ['config', 'adapter', 'server']);
-  const server = options.get('server') ?? 'prosody';
-  if (server !== 'prosody' && server !== 'ejabberd') throw new SyncgateError('SG_ERR_CLI_USAGE', `--server must be prosody or ejabberd, not ${server}`);
-  const config = await configFrom(options);
-  const name = options.get('adapter') ?? 'xmpp';
-  const section = config.adapters[name];
-  if (section?.type !== 'xmpp') throw new SyncgateError('SG_ERR_CLI_USAGE', `no XMPP adapter named ${name} in the configuration (adapters.${name}.type: xmpp)`);
-  // The MUC services the bridge joins need MUC MAM too.
-  const mucDomains = [...new Set(config.rooms.flatMap((r) => r.links).filter((l) => l.endpoint === name && l.options?.['type'] !== 'chat').map((l) => l.target.split('@')[1] ?? '').filter(Boolean))];
-  process.stdout.write((server === 'ejabberd' ? ejabberdConfigSnippet : prosodyConfigSnippet)(section.config, { mucDomains }));
-  return 0;
-}
+const ADAPTER_COMMANDS: Record<string, Command> = Object.fromEntries(ADAPTERS.flatMap((d) => d.commands ?? []).map((c) => [c.name, adapterCommand(c)]));
 
 // --- commands against a running gateway
 
@@ -395,20 +382,7 @@ An unknown id is an error (exit 1); an empty queue with --all is "nothing to rep
     options: { ...CONFIG_OPTION, group: { type: 'string' }, limit: { type: 'string' }, all: { type: 'boolean' }, json: { type: 'boolean' } },
     run: dlq,
   },
-  'matrix-registration': {
-    usage: 'matrix-registration [--config FILE] [--adapter NAME] [--out FILE]',
-    summary: 'the application-service registration YAML for the homeserver',
-    help: `${CONFIG_HELP}\n  --adapter NAME   the Matrix adapter (default matrix)\n  --out FILE       write it to FILE (mode 0600) instead of stdout`,
-    options: { ...CONFIG_OPTION, adapter: { type: 'string' }, out: { type: 'string' } },
-    run: (_a, o) => matrixRegistration(o),
-  },
-  'prosody-config': {
-    usage: 'prosody-config [--config FILE] [--adapter NAME] [--server prosody|ejabberd]',
-    summary: 'the Prosody (or ejabberd) settings the XMPP bridge account needs',
-    help: `${CONFIG_HELP}\n  --adapter NAME   the XMPP adapter (default xmpp)\n  --server NAME    prosody (default) or ejabberd`,
-    options: { ...CONFIG_OPTION, adapter: { type: 'string' }, server: { type: 'string' } },
-    run: (_a, o) => prosodyConfig(o),
-  },
+  ...ADAPTER_COMMANDS,
   user: {
     usage: 'user add ID [--display NAME] | user list | user show ID | user rm ID',
     summary: 'manage users (admin API of the running gateway)',

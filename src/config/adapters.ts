@@ -1,47 +1,37 @@
 /**
  * Adapter sections of the config: `adapters.<name>.type` picks the adapter
- * type, whose own schema (in adapters/<type>/config.ts) validates the rest.
- * Problems come back with their path, to be reported with the others.
+ * type, whose descriptor (src/runtime/adapter-list.ts) parses the rest.
+ * Problems come back with their path, to be reported with the others. Nothing
+ * here names an adapter type.
  */
 import { configProblems } from '../core/adapter.js';
-import { parseMatrixConfig, type MatrixAdapterConfig } from '../../adapters/matrix/config.js';
-import { parseMqttConfig, type MqttAdapterConfig } from '../../adapters/mqtt/config.js';
-import { parseXmppConfig, type XmppAdapterConfig } from '../../adapters/xmpp/config.js';
+import { adapterEnvName } from '../core/descriptor.js';
+import { ADAPTERS, adapterDescriptor, type AdapterSection, type AdapterType } from '../runtime/adapter-list.js';
 
-export type AdapterSection =
-  | { readonly type: 'matrix'; readonly config: MatrixAdapterConfig }
-  | { readonly type: 'mqtt'; readonly config: MqttAdapterConfig }
-  | { readonly type: 'xmpp'; readonly config: XmppAdapterConfig };
+export type { AdapterSection, AdapterType } from '../runtime/adapter-list.js';
+export { adapterEnvName } from '../core/descriptor.js';
 
-export type AdapterType = AdapterSection['type'];
-
-interface Parser<C> {
-  parse(input: unknown): C;
-}
-
-const PARSERS: { [T in AdapterType]: Parser<Extract<AdapterSection, { type: T }>['config']> } = {
-  matrix: { parse: parseMatrixConfig },
-  mqtt: { parse: parseMqttConfig },
-  xmpp: { parse: parseXmppConfig },
-};
-
-export const ADAPTER_TYPES = Object.keys(PARSERS) as AdapterType[];
+export const ADAPTER_TYPES: readonly AdapterType[] = ADAPTERS.map((d) => d.type as AdapterType);
 
 /**
  * The secrets of each adapter type: the suffix of their environment variable
  * SYNCGATE_ADAPTER_<NAME>_<SUFFIX> → the path within the adapter's section.
  */
-export const ADAPTER_SECRETS: { readonly [T in AdapterType]: Readonly<Record<string, readonly string[]>> } = {
-  matrix: { AS_TOKEN: ['appservice', 'asToken'], HS_TOKEN: ['appservice', 'hsToken'], ACCESS_TOKEN: ['bot', 'accessToken'], PASSWORD: ['bot', 'password'] },
-  mqtt: { URL: ['url'], PASSWORD: ['password'] },
-  xmpp: { PASSWORD: ['password'] },
-};
+export const ADAPTER_SECRETS: Readonly<Record<string, Readonly<Record<string, readonly string[]>>>> = Object.fromEntries(
+  ADAPTERS.map((d) => [d.type, Object.fromEntries(Object.entries(d.secrets).map(([suffix, secret]) => [suffix, secret.path]))]),
+);
 
-/** An adapter's name as it appears in an environment variable: xmpp-eu → XMPP_EU. */
-export function adapterEnvName(name: string): string {
-  return name.toUpperCase().replaceAll('-', '_');
-}
-
+/**
+ * The short forms of adapter secrets, SYNCGATE_<TYPE>_<SUFFIX> → path, for the
+ * adapter named exactly like its type (the Helm chart's Secret keys).
+ */
+export const ADAPTER_SHORT_FORMS: Readonly<Record<string, readonly string[]>> = Object.fromEntries(
+  ADAPTERS.flatMap((d) =>
+    Object.entries(d.secrets)
+      .filter(([, secret]) => secret.shortForm === true)
+      .map(([suffix, secret]) => [`SYNCGATE_${adapterEnvName(d.type)}_${suffix}`, ['adapters', d.type, ...secret.path]]),
+  ),
+);
 
 /** Validates every adapter section; returns the parsed sections and the problems (paths under /adapters/<name>). */
 export function parseAdapterSections(raw: Readonly<Record<string, unknown>>): { sections: Record<string, AdapterSection>; problems: string[] } {
@@ -58,14 +48,14 @@ export function parseAdapterSections(raw: Readonly<Record<string, unknown>>): { 
       continue;
     }
     const { type, ...rest } = value as Record<string, unknown>;
-    if (typeof type !== 'string' || !(ADAPTER_TYPES as string[]).includes(type)) {
+    const descriptor = typeof type === 'string' ? adapterDescriptor(type) : undefined;
+    if (descriptor === undefined) {
       problems.push(`${where}/type: must be one of ${ADAPTER_TYPES.join(', ')}`);
       continue;
     }
     try {
-      if (type === 'matrix') sections[name] = { type, config: PARSERS.matrix.parse(rest) };
-      else if (type === 'mqtt') sections[name] = { type, config: PARSERS.mqtt.parse(rest) };
-      else if (type === 'xmpp') sections[name] = { type, config: PARSERS.xmpp.parse(rest) };
+      // the descriptor of `type` parsed it: the pair is one of AdapterSection's
+      sections[name] = { type: descriptor.type, config: descriptor.parseConfig(rest) } as AdapterSection;
     } catch (err) {
       problems.push(...configProblems(err).map((p) => `${where}${p.startsWith('/') ? '' : ': '}${p}`));
     }

@@ -11,7 +11,7 @@ import { Value } from '@sinclair/typebox/value';
 import { parse as parseYaml } from 'yaml';
 import { SyncgateError } from '../core/errors.js';
 import { RoomSpec } from '../core/ports.js';
-import { ADAPTER_SECRETS, adapterEnvName, parseAdapterSections, type AdapterSection } from './adapters.js';
+import { ADAPTER_SECRETS, ADAPTER_SHORT_FORMS, adapterEnvName, parseAdapterSections, type AdapterSection } from './adapters.js';
 
 export type { AdapterSection } from './adapters.js';
 
@@ -127,13 +127,8 @@ export const ENV_OVERRIDES: Readonly<Record<string, readonly string[]>> = {
   SYNCGATE_REPLICA_ID: ['replicaId'],
   SYNCGATE_RETENTION_MAX_AGE_DAYS: ['retention', 'maxAgeDays'],
   SYNCGATE_RETENTION_ROOM_MAX_LEN: ['retention', 'roomMaxLen'],
-  // Secrets of the adapters with their default names (the Helm chart's Secret keys).
-  SYNCGATE_MATRIX_AS_TOKEN: ['adapters', 'matrix', 'appservice', 'asToken'],
-  SYNCGATE_MATRIX_HS_TOKEN: ['adapters', 'matrix', 'appservice', 'hsToken'],
-  SYNCGATE_MATRIX_ACCESS_TOKEN: ['adapters', 'matrix', 'bot', 'accessToken'],
-  SYNCGATE_MQTT_URL: ['adapters', 'mqtt', 'url'],
-  SYNCGATE_MQTT_PASSWORD: ['adapters', 'mqtt', 'password'],
-  SYNCGATE_XMPP_PASSWORD: ['adapters', 'xmpp', 'password'],
+  // Secrets of the adapters with their default names (the Helm chart's Secret keys), from each adapter's descriptor.
+  ...ADAPTER_SHORT_FORMS,
 };
 
 /**
@@ -173,12 +168,7 @@ const SECRET_ENV: ReadonlySet<string> = new Set([
   'SYNCGATE_ADMIN_TOKEN',
   'SYNCGATE_REDIS_URL',
   'SYNCGATE_REDIS_PASSWORD',
-  'SYNCGATE_MATRIX_AS_TOKEN',
-  'SYNCGATE_MATRIX_HS_TOKEN',
-  'SYNCGATE_MATRIX_ACCESS_TOKEN',
-  'SYNCGATE_MQTT_URL',
-  'SYNCGATE_MQTT_PASSWORD',
-  'SYNCGATE_XMPP_PASSWORD',
+  ...Object.keys(ADAPTER_SHORT_FORMS),
 ]);
 
 const ADAPTER_SECRET_PREFIX = 'SYNCGATE_ADAPTER_';
@@ -192,7 +182,7 @@ function adapterSecretPath(variable: string, adapters: unknown): string[] | unde
   const rest = variable.slice(ADAPTER_SECRET_PREFIX.length);
   for (const [name, section] of Object.entries(adapters as Record<string, unknown>)) {
     const type = typeof section === 'object' && section !== null ? (section as Record<string, unknown>)['type'] : undefined;
-    const secrets = typeof type === 'string' && Object.hasOwn(ADAPTER_SECRETS, type) ? ADAPTER_SECRETS[type as keyof typeof ADAPTER_SECRETS] : undefined;
+    const secrets = typeof type === 'string' && Object.hasOwn(ADAPTER_SECRETS, type) ? ADAPTER_SECRETS[type] : undefined;
     for (const [suffix, path] of Object.entries(secrets ?? {})) {
       if (rest === `${adapterEnvName(name)}_${suffix}`) return ['adapters', name, ...path];
     }

@@ -1,17 +1,16 @@
 /**
- * Builds the adapters named in the config — the one place that imports the
- * adapter factories. Each gets a child logger, the ingest sink, the room
- * links and (where it keeps state across restarts) the log's state store.
+ * Builds the adapters named in the config through their descriptors
+ * (adapter-list.ts). Each gets a child logger, the ingest sink, the room
+ * links, the timeline and the log's state store; its descriptor passes on
+ * what its factory takes.
  */
 import type { Logger } from 'pino';
-import { createMatrixAdapter } from '../../adapters/matrix/index.js';
-import { createMqttAdapter, validateMqttRule } from '../../adapters/mqtt/index.js';
-import { createXmppAdapter, stateCatchupStore, validateXmppLink } from '../../adapters/xmpp/index.js';
 import type { Config } from '../config/index.js';
-import { configProblems, type Adapter } from '../core/adapter.js';
+import type { Adapter } from '../core/adapter.js';
 import type { EventLog, RoomSpec } from '../core/ports.js';
 import type { BridgeSink } from '../bridge/ingest.js';
 import type { RoomLinks } from '../bridge/links.js';
+import { adapterDescriptor } from './adapter-list.js';
 
 export interface AdapterContext {
   readonly log: EventLog;
@@ -20,20 +19,26 @@ export interface AdapterContext {
   readonly logger: Logger;
 }
 
-export function createAdapters(config: Config, context: AdapterContext): Adapter[] {
-  return Object.entries(config.adapters).map(([name, section]) => {
-    const common = { name, sink: context.sink, links: context.links, log: context.logger.child({ adapter: name }) };
-    switch (section.type) {
-      case 'matrix':
-        return createMatrixAdapter({ ...common, config: section.config, state: context.log.state });
-      case 'mqtt':
-        return createMqttAdapter({ ...common, config: section.config, reader: context.log });
-      case 'xmpp':
-        return createXmppAdapter({ ...common, config: section.config, catchup: stateCatchupStore(context.log.state, `xmpp-catchup:${name}`), state: context.log.state });
-    }
-  });
+function descriptorOf(type: string) {
+  const descriptor = adapterDescriptor(type);
+  // resolveConfig accepted only types of the list
+  if (descriptor === undefined) throw new Error(`no adapter type ${type}`);
+  return descriptor;
 }
 
+export function createAdapters(config: Config, context: AdapterContext): Adapter[] {
+  return Object.entries(config.adapters).map(([name, section]) =>
+    descriptorOf(section.type).create({
+      name,
+      config: section.config,
+      log: context.logger.child({ adapter: name }),
+      sink: context.sink,
+      links: context.links,
+      reader: context.log,
+      state: context.log.state,
+    }),
+  );
+}
 
 /**
  * Checks a room's links against the configured adapters before the admin API
@@ -49,25 +54,7 @@ export function roomLinkProblems(config: Config, spec: RoomSpec, extraEndpoints:
       problems.push(`${where}/endpoint: no adapter named ${link.endpoint} (configured: ${['api', ...Object.keys(config.adapters), ...extraEndpoints].join(', ')})`);
       return;
     }
-    switch (section.type) {
-      case 'mqtt':
-        try {
-          validateMqttRule(spec.id, link, section.config);
-        } catch (err) {
-          problems.push(...configProblems(err).map((p) => `${where}: ${p}`));
-        }
-        break;
-      case 'matrix':
-        if (!/^![^:]+:.+$/.test(link.target)) problems.push(`${where}/target: a Matrix room id (!opaque:server) is required, got ${link.target}`);
-        break;
-      case 'xmpp':
-        try {
-          validateXmppLink(link);
-        } catch (err) {
-          problems.push(...configProblems(err).map((p) => `${where}: ${p}`));
-        }
-        break;
-    }
+    for (const p of descriptorOf(section.type).linkProblems(spec.id, link, section.config)) problems.push(`${where}${p.startsWith('/') ? '' : ': '}${p}`);
   });
   return problems;
 }

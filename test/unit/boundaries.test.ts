@@ -21,6 +21,19 @@ describe('import boundaries', () => {
     expect(await problems('adapters/matrix/x.ts', "import Fastify from 'fastify';\nexport const a = Fastify;\n")).toHaveLength(1);
   });
 
+  it('src/config and src/cli import no adapter: only src/runtime/adapter-list.ts does, and src/config reads nothing else of src/runtime', async () => {
+    const adapterImport = (path: string) => `import { a } from '../../adapters/${path}';\nexport const b = a;\n`;
+    expect(await problems('src/runtime/adapter-list.ts', adapterImport('xmpp/index.js'))).toEqual([]);
+    expect(await problems('src/config/x.ts', adapterImport('xmpp/config.js'))).toHaveLength(1);
+    expect(await problems('src/cli/x.ts', adapterImport('matrix/config.js'))).toHaveLength(1);
+    expect(await problems('src/cli/x.ts', adapterImport('xmpp/prosody-config.js'))).toHaveLength(1);
+    expect(await problems('src/runtime/x.ts', adapterImport('mqtt/index.js'))).toHaveLength(1);
+    expect(await problems('src/runtime/gateway.ts', adapterImport('matrix/descriptor.js'))).toHaveLength(1);
+    expect(await problems('src/config/x.ts', "import { ADAPTERS } from '../runtime/adapter-list.js';\nexport const a = ADAPTERS;\n")).toEqual([]);
+    expect(await problems('src/config/x.ts', "import { createGateway } from '../runtime/gateway.js';\nexport const a = createGateway;\n")).toHaveLength(1);
+    expect(await problems('src/cli/x.ts', "import { ADAPTERS } from '../runtime/adapter-list.js';\nexport const a = ADAPTERS;\n")).toEqual([]);
+  });
+
   it('only src/eventlog imports ioredis', async () => {
     expect(await problems('src/eventlog/x.ts', "import { Redis } from 'ioredis';\nexport const a = Redis;\n")).toEqual([]);
     expect(await problems('src/bridge/x.ts', "import { Redis } from 'ioredis';\nexport const a = Redis;\n")).toHaveLength(1);

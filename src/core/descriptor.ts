@@ -1,0 +1,103 @@
+/**
+ * The adapter descriptor: everything the rest of syncgate needs to know about
+ * one adapter type, in one place (docs/architecture.md, "Adapters as
+ * plug-ins"). Each `adapters/<type>/index.ts` exports one; `src/runtime`
+ * holds the one list of them, and the config loader, the CLI and the runtime
+ * read that list instead of naming adapters.
+ */
+import type { TSchema } from '@sinclair/typebox';
+import type { Logger } from 'pino';
+import type { Adapter, IngestSink, LinkView, TimelineReader } from './adapter.js';
+import type { RoomLink, RoomSpec, StateStore } from './ports.js';
+
+/** What the runtime hands every adapter it builds; each descriptor passes on what its factory takes. */
+export interface AdapterCreateDeps<C> {
+  /** the endpoint name (the key under `adapters:` in the config) */
+  readonly name: string;
+  readonly config: C;
+  /** a child logger bound to `{adapter: name}` */
+  readonly log: Logger;
+  readonly sink: IngestSink;
+  readonly links: LinkView;
+  /** the timeline, for adapters that serve reads from a cursor */
+  readonly reader: TimelineReader;
+  /** the log's shared state store (namespaces are the adapter's own: `<what>:<name>`) */
+  readonly state: StateStore;
+}
+
+/** One secret of an adapter's config section. */
+export interface AdapterSecret {
+  /** where it is within the adapter's section, e.g. `['appservice', 'asToken']` */
+  readonly path: readonly string[];
+  /**
+   * Also settable as `SYNCGATE_<TYPE>_<SUFFIX>` for the adapter named exactly
+   * like its type (the Helm chart's Secret keys), besides the
+   * `SYNCGATE_ADAPTER_<NAME>_<SUFFIX>` every secret has.
+   */
+  readonly shortForm?: boolean;
+}
+
+/** The configuration as an adapter command sees it: sections parsed by their descriptors. */
+export interface AdapterCommandConfig {
+  readonly adapters: Readonly<Record<string, { readonly type: string; readonly config: unknown }>>;
+  readonly rooms: readonly RoomSpec[];
+}
+
+/** What the CLI gives a command an adapter contributes. */
+export interface AdapterCommandIO {
+  /** the command's options by name (`--adapter NAME` → `adapter`); flags are `'true'` */
+  readonly options: ReadonlyMap<string, string>;
+  /** loads and validates the configuration (`--config` / SYNCGATE_CONFIG plus the SYNCGATE_* variables) */
+  config(): Promise<AdapterCommandConfig>;
+  /** the command's output, as is */
+  stdout(text: string): void;
+  /** a message line for the person at the terminal */
+  say(line: string): void;
+  /** writes a file only its owner can read (mode 0600) */
+  writePrivateFile(path: string, text: string): void;
+}
+
+/** A `syncgate <name>` subcommand an adapter contributes (it takes `--config FILE` too). */
+export interface AdapterCommand {
+  readonly name: string;
+  /** the usage line after `syncgate ` */
+  readonly usage: string;
+  readonly summary: string;
+  /** help lines of the command's own options (the CLI adds `--config`) */
+  readonly help: string;
+  readonly options: Readonly<Record<string, { readonly type: 'string' | 'boolean' }>>;
+  /** resolves to the exit code; throws SyncgateError for usage and configuration errors */
+  run(io: AdapterCommandIO): Promise<number>;
+}
+
+/**
+ * One adapter type. Methods (not function properties), so a descriptor of a
+ * specific config type fits the runtime's list of `AdapterDescriptor`.
+ */
+export interface AdapterDescriptor<T extends string = string, C = unknown> {
+  /** the `type:` of its config sections */
+  readonly type: T;
+  /** the TypeBox schema of its config section (without `type`) */
+  readonly schema: TSchema;
+  /** defaults applied and validated; throws AdapterConfigError listing every problem */
+  parseConfig(input: unknown): C;
+  /**
+   * Its secrets by environment suffix: `SYNCGATE_ADAPTER_<NAME>_<SUFFIX>` (and
+   * `…_FILE`) set them, and they are never shown in a problem or a log.
+   */
+  readonly secrets: Readonly<Record<string, AdapterSecret>>;
+  create(deps: AdapterCreateDeps<C>): Adapter;
+  /**
+   * Why one room link to an endpoint of this type cannot be bridged (checked at
+   * start and by the admin API before it stores a room). Each problem is
+   * `/field: message` or a plain message about the link as a whole.
+   */
+  linkProblems(room: string, link: RoomLink, config: C): string[];
+  /** `syncgate` subcommands this adapter type contributes */
+  readonly commands?: readonly AdapterCommand[];
+}
+
+/** An adapter name as it appears in an environment variable: xmpp-eu → XMPP_EU. */
+export function adapterEnvName(name: string): string {
+  return name.toUpperCase().replaceAll('-', '_');
+}
