@@ -76,6 +76,8 @@ interface Speaker {
 const CONNECT_RETRY_MAX_MS = 60_000;
 /** attachment URL → its upload, so a retried delivery does not upload again */
 const MAX_REMEMBERED_UPLOADS = 1000;
+/** how long after the connection (and its ping) matrix-bot-sdk is loaded */
+const SDK_LOAD_DELAY_MS = 2000;
 /** how often completed transaction records past their TTL are removed */
 const TXN_PRUNE_EVERY_MS = 3600_000;
 
@@ -107,6 +109,7 @@ class MatrixAdapterImpl implements MatrixAdapter {
   private connectFailures = 0;
   private unwatchLinks: (() => void) | undefined;
   private healthTimer: NodeJS.Timeout | undefined;
+  private sdkTimer: NodeJS.Timeout | undefined;
   private readonly joined = new Set<string>();
   private readonly joinProblems = new Map<string, string>();
   private readonly encrypted = new Set<string>();
@@ -116,6 +119,8 @@ class MatrixAdapterImpl implements MatrixAdapter {
   private readonly uploads = new Map<string, MediaRef>();
   /** the last appservice ping at start */
   private pingResult: { supported: boolean; ok?: boolean; durationMs?: number; error?: string } | undefined;
+  /** the ping at start, while it runs (it never rejects) */
+  private pinging: Promise<void> | undefined;
   /** 0: the first completed transaction prunes the expired records */
   private lastTxnPrune = 0;
   private readonly delivery = { delivered: 0, retried: 0, rejected: 0, skipped: 0, rateLimited: 0 };
@@ -170,7 +175,6 @@ class MatrixAdapterImpl implements MatrixAdapter {
     this.connectFailures = 0;
     this.joined.clear();
     this.joinProblems.clear();
-    this.sdk = await loadMatrixSdk(this.deps.log);
     if (this.server) {
       const as = this.config.appservice;
       const address = await this.server.listen(as?.listenHost ?? '0.0.0.0', as?.listenPort ?? 0);
@@ -180,6 +184,14 @@ class MatrixAdapterImpl implements MatrixAdapter {
       if (this.connected) void this.joinLinked();
     });
     await this.connect();
+    // The SDK only tells whether end-to-end encryption could be had (status, logs). Importing it
+    // blocks the event loop for about a second: after a restart the listener, the connection, the
+    // ping and the transactions the ping brings at once go first.
+    void (this.pinging ?? Promise.resolve()).then(() => {
+      if (!this.started) return;
+      this.sdkTimer = setTimeout(() => void this.loadSdk(), SDK_LOAD_DELAY_MS);
+      this.sdkTimer.unref();
+    });
     // Appservice mode has no long-poll that would notice an unreachable homeserver: ask now and then.
     if (this.mode === 'appservice') {
       this.healthTimer = setInterval(() => {
@@ -195,6 +207,7 @@ class MatrixAdapterImpl implements MatrixAdapter {
     this.stopping = true;
     clearTimeout(this.connectTimer);
     clearInterval(this.healthTimer);
+    clearTimeout(this.sdkTimer);
     this.unwatchLinks?.();
     await this.server?.close();
     await this.sync?.stop(this.config.stopGraceMs);
@@ -223,7 +236,7 @@ class MatrixAdapterImpl implements MatrixAdapter {
       }
       this.connected = true;
       this.connectFailures = 0;
-      if (this.mode === 'appservice') void this.ping(versions);
+      if (this.mode === 'appservice') this.pinging = this.ping(versions);
       await this.joinLinked();
       if (this.mode === 'bot' && !this.sync && !this.stopping) {
         const bot = this.config.bot;
@@ -240,7 +253,7 @@ class MatrixAdapterImpl implements MatrixAdapter {
         });
         await this.sync.start();
       }
-      this.deps.log.info({ mode: this.mode, userId: this.userId, joined: this.joined.size, e2ee: this.sdk?.e2ee ?? false }, 'Matrix adapter connected');
+      this.deps.log.info({ mode: this.mode, userId: this.userId, joined: this.joined.size }, 'Matrix adapter connected');
     } catch (err) {
       if (this.stopping) return;
       this.connected = false;
@@ -249,6 +262,15 @@ class MatrixAdapterImpl implements MatrixAdapter {
       this.deps.log.error({ err, retryInMs: wait }, 'Matrix homeserver not reachable or refused us; retrying');
       this.connectTimer = setTimeout(() => void this.connect(), wait);
       this.connectTimer.unref();
+    }
+  }
+
+  private async loadSdk(): Promise<void> {
+    try {
+      this.sdk = await loadMatrixSdk(this.deps.log);
+      this.deps.log.info({ sdkLoaded: this.sdk.sdk !== undefined, e2ee: this.sdk.e2ee }, 'matrix-bot-sdk load finished');
+    } catch (err) {
+      this.deps.log.warn({ err }, 'matrix-bot-sdk not loaded');
     }
   }
 

@@ -30,7 +30,9 @@
  *   /versions as an older Synapse lists it (`specVersions`, e.g.
  *   SYNAPSE_1_67_VERSIONS: up to v1.2) while v3 paths are served; the media
  *   repository (upload, authenticated download, `maxUploadBytes`); the AS
- *   ping (`POST /_matrix/client/v1/appservice/{id}/ping`); receipts and
+ *   ping (`POST /_matrix/client/v1/appservice/{id}/ping`), after which a
+ *   transaction waiting out its backoff is retried at once (Synapse 1.132+;
+ *   `pingRetriesTransactions: false` as before); receipts and
  *   typing that happen while the AS is down (its transaction failing) are
  *   dropped, not queued (`droppedEphemeral`); a client's event
  *   refused with 400 when an m.room.message has a non-string `body` or
@@ -108,6 +110,11 @@ export interface AppServiceTransactionRecord {
   attempts: AppServiceAttemptOutcome[];
   /** the wait before each retry, in order (Synapse: 2, 4, 8 … up to 512 s) */
   retryDelaysMs: number[];
+  /**
+   * what ended each wait, in the same order: the backoff ran out, or a
+   * successful AS ping cut it short (Synapse 1.132+)
+   */
+  retriedBy: Array<'backoff' | 'ping'>;
   delivered: boolean;
 }
 
@@ -189,6 +196,12 @@ export interface FakeHomeserverOptions {
    * existing Synapse rooms are — has it only at the top level.
    */
   roomVersion?: '9' | '11';
+  /**
+   * A successful AS ping ends the backoff of a failing transaction: it is
+   * retried at once, as Synapse does since 1.132 (element-hq/synapse#18521).
+   * `false`: as older Synapse, the retry waits for the backoff. Default true.
+   */
+  pingRetriesTransactions?: boolean;
 }
 
 /** What Synapse 1.67 (2022) listed in /versions. */
@@ -364,6 +377,8 @@ interface AppServiceState {
   log: AppServiceTransactionRecord[];
   pumping: boolean;
   injectedFailures: { afterDelivery: boolean }[];
+  /** set while the pump waits out a backoff: ends the wait early (a successful ping) */
+  retryNow?: () => void;
 }
 
 interface RateLimitRule {
@@ -520,6 +535,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
   private readonly legacyAppServicePush: boolean;
   private readonly stableEphemeral: boolean;
   private readonly roomVersion: string;
+  private readonly pingRetriesTransactions: boolean;
   private readonly routes: Route[];
 
   constructor(opts: FakeHomeserverOptions) {
@@ -538,6 +554,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
     this.legacyAppServicePush = opts.legacyAppServicePush ?? false;
     this.stableEphemeral = opts.stableEphemeral ?? false;
     this.roomVersion = opts.roomVersion ?? ROOM_VERSION;
+    this.pingRetriesTransactions = opts.pingRetriesTransactions ?? true;
     this.routes = this.buildRoutes();
     this.server = http.createServer((req, res) => {
       void this.handle(req, res);
@@ -985,6 +1002,8 @@ class FakeHomeserverImpl implements FakeHomeserver {
         }
         if (status !== 200) throw new FakeMatrixError(502, 'M_BAD_STATUS', `HTTP ${status}`, { status });
         this.pings.push({ appServiceId: as.reg.id, at: Date.now() });
+        // Synapse 1.132+: the AS answered, so a transaction waiting out its backoff goes now.
+        if (this.pingRetriesTransactions) as.retryNow?.();
         return { body: { duration_ms: Date.now() - started } };
       },
     });
@@ -1491,7 +1510,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
           if (as.reg['de.sorunome.msc2409.push_ephemeral'] === true) body['de.sorunome.msc2409.ephemeral'] = ephemeral;
         }
         // The body is frozen here: retries MUST NOT alter a transaction.
-        const record: AppServiceTransactionRecord = { txnId: String(as.nextTxnId++), body, attempts: [], retryDelaysMs: [], delivered: false };
+        const record: AppServiceTransactionRecord = { txnId: String(as.nextTxnId++), body, attempts: [], retryDelaysMs: [], retriedBy: [], delivered: false };
         as.log.push(record);
         as.current = { record, payload: JSON.stringify(body) };
       }
@@ -1505,7 +1524,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
         continue;
       }
       txn.record.retryDelaysMs.push(delay);
-      await this.sleep(delay);
+      txn.record.retriedBy.push(await this.backoff(as, delay));
       delay = Math.min(delay * 2, this.retryMaxMs);
     }
   }
@@ -1553,6 +1572,21 @@ class FakeHomeserverImpl implements FakeHomeserver {
       req.on('timeout', () => req.destroy(new Error('timeout')));
       req.on('error', (e) => settle({ kind: 'network-error', message: e.message }));
       req.end(txn.payload);
+    });
+  }
+
+  /** Waits out a retry backoff, unless a successful ping ends it first; says which. */
+  private backoff(as: AppServiceState, ms: number): Promise<'backoff' | 'ping'> {
+    return new Promise((resolve) => {
+      const finish = (cause: 'backoff' | 'ping'): void => {
+        clearTimeout(entry.timer);
+        this.sleepers.delete(entry);
+        as.retryNow = undefined;
+        resolve(cause);
+      };
+      const entry = { timer: setTimeout(() => finish('backoff'), ms), resolve: () => finish('backoff') };
+      this.sleepers.add(entry);
+      as.retryNow = () => finish('ping');
     });
   }
 

@@ -866,6 +866,38 @@ describe('fake homeserver: AS retry backoff as Synapse', () => {
     await waitFor(() => (server.appServiceTransactions(reg.id)[0]?.attempts.length ?? 0) >= 2, { timeoutMs: 20_000, what: 'the second failed attempt' });
     const [first] = server.appServiceTransactions(reg.id);
     expect(first?.retryDelaysMs.slice(0, 2)).toEqual([2_000, 4_000]);
+    // the first wait ran out (the second is still running)
+    expect(first?.retriedBy[0]).toBe('backoff');
     expect(server.appServiceTransactions(reg.id)).toHaveLength(1);
+  });
+});
+
+describe('fake homeserver: a successful AS ping ends the retry backoff (Synapse 1.132+)', () => {
+  it('retries a failing transaction at once after a ping, and records that the ping, not the backoff, brought the retry', async () => {
+    // At Synapse's cap: the next retry would come in 512 s.
+    const server = await createFakeHomeserver({ appServiceRetry: { initialMs: 512_000, maxMs: 512_000 } });
+    cleanups.push(() => server.stop());
+    let accept = false;
+    const as = http.createServer((req, res) => {
+      req.resume();
+      const ok = req.url === '/_matrix/app/v1/ping' || accept;
+      res.writeHead(ok ? 200 : 500, { 'Content-Type': 'application/json' });
+      res.end(ok ? '{}' : '{"errcode":"M_UNKNOWN","error":"down"}');
+    });
+    await new Promise<void>((resolve) => as.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => as.close(() => resolve())));
+    const reg = registration({ url: `http://127.0.0.1:${(as.address() as AddressInfo).port}`, namespaces: { users: [{ regex: '@_sg_.*', exclusive: true }], rooms: [{ regex: '!.*', exclusive: false }] } });
+    server.registerAppService(reg);
+    const alice = server.registerUser('alice', 'pw');
+    server.createRoom(alice.userId);
+    await waitFor(() => (server.appServiceTransactions(reg.id)[0]?.attempts.length ?? 0) >= 1, { timeoutMs: 10_000, what: 'the first failed attempt' });
+
+    accept = true;
+    const ping = await fetch(`${server.url}/_matrix/client/v1/appservice/${reg.id}/ping`, { method: 'POST', headers: { Authorization: 'Bearer as-secret', 'Content-Type': 'application/json' }, body: '{}' });
+    expect(ping.status).toBe(200);
+    await waitFor(() => server.appServiceTransactions(reg.id)[0]?.delivered === true, { timeoutMs: 10_000, what: 'the transaction retried after the ping' });
+    const [first] = server.appServiceTransactions(reg.id);
+    expect(first?.retryDelaysMs).toEqual([512_000]);
+    expect(first?.retriedBy).toEqual(['ping']);
   });
 });
