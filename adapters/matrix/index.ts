@@ -2,7 +2,7 @@
  * The Matrix adapter (docs/protocols.md, "Matrix"): application-service mode
  * (ghost users, pushed transactions) or bot mode (one relay account, /sync).
  *
- * In: transactions (appservice.ts) or /sync batches (sync.ts) → inbound.ts →
+ * In: transactions (appservice.ts) or /sync batches (sync.ts) → inbound/ →
  * the sink; acknowledged (200 / new sync token) only after the append.
  * Out: deliver() renders (render.ts) and sends with PUT
  * /rooms/{room}/send/{type}/{txnId = our event id}, so the homeserver
@@ -22,7 +22,7 @@ import { loadMatrixSdk, mxPath, sleep, MatrixHttp, type JsonObject, type SdkLoad
 import { botUserId, ghostUserRegex, type MatrixAdapterConfig } from './config.js';
 import { deliveryFailure, isMatrixApiError, MatrixApiError, MatrixConfigError, MatrixNotJoinedError } from './errors.js';
 import { Ghosts } from './ghosts.js';
-import { Inbound } from './inbound.js';
+import { createInbound, type InboundPort } from './inbound/dispatch.js';
 import { isObject } from './normalise.js';
 import {
   annotationTxnId,
@@ -95,7 +95,7 @@ class MatrixAdapterImpl implements MatrixAdapter {
   private readonly config: MatrixAdapterConfig;
   private readonly http: MatrixHttp;
   private readonly store: AdapterStore;
-  private readonly inbound: Inbound;
+  private readonly inbound: InboundPort;
   private readonly ghosts: Ghosts | undefined;
   private readonly server: AppserviceServer | undefined;
   private readonly ghostRegex: RegExp | undefined;
@@ -148,7 +148,7 @@ class MatrixAdapterImpl implements MatrixAdapter {
       });
     }
     const template = this.config.mediaUrlTemplate;
-    this.inbound = new Inbound({
+    this.inbound = createInbound({
       name: deps.name,
       log: deps.log,
       sink: deps.sink,

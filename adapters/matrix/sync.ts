@@ -7,15 +7,15 @@
  * - Every event of a batch is appended (awaited) before the batch's
  *   `next_batch` is saved; a failure or a stop mid-batch leaves the old token,
  *   and the same batch is read again (duplicates are absorbed by `mx:<id>`).
- * - A `limited` timeline is completed from /messages (from the previous
- *   token up to the timeline's `prev_batch`) before the timeline itself.
- * - A room we have just joined is bridged from our join on; the very first
- *   sync (no saved token) bridges only what follows our join events in it.
+ * - What of a room's timeline is bridged — from our join on, nothing old on
+ *   the very first sync, a `limited` gap completed from /messages — is
+ *   catchup.ts's.
  */
 import type { Logger } from 'pino';
-import { mxPath, sleep, type JsonObject, type MatrixHttp } from './client.js';
+import { timelineToBridge, type CatchupDeps } from './catchup.js';
+import { sleep, type JsonObject, type MatrixHttp } from './client.js';
 import { MatrixApiError } from './errors.js';
-import type { Inbound } from './inbound.js';
+import type { InboundPort } from './inbound/dispatch.js';
 import { isObject } from './normalise.js';
 import type { SyncTokenStore } from './store.js';
 
@@ -23,7 +23,7 @@ export interface SyncDeps {
   readonly http: MatrixHttp;
   readonly userId: string;
   readonly tokens: SyncTokenStore;
-  readonly inbound: Inbound;
+  readonly inbound: InboundPort;
   readonly log: Logger;
   readonly timeoutMs: number;
   readonly timelineLimit: number;
@@ -39,9 +39,6 @@ export interface SyncCounters {
   gapEvents: number;
 }
 
-const GAP_PAGE = 100;
-const MAX_GAP_PAGES = 50;
-
 const arr = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
 const obj = (v: unknown): JsonObject => (isObject(v) ? v : {});
 
@@ -53,8 +50,11 @@ export class SyncLoop {
   private readonly abort = new AbortController();
   private running: Promise<void> | undefined;
   private stopped = false;
+  private readonly catchup: CatchupDeps;
 
-  constructor(private readonly deps: SyncDeps) {}
+  constructor(private readonly deps: SyncDeps) {
+    this.catchup = { ...deps, signal: this.abort.signal, counters: this.counters };
+  }
 
   /** Starts the loop; resolves once the homeserver answered the first /sync (or it failed). */
   start(): Promise<void> {
@@ -135,21 +135,7 @@ export class SyncLoop {
       if (this.stopped) throw new Error('stopped');
       const r = obj(room);
       for (const ev of arr(obj(r['state'])['events'])) await this.deps.inbound.observeState(ev, roomId);
-      const timeline = obj(r['timeline']);
-      const events = arr(timeline['events']);
-      const joinedAt = this.ownJoinIndex(events);
-      let bridged: unknown[];
-      if (joinedAt >= 0) {
-        for (const ev of events.slice(0, joinedAt + 1)) await this.deps.inbound.observeState(ev, roomId);
-        bridged = events.slice(joinedAt + 1);
-      } else if (since === undefined) {
-        for (const ev of events) await this.deps.inbound.observeState(ev, roomId);
-        bridged = [];
-      } else if (timeline['limited'] === true && typeof timeline['prev_batch'] === 'string' && this.deps.isLinked(roomId)) {
-        bridged = [...(await this.gap(roomId, since, timeline['prev_batch'])), ...events];
-      } else {
-        bridged = events;
-      }
+      const bridged = await timelineToBridge(this.catchup, roomId, obj(r['timeline']), since);
       const seen = new Set<string>();
       for (const ev of bridged) {
         const id = isObject(ev) && typeof ev['event_id'] === 'string' ? ev['event_id'] : undefined;
@@ -169,42 +155,6 @@ export class SyncLoop {
     for (const roomId of Object.keys(obj(rooms['invite']))) {
       if (this.deps.isLinked(roomId)) await this.deps.onInvite(roomId);
     }
-  }
-
-  /** The index of our own (new) join in a timeline, -1 when there is none. */
-  private ownJoinIndex(events: unknown[]): number {
-    for (let i = events.length - 1; i >= 0; i--) {
-      const ev = obj(events[i]);
-      if (ev['type'] !== 'm.room.member' || ev['state_key'] !== this.deps.userId) continue;
-      const membership = obj(ev['content'])['membership'];
-      const before = obj(obj(ev['unsigned'])['prev_content'])['membership'];
-      if (membership === 'join' && before !== 'join') return i;
-    }
-    return -1;
-  }
-
-  /** The events of a `limited` gap: /messages forward from the last token up to the timeline's start. */
-  private async gap(roomId: string, from: string, to: string): Promise<unknown[]> {
-    this.counters.gapFills++;
-    const out: unknown[] = [];
-    let cursor = from;
-    for (let page = 0; page < MAX_GAP_PAGES; page++) {
-      const res = await this.deps.http.request('GET', mxPath`/_matrix/client/v3/rooms/${roomId}/messages`, {
-        query: { from: cursor, to, dir: 'f', limit: GAP_PAGE },
-        signal: this.abort.signal,
-      });
-      const chunk = arr(res['chunk']);
-      out.push(...chunk);
-      const end = res['end'];
-      if (typeof end !== 'string' || chunk.length === 0 || end === cursor) {
-        this.counters.gapEvents += out.length;
-        return out;
-      }
-      cursor = end;
-    }
-    this.counters.gapEvents += out.length;
-    this.deps.log.warn({ roomId, events: out.length }, 'sync gap longer than the fill limit; older events of the gap are not bridged');
-    return out;
   }
 }
 
