@@ -1,0 +1,82 @@
+/**
+ * The linked Matrix rooms as our bot sees them: joined (or why not, for the
+ * status), and whether one is end-to-end encrypted — then nothing is bridged
+ * to or from it, and the admin API refuses to link it (checkLink).
+ */
+import type { LinkRefusal } from '../../src/core/adapter.js';
+import type { RoomLink } from '../../src/core/ports.js';
+import { mxPath, sleep } from './client.js';
+import { isMatrixApiError, MatrixApiError } from './errors.js';
+import type { MatrixAdapterState } from './state.js';
+
+/** Joins the linked rooms not joined yet; forgets rooms no longer linked. */
+export async function joinLinked(s: MatrixAdapterState): Promise<void> {
+  const linked = new Set(s.deps.links.linksOf(s.name).map((l) => l.link.target));
+  for (const roomId of linked) if (!s.rooms.joined.has(roomId)) await joinRoom(s, roomId);
+  for (const roomId of [...s.rooms.joined]) if (!linked.has(roomId)) s.rooms.joined.delete(roomId);
+}
+
+/** The bot joins a linked room (errors are logged and shown in status, not thrown). */
+export async function joinRoom(s: MatrixAdapterState, roomId: string): Promise<void> {
+  if (!roomId.startsWith('!')) {
+    s.rooms.joinProblems.set(roomId, 'link targets must be room ids (!room:server), not aliases');
+    s.log.error({ roomId }, 'Matrix link target is not a room id');
+    return;
+  }
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await s.http.request('POST', mxPath`/_matrix/client/v3/join/${roomId}`, { body: {} });
+        break;
+      } catch (err) {
+        if (!(err instanceof MatrixApiError) || !err.rateLimited || attempt >= 5 || s.session.stopping) throw err;
+        await sleep(err.retryAfterMs ?? 1000);
+      }
+    }
+    s.rooms.joined.add(roomId);
+    s.rooms.joinProblems.delete(roomId);
+    await checkEncryption(s, roomId);
+    s.log.info({ roomId }, 'joined linked Matrix room');
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    s.rooms.joinProblems.set(roomId, reason);
+    s.log.warn({ roomId, reason }, 'could not join linked Matrix room (invite the bot, or check the room id)');
+  }
+}
+
+async function checkEncryption(s: MatrixAdapterState, roomId: string): Promise<void> {
+  try {
+    await s.http.request('GET', mxPath`/_matrix/client/v3/rooms/${roomId}/state/m.room.encryption/`);
+    markEncrypted(s, roomId);
+  } catch (err) {
+    if (!isMatrixApiError(err, 'M_NOT_FOUND')) s.log.debug({ err, roomId }, 'could not read the room encryption state');
+  }
+}
+
+/** The admin API asks before it links a room: an encrypted Matrix room cannot be bridged. */
+export async function checkLink(s: MatrixAdapterState, link: RoomLink): Promise<LinkRefusal | undefined> {
+  const refusal: LinkRefusal = { reason: 'encrypted', detail: `Matrix room ${link.target} is end-to-end encrypted; the gateway cannot bridge encrypted rooms` };
+  if (s.rooms.encrypted.has(link.target)) return refusal;
+  try {
+    // Readable when our user is in the room, or the room's history is public; otherwise we cannot tell yet.
+    await s.http.request('GET', mxPath`/_matrix/client/v3/rooms/${link.target}/state/m.room.encryption/`, { timeoutMs: 5_000 });
+    markEncrypted(s, link.target);
+    return refusal;
+  } catch {
+    return undefined;
+  }
+}
+
+export function markEncrypted(s: MatrixAdapterState, roomId: string): void {
+  if (s.rooms.encrypted.has(roomId)) return;
+  s.rooms.encrypted.add(roomId);
+  s.log.warn(
+    { roomId, e2eeBinding: s.session.sdk?.e2ee ?? false },
+    'Matrix room is end-to-end encrypted: not bridged (unsupported); its encrypted events are dropped and nothing is sent to it',
+  );
+}
+
+/** Our bot or one of our ghosts. */
+export function isOurs(s: MatrixAdapterState, userId: string): boolean {
+  return userId === s.userId || (s.ghostRegex?.test(userId) ?? false);
+}
