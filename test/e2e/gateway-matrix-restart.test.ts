@@ -93,6 +93,8 @@ describe('Matrix application service after kill -9', () => {
     const first = await serve();
     hs.sendAsUser(alice.userId, roomId, 'm.room.message', { msgtype: 'm.text', body: 'before the crash' });
     await waitFor(async () => (await bodies()).includes('before the crash'), { timeoutMs: 30_000, what: 'the first message in the log' });
+    // In the log is not yet acknowledged: killed before its 200, that transaction would be the one retried.
+    await waitFor(() => hs.appServiceTransactions(reg.id).every((t) => t.delivered), { timeoutMs: 30_000, what: 'every transaction so far acknowledged' });
 
     // The crash: no lease released, no listener closed cleanly.
     first.proc.kill('SIGKILL');
