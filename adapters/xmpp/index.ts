@@ -20,20 +20,20 @@
  * it in clear unless `allowPlaintextAfterEncrypted`.
  */
 import { randomUUID } from 'node:crypto';
-import type { Adapter, AdapterDeps, AdapterStatus, DeliveryContext, DeliveryResult, DeliveryTarget, IngestResult } from '../../src/core/adapter.js';
+import type { Adapter, AdapterStatus, DeliveryContext, DeliveryResult, DeliveryTarget, IngestResult } from '../../src/core/adapter.js';
 import { ECHO_ID_KEY } from '../../src/core/adapter.js';
 import { Value } from '@sinclair/typebox/value';
 import { MAX_BODY_CHARS, UndecryptableReason, type LogEvent, type Undecryptable } from '../../src/core/event.js';
-import type { RoomLink, StateStore } from '../../src/core/ports.js';
-import { memoryCatchupStore, type CatchupStore } from './catchup.js';
+import type { RoomLink } from '../../src/core/ports.js';
 import { XmppConnection, backoffDelay } from './client.js';
-import { linkOptions, parseXmppConfig, type LinkOptions, type RoomCreation, type XmppAdapterConfig } from './config.js';
-import { DROP_REASONS, XmppNotConnectedError, stanzaErrorCondition, type DropReason } from './errors.js';
+import { linkOptions, type LinkOptions, type RoomCreation } from './config.js';
+import { XmppNotConnectedError, stanzaErrorCondition, type DropReason } from './errors.js';
 import { ID, ORIGIN_ID, lookupKey, scopedId, senderScope } from './ids.js';
 import { bareJid, normaliseMessage, openEnvelope, refsOf, toDraft, type Normalised, type NormaliseContext, type Parsed, type RoomFacts, type Source } from './normalise.js';
 import { carbonsEnable, discoFeatures, discoInfo, formFieldNames, mamQuery, mucConfigGet, mucConfigSubmit, mucJoin, mucLeave, parseFin, parseMucPresence, receipt, selfPing, selfPingVerdict, type MamFin, type MucPresence } from './protocol.js';
 import { expandPrefix, MAX_BODY_XML_BYTES, render } from './render.js';
-import { ArchiveTrack, Lru } from './track.js';
+import { ArchiveTrack } from './track.js';
+import { XmppAdapterState, sleep, type MucState, type PendingQuery, type Target, type XmppAdapterDeps } from './state.js';
 import { NS, xml, type XmlElement } from './xml.js';
 
 export { XmppAdapterConfig, parseXmppConfig, linkOptions as validateXmppLink } from './config.js';
@@ -43,50 +43,10 @@ export { prosodyConfigSnippet } from './prosody-config.js';
 import { describeXmppAdapter } from './descriptor.js';
 export const xmppAdapter = describeXmppAdapter(createXmppAdapter);
 
-export interface XmppAdapterDeps extends AdapterDeps<XmppAdapterConfig> {
-  /**
-   * The last handled archive id per archive. The runtime passes
-   * `stateCatchupStore(log.state, 'xmpp-catchup:<name>')`; absent: in memory
-   * (a restarted gateway then starts from each archive's newest entry).
-   */
-  readonly catchup?: CatchupStore;
-  /**
-   * Where the bridge's reaction set per message is kept (namespace
-   * `xmpp-reactions:<name>`), so a reaction after a restart adds to what XMPP
-   * users saw. The runtime passes the log's state store; absent: in memory.
-   */
-  readonly state?: Pick<StateStore, 'get' | 'set'>;
-}
+export type { XmppAdapterDeps, XmppCounters } from './state.js';
 
 /** Ids of the notices we send about encrypted messages: their reflections and archive copies are not bridged. */
 const NOTICE_ID_PREFIX = 'sg-notice-';
-
-export interface XmppCounters {
-  /** message stanzas received (live, carbons, archive results) */
-  received: number;
-  appended: number;
-  duplicate: number;
-  echo: number;
-  ignored: number;
-  /** archive results handled by catch-ups */
-  archived: number;
-  /** live messages left to a catch-up after an append failed */
-  deferred: number;
-  catchups: number;
-  catchupFailures: number;
-  delivered: number;
-  deliveryRetries: number;
-  reflectionTimeouts: number;
-  joins: number;
-  rejoins: number;
-  selfPings: number;
-  selfPingDropouts: number;
-  ingestErrors: number;
-  /** notices sent to senders of encrypted messages */
-  encryptedNotices: number;
-  /** deliveries refused because the conversation sent encrypted messages (dead letters) */
-  plaintextRefused: number;
-}
 
 export interface XmppAdapter extends Adapter {
   /** Drops the connection like a crash (no closing stream, no position flush). For tests. */
@@ -106,117 +66,23 @@ const ROOM_ARCHIVING_FIELDS = ['muc#roomconfig_enablearchiving', 'mam'];
 /** how far before the last position's time the item-not-found fallback starts, for clock differences */
 const FALLBACK_MARGIN_MS = 10 * 60_000;
 
-interface MucState {
-  readonly jid: string;
-  readonly configuredNick: string;
-  nick: string;
-  password: string | undefined;
-  /** the link's configuration for the room, should we be the one creating it */
-  create: RoomCreation;
-  joined: boolean;
-  /** a join on its way: `gen` is the session that sent it */
-  joining: { readonly gen: number; resolve(p: { ok: boolean; condition?: string | undefined }): void } | undefined;
-  occupantId: string | undefined;
-  facts: { stanzaIds: boolean; occupantIds: boolean; mam: boolean } | undefined;
-  readonly track: ArchiveTrack;
-  rejoinTimer: NodeJS.Timeout | undefined;
-  rejoinAttempts: number;
-  lastSelfPing: number | undefined;
-  /** banned: do not rejoin on our own */
-  gaveUp: string | undefined;
-  /**
-   * Nick history, for rooms without XEP-0421 occupant ids (ejabberd 23.01): a nick an
-   * occupant took with a status-303 change → the nick its sender key stays on (its first
-   * nick seen), so its corrections, retractions and reactions after the change resolve to
-   * what it sent before. A newcomer on a nick that is someone's key gets a key of its own.
-   */
-  nickKeys: Map<string, string>;
-  nickKeySeq: number;
-  /** new nicks of 303 changes whose available presence has not come yet */
-  renamedTo: Set<string>;
-  /** nicks of the other occupants in the room now */
-  present: Set<string>;
-}
-
-interface Target {
-  readonly room: string;
-  readonly link: RoomLink;
-  readonly options: LinkOptions;
-}
-
-interface PendingQuery {
-  readonly archive: string;
-  readonly results: Array<{ message: XmlElement; resultId: string; stamp: number | undefined }>;
-}
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
-
 export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
-  const name = deps.name;
-  // the runtime binds `adapter` to deps.log already: binding it again would print the key twice
-  const log = deps.log;
-  const config = parseXmppConfig(deps.config);
-  const account = config.jid;
-  const { sink, links } = deps;
-  if (!deps.catchup) log.warn('no catch-up store given: archive positions are kept in memory only; a restart starts from each archive’s newest entry');
-  const store = deps.catchup ?? memoryCatchupStore();
-
-  const counters: XmppCounters = {
-    received: 0,
-    appended: 0,
-    duplicate: 0,
-    echo: 0,
-    ignored: 0,
-    archived: 0,
-    deferred: 0,
-    catchups: 0,
-    catchupFailures: 0,
-    delivered: 0,
-    deliveryRetries: 0,
-    reflectionTimeouts: 0,
-    joins: 0,
-    rejoins: 0,
-    selfPings: 0,
-    selfPingDropouts: 0,
-    ingestErrors: 0,
-    encryptedNotices: 0,
-    plaintextRefused: 0,
-  };
-  /** encrypted messages appended, by reason (the metric `syncgate_adapter_stat{stat="encrypted.<reason>"}`) */
-  const encrypted: Partial<Record<UndecryptableReason, number>> = {};
-  /** conversation → the encryption it used (null: none seen), cached from the state store */
-  const encryptedConversations = new Map<string, Undecryptable | null>();
-  const encryptedNamespace = `xmpp-encrypted:${name}`;
-  /** conversation → when we last sent it the notice (in memory: a restart may tell a sender once more) */
-  const noticeSentAt = new Map<string, number>();
-  const dropped = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>;
-  const dropLog = new Map<DropReason, { windowStart: number; logged: number; suppressed: number }>();
-
-  /** between start() and the end of stop(); start() after stop() begins a new session (the lease came back) */
-  let started = false;
-  let stopping = false;
-  let unwatch: (() => void) | undefined;
-  let pingTimer: NodeJS.Timeout | undefined;
-  /** bumped on every new session: work of an older session stops */
-  let generation = 0;
-  let accountFacts = { stanzaIds: false, mam: false };
-  const accountTrack = new ArchiveTrack(account, store, log);
-  const rooms = new Map<string, MucState>();
-  let targets = new Map<string, Target[]>();
-  const pendingQueries = new Map<string, PendingQuery>();
-  /** deliveries waiting for their MUC reflection: `${room}\0${eventId}` → resolve(native ids) */
-  const reflectionWaiters = new Map<string, (ids: Record<string, string>) => void>();
-  /** our messages seen coming back (reflections, archive copies): a retry needs no resend */
-  const reflected = new Lru<string, Record<string, string>>(10_000);
-  /**
-   * `${room}\0${lookup key}` → our event id, for the 1:1 ids we chose, recorded before sending: a
-   * client may refer to the message before the delivery (and its id map entry) is confirmed.
-   */
-  const sentIds = new Lru<string, string>(10_000);
-  /** the bridge's reaction set per target, combined over remote senders (XEP-0444 keeps one set per sender) */
-  const reactionSets = new Lru<string, Map<string, readonly string[]>>(10_000);
-  const reactionNamespace = `xmpp-reactions:${name}`;
-  const inFlight = new Set<Promise<unknown>>();
+  // The connection's callbacks run once it is online, long after `s` is assigned.
+  const s: XmppAdapterState = new XmppAdapterState(deps, (state) =>
+    new XmppConnection({
+      config: state.config,
+      log: state.log,
+      features: FEATURES,
+      onStanza,
+      onSession,
+      onResumed: () => undefined,
+      onDisconnect: () => {
+        for (const room of rooms.values()) room.joining?.resolve({ ok: false, condition: 'disconnected' });
+      },
+    }),
+  );
+  const { name, log, config, account, sink, links, store, counters, encrypted, encryptedConversations, encryptedNamespace, noticeSentAt, dropped, dropLog } = s;
+  const { accountTrack, rooms, pendingQueries, reflectionWaiters, reflected, sentIds, reactionSets, reactionNamespace, inFlight } = s;
 
   function drop(reason: DropReason, detail: string, extra: Record<string, unknown> = {}): void {
     dropped[reason]++;
@@ -257,7 +123,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
         return await op();
       } catch (err) {
         counters.ingestErrors++;
-        if (stopping || Date.now() >= deadline) throw err;
+        if (s.stopping || Date.now() >= deadline) throw err;
         log.warn({ err: err instanceof Error ? err.message : String(err), attempt }, 'the log is unavailable; retrying');
         await sleep(Math.min(backoffDelay(attempt, 50, 1000), Math.max(0, deadline - Date.now())));
       }
@@ -279,7 +145,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       const jid = link.target.toLowerCase();
       next.set(jid, [...(next.get(jid) ?? []), { room, link, options }]);
     }
-    targets = next;
+    s.targets = next;
     const wanted = new Map<string, { nick: string; password: string | undefined; create: RoomCreation }>();
     for (const [jid, ts] of next) {
       const muc = ts.find((t) => t.options.type === 'groupchat');
@@ -314,19 +180,19 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
         present: new Set(),
       };
       rooms.set(jid, state);
-      if (connection.online) void joinRoom(state, generation);
+      if (s.connection.online) void joinRoom(state, s.generation);
     }
     for (const [jid, state] of rooms) if (!wanted.has(jid)) leaveRoom(state);
   }
 
   function targetsFor(conversation: string, chat: 'groupchat' | 'chat'): Target[] {
-    return (targets.get(conversation) ?? []).filter((t) => t.options.type === chat);
+    return (s.targets.get(conversation) ?? []).filter((t) => t.options.type === chat);
   }
 
   function leaveRoom(state: MucState): void {
     rooms.delete(state.jid);
     clearTimeout(state.rejoinTimer);
-    if (state.joined && connection.online) connection.send(mucLeave(state.jid, state.nick)).catch(() => undefined);
+    if (state.joined && s.connection.online) s.connection.send(mucLeave(state.jid, state.nick)).catch(() => undefined);
     state.joined = false;
     state.joining?.resolve({ ok: false, condition: 'left' });
     log.info({ room: state.jid }, 'left MUC (link removed)');
@@ -338,7 +204,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     return {
       account,
       now: Date.now(),
-      accountStanzaIds: accountFacts.stanzaIds,
+      accountStanzaIds: s.accountFacts.stanzaIds,
       maxBodyChars: MAX_BODY_CHARS,
       room(jid): RoomFacts | undefined {
         const r = rooms.get(jid);
@@ -435,8 +301,8 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       archiveTrack.recent.set(p.archived.id, true);
       if (advance) archiveTrack.advance({ id: p.archived.id, ts: p.ts.origin ?? p.ts.received });
     }
-    if (appended && p.receiptFor !== undefined && connection.online) {
-      connection.send(receipt(p.conversation, p.receiptFor)).catch(() => undefined);
+    if (appended && p.receiptFor !== undefined && s.connection.online) {
+      s.connection.send(receipt(p.conversation, p.receiptFor)).catch(() => undefined);
     }
   }
 
@@ -459,7 +325,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
 
   /** Tells the sender of an encrypted message what happened to it: once per conversation and interval. */
   function sendEncryptedNotice(p: Parsed): void {
-    if (config.encryptedNotice === '' || !connection.online) return;
+    if (config.encryptedNotice === '' || !s.connection.online) return;
     const now = Date.now();
     const last = noticeSentAt.get(p.conversation);
     if (last !== undefined && now - last < config.encryptedNoticeIntervalMs) return;
@@ -469,7 +335,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     const id = `${NOTICE_ID_PREFIX}${randomUUID()}`;
     const stanza = xml('message', { to: p.conversation, type: p.chat, id }, xml('body', {}, config.encryptedNotice), xml('origin-id', { xmlns: NS.sid, id }));
     counters.encryptedNotices++;
-    connection.send(stanza).catch((err: unknown) => {
+    s.connection.send(stanza).catch((err: unknown) => {
       noticeSentAt.delete(p.conversation);
       log.warn({ err, conversation: p.conversation }, 'could not send the notice about an encrypted message');
     });
@@ -504,16 +370,16 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
   function onTrackFailure(t: ArchiveTrack, err: unknown): void {
     log.error({ err, archive: t.archive }, 'could not append an XMPP message; the archive will be read again from the last position');
     t.caughtUp = false;
-    const archived = t === accountTrack ? accountFacts.mam : rooms.get(t.archive)?.facts?.mam === true;
+    const archived = t === accountTrack ? s.accountFacts.mam : rooms.get(t.archive)?.facts?.mam === true;
     // Without an archive there is nothing to read again: later messages go on live.
     if (!archived) {
       t.caughtUp = true;
       return;
     }
     t.resyncPending = true;
-    const gen = generation;
+    const gen = s.generation;
     setTimeout(() => {
-      if (gen !== generation || stopping || t.catchingUp) return;
+      if (gen !== s.generation || s.stopping || t.catchingUp) return;
       if (t === accountTrack) scheduleCatchup(t, gen);
       else {
         const room = rooms.get(t.archive);
@@ -639,7 +505,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     const pending: PendingQuery = { archive, results: [] };
     pendingQueries.set(queryId, pending);
     try {
-      const reply = await connection.request(mamQuery({ to: archive === account ? undefined : archive, queryId, ...q }), config.iqTimeoutMs);
+      const reply = await s.connection.request(mamQuery({ to: archive === account ? undefined : archive, queryId, ...q }), config.iqTimeoutMs);
       const fin = parseFin(reply) ?? { complete: true, first: undefined, last: undefined };
       return { results: pending.results, fin };
     } finally {
@@ -648,7 +514,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
   }
 
   async function catchUp(t: ArchiveTrack, gen: number): Promise<void> {
-    if (gen !== generation || !connection.online) return;
+    if (gen !== s.generation || !s.connection.online) return;
     const t0 = Date.now();
     let handled = 0;
     const position = await t.load();
@@ -672,7 +538,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       }
     }
     for (;;) {
-      if (gen !== generation || stopping) return;
+      if (gen !== s.generation || s.stopping) return;
       let page: Awaited<ReturnType<typeof mamPage>>;
       try {
         page = await mamPage(t.archive, { after, start, max: config.mamPageSize });
@@ -704,7 +570,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       if (page.fin.complete || page.results.length === 0 || last === undefined) break;
       after = last;
     }
-    if (gen !== generation) return;
+    if (gen !== s.generation) return;
     // Nothing archived in the initial history window: the next catch-up reads from the time of this one.
     if (t.current === undefined) t.advance({ ts: t0 });
     t.caughtUp = true;
@@ -720,12 +586,12 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       await catchUp(t, gen);
     } catch (err) {
       counters.catchupFailures++;
-      if (gen !== generation || stopping) return;
+      if (gen !== s.generation || s.stopping) return;
       // Live messages wait for the next try, which reads them from the archive in order.
       t.resyncPending = true;
       log.warn({ err, archive: t.archive }, 'catch-up failed; trying again');
       setTimeout(() => {
-        if (gen !== generation || stopping || t.catchingUp || t.caughtUp) return;
+        if (gen !== s.generation || s.stopping || t.catchingUp || t.caughtUp) return;
         if (t !== accountTrack && !rooms.get(t.archive)?.joined) return;
         scheduleCatchup(t, gen);
       }, backoffDelay(2, config.reconnect.minMs, config.reconnect.maxMs)).unref();
@@ -745,7 +611,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
   // --- MUC
 
   async function joinRoom(room: MucState, gen: number): Promise<void> {
-    if (room.joining || room.gaveUp || !connection.online || gen !== generation) return;
+    if (room.joining || room.gaveUp || !s.connection.online || gen !== s.generation) return;
     room.present.clear();
     room.renamedTo.clear();
     const result = await new Promise<{ ok: boolean; condition?: string | undefined }>((resolve) => {
@@ -757,10 +623,10 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
           resolve(r);
         },
       };
-      connection.send(mucJoin(room.jid, room.nick, room.password)).catch((err: unknown) => room.joining?.resolve({ ok: false, condition: (err as Error).message }));
+      s.connection.send(mucJoin(room.jid, room.nick, room.password)).catch((err: unknown) => room.joining?.resolve({ ok: false, condition: (err as Error).message }));
     });
     room.joining = undefined;
-    if (gen !== generation || rooms.get(room.jid) !== room) return;
+    if (gen !== s.generation || rooms.get(room.jid) !== room) return;
     if (!result.ok) {
       if (result.condition === 'conflict' && room.nick.length < room.configuredNick.length + 3) {
         room.nick = `${room.nick}_`;
@@ -776,7 +642,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
 
   /** We are in the room (our self-presence answered the join): room facts and the catch-up, queued ahead of anything that follows. */
   function enterRoom(room: MucState, gen: number, created: boolean): void {
-    if (gen !== generation || rooms.get(room.jid) !== room) return;
+    if (gen !== s.generation || rooms.get(room.jid) !== room) return;
     room.joined = true;
     room.rejoinAttempts = 0;
     counters.joins++;
@@ -790,7 +656,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
         // We created the room (201): it stays locked to everyone else until we configure it.
         if (created) await configureRoom(room);
         try {
-          const features = discoFeatures(await connection.request(discoInfo(room.jid), config.iqTimeoutMs));
+          const features = discoFeatures(await s.connection.request(discoInfo(room.jid), config.iqTimeoutMs));
           room.facts = { stanzaIds: features.has(NS.sid), occupantIds: features.has(NS.occupantId), mam: features.has(NS.mam) };
         } catch (err) {
           log.warn({ err, room: room.jid }, 'disco#info of the MUC failed; assuming no stanza-ids, occupant ids or archive');
@@ -821,7 +687,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     if (roomName !== undefined) wanted.set('muc#roomconfig_roomname', roomName);
     const fields = new Map<string, string>();
     try {
-      const offered = formFieldNames(await connection.request(mucConfigGet(room.jid), config.iqTimeoutMs));
+      const offered = formFieldNames(await s.connection.request(mucConfigGet(room.jid), config.iqTimeoutMs));
       for (const [field, value] of wanted) {
         if (offered.has(field)) fields.set(field, value);
         else log.warn({ room: room.jid, field }, 'the server’s room configuration form has no such field; left to its default');
@@ -834,7 +700,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       log.warn({ err, room: room.jid }, 'could not read the room configuration form; creating an instant room');
     }
     try {
-      await connection.request(mucConfigSubmit(room.jid, fields), config.iqTimeoutMs);
+      await s.connection.request(mucConfigSubmit(room.jid, fields), config.iqTimeoutMs);
       log.info({ room: room.jid, configured: Object.fromEntries(fields) }, fields.size > 0 ? 'created the MUC with the link’s configuration' : 'created the MUC as an instant room');
     } catch (err) {
       log.error({ err, room: room.jid }, 'could not configure the MUC we created; it stays locked until the server’s lock runs out');
@@ -846,16 +712,16 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     const delay = backoffDelay(room.rejoinAttempts++, config.reconnect.minMs, config.reconnect.maxMs);
     room.rejoinTimer = setTimeout(() => {
       room.rejoinTimer = undefined;
-      if (stopping || rooms.get(room.jid) !== room || room.joined) return;
+      if (s.stopping || rooms.get(room.jid) !== room || room.joined) return;
       counters.rejoins++;
       room.nick = room.configuredNick;
-      void joinRoom(room, generation);
+      void joinRoom(room, s.generation);
     }, delay);
     room.rejoinTimer.unref();
   }
 
   async function selfPingAll(): Promise<void> {
-    if (!connection.online) return;
+    if (!s.connection.online) return;
     await Promise.all(
       [...rooms.values()]
         .filter((r) => r.joined)
@@ -863,7 +729,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
           counters.selfPings++;
           let verdict: 'joined' | 'not-joined' | 'unknown';
           try {
-            await connection.request(selfPing(room.jid, room.nick), config.iqTimeoutMs);
+            await s.connection.request(selfPing(room.jid, room.nick), config.iqTimeoutMs);
             verdict = 'joined';
           } catch (err) {
             verdict = selfPingVerdict(stanzaErrorCondition(err));
@@ -874,7 +740,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
             log.warn({ room: room.jid }, 'MUC self-ping: we are no longer in the room; rejoining');
             room.joined = false;
             room.facts = undefined;
-            void joinRoom(room, generation);
+            void joinRoom(room, s.generation);
           }
         }),
     );
@@ -883,7 +749,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
   // --- session
 
   function onSession(): void {
-    const gen = ++generation;
+    const gen = ++s.generation;
     accountTrack.caughtUp = false;
     accountTrack.resyncPending = false;
     for (const room of rooms.values()) {
@@ -895,50 +761,35 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     }
     void (async () => {
       try {
-        const features = discoFeatures(await connection.request(discoInfo(account), config.iqTimeoutMs));
+        const features = discoFeatures(await s.connection.request(discoInfo(account), config.iqTimeoutMs));
         // MAM v2 requires the server to stamp (and strip forged) stanza-ids (XEP-0313 §3.5), so either feature will do.
-        accountFacts = { stanzaIds: features.has(NS.sid) || features.has(NS.mam), mam: features.has(NS.mam) };
+        s.accountFacts = { stanzaIds: features.has(NS.sid) || features.has(NS.mam), mam: features.has(NS.mam) };
       } catch (err) {
         log.warn({ err }, 'disco#info of the account failed; assuming no archive');
-        accountFacts = { stanzaIds: false, mam: false };
+        s.accountFacts = { stanzaIds: false, mam: false };
       }
-      if (gen !== generation) return;
+      if (gen !== s.generation) return;
       try {
         // Carbons before the archive query: nothing sent to another resource from now on is missed (XEP-0280 wiki).
-        await connection.request(carbonsEnable(), config.iqTimeoutMs);
+        await s.connection.request(carbonsEnable(), config.iqTimeoutMs);
       } catch (err) {
         log.warn({ err }, 'could not enable Carbons');
       }
-      if (gen !== generation) return;
-      if (accountFacts.mam) scheduleCatchup(accountTrack, gen);
+      if (gen !== s.generation) return;
+      if (s.accountFacts.mam) scheduleCatchup(accountTrack, gen);
       else {
         log.warn('the account has no archive (MAM): 1:1 messages sent while we were away are not recovered');
         accountTrack.caughtUp = true;
       }
-      await connection.send(xml('presence')).catch(() => undefined);
+      await s.connection.send(xml('presence')).catch(() => undefined);
       for (const room of rooms.values()) void joinRoom(room, gen);
     })().catch((err: unknown) => log.error({ err }, 'session setup failed'));
   }
 
-  const newConnection = () =>
-    new XmppConnection({
-      config,
-      log,
-      features: FEATURES,
-      onStanza,
-      onSession,
-      onResumed: () => undefined,
-      onDisconnect: () => {
-        for (const room of rooms.values()) room.joining?.resolve({ ok: false, condition: 'disconnected' });
-      },
-    });
-  /** per session: a connection is not reused after its stop() */
-  let connection = newConnection();
-
   // --- out
 
   function roomReady(room: MucState | undefined): boolean {
-    return room !== undefined && room.joined && room.track.caughtUp && connection.online;
+    return room !== undefined && room.joined && room.track.caughtUp && s.connection.online;
   }
 
   /** A reply's original: its quote, and its author's JID here (XEP-0461 `to`): the XMPP sender, else the bridge itself. */
@@ -987,7 +838,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
         return { status: 'rejected', reason: `${to} sent end-to-end encrypted messages (${how.reason}); the bridge cannot encrypt and sends it nothing in clear (allowPlaintextAfterEncrypted is off)` };
       }
     }
-    if (!connection.online) return { status: 'retry', reason: 'not connected to the XMPP server' };
+    if (!s.connection.online) return { status: 'retry', reason: 'not connected to the XMPP server' };
     const chat = options.type;
     const room = chat === 'groupchat' ? rooms.get(to) : undefined;
     // Banned: retrying cannot help; the dead-letter stream keeps the event for a replay once the ban is lifted.
@@ -1020,7 +871,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       const nativeIds = { [ID]: scopedId(scope, event.eventId), [ORIGIN_ID]: scopedId(scope, event.eventId) };
       for (const [key, value] of Object.entries(nativeIds)) sentIds.set(`${event.room}\0${lookupKey(key, value)}`, event.eventId);
       try {
-        await connection.sendConfirmed(rendered.stanza, config.deliveryTimeoutMs);
+        await s.connection.sendConfirmed(rendered.stanza, config.deliveryTimeoutMs);
       } catch (err) {
         counters.deliveryRetries++;
         return { status: 'retry', reason: err instanceof Error ? err.message : String(err) };
@@ -1035,7 +886,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       timer = setTimeout(() => resolve(undefined), config.deliveryTimeoutMs);
     });
     try {
-      await connection.send(rendered.stanza);
+      await s.connection.send(rendered.stanza);
       const ids = await reflection;
       if (!ids) {
         counters.reflectionTimeouts++;
@@ -1055,7 +906,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
 
   /** Connected, caught up, and in every linked room — except rooms that banned us (reported in status, not blocking readiness). */
   function isReady(): boolean {
-    if (!connection.online || !accountTrack.caughtUp) return false;
+    if (!s.connection.online || !accountTrack.caughtUp) return false;
     for (const room of rooms.values()) if (!room.gaveUp && !roomReady(room)) return false;
     return true;
   }
@@ -1067,66 +918,66 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     maxBodyBytes: MAX_BODY_XML_BYTES,
 
     async start() {
-      if (started) return;
-      started = true;
-      if (stopping) {
+      if (s.started) return;
+      s.started = true;
+      if (s.stopping) {
         // Started again after a stop (this replica won the connection lease back): a new session.
         // Another replica may have moved the catch-up positions meanwhile: read them again.
-        stopping = false;
-        connection = newConnection();
+        s.stopping = false;
+        s.reconnect();
         for (const t of [accountTrack, ...[...rooms.values()].map((r) => r.track)]) t.reload();
         // Another replica may have seen encrypted messages meanwhile.
         encryptedConversations.clear();
       }
       refreshTargets();
-      unwatch = links.onChange(() => refreshTargets());
-      connection.start();
+      s.unwatch = links.onChange(() => refreshTargets());
+      s.connection.start();
       if (config.selfPingIntervalMs > 0) {
-        pingTimer = setInterval(() => {
+        s.pingTimer = setInterval(() => {
           selfPingAll().catch((err: unknown) => log.warn({ err }, 'MUC self-ping failed'));
         }, config.selfPingIntervalMs);
-        pingTimer.unref();
+        s.pingTimer.unref();
       }
       const deadline = Date.now() + config.startTimeoutMs;
-      while (!isReady() && Date.now() < deadline && !stopping) await sleep(25);
+      while (!isReady() && Date.now() < deadline && !s.stopping) await sleep(25);
       if (!isReady()) log.warn({ timeoutMs: config.startTimeoutMs }, 'XMPP adapter not ready yet; it keeps connecting in the background');
     },
 
     async stop() {
-      if (!started || stopping) return;
-      stopping = true;
+      if (!s.started || s.stopping) return;
+      s.stopping = true;
       // Work of this session ends here, also once a later start() has cleared `stopping`.
-      generation++;
-      unwatch?.();
-      clearInterval(pingTimer);
+      s.generation++;
+      s.unwatch?.();
+      clearInterval(s.pingTimer);
       for (const room of rooms.values()) clearTimeout(room.rejoinTimer);
       await Promise.race([Promise.allSettled([...inFlight]), sleep(config.deliveryTimeoutMs)]);
-      await connection.stop(config.streamTimeoutMs);
+      await s.connection.stop(config.streamTimeoutMs);
       // What was received is appended and its position written; the rest comes back by catch-up.
       const tracks = [accountTrack, ...[...rooms.values()].map((r) => r.track)];
       await Promise.race([Promise.allSettled(tracks.map((t) => t.idle())), sleep(config.ingestRetryMs + 1000)]);
       await Promise.allSettled(tracks.map((t) => t.flush()));
-      started = false;
+      s.started = false;
     },
 
     interrupt() {
-      connection.interrupt();
+      s.connection.interrupt();
     },
 
     abort() {
-      stopping = true;
-      started = false;
-      unwatch?.();
-      clearInterval(pingTimer);
+      s.stopping = true;
+      s.started = false;
+      s.unwatch?.();
+      clearInterval(s.pingTimer);
       for (const room of rooms.values()) clearTimeout(room.rejoinTimer);
-      connection.abort();
+      s.connection.abort();
     },
 
     status(): AdapterStatus {
-      const c = connection.status();
+      const c = s.connection.status();
       return {
         connected: c.online,
-        ready: isReady() && !stopping,
+        ready: isReady() && !s.stopping,
         detail: {
           jid: c.jid ?? account,
           status: c.status,
@@ -1135,7 +986,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
           reconnectAttempts: c.reconnectAttempts,
           streamManagement: c.smEnabled,
           lastError: c.lastError,
-          account: { caughtUp: accountTrack.caughtUp, queued: accountTrack.pending, archive: accountFacts.mam },
+          account: { caughtUp: accountTrack.caughtUp, queued: accountTrack.pending, archive: s.accountFacts.mam },
           rooms: Object.fromEntries(
             [...rooms.values()].map((r) => [
               r.jid,
@@ -1150,7 +1001,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     },
 
     deliver(event, target, context) {
-      if (stopping) return Promise.resolve({ status: 'retry', reason: 'the XMPP adapter is stopping', afterMs: 1000 });
+      if (s.stopping) return Promise.resolve({ status: 'retry', reason: 'the XMPP adapter is stopping', afterMs: 1000 });
       return track(deliverEvent(event, target, context));
     },
   };
