@@ -20,19 +20,20 @@
  * it in clear unless `allowPlaintextAfterEncrypted`.
  */
 import { randomUUID } from 'node:crypto';
-import type { Adapter, AdapterStatus, DeliveryContext, DeliveryResult, DeliveryTarget, IngestResult } from '../../src/core/adapter.js';
-import { ECHO_ID_KEY } from '../../src/core/adapter.js';
-import { Value } from '@sinclair/typebox/value';
-import { MAX_BODY_CHARS, UndecryptableReason, type LogEvent, type Undecryptable } from '../../src/core/event.js';
+import type { Adapter, AdapterStatus, DeliveryContext, DeliveryResult, DeliveryTarget } from '../../src/core/adapter.js';
+import type { LogEvent, Undecryptable } from '../../src/core/event.js';
 import type { RoomLink } from '../../src/core/ports.js';
 import { XmppConnection, backoffDelay } from './client.js';
 import { linkOptions, type LinkOptions, type RoomCreation } from './config.js';
-import { XmppNotConnectedError, stanzaErrorCondition, type DropReason } from './errors.js';
+import { XmppNotConnectedError, stanzaErrorCondition } from './errors.js';
 import { ID, ORIGIN_ID, lookupKey, scopedId, senderScope } from './ids.js';
-import { bareJid, normaliseMessage, openEnvelope, refsOf, toDraft, type Normalised, type NormaliseContext, type Parsed, type RoomFacts, type Source } from './normalise.js';
-import { carbonsEnable, discoFeatures, discoInfo, formFieldNames, mamQuery, mucConfigGet, mucConfigSubmit, mucJoin, mucLeave, parseFin, parseMucPresence, receipt, selfPing, selfPingVerdict, type MamFin, type MucPresence } from './protocol.js';
+import { bareJid, openEnvelope, type Normalised, type Source } from './normalise.js';
+import { carbonsEnable, discoFeatures, discoInfo, formFieldNames, mamQuery, mucConfigGet, mucConfigSubmit, mucJoin, mucLeave, parseFin, parseMucPresence, selfPing, selfPingVerdict, type MamFin, type MucPresence } from './protocol.js';
 import { expandPrefix, MAX_BODY_XML_BYTES, render } from './render.js';
 import { ArchiveTrack } from './track.js';
+import { encryptionSeen } from './encryption.js';
+import { handleParsed, normalise, withoutEcho } from './inbound/ingest.js';
+import { adapterStatus, drop, isReady, roomReady } from './status.js';
 import { XmppAdapterState, sleep, type MucState, type PendingQuery, type Target, type XmppAdapterDeps } from './state.js';
 import { NS, xml, type XmlElement } from './xml.js';
 
@@ -45,9 +46,6 @@ export const xmppAdapter = describeXmppAdapter(createXmppAdapter);
 
 export type { XmppAdapterDeps, XmppCounters } from './state.js';
 
-/** Ids of the notices we send about encrypted messages: their reflections and archive copies are not bridged. */
-const NOTICE_ID_PREFIX = 'sg-notice-';
-
 export interface XmppAdapter extends Adapter {
   /** Drops the connection like a crash (no closing stream, no position flush). For tests. */
   abort(): void;
@@ -58,8 +56,6 @@ export interface XmppAdapter extends Adapter {
 /** What we tell others we understand (disco#info on our full JID). */
 const FEATURES = [NS.discoInfo, NS.correct, NS.retract, NS.reactions, NS.reply, NS.markers, NS.receipts, NS.oob, NS.styling, NS.ping, NS.sid];
 
-const DROP_LOG_WINDOW_MS = 10_000;
-const DROP_LOGS_PER_WINDOW = 20;
 /** Room configuration fields that turn MUC archiving (MAM) on: Prosody's, ejabberd's. */
 const ROOM_ARCHIVING_FIELDS = ['muc#roomconfig_enablearchiving', 'mam'];
 
@@ -81,30 +77,8 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       },
     }),
   );
-  const { name, log, config, account, sink, links, store, counters, encrypted, encryptedConversations, encryptedNamespace, noticeSentAt, dropped, dropLog } = s;
+  const { name, log, config, account, sink, links, store, counters, encryptedConversations } = s;
   const { accountTrack, rooms, pendingQueries, reflectionWaiters, reflected, sentIds, reactionSets, reactionNamespace, inFlight } = s;
-
-  function drop(reason: DropReason, detail: string, extra: Record<string, unknown> = {}): void {
-    dropped[reason]++;
-    // Someone writing to the bridge account without a room for it is ordinary, not a warning.
-    if (reason === 'no-room') {
-      log.debug({ reason, detail, ...extra }, 'XMPP stanza ignored');
-      return;
-    }
-    const now = Date.now();
-    let w = dropLog.get(reason);
-    if (!w || now - w.windowStart >= DROP_LOG_WINDOW_MS) {
-      if (w && w.suppressed > 0) log.warn({ reason, suppressed: w.suppressed }, 'XMPP stanzas ignored (log lines suppressed)');
-      w = { windowStart: now, logged: 0, suppressed: 0 };
-      dropLog.set(reason, w);
-    }
-    if (w.logged < DROP_LOGS_PER_WINDOW) {
-      w.logged++;
-      log.warn({ reason, detail, ...extra }, 'XMPP stanza ignored');
-    } else {
-      w.suppressed++;
-    }
-  }
 
   function track<T>(p: Promise<T>): Promise<T> {
     inFlight.add(p);
@@ -113,21 +87,6 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       () => inFlight.delete(p),
     );
     return p;
-  }
-
-  /** Retries an append while the log is unavailable, up to ingestRetryMs; then throws. */
-  async function withRetry<T>(op: () => Promise<T>): Promise<T> {
-    const deadline = Date.now() + config.ingestRetryMs;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await op();
-      } catch (err) {
-        counters.ingestErrors++;
-        if (s.stopping || Date.now() >= deadline) throw err;
-        log.warn({ err: err instanceof Error ? err.message : String(err), attempt }, 'the log is unavailable; retrying');
-        await sleep(Math.min(backoffDelay(attempt, 50, 1000), Math.max(0, deadline - Date.now())));
-      }
-    }
   }
 
   // --- links
@@ -185,10 +144,6 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     for (const [jid, state] of rooms) if (!wanted.has(jid)) leaveRoom(state);
   }
 
-  function targetsFor(conversation: string, chat: 'groupchat' | 'chat'): Target[] {
-    return (s.targets.get(conversation) ?? []).filter((t) => t.options.type === chat);
-  }
-
   function leaveRoom(state: MucState): void {
     rooms.delete(state.jid);
     clearTimeout(state.rejoinTimer);
@@ -200,150 +155,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
 
   // --- normalisation context
 
-  function context(): NormaliseContext {
-    return {
-      account,
-      now: Date.now(),
-      accountStanzaIds: s.accountFacts.stanzaIds,
-      maxBodyChars: MAX_BODY_CHARS,
-      room(jid): RoomFacts | undefined {
-        const r = rooms.get(jid);
-        if (!r) return undefined;
-        return { nick: r.nick, occupantId: r.occupantId, stanzaIds: r.facts?.stanzaIds ?? false, occupantIds: r.facts?.occupantIds ?? false, nickKey: (nick) => r.nickKeys.get(nick) ?? nick };
-      },
-    };
-  }
-
   // --- inbound
-
-  function countResult(result: IngestResult): void {
-    if (result.status === 'ignored') {
-      counters.ignored++;
-      dropped['invalid-event']++;
-    } else {
-      counters[result.status]++;
-    }
-  }
-
-  async function ingestFor(p: Parsed, room: string): Promise<IngestResult | undefined> {
-    if (p.echoOf !== undefined) {
-      const ours = await withRetry(() => sink.getEvent(room, p.echoOf as string));
-      if (ours) {
-        // Relations of an echo are not looked up: the sink drops it and records its native ids for our event.
-        const all = { replyTo: ours.eventId, replaces: ours.eventId, redacts: ours.eventId, reactsTo: ours.eventId, upTo: ours.eventId };
-        const draft = toDraft(p, { room, via: name, targets: all });
-        if (!draft) return undefined;
-        const result = await withRetry(() => sink.ingest(draft));
-        countResult(result);
-        return result;
-      }
-    }
-    const resolved: Record<string, string> = {};
-    for (const [rel, ref] of refsOf(p.action)) {
-      let eventId: string | undefined;
-      for (const key of ref.keys) {
-        eventId = await withRetry(() => sink.resolve(room, key));
-        if (eventId !== undefined) break;
-      }
-      eventId ??= ref.keys.map((key) => sentIds.get(`${room}\0${key}`)).find((id) => id !== undefined);
-      if (eventId === undefined) {
-        // A reply to something we do not have is still a message.
-        if (rel === 'replyTo') continue;
-        drop('unknown-target', `the ${p.action.kind} refers to a message not in the log`, { room, conversation: p.conversation });
-        return undefined;
-      }
-      if (ref.sameSender) {
-        const original = await withRetry(() => sink.getEvent(room, eventId as string));
-        if (!original || original.sender.uid !== p.sender.uid) {
-          drop('not-original-sender', `${p.sender.native} tried a ${p.action.kind} of a message by ${original?.sender.native ?? 'someone else'}`, { room });
-          return undefined;
-        }
-      }
-      resolved[rel] = eventId;
-    }
-    const draft = toDraft(p, { room, via: name, targets: resolved });
-    if (!draft) return undefined;
-    const result = await withRetry(() => sink.ingest(draft));
-    countResult(result);
-    if (result.status === 'ignored') log.warn({ room, reason: result.reason }, 'XMPP message refused by the log');
-    return result;
-  }
-
-  /** Appends one normalised message to every room it belongs to; advances the archive position when `advance`. */
-  async function handleParsed(p: Parsed, archiveTrack: ArchiveTrack, advance: boolean): Promise<void> {
-    if (p.fromUs && p.echoOf !== undefined) {
-      reflected.set(`${p.conversation}\0${p.echoOf}`, withoutEcho(p.ids));
-    }
-    if (p.archived && archiveTrack.recent.has(p.archived.id)) {
-      counters.duplicate++;
-      return;
-    }
-    // Our notices about encrypted messages (their reflection, their archive copy) are not bridged.
-    const notice = p.fromUs && p.echoOf?.startsWith(NOTICE_ID_PREFIX) === true;
-    const ts = notice ? [] : targetsFor(p.conversation, p.chat);
-    if (ts.length === 0 && !notice) drop('no-room', `no room links ${p.conversation}`, { conversation: p.conversation });
-    const encryptedFromThem = p.encrypted !== undefined && !p.fromUs && ts.length > 0;
-    // Remembered before the append: no delivery can send this conversation plaintext once the event exists.
-    if (encryptedFromThem && p.encrypted) await withRetry(() => markEncrypted(p.conversation, p.encrypted as Undecryptable));
-    let appended = false;
-    let fresh = false;
-    // Idempotency keys are scoped per room by the log, so one conversation may feed several rooms.
-    for (const t of ts) {
-      const result = await ingestFor(p, t.room);
-      if (result?.status === 'appended' || result?.status === 'duplicate') appended = true;
-      if (result?.status === 'appended') fresh = true;
-    }
-    if (encryptedFromThem && p.encrypted) {
-      if (fresh) encrypted[p.encrypted.reason] = (encrypted[p.encrypted.reason] ?? 0) + 1;
-      if (appended) sendEncryptedNotice(p);
-    }
-    if (p.archived && p.archived.archive === archiveTrack.archive) {
-      archiveTrack.recent.set(p.archived.id, true);
-      if (advance) archiveTrack.advance({ id: p.archived.id, ts: p.ts.origin ?? p.ts.received });
-    }
-    if (appended && p.receiptFor !== undefined && s.connection.online) {
-      s.connection.send(receipt(p.conversation, p.receiptFor)).catch(() => undefined);
-    }
-  }
-
-  async function markEncrypted(conversation: string, how: Undecryptable): Promise<void> {
-    if (encryptedConversations.get(conversation)) return;
-    if (deps.state) await deps.state.set(encryptedNamespace, conversation, JSON.stringify({ ...how, at: Date.now() }));
-    encryptedConversations.set(conversation, how);
-    log.info({ conversation, reason: how.reason }, 'encrypted messages from this conversation: nothing is sent to it in clear from now on' + (config.allowPlaintextAfterEncrypted ? ' (allowed by allowPlaintextAfterEncrypted)' : ''));
-  }
-
-  /** The encryption a conversation used, if it ever sent us an encrypted message. */
-  async function encryptionSeen(conversation: string): Promise<Undecryptable | undefined> {
-    const cached = encryptedConversations.get(conversation);
-    if (cached !== undefined) return cached ?? undefined;
-    const raw = deps.state ? await deps.state.get(encryptedNamespace, conversation) : undefined;
-    const how = parseEncrypted(raw);
-    encryptedConversations.set(conversation, how ?? null);
-    return how;
-  }
-
-  /** Tells the sender of an encrypted message what happened to it: once per conversation and interval. */
-  function sendEncryptedNotice(p: Parsed): void {
-    if (config.encryptedNotice === '' || !s.connection.online) return;
-    const now = Date.now();
-    const last = noticeSentAt.get(p.conversation);
-    if (last !== undefined && now - last < config.encryptedNoticeIntervalMs) return;
-    // A room we are not in cannot be told (yet): the next encrypted message tries again.
-    if (p.chat === 'groupchat' && !rooms.get(p.conversation)?.joined) return;
-    noticeSentAt.set(p.conversation, now);
-    const id = `${NOTICE_ID_PREFIX}${randomUUID()}`;
-    const stanza = xml('message', { to: p.conversation, type: p.chat, id }, xml('body', {}, config.encryptedNotice), xml('origin-id', { xmlns: NS.sid, id }));
-    counters.encryptedNotices++;
-    s.connection.send(stanza).catch((err: unknown) => {
-      noticeSentAt.delete(p.conversation);
-      log.warn({ err, conversation: p.conversation }, 'could not send the notice about an encrypted message');
-    });
-  }
-
-  function normalise(message: XmlElement, source: Source): Normalised {
-    return normaliseMessage(message, source, context());
-  }
 
   /** Queues a live message on its archive; it is normalised when its turn comes (room facts are known by then). */
   function enqueueLive(t: ArchiveTrack, message: XmlElement, source: Source, early?: Normalised): void {
@@ -354,13 +166,13 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
           counters.deferred++;
           return;
         }
-        const n = early ?? normalise(message, source);
+        const n = early ?? normalise(s, message, source);
         if (n.ok === 'skip') return;
         if (!n.ok) {
-          drop(n.reason, n.detail, { from: message.attrs['from'] });
+          drop(s, n.reason, n.detail, { from: message.attrs['from'] });
           return;
         }
-        await handleParsed(n.value, t, t.caughtUp);
+        await handleParsed(s, n.value, t, t.caughtUp);
       },
       (err) => onTrackFailure(t, err),
     );
@@ -393,13 +205,13 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     const env = openEnvelope(stanza, account);
     if (env.ok === 'skip') return;
     if (!env.ok) {
-      drop(env.reason, env.detail, { from: stanza.attrs['from'] });
+      drop(s, env.reason, env.detail, { from: stanza.attrs['from'] });
       return;
     }
     if (env.type === 'archive-result') {
       const q = pendingQueries.get(env.queryId);
       if (!q || q.archive !== env.from) {
-        drop('archive-stranger', q ? `a result for the archive of ${q.archive} from ${env.from}` : `a result for a query we did not make, from ${env.from}`, { from: stanza.attrs['from'] });
+        drop(s, 'archive-stranger', q ? `a result for the archive of ${q.archive} from ${env.from}` : `a result for a query we did not make, from ${env.from}`, { from: stanza.attrs['from'] });
         return;
       }
       q.results.push({ message: env.message, resultId: env.resultId, stamp: env.stamp });
@@ -409,13 +221,13 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     if (message.attrs['type'] === 'groupchat') {
       const room = rooms.get(bareJid(message.attrs['from']) ?? '');
       if (!room) {
-        drop('no-room', `a groupchat message from ${message.attrs['from']}, a room we are not in`);
+        drop(s, 'no-room', `a groupchat message from ${message.attrs['from']}, a room we are not in`);
         return;
       }
       let early: Normalised | undefined;
       // Our reflection confirms a delivery: answer the waiting deliver() now, not after the queue.
       if (room.facts && reflectionWaiters.size > 0) {
-        early = normalise(message, env.source);
+        early = normalise(s, message, env.source);
         if (early.ok === true && early.value.fromUs && early.value.echoOf !== undefined) {
           const key = `${room.jid}\0${early.value.echoOf}`;
           const ids = withoutEcho(early.value.ids);
@@ -553,17 +365,17 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       }
       for (const r of page.results) {
         counters.archived++;
-        const n = normalise(r.message, { kind: 'archive', archive: t.archive, resultId: r.resultId, stamp: r.stamp });
+        const n = normalise(s, r.message, { kind: 'archive', archive: t.archive, resultId: r.resultId, stamp: r.stamp });
         if (n.ok === 'skip') {
           t.advance({ id: r.resultId, ts: r.stamp ?? Date.now() });
           continue;
         }
         if (!n.ok) {
-          drop(n.reason, n.detail, { archive: t.archive });
+          drop(s, n.reason, n.detail, { archive: t.archive });
           t.advance({ id: r.resultId, ts: r.stamp ?? Date.now() });
           continue;
         }
-        await handleParsed(n.value, t, true);
+        await handleParsed(s, n.value, t, true);
         handled++;
       }
       const last = page.fin.last ?? page.results.at(-1)?.resultId;
@@ -788,10 +600,6 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
 
   // --- out
 
-  function roomReady(room: MucState | undefined): boolean {
-    return room !== undefined && room.joined && room.track.caughtUp && s.connection.online;
-  }
-
   /** A reply's original: its quote, and its author's JID here (XEP-0461 `to`): the XMPP sender, else the bridge itself. */
   async function replyOriginal(event: LogEvent, to: string, room: MucState | undefined): Promise<{ quote?: { author: string; text: string }; author?: string }> {
     if (event.kind !== 'message' || !event.rel?.replyTo) return {};
@@ -829,7 +637,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     if (!config.allowPlaintextAfterEncrypted && (event.kind === 'message' || event.kind === 'edit' || event.kind === 'reaction')) {
       let how: Undecryptable | undefined;
       try {
-        how = await encryptionSeen(to);
+        how = await encryptionSeen(s, to);
       } catch (err) {
         return { status: 'retry', reason: `could not read whether ${to} uses encryption: ${(err as Error).message}` };
       }
@@ -843,7 +651,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     const room = chat === 'groupchat' ? rooms.get(to) : undefined;
     // Banned: retrying cannot help; the dead-letter stream keeps the event for a replay once the ban is lifted.
     if (room?.gaveUp) return { status: 'rejected', reason: `${room.gaveUp} (${to})` };
-    if (chat === 'groupchat' && !roomReady(room)) return { status: 'retry', reason: `not (yet) in the MUC ${to}`, afterMs: 1000 };
+    if (chat === 'groupchat' && !roomReady(s, room)) return { status: 'retry', reason: `not (yet) in the MUC ${to}`, afterMs: 1000 };
     if (chat === 'chat' && !accountTrack.caughtUp) return { status: 'retry', reason: 'catching up with the account archive', afterMs: 1000 };
 
     // A retry of something whose reflection (or archive copy) we have seen since: it arrived.
@@ -904,13 +712,6 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     }
   }
 
-  /** Connected, caught up, and in every linked room — except rooms that banned us (reported in status, not blocking readiness). */
-  function isReady(): boolean {
-    if (!s.connection.online || !accountTrack.caughtUp) return false;
-    for (const room of rooms.values()) if (!room.gaveUp && !roomReady(room)) return false;
-    return true;
-  }
-
   return {
     name,
     protocol: 'xmpp',
@@ -939,8 +740,8 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
         s.pingTimer.unref();
       }
       const deadline = Date.now() + config.startTimeoutMs;
-      while (!isReady() && Date.now() < deadline && !s.stopping) await sleep(25);
-      if (!isReady()) log.warn({ timeoutMs: config.startTimeoutMs }, 'XMPP adapter not ready yet; it keeps connecting in the background');
+      while (!isReady(s) && Date.now() < deadline && !s.stopping) await sleep(25);
+      if (!isReady(s)) log.warn({ timeoutMs: config.startTimeoutMs }, 'XMPP adapter not ready yet; it keeps connecting in the background');
     },
 
     async stop() {
@@ -974,30 +775,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     },
 
     status(): AdapterStatus {
-      const c = s.connection.status();
-      return {
-        connected: c.online,
-        ready: isReady() && !s.stopping,
-        detail: {
-          jid: c.jid ?? account,
-          status: c.status,
-          sessions: c.sessions,
-          resumptions: c.resumptions,
-          reconnectAttempts: c.reconnectAttempts,
-          streamManagement: c.smEnabled,
-          lastError: c.lastError,
-          account: { caughtUp: accountTrack.caughtUp, queued: accountTrack.pending, archive: s.accountFacts.mam },
-          rooms: Object.fromEntries(
-            [...rooms.values()].map((r) => [
-              r.jid,
-              { joined: r.joined, ready: roomReady(r), nick: r.nick, caughtUp: r.track.caughtUp, queued: r.track.pending, lastSelfPing: r.lastSelfPing, ...(r.gaveUp ? { gaveUp: r.gaveUp } : {}) },
-            ]),
-          ),
-          counters: { ...counters },
-          dropped: { ...dropped },
-          encrypted: { ...encrypted },
-        },
-      };
+      return adapterStatus(s);
     },
 
     deliver(event, target, context) {
@@ -1020,25 +798,6 @@ function parseReactionSets(raw: string | undefined): Map<string, readonly string
   } catch {
     return undefined;
   }
-}
-
-function parseEncrypted(raw: string | undefined): Undecryptable | undefined {
-  if (raw === undefined) return undefined;
-  try {
-    const parsed = JSON.parse(raw) as unknown;
-    if (typeof parsed !== 'object' || parsed === null) return undefined;
-    const { reason, scheme } = parsed as { reason?: unknown; scheme?: unknown };
-    // A stored entry we cannot read still says the conversation used encryption.
-    const how: Undecryptable = { reason: Value.Check(UndecryptableReason, reason) ? reason : 'unknown-encryption' };
-    return typeof scheme === 'string' ? { ...how, scheme } : how;
-  } catch {
-    return { reason: 'unknown-encryption' };
-  }
-}
-
-function withoutEcho(ids: Readonly<Record<string, string>>): Record<string, string> {
-  const { [ECHO_ID_KEY]: _drop, ...rest } = ids;
-  return rest;
 }
 
 /** For the runtime's admin API: true when the link is a valid XMPP link. */
