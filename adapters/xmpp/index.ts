@@ -19,22 +19,24 @@
  * (per `encryptedNoticeIntervalMs`, in memory), and from then on nothing goes to
  * it in clear unless `allowPlaintextAfterEncrypted`.
  */
-import { randomUUID } from 'node:crypto';
 import type { Adapter, AdapterStatus, DeliveryContext, DeliveryResult, DeliveryTarget } from '../../src/core/adapter.js';
 import type { LogEvent, Undecryptable } from '../../src/core/event.js';
 import type { RoomLink } from '../../src/core/ports.js';
-import { XmppConnection, backoffDelay } from './client.js';
-import { linkOptions, type LinkOptions, type RoomCreation } from './config.js';
-import { XmppNotConnectedError, stanzaErrorCondition } from './errors.js';
+import { XmppConnection } from './client.js';
+import { linkOptions, type LinkOptions } from './config.js';
+import { XmppNotConnectedError } from './errors.js';
 import { ID, ORIGIN_ID, lookupKey, scopedId, senderScope } from './ids.js';
 import { bareJid, openEnvelope, type Normalised, type Source } from './normalise.js';
-import { carbonsEnable, discoFeatures, discoInfo, formFieldNames, mamQuery, mucConfigGet, mucConfigSubmit, mucJoin, mucLeave, parseFin, parseMucPresence, selfPing, selfPingVerdict, type MamFin, type MucPresence } from './protocol.js';
+import { carbonsEnable, discoFeatures, discoInfo, parseMucPresence, type MucPresence } from './protocol.js';
 import { expandPrefix, MAX_BODY_XML_BYTES, render } from './render.js';
-import { ArchiveTrack } from './track.js';
+import type { ArchiveTrack } from './track.js';
 import { encryptionSeen } from './encryption.js';
 import { handleParsed, normalise, withoutEcho } from './inbound/ingest.js';
+import { refreshTargets } from './links.js';
+import { onTrackFailure, scheduleCatchup } from './mam.js';
+import { enterRoom, joinRoom, scheduleRejoin, selfPingAll } from './muc.js';
 import { adapterStatus, drop, isReady, roomReady } from './status.js';
-import { XmppAdapterState, sleep, type MucState, type PendingQuery, type Target, type XmppAdapterDeps } from './state.js';
+import { XmppAdapterState, sleep, type MucState, type XmppAdapterDeps } from './state.js';
 import { NS, xml, type XmlElement } from './xml.js';
 
 export { XmppAdapterConfig, parseXmppConfig, linkOptions as validateXmppLink } from './config.js';
@@ -56,12 +58,6 @@ export interface XmppAdapter extends Adapter {
 /** What we tell others we understand (disco#info on our full JID). */
 const FEATURES = [NS.discoInfo, NS.correct, NS.retract, NS.reactions, NS.reply, NS.markers, NS.receipts, NS.oob, NS.styling, NS.ping, NS.sid];
 
-/** Room configuration fields that turn MUC archiving (MAM) on: Prosody's, ejabberd's. */
-const ROOM_ARCHIVING_FIELDS = ['muc#roomconfig_enablearchiving', 'mam'];
-
-/** how far before the last position's time the item-not-found fallback starts, for clock differences */
-const FALLBACK_MARGIN_MS = 10 * 60_000;
-
 export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
   // The connection's callbacks run once it is online, long after `s` is assigned.
   const s: XmppAdapterState = new XmppAdapterState(deps, (state) =>
@@ -77,7 +73,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       },
     }),
   );
-  const { name, log, config, account, sink, links, store, counters, encryptedConversations } = s;
+  const { name, log, config, account, sink, links, counters, encryptedConversations } = s;
   const { accountTrack, rooms, pendingQueries, reflectionWaiters, reflected, sentIds, reactionSets, reactionNamespace, inFlight } = s;
 
   function track<T>(p: Promise<T>): Promise<T> {
@@ -87,70 +83,6 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       () => inFlight.delete(p),
     );
     return p;
-  }
-
-  // --- links
-
-  function refreshTargets(): void {
-    const next = new Map<string, Target[]>();
-    for (const { room, link } of links.linksOf(name)) {
-      let options: LinkOptions;
-      try {
-        options = linkOptions(link);
-      } catch (err) {
-        log.error({ room, target: link.target, err: (err as Error).message }, 'ignoring an invalid XMPP room link');
-        continue;
-      }
-      const jid = link.target.toLowerCase();
-      next.set(jid, [...(next.get(jid) ?? []), { room, link, options }]);
-    }
-    s.targets = next;
-    const wanted = new Map<string, { nick: string; password: string | undefined; create: RoomCreation }>();
-    for (const [jid, ts] of next) {
-      const muc = ts.find((t) => t.options.type === 'groupchat');
-      if (muc && muc.options.type === 'groupchat') wanted.set(jid, { nick: muc.options.nick ?? config.mucNick, password: muc.options.password, create: muc.options.create });
-    }
-    for (const [jid, want] of wanted) {
-      const existing = rooms.get(jid);
-      if (existing && existing.configuredNick === want.nick) {
-        existing.password = want.password;
-        existing.create = want.create;
-        continue;
-      }
-      if (existing) leaveRoom(existing);
-      const state: MucState = {
-        jid,
-        configuredNick: want.nick,
-        nick: want.nick,
-        password: want.password,
-        create: want.create,
-        joined: false,
-        joining: undefined,
-        occupantId: undefined,
-        facts: undefined,
-        track: new ArchiveTrack(jid, store, log),
-        rejoinTimer: undefined,
-        rejoinAttempts: 0,
-        lastSelfPing: undefined,
-        gaveUp: undefined,
-        nickKeys: new Map(),
-        nickKeySeq: 0,
-        renamedTo: new Set(),
-        present: new Set(),
-      };
-      rooms.set(jid, state);
-      if (s.connection.online) void joinRoom(state, s.generation);
-    }
-    for (const [jid, state] of rooms) if (!wanted.has(jid)) leaveRoom(state);
-  }
-
-  function leaveRoom(state: MucState): void {
-    rooms.delete(state.jid);
-    clearTimeout(state.rejoinTimer);
-    if (state.joined && s.connection.online) s.connection.send(mucLeave(state.jid, state.nick)).catch(() => undefined);
-    state.joined = false;
-    state.joining?.resolve({ ok: false, condition: 'left' });
-    log.info({ room: state.jid }, 'left MUC (link removed)');
   }
 
   // --- normalisation context
@@ -174,30 +106,8 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
         }
         await handleParsed(s, n.value, t, t.caughtUp);
       },
-      (err) => onTrackFailure(t, err),
+      (err) => onTrackFailure(s, t, err),
     );
-  }
-
-  /** An append failed for good: stop advancing the position and read the archive again from it, later. */
-  function onTrackFailure(t: ArchiveTrack, err: unknown): void {
-    log.error({ err, archive: t.archive }, 'could not append an XMPP message; the archive will be read again from the last position');
-    t.caughtUp = false;
-    const archived = t === accountTrack ? s.accountFacts.mam : rooms.get(t.archive)?.facts?.mam === true;
-    // Without an archive there is nothing to read again: later messages go on live.
-    if (!archived) {
-      t.caughtUp = true;
-      return;
-    }
-    t.resyncPending = true;
-    const gen = s.generation;
-    setTimeout(() => {
-      if (gen !== s.generation || s.stopping || t.catchingUp) return;
-      if (t === accountTrack) scheduleCatchup(t, gen);
-      else {
-        const room = rooms.get(t.archive);
-        if (room?.joined && room.track === t) scheduleCatchup(t, gen);
-      }
-    }, backoffDelay(1, config.reconnect.minMs, config.reconnect.maxMs)).unref();
   }
 
   function onMessage(stanza: XmlElement): void {
@@ -257,7 +167,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       room.nick = p.nick;
       if (room.joining) {
         // The join answer: queue the room's catch-up now, before any stanza after it (in the same read) is handled.
-        enterRoom(room, room.joining.gen, p.codes.has('201'));
+        enterRoom(s, room, room.joining.gen, p.codes.has('201'));
         room.joining.resolve({ ok: true });
       }
       return;
@@ -275,7 +185,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       return;
     }
     log.warn({ room: room.jid, codes: [...p.codes] }, 'removed from the MUC; rejoining');
-    scheduleRejoin(room);
+    scheduleRejoin(s, room);
   }
 
   /** Keeps the nick history of other occupants (see MucState.nickKeys). */
@@ -310,254 +220,6 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     else if (stanza.is('presence')) onPresence(stanza);
   }
 
-  // --- catch-up (MAM)
-
-  async function mamPage(archive: string, q: { after?: string | undefined; before?: string | undefined; start?: number | undefined; max: number }): Promise<{ results: PendingQuery['results']; fin: MamFin }> {
-    const queryId = randomUUID();
-    const pending: PendingQuery = { archive, results: [] };
-    pendingQueries.set(queryId, pending);
-    try {
-      const reply = await s.connection.request(mamQuery({ to: archive === account ? undefined : archive, queryId, ...q }), config.iqTimeoutMs);
-      const fin = parseFin(reply) ?? { complete: true, first: undefined, last: undefined };
-      return { results: pending.results, fin };
-    } finally {
-      pendingQueries.delete(queryId);
-    }
-  }
-
-  async function catchUp(t: ArchiveTrack, gen: number): Promise<void> {
-    if (gen !== s.generation || !s.connection.online) return;
-    const t0 = Date.now();
-    let handled = 0;
-    const position = await t.load();
-    let after: string | undefined = position?.id;
-    let start: number | undefined;
-    if (position && position.id === undefined) {
-      // The archive was empty at first sight: everything archived since then (less a margin for clocks; the log dedupes).
-      start = Math.max(position.ts - FALLBACK_MARGIN_MS, Date.now() - config.catchupMaxAgeMs);
-    }
-    if (!position) {
-      if (config.initialHistoryMs > 0) start = Date.now() - config.initialHistoryMs;
-      else {
-        // First time: no history, just the archive's newest id, so nothing after it is missed later.
-        // An empty archive leaves the time of this query instead: the next catch-up reads from then.
-        const { results } = await mamPage(t.archive, { before: '', max: 1 });
-        const newest = results.at(-1);
-        t.advance(newest ? { id: newest.resultId, ts: newest.stamp ?? Date.now() } : { ts: t0 });
-        t.caughtUp = true;
-        log.info({ archive: t.archive, newest: newest?.resultId }, 'archive seen for the first time; following it from its newest entry');
-        return;
-      }
-    }
-    for (;;) {
-      if (gen !== s.generation || s.stopping) return;
-      let page: Awaited<ReturnType<typeof mamPage>>;
-      try {
-        page = await mamPage(t.archive, { after, start, max: config.mamPageSize });
-      } catch (err) {
-        if (stanzaErrorCondition(err) === 'item-not-found' && after !== undefined && position) {
-          start = Math.max(position.ts - FALLBACK_MARGIN_MS, Date.now() - config.catchupMaxAgeMs);
-          log.warn({ archive: t.archive, after, since: new Date(start).toISOString() }, 'the last archived id is gone from the archive; catching up by time');
-          after = undefined;
-          continue;
-        }
-        throw err;
-      }
-      for (const r of page.results) {
-        counters.archived++;
-        const n = normalise(s, r.message, { kind: 'archive', archive: t.archive, resultId: r.resultId, stamp: r.stamp });
-        if (n.ok === 'skip') {
-          t.advance({ id: r.resultId, ts: r.stamp ?? Date.now() });
-          continue;
-        }
-        if (!n.ok) {
-          drop(s, n.reason, n.detail, { archive: t.archive });
-          t.advance({ id: r.resultId, ts: r.stamp ?? Date.now() });
-          continue;
-        }
-        await handleParsed(s, n.value, t, true);
-        handled++;
-      }
-      const last = page.fin.last ?? page.results.at(-1)?.resultId;
-      if (page.fin.complete || page.results.length === 0 || last === undefined) break;
-      after = last;
-    }
-    if (gen !== s.generation) return;
-    // Nothing archived in the initial history window: the next catch-up reads from the time of this one.
-    if (t.current === undefined) t.advance({ ts: t0 });
-    t.caughtUp = true;
-    t.resyncPending = false;
-    counters.catchups++;
-    log.info({ archive: t.archive, messages: handled, ms: Date.now() - t0 }, 'caught up with the archive');
-  }
-
-  /** Runs a catch-up inside the track's queue; on failure it is tried again later. */
-  async function runCatchup(t: ArchiveTrack, gen: number): Promise<void> {
-    t.catchingUp = true;
-    try {
-      await catchUp(t, gen);
-    } catch (err) {
-      counters.catchupFailures++;
-      if (gen !== s.generation || s.stopping) return;
-      // Live messages wait for the next try, which reads them from the archive in order.
-      t.resyncPending = true;
-      log.warn({ err, archive: t.archive }, 'catch-up failed; trying again');
-      setTimeout(() => {
-        if (gen !== s.generation || s.stopping || t.catchingUp || t.caughtUp) return;
-        if (t !== accountTrack && !rooms.get(t.archive)?.joined) return;
-        scheduleCatchup(t, gen);
-      }, backoffDelay(2, config.reconnect.minMs, config.reconnect.maxMs)).unref();
-    } finally {
-      t.catchingUp = false;
-    }
-  }
-
-  function scheduleCatchup(t: ArchiveTrack, gen: number): void {
-    t.catchingUp = true;
-    t.enqueue(
-      () => runCatchup(t, gen),
-      (err) => log.error({ err, archive: t.archive }, 'catch-up failed'),
-    );
-  }
-
-  // --- MUC
-
-  async function joinRoom(room: MucState, gen: number): Promise<void> {
-    if (room.joining || room.gaveUp || !s.connection.online || gen !== s.generation) return;
-    room.present.clear();
-    room.renamedTo.clear();
-    const result = await new Promise<{ ok: boolean; condition?: string | undefined }>((resolve) => {
-      const timer = setTimeout(() => resolve({ ok: false, condition: 'timeout' }), config.iqTimeoutMs);
-      room.joining = {
-        gen,
-        resolve: (r) => {
-          clearTimeout(timer);
-          resolve(r);
-        },
-      };
-      s.connection.send(mucJoin(room.jid, room.nick, room.password)).catch((err: unknown) => room.joining?.resolve({ ok: false, condition: (err as Error).message }));
-    });
-    room.joining = undefined;
-    if (gen !== s.generation || rooms.get(room.jid) !== room) return;
-    if (!result.ok) {
-      if (result.condition === 'conflict' && room.nick.length < room.configuredNick.length + 3) {
-        room.nick = `${room.nick}_`;
-        log.warn({ room: room.jid, nick: room.nick }, 'nick taken in the MUC; trying another');
-        return joinRoom(room, gen);
-      }
-      if (result.condition === 'forbidden') room.gaveUp = 'banned from the room';
-      log.error({ room: room.jid, condition: result.condition }, 'could not join the MUC');
-      if (!room.gaveUp) scheduleRejoin(room);
-    }
-    // Joined: enterRoom() ran when the answer came.
-  }
-
-  /** We are in the room (our self-presence answered the join): room facts and the catch-up, queued ahead of anything that follows. */
-  function enterRoom(room: MucState, gen: number, created: boolean): void {
-    if (gen !== s.generation || rooms.get(room.jid) !== room) return;
-    room.joined = true;
-    room.rejoinAttempts = 0;
-    counters.joins++;
-    log.info({ room: room.jid, nick: room.nick, occupantId: room.occupantId }, 'joined MUC');
-    // Room facts, then the catch-up, in one task ahead of the live messages that arrive from now
-    // on: those are normalised with the facts and appended after the archived ones.
-    room.track.caughtUp = false;
-    room.track.catchingUp = true;
-    room.track.enqueue(
-      async () => {
-        // We created the room (201): it stays locked to everyone else until we configure it.
-        if (created) await configureRoom(room);
-        try {
-          const features = discoFeatures(await s.connection.request(discoInfo(room.jid), config.iqTimeoutMs));
-          room.facts = { stanzaIds: features.has(NS.sid), occupantIds: features.has(NS.occupantId), mam: features.has(NS.mam) };
-        } catch (err) {
-          log.warn({ err, room: room.jid }, 'disco#info of the MUC failed; assuming no stanza-ids, occupant ids or archive');
-          room.facts = { stanzaIds: false, occupantIds: false, mam: false };
-        }
-        if (!room.facts.mam) {
-          log.warn({ room: room.jid }, 'the MUC has no archive (MAM): messages sent while we were away are not recovered');
-          room.track.catchingUp = false;
-          room.track.caughtUp = true;
-          return;
-        }
-        await runCatchup(room.track, gen);
-      },
-      (err) => log.error({ err, room: room.jid }, 'MUC setup failed'),
-    );
-  }
-
-  /**
-   * Unlocks a room we created through its own configuration form: fetched, then submitted with
-   * those of the wanted fields it offers (the link's settings, and archiving, which the catch-up
-   * needs); a form the server cannot give makes it an instant room.
-   */
-  async function configureRoom(room: MucState): Promise<void> {
-    const wanted = new Map<string, string>();
-    const { persistent, membersOnly, name: roomName } = room.create;
-    if (persistent !== undefined) wanted.set('muc#roomconfig_persistentroom', persistent ? '1' : '0');
-    if (membersOnly !== undefined) wanted.set('muc#roomconfig_membersonly', membersOnly ? '1' : '0');
-    if (roomName !== undefined) wanted.set('muc#roomconfig_roomname', roomName);
-    const fields = new Map<string, string>();
-    try {
-      const offered = formFieldNames(await s.connection.request(mucConfigGet(room.jid), config.iqTimeoutMs));
-      for (const [field, value] of wanted) {
-        if (offered.has(field)) fields.set(field, value);
-        else log.warn({ room: room.jid, field }, 'the server’s room configuration form has no such field; left to its default');
-      }
-      // Archiving has no standard field name: each server's own, whichever the form offers.
-      const archiving = ROOM_ARCHIVING_FIELDS.find((f) => offered.has(f));
-      if (archiving !== undefined) fields.set(archiving, '1');
-      else log.warn({ room: room.jid, offered: [...offered] }, 'the room configuration form offers no archiving option; the server decides whether the room is archived (without it, messages sent while we are away are not recovered)');
-    } catch (err) {
-      log.warn({ err, room: room.jid }, 'could not read the room configuration form; creating an instant room');
-    }
-    try {
-      await s.connection.request(mucConfigSubmit(room.jid, fields), config.iqTimeoutMs);
-      log.info({ room: room.jid, configured: Object.fromEntries(fields) }, fields.size > 0 ? 'created the MUC with the link’s configuration' : 'created the MUC as an instant room');
-    } catch (err) {
-      log.error({ err, room: room.jid }, 'could not configure the MUC we created; it stays locked until the server’s lock runs out');
-    }
-  }
-
-  function scheduleRejoin(room: MucState): void {
-    clearTimeout(room.rejoinTimer);
-    const delay = backoffDelay(room.rejoinAttempts++, config.reconnect.minMs, config.reconnect.maxMs);
-    room.rejoinTimer = setTimeout(() => {
-      room.rejoinTimer = undefined;
-      if (s.stopping || rooms.get(room.jid) !== room || room.joined) return;
-      counters.rejoins++;
-      room.nick = room.configuredNick;
-      void joinRoom(room, s.generation);
-    }, delay);
-    room.rejoinTimer.unref();
-  }
-
-  async function selfPingAll(): Promise<void> {
-    if (!s.connection.online) return;
-    await Promise.all(
-      [...rooms.values()]
-        .filter((r) => r.joined)
-        .map(async (room) => {
-          counters.selfPings++;
-          let verdict: 'joined' | 'not-joined' | 'unknown';
-          try {
-            await s.connection.request(selfPing(room.jid, room.nick), config.iqTimeoutMs);
-            verdict = 'joined';
-          } catch (err) {
-            verdict = selfPingVerdict(stanzaErrorCondition(err));
-          }
-          room.lastSelfPing = Date.now();
-          if (verdict === 'not-joined' && room.joined && rooms.get(room.jid) === room) {
-            counters.selfPingDropouts++;
-            log.warn({ room: room.jid }, 'MUC self-ping: we are no longer in the room; rejoining');
-            room.joined = false;
-            room.facts = undefined;
-            void joinRoom(room, s.generation);
-          }
-        }),
-    );
-  }
-
   // --- session
 
   function onSession(): void {
@@ -588,13 +250,13 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
         log.warn({ err }, 'could not enable Carbons');
       }
       if (gen !== s.generation) return;
-      if (s.accountFacts.mam) scheduleCatchup(accountTrack, gen);
+      if (s.accountFacts.mam) scheduleCatchup(s, accountTrack, gen);
       else {
         log.warn('the account has no archive (MAM): 1:1 messages sent while we were away are not recovered');
         accountTrack.caughtUp = true;
       }
       await s.connection.send(xml('presence')).catch(() => undefined);
-      for (const room of rooms.values()) void joinRoom(room, gen);
+      for (const room of rooms.values()) void joinRoom(s, room, gen);
     })().catch((err: unknown) => log.error({ err }, 'session setup failed'));
   }
 
@@ -730,12 +392,12 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
         // Another replica may have seen encrypted messages meanwhile.
         encryptedConversations.clear();
       }
-      refreshTargets();
-      s.unwatch = links.onChange(() => refreshTargets());
+      refreshTargets(s);
+      s.unwatch = links.onChange(() => refreshTargets(s));
       s.connection.start();
       if (config.selfPingIntervalMs > 0) {
         s.pingTimer = setInterval(() => {
-          selfPingAll().catch((err: unknown) => log.warn({ err }, 'MUC self-ping failed'));
+          selfPingAll(s).catch((err: unknown) => log.warn({ err }, 'MUC self-ping failed'));
         }, config.selfPingIntervalMs);
         s.pingTimer.unref();
       }
