@@ -26,18 +26,16 @@ import { XmppConnection } from './client.js';
 import { linkOptions, type LinkOptions } from './config.js';
 import { XmppNotConnectedError } from './errors.js';
 import { ID, ORIGIN_ID, lookupKey, scopedId, senderScope } from './ids.js';
-import { bareJid, openEnvelope, type Normalised, type Source } from './normalise.js';
-import { carbonsEnable, discoFeatures, discoInfo, parseMucPresence, type MucPresence } from './protocol.js';
+import { carbonsEnable, discoFeatures, discoInfo } from './protocol.js';
 import { expandPrefix, MAX_BODY_XML_BYTES, render } from './render.js';
-import type { ArchiveTrack } from './track.js';
 import { encryptionSeen } from './encryption.js';
-import { handleParsed, normalise, withoutEcho } from './inbound/ingest.js';
+import { onStanza } from './inbound/dispatch.js';
 import { refreshTargets } from './links.js';
-import { onTrackFailure, scheduleCatchup } from './mam.js';
-import { enterRoom, joinRoom, scheduleRejoin, selfPingAll } from './muc.js';
-import { adapterStatus, drop, isReady, roomReady } from './status.js';
+import { scheduleCatchup } from './mam.js';
+import { joinRoom, selfPingAll } from './muc.js';
+import { adapterStatus, isReady, roomReady } from './status.js';
 import { XmppAdapterState, sleep, type MucState, type XmppAdapterDeps } from './state.js';
-import { NS, xml, type XmlElement } from './xml.js';
+import { NS, xml } from './xml.js';
 
 export { XmppAdapterConfig, parseXmppConfig, linkOptions as validateXmppLink } from './config.js';
 export { memoryCatchupStore, stateCatchupStore, type CatchupStore, type CatchupPosition } from './catchup.js';
@@ -65,7 +63,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       config: state.config,
       log: state.log,
       features: FEATURES,
-      onStanza,
+      onStanza: (stanza) => onStanza(s, stanza),
       onSession,
       onResumed: () => undefined,
       onDisconnect: () => {
@@ -74,7 +72,7 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
     }),
   );
   const { name, log, config, account, sink, links, counters, encryptedConversations } = s;
-  const { accountTrack, rooms, pendingQueries, reflectionWaiters, reflected, sentIds, reactionSets, reactionNamespace, inFlight } = s;
+  const { accountTrack, rooms, reflectionWaiters, reflected, sentIds, reactionSets, reactionNamespace, inFlight } = s;
 
   function track<T>(p: Promise<T>): Promise<T> {
     inFlight.add(p);
@@ -83,141 +81,6 @@ export function createXmppAdapter(deps: XmppAdapterDeps): XmppAdapter {
       () => inFlight.delete(p),
     );
     return p;
-  }
-
-  // --- normalisation context
-
-  // --- inbound
-
-  /** Queues a live message on its archive; it is normalised when its turn comes (room facts are known by then). */
-  function enqueueLive(t: ArchiveTrack, message: XmlElement, source: Source, early?: Normalised): void {
-    t.enqueue(
-      async () => {
-        if (t.resyncPending) {
-          // The archive is read again from the last position (see onTrackFailure); this message comes with it, in order.
-          counters.deferred++;
-          return;
-        }
-        const n = early ?? normalise(s, message, source);
-        if (n.ok === 'skip') return;
-        if (!n.ok) {
-          drop(s, n.reason, n.detail, { from: message.attrs['from'] });
-          return;
-        }
-        await handleParsed(s, n.value, t, t.caughtUp);
-      },
-      (err) => onTrackFailure(s, t, err),
-    );
-  }
-
-  function onMessage(stanza: XmlElement): void {
-    counters.received++;
-    const env = openEnvelope(stanza, account);
-    if (env.ok === 'skip') return;
-    if (!env.ok) {
-      drop(s, env.reason, env.detail, { from: stanza.attrs['from'] });
-      return;
-    }
-    if (env.type === 'archive-result') {
-      const q = pendingQueries.get(env.queryId);
-      if (!q || q.archive !== env.from) {
-        drop(s, 'archive-stranger', q ? `a result for the archive of ${q.archive} from ${env.from}` : `a result for a query we did not make, from ${env.from}`, { from: stanza.attrs['from'] });
-        return;
-      }
-      q.results.push({ message: env.message, resultId: env.resultId, stamp: env.stamp });
-      return;
-    }
-    const message = env.message;
-    if (message.attrs['type'] === 'groupchat') {
-      const room = rooms.get(bareJid(message.attrs['from']) ?? '');
-      if (!room) {
-        drop(s, 'no-room', `a groupchat message from ${message.attrs['from']}, a room we are not in`);
-        return;
-      }
-      let early: Normalised | undefined;
-      // Our reflection confirms a delivery: answer the waiting deliver() now, not after the queue.
-      if (room.facts && reflectionWaiters.size > 0) {
-        early = normalise(s, message, env.source);
-        if (early.ok === true && early.value.fromUs && early.value.echoOf !== undefined) {
-          const key = `${room.jid}\0${early.value.echoOf}`;
-          const ids = withoutEcho(early.value.ids);
-          reflected.set(key, ids);
-          reflectionWaiters.get(key)?.(ids);
-        }
-      }
-      enqueueLive(room.track, message, env.source, early);
-      return;
-    }
-    enqueueLive(accountTrack, message, env.source);
-  }
-
-  function onPresence(stanza: XmlElement): void {
-    const p = parseMucPresence(stanza);
-    if (!p) return;
-    const room = rooms.get(p.room);
-    if (!room) return;
-    if (p.type === 'error') {
-      if (room.joining && p.nick === room.nick) room.joining.resolve({ ok: false, condition: p.condition });
-      return;
-    }
-    if (!p.self) followNick(room, p);
-    if (!p.self && !(room.joining && p.nick === room.nick && p.type === 'available')) return;
-    if (p.type === 'available') {
-      if (p.occupantId !== undefined) room.occupantId = p.occupantId;
-      room.nick = p.nick;
-      if (room.joining) {
-        // The join answer: queue the room's catch-up now, before any stanza after it (in the same read) is handled.
-        enterRoom(s, room, room.joining.gen, p.codes.has('201'));
-        room.joining.resolve({ ok: true });
-      }
-      return;
-    }
-    // Our own unavailable presence: a nick change (303), or we are out of the room.
-    if (p.codes.has('303') && p.newNick) {
-      room.nick = p.newNick;
-      return;
-    }
-    if (!room.joined) return;
-    room.joined = false;
-    if (p.codes.has('301')) {
-      room.gaveUp = 'banned from the room';
-      log.error({ room: room.jid }, 'banned from the MUC; not rejoining');
-      return;
-    }
-    log.warn({ room: room.jid, codes: [...p.codes] }, 'removed from the MUC; rejoining');
-    scheduleRejoin(s, room);
-  }
-
-  /** Keeps the nick history of other occupants (see MucState.nickKeys). */
-  function followNick(room: MucState, p: MucPresence): void {
-    if (p.type === 'unavailable' && p.codes.has('303') && p.newNick !== undefined && p.newNick !== p.nick) {
-      const key = room.nickKeys.get(p.nick) ?? p.nick;
-      // The old nick keeps its entry: its messages still queued are from the same occupant.
-      room.nickKeys.set(p.nick, key);
-      room.nickKeys.set(p.newNick, key);
-      room.renamedTo.add(p.newNick);
-      room.present.delete(p.nick);
-      log.debug({ room: room.jid, from: p.nick, to: p.newNick, key }, 'MUC occupant changed nick');
-      return;
-    }
-    if (p.type === 'unavailable') room.present.delete(p.nick);
-    if (p.type !== 'available' || room.present.has(p.nick)) return;
-    room.present.add(p.nick);
-    // The available presence that follows a 303 is the renamed occupant's own.
-    if (room.renamedTo.delete(p.nick)) return;
-    // Before our self-presence: the occupant list of the join, people we knew or never saw.
-    if (!room.joined) return;
-    if (room.nickKeys.has(p.nick) || [...room.nickKeys.values()].includes(p.nick)) {
-      // Someone new on a nick that names another occupant's key.
-      const key = `${p.nick}#${++room.nickKeySeq}`;
-      room.nickKeys.set(p.nick, key);
-      log.debug({ room: room.jid, nick: p.nick, key }, 'a newcomer on a nick with a history; it gets a key of its own');
-    }
-  }
-
-  function onStanza(stanza: XmlElement): void {
-    if (stanza.is('message')) onMessage(stanza);
-    else if (stanza.is('presence')) onPresence(stanza);
   }
 
   // --- session
