@@ -11,7 +11,7 @@
 import { randomUUID } from 'node:crypto';
 import { backoffDelay } from './client.js';
 import { stanzaErrorCondition } from './errors.js';
-import { handleParsed, normalise } from './inbound/ingest.js';
+import { handleParsed, normalise } from './ingest.js';
 import { mamQuery, parseFin, type MamFin } from './protocol.js';
 import type { PendingQuery, XmppAdapterState } from './state.js';
 import { drop } from './status.js';

@@ -18,7 +18,7 @@ import type { MucState, XmppAdapterState } from '../state.js';
 import { drop } from '../status.js';
 import type { ArchiveTrack } from '../track.js';
 import type { XmlElement } from '../xml.js';
-import { handleParsed, normalise, withoutEcho } from './ingest.js';
+import { handleParsed, normalise, withoutEcho } from '../ingest.js';
 
 export function onMessage(s: XmppAdapterState, stanza: XmlElement): void {
   s.counters.received++;

@@ -5,16 +5,16 @@
  * the sink; then mark the archive entry handled and advance the position.
  * Appends are retried while the log is unavailable (`ingestRetryMs`).
  */
-import { ECHO_ID_KEY, type IngestResult } from '../../../src/core/adapter.js';
-import { MAX_BODY_CHARS, type Undecryptable } from '../../../src/core/event.js';
-import { backoffDelay } from '../client.js';
-import { NOTICE_ID_PREFIX, markEncrypted, sendEncryptedNotice } from '../encryption.js';
-import { normaliseMessage, refsOf, toDraft, type Normalised, type NormaliseContext, type Parsed, type RoomFacts, type Source } from '../normalise.js';
-import { receipt } from '../protocol.js';
-import { sleep, type Target, type XmppAdapterState } from '../state.js';
-import { countResult, drop } from '../status.js';
-import type { ArchiveTrack } from '../track.js';
-import type { XmlElement } from '../xml.js';
+import { ECHO_ID_KEY, type IngestResult } from '../../src/core/adapter.js';
+import { MAX_BODY_CHARS, type Undecryptable } from '../../src/core/event.js';
+import { backoffDelay } from './client.js';
+import { NOTICE_ID_PREFIX, markEncrypted, sendEncryptedNotice } from './encryption.js';
+import { normaliseMessage, refsOf, toDraft, type Normalised, type NormaliseContext, type Parsed, type RoomFacts, type Source } from './normalise.js';
+import { receipt } from './protocol.js';
+import { sleep, type Target, type XmppAdapterState } from './state.js';
+import { countResult, drop } from './status.js';
+import type { ArchiveTrack } from './track.js';
+import type { XmlElement } from './xml.js';
 
 /** Normalises one (unwrapped) message with what this session knows about the account and its rooms. */
 export function normalise(s: XmppAdapterState, message: XmlElement, source: Source): Normalised {
