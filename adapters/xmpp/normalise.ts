@@ -387,75 +387,116 @@ function reactionKeys(el: XmlElement): string[] | Rejected {
   return keys;
 }
 
-function action(message: XmlElement, who: Who, ctx: NormaliseContext): Action | Rejected | Skipped {
-  const muc = who.chat === 'groupchat';
-  const room = who.conversation;
-  const own = [who.scope];
-  const otherThenOwn = who.otherScope ? [who.otherScope, who.scope] : own;
-  // In a MUC, XEP-0424/0444/0461/0333 reference the room's stanza-id; in 1:1 the origin-id or id.
-  const byRoom = (id: string, fallbackScopes: readonly string[]): Ref => ({
-    keys: [...(muc ? [stanzaIdKey(room, id)] : []), ...senderIdKeys(fallbackScopes, id)],
-    sameSender: false,
-  });
+/** How a message names other messages: the id-map keys to try for an id, in this conversation. */
+interface Refs {
+  readonly muc: boolean;
+  /** the sender's own scope */
+  readonly own: readonly string[];
+  /** the other party's scope, then the sender's (1:1) */
+  readonly otherThenOwn: readonly string[];
+  /** In a MUC, XEP-0424/0444/0461/0333 reference the room's stanza-id; in 1:1 the origin-id or id. */
+  byRoom(id: string, fallbackScopes: readonly string[]): Ref;
+}
 
+function refsFor(who: Who): Refs {
+  const muc = who.chat === 'groupchat';
+  const own = [who.scope];
+  return {
+    muc,
+    own,
+    otherThenOwn: who.otherScope ? [who.otherScope, who.scope] : own,
+    byRoom: (id, fallbackScopes) => ({ keys: [...(muc ? [stanzaIdKey(who.conversation, id)] : []), ...senderIdKeys(fallbackScopes, id)], sameSender: false }),
+  };
+}
+
+/** Reads one kind of message; undefined when the message is not of that kind. */
+type ActionReader = (message: XmlElement, who: Who, refs: Refs, ctx: NormaliseContext) => Action | Rejected | Skipped | undefined;
+
+/** XEP-0424 retraction (v1, and v0 via fastening): only of the retractor's own messages. */
+const retraction: ActionReader = (message, who, refs) => {
   const retract = message.getChild('retract', NS.retract);
   const fastened = message.getChild('apply-to', NS.fasten);
   const retractId = retract?.attrs['id'] ?? (fastened?.getChild('retract', NS.retract0) ? fastened.attrs['id'] : undefined);
-  if (retract || fastened?.getChild('retract', NS.retract0)) {
-    if (!retractId) return reject('invalid-stanza', 'a retraction without an id');
-    // Older clients name the origin-id in a MUC too; both ways lead only to the retractor's own messages.
-    return { kind: 'retraction', redacts: { keys: [...(muc ? [stanzaIdKey(room, retractId)] : []), ...senderIdKeys(own, retractId)], sameSender: true } };
-  }
+  if (!retract && !fastened?.getChild('retract', NS.retract0)) return undefined;
+  if (!retractId) return reject('invalid-stanza', 'a retraction without an id');
+  // Older clients name the origin-id in a MUC too; both ways lead only to the retractor's own messages.
+  return { kind: 'retraction', redacts: { keys: [...(refs.muc ? [stanzaIdKey(who.conversation, retractId)] : []), ...senderIdKeys(refs.own, retractId)], sameSender: true } };
+};
 
+/** XEP-0444 reactions: the sender's whole set on the target. */
+const reaction: ActionReader = (message, _who, refs) => {
   const reactions = message.getChild('reactions', NS.reactions);
-  if (reactions) {
-    const id = reactions.attrs['id'];
-    if (!id) return reject('invalid-stanza', 'reactions without an id');
-    const keys = reactionKeys(reactions);
-    if (!Array.isArray(keys)) return keys;
-    return { kind: 'reaction', reactsTo: byRoom(id, muc ? [] : otherThenOwn), keys };
-  }
+  if (!reactions) return undefined;
+  const id = reactions.attrs['id'];
+  if (!id) return reject('invalid-stanza', 'reactions without an id');
+  const keys = reactionKeys(reactions);
+  if (!Array.isArray(keys)) return keys;
+  return { kind: 'reaction', reactsTo: refs.byRoom(id, refs.muc ? [] : refs.otherThenOwn), keys };
+};
 
+/** An encrypted message or correction: never the fallback body, the neutral notice, marked with why. */
+const encrypted: ActionReader = (message, _who, refs) => {
   const encryption = encryptionOf(message);
+  if (encryption === undefined) return undefined;
   if (encryption === 'key-transport') return skip('an OMEMO key transport message (no payload)');
+  const content: Content = { body: UNDECRYPTABLE_NOTICE, undecryptable: encryption };
+  const replaceId = message.getChild('replace', NS.correct)?.attrs['id'];
+  if (replaceId) return { kind: 'edit', content, replaces: { keys: senderIdKeys(refs.own, replaceId), sameSender: true } };
+  return { kind: 'message', content };
+};
+
+/** XEP-0308 correction: only of the sender's own messages. */
+const correction: ActionReader = (message, _who, refs, ctx) => {
   const replace = message.getChild('replace', NS.correct);
-  if (encryption) {
-    // Never the fallback body: the neutral notice, marked with why.
-    const content: Content = { body: UNDECRYPTABLE_NOTICE, undecryptable: encryption };
-    const replaceId = replace?.attrs['id'];
-    if (replaceId) return { kind: 'edit', content, replaces: { keys: senderIdKeys(own, replaceId), sameSender: true } };
-    return { kind: 'message', content };
-  }
-
   const text = bodyOf(message);
-  if (replace && text !== undefined) {
-    const id = replace.attrs['id'];
-    if (!id) return reject('invalid-stanza', 'a correction without an id');
-    const content = contentOf(text, message, ctx);
-    if ('ok' in content) return content;
-    return { kind: 'edit', content, replaces: { keys: senderIdKeys(own, id), sameSender: true } };
-  }
+  if (!replace || text === undefined) return undefined;
+  const id = replace.attrs['id'];
+  if (!id) return reject('invalid-stanza', 'a correction without an id');
+  const content = contentOf(text, message, ctx);
+  if ('ok' in content) return content;
+  return { kind: 'edit', content, replaces: { keys: senderIdKeys(refs.own, id), sameSender: true } };
+};
 
-  if (text !== undefined) {
-    const reply = message.getChild('reply', NS.reply);
-    const replyId = reply?.attrs['id'];
-    const stripped = reply ? stripFallback(text, fallbackRanges(message, NS.reply)) : text;
-    const content = contentOf(stripped, message, ctx);
-    if ('ok' in content) return content;
-    let replyTo: Ref | undefined;
-    if (replyId) {
-      // In 1:1, `to` names the author of the message replied to, when the client says.
-      const toBare = bareJid(reply?.attrs['to']);
-      const scopes = muc ? [] : toBare === who.sender.native ? own : toBare !== undefined && who.otherScope && toBare === (who.fromUs ? who.conversation : ctx.account) ? [who.otherScope] : otherThenOwn;
-      replyTo = byRoom(replyId, scopes);
-    }
-    return { kind: 'message', content, ...(replyTo ? { replyTo } : {}) };
+/** A message with a body, perhaps an XEP-0461 reply (its fallback quote stripped). */
+const chatMessage: ActionReader = (message, who, refs, ctx) => {
+  const text = bodyOf(message);
+  if (text === undefined) return undefined;
+  const reply = message.getChild('reply', NS.reply);
+  const replyId = reply?.attrs['id'];
+  const stripped = reply ? stripFallback(text, fallbackRanges(message, NS.reply)) : text;
+  const content = contentOf(stripped, message, ctx);
+  if ('ok' in content) return content;
+  let replyTo: Ref | undefined;
+  if (replyId) {
+    // In 1:1, `to` names the author of the message replied to, when the client says.
+    const toBare = bareJid(reply?.attrs['to']);
+    const scopes = refs.muc ? [] : toBare === who.sender.native ? refs.own : toBare !== undefined && who.otherScope && toBare === (who.fromUs ? who.conversation : ctx.account) ? [who.otherScope] : refs.otherThenOwn;
+    replyTo = refs.byRoom(replyId, scopes);
   }
+  return { kind: 'message', content, ...(replyTo ? { replyTo } : {}) };
+};
 
+/** XEP-0333 displayed marker. */
+const marker: ActionReader = (message, _who, refs) => {
   const displayed = message.getChild('displayed', NS.markers)?.attrs['id'];
-  if (displayed) return { kind: 'marker', upTo: byRoom(displayed, muc ? [] : otherThenOwn) };
+  return displayed ? { kind: 'marker', upTo: refs.byRoom(displayed, refs.muc ? [] : refs.otherThenOwn) } : undefined;
+};
+
+/** XEP-0184 receipt (or an XEP-0333 received marker), 1:1 only. */
+const receipt: ActionReader = (message, _who, refs) => {
   const received = message.getChild('received', NS.receipts)?.attrs['id'] ?? message.getChild('received', NS.markers)?.attrs['id'];
-  if (received && !muc) return { kind: 'receipt', upTo: { keys: senderIdKeys(otherThenOwn, received), sameSender: false } };
+  return received && !refs.muc ? { kind: 'receipt', upTo: { keys: senderIdKeys(refs.otherThenOwn, received), sameSender: false } } : undefined;
+};
+
+/** One reader per kind, in the order they take precedence: a message is of the first kind that recognises it. */
+const ACTION_READERS: readonly ActionReader[] = [retraction, reaction, encrypted, correction, chatMessage, marker, receipt];
+
+function action(message: XmlElement, who: Who, ctx: NormaliseContext): Action | Rejected | Skipped {
+  const refs = refsFor(who);
+  for (const read of ACTION_READERS) {
+    const act = read(message, who, refs, ctx);
+    if (act !== undefined) return act;
+  }
   return skip('no body and nothing we bridge (chat state, subject, …)');
 }
 
