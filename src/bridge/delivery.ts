@@ -431,7 +431,8 @@ export function createDeliveryManager(deps: DeliveryDeps): DeliveryManager {
   const options = { ...DEFAULT_DELIVERY, ...deps.options };
   const owner = deps.owner ?? `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
   const full = { log: deps.log, links: deps.links, logger: deps.logger, observer: deps.observer ?? noopObserver, owner, options, ...(deps.reclaim ? { reclaim: deps.reclaim } : {}) };
-  const groups = deps.adapters.flatMap((adapter) => Array.from({ length: deps.log.info.partitions }, (_, p) => ({ adapter, partition: p })));
+  // Over the partition count of each start: a count raised meanwhile (by another replica) is taken up on the next start.
+  const groupsNow = () => deps.adapters.flatMap((adapter) => Array.from({ length: deps.log.info.partitions }, (_, p) => ({ adapter, partition: p })));
   // Workers are made afresh on every start: a manager stopped when its
   // adapter's connection moved away can start again when it comes back.
   let workers: Array<{ adapter: string; partition: number; worker: PartitionWorker }> = [];
@@ -439,6 +440,8 @@ export function createDeliveryManager(deps: DeliveryDeps): DeliveryManager {
     owner,
     async start() {
       if (workers.length > 0) return;
+      await deps.log.open();
+      const groups = groupsNow();
       await Promise.all(groups.map((g) => deps.log.delivery.ensureGroup(g.partition, `out:${g.adapter.name}`)));
       workers = groups.map((g) => ({
         adapter: g.adapter.name,

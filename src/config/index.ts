@@ -19,7 +19,7 @@ const LogLevel = Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace',
 
 export const ConfigSchema = Type.Object(
   {
-    partitions: Type.Integer({ minimum: 1, maximum: 1024, default: 16, description: 'fixed at deployment: changing it invalidates cursors' }),
+    partitions: Type.Integer({ minimum: 1, maximum: 1024, default: 16, description: 'the log\'s partition count: may be raised on an existing log (restart with a larger value), never lowered' }),
     redis: Type.Optional(
       Type.Object(
         {

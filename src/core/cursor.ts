@@ -1,25 +1,39 @@
 /**
  * Cursor tokens, opaque to clients and url-safe (base64url).
  *
- * - A sync cursor is the vector of the partitions' feed positions: everything
- *   at or before it has been delivered. It is what `since`, `next`, SSE ids and
- *   `tail` use.
+ * - A sync cursor holds a feed position for each partition the device reads
+ *   (the partitions of its rooms): everything at or before it has been
+ *   delivered. A partition it does not name is read from its start. So its
+ *   size follows the rooms a device reads, not the partition count. It is
+ *   what `since`, `next`, SSE ids and `tail` use.
  * - An event position names one event's place (partition + feed position);
  *   it is the `cursor` field of an event and of a send response, and is the
- *   same wherever the event is seen.
+ *   same wherever the event is seen. O(1) at any partition count.
  *
- * Layout: kind byte, varint partition count, payload varints, then a 32-bit
- * FNV-1a checksum so that garbage and truncation are rejected.
+ * Layout: kind byte, payload varints, then a 32-bit FNV-1a checksum so that
+ * garbage and truncation are rejected. Sync cursors (kind 3) list
+ * `(partition, position)` pairs by ascending partition: the partition as the
+ * gap from the previous one, the position's milliseconds as the distance
+ * below the largest of them (written once), its sequence only when not 0;
+ * a partition named at 0-0 is read from its start and counts as covered
+ * (retention there is reported as `limited`), one not named is new to the
+ * cursor (a room granted since) and is read from its start without that.
+ * Kind 1, the full vector of every partition of the log (before issue 24),
+ * is still read: it names every partition up to the count it was made for;
+ * partitions added since are new and read from their start.
  */
 import { SyncgateError } from './errors.js';
-import { MAX_PARTITIONS, ZERO_POS, comparePos, fnv1a32, type StreamPos } from './position.js';
+import { MAX_PARTITIONS, comparePos, fnv1a32, type StreamPos } from './position.js';
 
 const KIND_VECTOR = 1;
 const KIND_EVENT = 2;
+const KIND_SPARSE = 3;
 
-export type SyncCursor = readonly StreamPos[];
+/** partition → the last position delivered there; a partition not named is read from its start */
+export type SyncCursor = ReadonlyMap<number, StreamPos>;
 
 export interface EventPosition {
+  /** the partition count when the token was made (informational: partitions are only ever added) */
   readonly partitions: number;
   readonly partition: number;
   readonly pos: StreamPos;
@@ -79,7 +93,7 @@ function invalid(why: string): SyncgateError {
 
 const TOKEN = /^[A-Za-z0-9_-]{8,4096}$/;
 
-function open(token: string, kind: number): Reader {
+function open(token: string, ...kinds: number[]): Reader & { kind: number } {
   if (!TOKEN.test(token)) throw invalid('not a cursor token');
   const raw = new Uint8Array(Buffer.from(token, 'base64url'));
   if (raw.length < 6) throw invalid('too short');
@@ -88,47 +102,87 @@ function open(token: string, kind: number): Reader {
   if (fnv1a32(body) !== sum) throw invalid('checksum mismatch');
   const reader = new Reader(body);
   const found = reader.byte();
-  if (found !== kind) {
+  if (!kinds.includes(found)) {
     throw invalid(found === KIND_EVENT ? 'this is an event position, not a sync cursor' : 'this is a sync cursor, not an event position');
   }
-  return reader;
+  return Object.assign(reader, { kind: found });
 }
 
-function checkPartitions(found: number, expected: number): void {
-  if (found < 1 || found > MAX_PARTITIONS) throw invalid('bad partition count');
-  if (found !== expected) throw invalid(`made for ${found} partitions, this log has ${expected}`);
+function checkPartition(partition: number): void {
+  if (partition >= MAX_PARTITIONS) throw invalid('partition out of range');
 }
 
+/**
+ * The sync cursor of these positions. A partition at 0-0 (covered, nothing
+ * delivered yet) is kept: retention there is a gap for this device.
+ */
 export function encodeSyncCursor(cursor: SyncCursor): string {
+  const entries = [...cursor].sort((a, b) => a[0] - b[0]);
   const w = new Writer();
-  w.byte(KIND_VECTOR);
-  w.varint(cursor.length);
-  for (const pos of cursor) {
-    w.varint(pos.ms);
-    w.varint(pos.seq);
+  w.byte(KIND_SPARSE);
+  w.varint(entries.length);
+  const base = entries.reduce((max, [, pos]) => Math.max(max, pos.ms), 0);
+  w.varint(base);
+  let previous = -1;
+  for (const [partition, pos] of entries) {
+    w.varint(partition - previous - 1);
+    previous = partition;
+    // 0: the partition's start; else the distance below the base, and one bit for
+    // whether a sequence follows (it is mostly 0)
+    if (pos.ms === 0 && pos.seq === 0) w.varint(0);
+    else w.varint((base - pos.ms) * 2 + (pos.seq > 0 ? 1 : 0) + 1);
+    if (pos.seq > 0) w.varint(pos.seq);
   }
   return w.finish();
 }
 
-export function decodeSyncCursor(token: string, partitions: number): SyncCursor {
-  const r = open(token, KIND_VECTOR);
-  checkPartitions(r.varint(), partitions);
-  const out: StreamPos[] = [];
-  for (let p = 0; p < partitions; p++) out.push({ ms: r.varint(), seq: r.varint() });
+/**
+ * The positions of a sync cursor, in either format. Partitions are checked
+ * against the largest count a log may have; the log checks them against its own.
+ */
+export function decodeSyncCursor(token: string): SyncCursor {
+  const r = open(token, KIND_VECTOR, KIND_SPARSE);
+  const out = new Map<number, StreamPos>();
+  if (r.kind === KIND_VECTOR) {
+    const found = r.varint();
+    if (found < 1 || found > MAX_PARTITIONS) throw invalid('bad partition count');
+    for (let p = 0; p < found; p++) out.set(p, { ms: r.varint(), seq: r.varint() });
+    r.end();
+    return out;
+  }
+  const n = r.varint();
+  if (n > MAX_PARTITIONS) throw invalid('too many partitions');
+  const base = r.varint();
+  let partition = -1;
+  for (let i = 0; i < n; i++) {
+    partition += r.varint() + 1;
+    checkPartition(partition);
+    const code = r.varint();
+    if (code === 0) {
+      out.set(partition, { ms: 0, seq: 0 });
+      continue;
+    }
+    const ms = base - Math.floor((code - 1) / 2);
+    if (ms < 0) throw invalid('position out of range');
+    out.set(partition, { ms, seq: (code - 1) % 2 === 1 ? r.varint() : 0 });
+  }
   r.end();
   return out;
 }
 
-export function startCursor(partitions: number): SyncCursor {
-  return Array.from({ length: partitions }, () => ZERO_POS);
+/** The cursor before everything: every partition from its start. */
+export function startCursor(): SyncCursor {
+  return new Map();
 }
 
 /** The later of two cursors, partition by partition. */
 export function maxCursor(a: SyncCursor, b: SyncCursor): SyncCursor {
-  return a.map((pos, p) => {
-    const other = b[p];
-    return other && comparePos(other, pos) > 0 ? other : pos;
-  });
+  const out = new Map(a);
+  for (const [p, pos] of b) {
+    const mine = out.get(p);
+    if (!mine || comparePos(pos, mine) > 0) out.set(p, pos);
+  }
+  return out;
 }
 
 export function encodeEventPosition(position: EventPosition): string {
@@ -141,10 +195,11 @@ export function encodeEventPosition(position: EventPosition): string {
   return w.finish();
 }
 
-export function decodeEventPosition(token: string, partitions: number): EventPosition {
+/** An event position; its partition is checked against the largest count a log may have (the log checks its own). */
+export function decodeEventPosition(token: string): EventPosition {
   const r = open(token, KIND_EVENT);
-  const found = r.varint();
-  checkPartitions(found, partitions);
+  const partitions = r.varint();
+  if (partitions < 1 || partitions > MAX_PARTITIONS) throw invalid('bad partition count');
   const partition = r.varint();
   if (partition >= partitions) throw invalid('partition out of range');
   const pos = { ms: r.varint(), seq: r.varint() };
@@ -160,15 +215,9 @@ export function decodeEventPosition(token: string, partitions: number): EventPos
  * event's room — and skips nothing anywhere else (other partitions are read
  * from the oldest event retention kept). Events of other rooms in the same
  * partition that come before it are skipped: it is a cursor for the event's
- * room, not for a device's whole timeline.
+ * room, not for a device's whole timeline. One partition: O(1) in size.
  */
 export function syncCursorAfter(position: string): string {
-  const r = open(position, KIND_EVENT);
-  const partitions = r.varint();
-  if (partitions < 1 || partitions > MAX_PARTITIONS) throw invalid('bad partition count');
-  const partition = r.varint();
-  if (partition >= partitions) throw invalid('partition out of range');
-  const pos = { ms: r.varint(), seq: r.varint() };
-  r.end();
-  return encodeSyncCursor(startCursor(partitions).map((start, p) => (p === partition ? pos : start)));
+  const { partition, pos } = decodeEventPosition(position);
+  return encodeSyncCursor(new Map([[partition, pos]]));
 }

@@ -184,6 +184,7 @@ export interface DeliveryQueue {
 export interface EventLogInfo {
   readonly backend: 'memory' | 'redis';
   readonly durable: boolean;
+  /** the partition count in effect now: it grows when the count is raised, by this replica or another */
   readonly partitions: number;
 }
 
@@ -207,8 +208,8 @@ export interface EventLog {
   latest(options: ReadOptions): Promise<ReadResult>;
   /** History after `since`, then live events, with no gap and no duplicate. */
   tail(since: string | undefined, options: TailOptions): AsyncIterable<TailItem>;
-  /** The sync cursor of now (the head of every partition). */
-  head(): Promise<string>;
+  /** The sync cursor of now for these rooms (default every room): the head of their partitions. */
+  head(rooms?: RoomFilter): Promise<string>;
   roomHistory(room: string, options: HistoryOptions): Promise<HistoryPage>;
   getEvent(room: string, eventId: string): Promise<LogEvent | undefined>;
   /** native id / idempotency key → event id, within a room */
@@ -225,6 +226,18 @@ export interface EventLog {
   telemetry(room: string, limit: number, page?: TelemetryPage): Promise<TelemetryEntry[]>;
   /** applies age-based retention now (it also runs periodically) */
   trim(): Promise<void>;
+  /**
+   * Resolves once the log's stored partition count is checked against the
+   * configured one (and raised to it); rejects with SG_ERR_PARTITIONS_LOWERED
+   * when the configured count is lower. Every operation waits for it.
+   */
+  open(): Promise<void>;
+  /**
+   * Raises the log's partition count (never lowers it: SG_ERR_PARTITIONS_LOWERED):
+   * rooms keep their partitions, new rooms spread over all; every replica follows.
+   * Returns the count now in effect.
+   */
+  raisePartitions(count: number): Promise<number>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }

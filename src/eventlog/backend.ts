@@ -71,14 +71,38 @@ export interface RetentionPolicy {
 
 export type RoomFilterFn = (room: string) => boolean;
 
+/** The partition count stored with a log (issue 24): only ever raised. */
+export interface PartitionMeta {
+  readonly partitions: number;
+}
+
 export interface LogBackend {
   readonly backend: 'memory' | 'redis';
   readonly durable: boolean;
-  readonly partitions: number;
   /** false while the connection to the store is lost */
   readonly available: boolean;
   readonly rooms: RoomStore;
   readonly state: StateStore;
+
+  // --- the partition count and the room → partition directory (docs/architecture.md, "Partitions")
+  /**
+   * The stored partition count; when the log has none yet, stores
+   * `configured` (or, for a log written before the count was stored, the
+   * count its rooms were written with) and returns that.
+   */
+  openPartitions(configured: number): Promise<PartitionMeta>;
+  /** the stored partition count (another replica may have raised it) */
+  readPartitions(): Promise<number>;
+  /** raises the stored count to `count` (never lowers it); returns the stored count */
+  raisePartitions(count: number): Promise<number>;
+  /** a room's partition as this process knows it already (no I/O); rooms never move */
+  knownRoomPartition(room: string): number | undefined;
+  /** a room's partition from the directory; undefined for a room that never existed */
+  roomPartition(room: string): Promise<number | undefined>;
+  /** the room's partition, assigning `hash mod stored count` when it has none: a new room */
+  assignRoomPartition(room: string, hash: number): Promise<number>;
+  /** the consumer groups of a partition's feed */
+  groupNames(partition: number): Promise<string[]>;
 
   append(request: AppendRequest): Promise<AppendOutcome>;
   /** entries after `after` (exclusive), at most `count` examined, drafts loaded for matching rooms */
@@ -106,7 +130,8 @@ export interface LogBackend {
   telemetry(partition: number, room: string, limit: number, page?: { readonly before?: StreamPos; readonly after?: StreamPos }): Promise<Array<{ id: string; draft: DraftOf<'telemetry'> }>>;
   trimByAge(partition: number, rooms: readonly string[], cutoffMs: number): Promise<void>;
   // --- outbound delivery (consumer groups on the feed, leases, dead letters)
-  groupCreate(partition: number, group: string): Promise<void>;
+  /** at the feed's end, or (`fromStart`, a partition added by a raise) at its start */
+  groupCreate(partition: number, group: string, fromStart?: boolean): Promise<void>;
   /** `new`: entries never delivered to the group (XREADGROUP >); `pending`: this consumer's unacknowledged ones */
   groupRead(partition: number, group: string, consumer: string, mode: 'new' | 'pending', count: number): Promise<GroupEntry[]>;
   groupClaim(partition: number, group: string, consumer: string, count: number, minIdleMs: number): Promise<GroupEntry[]>;

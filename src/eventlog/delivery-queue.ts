@@ -12,9 +12,14 @@ import type { LiveFeed } from './live-feed.js';
 
 export interface DeliveryQueueDeps {
   readonly backend: LogBackend;
-  readonly live: readonly LiveFeed[];
+  readonly live: (partition: number) => LiveFeed;
+  /** the log's partition count now (it may be raised while running) */
+  readonly partitions: () => number;
+  /** resolves once the log checked its partition count (undefined once it has) */
+  readonly whenReady: () => Promise<void> | void;
   readonly toLogEvent: (partition: number, pos: StreamPos, draft: NonNullable<GroupEntry['draft']>) => LogEvent;
-  readonly partitionOfRoom: (room: string) => number;
+  /** -1 for a room that never existed */
+  readonly partitionOfRoom: (room: string) => Promise<number>;
 }
 
 function splitDeadId(id: string): { partition: number; streamId: string } | undefined {
@@ -27,12 +32,12 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
   const toQueued = (partition: number, entries: readonly GroupEntry[]): QueuedEntry[] =>
     entries.map((e) => ({ id: e.id, room: e.room, event: e.draft ? deps.toLogEvent(partition, e.pos, e.draft) : undefined }));
   const deliveredField = (room: string, eventId: string, endpoint: string) => `${room}\u0000${eventId}\u0000${endpoint}`;
-  const partitions = () => Array.from({ length: backend.partitions }, (_, p) => p);
+  const partitions = () => Array.from({ length: deps.partitions() }, (_, p) => p);
 
   /** Resolves on the next feed entry after the current head, or after waitMs. */
   async function waitForAppend(partition: number, waitMs: number, signal?: AbortSignal): Promise<void> {
-    const feed = deps.live[partition];
-    if (!feed || waitMs <= 0 || signal?.aborted) return;
+    const feed = deps.live(partition);
+    if (waitMs <= 0 || signal?.aborted) return;
     const head = (await backend.feedBounds(partition)).last ?? ZERO_POS;
     await new Promise<void>((resolve) => {
       const sink = {
@@ -58,13 +63,16 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
     let n = 0;
     for (const id of ids) {
       const where = splitDeadId(id);
-      if (where && where.partition < backend.partitions) n += await backend.deadMove(where.partition, [where.streamId], mode);
+      if (where && where.partition < deps.partitions()) n += await backend.deadMove(where.partition, [where.streamId], mode);
     }
     return n;
   }
 
   return {
-    ensureGroup: (p, group) => backend.groupCreate(p, group),
+    async ensureGroup(p, group) {
+      await deps.whenReady();
+      await backend.groupCreate(p, group);
+    },
     acquireLease(p, group, owner, ttlMs, reclaim) {
       if (reclaim === undefined) return backend.leaseAcquire(p, group, owner, ttlMs);
       return (async () => {
@@ -91,6 +99,7 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
     },
     finishReplay: (p, group, owner, replayId) => backend.replayDone(p, group, owner, replayId),
     async listDead(limit, group) {
+      await deps.whenReady();
       const lists = await Promise.all(partitions().map(async (p) => (await backend.deadList(p, limit)).map((d) => ({ p, d }))));
       const out: DeadLetter[] = lists
         .flat()
@@ -103,17 +112,23 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
     replayDead: (ids) => moveDead(ids, 'replay'),
     dropDead: (ids) => moveDead(ids, 'drop'),
     async deadCount(group) {
+      await deps.whenReady();
       if (group === undefined) return (await Promise.all(partitions().map((p) => backend.deadCount(p)))).reduce((a, b) => a + b, 0);
       return (await this.listDead(100_000, group)).length;
     },
     async pendingCount(group) {
+      await deps.whenReady();
       return (await Promise.all(partitions().map((p) => backend.pendingCount(p, group)))).reduce((a, b) => a + b, 0);
     },
     async recordDelivery(room, eventId, endpoint, nativeIds) {
-      await backend.deliverySet(deps.partitionOfRoom(room), deliveredField(room, eventId, endpoint), JSON.stringify(nativeIds));
+      const p = await deps.partitionOfRoom(room);
+      if (p < 0) return;
+      await backend.deliverySet(p, deliveredField(room, eventId, endpoint), JSON.stringify(nativeIds));
     },
     async deliveredIds(room, eventId, endpoint) {
-      const raw = await backend.deliveryGet(deps.partitionOfRoom(room), deliveredField(room, eventId, endpoint));
+      const p = await deps.partitionOfRoom(room);
+      if (p < 0) return undefined;
+      const raw = await backend.deliveryGet(p, deliveredField(room, eventId, endpoint));
       return raw === undefined ? undefined : (JSON.parse(raw) as Record<string, string>);
     },
   };

@@ -37,8 +37,19 @@ export interface EventLogOptions {
   };
   readonly tailBuffer?: number;
   readonly blockMs?: number;
+  /** memory only: open a log over this store (from `createMemoryStore`) instead of a new one, as another replica would */
+  readonly memoryStore?: MemoryStore;
   /** Redis only: told of each command's name, seconds and failure (metrics) */
   readonly onRedisCommand?: (command: string, seconds: number, failed: boolean) => void;
+}
+
+/** An in-memory store several logs can open, as replicas share one Redis (tests). */
+export interface MemoryStore {
+  readonly backend: MemoryBackend;
+}
+
+export function createMemoryStore(options: { readonly partitions: number; readonly retention?: Partial<RetentionPolicy> }): MemoryStore {
+  return { backend: new MemoryBackend({ partitions: options.partitions, retention: { ...DEFAULT_RETENTION, ...options.retention } }) };
 }
 
 export function createEventLog(options: EventLogOptions): EventLog {
@@ -57,12 +68,12 @@ export function createEventLog(options: EventLogOptions): EventLog {
         ...(options.redis.password ? { redisOptions: { password: options.redis.password } } : {}),
         ...(options.onRedisCommand ? { onCommand: options.onRedisCommand } : {}),
       })
-    : new MemoryBackend({ partitions: options.partitions, retention });
+    : (options.memoryStore?.backend ?? new MemoryBackend({ partitions: options.partitions, retention })).attach();
   const tuning = {
     ...(options.tailBuffer !== undefined ? { tailBuffer: options.tailBuffer } : {}),
     ...(options.blockMs !== undefined ? { blockMs: options.blockMs } : {}),
   };
-  return new PartitionedLog({ backend, retention, log, ...tuning });
+  return new PartitionedLog({ backend, partitions: options.partitions, retention, log, ...tuning });
 }
 
 /** A Redis connection for a counter shared by the replicas (the HTTP rate limit); opaque outside src/eventlog. */

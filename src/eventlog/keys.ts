@@ -21,6 +21,10 @@ export interface KeySpace {
   delivered(partition: number, bucket: number): string;
   telemetry(partition: number, room: string): string;
   roomIndex(): string;
+  /** hash: `partitions` = the stored partition count (shares its slot with the directory) */
+  partitionMeta(): string;
+  /** hash: room → partition; an entry is never removed, so a room never moves */
+  roomPartitions(): string;
   roomChannel(): string;
   state(ns: string): string;
 }
@@ -42,6 +46,8 @@ export function keySpace(prefix: string): KeySpace {
     delivered: (p, bucket) => `${tag(p)}:out:${bucket}`,
     telemetry: (p, room) => `${tag(p)}:tel:${room}`,
     roomIndex: () => `${prefix}rooms`,
+    partitionMeta: () => `${prefix}{log}:partitions`,
+    roomPartitions: () => `${prefix}{log}:room-partition`,
     roomChannel: () => `${prefix}rooms:changed`,
     state: (ns) => `${prefix}state:${ns}`,
   };

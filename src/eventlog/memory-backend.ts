@@ -7,8 +7,8 @@ import { EventEmitter } from 'node:events';
 import type { DraftOf, EventDraft } from '../core/event.js';
 import { SyncgateError } from '../core/errors.js';
 import type { RoomSpec, RoomStore, StateStore } from '../core/ports.js';
-import { ZERO_POS, comparePos, justBefore, parseStreamId, posToString, type StreamPos } from '../core/position.js';
-import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, LogBackend, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
+import { MAX_PARTITIONS, ZERO_POS, fnv1a32, comparePos, justBefore, parseStreamId, posToString, type StreamPos } from '../core/position.js';
+import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, LogBackend, PartitionMeta, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
 
 interface Stored {
   readonly pos: StreamPos;
@@ -93,7 +93,11 @@ class MemoryRoomStore implements RoomStore {
   private readonly specs = new Map<string, RoomSpec>();
   private readonly events = new EventEmitter();
 
+  /** `assign` gives a new room its partition (the directory) */
+  constructor(private readonly assign: (room: string) => void) {}
+
   put(spec: RoomSpec): Promise<void> {
+    this.assign(spec.id);
     this.specs.set(spec.id, structuredClone(spec));
     this.events.emit('change', spec.id);
     return Promise.resolve();
@@ -167,21 +171,77 @@ export class MemoryBackend implements LogBackend {
   readonly backend = 'memory' as const;
   readonly durable = false;
   readonly available = true;
-  readonly partitions: number;
   readonly rooms: MemoryRoomStore;
   readonly state: StateStore = new MemoryStateStore();
-  private readonly parts: Partition[];
+  private readonly parts: Partition[] = [];
   private readonly retention: RetentionPolicy;
   private readonly now: () => number;
-  private readonly waiters: Array<Set<() => void>>;
+  private readonly waiters: Array<Set<() => void>> = [];
   private closed = false;
+  /** the stored partition count (0 until a log opened this backend) */
+  private storedPartitions = 0;
+  private readonly configured: number;
+  /** room → partition: an entry is never removed, so a room never moves */
+  private readonly roomParts = new Map<string, number>();
+  /** logs sharing this backend (replicas in one process, in tests); the last to close closes it */
+  private users = 0;
 
   constructor(options: MemoryBackendOptions) {
-    this.partitions = options.partitions;
+    this.configured = options.partitions;
     this.retention = options.retention;
     this.now = options.now ?? Date.now;
-    this.rooms = new MemoryRoomStore();
-    this.parts = Array.from({ length: options.partitions }, () => ({
+    this.rooms = new MemoryRoomStore((room) => void this.assignRoomPartition(room, fnv1a32(room)));
+  }
+
+  /** Another log over the same store: close() closes it only after every user closed. */
+  attach(): this {
+    // a log opened again over a store whose logs all closed: a restart, the data kept
+    if (this.users === 0) this.closed = false;
+    this.users++;
+    return this;
+  }
+
+  openPartitions(configured: number): Promise<PartitionMeta> {
+    this.closedCheck();
+    if (this.storedPartitions === 0) this.storedPartitions = configured;
+    return Promise.resolve({ partitions: this.storedPartitions });
+  }
+
+  readPartitions(): Promise<number> {
+    this.closedCheck();
+    return Promise.resolve(this.storedPartitions);
+  }
+
+  raisePartitions(count: number): Promise<number> {
+    this.closedCheck();
+    this.storedPartitions = Math.max(this.storedPartitions, count);
+    return Promise.resolve(this.storedPartitions);
+  }
+
+  knownRoomPartition(room: string): number | undefined {
+    return this.roomParts.get(room);
+  }
+
+  roomPartition(room: string): Promise<number | undefined> {
+    return Promise.resolve(this.roomParts.get(room));
+  }
+
+  assignRoomPartition(room: string, hash: number): Promise<number> {
+    let partition = this.roomParts.get(room);
+    if (partition === undefined) {
+      partition = hash % (this.storedPartitions || this.configured);
+      this.roomParts.set(room, partition);
+    }
+    return Promise.resolve(partition);
+  }
+
+  groupNames(partition: number): Promise<string[]> {
+    this.closedCheck();
+    return Promise.resolve([...this.part(partition).groups.keys()]);
+  }
+
+  private newPartition(): Partition {
+    return {
       feed: new MemoryStream(),
       rooms: new Map(),
       telemetry: new Map(),
@@ -194,13 +254,18 @@ export class MemoryBackend implements LogBackend {
       replay: [],
       delivered: new Map(),
       deadSeq: 0,
-    }));
-    this.waiters = this.parts.map(() => new Set());
+    };
   }
 
+  /** partitions come into being when first used: the count is the log's business */
   private part(p: number): Partition {
-    const part = this.parts[p];
-    if (!part) throw new SyncgateError('SG_ERR_INTERNAL', `no partition ${p}`);
+    if (!Number.isInteger(p) || p < 0 || p >= MAX_PARTITIONS) throw new SyncgateError('SG_ERR_INTERNAL', `no partition ${p}`);
+    let part = this.parts[p];
+    if (!part) {
+      part = this.newPartition();
+      this.parts[p] = part;
+      this.waiters[p] = new Set();
+    }
     return part;
   }
 
@@ -236,7 +301,7 @@ export class MemoryBackend implements LogBackend {
   append(request: AppendRequest): Promise<AppendOutcome> {
     this.closedCheck();
     const { draft } = request;
-    if (!this.rooms.has(draft.room)) return Promise.resolve({ status: 'room-unknown' });
+    if (!this.rooms.has(draft.room) || this.roomParts.get(draft.room) !== request.partition) return Promise.resolve({ status: 'room-unknown' });
     const part = this.part(request.partition);
     const existing = this.lookupOne(part, request.idemField);
     if (existing) return Promise.resolve({ status: 'duplicate', pos: existing });
@@ -380,10 +445,10 @@ export class MemoryBackend implements LogBackend {
     return { id, pos, room, draft: room ? part.rooms.get(room)?.get(pos)?.draft : undefined };
   }
 
-  groupCreate(partition: number, group: string): Promise<void> {
+  groupCreate(partition: number, group: string, fromStart = false): Promise<void> {
     this.closedCheck();
     const part = this.part(partition);
-    if (!part.groups.has(group)) part.groups.set(group, { last: part.last, pending: new Map() });
+    if (!part.groups.has(group)) part.groups.set(group, { last: fromStart ? ZERO_POS : part.last, pending: new Map() });
     return Promise.resolve();
   }
 
@@ -532,8 +597,10 @@ export class MemoryBackend implements LogBackend {
   }
 
   close(): Promise<void> {
+    if (--this.users > 0) return Promise.resolve();
     this.closed = true;
     for (const set of this.waiters) {
+      if (!set) continue;
       for (const wake of set) wake();
       set.clear();
     }

@@ -32,8 +32,10 @@ import type {
   TailOptions,
   TelemetryEntry,
   TelemetryPage,
+  RoomSpec,
+  RoomStore,
 } from '../core/ports.js';
-import { ZERO_POS, comparePos, eventIdFor, justBefore, locateEventId, parseStreamId, partitionOf, type StreamPos } from '../core/position.js';
+import { MAX_PARTITIONS, ZERO_POS, comparePos, eventIdFor, justBefore, locateEventId, parseStreamId, type StreamPos } from '../core/position.js';
 import type { FeedEntry, FeedPage, LogBackend, RetentionPolicy, RoomFilterFn } from './backend.js';
 import { createDeliveryQueue } from './delivery-queue.js';
 import { LiveFeed, type LiveSink } from './live-feed.js';
@@ -47,6 +49,8 @@ const SCAN_BUDGET = 8192;
 
 export interface PartitionedLogOptions {
   readonly backend: LogBackend;
+  /** the configured partition count: a new log is opened with it, an existing one raised to it (never lowered) */
+  readonly partitions: number;
   readonly retention: RetentionPolicy;
   readonly log: Logger;
   /** live items buffered per tail before it falls back to reading history (no loss, bounded memory) */
@@ -57,6 +61,18 @@ export interface PartitionedLogOptions {
 
 function matcher(rooms: RoomFilter): RoomFilterFn {
   return rooms === 'all' ? () => true : (room) => rooms.has(room);
+}
+
+/**
+ * What a read or a tail covers: the partitions of its rooms (every partition
+ * for `all`), and the rooms of the filter in each. Its cursor names these
+ * partitions only, so the cursor grows with the rooms a device reads.
+ */
+export interface ReadPlan {
+  readonly partitions: readonly number[];
+  /** the filter's rooms per partition; undefined for `all` */
+  readonly rooms: ReadonlyMap<number, readonly string[]> | undefined;
+  readonly match: RoomFilterFn;
 }
 
 function checkLimit(limit: number): void {
@@ -91,12 +107,19 @@ class Appended implements AppendResult {
 }
 
 export class PartitionedLog implements EventLog {
-  readonly info: EventLogInfo;
   private readonly backend: LogBackend;
   private readonly retention: RetentionPolicy;
   private readonly log: Logger;
-  private readonly live: LiveFeed[];
+  private readonly live: LiveFeed[] = [];
+  private readonly blockMs: number;
   private readonly tailBuffer: number;
+  /** the partition count this process runs with: the stored one, which only grows */
+  private count: number;
+  /** checks (and raises) the stored partition count; every operation waits for it */
+  private readonly ready: Promise<void>;
+  private opened = false;
+  private refreshing: Promise<void> | undefined;
+  private readonly roomStore: RoomStore;
   private closed = false;
   private readonly sessions = new Set<TailSession>();
   private readonly entryEvents = new WeakMap<FeedEntry, LogEvent>();
@@ -107,21 +130,163 @@ export class PartitionedLog implements EventLog {
     this.retention = options.retention;
     this.log = options.log;
     this.tailBuffer = options.tailBuffer ?? 1024;
-    this.info = Object.freeze({ backend: this.backend.backend, durable: this.backend.durable, partitions: this.backend.partitions });
-    this.live = Array.from(
-      { length: this.backend.partitions },
-      (_, p) => new LiveFeed({ partition: p, backend: this.backend, blockMs: options.blockMs ?? 5000, log: this.log }),
-    );
+    this.blockMs = options.blockMs ?? 5000;
+    this.count = options.partitions;
+    this.ready = this.init(options.partitions);
+    // Awaited by every operation; a refusal (a lowered count) surfaces there and in open().
+    this.ready.catch(() => undefined);
     this.delivery = createDeliveryQueue({
       backend: this.backend,
-      live: this.live,
+      live: (p) => this.liveFeed(p),
+      partitions: () => this.count,
+      whenReady: () => this.whenReady(),
       toLogEvent: (p, pos, draft) => this.toLogEvent(p, pos, draft),
-      partitionOfRoom: (room) => this.roomPartition(room),
+      partitionOfRoom: async (room) => (await this.roomPartition(room)) ?? -1,
     });
+    const rooms = this.backend.rooms;
+    const ready = () => this.whenReady();
+    this.roomStore = {
+      put: async (spec: RoomSpec) => (await ready(), rooms.put(spec)),
+      get: async (room: string) => (await ready(), rooms.get(room)),
+      list: async () => (await ready(), rooms.list()),
+      delete: async (room: string) => (await ready(), rooms.delete(room)),
+      watch: (listener: (room: string) => void) => rooms.watch(listener),
+    };
   }
 
-  get rooms() {
-    return this.backend.rooms;
+  get info(): EventLogInfo {
+    return { backend: this.backend.backend, durable: this.backend.durable, partitions: this.count };
+  }
+
+  get rooms(): RoomStore {
+    return this.roomStore;
+  }
+
+  /** Resolves once the stored partition count is checked (and raised to the configured one); rejects with SG_ERR_PARTITIONS_LOWERED. */
+  open(): Promise<void> {
+    return this.ready;
+  }
+
+  private whenReady(): Promise<void> | void {
+    if (!this.opened) return this.ready;
+  }
+
+  private async init(configured: number): Promise<void> {
+    const { partitions: stored } = await this.backend.openPartitions(configured);
+    if (configured < stored) {
+      throw new SyncgateError(
+        'SG_ERR_PARTITIONS_LOWERED',
+        `partitions: ${configured} is lower than this log's ${stored}; the partition count can only be raised — set partitions (SYNCGATE_PARTITIONS) to ${stored} or more`,
+        { configured, stored },
+      );
+    }
+    // this.count is the configured count already: equal to the stored one, or raised to it now
+    if (configured > stored) await this.raiseTo(configured);
+    this.opened = true;
+  }
+
+  /**
+   * Raises the partition count of the log (the admin command; a replica
+   * started with a larger `partitions` does the same). Rooms keep their
+   * partitions; new rooms spread over all of them. Lowering is refused.
+   */
+  async raisePartitions(count: number): Promise<number> {
+    await this.ready;
+    this.ensureOpen();
+    if (!Number.isInteger(count) || count < 1 || count > MAX_PARTITIONS) throw new SyncgateError('SG_ERR_PARAM_INVALID', `partitions must be an integer in 1..${MAX_PARTITIONS}`);
+    const stored = await this.backend.readPartitions();
+    if (count < stored) {
+      throw new SyncgateError('SG_ERR_PARTITIONS_LOWERED', `${count} is lower than this log's ${stored}; the partition count can only be raised`, { configured: count, stored });
+    }
+    if (count > stored) await this.raiseTo(count);
+    else this.count = Math.max(this.count, stored);
+    return this.count;
+  }
+
+  /**
+   * Every consumer group of partition 0 is created on the new partitions at
+   * their start before the count is stored: no room can be assigned to a new
+   * partition before its groups exist, so delivery misses nothing there.
+   */
+  private async raiseTo(count: number): Promise<void> {
+    const from = Math.max(1, await this.backend.readPartitions());
+    const groups = await this.backend.groupNames(0);
+    for (let p = from; p < count; p++) await Promise.all(groups.map((g) => this.backend.groupCreate(p, g, true)));
+    const stored = await this.backend.raisePartitions(count);
+    this.log.info({ from, to: stored, groups }, 'partition count raised');
+    this.count = Math.max(this.count, stored);
+  }
+
+  /** Another replica may have raised the count: follow it (rooms it created may live on partitions new to this process). */
+  private refresh(): Promise<void> {
+    this.refreshing ??= (async () => {
+      try {
+        const stored = await this.backend.readPartitions();
+        if (stored > this.count) {
+          this.log.warn({ from: this.count, to: stored }, 'the partition count was raised by another replica: following it (set partitions to it in this replica\'s configuration)');
+          this.count = stored;
+        }
+      } finally {
+        this.refreshing = undefined;
+      }
+    })();
+    return this.refreshing;
+  }
+
+  /** The room's partition from the directory (cached: rooms never move); undefined for a room that never existed. */
+  async roomPartition(room: string): Promise<number | undefined> {
+    const known = this.backend.knownRoomPartition(room);
+    if (known !== undefined && known < this.count) return known;
+    await this.whenReady();
+    const partition = known ?? (await this.backend.roomPartition(room));
+    if (partition !== undefined && partition >= this.count) await this.refresh();
+    return partition;
+  }
+
+  private liveFeed(partition: number): LiveFeed {
+    let feed = this.live[partition];
+    if (!feed) {
+      feed = new LiveFeed({ partition, backend: this.backend, blockMs: this.blockMs, log: this.log });
+      if (this.closed) feed.stop();
+      this.live[partition] = feed;
+    }
+    return feed;
+  }
+
+  /** The partitions a room filter covers, with its rooms in each (rooms that do not exist are left out). */
+  async plan(rooms: RoomFilter): Promise<ReadPlan> {
+    await this.whenReady();
+    if (rooms === 'all') return { partitions: Array.from({ length: this.count }, (_, p) => p), rooms: undefined, match: matcher(rooms) };
+    const byPartition = new Map<number, string[]>();
+    const unknown: string[] = [];
+    for (const room of rooms) {
+      const known = this.backend.knownRoomPartition(room);
+      if (known !== undefined && known < this.count) byPartition.set(known, [...(byPartition.get(known) ?? []), room]);
+      else unknown.push(room);
+    }
+    const found = await Promise.all(unknown.map((room) => this.roomPartition(room)));
+    unknown.forEach((room, i) => {
+      const p = found[i];
+      if (p !== undefined) byPartition.set(p, [...(byPartition.get(p) ?? []), room]);
+    });
+    return { partitions: [...byPartition.keys()].sort((a, b) => a - b), rooms: byPartition, match: matcher(rooms) };
+  }
+
+  /** A sync cursor's positions; a partition this log does not have is refused (after checking for a raise). */
+  private async cursorOf(since: string | undefined): Promise<SyncCursor> {
+    if (since === undefined) return startCursor();
+    const cursor = decodeSyncCursor(since);
+    await this.checkCursor(cursor);
+    return cursor;
+  }
+
+  async checkCursor(cursor: SyncCursor): Promise<void> {
+    await this.whenReady();
+    const highest = Math.max(-1, ...cursor.keys());
+    if (highest >= this.count) await this.refresh();
+    if (highest >= this.count) {
+      throw new SyncgateError('SG_ERR_CURSOR_INVALID', `the cursor names partition ${highest}, this log has ${this.count} partitions: it was made for another log; sync again without since`);
+    }
   }
 
   get available(): boolean {
@@ -130,10 +295,6 @@ export class PartitionedLog implements EventLog {
 
   get state() {
     return this.backend.state;
-  }
-
-  private get partitions(): number {
-    return this.backend.partitions;
   }
 
   private ensureOpen(): void {
@@ -162,7 +323,7 @@ export class PartitionedLog implements EventLog {
     return {
       ...draft,
       eventId: eventIdFor(partition, pos),
-      cursor: encodeEventPosition({ partitions: this.partitions, partition, pos }),
+      cursor: encodeEventPosition({ partitions: Math.max(this.count, partition + 1), partition, pos }),
     };
   }
 
@@ -172,7 +333,10 @@ export class PartitionedLog implements EventLog {
     if (!isTimelineKind(draft.kind)) {
       throw new SyncgateError('SG_ERR_EVENT_INVALID', `kind ${draft.kind} is not kept in the room timeline`);
     }
-    const partition = partitionOf(draft.room, this.partitions);
+    const known = this.backend.knownRoomPartition(draft.room);
+    const partition = known !== undefined && known < this.count ? known : await this.roomPartition(draft.room);
+    if (partition === undefined) throw new SyncgateError('SG_ERR_ROOM_UNKNOWN', draft.room);
+    if (!this.opened) await this.ready;
     const outcome = await this.backend.append({
       partition,
       draft,
@@ -180,17 +344,20 @@ export class PartitionedLog implements EventLog {
       aliasFields: (options.aliases ?? []).map((key) => this.idField(draft.room, key)),
     });
     if (outcome.status === 'room-unknown') throw new SyncgateError('SG_ERR_ROOM_UNKNOWN', draft.room);
-    return new Appended(this.partitions, partition, outcome.pos, outcome.status === 'duplicate');
+    return new Appended(Math.max(this.count, partition + 1), partition, outcome.pos, outcome.status === 'duplicate');
   }
 
-  decodeCursor(since: string | undefined): SyncCursor {
-    return since === undefined ? startCursor(this.partitions) : decodeSyncCursor(since, this.partitions);
-  }
-
-  /** True when retention removed entries after `cursor`: from a partition feed, or from a room read directly. */
-  private async isLimited(cursor: SyncCursor, rooms: RoomFilter): Promise<boolean> {
-    const checks = cursor.map(async (pos, p) => {
-      const direct = this.directRooms(p, rooms);
+  /**
+   * True when retention removed entries after `cursor` in a partition the
+   * cursor names: from the feed, or from the rooms read directly. A partition
+   * the cursor does not name is new to the device (a room granted since): it
+   * is read from the oldest event kept, which is no gap for this device.
+   */
+  private async isLimited(cursor: SyncCursor, plan: ReadPlan): Promise<boolean> {
+    const checks = plan.partitions.map(async (p) => {
+      const pos = cursor.get(p);
+      if (pos === undefined) return false;
+      const direct = this.directRooms(plan, p);
       if (direct?.length === 0) return false;
       const marks = direct ? await this.backend.roomsTrimmedUpTo(p, direct) : [await this.backend.trimmedUpTo(p)];
       return marks.some((t) => comparePos(t, pos) > 0);
@@ -201,25 +368,27 @@ export class PartitionedLog implements EventLog {
   async read(since: string | undefined, options: ReadOptions): Promise<ReadResult> {
     this.ensureOpen();
     checkLimit(options.limit);
-    const cursor = this.decodeCursor(since);
-    let limited = since !== undefined && (await this.isLimited(cursor, options.rooms));
+    const cursor = await this.cursorOf(since);
+    const plan = await this.plan(options.rooms);
+    let limited = since !== undefined && (await this.isLimited(cursor, plan));
 
     // Partitions share the page: each round gives every partition that may have
     // more an equal quota of what is left, at least one entry each, so every
     // partition is looked at even when the limit is smaller than their number.
-    const positions = [...cursor];
+    // Only the partitions of the rooms read: the next cursor names those alone.
+    const positions = new Map<number, StreamPos>(plan.partitions.map((p) => [p, cursor.get(p) ?? ZERO_POS]));
     const collected: Array<{ p: number; entry: FeedEntry }> = [];
-    let active = positions.map((_, p) => p);
+    let active = [...plan.partitions];
     for (let round = 0; round < 4 && active.length > 0; round++) {
       const remaining = options.limit - collected.length;
       // Another round costs a round trip per partition: only when the page is less than half full.
       if (remaining <= 0 || (round > 0 && collected.length >= options.limit / 2)) break;
       const quota = Math.max(1, Math.ceil(remaining / active.length));
-      const scans = await Promise.all(active.map((p) => this.scanPartition(p, positions[p] ?? ZERO_POS, quota, options.rooms)));
+      const scans = await Promise.all(active.map((p) => this.scanPartition(plan, p, positions.get(p) ?? ZERO_POS, quota)));
       const stillActive: number[] = [];
       scans.forEach((scan, i) => {
         const p = active[i] ?? 0;
-        positions[p] = scan.scannedTo;
+        positions.set(p, scan.scannedTo);
         for (const entry of scan.entries) collected.push({ p, entry });
         if (scan.entries.length === quota && !scan.exhausted) stillActive.push(p);
       });
@@ -230,7 +399,7 @@ export class PartitionedLog implements EventLog {
     collected.sort((a, b) => comparePos(a.entry.pos, b.entry.pos) || a.p - b.p);
     for (const { p, entry } of collected.splice(options.limit)) {
       const resume = justBefore(entry.pos);
-      if (comparePos(resume, positions[p] ?? ZERO_POS) < 0) positions[p] = resume;
+      if (comparePos(resume, positions.get(p) ?? ZERO_POS) < 0) positions.set(p, resume);
     }
     const events: LogEvent[] = [];
     for (const { p, entry } of collected) {
@@ -246,15 +415,15 @@ export class PartitionedLog implements EventLog {
    * their timelines directly gives exactly the feed entries of those rooms —
    * without scanning other rooms' traffic; otherwise the feed is scanned.
    */
-  readPartition(partition: number, after: StreamPos, count: number, rooms: RoomFilter): Promise<FeedPage> {
-    const direct = this.directRooms(partition, rooms);
-    if (!direct) return this.backend.readFeed(partition, after, count, matcher(rooms));
+  readPartition(plan: ReadPlan, partition: number, after: StreamPos, count: number): Promise<FeedPage> {
+    const direct = this.directRooms(plan, partition);
+    if (!direct) return this.backend.readFeed(partition, after, count, plan.match);
     return this.readRoomsDirect(partition, direct, after, count);
   }
 
-  private directRooms(partition: number, rooms: RoomFilter): string[] | undefined {
-    if (rooms === 'all') return undefined;
-    const mine = [...rooms].filter((room) => this.roomPartition(room) === partition);
+  private directRooms(plan: ReadPlan, partition: number): readonly string[] | undefined {
+    if (plan.rooms === undefined) return undefined;
+    const mine = plan.rooms.get(partition) ?? [];
     return mine.length <= DIRECT_ROOMS_MAX ? mine : undefined;
   }
 
@@ -282,13 +451,13 @@ export class PartitionedLog implements EventLog {
   }
 
   /** Up to `limit` matching entries of one partition after `from`, examining at most SCAN_BUDGET entries. */
-  private async scanPartition(partition: number, from: StreamPos, limit: number, rooms: RoomFilter) {
+  private async scanPartition(plan: ReadPlan, partition: number, from: StreamPos, limit: number) {
     const entries: FeedEntry[] = [];
     let scannedTo = from;
     let scanned = 0;
     let exhausted = false;
     while (entries.length < limit && scanned < SCAN_BUDGET) {
-      const page = await this.readPartition(partition, scannedTo, Math.min(SCAN_PAGE, Math.max(limit - entries.length, 16)), rooms);
+      const page = await this.readPartition(plan, partition, scannedTo, Math.min(SCAN_PAGE, Math.max(limit - entries.length, 16)));
       if (page.scanned === 0) {
         exhausted = true;
         break;
@@ -304,23 +473,32 @@ export class PartitionedLog implements EventLog {
     return { entries, scannedTo, exhausted };
   }
 
-  async head(): Promise<string> {
+  async head(rooms: RoomFilter = 'all'): Promise<string> {
     this.ensureOpen();
-    const bounds = await Promise.all(Array.from({ length: this.partitions }, (_, p) => this.backend.feedBounds(p)));
-    return encodeSyncCursor(bounds.map((b) => b.last ?? ZERO_POS));
+    const plan = await this.plan(rooms);
+    const bounds = await Promise.all(plan.partitions.map((p) => this.backend.feedBounds(p)));
+    return encodeSyncCursor(new Map(plan.partitions.map((p, i) => [p, bounds[i]?.last ?? ZERO_POS])));
   }
 
   async latest(options: ReadOptions): Promise<ReadResult> {
     this.ensureOpen();
     checkLimit(options.limit);
-    const match = matcher(options.rooms);
+    const plan = await this.plan(options.rooms);
+    const match = plan.match;
     // The head first: every event read below is at or before it, so `next` misses nothing.
-    const bounds = await Promise.all(Array.from({ length: this.partitions }, (_, p) => this.backend.feedBounds(p)));
-    const head = bounds.map((b) => b.last ?? ZERO_POS);
+    const bounds = await Promise.all(plan.partitions.map((p) => this.backend.feedBounds(p)));
+    const head = new Map(plan.partitions.map((p, i) => [p, bounds[i]?.last ?? ZERO_POS]));
     const pages = await Promise.all(
-      head.map(async (pos, p) => {
+      [...head].map(async ([p, pos]) => {
+        const end: StreamPos = { ms: pos.ms, seq: pos.seq + 1 };
+        const direct = this.directRooms(plan, p);
+        if (direct) {
+          // a few rooms: their own newest entries, not a scan of the partition's other traffic
+          const lists = await Promise.all(direct.map((room) => this.backend.roomRange(p, room, end, 'b', options.limit)));
+          return lists.flat().map((entry) => ({ p, entry }));
+        }
         const entries: FeedEntry[] = [];
-        let before: StreamPos | undefined = { ms: pos.ms, seq: pos.seq + 1 };
+        let before: StreamPos | undefined = end;
         let scanned = 0;
         while (entries.length < options.limit && scanned < SCAN_BUDGET && before) {
           const page = await this.backend.readFeedReverse(p, before, SCAN_PAGE, match);
@@ -343,14 +521,13 @@ export class PartitionedLog implements EventLog {
 
   tail(since: string | undefined, options: TailOptions): AsyncIterable<TailItem> {
     this.ensureOpen();
-    const cursor = this.decodeCursor(since);
+    // The token is checked here (a bad one throws at once); its partitions when the tail starts.
+    const cursor = since === undefined ? startCursor() : decodeSyncCursor(since);
     const session = new TailSession({
       log: this,
-      backend: this.backend,
-      live: this.live,
+      live: (p) => this.liveFeed(p),
       cursor,
       rooms: options.rooms,
-      match: matcher(options.rooms),
       buffer: this.tailBuffer,
       checkLimited: since !== undefined,
       signal: options.signal,
@@ -360,18 +537,20 @@ export class PartitionedLog implements EventLog {
     return session;
   }
 
+  /** for TailSession: the cursor's partitions checked, the plan of its rooms */
+  async prepareTail(cursor: SyncCursor, rooms: RoomFilter): Promise<ReadPlan> {
+    await this.checkCursor(cursor);
+    return this.plan(rooms);
+  }
+
   /** for TailSession */
-  limitedAt(cursor: SyncCursor, rooms: RoomFilter): Promise<boolean> {
-    return this.isLimited(cursor, rooms);
+  limitedAt(cursor: SyncCursor, plan: ReadPlan): Promise<boolean> {
+    return this.isLimited(cursor, plan);
   }
 
-  private roomPartition(room: string): number {
-    return partitionOf(room, this.partitions);
-  }
-
-  private positionOf(room: string, token: string): StreamPos {
-    const position = decodeEventPosition(token, this.partitions);
-    if (position.partition !== this.roomPartition(room)) {
+  private positionOf(partition: number, token: string): StreamPos {
+    const position = decodeEventPosition(token);
+    if (position.partition !== partition) {
       throw new SyncgateError('SG_ERR_CURSOR_INVALID', 'the position belongs to another room');
     }
     return position.pos;
@@ -381,8 +560,9 @@ export class PartitionedLog implements EventLog {
     this.ensureOpen();
     checkLimit(options.limit);
     if (!(await this.rooms.get(room))) throw new SyncgateError('SG_ERR_ROOM_UNKNOWN', room);
-    const p = this.roomPartition(room);
-    const from = options.from === undefined ? undefined : this.positionOf(room, options.from);
+    const p = await this.roomPartition(room);
+    if (p === undefined) throw new SyncgateError('SG_ERR_ROOM_UNKNOWN', room);
+    const from = options.from === undefined ? undefined : this.positionOf(p, options.from);
     const entries = await this.backend.roomRange(p, room, from, options.dir, options.limit + 1);
     const more = entries.length > options.limit;
     const page = entries.slice(0, options.limit);
@@ -394,15 +574,15 @@ export class PartitionedLog implements EventLog {
     }
     const last = page.at(-1);
     const result: { events: LogEvent[]; limited: boolean; next?: string } = { events, limited };
-    if (more && last) result.next = encodeEventPosition({ partitions: this.partitions, partition: p, pos: last.pos });
+    if (more && last) result.next = encodeEventPosition({ partitions: Math.max(this.count, p + 1), partition: p, pos: last.pos });
     return result;
   }
 
   async getEvent(room: string, eventId: string): Promise<LogEvent | undefined> {
     this.ensureOpen();
     const location = locateEventId(eventId);
-    const p = this.roomPartition(room);
-    if (!location || location.partition !== p) return undefined;
+    const p = await this.roomPartition(room);
+    if (!location || p === undefined || location.partition !== p) return undefined;
     const [entry] = await this.backend.roomRange(p, room, justBefore(location.pos), 'f', 1);
     if (!entry?.draft || comparePos(entry.pos, location.pos) !== 0) return undefined;
     return this.toLogEvent(p, entry.pos, entry.draft);
@@ -410,16 +590,17 @@ export class PartitionedLog implements EventLog {
 
   async resolve(room: string, key: string): Promise<string | undefined> {
     this.ensureOpen();
-    const p = this.roomPartition(room);
+    const p = await this.roomPartition(room);
+    if (p === undefined) return undefined;
     const [pos] = await this.backend.lookup(p, [this.idField(room, key)]);
     return pos ? eventIdFor(p, pos) : undefined;
   }
 
   async alias(room: string, eventId: string, keys: readonly string[]): Promise<void> {
     this.ensureOpen();
-    const p = this.roomPartition(room);
+    const p = await this.roomPartition(room);
     const location = locateEventId(eventId);
-    if (!location || location.partition !== p) throw new SyncgateError('SG_ERR_EVENT_UNKNOWN', eventId);
+    if (!location || p === undefined || location.partition !== p) throw new SyncgateError('SG_ERR_EVENT_UNKNOWN', eventId);
     if (keys.length === 0) return;
     await this.backend.addAliases(
       p,
@@ -432,8 +613,9 @@ export class PartitionedLog implements EventLog {
     this.ensureOpen();
     const draft = parseEventDraft(input);
     if (draft.kind !== 'telemetry') throw new SyncgateError('SG_ERR_EVENT_INVALID', 'expected a telemetry event');
-    if (!(await this.rooms.get(draft.room))) throw new SyncgateError('SG_ERR_ROOM_UNKNOWN', draft.room);
-    return { id: await this.backend.appendTelemetry(this.roomPartition(draft.room), draft) };
+    const p = await this.roomPartition(draft.room);
+    if (p === undefined || !(await this.rooms.get(draft.room))) throw new SyncgateError('SG_ERR_ROOM_UNKNOWN', draft.room);
+    return { id: await this.backend.appendTelemetry(p, draft) };
   }
 
   async telemetry(room: string, limit: number, page: TelemetryPage = {}): Promise<TelemetryEntry[]> {
@@ -444,7 +626,9 @@ export class PartitionedLog implements EventLog {
       if (!/^\d{1,16}-\d{1,16}$/.test(id)) throw new SyncgateError('SG_ERR_CURSOR_INVALID', 'not a telemetry entry id');
       return parseStreamId(id);
     };
-    const rows = await this.backend.telemetry(this.roomPartition(room), room, limit, {
+    const p = await this.roomPartition(room);
+    if (p === undefined) return [];
+    const rows = await this.backend.telemetry(p, room, limit, {
       ...(page.before !== undefined ? { before: entryPos(page.before) } : {}),
       ...(page.after !== undefined ? { after: entryPos(page.after) } : {}),
     });
@@ -458,10 +642,10 @@ export class PartitionedLog implements EventLog {
     const rooms = await this.rooms.list();
     const byPartition = new Map<number, string[]>();
     for (const r of rooms) {
-      const p = this.roomPartition(r.id);
-      byPartition.set(p, [...(byPartition.get(p) ?? []), r.id]);
+      const p = await this.roomPartition(r.id);
+      if (p !== undefined) byPartition.set(p, [...(byPartition.get(p) ?? []), r.id]);
     }
-    await Promise.all(Array.from({ length: this.partitions }, (_, p) => this.backend.trimByAge(p, byPartition.get(p) ?? [], cutoff)));
+    await Promise.all(Array.from({ length: this.count }, (_, p) => this.backend.trimByAge(p, byPartition.get(p) ?? [], cutoff)));
   }
 
   ping(): Promise<void> {
@@ -472,7 +656,7 @@ export class PartitionedLog implements EventLog {
     if (this.closed) return;
     this.closed = true;
     for (const s of [...this.sessions]) s.close();
-    for (const feed of this.live) feed.stop();
+    for (const feed of this.live) feed?.stop();
     await this.backend.close();
   }
 }
@@ -484,11 +668,9 @@ function nextTurn(): Promise<void> {
 
 interface TailSessionOptions {
   readonly log: PartitionedLog;
-  readonly backend: LogBackend;
-  readonly live: readonly LiveFeed[];
+  readonly live: (partition: number) => LiveFeed;
   readonly cursor: SyncCursor;
   readonly rooms: RoomFilter;
-  readonly match: RoomFilterFn;
   readonly buffer: number;
   readonly checkLimited: boolean;
   readonly signal: AbortSignal | undefined;
@@ -496,18 +678,19 @@ interface TailSessionOptions {
 }
 
 /**
- * One subscriber across all partitions. Each partition runs a pump that reads
- * history into the session queue (waiting for space) and then attaches to the
- * live reader; a live push that finds the queue full detaches the partition,
- * which goes back to reading history from where it was. Memory stays bounded
- * and no event is dropped.
+ * One subscriber across the partitions of its rooms. Each partition runs a
+ * pump that reads history into the session queue (waiting for space) and then
+ * attaches to the live reader; a live push that finds the queue full detaches
+ * the partition, which goes back to reading history from where it was.
+ * Memory stays bounded and no event is dropped. Every item's `next` names the
+ * partitions of the session's rooms only.
  */
 class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
   private readonly o: TailSessionOptions;
-  private readonly positions: StreamPos[];
+  private readonly positions = new Map<number, StreamPos>();
   private readonly queue: TailItem[] = [];
-  private readonly sinks: Array<LiveSink | undefined>;
-  private readonly detached: Array<(() => void) | undefined>;
+  private readonly sinks = new Map<number, LiveSink>();
+  private readonly detached = new Map<number, () => void>();
   private reader: ((r: IteratorResult<TailItem>) => void) | undefined;
   private readonly spaceWaiters: Array<() => void> = [];
   private closed = false;
@@ -516,9 +699,6 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
 
   constructor(options: TailSessionOptions) {
     this.o = options;
-    this.positions = [...options.cursor];
-    this.sinks = options.cursor.map(() => undefined);
-    this.detached = options.cursor.map(() => undefined);
     options.signal?.addEventListener('abort', () => this.close(), { once: true });
   }
 
@@ -533,10 +713,12 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
 
   private async run(): Promise<void> {
     try {
-      if (this.o.checkLimited && (await this.o.log.limitedAt(this.positions, this.o.rooms))) {
+      const plan = await this.o.log.prepareTail(this.o.cursor, this.o.rooms);
+      for (const p of plan.partitions) this.positions.set(p, this.o.cursor.get(p) ?? ZERO_POS);
+      if (this.o.checkLimited && (await this.o.log.limitedAt(this.o.cursor, plan))) {
         await this.push({ type: 'limited', next: encodeSyncCursor(this.positions) });
       }
-      await Promise.all(this.positions.map((_, p) => this.pump(p)));
+      await Promise.all(plan.partitions.map((p) => this.pump(plan, p)));
     } catch (err) {
       if (!this.closed) {
         this.failure = err;
@@ -545,13 +727,12 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
     }
   }
 
-  private async pump(partition: number): Promise<void> {
-    const feed = this.o.live[partition];
-    if (!feed) return;
+  private async pump(plan: ReadPlan, partition: number): Promise<void> {
+    const feed = this.o.live(partition);
     while (!this.closed) {
       // Taken before the read: every entry up to it exists already, so the read covers them.
       const covered = feed.coveredAfter();
-      const page = await this.o.log.readPartition(partition, this.position(partition), SCAN_PAGE, this.o.rooms);
+      const page = await this.o.log.readPartition(plan, partition, this.position(partition), SCAN_PAGE);
       if (this.closed) return;
       if (page.scanned > 0) {
         for (const entry of page.entries) {
@@ -559,43 +740,43 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
           if (this.closed) return;
           this.deliver(partition, entry);
         }
-        if (comparePos(page.scannedTo, this.position(partition)) > 0) this.positions[partition] = page.scannedTo;
+        if (comparePos(page.scannedTo, this.position(partition)) > 0) this.positions.set(partition, page.scannedTo);
         continue;
       }
       // History is exhausted. A read of the device's own rooms ends where their last
       // entry is, which can be long before the live reader's start; nothing of those
       // rooms lies in between, so move up to it rather than be refused forever.
-      if (covered && comparePos(covered, this.position(partition)) > 0) this.positions[partition] = covered;
+      if (covered && comparePos(covered, this.position(partition)) > 0) this.positions.set(partition, covered);
       // Switch to live: `attach` replays what the live reader buffered after our
       // position, or refuses when its buffer starts later.
-      const detached = new Promise<void>((resolve) => (this.detached[partition] = resolve));
+      const detached = new Promise<void>((resolve) => this.detached.set(partition, resolve));
       const sink: LiveSink = {
         position: () => this.position(partition),
-        push: (entry) => this.livePush(partition, entry),
+        push: (entry) => this.livePush(plan, partition, entry),
       };
       if (!feed.attach(sink)) {
-        this.detached[partition] = undefined;
+        this.detached.delete(partition);
         // The reader moved on since `covered` was taken, or has not confirmed its start
         // yet: read again after other work had its turn, so a tail never holds the loop.
         await nextTurn();
         continue;
       }
-      this.sinks[partition] = sink;
+      this.sinks.set(partition, sink);
       await detached;
-      this.sinks[partition] = undefined;
+      this.sinks.delete(partition);
     }
   }
 
   private position(partition: number): StreamPos {
-    return this.positions[partition] ?? ZERO_POS;
+    return this.positions.get(partition) ?? ZERO_POS;
   }
 
   /** Called synchronously by the live reader. Returns false to be detached. */
-  private livePush(partition: number, entry: FeedEntry): boolean {
+  private livePush(plan: ReadPlan, partition: number, entry: FeedEntry): boolean {
     if (this.closed) return false;
     if (comparePos(entry.pos, this.position(partition)) <= 0) return true;
-    if (!this.o.match(entry.room)) {
-      this.positions[partition] = entry.pos;
+    if (!plan.match(entry.room)) {
+      this.positions.set(partition, entry.pos);
       return true;
     }
     if (this.queue.length >= this.o.buffer) {
@@ -608,13 +789,13 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
   }
 
   private detachPartition(partition: number): void {
-    const resolve = this.detached[partition];
-    this.detached[partition] = undefined;
+    const resolve = this.detached.get(partition);
+    this.detached.delete(partition);
     resolve?.();
   }
 
   private deliver(partition: number, entry: FeedEntry): void {
-    this.positions[partition] = entry.pos;
+    this.positions.set(partition, entry.pos);
     const next = encodeSyncCursor(this.positions);
     if (entry.draft === undefined) {
       this.enqueue({ type: 'limited', next });
@@ -676,10 +857,8 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.sinks.forEach((sink, p) => {
-      if (sink) this.o.live[p]?.detach(sink);
-      this.detachPartition(p);
-    });
+    for (const [p, sink] of this.sinks) this.o.live(p).detach(sink);
+    for (const p of [...this.detached.keys()]) this.detachPartition(p);
     this.queue.length = 0;
     this.spaceWaiters.splice(0).forEach((w) => w());
     this.wake();

@@ -13,8 +13,8 @@ import type { Logger } from 'pino';
 import type { DraftOf, EventDraft } from '../core/event.js';
 import { SyncgateError } from '../core/errors.js';
 import type { RoomSpec, RoomStore, StateStore } from '../core/ports.js';
-import { ZERO_POS, comparePos, parseStreamId, partitionOf, posToString, type StreamPos } from '../core/position.js';
-import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, LogBackend, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
+import { MAX_PARTITIONS, ZERO_POS, comparePos, fnv1a32, parseStreamId, partitionOf, posToString, type StreamPos } from '../core/position.js';
+import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, LogBackend, PartitionMeta, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
 import { decodeFields, encodeFields, encodeValues } from './codec.js';
 import { keySpace, type KeySpace } from './keys.js';
 import { redactUrl } from '../log/index.js';
@@ -63,6 +63,8 @@ interface SyncgateCommands {
   sgDead(lease: string, feed: string, dlq: string, ...args: Array<string | number>): Promise<number>;
   sgReplayDone(lease: string, replay: string, owner: string, id: string): Promise<number>;
   sgDeadMove(dlq: string, replay: string, mode: string, ...ids: string[]): Promise<number>;
+  sgAssign(meta: string, directory: string, room: string, hash: number, fallback: number): Promise<number>;
+  sgRaise(meta: string, count: number): Promise<number>;
 }
 type CommandClient = Redis & SyncgateCommands;
 
@@ -158,6 +160,8 @@ function defineCommands(client: Redis): CommandClient {
   client.defineCommand('sgDead', { numberOfKeys: 3, lua: lua('dead-3.lua') });
   client.defineCommand('sgReplayDone', { numberOfKeys: 2, lua: lua('replaydone-2.lua') });
   client.defineCommand('sgDeadMove', { numberOfKeys: 2, lua: lua('deadmove-2.lua') });
+  client.defineCommand('sgAssign', { numberOfKeys: 2, lua: lua('assign-2.lua') });
+  client.defineCommand('sgRaise', { numberOfKeys: 1, lua: lua('raise-1.lua') });
   return client as CommandClient;
 }
 
@@ -169,7 +173,10 @@ class RedisRoomStore implements RoomStore {
   constructor(
     private readonly redis: Redis,
     private readonly keys: KeySpace,
-    private readonly partitionOf: (room: string) => number,
+    /** the room's partition, from the directory; undefined: the room never existed */
+    private readonly locate: (room: string) => Promise<number | undefined>,
+    /** the room's partition, assigned now for a new room */
+    private readonly assign: (room: string) => Promise<number>,
     private readonly log: Logger,
     /** on a cluster the room's meta (its partition's slot) and the room index live on different nodes: no MULTI across them */
     private readonly cluster: boolean,
@@ -177,23 +184,26 @@ class RedisRoomStore implements RoomStore {
   ) {}
 
   async put(spec: RoomSpec): Promise<void> {
+    const partition = await this.assign(spec.id);
     if (this.cluster) {
       // meta first: the index never names a room without a spec
-      await this.redis.hset(this.keys.roomMeta(this.partitionOf(spec.id), spec.id), 'spec', JSON.stringify(spec));
+      await this.redis.hset(this.keys.roomMeta(partition, spec.id), 'spec', JSON.stringify(spec));
       await this.redis.sadd(this.keys.roomIndex(), spec.id);
       await this.redis.publish(this.keys.roomChannel(), spec.id);
       return;
     }
     await this.redis
       .multi()
-      .hset(this.keys.roomMeta(this.partitionOf(spec.id), spec.id), 'spec', JSON.stringify(spec))
+      .hset(this.keys.roomMeta(partition, spec.id), 'spec', JSON.stringify(spec))
       .sadd(this.keys.roomIndex(), spec.id)
       .publish(this.keys.roomChannel(), spec.id)
       .exec();
   }
 
   async get(room: string): Promise<RoomSpec | undefined> {
-    const raw = await this.redis.hget(this.keys.roomMeta(this.partitionOf(room), room), 'spec');
+    const partition = await this.locate(room);
+    if (partition === undefined) return undefined;
+    const raw = await this.redis.hget(this.keys.roomMeta(partition, room), 'spec');
     return raw ? (JSON.parse(raw) as RoomSpec) : undefined;
   }
 
@@ -204,15 +214,18 @@ class RedisRoomStore implements RoomStore {
   }
 
   async delete(room: string): Promise<boolean> {
+    // The directory entry stays: a room created again with this id is in the same partition.
+    const partition = await this.locate(room);
+    if (partition === undefined) return false;
     if (this.cluster) {
       // out of the index first: the index never names a room without a spec
       const removed = await this.redis.srem(this.keys.roomIndex(), room);
-      await this.redis.del(this.keys.roomMeta(this.partitionOf(room), room));
+      await this.redis.del(this.keys.roomMeta(partition, room));
       if (removed !== 1) return false;
       await this.redis.publish(this.keys.roomChannel(), room);
       return true;
     }
-    const [[, removed] = []] = (await this.redis.multi().del(this.keys.roomMeta(this.partitionOf(room), room)).srem(this.keys.roomIndex(), room).exec()) ?? [];
+    const [[, removed] = []] = (await this.redis.multi().del(this.keys.roomMeta(partition, room)).srem(this.keys.roomIndex(), room).exec()) ?? [];
     if (removed !== 1) return false;
     await this.redis.publish(this.keys.roomChannel(), room);
     return true;
@@ -268,7 +281,10 @@ class RedisStateStore implements StateStore {
 export class RedisBackend implements LogBackend {
   readonly backend = 'redis' as const;
   readonly durable = true;
-  readonly partitions: number;
+  /** the configured partition count: what a new log is opened with */
+  private readonly configured: number;
+  /** room → partition, as read from (or written to) the directory: rooms never move */
+  private readonly roomParts = new Map<string, number>();
   readonly rooms: RedisRoomStore;
   readonly state: StateStore;
   private readonly redis: CommandClient;
@@ -280,7 +296,7 @@ export class RedisBackend implements LogBackend {
    * failed one waited for its caller's retry: a room's order broke.
    */
   private readonly appender: CommandClient;
-  private readonly blocking: Array<Redis | undefined>;
+  private readonly blocking: Array<Redis | undefined> = [];
   private readonly keys: KeySpace;
   private readonly retention: RetentionPolicy;
   private readonly idTtlSec: number;
@@ -299,7 +315,7 @@ export class RedisBackend implements LogBackend {
     this.target = options.cluster
       ? `Redis Cluster ${options.cluster.nodes.map((n) => redactUrl(n)).join(',')} (redis.cluster.nodes)`
       : `Redis at ${redactUrl(options.url ?? '')} (redis.url / SYNCGATE_REDIS_URL)`;
-    this.partitions = options.partitions;
+    this.configured = options.partitions;
     this.retention = options.retention;
     this.keys = keySpace(options.prefix);
     this.idTtlSec = Math.ceil((2 * options.retention.idTtlMs) / 1000);
@@ -324,14 +340,100 @@ export class RedisBackend implements LogBackend {
       }), options.onCommand),
     );
     this.appender.on('error', (err: Error) => options.log.debug({ err: err.message }, 'redis append connection error'));
-    this.blocking = Array.from({ length: options.partitions }, () => undefined);
-    this.rooms = new RedisRoomStore(this.redis, this.keys, (room) => partitionOf(room, this.partitions), options.log, options.cluster !== undefined, (name) => this.duplicate(name, {}));
+    this.rooms = new RedisRoomStore(
+      this.redis,
+      this.keys,
+      (room) => this.roomPartition(room),
+      (room) => this.assignRoomPartition(room, fnv1a32(room)),
+      options.log,
+      options.cluster !== undefined,
+      (name) => this.duplicate(name, {}),
+    );
     this.state = new RedisStateStore(this.redis, this.keys);
   }
 
   /** Before the first connection counts as available (commands wait for it); after a loss, not until it is back. */
   get available(): boolean {
     return [this.redis, this.appender].every((client) => client.status !== 'reconnecting' && client.status !== 'close' && client.status !== 'end');
+  }
+
+  // --- the partition count and the room directory
+
+  async openPartitions(configured: number): Promise<PartitionMeta> {
+    this.closedCheck();
+    const stored = await this.readPartitions();
+    if (stored > 0) return { partitions: stored };
+    // No count stored: a new log, or one written before the count was stored, whose
+    // rooms sit at `fnv1a32(room) mod <the count it ran with>`: find that count and
+    // record every room's partition before anything may use another count.
+    const rooms = await this.redis.smembers(this.keys.roomIndex());
+    const legacy = rooms.length > 0 ? await this.legacyPartitions(rooms, configured) : configured;
+    for (let i = 0; i < rooms.length; i += 500) {
+      const chunk = rooms.slice(i, i + 500);
+      const pipeline = this.redis.pipeline();
+      for (const room of chunk) pipeline.hsetnx(this.keys.roomPartitions(), room, partitionOf(room, legacy));
+      await pipeline.exec();
+    }
+    await this.redis.hsetnx(this.keys.partitionMeta(), 'partitions', legacy);
+    return { partitions: await this.readPartitions() };
+  }
+
+  /** The count a log from before the stored count was written with: the one that finds every room's definition. */
+  private async legacyPartitions(rooms: readonly string[], configured: number): Promise<number> {
+    const candidates = [configured, ...Array.from({ length: MAX_PARTITIONS }, (_, i) => i + 1).filter((c) => c !== configured)];
+    const sample = rooms.slice(0, 32);
+    for (const count of candidates) {
+      const pipeline = this.redis.pipeline();
+      for (const room of sample) pipeline.exists(this.keys.roomMeta(partitionOf(room, count), room));
+      const found = ((await pipeline.exec()) ?? []).every(([err, n]) => !err && Number(n) === 1);
+      if (found) return count;
+    }
+    throw new SyncgateError('SG_ERR_PARTITIONS_MISMATCH', `no partition count from 1 to ${MAX_PARTITIONS} finds the rooms of this log (${this.keys.prefix})`);
+  }
+
+  async readPartitions(): Promise<number> {
+    this.closedCheck();
+    return Number((await this.redis.hget(this.keys.partitionMeta(), 'partitions')) ?? 0);
+  }
+
+  async raisePartitions(count: number): Promise<number> {
+    this.closedCheck();
+    return Number(await this.redis.sgRaise(this.keys.partitionMeta(), count));
+  }
+
+  knownRoomPartition(room: string): number | undefined {
+    return this.roomParts.get(room);
+  }
+
+  async roomPartition(room: string): Promise<number | undefined> {
+    this.closedCheck();
+    const known = this.roomParts.get(room);
+    if (known !== undefined) return known;
+    const stored = await this.redis.hget(this.keys.roomPartitions(), room);
+    if (stored === null) return undefined;
+    const partition = Number(stored);
+    this.roomParts.set(room, partition);
+    return partition;
+  }
+
+  async assignRoomPartition(room: string, hash: number): Promise<number> {
+    this.closedCheck();
+    const known = this.roomParts.get(room);
+    if (known !== undefined) return known;
+    const partition = Number(await this.redis.sgAssign(this.keys.partitionMeta(), this.keys.roomPartitions(), room, hash, this.configured));
+    this.roomParts.set(room, partition);
+    return partition;
+  }
+
+  async groupNames(partition: number): Promise<string[]> {
+    this.closedCheck();
+    try {
+      const groups = (await this.redis.xinfo('GROUPS', this.keys.feed(partition))) as unknown[][];
+      return groups.map((fields) => String(fields[fields.indexOf('name') + 1] ?? '')).filter((name) => name !== '');
+    } catch (err) {
+      if (err instanceof Error && /no such key/i.test(err.message)) return [];
+      throw err;
+    }
   }
 
   private closedCheck(): void {
@@ -630,10 +732,10 @@ export class RedisBackend implements LogBackend {
     return rows.map((r) => ({ id: r.id, pos: r.pos, room: r.room, draft: drafts.get(r.id) }));
   }
 
-  async groupCreate(partition: number, group: string): Promise<void> {
+  async groupCreate(partition: number, group: string, fromStart = false): Promise<void> {
     this.closedCheck();
     try {
-      await this.redis.xgroup('CREATE', this.keys.feed(partition), group, '$', 'MKSTREAM');
+      await this.redis.xgroup('CREATE', this.keys.feed(partition), group, fromStart ? '0' : '$', 'MKSTREAM');
     } catch (err) {
       if (!(err instanceof Error && err.message.includes('BUSYGROUP'))) throw err;
     }

@@ -207,6 +207,8 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     adaptersStarted: () => adaptersStarted,
     status,
     async start() {
+      // The log's partition count first: a count lower than the log's is refused here, before anything runs.
+      await log.open();
       // Consumer groups exist before anything can be appended, so nothing is missed.
       for (const { adapter } of supervisors) await Promise.all(Array.from({ length: log.info.partitions }, (_, p) => log.delivery.ensureGroup(p, `out:${adapter.name}`)));
       // The API first: devices sync and send while the adapters connect (the log keeps what is sent meanwhile).

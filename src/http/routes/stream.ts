@@ -28,8 +28,9 @@ export function registerStreamRoutes(app: FastifyInstance, ctx: HttpContext): vo
     const lastEventId = request.headers['last-event-id'];
     const given = (typeof lastEventId === 'string' && lastEventId !== '' ? lastEventId : undefined) ?? request.query.since;
     // Validate here so a bad cursor is a 400, not a stream that dies at once.
-    if (given !== undefined) decodeSyncCursor(given, log.info.partitions);
-    const [since, grants] = await Promise.all([given ?? log.head(), directory.grants(device.user)]);
+    if (given !== undefined) decodeSyncCursor(given);
+    const grants = await directory.grants(device.user);
+    const since = given ?? (await log.head(new Set(grants)));
     request.streamStart = { device, rooms: new Set(grants), since, telemetry: request.query.telemetry };
   }
 

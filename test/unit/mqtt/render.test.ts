@@ -28,7 +28,7 @@ describe('render: room events (fixtures)', () => {
       const out = renderRoomEvent(event, outTopic);
       if (!out.ok) throw new Error(out.reason);
       expect(out.publication.topic).toBe('sg/v1/rooms/ops/out');
-      expect(out.publication.properties.userProperties).toMatchObject({ 'sg-eid': event.eventId, 'sg-cursor': 'AQQAAAAA6AcDAADBPSIS', 'sg-pos': event.cursor, 'sg-kind': event.kind });
+      expect(out.publication.properties.userProperties).toMatchObject({ 'sg-eid': event.eventId, 'sg-cursor': 'AwHoBwICA54DbrE', 'sg-pos': event.cursor, 'sg-kind': event.kind });
       const body = JSON.parse(out.publication.payload) as Record<string, unknown>;
       expect(body).toMatchObject({ v: 1, eventId: event.eventId, cursor: event.cursor, room: 'ops', sender: { uid: 'alice' }, ...c.body });
       expect(body).not.toHaveProperty('idem');

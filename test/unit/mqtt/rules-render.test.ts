@@ -87,9 +87,9 @@ describe('render: room events', () => {
     expect(out.ok).toBe(true);
     if (!out.ok) return;
     expect(out.publication.topic).toBe('sg/v1/rooms/ops/out');
-    expect(out.publication.properties).toMatchObject({ contentType: 'application/vnd.syncgate.event+json;v=1', payloadFormatIndicator: true, userProperties: { 'sg-eid': '0AB12', 'sg-cursor': 'AQQAAAAA6AcDAADBPSIS', 'sg-pos': 'AgQC6AcDlJlt0w' } });
+    expect(out.publication.properties).toMatchObject({ contentType: 'application/vnd.syncgate.event+json;v=1', payloadFormatIndicator: true, userProperties: { 'sg-eid': '0AB12', 'sg-cursor': 'AwHoBwICA54DbrE', 'sg-pos': 'AgQC6AcDlJlt0w' } });
     const body = JSON.parse(out.publication.payload) as Record<string, unknown>;
-    expect(body).toEqual({ v: 1, eventId: '0AB12', cursor: 'AgQC6AcDlJlt0w', next: 'AQQAAAAA6AcDAADBPSIS', room: 'ops', kind: 'message', sender: { uid: 'alice', proto: 'api', display: 'Alice' }, ts: { received: 1 }, content: { body: '!pump-7 stop now' } });
+    expect(body).toEqual({ v: 1, eventId: '0AB12', cursor: 'AgQC6AcDlJlt0w', next: 'AwHoBwICA54DbrE', room: 'ops', kind: 'message', sender: { uid: 'alice', proto: 'api', display: 'Alice' }, ts: { received: 1 }, content: { body: '!pump-7 stop now' } });
     // Internal ids never leave.
     expect(out.publication.payload).not.toContain('idem');
     expect(out.publication.payload).not.toContain('txnId');
