@@ -1,0 +1,108 @@
+/**
+ * Raising the partition count of a running deployment (issue 24): replicas at
+ * 16 partitions, devices holding cursors, a rolling restart to 64 (a replica
+ * at 16 and one at 64 serving together), then only 64. Every device's sync
+ * from its old cursor gives exactly the events after it, once, in room order,
+ * through either replica; rooms created after the change are delivered too;
+ * a replica started with a lower count is refused.
+ */
+import { afterEach, describe, expect, inject, it } from 'vitest';
+import { isSyncgateError } from '../../src/core/errors.js';
+import { startGateway, type TestGateway } from '../harness/gateway.js';
+import { testPrefix } from '../harness/redis.js';
+
+interface SyncPage {
+  events: Array<{ room: string; kind: string; content?: { body?: string } }>;
+  next: string;
+}
+
+/** Pages /v1/sync from `since` until an empty page: the message bodies by room, in order, and the last `next`. */
+async function syncAll(gw: TestGateway, token: string, since: string | undefined): Promise<{ seen: Array<{ room: string; body: string }>; next: string }> {
+  const seen: Array<{ room: string; body: string }> = [];
+  let cursor = since;
+  for (let guard = 0; guard < 200; guard++) {
+    const q = new URLSearchParams({ limit: '5', timeout: '0', ...(cursor !== undefined ? { since: cursor } : {}) });
+    const res = await gw.device<SyncPage>(token, 'GET', `/v1/sync?${q.toString()}`);
+    expect(res.status).toBe(200);
+    for (const e of res.body.events) if (e.kind === 'message' && e.content?.body?.startsWith('m')) seen.push({ room: e.room, body: e.content.body });
+    if (res.body.events.length === 0 && cursor !== undefined) return { seen, next: res.body.next };
+    cursor = res.body.next;
+  }
+  throw new Error('sync did not end');
+}
+
+/** Exactly these bodies, each once, and in send order within each room. */
+function expectExactly(seen: ReadonlyArray<{ room: string; body: string }>, expected: readonly string[]): void {
+  expect(seen.map((s) => s.body).sort()).toEqual([...expected].sort());
+  const byRoom = new Map<string, number[]>();
+  for (const s of seen) byRoom.set(s.room, [...(byRoom.get(s.room) ?? []), Number(s.body.slice(1))]);
+  for (const seq of byRoom.values()) expect(seq).toEqual([...seq].sort((a, b) => a - b));
+}
+
+describe('raising partitions on a running deployment (16 → 64)', () => {
+  const running: TestGateway[] = [];
+  afterEach(async () => {
+    await Promise.all(running.splice(0).map((g) => g.stop()));
+  });
+  const start = async (prefix: string, partitions: number) => {
+    const gw = await startGateway({ redisUrl: inject('redisUrl'), prefix, config: { partitions } });
+    running.push(gw);
+    return gw;
+  };
+  const stop = async (gw: TestGateway) => {
+    running.splice(running.indexOf(gw), 1);
+    await gw.stop();
+  };
+
+  it('keeps every cursor through a rolling restart, with replicas at 16 and 64 serving together, and refuses a lower count', async () => {
+    const prefix = testPrefix('raise');
+    const a16 = await start(prefix, 16);
+    const b16 = await start(prefix, 16);
+    const rooms = Array.from({ length: 12 }, (_, i) => `s${i}`);
+    for (const room of rooms) expect((await a16.admin('PUT', `/v1/admin/rooms/${room}`, { links: [] })).status).toBeLessThan(300);
+    const grants = [rooms, rooms.slice(0, 1), rooms.slice(4, 9)];
+    const tokens = await Promise.all(grants.map((g, i) => a16.deviceToken(`u${i}`, g)));
+    const writer = await a16.deviceToken('writer', rooms);
+    const send = async (gw: TestGateway, room: string, body: string) => expect((await gw.device(writer, 'PUT', `/v1/rooms/${room}/send/${body}`, { kind: 'message', content: { body } })).status).toBe(200);
+    for (let i = 0; i < 24; i++) await send(i % 2 ? a16 : b16, rooms[i % 12] ?? '', `m${i}`);
+    const cursors = await Promise.all(tokens.map(async (t) => (await syncAll(b16, t, undefined)).next));
+    for (let i = 24; i < 48; i++) await send(a16, rooms[i % 12] ?? '', `m${i}`);
+    const fresh = Array.from({ length: 10 }, (_, i) => `t${i}`);
+    // m0..m47 go to the old rooms; from m48 even ones to the old rooms, odd ones to rooms created after the change
+    const roomOf = (n: number) => (n < 48 || n % 2 === 0 ? (rooms[n % 12] ?? '') : (fresh[n % 10] ?? ''));
+    const after = (grant: readonly string[], from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i).filter((n) => grant.includes(roomOf(n))).map((n) => `m${n}`);
+
+    // rolling restart: b comes back at 64 while a still runs at 16
+    await stop(b16);
+    const b64 = await start(prefix, 64);
+    expect(b64.gateway.log.info.partitions).toBe(64);
+    for (const [d, token] of tokens.entries()) {
+      expectExactly((await syncAll(b64, token, cursors[d])).seen, after(grants[d] ?? [], 24, 48));
+      expectExactly((await syncAll(a16, token, cursors[d])).seen, after(grants[d] ?? [], 24, 48));
+    }
+    // rooms created after the change, on the new replica, reached through the old one too
+    for (const room of fresh) expect((await b64.admin('PUT', `/v1/admin/rooms/${room}`, { links: [] })).status).toBeLessThan(300);
+    for (const room of fresh) expect((await a16.admin('PUT', `/v1/admin/users/u0/rooms/${room}`)).status).toBeLessThan(300);
+    await a16.deviceToken('writer', fresh);
+    for (let i = 48; i < 68; i++) await send(i % 2 ? a16 : b64, roomOf(i), `m${i}`);
+    const all = after([...rooms, ...fresh], 24, 68);
+    expectExactly((await syncAll(a16, tokens[0] ?? '', cursors[0])).seen, all);
+    expectExactly((await syncAll(b64, tokens[0] ?? '', cursors[0])).seen, all);
+    expect(a16.gateway.log.info.partitions).toBe(64);
+
+    // the last replica restarts at 64: the cursors from 16 still give everything after them
+    await stop(a16);
+    const a64 = await start(prefix, 64);
+    expectExactly((await syncAll(a64, tokens[0] ?? '', cursors[0])).seen, all);
+    for (const d of [1, 2]) expectExactly((await syncAll(a64, tokens[d] ?? '', cursors[d])).seen, after(grants[d] ?? [], 24, 68));
+
+    // a replica started with fewer partitions than the log's is refused, and says why
+    let refused: unknown;
+    try {
+      await start(prefix, 16);
+    } catch (err) {
+      refused = err;
+    }
+    expect(isSyncgateError(refused) ? refused.code : String(refused)).toBe('SG_ERR_PARTITIONS_LOWERED');
+  }, 240_000);
+});
