@@ -24,6 +24,7 @@ import { registerAdminRoutes } from './routes/admin.js';
 import { registerDeadLetterRoutes } from './routes/dead-letters.js';
 import { registerDeviceRoutes } from './routes/device.js';
 import { registerOpsRoutes } from './routes/ops.js';
+import { registerPartitionRoutes } from './routes/partitions.js';
 import { registerStreamRoutes } from './routes/stream.js';
 import { MAX_PARAM_LENGTH } from './schemas.js';
 import { typeboxValidatorCompiler } from './validation.js';
@@ -187,6 +188,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerOpsRoutes(app, ctx);
   registerAdminRoutes(app, ctx);
   registerDeadLetterRoutes(app, ctx);
+  registerPartitionRoutes(app, ctx);
   registerDeviceRoutes(app, ctx);
   registerStreamRoutes(app, ctx);
   return app;

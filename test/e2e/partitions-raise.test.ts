@@ -54,7 +54,7 @@ describe('raising partitions on a running deployment (16 → 64)', () => {
     await gw.stop();
   };
 
-  it('keeps every cursor through a rolling restart, with replicas at 16 and 64 serving together, and refuses a lower count', async () => {
+  it('keeps every cursor through a rolling restart, with replicas at 16 and 64 serving together, raises by admin command, and refuses a lower count', async () => {
     const prefix = testPrefix('raise');
     const a16 = await start(prefix, 16);
     const b16 = await start(prefix, 16);
@@ -95,6 +95,15 @@ describe('raising partitions on a running deployment (16 → 64)', () => {
     const a64 = await start(prefix, 64);
     expectExactly((await syncAll(a64, tokens[0] ?? '', cursors[0])).seen, all);
     for (const d of [1, 2]) expectExactly((await syncAll(a64, tokens[d] ?? '', cursors[d])).seen, after(grants[d] ?? [], 24, 68));
+
+    // the admin command raises it on the running deployment; lowering is refused there too
+    const raised = await a64.admin<{ partitions: number }>('PUT', '/v1/admin/partitions', { partitions: 128 });
+    expect(raised).toEqual({ status: 200, body: { partitions: 128 } });
+    const lowered = await a64.admin<{ code: string }>('PUT', '/v1/admin/partitions', { partitions: 64 });
+    expect(lowered.status).toBe(409);
+    expect(lowered.body.code).toBe('SG_ERR_PARTITIONS_LOWERED');
+    expect((await a64.admin<{ partitions: number }>('GET', '/v1/admin/partitions')).body.partitions).toBe(128);
+    expectExactly((await syncAll(a64, tokens[0] ?? '', cursors[0])).seen, all);
 
     // a replica started with fewer partitions than the log's is refused, and says why
     let refused: unknown;
