@@ -12,6 +12,7 @@ import { benchMatrix } from './matrix.js';
 import { benchMqtt } from './mqtt.js';
 import { benchMqttSync } from './mqtt-sync.js';
 import { benchRestart } from './restart.js';
+import { benchScale } from './scale.js';
 import { benchXmpp } from './xmpp.js';
 import { formatSection, type Bench } from './report.js';
 
@@ -25,6 +26,7 @@ const sections: Record<string, Bench> = {
   xmpp: benchXmpp,
   restart: benchRestart,
   cluster: benchCluster,
+  scale: benchScale,
 };
 
 async function main(): Promise<void> {
