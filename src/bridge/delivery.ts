@@ -431,26 +431,59 @@ export function createDeliveryManager(deps: DeliveryDeps): DeliveryManager {
   const options = { ...DEFAULT_DELIVERY, ...deps.options };
   const owner = deps.owner ?? `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
   const full = { log: deps.log, links: deps.links, logger: deps.logger, observer: deps.observer ?? noopObserver, owner, options, ...(deps.reclaim ? { reclaim: deps.reclaim } : {}) };
-  // Over the partition count of each start: a count raised meanwhile (by another replica) is taken up on the next start.
   const groupsNow = () => deps.adapters.flatMap((adapter) => Array.from({ length: deps.log.info.partitions }, (_, p) => ({ adapter, partition: p })));
   // Workers are made afresh on every start: a manager stopped when its
   // adapter's connection moved away can start again when it comes back.
   let workers: Array<{ adapter: string; partition: number; worker: PartitionWorker }> = [];
+  /** bumped by stop(): a growth check that was under way when it stopped adds nothing */
+  let generation = 0;
+  let growTimer: NodeJS.Timeout | undefined;
+
+  /** Workers for the (adapter, partition) pairs not running yet; their groups exist first. */
+  async function addWorkers(run: number): Promise<void> {
+    const have = new Set(workers.map((w) => `${w.adapter}\u0000${w.partition}`));
+    const missing = groupsNow().filter((g) => !have.has(`${g.adapter.name}\u0000${g.partition}`));
+    if (missing.length === 0) return;
+    await Promise.all(missing.map((g) => deps.log.delivery.ensureGroup(g.partition, `out:${g.adapter.name}`)));
+    if (run !== generation) return;
+    const added = missing.map((g) => ({
+      adapter: g.adapter.name,
+      partition: g.partition,
+      worker: new PartitionWorker(g.partition, g.adapter, { ...full, logger: deps.logger.child({ adapter: g.adapter.name }) }),
+    }));
+    workers = [...workers, ...added];
+    for (const w of added) w.worker.start();
+  }
+
+  /**
+   * The partition count can be raised while this replica runs (another
+   * replica restarted with more, or the admin command): once a lease period
+   * it is read again, and the new partitions get their workers.
+   */
+  async function grow(run: number): Promise<void> {
+    const before = deps.log.info.partitions;
+    const now = await deps.log.partitionCount();
+    if (run !== generation || now <= before && workers.length === groupsNow().length) return;
+    deps.logger.info({ from: before, to: now }, 'partition count raised: delivering the new partitions too');
+    await addWorkers(run);
+  }
+
   return {
     owner,
     async start() {
       if (workers.length > 0) return;
       await deps.log.open();
-      const groups = groupsNow();
-      await Promise.all(groups.map((g) => deps.log.delivery.ensureGroup(g.partition, `out:${g.adapter.name}`)));
-      workers = groups.map((g) => ({
-        adapter: g.adapter.name,
-        partition: g.partition,
-        worker: new PartitionWorker(g.partition, g.adapter, { ...full, logger: deps.logger.child({ adapter: g.adapter.name }) }),
-      }));
-      for (const w of workers) w.worker.start();
+      const run = generation;
+      await addWorkers(run);
+      growTimer = setInterval(() => {
+        grow(run).catch((err: unknown) => deps.logger.warn({ err: errText(err) }, 'could not check the partition count'));
+      }, options.leaseMs);
+      growTimer.unref();
     },
     async stop(graceMs = 10_000) {
+      generation++;
+      if (growTimer) clearInterval(growTimer);
+      growTimer = undefined;
       const stopping = workers;
       workers = [];
       await Promise.all(stopping.map((w) => w.worker.stop(graceMs)));

@@ -238,6 +238,12 @@ export interface EventLog {
    * Returns the count now in effect.
    */
   raisePartitions(count: number): Promise<number>;
+  /**
+   * The stored partition count, followed by this process when another
+   * replica (or the admin command) raised it: what `info.partitions` says
+   * from then on. Delivery polls it to take up new partitions.
+   */
+  partitionCount(): Promise<number>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }

@@ -217,6 +217,13 @@ export class PartitionedLog implements EventLog {
     this.count = Math.max(this.count, stored);
   }
 
+  async partitionCount(): Promise<number> {
+    await this.ready;
+    this.ensureOpen();
+    await this.refresh();
+    return this.count;
+  }
+
   /** Another replica may have raised the count: follow it (rooms it created may live on partitions new to this process). */
   private refresh(): Promise<void> {
     this.refreshing ??= (async () => {
