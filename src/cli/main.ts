@@ -10,6 +10,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { registrationYaml } from '../../adapters/matrix/config.js';
 import { ejabberdConfigSnippet } from '../../adapters/xmpp/ejabberd-config.js';
 import { prosodyConfigSnippet } from '../../adapters/xmpp/prosody-config.js';
+import { xmppRoomsDescriptor } from '../../adapters/xmpp-rooms/descriptor.js';
 import { ignoredServiceLinks, loadConfig, type Config } from '../config/index.js';
 import { SyncgateError, isSyncgateError, type ErrorCode } from '../core/errors.js';
 import { createLogger } from '../log/index.js';
@@ -177,10 +178,17 @@ async function prosodyConfig(options: Values): Promise<number> {
   const config = await configFrom(options);
   const name = options.get('adapter') ?? 'xmpp';
   const section = config.adapters[name];
+  // The rooms component (xmpp-rooms): its Component block; also printed after the bridge account's settings.
+  const components = Object.values(config.adapters).flatMap((a) => (a.type === 'xmpp-rooms' ? [xmppRoomsDescriptor.prosodyConfig(a.config)] : []));
+  if (section?.type === 'xmpp-rooms' && server === 'prosody') {
+    process.stdout.write(xmppRoomsDescriptor.prosodyConfig(section.config));
+    return 0;
+  }
   if (section?.type !== 'xmpp') throw new SyncgateError('SG_ERR_CLI_USAGE', `no XMPP adapter named ${name} in the configuration (adapters.${name}.type: xmpp)`);
   // The MUC services the bridge joins need MUC MAM too.
   const mucDomains = [...new Set(config.rooms.flatMap((r) => r.links).filter((l) => l.endpoint === name && l.options?.['type'] !== 'chat').map((l) => l.target.split('@')[1] ?? '').filter(Boolean))];
   process.stdout.write((server === 'ejabberd' ? ejabberdConfigSnippet : prosodyConfigSnippet)(section.config, { mucDomains }));
+  if (server === 'prosody') for (const block of components) process.stdout.write(`\n${block}`);
   return 0;
 }
 

@@ -7,11 +7,14 @@ import { configProblems } from '../core/adapter.js';
 import { parseMatrixConfig, type MatrixAdapterConfig } from '../../adapters/matrix/config.js';
 import { parseMqttConfig, type MqttAdapterConfig } from '../../adapters/mqtt/config.js';
 import { parseXmppConfig, type XmppAdapterConfig } from '../../adapters/xmpp/config.js';
+import { xmppRoomsDescriptor } from '../../adapters/xmpp-rooms/descriptor.js';
+import type { XmppRoomsConfig } from '../../adapters/xmpp-rooms/config.js';
 
 export type AdapterSection =
   | { readonly type: 'matrix'; readonly config: MatrixAdapterConfig }
   | { readonly type: 'mqtt'; readonly config: MqttAdapterConfig }
-  | { readonly type: 'xmpp'; readonly config: XmppAdapterConfig };
+  | { readonly type: 'xmpp'; readonly config: XmppAdapterConfig }
+  | { readonly type: 'xmpp-rooms'; readonly config: XmppRoomsConfig };
 
 export type AdapterType = AdapterSection['type'];
 
@@ -23,6 +26,7 @@ const PARSERS: { [T in AdapterType]: Parser<Extract<AdapterSection, { type: T }>
   matrix: { parse: parseMatrixConfig },
   mqtt: { parse: parseMqttConfig },
   xmpp: { parse: parseXmppConfig },
+  'xmpp-rooms': { parse: xmppRoomsDescriptor.parse },
 };
 
 export const ADAPTER_TYPES = Object.keys(PARSERS) as AdapterType[];
@@ -35,6 +39,7 @@ export const ADAPTER_SECRETS: { readonly [T in AdapterType]: Readonly<Record<str
   matrix: { AS_TOKEN: ['appservice', 'asToken'], HS_TOKEN: ['appservice', 'hsToken'], ACCESS_TOKEN: ['bot', 'accessToken'], PASSWORD: ['bot', 'password'] },
   mqtt: { URL: ['url'], PASSWORD: ['password'] },
   xmpp: { PASSWORD: ['password'] },
+  'xmpp-rooms': xmppRoomsDescriptor.secrets,
 };
 
 /** An adapter's name as it appears in an environment variable: xmpp-eu → XMPP_EU. */
@@ -66,6 +71,7 @@ export function parseAdapterSections(raw: Readonly<Record<string, unknown>>): { 
       if (type === 'matrix') sections[name] = { type, config: PARSERS.matrix.parse(rest) };
       else if (type === 'mqtt') sections[name] = { type, config: PARSERS.mqtt.parse(rest) };
       else if (type === 'xmpp') sections[name] = { type, config: PARSERS.xmpp.parse(rest) };
+      else if (type === 'xmpp-rooms') sections[name] = { type, config: PARSERS['xmpp-rooms'].parse(rest) };
     } catch (err) {
       problems.push(...configProblems(err).map((p) => `${where}${p.startsWith('/') ? '' : ': '}${p}`));
     }

@@ -7,6 +7,8 @@ import type { Logger } from 'pino';
 import { createMatrixAdapter } from '../../adapters/matrix/index.js';
 import { createMqttAdapter, validateMqttRule } from '../../adapters/mqtt/index.js';
 import { createXmppAdapter, stateCatchupStore, validateXmppLink } from '../../adapters/xmpp/index.js';
+import { xmppRoomsDescriptor } from '../../adapters/xmpp-rooms/descriptor.js';
+import { Directory } from '../http/directory.js';
 import type { Config } from '../config/index.js';
 import { configProblems, type Adapter } from '../core/adapter.js';
 import type { EventLog, RoomSpec } from '../core/ports.js';
@@ -30,6 +32,11 @@ export function createAdapters(config: Config, context: AdapterContext): Adapter
         return createMqttAdapter({ ...common, config: section.config, reader: context.log });
       case 'xmpp':
         return createXmppAdapter({ ...common, config: section.config, catchup: stateCatchupStore(context.log.state, `xmpp-catchup:${name}`), state: context.log.state });
+      case 'xmpp-rooms': {
+        // the room archive is the log; who may join is decided by the HTTP API's users and grants
+        const directory = new Directory(context.log);
+        return xmppRoomsDescriptor.create({ ...common, config: section.config, archive: context.log, grants: (user) => directory.grants(user) });
+      }
     }
   });
 }
@@ -59,6 +66,13 @@ export function roomLinkProblems(config: Config, spec: RoomSpec, extraEndpoints:
         break;
       case 'matrix':
         if (!/^![^:]+:.+$/.test(link.target)) problems.push(`${where}/target: a Matrix room id (!opaque:server) is required, got ${link.target}`);
+        break;
+      case 'xmpp-rooms':
+        try {
+          xmppRoomsDescriptor.validateLink(spec.id, link);
+        } catch (err) {
+          problems.push(...configProblems(err).map((p) => `${where}: ${p}`));
+        }
         break;
       case 'xmpp':
         try {

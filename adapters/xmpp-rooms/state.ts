@@ -1,0 +1,102 @@
+/**
+ * The component's state, explicit and in one place: who is in which room
+ * (held in memory only: after a restart clients notice through a self-ping
+ * or a refused message and join again), the nicks given to senders from
+ * other protocols, the room index built from the links, and the counters.
+ */
+import type { LogEvent } from '../../src/core/event.js';
+
+/** One joined resource (full JID) of an occupant. */
+export interface OccupantSession {
+  readonly jid: string;
+  /**
+   * The newest event id the join's history covered: live events up to it are
+   * not sent again (a delivery can lag behind the history read).
+   */
+  floor: string | undefined;
+  /** false while the join's history is being sent; live events wait in `backlog` */
+  live: boolean;
+  readonly backlog: LogEvent[];
+}
+
+export interface Occupant {
+  readonly nick: string;
+  readonly bare: string;
+  /** the gateway user the access rules mapped the JID to */
+  readonly user: string;
+  readonly occupantId: string;
+  readonly sessions: Map<string, OccupantSession>;
+}
+
+export interface RoomState {
+  /** the gateway room id */
+  readonly room: string;
+  /** room@domain */
+  readonly jid: string;
+  readonly name: string | undefined;
+  readonly occupants: Map<string, Occupant>;
+  /** the nick each sender (event sender uid) is shown under, unique in the room */
+  readonly nicks: Map<string, string>;
+}
+
+export const COUNTER_NAMES = ['joins', 'leaves', 'messagesIn', 'duplicatesIn', 'reflections', 'delivered', 'mamQueries', 'refused', 'appendFailures'] as const;
+export type CounterName = (typeof COUNTER_NAMES)[number];
+
+export interface ComponentState {
+  /** by room JID local part */
+  readonly rooms: Map<string, RoomState>;
+  readonly counters: Record<CounterName, number>;
+  /** refusals by XMPP error condition */
+  readonly refusals: Record<string, number>;
+}
+
+export function createState(): ComponentState {
+  return {
+    rooms: new Map(),
+    counters: Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0])) as Record<CounterName, number>,
+    refusals: {},
+  };
+}
+
+/** Rebuilds the room index from the links, keeping the occupants of rooms that stay. */
+export function syncRooms(state: ComponentState, domain: string, links: ReadonlyArray<{ readonly room: string; readonly target: string; readonly name: string | undefined }>): void {
+  const wanted = new Map(links.map((l) => [l.target, l]));
+  for (const local of [...state.rooms.keys()]) {
+    const current = state.rooms.get(local);
+    const link = wanted.get(local);
+    if (!link || current?.room !== link.room) state.rooms.delete(local);
+  }
+  for (const [local, link] of wanted) {
+    const current = state.rooms.get(local);
+    if (current) {
+      if (current.name !== link.name) state.rooms.set(local, { ...current, name: link.name });
+      continue;
+    }
+    state.rooms.set(local, { room: link.room, jid: `${local}@${domain}`, name: link.name, occupants: new Map(), nicks: new Map() });
+  }
+}
+
+export function roomByGatewayId(state: ComponentState, room: string): RoomState | undefined {
+  for (const r of state.rooms.values()) if (r.room === room) return r;
+  return undefined;
+}
+
+/** The occupant a full JID is in the room as. */
+export function occupantOf(room: RoomState, fullJid: string): Occupant | undefined {
+  for (const o of room.occupants.values()) if (o.sessions.has(fullJid)) return o;
+  return undefined;
+}
+
+export function occupantByBare(room: RoomState, bare: string): Occupant | undefined {
+  for (const o of room.occupants.values()) if (o.bare === bare) return o;
+  return undefined;
+}
+
+export function count(state: ComponentState, name: CounterName): void {
+  state.counters[name]++;
+}
+
+export function countRefusal(state: ComponentState, condition: string): void {
+  state.counters.refused++;
+  state.refusals[condition] = (state.refusals[condition] ?? 0) + 1;
+}
