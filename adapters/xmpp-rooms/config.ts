@@ -8,7 +8,7 @@ import { AdapterConfigError } from '../../src/core/adapter.js';
 import { applySchema } from '../../src/core/schema.js';
 import type { RoomLink } from '../../src/core/ports.js';
 
-const DOMAIN = '^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$';
+const DOMAIN = '^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$';
 /** lower case only: JID local parts compare case-insensitively, so one spelling per room */
 export const ROOM_LOCALPART = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 
@@ -77,7 +77,7 @@ export function parseXmppRoomsConfig(input: unknown): XmppRoomsConfig {
   });
   if (more.length > 0) throw new XmppRoomsConfigError(more);
   const access = config.access.map((r) => ({ ...r, ...(r.jid !== undefined ? { jid: r.jid.toLowerCase() } : {}), ...(r.domain !== undefined ? { domain: r.domain.toLowerCase() } : {}) }));
-  return Object.freeze({ ...config, access });
+  return Object.freeze({ ...config, domain: config.domain.toLowerCase(), access });
 }
 
 /** A room link of this adapter: its target is the room JID's local part (no options). */
