@@ -270,6 +270,77 @@ describe('xmpp-rooms component', () => {
     }
   });
 
+  it('corrections, retractions, reactions, replies and markers: from occupants into the log, from HTTP to occupants', async () => {
+    const X = {
+      correct: 'urn:xmpp:message-correct:0',
+      retract: 'urn:xmpp:message-retract:1',
+      reactions: 'urn:xmpp:reactions:0',
+      reply: 'urn:xmpp:reply:0',
+      fallback: 'urn:xmpp:fallback:0',
+      markers: 'urn:xmpp:chat-markers:0',
+    };
+    const latest = async (match: (e: LogEvent) => boolean, what: string): Promise<LogEvent> => {
+      let found: LogEvent | undefined;
+      await until(async () => (found = (await httpSyncAll()).filter(match).at(-1)) !== undefined, what);
+      return found as LogEvent;
+    };
+    // Alice's message, then her correction naming her own message id (XEP-0308)
+    const m1 = randomUUID();
+    let mark = alice1.stanzas.length;
+    await alice1.say(lobby, 'teh original', [], m1);
+    const s1 = stanzaIdOf(await alice1.waitFor((s) => s.attrs['id'] === m1 && s.is('message'), 'reflection', DEADLINE_MS, mark), lobby) as string;
+    const bobMark = bob.stanzas.length;
+    await alice1.say(lobby, 'the original', [xml('replace', { xmlns: X.correct, id: m1 })]);
+    const edit = await latest((e) => e.kind === 'edit', 'the edit in the log');
+    expect(edit.kind === 'edit' ? [edit.rel.replaces, edit.content.body] : []).toEqual([s1, 'the original']);
+    const bobEdit = await bob.waitFor((s) => s.getChild('replace', X.correct) !== undefined, 'Bob sees the correction', DEADLINE_MS, bobMark);
+    expect(bobEdit.getChild('replace', X.correct)?.attrs['id']).toBe(m1);
+    expect(stanzaIdOf(bobEdit, lobby)).toBe(edit.eventId);
+
+    // Bob reacts, replies (fallback stripped) and marks it displayed, all by stanza-id
+    mark = alice1.stanzas.length;
+    await bob.say(lobby, undefined, [xml('reactions', { xmlns: X.reactions, id: s1 }, xml('reaction', {}, '👍'), xml('reaction', {}, '🎉'))]);
+    const reaction = await latest((e) => e.kind === 'reaction', 'the reaction in the log');
+    expect(reaction.kind === 'reaction' ? [reaction.rel.reactsTo, reaction.reaction.keys] : []).toEqual([s1, ['👍', '🎉']]);
+    const seen = await alice1.waitFor((s) => s.getChild('reactions', X.reactions) !== undefined, 'Alice sees the reactions', DEADLINE_MS, mark);
+    expect(seen.getChild('reactions', X.reactions)?.attrs['id']).toBe(s1);
+    const quote = '> alice wrote: the original\n';
+    await bob.say(lobby, `${quote}agreed`, [
+      xml('reply', { xmlns: X.reply, id: s1, to: `${lobby}/alice` }),
+      xml('fallback', { xmlns: X.fallback, for: X.reply }, xml('body', { start: '0', end: String(Array.from(quote).length) })),
+    ]);
+    const reply = await latest((e) => e.kind === 'message' && e.rel?.replyTo !== undefined, 'the reply in the log');
+    expect(reply.kind === 'message' ? [reply.rel?.replyTo, reply.content.body] : []).toEqual([s1, 'agreed']);
+    await bob.say(lobby, undefined, [xml('displayed', { xmlns: X.markers, id: s1 })]);
+    const marker = await latest((e) => e.kind === 'marker', 'the marker in the log');
+    expect(marker.kind === 'marker' ? marker.rel.upTo : undefined).toBe(s1);
+
+    // only its sender retracts a message
+    mark = bob.stanzas.length;
+    const denied = randomUUID();
+    await bob.say(lobby, undefined, [xml('retract', { xmlns: X.retract, id: s1 })], denied);
+    const refusal = await bob.waitFor((s) => s.attrs['id'] === denied && s.attrs['type'] === 'error', 'refusal', DEADLINE_MS, mark);
+    expect(errorCondition(refusal)).toBe('forbidden');
+    await alice1.say(lobby, undefined, [xml('retract', { xmlns: X.retract, id: s1 })]);
+    const retraction = await latest((e) => e.kind === 'retraction', 'the retraction in the log');
+    expect(retraction.kind === 'retraction' ? retraction.rel.redacts : undefined).toBe(s1);
+    await bob.waitFor((s) => s.getChild('retract', X.retract)?.attrs['id'] === s1, 'Bob sees the retraction', DEADLINE_MS, mark);
+
+    // HTTP → occupants: edit, reaction, reply, retraction of Carol's message, by event id
+    const { eventId: c1 } = await httpSend('carol says');
+    mark = alice2.stanzas.length;
+    const put = (body: unknown) => gw.device(carol, 'PUT', `/v1/rooms/lobby/send/${randomUUID()}`, body);
+    expect((await put({ kind: 'edit', content: { body: 'carol said' }, rel: { replaces: c1 } })).status).toBe(200);
+    expect((await put({ kind: 'reaction', rel: { reactsTo: s1 }, reaction: { keys: ['❤'] } })).status).toBe(200);
+    expect((await put({ kind: 'message', content: { body: 'answering' }, rel: { replyTo: c1 } })).status).toBe(200);
+    expect((await put({ kind: 'retraction', rel: { redacts: c1 } })).status).toBe(200);
+    const httpEdit = await alice2.waitFor((s) => s.getChild('replace', X.correct) !== undefined, 'HTTP edit', DEADLINE_MS, mark);
+    expect([httpEdit.getChild('replace', X.correct)?.attrs['id'], httpEdit.getChildText('body'), httpEdit.attrs['from']]).toEqual([c1, 'carol said', `${lobby}/carol`]);
+    expect((await alice2.waitFor((s) => s.getChild('reactions', X.reactions) !== undefined && s.attrs['from'] === `${lobby}/carol`, 'HTTP reaction', DEADLINE_MS, mark)).getChild('reactions', X.reactions)?.getChildText('reaction')).toBe('❤');
+    expect((await alice2.waitFor((s) => s.getChild('reply', X.reply) !== undefined, 'HTTP reply', DEADLINE_MS, mark)).getChild('reply', X.reply)?.attrs['id']).toBe(c1);
+    await alice2.waitFor((s) => s.getChild('retract', X.retract)?.attrs['id'] === c1, 'HTTP retraction', DEADLINE_MS, mark);
+  });
+
   it('MAM after-id gives exactly what /v1/sync gives from the same point', async () => {
     const events = await httpSyncAll();
     const lobbyEvents = events.filter((e) => e.room === 'lobby');

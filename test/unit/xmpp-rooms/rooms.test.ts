@@ -134,3 +134,24 @@ describe('xmpp-rooms rendering', () => {
     expect(text).not.toContain('"muc"\n');
   });
 });
+
+describe('xmpp-rooms inbound actions', () => {
+  it('reads corrections, retractions, reactions, markers and replies; nothing for chat states', async () => {
+    const { parseAction } = await import('../../../adapters/xmpp-rooms/parse.js');
+    const m = (...children: ReturnType<typeof xml>[]) => xml('message', { type: 'groupchat' }, ...children);
+    expect(parseAction(m(xml('body', {}, 'fixed'), xml('replace', { xmlns: 'urn:xmpp:message-correct:0', id: 'm1' })))).toEqual({ ok: true, action: { kind: 'edit', body: 'fixed', replaces: 'm1' } });
+    expect(parseAction(m(xml('replace', { xmlns: 'urn:xmpp:message-correct:0', id: 'm1' })))).toMatchObject({ ok: false });
+    expect(parseAction(m(xml('retract', { xmlns: 'urn:xmpp:message-retract:1', id: 'S' })))).toEqual({ ok: true, action: { kind: 'retraction', redacts: 'S' } });
+    expect(parseAction(m(xml('reactions', { xmlns: 'urn:xmpp:reactions:0', id: 'S' }, xml('reaction', {}, '👍'), xml('reaction', {}, '👍'))))).toEqual({ ok: true, action: { kind: 'reaction', reactsTo: 'S', keys: ['👍'] } });
+    expect(parseAction(m(xml('displayed', { xmlns: 'urn:xmpp:chat-markers:0', id: 'S' })))).toEqual({ ok: true, action: { kind: 'marker', upTo: 'S' } });
+    expect(parseAction(m(xml('active', { xmlns: 'http://jabber.org/protocol/chatstates' })))).toBeUndefined();
+    const quote = '> 🐱 said\n';
+    const reply = m(
+      xml('body', {}, `${quote}yes`),
+      xml('reply', { xmlns: 'urn:xmpp:reply:0', id: 'S' }),
+      xml('fallback', { xmlns: 'urn:xmpp:fallback:0', for: 'urn:xmpp:reply:0' }, xml('body', { start: '0', end: String(Array.from(quote).length) })),
+    );
+    // offsets count code points: the emoji is one
+    expect(parseAction(reply)).toEqual({ ok: true, action: { kind: 'message', body: 'yes', replyTo: 'S' } });
+  });
+});
