@@ -413,7 +413,7 @@ An unknown id is an error (exit 1); an empty queue with --all is "nothing to rep
   'prosody-config': {
     usage: 'prosody-config [--config FILE] [--adapter NAME] [--server prosody|ejabberd]',
     summary: 'the Prosody (or ejabberd) settings the XMPP bridge account needs',
-    help: `${CONFIG_HELP}\n  --adapter NAME   the XMPP adapter (default xmpp)\n  --server NAME    prosody (default) or ejabberd`,
+    help: `${CONFIG_HELP}\n  --adapter NAME   the XMPP adapter (default xmpp; the Component blocks of xmpp-rooms adapters follow), or an xmpp-rooms adapter alone\n  --server NAME    prosody (default) or ejabberd`,
     options: { ...CONFIG_OPTION, adapter: { type: 'string' }, server: { type: 'string' } },
     run: (_a, o) => prosodyConfig(o),
   },
