@@ -49,6 +49,16 @@ export const XmppRoomsConfig = Type.Object(
     /** MAM page size when the query has no RSM <max/>, and the largest page served */
     mamDefaultPage: Type.Integer({ minimum: 1, maximum: 1000, default: 50 }),
     mamMaxPage: Type.Integer({ minimum: 1, maximum: 1000, default: 250 }),
+    /** the largest message body (UTF-8 bytes) an occupant may send; a longer one is refused (not-acceptable) */
+    maxBodyBytes: Type.Integer({ minimum: 1, maximum: 262_144, default: 65_536 }),
+    /** per occupant account and room: a token bucket; past it, messages are refused with resource-constraint */
+    rateLimit: Type.Object(
+      {
+        perSecond: Type.Number({ minimum: 0.01, maximum: 10_000, default: 5 }),
+        burst: Type.Integer({ minimum: 1, maximum: 100_000, default: 20 }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     /** stream open/close and how long start() waits for the first connection (it keeps trying after that) */
     streamTimeoutMs: Type.Integer({ minimum: 100, maximum: 120_000, default: 10_000 }),
     startTimeoutMs: Type.Integer({ minimum: 0, maximum: 600_000, default: 20_000 }),

@@ -15,7 +15,7 @@ import { draftFor } from './draft.js';
 import { bareJid, errorReply, localOf, resourceOf, stanzaError, type ErrorType, type XmlElement } from './ns.js';
 import { fanout } from './outbound.js';
 import { parseAction } from './parse.js';
-import { count, countRefusal, occupantOf, type RoomState } from './state.js';
+import { count, countRefusal, occupantOf, takeToken, type RoomState } from './state.js';
 
 async function bounce(ctx: RoomsContext, stanza: XmlElement, type: ErrorType, condition: string, text: string): Promise<void> {
   countRefusal(ctx.state, condition);
@@ -59,6 +59,13 @@ export async function handleMessage(ctx: RoomsContext, stanza: XmlElement): Prom
   const parsed = parseAction(stanza);
   if (parsed === undefined) return; // chat states and other payload-only messages: nothing to store
   if (!parsed.ok) return bounce(ctx, stanza, 'modify', 'bad-request', parsed.problem);
+  if (!takeToken(ctx.state, `${room.room}\0${occupant.bare}`, ctx.config.rateLimit, Date.now())) {
+    return bounce(ctx, stanza, 'wait', 'resource-constraint', 'too many messages: slow down');
+  }
+  const body = 'body' in parsed.action ? parsed.action.body : '';
+  if (Buffer.byteLength(body, 'utf8') > ctx.config.maxBodyBytes) {
+    return bounce(ctx, stanza, 'modify', 'not-acceptable', `the body is over ${ctx.config.maxBodyBytes} bytes`);
+  }
   const outcome = await draftFor(ctx, room, occupant, stanza, parsed.action, Date.now());
   if (outcome === undefined) return;
   if (!outcome.ok) return bounce(ctx, stanza, outcome.condition === 'forbidden' ? 'auth' : 'cancel', outcome.condition, outcome.text);

@@ -48,6 +48,8 @@ export interface ComponentState {
   readonly counters: Record<CounterName, number>;
   /** refusals by XMPP error condition */
   readonly refusals: Record<string, number>;
+  /** message rate per (room, bare JID): tokens left and when they were counted */
+  readonly buckets: Map<string, { tokens: number; at: number }>;
 }
 
 export function createState(): ComponentState {
@@ -55,6 +57,7 @@ export function createState(): ComponentState {
     rooms: new Map(),
     counters: Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0])) as Record<CounterName, number>,
     refusals: {},
+    buckets: new Map(),
   };
 }
 
@@ -99,4 +102,15 @@ export function count(state: ComponentState, name: CounterName): void {
 export function countRefusal(state: ComponentState, condition: string): void {
   state.counters.refused++;
   state.refusals[condition] = (state.refusals[condition] ?? 0) + 1;
+}
+
+/** Takes one token of the (room, account) bucket; false when it is empty (a flood). */
+export function takeToken(state: ComponentState, key: string, limit: { perSecond: number; burst: number }, now: number): boolean {
+  const bucket = state.buckets.get(key) ?? { tokens: limit.burst, at: now };
+  bucket.tokens = Math.min(limit.burst, bucket.tokens + ((now - bucket.at) / 1000) * limit.perSecond);
+  bucket.at = now;
+  state.buckets.set(key, bucket);
+  if (bucket.tokens < 1) return false;
+  bucket.tokens -= 1;
+  return true;
 }

@@ -14,6 +14,7 @@ import { silentLogger } from '../../../src/log/index.js';
 import { createXmppRoomsAdapter, parseXmppRoomsConfig, type XmppRoomsAdapter } from '../../../adapters/xmpp-rooms/index.js';
 import { startProsody, type ProsodyServer } from '../../harness/prosody.js';
 import { TestUser, endUsers, until, xml, DEADLINE_MS } from '../xmpp/helpers.js';
+import type { XmlElement } from '@xmpp/client';
 import { allEvents } from '../xmpp/helpers.js';
 
 const SECRET = `s-${randomUUID()}`;
@@ -50,7 +51,7 @@ beforeAll(async () => {
   };
   adapter = createXmppRoomsAdapter({
     name: 'rooms',
-    config: parseXmppRoomsConfig({ service: prosody.component.service, domain: prosody.component.domain, secret: SECRET, access: [{ domain: prosody.domain, user: 'staff' }], reconnect: { minMs: 100, maxMs: 500 } }),
+    config: parseXmppRoomsConfig({ service: prosody.component.service, domain: prosody.component.domain, secret: SECRET, access: [{ domain: prosody.domain, user: 'staff' }], reconnect: { minMs: 100, maxMs: 500 }, maxBodyBytes: 1000, rateLimit: { perSecond: 1, burst: 5 } }),
     log: silentLogger(),
     sink,
     links,
@@ -105,5 +106,52 @@ describe('xmpp-rooms: append first, then reflect', () => {
     await alice.say(room, 'not stored', [], id);
     await alice.waitFor((s) => s.is('message') && s.attrs['id'] === id && s.attrs['type'] === 'groupchat', 'the reflection of the resend', DEADLINE_MS, from);
     expect((await allEvents(log)).filter((e) => 'content' in e && e.content.body === 'not stored')).toHaveLength(1);
+  });
+
+  it('bad input: a body over the limit, a flood, a malformed join and archive query, a reference to nothing', async () => {
+    const condition = (st: XmlElement) => st.getChild('error')?.getChildElements().find((c) => c.getNS() === STANZAS)?.name;
+    const errorFor = (id: string, from: number) => alice.waitFor((st) => st.attrs['id'] === id && st.attrs['type'] === 'error', `error for ${id}`, DEADLINE_MS, from);
+    // a correction of something that is not there
+    let from = alice.stanzas.length;
+    const ghost = randomUUID();
+    await alice.say(room, 'fixed', [xml('replace', { xmlns: 'urn:xmpp:message-correct:0', id: 'no-such-message' })], ghost);
+    expect(condition(await errorFor(ghost, from))).toBe('item-not-found');
+    // a body over maxBodyBytes (1000): refused, not cut, nothing stored
+    const big = randomUUID();
+    await alice.say(room, 'é'.repeat(501), [], big);
+    expect(condition(await errorFor(big, from))).toBe('not-acceptable');
+    expect((await allEvents(log)).some((e) => 'content' in e && e.content.body.startsWith('éé'))).toBe(false);
+    // a join without a nick, an archive query with a bad max and a bad date
+    from = alice.stanzas.length;
+    await alice.xmpp.send(xml('presence', { to: room }, xml('x', { xmlns: 'http://jabber.org/protocol/muc' })));
+    const noNick = await alice.waitFor((st) => st.is('presence') && st.attrs['type'] === 'error', 'join without nick refused', DEADLINE_MS, from);
+    expect(condition(noNick)).toBe('jid-malformed');
+    const query = (children: XmlElement[]) =>
+      alice.xmpp.iqCaller.request(xml('iq', { type: 'set', to: room }, xml('query', { xmlns: 'urn:xmpp:mam:2' }, ...children)), DEADLINE_MS).then(
+        () => 'ok',
+        (err: { condition?: string }) => err.condition,
+      );
+    expect(await query([xml('set', { xmlns: 'http://jabber.org/protocol/rsm' }, xml('max', {}, 'many'))])).toBe('bad-request');
+    expect(
+      await query([xml('x', { xmlns: 'jabber:x:data', type: 'submit' }, xml('field', { var: 'FORM_TYPE', type: 'hidden' }, xml('value', {}, 'urn:xmpp:mam:2')), xml('field', { var: 'start' }, xml('value', {}, 'yesterday')))]),
+    ).toBe('bad-request');
+    // a flood: past the bucket (burst 5, 1/s) messages are refused with resource-constraint, the rest stored once each
+    from = alice.stanzas.length;
+    const ids: string[] = Array.from({ length: 15 }, () => randomUUID());
+    for (const id of ids) await alice.say(room, `flood ${id}`, [], id);
+    const outcome = new Map<string, string>();
+    await until(() => {
+      for (let i = from; i < alice.stanzas.length; i++) {
+        const st = alice.stanzas[i] as XmlElement;
+        const id = st.attrs['id'];
+        if (id !== undefined && ids.includes(id) && st.is('message')) outcome.set(id, st.attrs['type'] === 'error' ? (condition(st) ?? 'error') : 'reflected');
+      }
+      return outcome.size === ids.length;
+    }, 'an answer to every flood message');
+    const refused = [...outcome.values()].filter((v) => v === 'resource-constraint').length;
+    const reflected = [...outcome.values()].filter((v) => v === 'reflected').length;
+    expect(refused).toBeGreaterThan(0);
+    expect(refused + reflected).toBe(ids.length);
+    expect((await allEvents(log)).filter((e) => 'content' in e && e.content.body.startsWith('flood '))).toHaveLength(reflected);
   });
 });

@@ -155,3 +155,15 @@ describe('xmpp-rooms inbound actions', () => {
     expect(parseAction(reply)).toEqual({ ok: true, action: { kind: 'message', body: 'yes', replyTo: 'S' } });
   });
 });
+
+describe('xmpp-rooms flood bucket', () => {
+  it('gives the burst at once, then perSecond', async () => {
+    const { createState, takeToken } = await import('../../../adapters/xmpp-rooms/state.js');
+    const state = createState();
+    const limit = { perSecond: 2, burst: 3 };
+    expect([0, 0, 0, 0].map(() => takeToken(state, 'k', limit, 1000))).toEqual([true, true, true, false]);
+    expect(takeToken(state, 'k', limit, 1400)).toBe(false);
+    expect(takeToken(state, 'k', limit, 1500)).toBe(true);
+    expect(takeToken(state, 'other', limit, 1500)).toBe(true);
+  });
+});
