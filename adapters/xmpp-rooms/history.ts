@@ -7,7 +7,7 @@
 import type { LogEvent } from '../../src/core/event.js';
 import type { RoomsContext } from './context.js';
 import { messageBuilder, sendToSession } from './outbound.js';
-import { withDelay } from './render.js';
+import { storedAt, withDelay } from './render.js';
 import type { OccupantSession, RoomState } from './state.js';
 
 export interface HistoryRequest {
@@ -20,7 +20,7 @@ export interface HistoryRequest {
 async function newestEvents(ctx: RoomsContext, room: RoomState, request: HistoryRequest): Promise<LogEvent[]> {
   if (request.max <= 0) return [];
   const page = await ctx.archive.roomHistory(room.room, { dir: 'b', limit: request.max });
-  const events = request.since === undefined ? page.events : page.events.filter((e) => e.ts.received >= (request.since ?? 0));
+  const events = request.since === undefined ? page.events : page.events.filter((e) => storedAt(e) >= (request.since ?? 0));
   return events.reverse();
 }
 

@@ -15,6 +15,7 @@ import type { RoomsContext } from './context.js';
 import { occupantUid } from './identity.js';
 import { NS, bareJid, localOf, resourceOf, stanzaError, xml, type XmlElement } from './ns.js';
 import { messageBuilder } from './outbound.js';
+import { storedAt } from './render.js';
 import { count, countRefusal, type RoomState } from './state.js';
 
 const READ_PAGE = 500;
@@ -164,7 +165,7 @@ function resultMessage(room: RoomState, requester: string, queryId: string | und
     xml(
       'result',
       { xmlns: NS.mam, id: event.eventId, ...(queryId !== undefined ? { queryid: queryId } : {}) },
-      xml('forwarded', { xmlns: NS.forward }, xml('delay', { xmlns: NS.delay, stamp: new Date(event.ts.received).toISOString() }), message),
+      xml('forwarded', { xmlns: NS.forward }, xml('delay', { xmlns: NS.delay, stamp: new Date(storedAt(event)).toISOString() }), message),
     ),
   );
 }

@@ -5,6 +5,7 @@
  * whatever the event's origin.
  */
 import type { Content, LogEvent } from '../../src/core/event.js';
+import { locateEventId } from '../../src/core/position.js';
 import { ID, OCCUPANT_ID, ORIGIN_ID, rawOf } from './ids.js';
 import { NS, xml, type XmlElement } from './ns.js';
 
@@ -84,9 +85,17 @@ export function renderEvent(input: RenderInput): XmlElement | undefined {
   );
 }
 
+/**
+ * When the archive stored the event: the millisecond of its log position, the
+ * clock MAM's start/end compare with, so stamps and time filters agree.
+ */
+export function storedAt(event: LogEvent): number {
+  return locateEventId(event.eventId)?.pos.ms ?? event.ts.received;
+}
+
 /** A copy for the join history: with the time it was stored (XEP-0203). */
 export function withDelay(message: XmlElement, roomJid: string, event: LogEvent): XmlElement {
-  message.append(xml('delay', { xmlns: NS.delay, from: roomJid, stamp: new Date(event.ts.received).toISOString() }));
+  message.append(xml('delay', { xmlns: NS.delay, from: roomJid, stamp: new Date(storedAt(event)).toISOString() }));
   return message;
 }
 

@@ -94,6 +94,7 @@ async function joinAndWait(user: TestUser, room: string, nick: string, history?:
 interface MamPage {
   ids: string[];
   bodies: string[];
+  stamps: number[];
   complete: boolean;
   first?: string | undefined;
   last?: string | undefined;
@@ -118,15 +119,17 @@ async function mam(user: TestUser, room: string, opts: { fields?: Record<string,
   );
   const ids: string[] = [];
   const bodies: string[] = [];
+  const stamps: number[] = [];
   for (let i = from; i < user.stanzas.length; i++) {
     const result = user.stanzas[i]?.getChild('result', NS.mam);
     if (result?.attrs['queryid'] !== queryid) continue;
     ids.push(result.attrs['id'] ?? '');
     bodies.push(result.getChild('forwarded', NS.forward)?.getChild('message')?.getChildText('body') ?? '');
+    stamps.push(Date.parse(result.getChild('forwarded', NS.forward)?.getChild('delay', NS.delay)?.attrs['stamp'] ?? ''));
   }
   const fin = reply.getChild('fin', NS.mam);
   const set = fin?.getChild('set', NS.rsm);
-  return { ids, bodies, complete: fin?.attrs['complete'] === 'true', first: set?.getChildText('first') ?? undefined, last: set?.getChildText('last') ?? undefined };
+  return { ids, bodies, stamps, complete: fin?.attrs['complete'] === 'true', first: set?.getChildText('first') ?? undefined, last: set?.getChildText('last') ?? undefined };
 }
 
 async function mamError(user: TestUser, room: string, fields: Record<string, string>): Promise<string | undefined> {
@@ -351,6 +354,9 @@ describe('xmpp-rooms component', () => {
     expect(page.ids).toEqual(viaHttp.map((e) => e.eventId));
     expect(page.complete).toBe(true);
     expect(page.ids.length).toBeGreaterThan(3);
+    // with: one occupant's room JID
+    const carols = await mam(alice1, lobby, { fields: { with: `${lobby}/carol` }, max: 100 });
+    expect(carols.ids).toEqual(lobbyEvents.concat(viaHttp).filter((e, i, list) => list.findIndex((x) => x.eventId === e.eventId) === i && e.sender.uid === 'carol').map((e) => e.eventId));
   });
 
   it('MAM pages both ways over 1,000 events, complete exactly at the edges', async () => {
@@ -400,6 +406,21 @@ describe('xmpp-rooms component', () => {
     const bounded = await mam(alice1, `other@${domain}`, { fields: { 'after-id': all[10] as string, 'before-id': all[15] as string } });
     expect(bounded.ids).toEqual(all.slice(11, 15));
     expect(bounded.complete).toBe(true);
+    // start/end compare with the stamps the archive shows, inclusive
+    const firstPage = await mam(alice1, `other@${domain}`, { max: 200 });
+    const t = firstPage.stamps[100] as number;
+    const fromT = await mam(alice1, `other@${domain}`, { fields: { start: new Date(t).toISOString() }, max: 1000 });
+    expect(fromT.stamps.every((x) => x >= t)).toBe(true);
+    const k = all.indexOf(fromT.ids[0] as string);
+    expect(k).toBeGreaterThanOrEqual(0);
+    expect(k).toBeLessThanOrEqual(100);
+    expect(fromT.ids).toEqual(all.slice(k, k + fromT.ids.length));
+    if (k > 0) expect(firstPage.stamps[k - 1]).toBeLessThan(t);
+    const untilT = await mam(alice1, `other@${domain}`, { fields: { end: new Date(t).toISOString() }, max: 250 });
+    expect(untilT.stamps.every((x) => x <= t)).toBe(true);
+    expect(untilT.ids).toEqual(all.slice(0, untilT.ids.length));
+    expect(untilT.ids.length).toBeGreaterThan(100);
+    if (untilT.complete && untilT.ids.length < 200) expect(firstPage.stamps[untilT.ids.length]).toBeGreaterThan(t);
   });
 
   it('refuses: unknown room, unknown archive id, not a member, unknown account, message before joining', async () => {
