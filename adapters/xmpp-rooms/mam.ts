@@ -139,8 +139,11 @@ async function findPage(ctx: RoomsContext, room: RoomState, q: ArchiveQuery, sel
   const partition = partitionOf(room.room, P);
   const startAt = q.backwards ? q.upper : q.lower;
   let from = startAt === undefined ? undefined : encodeEventPosition({ partitions: P, partition, pos: startAt });
+  // The first read asks for what a page needs (one more tells whether it is the last); filters read on.
+  let limit = Math.min(READ_PAGE, q.max + 1);
   for (;;) {
-    const page = await ctx.archive.roomHistory(room.room, { ...(from !== undefined ? { from } : {}), dir, limit: READ_PAGE });
+    const page = await ctx.archive.roomHistory(room.room, { ...(from !== undefined ? { from } : {}), dir, limit });
+    limit = READ_PAGE;
     for (const event of page.events) {
       const pos = locateEventId(event.eventId)?.pos;
       if (!pos) continue;

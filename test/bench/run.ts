@@ -13,6 +13,7 @@ import { benchMqtt } from './mqtt.js';
 import { benchMqttSync } from './mqtt-sync.js';
 import { benchRestart } from './restart.js';
 import { benchXmpp } from './xmpp.js';
+import { benchXmppRooms } from './xmpp-rooms.js';
 import { formatSection, type Bench } from './report.js';
 
 const sections: Record<string, Bench> = {
@@ -23,6 +24,7 @@ const sections: Record<string, Bench> = {
   mqtt: benchMqtt,
   'mqtt-sync': benchMqttSync,
   xmpp: benchXmpp,
+  'xmpp-rooms': benchXmppRooms,
   restart: benchRestart,
   cluster: benchCluster,
 };
