@@ -167,3 +167,18 @@ describe('xmpp-rooms flood bucket', () => {
     expect(takeToken(state, 'other', limit, 1500)).toBe(true);
   });
 });
+
+describe('xmpp-rooms sender nicks', () => {
+  it('a sender from another protocol gets its display name, made unique against occupants and other senders, and keeps it', async () => {
+    const { senderNick } = await import('../../../adapters/xmpp-rooms/identity.js');
+    const room = { room: 'lobby', jid: 'lobby@rooms.x', name: undefined, occupants: new Map(), nicks: new Map<string, string>() };
+    room.occupants.set('alice', { nick: 'alice', bare: 'alice@x', user: 'alice', occupantId: 'o', sessions: new Map() });
+    const from = (uid: string, display: string) =>
+      ({ eventId: 'E', sender: { uid, proto: 'api', native: uid, display, auth: 'api-token' }, origin: { proto: 'api', via: 'api', ids: {} } }) as unknown as LogEvent;
+    expect(senderNick(room, from('xmpp:alice@x', 'alice'))).toBe('alice');
+    expect(senderNick(room, from('api:alice', 'alice'))).toBe('alice (2)');
+    expect(senderNick(room, from('matrix:@alice:hs', 'alice'))).toBe('alice (3)');
+    expect(senderNick(room, from('api:alice', 'Alice the Second'))).toBe('alice (2)');
+    expect(senderNick(room, from('api:carol', 'Carol'))).toBe('Carol');
+  });
+});
