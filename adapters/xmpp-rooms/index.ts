@@ -41,12 +41,14 @@ export function createXmppRoomsAdapter(deps: XmppRoomsDeps): XmppRoomsAdapter {
     },
   };
 
-  const refreshRooms = () =>
-    syncRooms(
+  const refreshRooms = () => {
+    const shadowed = syncRooms(
       state,
       config.domain,
       links.linksOf(name).map(({ room, link }) => ({ room, target: link.target, name: typeof link.options?.['name'] === 'string' ? link.options['name'] : undefined })),
     );
+    if (shadowed.length > 0) log.warn({ rooms: shadowed }, 'these rooms link a room JID another room already links: they are not hosted');
+  };
 
   const waitOnline = async (s: ComponentSession, timeoutMs: number): Promise<void> => {
     const deadline = Date.now() + timeoutMs;

@@ -61,9 +61,18 @@ export function createState(): ComponentState {
   };
 }
 
-/** Rebuilds the room index from the links, keeping the occupants of rooms that stay. */
-export function syncRooms(state: ComponentState, domain: string, links: ReadonlyArray<{ readonly room: string; readonly target: string; readonly name: string | undefined }>): void {
-  const wanted = new Map(links.map((l) => [l.target, l]));
+/**
+ * Rebuilds the room index from the links, keeping the occupants of rooms that
+ * stay. Two gateway rooms linking the same local part: the first (by room id)
+ * keeps it; the others are returned, to be reported.
+ */
+export function syncRooms(state: ComponentState, domain: string, links: ReadonlyArray<{ readonly room: string; readonly target: string; readonly name: string | undefined }>): string[] {
+  const wanted = new Map<string, (typeof links)[number]>();
+  const shadowed: string[] = [];
+  for (const l of [...links].sort((a, b) => (a.room < b.room ? -1 : a.room > b.room ? 1 : 0))) {
+    if (wanted.has(l.target)) shadowed.push(l.room);
+    else wanted.set(l.target, l);
+  }
   for (const local of [...state.rooms.keys()]) {
     const current = state.rooms.get(local);
     const link = wanted.get(local);
@@ -77,6 +86,7 @@ export function syncRooms(state: ComponentState, domain: string, links: Readonly
     }
     state.rooms.set(local, { room: link.room, jid: `${local}@${domain}`, name: link.name, occupants: new Map(), nicks: new Map() });
   }
+  return shadowed;
 }
 
 export function roomByGatewayId(state: ComponentState, room: string): RoomState | undefined {

@@ -182,3 +182,17 @@ describe('xmpp-rooms sender nicks', () => {
     expect(senderNick(room, from('api:carol', 'Carol'))).toBe('Carol');
   });
 });
+
+describe('xmpp-rooms room index', () => {
+  it('follows the links, keeps occupants of rooms that stay, and reports a second room on a taken local part', async () => {
+    const { createState, syncRooms } = await import('../../../adapters/xmpp-rooms/state.js');
+    const state = createState();
+    expect(syncRooms(state, 'rooms.x', [{ room: 'b', target: 'hall', name: undefined }, { room: 'a', target: 'hall', name: undefined }, { room: 'c', target: 'ops', name: 'Ops' }])).toEqual(['b']);
+    expect(state.rooms.get('hall')?.room).toBe('a');
+    state.rooms.get('ops')?.occupants.set('n', { nick: 'n', bare: 'n@x', user: 'u', occupantId: 'o', sessions: new Map() });
+    expect(syncRooms(state, 'rooms.x', [{ room: 'c', target: 'ops', name: 'Operations' }])).toEqual([]);
+    expect([...state.rooms.keys()]).toEqual(['ops']);
+    expect(state.rooms.get('ops')?.occupants.size).toBe(1);
+    expect(state.rooms.get('ops')?.name).toBe('Operations');
+  });
+});
