@@ -28,10 +28,19 @@ const prosodyConfigCommand: AdapterCommand = {
     const config = await io.config();
     const name = io.options.get('adapter') ?? 'xmpp';
     const section = config.adapters[name];
-    if (section?.type !== 'xmpp') throw new SyncgateError('SG_ERR_CLI_USAGE', `no XMPP adapter named ${name} in the configuration (adapters.${name}.type: xmpp)`);
+    // Other adapter types on the same server (the xmpp-rooms component) add their blocks.
+    const others = io.contributions(config);
+    if (section !== undefined && section.type !== 'xmpp') {
+      const own = others.find((c) => c.adapter === name);
+      if (own === undefined) throw new SyncgateError('SG_ERR_CLI_USAGE', `adapter ${name} (type ${section.type}) has no ${server} settings to print`);
+      io.stdout(own.text);
+      return 0;
+    }
+    if (section === undefined) throw new SyncgateError('SG_ERR_CLI_USAGE', `no XMPP adapter named ${name} in the configuration (adapters.${name}.type: xmpp)`);
     // The MUC services the bridge joins need MUC MAM too.
     const mucDomains = [...new Set(config.rooms.flatMap((r) => r.links).filter((l) => l.endpoint === name && l.options?.['type'] !== 'chat').map((l) => l.target.split('@')[1] ?? '').filter(Boolean))];
     io.stdout((server === 'ejabberd' ? ejabberdConfigSnippet : prosodyConfigSnippet)(section.config as XmppAdapterConfig, { mucDomains }));
+    for (const other of others) io.stdout(`\n${other.text}`);
     return 0;
   },
 };

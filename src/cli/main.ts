@@ -12,7 +12,7 @@ import type { AdapterCommand } from '../core/descriptor.js';
 import { SyncgateError, isSyncgateError, type ErrorCode } from '../core/errors.js';
 import { createLogger } from '../log/index.js';
 import { createGateway } from '../runtime/gateway.js';
-import { ADAPTERS } from '../runtime/adapter-list.js';
+import { ADAPTERS, adapterDescriptor } from '../runtime/adapter-list.js';
 import { roomLinkProblems } from '../runtime/adapters.js';
 import { runDlq } from '../runtime/dlq.js';
 import { createClient, gatewayUrl } from './client.js';
@@ -164,6 +164,11 @@ function adapterCommand(c: AdapterCommand): Command {
         stdout: (text) => process.stdout.write(text),
         say: (line) => console.log(line),
         writePrivateFile: (path, text) => writeFileSync(path, text, { mode: 0o600 }),
+        contributions: (config) =>
+          Object.entries(config.adapters).flatMap(([adapter, section]) => {
+            const text = adapterDescriptor(section.type)?.contributes?.[c.name]?.text(section.config, options);
+            return text === undefined ? [] : [{ adapter, text }];
+          }),
       });
     },
   };

@@ -8,7 +8,7 @@
 import type { TSchema } from '@sinclair/typebox';
 import type { Logger } from 'pino';
 import type { Adapter, IngestSink, LinkView, TimelineReader } from './adapter.js';
-import type { RoomLink, RoomSpec, StateStore } from './ports.js';
+import type { EventLog, RoomLink, RoomSpec, StateStore } from './ports.js';
 
 /** What the runtime hands every adapter it builds; each descriptor passes on what its factory takes. */
 export interface AdapterCreateDeps<C> {
@@ -23,6 +23,10 @@ export interface AdapterCreateDeps<C> {
   readonly reader: TimelineReader;
   /** the log's shared state store (namespaces are the adapter's own: `<what>:<name>`) */
   readonly state: StateStore;
+  /** a room's timeline read as its archive (history pages, one event by id), for adapters that serve it */
+  readonly archive: Pick<EventLog, 'info' | 'roomHistory' | 'getEvent'>;
+  /** the rooms a gateway user is granted (the grants the HTTP API checks), for adapters that admit people */
+  readonly grants: (user: string) => Promise<readonly string[]>;
 }
 
 /** One secret of an adapter's config section. */
@@ -55,6 +59,21 @@ export interface AdapterCommandIO {
   say(line: string): void;
   /** writes a file only its owner can read (mode 0600) */
   writePrivateFile(path: string, text: string): void;
+  /**
+   * What the configured adapters of other types add to this command's output
+   * (their descriptors' `contributes[command]`), in config order, with the
+   * adapter names; `config` is what `config()` resolved to.
+   */
+  contributions(config: AdapterCommandConfig): ReadonlyArray<{ readonly adapter: string; readonly text: string }>;
+}
+
+/**
+ * A part an adapter type adds to another type's command, e.g. the XMPP server
+ * settings of a type that is not the bridge account but connects to the same
+ * server (`xmpp-rooms` in `prosody-config`). Undefined: nothing for these options.
+ */
+export interface CommandContribution<C> {
+  text(config: C, options: ReadonlyMap<string, string>): string | undefined;
 }
 
 /** A `syncgate <name>` subcommand an adapter contributes (it takes `--config FILE` too). */
@@ -95,6 +114,8 @@ export interface AdapterDescriptor<T extends string = string, C = unknown> {
   linkProblems(room: string, link: RoomLink, config: C): string[];
   /** `syncgate` subcommands this adapter type contributes */
   readonly commands?: readonly AdapterCommand[];
+  /** parts it adds to other types' commands, by command name */
+  readonly contributes?: Readonly<Record<string, CommandContribution<C>>>;
 }
 
 /** An adapter name as it appears in an environment variable: xmpp-eu → XMPP_EU. */

@@ -7,9 +7,10 @@
 import { matrixAdapter } from '../../adapters/matrix/index.js';
 import { mqttAdapter } from '../../adapters/mqtt/index.js';
 import { xmppAdapter } from '../../adapters/xmpp/index.js';
+import { xmppRoomsAdapter } from '../../adapters/xmpp-rooms/index.js';
 import type { AdapterDescriptor } from '../core/descriptor.js';
 
-export const ADAPTER_DESCRIPTORS = [matrixAdapter, mqttAdapter, xmppAdapter] as const;
+export const ADAPTER_DESCRIPTORS = [matrixAdapter, mqttAdapter, xmppAdapter, xmppRoomsAdapter] as const;
 
 /** A parsed `adapters.<name>` section: its type and the config its descriptor parsed. */
 export type AdapterSection = SectionOf<(typeof ADAPTER_DESCRIPTORS)[number]>;

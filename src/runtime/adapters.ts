@@ -10,6 +10,7 @@ import type { Adapter } from '../core/adapter.js';
 import type { EventLog, RoomSpec } from '../core/ports.js';
 import type { BridgeSink } from '../bridge/ingest.js';
 import type { RoomLinks } from '../bridge/links.js';
+import { Directory } from '../http/directory.js';
 import { adapterDescriptor } from './adapter-list.js';
 
 export interface AdapterContext {
@@ -27,6 +28,8 @@ function descriptorOf(type: string) {
 }
 
 export function createAdapters(config: Config, context: AdapterContext): Adapter[] {
+  // who may join hosted rooms is decided by the HTTP API's users and grants
+  const directory = new Directory(context.log);
   return Object.entries(config.adapters).map(([name, section]) =>
     descriptorOf(section.type).create({
       name,
@@ -36,6 +39,8 @@ export function createAdapters(config: Config, context: AdapterContext): Adapter
       links: context.links,
       reader: context.log,
       state: context.log.state,
+      archive: context.log,
+      grants: (user) => directory.grants(user),
     }),
   );
 }

@@ -14,6 +14,7 @@ import { benchMqttSync } from './mqtt-sync.js';
 import { benchRestart } from './restart.js';
 import { benchScale } from './scale.js';
 import { benchXmpp } from './xmpp.js';
+import { benchXmppRooms } from './xmpp-rooms.js';
 import { formatSection, type Bench } from './report.js';
 
 const sections: Record<string, Bench> = {
@@ -24,6 +25,7 @@ const sections: Record<string, Bench> = {
   mqtt: benchMqtt,
   'mqtt-sync': benchMqttSync,
   xmpp: benchXmpp,
+  'xmpp-rooms': benchXmppRooms,
   restart: benchRestart,
   cluster: benchCluster,
   scale: benchScale,

@@ -82,6 +82,8 @@ export interface AdapterContractTarget {
   port(): number;
   /** a fresh world for one test, in gateway room `room`, whose adapter reaches the server through `proxy` */
   world(room: string, proxy: CutProxy, log: EventLog): Promise<World>;
+  /** the grants the adapter sees (adapters that admit people by them); default: none */
+  readonly grants?: (user: string) => Promise<readonly string[]>;
 }
 
 let roomSeq = 0;
@@ -192,7 +194,7 @@ export function adapterContract(target: AdapterContractTarget): void {
       cleanups.push(async () => links.close());
       const counting = countingSink(createIngestSink({ log, logger: silentLogger() }));
       const config = descriptor.parseConfig(world.config);
-      const build = () => descriptor.create({ name: target.type, config, log: silentLogger(), sink: counting.sink, links, reader: log, state: log.state });
+      const build = () => descriptor.create({ name: target.type, config, log: silentLogger(), sink: counting.sink, links, reader: log, state: log.state, archive: log, grants: target.grants ?? (async () => []) });
       let adapter = build();
       cleanups.push(() => adapter.stop());
       const start = async () => {

@@ -38,6 +38,20 @@ export interface ProsodyOptions {
   mucArchiveByDefault?: boolean;
   /** Deadline for the server to listen after a (re)start. Default 20 s. */
   startTimeoutMs?: number;
+  /**
+   * An external component (XEP-0114) `Component "<name>.<domain>"` with this secret, e.g. for the
+   * xmpp-rooms adapter; the component listener gets its own free loopback port (`component` on the server).
+   */
+  component?: { readonly name?: string; readonly secret: string };
+}
+
+/** The external component a Prosody harness configured (ProsodyOptions.component). */
+export interface ProsodyComponent {
+  readonly domain: string;
+  readonly secret: string;
+  readonly port: number;
+  /** `xmpp://127.0.0.1:<port>`, the `service` of `@xmpp/component` */
+  readonly service: string;
 }
 
 /** What the XMPP tests need of a server, Prosody or ejabberd. */
@@ -64,7 +78,7 @@ export interface XmppServer {
   stop(): Promise<void>;
 }
 
-export type ProsodyServer = XmppServer & { readonly kind: 'prosody' };
+export type ProsodyServer = XmppServer & { readonly kind: 'prosody'; readonly component: ProsodyComponent | undefined };
 
 /** The c2s port was taken between getFreePort() and Prosody's bind. */
 class PortTakenError extends Error {}
@@ -93,7 +107,9 @@ export async function startProsody(opts: ProsodyOptions = {}): Promise<ProsodySe
 
   let child: ChildProcess | undefined;
   let c2sPort = 0;
+  let componentPort = 0;
   let stopped = false;
+  const componentDomain = opts.component ? `${opts.component.name ?? 'rooms'}.${domain}` : undefined;
 
   const launch = async (): Promise<void> => {
     const logOffset = await fileSize(logPath);
@@ -119,6 +135,11 @@ export async function startProsody(opts: ProsodyOptions = {}): Promise<ProsodySe
         },
       );
       await waitForPort(LOOPBACK, c2sPort, { timeoutMs: startTimeoutMs });
+      if (componentDomain !== undefined) {
+        const component = `Activated service 'component' on [${LOOPBACK}]:${componentPort}`;
+        await waitFor(async () => (await readFileFrom(logPath, logOffset)).includes(component), { what: `Prosody component listener on ${componentPort}`, timeoutMs: startTimeoutMs });
+        await waitForPort(LOOPBACK, componentPort, { timeoutMs: startTimeoutMs });
+      }
     } catch (err) {
       await terminate(proc, 5_000);
       if (err instanceof PortTakenError) throw err;
@@ -130,9 +151,11 @@ export async function startProsody(opts: ProsodyOptions = {}): Promise<ProsodySe
     // A few attempts: the free port can be taken by another process before Prosody binds it.
     for (let attempt = 1; ; attempt++) {
       c2sPort = await getFreePort();
+      if (componentDomain !== undefined) componentPort = await getFreePort();
+      const component = opts.component && componentDomain !== undefined ? { domain: componentDomain, secret: opts.component.secret, port: componentPort } : undefined;
       await writeFile(
         configPath,
-        renderConfig({ domain, mucDomain, dir, dataDir, logPath, c2sPort, logLevel: opts.logLevel ?? 'info', occupantIdModule, roomLocking: opts.roomLocking ?? false, archiveByDefault: opts.mucArchiveByDefault ?? true }),
+        renderConfig({ domain, mucDomain, component, dir, dataDir, logPath, c2sPort, logLevel: opts.logLevel ?? 'info', occupantIdModule, roomLocking: opts.roomLocking ?? false, archiveByDefault: opts.mucArchiveByDefault ?? true }),
       );
       try {
         await launch();
@@ -161,6 +184,10 @@ export async function startProsody(opts: ProsodyOptions = {}): Promise<ProsodySe
     logPath,
     version,
     occupantId: occupantIdBuiltIn || occupantIdModule,
+    component:
+      opts.component && componentDomain !== undefined
+        ? { domain: componentDomain, secret: opts.component.secret, port: componentPort, service: `xmpp://${LOOPBACK}:${componentPort}` }
+        : undefined,
 
     async createUser(localpart: string, password: string): Promise<string> {
       if (stopped) throw new Error('Prosody harness is stopped');
@@ -197,6 +224,7 @@ export async function startProsody(opts: ProsodyOptions = {}): Promise<ProsodySe
 interface ConfigInput {
   domain: string;
   mucDomain: string;
+  component: { domain: string; secret: string; port: number } | undefined;
   dir: string;
   dataDir: string;
   logPath: string;
@@ -231,6 +259,7 @@ function renderConfig(c: ConfigInput): string {
     's2s_ports = { }',
     'http_ports = { }',
     'https_ports = { }',
+    ...(c.component ? [`component_ports = { ${c.component.port} }`, `component_interfaces = { ${s(LOOPBACK)} }`] : []),
     '',
     // Plaintext c2s on loopback: no certificates, mod_tls is not loaded. Clients
     // use SCRAM-SHA-1 (@xmpp/client refuses PLAIN without TLS); PLAIN is allowed too.
@@ -266,6 +295,7 @@ function renderConfig(c: ConfigInput): string {
     `  muc_log_all_rooms = ${c.archiveByDefault ? 'true' : 'false'}`,
     '  muc_log_expires_after = "never"',
     '',
+    ...(c.component ? [`Component ${s(c.component.domain)}`, `  component_secret = ${s(c.component.secret)}`, ''] : []),
   ];
   return lines.join('\n');
 }

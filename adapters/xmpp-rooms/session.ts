@@ -1,0 +1,138 @@
+/**
+ * The component's connection (XEP-0114 over @xmpp/component): the
+ * handshake with the shared secret, and reconnects with jittered exponential
+ * backoff driven from here (the library's own reconnect waits a fixed
+ * delay). The dispatch (dispatch.ts) is installed on the library's
+ * middleware by the adapter.
+ */
+import { component, type Component } from '@xmpp/component';
+import type { Logger } from 'pino';
+import type { XmppRoomsConfig } from './config.js';
+import type { XmlElement } from './ns.js';
+
+export function backoffDelay(attempt: number, minMs: number, maxMs: number, random: () => number = Math.random): number {
+  const cap = Math.min(maxMs, minMs * 2 ** Math.min(attempt, 20));
+  return Math.round(minMs + random() * Math.max(0, cap - minMs));
+}
+
+export interface SessionStatus {
+  readonly online: boolean;
+  readonly status: string;
+  readonly sessions: number;
+  readonly reconnectAttempts: number;
+  readonly lastError: string | undefined;
+}
+
+export class ComponentNotConnectedError extends Error {
+  constructor() {
+    super('the component is not connected');
+    this.name = 'ComponentNotConnectedError';
+  }
+}
+
+export class ComponentSession {
+  readonly xmpp: Component;
+  private stopping = false;
+  private timer: NodeJS.Timeout | undefined;
+  private attempt = 0;
+  private sessions = 0;
+  private lastError: string | undefined;
+
+  constructor(
+    private readonly config: XmppRoomsConfig,
+    private readonly log: Logger,
+    private readonly onOnline: () => void,
+  ) {
+    this.xmpp = component({ service: config.service, domain: config.domain, password: config.secret });
+    const xmpp = this.xmpp;
+    xmpp.reconnect.stop();
+    xmpp.timeout = config.streamTimeoutMs;
+    xmpp.on('error', (err) => {
+      this.lastError = err.condition ?? err.message;
+      if (this.stopping) return;
+      log.warn({ err: err.message, condition: err.condition }, 'XMPP component connection error');
+      if (xmpp.status !== 'online' && xmpp.status !== 'disconnect' && xmpp.status !== 'offline') xmpp.disconnect().catch(() => undefined);
+    });
+    xmpp.on('connect', () => xmpp.socket?.setNoDelay?.(true));
+    xmpp.on('disconnect', () => {
+      if (!this.stopping) this.scheduleReconnect();
+    });
+    xmpp.on('online', () => {
+      this.attempt = 0;
+      this.sessions++;
+      this.lastError = undefined;
+      log.info({ domain: config.domain, session: this.sessions }, 'XMPP component online');
+      onOnline();
+    });
+  }
+
+  start(): void {
+    this.xmpp.start().catch((err: unknown) => {
+      this.lastError = err instanceof Error ? err.message : String(err);
+      if (this.stopping) return;
+      this.log.warn({ err: this.lastError }, 'XMPP component connection failed');
+      this.recover();
+    });
+  }
+
+  private recover(): void {
+    const status = this.xmpp.status;
+    if (status === 'disconnect' || status === 'offline') this.scheduleReconnect();
+    else if (status !== 'online') this.xmpp.disconnect().catch(() => this.scheduleReconnect());
+  }
+
+  private scheduleReconnect(): void {
+    if (this.stopping) return;
+    clearTimeout(this.timer);
+    const delay = backoffDelay(this.attempt, this.config.reconnect.minMs, this.config.reconnect.maxMs);
+    this.log.warn({ delayMs: delay, attempt: this.attempt }, 'XMPP component reconnecting');
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      if (this.stopping) return;
+      this.attempt++;
+      const status = this.xmpp.status;
+      if (status !== 'disconnect' && status !== 'offline') return;
+      this.xmpp.reconnect.reconnect().catch((err: unknown) => {
+        this.lastError = err instanceof Error ? err.message : String(err);
+        if (this.stopping) return;
+        this.log.warn({ err: this.lastError }, 'XMPP component reconnect failed');
+        this.recover();
+      });
+    }, delay);
+    this.timer.unref();
+  }
+
+  get online(): boolean {
+    return this.xmpp.status === 'online' && !this.stopping;
+  }
+
+  async send(stanza: XmlElement): Promise<void> {
+    if (!this.online) throw new ComponentNotConnectedError();
+    if (stanza.attrs['from'] === undefined) stanza.attrs['from'] = this.config.domain;
+    await this.xmpp.send(stanza);
+  }
+
+  status(): SessionStatus {
+    return { online: this.online, status: this.xmpp.status, sessions: this.sessions, reconnectAttempts: this.attempt, lastError: this.lastError };
+  }
+
+  async stop(timeoutMs: number): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.timer);
+    if (this.xmpp.status === 'offline') return;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, timeoutMs);
+    });
+    await Promise.race([this.xmpp.stop().catch(() => undefined), deadline]);
+    clearTimeout(timer);
+    this.xmpp.socket?.destroy();
+  }
+
+  /** Drops the connection like a crash (no closing stream, no reconnect). For tests. */
+  abort(): void {
+    this.stopping = true;
+    clearTimeout(this.timer);
+    this.xmpp.socket?.destroy();
+  }
+}
