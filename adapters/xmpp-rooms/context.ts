@@ -38,4 +38,6 @@ export interface RoomsContext extends XmppRoomsDeps {
   readonly state: ComponentState;
   /** sends a stanza on the component stream; rejects when offline */
   send(stanza: XmlElement): Promise<void>;
+  /** resolves once the server has every stanza sent so far; rejects when the stream drops first (or on timeout) */
+  flush(): Promise<void>;
 }

@@ -39,6 +39,10 @@ export function createXmppRoomsAdapter(deps: XmppRoomsDeps): XmppRoomsAdapter {
       if (!session) throw new Error('the component is not started');
       await session.send(stanza);
     },
+    flush: async () => {
+      if (!session) throw new Error('the component is not started');
+      await session.flush(config.streamTimeoutMs);
+    },
   };
 
   const refreshRooms = () => {

@@ -63,7 +63,9 @@ export async function deliverEvent(ctx: RoomsContext, online: boolean, event: Lo
   if (!room || room.room !== target.room) return { status: 'skipped', reason: `no room ${target.link.target} on this component` };
   if (!online) return { status: 'retry', reason: 'the component is not connected' };
   try {
-    await fanout(ctx, room, event, context.content ? { content: context.content } : {});
+    const sent = await fanout(ctx, room, event, context.content ? { content: context.content } : {});
+    // A write into a connection that has just dropped succeeds locally: delivered only once the server has it.
+    if (sent > 0) await ctx.flush();
   } catch (err) {
     return { status: 'retry', reason: err instanceof Error ? err.message : String(err) };
   }

@@ -8,7 +8,7 @@
 import { component, type Component } from '@xmpp/component';
 import type { Logger } from 'pino';
 import type { XmppRoomsConfig } from './config.js';
-import type { XmlElement } from './ns.js';
+import { NS, xml, type XmlElement } from './ns.js';
 
 export function backoffDelay(attempt: number, minMs: number, maxMs: number, random: () => number = Math.random): number {
   const cap = Math.min(maxMs, minMs * 2 ** Math.min(attempt, 20));
@@ -37,6 +37,12 @@ export class ComponentSession {
   private attempt = 0;
   private sessions = 0;
   private lastError: string | undefined;
+  /** stanzas written on the stream so far (what a flush must cover) */
+  private written = 0;
+  /** the newest flush in flight and how many written stanzas it covers */
+  private flushing: { readonly covers: number; readonly done: Promise<void> } | undefined;
+  /** flushes waiting on the stream: failed when it drops */
+  private readonly onDrop = new Set<() => void>();
 
   constructor(
     private readonly config: XmppRoomsConfig,
@@ -55,6 +61,7 @@ export class ComponentSession {
     });
     xmpp.on('connect', () => xmpp.socket?.setNoDelay?.(true));
     xmpp.on('disconnect', () => {
+      for (const fail of [...this.onDrop]) fail();
       if (!this.stopping) this.scheduleReconnect();
     });
     xmpp.on('online', () => {
@@ -109,7 +116,52 @@ export class ComponentSession {
   async send(stanza: XmlElement): Promise<void> {
     if (!this.online) throw new ComponentNotConnectedError();
     if (stanza.attrs['from'] === undefined) stanza.attrs['from'] = this.config.domain;
+    this.written++;
     await this.xmpp.send(stanza);
+  }
+
+  /**
+   * Resolves once the server has every stanza sent so far: a ping to our own
+   * domain went through it and came back (it handles a stream in order).
+   * Rejects when the stream drops first or after timeoutMs. A write into a
+   * connection that is already gone succeeds locally, so a delivery is only
+   * "delivered" after this. Flushes in flight that cover the caller are shared.
+   */
+  flush(timeoutMs: number): Promise<void> {
+    const current = this.flushing;
+    if (current && current.covers >= this.written) return current.done;
+    const entry = { covers: this.written, done: this.ping(timeoutMs) };
+    this.flushing = entry;
+    const clear = () => {
+      if (this.flushing === entry) this.flushing = undefined;
+    };
+    entry.done.then(clear, clear);
+    return entry.done;
+  }
+
+  private async ping(timeoutMs: number): Promise<void> {
+    if (!this.online) throw new ComponentNotConnectedError();
+    let fail: (() => void) | undefined;
+    const dropped = new Promise<never>((_, reject) => {
+      fail = () => reject(new ComponentNotConnectedError());
+      this.onDrop.add(fail);
+    });
+    const iq = xml('iq', { type: 'get', from: this.config.domain, to: this.config.domain }, xml('ping', { xmlns: NS.ping }));
+    const answered = this.xmpp.iqCaller.request(iq, timeoutMs).then(
+      () => undefined,
+      (err: unknown) => {
+        // an error answer came back through the server too: the stream is alive
+        if (err instanceof Error && err.name === 'StanzaError') return;
+        throw err;
+      },
+    );
+    try {
+      await Promise.race([answered, dropped]);
+    } finally {
+      if (fail) this.onDrop.delete(fail);
+      answered.catch(() => undefined);
+      dropped.catch(() => undefined);
+    }
   }
 
   status(): SessionStatus {

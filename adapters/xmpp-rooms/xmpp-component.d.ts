@@ -27,6 +27,11 @@ declare module '@xmpp/component' {
     set(ns: string, name: string, handler: IqHandler): void;
   }
 
+  export interface IqCaller {
+    /** sends the iq (an id is added) and resolves with the result iq; rejects with a StanzaError (name 'StanzaError') for an error iq, or on timeout */
+    request(stanza: XmlElement, timeoutMs?: number): Promise<XmlElement>;
+  }
+
   export interface Middleware {
     use(fn: (ctx: { stanza: XmlElement; from: Jid | null }, next: () => Promise<unknown>) => unknown): void;
   }
@@ -54,6 +59,7 @@ declare module '@xmpp/component' {
     timeout: number;
     readonly reconnect: Reconnect;
     readonly iqCallee: IqCallee;
+    readonly iqCaller: IqCaller;
     readonly middleware: Middleware;
     readonly socket: { destroy(): void; setNoDelay?(noDelay?: boolean): unknown } | null;
     start(): Promise<Jid>;

@@ -62,6 +62,7 @@ async function contextOn(log: EventLog): Promise<{ ctx: RoomsContext; sent: XmlE
     grants: async (user) => (user === 'alice' ? [ROOM] : []),
     state,
     send: async (stanza) => void sent.push(stanza),
+    flush: async () => undefined,
   };
   return { ctx, sent };
 }
