@@ -100,6 +100,8 @@ export class PartitionedLog implements EventLog {
   private closed = false;
   private readonly sessions = new Set<TailSession>();
   private readonly entryEvents = new WeakMap<FeedEntry, LogEvent>();
+  /** per live entry: the sync cursors after it, by the cursor before it (a few per entry) */
+  private readonly entryCursors = new WeakMap<FeedEntry, Array<{ readonly prev: string; readonly next: string }>>();
   readonly delivery: DeliveryQueue;
 
   constructor(options: PartitionedLogOptions) {
@@ -156,6 +158,23 @@ export class PartitionedLog implements EventLog {
       this.entryEvents.set(entry, event);
     }
     return event;
+  }
+
+  /**
+   * The sync cursor after `entry` for a tail whose cursor before it was `prev`
+   * and whose positions are now `positions` (the entry's included). The same
+   * `prev` and entry always give the same cursor, so tails in step (live
+   * clients of the same rooms) share one encoding instead of one each.
+   */
+  cursorAfter(entry: FeedEntry, prev: string, positions: SyncCursor): string {
+    let known = this.entryCursors.get(entry);
+    const hit = known?.find((k) => k.prev === prev);
+    if (hit) return hit.next;
+    const next = encodeSyncCursor(positions);
+    if (!known) this.entryCursors.set(entry, (known = []));
+    if (known.length >= 4) known.shift();
+    known.push({ prev, next });
+    return next;
   }
 
   toLogEvent(partition: number, pos: StreamPos, draft: EventDraft): LogEvent {
@@ -510,15 +529,21 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
   private readonly detached: Array<(() => void) | undefined>;
   private reader: ((r: IteratorResult<TailItem>) => void) | undefined;
   private readonly spaceWaiters: Array<() => void> = [];
+  /** waiting until the queue is at most half full */
+  private readonly roomWaiters: Array<() => void> = [];
+  private readonly fellBehind: boolean[];
   private closed = false;
   private failure: unknown;
   private started = false;
+  /** the sync cursor of `positions` when known (set by deliver, cleared by moveTo) */
+  private token: string | undefined;
 
   constructor(options: TailSessionOptions) {
     this.o = options;
     this.positions = [...options.cursor];
     this.sinks = options.cursor.map(() => undefined);
     this.detached = options.cursor.map(() => undefined);
+    this.fellBehind = options.cursor.map(() => false);
     options.signal?.addEventListener('abort', () => this.close(), { once: true });
   }
 
@@ -549,41 +574,61 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
     const feed = this.o.live[partition];
     if (!feed) return;
     while (!this.closed) {
+      if (this.fellBehind[partition]) {
+        // Fell behind live (the queue was full). Once the stream took half the queue,
+        // go back to the live reader's buffer while it still holds our position: its
+        // entries are shared by every tail. Only what it no longer holds is read from
+        // the store, by each tail for itself.
+        this.fellBehind[partition] = false;
+        await this.waitForRoom();
+        if (this.closed) return;
+        if (feed.holds(this.position(partition)) && (await this.followLive(partition, feed))) continue;
+      }
+      // A tail whose queue is full holds no page of history: it reads once there is space.
+      await this.waitForSpace();
+      if (this.closed) return;
       // Taken before the read: every entry up to it exists already, so the read covers them.
       const covered = feed.coveredAfter();
-      const page = await this.o.log.readPartition(partition, this.position(partition), SCAN_PAGE, this.o.rooms);
+      const page = await this.o.log.readPartition(partition, this.position(partition), Math.min(SCAN_PAGE, Math.max(16, this.o.buffer)), this.o.rooms);
       if (this.closed) return;
       if (page.scanned > 0) {
         for (const entry of page.entries) {
           await this.waitForSpace();
           if (this.closed) return;
-          this.deliver(partition, entry);
+          this.deliver(partition, entry, false);
         }
-        if (comparePos(page.scannedTo, this.position(partition)) > 0) this.positions[partition] = page.scannedTo;
+        if (comparePos(page.scannedTo, this.position(partition)) > 0) this.moveTo(partition, page.scannedTo);
         continue;
       }
       // History is exhausted. A read of the device's own rooms ends where their last
       // entry is, which can be long before the live reader's start; nothing of those
       // rooms lies in between, so move up to it rather than be refused forever.
-      if (covered && comparePos(covered, this.position(partition)) > 0) this.positions[partition] = covered;
+      if (covered && comparePos(covered, this.position(partition)) > 0) this.moveTo(partition, covered);
       // Switch to live: `attach` replays what the live reader buffered after our
       // position, or refuses when its buffer starts later.
-      const detached = new Promise<void>((resolve) => (this.detached[partition] = resolve));
-      const sink: LiveSink = {
-        position: () => this.position(partition),
-        push: (entry) => this.livePush(partition, entry),
-      };
-      if (!feed.attach(sink)) {
-        this.detached[partition] = undefined;
+      if (!(await this.followLive(partition, feed))) {
         // The reader moved on since `covered` was taken, or has not confirmed its start
         // yet: read again after other work had its turn, so a tail never holds the loop.
         await nextTurn();
-        continue;
       }
-      this.sinks[partition] = sink;
-      await detached;
-      this.sinks[partition] = undefined;
     }
+  }
+
+  /** Attaches to the partition's live reader and follows it until detached; false when it refused. */
+  private async followLive(partition: number, feed: LiveFeed): Promise<boolean> {
+    const detached = new Promise<void>((resolve) => (this.detached[partition] = resolve));
+    const sink: LiveSink = {
+      position: () => this.position(partition),
+      push: (entry) => this.livePush(partition, entry),
+    };
+    if (!feed.attach(sink)) {
+      this.detached[partition] = undefined;
+      return false;
+    }
+    this.sinks[partition] = sink;
+    await detached;
+    this.sinks[partition] = undefined;
+    return true;
   }
 
   private position(partition: number): StreamPos {
@@ -595,15 +640,16 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
     if (this.closed) return false;
     if (comparePos(entry.pos, this.position(partition)) <= 0) return true;
     if (!this.o.match(entry.room)) {
-      this.positions[partition] = entry.pos;
+      this.moveTo(partition, entry.pos);
       return true;
     }
     if (this.queue.length >= this.o.buffer) {
-      // Too slow for live: fall back to history from the last queued position.
+      // Too slow for live: fall back from the last queued position (pump).
+      this.fellBehind[partition] = true;
       this.detachPartition(partition);
       return false;
     }
-    this.deliver(partition, entry);
+    this.deliver(partition, entry, true);
     return true;
   }
 
@@ -613,9 +659,19 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
     resolve?.();
   }
 
-  private deliver(partition: number, entry: FeedEntry): void {
+  /** Moves a partition's position without delivering anything. */
+  private moveTo(partition: number, pos: StreamPos): void {
+    this.positions[partition] = pos;
+    this.token = undefined;
+  }
+
+  /** `live`: the entry came from the shared live reader (every tail in step gets the same object). */
+  private deliver(partition: number, entry: FeedEntry, live: boolean): void {
+    const prev = this.token;
     this.positions[partition] = entry.pos;
-    const next = encodeSyncCursor(this.positions);
+    // Live tails in the same place share their cursors: the next one is looked up, not encoded, when another tail made it.
+    const next = prev === undefined || !live ? encodeSyncCursor(this.positions) : this.o.log.cursorAfter(entry, prev, this.positions);
+    this.token = next;
     if (entry.draft === undefined) {
       this.enqueue({ type: 'limited', next });
     } else {
@@ -643,6 +699,11 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
     return new Promise((resolve) => this.spaceWaiters.push(resolve));
   }
 
+  private waitForRoom(): Promise<void> {
+    if (this.queue.length <= this.o.buffer / 2 || this.closed) return Promise.resolve();
+    return new Promise((resolve) => this.roomWaiters.push(resolve));
+  }
+
   private wake(): void {
     const reader = this.reader;
     if (!reader) return;
@@ -655,6 +716,7 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
     const item = this.queue.shift();
     if (item) {
       if (this.queue.length < this.o.buffer) this.spaceWaiters.splice(0).forEach((w) => w());
+      if (this.queue.length <= this.o.buffer / 2 && this.roomWaiters.length > 0) this.roomWaiters.splice(0).forEach((w) => w());
       return Promise.resolve({ value: item, done: false });
     }
     if (this.failure !== undefined) {
@@ -665,6 +727,7 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
     }
     if (this.closed) return Promise.resolve({ value: undefined, done: true });
     this.spaceWaiters.splice(0).forEach((w) => w());
+    this.roomWaiters.splice(0).forEach((w) => w());
     return new Promise((resolve) => (this.reader = resolve));
   }
 
@@ -682,6 +745,7 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
     });
     this.queue.length = 0;
     this.spaceWaiters.splice(0).forEach((w) => w());
+    this.roomWaiters.splice(0).forEach((w) => w());
     this.wake();
     this.o.onClose(this);
   }
