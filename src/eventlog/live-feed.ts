@@ -8,6 +8,14 @@ import type { Logger } from 'pino';
 import { comparePos, type StreamPos } from '../core/position.js';
 import type { FeedEntry, LogBackend } from './backend.js';
 
+/**
+ * Entries per blocking read. Each one is pushed to every attached tail at
+ * once, so a batch costs batch × tails queued items until the tails' readers
+ * run: small batches keep a lagging process with thousands of clients from
+ * piling up (and promoting) millions of items between two turns of the loop.
+ */
+const LIVE_BATCH = 64;
+
 export interface LiveSink {
   /** the last position this sink has (delivered or skipped) */
   position(): StreamPos;
@@ -131,7 +139,7 @@ export class LiveFeed {
       let entries: FeedEntry[];
       try {
         if (!this.confirmed) await this.confirmStart();
-        entries = await this.o.backend.waitFeed(this.o.partition, this.last, this.o.blockMs, 512);
+        entries = await this.o.backend.waitFeed(this.o.partition, this.last, this.o.blockMs, LIVE_BATCH);
         failures = 0;
       } catch (err) {
         if (this.stopped) break;

@@ -108,7 +108,10 @@ export class PartitionedLog implements EventLog {
     this.backend = options.backend;
     this.retention = options.retention;
     this.log = options.log;
-    this.tailBuffer = options.tailBuffer ?? 1024;
+    // A live stream's socket buffers too (it pauses at 64 KiB): a short queue per tail keeps
+    // thousands of lagging clients' memory small, and one that overflows re-attaches to the
+    // live reader's shared ring.
+    this.tailBuffer = options.tailBuffer ?? 256;
     this.info = Object.freeze({ backend: this.backend.backend, durable: this.backend.durable, partitions: this.backend.partitions });
     this.live = Array.from(
       { length: this.backend.partitions },
