@@ -8,6 +8,14 @@ import type { Logger } from 'pino';
 import { comparePos, type StreamPos } from '../core/position.js';
 import type { FeedEntry, LogBackend } from './backend.js';
 
+/**
+ * Entries per blocking read. Each one is pushed to every attached tail at
+ * once, so a batch costs batch × tails queued items until the tails' readers
+ * run: small batches keep a lagging process with thousands of clients from
+ * piling up (and promoting) millions of items between two turns of the loop.
+ */
+const LIVE_BATCH = 64;
+
 export interface LiveSink {
   /** the last position this sink has (delivered or skipped) */
   position(): StreamPos;
@@ -59,6 +67,11 @@ export class LiveFeed {
     return this.running && this.confirmed && !this.stopped ? this.base : undefined;
   }
 
+  /** Whether `attach` would take a sink at `pos` now (the running reader's buffer covers what follows it). */
+  holds(pos: StreamPos): boolean {
+    return this.running && this.confirmed && !this.stopped && comparePos(pos, this.base) >= 0;
+  }
+
   /**
    * Attaches when the buffer covers everything after the sink's position,
    * replaying the buffered part first; returns false when the sink has to read
@@ -78,8 +91,18 @@ export class LiveFeed {
       return true;
     }
     if (comparePos(from, this.base) < 0) return false;
-    for (const entry of this.ring) {
-      if (comparePos(entry.pos, from) > 0 && !sink.push(entry)) return true;
+    // The ring is in feed order: replay from the first entry after `from`.
+    let lo = 0;
+    let hi = this.ring.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const entry = this.ring[mid];
+      if (entry && comparePos(entry.pos, from) <= 0) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = lo; i < this.ring.length; i++) {
+      const entry = this.ring[i];
+      if (entry && !sink.push(entry)) return true;
     }
     this.sinks.add(sink);
     return true;
@@ -116,7 +139,7 @@ export class LiveFeed {
       let entries: FeedEntry[];
       try {
         if (!this.confirmed) await this.confirmStart();
-        entries = await this.o.backend.waitFeed(this.o.partition, this.last, this.o.blockMs, 512);
+        entries = await this.o.backend.waitFeed(this.o.partition, this.last, this.o.blockMs, LIVE_BATCH);
         failures = 0;
       } catch (err) {
         if (this.stopped) break;

@@ -123,13 +123,18 @@ export class PartitionedLog implements EventLog {
   private closed = false;
   private readonly sessions = new Set<TailSession>();
   private readonly entryEvents = new WeakMap<FeedEntry, LogEvent>();
+  /** per live entry: the sync cursors after it, by the cursor before it (a few per entry) */
+  private readonly entryCursors = new WeakMap<FeedEntry, Array<{ readonly prev: string; readonly next: string }>>();
   readonly delivery: DeliveryQueue;
 
   constructor(options: PartitionedLogOptions) {
     this.backend = options.backend;
     this.retention = options.retention;
     this.log = options.log;
-    this.tailBuffer = options.tailBuffer ?? 1024;
+    // A live stream's socket buffers too (it pauses at 64 KiB): a short queue per tail keeps
+    // thousands of lagging clients' memory small, and one that overflows re-attaches to the
+    // live reader's shared ring.
+    this.tailBuffer = options.tailBuffer ?? 256;
     this.blockMs = options.blockMs ?? 5000;
     this.count = options.partitions;
     this.ready = this.init(options.partitions);
@@ -324,6 +329,23 @@ export class PartitionedLog implements EventLog {
       this.entryEvents.set(entry, event);
     }
     return event;
+  }
+
+  /**
+   * The sync cursor after `entry` for a tail whose cursor before it was `prev`
+   * and whose positions are now `positions` (the entry's included). The same
+   * `prev` and entry always give the same cursor, so tails in step (live
+   * clients of the same rooms) share one encoding instead of one each.
+   */
+  cursorAfter(entry: FeedEntry, prev: string, positions: SyncCursor): string {
+    let known = this.entryCursors.get(entry);
+    const hit = known?.find((k) => k.prev === prev);
+    if (hit) return hit.next;
+    const next = encodeSyncCursor(positions);
+    if (!known) this.entryCursors.set(entry, (known = []));
+    if (known.length >= 4) known.shift();
+    known.push({ prev, next });
+    return next;
   }
 
   toLogEvent(partition: number, pos: StreamPos, draft: EventDraft): LogEvent {
@@ -700,9 +722,15 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
   private readonly detached = new Map<number, () => void>();
   private reader: ((r: IteratorResult<TailItem>) => void) | undefined;
   private readonly spaceWaiters: Array<() => void> = [];
+  /** waiting until the queue is at most half full */
+  private readonly roomWaiters: Array<() => void> = [];
+  /** partitions whose live follow was dropped because the queue was full */
+  private readonly fellBehind = new Set<number>();
   private closed = false;
   private failure: unknown;
   private started = false;
+  /** the sync cursor of `positions` when known (set by deliver, cleared by moveTo) */
+  private token: string | undefined;
 
   constructor(options: TailSessionOptions) {
     this.o = options;
@@ -737,41 +765,61 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
   private async pump(plan: ReadPlan, partition: number): Promise<void> {
     const feed = this.o.live(partition);
     while (!this.closed) {
+      if (this.fellBehind.has(partition)) {
+        // Fell behind live (the queue was full). Once the stream took half the queue,
+        // go back to the live reader's buffer while it still holds our position: its
+        // entries are shared by every tail. Only what it no longer holds is read from
+        // the store, by each tail for itself.
+        this.fellBehind.delete(partition);
+        await this.waitForRoom();
+        if (this.closed) return;
+        if (feed.holds(this.position(partition)) && (await this.followLive(plan, partition, feed))) continue;
+      }
+      // A tail whose queue is full holds no page of history: it reads once there is space.
+      await this.waitForSpace();
+      if (this.closed) return;
       // Taken before the read: every entry up to it exists already, so the read covers them.
       const covered = feed.coveredAfter();
-      const page = await this.o.log.readPartition(plan, partition, this.position(partition), SCAN_PAGE);
+      const page = await this.o.log.readPartition(plan, partition, this.position(partition), Math.min(SCAN_PAGE, Math.max(16, this.o.buffer)));
       if (this.closed) return;
       if (page.scanned > 0) {
         for (const entry of page.entries) {
           await this.waitForSpace();
           if (this.closed) return;
-          this.deliver(partition, entry);
+          this.deliver(partition, entry, false);
         }
-        if (comparePos(page.scannedTo, this.position(partition)) > 0) this.positions.set(partition, page.scannedTo);
+        if (comparePos(page.scannedTo, this.position(partition)) > 0) this.moveTo(partition, page.scannedTo);
         continue;
       }
       // History is exhausted. A read of the device's own rooms ends where their last
       // entry is, which can be long before the live reader's start; nothing of those
       // rooms lies in between, so move up to it rather than be refused forever.
-      if (covered && comparePos(covered, this.position(partition)) > 0) this.positions.set(partition, covered);
+      if (covered && comparePos(covered, this.position(partition)) > 0) this.moveTo(partition, covered);
       // Switch to live: `attach` replays what the live reader buffered after our
       // position, or refuses when its buffer starts later.
-      const detached = new Promise<void>((resolve) => this.detached.set(partition, resolve));
-      const sink: LiveSink = {
-        position: () => this.position(partition),
-        push: (entry) => this.livePush(plan, partition, entry),
-      };
-      if (!feed.attach(sink)) {
-        this.detached.delete(partition);
+      if (!(await this.followLive(plan, partition, feed))) {
         // The reader moved on since `covered` was taken, or has not confirmed its start
         // yet: read again after other work had its turn, so a tail never holds the loop.
         await nextTurn();
-        continue;
       }
-      this.sinks.set(partition, sink);
-      await detached;
-      this.sinks.delete(partition);
     }
+  }
+
+  /** Attaches to the partition's live reader and follows it until detached; false when it refused. */
+  private async followLive(plan: ReadPlan, partition: number, feed: LiveFeed): Promise<boolean> {
+    const detached = new Promise<void>((resolve) => this.detached.set(partition, resolve));
+    const sink: LiveSink = {
+      position: () => this.position(partition),
+      push: (entry) => this.livePush(plan, partition, entry),
+    };
+    if (!feed.attach(sink)) {
+      this.detached.delete(partition);
+      return false;
+    }
+    this.sinks.set(partition, sink);
+    await detached;
+    this.sinks.delete(partition);
+    return true;
   }
 
   private position(partition: number): StreamPos {
@@ -783,15 +831,16 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
     if (this.closed) return false;
     if (comparePos(entry.pos, this.position(partition)) <= 0) return true;
     if (!plan.match(entry.room)) {
-      this.positions.set(partition, entry.pos);
+      this.moveTo(partition, entry.pos);
       return true;
     }
     if (this.queue.length >= this.o.buffer) {
-      // Too slow for live: fall back to history from the last queued position.
+      // Too slow for live: fall back from the last queued position (pump).
+      this.fellBehind.add(partition);
       this.detachPartition(partition);
       return false;
     }
-    this.deliver(partition, entry);
+    this.deliver(partition, entry, true);
     return true;
   }
 
@@ -801,9 +850,19 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
     resolve?.();
   }
 
-  private deliver(partition: number, entry: FeedEntry): void {
+  /** Moves a partition's position without delivering anything. */
+  private moveTo(partition: number, pos: StreamPos): void {
+    this.positions.set(partition, pos);
+    this.token = undefined;
+  }
+
+  /** `live`: the entry came from the shared live reader (every tail in step gets the same object). */
+  private deliver(partition: number, entry: FeedEntry, live: boolean): void {
+    const prev = this.token;
     this.positions.set(partition, entry.pos);
-    const next = encodeSyncCursor(this.positions);
+    // Live tails in the same place share their cursors: the next one is looked up, not encoded, when another tail made it.
+    const next = prev === undefined || !live ? encodeSyncCursor(this.positions) : this.o.log.cursorAfter(entry, prev, this.positions);
+    this.token = next;
     if (entry.draft === undefined) {
       this.enqueue({ type: 'limited', next });
     } else {
@@ -831,6 +890,11 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
     return new Promise((resolve) => this.spaceWaiters.push(resolve));
   }
 
+  private waitForRoom(): Promise<void> {
+    if (this.queue.length <= this.o.buffer / 2 || this.closed) return Promise.resolve();
+    return new Promise((resolve) => this.roomWaiters.push(resolve));
+  }
+
   private wake(): void {
     const reader = this.reader;
     if (!reader) return;
@@ -843,6 +907,7 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
     const item = this.queue.shift();
     if (item) {
       if (this.queue.length < this.o.buffer) this.spaceWaiters.splice(0).forEach((w) => w());
+      if (this.queue.length <= this.o.buffer / 2 && this.roomWaiters.length > 0) this.roomWaiters.splice(0).forEach((w) => w());
       return Promise.resolve({ value: item, done: false });
     }
     if (this.failure !== undefined) {
@@ -853,6 +918,7 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
     }
     if (this.closed) return Promise.resolve({ value: undefined, done: true });
     this.spaceWaiters.splice(0).forEach((w) => w());
+    this.roomWaiters.splice(0).forEach((w) => w());
     return new Promise((resolve) => (this.reader = resolve));
   }
 
@@ -868,6 +934,7 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
     for (const p of [...this.detached.keys()]) this.detachPartition(p);
     this.queue.length = 0;
     this.spaceWaiters.splice(0).forEach((w) => w());
+    this.roomWaiters.splice(0).forEach((w) => w());
     this.wake();
     this.o.onClose(this);
   }

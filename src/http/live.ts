@@ -23,6 +23,7 @@ import { ERROR_TABLE, isSyncgateError } from '../core/errors.js';
 import type { EventLog } from '../core/ports.js';
 import type { DeviceIdentity, Directory } from './directory.js';
 import type { HttpMetrics } from './metrics.js';
+import { FrameCache, frameBytes, frameText, joinFrames, wsTextFrame } from './frames.js';
 import { telemetryView, type ViewCache } from './view.js';
 
 export type Transport = 'ws' | 'sse';
@@ -44,50 +45,98 @@ const CLOSE_CODES: Readonly<Record<Exclude<CloseReason, 'client'>, { code: Error
 /** How long a closed stream may take to flush its last bytes before its socket is destroyed. */
 const CLOSE_FLUSH_MS = 10_000;
 
-/** One connection's wire format. */
+/**
+ * One connection's wire format. Frames are queued as bytes and leave together
+ * at the end of the tick (one write per client per tick); anything written
+ * outside the queue that a client orders by (`close`, with its cursor) flushes
+ * the queue first.
+ */
 interface Wire {
   readonly transport: Transport;
-  ready(next: string): void;
-  event(next: string, json: string): void;
-  limited(next: string): void;
+  /** queues a frame built for this transport; it is written at the end of the tick */
+  queue(frame: Buffer): void;
+  /** writes the queued frames now */
+  flush(): void;
   /** a telemetry reading (not part of the cursor: it carries none) */
   telemetry(json: string): void;
   heartbeat(): boolean;
-  /** bytes written but not yet taken by the kernel */
+  /** bytes queued or written but not yet taken by the kernel */
   buffered(): number;
   /** calls `listener` once the socket drained; returns a function that cancels it */
   onDrain(listener: () => void): () => void;
-  cork(): void;
-  uncork(): void;
   close(reason: Exclude<CloseReason, 'client'>, code: ErrorCode, message: string, next: string): void;
   onClosed(listener: () => void): void;
 }
 
-class WsWire implements Wire {
+/** The per-tick queue both wires share. */
+abstract class QueuedWire {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private scheduled = false;
+
+  queue(frame: Buffer): void {
+    this.pending.push(frame);
+    this.pendingBytes += frame.length;
+    if (!this.scheduled) {
+      this.scheduled = true;
+      process.nextTick(() => this.flush());
+    }
+  }
+
+  flush(): void {
+    this.scheduled = false;
+    if (this.pending.length === 0) return;
+    const parts = this.pending;
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.writeBytes(joinFrames(parts));
+  }
+
+  protected queuedBytes(): number {
+    return this.pendingBytes;
+  }
+
+  protected abstract writeBytes(bytes: Buffer): void;
+}
+
+class WsWire extends QueuedWire implements Wire {
   readonly transport = 'ws' as const;
   private alive = true;
   private missed = 0;
+  /**
+   * Frames are written to the socket as built (unmasked, uncompressed). With
+   * an extension negotiated, ws would have to transform them: go through it.
+   */
+  private readonly direct: boolean;
   constructor(
     private readonly ws: WebSocket,
     private readonly socket: Socket,
   ) {
+    super();
+    this.direct = ws.extensions === '';
     ws.on('pong', () => {
       this.alive = true;
       this.missed = 0;
     });
     // Clients have nothing to say on this stream; anything they send is ignored.
   }
-  ready(next: string): void {
-    this.ws.send(`{"type":"ready","next":"${next}"}`);
-  }
-  event(next: string, json: string): void {
-    this.ws.send(`{"type":"event","next":"${next}","event":${json}}`);
-  }
-  limited(next: string): void {
-    this.ws.send(`{"type":"limited","next":"${next}"}`);
+  protected writeBytes(bytes: Buffer): void {
+    if (this.ws.readyState !== this.ws.OPEN) return;
+    if (this.direct) {
+      this.socket.write(bytes);
+      return;
+    }
+    // One message per frame: split what was joined.
+    for (let at = 0; at < bytes.length; ) {
+      const marker = (bytes[at + 1] ?? 0) & 0x7f;
+      const head = marker === 126 ? 4 : marker === 127 ? 10 : 2;
+      const length = marker === 126 ? bytes.readUInt16BE(at + 2) : marker === 127 ? bytes.readUInt32BE(at + 2) * 2 ** 32 + bytes.readUInt32BE(at + 6) : marker;
+      this.ws.send(bytes.subarray(at + head, at + head + length), { binary: false });
+      at += head + length;
+    }
   }
   telemetry(json: string): void {
-    this.ws.send(`{"type":"telemetry",${json.slice(1)}`);
+    this.queue(wsTextFrame(`{"type":"telemetry",${json.slice(1)}`));
   }
   heartbeat(): boolean {
     // Two heartbeats without a pong: the peer is gone (one may be late on a busy host).
@@ -97,24 +146,19 @@ class WsWire implements Wire {
     }
     this.alive = false;
     this.ws.ping();
-    this.ws.send(`{"type":"heartbeat","ts":${Date.now()}}`);
+    this.queue(wsTextFrame(`{"type":"heartbeat","ts":${Date.now()}}`));
     return true;
   }
   buffered(): number {
-    return this.ws.bufferedAmount;
+    return this.ws.bufferedAmount + this.queuedBytes();
   }
   onDrain(listener: () => void): () => void {
     this.socket.once('drain', listener);
     return () => this.socket.off('drain', listener);
   }
-  cork(): void {
-    this.socket.cork();
-  }
-  uncork(): void {
-    this.socket.uncork();
-  }
   close(reason: Exclude<CloseReason, 'client'>, code: ErrorCode, message: string, next: string): void {
     if (this.ws.readyState !== this.ws.OPEN) return;
+    this.flush();
     this.ws.send(JSON.stringify({ type: 'close', code, message, next }));
     this.ws.close(CLOSE_CODES[reason].ws, code);
     // ws gives the peer 30 s to answer the close; a stuck slow client gets less.
@@ -125,20 +169,16 @@ class WsWire implements Wire {
   }
 }
 
-class SseWire implements Wire {
+class SseWire extends QueuedWire implements Wire {
   readonly transport = 'sse' as const;
-  constructor(private readonly res: ServerResponse) {}
+  constructor(private readonly res: ServerResponse) {
+    super();
+  }
+  protected writeBytes(bytes: Buffer): void {
+    if (!this.res.writableEnded) this.res.write(bytes);
+  }
   private write(text: string): void {
-    if (!this.res.writableEnded) this.res.write(text);
-  }
-  ready(next: string): void {
-    this.write(`event: ready\nid: ${next}\ndata: {"next":"${next}"}\n\n`);
-  }
-  event(next: string, json: string): void {
-    this.write(`id: ${next}\ndata: ${json}\n\n`);
-  }
-  limited(next: string): void {
-    this.write(`event: limited\nid: ${next}\ndata: {"next":"${next}"}\n\n`);
+    this.queue(Buffer.from(text, 'utf8'));
   }
   telemetry(json: string): void {
     // No `id`: a reading does not move the client's cursor (Last-Event-ID).
@@ -149,21 +189,16 @@ class SseWire implements Wire {
     return true;
   }
   buffered(): number {
-    return this.res.writableLength + (this.res.socket?.writableLength ?? 0);
+    return this.res.writableLength + (this.res.socket?.writableLength ?? 0) + this.queuedBytes();
   }
   onDrain(listener: () => void): () => void {
     this.res.once('drain', listener);
     return () => this.res.off('drain', listener);
   }
-  cork(): void {
-    this.res.socket?.cork();
-  }
-  uncork(): void {
-    this.res.socket?.uncork();
-  }
   close(_reason: Exclude<CloseReason, 'client'>, code: ErrorCode, message: string, next: string): void {
     if (this.res.writableEnded) return;
-    this.write(`event: close\ndata: ${JSON.stringify({ code, message, next })}\n\n`);
+    this.flush();
+    this.res.write(`event: close\ndata: ${JSON.stringify({ code, message, next })}\n\n`);
     const socket = this.res.socket;
     // A client that never reads would keep the socket forever; one that does may reuse it (keep-alive).
     const timer = setTimeout(() => socket?.destroy(), CLOSE_FLUSH_MS).unref();
@@ -208,7 +243,6 @@ class LiveStream {
   next: string;
   private readonly abort = new AbortController();
   private stopped = false;
-  private corked = false;
 
   constructor(
     private readonly hub: LiveHub,
@@ -223,25 +257,19 @@ class LiveStream {
   }
 
   async run(): Promise<void> {
-    const { log, views, maxBufferedBytes, pauseBytes } = this.hub.options;
+    const { log, maxBufferedBytes, pauseBytes } = this.hub.options;
+    const { frames } = this.hub;
+    const transport = this.wire.transport;
+    const deviceId = this.device.deviceId;
     this.wire.onClosed(() => this.stop('client'));
-    this.wire.ready(this.next);
+    this.wire.queue(frameBytes(transport, frameText(transport, 'ready', this.next)));
     if (this.start.telemetry) void this.streamTelemetry();
     try {
       const tail = log.tail(this.start.since, { rooms: this.start.rooms, signal: this.abort.signal });
       for await (const item of tail) {
         if (this.stopped) break;
-        // Items that arrive together leave in one write instead of one syscall each.
-        if (!this.corked) {
-          this.corked = true;
-          this.wire.cork();
-          process.nextTick(() => {
-            this.corked = false;
-            this.wire.uncork();
-          });
-        }
-        if (item.type === 'event') this.wire.event(item.next, views.json(item.event, this.device.deviceId));
-        else this.wire.limited(item.next);
+        // Items that arrive together leave in one write (the wire's per-tick queue), as bytes shared with every client sent the same.
+        this.wire.queue(item.type === 'event' ? frames.event(transport, item.event, item.next, deviceId) : frames.limited(transport, item.next));
         this.next = item.next;
         const buffered = this.wire.buffered();
         if (buffered > maxBufferedBytes || (buffered > pauseBytes && !(await this.drained()))) {
@@ -302,6 +330,9 @@ class LiveStream {
 
   /** Waits until the socket drained: true, or false when it stalled for `stallMs` (or the stream stopped). */
   private drained(): Promise<boolean> {
+    // What is still queued has to reach the socket first: only the socket says when it drained.
+    this.wire.flush();
+    if (this.wire.buffered() <= this.hub.options.pauseBytes) return Promise.resolve(true);
     return new Promise((resolve) => {
       const done = (ok: boolean) => {
         clearTimeout(timer);
@@ -334,6 +365,7 @@ class LiveStream {
 
 export class LiveHub {
   readonly options: LiveHubOptions;
+  readonly frames: FrameCache;
   private readonly streams = new Set<LiveStream>();
   private readonly polls = new Set<AbortController>();
   private timer: NodeJS.Timeout | undefined;
@@ -342,6 +374,7 @@ export class LiveHub {
 
   constructor(options: LiveHubOptions) {
     this.options = options;
+    this.frames = new FrameCache(options.views);
   }
 
   get size(): number {

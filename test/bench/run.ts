@@ -1,8 +1,12 @@
 /**
  * `npm run bench`: every benchmark section against a Redis (REDIS_URL, or one
  * started here), printed as a report with same-run baselines and ratios.
- * BENCH_QUICK=1 runs smaller sizes; BENCH_ONLY=name,name picks sections.
+ * BENCH_QUICK=1 runs smaller sizes; BENCH_ONLY=name,name picks sections;
+ * BENCH_JSON=file also writes the figures as JSON (rewritten after each
+ * section, so an interrupted run keeps what it measured) for comparing runs.
  */
+import { writeFileSync } from 'node:fs';
+import { cpus, loadavg, totalmem } from 'node:os';
 import { startRedis } from '../harness/redis.js';
 import { benchCluster } from './cluster.js';
 import { benchDelivery } from './delivery.js';
@@ -15,7 +19,7 @@ import { benchRestart } from './restart.js';
 import { benchScale } from './scale.js';
 import { benchXmpp } from './xmpp.js';
 import { benchXmppRooms } from './xmpp-rooms.js';
-import { formatSection, type Bench } from './report.js';
+import { formatSection, type Bench, type BenchSection } from './report.js';
 
 const sections: Record<string, Bench> = {
   eventlog: benchEventLog,
@@ -34,13 +38,27 @@ const sections: Record<string, Bench> = {
 async function main(): Promise<void> {
   const quick = process.env['BENCH_QUICK'] === '1';
   const only = process.env['BENCH_ONLY']?.split(',').filter(Boolean);
+  const jsonFile = process.env['BENCH_JSON'];
   const redis = await startRedis();
-  process.stdout.write(`# syncgate benchmarks — ${new Date().toISOString()}, node ${process.version}, ${quick ? 'quick' : 'full'} run, Redis ${redis.owned ? 'started by the harness' : 'from REDIS_URL'}\n\n`);
+  const started = new Date().toISOString();
+  process.stdout.write(`# syncgate benchmarks — ${started}, node ${process.version}, ${quick ? 'quick' : 'full'} run, Redis ${redis.owned ? 'started by the harness' : 'from REDIS_URL'}\n\n`);
+  const done: Array<BenchSection & { readonly name: string; readonly loadavg: number[] }> = [];
+  const machine = {
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    memoryMiB: Math.round(totalmem() / 2 ** 20),
+    platform: `${process.platform}-${process.arch}`,
+  };
   try {
     for (const [name, bench] of Object.entries(sections)) {
       if (only && !only.includes(name)) continue;
       const section = await bench({ redisUrl: redis.url, quick });
       process.stdout.write(`${formatSection(section)}\n\n`);
+      done.push({ name, loadavg: loadavg(), ...section });
+      if (jsonFile) {
+        const report = { started, finished: new Date().toISOString(), node: process.version, quick, only: only ?? null, machine, sections: done };
+        writeFileSync(jsonFile, `${JSON.stringify(report, null, 2)}\n`);
+      }
     }
   } finally {
     await redis.stop();
