@@ -13,8 +13,8 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { nativeKey, type Adapter, type DeliveryResult, type ReferenceIds } from '../core/adapter.js';
-import type { Content, LogEvent, Relations } from '../core/event.js';
-import { convert } from './format/index.js';
+import type { LogEvent, Relations } from '../core/event.js';
+import { contentInFormat } from './format/index.js';
 import type { DeliveryQueue, EventLog, QueuedEntry, RoomLink } from '../core/ports.js';
 
 export interface DeliveryOptions {
@@ -287,7 +287,7 @@ class PartitionWorker {
     const targets = event.origin.via === this.adapter.name ? ownLinks.filter((l) => this.adapter.deliversOwn?.(l) === true) : ownLinks;
     if (targets.length > 0) {
       const references = await this.references(event);
-      const content = this.contentFor(event);
+      const content = contentInFormat(event, this.adapter.textFormat ?? 'plain');
       for (const link of targets) {
         if (q.done.has(link.target)) continue;
         let result: DeliveryResult;
@@ -327,25 +327,6 @@ class PartitionWorker {
       }
     }
     return this.finish(entry);
-  }
-
-  /** The content in the adapter's text format (sanitised on the way), keeping mentions and attachments. */
-  private contentFor(event: LogEvent): Content | undefined {
-    if (!('content' in event)) return undefined;
-    // Plain text is the same in every format (XEP-0393 has no escaping; adapters escape for HTML).
-    if (event.content.format === undefined) return event.content;
-    const { body, format, formatted, ...rest } = event.content;
-    const converted = convert(
-      { body, ...(format ? { format } : {}), ...(formatted !== undefined ? { formatted } : {}) },
-      this.adapter.textFormat ?? 'plain',
-      { isReply: 'rel' in event && event.rel !== undefined && 'replyTo' in event.rel },
-    );
-    return {
-      ...rest,
-      body: converted.body,
-      ...(converted.format ? { format: converted.format } : {}),
-      ...(converted.formatted !== undefined ? { formatted: converted.formatted } : {}),
-    };
   }
 
   /** The native ids, at this endpoint, of the events `rel` points to. */

@@ -7,7 +7,7 @@
  * `body` is always rendered from the same document, so it says what the
  * formatted text says (links as "text (url)", mentions as display names).
  */
-import type { TextFormat } from '../../core/event.js';
+import type { Content, LogEvent, TextFormat } from '../../core/event.js';
 import { hasMarkup, htmlToBlocks, renderHtml } from './html.js';
 import { collectMentions, hasFormatting, type Block } from './ir.js';
 import { parseMarkdown, renderMarkdown } from './markdown.js';
@@ -105,4 +105,28 @@ export function convert(content: FormattedText, target: TargetFormat, options: C
   }
   if (formatted === undefined || formatted === body || target === 'plain') return { body, matrixMentions };
   return { body, format: target, formatted, matrixMentions };
+}
+
+/**
+ * An event's content in a target format (sanitised on the way), keeping
+ * mentions and attachments; undefined for kinds without content. What a
+ * delivery hands an adapter as `context.content`, and what an adapter that
+ * renders straight from the log (history, archive queries) renders.
+ */
+export function contentInFormat(event: LogEvent, target: TargetFormat): Content | undefined {
+  if (!('content' in event)) return undefined;
+  // Plain text is the same in every format (XEP-0393 has no escaping; adapters escape for HTML).
+  if (event.content.format === undefined) return event.content;
+  const { body, format, formatted, ...rest } = event.content;
+  const converted = convert(
+    { body, ...(format ? { format } : {}), ...(formatted !== undefined ? { formatted } : {}) },
+    target,
+    { isReply: 'rel' in event && event.rel !== undefined && 'replyTo' in event.rel },
+  );
+  return {
+    ...rest,
+    body: converted.body,
+    ...(converted.format ? { format: converted.format } : {}),
+    ...(converted.formatted !== undefined ? { formatted: converted.formatted } : {}),
+  };
 }
