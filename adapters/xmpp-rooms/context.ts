@@ -5,7 +5,7 @@
  */
 import type { Logger } from 'pino';
 import type { IngestSink, LinkView } from '../../src/core/adapter.js';
-import type { LogEvent } from '../../src/core/event.js';
+import type { Content, LogEvent } from '../../src/core/event.js';
 import type { HistoryOptions, HistoryPage } from '../../src/core/ports.js';
 import type { XmppRoomsConfig } from './config.js';
 import type { XmlElement } from './ns.js';
@@ -24,6 +24,13 @@ export interface RoomArchive {
 /** The rooms a gateway user is granted (the same grants the HTTP API checks). */
 export type GrantLookup = (user: string) => Promise<readonly string[]>;
 
+/**
+ * An event's content in XEP-0393 styling, converted as a delivery converts it
+ * (src/bridge/format): what join history and MAM results render, the log
+ * holding whatever format the sender used.
+ */
+export type ContentIn = (event: LogEvent, format: 'xep0393') => Content | undefined;
+
 export interface XmppRoomsDeps {
   readonly name: string;
   readonly config: XmppRoomsConfig;
@@ -32,6 +39,7 @@ export interface XmppRoomsDeps {
   readonly links: LinkView;
   readonly archive: RoomArchive;
   readonly grants: GrantLookup;
+  readonly contentIn: ContentIn;
 }
 
 export interface RoomsContext extends XmppRoomsDeps {

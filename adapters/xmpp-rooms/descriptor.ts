@@ -16,7 +16,7 @@ export function describeXmppRoomsAdapter(create: (deps: XmppRoomsDeps) => Adapte
     schema: XmppRoomsConfig,
     parseConfig: parseXmppRoomsConfig,
     secrets: { SECRET: { path: ['secret'] } },
-    create: (deps) => create({ name: deps.name, config: deps.config, log: deps.log, sink: deps.sink, links: deps.links, archive: deps.archive, grants: deps.grants }),
+    create: (deps) => create({ name: deps.name, config: deps.config, log: deps.log, sink: deps.sink, links: deps.links, archive: deps.archive, grants: deps.grants, contentIn: deps.contentIn }),
     linkProblems(_room, link) {
       try {
         validateRoomsLink(link);

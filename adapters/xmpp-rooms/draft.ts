@@ -14,6 +14,7 @@ import { ID, OCCUPANT_ID, ORIGIN_ID, occupantIdem, scoped } from './ids.js';
 import { NS, type XmlElement } from './ns.js';
 import type { Action } from './parse.js';
 import type { Occupant, RoomState } from './state.js';
+import { textContent } from './styling.js';
 
 export type DraftOutcome =
   | { readonly ok: true; readonly draft: EventDraft }
@@ -63,7 +64,7 @@ export async function draftFor(ctx: RoomsContext, room: RoomState, occupant: Occ
   switch (action.kind) {
     case 'message': {
       const target = action.replyTo !== undefined ? await resolveRef(ctx, room, occupant.bare, action.replyTo, false) : undefined;
-      return { ok: true, draft: { ...base, kind: 'message', content: { body: action.body }, ...(target ? { rel: { replyTo: target.eventId } } : {}) } };
+      return { ok: true, draft: { ...base, kind: 'message', content: textContent(stanza, action.body), ...(target ? { rel: { replyTo: target.eventId } } : {}) } };
     }
     case 'edit': {
       const target = await resolveRef(ctx, room, occupant.bare, action.replaces, true);
@@ -71,7 +72,7 @@ export async function draftFor(ctx: RoomsContext, room: RoomState, occupant: Occ
       if (target.sender.uid !== uid) return { ok: false, condition: 'forbidden', text: 'only its sender corrects a message' };
       // an edit always names the original (XEP-0308 says the same of the id a client sends)
       const original = target.kind === 'edit' ? target.rel.replaces : target.eventId;
-      return { ok: true, draft: { ...base, kind: 'edit', content: { body: action.body }, rel: { replaces: original } } };
+      return { ok: true, draft: { ...base, kind: 'edit', content: textContent(stanza, action.body), rel: { replaces: original } } };
     }
     case 'retraction': {
       const target = await resolveRef(ctx, room, occupant.bare, action.redacts, false);

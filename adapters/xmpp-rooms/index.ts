@@ -62,7 +62,7 @@ export function createXmppRoomsAdapter(deps: XmppRoomsDeps): XmppRoomsAdapter {
   return {
     name,
     protocol: 'xmpp',
-    textFormat: 'plain',
+    textFormat: 'xep0393',
 
     async start() {
       refreshRooms();

@@ -24,6 +24,7 @@ export const NS = {
   occupantId: 'urn:xmpp:occupant-id:0',
   ping: 'urn:xmpp:ping',
   stanzas: 'urn:ietf:params:xml:ns:xmpp-stanzas',
+  styling: 'urn:xmpp:styling:0',
 } as const;
 
 export type ErrorType = 'auth' | 'cancel' | 'continue' | 'modify' | 'wait';

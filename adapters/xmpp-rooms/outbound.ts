@@ -24,8 +24,10 @@ export async function messageBuilder(ctx: RoomsContext, room: RoomState, event: 
     if (original) replacesId = visibleId(original, ctx.name);
   }
   const occupantId = recordedOccupantId(event, ctx.name);
+  // Live deliveries come converted; the reflection, join history and MAM render from the log and convert the same way.
+  const shown = content ?? ctx.contentIn(event, 'xep0393');
   return (to) => {
-    const message = renderEvent({ event, roomJid: room.jid, nick, via: ctx.name, content, replacesId, occupantId });
+    const message = renderEvent({ event, roomJid: room.jid, nick, via: ctx.name, content: shown, replacesId, occupantId });
     if (message) message.attrs['to'] = to;
     return message;
   };

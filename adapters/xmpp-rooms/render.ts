@@ -8,6 +8,7 @@ import type { Content, LogEvent } from '../../src/core/event.js';
 import { locateEventId } from '../../src/core/position.js';
 import { ID, OCCUPANT_ID, ORIGIN_ID, rawOf } from './ids.js';
 import { NS, xml, type XmlElement } from './ns.js';
+import { styledText } from './styling.js';
 
 const NS_CORRECT = 'urn:xmpp:message-correct:0';
 const NS_RETRACT = 'urn:xmpp:message-retract:1';
@@ -24,7 +25,7 @@ export interface RenderInput {
   readonly nick: string;
   /** this adapter's name: events from its occupants keep their own message ids */
   readonly via: string;
-  /** the content to show (the delivery's converted content, else the event's) */
+  /** the content to show, in XEP-0393 (the delivery's converted content, else the event's converted by `contentIn`) */
   readonly content?: Content | undefined;
   /** XEP-0308 needs the corrected message's own id: the original's visible id when it is not its event id */
   readonly replacesId?: string | undefined;
@@ -38,8 +39,11 @@ export function visibleId(event: LogEvent, via: string): string {
   return event.eventId;
 }
 
+/** Body (its XEP-0393 text when styled, `<unstyled/>` when plain text would look styled) and attachments. */
 function contentChildren(content: Content): XmlElement[] {
-  const children = [xml('body', {}, content.body)];
+  const { text, unstyled } = styledText(content);
+  const children = [xml('body', {}, text)];
+  if (unstyled) children.push(xml('unstyled', { xmlns: NS.styling }));
   for (const a of content.attachments ?? []) children.push(xml('x', { xmlns: NS_OOB }, xml('url', {}, a.url), a.name !== undefined ? xml('desc', {}, a.name) : undefined));
   return children;
 }

@@ -8,6 +8,7 @@
 import type { TSchema } from '@sinclair/typebox';
 import type { Logger } from 'pino';
 import type { Adapter, IngestSink, LinkView, TimelineReader } from './adapter.js';
+import type { Content, LogEvent, TextFormat } from './event.js';
 import type { EventLog, RoomLink, RoomSpec, StateStore } from './ports.js';
 
 /** What the runtime hands every adapter it builds; each descriptor passes on what its factory takes. */
@@ -27,6 +28,13 @@ export interface AdapterCreateDeps<C> {
   readonly archive: Pick<EventLog, 'info' | 'roomHistory' | 'getEvent'>;
   /** the rooms a gateway user is granted (the grants the HTTP API checks), for adapters that admit people */
   readonly grants: (user: string) => Promise<readonly string[]>;
+  /**
+   * An event's content in a text format, converted and sanitised exactly as
+   * a delivery's `context.content` is; for adapters that render events
+   * straight from the log (join history, archive queries). Undefined for
+   * kinds without content.
+   */
+  readonly contentIn: (event: LogEvent, format: TextFormat | 'plain') => Content | undefined;
 }
 
 /** One secret of an adapter's config section. */

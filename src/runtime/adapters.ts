@@ -10,6 +10,7 @@ import type { Adapter } from '../core/adapter.js';
 import type { EventLog, RoomSpec } from '../core/ports.js';
 import type { BridgeSink } from '../bridge/ingest.js';
 import type { RoomLinks } from '../bridge/links.js';
+import { contentInFormat } from '../bridge/format/index.js';
 import { Directory } from '../http/directory.js';
 import { adapterDescriptor } from './adapter-list.js';
 
@@ -41,6 +42,7 @@ export function createAdapters(config: Config, context: AdapterContext): Adapter
       state: context.log.state,
       archive: context.log,
       grants: (user) => directory.grants(user),
+      contentIn: contentInFormat,
     }),
   );
 }

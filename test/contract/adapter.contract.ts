@@ -19,7 +19,7 @@ import type { LogEvent } from '../../src/core/event.js';
 import type { EventLog, RoomLink } from '../../src/core/ports.js';
 import { createIngestSink } from '../../src/bridge/ingest.js';
 import { createRoomLinks, type RoomLinks } from '../../src/bridge/links.js';
-import { convert } from '../../src/bridge/format/index.js';
+import { contentInFormat } from '../../src/bridge/format/index.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { silentLogger } from '../../src/log/index.js';
 import { adapterDescriptor } from '../../src/runtime/adapter-list.js';
@@ -117,12 +117,7 @@ function countingSink(inner: IngestSink): { sink: IngestSink; count(body: string
 
 /** Calls deliver() as the delivery engine does (content in the adapter's text format), once. */
 function deliverOnce(adapter: Adapter, event: LogEvent, link: RoomLink, attempt: number): Promise<DeliveryResult> {
-  let content;
-  if ('content' in event) {
-    const { body, format, formatted, ...rest } = event.content;
-    const c = convert({ body, ...(format ? { format } : {}), ...(formatted !== undefined ? { formatted } : {}) }, adapter.textFormat ?? 'plain');
-    content = { ...rest, body: c.body, ...(c.format ? { format: c.format } : {}), ...(c.formatted !== undefined ? { formatted: c.formatted } : {}) };
-  }
+  const content = contentInFormat(event, adapter.textFormat ?? 'plain');
   return adapter.deliver(event, { room: event.room, link }, { attempt, references: {}, ...(content ? { content } : {}) });
 }
 
@@ -194,7 +189,7 @@ export function adapterContract(target: AdapterContractTarget): void {
       cleanups.push(async () => links.close());
       const counting = countingSink(createIngestSink({ log, logger: silentLogger() }));
       const config = descriptor.parseConfig(world.config);
-      const build = () => descriptor.create({ name: target.type, config, log: silentLogger(), sink: counting.sink, links, reader: log, state: log.state, archive: log, grants: target.grants ?? (async () => []) });
+      const build = () => descriptor.create({ name: target.type, config, log: silentLogger(), sink: counting.sink, links, reader: log, state: log.state, archive: log, grants: target.grants ?? (async () => []), contentIn: contentInFormat });
       let adapter = build();
       cleanups.push(() => adapter.stop());
       const start = async () => {

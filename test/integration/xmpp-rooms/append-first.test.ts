@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IngestSink } from '../../../src/core/adapter.js';
+import { contentInFormat } from '../../../src/bridge/format/index.js';
 import { createIngestSink } from '../../../src/bridge/ingest.js';
 import { createRoomLinks, type RoomLinks } from '../../../src/bridge/links.js';
 import { createEventLog } from '../../../src/eventlog/index.js';
@@ -57,6 +58,7 @@ beforeAll(async () => {
     links,
     archive: log,
     grants: (user) => Promise.resolve(user === 'staff' ? ['hall'] : []),
+    contentIn: contentInFormat,
   });
   await adapter.start();
   expect(adapter.status().connected).toBe(true);

@@ -13,6 +13,7 @@ import { parseXmppRoomsConfig } from '../../../adapters/xmpp-rooms/config.js';
 import type { RoomsContext } from '../../../adapters/xmpp-rooms/context.js';
 import { NS, xml, type XmlElement } from '../../../adapters/xmpp-rooms/ns.js';
 import { createState, syncRooms } from '../../../adapters/xmpp-rooms/state.js';
+import { contentInFormat } from '../../../src/bridge/format/index.js';
 import { createIngestSink } from '../../../src/bridge/ingest.js';
 import { createRoomLinks } from '../../../src/bridge/links.js';
 import type { EventLog } from '../../../src/core/ports.js';
@@ -60,6 +61,7 @@ async function contextOn(log: EventLog): Promise<{ ctx: RoomsContext; sent: XmlE
     links,
     archive: log,
     grants: async (user) => (user === 'alice' ? [ROOM] : []),
+    contentIn: contentInFormat,
     state,
     send: async (stanza) => void sent.push(stanza),
     flush: async () => undefined,
