@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { nativeKey, type Adapter, type DeliveryResult, type ReferenceIds } from '../core/adapter.js';
 import type { Content, LogEvent, Relations } from '../core/event.js';
+import { isSyncgateError } from '../core/errors.js';
 import { convert } from './format/index.js';
 import type { DeliveryQueue, EventLog, QueuedEntry, RoomLink } from '../core/ports.js';
 
@@ -439,7 +440,7 @@ export function createDeliveryManager(deps: DeliveryDeps): DeliveryManager {
     owner,
     async start() {
       if (workers.length > 0) return;
-      await Promise.all(groups.map((g) => deps.log.delivery.ensureGroup(g.partition, `out:${g.adapter.name}`)));
+      await Promise.all(groups.map((g) => ensureGroupUnlessUnavailable(deps.log, g.partition, `out:${g.adapter.name}`, deps.logger)));
       workers = groups.map((g) => ({
         adapter: g.adapter.name,
         partition: g.partition,
@@ -458,6 +459,22 @@ export function createDeliveryManager(deps: DeliveryDeps): DeliveryManager {
       return out;
     },
   };
+}
+
+/**
+ * Creates the consumer group, except on a partition that is unavailable (a
+ * Redis Cluster shard lost with no replica): nothing can be appended there
+ * either, and its worker creates the group when it takes the partition's
+ * lease once the shard is back. Only a group that never existed (a new
+ * adapter started during the outage) starts from that moment.
+ */
+export async function ensureGroupUnlessUnavailable(log: EventLog, partition: number, group: string, logger: Logger): Promise<void> {
+  try {
+    await log.delivery.ensureGroup(partition, group);
+  } catch (err) {
+    if (!isSyncgateError(err, 'SG_ERR_LOG_PARTITION_UNAVAILABLE')) throw err;
+    logger.warn({ partition, group, err: errText(err) }, 'partition unavailable: its consumer group is checked when its worker takes the lease');
+  }
 }
 
 /** A retry logs the message only: a stack trace per attempt buries the log. */

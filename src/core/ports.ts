@@ -226,5 +226,7 @@ export interface EventLog {
   /** applies age-based retention now (it also runs periodically) */
   trim(): Promise<void>;
   ping(): Promise<void>;
+  /** partitions the store cannot serve now (a Redis Cluster shard lost with no replica), ascending */
+  unavailablePartitions(): Promise<number[]>;
   close(): Promise<void>;
 }

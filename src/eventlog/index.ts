@@ -8,6 +8,7 @@ import { MemoryBackend } from './memory-backend.js';
 import { PartitionedLog } from './partitioned-log.js';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { RedisBackend, parseSeed } from './redis-backend.js';
+import { guardPartitions } from './partition-guard.js';
 
 export type { RetentionPolicy } from './backend.js';
 export { MAX_READ_LIMIT } from './partitioned-log.js';
@@ -44,7 +45,7 @@ export interface EventLogOptions {
 export function createEventLog(options: EventLogOptions): EventLog {
   const retention = { ...DEFAULT_RETENTION, ...options.retention };
   const log = options.log;
-  const backend = options.redis
+  const redis = options.redis
     ? new RedisBackend({
         ...(options.redis.url !== undefined ? { url: options.redis.url } : {}),
         ...(options.redis.cluster ? { cluster: { nodes: options.redis.cluster.nodes, tls: options.redis.cluster.tls === true } } : {}),
@@ -57,7 +58,9 @@ export function createEventLog(options: EventLogOptions): EventLog {
         ...(options.redis.password ? { redisOptions: { password: options.redis.password } } : {}),
         ...(options.onRedisCommand ? { onCommand: options.onRedisCommand } : {}),
       })
-    : new MemoryBackend({ partitions: options.partitions, retention });
+    : undefined;
+  // On a cluster one shard can be lost while the others serve: its partitions' failures get a code.
+  const backend = redis ? (options.redis?.cluster ? guardPartitions(redis) : redis) : new MemoryBackend({ partitions: options.partitions, retention });
   const tuning = {
     ...(options.tailBuffer !== undefined ? { tailBuffer: options.tailBuffer } : {}),
     ...(options.blockMs !== undefined ? { blockMs: options.blockMs } : {}),

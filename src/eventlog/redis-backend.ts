@@ -47,6 +47,9 @@ function parseIdValue(value: string): StreamPos {
 const CLUSTER_RETRY_MS = 30_000;
 const CLUSTER_RETRY_DELAY_MS = 200;
 
+/** how long a partition's probe may take before the partition counts as unavailable */
+const PROBE_MS = 1_500;
+
 /** events per append script call */
 const MAX_BATCH = 128;
 
@@ -782,10 +785,37 @@ export class RedisBackend implements LogBackend {
     try {
       await this.redis.ping();
     } catch (err) {
+      // On a cluster PING goes to any node, possibly a master that is gone while its
+      // shard's partitions are reported by unavailablePartitions(): the log answers
+      // as long as one partition does.
+      if (this.options.cluster && !this.closed && (await this.unavailablePartitions()).length < this.partitions) return;
       // Say which setting points where and why the connection failed, not which client option gave up.
       const why = this.redis.status === 'ready' || this.lastConnectionError === undefined ? (err instanceof Error ? err.message : String(err)) : this.lastConnectionError;
       throw new SyncgateError('SG_ERR_LOG_UNAVAILABLE', `${this.target} is not reachable: ${why}`);
     }
+  }
+
+  /**
+   * On a cluster, one cheap keyed command per partition (EXISTS of its feed)
+   * goes to the master owning its slot; a partition whose command fails or
+   * does not answer within PROBE_MS is unavailable. One Redis answers for all
+   * partitions or none, which ping() already says.
+   */
+  async unavailablePartitions(): Promise<number[]> {
+    this.closedCheck();
+    if (!this.options.cluster) return [];
+    const answers = await Promise.all(
+      Array.from({ length: this.partitions }, (_, p) => {
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), PROBE_MS)));
+        const probe = this.redis.exists(this.keys.feed(p)).then(
+          () => true,
+          () => false,
+        );
+        return Promise.race([probe, late]).finally(() => clearTimeout(timer));
+      }),
+    );
+    return answers.flatMap((ok, p) => (ok ? [] : [p]));
   }
 
   async close(): Promise<void> {

@@ -15,7 +15,7 @@ import type { Config } from '../config/index.js';
 import type { Adapter } from '../core/adapter.js';
 import { SyncgateError } from '../core/errors.js';
 import type { EventLog } from '../core/ports.js';
-import { createDeliveryManager, type DeliveryOptions } from '../bridge/delivery.js';
+import { createDeliveryManager, ensureGroupUnlessUnavailable, type DeliveryOptions } from '../bridge/delivery.js';
 import { createIngestSink, type BridgeSink } from '../bridge/ingest.js';
 import { createRoomLinks, type RoomLinks } from '../bridge/links.js';
 import { createEventLog, createSharedCounterStore } from '../eventlog/index.js';
@@ -65,7 +65,7 @@ export interface AdapterStatusReport {
 }
 
 export interface GatewayStatus {
-  readonly log: { readonly backend: string; readonly durable: boolean; readonly available: boolean };
+  readonly log: { readonly backend: string; readonly durable: boolean; readonly available: boolean; readonly unavailablePartitions: readonly number[] };
   readonly adapters: Readonly<Record<string, AdapterStatusReport>>;
 }
 
@@ -145,7 +145,9 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     const errors = [supervisor.lastFailure, supervisor.lastAdapterError].filter((e) => e !== undefined);
     return errors.sort((a, b) => a.at.localeCompare(b.at)).at(-1);
   };
-  const status = (): Promise<GatewayStatus> => {
+  const status = async (): Promise<GatewayStatus> => {
+    // a probe that fails as a whole (the log is away) is what `available` says already
+    const unavailablePartitions = log.available ? await log.unavailablePartitions().catch(() => []) : [];
     const report: Record<string, AdapterStatusReport> = {};
     for (const { adapter, supervisor, delivery } of supervisors) {
       const s = adapter.status();
@@ -162,7 +164,7 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
         detail: s.detail ?? {},
       };
     }
-    return Promise.resolve({ log: { backend: log.info.backend, durable: log.info.durable, available: log.available }, adapters: report });
+    return { log: { backend: log.info.backend, durable: log.info.durable, available: log.available, unavailablePartitions }, adapters: report };
   };
   registerAdapterStateMetrics({
     registry,
@@ -208,7 +210,9 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     status,
     async start() {
       // Consumer groups exist before anything can be appended, so nothing is missed.
-      for (const { adapter } of supervisors) await Promise.all(Array.from({ length: log.info.partitions }, (_, p) => log.delivery.ensureGroup(p, `out:${adapter.name}`)));
+      for (const { adapter } of supervisors) {
+        await Promise.all(Array.from({ length: log.info.partitions }, (_, p) => ensureGroupUnlessUnavailable(log, p, `out:${adapter.name}`, logger)));
+      }
       // The API first: devices sync and send while the adapters connect (the log keeps what is sent meanwhile).
       const address = await listen(app, config.http.host, config.http.port);
       // Then each adapter starts, in the background, on the replica that gets its connection lease;
