@@ -9,7 +9,7 @@
  * partitions, and say which ones are unavailable.
  */
 import { SyncgateError, isSyncgateError } from '../core/errors.js';
-import type { RoomSpec, RoomStore } from '../core/ports.js';
+import type { RoomSpec, RoomStore, StateStore } from '../core/ports.js';
 import { partitionOf } from '../core/position.js';
 import type { AppendRequest, LogBackend } from './backend.js';
 
@@ -64,6 +64,30 @@ function translate<T>(partition: number, run: () => Promise<T>): Promise<T> {
   });
 }
 
+/**
+ * The keys outside partitions (room index, users, devices, grants, markers)
+ * are single keys on whichever master owns their slot: while that shard
+ * fails over, or is lost, what needs them answers SG_ERR_LOG_UNAVAILABLE
+ * (a 503 the client retries), not an internal error.
+ */
+function shared<T>(what: string, run: () => Promise<T>): Promise<T> {
+  return run().catch((err: unknown) => {
+    if (!isShardUnreachable(err)) throw err;
+    throw new SyncgateError('SG_ERR_LOG_UNAVAILABLE', `the Redis Cluster shard holding ${what} is not reachable now: ${err instanceof Error ? err.message : String(err)}`, undefined, { cause: err });
+  });
+}
+
+function guardState(state: StateStore): StateStore {
+  return {
+    get: (ns, key) => shared(`state ${ns}`, () => state.get(ns, key)),
+    set: (ns, key, value) => shared(`state ${ns}`, () => state.set(ns, key, value)),
+    setIfAbsent: (ns, key, value) => shared(`state ${ns}`, () => state.setIfAbsent(ns, key, value)),
+    delete: (ns, key) => shared(`state ${ns}`, () => state.delete(ns, key)),
+    entries: (ns) => shared(`state ${ns}`, () => state.entries(ns)),
+    advance: (ns, key, value) => shared(`state ${ns}`, () => state.advance(ns, key, value)),
+  };
+}
+
 /** The room store with its per-room operations (a room's spec lives on its partition's slot) translated too. */
 function guardRooms(rooms: RoomStore, partitions: number): RoomStore {
   const of = (room: string) => partitionOf(room, partitions);
@@ -71,7 +95,7 @@ function guardRooms(rooms: RoomStore, partitions: number): RoomStore {
     put: (spec: RoomSpec) => translate(of(spec.id), () => rooms.put(spec)),
     get: (room: string) => translate(of(room), () => rooms.get(room)),
     delete: (room: string) => translate(of(room), () => rooms.delete(room)),
-    list: () => rooms.list(),
+    list: () => shared('the room index', () => rooms.list()),
     watch: (listener) => rooms.watch(listener),
   };
 }
@@ -81,6 +105,7 @@ export function guardPartitions<B extends LogBackend>(backend: B): B {
   const rooms = guardRooms(backend.rooms, backend.partitions);
   const wrapped = new Map<PropertyKey, unknown>([
     ['rooms', rooms],
+    ['state', guardState(backend.state)],
     ['append', (request: AppendRequest) => translate(request.partition, () => backend.append(request))],
   ]);
   for (const name of PARTITION_METHODS) {

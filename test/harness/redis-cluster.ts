@@ -206,3 +206,21 @@ export async function moveSlot(masters: readonly number[], slot: number, toPort:
     await nodeCommand(port, 'CLUSTER', 'SETSLOT', String(slot), 'NODE', toId);
   }
 }
+
+/**
+ * Kills (-9) the master serving `key`'s slot, waits until its replica is
+ * promoted (3 masters, 2 replicas), starts the killed node again and waits
+ * until it has rejoined as a replica (3 and 3). Returns the killed port.
+ */
+export async function failOverMasterOf(c: TestRedisCluster, key: string): Promise<number> {
+  const seed = c.servers.find((s) => s.alive)?.port ?? 0;
+  const { master } = await shardOf(seed, key);
+  const victim = c.servers.find((s) => s.port === master);
+  if (!victim) throw new Error(`the master of ${key} (:${master}) is not a node this harness started`);
+  await victim.kill();
+  const survivors = c.servers.filter((s) => s !== victim).map((s) => s.port);
+  await waitFor(() => clusterHealthy(survivors, 3, 2), { timeoutMs: 60_000, intervalMs: 200, what: `the replica of :${master} to be promoted` });
+  await victim.restart();
+  await waitFor(() => clusterHealthy(c.servers.map((s) => s.port), 3, 3), { timeoutMs: 60_000, intervalMs: 200, what: `:${master} to rejoin as a replica` });
+  return master;
+}
