@@ -7,7 +7,7 @@ import type { RetentionPolicy } from './backend.js';
 import { MemoryBackend } from './memory-backend.js';
 import { PartitionedLog } from './partitioned-log.js';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
-import { RedisBackend, parseSeed } from './redis-backend.js';
+import { RedisBackend, parseSeed, sentinelOptions, type RedisSentinelTarget } from './redis-backend.js';
 import { guardPartitions } from './partition-guard.js';
 
 export type { RetentionPolicy } from './backend.js';
@@ -30,6 +30,8 @@ export interface EventLogOptions {
     /** one Redis; or `cluster` */
     readonly url?: string | undefined;
     readonly cluster?: { readonly nodes: readonly string[]; readonly tls?: boolean | undefined } | undefined;
+    /** or Redis Sentinel */
+    readonly sentinel?: SentinelTarget | undefined;
     readonly prefix: string;
     readonly password?: string | undefined;
     /** acknowledge an append only once WAIT reports this many replicas (default 0) */
@@ -49,6 +51,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
     ? new RedisBackend({
         ...(options.redis.url !== undefined ? { url: options.redis.url } : {}),
         ...(options.redis.cluster ? { cluster: { nodes: options.redis.cluster.nodes, tls: options.redis.cluster.tls === true } } : {}),
+        ...(options.redis.sentinel ? { sentinel: sentinelTarget(options.redis.sentinel) } : {}),
         prefix: options.redis.prefix,
         waitReplicas: options.redis.waitReplicas ?? 0,
         waitTimeoutMs: options.redis.waitTimeoutMs ?? 2_000,
@@ -68,6 +71,18 @@ export function createEventLog(options: EventLogOptions): EventLog {
   return new PartitionedLog({ backend, retention, log, ...tuning });
 }
 
+/** Redis Sentinel as the config gives it */
+export interface SentinelTarget {
+  readonly nodes: readonly string[];
+  readonly name: string;
+  readonly password?: string | undefined;
+  readonly tls?: boolean | undefined;
+}
+
+function sentinelTarget(given: SentinelTarget): RedisSentinelTarget {
+  return { nodes: given.nodes, name: given.name, tls: given.tls === true, ...(given.password !== undefined ? { password: given.password } : {}) };
+}
+
 /** A Redis connection for a counter shared by the replicas (the HTTP rate limit); opaque outside src/eventlog. */
 export interface SharedCounterStore {
   /** an ioredis client, as @fastify/rate-limit takes it */
@@ -81,6 +96,7 @@ export function createSharedCounterStore(options: {
   /** one Redis, or the `cluster` seed nodes (as for the log) */
   readonly url?: string | undefined;
   readonly cluster?: { readonly nodes: readonly string[]; readonly tls?: boolean | undefined } | undefined;
+  readonly sentinel?: SentinelTarget | undefined;
   readonly prefix: string;
   readonly password?: string | undefined;
   readonly log: Logger;
@@ -93,7 +109,9 @@ export function createSharedCounterStore(options: {
     connectTimeout: 2000,
   };
   const { cluster } = options;
-  const client: Redis | Cluster = cluster
+  const client: Redis | Cluster = options.sentinel
+    ? new Redis(sentinelOptions(sentinelTarget(options.sentinel), redisOptions))
+    : cluster
     ? new Cluster(
         cluster.nodes.map(parseSeed),
         { redisOptions: { ...redisOptions, ...(cluster.tls === true || cluster.nodes.some((n) => n.startsWith('rediss://')) ? { tls: {} } : {}) } },

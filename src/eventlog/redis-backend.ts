@@ -75,10 +75,20 @@ export interface RedisClusterTarget {
   readonly tls?: boolean;
 }
 
+/** Redis Sentinel: the sentinels name the current master of `name` and announce its failovers. */
+export interface RedisSentinelTarget {
+  readonly nodes: readonly string[];
+  readonly name: string;
+  /** the sentinels' own password (the master's is redisOptions.password) */
+  readonly password?: string;
+  readonly tls?: boolean;
+}
+
 export interface RedisBackendOptions {
-  /** one Redis (exactly one of url and cluster) */
+  /** one Redis (exactly one of url, cluster and sentinel) */
   readonly url?: string;
   readonly cluster?: RedisClusterTarget;
+  readonly sentinel?: RedisSentinelTarget;
   readonly prefix: string;
   /**
    * With N > 0 an append is acknowledged only once WAIT reports N replicas
@@ -128,9 +138,10 @@ export function parseSeed(seed: string): { host: string; port: number } {
  * command lands on the master owning that partition); it is typed as a Redis
  * here so the rest of the backend does not tell the two apart.
  */
-function openClient(options: RedisBackendOptions, extra: RedisOptions): Redis {
+export function openClient(options: Pick<RedisBackendOptions, 'url' | 'cluster' | 'sentinel' | 'redisOptions'>, extra: RedisOptions): Redis {
   const redisOptions: RedisOptions = { ...options.redisOptions, ...extra };
-  const { cluster } = options;
+  const { cluster, sentinel } = options;
+  if (sentinel) return new Redis(sentinelOptions(sentinel, redisOptions));
   if (!cluster) return new Redis(options.url ?? '', redisOptions);
   const tls = cluster.tls === true || cluster.nodes.some((n) => n.startsWith('rediss://'));
   // No auto-pipelining on a cluster: ioredis groups pipelines by the slots' node set,
@@ -147,6 +158,27 @@ function openClient(options: RedisBackendOptions, extra: RedisOptions): Redis {
     retryDelayOnTryAgain: 200,
     slotsRefreshTimeout: 2000,
   }) as unknown as Redis;
+}
+
+/**
+ * The master of a Sentinel group: ioredis asks the sentinels for it at every
+ * (re)connection (and checks the server it reaches is a master) and, with
+ * the failover detector, reconnects as soon as a sentinel announces a new
+ * master; commands queued meanwhile go to the new one.
+ */
+export function sentinelOptions(sentinel: RedisSentinelTarget, redisOptions: RedisOptions): RedisOptions {
+  return {
+    ...redisOptions,
+    sentinels: sentinel.nodes.map(parseSeed),
+    name: sentinel.name,
+    failoverDetector: true,
+    // A connection can land on a server the sentinels then turn into a replica (a killed master
+    // restarted empty): its writes fail READONLY. Reconnect (the sentinels name the master) and
+    // send the command again; the append script is idempotent, so a resend cannot double an event.
+    reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 2 : false),
+    ...(sentinel.password !== undefined ? { sentinelPassword: sentinel.password } : {}),
+    ...(sentinel.tls === true ? { tls: { ...redisOptions.tls }, enableTLSForSentinelMode: true, sentinelTLS: {} } : {}),
+  };
 }
 
 function defineCommands(client: Redis): CommandClient {
@@ -301,7 +333,9 @@ export class RedisBackend implements LogBackend {
     this.options = options;
     this.target = options.cluster
       ? `Redis Cluster ${options.cluster.nodes.map((n) => redactUrl(n)).join(',')} (redis.cluster.nodes)`
-      : `Redis at ${redactUrl(options.url ?? '')} (redis.url / SYNCGATE_REDIS_URL)`;
+      : options.sentinel
+        ? `Redis Sentinel master ${options.sentinel.name} via ${options.sentinel.nodes.join(',')} (redis.sentinel)`
+        : `Redis at ${redactUrl(options.url ?? '')} (redis.url / SYNCGATE_REDIS_URL)`;
     this.partitions = options.partitions;
     this.retention = options.retention;
     this.keys = keySpace(options.prefix);

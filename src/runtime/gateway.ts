@@ -79,7 +79,12 @@ export interface GatewayDeps {
 
 export async function createGateway({ config, logger, extraAdapters, deliveryOptions }: GatewayDeps): Promise<Gateway> {
   if (config.redis) {
-    logger.info({ redis: config.redis.cluster ? { cluster: config.redis.cluster.nodes.map((n) => redactUrl(n)) } : redactUrl(config.redis.url ?? ''), prefix: config.redis.prefix, partitions: config.partitions }, 'event log: Redis');
+    const target = config.redis.cluster
+      ? { cluster: config.redis.cluster.nodes.map((n) => redactUrl(n)) }
+      : config.redis.sentinel
+        ? { sentinel: { name: config.redis.sentinel.name, nodes: config.redis.sentinel.nodes } }
+        : redactUrl(config.redis.url ?? '');
+    logger.info({ redis: target, prefix: config.redis.prefix, partitions: config.partitions }, 'event log: Redis');
   } else {
     logger.warn(
       { partitions: config.partitions },
@@ -99,7 +104,7 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
       idTtlMs: config.retention.idTtlDays * DAY_MS,
       telemetryMaxLen: config.retention.telemetryMaxLen,
     },
-    ...(config.redis ? { redis: { url: config.redis.url, cluster: config.redis.cluster, prefix: config.redis.prefix, password: config.redis.password, waitReplicas: config.redis.waitReplicas, waitTimeoutMs: config.redis.waitTimeoutMs } } : {}),
+    ...(config.redis ? { redis: { url: config.redis.url, cluster: config.redis.cluster, sentinel: config.redis.sentinel, prefix: config.redis.prefix, password: config.redis.password, waitReplicas: config.redis.waitReplicas, waitTimeoutMs: config.redis.waitTimeoutMs } } : {}),
   });
 
   const configProblems = config.rooms.flatMap((room, i) => roomLinkProblems(config, room).map((p) => `/rooms/${i}${p}`));
@@ -180,7 +185,7 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     log,
     logger: logger.child({ module: 'http' }),
     config: config.http,
-    ...(config.redis ? { rateLimitStore: createSharedCounterStore({ url: config.redis.url, cluster: config.redis.cluster, prefix: config.redis.prefix, password: config.redis.password, log: logger }) } : {}),
+    ...(config.redis ? { rateLimitStore: createSharedCounterStore({ url: config.redis.url, cluster: config.redis.cluster, sentinel: config.redis.sentinel, prefix: config.redis.prefix, password: config.redis.password, log: logger }) } : {}),
     registry,
     validateRoom: (spec) => roomLinkProblems(config, spec, extra.map((a) => a.name)),
     status: () => status(),
