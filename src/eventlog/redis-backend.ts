@@ -4,7 +4,9 @@
  * Per partition: a change feed stream (entries `r=<room>`), one timeline
  * stream per room whose entry ids equal the feed ids, and time-bucketed id-map
  * hashes (idempotency keys and native-id aliases → stream id). Blocking reads
- * run on their own connection per partition, created on first use.
+ * never share a connection with other traffic: on one Redis or Sentinel the
+ * live reads of all partitions share a small pool (feed-pool.ts); on a
+ * cluster each partition has its own, created on first use.
  */
 import { hash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -16,6 +18,7 @@ import type { RoomSpec, RoomStore, StateStore } from '../core/ports.js';
 import { ZERO_POS, comparePos, parseStreamId, partitionOf, posToString, type StreamPos } from '../core/position.js';
 import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, LogBackend, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
 import { decodeFields, encodeFields, encodeValues } from './codec.js';
+import { FeedPool } from './feed-pool.js';
 import { keySpace, type KeySpace } from './keys.js';
 import { redactUrl } from '../log/index.js';
 
@@ -46,6 +49,9 @@ function parseIdValue(value: string): StreamPos {
 /** how long an append waiting for replicas keeps following a cluster's failover before it fails */
 const CLUSTER_RETRY_MS = 30_000;
 const CLUSTER_RETRY_DELAY_MS = 200;
+
+/** blocking connections shared by the live reads of all partitions (one Redis or Sentinel) */
+const FEED_POOL_SIZE = 16;
 
 /** how long a partition's probe may take before the partition counts as unavailable */
 const PROBE_MS = 1_500;
@@ -316,6 +322,12 @@ export class RedisBackend implements LogBackend {
    */
   private readonly appender: CommandClient;
   private readonly blocking: Array<Redis | undefined>;
+  /**
+   * One Redis or Sentinel: the live reads of all partitions share FEED_POOL_SIZE
+   * blocking connections (see feed-pool.ts). A cluster keeps one per partition:
+   * one command cannot read keys of several hash slots.
+   */
+  private readonly feedPool: FeedPool | undefined;
   private readonly keys: KeySpace;
   private readonly retention: RetentionPolicy;
   private readonly idTtlSec: number;
@@ -362,6 +374,14 @@ export class RedisBackend implements LogBackend {
     );
     this.appender.on('error', (err: Error) => options.log.debug({ err: err.message }, 'redis append connection error'));
     this.blocking = Array.from({ length: options.partitions }, () => undefined);
+    this.feedPool = options.cluster
+      ? undefined
+      : new FeedPool({
+          size: Math.min(options.partitions, FEED_POOL_SIZE),
+          feedKey: (p) => this.keys.feed(p),
+          connect: (g) => this.duplicate(`${this.keys.prefix}tail:g${String(g).padStart(2, '0')}`, { enableAutoPipelining: false }),
+          control: () => this.redis,
+        });
     this.rooms = new RedisRoomStore(this.redis, this.keys, (room) => partitionOf(room, this.partitions), options.log, options.cluster !== undefined, (name) => this.duplicate(name, {}));
     this.state = new RedisStateStore(this.redis, this.keys);
   }
@@ -545,6 +565,11 @@ export class RedisBackend implements LogBackend {
 
   async waitFeed(partition: number, after: StreamPos, timeoutMs: number, count: number): Promise<FeedEntry[]> {
     this.closedCheck();
+    if (this.feedPool) {
+      const entries = await this.feedPool.wait(partition, posToString(after), timeoutMs, count);
+      this.closedCheck();
+      return this.withDrafts(partition, this.feedRows(entries));
+    }
     const client = this.blockingClient(partition);
     const reply = (await client.xread('COUNT', count, 'BLOCK', timeoutMs, 'STREAMS', this.keys.feed(partition), posToString(after))) as Array<
       [string, StreamReply]
@@ -856,6 +881,7 @@ export class RedisBackend implements LogBackend {
     if (this.closed) return;
     this.closed = true;
     for (const client of this.blocking) client?.disconnect();
+    this.feedPool?.close();
     this.rooms.close();
     // QUIT waits for a reply: a connection that is away is dropped instead (its queued commands fail).
     await Promise.all([this.redis, this.appender].map((client) => (client.status === 'ready' ? client.quit().catch(() => client.disconnect()) : client.disconnect())));
