@@ -11,6 +11,8 @@ import type { HttpContext } from '../context.js';
 import { Health, Readiness } from '../schemas.js';
 
 const READY_TIMEOUT_MS = 2000;
+/** the partition probe bounds each partition's answer itself (1.5 s); this is its outer limit */
+const PROBE_TIMEOUT_MS = 3000;
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -49,8 +51,12 @@ export function registerOpsRoutes(app: FastifyInstance, ctx: HttpContext): void 
         // A Redis Cluster that lost a shard with no replica still serves the other partitions:
         // still ready (every replica shares the cluster, so taking this one out helps no one),
         // but say which partitions are away.
-        const down = await withTimeout(ctx.log.unavailablePartitions(), READY_TIMEOUT_MS, 'the partition probe').catch(() => undefined);
-        if (down === undefined || down.length === 0) return { status: 'ok' as const, checks };
+        const down = await withTimeout(ctx.log.unavailablePartitions(), PROBE_TIMEOUT_MS, 'the partition probe').catch((err: unknown) => message(err));
+        if (typeof down === 'string') {
+          checks['partitions'] = { ok: false, detail: down };
+          return { status: 'degraded' as const, checks };
+        }
+        if (down.length === 0) return { status: 'ok' as const, checks };
         checks['partitions'] = { ok: false, detail: `${down.length} of ${ctx.log.info.partitions} partitions unavailable (SG_ERR_LOG_PARTITION_UNAVAILABLE): ${down.join(', ')}` };
         return { status: 'degraded' as const, unavailablePartitions: down, checks };
       }
