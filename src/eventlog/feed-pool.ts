@@ -103,7 +103,8 @@ class FeedGroup {
       .client('UNBLOCK', id)
       .then(
         (unblocked) => {
-          if (Number(unblocked) === 0 && tries < 100) setTimeout(() => this.interrupt(read, tries + 1), 5);
+          // stops by itself once that read returned (this.inFlight is another one then)
+          if (Number(unblocked) === 0) setTimeout(() => this.interrupt(read, tries + 1), Math.min(50, 5 * (tries + 1)));
         },
         () => undefined,
       );

@@ -50,6 +50,9 @@ function parseIdValue(value: string): StreamPos {
 const CLUSTER_RETRY_MS = 30_000;
 const CLUSTER_RETRY_DELAY_MS = 200;
 
+/** how long ping() waits for an answer before it reports the log unreachable */
+const PING_TIMEOUT_MS = 10_000;
+
 /** blocking connections shared by the live reads of all partitions (one Redis or Sentinel) */
 const FEED_POOL_SIZE = 16;
 
@@ -168,16 +171,17 @@ export function openClient(options: Pick<RedisBackendOptions, 'url' | 'cluster' 
 
 /**
  * The master of a Sentinel group: ioredis asks the sentinels for it at every
- * (re)connection (and checks the server it reaches is a master) and, with
- * the failover detector, reconnects as soon as a sentinel announces a new
- * master; commands queued meanwhile go to the new one.
+ * (re)connection and checks the server it reaches is a master; commands
+ * queued meanwhile go to the new one. (ioredis' failover detector is left
+ * off: its sentinel connections have no error listener, so a sentinel going
+ * down would be reported on stderr, outside the log; a master demoted while
+ * it stays up answers READONLY, which reconnects below.)
  */
 export function sentinelOptions(sentinel: RedisSentinelTarget, redisOptions: RedisOptions): RedisOptions {
   return {
     ...redisOptions,
     sentinels: sentinel.nodes.map(parseSeed),
     name: sentinel.name,
-    failoverDetector: true,
     // A connection can land on a server the sentinels then turn into a replica (a killed master
     // restarted empty): its writes fail READONLY. Reconnect (the sentinels name the master) and
     // send the command again; the append script is idempotent, so a resend cannot double an event.
@@ -222,7 +226,7 @@ class RedisRoomStore implements RoomStore {
       // meta first: the index never names a room without a spec
       await this.redis.hset(this.keys.roomMeta(this.partitionOf(spec.id), spec.id), 'spec', JSON.stringify(spec));
       await this.redis.sadd(this.keys.roomIndex(), spec.id);
-      await this.redis.publish(this.keys.roomChannel(), spec.id);
+      await this.announce(spec.id);
       return;
     }
     await this.redis
@@ -250,13 +254,24 @@ class RedisRoomStore implements RoomStore {
       const removed = await this.redis.srem(this.keys.roomIndex(), room);
       await this.redis.del(this.keys.roomMeta(this.partitionOf(room), room));
       if (removed !== 1) return false;
-      await this.redis.publish(this.keys.roomChannel(), room);
+      await this.announce(room);
       return true;
     }
     const [[, removed] = []] = (await this.redis.multi().del(this.keys.roomMeta(this.partitionOf(room), room)).srem(this.keys.roomIndex(), room).exec()) ?? [];
     if (removed !== 1) return false;
     await this.redis.publish(this.keys.roomChannel(), room);
     return true;
+  }
+
+  /**
+   * On a cluster a PUBLISH goes to any node and reaches the others over the
+   * cluster bus, each node's messages on its own link: two changes published
+   * through different nodes can arrive in either order. Published from a
+   * script keyed on the room index, every change leaves from that one master,
+   * in order.
+   */
+  private async announce(room: string): Promise<void> {
+    await this.redis.eval("redis.call('PUBLISH', ARGV[1], ARGV[2]) return 1", 1, this.keys.roomIndex(), this.keys.roomChannel(), room);
   }
 
   async watch(listener: (room: string) => void): Promise<() => void> {
@@ -841,8 +856,14 @@ export class RedisBackend implements LogBackend {
 
   async ping(): Promise<void> {
     this.closedCheck();
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await this.redis.ping();
+      // A client that cannot reach any sentinel keeps asking them without ever failing
+      // its commands: the ping (the gateway's startup check) gives up on its own.
+      const silence = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${PING_TIMEOUT_MS} ms${this.options.sentinel ? ' (do the sentinels answer, with redis.sentinel.password, and name the master?)' : ''}`)), PING_TIMEOUT_MS);
+      });
+      await Promise.race([this.redis.ping(), silence]);
     } catch (err) {
       // On a cluster PING goes to any node, possibly a master that is gone while its
       // shard's partitions are reported by unavailablePartitions(): the log answers
@@ -851,6 +872,8 @@ export class RedisBackend implements LogBackend {
       // Say which setting points where and why the connection failed, not which client option gave up.
       const why = this.redis.status === 'ready' || this.lastConnectionError === undefined ? (err instanceof Error ? err.message : String(err)) : this.lastConnectionError;
       throw new SyncgateError('SG_ERR_LOG_UNAVAILABLE', `${this.target} is not reachable: ${why}`);
+    } finally {
+      clearTimeout(timer);
     }
   }
 

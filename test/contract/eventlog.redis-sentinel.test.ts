@@ -7,8 +7,10 @@
  * sentinels for the whole file, started by the harness.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isSyncgateError } from '../../src/core/errors.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { silentLogger } from '../../src/log/index.js';
+import { message } from '../fixtures/events.js';
 import { waitFor } from '../harness/free-port.js';
 import { startGateway } from '../harness/gateway.js';
 import { testPrefix } from '../harness/redis.js';
@@ -39,6 +41,34 @@ eventLogContract({
       ...(options.retention ? { retention: options.retention } : {}),
       ...(options.tailBuffer ? { tailBuffer: options.tailBuffer } : {}),
     }),
+});
+
+describe('Redis Sentinel with passwords', () => {
+  it('uses redis.password for the master and redis.sentinel.password for the sentinels; a wrong one is a coded startup error', async () => {
+    const secured = await startRedisSentinel({ dataPassword: 'data-secret-1', sentinelPassword: 'sentinel-secret-2' });
+    const prefix = testPrefix('sentinel-auth');
+    const open = (password: string, sentinelPassword: string) =>
+      createEventLog({ partitions: 2, log: silentLogger(), redis: { sentinel: { nodes: secured.sentinels, name: secured.name, password: sentinelPassword }, password, prefix } });
+    const log = open('data-secret-1', 'sentinel-secret-2');
+    const wrong = open('data-secret-1', 'not-the-sentinel-password');
+    try {
+      await log.ping();
+      await log.rooms.put({ id: 'auth', links: [] });
+      const appended = await log.append(message('auth', 'through the sentinels, with passwords'));
+      const read = await log.read(undefined, { rooms: 'all', limit: 10 });
+      expect(read.events.map((e) => e.eventId)).toEqual([appended.eventId]);
+      // the gateway's startup check: which setting points where, and that it is not reachable
+      const refused = await wrong.ping().then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(isSyncgateError(refused, 'SG_ERR_LOG_UNAVAILABLE')).toBe(true);
+      expect(String(refused)).toMatch(/Redis Sentinel master sgmaster/);
+    } finally {
+      await Promise.all([log.close(), wrong.close()]);
+      await secured.stop();
+    }
+  }, 120_000);
 });
 
 describe('a gateway on Redis Sentinel', () => {

@@ -9,8 +9,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { findExecutable, getFreePort, isRunning, killOnExit, terminate, waitFor, waitForPort, LOOPBACK } from './free-port.js';
-import { nodeCommand } from './redis-cluster.js';
 
 export const SENTINEL_MASTER_NAME = 'sgmaster';
 
@@ -27,6 +27,7 @@ export interface TestRedisSentinel {
   /** the sentinels, host:port */
   readonly sentinels: readonly string[];
   readonly name: string;
+  readonly sentinelPassword?: string;
   /** the master and the replica as started (the roles change with a failover) */
   readonly servers: readonly SentinelDataNode[];
   /** the port of the master the sentinels name now */
@@ -43,9 +44,29 @@ async function spawnServer(bin: string, args: string[], port: number, what: stri
   return child;
 }
 
-async function sentinelMaster(port: number): Promise<number | undefined> {
+export interface SentinelOptions {
+  /** requirepass of the master and the replica (the sentinels and the replica authenticate with it) */
+  readonly dataPassword?: string;
+  /** requirepass of the sentinels themselves */
+  readonly sentinelPassword?: string;
+}
+
+/** One-shot command on one server; the connection is closed afterwards. */
+async function command(port: number, password: string | undefined, ...args: string[]): Promise<unknown> {
+  const client = new Redis({ host: LOOPBACK, port, lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 2_000, retryStrategy: () => null, ...(password ? { password } : {}) });
+  client.on('error', () => undefined);
   try {
-    const reply = (await nodeCommand(port, 'SENTINEL', 'get-master-addr-by-name', SENTINEL_MASTER_NAME)) as [string, string] | null;
+    await client.connect();
+    const [cmd = '', ...rest] = args;
+    return await client.call(cmd, ...rest);
+  } finally {
+    client.disconnect();
+  }
+}
+
+async function sentinelMaster(port: number, auth: string | undefined): Promise<number | undefined> {
+  try {
+    const reply = (await command(port, auth, 'SENTINEL', 'get-master-addr-by-name', SENTINEL_MASTER_NAME)) as [string, string] | null;
     return reply ? Number(reply[1]) : undefined;
   } catch {
     return undefined;
@@ -53,18 +74,18 @@ async function sentinelMaster(port: number): Promise<number | undefined> {
 }
 
 /** Every sentinel names `master`, sees a replica of it with a live link, and knows the other sentinels. */
-async function settled(sentinelPorts: readonly number[], master: number | undefined): Promise<boolean> {
+async function settled(sentinelPorts: readonly number[], master: number | undefined, auth: string | undefined): Promise<boolean> {
   try {
     for (const port of sentinelPorts) {
-      const named = await sentinelMaster(port);
+      const named = await sentinelMaster(port, auth);
       if (named === undefined || (master !== undefined && named !== master)) return false;
-      const replicas = (await nodeCommand(port, 'SENTINEL', 'replicas', SENTINEL_MASTER_NAME)) as string[][];
+      const replicas = (await command(port, auth, 'SENTINEL', 'replicas', SENTINEL_MASTER_NAME)) as string[][];
       const linked = replicas.some((fields) => {
         const flags = fields[fields.indexOf('flags') + 1] ?? '';
         return !/s_down|o_down|disconnected/.test(flags) && fields[fields.indexOf('master-link-status') + 1] === 'ok';
       });
       if (!linked) return false;
-      const others = (await nodeCommand(port, 'SENTINEL', 'sentinels', SENTINEL_MASTER_NAME)) as unknown[];
+      const others = (await command(port, auth, 'SENTINEL', 'sentinels', SENTINEL_MASTER_NAME)) as unknown[];
       if (others.length !== sentinelPorts.length - 1) return false;
     }
     return true;
@@ -73,7 +94,8 @@ async function settled(sentinelPorts: readonly number[], master: number | undefi
   }
 }
 
-export async function startRedisSentinel(): Promise<TestRedisSentinel> {
+export async function startRedisSentinel(options: SentinelOptions = {}): Promise<TestRedisSentinel> {
+  const auth = options.sentinelPassword;
   const bin = await findExecutable('redis-server');
   if (!bin) throw new Error('redis-server not found: install the Debian package `redis-server` (it runs as a sentinel with --sentinel)');
   const dir = await mkdtemp(join(tmpdir(), 'syncgate-redis-sentinel-'));
@@ -89,6 +111,7 @@ export async function startRedisSentinel(): Promise<TestRedisSentinel> {
       '--port', String(port), '--bind', LOOPBACK, '--protected-mode', 'no', '--daemonize', 'no',
       '--save', '', '--appendonly', 'no', '--dir', dir, '--dbfilename', `dump-${port}.rdb`,
       ...(replicaOf !== undefined ? ['--replicaof', LOOPBACK, String(replicaOf)] : []),
+      ...(options.dataPassword !== undefined ? ['--requirepass', options.dataPassword, '--masterauth', options.dataPassword] : []),
     ];
     const servers: SentinelDataNode[] = [];
     for (const [port, replicaOf] of [[masterPort, undefined], [replicaPort, masterPort]] as const) {
@@ -128,19 +151,23 @@ export async function startRedisSentinel(): Promise<TestRedisSentinel> {
           `sentinel down-after-milliseconds ${SENTINEL_MASTER_NAME} 1000`,
           `sentinel failover-timeout ${SENTINEL_MASTER_NAME} 5000`,
           `sentinel parallel-syncs ${SENTINEL_MASTER_NAME} 1`,
+          ...(options.dataPassword !== undefined ? [`sentinel auth-pass ${SENTINEL_MASTER_NAME} ${options.dataPassword}`] : []),
+          // the sentinels talk to each other with the same password
+          ...(options.sentinelPassword !== undefined ? [`requirepass ${options.sentinelPassword}`, `sentinel sentinel-pass ${options.sentinelPassword}`] : []),
           '',
         ].join('\n'),
       );
       children.push(await spawnServer(bin, [conf, '--sentinel'], port, 'redis-sentinel'));
       sentinelPorts.push(port);
     }
-    await waitFor(() => settled(sentinelPorts, masterPort), { timeoutMs: 60_000, intervalMs: 200, what: 'the sentinels to know the master, its replica and each other' });
+    await waitFor(() => settled(sentinelPorts, masterPort, auth), { timeoutMs: 60_000, intervalMs: 200, what: 'the sentinels to know the master, its replica and each other' });
     return {
       sentinels: sentinelPorts.map((p) => `${LOOPBACK}:${p}`),
       name: SENTINEL_MASTER_NAME,
+      ...(auth !== undefined ? { sentinelPassword: auth } : {}),
       servers,
       masterPort: async () => {
-        const named = await sentinelMaster(sentinelPorts[0] ?? 0);
+        const named = await sentinelMaster(sentinelPorts[0] ?? 0, auth);
         if (named === undefined) throw new Error('the sentinels name no master');
         return named;
       },
@@ -163,13 +190,13 @@ export async function sentinelFailover(s: TestRedisSentinel): Promise<number> {
   if (!victim) throw new Error(`the master :${old} is not a server this harness started`);
   await victim.kill();
   const ports = s.sentinels.map((n) => Number(n.slice(n.lastIndexOf(':') + 1)));
-  await waitFor(async () => (await Promise.all(ports.map(sentinelMaster))).every((m) => m !== undefined && m !== old), {
+  await waitFor(async () => (await Promise.all(ports.map((p) => sentinelMaster(p, s.sentinelPassword)))).every((m) => m !== undefined && m !== old), {
     timeoutMs: 60_000,
     intervalMs: 200,
     what: `the sentinels to promote a replica of :${old}`,
   });
   await victim.restart();
   const promoted = await s.masterPort();
-  await waitFor(() => settled(ports, promoted), { timeoutMs: 60_000, intervalMs: 200, what: `:${old} to come back as a replica of :${promoted}` });
+  await waitFor(() => settled(ports, promoted, s.sentinelPassword), { timeoutMs: 60_000, intervalMs: 200, what: `:${old} to come back as a replica of :${promoted}` });
   return old;
 }
