@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { nativeKey, type Adapter, type DeliveryResult, type ReferenceIds } from '../core/adapter.js';
 import type { LogEvent, Relations } from '../core/event.js';
+import { isSyncgateError } from '../core/errors.js';
 import { contentInFormat } from './format/index.js';
 import type { DeliveryQueue, EventLog, QueuedEntry, RoomLink } from '../core/ports.js';
 
@@ -425,7 +426,7 @@ export function createDeliveryManager(deps: DeliveryDeps): DeliveryManager {
     const have = new Set(workers.map((w) => `${w.adapter}\u0000${w.partition}`));
     const missing = groupsNow().filter((g) => !have.has(`${g.adapter.name}\u0000${g.partition}`));
     if (missing.length === 0) return;
-    await Promise.all(missing.map((g) => deps.log.delivery.ensureGroup(g.partition, `out:${g.adapter.name}`)));
+    await Promise.all(missing.map((g) => ensureGroupUnlessUnavailable(deps.log, g.partition, `out:${g.adapter.name}`, deps.logger)));
     if (run !== generation) return;
     const added = missing.map((g) => ({
       adapter: g.adapter.name,
@@ -475,6 +476,22 @@ export function createDeliveryManager(deps: DeliveryDeps): DeliveryManager {
       return out;
     },
   };
+}
+
+/**
+ * Creates the consumer group, except on a partition that is unavailable (a
+ * Redis Cluster shard lost with no replica): nothing can be appended there
+ * either, and its worker creates the group when it takes the partition's
+ * lease once the shard is back. Only a group that never existed (a new
+ * adapter started during the outage) starts from that moment.
+ */
+export async function ensureGroupUnlessUnavailable(log: EventLog, partition: number, group: string, logger: Logger): Promise<void> {
+  try {
+    await log.delivery.ensureGroup(partition, group);
+  } catch (err) {
+    if (!isSyncgateError(err, 'SG_ERR_LOG_PARTITION_UNAVAILABLE')) throw err;
+    logger.warn({ partition, group, err: errText(err) }, 'partition unavailable: its consumer group is checked when its worker takes the lease');
+  }
 }
 
 /** A retry logs the message only: a stack trace per attempt buries the log. */

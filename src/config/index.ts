@@ -33,6 +33,17 @@ export const ConfigSchema = Type.Object(
               { additionalProperties: false },
             ),
           ),
+          sentinel: Type.Optional(
+            Type.Object(
+              {
+                nodes: Type.Array(Type.String({ pattern: '^[^\\s/:]+:[0-9]{1,5}$' }), { minItems: 1, description: 'the sentinels, host:port; the client asks them for the current master and follows its failovers' }),
+                name: Type.String({ minLength: 1, description: 'the master group the sentinels monitor (`sentinel monitor <name> …`)' }),
+                password: Type.Optional(Type.String({ description: "the sentinels' own password, when they have one (the master and replicas use redis.password)" })),
+                tls: Type.Boolean({ default: false, description: 'TLS to the sentinels and to the master' }),
+              },
+              { additionalProperties: false },
+            ),
+          ),
           prefix: Type.String({ pattern: '^[A-Za-z0-9:_.-]{0,64}$', default: 'sg:' }),
           waitReplicas: Type.Integer({ minimum: 0, maximum: 16, default: 0, description: 'an append is acknowledged only once WAIT reports this many replicas have it (0 = on the master alone)' }),
           waitTimeoutMs: Type.Integer({ minimum: 1, maximum: 60_000, default: 2_000, description: 'how long WAIT may take before the append is reported as failed' }),
@@ -118,6 +129,10 @@ export type Config = Omit<Static<typeof ConfigSchema>, 'adapters'> & { readonly 
 export const ENV_OVERRIDES: Readonly<Record<string, readonly string[]>> = {
   SYNCGATE_PARTITIONS: ['partitions'],
   SYNCGATE_REDIS_URL: ['redis', 'url'],
+  SYNCGATE_REDIS_CLUSTER_NODES: ['redis', 'cluster', 'nodes'],
+  SYNCGATE_REDIS_SENTINEL_NODES: ['redis', 'sentinel', 'nodes'],
+  SYNCGATE_REDIS_SENTINEL_NAME: ['redis', 'sentinel', 'name'],
+  SYNCGATE_REDIS_SENTINEL_PASSWORD: ['redis', 'sentinel', 'password'],
   SYNCGATE_REDIS_PREFIX: ['redis', 'prefix'],
   SYNCGATE_REDIS_PASSWORD: ['redis', 'password'],
   SYNCGATE_HTTP_HOST: ['http', 'host'],
@@ -130,6 +145,9 @@ export const ENV_OVERRIDES: Readonly<Record<string, readonly string[]>> = {
   // Secrets of the adapters with their default names (the Helm chart's Secret keys), from each adapter's descriptor.
   ...ADAPTER_SHORT_FORMS,
 };
+
+/** Overrides whose value is a list: comma-separated, blanks around each item dropped. */
+const LIST_ENV: ReadonlySet<string> = new Set(['SYNCGATE_REDIS_CLUSTER_NODES', 'SYNCGATE_REDIS_SENTINEL_NODES']);
 
 /**
  * Kubernetes injects "service link" variables for every Service of the
@@ -168,6 +186,7 @@ const SECRET_ENV: ReadonlySet<string> = new Set([
   'SYNCGATE_ADMIN_TOKEN',
   'SYNCGATE_REDIS_URL',
   'SYNCGATE_REDIS_PASSWORD',
+  'SYNCGATE_REDIS_SENTINEL_PASSWORD',
   ...Object.keys(ADAPTER_SHORT_FORMS),
 ]);
 
@@ -218,11 +237,11 @@ function readSecretFiles(env: Readonly<Record<string, string | undefined>>, adap
 }
 
 /** Config paths whose values are secrets: a problem with one never shows the value. */
-const SECRET_PATHS: readonly string[] = ['/http/adminToken', '/redis/password', '/redis/url'];
+const SECRET_PATHS: readonly string[] = ['/http/adminToken', '/redis/password', '/redis/url', '/redis/sentinel/password'];
 
 type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
 
-function setPath(target: Record<string, unknown>, path: readonly string[], value: string): void {
+function setPath(target: Record<string, unknown>, path: readonly string[], value: string | string[]): void {
   let node = target;
   for (const key of path.slice(0, -1)) {
     const child = node[key];
@@ -256,7 +275,8 @@ export function resolveConfig(raw: unknown, given: Readonly<Record<string, strin
   const env = files.env;
   for (const [name, path] of Object.entries(ENV_OVERRIDES)) {
     const value = env[name];
-    if (value !== undefined && value !== '') setPath(merged, path, value);
+    if (value === undefined || value === '') continue;
+    setPath(merged, path, LIST_ENV.has(name) ? value.split(',').map((item) => item.trim()).filter(Boolean) : value);
   }
   const adapterSecrets = new Set<string>();
   for (const [name, value] of Object.entries(env)) {
@@ -284,8 +304,8 @@ export function resolveConfig(raw: unknown, given: Readonly<Record<string, strin
     }),
   );
   const base = converted as Static<typeof ConfigSchema>;
-  if (base.redis && (base.redis.url === undefined) === (base.redis.cluster === undefined)) {
-    problems.push('/redis: set exactly one of redis.url (one Redis) and redis.cluster.nodes (Redis Cluster)');
+  if (base.redis && [base.redis.url, base.redis.cluster, base.redis.sentinel].filter((target) => target !== undefined).length !== 1) {
+    problems.push('/redis: set exactly one of redis.url (one Redis), redis.cluster.nodes (Redis Cluster) and redis.sentinel (Redis Sentinel)');
   }
   const adapters = parseAdapterSections(typeof base.adapters === 'object' && base.adapters !== null ? base.adapters : {});
   problems.push(...adapters.problems);

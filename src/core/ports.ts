@@ -245,5 +245,7 @@ export interface EventLog {
    */
   partitionCount(): Promise<number>;
   ping(): Promise<void>;
+  /** partitions the store cannot serve now (a Redis Cluster shard lost with no replica), ascending */
+  unavailablePartitions(): Promise<number[]>;
   close(): Promise<void>;
 }

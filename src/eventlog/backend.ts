@@ -153,6 +153,8 @@ export interface LogBackend {
   deliveryGet(partition: number, field: string): Promise<string | undefined>;
 
   ping(): Promise<void>;
+  /** partitions whose store does not answer now (a Redis Cluster shard with no master), ascending; [] when all answer */
+  unavailablePartitions(): Promise<number[]>;
   /** interrupts blocking reads and releases connections */
   close(): Promise<void>;
 }

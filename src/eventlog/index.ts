@@ -7,7 +7,8 @@ import type { RetentionPolicy } from './backend.js';
 import { MemoryBackend } from './memory-backend.js';
 import { PartitionedLog } from './partitioned-log.js';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
-import { RedisBackend, parseSeed } from './redis-backend.js';
+import { RedisBackend, parseSeed, sentinelOptions, type RedisSentinelTarget } from './redis-backend.js';
+import { guardPartitions } from './partition-guard.js';
 
 export type { RetentionPolicy } from './backend.js';
 export { MAX_READ_LIMIT } from './partitioned-log.js';
@@ -29,6 +30,8 @@ export interface EventLogOptions {
     /** one Redis; or `cluster` */
     readonly url?: string | undefined;
     readonly cluster?: { readonly nodes: readonly string[]; readonly tls?: boolean | undefined } | undefined;
+    /** or Redis Sentinel */
+    readonly sentinel?: SentinelTarget | undefined;
     readonly prefix: string;
     readonly password?: string | undefined;
     /** acknowledge an append only once WAIT reports this many replicas (default 0) */
@@ -55,10 +58,11 @@ export function createMemoryStore(options: { readonly partitions: number; readon
 export function createEventLog(options: EventLogOptions): EventLog {
   const retention = { ...DEFAULT_RETENTION, ...options.retention };
   const log = options.log;
-  const backend = options.redis
+  const redis = options.redis
     ? new RedisBackend({
         ...(options.redis.url !== undefined ? { url: options.redis.url } : {}),
         ...(options.redis.cluster ? { cluster: { nodes: options.redis.cluster.nodes, tls: options.redis.cluster.tls === true } } : {}),
+        ...(options.redis.sentinel ? { sentinel: sentinelTarget(options.redis.sentinel) } : {}),
         prefix: options.redis.prefix,
         waitReplicas: options.redis.waitReplicas ?? 0,
         waitTimeoutMs: options.redis.waitTimeoutMs ?? 2_000,
@@ -68,12 +72,30 @@ export function createEventLog(options: EventLogOptions): EventLog {
         ...(options.redis.password ? { redisOptions: { password: options.redis.password } } : {}),
         ...(options.onRedisCommand ? { onCommand: options.onRedisCommand } : {}),
       })
+    : undefined;
+  // On a cluster one shard can be lost while the others serve: its partitions' failures get a code.
+  const backend = redis
+    ? options.redis?.cluster
+      ? guardPartitions(redis)
+      : redis
     : (options.memoryStore?.backend ?? new MemoryBackend({ partitions: options.partitions, retention })).attach();
   const tuning = {
     ...(options.tailBuffer !== undefined ? { tailBuffer: options.tailBuffer } : {}),
     ...(options.blockMs !== undefined ? { blockMs: options.blockMs } : {}),
   };
   return new PartitionedLog({ backend, partitions: options.partitions, retention, log, ...tuning });
+}
+
+/** Redis Sentinel as the config gives it */
+export interface SentinelTarget {
+  readonly nodes: readonly string[];
+  readonly name: string;
+  readonly password?: string | undefined;
+  readonly tls?: boolean | undefined;
+}
+
+function sentinelTarget(given: SentinelTarget): RedisSentinelTarget {
+  return { nodes: given.nodes, name: given.name, tls: given.tls === true, ...(given.password !== undefined ? { password: given.password } : {}) };
 }
 
 /** A Redis connection for a counter shared by the replicas (the HTTP rate limit); opaque outside src/eventlog. */
@@ -89,6 +111,7 @@ export function createSharedCounterStore(options: {
   /** one Redis, or the `cluster` seed nodes (as for the log) */
   readonly url?: string | undefined;
   readonly cluster?: { readonly nodes: readonly string[]; readonly tls?: boolean | undefined } | undefined;
+  readonly sentinel?: SentinelTarget | undefined;
   readonly prefix: string;
   readonly password?: string | undefined;
   readonly log: Logger;
@@ -101,7 +124,9 @@ export function createSharedCounterStore(options: {
     connectTimeout: 2000,
   };
   const { cluster } = options;
-  const client: Redis | Cluster = cluster
+  const client: Redis | Cluster = options.sentinel
+    ? new Redis(sentinelOptions(sentinelTarget(options.sentinel), redisOptions))
+    : cluster
     ? new Cluster(
         cluster.nodes.map(parseSeed),
         { redisOptions: { ...redisOptions, ...(cluster.tls === true || cluster.nodes.some((n) => n.startsWith('rediss://')) ? { tls: {} } : {}) } },

@@ -591,6 +591,10 @@ export class MemoryBackend implements LogBackend {
     return Promise.resolve(this.part(partition).delivered.get(field));
   }
 
+  unavailablePartitions(): Promise<number[]> {
+    return Promise.resolve([]);
+  }
+
   ping(): Promise<void> {
     this.closedCheck();
     return Promise.resolve();

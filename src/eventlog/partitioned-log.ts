@@ -15,7 +15,7 @@ import {
   startCursor,
   type SyncCursor,
 } from '../core/cursor.js';
-import { SyncgateError } from '../core/errors.js';
+import { SyncgateError, isSyncgateError } from '../core/errors.js';
 import { isTimelineKind, parseEventDraft, type DraftOf, type EventDraft, type LogEvent } from '../core/event.js';
 import type {
   AppendOptions,
@@ -388,8 +388,9 @@ export class PartitionedLog implements EventLog {
       if (pos === undefined) return false;
       const direct = this.directRooms(plan, p);
       if (direct?.length === 0) return false;
-      const marks = direct ? await this.backend.roomsTrimmedUpTo(p, direct) : [await this.backend.trimmedUpTo(p)];
-      return marks.some((t) => comparePos(t, pos) > 0);
+      // an unavailable partition is not read either (see read): it is checked when it is back
+      const marks = await skipUnavailable(direct ? this.backend.roomsTrimmedUpTo(p, direct) : this.backend.trimmedUpTo(p).then((t) => [t]));
+      return (marks ?? []).some((t) => comparePos(t, pos) > 0);
     });
     return (await Promise.all(checks)).some(Boolean);
   }
@@ -408,21 +409,29 @@ export class PartitionedLog implements EventLog {
     const positions = new Map<number, StreamPos>(plan.partitions.map((p) => [p, cursor.get(p) ?? ZERO_POS]));
     const collected: Array<{ p: number; entry: FeedEntry }> = [];
     let active = [...plan.partitions];
+    const unavailable: SyncgateError[] = [];
+    let answered = 0;
     for (let round = 0; round < 4 && active.length > 0; round++) {
       const remaining = options.limit - collected.length;
       // Another round costs a round trip per partition: only when the page is less than half full.
       if (remaining <= 0 || (round > 0 && collected.length >= options.limit / 2)) break;
       const quota = Math.max(1, Math.ceil(remaining / active.length));
-      const scans = await Promise.all(active.map((p) => this.scanPartition(plan, p, positions.get(p) ?? ZERO_POS, quota)));
+      const scans = await Promise.all(active.map((p) => skipUnavailable(this.scanPartition(plan, p, positions.get(p) ?? ZERO_POS, quota), (err) => unavailable.push(err))));
       const stillActive: number[] = [];
       scans.forEach((scan, i) => {
         const p = active[i] ?? 0;
+        // An unavailable partition (a lost cluster shard) keeps its position: its events come once it is back.
+        if (!scan) return;
+        if (round === 0) answered++;
         positions.set(p, scan.scannedTo);
         for (const entry of scan.entries) collected.push({ p, entry });
         if (scan.entries.length === quota && !scan.exhausted) stillActive.push(p);
       });
       active = stillActive;
     }
+    // Only when none of the partitions holding the rooms answered: the read has nothing to give.
+    const [first] = unavailable;
+    if (first && answered === 0) throw first;
     // The page keeps the earliest `limit` entries; a partition whose later entries do
     // not fit resumes just before the first of them, so they come on the next page.
     collected.sort((a, b) => comparePos(a.entry.pos, b.entry.pos) || a.p - b.p);
@@ -681,12 +690,32 @@ export class PartitionedLog implements EventLog {
     return this.backend.ping();
   }
 
+  unavailablePartitions(): Promise<number[]> {
+    this.ensureOpen();
+    return this.backend.unavailablePartitions();
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     for (const s of [...this.sessions]) s.close();
     for (const feed of this.live) feed?.stop();
     await this.backend.close();
+  }
+}
+
+/**
+ * The result, or undefined when the partition is unavailable (a Redis Cluster
+ * shard lost with no replica: SG_ERR_LOG_PARTITION_UNAVAILABLE); other errors
+ * are thrown as they are.
+ */
+async function skipUnavailable<T>(work: Promise<T>, onUnavailable?: (err: SyncgateError) => void): Promise<T | undefined> {
+  try {
+    return await work;
+  } catch (err) {
+    if (!isSyncgateError(err, 'SG_ERR_LOG_PARTITION_UNAVAILABLE')) throw err;
+    onUnavailable?.(err);
+    return undefined;
   }
 }
 
@@ -764,6 +793,7 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
 
   private async pump(plan: ReadPlan, partition: number): Promise<void> {
     const feed = this.o.live(partition);
+    let failures = 0;
     while (!this.closed) {
       if (this.fellBehind.has(partition)) {
         // Fell behind live (the queue was full). Once the stream took half the queue,
@@ -780,8 +810,16 @@ class TailSession implements AsyncIterable<TailItem>, AsyncIterator<TailItem> {
       if (this.closed) return;
       // Taken before the read: every entry up to it exists already, so the read covers them.
       const covered = feed.coveredAfter();
-      const page = await this.o.log.readPartition(plan, partition, this.position(partition), Math.min(SCAN_PAGE, Math.max(16, this.o.buffer)));
+      const page = await skipUnavailable(this.o.log.readPartition(plan, partition, this.position(partition), Math.min(SCAN_PAGE, Math.max(16, this.o.buffer))));
       if (this.closed) return;
+      if (!page) {
+        // The partition is unavailable (a lost cluster shard): the others go on; this one
+        // tries again, backing off, and resumes from where it was once it is back.
+        failures++;
+        await new Promise((resolve) => setTimeout(resolve, Math.min(5000, 100 * 2 ** Math.min(failures, 6))));
+        continue;
+      }
+      failures = 0;
       if (page.scanned > 0) {
         for (const entry of page.entries) {
           await this.waitForSpace();

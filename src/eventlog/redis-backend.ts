@@ -4,7 +4,9 @@
  * Per partition: a change feed stream (entries `r=<room>`), one timeline
  * stream per room whose entry ids equal the feed ids, and time-bucketed id-map
  * hashes (idempotency keys and native-id aliases → stream id). Blocking reads
- * run on their own connection per partition, created on first use.
+ * never share a connection with other traffic: on one Redis or Sentinel the
+ * live reads of all partitions share a small pool (feed-pool.ts); on a
+ * cluster each partition has its own, created on first use.
  */
 import { hash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -16,6 +18,7 @@ import type { RoomSpec, RoomStore, StateStore } from '../core/ports.js';
 import { MAX_PARTITIONS, ZERO_POS, comparePos, fnv1a32, parseStreamId, partitionOf, posToString, type StreamPos } from '../core/position.js';
 import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, LogBackend, PartitionMeta, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
 import { decodeFields, encodeFields, encodeValues } from './codec.js';
+import { FeedPool } from './feed-pool.js';
 import { keySpace, type KeySpace } from './keys.js';
 import { redactUrl } from '../log/index.js';
 
@@ -47,6 +50,15 @@ function parseIdValue(value: string): StreamPos {
 const CLUSTER_RETRY_MS = 30_000;
 const CLUSTER_RETRY_DELAY_MS = 200;
 
+/** how long ping() waits for an answer before it reports the log unreachable */
+const PING_TIMEOUT_MS = 10_000;
+
+/** blocking connections shared by the live reads of all partitions (one Redis or Sentinel) */
+const FEED_POOL_SIZE = 16;
+
+/** how long a partition's probe may take before the partition counts as unavailable */
+const PROBE_MS = 1_500;
+
 /** events per append script call */
 const MAX_BATCH = 128;
 
@@ -74,10 +86,20 @@ export interface RedisClusterTarget {
   readonly tls?: boolean;
 }
 
+/** Redis Sentinel: the sentinels name the current master of `name` and announce its failovers. */
+export interface RedisSentinelTarget {
+  readonly nodes: readonly string[];
+  readonly name: string;
+  /** the sentinels' own password (the master's is redisOptions.password) */
+  readonly password?: string;
+  readonly tls?: boolean;
+}
+
 export interface RedisBackendOptions {
-  /** one Redis (exactly one of url and cluster) */
+  /** one Redis (exactly one of url, cluster and sentinel) */
   readonly url?: string;
   readonly cluster?: RedisClusterTarget;
+  readonly sentinel?: RedisSentinelTarget;
   readonly prefix: string;
   /**
    * With N > 0 an append is acknowledged only once WAIT reports N replicas
@@ -127,9 +149,10 @@ export function parseSeed(seed: string): { host: string; port: number } {
  * command lands on the master owning that partition); it is typed as a Redis
  * here so the rest of the backend does not tell the two apart.
  */
-function openClient(options: RedisBackendOptions, extra: RedisOptions): Redis {
+export function openClient(options: Pick<RedisBackendOptions, 'url' | 'cluster' | 'sentinel' | 'redisOptions'>, extra: RedisOptions): Redis {
   const redisOptions: RedisOptions = { ...options.redisOptions, ...extra };
-  const { cluster } = options;
+  const { cluster, sentinel } = options;
+  if (sentinel) return new Redis(sentinelOptions(sentinel, redisOptions));
   if (!cluster) return new Redis(options.url ?? '', redisOptions);
   const tls = cluster.tls === true || cluster.nodes.some((n) => n.startsWith('rediss://'));
   // No auto-pipelining on a cluster: ioredis groups pipelines by the slots' node set,
@@ -146,6 +169,28 @@ function openClient(options: RedisBackendOptions, extra: RedisOptions): Redis {
     retryDelayOnTryAgain: 200,
     slotsRefreshTimeout: 2000,
   }) as unknown as Redis;
+}
+
+/**
+ * The master of a Sentinel group: ioredis asks the sentinels for it at every
+ * (re)connection and checks the server it reaches is a master; commands
+ * queued meanwhile go to the new one. (ioredis' failover detector is left
+ * off: its sentinel connections have no error listener, so a sentinel going
+ * down would be reported on stderr, outside the log; a master demoted while
+ * it stays up answers READONLY, which reconnects below.)
+ */
+export function sentinelOptions(sentinel: RedisSentinelTarget, redisOptions: RedisOptions): RedisOptions {
+  return {
+    ...redisOptions,
+    sentinels: sentinel.nodes.map(parseSeed),
+    name: sentinel.name,
+    // A connection can land on a server the sentinels then turn into a replica (a killed master
+    // restarted empty): its writes fail READONLY. Reconnect (the sentinels name the master) and
+    // send the command again; the append script is idempotent, so a resend cannot double an event.
+    reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 2 : false),
+    ...(sentinel.password !== undefined ? { sentinelPassword: sentinel.password } : {}),
+    ...(sentinel.tls === true ? { tls: { ...redisOptions.tls }, enableTLSForSentinelMode: true, sentinelTLS: {} } : {}),
+  };
 }
 
 function defineCommands(client: Redis): CommandClient {
@@ -189,7 +234,7 @@ class RedisRoomStore implements RoomStore {
       // meta first: the index never names a room without a spec
       await this.redis.hset(this.keys.roomMeta(partition, spec.id), 'spec', JSON.stringify(spec));
       await this.redis.sadd(this.keys.roomIndex(), spec.id);
-      await this.redis.publish(this.keys.roomChannel(), spec.id);
+      await this.announce(spec.id);
       return;
     }
     await this.redis
@@ -222,13 +267,24 @@ class RedisRoomStore implements RoomStore {
       const removed = await this.redis.srem(this.keys.roomIndex(), room);
       await this.redis.del(this.keys.roomMeta(partition, room));
       if (removed !== 1) return false;
-      await this.redis.publish(this.keys.roomChannel(), room);
+      await this.announce(room);
       return true;
     }
     const [[, removed] = []] = (await this.redis.multi().del(this.keys.roomMeta(partition, room)).srem(this.keys.roomIndex(), room).exec()) ?? [];
     if (removed !== 1) return false;
     await this.redis.publish(this.keys.roomChannel(), room);
     return true;
+  }
+
+  /**
+   * On a cluster a PUBLISH goes to any node and reaches the others over the
+   * cluster bus, each node's messages on its own link: two changes published
+   * through different nodes can arrive in either order. Published from a
+   * script keyed on the room index, every change leaves from that one master,
+   * in order.
+   */
+  private async announce(room: string): Promise<void> {
+    await this.redis.eval("redis.call('PUBLISH', ARGV[1], ARGV[2]) return 1", 1, this.keys.roomIndex(), this.keys.roomChannel(), room);
   }
 
   async watch(listener: (room: string) => void): Promise<() => void> {
@@ -297,6 +353,14 @@ export class RedisBackend implements LogBackend {
    */
   private readonly appender: CommandClient;
   private readonly blocking: Array<Redis | undefined> = [];
+  /**
+   * One Redis or Sentinel: the live reads of all partitions share FEED_POOL_SIZE
+   * blocking connections (see feed-pool.ts; a group connects on first use). A
+   * cluster keeps one per partition: one command cannot read keys of several hash slots.
+   */
+  private readonly feedPool: FeedPool | undefined;
+  /** the largest partition count seen (configured, stored or raised): what the probes cover */
+  private partitions: number;
   private readonly keys: KeySpace;
   private readonly retention: RetentionPolicy;
   private readonly idTtlSec: number;
@@ -314,8 +378,11 @@ export class RedisBackend implements LogBackend {
     this.options = options;
     this.target = options.cluster
       ? `Redis Cluster ${options.cluster.nodes.map((n) => redactUrl(n)).join(',')} (redis.cluster.nodes)`
-      : `Redis at ${redactUrl(options.url ?? '')} (redis.url / SYNCGATE_REDIS_URL)`;
+      : options.sentinel
+        ? `Redis Sentinel master ${options.sentinel.name} via ${options.sentinel.nodes.join(',')} (redis.sentinel)`
+        : `Redis at ${redactUrl(options.url ?? '')} (redis.url / SYNCGATE_REDIS_URL)`;
     this.configured = options.partitions;
+    this.partitions = options.partitions;
     this.retention = options.retention;
     this.keys = keySpace(options.prefix);
     this.idTtlSec = Math.ceil((2 * options.retention.idTtlMs) / 1000);
@@ -340,6 +407,14 @@ export class RedisBackend implements LogBackend {
       }), options.onCommand),
     );
     this.appender.on('error', (err: Error) => options.log.debug({ err: err.message }, 'redis append connection error'));
+    this.feedPool = options.cluster
+      ? undefined
+      : new FeedPool({
+          size: FEED_POOL_SIZE,
+          feedKey: (p) => this.keys.feed(p),
+          connect: (g) => this.duplicate(`${this.keys.prefix}tail:g${String(g).padStart(2, '0')}`, { enableAutoPipelining: false }),
+          control: () => this.redis,
+        });
     this.rooms = new RedisRoomStore(
       this.redis,
       this.keys,
@@ -393,12 +468,18 @@ export class RedisBackend implements LogBackend {
 
   async readPartitions(): Promise<number> {
     this.closedCheck();
-    return Number((await this.redis.hget(this.keys.partitionMeta(), 'partitions')) ?? 0);
+    return this.saw(Number((await this.redis.hget(this.keys.partitionMeta(), 'partitions')) ?? 0));
   }
 
   async raisePartitions(count: number): Promise<number> {
     this.closedCheck();
-    return Number(await this.redis.sgRaise(this.keys.partitionMeta(), count));
+    return this.saw(Number(await this.redis.sgRaise(this.keys.partitionMeta(), count)));
+  }
+
+  /** Notes a partition count read from the store (it only grows). */
+  private saw(count: number): number {
+    if (count > this.partitions) this.partitions = count;
+    return count;
   }
 
   knownRoomPartition(room: string): number | undefined {
@@ -610,6 +691,11 @@ export class RedisBackend implements LogBackend {
 
   async waitFeed(partition: number, after: StreamPos, timeoutMs: number, count: number): Promise<FeedEntry[]> {
     this.closedCheck();
+    if (this.feedPool) {
+      const entries = await this.feedPool.wait(partition, posToString(after), timeoutMs, count);
+      this.closedCheck();
+      return this.withDrafts(partition, this.feedRows(entries));
+    }
     const client = this.blockingClient(partition);
     const reply = (await client.xread('COUNT', count, 'BLOCK', timeoutMs, 'STREAMS', this.keys.feed(partition), posToString(after))) as Array<
       [string, StreamReply]
@@ -881,19 +967,55 @@ export class RedisBackend implements LogBackend {
 
   async ping(): Promise<void> {
     this.closedCheck();
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await this.redis.ping();
+      // A client that cannot reach any sentinel keeps asking them without ever failing
+      // its commands: the ping (the gateway's startup check) gives up on its own.
+      const silence = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${PING_TIMEOUT_MS} ms${this.options.sentinel ? ' (do the sentinels answer, with redis.sentinel.password, and name the master?)' : ''}`)), PING_TIMEOUT_MS);
+      });
+      await Promise.race([this.redis.ping(), silence]);
     } catch (err) {
+      // On a cluster PING goes to any node, possibly a master that is gone while its
+      // shard's partitions are reported by unavailablePartitions(): the log answers
+      // as long as one partition does.
+      if (this.options.cluster && !this.closed && (await this.unavailablePartitions()).length < this.partitions) return;
       // Say which setting points where and why the connection failed, not which client option gave up.
       const why = this.redis.status === 'ready' || this.lastConnectionError === undefined ? (err instanceof Error ? err.message : String(err)) : this.lastConnectionError;
       throw new SyncgateError('SG_ERR_LOG_UNAVAILABLE', `${this.target} is not reachable: ${why}`);
+    } finally {
+      clearTimeout(timer);
     }
+  }
+
+  /**
+   * On a cluster, one cheap keyed command per partition (EXISTS of its feed)
+   * goes to the master owning its slot; a partition whose command fails or
+   * does not answer within PROBE_MS is unavailable. One Redis answers for all
+   * partitions or none, which ping() already says.
+   */
+  async unavailablePartitions(): Promise<number[]> {
+    this.closedCheck();
+    if (!this.options.cluster) return [];
+    const answers = await Promise.all(
+      Array.from({ length: this.partitions }, (_, p) => {
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), PROBE_MS)));
+        const probe = this.redis.exists(this.keys.feed(p)).then(
+          () => true,
+          () => false,
+        );
+        return Promise.race([probe, late]).finally(() => clearTimeout(timer));
+      }),
+    );
+    return answers.flatMap((ok, p) => (ok ? [] : [p]));
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     for (const client of this.blocking) client?.disconnect();
+    this.feedPool?.close();
     this.rooms.close();
     // QUIT waits for a reply: a connection that is away is dropped instead (its queued commands fail).
     await Promise.all([this.redis, this.appender].map((client) => (client.status === 'ready' ? client.quit().catch(() => client.disconnect()) : client.disconnect())));

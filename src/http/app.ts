@@ -109,6 +109,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     timeWindow: windowMs,
     keyGenerator: (request) => request.device?.deviceId ?? request.ip,
     onExceeded: () => metrics.rateLimited.inc(),
+    // A counter store that does not answer (its Redis Cluster shard failing over) does not fail the
+    // request with a 500: it goes on uncounted for that moment, and meets the log's own 503 if the log is away too.
+    skipOnError: true,
     errorResponseBuilder: (_request, context) => new SyncgateError('SG_ERR_RATE_LIMITED', `retry in ${context.after}`, { retryAfterMs: context.ttl }),
   });
 

@@ -179,7 +179,10 @@ export const RoomList = Type.Object({ rooms: Type.Array(RoomSpec) });
 
 export const Health = Type.Object({ status: Type.Literal('ok') });
 export const Readiness = Type.Object({
-  status: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
+  /** degraded: the log answers, but some partitions do not (a Redis Cluster shard lost with no replica) */
+  status: Type.Union([Type.Literal('ok'), Type.Literal('degraded'), Type.Literal('unavailable')]),
+  /** with `degraded`: the partitions whose rooms cannot be read or written now */
+  unavailablePartitions: Type.Optional(Type.Array(Type.Integer({ minimum: 0 }))),
   code: Type.Optional(Type.String()),
   /** why not ready, in words (with a 503) */
   reason: Type.Optional(Type.String()),

@@ -36,7 +36,7 @@ export async function runDlq(cmd: DlqCommand): Promise<DlqOutcome> {
     throw new SyncgateError('SG_ERR_CLI_USAGE', 'dlq commands need a Redis log (redis.url or SYNCGATE_REDIS_URL); with the in-memory log use the admin API of the running gateway');
   }
   if (!Number.isInteger(cmd.limit) || cmd.limit < 1) throw new SyncgateError('SG_ERR_CLI_USAGE', '--limit must be a positive integer');
-  const log = createEventLog({ partitions: cmd.config.partitions, log: cmd.logger, redis: { url: cmd.config.redis.url, cluster: cmd.config.redis.cluster, prefix: cmd.config.redis.prefix, password: cmd.config.redis.password } });
+  const log = createEventLog({ partitions: cmd.config.partitions, log: cmd.logger, redis: { url: cmd.config.redis.url, cluster: cmd.config.redis.cluster, sentinel: cmd.config.redis.sentinel, prefix: cmd.config.redis.prefix, password: cmd.config.redis.password } });
   try {
     if (cmd.group !== undefined) {
       // a group is the out: group of a configured adapter, or one that has dead letters

@@ -15,7 +15,7 @@ import type { Config } from '../config/index.js';
 import type { Adapter } from '../core/adapter.js';
 import { SyncgateError } from '../core/errors.js';
 import type { EventLog } from '../core/ports.js';
-import { createDeliveryManager, type DeliveryOptions } from '../bridge/delivery.js';
+import { createDeliveryManager, ensureGroupUnlessUnavailable, type DeliveryOptions } from '../bridge/delivery.js';
 import { createIngestSink, type BridgeSink } from '../bridge/ingest.js';
 import { createRoomLinks, type RoomLinks } from '../bridge/links.js';
 import { createEventLog, createSharedCounterStore } from '../eventlog/index.js';
@@ -65,7 +65,7 @@ export interface AdapterStatusReport {
 }
 
 export interface GatewayStatus {
-  readonly log: { readonly backend: string; readonly durable: boolean; readonly available: boolean };
+  readonly log: { readonly backend: string; readonly durable: boolean; readonly available: boolean; readonly unavailablePartitions: readonly number[] };
   readonly adapters: Readonly<Record<string, AdapterStatusReport>>;
 }
 
@@ -79,7 +79,12 @@ export interface GatewayDeps {
 
 export async function createGateway({ config, logger, extraAdapters, deliveryOptions }: GatewayDeps): Promise<Gateway> {
   if (config.redis) {
-    logger.info({ redis: config.redis.cluster ? { cluster: config.redis.cluster.nodes.map((n) => redactUrl(n)) } : redactUrl(config.redis.url ?? ''), prefix: config.redis.prefix, partitions: config.partitions }, 'event log: Redis');
+    const target = config.redis.cluster
+      ? { cluster: config.redis.cluster.nodes.map((n) => redactUrl(n)) }
+      : config.redis.sentinel
+        ? { sentinel: { name: config.redis.sentinel.name, nodes: config.redis.sentinel.nodes } }
+        : redactUrl(config.redis.url ?? '');
+    logger.info({ redis: target, prefix: config.redis.prefix, partitions: config.partitions }, 'event log: Redis');
   } else {
     logger.warn(
       { partitions: config.partitions },
@@ -99,7 +104,7 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
       idTtlMs: config.retention.idTtlDays * DAY_MS,
       telemetryMaxLen: config.retention.telemetryMaxLen,
     },
-    ...(config.redis ? { redis: { url: config.redis.url, cluster: config.redis.cluster, prefix: config.redis.prefix, password: config.redis.password, waitReplicas: config.redis.waitReplicas, waitTimeoutMs: config.redis.waitTimeoutMs } } : {}),
+    ...(config.redis ? { redis: { url: config.redis.url, cluster: config.redis.cluster, sentinel: config.redis.sentinel, prefix: config.redis.prefix, password: config.redis.password, waitReplicas: config.redis.waitReplicas, waitTimeoutMs: config.redis.waitTimeoutMs } } : {}),
   });
 
   const configProblems = config.rooms.flatMap((room, i) => roomLinkProblems(config, room).map((p) => `/rooms/${i}${p}`));
@@ -145,7 +150,9 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     const errors = [supervisor.lastFailure, supervisor.lastAdapterError].filter((e) => e !== undefined);
     return errors.sort((a, b) => a.at.localeCompare(b.at)).at(-1);
   };
-  const status = (): Promise<GatewayStatus> => {
+  const status = async (): Promise<GatewayStatus> => {
+    // a probe that fails as a whole (the log is away) is what `available` says already
+    const unavailablePartitions = log.available ? await log.unavailablePartitions().catch(() => []) : [];
     const report: Record<string, AdapterStatusReport> = {};
     for (const { adapter, supervisor, delivery } of supervisors) {
       const s = adapter.status();
@@ -162,7 +169,7 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
         detail: s.detail ?? {},
       };
     }
-    return Promise.resolve({ log: { backend: log.info.backend, durable: log.info.durable, available: log.available }, adapters: report });
+    return { log: { backend: log.info.backend, durable: log.info.durable, available: log.available, unavailablePartitions }, adapters: report };
   };
   registerAdapterStateMetrics({
     registry,
@@ -178,7 +185,7 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     log,
     logger: logger.child({ module: 'http' }),
     config: config.http,
-    ...(config.redis ? { rateLimitStore: createSharedCounterStore({ url: config.redis.url, cluster: config.redis.cluster, prefix: config.redis.prefix, password: config.redis.password, log: logger }) } : {}),
+    ...(config.redis ? { rateLimitStore: createSharedCounterStore({ url: config.redis.url, cluster: config.redis.cluster, sentinel: config.redis.sentinel, prefix: config.redis.prefix, password: config.redis.password, log: logger }) } : {}),
     registry,
     validateRoom: (spec) => roomLinkProblems(config, spec, extra.map((a) => a.name)),
     status: () => status(),
@@ -210,7 +217,9 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
       // The log's partition count first: a count lower than the log's is refused here, before anything runs.
       await log.open();
       // Consumer groups exist before anything can be appended, so nothing is missed.
-      for (const { adapter } of supervisors) await Promise.all(Array.from({ length: log.info.partitions }, (_, p) => log.delivery.ensureGroup(p, `out:${adapter.name}`)));
+      for (const { adapter } of supervisors) {
+        await Promise.all(Array.from({ length: log.info.partitions }, (_, p) => ensureGroupUnlessUnavailable(log, p, `out:${adapter.name}`, logger)));
+      }
       // The API first: devices sync and send while the adapters connect (the log keeps what is sent meanwhile).
       const address = await listen(app, config.http.host, config.http.port);
       // Then each adapter starts, in the background, on the replica that gets its connection lease;

@@ -70,7 +70,16 @@ export async function clusterHealthy(ports: readonly number[], masters: number, 
   }
 }
 
-async function spawnNode(bin: string, dir: string, port: number, busPort: number): Promise<ChildProcess> {
+export interface RedisClusterOptions {
+  /**
+   * `cluster-require-full-coverage` (default yes, as Redis ships): with false
+   * the nodes keep serving their slots while a shard has no master, so a test
+   * can lose one shard entirely and check the others keep working.
+   */
+  readonly requireFullCoverage?: boolean;
+}
+
+async function spawnNode(bin: string, dir: string, port: number, busPort: number, options: RedisClusterOptions): Promise<ChildProcess> {
   await mkdir(dir, { recursive: true });
   const child = spawn(
     bin,
@@ -78,6 +87,7 @@ async function spawnNode(bin: string, dir: string, port: number, busPort: number
       '--port', String(port), '--bind', LOOPBACK, '--protected-mode', 'no', '--daemonize', 'no',
       '--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf'), '--cluster-port', String(busPort),
       '--cluster-node-timeout', '2000', '--save', '', '--appendonly', 'no', '--dir', dir,
+      '--cluster-require-full-coverage', options.requireFullCoverage === false ? 'no' : 'yes',
     ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
@@ -88,9 +98,10 @@ async function spawnNode(bin: string, dir: string, port: number, busPort: number
   return child;
 }
 
-export async function startRedisCluster(): Promise<TestRedisCluster> {
+export async function startRedisCluster(options: RedisClusterOptions = {}): Promise<TestRedisCluster> {
   const fromEnv = process.env['REDIS_CLUSTER_NODES'];
-  if (fromEnv) {
+  // a cluster from the environment is shared: a test that needs its own settings (and kills nodes) starts its own
+  if (fromEnv && options.requireFullCoverage === undefined) {
     return { nodes: fromEnv.split(',').map((n) => n.trim()).filter(Boolean), owned: false, servers: [], stop: async () => undefined };
   }
   const bin = await findExecutable('redis-server');
@@ -117,7 +128,7 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
     for (let i = 0; i < 6; i++) {
       const port = await pick();
       const bus = await pick();
-      let child = await spawnNode(bin, join(dir, String(port)), port, bus);
+      let child = await spawnNode(bin, join(dir, String(port)), port, bus, options);
       children.push(child);
       servers.push({
         port,
@@ -127,7 +138,7 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
         pause: () => void child.kill('SIGSTOP'),
         resume: () => void child.kill('SIGCONT'),
         restart: async () => {
-          child = await spawnNode(bin, join(dir, String(port)), port, bus);
+          child = await spawnNode(bin, join(dir, String(port)), port, bus, options);
           children.push(child);
         },
         kill: async () => {
@@ -147,4 +158,69 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
     await stop();
     throw err;
   }
+}
+
+/** The master serving `slot` and its replicas (ports and node ids), from CLUSTER NODES as `port` sees it. */
+export async function slotShard(port: number, slot: number): Promise<{ master: number; masterId: string; replicas: number[] }> {
+  const nodes = String(await nodeCommand(port, 'CLUSTER', 'NODES'))
+    .trim()
+    .split('\n')
+    .map((line) => line.split(' '));
+  const portOf = (address: string) => Number(address.slice(address.lastIndexOf(':') + 1).split('@')[0]);
+  const owner = nodes.find(
+    (f) =>
+      (f[2] ?? '').includes('master') &&
+      f.slice(8).some((range) => {
+        const [from = -1, to = from] = range.split('-').map(Number);
+        return slot >= from && slot <= to;
+      }),
+  );
+  if (!owner) throw new Error(`no master serves slot ${slot}`);
+  return { master: portOf(owner[1] ?? ''), masterId: owner[0] ?? '', replicas: nodes.filter((f) => f[3] === owner[0]).map((f) => portOf(f[1] ?? '')) };
+}
+
+/** The ports of the master serving `key`'s slot and of its replicas. */
+export async function shardOf(port: number, key: string): Promise<{ master: number; replicas: number[] }> {
+  const { master, replicas } = await slotShard(port, Number(await nodeCommand(port, 'CLUSTER', 'KEYSLOT', key)));
+  return { master, replicas };
+}
+
+/**
+ * Moves one hash slot with its keys to the master on `toPort`, the way
+ * `redis-cli --cluster reshard` moves each slot (IMPORTING / MIGRATING,
+ * MIGRATE the keys, SETSLOT NODE on every master). Clients follow with
+ * ASK and MOVED.
+ */
+export async function moveSlot(masters: readonly number[], slot: number, toPort: number): Promise<void> {
+  const from = await slotShard(toPort, slot);
+  if (from.master === toPort) return;
+  const toId = String(await nodeCommand(toPort, 'CLUSTER', 'MYID'));
+  await nodeCommand(toPort, 'CLUSTER', 'SETSLOT', String(slot), 'IMPORTING', from.masterId);
+  await nodeCommand(from.master, 'CLUSTER', 'SETSLOT', String(slot), 'MIGRATING', toId);
+  for (;;) {
+    const keys = (await nodeCommand(from.master, 'CLUSTER', 'GETKEYSINSLOT', String(slot), '100')) as string[];
+    if (keys.length === 0) break;
+    await nodeCommand(from.master, 'MIGRATE', LOOPBACK, String(toPort), '', '0', '5000', 'KEYS', ...keys);
+  }
+  for (const port of [toPort, from.master, ...masters.filter((p) => p !== toPort && p !== from.master)]) {
+    await nodeCommand(port, 'CLUSTER', 'SETSLOT', String(slot), 'NODE', toId);
+  }
+}
+
+/**
+ * Kills (-9) the master serving `key`'s slot, waits until its replica is
+ * promoted (3 masters, 2 replicas), starts the killed node again and waits
+ * until it has rejoined as a replica (3 and 3). Returns the killed port.
+ */
+export async function failOverMasterOf(c: TestRedisCluster, key: string): Promise<number> {
+  const seed = c.servers.find((s) => s.alive)?.port ?? 0;
+  const { master } = await shardOf(seed, key);
+  const victim = c.servers.find((s) => s.port === master);
+  if (!victim) throw new Error(`the master of ${key} (:${master}) is not a node this harness started`);
+  await victim.kill();
+  const survivors = c.servers.filter((s) => s !== victim).map((s) => s.port);
+  await waitFor(() => clusterHealthy(survivors, 3, 2), { timeoutMs: 60_000, intervalMs: 200, what: `the replica of :${master} to be promoted` });
+  await victim.restart();
+  await waitFor(() => clusterHealthy(c.servers.map((s) => s.port), 3, 3), { timeoutMs: 60_000, intervalMs: 200, what: `:${master} to rejoin as a replica` });
+  return master;
 }

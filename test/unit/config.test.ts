@@ -47,6 +47,26 @@ describe('config', () => {
     expect(problemsOf({ redis: { cluster: { nodes: ['no-port'] } } })).toMatch(/\/redis\/cluster\/nodes\/0/);
   });
 
+  it('takes the cluster seed list from SYNCGATE_REDIS_CLUSTER_NODES, comma separated', () => {
+    const config = resolveConfig({ redis: { prefix: 'x:' } }, { SYNCGATE_REDIS_CLUSTER_NODES: ' 10.0.0.1:7000, redis://10.0.0.2:7001 ,' });
+    expect(config.redis?.cluster?.nodes).toEqual(['10.0.0.1:7000', 'redis://10.0.0.2:7001']);
+    expect(config.redis?.prefix).toBe('x:');
+    // a malformed seed is named by its place in the list
+    expect(() => resolveConfig({}, { SYNCGATE_REDIS_CLUSTER_NODES: 'a:7000,no-port' })).toThrow(/\/redis\/cluster\/nodes\/1/);
+  });
+
+  it('takes Redis Sentinel as redis.sentinel (nodes, name, its own password, tls), from the file or the environment, never beside another Redis', () => {
+    const config = resolveConfig({ redis: { sentinel: { nodes: ['s1:26379', 's2:26379'], name: 'mymaster' }, password: 'master-secret' } });
+    expect(config.redis).toEqual({ sentinel: { nodes: ['s1:26379', 's2:26379'], name: 'mymaster', tls: false }, password: 'master-secret', prefix: 'sg:', waitReplicas: 0, waitTimeoutMs: 2000 });
+    const fromEnv = resolveConfig(
+      {},
+      { SYNCGATE_REDIS_SENTINEL_NODES: 's1:26379,s2:26379,s3:26379', SYNCGATE_REDIS_SENTINEL_NAME: 'main', SYNCGATE_REDIS_SENTINEL_PASSWORD: 'sentinel-secret' },
+    );
+    expect(fromEnv.redis?.sentinel).toEqual({ nodes: ['s1:26379', 's2:26379', 's3:26379'], name: 'main', password: 'sentinel-secret', tls: false });
+    expect(() => resolveConfig({ redis: { url: 'redis://a:6379', sentinel: { nodes: ['s:26379'], name: 'm' } } })).toThrow(/exactly one of redis\.url .* redis\.sentinel/);
+    expect(() => resolveConfig({ redis: { sentinel: { nodes: ['s:26379'] } } })).toThrow(/\/redis\/sentinel/);
+  });
+
   it('reports every violation at once', () => {
     try {
       resolveConfig({ partitions: 0, http: { port: 'nope', bogus: 1 }, redis: { url: 'http://x' }, extra: true }, { SYNCGATE_NOPE: '1' });

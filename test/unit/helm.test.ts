@@ -7,6 +7,7 @@ import { Ajv } from 'ajv';
 import type { ErrorObject, ValidateFunction } from 'ajv';
 import { parse } from 'yaml';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { ENV_OVERRIDES } from '../../src/config/index.js';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 const chartDir = join(repoRoot, 'helm', 'syncgate');
@@ -91,6 +92,9 @@ describe('helm chart values', () => {
     ],
     ['a secret typo', (v) => { setPath(v, 'secrets.adminTokn', 'x'); }, '/secrets'],
     ['a Redis URL without scheme', (v) => { setPath(v, 'secrets.redisUrl', 'redis-master:6379'); }, '/secrets/redisUrl'],
+    ['a cluster seed without a port', (v) => { setPath(v, 'redis.clusterNodes', ['redis-cluster-0']); }, '/redis/clusterNodes/0'],
+    ['a comma inside one cluster seed', (v) => { setPath(v, 'redis.clusterNodes', ['a:6379,b:6379']); }, '/redis/clusterNodes/0'],
+    ['a typo in the sentinel settings', (v) => { setPath(v, 'redis.sentinel.master', 'mymaster'); }, '/redis/sentinel'],
     ['a PDB bound that is neither a number nor a percentage', (v) => { setPath(v, 'pdb.minAvailable', 'half'); }, '/pdb/minAvailable'],
     ['a non-string pod annotation', (v) => { setPath(v, 'podAnnotations', { 'example.org/n': 1 }); }, '/podAnnotations/example.org~1n'],
     ['a typo in the ServiceMonitor', (v) => { setPath(v, 'metrics.serviceMonitor.enable', true); }, '/metrics/serviceMonitor'],
@@ -232,7 +236,19 @@ describe('helm chart templates', () => {
 const GUARDS: Record<string, (v: { [key: string]: Json }) => boolean> = {
   'syncgate: several replicas need one shared Redis.': (v) => {
     const replicas = get(v, 'autoscaling.enabled') === true ? Number(get(v, 'autoscaling.maxReplicas')) : Number(get(v, 'replicaCount'));
-    return replicas <= 1 || Boolean(get(v, 'existingSecret')) || Boolean(get(v, 'secrets.redisUrl')) || Boolean(get(v, 'config.redis.cluster.nodes'));
+    const some = (path: string) => {
+      const value = get(v, path);
+      return Array.isArray(value) ? value.length > 0 : Boolean(value);
+    };
+    return replicas <= 1 || ['existingSecret', 'secrets.redisUrl', 'redis.clusterNodes', 'config.redis.cluster.nodes', 'redis.sentinel.nodes', 'config.redis.sentinel.nodes'].some(some);
+  },
+  'syncgate: set one Redis only': (v) => {
+    const list = (path: string) => (Array.isArray(get(v, path)) ? (get(v, path) as Json[]) : []);
+    return [Boolean(get(v, 'secrets.redisUrl')), list('redis.clusterNodes').length > 0, list('redis.sentinel.nodes').length > 0].filter(Boolean).length <= 1;
+  },
+  'syncgate: redis.sentinel.nodes needs redis.sentinel.name': (v) => {
+    const nodes = get(v, 'redis.sentinel.nodes');
+    return !(Array.isArray(nodes) && nodes.length > 0) || Boolean(get(v, 'redis.sentinel.name'));
   },
   'syncgate: autoscaling.minReplicas must not exceed autoscaling.maxReplicas.': (v) =>
     get(v, 'autoscaling.enabled') !== true || Number(get(v, 'autoscaling.minReplicas')) <= Number(get(v, 'autoscaling.maxReplicas')),
@@ -275,7 +291,39 @@ describe('helm chart guards (fail / required) against the default values', () =>
     values['config'] = { redis: { cluster: { nodes: ['redis-cluster-0.redis-cluster:6379'] } } };
     expect(GUARDS['syncgate: several replicas need one shared Redis.']?.(values)).toBe(true);
     const helpers = loadTemplates().get('_helpers.tpl') ?? '';
-    expect(helpers).toMatch(/\(not \(dig "redis" "cluster" "nodes" "" \(\.Values\.config \| default dict\)\)\)/);
+    expect(helpers).toMatch(/\$cluster := or \.Values\.redis\.clusterNodes \(dig "redis" "cluster" "nodes" "" \$config\)/);
+    // so are the chart's own redis.clusterNodes and redis.sentinel
+    delete values['config'];
+    setPath(values, 'redis.clusterNodes', ['redis-cluster-0.redis-cluster:6379']);
+    expect(GUARDS['syncgate: several replicas need one shared Redis.']?.(values)).toBe(true);
+    setPath(values, 'redis.clusterNodes', []);
+    setPath(values, 'redis.sentinel.nodes', ['redis-sentinel-0.redis:26379']);
+    expect(GUARDS['syncgate: several replicas need one shared Redis.']?.(values)).toBe(true);
+    expect(helpers).toMatch(/\$sentinel := or \.Values\.redis\.sentinel\.nodes \(dig "redis" "sentinel" "nodes" "" \$config\)/);
+  });
+
+  it('refuses a Sentinel without its master name, and two Redis at once', () => {
+    const values = loadValues();
+    setPath(values, 'redis.sentinel.nodes', ['redis-sentinel-0.redis:26379']);
+    expect(GUARDS['syncgate: redis.sentinel.nodes needs redis.sentinel.name']?.(values)).toBe(false);
+    setPath(values, 'redis.sentinel.name', 'mymaster');
+    expect(GUARDS['syncgate: redis.sentinel.nodes needs redis.sentinel.name']?.(values)).toBe(true);
+    expect(GUARDS['syncgate: set one Redis only']?.(values)).toBe(true);
+    setPath(values, 'secrets.redisUrl', 'redis://redis-master:6379/0');
+    expect(GUARDS['syncgate: set one Redis only']?.(values)).toBe(false);
+    const helpers = loadTemplates().get('_helpers.tpl') ?? '';
+    expect(helpers).toMatch(/if gt \(len \(compact \(list \.Values\.secrets\.redisUrl \(join "," \.Values\.redis\.clusterNodes\) \(join "," \.Values\.redis\.sentinel\.nodes\)\)\)\) 1/);
+    expect(helpers).toMatch(/if and \.Values\.redis\.sentinel\.nodes \(not \.Values\.redis\.sentinel\.name\)/);
+  });
+
+  it('passes the cluster seed list and the sentinels as the variables the gateway reads, comma separated', () => {
+    const deployment = loadTemplates().get('deployment.yaml') ?? '';
+    expect(deployment).toMatch(/with \.Values\.redis\.clusterNodes \}\}\s+- name: SYNCGATE_REDIS_CLUSTER_NODES\s+value: \{\{ join "," \. \| quote \}\}/);
+    expect(deployment).toMatch(/with \.Values\.redis\.sentinel\.nodes \}\}\s+- name: SYNCGATE_REDIS_SENTINEL_NODES\s+value: \{\{ join "," \. \| quote \}\}/);
+    expect(deployment).toMatch(/with \.Values\.redis\.sentinel\.name \}\}\s+- name: SYNCGATE_REDIS_SENTINEL_NAME/);
+    const helpers = loadTemplates().get('_helpers.tpl') ?? '';
+    expect(helpers).toMatch(/^SYNCGATE_REDIS_SENTINEL_PASSWORD: \{\{ \.Values\.secrets\.redisSentinelPassword \| quote \}\}$/m);
+    for (const name of ['SYNCGATE_REDIS_CLUSTER_NODES', 'SYNCGATE_REDIS_SENTINEL_NODES', 'SYNCGATE_REDIS_SENTINEL_NAME', 'SYNCGATE_REDIS_SENTINEL_PASSWORD']) expect(Object.keys(ENV_OVERRIDES)).toContain(name);
   });
 });
 

@@ -122,6 +122,7 @@ Secret values keyed by the environment variable each one sets.
 SYNCGATE_ADMIN_TOKEN: {{ .Values.secrets.adminToken | quote }}
 SYNCGATE_REDIS_URL: {{ .Values.secrets.redisUrl | quote }}
 SYNCGATE_REDIS_PASSWORD: {{ .Values.secrets.redisPassword | quote }}
+SYNCGATE_REDIS_SENTINEL_PASSWORD: {{ .Values.secrets.redisSentinelPassword | quote }}
 SYNCGATE_XMPP_PASSWORD: {{ .Values.secrets.xmppPassword | quote }}
 SYNCGATE_MATRIX_AS_TOKEN: {{ .Values.secrets.matrixAsToken | quote }}
 SYNCGATE_MATRIX_HS_TOKEN: {{ .Values.secrets.matrixHsToken | quote }}
@@ -135,8 +136,17 @@ would each keep their own event log and split the rooms' history between them.
 */}}
 {{- define "syncgate.validateValues" -}}
 {{- $replicas := ternary .Values.autoscaling.maxReplicas .Values.replicaCount .Values.autoscaling.enabled | int -}}
-{{- if and (gt $replicas 1) (not .Values.existingSecret) (not .Values.secrets.redisUrl) (not (dig "redis" "cluster" "nodes" "" (.Values.config | default dict))) -}}
-{{- fail "syncgate: several replicas need one shared Redis. Set secrets.redisUrl (or existingSecret with SYNCGATE_REDIS_URL), or config.redis.cluster.nodes for a Redis Cluster, or replicaCount=1 for a non-durable trial." -}}
+{{- $config := .Values.config | default dict -}}
+{{- $cluster := or .Values.redis.clusterNodes (dig "redis" "cluster" "nodes" "" $config) -}}
+{{- $sentinel := or .Values.redis.sentinel.nodes (dig "redis" "sentinel" "nodes" "" $config) -}}
+{{- if and (gt $replicas 1) (not .Values.existingSecret) (not .Values.secrets.redisUrl) (not $cluster) (not $sentinel) -}}
+{{- fail "syncgate: several replicas need one shared Redis. Set secrets.redisUrl (or existingSecret with SYNCGATE_REDIS_URL), or redis.clusterNodes for a Redis Cluster, or redis.sentinel for Redis Sentinel, or replicaCount=1 for a non-durable trial." -}}
+{{- end -}}
+{{- if gt (len (compact (list .Values.secrets.redisUrl (join "," .Values.redis.clusterNodes) (join "," .Values.redis.sentinel.nodes)))) 1 -}}
+{{- fail "syncgate: set one Redis only: secrets.redisUrl, redis.clusterNodes or redis.sentinel.nodes." -}}
+{{- end -}}
+{{- if and .Values.redis.sentinel.nodes (not .Values.redis.sentinel.name) -}}
+{{- fail "syncgate: redis.sentinel.nodes needs redis.sentinel.name (the master group the sentinels monitor)." -}}
 {{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail "syncgate: autoscaling.minReplicas must not exceed autoscaling.maxReplicas." -}}

@@ -47,14 +47,23 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: HttpContext): voi
         summary: "This replica's view: the log, and each adapter's state (active here or standby, connected, ready, last error and when, linked rooms, joined rooms in its detail, delivery lag)",
         response: {
           200: Type.Object({
-            log: Type.Object({ backend: Type.String(), durable: Type.Boolean(), available: Type.Boolean() }),
+            log: Type.Object({
+              backend: Type.String(),
+              durable: Type.Boolean(),
+              available: Type.Boolean(),
+              /** partitions the store cannot serve now (a Redis Cluster shard lost with no replica) */
+              unavailablePartitions: Type.Optional(Type.Array(Type.Integer({ minimum: 0 }))),
+            }),
             adapters: Type.Record(Type.String(), Type.Unknown()),
           }),
           ...adminErrors(),
         },
       },
     },
-    async () => (ctx.status ? ctx.status() : { log: { backend: ctx.log.info.backend, durable: ctx.log.info.durable, available: ctx.log.available }, adapters: {} }),
+    async () =>
+      ctx.status
+        ? ctx.status()
+        : { log: { backend: ctx.log.info.backend, durable: ctx.log.info.durable, available: ctx.log.available, unavailablePartitions: await ctx.log.unavailablePartitions() }, adapters: {} },
   );
 
   // --- users
