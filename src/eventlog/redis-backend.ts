@@ -15,7 +15,7 @@ import { SyncgateError } from '../core/errors.js';
 import type { RoomSpec, RoomStore, StateStore } from '../core/ports.js';
 import { MAX_PARTITIONS, ZERO_POS, comparePos, fnv1a32, parseStreamId, partitionOf, posToString, type StreamPos } from '../core/position.js';
 import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, LogBackend, PartitionMeta, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
-import { decodeFields, encodeFields, encodeValues } from './codec.js';
+import { decodeFields, encodeEvent, encodeFields } from './codec.js';
 import { keySpace, type KeySpace } from './keys.js';
 import { redactUrl } from '../log/index.js';
 
@@ -486,7 +486,7 @@ export class RedisBackend implements LogBackend {
         roomIndex.set(draft.room, r);
         keys.push(this.keys.room(p, draft.room), this.keys.roomMeta(p, draft.room));
       }
-      events.push(encodeValues(draft, [r, draft.room, idField(request.idemField), aliasFields.map(idField)]));
+      events.push([r, draft.room, idField(request.idemField), aliasFields.map(idField), encodeEvent(draft)]);
     }
     const done = () => this.sending.set(p, (this.sending.get(p) ?? 1) - 1);
     const batchJson = JSON.stringify(events);

@@ -7,7 +7,7 @@
 -- ARGV: 1 room max length (0 = none), 2 feed max length (0 = none), 3 id map ttl seconds,
 --       4 the events as one JSON array (one argument, not a dozen per event: building and sending
 --       arguments was the client's largest cost), each [r, room, idempotency field, [alias fields],
---       then the 10 field values in codec.ts FIELD_NAMES order (the names are written here)]
+--       the event's stored JSON (codec.ts encodeEvent, written as the timeline entry's one field `e`)]
 -- Returns a flat list {status, id} per event: 1 = appended (stream id), 0 = duplicate (compact id of
 -- the first append), -1 = unknown room.
 
@@ -58,8 +58,7 @@ for i = 1, #events do
     else
       local id = redis.call('XADD', KEYS[1], '*', 'r', room)
       -- The timeline entry takes the feed entry's id: one position names the event everywhere.
-      redis.call('XADD', room_key, id, 'k', e[5], 'i', e[6], 's', e[7], 'o', e[8], 't', e[9],
-        'u', e[10], 'b', e[11], 'c', e[12], 'r', e[13], 'x', e[14])
+      redis.call('XADD', room_key, id, 'e', e[5])
       cap(room_key, roommax)
       local short = compact(id)
       redis.call('HSET', KEYS[2], idem, short)
