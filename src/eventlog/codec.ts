@@ -121,34 +121,54 @@ export function encodeFieldsV1(draft: EventDraft): string[] {
   return encodeValues<string>(draft).flatMap((value, i) => [FIELD_NAMES[i] as string, value]);
 }
 
+const KINDS: readonly EventKind[] = ['message', 'edit', 'retraction', 'reaction', 'marker', 'receipt', 'presence', 'typing', 'telemetry'];
+const PROTOS: readonly Sender['proto'][] = ['xmpp', 'matrix', 'mqtt', 'api'];
+const AUTHS: readonly Sender['auth'][] = ['server', 'occupant-id', 'broker-acl', 'api-token', 'claimed'];
+const KIND_INDEX = new Map(KINDS.map((k, i) => [k, i]));
+const PROTO_INDEX = new Map(PROTOS.map((k, i) => [k, i]));
+const AUTH_INDEX = new Map(AUTHS.map((k, i) => [k, i]));
+
 /**
- * Format 2's array, by position (trailing nulls are left out):
- * 0 kind code, 1 idem, 2 sender uid, 3 sender proto, 4 sender native,
- * 5 display|null, 6 auth, 7 puppet 0|1, 8 origin proto, 9 via, 10 origin ids,
- * 11 historical 0|1, 12 ts.received, 13 ts.origin|null, 14 content body|null
- * (null: the kind has no content), 15 the rest of the content|null,
- * 16 rel|null, 17 the kind's extra|null.
+ * Format 2's array, by position; trailing nulls are left out (a plain
+ * message ends at its body):
+ * 0 head: one integer for kind, sender proto, auth, origin proto, puppet and
+ *   historical (see `head`), instead of five quoted words and two flags;
+ * 1 idem, 2 sender uid, 3 sender native, 4 display|null, 5 via, 6 origin ids,
+ * 7 ts.received, 8 content body|null (null: the kind has no content),
+ * 9 the rest of the content|null, 10 rel|null, 11 the kind's extra|null,
+ * 12 ts.origin|null.
  */
 type Stored = [
+  number,
   string,
   string,
-  string,
-  Sender['proto'],
   string,
   string | null,
-  Sender['auth'],
-  0 | 1,
-  Origin['proto'],
   string,
   Record<string, string>,
-  0 | 1,
   number,
-  (number | null)?,
   (string | null)?,
   (Record<string, unknown> | null)?,
-  (unknown)?,
-  (unknown)?,
+  unknown?,
+  unknown?,
+  (number | null)?,
 ];
+
+function head(draft: EventDraft): number {
+  const s = draft.sender;
+  const o = draft.origin;
+  const index = (map: ReadonlyMap<string, number>, key: string): number => {
+    const i = map.get(key);
+    if (i === undefined) throw new SyncgateError('SG_ERR_INTERNAL', `no stored code for ${key}`);
+    return i;
+  };
+  let h = o.historical ? 1 : 0;
+  h = h * 2 + (s.puppet ? 1 : 0);
+  h = h * PROTOS.length + index(PROTO_INDEX, o.proto);
+  h = h * AUTHS.length + index(AUTH_INDEX, s.auth);
+  h = h * PROTOS.length + index(PROTO_INDEX, s.proto);
+  return h * KINDS.length + index(KIND_INDEX, draft.kind);
+}
 
 /** The content besides its body; undefined when there is nothing else (most messages: no copy is made). */
 function contentRestOf(content: Content): Record<string, unknown> | undefined {
@@ -170,26 +190,21 @@ export function encodeEvent(draft: EventDraft): string {
   const s = draft.sender;
   const o = draft.origin;
   const a: unknown[] = [
-    KIND_CODE[draft.kind],
+    head(draft),
     wellFormed(draft.idem),
     s.uid,
-    s.proto,
     s.native,
     s.display ?? null,
-    s.auth,
-    s.puppet ? 1 : 0,
-    o.proto,
     o.via,
     o.ids,
-    o.historical ? 1 : 0,
     draft.ts.received,
-    draft.ts.origin ?? null,
     'content' in draft ? wellFormed(draft.content.body) : null,
     'content' in draft ? (contentRestOf(draft.content) ?? null) : null,
     'rel' in draft && draft.rel ? draft.rel : null,
     extraOf(draft) ?? null,
+    draft.ts.origin ?? null,
   ];
-  while (a.length > 13 && a[a.length - 1] === null) a.pop();
+  while (a.length > 8 && a[a.length - 1] === null) a.pop();
   return JSON.stringify(a);
 }
 
@@ -200,24 +215,35 @@ export function encodeFields(draft: EventDraft): string[] {
 
 function decodeEvent(room: string, json: string): EventDraft {
   const a = JSON.parse(json) as Stored;
-  const kind = KIND_OF.get(a[0]);
-  if (!kind) throw new SyncgateError('SG_ERR_INTERNAL', `stored event in ${room} has unknown kind ${a[0]}`);
-  const sender: Sender = { uid: a[2], proto: a[3], native: a[4], auth: a[6] };
-  if (a[5] !== null) sender.display = a[5];
-  if (a[7] === 1) sender.puppet = true;
-  const origin: Origin = { proto: a[8], via: a[9], ids: a[10] };
-  if (a[11] === 1) origin.historical = true;
-  const ts: EventDraft['ts'] = a[13] === undefined || a[13] === null ? { received: a[12] } : { received: a[12], origin: a[13] };
+  let h = a[0];
+  const kind = KINDS[h % KINDS.length];
+  h = Math.floor(h / KINDS.length);
+  const sproto = PROTOS[h % PROTOS.length];
+  h = Math.floor(h / PROTOS.length);
+  const auth = AUTHS[h % AUTHS.length];
+  h = Math.floor(h / AUTHS.length);
+  const oproto = PROTOS[h % PROTOS.length];
+  h = Math.floor(h / PROTOS.length);
+  if (kind === undefined || sproto === undefined || auth === undefined || oproto === undefined || h > 3) {
+    throw new SyncgateError('SG_ERR_INTERNAL', `stored event in ${room} has an unknown head ${a[0]}`);
+  }
+  const sender: Sender = { uid: a[2], proto: sproto, native: a[3], auth };
+  if (a[4] !== null) sender.display = a[4];
+  if (h % 2 === 1) sender.puppet = true;
+  const origin: Origin = { proto: oproto, via: a[5], ids: a[6] };
+  if (h >= 2) origin.historical = true;
+  const originTs = a[12];
+  const ts: EventDraft['ts'] = originTs === undefined || originTs === null ? { received: a[7] } : { received: a[7], origin: originTs };
   const draft: Record<string, unknown> = { v: 1, kind, idem: a[1], room, sender, origin, ts };
-  const body = a[14];
+  const body = a[8];
   if (body !== undefined && body !== null) {
-    const rest = a[15];
+    const rest = a[9];
     draft['content'] = rest === undefined || rest === null ? { body } : { body, ...rest };
   }
-  const rel = a[16];
+  const rel = a[10];
   if (rel !== undefined && rel !== null) draft['rel'] = rel;
   const extraField = EXTRA_FIELD[kind];
-  const extra = a[17];
+  const extra = a[11];
   if (extraField && extra !== undefined && extra !== null) draft[extraField] = extra;
   // Written by encodeEvent from a validated draft: the shape is known.
   return draft as EventDraft;

@@ -75,6 +75,35 @@ describe('event codec', () => {
   });
 });
 
+describe('format 2 head', () => {
+  it('reads back every kind, sender proto, auth, origin proto, puppet and historical', () => {
+    const kinds = ['message', 'edit', 'retraction', 'reaction', 'marker', 'receipt', 'presence', 'typing', 'telemetry'] as const;
+    const protos = ['xmpp', 'matrix', 'mqtt', 'api'] as const;
+    const auths = ['server', 'occupant-id', 'broker-acl', 'api-token', 'claimed'] as const;
+    const base = drafts[0] as EventDraft;
+    let n = 0;
+    for (const kind of kinds)
+      for (const sproto of protos)
+        for (const auth of auths)
+          for (const oproto of protos)
+            for (const flags of [0, 1, 2, 3]) {
+              const sender = { ...base.sender, proto: sproto, auth, puppet: flags % 2 === 1 };
+              const origin = { ...base.origin, proto: oproto, historical: flags >= 2 };
+              if (!sender.puppet) delete (sender as { puppet?: boolean }).puppet;
+              if (!origin.historical) delete (origin as { historical?: boolean }).historical;
+              const draft = { ...base, kind, sender, origin } as EventDraft;
+              const back = decodeFields(draft.room, encodeFields(draft));
+              expect([back.kind, back.sender, back.origin]).toEqual([kind, sender, origin]);
+              n++;
+            }
+    expect(n).toBe(9 * 4 * 5 * 4 * 4);
+  });
+
+  it('refuses a head it does not know', () => {
+    expect(() => decodeFields('r', [EVENT_FIELD, JSON.stringify([9 * 4 * 5 * 4 * 4, 'i', 'u', 'n', null, 'v', {}, 1])])).toThrow(/unknown head/);
+  });
+});
+
 describe('id-map fields', () => {
   it('are 14 base64url characters (14 bytes, nothing to escape in JSON), whatever the key', () => {
     for (const key of ['', 'r1\u0000api:1', awkward, 'x'.repeat(5000)]) {
