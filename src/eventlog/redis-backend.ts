@@ -478,6 +478,7 @@ export class RedisBackend implements LogBackend {
     // Each room's keys once; the events name their room by its place in that list.
     const roomIndex = new Map<string, number>();
     const events: unknown[] = [];
+    const stored: string[] = [];
     for (const { request } of batch) {
       const { draft, aliasFields } = request;
       let r = roomIndex.get(draft.room);
@@ -486,11 +487,12 @@ export class RedisBackend implements LogBackend {
         roomIndex.set(draft.room, r);
         keys.push(this.keys.room(p, draft.room), this.keys.roomMeta(p, draft.room));
       }
-      events.push([r, draft.room, idField(request.idemField), aliasFields.map(idField), encodeEvent(draft)]);
+      events.push([r, draft.room, idField(request.idemField), aliasFields.map(idField)]);
+      stored.push(encodeEvent(draft));
     }
     const done = () => this.sending.set(p, (this.sending.get(p) ?? 1) - 1);
     const batchJson = JSON.stringify(events);
-    const args: [number, ...Array<string | number>] = [keys.length, ...keys, this.retention.roomMaxLen, this.retention.feedMaxLen, this.idTtlSec, batchJson];
+    const args: [number, ...Array<string | number>] = [keys.length, ...keys, this.retention.roomMaxLen, this.retention.feedMaxLen, this.idTtlSec, batchJson, ...stored];
     const waitReplicas = this.options.waitReplicas ?? 0;
     const sent: Promise<Array<number | string>> =
       waitReplicas > 0 ? this.appendAndWait(args, waitReplicas, this.options.waitTimeoutMs ?? 2_000) : this.appender.sgAppendBatch(...args);
