@@ -39,26 +39,40 @@ export interface EventPosition {
   readonly pos: StreamPos;
 }
 
+/** scratch space of every Writer (they never overlap: each is written and finished synchronously) */
+let scratch = Buffer.alloc(256);
+
 class Writer {
-  private readonly bytes: number[] = [];
+  private n = 0;
+  constructor() {
+    if (scratch.length > 4096) scratch = Buffer.alloc(256);
+  }
+  private put(value: number): void {
+    if (this.n + 4 >= scratch.length) {
+      const grown = Buffer.alloc(scratch.length * 2);
+      scratch.copy(grown, 0, 0, this.n);
+      scratch = grown;
+    }
+    scratch[this.n++] = value;
+  }
   varint(value: number): void {
     let v = value;
     while (v >= 0x80) {
-      this.bytes.push((v % 0x80) | 0x80);
+      this.put((v % 0x80) | 0x80);
       v = Math.floor(v / 0x80);
     }
-    this.bytes.push(v);
+    this.put(v);
   }
   byte(value: number): void {
-    this.bytes.push(value & 0xff);
+    this.put(value & 0xff);
   }
   finish(): string {
-    const n = this.bytes.length;
-    // One small (pooled) buffer: body, then its checksum.
-    const out = Buffer.allocUnsafe(n + 4);
-    for (let i = 0; i < n; i++) out[i] = this.bytes[i] as number;
-    out.writeUInt32BE(fnv1a32(out.subarray(0, n)), n);
-    return out.toString('base64url');
+    // Body, then its checksum: written in place, encoded from there (a token per event read: no array, no copy).
+    const n = this.n;
+    let h = 0x811c9dc5;
+    for (let i = 0; i < n; i++) h = Math.imul(h ^ (scratch[i] as number), 0x01000193) >>> 0;
+    scratch.writeUInt32BE(h, n);
+    return scratch.toString('base64url', 0, n + 4);
   }
 }
 

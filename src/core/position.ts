@@ -31,12 +31,26 @@ export function posToString(pos: StreamPos): string {
   return `${pos.ms}-${pos.seq}`;
 }
 
-const STREAM_ID = /^(\d{1,16})-(\d{1,16})$/;
-
+/** `ms-seq`, each 1 to 16 decimal digits. Parsed by hand: it runs once per entry read (the regular expression it replaces was 4% of a catch-up). */
 export function parseStreamId(id: string): StreamPos {
-  const m = STREAM_ID.exec(id);
-  if (!m) throw new SyncgateError('SG_ERR_INTERNAL', `not a stream id: ${id}`);
-  return { ms: Number(m[1]), seq: Number(m[2]) };
+  const n = id.length;
+  let ms = 0;
+  let i = 0;
+  for (; i < n; i++) {
+    const c = id.charCodeAt(i);
+    if (c === 45) break;
+    if (c < 48 || c > 57) i = n;
+    else ms = ms * 10 + (c - 48);
+  }
+  const dash = i;
+  let seq = 0;
+  for (i = dash + 1; i < n; i++) {
+    const c = id.charCodeAt(i);
+    if (c < 48 || c > 57) break;
+    seq = seq * 10 + (c - 48);
+  }
+  if (dash === 0 || dash > 16 || dash >= n - 1 || i !== n || n - dash - 1 > 16) throw new SyncgateError('SG_ERR_INTERNAL', `not a stream id: ${id}`);
+  return { ms, seq };
 }
 
 // Crockford base32: sortable, url-safe, no ambiguous letters.
@@ -70,8 +84,16 @@ const SEQ_WIDTH = 7; // 34e9 entries in one millisecond
 export const EVENT_ID_LENGTH = MS_WIDTH + PARTITION_WIDTH + SEQ_WIDTH;
 
 /** Event id = ms | partition | seq, fixed width: lexicographic order is position order within a partition. */
+let lastMs = -1;
+let lastMsText = '';
+
 export function eventIdFor(partition: number, pos: StreamPos): string {
-  return encodeFixed(pos.ms, MS_WIDTH) + encodeFixed(partition, PARTITION_WIDTH) + encodeFixed(pos.seq, SEQ_WIDTH);
+  // Events read together mostly share their millisecond (an append batch is one): its digits are kept.
+  if (pos.ms !== lastMs) {
+    lastMsText = encodeFixed(pos.ms, MS_WIDTH);
+    lastMs = pos.ms;
+  }
+  return lastMsText + encodeFixed(partition, PARTITION_WIDTH) + encodeFixed(pos.seq, SEQ_WIDTH);
 }
 
 export interface EventLocation {

@@ -1,14 +1,24 @@
 /**
- * The stored form of an event: a fixed list of short flat fields, always all
- * present and in the same order. Redis stream listpacks then store the field
- * names once per node (SAMEFIELDS), which is most of the memory saving
- * measured when the layout was chosen. Positions and ids are not stored: the
- * room and the stream id carry them.
+ * The stored form of an event: one stream field, `e`, whose value is a flat
+ * JSON array (STORED below). One field instead of ten is one string to read
+ * per entry instead of twenty (field names included) and one JSON.parse to
+ * decode it: reading a backlog was dominated by those strings and the garbage
+ * they made (issue 19). Positions and ids are not stored: the room and the
+ * stream id carry them.
+ *
+ * Logs written before (format 1: ten fields k i s o t u b c r x, always all
+ * present and in that order) stay readable: decodeFields tells the two apart
+ * by the field count. encodeFieldsV1 still writes format 1, for the tests
+ * that prove it.
  */
 import type { Content, EventDraft, EventKind, Origin, Sender } from '../core/event.js';
 import { SyncgateError } from '../core/errors.js';
 
+/** format 1's field names */
 export const FIELD_NAMES = ['k', 'i', 's', 'o', 't', 'u', 'b', 'c', 'r', 'x'] as const;
+
+/** format 2's only field */
+export const EVENT_FIELD = 'e';
 
 /** One-letter kind codes: the kind is in every entry. */
 const KIND_CODE: Record<EventKind, string> = {
@@ -106,13 +116,146 @@ export function encodeValues<T>(draft: EventDraft, out: Array<T | string> = []):
   return out;
 }
 
-/** Flat `[field, value, field, value, …]` as XADD takes it. */
-export function encodeFields(draft: EventDraft): string[] {
+/** Format 1 as XADD takes it (flat `[field, value, …]`): what logs written before format 2 hold. */
+export function encodeFieldsV1(draft: EventDraft): string[] {
   return encodeValues<string>(draft).flatMap((value, i) => [FIELD_NAMES[i] as string, value]);
 }
 
-/** The inverse of `encodeFields`, for entries this module wrote. */
+const KINDS: readonly EventKind[] = ['message', 'edit', 'retraction', 'reaction', 'marker', 'receipt', 'presence', 'typing', 'telemetry'];
+const PROTOS: readonly Sender['proto'][] = ['xmpp', 'matrix', 'mqtt', 'api'];
+const AUTHS: readonly Sender['auth'][] = ['server', 'occupant-id', 'broker-acl', 'api-token', 'claimed'];
+const KIND_INDEX = new Map(KINDS.map((k, i) => [k, i]));
+const PROTO_INDEX = new Map(PROTOS.map((k, i) => [k, i]));
+const AUTH_INDEX = new Map(AUTHS.map((k, i) => [k, i]));
+
+/**
+ * Format 2's array, by position; trailing nulls are left out (a plain
+ * message ends at its body):
+ * 0 head: one integer for kind, sender proto, auth, origin proto, puppet and
+ *   historical (see `head`), instead of five quoted words and two flags;
+ * 1 idem, 2 sender uid, 3 sender native, 4 display|null, 5 via, 6 origin ids,
+ * 7 ts.received, 8 content body|null (null: the kind has no content),
+ * 9 the rest of the content|null, 10 rel|null, 11 the kind's extra|null,
+ * 12 ts.origin|null.
+ */
+type Stored = [
+  number,
+  string,
+  string,
+  string,
+  string | null,
+  string,
+  Record<string, string>,
+  number,
+  (string | null)?,
+  (Record<string, unknown> | null)?,
+  unknown?,
+  unknown?,
+  (number | null)?,
+];
+
+function head(draft: EventDraft): number {
+  const s = draft.sender;
+  const o = draft.origin;
+  const index = (map: ReadonlyMap<string, number>, key: string): number => {
+    const i = map.get(key);
+    if (i === undefined) throw new SyncgateError('SG_ERR_INTERNAL', `no stored code for ${key}`);
+    return i;
+  };
+  let h = o.historical ? 1 : 0;
+  h = h * 2 + (s.puppet ? 1 : 0);
+  h = h * PROTOS.length + index(PROTO_INDEX, o.proto);
+  h = h * AUTHS.length + index(AUTH_INDEX, s.auth);
+  h = h * PROTOS.length + index(PROTO_INDEX, s.proto);
+  return h * KINDS.length + index(KIND_INDEX, draft.kind);
+}
+
+/** The content besides its body; undefined when there is nothing else (most messages: no copy is made). */
+function contentRestOf(content: Content): Record<string, unknown> | undefined {
+  for (const key in content) {
+    if (key !== 'body') {
+      const { body: _body, ...rest } = content;
+      return rest;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Format 2's value: the event as one JSON text. Raw text values are made
+ * well-formed as format 1 did: JSON.stringify escapes a lone surrogate, and
+ * what is read back must be what format 1 gave (U+FFFD).
+ */
+export function encodeEvent(draft: EventDraft): string {
+  const s = draft.sender;
+  const o = draft.origin;
+  const a: unknown[] = [
+    head(draft),
+    wellFormed(draft.idem),
+    s.uid,
+    s.native,
+    s.display ?? null,
+    o.via,
+    o.ids,
+    draft.ts.received,
+    'content' in draft ? wellFormed(draft.content.body) : null,
+    'content' in draft ? (contentRestOf(draft.content) ?? null) : null,
+    'rel' in draft && draft.rel ? draft.rel : null,
+    extraOf(draft) ?? null,
+    draft.ts.origin ?? null,
+  ];
+  while (a.length > 8 && a[a.length - 1] === null) a.pop();
+  return JSON.stringify(a);
+}
+
+/** Flat `[field, value]` as XADD takes it (format 2). */
+export function encodeFields(draft: EventDraft): string[] {
+  return [EVENT_FIELD, encodeEvent(draft)];
+}
+
+function decodeEvent(room: string, json: string): EventDraft {
+  const a = JSON.parse(json) as Stored;
+  let h = a[0];
+  const kind = KINDS[h % KINDS.length];
+  h = Math.floor(h / KINDS.length);
+  const sproto = PROTOS[h % PROTOS.length];
+  h = Math.floor(h / PROTOS.length);
+  const auth = AUTHS[h % AUTHS.length];
+  h = Math.floor(h / AUTHS.length);
+  const oproto = PROTOS[h % PROTOS.length];
+  h = Math.floor(h / PROTOS.length);
+  if (kind === undefined || sproto === undefined || auth === undefined || oproto === undefined || h > 3) {
+    throw new SyncgateError('SG_ERR_INTERNAL', `stored event in ${room} has an unknown head ${a[0]}`);
+  }
+  const sender: Sender = { uid: a[2], proto: sproto, native: a[3], auth };
+  if (a[4] !== null) sender.display = a[4];
+  if (h % 2 === 1) sender.puppet = true;
+  const origin: Origin = { proto: oproto, via: a[5], ids: a[6] };
+  if (h >= 2) origin.historical = true;
+  const originTs = a[12];
+  const ts: EventDraft['ts'] = originTs === undefined || originTs === null ? { received: a[7] } : { received: a[7], origin: originTs };
+  const draft: Record<string, unknown> = { v: 1, kind, idem: a[1], room, sender, origin, ts };
+  const body = a[8];
+  if (body !== undefined && body !== null) {
+    const rest = a[9];
+    draft['content'] = rest === undefined || rest === null ? { body } : { body, ...rest };
+  }
+  const rel = a[10];
+  if (rel !== undefined && rel !== null) draft['rel'] = rel;
+  const extraField = EXTRA_FIELD[kind];
+  const extra = a[11];
+  if (extraField && extra !== undefined && extra !== null) draft[extraField] = extra;
+  // Written by encodeEvent from a validated draft: the shape is known.
+  return draft as EventDraft;
+}
+
+/** The inverse of `encodeFields`, for entries this module wrote: format 2, or format 1 (ten fields). */
 export function decodeFields(room: string, values: readonly string[]): EventDraft {
+  if (values.length === 2 && values[0] === EVENT_FIELD) return decodeEvent(room, values[1] ?? '');
+  return decodeFieldsV1(room, values);
+}
+
+function decodeFieldsV1(room: string, values: readonly string[]): EventDraft {
   // values is the flat [f, v, f, v …] reply; we read by position because we always write all fields in order.
   const v = (i: number): string => {
     const value = values[i * 2 + 1];

@@ -349,11 +349,12 @@ export class PartitionedLog implements EventLog {
   }
 
   toLogEvent(partition: number, pos: StreamPos, draft: EventDraft): LogEvent {
-    return {
-      ...draft,
-      eventId: eventIdFor(partition, pos),
-      cursor: encodeEventPosition({ partitions: Math.max(this.count, partition + 1), partition, pos }),
-    };
+    // Object.assign, not `{ ...draft, eventId, cursor }`: the same copy, but V8's spread
+    // followed by more properties took ~2 µs an event, more than decoding it (issue 19).
+    const event = Object.assign({}, draft) as EventDraft & { eventId: string; cursor: string };
+    event.eventId = eventIdFor(partition, pos);
+    event.cursor = encodeEventPosition({ partitions: Math.max(this.count, partition + 1), partition, pos });
+    return event;
   }
 
   async append(input: EventDraft, options: AppendOptions = {}): Promise<AppendResult> {

@@ -17,7 +17,7 @@ import { SyncgateError } from '../core/errors.js';
 import type { RoomSpec, RoomStore, StateStore } from '../core/ports.js';
 import { MAX_PARTITIONS, ZERO_POS, comparePos, fnv1a32, parseStreamId, partitionOf, posToString, type StreamPos } from '../core/position.js';
 import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, LogBackend, PartitionMeta, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
-import { decodeFields, encodeFields, encodeValues } from './codec.js';
+import { decodeFields, encodeEvent, encodeFields } from './codec.js';
 import { FeedPool } from './feed-pool.js';
 import { keySpace, type KeySpace } from './keys.js';
 import { redactUrl } from '../log/index.js';
@@ -559,6 +559,7 @@ export class RedisBackend implements LogBackend {
     // Each room's keys once; the events name their room by its place in that list.
     const roomIndex = new Map<string, number>();
     const events: unknown[] = [];
+    const stored: string[] = [];
     for (const { request } of batch) {
       const { draft, aliasFields } = request;
       let r = roomIndex.get(draft.room);
@@ -567,11 +568,12 @@ export class RedisBackend implements LogBackend {
         roomIndex.set(draft.room, r);
         keys.push(this.keys.room(p, draft.room), this.keys.roomMeta(p, draft.room));
       }
-      events.push(encodeValues(draft, [r, draft.room, idField(request.idemField), aliasFields.map(idField)]));
+      events.push([r, draft.room, idField(request.idemField), aliasFields.map(idField)]);
+      stored.push(encodeEvent(draft));
     }
     const done = () => this.sending.set(p, (this.sending.get(p) ?? 1) - 1);
     const batchJson = JSON.stringify(events);
-    const args: [number, ...Array<string | number>] = [keys.length, ...keys, this.retention.roomMaxLen, this.retention.feedMaxLen, this.idTtlSec, batchJson];
+    const args: [number, ...Array<string | number>] = [keys.length, ...keys, this.retention.roomMaxLen, this.retention.feedMaxLen, this.idTtlSec, batchJson, ...stored];
     const waitReplicas = this.options.waitReplicas ?? 0;
     const sent: Promise<Array<number | string>> =
       waitReplicas > 0 ? this.appendAndWait(args, waitReplicas, this.options.waitTimeoutMs ?? 2_000) : this.appender.sgAppendBatch(...args);

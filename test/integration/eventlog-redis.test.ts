@@ -5,7 +5,9 @@
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import type { TailItem } from '../../src/core/ports.js';
+import { encodeFieldsV1 } from '../../src/eventlog/codec.js';
 import { createEventLog } from '../../src/eventlog/index.js';
+import { keySpace } from '../../src/eventlog/keys.js';
 import { silentLogger } from '../../src/log/index.js';
 import { message } from '../fixtures/events.js';
 import { dropPrefix, testPrefix } from '../harness/redis.js';
@@ -88,6 +90,37 @@ describe('Redis event log', () => {
     expect(events[1]?.idem).toBe('api:dev1:lone-\ufffd');
     // The same key again is a duplicate of it, not a new event.
     expect((await log.append(drafts[1] as (typeof drafts)[number])).duplicate).toBe(true);
+    await log.close();
+    await dropPrefix(admin, prefix);
+  });
+
+  it('reads a log written in format 1 (ten fields per entry, before issue 19) next to format-2 entries: read, history, getEvent and tail', async () => {
+    const prefix = testPrefix('format1');
+    const log = createEventLog({ partitions: 1, log: silentLogger(), redis: { url: inject('redisUrl'), prefix } });
+    await log.rooms.put({ id: 'r', links: [] });
+    const keys = keySpace(prefix);
+    // An entry as the old append script wrote it: the feed's `r=<room>`, the timeline entry at the same id.
+    const old = message('r', 'written by the old format', { idem: 'api:dev1:old' });
+    const id = await admin.xadd(keys.feed(0), '*', 'r', 'r');
+    await admin.xadd(keys.room(0, 'r'), id ?? '', ...encodeFieldsV1(old));
+    const fresh = message('r', 'written by the new format', { idem: 'api:dev1:new' });
+    await log.append(fresh);
+    const { events } = await log.read(undefined, { rooms: 'all', limit: 10 });
+    const drafts = events.map(({ eventId: _e, cursor: _c, ...draft }) => draft);
+    expect(drafts).toEqual([old, fresh]);
+    const history = await log.roomHistory('r', { dir: 'b', limit: 10 });
+    expect(history.events.map((e) => e.eventId)).toEqual(events.map((e) => e.eventId).reverse());
+    const first = events[0];
+    expect(first && (await log.getEvent('r', first.eventId))).toEqual(first);
+    const it = log.tail(undefined, { rooms: 'all' })[Symbol.asyncIterator]();
+    const tailed: string[] = [];
+    while (tailed.length < 2) {
+      const r = await it.next();
+      if (r.done) break;
+      if (r.value.type === 'event') tailed.push(r.value.event.idem);
+    }
+    await it.return?.();
+    expect(tailed).toEqual(['api:dev1:old', 'api:dev1:new']);
     await log.close();
     await dropPrefix(admin, prefix);
   });

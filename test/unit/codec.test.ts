@@ -1,9 +1,12 @@
-// The Redis stored form: encodeValues writes sender and origin tuples by hand
-// (no intermediate arrays), so they must stay exactly JSON.stringify's text,
-// and id-map fields must be 14 plain ASCII characters.
+// The Redis stored form. Format 2 (one field `e`, the event as one JSON
+// array) reads back every draft; format 1 (ten fields, what logs written
+// before hold) still reads back the same drafts. Format 1's encodeValues
+// writes sender and origin tuples by hand (no intermediate arrays), so they
+// must stay exactly JSON.stringify's text. Id-map fields are 14 plain ASCII
+// characters.
 import { describe, expect, it } from 'vitest';
 import type { EventDraft } from '../../src/core/event.js';
-import { FIELD_NAMES, decodeFields, encodeFields, encodeValues } from '../../src/eventlog/codec.js';
+import { EVENT_FIELD, FIELD_NAMES, decodeFields, encodeFields, encodeFieldsV1, encodeValues } from '../../src/eventlog/codec.js';
 import { idField } from '../../src/eventlog/redis-backend.js';
 
 const awkward = 'q"uo\\te \u0000 \u2028 é 🚀 </script>';
@@ -34,14 +37,70 @@ const drafts: EventDraft[] = [
 ];
 
 describe('event codec', () => {
-  it.each(drafts.map((d) => [d.kind, d] as const))('writes %s sender and origin as JSON.stringify would, and reads the draft back', (_kind, draft) => {
+  it.each(drafts.map((d) => [d.kind, d] as const))('stores a %s as one field and reads the draft back', (_kind, draft) => {
+    const fields = encodeFields(draft);
+    expect(fields).toHaveLength(2);
+    expect(fields[0]).toBe(EVENT_FIELD);
+    expect(decodeFields(draft.room, fields)).toEqual(draft);
+  });
+
+  it.each(drafts.map((d) => [d.kind, d] as const))('format 1: writes %s sender and origin as JSON.stringify would, and a format-1 entry still reads back', (_kind, draft) => {
     const values = encodeValues(draft);
     expect(values).toHaveLength(FIELD_NAMES.length);
     const s = draft.sender;
     const o = draft.origin;
     expect(values[2]).toBe(JSON.stringify([s.uid, s.proto, s.native, s.display ?? null, s.auth, s.puppet ? 1 : 0]));
     expect(values[3]).toBe(JSON.stringify([o.proto, o.via, o.ids, o.historical ? 1 : 0]));
-    expect(decodeFields(draft.room, encodeFields(draft))).toEqual(draft);
+    expect(decodeFields(draft.room, encodeFieldsV1(draft))).toEqual(draft);
+  });
+
+  it('reads both formats to the same draft, and keeps optional parts absent', () => {
+    const bare: EventDraft = {
+      v: 1,
+      kind: 'retraction',
+      idem: 'api:d:1',
+      room: 'r3',
+      sender: { uid: 'u', proto: 'api', native: 'u', auth: 'api-token' },
+      origin: { proto: 'api', via: 'api', ids: {} },
+      ts: { received: 5 },
+      rel: { redacts: '01ABCDEF' },
+    } as EventDraft;
+    for (const draft of [...drafts, bare]) {
+      const fromV2 = decodeFields(draft.room, encodeFields(draft));
+      const fromV1 = decodeFields(draft.room, encodeFieldsV1(draft));
+      expect(fromV2).toEqual(fromV1);
+      // the same keys in the same order: JSON served to clients is unchanged
+      expect(JSON.stringify(fromV2)).toBe(JSON.stringify(fromV1));
+    }
+  });
+});
+
+describe('format 2 head', () => {
+  it('reads back every kind, sender proto, auth, origin proto, puppet and historical', () => {
+    const kinds = ['message', 'edit', 'retraction', 'reaction', 'marker', 'receipt', 'presence', 'typing', 'telemetry'] as const;
+    const protos = ['xmpp', 'matrix', 'mqtt', 'api'] as const;
+    const auths = ['server', 'occupant-id', 'broker-acl', 'api-token', 'claimed'] as const;
+    const base = drafts[0] as EventDraft;
+    let n = 0;
+    for (const kind of kinds)
+      for (const sproto of protos)
+        for (const auth of auths)
+          for (const oproto of protos)
+            for (const flags of [0, 1, 2, 3]) {
+              const sender = { ...base.sender, proto: sproto, auth, puppet: flags % 2 === 1 };
+              const origin = { ...base.origin, proto: oproto, historical: flags >= 2 };
+              if (!sender.puppet) delete (sender as { puppet?: boolean }).puppet;
+              if (!origin.historical) delete (origin as { historical?: boolean }).historical;
+              const draft = { ...base, kind, sender, origin } as EventDraft;
+              const back = decodeFields(draft.room, encodeFields(draft));
+              expect([back.kind, back.sender, back.origin]).toEqual([kind, sender, origin]);
+              n++;
+            }
+    expect(n).toBe(9 * 4 * 5 * 4 * 4);
+  });
+
+  it('refuses a head it does not know', () => {
+    expect(() => decodeFields('r', [EVENT_FIELD, JSON.stringify([9 * 4 * 5 * 4 * 4, 'i', 'u', 'n', null, 'v', {}, 1])])).toThrow(/unknown head/);
   });
 });
 

@@ -6,8 +6,10 @@
 --       (stream key -> last removed id), then per room r of the batch: 4+2r-1 its timeline, 4+2r its meta
 -- ARGV: 1 room max length (0 = none), 2 feed max length (0 = none), 3 id map ttl seconds,
 --       4 the events as one JSON array (one argument, not a dozen per event: building and sending
---       arguments was the client's largest cost), each [r, room, idempotency field, [alias fields],
---       then the 10 field values in codec.ts FIELD_NAMES order (the names are written here)]
+--       arguments was the client's largest cost), each [r, room, idempotency field, [alias fields]],
+--       then per event i the argument 4+i: its stored JSON (codec.ts encodeEvent, written as the
+--       timeline entry's one field `e`; an argument of its own, not a string inside the batch's JSON,
+--       whose quotes would all be escaped and unescaped once more)
 -- Returns a flat list {status, id} per event: 1 = appended (stream id), 0 = duplicate (compact id of
 -- the first append), -1 = unknown room.
 
@@ -58,8 +60,7 @@ for i = 1, #events do
     else
       local id = redis.call('XADD', KEYS[1], '*', 'r', room)
       -- The timeline entry takes the feed entry's id: one position names the event everywhere.
-      redis.call('XADD', room_key, id, 'k', e[5], 'i', e[6], 's', e[7], 'o', e[8], 't', e[9],
-        'u', e[10], 'b', e[11], 'c', e[12], 'r', e[13], 'x', e[14])
+      redis.call('XADD', room_key, id, 'e', ARGV[4 + i])
       cap(room_key, roommax)
       local short = compact(id)
       redis.call('HSET', KEYS[2], idem, short)

@@ -227,11 +227,13 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: HttpContext): vo
       const device = deviceOf(request);
       const rooms = new Set(await directory.grants(device.user));
       const { since, limit } = request.query;
-      const view = (r: { events: LogEvent[]; next: string; limited: boolean }) => ({
-        events: r.events.map((e) => viewFor(e, device.deviceId)),
-        next: r.next,
-        limited: r.limited,
-      });
+      // Written here with JSON.stringify, not by the response schema's serialiser: for a
+      // 1,000-event page the schema-driven writer took 6-10 ms against 2-3 ms, longer than
+      // reading the page (issue 19). The same fields; the schema still documents them.
+      const view = (r: { events: LogEvent[]; next: string; limited: boolean }) =>
+        reply
+          .type('application/json; charset=utf-8')
+          .send(JSON.stringify({ events: r.events.map((e) => viewFor(e, device.deviceId)), next: r.next, limited: r.limited }));
       if (since === undefined) return view(await log.latest({ rooms, limit }));
       let result = await log.read(since, { rooms, limit });
       const timeout = Math.min(request.query.timeout, ctx.config.syncTimeoutMaxMs);

@@ -34,6 +34,21 @@ describe('event view', () => {
     expect(theirs).toMatchObject({ eventId: e.eventId, cursor: e.cursor, content: { body: 'hi' } });
   });
 
+  it('gives the same JSON text, key for key in order, as the view written with object rest and spread', () => {
+    const reference = (e: LogEvent, deviceId: string): unknown => {
+      const { idem: _idem, ...rest } = e;
+      const ids = e.origin.ids;
+      const priv = (k: string) => k === 'api.txnId' || k === 'api.device';
+      const view = Object.keys(ids).some(priv) ? { ...rest, origin: { ...e.origin, ids: Object.fromEntries(Object.entries(ids).filter(([k]) => !priv(k))) } } : rest;
+      return ids['api.device'] === deviceId ? { ...view, unsigned: { txnId: ids['api.txnId'] } } : view;
+    };
+    const idSets: Array<Record<string, string>> = [{}, { 'api.txnId': 't-42', 'api.device': 'd1' }, { 'mx.eventId': '$abc', 'api.txnId': 't-1' }];
+    for (const ids of idSets) {
+      const e = { ...event(ids), rel: { replyTo: '01M80G7TVM030000001' } } as LogEvent;
+      for (const device of ['d1', 'd2']) expect(JSON.stringify(viewFor(e, device))).toBe(JSON.stringify(reference(e, device)));
+    }
+  });
+
   it('keeps the native ids of other protocols', () => {
     const e = event({ 'mx.eventId': '$abc', 'xmpp.stanzaId': 's1' });
     expect(viewFor(e, 'd1').origin.ids).toEqual({ 'mx.eventId': '$abc', 'xmpp.stanzaId': 's1' });
