@@ -23,6 +23,7 @@ export const ERROR_TABLE = {
   // --- configuration and process
   SG_ERR_CONFIG_INVALID: { status: 500, message: 'The configuration is not valid' },
   SG_ERR_PARTITIONS_LOWERED: { status: 409, message: 'The configured partition count is lower than the log\'s: the count can only be raised' },
+  SG_ERR_LOG_FORMAT_LOWERED: { status: 409, message: 'The write format asked for is lower than the log\'s: the format can only be raised' },
   SG_ERR_PARTITIONS_MISMATCH: { status: 500, message: 'The log\'s rooms are not where any partition count puts them' },
   SG_ERR_CONFIG_FILE: { status: 500, message: 'The configuration file cannot be read or parsed' },
   SG_ERR_CLI_USAGE: { status: 400, message: 'The command line is not valid' },

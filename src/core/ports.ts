@@ -239,6 +239,16 @@ export interface EventLog {
    */
   raisePartitions(count: number): Promise<number>;
   /**
+   * The log's stored write format (1: ten fields, what builds before format 2
+   * read; 2: one field), followed by this process like the partition count.
+   */
+  writeFormat(): Promise<1 | 2>;
+  /**
+   * Raises the write format (never lowers it: SG_ERR_LOG_FORMAT_LOWERED); every
+   * replica follows. Raise only once no replica of an older build runs.
+   */
+  raiseWriteFormat(format: 1 | 2): Promise<1 | 2>;
+  /**
    * The stored partition count, followed by this process when another
    * replica (or the admin command) raised it: what `info.partitions` says
    * from then on. Delivery polls it to take up new partitions.

@@ -71,9 +71,20 @@ export interface RetentionPolicy {
 
 export type RoomFilterFn = (room: string) => boolean;
 
-/** The partition count stored with a log (issue 24): only ever raised. */
+/**
+ * How appends store an event (codec.ts): 1 = ten fields (what builds before
+ * format 2 read), 2 = one field `e`. Stored with the partition count; a log
+ * without one (written before the gate) writes format 1 until it is raised.
+ */
+export type WriteFormat = 1 | 2;
+
+/** the newest write format: what a new log starts with */
+export const LATEST_WRITE_FORMAT: WriteFormat = 2;
+
+/** The partition count and write format stored with a log (issue 24): both only ever raised. */
 export interface PartitionMeta {
   readonly partitions: number;
+  readonly format: WriteFormat;
 }
 
 export interface LogBackend {
@@ -88,13 +99,22 @@ export interface LogBackend {
   /**
    * The stored partition count; when the log has none yet, stores
    * `configured` (or, for a log written before the count was stored, the
-   * count its rooms were written with) and returns that.
+   * count its rooms were written with) and returns that. A new log (no
+   * count and no rooms) stores the latest write format too; an existing one
+   * keeps what it has (none = format 1).
    */
   openPartitions(configured: number): Promise<PartitionMeta>;
   /** the stored partition count (another replica may have raised it) */
   readPartitions(): Promise<number>;
   /** raises the stored count to `count` (never lowers it); returns the stored count */
   raisePartitions(count: number): Promise<number>;
+  /**
+   * The stored write format (1 when none is stored: a log from before the
+   * format gate); appends of this process write it from then on.
+   */
+  readWriteFormat(): Promise<WriteFormat>;
+  /** raises the stored write format to `format` (never lowers it); returns the stored one, which appends then write */
+  raiseWriteFormat(format: WriteFormat): Promise<WriteFormat>;
   /** a room's partition as this process knows it already (no I/O); rooms never move */
   knownRoomPartition(room: string): number | undefined;
   /** a room's partition from the directory; undefined for a room that never existed */

@@ -255,7 +255,8 @@ export function decodeFields(room: string, values: readonly string[]): EventDraf
   return decodeFieldsV1(room, values);
 }
 
-function decodeFieldsV1(room: string, values: readonly string[]): EventDraft {
+/** Format 1 only: what builds before format 2 read (a format-2 entry fails here, as it did there). */
+export function decodeFieldsV1(room: string, values: readonly string[]): EventDraft {
   // values is the flat [f, v, f, v …] reply; we read by position because we always write all fields in order.
   const v = (i: number): string => {
     const value = values[i * 2 + 1];

@@ -51,8 +51,11 @@ export interface MemoryStore {
   readonly backend: MemoryBackend;
 }
 
-export function createMemoryStore(options: { readonly partitions: number; readonly retention?: Partial<RetentionPolicy> }): MemoryStore {
-  return { backend: new MemoryBackend({ partitions: options.partitions, retention: { ...DEFAULT_RETENTION, ...options.retention } }) };
+/** `beforeFormatGate` (tests): the store as a build before the write-format gate left it (a log writing format 1) */
+export function createMemoryStore(options: { readonly partitions: number; readonly retention?: Partial<RetentionPolicy>; readonly beforeFormatGate?: boolean }): MemoryStore {
+  return {
+    backend: new MemoryBackend({ partitions: options.partitions, retention: { ...DEFAULT_RETENTION, ...options.retention }, ...(options.beforeFormatGate ? { beforeFormatGate: true } : {}) }),
+  };
 }
 
 export function createEventLog(options: EventLogOptions): EventLog {

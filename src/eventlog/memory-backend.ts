@@ -9,6 +9,7 @@ import { SyncgateError } from '../core/errors.js';
 import type { RoomSpec, RoomStore, StateStore } from '../core/ports.js';
 import { MAX_PARTITIONS, ZERO_POS, fnv1a32, comparePos, justBefore, parseStreamId, posToString, type StreamPos } from '../core/position.js';
 import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, LogBackend, PartitionMeta, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
+import { LATEST_WRITE_FORMAT, type WriteFormat } from './backend.js';
 
 interface Stored {
   readonly pos: StreamPos;
@@ -165,6 +166,11 @@ export interface MemoryBackendOptions {
   readonly retention: RetentionPolicy;
   /** for tests: the clock used for stream ids and id buckets */
   readonly now?: () => number;
+  /**
+   * for tests: the store as a build before the format gate left it — the
+   * partition count stored, no write format (so the log writes format 1)
+   */
+  readonly beforeFormatGate?: boolean;
 }
 
 export class MemoryBackend implements LogBackend {
@@ -180,6 +186,8 @@ export class MemoryBackend implements LogBackend {
   private closed = false;
   /** the stored partition count (0 until a log opened this backend) */
   private storedPartitions = 0;
+  /** the stored write format; undefined: none stored (a new log stores the latest at open) */
+  private storedFormat: WriteFormat | undefined;
   private readonly configured: number;
   /** room → partition: an entry is never removed, so a room never moves */
   private readonly roomParts = new Map<string, number>();
@@ -190,6 +198,7 @@ export class MemoryBackend implements LogBackend {
     this.configured = options.partitions;
     this.retention = options.retention;
     this.now = options.now ?? Date.now;
+    if (options.beforeFormatGate) this.storedPartitions = options.partitions;
     this.rooms = new MemoryRoomStore((room) => void this.assignRoomPartition(room, fnv1a32(room)));
   }
 
@@ -203,8 +212,20 @@ export class MemoryBackend implements LogBackend {
 
   openPartitions(configured: number): Promise<PartitionMeta> {
     this.closedCheck();
+    if (this.storedPartitions === 0) this.storedFormat ??= LATEST_WRITE_FORMAT;
     if (this.storedPartitions === 0) this.storedPartitions = configured;
-    return Promise.resolve({ partitions: this.storedPartitions });
+    return Promise.resolve({ partitions: this.storedPartitions, format: this.storedFormat ?? 1 });
+  }
+
+  readWriteFormat(): Promise<WriteFormat> {
+    this.closedCheck();
+    return Promise.resolve(this.storedFormat ?? 1);
+  }
+
+  raiseWriteFormat(format: WriteFormat): Promise<WriteFormat> {
+    this.closedCheck();
+    if (format > (this.storedFormat ?? 1)) this.storedFormat = format;
+    return Promise.resolve(this.storedFormat ?? 1);
   }
 
   readPartitions(): Promise<number> {

@@ -36,7 +36,7 @@ import type {
   RoomStore,
 } from '../core/ports.js';
 import { MAX_PARTITIONS, ZERO_POS, comparePos, eventIdFor, justBefore, locateEventId, parseStreamId, type StreamPos } from '../core/position.js';
-import type { FeedEntry, FeedPage, LogBackend, RetentionPolicy, RoomFilterFn } from './backend.js';
+import type { FeedEntry, FeedPage, LogBackend, RetentionPolicy, RoomFilterFn, WriteFormat } from './backend.js';
 import { createDeliveryQueue } from './delivery-queue.js';
 import { LiveFeed, type LiveSink } from './live-feed.js';
 
@@ -115,6 +115,8 @@ export class PartitionedLog implements EventLog {
   private readonly tailBuffer: number;
   /** the partition count this process runs with: the stored one, which only grows */
   private count: number;
+  /** the log's write format as last read (the backend appends in it) */
+  private format: WriteFormat = 1;
   /** checks (and raises) the stored partition count; every operation waits for it */
   private readonly ready: Promise<void>;
   private opened = false;
@@ -177,7 +179,8 @@ export class PartitionedLog implements EventLog {
   }
 
   private async init(configured: number): Promise<void> {
-    const { partitions: stored } = await this.backend.openPartitions(configured);
+    const { partitions: stored, format } = await this.backend.openPartitions(configured);
+    this.format = format;
     if (configured < stored) {
       throw new SyncgateError(
         'SG_ERR_PARTITIONS_LOWERED',
@@ -222,6 +225,32 @@ export class PartitionedLog implements EventLog {
     this.count = Math.max(this.count, stored);
   }
 
+  /** The stored write format, read again (another replica may have raised it). */
+  async writeFormat(): Promise<WriteFormat> {
+    await this.ready;
+    this.ensureOpen();
+    await this.refresh();
+    return this.format;
+  }
+
+  /**
+   * Raises the log's write format (the admin command): from then on every
+   * replica appends in it, so raise it only once no replica of a build that
+   * reads format 1 alone runs. Lowering is refused.
+   */
+  async raiseWriteFormat(format: WriteFormat): Promise<WriteFormat> {
+    await this.ready;
+    this.ensureOpen();
+    if (format !== 1 && format !== 2) throw new SyncgateError('SG_ERR_PARAM_INVALID', 'format must be 1 or 2');
+    const stored = await this.backend.readWriteFormat();
+    if (format < stored) {
+      throw new SyncgateError('SG_ERR_LOG_FORMAT_LOWERED', `format ${format} is lower than this log's ${stored}; the write format can only be raised`, { wanted: format, stored });
+    }
+    this.format = await this.backend.raiseWriteFormat(format);
+    if (this.format > stored) this.log.info({ from: stored, to: this.format }, 'log write format raised');
+    return this.format;
+  }
+
   async partitionCount(): Promise<number> {
     await this.ready;
     this.ensureOpen();
@@ -233,7 +262,11 @@ export class PartitionedLog implements EventLog {
   private refresh(): Promise<void> {
     this.refreshing ??= (async () => {
       try {
-        const stored = await this.backend.readPartitions();
+        const [stored, format] = await Promise.all([this.backend.readPartitions(), this.backend.readWriteFormat()]);
+        if (format !== this.format) {
+          this.log.info({ from: this.format, to: format }, 'the log write format was raised by another replica: following it');
+          this.format = format;
+        }
         if (stored > this.count) {
           this.log.warn({ from: this.count, to: stored }, 'the partition count was raised by another replica: following it (set partitions to it in this replica\'s configuration)');
           this.count = stored;

@@ -17,7 +17,8 @@ import { SyncgateError } from '../core/errors.js';
 import type { RoomSpec, RoomStore, StateStore } from '../core/ports.js';
 import { MAX_PARTITIONS, ZERO_POS, comparePos, fnv1a32, parseStreamId, partitionOf, posToString, type StreamPos } from '../core/position.js';
 import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, LogBackend, PartitionMeta, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
-import { decodeFields, encodeEvent, encodeFields } from './codec.js';
+import { LATEST_WRITE_FORMAT, type WriteFormat } from './backend.js';
+import { decodeFields, encodeEvent, encodeFields, encodeFieldsV1, encodeValues } from './codec.js';
 import { FeedPool } from './feed-pool.js';
 import { keySpace, type KeySpace } from './keys.js';
 import { redactUrl } from '../log/index.js';
@@ -53,6 +54,11 @@ const CLUSTER_RETRY_DELAY_MS = 200;
 /** how long ping() waits for an answer before it reports the log unreachable */
 const PING_TIMEOUT_MS = 10_000;
 
+/** a stored write format: absent (a log from before the format gate) is 1 */
+function toWriteFormat(value: string | number | null): WriteFormat {
+  return Number(value ?? 1) >= 2 ? 2 : 1;
+}
+
 /** blocking connections shared by the live reads of all partitions (one Redis or Sentinel) */
 const FEED_POOL_SIZE = 16;
 
@@ -76,7 +82,8 @@ interface SyncgateCommands {
   sgReplayDone(lease: string, replay: string, owner: string, id: string): Promise<number>;
   sgDeadMove(dlq: string, replay: string, mode: string, ...ids: string[]): Promise<number>;
   sgAssign(meta: string, directory: string, room: string, hash: number, fallback: number): Promise<number>;
-  sgRaise(meta: string, count: number): Promise<number>;
+  sgRaise(meta: string, count: number, field?: string): Promise<number>;
+  sgOpen(meta: string, count: number, format: number): Promise<number>;
 }
 type CommandClient = Redis & SyncgateCommands;
 
@@ -207,6 +214,7 @@ function defineCommands(client: Redis): CommandClient {
   client.defineCommand('sgDeadMove', { numberOfKeys: 2, lua: lua('deadmove-2.lua') });
   client.defineCommand('sgAssign', { numberOfKeys: 2, lua: lua('assign-2.lua') });
   client.defineCommand('sgRaise', { numberOfKeys: 1, lua: lua('raise-1.lua') });
+  client.defineCommand('sgOpen', { numberOfKeys: 1, lua: lua('open-1.lua') });
   return client as CommandClient;
 }
 
@@ -361,6 +369,8 @@ export class RedisBackend implements LogBackend {
   private readonly feedPool: FeedPool | undefined;
   /** the largest partition count seen (configured, stored or raised): what the probes cover */
   private partitions: number;
+  /** the write format appends use: the stored one, as last read (format 1 until the log is opened) */
+  private writeFormat: WriteFormat = 1;
   private readonly keys: KeySpace;
   private readonly retention: RetentionPolicy;
   private readonly idTtlSec: number;
@@ -437,11 +447,13 @@ export class RedisBackend implements LogBackend {
   async openPartitions(configured: number): Promise<PartitionMeta> {
     this.closedCheck();
     const stored = await this.readPartitions();
-    if (stored > 0) return { partitions: stored };
+    if (stored > 0) return { partitions: stored, format: await this.readWriteFormat() };
     // No count stored: a new log, or one written before the count was stored, whose
     // rooms sit at `fnv1a32(room) mod <the count it ran with>`: find that count and
     // record every room's partition before anything may use another count.
     const rooms = await this.redis.smembers(this.keys.roomIndex());
+    // A new log starts at the latest write format; one with rooms already keeps format 1.
+    if (rooms.length === 0) await this.redis.sgOpen(this.keys.partitionMeta(), configured, LATEST_WRITE_FORMAT);
     const legacy = rooms.length > 0 ? await this.legacyPartitions(rooms, configured) : configured;
     for (let i = 0; i < rooms.length; i += 500) {
       const chunk = rooms.slice(i, i + 500);
@@ -450,7 +462,17 @@ export class RedisBackend implements LogBackend {
       await pipeline.exec();
     }
     await this.redis.hsetnx(this.keys.partitionMeta(), 'partitions', legacy);
-    return { partitions: await this.readPartitions() };
+    return { partitions: await this.readPartitions(), format: await this.readWriteFormat() };
+  }
+
+  async readWriteFormat(): Promise<WriteFormat> {
+    this.closedCheck();
+    return (this.writeFormat = toWriteFormat(await this.redis.hget(this.keys.partitionMeta(), 'format')));
+  }
+
+  async raiseWriteFormat(format: WriteFormat): Promise<WriteFormat> {
+    this.closedCheck();
+    return (this.writeFormat = toWriteFormat(await this.redis.sgRaise(this.keys.partitionMeta(), format, 'format')));
   }
 
   /** The count a log from before the stored count was written with: the one that finds every room's definition. */
@@ -560,6 +582,7 @@ export class RedisBackend implements LogBackend {
     const roomIndex = new Map<string, number>();
     const events: unknown[] = [];
     const stored: string[] = [];
+    const format = this.writeFormat;
     for (const { request } of batch) {
       const { draft, aliasFields } = request;
       let r = roomIndex.get(draft.room);
@@ -568,8 +591,14 @@ export class RedisBackend implements LogBackend {
         roomIndex.set(draft.room, r);
         keys.push(this.keys.room(p, draft.room), this.keys.roomMeta(p, draft.room));
       }
-      events.push([r, draft.room, idField(request.idemField), aliasFields.map(idField)]);
-      stored.push(encodeEvent(draft));
+      // Format 1: the ten values as a JSON array (the script writes them as fields k … x) and a 1 in the tuple.
+      if (format === 1) {
+        events.push([r, draft.room, idField(request.idemField), aliasFields.map(idField), 1]);
+        stored.push(JSON.stringify(encodeValues<string>(draft)));
+      } else {
+        events.push([r, draft.room, idField(request.idemField), aliasFields.map(idField)]);
+        stored.push(encodeEvent(draft));
+      }
     }
     const done = () => this.sending.set(p, (this.sending.get(p) ?? 1) - 1);
     const batchJson = JSON.stringify(events);
@@ -781,7 +810,8 @@ export class RedisBackend implements LogBackend {
     this.closedCheck();
     const key = this.keys.telemetry(partition, draft.room);
     const max = this.retention.telemetryMaxLen;
-    const fields = encodeFields(draft);
+    // the log's write format, as the timelines: a replica of an older build reads telemetry too
+    const fields = this.writeFormat === 1 ? encodeFieldsV1(draft) : encodeFields(draft);
     const id = max > 0 ? await this.redis.xadd(key, 'MAXLEN', '~', max, '*', ...fields) : await this.redis.xadd(key, '*', ...fields);
     if (!id) throw new SyncgateError('SG_ERR_INTERNAL', 'XADD returned no id');
     return id;

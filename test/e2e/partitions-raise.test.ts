@@ -114,4 +114,15 @@ describe('raising partitions on a running deployment (16 → 64)', () => {
     }
     expect(isSyncgateError(refused) ? refused.code : String(refused)).toBe('SG_ERR_PARTITIONS_LOWERED');
   }, 240_000);
+
+  it('GET|PUT /v1/admin/log-format: a new log is at format 2, lowering is refused, the admin token is required', async () => {
+    const gw = await start(testPrefix('logfmt'), 4);
+    expect(await gw.admin<{ format: number }>('GET', '/v1/admin/log-format')).toEqual({ status: 200, body: { format: 2 } });
+    expect(await gw.admin<{ format: number }>('PUT', '/v1/admin/log-format', { format: 2 })).toEqual({ status: 200, body: { format: 2 } });
+    const lowered = await gw.admin<{ code: string }>('PUT', '/v1/admin/log-format', { format: 1 });
+    expect(lowered.status).toBe(409);
+    expect(lowered.body.code).toBe('SG_ERR_LOG_FORMAT_LOWERED');
+    expect((await gw.admin('PUT', '/v1/admin/log-format', { format: 3 })).status).toBe(400);
+    expect((await gw.device(await gw.deviceToken('u', []), 'PUT', '/v1/admin/log-format', { format: 2 })).status).toBe(401);
+  }, 60_000);
 });

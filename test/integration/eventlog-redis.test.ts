@@ -5,7 +5,8 @@
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import type { TailItem } from '../../src/core/ports.js';
-import { encodeFieldsV1 } from '../../src/eventlog/codec.js';
+import { isSyncgateError } from '../../src/core/errors.js';
+import { decodeFieldsV1, encodeFieldsV1 } from '../../src/eventlog/codec.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { keySpace } from '../../src/eventlog/keys.js';
 import { silentLogger } from '../../src/log/index.js';
@@ -124,4 +125,81 @@ describe('Redis event log', () => {
     await log.close();
     await dropPrefix(admin, prefix);
   });
+
+  describe('write format gate', () => {
+    const open = (prefix: string) => createEventLog({ partitions: 2, log: silentLogger(), redis: { url: inject('redisUrl'), prefix } });
+    /** the timeline entries of room r, as stored: [id, flat fields] */
+    const timeline = async (prefix: string) => {
+      const keys = keySpace(prefix);
+      const entries: Array<[string, string[]]> = [];
+      for (let p = 0; p < 2; p++) entries.push(...((await admin.xrange(keys.room(p, 'r'), '-', '+')) as Array<[string, string[]]>));
+      return entries;
+    };
+
+    it('a new log stores format 2 and writes one field', async () => {
+      const prefix = testPrefix('fmtnew');
+      const log = open(prefix);
+      await log.rooms.put({ id: 'r', links: [] });
+      await log.append(message('r', 'fresh'));
+      expect(await log.writeFormat()).toBe(2);
+      expect(await admin.hget(keySpace(prefix).partitionMeta(), 'format')).toBe('2');
+      const stored = await timeline(prefix);
+      expect(stored.map(([, fields]) => fields[0])).toEqual(['e']);
+      // a build that reads format 1 only cannot read it: why existing logs keep format 1
+      expect(() => decodeFieldsV1('r', stored[0]?.[1] ?? [])).toThrow();
+      await log.close();
+      await dropPrefix(admin, prefix);
+    });
+
+    it('a log with format-1 entries and no stored format writes format 1 until raised; replicas follow; lowering refused', async () => {
+      const prefix = testPrefix('fmtold');
+      const keys = keySpace(prefix);
+      // The log as a build before the gate left it: count stored, no format, a format-1 entry.
+      const setup = open(prefix);
+      await setup.rooms.put({ id: 'r', links: [] });
+      await setup.close();
+      await admin.hdel(keys.partitionMeta(), 'format');
+      const old = message('r', 'old build', { idem: 'api:dev1:old' });
+      const p = Number(await admin.hget(keys.roomPartitions(), 'r'));
+      const id = await admin.xadd(keys.feed(p), '*', 'r', 'r');
+      await admin.xadd(keys.room(p, 'r'), id ?? '', ...encodeFieldsV1(old));
+
+      const a = open(prefix);
+      const b = open(prefix);
+      const before = [message('r', 'one', { idem: 'api:dev1:1' }), message('r', 'two \u{1F600}', { idem: 'api:dev1:2' }), message('r', 'three', { idem: 'api:dev1:3' })];
+      await Promise.all(before.map((e) => a.append(e)));
+      await b.append(message('r', 'four', { idem: 'api:dev1:4' }));
+      expect(await a.writeFormat()).toBe(1);
+      expect(await admin.hget(keys.partitionMeta(), 'format')).toBeNull();
+      // an old-build reader (format 1 only) reads everything appended
+      const oldReader = (await timeline(prefix)).map(([, fields]) => decodeFieldsV1('r', fields));
+      expect(oldReader.map((d) => d.idem)).toEqual(['api:dev1:old', 'api:dev1:1', 'api:dev1:2', 'api:dev1:3', 'api:dev1:4']);
+      expect(oldReader.slice(1, 4)).toEqual(before);
+
+      await expectCode(a.raiseWriteFormat(2), undefined);
+      await a.append(message('r', 'five', { idem: 'api:dev1:5' }));
+      // b follows the raise when it reads the partition count again (delivery does once a lease period)
+      await b.partitionCount();
+      await b.append(message('r', 'six', { idem: 'api:dev1:6' }));
+      const formats = (await timeline(prefix)).map(([, fields]) => (fields[0] === 'e' ? 2 : fields.length / 2 === 10 ? 1 : 0));
+      expect(formats).toEqual([1, 1, 1, 1, 1, 2, 2]);
+      await expectCode(b.raiseWriteFormat(1), 'SG_ERR_LOG_FORMAT_LOWERED');
+      expect(await admin.hget(keys.partitionMeta(), 'format')).toBe('2');
+      // the new build reads both
+      const { events } = await b.read(undefined, { rooms: 'all', limit: 20 });
+      expect(events.map((e) => e.idem)).toEqual(['api:dev1:old', ...[1, 2, 3, 4, 5, 6].map((n) => `api:dev1:${n}`)]);
+      await a.close();
+      await b.close();
+      await dropPrefix(admin, prefix);
+    });
+  });
 });
+
+/** resolves when the promise fails with `code`, or succeeds when `code` is undefined */
+async function expectCode(promise: Promise<unknown>, code: string | undefined): Promise<void> {
+  const err: unknown = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err === undefined ? undefined : isSyncgateError(err) ? err.code : String(err)).toBe(code);
+}

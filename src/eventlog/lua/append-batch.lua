@@ -6,10 +6,12 @@
 --       (stream key -> last removed id), then per room r of the batch: 4+2r-1 its timeline, 4+2r its meta
 -- ARGV: 1 room max length (0 = none), 2 feed max length (0 = none), 3 id map ttl seconds,
 --       4 the events as one JSON array (one argument, not a dozen per event: building and sending
---       arguments was the client's largest cost), each [r, room, idempotency field, [alias fields]],
---       then per event i the argument 4+i: its stored JSON (codec.ts encodeEvent, written as the
---       timeline entry's one field `e`; an argument of its own, not a string inside the batch's JSON,
---       whose quotes would all be escaped and unescaped once more)
+--       arguments was the client's largest cost), each [r, room, idempotency field, [alias fields]]
+--       and, for format 1, a fifth element 1; then per event i the argument 4+i: format 2, its stored
+--       JSON (codec.ts encodeEvent, written as the timeline entry's one field `e`; an argument of its
+--       own, not a string inside the batch's JSON, whose quotes would all be escaped and unescaped
+--       once more); format 1 (the log's write format is 1 while replicas of builds that read only it
+--       may run), a JSON array of the ten values in codec.ts FIELD_NAMES order, written as fields k … x
 -- Returns a flat list {status, id} per event: 1 = appended (stream id), 0 = duplicate (compact id of
 -- the first append), -1 = unknown room.
 
@@ -60,7 +62,13 @@ for i = 1, #events do
     else
       local id = redis.call('XADD', KEYS[1], '*', 'r', room)
       -- The timeline entry takes the feed entry's id: one position names the event everywhere.
-      redis.call('XADD', room_key, id, 'e', ARGV[4 + i])
+      if e[5] == 1 then
+        local v = cjson.decode(ARGV[4 + i])
+        redis.call('XADD', room_key, id, 'k', v[1], 'i', v[2], 's', v[3], 'o', v[4], 't', v[5],
+          'u', v[6], 'b', v[7], 'c', v[8], 'r', v[9], 'x', v[10])
+      else
+        redis.call('XADD', room_key, id, 'e', ARGV[4 + i])
+      end
       cap(room_key, roommax)
       local short = compact(id)
       redis.call('HSET', KEYS[2], idem, short)
