@@ -201,6 +201,8 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
   });
 
   let trimTimer: NodeJS.Timeout | undefined;
+  /** re-reads the stored partition count and write format once a lease period, adapters or not */
+  let followTimer: NodeJS.Timeout | undefined;
   let adaptersStarted: Promise<void> = Promise.resolve();
   let stopping: Promise<void> | undefined;
 
@@ -234,12 +236,18 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
         }, every);
         trimTimer.unref();
       }
+      // A replica without adapters has no delivery polling the log: follow a raise of the count or format here.
+      followTimer = setInterval(() => {
+        log.partitionCount().catch((err: unknown) => logger.warn({ err }, 'could not re-read the partition count and write format'));
+      }, config.delivery.leaseMs);
+      followTimer.unref();
       logger.info({ address, backend: log.info.backend, durable: log.info.durable, adapters: adapters.map((a) => a.name), replica: owner }, 'syncgate listening');
       return address;
     },
     stop() {
       stopping ??= (async () => {
         if (trimTimer) clearInterval(trimTimer);
+        if (followTimer) clearInterval(followTimer);
         logger.info('stopping: no new requests; closing live streams');
         await app.close();
         // each supervisor finishes in-flight deliveries, stops its adapter and releases the leases

@@ -7,9 +7,11 @@
  * a replica started with a lower count is refused.
  */
 import { afterEach, describe, expect, inject, it } from 'vitest';
+import { Redis } from 'ioredis';
 import { isSyncgateError } from '../../src/core/errors.js';
+import { keySpace } from '../../src/eventlog/keys.js';
 import { startGateway, type TestGateway } from '../harness/gateway.js';
-import { testPrefix } from '../harness/redis.js';
+import { dropPrefix, testPrefix } from '../harness/redis.js';
 
 interface SyncPage {
   events: Array<{ room: string; kind: string; content?: { body?: string } }>;
@@ -124,5 +126,48 @@ describe('raising partitions on a running deployment (16 → 64)', () => {
     expect(lowered.body.code).toBe('SG_ERR_LOG_FORMAT_LOWERED');
     expect((await gw.admin('PUT', '/v1/admin/log-format', { format: 3 })).status).toBe(400);
     expect((await gw.device(await gw.deviceToken('u', []), 'PUT', '/v1/admin/log-format', { format: 2 })).status).toBe(401);
+  }, 60_000);
+
+  it('a replica without adapters follows a raise of the write format within a lease period', async () => {
+    const prefix = testPrefix('logfmtfollow');
+    const admin = new Redis(inject('redisUrl'));
+    const keys = keySpace(prefix);
+    const startFast = async () => {
+      const gw = await startGateway({ redisUrl: inject('redisUrl'), prefix, config: { partitions: 2, delivery: { leaseMs: 500 } } });
+      running.push(gw);
+      return gw;
+    };
+    try {
+      // a log as a build before the gate left it: no stored write format
+      const setup = await startFast();
+      expect((await setup.admin('PUT', '/v1/admin/rooms/f', { links: [] })).status).toBeLessThan(300);
+      await stop(setup);
+      await admin.hdel(keys.partitionMeta(), 'format');
+      const a = await startFast();
+      const b = await startFast();
+      const writer = await b.deviceToken('writer', ['f']);
+      const p = Number(await admin.hget(keys.roomPartitions(), 'f'));
+      /** b sends one; the stored entry's first field name: `k` for format 1, `e` for format 2 */
+      const sendFromB = async (n: number) => {
+        expect((await b.device(writer, 'PUT', `/v1/rooms/f/send/fmt${n}`, { kind: 'message', content: { body: `m${n}` } })).status).toBe(200);
+        const [[, fields] = ['', []]] = (await admin.xrevrange(keys.room(p, 'f'), '+', '-', 'COUNT', 1)) as Array<[string, string[]]>;
+        return fields[0];
+      };
+      expect(await sendFromB(0)).toBe('k');
+      expect(await a.admin('PUT', '/v1/admin/log-format', { format: 2 })).toEqual({ status: 200, body: { format: 2 } });
+      let n = 1;
+      const deadline = Date.now() + 20_000;
+      while ((await sendFromB(n)) !== 'e') {
+        n++;
+        expect(Date.now()).toBeLessThan(deadline);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    } finally {
+      await admin.quit();
+    }
+    await Promise.all(running.splice(0).map((g) => g.stop()));
+    const cleanup = new Redis(inject('redisUrl'));
+    await dropPrefix(cleanup, prefix);
+    await cleanup.quit();
   }, 60_000);
 });
