@@ -1,27 +1,17 @@
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { isSyncgateError } from '../../src/core/errors.js';
 import { partitionOf } from '../../src/core/position.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { silentLogger } from '../../src/log/index.js';
 import { message } from '../fixtures/events.js';
 import { startOwnedRedis, testPrefix } from '../harness/redis.js';
-import { nodeCommand, startRedisCluster, type TestRedisCluster } from '../harness/redis-cluster.js';
+import { nodeCommand } from '../harness/redis-cluster.js';
+import { useRedisCluster } from '../harness/redis-cluster-suite.js';
 import { eventLogContract } from './eventlog.contract.js';
 
 // one 6-node cluster (3 masters, 3 replicas) for the whole file
-let cluster: TestRedisCluster | undefined;
-beforeAll(async () => {
-  cluster = await startRedisCluster();
-}, 120_000);
-afterAll(async () => {
-  await cluster?.stop();
-});
-
-function started(): TestRedisCluster {
-  if (!cluster) throw new Error('the test cluster did not start');
-  return cluster;
-}
+const { started } = useRedisCluster();
 
 eventLogContract({
   name: 'redis cluster',

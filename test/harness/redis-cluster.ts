@@ -11,8 +11,8 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { Redis } from 'ioredis';
 import { findExecutable, getFreePort, isRunning, killOnExit, terminate, waitFor, waitForPort, LOOPBACK } from './free-port.js';
+import { redisCommand } from './redis.js';
 
 const run = promisify(execFile);
 
@@ -40,15 +40,7 @@ export interface TestRedisCluster {
 
 /** One-shot command on one node; the connection is closed afterwards. */
 export async function nodeCommand(port: number, ...args: string[]): Promise<unknown> {
-  const client = new Redis({ host: LOOPBACK, port, lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 2_000, retryStrategy: () => null });
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-    const [cmd = '', ...rest] = args;
-    return await client.call(cmd, ...rest);
-  } finally {
-    client.disconnect();
-  }
+  return redisCommand(port, undefined, ...args);
 }
 
 /** Every given node says cluster_state:ok and sees `masters` masters with slots and `replicas` linked replicas. */

@@ -9,8 +9,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
 import { findExecutable, getFreePort, isRunning, killOnExit, terminate, waitFor, waitForPort, LOOPBACK } from './free-port.js';
+import { redisCommand } from './redis.js';
 
 export const SENTINEL_MASTER_NAME = 'sgmaster';
 
@@ -51,22 +51,9 @@ export interface SentinelOptions {
   readonly sentinelPassword?: string;
 }
 
-/** One-shot command on one server; the connection is closed afterwards. */
-async function command(port: number, password: string | undefined, ...args: string[]): Promise<unknown> {
-  const client = new Redis({ host: LOOPBACK, port, lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 2_000, retryStrategy: () => null, ...(password ? { password } : {}) });
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-    const [cmd = '', ...rest] = args;
-    return await client.call(cmd, ...rest);
-  } finally {
-    client.disconnect();
-  }
-}
-
 async function sentinelMaster(port: number, auth: string | undefined): Promise<number | undefined> {
   try {
-    const reply = (await command(port, auth, 'SENTINEL', 'get-master-addr-by-name', SENTINEL_MASTER_NAME)) as [string, string] | null;
+    const reply = (await redisCommand(port, auth, 'SENTINEL', 'get-master-addr-by-name', SENTINEL_MASTER_NAME)) as [string, string] | null;
     return reply ? Number(reply[1]) : undefined;
   } catch {
     return undefined;
@@ -79,13 +66,13 @@ async function settled(sentinelPorts: readonly number[], master: number | undefi
     for (const port of sentinelPorts) {
       const named = await sentinelMaster(port, auth);
       if (named === undefined || (master !== undefined && named !== master)) return false;
-      const replicas = (await command(port, auth, 'SENTINEL', 'replicas', SENTINEL_MASTER_NAME)) as string[][];
+      const replicas = (await redisCommand(port, auth, 'SENTINEL', 'replicas', SENTINEL_MASTER_NAME)) as string[][];
       const linked = replicas.some((fields) => {
         const flags = fields[fields.indexOf('flags') + 1] ?? '';
         return !/s_down|o_down|disconnected/.test(flags) && fields[fields.indexOf('master-link-status') + 1] === 'ok';
       });
       if (!linked) return false;
-      const others = (await command(port, auth, 'SENTINEL', 'sentinels', SENTINEL_MASTER_NAME)) as unknown[];
+      const others = (await redisCommand(port, auth, 'SENTINEL', 'sentinels', SENTINEL_MASTER_NAME)) as unknown[];
       if (others.length !== sentinelPorts.length - 1) return false;
     }
     return true;

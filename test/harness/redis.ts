@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import { Redis } from 'ioredis';
 import { findExecutable, getFreePort, isRunning, killOnExit, terminate, waitForPort, LOOPBACK } from './free-port.js';
 
 export interface TestRedis {
@@ -109,4 +109,17 @@ export async function dropPrefix(redis: Redis, prefix: string): Promise<void> {
     cursor = next;
     if (keys.length) await redis.unlink(...keys);
   } while (cursor !== '0');
+}
+
+/** One-shot command on the server at LOOPBACK:`port` (with `password` when given); the connection is closed afterwards. */
+export async function redisCommand(port: number, password: string | undefined, ...args: string[]): Promise<unknown> {
+  const client = new Redis({ host: LOOPBACK, port, lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 2_000, retryStrategy: () => null, ...(password ? { password } : {}) });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    const [cmd = '', ...rest] = args;
+    return await client.call(cmd, ...rest);
+  } finally {
+    client.disconnect();
+  }
 }

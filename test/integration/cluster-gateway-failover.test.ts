@@ -12,13 +12,14 @@
  *   doubled.
  * One cluster for the file; the two cases run one after the other.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { EventLog } from '../../src/core/ports.js';
+import { describe, expect, it } from 'vitest';
 import { partitionOf } from '../../src/core/position.js';
 import { waitFor } from '../harness/free-port.js';
 import { startGateway, type TestGateway } from '../harness/gateway.js';
 import { testPrefix } from '../harness/redis.js';
-import { clusterHealthy, failOverMasterOf, startRedisCluster, type TestRedisCluster } from '../harness/redis-cluster.js';
+import { readBack } from '../harness/read-back.js';
+import { clusterHealthy, failOverMasterOf } from '../harness/redis-cluster.js';
+import { useRedisCluster } from '../harness/redis-cluster-suite.js';
 import { TestAdapter, memoryRecorder, type Recorder } from '../harness/test-adapter.js';
 
 const PARTITIONS = 16;
@@ -28,18 +29,7 @@ const LEASE_MS = 1500;
 /** entries a worker may have read and not acknowledged: one read batch (delivery.batch) */
 const IN_FLIGHT_BOUND = 128;
 
-let cluster: TestRedisCluster | undefined;
-beforeAll(async () => {
-  cluster = await startRedisCluster();
-}, 120_000);
-afterAll(async () => {
-  await cluster?.stop();
-});
-
-function owned(): TestRedisCluster {
-  if (!cluster?.owned) throw new Error('this test kills a master: it needs the harness-started cluster (not REDIS_CLUSTER_NODES)');
-  return cluster;
-}
+const { owned } = useRedisCluster();
 
 interface Run {
   readonly gw: TestGateway;
@@ -108,22 +98,6 @@ function expectOnlyRetryableRefusals(refusals: ReadonlyMap<string, number>): voi
   for (const what of refusals.keys()) expect(what).toMatch(/^503 SG_ERR_LOG_(UNAVAILABLE|PARTITION_UNAVAILABLE|NOT_REPLICATED)$/);
 }
 
-/** Every event of the log: ids, and each room's bodies in log order. */
-async function readBack(log: EventLog, rooms: readonly string[]): Promise<{ seen: string[]; bodies: Map<string, string[]> }> {
-  const seen: string[] = [];
-  const bodies = new Map<string, string[]>(rooms.map((r) => [r, []]));
-  let cursor: string | undefined;
-  for (let page = 0; page < 100; page++) {
-    const read = await log.read(cursor, { rooms: 'all', limit: 200 });
-    for (const e of read.events) {
-      seen.push(e.eventId);
-      if (e.kind === 'message') bodies.get(e.room)?.push(e.content.body);
-    }
-    cursor = read.next;
-    if (read.events.length === 0) break;
-  }
-  return { seen, bodies };
-}
 
 describe('a gateway on Redis Cluster across a master failover', () => {
   it('waitReplicas 1: every acknowledged HTTP send once and in order; every event delivered, leases kept or re-taken, duplicates only of what was in flight', async () => {

@@ -6,23 +6,18 @@
  * within seconds, every other room is sent, synced and delivered as before,
  * and /readyz and GET /v1/admin/status name the unavailable partitions.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { partitionOf } from '../../src/core/position.js';
 import { waitFor } from '../harness/free-port.js';
 import { startGateway } from '../harness/gateway.js';
 import { testPrefix } from '../harness/redis.js';
-import { moveSlot, nodeCommand, slotShard, startRedisCluster, type TestRedisCluster } from '../harness/redis-cluster.js';
+import { moveSlot, nodeCommand, slotShard } from '../harness/redis-cluster.js';
+import { useRedisCluster } from '../harness/redis-cluster-suite.js';
 import { TestAdapter, memoryRecorder } from '../harness/test-adapter.js';
 
 const PARTITIONS = 16;
 
-let cluster: TestRedisCluster | undefined;
-beforeAll(async () => {
-  cluster = await startRedisCluster({ requireFullCoverage: false });
-}, 120_000);
-afterAll(async () => {
-  await cluster?.stop();
-});
+const { owned } = useRedisCluster({ requireFullCoverage: false });
 
 const tag = (prefix: string, p: number) => `${prefix}{p:${String(p).padStart(2, '0')}}:feed`;
 
@@ -38,8 +33,7 @@ async function globalKeySlots(masters: readonly number[], prefix: string): Promi
 
 describe('a Redis Cluster that loses a shard with no replica', () => {
   it('answers coded errors for the lost partitions, keeps the others working, and readiness names the lost ones', async () => {
-    const c = cluster;
-    if (!c?.owned) throw new Error('this test kills nodes: it needs the harness-started cluster (not REDIS_CLUSTER_NODES)');
+    const c = owned();
     const seed = c.servers[0]?.port ?? 0;
     const prefix = testPrefix('shardloss');
     const recorder = memoryRecorder();
