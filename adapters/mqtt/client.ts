@@ -25,6 +25,7 @@ import { formatWithOptions } from 'node:util';
 import { connect, ErrorWithReasonCode } from 'mqtt';
 import type { IClientOptions, IConnackPacket, IPublishPacket, MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
+import { backoffDelay } from '../../src/core/backoff.js';
 import type { MqttAdapterConfig } from './config.js';
 import { isPermanentPubackCode, MqttPublishError } from './errors.js';
 import type { InboundMessage } from './normalise.js';
@@ -78,12 +79,6 @@ export const PACKET_OVERHEAD_BYTES = 16 * 1024;
  */
 export function maximumPacketSize(maxPayloadBytes: number): number {
   return maxPayloadBytes + PACKET_OVERHEAD_BYTES;
-}
-
-/** The jittered delay before reconnect attempt `attempt` (0-based): full jitter over an exponential cap. */
-export function backoffDelay(attempt: number, minMs: number, maxMs: number, random: () => number = Math.random): number {
-  const cap = Math.min(maxMs, minMs * 2 ** Math.min(attempt, 20));
-  return Math.round(minMs + random() * Math.max(0, cap - minMs));
 }
 
 const noTrace = (): void => undefined;

@@ -8,7 +8,7 @@
 import type { DeliveryContext, DeliveryResult, DeliveryTarget } from '../../src/core/adapter.js';
 import type { LogEvent } from '../../src/core/event.js';
 import type { RoomLink } from '../../src/core/ports.js';
-import { backoffDelay } from './client.js';
+import { backoffDelay } from '../../src/core/backoff.js';
 import { MqttPublishError } from './errors.js';
 import { postDenied } from './notices.js';
 import { matchCommand, mayIssue, PUBLISHED_KINDS, renderCommand, renderRoomEvent } from './render.js';

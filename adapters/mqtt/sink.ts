@@ -7,7 +7,7 @@
  */
 import type { Logger } from 'pino';
 import type { IngestSink } from '../../src/core/adapter.js';
-import { backoffDelay } from './client.js';
+import { backoffDelay } from '../../src/core/backoff.js';
 import type { MqttAdapterConfig } from './config.js';
 import type { MqttStats } from './counters.js';
 

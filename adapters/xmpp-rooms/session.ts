@@ -7,13 +7,9 @@
  */
 import { component, type Component } from '@xmpp/component';
 import type { Logger } from 'pino';
+import { backoffDelay } from '../../src/core/backoff.js';
 import type { XmppRoomsConfig } from './config.js';
 import { NS, xml, type XmlElement } from './ns.js';
-
-export function backoffDelay(attempt: number, minMs: number, maxMs: number, random: () => number = Math.random): number {
-  const cap = Math.min(maxMs, minMs * 2 ** Math.min(attempt, 20));
-  return Math.round(minMs + random() * Math.max(0, cap - minMs));
-}
 
 export interface SessionStatus {
   readonly online: boolean;

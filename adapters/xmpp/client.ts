@@ -22,6 +22,7 @@
  */
 import { client, type Client, type XmlElement } from '@xmpp/client';
 import type { Logger } from 'pino';
+import { backoffDelay } from '../../src/core/backoff.js';
 import { accountDomain, type XmppAdapterConfig } from './config.js';
 import { XmppNotConnectedError, XmppStanzaError } from './errors.js';
 import { NS, xml } from './xml.js';
@@ -50,11 +51,6 @@ export interface ConnectionStatus {
   readonly smEnabled: boolean;
   readonly lastError: string | undefined;
   readonly jid: string | undefined;
-}
-
-export function backoffDelay(attempt: number, minMs: number, maxMs: number, random: () => number = Math.random): number {
-  const cap = Math.min(maxMs, minMs * 2 ** Math.min(attempt, 20));
-  return Math.round(minMs + random() * Math.max(0, cap - minMs));
 }
 
 interface AckWaiter {

@@ -7,7 +7,7 @@
  */
 import { ECHO_ID_KEY, type IngestResult } from '../../src/core/adapter.js';
 import { MAX_BODY_CHARS, type Undecryptable } from '../../src/core/event.js';
-import { backoffDelay } from './client.js';
+import { backoffDelay } from '../../src/core/backoff.js';
 import { NOTICE_ID_PREFIX, markEncrypted, sendEncryptedNotice } from './encryption.js';
 import { normaliseMessage, refsOf, toDraft, type Normalised, type NormaliseContext, type Parsed, type RoomFacts, type Source } from './normalise.js';
 import { receipt } from './protocol.js';

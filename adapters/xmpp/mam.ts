@@ -9,7 +9,7 @@
  * makes the archive be read again from the position later.
  */
 import { randomUUID } from 'node:crypto';
-import { backoffDelay } from './client.js';
+import { backoffDelay } from '../../src/core/backoff.js';
 import { stanzaErrorCondition } from './errors.js';
 import { handleParsed, normalise } from './ingest.js';
 import { mamQuery, parseFin, type MamFin } from './protocol.js';

@@ -6,7 +6,7 @@
  * leaving when the link goes, and XEP-0410 self-pings that notice a silent
  * drop-out. The join answer itself arrives as presence (inbound/presence.ts).
  */
-import { backoffDelay } from './client.js';
+import { backoffDelay } from '../../src/core/backoff.js';
 import type { RoomCreation } from './config.js';
 import { stanzaErrorCondition } from './errors.js';
 import { runCatchup } from './mam.js';

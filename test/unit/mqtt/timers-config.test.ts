@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { backoffDelay } from '../../../adapters/mqtt/client.js';
+import { backoffDelay } from '../../../src/core/backoff.js';
 import { PendingCommands, type PendingCommand } from '../../../adapters/mqtt/commands.js';
 import { parseMqttConfig } from '../../../adapters/mqtt/config.js';
 import { MqttConfigError } from '../../../adapters/mqtt/errors.js';

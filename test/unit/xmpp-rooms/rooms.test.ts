@@ -4,7 +4,7 @@ import { parseXmppRoomsConfig, validateRoomsLink } from '../../../adapters/xmpp-
 import { userOf } from '../../../adapters/xmpp-rooms/access.js';
 import { historyRequest } from '../../../adapters/xmpp-rooms/presence.js';
 import { renderEvent, visibleId } from '../../../adapters/xmpp-rooms/render.js';
-import { backoffDelay } from '../../../adapters/xmpp-rooms/session.js';
+import { backoffDelay } from '../../../src/core/backoff.js';
 import { occupantIdFor } from '../../../adapters/xmpp-rooms/identity.js';
 import { componentConfigSnippet } from '../../../adapters/xmpp-rooms/prosody-config.js';
 import { xml } from '../../../adapters/xmpp-rooms/ns.js';

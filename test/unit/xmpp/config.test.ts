@@ -7,7 +7,7 @@ import { XmppConfigError } from '../../../adapters/xmpp/errors.js';
 import { memoryCatchupStore, stateCatchupStore } from '../../../adapters/xmpp/catchup.js';
 import { prosodyConfigSnippet } from '../../../adapters/xmpp/prosody-config.js';
 import { ejabberdConfigSnippet } from '../../../adapters/xmpp/ejabberd-config.js';
-import { backoffDelay } from '../../../adapters/xmpp/client.js';
+import { backoffDelay } from '../../../src/core/backoff.js';
 import { selfPingVerdict, parseMucPresence, mamQuery, parseFin } from '../../../adapters/xmpp/protocol.js';
 import { parseXml } from '../../../adapters/xmpp/xml.js';
 
