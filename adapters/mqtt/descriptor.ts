@@ -4,7 +4,7 @@
  * binds it to the factory.
  */
 import type { Adapter, AdapterDeps } from '../../src/core/adapter.js';
-import { configProblems } from '../../src/core/adapter.js';
+import { problemsOf } from '../../src/core/adapter.js';
 import type { AdapterDescriptor } from '../../src/core/descriptor.js';
 import { MqttAdapterConfig, parseMqttConfig } from './config.js';
 import { compileRule } from './rules.js';
@@ -20,12 +20,7 @@ export function describeMqttAdapter(create: MqttFactory): AdapterDescriptor<'mqt
     secrets: { URL: { path: ['url'], shortForm: true }, PASSWORD: { path: ['password'], shortForm: true } },
     create: (deps) => create({ name: deps.name, config: deps.config, log: deps.log, sink: deps.sink, links: deps.links, reader: deps.reader }),
     linkProblems(room, link, config) {
-      try {
-        compileRule(room, link, config);
-        return [];
-      } catch (err) {
-        return configProblems(err);
-      }
+      return problemsOf(() => compileRule(room, link, config));
     },
   };
 }

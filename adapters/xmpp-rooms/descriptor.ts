@@ -4,7 +4,7 @@
  * validation, construction, and the Component block it adds to
  * `syncgate prosody-config`. index.ts binds it to the factory.
  */
-import { configProblems, type Adapter } from '../../src/core/adapter.js';
+import { problemsOf, type Adapter } from '../../src/core/adapter.js';
 import type { AdapterDescriptor } from '../../src/core/descriptor.js';
 import { XmppRoomsConfig, parseXmppRoomsConfig, validateRoomsLink } from './config.js';
 import type { XmppRoomsDeps } from './context.js';
@@ -18,12 +18,7 @@ export function describeXmppRoomsAdapter(create: (deps: XmppRoomsDeps) => Adapte
     secrets: { SECRET: { path: ['secret'] } },
     create: (deps) => create({ name: deps.name, config: deps.config, log: deps.log, sink: deps.sink, links: deps.links, archive: deps.archive, grants: deps.grants, contentIn: deps.contentIn }),
     linkProblems(_room, link) {
-      try {
-        validateRoomsLink(link);
-        return [];
-      } catch (err) {
-        return configProblems(err);
-      }
+      return problemsOf(() => validateRoomsLink(link));
     },
     // Prosody only: an ejabberd listener entry is described in the README, not printed.
     contributes: { 'prosody-config': { text: (config, options) => ((options.get('server') ?? 'prosody') === 'prosody' ? componentConfigSnippet(config) : undefined) } },

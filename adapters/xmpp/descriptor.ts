@@ -4,7 +4,7 @@
  * `prosody-config` command. index.ts binds it to the factory.
  */
 import type { Adapter, AdapterDeps } from '../../src/core/adapter.js';
-import { configProblems } from '../../src/core/adapter.js';
+import { problemsOf } from '../../src/core/adapter.js';
 import type { AdapterCommand, AdapterDescriptor } from '../../src/core/descriptor.js';
 import { SyncgateError } from '../../src/core/errors.js';
 import type { StateStore } from '../../src/core/ports.js';
@@ -54,12 +54,7 @@ export function describeXmppAdapter(create: XmppFactory): AdapterDescriptor<'xmp
     create: (deps) =>
       create({ name: deps.name, config: deps.config, log: deps.log, sink: deps.sink, links: deps.links, catchup: stateCatchupStore(deps.state, `xmpp-catchup:${deps.name}`), state: deps.state }),
     linkProblems(_room, link) {
-      try {
-        linkOptions(link);
-        return [];
-      } catch (err) {
-        return configProblems(err);
-      }
+      return problemsOf(() => linkOptions(link));
     },
     commands: [prosodyConfigCommand],
   };

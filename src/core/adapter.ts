@@ -188,3 +188,13 @@ export function configProblems(err: unknown): string[] {
   if (err instanceof AdapterConfigError) return [...err.problems];
   return [err instanceof Error ? err.message : String(err)];
 }
+
+/** Runs a throwing link or config check: no problems when it returns, else the problems it threw (for AdapterDescriptor.linkProblems). */
+export function problemsOf(check: () => unknown): string[] {
+  try {
+    check();
+    return [];
+  } catch (err) {
+    return configProblems(err);
+  }
+}
