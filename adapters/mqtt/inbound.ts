@@ -60,22 +60,34 @@ function isBarrier(state: MqttState, msg: InboundMessage): boolean {
   return ids.some((id) => state.responseSubs.has(id));
 }
 
-/** Handles one message; resolves to acknowledge it, rejects to leave it unacknowledged (the broker redelivers). */
-async function handleOne(state: MqttState, msg: InboundMessage): Promise<void> {
+/**
+ * Handles one message; resolves to acknowledge it, rejects to leave it
+ * unacknowledged (the broker redelivers). Not an async function: on the
+ * per-message path each async layer costs a promise and a microtask turn, so
+ * the dispatch's own promise is handed on with one error handler.
+ */
+function handleOne(state: MqttState, msg: InboundMessage): Promise<void> {
+  let handling: Promise<void>;
   try {
-    await dispatch(state, msg);
+    handling = dispatch(state, msg);
   } catch (err) {
-    // QoS 0 is at most once: nothing to redeliver.
-    if (msg.qos === 0) {
-      state.stats.drop('internal-error', 'could not handle a QoS 0 message; it is lost (at most once)', msg.topic, err);
-      return;
-    }
-    if (state.lifecycle.stopping) throw err;
-    // Errors from the sink are the log being unavailable: no ack, the broker redelivers.
-    // Anything else is a bug on this message: count it and ack, or it would come back forever.
-    if (isSinkFailure(err)) throw err;
-    state.stats.drop('internal-error', 'could not handle an MQTT message; acknowledging it to avoid a redelivery loop', msg.topic, err);
+    handling = Promise.reject(err);
   }
+  return handling.then(undefined, (err: unknown) => failed(state, msg, err));
+}
+
+/** What a failure in handling `msg` means for its ack: throws to leave it unacknowledged. */
+function failed(state: MqttState, msg: InboundMessage, err: unknown): void {
+  // QoS 0 is at most once: nothing to redeliver.
+  if (msg.qos === 0) {
+    state.stats.drop('internal-error', 'could not handle a QoS 0 message; it is lost (at most once)', msg.topic, err);
+    return;
+  }
+  if (state.lifecycle.stopping) throw err;
+  // Errors from the sink are the log being unavailable: no ack, the broker redelivers.
+  // Anything else is a bug on this message: count it and ack, or it would come back forever.
+  if (isSinkFailure(err)) throw err;
+  state.stats.drop('internal-error', 'could not handle an MQTT message; acknowledging it to avoid a redelivery loop', msg.topic, err);
 }
 
 async function waitForRoom(state: MqttState): Promise<void> {

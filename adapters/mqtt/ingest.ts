@@ -16,34 +16,61 @@ import { track, withRetry } from './sink.js';
 import type { MqttState, Suppressed } from './state.js';
 import type { ThrottleSummary } from './throttle.js';
 
-/** Ingests `msg` through `rule`; `extra.replyTo`: a command response, appended as a reply to the command and never throttled. */
-export async function ingest(state: MqttState, msg: InboundMessage, rule: Rule, params: Readonly<Record<string, string>>, extra?: { replyTo: string }): Promise<void> {
-  const { config, stats, sink } = state;
+/** A settled promise for a message handled without waiting for anything (shared by all of them). */
+export const HANDLED: Promise<void> = Promise.resolve();
+
+/**
+ * Ingests `msg` through `rule`; `extra.replyTo`: a command response, appended as a reply to the command and never throttled.
+ * Never throws: a failure is the promise's rejection. Not an async function:
+ * the common case (a message appended at once) returns its append's promise
+ * with one step for the counters, no layers of its own.
+ */
+export function ingest(state: MqttState, msg: InboundMessage, rule: Rule, params: Readonly<Record<string, string>>, extra?: { replyTo: string }): Promise<void> {
+  try {
+    return ingestNow(state, msg, rule, params, extra);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+function ingestNow(state: MqttState, msg: InboundMessage, rule: Rule, params: Readonly<Record<string, string>>, extra: { replyTo: string } | undefined): Promise<void> {
+  const { config, stats } = state;
   const counters = stats.counters;
   const result = normalise(msg, rule, params, { via: state.name, clientId: config.clientId, now: Date.now(), maxPayloadBytes: config.maxPayloadBytes, dupWindowMs: config.dupWindowSec * 1000 });
   if (result.ok === 'skip') {
     counters.retainedSkipped++;
-    return;
+    return HANDLED;
   }
   if (!result.ok) {
     stats.drop(result.reason, result.detail, msg.topic);
     stats.ruleDrop(rule, result.reason);
-    return;
+    return HANDLED;
   }
   const n = result.value;
   if (n.draft.kind === 'telemetry') {
     const draft = n.draft;
-    await withRetry(state, () => sink.ingestTelemetry(draft));
-    counters.telemetry++;
-    stats.ruleCount(rule, 'ingested');
-    return;
+    return withRetry(state, () => state.sink.ingestTelemetry(draft)).then(() => {
+      counters.telemetry++;
+      stats.ruleCount(rule, 'ingested');
+    });
   }
   const draft: DraftOf<'message'> = extra ? { ...n.draft, rel: { replyTo: extra.replyTo } } : n.draft;
-  if (n.dupLookups.length > 0 && (await alreadyAppended(state, n))) {
-    counters.duplicate++;
-    stats.ruleCount(rule, 'duplicate');
-    return;
+  // A redelivery looks up its first delivery before anything else (inbound.ts makes it a barrier).
+  if (n.dupLookups.length > 0) {
+    return alreadyAppended(state, n).then((seen) => {
+      if (!seen) return post(state, msg, rule, params, n, draft, extra);
+      counters.duplicate++;
+      stats.ruleCount(rule, 'duplicate');
+      return undefined;
+    });
   }
+  return post(state, msg, rule, params, n, draft, extra);
+}
+
+/** Throttles, then appends the chat line (or, suppressed, keeps the reading as telemetry). */
+function post(state: MqttState, msg: InboundMessage, rule: Rule, params: Readonly<Record<string, string>>, n: Normalised, draft: DraftOf<'message'>, extra: { replyTo: string } | undefined): Promise<void> {
+  const { stats, sink } = state;
+  const counters = stats.counters;
   // Command responses are not throttled: each answers one command.
   const decision =
     extra || rule.options.throttleMs === 0
@@ -52,13 +79,13 @@ export async function ingest(state: MqttState, msg: InboundMessage, rule: Rule, 
   if (decision === 'suppress') {
     counters.throttled++;
     // The reading itself is kept (telemetry) before the ack; only the chat line is folded into the summary.
-    await withRetry(state, () => sink.ingestTelemetry(asTelemetry(draft, msg.payload, msg.contentType, rule.options.decode)));
-    counters.telemetry++;
-    stats.ruleCount(rule, 'throttled');
-    return;
+    return withRetry(state, () => sink.ingestTelemetry(asTelemetry(draft, msg.payload, msg.contentType, rule.options.decode))).then(() => {
+      counters.telemetry++;
+      stats.ruleCount(rule, 'throttled');
+    });
   }
   if (decision === 'overflow') counters.throttleOverflow++;
-  stats.countResult(await withRetry(state, () => sink.ingest(draft, { aliases: n.aliases, contextIds: CONTEXT_IDS })), rule);
+  return withRetry(state, () => sink.ingest(draft, { aliases: n.aliases, contextIds: CONTEXT_IDS })).then((r) => stats.countResult(r, rule));
 }
 
 /** For a redelivery without sg-msgid: was the first delivery appended already? */

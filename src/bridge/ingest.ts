@@ -9,7 +9,7 @@
  * - The promise resolves only after the append is durable.
  */
 import type { Logger } from 'pino';
-import { ECHO_ID_KEY, nativeKey, type IngestResult, type IngestSink } from '../core/adapter.js';
+import { ECHO_ID_KEY, nativeKey, type IngestOptions, type IngestResult, type IngestSink } from '../core/adapter.js';
 import type { EventDraft } from '../core/event.js';
 import { isSyncgateError } from '../core/errors.js';
 import type { AppendResult, EventLog } from '../core/ports.js';
@@ -81,48 +81,84 @@ export function createIngestSink(deps: { log: EventLog; logger: Logger }): Bridg
     return draft;
   }
 
-  return {
+  const sink: BridgeSink = {
     counters,
     resolve: (room, key) => log.resolve(room, key),
     ingestTelemetry: (draft) => log.appendTelemetry(draft),
     getEvent: (room, eventId) => log.getEvent(room, eventId),
 
-    async ingest(input, options = {}): Promise<IngestResult> {
-      const via = input.origin.via;
-      const ours = input.origin.ids[ECHO_ID_KEY];
-      if (ours !== undefined) {
-        const original = await log.getEvent(input.room, ours).catch(() => undefined);
-        if (original) {
-          const aliases = nativeKeys(input, options.contextIds);
-          if (aliases.length > 0) await log.alias(input.room, original.eventId, aliases);
-          count(via, 'echo');
-          return { status: 'echo', eventId: original.eventId };
-        }
-        // Claims to be ours but is not in this room: not trusted as an echo marker.
-        logger.debug({ room: input.room, claimed: ours, via }, 'unknown gateway event id on inbound message; ingesting it as new');
-      }
-      if (input.sender.puppet) {
+    ingest(input, options = {}): Promise<IngestResult> {
+      // The common case (no echo marker, no puppet, not an edit) waits for nothing before its append and
+      // adds one step after it: no async layer of its own, on every adapter's per-message path.
+      if (input.origin.ids[ECHO_ID_KEY] !== undefined || input.sender.puppet || input.kind === 'edit') return ingestWithLookups(input, options);
+      return appendDraft(input, input, options);
+    },
+  };
+
+  async function ingestWithLookups(input: EventDraft, options: IngestOptions): Promise<IngestResult> {
+    const via = input.origin.via;
+    const ours = input.origin.ids[ECHO_ID_KEY];
+    if (ours !== undefined) {
+      const original = await log.getEvent(input.room, ours).catch(() => undefined);
+      if (original) {
+        const aliases = nativeKeys(input, options.contextIds);
+        if (aliases.length > 0) await log.alias(input.room, original.eventId, aliases);
         count(via, 'echo');
-        return { status: 'ignored', reason: 'sent by one of our puppets' };
+        return { status: 'echo', eventId: original.eventId };
       }
+      // Claims to be ours but is not in this room: not trusted as an echo marker.
+      logger.debug({ room: input.room, claimed: ours, via }, 'unknown gateway event id on inbound message; ingesting it as new');
+    }
+    if (input.sender.puppet) {
+      count(via, 'echo');
+      return { status: 'ignored', reason: 'sent by one of our puppets' };
+    }
+    let draft: EventDraft;
+    try {
+      // Only an edit needs a lookup first.
+      draft = input.kind === 'edit' ? await normaliseRelations(input) : input;
+    } catch (err) {
+      return refused(input, err);
+    }
+    return appendDraft(input, draft, options);
+  }
+
+  /** Appends `draft` (`input` after its lookups); resolves when the append is durable. */
+  function appendDraft(input: EventDraft, draft: EventDraft, options: IngestOptions): Promise<IngestResult> {
+    let appending: Promise<AppendResult>;
+    try {
+      const sanitised = sanitiseContent(draft);
+      const clean = ECHO_ID_KEY in sanitised.origin.ids ? withoutEchoId(sanitised) : sanitised;
+      const own = nativeKeys(clean, options.contextIds);
+      const aliases = options.aliases === undefined || options.aliases.length === 0 ? own : own.length === 0 ? options.aliases : [...options.aliases, ...own];
+      appending = log.append(clean, { aliases });
+    } catch (err) {
       try {
-        // Only an edit needs a lookup first; everything else goes on without waiting a turn.
-        const draft = sanitiseContent(input.kind === 'edit' ? await normaliseRelations(input) : input);
-        const clean = ECHO_ID_KEY in draft.origin.ids ? withoutEchoId(draft) : draft;
-        const own = nativeKeys(clean, options.contextIds);
-        const aliases = options.aliases === undefined || options.aliases.length === 0 ? own : own.length === 0 ? options.aliases : [...options.aliases, ...own];
-        const result = await log.append(clean, { aliases });
+        return Promise.resolve(refused(input, err));
+      } catch (thrown) {
+        return Promise.reject(thrown);
+      }
+    }
+    const via = input.origin.via;
+    return appending.then(
+      (result) => {
         const ingested = new Ingested(result);
         count(via, ingested.status);
         return ingested;
-      } catch (err) {
-        if (isSyncgateError(err, 'SG_ERR_EVENT_INVALID') || isSyncgateError(err, 'SG_ERR_ROOM_UNKNOWN')) {
-          count(via, 'ignored');
-          logger.warn({ room: input.room, via, code: err.code, reason: err.message }, 'inbound event rejected');
-          return { status: 'ignored', reason: `${err.code}: ${err.message}` };
-        }
-        throw err;
-      }
-    },
-  };
+      },
+      (err: unknown) => refused(input, err),
+    );
+  }
+
+  /** An event the log refuses (invalid, or its room unknown) is ignored and counted; any other error is thrown on. */
+  function refused(input: EventDraft, err: unknown): IngestResult {
+    if (isSyncgateError(err, 'SG_ERR_EVENT_INVALID') || isSyncgateError(err, 'SG_ERR_ROOM_UNKNOWN')) {
+      count(input.origin.via, 'ignored');
+      logger.warn({ room: input.room, via: input.origin.via, code: err.code, reason: err.message }, 'inbound event rejected');
+      return { status: 'ignored', reason: `${err.code}: ${err.message}` };
+    }
+    throw err;
+  }
+
+  return sink;
 }

@@ -10,17 +10,22 @@
  * A command response may also match a rule: it is handled as both, and
  * "no rule matches" is a drop only when it answered no command.
  */
+import { HANDLED } from '../ingest.js';
 import type { InboundMessage } from '../normalise.js';
 import type { MqttState } from '../state.js';
 import { handleCommandResponse, responseCandidates } from './command-response.js';
 import { handleRuleMessage } from './rule-message.js';
 import { handleSyncRequest, syncRequestDevice } from './sync-request.js';
 
-export async function dispatch(state: MqttState, msg: InboundMessage): Promise<void> {
+/** Not an async function: a device message's promise is its append's, with no layer of its own (inbound.ts). */
+export function dispatch(state: MqttState, msg: InboundMessage): Promise<void> {
   const device = syncRequestDevice(state, msg);
-  if (device !== undefined) return handleSyncRequest(state, msg, device);
+  if (device !== undefined) {
+    handleSyncRequest(state, msg, device);
+    return HANDLED;
+  }
   const candidates = responseCandidates(state, msg);
   // No await without candidates: up to its append, a device message waits for nothing (arrival order, inbound.ts).
-  const answered = candidates.length > 0 && (await handleCommandResponse(state, msg, candidates));
-  return handleRuleMessage(state, msg, answered);
+  if (candidates.length === 0) return handleRuleMessage(state, msg, false);
+  return handleCommandResponse(state, msg, candidates).then((answered) => handleRuleMessage(state, msg, answered));
 }
