@@ -9,7 +9,7 @@ import type { TSchema } from '@sinclair/typebox';
 import type { Logger } from 'pino';
 import type { Adapter, IngestSink, LinkView, TimelineReader } from './adapter.js';
 import type { Content, LogEvent, TextFormat } from './event.js';
-import type { EventLog, RoomLink, RoomSpec, StateStore } from './ports.js';
+import type { EventLog, RoomLink, RoomSpec, SealedStore, StateStore } from './ports.js';
 
 /** What the runtime hands every adapter it builds; each descriptor passes on what its factory takes. */
 export interface AdapterCreateDeps<C> {
@@ -24,6 +24,12 @@ export interface AdapterCreateDeps<C> {
   readonly reader: TimelineReader;
   /** the log's shared state store (namespaces are the adapter's own: `<what>:<name>`) */
   readonly state: StateStore;
+  /**
+   * A namespace of the state store whose values are encrypted with `secret`
+   * (an adapter's configured secret, never stored): for crypto keys and
+   * sessions. Namespaces are the adapter's own, as for `state`.
+   */
+  readonly sealed: (ns: string, secret: string) => SealedStore;
   /** a room's timeline read as its archive (history pages, one event by id), for adapters that serve it */
   readonly archive: Pick<EventLog, 'info' | 'roomHistory' | 'getEvent'>;
   /** the rooms a gateway user is granted (the grants the HTTP API checks), for adapters that admit people */

@@ -119,6 +119,22 @@ export interface StateStore {
   advance(ns: string, key: string, value: string): Promise<string>;
 }
 
+/**
+ * Secret state kept in the log's state store, encrypted at rest (AES-256-GCM
+ * with a key derived from an operator's secret): an adapter's crypto keys and
+ * sessions. Each value is bound to its namespace and key, so a value copied
+ * under another key does not open. `get`/`entries` throw
+ * `SG_ERR_STATE_SEALED_KEY` when a value does not open with the configured
+ * secret (another secret, or altered data): never a silent fresh start.
+ */
+export interface SealedStore {
+  get(key: string): Promise<Uint8Array | undefined>;
+  /** resolves once the value is in the state store (a crash after this keeps it) */
+  set(key: string, value: Uint8Array): Promise<void>;
+  delete(key: string): Promise<boolean>;
+  entries(): Promise<Array<[string, Uint8Array]>>;
+}
+
 /** A feed entry handed to a delivery worker. */
 export interface QueuedEntry {
   /** the feed position, as the stream id text */

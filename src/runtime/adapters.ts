@@ -13,6 +13,7 @@ import type { RoomLinks } from '../bridge/links.js';
 import { contentInFormat } from '../bridge/format/index.js';
 import { Directory } from '../http/directory.js';
 import { adapterDescriptor } from './adapter-list.js';
+import { createSealedStore } from './sealed-store.js';
 
 export interface AdapterContext {
   readonly log: EventLog;
@@ -40,6 +41,7 @@ export function createAdapters(config: Config, context: AdapterContext): Adapter
       links: context.links,
       reader: context.log,
       state: context.log.state,
+      sealed: (ns, secret) => createSealedStore(context.log.state, ns, secret),
       archive: context.log,
       grants: (user) => directory.grants(user),
       contentIn: contentInFormat,

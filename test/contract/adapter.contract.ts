@@ -23,6 +23,7 @@ import { contentInFormat } from '../../src/bridge/format/index.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { silentLogger } from '../../src/log/index.js';
 import { adapterDescriptor } from '../../src/runtime/adapter-list.js';
+import { createSealedStore } from '../../src/runtime/sealed-store.js';
 import { startCutProxy, type CutProxy } from '../harness/cut-proxy.js';
 import { waitFor } from '../harness/free-port.js';
 import { message } from '../fixtures/events.js';
@@ -189,7 +190,7 @@ export function adapterContract(target: AdapterContractTarget): void {
       cleanups.push(async () => links.close());
       const counting = countingSink(createIngestSink({ log, logger: silentLogger() }));
       const config = descriptor.parseConfig(world.config);
-      const build = () => descriptor.create({ name: target.type, config, log: silentLogger(), sink: counting.sink, links, reader: log, state: log.state, archive: log, grants: target.grants ?? (async () => []), contentIn: contentInFormat });
+      const build = () => descriptor.create({ name: target.type, config, log: silentLogger(), sink: counting.sink, links, reader: log, state: log.state, sealed: (ns, secret) => createSealedStore(log.state, ns, secret), archive: log, grants: target.grants ?? (async () => []), contentIn: contentInFormat });
       let adapter = build();
       cleanups.push(() => adapter.stop());
       const start = async () => {
