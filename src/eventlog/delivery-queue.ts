@@ -94,6 +94,45 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
     });
   }
 
+  /**
+   * A sink on the partition's running live reader, attached at what it read
+   * last, before the caller looks for new entries: an entry appended after
+   * that look is after this position, so it wakes `wait`. Undefined when the
+   * reader is not running yet (then waitForAppend finds the head itself).
+   */
+  function armWake(partition: number): { wait(waitMs: number, signal?: AbortSignal): Promise<boolean>; stop(): void } | undefined {
+    const feed = deps.live(partition);
+    const from = feed.lastRead();
+    if (from === undefined) return undefined;
+    let fired = false;
+    let wake: (() => void) | undefined;
+    const sink = {
+      position: () => from,
+      push: () => {
+        fired = true;
+        wake?.();
+        return false;
+      },
+    };
+    if (!feed.attach(sink)) return undefined;
+    return {
+      wait: (waitMs, signal) =>
+        new Promise<boolean>((resolve) => {
+          if (fired || waitMs <= 0 || signal?.aborted) return resolve(fired);
+          const done = (): void => {
+            clearTimeout(timer);
+            signal?.removeEventListener('abort', done);
+            wake = undefined;
+            resolve(fired);
+          };
+          const timer = setTimeout(done, waitMs);
+          signal?.addEventListener('abort', done, { once: true });
+          wake = done;
+        }),
+      stop: () => feed.detach(sink),
+    };
+  }
+
   async function moveDead(ids: readonly string[], mode: 'replay' | 'drop'): Promise<number> {
     let n = 0;
     for (const id of ids) {
@@ -131,11 +170,23 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
     claimStale: async (p, group, consumer, count, minIdleMs = 0) => (await deps.whenReady(), toQueued(p, await backend.groupClaim(p, group, consumer, count, minIdleMs))),
     async readNew(p, group, consumer, count, waitMs, signal) {
       await deps.whenReady();
-      const first = await backend.groupRead(p, group, consumer, 'new', count);
-      if (first.length > 0 || signal?.aborted) return toQueued(p, first);
-      await waitForAppend(p, waitMs, signal);
-      if (signal?.aborted) return [];
-      return toQueued(p, await backend.groupRead(p, group, consumer, 'new', count));
+      // With the live reader running, its wake-up is armed before the read: a wait that ends
+      // with nothing appended needs no second read (an idle partition costs one XREADGROUP
+      // per wait, not a head lookup and two reads).
+      const wake = waitMs > 0 ? armWake(p) : undefined;
+      try {
+        const first = await backend.groupRead(p, group, consumer, 'new', count);
+        if (first.length > 0 || signal?.aborted) return toQueued(p, first);
+        if (wake) {
+          if (!(await wake.wait(waitMs, signal)) || signal?.aborted) return [];
+        } else {
+          await waitForAppend(p, waitMs, signal);
+          if (signal?.aborted) return [];
+        }
+        return toQueued(p, await backend.groupRead(p, group, consumer, 'new', count));
+      } finally {
+        wake?.stop();
+      }
     },
     ack: async (p, group, owner, ids) => (await deps.whenReady(), fenced(p, group, await backend.groupAck(p, group, owner, ids))),
     deadLetter: async (p, group, owner, entry, reason, attempts) => (await deps.whenReady(), fenced(p, group, await backend.deadLetter(p, group, owner, entry, reason, attempts))),

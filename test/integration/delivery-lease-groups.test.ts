@@ -67,6 +67,42 @@ describe('delivery leases per key group', () => {
     expect(new Set(calls.map((p) => p % KEY_GROUPS)).size).toBe(KEY_GROUPS);
   }, 90_000);
 
+  it('memory: an idle partition costs one group read per wait, no head lookup, and an append still wakes it at once', async () => {
+    const LEASE_MS = 600;
+    const store = createMemoryStore({ partitions: 1 });
+    const counts = { reads: 0, heads: 0 };
+    const groupRead = store.backend.groupRead.bind(store.backend);
+    store.backend.groupRead = (partition, group, consumer, mode, count) => {
+      if (mode === 'new') counts.reads++;
+      return groupRead(partition, group, consumer, mode, count);
+    };
+    const feedBounds = store.backend.feedBounds.bind(store.backend);
+    store.backend.feedBounds = (partition) => {
+      counts.heads++;
+      return feedBounds(partition);
+    };
+    const log = createEventLog({ partitions: 1, log: silentLogger(), memoryStore: store });
+    cleanup.push(() => log.close());
+    await log.rooms.put({ id: 'idle', links: [{ endpoint: 'remote', target: 't-idle' }] });
+    const { manager, adapter } = await deliveringReplica(log, 'one', LEASE_MS);
+    await waitFor(() => (manager.leases()['remote'] ?? []).length === 1, { timeoutMs: 10_000, what: 'the lease' });
+    // let the live reader start, then count over idle waits (a worker waits a third of the lease time)
+    const first = await log.append(message('idle', 'wake up'));
+    await waitFor(async () => (await adapter.recorder.all()).some((d) => d.eventId === first.eventId), { timeoutMs: 10_000, what: 'the first delivery' });
+    const start = { ...counts, at: Date.now() };
+    await waitFor(() => Date.now() - start.at >= 10 * (LEASE_MS / 3), { timeoutMs: 60_000, intervalMs: 50, what: 'ten idle waits' });
+    const waits = (Date.now() - start.at) / (LEASE_MS / 3);
+    const reads = counts.reads - start.reads;
+    const heads = counts.heads - start.heads;
+    process.stdout.write(`idle partition over ${waits.toFixed(1)} waits: ${reads} group reads, ${heads} head lookups\n`);
+    // before: a head lookup and two reads per wait
+    expect(heads).toBeLessThanOrEqual(1);
+    expect(reads).toBeLessThanOrEqual(Math.ceil(waits) + 2);
+    // and an append during a wait still wakes the worker (a wait ends with nothing only when nothing came)
+    const sent = await log.append(message('idle', 'during a wait'));
+    await waitFor(async () => (await adapter.recorder.all()).some((d) => d.eventId === sent.eventId), { timeoutMs: 10_000, what: 'the delivery after idle waits' });
+  }, 90_000);
+
   it('redis: one lease key per group; a second process takes whole groups, and every event is delivered once after the first stops', async () => {
     const PARTITIONS = 36;
     const prefix = testPrefix('leasegroups');
