@@ -160,7 +160,7 @@ export interface DeadLetter {
 
 /**
  * Outbound delivery state over the partition feeds (docs/architecture.md, "Delivery"): a consumer
- * group per (adapter instance, partition), a lease so one consumer is active
+ * group per (adapter instance, partition), a lease per group of partitions so one consumer is active
  * across replicas, fenced acks, a dead-letter stream, and the record of the
  * native ids each delivery produced.
  */
@@ -174,6 +174,11 @@ export interface DeliveryQueue {
    */
   acquireLease(partition: number, group: string, owner: string, ttlMs: number, reclaim?: (holder: string) => boolean): Promise<boolean>;
   releaseLease(partition: number, group: string, owner: string): Promise<void>;
+  /**
+   * The lease group of a partition: the partitions of one group share one
+   * lease (per consumer group), taken and renewed together.
+   */
+  leaseGroupOf(partition: number): number;
   /** entries delivered to this consumer and not acknowledged (its own pending list) */
   readPending(partition: number, group: string, consumer: string, count: number): Promise<QueuedEntry[]>;
   /** takes over other consumers' pending entries idle for at least `minIdleMs` (a previous lease holder's) */

@@ -117,6 +117,12 @@ export interface LogBackend {
   raiseWriteFormat(format: WriteFormat): Promise<WriteFormat>;
   /** a room's partition as this process knows it already (no I/O); rooms never move */
   knownRoomPartition(room: string): number | undefined;
+  /**
+   * The key group of a partition (keys.ts): the partitions of one group share
+   * one delivery lease per consumer group, so a process renews one lease per
+   * group, not per partition (layout 1: every partition is its own group).
+   */
+  leaseGroupOf(partition: number): number;
   /** a room's partition from the directory; undefined for a room that never existed */
   roomPartition(room: string): Promise<number | undefined>;
   /** the room's partition, assigning `hash mod stored count` when it has none: a new room */

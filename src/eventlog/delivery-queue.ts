@@ -1,8 +1,14 @@
 /**
  * DeliveryQueue over a LogBackend's consumer-group primitives. Waiting for
  * new entries reuses the partition's shared live reader instead of a
- * blocking read per worker, so a process still holds one blocking Redis
- * connection per partition however many adapters deliver.
+ * blocking read per worker, so a process's blocking Redis connections are
+ * the live readers' pool however many adapters deliver.
+ *
+ * Leases are held per key group (keys.ts: the partitions sharing a hash
+ * slot; layout 1: one partition): every partition of a group names the same
+ * lease, and the workers of one group in this process share each renewal
+ * (one call per group and owner per LEASE_FRESH_PART of the lease time), so
+ * the lease work of a process grows with the groups, not the partitions.
  */
 import type { LogEvent } from '../core/event.js';
 import type { DeadLetter, DeliveryQueue, QueuedEntry } from '../core/ports.js';
@@ -22,6 +28,13 @@ export interface DeliveryQueueDeps {
   readonly partitionOfRoom: (room: string) => Promise<number>;
 }
 
+/**
+ * A renewal answers every worker of the group for this part of the lease
+ * time: with workers renewing every third of it, the lease is renewed at
+ * least every half of it, so it never lapses while its holder is alive.
+ */
+const LEASE_FRESH_PART = 6;
+
 function splitDeadId(id: string): { partition: number; streamId: string } | undefined {
   const m = /^(\d{1,4}):(\d+-\d+)$/.exec(id);
   return m ? { partition: Number(m[1]), streamId: m[2] ?? '' } : undefined;
@@ -33,6 +46,28 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
     entries.map((e) => ({ id: e.id, room: e.room, event: e.draft ? deps.toLogEvent(partition, e.pos, e.draft) : undefined }));
   const deliveredField = (room: string, eventId: string, endpoint: string) => `${room}\u0000${eventId}\u0000${endpoint}`;
   const partitions = () => Array.from({ length: deps.partitions() }, (_, p) => p);
+
+  /**
+   * The last answer per lease (key group and consumer group) and the owner
+   * it was for, shared by the group's workers of that owner while fresh;
+   * any other owner's call (another replica in this process, a takeover
+   * from a dead incarnation) asks the store and replaces it.
+   */
+  const renewals = new Map<string, { owner: string; at: number; freshMs: number; held: Promise<boolean> }>();
+  const leaseKey = (p: number, group: string) => `${backend.leaseGroupOf(p)}\u0000${group}`;
+  /** a fenced write refused (the lease moved): the next acquire asks the store again */
+  const fenced = (p: number, group: string, ok: boolean): boolean => {
+    if (!ok) renewals.delete(leaseKey(p, group));
+    return ok;
+  };
+  function acquire(p: number, group: string, owner: string, ttlMs: number, reclaim?: (holder: string) => boolean): Promise<boolean> {
+    if (reclaim === undefined) return backend.leaseAcquire(p, group, owner, ttlMs);
+    return (async () => {
+      if (await backend.leaseAcquire(p, group, owner, ttlMs)) return true;
+      const holder = await backend.leaseHolder(p, group);
+      return holder !== undefined && reclaim(holder) ? backend.leaseAcquire(p, group, owner, ttlMs, holder) : false;
+    })();
+  }
 
   /** Resolves on the next feed entry after the current head, or after waitMs. */
   async function waitForAppend(partition: number, waitMs: number, signal?: AbortSignal): Promise<void> {
@@ -59,6 +94,45 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
     });
   }
 
+  /**
+   * A sink on the partition's running live reader, attached at what it read
+   * last, before the caller looks for new entries: an entry appended after
+   * that look is after this position, so it wakes `wait`. Undefined when the
+   * reader is not running yet (then waitForAppend finds the head itself).
+   */
+  function armWake(partition: number): { wait(waitMs: number, signal?: AbortSignal): Promise<boolean>; stop(): void } | undefined {
+    const feed = deps.live(partition);
+    const from = feed.lastRead();
+    if (from === undefined) return undefined;
+    let fired = false;
+    let wake: (() => void) | undefined;
+    const sink = {
+      position: () => from,
+      push: () => {
+        fired = true;
+        wake?.();
+        return false;
+      },
+    };
+    if (!feed.attach(sink)) return undefined;
+    return {
+      wait: (waitMs, signal) =>
+        new Promise<boolean>((resolve) => {
+          if (fired || waitMs <= 0 || signal?.aborted) return resolve(fired);
+          const done = (): void => {
+            clearTimeout(timer);
+            signal?.removeEventListener('abort', done);
+            wake = undefined;
+            resolve(fired);
+          };
+          const timer = setTimeout(done, waitMs);
+          signal?.addEventListener('abort', done, { once: true });
+          wake = done;
+        }),
+      stop: () => feed.detach(sink),
+    };
+  }
+
   async function moveDead(ids: readonly string[], mode: 'replay' | 'drop'): Promise<number> {
     let n = 0;
     for (const id of ids) {
@@ -73,31 +147,55 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
       await deps.whenReady();
       await backend.groupCreate(p, group);
     },
-    acquireLease(p, group, owner, ttlMs, reclaim) {
-      if (reclaim === undefined) return backend.leaseAcquire(p, group, owner, ttlMs);
-      return (async () => {
-        if (await backend.leaseAcquire(p, group, owner, ttlMs)) return true;
-        const holder = await backend.leaseHolder(p, group);
-        return holder !== undefined && reclaim(holder) ? backend.leaseAcquire(p, group, owner, ttlMs, holder) : false;
-      })();
+    async acquireLease(p, group, owner, ttlMs, reclaim) {
+      // the key layout (so the lease's key and group) is known once the log is open
+      await deps.whenReady();
+      const key = leaseKey(p, group);
+      const now = Date.now();
+      const last = renewals.get(key);
+      if (last && last.owner === owner && now - last.at < last.freshMs) return last.held;
+      const held = acquire(p, group, owner, ttlMs, reclaim);
+      const entry = { owner, at: now, freshMs: ttlMs / LEASE_FRESH_PART, held };
+      renewals.set(key, entry);
+      held.catch(() => renewals.get(key) === entry && renewals.delete(key));
+      return held;
     },
-    releaseLease: (p, group, owner) => backend.leaseRelease(p, group, owner),
-    readPending: async (p, group, consumer, count) => toQueued(p, await backend.groupRead(p, group, consumer, 'pending', count)),
-    claimStale: async (p, group, consumer, count, minIdleMs = 0) => toQueued(p, await backend.groupClaim(p, group, consumer, count, minIdleMs)),
+    leaseGroupOf: (p) => backend.leaseGroupOf(p),
+    async releaseLease(p, group, owner) {
+      await deps.whenReady();
+      renewals.delete(leaseKey(p, group));
+      return backend.leaseRelease(p, group, owner);
+    },
+    readPending: async (p, group, consumer, count) => (await deps.whenReady(), toQueued(p, await backend.groupRead(p, group, consumer, 'pending', count))),
+    claimStale: async (p, group, consumer, count, minIdleMs = 0) => (await deps.whenReady(), toQueued(p, await backend.groupClaim(p, group, consumer, count, minIdleMs))),
     async readNew(p, group, consumer, count, waitMs, signal) {
-      const first = await backend.groupRead(p, group, consumer, 'new', count);
-      if (first.length > 0 || signal?.aborted) return toQueued(p, first);
-      await waitForAppend(p, waitMs, signal);
-      if (signal?.aborted) return [];
-      return toQueued(p, await backend.groupRead(p, group, consumer, 'new', count));
+      await deps.whenReady();
+      // With the live reader running, its wake-up is armed before the read: a wait that ends
+      // with nothing appended needs no second read (an idle partition costs one XREADGROUP
+      // per wait, not a head lookup and two reads).
+      const wake = waitMs > 0 ? armWake(p) : undefined;
+      try {
+        const first = await backend.groupRead(p, group, consumer, 'new', count);
+        if (first.length > 0 || signal?.aborted) return toQueued(p, first);
+        if (wake) {
+          if (!(await wake.wait(waitMs, signal)) || signal?.aborted) return [];
+        } else {
+          await waitForAppend(p, waitMs, signal);
+          if (signal?.aborted) return [];
+        }
+        return toQueued(p, await backend.groupRead(p, group, consumer, 'new', count));
+      } finally {
+        wake?.stop();
+      }
     },
-    ack: (p, group, owner, ids) => backend.groupAck(p, group, owner, ids),
-    deadLetter: (p, group, owner, entry, reason, attempts) => backend.deadLetter(p, group, owner, entry, reason, attempts),
+    ack: async (p, group, owner, ids) => (await deps.whenReady(), fenced(p, group, await backend.groupAck(p, group, owner, ids))),
+    deadLetter: async (p, group, owner, entry, reason, attempts) => (await deps.whenReady(), fenced(p, group, await backend.deadLetter(p, group, owner, entry, reason, attempts))),
     async takeReplays(p, group, count) {
+      await deps.whenReady();
       const entries = await backend.replays(p, group, count);
       return entries.map((e) => ({ id: e.id, room: e.room, event: e.draft ? deps.toLogEvent(p, e.pos, e.draft) : undefined, replayId: e.replayId }));
     },
-    finishReplay: (p, group, owner, replayId) => backend.replayDone(p, group, owner, replayId),
+    finishReplay: async (p, group, owner, replayId) => (await deps.whenReady(), fenced(p, group, await backend.replayDone(p, group, owner, replayId))),
     async listDead(limit, group) {
       await deps.whenReady();
       const lists = await Promise.all(partitions().map(async (p) => (await backend.deadList(p, limit)).map((d) => ({ p, d }))));

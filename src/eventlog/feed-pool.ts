@@ -1,9 +1,10 @@
 /**
  * Blocking reads of partition feeds over a fixed pool of connections, so a
- * process's Redis connections do not grow with the partition count (one
- * Redis or Sentinel; a cluster cannot read several slots in one command).
+ * process's Redis connections do not grow with the partition count.
  *
- * Partition p belongs to group p mod size. Each group has one blocking
+ * Each partition belongs to a group (`groupOf`: on one Redis or Sentinel p
+ * mod 16; on a cluster the partition's key group, whose partitions share a
+ * hash slot, as one command can only read one slot). Each group has one blocking
  * connection and one loop: an XREAD BLOCK over the feeds of every partition
  * of the group that has a waiter, each from its waiter's position. Entries
  * of a partition resolve its waiter; the others keep waiting in the next
@@ -27,13 +28,20 @@ interface Waiter {
 }
 
 export interface FeedPoolOptions {
-  readonly size: number;
+  /** the group whose connection reads a partition's feed */
+  readonly groupOf: (partition: number) => number;
   /** the feed key of a partition */
   readonly feedKey: (partition: number) => string;
-  /** a new connection for the blocking reads of a group */
-  readonly connect: (group: number) => Redis;
-  /** a connection for CLIENT UNBLOCK (never one of the blocking ones) */
-  readonly control: () => Redis;
+  /** a new connection for the blocking reads of a group (`partition`: one of the group's) */
+  readonly connect: (group: number, partition: number) => Redis;
+  /** a connection to the same server as `blocking` for CLIENT UNBLOCK (never a blocking one); undefined: none now */
+  readonly control: (group: number, blocking: Redis) => Redis | undefined;
+  /**
+   * Told of a failed read. When given, the group's connection is dropped
+   * after a failure and the next read connects again (a cluster: the slot's
+   * master may have changed); without it, the connection reconnects by itself.
+   */
+  readonly dropOnError?: (group: number, err: unknown) => void;
   /** the longest one XREAD blocks before the loop looks at its waiters again */
   readonly blockMs?: number;
 }
@@ -73,9 +81,9 @@ class FeedGroup {
     waiter.resolve(entries);
   }
 
-  private connection(): Redis {
+  private connection(partition: number): Redis {
     if (!this.client) {
-      const client = this.o.connect(this.group);
+      const client = this.o.connect(this.group, partition);
       client.on('error', () => undefined);
       // the id CLIENT UNBLOCK names, learnt on every (re)connection
       client.on('ready', () => {
@@ -97,9 +105,9 @@ class FeedGroup {
    */
   private interrupt(read = this.inFlight, tries = 0): void {
     const id = this.clientId;
-    if (id === undefined || read === undefined || this.inFlight !== read || this.closed) return;
-    this.o
-      .control()
+    const control = this.client ? this.o.control(this.group, this.client) : undefined;
+    if (id === undefined || read === undefined || this.inFlight !== read || this.closed || !control) return;
+    control
       .client('UNBLOCK', id)
       .then(
         (unblocked) => {
@@ -114,8 +122,8 @@ class FeedGroup {
     this.running = true;
     try {
       while (this.waiters.size > 0 && !this.closed) {
-        const client = this.connection();
         const batch = [...this.waiters.values()];
+        const client = this.connection(batch[0]?.partition ?? 0);
         const count = Math.max(...batch.map((w) => w.count));
         let reply: Array<[string, StreamEntryReply[]]> | null;
         try {
@@ -133,6 +141,12 @@ class FeedGroup {
           )) as Array<[string, StreamEntryReply[]]> | null;
         } catch (err) {
           this.inFlight = undefined;
+          if (this.o.dropOnError) {
+            this.o.dropOnError(this.group, err);
+            this.client?.disconnect();
+            this.client = undefined;
+            this.clientId = undefined;
+          }
           for (const w of batch) {
             if (this.waiters.get(w.partition) !== w) continue;
             this.waiters.delete(w.partition);
@@ -167,20 +181,22 @@ class FeedGroup {
 }
 
 export class FeedPool {
-  private readonly groups: FeedGroup[];
+  private readonly groups = new Map<number, FeedGroup>();
+  private closed = false;
 
-  constructor(private readonly o: FeedPoolOptions) {
-    this.groups = Array.from({ length: o.size }, (_, g) => new FeedGroup(g, o));
-  }
+  constructor(private readonly o: FeedPoolOptions) {}
 
   /** Entries of the partition's feed after `after` (a stream id), waiting up to timeoutMs for the first. */
   wait(partition: number, after: string, timeoutMs: number, count: number): Promise<StreamEntryReply[]> {
-    const group = this.groups[partition % this.o.size];
-    if (!group) return Promise.reject(new Error(`no feed group for partition ${partition}`));
+    if (this.closed) return Promise.reject(new Error('Connection is closed.'));
+    const g = this.o.groupOf(partition);
+    let group = this.groups.get(g);
+    if (!group) this.groups.set(g, (group = new FeedGroup(g, this.o)));
     return group.wait(partition, after, timeoutMs, count);
   }
 
   close(): void {
-    for (const group of this.groups) group.close();
+    this.closed = true;
+    for (const group of this.groups.values()) group.close();
   }
 }

@@ -67,6 +67,16 @@ export class LiveFeed {
     return this.running && this.confirmed && !this.stopped ? this.base : undefined;
   }
 
+  /**
+   * The last position this reader has read, when it runs and its start is
+   * confirmed (undefined otherwise): every entry after it is still to come,
+   * so a sink attached at it now is pushed each one, and everything up to it
+   * exists in the log already.
+   */
+  lastRead(): StreamPos | undefined {
+    return this.running && this.confirmed && !this.stopped ? this.last : undefined;
+  }
+
   /** Whether `attach` would take a sink at `pos` now (the running reader's buffer covers what follows it). */
   holds(pos: StreamPos): boolean {
     return this.running && this.confirmed && !this.stopped && comparePos(pos, this.base) >= 0;

@@ -10,6 +10,7 @@ import type { RoomSpec, RoomStore, StateStore } from '../core/ports.js';
 import { MAX_PARTITIONS, ZERO_POS, fnv1a32, comparePos, justBefore, parseStreamId, posToString, type StreamPos } from '../core/position.js';
 import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, LogBackend, PartitionMeta, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
 import { LATEST_WRITE_FORMAT, type WriteFormat } from './backend.js';
+import { LATEST_KEY_LAYOUT, keyGroupOf } from './keys.js';
 
 interface Stored {
   readonly pos: StreamPos;
@@ -510,36 +511,44 @@ export class MemoryBackend implements LogBackend {
     );
   }
 
-  private holds(part: Partition, group: string, owner: string): boolean {
-    const lease = part.leases.get(group);
+  /** A partition's delivery leases are its key group's (keys.ts, layout 2): they live on the group's first partition. */
+  private leases(partition: number): Map<string, { owner: string; expiresAt: number }> {
+    return this.part(keyGroupOf(LATEST_KEY_LAYOUT, partition)).leases;
+  }
+
+  leaseGroupOf(partition: number): number {
+    return keyGroupOf(LATEST_KEY_LAYOUT, partition);
+  }
+
+  private holds(partition: number, group: string, owner: string): boolean {
+    const lease = this.leases(partition).get(group);
     return lease !== undefined && lease.owner === owner && lease.expiresAt > Date.now();
   }
 
   leaseAcquire(partition: number, group: string, owner: string, ttlMs: number, replace?: string): Promise<boolean> {
     this.closedCheck();
-    const part = this.part(partition);
-    const lease = part.leases.get(group);
+    const leases = this.leases(partition);
+    const lease = leases.get(group);
     if (lease && lease.owner !== owner && lease.owner !== replace && lease.expiresAt > Date.now()) return Promise.resolve(false);
-    part.leases.set(group, { owner, expiresAt: Date.now() + ttlMs });
+    leases.set(group, { owner, expiresAt: Date.now() + ttlMs });
     return Promise.resolve(true);
   }
 
   leaseHolder(partition: number, group: string): Promise<string | undefined> {
     this.closedCheck();
-    const lease = this.part(partition).leases.get(group);
+    const lease = this.leases(partition).get(group);
     return Promise.resolve(lease && lease.expiresAt > Date.now() ? lease.owner : undefined);
   }
 
   leaseRelease(partition: number, group: string, owner: string): Promise<void> {
-    const part = this.part(partition);
-    if (part.leases.get(group)?.owner === owner) part.leases.delete(group);
+    const leases = this.leases(partition);
+    if (leases.get(group)?.owner === owner) leases.delete(group);
     return Promise.resolve();
   }
 
   groupAck(partition: number, group: string, owner: string, ids: readonly string[]): Promise<boolean> {
     this.closedCheck();
-    const part = this.part(partition);
-    if (!this.holds(part, group, owner)) return Promise.resolve(false);
+    if (!this.holds(partition, group, owner)) return Promise.resolve(false);
     const g = this.group(partition, group);
     for (const id of ids) g.pending.delete(id);
     return Promise.resolve(true);
@@ -548,7 +557,7 @@ export class MemoryBackend implements LogBackend {
   deadLetter(partition: number, group: string, owner: string, entry: { id: string; room: string; eventId: string }, reason: string, attempts: number): Promise<boolean> {
     this.closedCheck();
     const part = this.part(partition);
-    if (!this.holds(part, group, owner)) return Promise.resolve(false);
+    if (!this.holds(partition, group, owner)) return Promise.resolve(false);
     part.dead.push({ streamId: posToString({ ms: Date.now(), seq: part.deadSeq++ }), group, room: entry.room, feedId: entry.id, eventId: entry.eventId, reason: reason.slice(0, 1000), attempts, ts: Date.now() });
     this.group(partition, group).pending.delete(entry.id);
     return Promise.resolve(true);
@@ -568,7 +577,7 @@ export class MemoryBackend implements LogBackend {
   replayDone(partition: number, group: string, owner: string, replayId: string): Promise<boolean> {
     this.closedCheck();
     const part = this.part(partition);
-    if (!this.holds(part, group, owner)) return Promise.resolve(false);
+    if (!this.holds(partition, group, owner)) return Promise.resolve(false);
     const i = part.replay.findIndex((d) => d.streamId === replayId);
     if (i >= 0) part.replay.splice(i, 1);
     return Promise.resolve(true);

@@ -4,9 +4,10 @@
  * Per partition: a change feed stream (entries `r=<room>`), one timeline
  * stream per room whose entry ids equal the feed ids, and time-bucketed id-map
  * hashes (idempotency keys and native-id aliases → stream id). Blocking reads
- * never share a connection with other traffic: on one Redis or Sentinel the
- * live reads of all partitions share a small pool (feed-pool.ts); on a
- * cluster each partition has its own, created on first use.
+ * never share a connection with other traffic: the live reads of all
+ * partitions share a small pool (feed-pool.ts): on one Redis or Sentinel 16
+ * connections; on a cluster one per key group (keys.ts: 24 with layout 2),
+ * each to the master owning the group's slot.
  */
 import { hash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -20,7 +21,7 @@ import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, Gro
 import { LATEST_WRITE_FORMAT, type WriteFormat } from './backend.js';
 import { decodeFields, encodeEvent, encodeFields, encodeFieldsV1, encodeValues } from './codec.js';
 import { FeedPool } from './feed-pool.js';
-import { keySpace, type KeySpace } from './keys.js';
+import { LATEST_KEY_LAYOUT, hashSlot, keySpace, toKeyLayout, type KeySpace } from './keys.js';
 import { redactUrl } from '../log/index.js';
 
 type StreamReply = Array<[string, string[]]>;
@@ -90,7 +91,7 @@ interface SyncgateCommands {
   sgDeadMove(dlq: string, replay: string, mode: string, ...ids: string[]): Promise<number>;
   sgAssign(meta: string, directory: string, room: string, hash: number, fallback: number): Promise<number>;
   sgRaise(meta: string, count: number, field?: string): Promise<number>;
-  sgOpen(meta: string, count: number, format: number): Promise<number>;
+  sgOpen(meta: string, count: number, format: number, layout: number): Promise<number>;
 }
 type CommandClient = Redis & SyncgateCommands;
 
@@ -367,13 +368,14 @@ export class RedisBackend implements LogBackend {
    * failed one waited for its caller's retry: a room's order broke.
    */
   private readonly appender: CommandClient;
-  private readonly blocking: Array<Redis | undefined> = [];
   /**
-   * One Redis or Sentinel: the live reads of all partitions share FEED_POOL_SIZE
-   * blocking connections (see feed-pool.ts; a group connects on first use). A
-   * cluster keeps one per partition: one command cannot read keys of several hash slots.
+   * The live reads of all partitions share a pool of blocking connections
+   * (feed-pool.ts; a group connects on first use), made at the first live
+   * read, once the log's key layout is known. One Redis or Sentinel:
+   * FEED_POOL_SIZE. A cluster: one per key group (one command reads one hash
+   * slot), a plain connection to the master owning the group's slot.
    */
-  private readonly feedPool: FeedPool | undefined;
+  private feedPool: FeedPool | undefined;
   /** the largest partition count seen (configured, stored or raised): what the probes cover */
   private partitions: number;
   /** the write format appends use: the stored one, as last read (format 1 until the log is opened) */
@@ -424,14 +426,6 @@ export class RedisBackend implements LogBackend {
       }), options.onCommand),
     );
     this.appender.on('error', (err: Error) => options.log.debug({ err: err.message }, 'redis append connection error'));
-    this.feedPool = options.cluster
-      ? undefined
-      : new FeedPool({
-          size: FEED_POOL_SIZE,
-          feedKey: (p) => this.keys.feed(p),
-          connect: (g) => this.duplicate(`${this.keys.prefix}tail:g${String(g).padStart(2, '0')}`, { enableAutoPipelining: false }),
-          control: () => this.redis,
-        });
     this.rooms = new RedisRoomStore(
       this.redis,
       this.keys,
@@ -454,13 +448,16 @@ export class RedisBackend implements LogBackend {
   async openPartitions(configured: number): Promise<PartitionMeta> {
     this.closedCheck();
     const stored = await this.readPartitions();
-    if (stored > 0) return { partitions: stored, format: await this.readWriteFormat() };
+    if (stored > 0) {
+      await this.readLayout();
+      return { partitions: stored, format: await this.readWriteFormat() };
+    }
     // No count stored: a new log, or one written before the count was stored, whose
     // rooms sit at `fnv1a32(room) mod <the count it ran with>`: find that count and
     // record every room's partition before anything may use another count.
     const rooms = await this.redis.smembers(this.keys.roomIndex());
     // A new log starts at the latest write format; one with rooms already keeps format 1.
-    if (rooms.length === 0) await this.redis.sgOpen(this.keys.partitionMeta(), configured, LATEST_WRITE_FORMAT);
+    if (rooms.length === 0) await this.redis.sgOpen(this.keys.partitionMeta(), configured, LATEST_WRITE_FORMAT, LATEST_KEY_LAYOUT);
     const legacy = rooms.length > 0 ? await this.legacyPartitions(rooms, configured) : configured;
     for (let i = 0; i < rooms.length; i += 500) {
       const chunk = rooms.slice(i, i + 500);
@@ -469,7 +466,21 @@ export class RedisBackend implements LogBackend {
       await pipeline.exec();
     }
     await this.redis.hsetnx(this.keys.partitionMeta(), 'partitions', legacy);
+    await this.readLayout();
     return { partitions: await this.readPartitions(), format: await this.readWriteFormat() };
+  }
+
+  /**
+   * The log's key layout (keys.ts), stored when the log was created: a log
+   * from before layout 2 has none stored and keeps layout 1's key names.
+   */
+  private async readLayout(): Promise<void> {
+    this.keys.setLayout(toKeyLayout(await this.redis.hget(this.keys.partitionMeta(), 'layout')));
+  }
+
+  /** The key group whose partitions share a delivery lease (and a hash slot). */
+  leaseGroupOf(partition: number): number {
+    return this.keys.groupOf(partition);
   }
 
   async readWriteFormat(): Promise<WriteFormat> {
@@ -714,33 +725,53 @@ export class RedisBackend implements LogBackend {
     return openClient(this.options, { connectionName, ...extra });
   }
 
-  private blockingClient(partition: number): Redis {
-    let client = this.blocking[partition];
-    if (!client) {
-      // One blocking connection per partition per process; never shared with request traffic.
-      // On a cluster its node connections open lazily: only the master owning the
-      // partition's slot is used (followed through MOVED and failovers).
-      client = this.duplicate(`${this.keys.prefix}tail:p${String(partition).padStart(2, '0')}`, { enableAutoPipelining: false });
-      client.on('error', () => undefined);
-      this.blocking[partition] = client;
+  /** The pool of blocking connections for live reads, made on first use (the key layout is known by then). */
+  private livePool(): FeedPool {
+    if (this.feedPool) return this.feedPool;
+    const name = (g: number) => `${this.keys.prefix}tail:g${String(g).padStart(2, '0')}`;
+    if (!this.options.cluster) {
+      return (this.feedPool = new FeedPool({
+        groupOf: (p) => p % FEED_POOL_SIZE,
+        feedKey: (p) => this.keys.feed(p),
+        connect: (g) => this.duplicate(name(g), { enableAutoPipelining: false }),
+        control: () => this.redis,
+      }));
     }
-    return client;
+    // A cluster: one group per key group (its partitions share a slot), each a plain
+    // connection to the master the main client's slot map names for that slot. A
+    // failure (a failover, MOVED after a reshard) drops it: the next read connects to
+    // the slot's master as the refreshed map names it.
+    const cluster = this.redis as unknown as Cluster;
+    const nodeOf = new Map<number, string>();
+    return (this.feedPool = new FeedPool({
+      groupOf: (p) => this.keys.groupOf(p),
+      feedKey: (p) => this.keys.feed(p),
+      connect: (g, partition) => {
+        const slot = hashSlot(this.keys.feed(partition));
+        const owner = nodeOf.get(g) ?? (cluster.slots[slot] as string[] | undefined)?.[0] ?? this.options.cluster?.nodes[0] ?? '';
+        nodeOf.delete(g);
+        const { host, port } = parseSeed(owner);
+        const { enableAutoPipelining: _auto, ...nodeOptions } = this.options.redisOptions ?? {};
+        const tls = this.options.cluster?.tls === true || this.options.cluster?.nodes.some((n) => n.startsWith('rediss://'));
+        return new Redis({ ...nodeOptions, ...(tls ? { tls: { ...nodeOptions.tls } } : {}), host, port, connectionName: name(g), enableAutoPipelining: false, retryStrategy: () => null });
+      },
+      control: (_g, client) => {
+        const key = `${client.options.host}:${client.options.port}`;
+        return cluster.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === key);
+      },
+      dropOnError: (g, err) => {
+        const moved = err instanceof Error ? /^MOVED \d+ (\S+)/.exec(err.message) : null;
+        if (moved?.[1]) nodeOf.set(g, moved[1]);
+        cluster.refreshSlotsCache();
+      },
+    }));
   }
 
   async waitFeed(partition: number, after: StreamPos, timeoutMs: number, count: number): Promise<FeedEntry[]> {
     this.closedCheck();
-    if (this.feedPool) {
-      const entries = await this.feedPool.wait(partition, posToString(after), timeoutMs, count);
-      this.closedCheck();
-      return this.withDrafts(partition, this.feedRows(entries));
-    }
-    const client = this.blockingClient(partition);
-    const reply = (await client.xread('COUNT', count, 'BLOCK', timeoutMs, 'STREAMS', this.keys.feed(partition), posToString(after))) as Array<
-      [string, StreamReply]
-    > | null;
+    const entries = await this.livePool().wait(partition, posToString(after), timeoutMs, count);
     this.closedCheck();
-    const rows = this.feedRows(reply?.[0]?.[1] ?? []);
-    return this.withDrafts(partition, rows);
+    return this.withDrafts(partition, this.feedRows(entries));
   }
 
   private async bounds(partition: number, key: string): Promise<StreamBounds> {
@@ -1028,32 +1059,37 @@ export class RedisBackend implements LogBackend {
   }
 
   /**
-   * On a cluster, one cheap keyed command per partition (EXISTS of its feed)
-   * goes to the master owning its slot; a partition whose command fails or
-   * does not answer within PROBE_MS is unavailable. One Redis answers for all
-   * partitions or none, which ping() already says.
+   * On a cluster, one cheap keyed command per key group (EXISTS of the feed
+   * of its first partition: the group's partitions share its slot) goes to
+   * the master owning that slot; the partitions of a group whose command
+   * fails or does not answer within PROBE_MS are unavailable. So a check
+   * costs 18 commands for a layout-2 log at any partition count (layout 1:
+   * one per partition). One Redis answers for all partitions or none, which
+   * ping() already says.
    */
   async unavailablePartitions(): Promise<number[]> {
     this.closedCheck();
     if (!this.options.cluster) return [];
-    const answers = await Promise.all(
-      Array.from({ length: this.partitions }, (_, p) => {
+    const firstOfGroup = new Map<number, number>();
+    for (let p = 0; p < this.partitions; p++) if (!firstOfGroup.has(this.keys.groupOf(p))) firstOfGroup.set(this.keys.groupOf(p), p);
+    const reachable = new Map<number, boolean>();
+    await Promise.all(
+      [...firstOfGroup].map(async ([group, p]) => {
         let timer: NodeJS.Timeout | undefined;
         const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), PROBE_MS)));
         const probe = this.redis.exists(this.keys.feed(p)).then(
           () => true,
           () => false,
         );
-        return Promise.race([probe, late]).finally(() => clearTimeout(timer));
+        reachable.set(group, await Promise.race([probe, late]).finally(() => clearTimeout(timer)));
       }),
     );
-    return answers.flatMap((ok, p) => (ok ? [] : [p]));
+    return Array.from({ length: this.partitions }, (_, p) => p).filter((p) => reachable.get(this.keys.groupOf(p)) !== true);
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const client of this.blocking) client?.disconnect();
     this.feedPool?.close();
     this.rooms.close();
     // QUIT waits for a reply: a connection that is away is dropped instead (its queued commands fail).

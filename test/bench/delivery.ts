@@ -8,7 +8,7 @@ import { Redis } from 'ioredis';
 import type { Adapter, DeliveryResult } from '../../src/core/adapter.js';
 import { createDeliveryManager } from '../../src/bridge/delivery.js';
 import { createEventLog } from '../../src/eventlog/index.js';
-import { keySpace } from '../../src/eventlog/keys.js';
+import { LATEST_KEY_LAYOUT, keySpace } from '../../src/eventlog/keys.js';
 import { silentLogger } from '../../src/log/index.js';
 import { dropPrefix, testPrefix } from '../harness/redis.js';
 import { benchMessage } from './eventlog.js';
@@ -55,7 +55,7 @@ export const benchDelivery: Bench = async ({ redisUrl, quick }) => {
   // groups first (created at the feed's end), then the backlog
   await Promise.all(Array.from({ length: PARTITIONS }, (_, p) => log.delivery.ensureGroup(p, 'out:noop')));
   const redis = new Redis(redisUrl);
-  const keys = keySpace(prefix);
+  const keys = keySpace(prefix, LATEST_KEY_LAYOUT);
   await Promise.all(Array.from({ length: PARTITIONS }, (_, p) => redis.xgroup('CREATE', keys.feed(p), 'raw', '$', 'MKSTREAM').catch(() => undefined)));
   let next = 0;
   await Promise.all(

@@ -8,7 +8,11 @@
  *   from its rooms' partitions, with positions as a busy log has them (each
  *   partition's last position within the last minute);
  * - how evenly the partitions' hash slots fall on the 3 masters of the local
- *   cluster (max/min);
+ *   cluster (max/min), with key layout 1 (a slot per partition, logs created
+ *   before layout 2) and layout 2 (18 key groups on evenly spaced slots);
+ * - what placing rooms by the room directory (each new room to the master
+ *   with the fewest rooms) would give against hash placement: rooms and
+ *   traffic (Zipf weight) per master;
  * - append and catch-up throughput on 1 master (the run's Redis) and on the
  *   3 masters of the local cluster, with the operations each master served
  *   (max/min), on a sample of the rooms (rooms drawn by popularity);
@@ -26,6 +30,7 @@ import { encodeSyncCursor } from '../../src/core/cursor.js';
 import type { EventLog } from '../../src/core/ports.js';
 import { partitionOf, type StreamPos } from '../../src/core/position.js';
 import { createEventLog } from '../../src/eventlog/index.js';
+import { KEY_GROUPS, hashSlot, keySpace, type KeyLayout } from '../../src/eventlog/keys.js';
 import { silentLogger } from '../../src/log/index.js';
 import { testPrefix } from '../harness/redis.js';
 import { nodeCommand, startRedisCluster, type TestRedisCluster } from '../harness/redis-cluster.js';
@@ -115,18 +120,8 @@ function cursorSizesExactly(deployment: Deployment, partitions: number, seed: nu
   return cursorSizes({ ...deployment, devices: deployment.devices.filter((d) => d.length === rooms) }, partitions, seed);
 }
 
-/** CRC16 (XMODEM), as Redis Cluster hashes keys to slots */
-function crc16(text: string): number {
-  let crc = 0;
-  for (const byte of Buffer.from(text)) {
-    crc ^= byte << 8;
-    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
-  }
-  return crc;
-}
-
-/** the slot of partition p's keys (hash tag `p:NN`, keys.ts) */
-const partitionSlot = (p: number) => crc16(`p:${String(p).padStart(2, '0')}`) % 16384;
+/** the slot of partition p's keys in a key layout (keys.ts) */
+const partitionSlot = (layout: KeyLayout, p: number) => hashSlot(keySpace('sg:', layout).feed(p));
 
 interface Master {
   readonly port: number;
@@ -147,7 +142,47 @@ async function mastersOf(cluster: TestRedisCluster): Promise<Master[]> {
 }
 
 function spread(counts: readonly number[]): number {
-  return Math.max(...counts) / Math.max(1, Math.min(...counts));
+  return Math.max(...counts) / Math.max(1e-9, Math.min(...counts));
+}
+
+const masterOfSlot = (masters: readonly Master[], slot: number) => masters.findIndex((m) => m.ranges.some(([a, b]) => slot >= a && slot <= b));
+
+/**
+ * Rooms and traffic per master when rooms are placed by hash (fnv1a32 mod
+ * the count, what the directory records today) and when the directory would
+ * place each new room (rooms created in a random order) on the master with
+ * the fewest rooms, in its partition there with the fewest. Traffic is the
+ * room's Zipf weight (its popularity, what its appends follow).
+ */
+function directoryPlacement(deployment: Deployment, partitions: number, masters: readonly Master[], seed: number): { hashRooms: number[]; hashWeight: number[]; dirRooms: number[]; dirWeight: number[] } {
+  const random = prng(seed);
+  const masterOf = Array.from({ length: partitions }, (_, p) => masterOfSlot(masters, partitionSlot(2, p)));
+  const hashRooms = masters.map(() => 0);
+  const hashWeight = masters.map(() => 0);
+  const dirRooms = masters.map(() => 0);
+  const dirWeight = masters.map(() => 0);
+  const partitionRooms = new Uint32Array(partitions);
+  const byMaster = masters.map((_, m) => masterOf.flatMap((owner, p) => (owner === m ? [p] : [])));
+  const order = Array.from({ length: deployment.rooms }, (_, r) => r);
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [order[i], order[j]] = [order[j] ?? 0, order[i] ?? 0];
+  }
+  for (const r of order) {
+    const weight = 1 / (r + 1);
+    const h = masterOf[partitionOf(roomName(r), partitions)] ?? 0;
+    hashRooms[h] = (hashRooms[h] ?? 0) + 1;
+    hashWeight[h] = (hashWeight[h] ?? 0) + weight;
+    let m = 0;
+    for (let k = 1; k < masters.length; k++) if ((dirRooms[k] ?? 0) < (dirRooms[m] ?? 0)) m = k;
+    const candidates = byMaster[m] ?? [];
+    let best = candidates[0] ?? 0;
+    for (const p of candidates) if ((partitionRooms[p] ?? 0) < (partitionRooms[best] ?? 0)) best = p;
+    partitionRooms[best] = (partitionRooms[best] ?? 0) + 1;
+    dirRooms[m] = (dirRooms[m] ?? 0) + 1;
+    dirWeight[m] = (dirWeight[m] ?? 0) + weight;
+  }
+  return { hashRooms, hashWeight, dirRooms, dirWeight };
 }
 
 async function commandCalls(port: number): Promise<number> {
@@ -238,9 +273,26 @@ export const benchScale: Bench = async ({ redisUrl, quick }) => {
   const cluster = await startRedisCluster();
   try {
     const masters = await mastersOf(cluster);
+    const groups = masters.map((_, m) => Array.from({ length: KEY_GROUPS }, (_, g) => masterOfSlot(masters, partitionSlot(2, g))).filter((owner) => owner === m).length);
+    rows.push({ name: `key groups (hash slots) per master, layout 2`, value: spread(groups), unit: 'max/min', goal: '≤ 1.1', note: `${KEY_GROUPS} groups on ${masters.length} masters: ${groups.join(' / ')}` });
     for (const partitions of [16, 256, 1024]) {
-      const counts = masters.map((m) => Array.from({ length: partitions }, (_, p) => partitionSlot(p)).filter((slot) => m.ranges.some(([a, b]) => slot >= a && slot <= b)).length);
-      rows.push({ name: `partitions per master (hash slots), ${partitions} partitions`, value: spread(counts), unit: 'max/min', goal: '≤ 1.1', note: `${masters.length} masters: ${counts.join(' / ')}` });
+      for (const layout of [1, 2] as const) {
+        const counts = masters.map((_, m) => Array.from({ length: partitions }, (_, p) => masterOfSlot(masters, partitionSlot(layout, p))).filter((owner) => owner === m).length);
+        const arithmetic = partitions % masters.length !== 0 && Math.ceil(partitions / masters.length) / Math.floor(partitions / masters.length) > 1.1;
+        rows.push({
+          name: `partitions per master, layout ${layout}, ${partitions} partitions`,
+          value: spread(counts),
+          unit: 'max/min',
+          goal: layout === 2 ? (arithmetic ? `best possible ${(Math.ceil(partitions / masters.length) / Math.floor(partitions / masters.length)).toFixed(2)}` : '≤ 1.1') : '',
+          note: `${masters.length} masters: ${counts.join(' / ')}${layout === 1 ? ' (logs created before layout 2: a slot per partition)' : ''}${arithmetic ? `; ${partitions} partitions cannot split evenly over ${masters.length} masters` : ''}`,
+        });
+      }
+      const placed = directoryPlacement(deployment, partitions, masters, partitions);
+      const fmt = (xs: number[]) => xs.map((x) => Math.round(x).toLocaleString('en-US')).join(' / ');
+      rows.push({ name: `rooms per master, hash placement, ${partitions} partitions`, value: spread(placed.hashRooms), unit: 'max/min', note: fmt(placed.hashRooms) });
+      rows.push({ name: `rooms per master, directory placement, ${partitions} partitions`, value: spread(placed.dirRooms), unit: 'max/min', note: `simulated: each new room to the master with the fewest rooms: ${fmt(placed.dirRooms)}` });
+      rows.push({ name: `traffic per master (Zipf weight), hash placement, ${partitions} partitions`, value: spread(placed.hashWeight), unit: 'max/min', note: placed.hashWeight.map((w) => w.toFixed(2)).join(' / ') });
+      rows.push({ name: `traffic per master (Zipf weight), directory placement, ${partitions} partitions`, value: spread(placed.dirWeight), unit: 'max/min', note: placed.dirWeight.map((w) => w.toFixed(2)).join(' / ') });
     }
     // throughput on a sample: rooms drawn by popularity, devices whose rooms are all in the sample
     const sampleRooms = [...new Set(Array.from({ length: quick ? 300 : 2_000 }, () => deployment.drawRoom()))];

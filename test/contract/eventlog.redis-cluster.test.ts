@@ -9,6 +9,7 @@ import { startOwnedRedis, testPrefix } from '../harness/redis.js';
 import { nodeCommand } from '../harness/redis-cluster.js';
 import { useRedisCluster } from '../harness/redis-cluster-suite.js';
 import { eventLogContract } from './eventlog.contract.js';
+import { LATEST_KEY_LAYOUT, keySpace } from '../../src/eventlog/keys.js';
 
 // one 6-node cluster (3 masters, 3 replicas) for the whole file
 const { started } = useRedisCluster();
@@ -77,14 +78,14 @@ describe('EventLog on a Redis Cluster', () => {
         expect(result.duplicate).toBe(false);
         // the room's timeline stream holds the event on the owning master's replica already (no waiting
         // here); the other replicas answer MOVED for that slot
-        const key = `${prefix}{p:${String(partitionOf(room, 16)).padStart(2, '0')}}:room:${room}`;
+        const key = keySpace(prefix, LATEST_KEY_LAYOUT).room(partitionOf(room, 16), room);
         const lengths = await Promise.all(replicas.map((r) => r.xlen(key).catch(() => -1)));
         expect(Math.max(...lengths)).toBe(Math.floor(i / rooms.length) + 1);
       }
       // a stalled replica (SIGSTOP): WAIT times out, the append is reported failed upstream; once the
       // replica is back the sender's retry with the same key is acknowledged, with the same event, once
       const room = 'w-0';
-      const key = `${prefix}{p:${String(partitionOf(room, 16)).padStart(2, '0')}}:room:${room}`;
+      const key = keySpace(prefix, LATEST_KEY_LAYOUT).room(partitionOf(room, 16), room);
       const probes = await Promise.all(replicas.map((r) => r.xlen(key).then(() => true, () => false)));
       const stalledPort = replicaPorts[probes.indexOf(true)];
       const stalled = started().servers.find((s) => s.port === stalledPort);

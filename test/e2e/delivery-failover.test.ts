@@ -14,6 +14,7 @@ import { message } from '../fixtures/events.js';
 import { killOnExit, terminate, waitFor } from '../harness/free-port.js';
 import { testPrefix } from '../harness/redis.js';
 import { redisRecorder } from '../harness/test-adapter.js';
+import { LATEST_KEY_LAYOUT, keySpace } from '../../src/eventlog/keys.js';
 
 const PARTITIONS = 2;
 const LEASE_MS = 1500;
@@ -48,7 +49,7 @@ describe('delivery failover between two processes', () => {
     const log = createEventLog({ partitions: PARTITIONS, log: silentLogger(), redis: { url: inject('redisUrl'), prefix } });
     const rooms = ['alpha', 'beta', 'gamma', 'delta'];
     for (const id of rooms) await log.rooms.put({ id, links: [{ endpoint: 'remote', target: `t-${id}` }] });
-    const leaseOwner = async (p: number) => redis.get(`${prefix}{p:${String(p).padStart(2, '0')}}:lease:out:remote`);
+    const leaseOwner = async (p: number) => redis.get(keySpace(prefix, LATEST_KEY_LAYOUT).lease(p, 'out:remote'));
 
     const a = await startChild(prefix);
     await waitFor(async () => (await leaseOwner(0)) === a.owner && (await leaseOwner(1)) === a.owner, { timeoutMs: 15_000, what: 'A to hold every lease' });
@@ -74,7 +75,7 @@ describe('delivery failover between two processes', () => {
     await aExited;
     let unacked = 0;
     for (let p = 0; p < PARTITIONS; p++) {
-      const feed = `${prefix}{p:${String(p).padStart(2, '0')}}:feed`;
+      const feed = keySpace(prefix, LATEST_KEY_LAYOUT).feed(p);
       unacked += ((await redis.call('XPENDING', feed, 'out:remote', '-', '+', 100_000, a.owner)) as unknown[]).length;
     }
     b.proc.kill('SIGCONT');
@@ -93,7 +94,7 @@ describe('delivery failover between two processes', () => {
       const missing = appended.filter((x) => !got.has(x.eventId));
       const dump: unknown[] = [];
       for (let p = 0; p < PARTITIONS; p++) {
-        const feed = `${prefix}{p:${String(p).padStart(2, '0')}}:feed`;
+        const feed = keySpace(prefix, LATEST_KEY_LAYOUT).feed(p);
         dump.push({ p, lease: await leaseOwner(p), groups: await redis.call('XINFO', 'GROUPS', feed), pending: await redis.call('XPENDING', feed, 'out:remote', '-', '+', 20), consumers: await redis.call('XINFO', 'CONSUMERS', feed, 'out:remote') });
       }
       process.stdout.write(`not delivered: missing=${JSON.stringify(missing.slice(0, 20))} n=${missing.length} a=${a.owner} b=${b.owner} ${JSON.stringify(dump)}\n`);

@@ -9,7 +9,7 @@
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { isSyncgateError } from '../../src/core/errors.js';
-import { keySpace } from '../../src/eventlog/keys.js';
+import { LATEST_KEY_LAYOUT, keySpace } from '../../src/eventlog/keys.js';
 import { startGateway, type TestGateway } from '../harness/gateway.js';
 import { dropPrefix, testPrefix } from '../harness/redis.js';
 
@@ -131,7 +131,7 @@ describe('raising partitions on a running deployment (16 → 64)', () => {
   it('a replica without adapters follows a raise of the write format within a lease period', async () => {
     const prefix = testPrefix('logfmtfollow');
     const admin = new Redis(inject('redisUrl'));
-    const keys = keySpace(prefix);
+    const keys = keySpace(prefix, LATEST_KEY_LAYOUT);
     const startFast = async () => {
       const gw = await startGateway({ redisUrl: inject('redisUrl'), prefix, config: { partitions: 2, delivery: { leaseMs: 500 } } });
       running.push(gw);

@@ -183,16 +183,23 @@ export async function shardOf(port: number, key: string): Promise<{ master: numb
  * MIGRATE the keys, SETSLOT NODE on every master). Clients follow with
  * ASK and MOVED.
  */
-export async function moveSlot(masters: readonly number[], slot: number, toPort: number): Promise<void> {
+export async function moveSlot(
+  masters: readonly number[],
+  slot: number,
+  toPort: number,
+  /** keys per MIGRATE (default 100), and what to wait for after each (a test that writes while the slot is half moved) */
+  options: { readonly keysPerMigrate?: number; readonly between?: () => Promise<void> } = {},
+): Promise<void> {
   const from = await slotShard(toPort, slot);
   if (from.master === toPort) return;
   const toId = String(await nodeCommand(toPort, 'CLUSTER', 'MYID'));
   await nodeCommand(toPort, 'CLUSTER', 'SETSLOT', String(slot), 'IMPORTING', from.masterId);
   await nodeCommand(from.master, 'CLUSTER', 'SETSLOT', String(slot), 'MIGRATING', toId);
   for (;;) {
-    const keys = (await nodeCommand(from.master, 'CLUSTER', 'GETKEYSINSLOT', String(slot), '100')) as string[];
+    const keys = (await nodeCommand(from.master, 'CLUSTER', 'GETKEYSINSLOT', String(slot), String(options.keysPerMigrate ?? 100))) as string[];
     if (keys.length === 0) break;
     await nodeCommand(from.master, 'MIGRATE', LOOPBACK, String(toPort), '', '0', '5000', 'KEYS', ...keys);
+    await options.between?.();
   }
   for (const port of [toPort, from.master, ...masters.filter((p) => p !== toPort && p !== from.master)]) {
     await nodeCommand(port, 'CLUSTER', 'SETSLOT', String(slot), 'NODE', toId);

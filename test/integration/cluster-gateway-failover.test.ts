@@ -21,6 +21,7 @@ import { countAckedLost, expectEveryAckedOnce, type Acked } from '../harness/rea
 import { clusterHealthy, failOverMasterOf } from '../harness/redis-cluster.js';
 import { useRedisCluster } from '../harness/redis-cluster-suite.js';
 import { TestAdapter, memoryRecorder, type Recorder } from '../harness/test-adapter.js';
+import { LATEST_KEY_LAYOUT, keySpace } from '../../src/eventlog/keys.js';
 
 const PARTITIONS = 16;
 const ROOMS = 8;
@@ -88,7 +89,7 @@ async function sendThroughFailover(waitReplicas: number): Promise<Run> {
   const busy = rooms[0] ?? '';
   const busyPartition = partitionOf(busy, PARTITIONS);
   await waitFor(() => (acked.get(busy)?.length ?? 0) >= 10, { timeoutMs: 60_000, what: 'the busy room to have 10 acknowledged sends' });
-  await failOverMasterOf(c, `${prefix}{p:${String(busyPartition).padStart(2, '0')}}:feed`);
+  await failOverMasterOf(c, keySpace(prefix, LATEST_KEY_LAYOUT).feed(busyPartition));
   await writing;
   return { gw, recorder, rooms, acked, refusals };
 }

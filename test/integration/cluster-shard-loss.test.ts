@@ -14,19 +14,20 @@ import { testPrefix } from '../harness/redis.js';
 import { moveSlot, nodeCommand, slotShard } from '../harness/redis-cluster.js';
 import { useRedisCluster } from '../harness/redis-cluster-suite.js';
 import { TestAdapter, memoryRecorder } from '../harness/test-adapter.js';
+import { GROUP_TAGS, LATEST_KEY_LAYOUT, keySpace } from '../../src/eventlog/keys.js';
 
 const PARTITIONS = 16;
 
 const { owned } = useRedisCluster({ requireFullCoverage: false });
 
-const tag = (prefix: string, p: number) => `${prefix}{p:${String(p).padStart(2, '0')}}:feed`;
+const tag = (prefix: string, p: number) => keySpace(prefix, LATEST_KEY_LAYOUT).feed(p);
 
-/** Every key of the prefix outside the partitions (room index, users, devices, grants, rate-limit counters …), by slot. */
+/** Every key of the prefix outside the key groups' slots (room index, users, devices, grants, rate-limit counters …), by slot. */
 async function globalKeySlots(masters: readonly number[], prefix: string): Promise<Set<number>> {
   const slots = new Set<number>();
   for (const port of masters) {
     const [, keys] = (await nodeCommand(port, 'SCAN', '0', 'MATCH', `${prefix}*`, 'COUNT', '100000')) as [string, string[]];
-    for (const key of keys.filter((k) => !k.includes('{p:'))) slots.add(Number(await nodeCommand(port, 'CLUSTER', 'KEYSLOT', key)));
+    for (const key of keys.filter((k) => !GROUP_TAGS.some((t) => k.includes(`{${t}}`)))) slots.add(Number(await nodeCommand(port, 'CLUSTER', 'KEYSLOT', key)));
   }
   return slots;
 }

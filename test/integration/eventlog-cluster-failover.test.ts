@@ -15,6 +15,7 @@ import { testPrefix } from '../harness/redis.js';
 import { countAckedLost, expectEveryAckedOnce, type Acked } from '../harness/read-back.js';
 import { clusterHealthy, failOverMasterOf } from '../harness/redis-cluster.js';
 import { useRedisCluster } from '../harness/redis-cluster-suite.js';
+import { LATEST_KEY_LAYOUT, keySpace } from '../../src/eventlog/keys.js';
 
 const { owned } = useRedisCluster();
 
@@ -61,7 +62,7 @@ describe('event log on Redis Cluster across a master failover', () => {
       const writing = Promise.all(writers);
 
       await waitFor(() => (acked.get(busy)?.length ?? 0) >= 10, { timeoutMs: 60_000, what: 'the busy room to have 10 acknowledged events' });
-      await failOverMasterOf(c, `${prefix}{p:${String(partitionOf(busy, PARTITIONS)).padStart(2, '0')}}:feed`);
+      await failOverMasterOf(c, keySpace(prefix, LATEST_KEY_LAYOUT).feed(partitionOf(busy, PARTITIONS)));
       await writing;
 
       // nothing doubled; every acknowledged event is there, with the id it was acknowledged with, in the room's order
@@ -90,7 +91,7 @@ describe('event log on Redis Cluster across a master failover', () => {
         }),
       );
       await waitFor(() => (acked.get(busy)?.length ?? 0) >= 10, { timeoutMs: 60_000, what: 'the busy room to have 10 acknowledged events' });
-      await failOverMasterOf(c, `${prefix}{p:${String(partitionOf(busy, PARTITIONS)).padStart(2, '0')}}:feed`);
+      await failOverMasterOf(c, keySpace(prefix, LATEST_KEY_LAYOUT).feed(partitionOf(busy, PARTITIONS)));
       // recovers: every writer got all its appends acknowledged after the failover
       await writing;
 

@@ -8,7 +8,7 @@ import type { TailItem } from '../../src/core/ports.js';
 import { isSyncgateError } from '../../src/core/errors.js';
 import { decodeFieldsV1, encodeFieldsV1 } from '../../src/eventlog/codec.js';
 import { createEventLog } from '../../src/eventlog/index.js';
-import { keySpace } from '../../src/eventlog/keys.js';
+import { LATEST_KEY_LAYOUT, keySpace } from '../../src/eventlog/keys.js';
 import { silentLogger } from '../../src/log/index.js';
 import { message } from '../fixtures/events.js';
 import { dropPrefix, testPrefix } from '../harness/redis.js';
@@ -68,9 +68,11 @@ describe('Redis event log', () => {
     await log.rooms.put({ id: 'ops', links: [] });
     await log.append(message('ops', 'hello'), { aliases: ['xmpp:id:x'] });
     const keys = (await admin.keys(`${prefix}*`)).sort();
-    const tagged = keys.filter((k) => k.includes('{p:'));
-    const tags = new Set(tagged.map((k) => /\{p:\d\d\}/.exec(k)?.[0]));
+    // the log's own keys (count, directory) share `{log}`; every other hash tag is the partition's
+    const tagged = keys.filter((k) => /\{[^}]+\}/.test(k) && !k.includes('{log}'));
+    const tags = new Set(tagged.map((k) => /\{[^}]+\}:p\d\d/.exec(k)?.[0]));
     expect(tags.size).toBe(1);
+    expect(tagged.length).toBeGreaterThan(2);
     const feed = tagged.find((k) => k.endsWith(':feed')) ?? '';
     const room = tagged.find((k) => k.endsWith(':room:ops')) ?? '';
     expect(await admin.xlen(feed)).toBe(1);
@@ -99,7 +101,7 @@ describe('Redis event log', () => {
     const prefix = testPrefix('format1');
     const log = createEventLog({ partitions: 1, log: silentLogger(), redis: { url: inject('redisUrl'), prefix } });
     await log.rooms.put({ id: 'r', links: [] });
-    const keys = keySpace(prefix);
+    const keys = keySpace(prefix, LATEST_KEY_LAYOUT);
     // An entry as the old append script wrote it: the feed's `r=<room>`, the timeline entry at the same id.
     const old = message('r', 'written by the old format', { idem: 'api:dev1:old' });
     const id = await admin.xadd(keys.feed(0), '*', 'r', 'r');
@@ -130,7 +132,7 @@ describe('Redis event log', () => {
     const open = (prefix: string) => createEventLog({ partitions: 2, log: silentLogger(), redis: { url: inject('redisUrl'), prefix } });
     /** the timeline entries of room r, as stored: [id, flat fields] */
     const timeline = async (prefix: string) => {
-      const keys = keySpace(prefix);
+      const keys = keySpace(prefix, LATEST_KEY_LAYOUT);
       const entries: Array<[string, string[]]> = [];
       for (let p = 0; p < 2; p++) entries.push(...((await admin.xrange(keys.room(p, 'r'), '-', '+')) as Array<[string, string[]]>));
       return entries;
@@ -142,7 +144,7 @@ describe('Redis event log', () => {
       await log.rooms.put({ id: 'r', links: [] });
       await log.append(message('r', 'fresh'));
       expect(await log.writeFormat()).toBe(2);
-      expect(await admin.hget(keySpace(prefix).partitionMeta(), 'format')).toBe('2');
+      expect(await admin.hget(keySpace(prefix, LATEST_KEY_LAYOUT).partitionMeta(), 'format')).toBe('2');
       const stored = await timeline(prefix);
       expect(stored.map(([, fields]) => fields[0])).toEqual(['e']);
       // a build that reads format 1 only cannot read it: why existing logs keep format 1
@@ -153,7 +155,7 @@ describe('Redis event log', () => {
 
     it('a log with format-1 entries and no stored format writes format 1 until raised; replicas follow; lowering refused', async () => {
       const prefix = testPrefix('fmtold');
-      const keys = keySpace(prefix);
+      const keys = keySpace(prefix, LATEST_KEY_LAYOUT);
       // The log as a build before the gate left it: count stored, no format, a format-1 entry.
       const setup = open(prefix);
       await setup.rooms.put({ id: 'r', links: [] });

@@ -3,6 +3,7 @@
  * `{log}` keys, rooms at fnv1a32(room) mod the count it ran with. The first
  * open of this version finds that count — also when another one is configured
  * — records every room's partition, and raises to the configured count.
+ * Such a log keeps key layout 1 (one hash tag per partition).
  */
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, inject, it } from 'vitest';
@@ -23,6 +24,8 @@ const open = (prefix: string, partitions: number): EventLog => createEventLog({ 
 describe('a log from before the stored partition count', () => {
   it('is opened at a larger count: its rooms are found where they are, old cursors read exactly the rest', async () => {
     const prefix = testPrefix('legacy');
+    // key layout 1, as logs of before had: a stored count with no layout keeps it
+    await redis.hset(`${prefix}{log}:partitions`, 'partitions', 16, 'format', 2);
     const old = open(prefix, 16);
     const rooms = Array.from({ length: 10 }, (_, i) => `legacy${i}`);
     for (const id of rooms) await old.rooms.put({ id, links: [] });
@@ -40,6 +43,8 @@ describe('a log from before the stored partition count', () => {
     expect(upgraded.info.partitions).toBe(64);
     expect(Number(await redis.hget(`${prefix}{log}:partitions`, 'partitions'))).toBe(64);
     for (const room of rooms) expect(Number(await redis.hget(`${prefix}{log}:room-partition`, room))).toBe(partitionOf(room, 16));
+    expect(await redis.hget(`${prefix}{log}:partitions`, 'layout')).toBeNull();
+    expect(await redis.exists(`${prefix}{p:${String(partitionOf('legacy0', 16)).padStart(2, '0')}}:room:legacy0`)).toBe(1);
     for (let i = 20; i < 30; i++) await upgraded.append(message(rooms[i % 10] ?? '', `m${i}`));
     const rest = await upgraded.read(cursor, { rooms: new Set(rooms), limit: 100 });
     // one event per room: exactly the ten sent after the cursor (order is defined within a room only)
