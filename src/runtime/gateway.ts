@@ -12,7 +12,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { Config } from '../config/index.js';
-import type { Adapter } from '../core/adapter.js';
+import type { Adapter, RuleSample as AdapterRuleSample } from '../core/adapter.js';
 import { SyncgateError } from '../core/errors.js';
 import type { EventLog } from '../core/ports.js';
 import { createDeliveryManager, ensureGroupUnlessUnavailable, type DeliveryOptions } from '../bridge/delivery.js';
@@ -197,6 +197,16 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
       });
       return (await Promise.all(checks)).flat();
     },
+    // the console's Rules page: an adapter with inbound rules (MQTT) tries one on a sample
+    ...(adapters.some((a) => a.testRule)
+      ? {
+          testRule: async (sample: AdapterRuleSample & { readonly endpoint?: string }) => {
+            const adapter = adapters.find((a) => a.testRule && (sample.endpoint === undefined || a.name === sample.endpoint));
+            if (!adapter?.testRule) throw new SyncgateError('SG_ERR_NOT_FOUND', `no adapter ${sample.endpoint ?? ''} with inbound rules`);
+            return adapter.testRule(sample);
+          },
+        }
+      : {}),
     bodyLimits: Object.fromEntries(adapters.flatMap((a) => (a.maxBodyBytes !== undefined ? [[a.name, a.maxBodyBytes]] : []))),
   });
 

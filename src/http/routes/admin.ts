@@ -32,7 +32,7 @@ const adminErrors = (...extra: number[]) => errors(400, 401, 403, ...extra);
 
 export function registerAdminRoutes(app: FastifyInstance, ctx: HttpContext): void {
   const { directory } = ctx;
-  const onRequest = adminAuth(ctx.config.adminToken);
+  const onRequest = adminAuth(ctx.config.adminToken, { viewerTokens: ctx.config.viewerTokens });
   const tags = ['admin'];
 
   // --- status
