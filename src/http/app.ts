@@ -15,6 +15,7 @@ import type { EventLog, RoomSpec } from '../core/ports.js';
 import type { HttpConfig, HttpContext, LinkCheck, RuleTester, StatusReport } from './context.js';
 import { Directory } from './directory.js';
 import { utf8JsonParser, type JsonTextParser } from './body.js';
+import { registerConsole } from './console.js';
 import { clientErrorHandler, createErrorHandler, notFoundHandler } from './errors.js';
 import { SyncgateError } from '../core/errors.js';
 import { LiveHub } from './live.js';
@@ -51,6 +52,8 @@ export interface AppDeps {
   readonly checkLinks?: LinkCheck;
   /** runs an MQTT rule on a sample (POST /v1/admin/rules/test); absent = no MQTT adapter */
   readonly testRule?: RuleTester;
+  /** where the built console is (default dist/console of this checkout) */
+  readonly consoleRoot?: string;
   /** where the metrics go; a fresh registry when absent */
   readonly registry?: Registry;
   /** live stream tuning (tests and benchmarks) */
@@ -193,6 +196,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (!log.available && request.url.startsWith('/v1/')) throw new SyncgateError('SG_ERR_LOG_UNAVAILABLE', 'the event log is not reachable now; retry later');
   });
 
+  if (config.console === true) await registerConsole(app, { logger, ...(deps.consoleRoot !== undefined ? { root: deps.consoleRoot } : {}) });
   registerOpsRoutes(app, ctx);
   registerAdminRoutes(app, ctx);
   registerDeadLetterRoutes(app, ctx);

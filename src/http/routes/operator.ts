@@ -13,7 +13,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { LogEvent } from '../../core/event.js';
 import { SyncgateError } from '../../core/errors.js';
 import type { DeadLetter, DeliveryRecord, EventLog, RoomLink, RetryNote } from '../../core/ports.js';
-import { adminAuth } from '../auth.js';
+import { adminAuth, adminOf } from '../auth.js';
 import type { HttpContext } from '../context.js';
 import { RoomParams, errors } from '../schemas.js';
 
@@ -142,6 +142,20 @@ export function registerOperatorRoutes(app: FastifyInstance, ctx: HttpContext): 
     if (!spec) throw new SyncgateError('SG_ERR_ROOM_UNKNOWN', room);
     return spec.links;
   };
+
+  app.get(
+    '/v1/admin/whoami',
+    {
+      onRequest,
+      schema: {
+        tags,
+        security,
+        summary: 'Which kind of token this is: `admin` (may change things) or `viewer` (reads only), and the name the audit log gives it',
+        response: { 200: Type.Object({ role: Type.Union([Type.Literal('admin'), Type.Literal('viewer')]), name: Type.String() }), ...adminErrors() },
+      },
+    },
+    async (request) => adminOf(request),
+  );
 
   app.get<{ Params: Static<typeof RoomParams>; Querystring: Static<typeof TimelineQuery> }>(
     '/v1/admin/rooms/:room/timeline',
