@@ -144,7 +144,10 @@ export interface Device {
   readonly deviceId: string;
   readonly user: string;
   readonly name?: string;
-  readonly created: number;
+  /** from GET /v1/admin/devices/lag: when it last synced, and how far behind it is */
+  readonly lastSyncAt?: number;
+  readonly events?: number;
+  readonly seconds?: number;
 }
 
 export interface RuleResult {

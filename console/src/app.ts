@@ -466,7 +466,7 @@ function Rules({ session }: { session: Session }): Html {
 }
 
 function Devices({ session }: { session: Session }): Html {
-  const { data, error, reload } = usePoll(() => api<{ devices: Device[] }>(session.token, 'GET', '/v1/admin/devices'), [session.token], 5000);
+  const { data, error, reload } = usePoll(() => api<{ devices: Device[] }>(session.token, 'GET', '/v1/admin/devices/lag'), [session.token], 5000);
   const [confirm, setConfirm] = useState<Device | undefined>(undefined);
   const [actionError, setActionError] = useState<string | undefined>(undefined);
   const viewer = session.who.role !== 'admin';
@@ -494,11 +494,15 @@ function Devices({ session }: { session: Session }): Html {
         />`
       : null}
     <table>
-      <thead><tr><th scope="col">Device</th><th scope="col">User</th><th scope="col">Name</th><th scope="col">Created</th><th scope="col">Actions</th></tr></thead>
+      <caption class="muted">A device is placed by the cursor of its last sync; its lag is the age of the oldest event after it in its rooms.</caption>
+      <thead><tr><th scope="col">Device</th><th scope="col">User</th><th scope="col">Name</th><th scope="col">Last sync</th><th scope="col">Events behind</th><th scope="col">Lag (seconds)</th><th scope="col">Actions</th></tr></thead>
       <tbody>
         ${(data?.devices ?? []).map(
           (d) => html`<tr>
-            <th scope="row">${d.deviceId}</th><td>${d.user}</td><td>${d.name ?? ''}</td><td>${time(d.created)}</td>
+            <th scope="row">${d.deviceId}</th><td>${d.user}</td><td>${d.name ?? ''}</td>
+            <td>${d.lastSyncAt !== undefined ? time(d.lastSyncAt) : 'never'}</td>
+            <td>${d.events !== undefined ? (d.events >= 1000 ? '1000+' : String(d.events)) : ''}</td>
+            <td>${d.seconds !== undefined ? seconds(d.seconds) : ''}</td>
             <td><button class="danger" disabled=${viewer} onClick=${() => setConfirm(d)}>Revoke</button></td>
           </tr>`,
         )}

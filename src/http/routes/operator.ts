@@ -14,6 +14,7 @@ import type { LogEvent } from '../../core/event.js';
 import { SyncgateError } from '../../core/errors.js';
 import type { DeadLetter, DeliveryRecord, EventLog, RoomLink, RetryNote } from '../../core/ports.js';
 import { adminAuth, adminOf } from '../auth.js';
+import { devicePositions } from '../device-lag.js';
 import type { HttpContext } from '../context.js';
 import { RoomParams, errors } from '../schemas.js';
 
@@ -236,6 +237,52 @@ export function registerOperatorRoutes(app: FastifyInstance, ctx: HttpContext): 
         };
       }
       return { adapters };
+    },
+  );
+
+  app.get(
+    '/v1/admin/devices/lag',
+    {
+      onRequest,
+      schema: {
+        tags,
+        security,
+        summary: 'How far behind each HTTP device is: when it last synced, the events after its position in its rooms, and the age of the oldest',
+        description: 'A device is placed by the `since` of its last `/v1/sync` (noted at most every 5 s) or live-stream connection; `events` counts up to 1,000.',
+        response: {
+          200: Type.Object({
+            devices: Type.Array(
+              Type.Object({
+                deviceId: Type.String(),
+                user: Type.String(),
+                name: Type.Optional(Type.String()),
+                lastSyncAt: Type.Optional(Type.Integer()),
+                events: Type.Optional(Type.Integer()),
+                seconds: Type.Optional(Type.Number()),
+              }),
+            ),
+          }),
+          ...adminErrors(),
+        },
+      },
+    },
+    async () => {
+      const [devices, seen] = await Promise.all([ctx.directory.listDevices(), devicePositions(log.state)]);
+      const now = Date.now();
+      const grantsOf = new Map<string, Promise<string[]>>();
+      const rows = await Promise.all(
+        devices.slice(0, 1000).map(async (d) => {
+          const base = { deviceId: d.deviceId, user: d.user, ...(d.name !== undefined ? { name: d.name } : {}) };
+          const at = seen.get(d.deviceId);
+          if (!at) return base;
+          if (!grantsOf.has(d.user)) grantsOf.set(d.user, ctx.directory.grants(d.user));
+          const rooms = new Set(await (grantsOf.get(d.user) ?? Promise.resolve([])));
+          const behind = rooms.size === 0 ? undefined : await log.read(at.since, { rooms, limit: 1000 }).catch(() => undefined);
+          const oldest = behind?.events[0]?.ts.received;
+          return { ...base, lastSyncAt: at.at, events: behind?.events.length ?? 0, seconds: oldest === undefined ? 0 : Math.max(0, (now - oldest) / 1000) };
+        }),
+      );
+      return { devices: rows };
     },
   );
 

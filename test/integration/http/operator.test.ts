@@ -210,6 +210,25 @@ describe('operator API', () => {
     }
   });
 
+  it('places each HTTP device by its last sync: the events after it and the age of the oldest', async () => {
+    const reader = await gw.deviceToken('reader', ['plant']);
+    const idle = await gw.deviceToken('idle', ['plant']);
+    const writer = await gw.deviceToken('writer', ['plant']);
+    const first = await gw.device<{ next: string }>(reader, 'GET', '/v1/sync?limit=1');
+    expect((await gw.device(reader, 'GET', `/v1/sync?since=${encodeURIComponent(first.body.next)}&timeout=0`)).status).toBe(200);
+    const before = Date.now();
+    for (const txn of ['d1', 'd2']) await gw.device(writer, 'PUT', `/v1/rooms/plant/send/${txn}`, { kind: 'message', content: { body: `device lag ${txn}` } });
+    type Row = { deviceId: string; user: string; lastSyncAt?: number; events?: number; seconds?: number };
+    const rows = async () => (await call<{ devices: Row[] }>(VIEWER, 'GET', '/v1/admin/devices/lag')).body.devices;
+    await waitFor(async () => (await rows()).find((d) => d.user === 'reader')?.lastSyncAt !== undefined, { timeoutMs: 10_000, what: 'the reader to be placed' });
+    const row = (await rows()).find((d) => d.user === 'reader');
+    expect(row?.events).toBe(2);
+    expect(row?.seconds).toBeGreaterThanOrEqual(0);
+    expect(row?.seconds).toBeLessThanOrEqual((Date.now() - before) / 1000 + 1);
+    expect((await rows()).find((d) => d.user === 'idle')).not.toHaveProperty('lastSyncAt');
+    expect(idle).toBeTruthy();
+  });
+
   it('tries an MQTT rule on a sample: the message it would ingest, or why not (viewers too)', async () => {
     const rule = { filter: 'sensors/+device/alert', options: { decode: 'json', template: '{{device}}: {{level}}' } };
     const ok = await call<{ matched: boolean; message: { kind: string; content: { body: string }; sender: { native: string } } }>(VIEWER, 'POST', '/v1/admin/rules/test', {
@@ -235,6 +254,6 @@ describe('operator API', () => {
 
   it('documents the operator routes in the OpenAPI document', async () => {
     const doc = await fetch(`${gw.url}/docs/json`).then(async (r) => (await r.json()) as { paths: Record<string, unknown> });
-    for (const path of ['/v1/admin/rooms/{room}/timeline', '/v1/admin/trace/{id}', '/v1/admin/lag', '/v1/admin/rules/test', '/v1/admin/dead-letters']) expect(doc.paths, path).toHaveProperty([path]);
+    for (const path of ['/v1/admin/rooms/{room}/timeline', '/v1/admin/trace/{id}', '/v1/admin/lag', '/v1/admin/devices/lag', '/v1/admin/whoami', '/v1/admin/rules/test', '/v1/admin/dead-letters']) expect(doc.paths, path).toHaveProperty([path]);
   });
 });
