@@ -59,6 +59,7 @@ export interface Identity {
 export interface AdapterStatus {
   readonly protocol: string;
   readonly state: string;
+  readonly holder?: string;
   readonly connected: boolean;
   readonly ready: boolean;
   readonly lastError?: { readonly message: string; readonly at: string };
@@ -69,6 +70,7 @@ export interface AdapterStatus {
 export interface Status {
   readonly log: { readonly backend: string; readonly durable: boolean; readonly available: boolean; readonly unavailablePartitions?: readonly number[] };
   readonly adapters: Readonly<Record<string, AdapterStatus>>;
+  readonly replicas?: ReadonlyArray<{ readonly replicaId: string; readonly version: string; readonly configHash: string; readonly startedAt: number; readonly seenAt: number; readonly drift: boolean }>;
 }
 
 export interface Lag {

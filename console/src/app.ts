@@ -196,7 +196,7 @@ function Overview({ session }: { session: Session }): Html {
     <table>
       <thead>
         <tr>
-          <th scope="col">Adapter</th><th scope="col">Protocol</th><th scope="col">On this replica</th><th scope="col">Connection</th><th scope="col">Ready</th>
+          <th scope="col">Adapter</th><th scope="col">Protocol</th><th scope="col">On this replica</th><th scope="col">Held by</th><th scope="col">Connection</th><th scope="col">Ready</th>
           <th scope="col">Lag (events)</th><th scope="col">Lag (seconds)</th><th scope="col">Retrying rooms</th><th scope="col">Dead letters</th><th scope="col">Last error</th>
         </tr>
       </thead>
@@ -207,6 +207,7 @@ function Overview({ session }: { session: Session }): Html {
             <th scope="row">${name}</th>
             <td>${a.protocol}</td>
             <td><${StateBadge} state=${a.state} /></td>
+            <td>${a.holder ?? ''}</td>
             <td><${StateBadge} state=${a.connected ? 'connected' : 'disconnected'} /></td>
             <td>${a.ready ? 'ready' : 'not ready'}</td>
             <td>${lag?.events ?? ''}</td>
@@ -219,6 +220,19 @@ function Overview({ session }: { session: Session }): Html {
       </tbody>
     </table>
     ${adapters.length === 0 && data ? html`<p class="muted">No adapters are configured.</p>` : null}
+    <h2>Replicas</h2>
+    <table>
+      <thead><tr><th scope="col">Replica</th><th scope="col">Version</th><th scope="col">Config hash</th><th scope="col">Started</th><th scope="col">Last seen</th></tr></thead>
+      <tbody>
+        ${(data?.status.replicas ?? []).map(
+          (r) => html`<tr>
+            <th scope="row">${r.replicaId}</th><td>${r.version}</td>
+            <td>${r.configHash}${r.drift ? html` <span class="state state-failed">drift: differs from the other replicas</span>` : null}</td>
+            <td>${time(r.startedAt)}</td><td>${time(r.seenAt)}</td>
+          </tr>`,
+        )}
+      </tbody>
+    </table>
   </section>`;
 }
 

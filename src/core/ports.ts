@@ -174,6 +174,8 @@ export interface DeliveryQueue {
    */
   acquireLease(partition: number, group: string, owner: string, ttlMs: number, reclaim?: (holder: string) => boolean): Promise<boolean>;
   releaseLease(partition: number, group: string, owner: string): Promise<void>;
+  /** the owner holding a lease now, if any (the console shows which replica holds an adapter's connection) */
+  leaseHolder(partition: number, group: string): Promise<string | undefined>;
   /** entries delivered to this consumer and not acknowledged (its own pending list) */
   readPending(partition: number, group: string, consumer: string, count: number): Promise<QueuedEntry[]>;
   /** takes over other consumers' pending entries idle for at least `minIdleMs` (a previous lease holder's) */

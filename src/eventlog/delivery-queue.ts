@@ -97,6 +97,7 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
       })();
     },
     releaseLease: (p, group, owner) => backend.leaseRelease(p, group, owner),
+    leaseHolder: (p, group) => backend.leaseHolder(p, group),
     readPending: async (p, group, consumer, count) => toQueued(p, await backend.groupRead(p, group, consumer, 'pending', count)),
     claimStale: async (p, group, consumer, count, minIdleMs = 0) => toQueued(p, await backend.groupClaim(p, group, consumer, count, minIdleMs)),
     async readNew(p, group, consumer, count, waitMs, signal) {

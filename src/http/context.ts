@@ -15,7 +15,7 @@ import type { ViewCache } from './view.js';
 export type HttpConfig = Omit<Config['http'], 'viewerTokens' | 'console'> & Partial<Pick<Config['http'], 'viewerTokens' | 'console'>>;
 
 /** Each adapter's state on this replica (GET /v1/admin/status); provided by the runtime. */
-export type StatusReport = () => Promise<{ readonly log: unknown; readonly adapters: Readonly<Record<string, unknown>> }>;
+export type StatusReport = () => Promise<{ readonly log: unknown; readonly adapters: Readonly<Record<string, unknown>>; readonly replicas?: readonly unknown[] }>;
 
 /** Asks the linked endpoints whether they can bridge a room's links; the refusals. */
 export type LinkCheck = (spec: RoomSpec) => Promise<ReadonlyArray<{ readonly endpoint: string; readonly target: string; readonly reason: 'encrypted'; readonly detail: string }>>;

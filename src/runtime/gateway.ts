@@ -24,6 +24,7 @@ import { redactUrl } from '../log/index.js';
 import { createAdapters, roomLinkProblems, type AdapterContext } from './adapters.js';
 import { registerAdapterStateMetrics, registerGatewayMetrics, registerRedisMetrics } from './metrics.js';
 import { replicaIdentity } from './replica.js';
+import { announceReplica, buildVersion, configHash, listReplicas, type ReplicaView } from './replicas.js';
 import { AdapterSupervisor } from './supervisor.js';
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -54,6 +55,8 @@ export interface AdapterStatusReport {
   readonly protocol: string;
   /** active: this replica holds the connection; standby: another replica does; failed: the last start failed (retrying) */
   readonly state: string;
+  /** the replica holding this adapter's connection lease (any replica), if one does */
+  readonly holder?: string;
   readonly connected: boolean;
   readonly ready: boolean;
   readonly lastError?: { readonly message: string; readonly at: string };
@@ -67,6 +70,8 @@ export interface AdapterStatusReport {
 export interface GatewayStatus {
   readonly log: { readonly backend: string; readonly durable: boolean; readonly available: boolean; readonly unavailablePartitions: readonly number[] };
   readonly adapters: Readonly<Record<string, AdapterStatusReport>>;
+  /** the replicas seen in the last three lease periods, with their build and configuration hash (drift flagged) */
+  readonly replicas: readonly ReplicaView[];
 }
 
 export interface GatewayDeps {
@@ -156,11 +161,14 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     const report: Record<string, AdapterStatusReport> = {};
     for (const { adapter, supervisor, delivery } of supervisors) {
       const s = adapter.status();
+      // the owner is `<replicaId>#<pid>#<random>`: the replica id is what an operator knows
+      const holder = log.available ? (await log.delivery.leaseHolder(0, `conn:${adapter.name}`).catch(() => undefined))?.replace(/#\d+#[0-9a-f]+$/, '') : undefined;
       const error = lastError(supervisor);
       const last = observer.lastDelivery(adapter.name);
       report[adapter.name] = {
         protocol: adapter.protocol,
         state: supervisor.current,
+        ...(holder !== undefined ? { holder } : {}),
         connected: s.connected,
         ready: s.ready,
         ...(error ? { lastError: error } : {}),
@@ -169,7 +177,8 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
         detail: s.detail ?? {},
       };
     }
-    return { log: { backend: log.info.backend, durable: log.info.durable, available: log.available, unavailablePartitions }, adapters: report };
+    const replicas = log.available ? await listReplicas(log.state, 3 * config.delivery.leaseMs).catch(() => []) : [];
+    return { log: { backend: log.info.backend, durable: log.info.durable, available: log.available, unavailablePartitions }, adapters: report, replicas };
   };
   registerAdapterStateMetrics({
     registry,
@@ -210,6 +219,9 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     bodyLimits: Object.fromEntries(adapters.flatMap((a) => (a.maxBodyBytes !== undefined ? [[a.name, a.maxBodyBytes]] : []))),
   });
 
+  const version = buildVersion();
+  const hash = configHash(config);
+  const startedAt = Date.now();
   let trimTimer: NodeJS.Timeout | undefined;
   /** re-reads the stored partition count and write format once a lease period, adapters or not */
   let followTimer: NodeJS.Timeout | undefined;
@@ -247,8 +259,12 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
         trimTimer.unref();
       }
       // A replica without adapters has no delivery polling the log: follow a raise of the count or format here.
+      // Each period it also says it runs, with its build and configuration (the console's replicas).
+      const announce = () => announceReplica(log.state, { replicaId: identity.replicaId, version, configHash: hash, startedAt, seenAt: Date.now() });
+      await announce().catch((err: unknown) => logger.warn({ err }, 'could not announce this replica'));
       followTimer = setInterval(() => {
         log.partitionCount().catch((err: unknown) => logger.warn({ err }, 'could not re-read the partition count and write format'));
+        announce().catch((err: unknown) => logger.debug({ err }, 'could not announce this replica'));
       }, config.delivery.leaseMs);
       followTimer.unref();
       logger.info({ address, backend: log.info.backend, durable: log.info.durable, adapters: adapters.map((a) => a.name), replica: owner }, 'syncgate listening');

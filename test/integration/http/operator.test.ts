@@ -89,6 +89,15 @@ afterAll(async () => {
 });
 
 describe('operator API', () => {
+  it('status names the replica holding each adapter and lists the replicas with version and configuration hash', async () => {
+    const status = await call<{ adapters: Record<string, { holder?: string }>; replicas: Array<{ replicaId: string; version: string; configHash: string; drift: boolean }> }>(VIEWER, 'GET', '/v1/admin/status');
+    expect(status.status).toBe(200);
+    expect(status.body.replicas).toHaveLength(1);
+    const [me] = status.body.replicas;
+    expect(me).toMatchObject({ replicaId: expect.stringMatching(/^test-/) as string, version: expect.stringMatching(/^\d+\.\d+\.\d+/) as string, configHash: expect.stringMatching(/^[0-9a-f]{12}$/) as string, drift: false });
+    expect(status.body.adapters['mqtt']?.holder).toBe(me?.replicaId);
+  });
+
   it('a viewer token reads the admin API and is refused every change with SG_ERR_FORBIDDEN', async () => {
     expect((await call(VIEWER, 'GET', '/v1/admin/rooms')).status).toBe(200);
     expect((await call(VIEWER, 'GET', '/v1/admin/dead-letters')).status).toBe(200);
