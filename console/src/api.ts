@@ -65,6 +65,7 @@ export interface AdapterStatus {
   readonly lastError?: { readonly message: string; readonly at: string };
   readonly links: ReadonlyArray<{ readonly room: string; readonly target: string }>;
   readonly delivery?: { readonly partitionsHeld: number; readonly lastDelivery?: { readonly lagMs: number; readonly at: string } };
+  readonly rates?: { readonly inPerSecond: number; readonly outPerSecond: number };
 }
 
 export interface Status {

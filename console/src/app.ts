@@ -197,7 +197,7 @@ function Overview({ session }: { session: Session }): Html {
       <thead>
         <tr>
           <th scope="col">Adapter</th><th scope="col">Protocol</th><th scope="col">On this replica</th><th scope="col">Held by</th><th scope="col">Connection</th><th scope="col">Ready</th>
-          <th scope="col">Lag (events)</th><th scope="col">Lag (seconds)</th><th scope="col">Retrying rooms</th><th scope="col">Dead letters</th><th scope="col">Last error</th>
+          <th scope="col">In (events/s)</th><th scope="col">Out (events/s)</th><th scope="col">Lag (events)</th><th scope="col">Lag (seconds)</th><th scope="col">Retrying rooms</th><th scope="col">Dead letters</th><th scope="col">Last error</th>
         </tr>
       </thead>
       <tbody>
@@ -210,6 +210,8 @@ function Overview({ session }: { session: Session }): Html {
             <td>${a.holder ?? ''}</td>
             <td><${StateBadge} state=${a.connected ? 'connected' : 'disconnected'} /></td>
             <td>${a.ready ? 'ready' : 'not ready'}</td>
+            <td>${a.rates ? a.rates.inPerSecond.toFixed(1) : ''}</td>
+            <td>${a.rates ? a.rates.outPerSecond.toFixed(1) : ''}</td>
             <td>${lag?.events ?? ''}</td>
             <td>${lag ? seconds(lag.seconds) : ''}</td>
             <td>${lag?.retrying ?? ''}</td>

@@ -63,6 +63,8 @@ export interface AdapterStatusReport {
   /** rooms linked to this adapter, with their targets */
   readonly links: ReadonlyArray<{ readonly room: string; readonly target: string }>;
   readonly delivery: { readonly partitionsHeld: number; readonly lastDelivery?: { readonly lagMs: number; readonly at: string } };
+  /** events per second through this replica over the last ~10 s: ingested from the adapter (in) and delivered to it (out) */
+  readonly rates?: { readonly inPerSecond: number; readonly outPerSecond: number };
   /** the adapter's own report: joined rooms, session, counters … */
   readonly detail: Readonly<Record<string, unknown>>;
 }
@@ -151,6 +153,23 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     };
   });
 
+  // Rates over a sliding window of samples taken every 5 s (the console's events in and out per second).
+  const samples: Array<{ at: number; counts: Map<string, { in: number; out: number }> }> = [];
+  const sample = () => {
+    const counts = new Map(adapters.map((a) => [a.name, { in: sink.counters[a.name]?.appended ?? 0, out: observer.deliveredCount(a.name) }] as const));
+    samples.push({ at: Date.now(), counts });
+    if (samples.length > 3) samples.shift();
+  };
+  const ratesOf = (name: string): { inPerSecond: number; outPerSecond: number } | undefined => {
+    const first = samples[0];
+    const now = { at: Date.now(), in: sink.counters[name]?.appended ?? 0, out: observer.deliveredCount(name) };
+    const then = first?.counts.get(name);
+    if (!first || !then || now.at - first.at < 1000) return undefined;
+    const seconds = (now.at - first.at) / 1000;
+    return { inPerSecond: (now.in - then.in) / seconds, outPerSecond: (now.out - then.out) / seconds };
+  };
+  let rateTimer: NodeJS.Timeout | undefined;
+
   const lastError = (supervisor: AdapterSupervisor) => {
     const errors = [supervisor.lastFailure, supervisor.lastAdapterError].filter((e) => e !== undefined);
     return errors.sort((a, b) => a.at.localeCompare(b.at)).at(-1);
@@ -165,6 +184,7 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
       const holder = log.available ? (await log.delivery.leaseHolder(0, `conn:${adapter.name}`).catch(() => undefined))?.replace(/#\d+#[0-9a-f]+$/, '') : undefined;
       const error = lastError(supervisor);
       const last = observer.lastDelivery(adapter.name);
+      const rates = ratesOf(adapter.name);
       report[adapter.name] = {
         protocol: adapter.protocol,
         state: supervisor.current,
@@ -174,6 +194,7 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
         ...(error ? { lastError: error } : {}),
         links: links.linksOf(adapter.name).map(({ room, link }) => ({ room, target: link.target })),
         delivery: { partitionsHeld: Object.values(delivery.leases()).reduce((n, p) => n + p.length, 0), ...(last ? { lastDelivery: last } : {}) },
+        ...(rates ? { rates } : {}),
         detail: s.detail ?? {},
       };
     }
@@ -267,6 +288,9 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
         announce().catch((err: unknown) => logger.debug({ err }, 'could not announce this replica'));
       }, config.delivery.leaseMs);
       followTimer.unref();
+      sample();
+      rateTimer = setInterval(sample, 5000);
+      rateTimer.unref();
       logger.info({ address, backend: log.info.backend, durable: log.info.durable, adapters: adapters.map((a) => a.name), replica: owner }, 'syncgate listening');
       return address;
     },
@@ -274,6 +298,7 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
       stopping ??= (async () => {
         if (trimTimer) clearInterval(trimTimer);
         if (followTimer) clearInterval(followTimer);
+        if (rateTimer) clearInterval(rateTimer);
         logger.info('stopping: no new requests; closing live streams');
         await app.close();
         // each supervisor finishes in-flight deliveries, stops its adapter and releases the leases

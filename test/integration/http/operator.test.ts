@@ -199,6 +199,11 @@ describe('operator API', () => {
     });
     const lag = await call<{ adapters: Record<string, { events: number; seconds: number; retrying: number; deadLetters: number }> }>(VIEWER, 'GET', '/v1/admin/lag');
     expect(lag.body.adapters['mqtt']).toEqual({ events: 0, seconds: 0, retrying: 0, deadLetters: 0 });
+
+    // events out per second through this replica: the deliveries above
+    const status = await gw.admin<{ adapters: Record<string, { rates?: { inPerSecond: number; outPerSecond: number } }> }>('GET', '/v1/admin/status');
+    expect(status.body.adapters['mqtt']?.rates?.outPerSecond).toBeGreaterThan(0);
+    expect(status.body.adapters['mqtt']?.rates?.inPerSecond).toBe(0);
   });
 
   it('lag counts what the adapter has not delivered, and how old the oldest is', async () => {
