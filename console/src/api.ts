@@ -106,7 +106,7 @@ export interface LogEvent {
 export interface Delivery {
   readonly endpoint: string;
   readonly target: string;
-  readonly state: 'delivered' | 'pending' | 'retrying' | 'dead-lettered' | 'origin';
+  readonly state: 'delivered' | 'pending' | 'retrying' | 'dead-lettered' | 'discarded' | 'origin';
   readonly nativeIds?: Readonly<Record<string, string>>;
   readonly at?: number;
   readonly attempt?: number;

@@ -118,7 +118,7 @@ function DeliveryItem({ d }: { d: Delivery }): Html {
     ${d.state === 'delivered' && ids.length > 0 ? html` <span class="muted">${ids.join(', ')}</span>` : null}
     ${d.state === 'delivered' && d.at !== undefined ? html` <span class="muted">at ${time(d.at)}</span>` : null}
     ${d.state === 'retrying' ? html` <span>attempt ${d.attempt ?? '?'}, next at ${time(d.nextAt)}: ${d.error ?? ''}</span>` : null}
-    ${d.state === 'dead-lettered' ? html` <span>${d.error ?? ''}</span>` : null}
+    ${d.state === 'dead-lettered' || d.state === 'discarded' ? html` <span>${d.error ?? ''}</span>` : null}
   </li>`;
 }
 

@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
 import { SyncgateError } from '../../core/errors.js';
 import { adminAuth, adminOf } from '../auth.js';
+import { DISCARDED_NS, discardedKey } from './operator.js';
 import type { HttpContext } from '../context.js';
 import { errors } from '../schemas.js';
 
@@ -53,7 +54,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, ctx: HttpContext)
   const delivery = ctx.log.delivery;
 
   /** The selected dead letters that exist, in log order (partition, then feed position): a replay goes out in that order. */
-  const select = async (body: Static<typeof Selection>): Promise<{ ids: string[]; requested: number }> => {
+  const select = async (body: Static<typeof Selection>): Promise<{ ids: string[]; requested: number; chosen: DeadLetterRecord[] }> => {
     const present = await delivery.listDead(100_000, body.group);
     let chosen: DeadLetterRecord[];
     if (body.all) chosen = present;
@@ -62,7 +63,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, ctx: HttpContext)
       chosen = present.filter((d) => wanted.has(d.id));
     } else throw new SyncgateError('SG_ERR_REQUEST_INVALID', 'give `ids` or `all: true`');
     chosen.sort((a, b) => partitionOf(a.id) - partitionOf(b.id) || compareStreamIds(a.feedId, b.feedId));
-    return { ids: chosen.map((d) => d.id), requested: body.all ? chosen.length : (body.ids?.length ?? 0) };
+    return { ids: chosen.map((d) => d.id), requested: body.all ? chosen.length : (body.ids?.length ?? 0), chosen };
   };
 
   app.get<{ Querystring: Static<typeof ListQuery> }>(
@@ -128,9 +129,14 @@ export function registerDeadLetterRoutes(app: FastifyInstance, ctx: HttpContext)
       },
     },
     async (request) => {
-      const { ids, requested } = await select(request.body);
+      const { ids, requested, chosen } = await select(request.body);
       const dropped = await delivery.dropDead(ids);
-      request.log.info({ audit: 'dead-letters.drop', by: adminOf(request).name, ids, dropped }, 'operator discarded dead letters');
+      // remembered, so the timeline says `discarded` rather than `pending` for good
+      const by = adminOf(request).name;
+      await Promise.all(
+        chosen.map((d) => ctx.log.state.set(DISCARDED_NS, discardedKey(d.room, d.eventId, d.group.replace(/^out:/, '')), JSON.stringify({ at: Date.now(), by }))),
+      );
+      request.log.info({ audit: 'dead-letters.drop', by, ids, dropped }, 'operator discarded dead letters');
       return { dropped, requested };
     },
   );

@@ -22,14 +22,18 @@ const security = [{ bearer: [] }];
 const tags = ['admin'];
 const adminErrors = (...extra: number[]) => errors(400, 401, 403, ...extra);
 
-export const DELIVERY_STATES = ['delivered', 'pending', 'retrying', 'dead-lettered', 'origin'] as const;
+export const DELIVERY_STATES = ['delivered', 'pending', 'retrying', 'dead-lettered', 'discarded', 'origin'] as const;
+
+/** the state-store namespace where a discarded dead letter is remembered (room, event, endpoint → when and by whom) */
+export const DISCARDED_NS = 'delivery:discarded';
+export const discardedKey = (room: string, eventId: string, endpoint: string) => `${room}\u0000${eventId}\u0000${endpoint}`;
 export type DeliveryStateName = (typeof DELIVERY_STATES)[number];
 
 const Delivery = Type.Object({
   endpoint: Type.String(),
   target: Type.String(),
   state: Type.Union(DELIVERY_STATES.map((s) => Type.Literal(s)), {
-    description: '`delivered` (confirmed by the protocol), `pending` (not delivered yet, e.g. the adapter is disconnected), `retrying` (failed, tried again at `nextAt`), `dead-lettered` (gave up), `origin` (the event came from this endpoint)',
+    description: '`delivered` (confirmed by the protocol), `pending` (not delivered yet, e.g. the adapter is disconnected), `retrying` (failed, tried again at `nextAt`), `dead-lettered` (gave up), `discarded` (a dead letter an operator discarded), `origin` (the event came from this endpoint)',
   }),
   nativeIds: Type.Optional(Type.Record(Type.String(), Type.String())),
   at: Type.Optional(Type.Integer({ description: 'when the delivery was confirmed, or the last attempt failed (ms)' })),
@@ -82,10 +86,21 @@ const key = (eventId: string, endpoint: string) => `${eventId}\u0000${endpoint}`
 export async function deliveryStates(log: EventLog, room: string, links: readonly RoomLink[], events: readonly LogEvent[]): Promise<DeliveryView[][]> {
   const endpoints = [...new Set(links.map((l) => l.endpoint))];
   const ids = events.map((e) => e.eventId);
-  const [records, retries] = await Promise.all([
+  const [records, retries, discarded] = await Promise.all([
     Promise.all(endpoints.map(async (endpoint) => [endpoint, await log.delivery.deliveryRecords(room, ids, endpoint)] as const)),
     log.delivery.retries(),
+    log.state.entries(DISCARDED_NS),
   ]);
+  const discardedOf = new Map<string, { at?: number; by?: string }>();
+  for (const [field, raw] of discarded) {
+    const [r = '', eventId = '', endpoint = ''] = field.split('\u0000');
+    if (r !== room) continue;
+    try {
+      discardedOf.set(key(eventId, endpoint), JSON.parse(raw) as { at?: number; by?: string });
+    } catch {
+      discardedOf.set(key(eventId, endpoint), {});
+    }
+  }
   const recordOf = new Map<string, DeliveryRecord>();
   for (const [endpoint, list] of records) list.forEach((r, i) => r && recordOf.set(key(ids[i] ?? '', endpoint), r));
   const retryOf = new Map<string, RetryNote>();
@@ -104,6 +119,8 @@ export async function deliveryStates(log: EventLog, room: string, links: readonl
       if (event.origin.via === link.endpoint) return { ...base, state: 'origin' };
       const dead = deadOf.get(k);
       if (dead) return { ...base, state: 'dead-lettered', at: dead.ts, attempt: dead.attempts, error: dead.reason, deadLetter: dead.id };
+      const gone = discardedOf.get(k);
+      if (gone) return { ...base, state: 'discarded', ...(typeof gone.at === 'number' ? { at: gone.at } : {}), ...(typeof gone.by === 'string' ? { error: `discarded by ${gone.by}` } : {}) };
       const retry = retryOf.get(k);
       if (retry) return { ...base, state: 'retrying', attempt: retry.attempt, nextAt: retry.nextAt, error: retry.error, at: retry.at };
       return { ...base, state: 'pending' };

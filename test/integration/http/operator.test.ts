@@ -166,19 +166,34 @@ describe('operator API', () => {
     expect((await list(`reason=${encodeURIComponent((all.deadLetters[0]?.reason ?? '').slice(0, 12).toUpperCase())}`)).total).toBe(1);
     expect((await list('')).total).toBe(1);
 
-    // a viewer cannot replay it; the admin can, once the ACL allows it: received exactly once
-    expect((await call(VIEWER, 'POST', '/v1/admin/dead-letters/replay', { ids: [dead?.deadLetter] })).status).toBe(403);
+    // two more refused after it, and one to discard
+    for (const [txn, body] of [['t5', 'valve five stuck'], ['t6', 'valve six stuck'], ['t7', 'valve seven stuck']] as const) await send(txn, body);
+    for (const body of ['valve five stuck', 'valve six stuck', 'valve seven stuck']) {
+      await waitFor(async () => (await mqttState(body))?.state === 'dead-lettered', { timeoutMs: 60_000, intervalMs: 200, what: `"${body}" dead-lettered` });
+    }
+    const idOf = async (body: string) => (await mqttState(body))?.deadLetter ?? '';
+    const [four, five, six, seven] = await Promise.all(['valve four stuck', 'valve five stuck', 'valve six stuck', 'valve seven stuck'].map(idOf));
+    expect((await call(VIEWER, 'POST', '/v1/admin/dead-letters/drop', { ids: [seven] })).status).toBe(403);
+    expect((await gw.admin<{ dropped: number }>('POST', '/v1/admin/dead-letters/drop', { ids: [seven] })).body.dropped).toBe(1);
+    expect((await list('')).total).toBe(3);
+
+    // a viewer cannot replay; the admin can, once the ACL allows it: a selection given in any order
+    // goes out in log order, each received exactly once
+    expect((await call(VIEWER, 'POST', '/v1/admin/dead-letters/replay', { ids: [four] })).status).toBe(403);
     await broker.setAcl(OPEN_ACL);
-    const replay = await gw.admin<{ replayed: number }>('POST', '/v1/admin/dead-letters/replay', { ids: [dead?.deadLetter] });
-    expect(replay.body.replayed).toBe(1);
-    const again = await gw.admin<{ replayed: number }>('POST', '/v1/admin/dead-letters/replay', { ids: [dead?.deadLetter] });
+    const replay = await gw.admin<{ replayed: number; requested: number }>('POST', '/v1/admin/dead-letters/replay', { ids: [six, four, five] });
+    expect(replay.body).toEqual({ replayed: 3, requested: 3 });
+    const again = await gw.admin<{ replayed: number }>('POST', '/v1/admin/dead-letters/replay', { ids: [four] });
     expect(again.body.replayed).toBe(0);
-    await waitFor(async () => (await mqttState('valve four stuck'))?.state === 'delivered', { timeoutMs: 30_000, what: 'the replayed message delivered' });
-    await waitFor(() => received.some((p) => p.includes('valve four stuck')), { timeoutMs: 10_000, what: 'the subscriber to get the replayed message' });
-    // one more message after it: once it is through, any duplicate of the replay would have arrived before it
+    for (const body of ['valve four stuck', 'valve five stuck', 'valve six stuck']) {
+      await waitFor(async () => (await mqttState(body))?.state === 'delivered', { timeoutMs: 30_000, what: `"${body}" delivered after the replay` });
+    }
+    // one more message after them: once it is through, any duplicate of the replay would have arrived before it
     await send('t4', 'all clear');
     await waitFor(() => received.some((p) => p.includes('all clear')), { timeoutMs: 20_000, what: 'the message after the replay' });
-    expect(received.filter((p) => p.includes('valve four stuck'))).toHaveLength(1);
+    const replayed = received.filter((p) => /valve (four|five|six|seven) stuck/.test(p)).map((p) => /valve (\w+) stuck/.exec(p)?.[1]);
+    expect(replayed).toEqual(['four', 'five', 'six']);
+    expect(await mqttState('valve seven stuck')).toMatchObject({ state: 'discarded', error: 'discarded by admin' });
     expect((await list('')).total).toBe(0);
 
     // trace: by event id and by idempotency key, with the delivery and its time
