@@ -154,14 +154,39 @@ describe('the console in chromium', () => {
     // a viewer sees it and has no usable Replay (its own tab: its own sessionStorage)
     const viewerPage = await chrome.context.newPage();
     viewerPage.setDefaultTimeout(15_000);
-    await signIn(viewerPage, VIEWER);
-    await viewerPage.getByRole('link', { name: 'Dead letters', exact: true }).click();
+    // keyboard only: Tab to the token field, type, Enter; then Tab to the link and Enter
+    await viewerPage.goto(`${gw.url}/console/`);
+    await viewerPage.keyboard.press('Tab');
+    expect(await viewerPage.getByLabel('Admin token').evaluate((el) => el === el.ownerDocument.activeElement)).toBe(true);
+    await viewerPage.keyboard.type(VIEWER);
+    await viewerPage.keyboard.press('Enter');
+    const deadLink = viewerPage.getByRole('link', { name: 'Dead letters', exact: true });
+    await deadLink.waitFor();
+    for (let i = 0; i < 10 && !(await deadLink.evaluate((el) => el === el.ownerDocument.activeElement)); i++) await viewerPage.keyboard.press('Tab');
+    await viewerPage.keyboard.press('Enter');
+    await viewerPage.getByRole('heading', { name: 'Dead letters' }).waitFor();
     await viewerPage.locator('tr').filter({ hasText: 'valve four stuck' }).waitFor();
     const replayButtons = viewerPage.getByRole('button', { name: /replay/i });
     expect(await replayButtons.count()).toBeGreaterThan(0);
     for (let i = 0; i < (await replayButtons.count()); i++) expect(await replayButtons.nth(i).isEnabled()).toBe(false);
     await viewerPage.screenshot({ path: join(SHOTS, 'dead-letters-viewer.png') });
     await viewerPage.close();
+
+    // Discard asks first (focus on Cancel, Escape cancels), then removes it
+    await send('c4b', 'valve five stuck');
+    const discardRow = page.locator('tr').filter({ hasText: 'valve five stuck' });
+    await discardRow.waitFor({ timeout: 60_000 });
+    await discardRow.getByRole('button', { name: 'Discard' }).click();
+    const dialog = page.getByRole('dialog');
+    await dialog.waitFor();
+    expect(await dialog.getByRole('button', { name: 'Cancel' }).evaluate((el) => el === el.ownerDocument.activeElement)).toBe(true);
+    await page.keyboard.press('Escape');
+    await dialog.waitFor({ state: 'detached' });
+    expect(await discardRow.count()).toBe(1);
+    await discardRow.getByRole('button', { name: 'Discard' }).click();
+    await dialog.getByRole('button', { name: 'Discard' }).click();
+    await page.getByRole('status').filter({ hasText: 'Discarded 1 of 1' }).waitFor();
+    await discardRow.waitFor({ state: 'detached' });
 
     // ACL fixed, Replay: received exactly once, the timeline says delivered
     await broker.setAcl(OPEN_ACL);
@@ -173,6 +198,8 @@ describe('the console in chromium', () => {
     expect(received.filter((p) => p.includes('valve four stuck'))).toHaveLength(1);
     await openRoom(page);
     await waitForRowState(page, 'valve four stuck', 'delivered');
+    await waitForRowState(page, 'valve five stuck', 'discarded');
+    expect(received.some((p) => p.includes('valve five stuck'))).toBe(false);
 
     // Trace by event id
     await page.getByRole('link', { name: 'Trace', exact: true }).click();
