@@ -219,6 +219,16 @@ describe('the console in chromium', () => {
     await page.getByRole('link', { name: 'Devices', exact: true }).click();
     await page.getByRole('row').filter({ hasText: 'op' }).first().waitFor();
     await page.screenshot({ path: join(SHOTS, 'devices.png') });
+
+    // light and dark themes follow the system setting
+    const background = () => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    await page.emulateMedia({ colorScheme: 'light' });
+    const light = await background();
+    await page.emulateMedia({ colorScheme: 'dark' });
+    const dark = await background();
+    expect(light).toBe('rgb(255, 255, 255)');
+    expect(dark).not.toBe(light);
+    await page.screenshot({ path: join(SHOTS, 'devices-dark.png') });
     await page.close();
   });
 
