@@ -221,7 +221,7 @@ describe('the console in chromium', () => {
     await page.screenshot({ path: join(SHOTS, 'devices.png') });
 
     // light and dark themes follow the system setting
-    const background = () => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    const background = () => page.locator('body').evaluate((body) => body.ownerDocument.defaultView?.getComputedStyle(body).backgroundColor ?? '');
     await page.emulateMedia({ colorScheme: 'light' });
     const light = await background();
     await page.emulateMedia({ colorScheme: 'dark' });
