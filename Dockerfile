@@ -21,6 +21,9 @@ RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY adapters ./adapters
+# the operator console: bundled into dist/console by npm run build
+COPY console ./console
+COPY scripts/build-console.mjs ./scripts/build-console.mjs
 # npm run build also copies the Lua scripts next to the compiled event log that loads them.
 RUN npm run build \
  && npm prune --omit=dev --no-audit --no-fund

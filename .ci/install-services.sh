@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the servers the integration tests start on their own (Prosody,
-# ejabberd, Mosquitto, Redis) on a fresh Debian machine, only where a binary is missing.
+# ejabberd, Mosquitto, Redis) and the browser of the console tests (Debian's
+# chromium, driven by playwright-core) on a fresh Debian machine, only where a
+# binary is missing.
 #
 # The test harnesses start private instances on free loopback ports, so the
 # Debian service instances must not be started by the install. Instances that
@@ -23,6 +25,7 @@ declare -A binaries=(
   [ejabberd]=ejabberdctl
   [mosquitto]=mosquitto
   [redis-server]=redis-server
+  [chromium]=chromium
 )
 
 has_binary() {
@@ -30,14 +33,14 @@ has_binary() {
 }
 
 missing=()
-for pkg in prosody ejabberd mosquitto redis-server; do
+for pkg in prosody ejabberd mosquitto redis-server chromium; do
   if ! has_binary "${binaries[$pkg]}"; then
     missing+=("$pkg")
   fi
 done
 
 if [ "${#missing[@]}" -eq 0 ]; then
-  echo "install-services: prosody, ejabberd, mosquitto and redis-server are already installed"
+  echo "install-services: prosody, ejabberd, mosquitto, redis-server and chromium are already installed"
   exit 0
 fi
 

@@ -5,7 +5,7 @@
  * its first line at once instead of after a full tsc run.
  *
  * "Up to date" = dist/.build-stamp (written by `npm run build` after tsc and
- * the Lua copy succeeded) is newer than every file under src/ and adapters/
+ * the Lua copy succeeded) is newer than every file under src/, adapters/ and console/
  * and than the tsconfig and package files.
  */
 import { spawnSync } from 'node:child_process';
@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const STAMP = join('dist', '.build-stamp');
-const INPUT_DIRS = ['src', 'adapters'];
+const INPUT_DIRS = ['src', 'adapters', 'console'];
 const INPUT_FILES = ['package.json', 'tsconfig.json', 'tsconfig.build.json'];
 
 function newestUnder(path) {

@@ -54,9 +54,13 @@ export class MqttPublishError extends Error {
   }
 }
 
-/** PUBACK reason codes after which a retry of the same publish is pointless (MQTT 5 §3.4.2.1). */
+/**
+ * PUBACK reason codes after which a retry of the same publish is pointless
+ * (MQTT 5 §3.4.2.1). Not 0x87 (not authorized): that is the broker's ACL,
+ * which an operator fixes and reloads without a restart, so the publish is
+ * retried (`delivery.maxAttempts`) before it is dead-lettered.
+ */
 const PERMANENT_PUBACK_CODES = new Set([
-  0x87, // not authorized
   0x90, // topic name invalid
   0x95, // packet too large
   0x99, // payload format invalid

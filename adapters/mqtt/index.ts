@@ -15,6 +15,7 @@
 import type { Adapter, AdapterDeps } from '../../src/core/adapter.js';
 import type { MqttAdapterConfig } from './config.js';
 import { deliver, deliversOwn } from './deliver.js';
+import { testRule } from './rule-test.js';
 import { onMessage } from './inbound.js';
 import { postSummary } from './ingest.js';
 import { postTimeout } from './notices.js';
@@ -53,5 +54,6 @@ export function createMqttAdapter(deps: MqttAdapterDeps): MqttAdapter {
     status: () => adapterStatus(state),
     deliversOwn,
     deliver: (event, target, context) => deliver(state, event, target, context),
+    testRule: (sample) => testRule(state.config, state.name, sample),
   };
 }

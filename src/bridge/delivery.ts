@@ -81,6 +81,8 @@ interface RoomQueue {
   attempts: number;
   /** retries while the adapter was disconnected: they back off but do not count as attempts */
   waits: number;
+  /** a retry of the head entry is noted in the shared state (cleared once it is delivered or dead-lettered) */
+  noted: boolean;
   /** targets this entry already reached (a retry does not resend to them) */
   readonly done: Set<string>;
   timer: NodeJS.Timeout | undefined;
@@ -224,7 +226,7 @@ class PartitionWorker {
         this.replaying.add(entry.replayId);
       }
       let q = this.rooms.get(entry.room);
-      if (!q) this.rooms.set(entry.room, (q = { entries: [], busy: false, retryAt: 0, attempts: 0, waits: 0, done: new Set(), timer: undefined, stale: false }));
+      if (!q) this.rooms.set(entry.room, (q = { entries: [], busy: false, retryAt: 0, attempts: 0, waits: 0, noted: false, done: new Set(), timer: undefined, stale: false }));
       // The same id can come back from pending + claim after a hiccup; keep one.
       if (!replay && q.entries.some((e) => e.id === entry.id && !e.replayId)) continue;
       q.entries.push(entry);
@@ -272,6 +274,7 @@ class PartitionWorker {
       this.queued--;
       q.attempts = 0;
       q.waits = 0;
+      q.noted = false;
       q.done.clear();
     }
   }
@@ -301,6 +304,8 @@ class PartitionWorker {
         switch (result.status) {
           case 'delivered': {
             await this.record(event, result.nativeIds, result.aliases ?? []);
+            if (q.noted) await this.queue.noteRetry(room, event.eventId, this.adapter.name, undefined);
+            q.noted = false;
             this.deps.observer.delivered(this.adapter.name, room, Date.now() - event.ts.received);
             q.done.add(link.target);
             break;
@@ -316,14 +321,19 @@ class PartitionWorker {
             if (connected) q.attempts++;
             else q.waits++;
             this.deps.observer.retried(this.adapter.name, room, result.reason);
-            if (q.attempts >= this.deps.options.maxAttempts) return this.dead(entry, event, `gave up after ${q.attempts} attempts: ${result.reason}`, q.attempts);
+            if (q.attempts >= this.deps.options.maxAttempts) return this.dead(entry, event, `gave up after ${q.attempts} attempts: ${result.reason}`, q.attempts, q);
             const delay = backoffDelay(connected ? q.attempts : Math.min(q.waits, 6), this.deps.options, result.afterMs);
             q.retryAt = Date.now() + delay;
+            // Shared with every replica (the console's `retrying`); a wait for a disconnected adapter is `pending`, not noted.
+            if (connected) {
+              await this.queue.noteRetry(room, event.eventId, this.adapter.name, { attempt: q.attempts, nextAt: q.retryAt, error: result.reason, at: Date.now() });
+              q.noted = true;
+            }
             this.log.warn({ room, eventId: event.eventId, attempt: q.attempts, delayMs: delay, reason: result.reason }, 'delivery failed; will retry');
             return false;
           }
           case 'rejected':
-            return this.dead(entry, event, `rejected: ${result.reason}`, q.attempts + 1);
+            return this.dead(entry, event, `rejected: ${result.reason}`, q.attempts + 1, q);
         }
       }
     }
@@ -345,7 +355,8 @@ class PartitionWorker {
   }
 
   private async record(event: LogEvent, nativeIds: Readonly<Record<string, string>>, aliases: readonly string[]): Promise<void> {
-    if (Object.keys(nativeIds).length > 0) await this.queue.recordDelivery(event.room, event.eventId, this.adapter.name, nativeIds);
+    // Recorded even without native ids (MQTT has none): the console's `delivered` and its time come from it.
+    await this.queue.recordDelivery(event.room, event.eventId, this.adapter.name, nativeIds);
     const keys = [...Object.entries(nativeIds).map(([name, value]) => nativeKey(this.adapter.protocol, name, value)), ...aliases];
     if (keys.length > 0) await this.deps.log.alias(event.room, event.eventId, keys);
   }
@@ -381,12 +392,14 @@ class PartitionWorker {
     }
   }
 
-  private async dead(entry: QueuedEntry, event: LogEvent, reason: string, attempts: number): Promise<boolean> {
+  private async dead(entry: QueuedEntry, event: LogEvent, reason: string, attempts: number, q: RoomQueue): Promise<boolean> {
     const ok = await this.queue.deadLetter(this.partition, this.group, this.deps.owner, { id: entry.id, room: event.room, eventId: event.eventId }, reason, attempts);
     if (!ok) {
       this.lose('fenced: the lease moved before dead-lettering');
       return false;
     }
+    if (q.noted) await this.queue.noteRetry(event.room, event.eventId, this.adapter.name, undefined);
+    q.noted = false;
     this.log.error({ room: event.room, eventId: event.eventId, attempts, reason }, 'delivery gave up: event moved to the dead-letter stream');
     this.deps.observer.deadLettered(this.adapter.name, event.room, event.eventId, reason);
     if (entry.replayId) return this.finish(entry);

@@ -364,6 +364,89 @@ async function tail(args: string[], options: Values): Promise<number> {
   return 0;
 }
 
+// --- what the console shows, from a shell
+
+interface DeliveryLine {
+  endpoint: string;
+  target: string;
+  state: string;
+  nativeIds?: Record<string, string>;
+  at?: number;
+  attempt?: number;
+  nextAt?: number;
+  error?: string;
+}
+
+const iso = (ms: number | undefined) => (ms === undefined ? '' : new Date(ms).toISOString());
+
+function deliveryLine(d: DeliveryLine): string {
+  const ids = Object.entries(d.nativeIds ?? {}).map(([k, v]) => `${k}=${v}`).join(' ');
+  const extra =
+    d.state === 'delivered' ? [ids, iso(d.at)].filter(Boolean).join(' ') : d.state === 'retrying' ? `attempt ${d.attempt ?? '?'}, next ${iso(d.nextAt)}: ${d.error ?? ''}` : d.state === 'dead-lettered' ? (d.error ?? '') : '';
+  return `${d.endpoint} ${d.target}: ${d.state}${extra ? ` ${extra}` : ''}`;
+}
+
+async function timeline(args: string[], options: Values): Promise<number> {
+  const [target = ''] = argsExactly(args, ['ROOM'], 'timeline');
+  const api = await adminClient(options);
+  const q = new URLSearchParams({ limit: options.get('limit') ?? '20', ...(options.has('from') ? { from: options.get('from') ?? '' } : {}) });
+  const page = await api.call<{ events: Array<{ event: EventLine; deliveries: DeliveryLine[] }>; next?: string }>('GET', `/v1/admin/rooms/${enc(target)}/timeline?${q.toString()}`);
+  const text = page.events.map(({ event, deliveries }) => [`${event.eventId} ${humanLine(event)}`, ...deliveries.map((d) => `    ${deliveryLine(d)}`)].join('\n'));
+  print(options, page, [...text, ...(page.next !== undefined ? [`(older: --from ${page.next})`] : [])].join('\n') || 'no events');
+  return 0;
+}
+
+async function trace(args: string[], options: Values): Promise<number> {
+  const [id = ''] = argsExactly(args, ['ID'], 'trace');
+  const api = await adminClient(options);
+  const room = options.get('room');
+  const t = await api.call<{ room: string; eventId: string; idempotencyKey: string; origin: { proto: string; via: string; ids: Record<string, string> }; received: number; event: EventLine; deliveries: DeliveryLine[] }>(
+    'GET',
+    `/v1/admin/trace/${enc(id)}${room !== undefined ? `?room=${enc(room)}` : ''}`,
+  );
+  const lines = [
+    `event ${t.eventId} in ${t.room}`,
+    `  idempotency key ${t.idempotencyKey}`,
+    `  from ${t.origin.proto} via ${t.origin.via}${Object.keys(t.origin.ids).length > 0 ? ` (${Object.entries(t.origin.ids).map(([k, v]) => `${k}=${v}`).join(' ')})` : ''} at ${iso(t.received)}`,
+    `  ${humanLine(t.event)}`,
+    ...t.deliveries.map((d) => `  → ${deliveryLine(d)}`),
+  ];
+  print(options, t, lines.join('\n'));
+  return 0;
+}
+
+async function lag(args: string[], options: Values): Promise<number> {
+  argsExactly(args, [], 'lag');
+  const api = await adminClient(options);
+  const r = await api.call<{ adapters: Record<string, { events: number; seconds: number; retrying: number; deadLetters: number }> }>('GET', '/v1/admin/lag');
+  const rows = Object.entries(r.adapters).map(([name, l]) => `${name}\t${l.events} events\t${l.seconds.toFixed(1)} s\t${l.retrying} retrying\t${l.deadLetters} dead letters`);
+  print(options, r, rows.join('\n') || 'no adapters');
+  return 0;
+}
+
+async function ruleTest(args: string[], options: Values, optionList: readonly string[]): Promise<number> {
+  const [filter = '', topic = '', payload = ''] = argsExactly(args, ['FILTER', 'TOPIC', 'PAYLOAD'], 'rule-test');
+  const ruleOptions = Object.fromEntries(
+    optionList.map((text) => {
+      const i = text.indexOf('=');
+      if (i <= 0) throw usageError(`--option takes NAME=VALUE, got ${text}`);
+      return [text.slice(0, i), text.slice(i + 1)];
+    }),
+  );
+  const api = await adminClient(options);
+  const endpoint = options.get('adapter');
+  const r = await api.call<{ matched: boolean; message?: { content?: { body?: string } }; error?: string }>('POST', '/v1/admin/rules/test', {
+    filter,
+    topic,
+    payload,
+    ...(optionList.length > 0 ? { options: ruleOptions } : {}),
+    ...(endpoint !== undefined ? { endpoint } : {}),
+  });
+  const text = r.error !== undefined ? `${r.matched ? 'matched, nothing ingested' : 'no match'}: ${r.error}` : `would ingest: ${JSON.stringify(r.message)}`;
+  print(options, r, text);
+  return r.error !== undefined ? 1 : 0;
+}
+
 // --- the command table
 
 const COMMANDS: Record<string, Command> = {
@@ -417,6 +500,28 @@ An unknown id is an error (exit 1); an empty queue with --all is "nothing to rep
     help: `${CLIENT_HELP}\n  --token TOKEN    a device token (also SYNCGATE_TOKEN)\n  --txn ID         the transaction id (a retry with the same id sends nothing new)`,
     options: { ...CLIENT_OPTIONS, token: { type: 'string' }, txn: { type: 'string' } },
     run: send,
+  },
+  timeline: {
+    usage: 'timeline ROOM [--limit N] [--from CURSOR] [--json]',
+    summary: "a room's newest events with each link's delivery state (delivered, pending, retrying, dead-lettered)",
+    help: `${CLIENT_HELP}\n  --limit N        events per page (default 20)\n  --from CURSOR    older events: the cursor the previous page printed\n${ADMIN_NOTE}`,
+    options: { ...CLIENT_OPTIONS, limit: { type: 'string' }, from: { type: 'string' } },
+    run: timeline,
+  },
+  trace: {
+    usage: 'trace ID [--room ROOM] [--json]',
+    summary: 'one event end to end: by event id, idempotency key or native id, with every delivery',
+    help: `${CLIENT_HELP}\n  --room ROOM      look only in this room\n${ADMIN_NOTE}`,
+    options: { ...CLIENT_OPTIONS, room: { type: 'string' } },
+    run: trace,
+  },
+  lag: { usage: 'lag [--json]', summary: 'delivery lag per adapter, in events and seconds', help: `${CLIENT_HELP}\n${ADMIN_NOTE}`, options: CLIENT_OPTIONS, run: lag },
+  'rule-test': {
+    usage: "rule-test FILTER TOPIC PAYLOAD [--option NAME=VALUE]... [--adapter NAME] [--json]",
+    summary: 'run an MQTT rule on a sample message: what it would ingest, or why not (exit 1)',
+    help: `${CLIENT_HELP}\n  --option N=V     a rule option, e.g. decode=json, template='{{device}}: {{level}}' (repeatable)\n  --adapter NAME   the MQTT adapter whose settings apply (default: the first)\n${ADMIN_NOTE}`,
+    options: { ...CLIENT_OPTIONS, option: { type: 'string', multiple: true }, adapter: { type: 'string' } },
+    run: (a, o, l) => ruleTest(a, o, l.get('option') ?? []),
   },
   tail: {
     usage: 'tail ROOM [--since CURSOR] [--json] [--token TOKEN] [--once]',
@@ -487,7 +592,7 @@ async function main(argv: readonly string[]): Promise<number> {
     if (Array.isArray(value)) lists.set(key, value.map(String));
     else options.set(key, value === true ? 'true' : String(value));
   }
-  const takesArgs = ['dlq', 'user', 'device', 'room', 'grant', 'revoke', 'send', 'tail'].includes(name);
+  const takesArgs = ['dlq', 'user', 'device', 'room', 'grant', 'revoke', 'send', 'tail', 'timeline', 'trace', 'lag', 'rule-test'].includes(name);
   if (!takesArgs && parsed.positionals.length > 0) throw usageError(`unexpected argument ${parsed.positionals[0]}`);
   return command.run(parsed.positionals, options, lists);
 }

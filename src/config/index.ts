@@ -67,6 +67,12 @@ export const ConfigSchema = Type.Object(
         host: Type.String({ default: '127.0.0.1' }),
         port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 }),
         adminToken: Type.Optional(Type.String({ minLength: 16, description: 'bearer token for /v1/admin; absent = admin API disabled' })),
+        viewerTokens: Type.Array(Type.String({ minLength: 16 }), {
+          default: [],
+          maxItems: 64,
+          description: 'read-only bearer tokens for /v1/admin and the console: every GET, and no change (SG_ERR_FORBIDDEN)',
+        }),
+        console: Type.Boolean({ default: true, description: 'serve the operator console at /console/ (false: not served)' }),
         bodyLimitBytes: Type.Integer({ minimum: 1024, maximum: 64 * 1024 * 1024, default: 1_048_576 }),
         rateLimit: Type.Object(
           {
@@ -138,6 +144,7 @@ export const ENV_OVERRIDES: Readonly<Record<string, readonly string[]>> = {
   SYNCGATE_HTTP_HOST: ['http', 'host'],
   SYNCGATE_HTTP_PORT: ['http', 'port'],
   SYNCGATE_ADMIN_TOKEN: ['http', 'adminToken'],
+  SYNCGATE_VIEWER_TOKENS: ['http', 'viewerTokens'],
   SYNCGATE_LOG_LEVEL: ['log', 'level'],
   SYNCGATE_REPLICA_ID: ['replicaId'],
   SYNCGATE_RETENTION_MAX_AGE_DAYS: ['retention', 'maxAgeDays'],
@@ -147,7 +154,7 @@ export const ENV_OVERRIDES: Readonly<Record<string, readonly string[]>> = {
 };
 
 /** Overrides whose value is a list: comma-separated, blanks around each item dropped. */
-const LIST_ENV: ReadonlySet<string> = new Set(['SYNCGATE_REDIS_CLUSTER_NODES', 'SYNCGATE_REDIS_SENTINEL_NODES']);
+const LIST_ENV: ReadonlySet<string> = new Set(['SYNCGATE_REDIS_CLUSTER_NODES', 'SYNCGATE_REDIS_SENTINEL_NODES', 'SYNCGATE_VIEWER_TOKENS']);
 
 /**
  * Kubernetes injects "service link" variables for every Service of the
@@ -184,6 +191,7 @@ export function ignoredServiceLinks(env: Readonly<Record<string, string | undefi
 /** Overrides whose values are secrets: each may also come from a file, <NAME>_FILE (a mounted Secret). */
 const SECRET_ENV: ReadonlySet<string> = new Set([
   'SYNCGATE_ADMIN_TOKEN',
+  'SYNCGATE_VIEWER_TOKENS',
   'SYNCGATE_REDIS_URL',
   'SYNCGATE_REDIS_PASSWORD',
   'SYNCGATE_REDIS_SENTINEL_PASSWORD',
@@ -237,7 +245,7 @@ function readSecretFiles(env: Readonly<Record<string, string | undefined>>, adap
 }
 
 /** Config paths whose values are secrets: a problem with one never shows the value. */
-const SECRET_PATHS: readonly string[] = ['/http/adminToken', '/redis/password', '/redis/url', '/redis/sentinel/password'];
+const SECRET_PATHS: readonly string[] = ['/http/adminToken', '/http/viewerTokens', '/redis/password', '/redis/url', '/redis/sentinel/password'];
 
 type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
 
@@ -299,7 +307,7 @@ export function resolveConfig(raw: unknown, given: Readonly<Record<string, strin
   const converted = Value.Convert(ConfigSchema, withDefaults);
   problems.push(
     ...[...Value.Errors(ConfigSchema, converted)].map((e) => {
-      const shown = e.value !== undefined && typeof e.value !== 'object' && !SECRET_PATHS.includes(e.path);
+      const shown = e.value !== undefined && typeof e.value !== 'object' && !SECRET_PATHS.some((secret) => e.path === secret || e.path.startsWith(`${secret}/`));
       return `${e.path || '/'}: ${e.message}${shown ? ` (got ${JSON.stringify(e.value)})` : ''}`;
     }),
   );

@@ -125,6 +125,30 @@ export interface Adapter {
    * stores a room; undefined when it can or cannot tell).
    */
   checkLink?(link: RoomLink): Promise<LinkRefusal | undefined>;
+  /**
+   * Runs an inbound rule (a link's target and options) on a sample message,
+   * appending nothing: the event draft it would ingest, or why not (the
+   * console's Rules page). Only endpoints with inbound rules (MQTT) have it.
+   */
+  testRule?(sample: RuleSample): RuleSampleResult;
+}
+
+export interface RuleSample {
+  /** a link target, e.g. an MQTT topic filter with named wildcards */
+  readonly filter: string;
+  readonly options?: Readonly<Record<string, string | number | boolean>>;
+  readonly topic: string;
+  readonly payload: string;
+  readonly room?: string;
+}
+
+export interface RuleSampleResult {
+  /** the topic matched the filter */
+  readonly matched: boolean;
+  /** the event draft the rule would ingest */
+  readonly message?: unknown;
+  /** why nothing would be ingested */
+  readonly error?: string;
 }
 
 /** An endpoint's refusal of a link: `encrypted` is an end-to-end encrypted native room. */

@@ -179,6 +179,8 @@ export interface DeliveryQueue {
    * lease (per consumer group), taken and renewed together.
    */
   leaseGroupOf(partition: number): number;
+  /** the owner holding a lease now, if any (the console shows which replica holds an adapter's connection) */
+  leaseHolder(partition: number, group: string): Promise<string | undefined>;
   /** entries delivered to this consumer and not acknowledged (its own pending list) */
   readPending(partition: number, group: string, consumer: string, count: number): Promise<QueuedEntry[]>;
   /** takes over other consumers' pending entries idle for at least `minIdleMs` (a previous lease holder's) */
@@ -198,8 +200,40 @@ export interface DeliveryQueue {
   deadCount(group?: string): Promise<number>;
   /** entries delivered to the group on any partition and not acknowledged yet */
   pendingCount(group: string): Promise<number>;
+  /** the native ids a confirmed delivery produced (none for some protocols), with the time of the confirmation; kept as long as native-id aliases */
   recordDelivery(room: string, eventId: string, endpoint: string, nativeIds: Readonly<Record<string, string>>): Promise<void>;
+  /** the native ids recorded for that delivery; undefined when none were recorded */
   deliveredIds(room: string, eventId: string, endpoint: string): Promise<Record<string, string> | undefined>;
+  /** the delivery records of these events at `endpoint`, in the order given (undefined: no confirmed delivery recorded) */
+  deliveryRecords(room: string, eventIds: readonly string[], endpoint: string): Promise<Array<DeliveryRecord | undefined>>;
+  /** notes (or, with undefined, clears) a failed attempt that will be retried: what the console shows as `retrying` */
+  noteRetry(room: string, eventId: string, endpoint: string, note: RetryNote | undefined): Promise<void>;
+  /** every retry noted and not cleared, on every replica */
+  retries(): Promise<Array<RetryNote & { readonly room: string; readonly eventId: string; readonly endpoint: string }>>;
+  /** how far the group is behind, over every partition */
+  lag(group: string): Promise<DeliveryLag>;
+}
+
+export interface DeliveryRecord {
+  readonly nativeIds: Readonly<Record<string, string>>;
+  /** when the delivery was confirmed (ms since the epoch); absent for records written before it was kept */
+  readonly at?: number;
+}
+
+export interface RetryNote {
+  /** attempts made so far */
+  readonly attempt: number;
+  /** when the next attempt is due (ms since the epoch) */
+  readonly nextAt: number;
+  readonly error: string;
+  readonly at: number;
+}
+
+export interface DeliveryLag {
+  /** feed entries the group has not acknowledged (read and pending, or not read yet) */
+  readonly events: number;
+  /** when the oldest of them was appended; undefined when none */
+  readonly oldestMs: number | undefined;
 }
 
 export interface EventLogInfo {

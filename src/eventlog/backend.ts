@@ -34,6 +34,12 @@ export interface ReplayEntry extends GroupEntry {
   readonly replayId: string;
 }
 
+export interface GroupLag {
+  readonly events: number;
+  /** when the oldest unacknowledged entry was appended (ms since the epoch) */
+  readonly oldestMs: number | undefined;
+}
+
 /** A dead letter as one partition stores it; the queue adds the partition to its id. */
 export type DeadRecord = Omit<DeadLetter, 'id'> & { readonly streamId: string };
 
@@ -175,6 +181,12 @@ export interface LogBackend {
   deadCount(partition: number): Promise<number>;
   /** entries delivered to the group and not acknowledged yet (0 when the group does not exist) */
   pendingCount(partition: number, group: string): Promise<number>;
+  /**
+   * How far the group is behind on this partition: entries not acknowledged
+   * (its pending list plus those not read yet) and the feed time of the oldest
+   * of them (undefined when none).
+   */
+  groupLag(partition: number, group: string): Promise<GroupLag>;
   deliverySet(partition: number, field: string, value: string): Promise<void>;
   deliveryGet(partition: number, field: string): Promise<string | undefined>;
 

@@ -11,7 +11,7 @@
  * the lease work of a process grows with the groups, not the partitions.
  */
 import type { LogEvent } from '../core/event.js';
-import type { DeadLetter, DeliveryQueue, QueuedEntry } from '../core/ports.js';
+import type { DeadLetter, DeliveryQueue, DeliveryRecord, QueuedEntry, RetryNote } from '../core/ports.js';
 import { ZERO_POS, type StreamPos } from '../core/position.js';
 import type { GroupEntry, LogBackend } from './backend.js';
 import type { LiveFeed } from './live-feed.js';
@@ -34,6 +34,21 @@ export interface DeliveryQueueDeps {
  * least every half of it, so it never lapses while its holder is alive.
  */
 const LEASE_FRESH_PART = 6;
+
+/** the state-store namespace of retry notes: one field per (room, event, endpoint) that is retrying now */
+const RETRY_NS = 'delivery:retry';
+const AT_KEY = '@at';
+
+function parseRecord(raw: string | undefined): DeliveryRecord | undefined {
+  if (raw === undefined) return undefined;
+  try {
+    const stored = JSON.parse(raw) as Record<string, string>;
+    const { [AT_KEY]: at, ...nativeIds } = stored;
+    return at === undefined ? { nativeIds } : { nativeIds, at: Number(at) };
+  } catch {
+    return { nativeIds: {} };
+  }
+}
 
 function splitDeadId(id: string): { partition: number; streamId: string } | undefined {
   const m = /^(\d{1,4}):(\d+-\d+)$/.exec(id);
@@ -166,6 +181,7 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
       renewals.delete(leaseKey(p, group));
       return backend.leaseRelease(p, group, owner);
     },
+    leaseHolder: async (p, group) => (await deps.whenReady(), backend.leaseHolder(p, group)),
     readPending: async (p, group, consumer, count) => (await deps.whenReady(), toQueued(p, await backend.groupRead(p, group, consumer, 'pending', count))),
     claimStale: async (p, group, consumer, count, minIdleMs = 0) => (await deps.whenReady(), toQueued(p, await backend.groupClaim(p, group, consumer, count, minIdleMs))),
     async readNew(p, group, consumer, count, waitMs, signal) {
@@ -221,13 +237,45 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
     async recordDelivery(room, eventId, endpoint, nativeIds) {
       const p = await deps.partitionOfRoom(room);
       if (p < 0) return;
-      await backend.deliverySet(p, deliveredField(room, eventId, endpoint), JSON.stringify(nativeIds));
+      // the time rides along under a key no native id name takes ('@' is not in them), so readers of older records keep working
+      await backend.deliverySet(p, deliveredField(room, eventId, endpoint), JSON.stringify({ ...nativeIds, [AT_KEY]: String(Date.now()) }));
     },
     async deliveredIds(room, eventId, endpoint) {
       const p = await deps.partitionOfRoom(room);
       if (p < 0) return undefined;
-      const raw = await backend.deliveryGet(p, deliveredField(room, eventId, endpoint));
-      return raw === undefined ? undefined : (JSON.parse(raw) as Record<string, string>);
+      const record = parseRecord(await backend.deliveryGet(p, deliveredField(room, eventId, endpoint)));
+      return record && Object.keys(record.nativeIds).length > 0 ? { ...record.nativeIds } : undefined;
+    },
+    async deliveryRecords(room, eventIds, endpoint) {
+      const p = await deps.partitionOfRoom(room);
+      if (p < 0) return eventIds.map(() => undefined);
+      // issued together: the client pipelines them on its connection
+      const raws = await Promise.all(eventIds.map((id) => backend.deliveryGet(p, deliveredField(room, id, endpoint))));
+      return raws.map(parseRecord);
+    },
+    async noteRetry(room, eventId, endpoint, note) {
+      const field = deliveredField(room, eventId, endpoint);
+      if (note === undefined) await backend.state.delete(RETRY_NS, field);
+      else await backend.state.set(RETRY_NS, field, JSON.stringify(note));
+    },
+    async retries() {
+      const out: Array<RetryNote & { room: string; eventId: string; endpoint: string }> = [];
+      for (const [field, raw] of await backend.state.entries(RETRY_NS)) {
+        const [room = '', eventId = '', endpoint = ''] = field.split('\u0000');
+        try {
+          const note = JSON.parse(raw) as RetryNote;
+          out.push({ room, eventId, endpoint, attempt: Number(note.attempt), nextAt: Number(note.nextAt), error: String(note.error), at: Number(note.at) });
+        } catch {
+          // a damaged note is not worth failing the console for
+        }
+      }
+      return out;
+    },
+    async lag(group) {
+      await deps.whenReady();
+      const lags = await Promise.all(partitions().map((p) => backend.groupLag(p, group)));
+      const times = lags.map((l) => l.oldestMs).filter((t): t is number => t !== undefined);
+      return { events: lags.reduce((n, l) => n + l.events, 0), oldestMs: times.length > 0 ? Math.min(...times) : undefined };
     },
   };
 }

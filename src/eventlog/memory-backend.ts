@@ -8,7 +8,7 @@ import type { DraftOf, EventDraft } from '../core/event.js';
 import { SyncgateError } from '../core/errors.js';
 import type { RoomSpec, RoomStore, StateStore } from '../core/ports.js';
 import { MAX_PARTITIONS, ZERO_POS, fnv1a32, comparePos, justBefore, parseStreamId, posToString, type StreamPos } from '../core/position.js';
-import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, LogBackend, PartitionMeta, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
+import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, GroupLag, LogBackend, PartitionMeta, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
 import { LATEST_WRITE_FORMAT, type WriteFormat } from './backend.js';
 import { LATEST_KEY_LAYOUT, keyGroupOf } from './keys.js';
 
@@ -604,6 +604,16 @@ export class MemoryBackend implements LogBackend {
 
   pendingCount(partition: number, group: string): Promise<number> {
     return Promise.resolve(this.part(partition).groups.get(group)?.pending.size ?? 0);
+  }
+
+  groupLag(partition: number, group: string): Promise<GroupLag> {
+    const part = this.part(partition);
+    const g = part.groups.get(group);
+    if (!g) return Promise.resolve({ events: 0, oldestMs: undefined });
+    const unread = part.feed.after(g.last, Number.MAX_SAFE_INTEGER);
+    let oldestMs = unread[0]?.pos.ms;
+    for (const p of g.pending.values()) if (oldestMs === undefined || p.pos.ms < oldestMs) oldestMs = p.pos.ms;
+    return Promise.resolve({ events: unread.length + g.pending.size, oldestMs });
   }
 
   deadCount(partition: number): Promise<number> {

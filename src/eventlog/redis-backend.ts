@@ -17,7 +17,7 @@ import type { DraftOf, EventDraft } from '../core/event.js';
 import { SyncgateError } from '../core/errors.js';
 import type { RoomSpec, RoomStore, StateStore } from '../core/ports.js';
 import { MAX_PARTITIONS, ZERO_POS, comparePos, fnv1a32, parseStreamId, partitionOf, posToString, type StreamPos } from '../core/position.js';
-import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, LogBackend, PartitionMeta, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
+import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, GroupLag, LogBackend, PartitionMeta, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
 import { LATEST_WRITE_FORMAT, type WriteFormat } from './backend.js';
 import { decodeFields, encodeEvent, encodeFields, encodeFieldsV1, encodeValues } from './codec.js';
 import { FeedPool } from './feed-pool.js';
@@ -1014,6 +1014,36 @@ export class RedisBackend implements LogBackend {
       if (err instanceof Error && err.message.includes('NOGROUP')) return 0;
       throw err;
     }
+  }
+
+  async groupLag(partition: number, group: string): Promise<GroupLag> {
+    this.closedCheck();
+    const key = this.keys.feed(partition);
+    let groups: unknown[][];
+    try {
+      groups = (await this.redis.xinfo('GROUPS', key)) as unknown[][];
+    } catch (err) {
+      if (err instanceof Error && /no such key|NOGROUP/i.test(err.message)) return { events: 0, oldestMs: undefined };
+      throw err;
+    }
+    const info = groups.map((g) => {
+      const fields = new Map<string, unknown>();
+      for (let i = 0; i + 1 < g.length; i += 2) fields.set(String(g[i]), g[i + 1]);
+      return fields;
+    }).find((f) => f.get('name') === group);
+    if (!info) return { events: 0, oldestMs: undefined };
+    const pending = Number(info.get('pending') ?? 0);
+    const last = String(info.get('last-delivered-id') ?? '0-0');
+    // `lag` is null when retention removed entries the group never read: count them then
+    const lagField = info.get('lag');
+    const [summary, next] = await Promise.all([
+      pending > 0 ? (this.redis.xpending(key, group) as Promise<[number, string | null, ...unknown[]]>) : Promise.resolve(undefined),
+      this.redis.xrange(key, `(${last}`, '+', 'COUNT', 1),
+    ]);
+    let unread = typeof lagField === 'number' ? lagField : lagField === null || lagField === undefined ? -1 : Number(lagField);
+    if (unread < 0) unread = (await this.redis.xrange(key, `(${last}`, '+', 'COUNT', 100_000)).length;
+    const times = [summary?.[1], unread > 0 ? next[0]?.[0] : undefined].filter((id): id is string => typeof id === 'string').map((id) => parseStreamId(id).ms);
+    return { events: pending + unread, oldestMs: times.length > 0 ? Math.min(...times) : undefined };
   }
 
   async deadCount(partition: number): Promise<number> {

@@ -12,9 +12,10 @@ import rateLimit from '@fastify/rate-limit';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import type { EventLog, RoomSpec } from '../core/ports.js';
-import type { HttpConfig, HttpContext, LinkCheck, StatusReport } from './context.js';
+import type { HttpConfig, HttpContext, LinkCheck, RuleTester, StatusReport } from './context.js';
 import { Directory } from './directory.js';
 import { utf8JsonParser, type JsonTextParser } from './body.js';
+import { registerConsole } from './console.js';
 import { clientErrorHandler, createErrorHandler, notFoundHandler } from './errors.js';
 import { SyncgateError } from '../core/errors.js';
 import { LiveHub } from './live.js';
@@ -23,6 +24,8 @@ import { refineOpenApi } from './openapi.js';
 import { registerAdminRoutes } from './routes/admin.js';
 import { registerDeadLetterRoutes } from './routes/dead-letters.js';
 import { registerDeviceRoutes } from './routes/device.js';
+import { registerOperatorRoutes } from './routes/operator.js';
+import { trackDevicePositions } from './device-lag.js';
 import { registerOpsRoutes } from './routes/ops.js';
 import { registerPartitionRoutes } from './routes/partitions.js';
 import { registerStreamRoutes } from './routes/stream.js';
@@ -48,6 +51,10 @@ export interface AppDeps {
   readonly bodyLimits?: Readonly<Record<string, number>>;
   /** asks the linked endpoints whether they can bridge a room's links (e.g. not an encrypted Matrix room) */
   readonly checkLinks?: LinkCheck;
+  /** runs an MQTT rule on a sample (POST /v1/admin/rules/test); absent = no MQTT adapter */
+  readonly testRule?: RuleTester;
+  /** where the built console is (default dist/console of this checkout) */
+  readonly consoleRoot?: string;
   /** where the metrics go; a fresh registry when absent */
   readonly registry?: Registry;
   /** live stream tuning (tests and benchmarks) */
@@ -141,6 +148,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     validateRoom: deps.validateRoom,
     bodyLimits: deps.bodyLimits ?? {},
     checkLinks: deps.checkLinks,
+    testRule: deps.testRule,
   };
 
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, utf8JsonParser(app.getDefaultJsonParser('error', 'error') as JsonTextParser));
@@ -150,6 +158,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.setErrorHandler(onError);
   app.setNotFoundHandler(notFoundHandler);
   app.decorateRequest('device', null);
+  app.decorateRequest('admin', null);
 
   await app.register(swagger, {
     transformObject: (documentObject) => refineOpenApi(('openapiObject' in documentObject ? documentObject.openapiObject : documentObject.swaggerObject) as Record<string, unknown>),
@@ -188,9 +197,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (!log.available && request.url.startsWith('/v1/')) throw new SyncgateError('SG_ERR_LOG_UNAVAILABLE', 'the event log is not reachable now; retry later');
   });
 
+  if (config.console === true) await registerConsole(app, { logger, ...(deps.consoleRoot !== undefined ? { root: deps.consoleRoot } : {}) });
   registerOpsRoutes(app, ctx);
   registerAdminRoutes(app, ctx);
   registerDeadLetterRoutes(app, ctx);
+  registerOperatorRoutes(app, ctx);
+  trackDevicePositions(app, log.state);
   registerPartitionRoutes(app, ctx);
   registerDeviceRoutes(app, ctx);
   registerStreamRoutes(app, ctx);

@@ -52,14 +52,57 @@ export function deviceOf(request: FastifyRequest): DeviceIdentity {
 
 const digest = (text: string) => createHash('sha256').update(text).digest();
 
-/** The admin token from the configuration; absent = the admin API is disabled. */
-export function adminAuth(adminToken: string | undefined): onRequestAsyncHookHandler {
+/** Who called an admin route: the admin token, or one of the read-only viewer tokens. */
+export interface AdminIdentity {
+  readonly role: 'admin' | 'viewer';
+  /** what the audit log names: `admin`, or `viewer:<first 8 hex of the token's sha256>` (never the token) */
+  readonly name: string;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** set by the admin auth hook */
+    admin: AdminIdentity | null;
+  }
+}
+
+export interface AdminAuthOptions {
+  /** read-only tokens (http.viewerTokens): every admin GET, no change */
+  readonly viewerTokens?: readonly string[];
+  /** a POST that changes nothing (e.g. a rule test): viewers may call it too */
+  readonly readOnly?: boolean;
+}
+
+const READ_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD']);
+
+/**
+ * The admin token from the configuration (absent = the admin API is disabled),
+ * and the viewer tokens, which may read and never change: a viewer calling a
+ * mutating route gets SG_ERR_FORBIDDEN.
+ */
+export function adminAuth(adminToken: string | undefined, options: AdminAuthOptions = {}): onRequestAsyncHookHandler {
   const expected = adminToken === undefined ? undefined : digest(adminToken);
+  const viewers = (options.viewerTokens ?? []).map((t) => ({ hash: digest(t), name: `viewer:${digest(t).toString('hex').slice(0, 8)}` }));
   return async function authenticateAdmin(request: FastifyRequest): Promise<void> {
     if (!expected) throw new SyncgateError('SG_ERR_FORBIDDEN', 'the admin API is disabled: no admin token is configured');
     const token = bearerToken(request, false);
     if (token === undefined) throw new SyncgateError('SG_ERR_AUTH_MISSING');
     // Hashing first gives equal lengths, as timingSafeEqual needs, without leaking the length.
-    if (!timingSafeEqual(expected, digest(token))) throw new SyncgateError('SG_ERR_AUTH_INVALID');
+    const given = digest(token);
+    if (timingSafeEqual(expected, given)) {
+      request.admin = { role: 'admin', name: 'admin' };
+      return;
+    }
+    // every viewer is compared, so the time taken does not say which one matched
+    let viewer: string | undefined;
+    for (const v of viewers) if (timingSafeEqual(v.hash, given)) viewer = v.name;
+    if (viewer === undefined) throw new SyncgateError('SG_ERR_AUTH_INVALID');
+    request.admin = { role: 'viewer', name: viewer };
+    if (!READ_METHODS.has(request.method) && options.readOnly !== true) throw new SyncgateError('SG_ERR_FORBIDDEN', 'a viewer token is read-only', { role: 'viewer' });
   };
+}
+
+/** The caller of an admin route, for the audit log. */
+export function adminOf(request: FastifyRequest): AdminIdentity {
+  return request.admin ?? { role: 'admin', name: 'admin' };
 }

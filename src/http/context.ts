@@ -11,13 +11,32 @@ import type { LiveHub } from './live.js';
 import type { HttpMetrics } from './metrics.js';
 import type { ViewCache } from './view.js';
 
-export type HttpConfig = Config['http'];
+/** `viewerTokens` and `console` may be left out by callers that build the app themselves (tests, benchmarks): none, and off. */
+export type HttpConfig = Omit<Config['http'], 'viewerTokens' | 'console'> & Partial<Pick<Config['http'], 'viewerTokens' | 'console'>>;
 
 /** Each adapter's state on this replica (GET /v1/admin/status); provided by the runtime. */
-export type StatusReport = () => Promise<{ readonly log: unknown; readonly adapters: Readonly<Record<string, unknown>> }>;
+export type StatusReport = () => Promise<{ readonly log: unknown; readonly adapters: Readonly<Record<string, unknown>>; readonly replicas?: readonly unknown[] }>;
 
 /** Asks the linked endpoints whether they can bridge a room's links; the refusals. */
 export type LinkCheck = (spec: RoomSpec) => Promise<ReadonlyArray<{ readonly endpoint: string; readonly target: string; readonly reason: 'encrypted'; readonly detail: string }>>;
+
+/** A sample for an MQTT rule test (POST /v1/admin/rules/test). */
+export interface RuleTestInput {
+  readonly filter: string;
+  readonly options?: Readonly<Record<string, string | number | boolean>>;
+  readonly topic: string;
+  readonly payload: string;
+  readonly room?: string;
+  /** the adapter whose rules to use (default: the first with inbound rules) */
+  readonly endpoint?: string;
+}
+export interface RuleTestResult {
+  readonly matched: boolean;
+  readonly message?: unknown;
+  readonly error?: string;
+}
+/** Runs an MQTT rule on a sample; provided by the runtime when an MQTT adapter is configured. */
+export type RuleTester = (input: RuleTestInput) => Promise<RuleTestResult>;
 
 export interface HttpContext {
   readonly log: EventLog;
@@ -35,4 +54,5 @@ export interface HttpContext {
   /** endpoint name → the largest body it carries whole (UTF-8 bytes) */
   readonly bodyLimits: Readonly<Record<string, number>>;
   readonly checkLinks: LinkCheck | undefined;
+  readonly testRule: RuleTester | undefined;
 }

@@ -15,6 +15,8 @@ export const REDACT_PATHS = [
   '*.*.token',
   'adminToken',
   '*.adminToken',
+  'viewerTokens',
+  '*.viewerTokens',
   'accessToken',
   '*.accessToken',
   '*.*.accessToken',

@@ -12,7 +12,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { Config } from '../config/index.js';
-import type { Adapter } from '../core/adapter.js';
+import type { Adapter, RuleSample as AdapterRuleSample } from '../core/adapter.js';
 import { SyncgateError } from '../core/errors.js';
 import type { EventLog } from '../core/ports.js';
 import { createDeliveryManager, ensureGroupUnlessUnavailable, type DeliveryOptions } from '../bridge/delivery.js';
@@ -24,6 +24,7 @@ import { redactUrl } from '../log/index.js';
 import { createAdapters, roomLinkProblems, type AdapterContext } from './adapters.js';
 import { registerAdapterStateMetrics, registerGatewayMetrics, registerRedisMetrics } from './metrics.js';
 import { replicaIdentity } from './replica.js';
+import { announceReplica, buildVersion, configHash, listReplicas, type ReplicaView } from './replicas.js';
 import { AdapterSupervisor } from './supervisor.js';
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -54,12 +55,16 @@ export interface AdapterStatusReport {
   readonly protocol: string;
   /** active: this replica holds the connection; standby: another replica does; failed: the last start failed (retrying) */
   readonly state: string;
+  /** the replica holding this adapter's connection lease (any replica), if one does */
+  readonly holder?: string;
   readonly connected: boolean;
   readonly ready: boolean;
   readonly lastError?: { readonly message: string; readonly at: string };
   /** rooms linked to this adapter, with their targets */
   readonly links: ReadonlyArray<{ readonly room: string; readonly target: string }>;
   readonly delivery: { readonly partitionsHeld: number; readonly lastDelivery?: { readonly lagMs: number; readonly at: string } };
+  /** events per second through this replica over the last ~10 s: ingested from the adapter (in) and delivered to it (out) */
+  readonly rates?: { readonly inPerSecond: number; readonly outPerSecond: number };
   /** the adapter's own report: joined rooms, session, counters … */
   readonly detail: Readonly<Record<string, unknown>>;
 }
@@ -67,6 +72,8 @@ export interface AdapterStatusReport {
 export interface GatewayStatus {
   readonly log: { readonly backend: string; readonly durable: boolean; readonly available: boolean; readonly unavailablePartitions: readonly number[] };
   readonly adapters: Readonly<Record<string, AdapterStatusReport>>;
+  /** the replicas seen in the last three lease periods, with their build and configuration hash (drift flagged) */
+  readonly replicas: readonly ReplicaView[];
 }
 
 export interface GatewayDeps {
@@ -146,6 +153,23 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     };
   });
 
+  // Rates over a sliding window of samples taken every 5 s (the console's events in and out per second).
+  const samples: Array<{ at: number; counts: Map<string, { in: number; out: number }> }> = [];
+  const sample = () => {
+    const counts = new Map(adapters.map((a) => [a.name, { in: sink.counters[a.name]?.appended ?? 0, out: observer.deliveredCount(a.name) }] as const));
+    samples.push({ at: Date.now(), counts });
+    if (samples.length > 3) samples.shift();
+  };
+  const ratesOf = (name: string): { inPerSecond: number; outPerSecond: number } | undefined => {
+    const first = samples[0];
+    const now = { at: Date.now(), in: sink.counters[name]?.appended ?? 0, out: observer.deliveredCount(name) };
+    const then = first?.counts.get(name);
+    if (!first || !then || now.at - first.at < 1000) return undefined;
+    const seconds = (now.at - first.at) / 1000;
+    return { inPerSecond: (now.in - then.in) / seconds, outPerSecond: (now.out - then.out) / seconds };
+  };
+  let rateTimer: NodeJS.Timeout | undefined;
+
   const lastError = (supervisor: AdapterSupervisor) => {
     const errors = [supervisor.lastFailure, supervisor.lastAdapterError].filter((e) => e !== undefined);
     return errors.sort((a, b) => a.at.localeCompare(b.at)).at(-1);
@@ -156,20 +180,26 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     const report: Record<string, AdapterStatusReport> = {};
     for (const { adapter, supervisor, delivery } of supervisors) {
       const s = adapter.status();
+      // the owner is `<replicaId>#<pid>#<random>`: the replica id is what an operator knows
+      const holder = log.available ? (await log.delivery.leaseHolder(0, `conn:${adapter.name}`).catch(() => undefined))?.replace(/#\d+#[0-9a-f]+$/, '') : undefined;
       const error = lastError(supervisor);
       const last = observer.lastDelivery(adapter.name);
+      const rates = ratesOf(adapter.name);
       report[adapter.name] = {
         protocol: adapter.protocol,
         state: supervisor.current,
+        ...(holder !== undefined ? { holder } : {}),
         connected: s.connected,
         ready: s.ready,
         ...(error ? { lastError: error } : {}),
         links: links.linksOf(adapter.name).map(({ room, link }) => ({ room, target: link.target })),
         delivery: { partitionsHeld: Object.values(delivery.leases()).reduce((n, p) => n + p.length, 0), ...(last ? { lastDelivery: last } : {}) },
+        ...(rates ? { rates } : {}),
         detail: s.detail ?? {},
       };
     }
-    return { log: { backend: log.info.backend, durable: log.info.durable, available: log.available, unavailablePartitions }, adapters: report };
+    const replicas = log.available ? await listReplicas(log.state, 3 * config.delivery.leaseMs).catch(() => []) : [];
+    return { log: { backend: log.info.backend, durable: log.info.durable, available: log.available, unavailablePartitions }, adapters: report, replicas };
   };
   registerAdapterStateMetrics({
     registry,
@@ -197,9 +227,22 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
       });
       return (await Promise.all(checks)).flat();
     },
+    // the console's Rules page: an adapter with inbound rules (MQTT) tries one on a sample
+    ...(adapters.some((a) => a.testRule)
+      ? {
+          testRule: async (sample: AdapterRuleSample & { readonly endpoint?: string }) => {
+            const adapter = adapters.find((a) => a.testRule && (sample.endpoint === undefined || a.name === sample.endpoint));
+            if (!adapter?.testRule) throw new SyncgateError('SG_ERR_NOT_FOUND', `no adapter ${sample.endpoint ?? ''} with inbound rules`);
+            return adapter.testRule(sample);
+          },
+        }
+      : {}),
     bodyLimits: Object.fromEntries(adapters.flatMap((a) => (a.maxBodyBytes !== undefined ? [[a.name, a.maxBodyBytes]] : []))),
   });
 
+  const version = buildVersion();
+  const hash = configHash(config);
+  const startedAt = Date.now();
   let trimTimer: NodeJS.Timeout | undefined;
   /** re-reads the stored partition count and write format once a lease period, adapters or not */
   let followTimer: NodeJS.Timeout | undefined;
@@ -237,10 +280,17 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
         trimTimer.unref();
       }
       // A replica without adapters has no delivery polling the log: follow a raise of the count or format here.
+      // Each period it also says it runs, with its build and configuration (the console's replicas).
+      const announce = () => announceReplica(log.state, { replicaId: identity.replicaId, version, configHash: hash, startedAt, seenAt: Date.now() });
+      await announce().catch((err: unknown) => logger.warn({ err }, 'could not announce this replica'));
       followTimer = setInterval(() => {
         log.partitionCount().catch((err: unknown) => logger.warn({ err }, 'could not re-read the partition count and write format'));
+        announce().catch((err: unknown) => logger.debug({ err }, 'could not announce this replica'));
       }, config.delivery.leaseMs);
       followTimer.unref();
+      sample();
+      rateTimer = setInterval(sample, 5000);
+      rateTimer.unref();
       logger.info({ address, backend: log.info.backend, durable: log.info.durable, adapters: adapters.map((a) => a.name), replica: owner }, 'syncgate listening');
       return address;
     },
@@ -248,6 +298,7 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
       stopping ??= (async () => {
         if (trimTimer) clearInterval(trimTimer);
         if (followTimer) clearInterval(followTimer);
+        if (rateTimer) clearInterval(rateTimer);
         logger.info('stopping: no new requests; closing live streams');
         await app.close();
         // each supervisor finishes in-flight deliveries, stops its adapter and releases the leases

@@ -9,6 +9,7 @@ import { writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { startRedis } from '../harness/redis.js';
 import { benchCluster } from './cluster.js';
+import { benchConsole } from './console.js';
 import { benchDelivery } from './delivery.js';
 import { benchEventLog } from './eventlog.js';
 import { benchHttp } from './http.js';
@@ -33,6 +34,7 @@ const sections: Record<string, Bench> = {
   restart: benchRestart,
   cluster: benchCluster,
   scale: benchScale,
+  console: benchConsole,
 };
 
 async function main(): Promise<void> {

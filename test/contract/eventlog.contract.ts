@@ -535,6 +535,53 @@ export function eventLogContract(target: ContractTarget): void {
       expect(await log.delivery.pendingCount('out:nobody')).toBe(0);
     });
 
+    it('lag: unacknowledged entries of a group (read or not yet read) and the feed time of the oldest; 0 and none when caught up', async () => {
+      const log = await make();
+      const partitions = log.info.partitions;
+      for (let p = 0; p < partitions; p++) await log.delivery.ensureGroup(p, 'out:lag');
+      expect(await log.delivery.lag('out:lag')).toEqual({ events: 0, oldestMs: undefined });
+      await withRooms(log, 'room0', 'room1', 'room2', 'room3');
+      const before = Date.now();
+      for (let i = 0; i < 4; i++) await log.append(message(`room${i}`, `l${i}`));
+      const unread = await log.delivery.lag('out:lag');
+      expect(unread.events).toBe(4);
+      expect(unread.oldestMs).toBeGreaterThanOrEqual(before - 1000);
+      expect(unread.oldestMs).toBeLessThanOrEqual(Date.now());
+      // read (pending) still counts; acknowledged does not
+      const read: Array<{ p: number; id: string }> = [];
+      for (let p = 0; p < partitions; p++) {
+        await log.delivery.acquireLease(p, 'out:lag', 'me#1#aa', 600_000);
+        read.push(...(await log.delivery.readNew(p, 'out:lag', 'me#1#aa', 100, 0)).map((e) => ({ p, id: e.id })));
+      }
+      expect((await log.delivery.lag('out:lag')).events).toBe(4);
+      for (const r of read) await log.delivery.ack(r.p, 'out:lag', 'me#1#aa', [r.id]);
+      expect(await log.delivery.lag('out:lag')).toEqual({ events: 0, oldestMs: undefined });
+      expect(await log.delivery.lag('out:nobody')).toEqual({ events: 0, oldestMs: undefined });
+    });
+
+    it('delivery records keep the time of the confirmation (also without native ids); retry notes are shared and cleared', async () => {
+      const log = await make();
+      await withRooms(log, 'rec');
+      const a = await log.append(message('rec', 'a'));
+      const b = await log.append(message('rec', 'b'));
+      const before = Date.now();
+      await log.delivery.recordDelivery('rec', a.eventId, 'mqtt', {});
+      await log.delivery.recordDelivery('rec', b.eventId, 'xmpp', { stanzaId: 's-1' });
+      const [ra, rb] = await log.delivery.deliveryRecords('rec', [a.eventId, b.eventId], 'mqtt');
+      expect(ra?.nativeIds).toEqual({});
+      expect(ra?.at).toBeGreaterThanOrEqual(before);
+      expect(rb).toBeUndefined();
+      expect((await log.delivery.deliveryRecords('rec', [b.eventId], 'xmpp'))[0]?.nativeIds).toEqual({ stanzaId: 's-1' });
+      // what references read: the native ids only, none when there are none
+      expect(await log.delivery.deliveredIds('rec', b.eventId, 'xmpp')).toEqual({ stanzaId: 's-1' });
+      expect(await log.delivery.deliveredIds('rec', a.eventId, 'mqtt')).toBeUndefined();
+
+      await log.delivery.noteRetry('rec', b.eventId, 'mqtt', { attempt: 2, nextAt: 123, error: 'refused', at: 100 });
+      expect(await log.delivery.retries()).toEqual([{ room: 'rec', eventId: b.eventId, endpoint: 'mqtt', attempt: 2, nextAt: 123, error: 'refused', at: 100 }]);
+      await log.delivery.noteRetry('rec', b.eventId, 'mqtt', undefined);
+      expect(await log.delivery.retries()).toEqual([]);
+    });
+
     it('state: advance is monotonic, setIfAbsent sets once', async () => {
       const log = await make();
       expect(await log.state.advance('markers', 'alice:ops', 'B')).toBe('B');

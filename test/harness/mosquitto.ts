@@ -56,6 +56,12 @@ export interface MosquittoBroker {
   readonly logPath: string | null;
   /** Stops and starts the broker on the same port; persistent sessions and queued QoS 1/2 messages survive. */
   restart(): Promise<void>;
+  /** Stops the broker (kept stopped until `resume`); the port stays ours to start on again. */
+  pause(): Promise<void>;
+  /** Starts a paused broker again on the same port. */
+  resume(): Promise<void>;
+  /** Rewrites the ACL file (a broker started with `acl`) and has the broker reload it (SIGHUP). */
+  setAcl(acl: string): Promise<void>;
   /** Stops our broker and removes its temp dir; a no-op for an external broker. Idempotent. */
   stop(): Promise<void>;
 }
@@ -158,6 +164,27 @@ export async function startMosquitto(opts: MosquittoOptions = {}): Promise<Mosqu
       await launch();
     },
 
+    async pause(): Promise<void> {
+      if (stopped) throw new Error('Mosquitto harness is stopped');
+      if (child) await terminate(child);
+      child = undefined;
+    },
+
+    async resume(): Promise<void> {
+      if (stopped) throw new Error('Mosquitto harness is stopped');
+      if (child && isRunning(child)) return;
+      await launch();
+    },
+
+    async setAcl(acl: string): Promise<void> {
+      if (opts.acl === undefined) throw new Error('setAcl: start the broker with an `acl` to reload');
+      const before = await fileSize(logPath);
+      await writeFile(aclPath, `${acl}\n`);
+      child?.kill('SIGHUP');
+      // Mosquitto logs the reload once it has read the files again.
+      await waitFor(async () => /Reloading config/i.test(await readFileFrom(logPath, before)), { what: 'Mosquitto to reload its ACL', timeoutMs: 10_000 });
+    },
+
     async stop(): Promise<void> {
       if (stopped) return;
       stopped = true;
@@ -181,6 +208,15 @@ function externalBroker(url: string): MosquittoBroker {
     logPath: null,
     async restart(): Promise<void> {
       throw new Error(`cannot restart the external broker from MQTT_URL (${url}); start our own with { useEnv: false }`);
+    },
+    async pause(): Promise<void> {
+      throw new Error(`cannot stop the external broker from MQTT_URL (${url}); start our own with { useEnv: false }`);
+    },
+    async resume(): Promise<void> {
+      throw new Error(`cannot start the external broker from MQTT_URL (${url}); start our own with { useEnv: false }`);
+    },
+    async setAcl(): Promise<void> {
+      throw new Error(`cannot change the ACL of the external broker from MQTT_URL (${url}); start our own with { useEnv: false }`);
     },
     async stop(): Promise<void> {
       // Not ours to stop.

@@ -32,7 +32,7 @@ const adminErrors = (...extra: number[]) => errors(400, 401, 403, ...extra);
 
 export function registerAdminRoutes(app: FastifyInstance, ctx: HttpContext): void {
   const { directory } = ctx;
-  const onRequest = adminAuth(ctx.config.adminToken);
+  const onRequest = adminAuth(ctx.config.adminToken, { viewerTokens: ctx.config.viewerTokens });
   const tags = ['admin'];
 
   // --- status
@@ -44,7 +44,7 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: HttpContext): voi
       schema: {
         tags,
         security,
-        summary: "This replica's view: the log, and each adapter's state (active here or standby, connected, ready, last error and when, linked rooms, joined rooms in its detail, delivery lag)",
+        summary: "This replica's view: the log, each adapter's state (active here or standby, the replica holding its connection, connected, ready, last error and when, linked rooms, joined rooms in its detail, delivery lag), and the replicas with their version and configuration hash",
         response: {
           200: Type.Object({
             log: Type.Object({
@@ -55,6 +55,12 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: HttpContext): voi
               unavailablePartitions: Type.Optional(Type.Array(Type.Integer({ minimum: 0 }))),
             }),
             adapters: Type.Record(Type.String(), Type.Unknown()),
+            replicas: Type.Optional(
+              Type.Array(
+                Type.Object({ replicaId: Type.String(), version: Type.String(), configHash: Type.String(), startedAt: Type.Integer(), seenAt: Type.Integer(), drift: Type.Boolean() }),
+                { description: 'replicas seen in the last three lease periods; `drift`: its configuration differs from most' },
+              ),
+            ),
           }),
           ...adminErrors(),
         },

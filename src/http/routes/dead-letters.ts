@@ -6,7 +6,8 @@
 import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
 import { SyncgateError } from '../../core/errors.js';
-import { adminAuth } from '../auth.js';
+import { adminAuth, adminOf } from '../auth.js';
+import { DISCARDED_NS, discardedKey } from './operator.js';
 import type { HttpContext } from '../context.js';
 import { errors } from '../schemas.js';
 
@@ -26,7 +27,18 @@ const DeadLetter = Type.Object({
   ts: Type.Integer(),
 });
 
-const ListQuery = Type.Object({ group: Type.Optional(Group), limit: Type.Integer({ minimum: 1, maximum: 10_000, default: 100 }) }, { additionalProperties: false });
+const DeadLetterWithEvent = Type.Composite([DeadLetter, Type.Object({ event: Type.Optional(Type.Unknown({ description: 'the event (the payload), when `events=true` and retention kept it' })) })]);
+
+const ListQuery = Type.Object(
+  {
+    group: Type.Optional(Group),
+    room: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'only this room\'s' })),
+    reason: Type.Optional(Type.String({ minLength: 1, maxLength: 256, description: 'only those whose reason contains this text (case-insensitive)' })),
+    events: Type.Boolean({ default: false, description: 'include each dead letter\'s event' }),
+    limit: Type.Integer({ minimum: 1, maximum: 10_000, default: 100 }),
+  },
+  { additionalProperties: false },
+);
 
 const Selection = Type.Object(
   {
@@ -38,36 +50,104 @@ const Selection = Type.Object(
 );
 
 export function registerDeadLetterRoutes(app: FastifyInstance, ctx: HttpContext): void {
-  const onRequest = adminAuth(ctx.config.adminToken);
+  const onRequest = adminAuth(ctx.config.adminToken, { viewerTokens: ctx.config.viewerTokens ?? [] });
   const delivery = ctx.log.delivery;
 
-  const select = async (body: Static<typeof Selection>): Promise<string[]> => {
-    if (body.all) return (await delivery.listDead(100_000, body.group)).map((d) => d.id);
-    if (!body.ids) throw new SyncgateError('SG_ERR_REQUEST_INVALID', 'give `ids` or `all: true`');
-    return body.ids;
+  /** The selected dead letters that exist, in log order (partition, then feed position): a replay goes out in that order. */
+  const select = async (body: Static<typeof Selection>): Promise<{ ids: string[]; requested: number; chosen: DeadLetterRecord[] }> => {
+    const present = await delivery.listDead(100_000, body.group);
+    let chosen: DeadLetterRecord[];
+    if (body.all) chosen = present;
+    else if (body.ids) {
+      const wanted = new Set(body.ids);
+      chosen = present.filter((d) => wanted.has(d.id));
+    } else throw new SyncgateError('SG_ERR_REQUEST_INVALID', 'give `ids` or `all: true`');
+    chosen.sort((a, b) => partitionOf(a.id) - partitionOf(b.id) || compareStreamIds(a.feedId, b.feedId));
+    return { ids: chosen.map((d) => d.id), requested: body.all ? chosen.length : (body.ids?.length ?? 0), chosen };
   };
 
   app.get<{ Querystring: Static<typeof ListQuery> }>(
     '/v1/admin/dead-letters',
-    { onRequest, schema: { tags, security, summary: 'Events the delivery engine gave up on, oldest first', querystring: ListQuery, response: { 200: Type.Object({ deadLetters: Type.Array(DeadLetter), total: Type.Integer() }), ...errors(400, 401, 403) } } },
-    async (request) => ({ deadLetters: await delivery.listDead(request.query.limit, request.query.group), total: await delivery.deadCount(request.query.group) }),
+    {
+      onRequest,
+      schema: {
+        tags,
+        security,
+        summary: 'Events the delivery engine gave up on, oldest first; reading them consumes nothing',
+        description: 'Filter by link (`group`, `out:<adapter>`, and `room`) and by `reason`; `events=true` adds each one\'s event (the payload). `total` counts the filtered ones.',
+        querystring: ListQuery,
+        response: { 200: Type.Object({ deadLetters: Type.Array(DeadLetterWithEvent), total: Type.Integer() }), ...errors(400, 401, 403) },
+      },
+    },
+    async (request) => {
+      const { group, room, reason, events, limit } = request.query;
+      const needle = reason?.toLowerCase();
+      const filtered = (await delivery.listDead(100_000, group)).filter((d) => (room === undefined || d.room === room) && (needle === undefined || d.reason.toLowerCase().includes(needle)));
+      const page = filtered.slice(0, limit);
+      const withEvents = events ? await Promise.all(page.map(async (d) => ({ ...d, ...(await eventOf(d)) }))) : page;
+      return { deadLetters: withEvents, total: filtered.length };
+    },
   );
+
+  const eventOf = async (d: DeadLetterRecord): Promise<{ event?: unknown }> => {
+    const event = await ctx.log.getEvent(d.room, d.eventId).catch(() => undefined);
+    return event ? { event } : {};
+  };
 
   app.post<{ Body: Static<typeof Selection> }>(
     '/v1/admin/dead-letters/replay',
-    { onRequest, schema: { tags, security, summary: 'Queue dead letters for another delivery (in order, by the lease holder)', body: Selection, response: { 200: Type.Object({ replayed: Type.Integer(), requested: Type.Integer() }), ...errors(400, 401, 403) } } },
+    {
+      onRequest,
+      schema: {
+        tags,
+        security,
+        summary: 'Send dead letters back to their original link, in log order, once each (by the lease holder); admin token only',
+        description: 'Ids that are no longer dead letters (already replayed or dropped) are skipped: `replayed` counts what was queued. Logged with who asked.',
+        body: Selection,
+        response: { 200: Type.Object({ replayed: Type.Integer(), requested: Type.Integer() }), ...errors(400, 401, 403) },
+      },
+    },
     async (request) => {
-      const ids = await select(request.body);
-      return { replayed: await delivery.replayDead(ids), requested: ids.length };
+      const { ids, requested } = await select(request.body);
+      const replayed = await delivery.replayDead(ids);
+      request.log.info({ audit: 'dead-letters.replay', by: adminOf(request).name, ids, replayed }, 'operator replayed dead letters');
+      return { replayed, requested };
     },
   );
 
   app.post<{ Body: Static<typeof Selection> }>(
     '/v1/admin/dead-letters/drop',
-    { onRequest, schema: { tags, security, summary: 'Remove dead letters for good', body: Selection, response: { 200: Type.Object({ dropped: Type.Integer(), requested: Type.Integer() }), ...errors(400, 401, 403) } } },
+    {
+      onRequest,
+      schema: {
+        tags,
+        security,
+        summary: 'Discard dead letters for good; admin token only',
+        description: 'Logged with who asked.',
+        body: Selection,
+        response: { 200: Type.Object({ dropped: Type.Integer(), requested: Type.Integer() }), ...errors(400, 401, 403) },
+      },
+    },
     async (request) => {
-      const ids = await select(request.body);
-      return { dropped: await delivery.dropDead(ids), requested: ids.length };
+      const { ids, requested, chosen } = await select(request.body);
+      const dropped = await delivery.dropDead(ids);
+      // remembered, so the timeline says `discarded` rather than `pending` for good
+      const by = adminOf(request).name;
+      await Promise.all(
+        chosen.map((d) => ctx.log.state.set(DISCARDED_NS, discardedKey(d.room, d.eventId, d.group.replace(/^out:/, '')), JSON.stringify({ at: Date.now(), by }))),
+      );
+      request.log.info({ audit: 'dead-letters.drop', by, ids, dropped }, 'operator discarded dead letters');
+      return { dropped, requested };
     },
   );
+}
+
+type DeadLetterRecord = Static<typeof DeadLetter>;
+
+const partitionOf = (id: string): number => Number(id.slice(0, id.indexOf(':')));
+
+function compareStreamIds(a: string, b: string): number {
+  const [am = 0, as = 0] = a.split('-').map(Number);
+  const [bm = 0, bs = 0] = b.split('-').map(Number);
+  return am - bm || as - bs;
 }

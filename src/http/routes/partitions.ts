@@ -16,7 +16,7 @@ const LogFormat = Type.Object({ format: Type.Union([Type.Literal(1), Type.Litera
 const Partitions = Type.Object({ partitions: Type.Integer({ minimum: 1, maximum: MAX_PARTITIONS }) }, { additionalProperties: false });
 
 export function registerPartitionRoutes(app: FastifyInstance, ctx: HttpContext): void {
-  const onRequest = adminAuth(ctx.config.adminToken);
+  const onRequest = adminAuth(ctx.config.adminToken, { viewerTokens: ctx.config.viewerTokens });
   const common = { tags: ['admin'], security: [{ bearer: [] }] };
 
   app.get(

@@ -25,6 +25,8 @@ export function httpConfig(overrides: Partial<Config['http']> = {}): Config['htt
     heartbeatMs: 15_000,
     trustProxy: false,
     cors: { origins: [] },
+    viewerTokens: [],
+    console: false,
     ...overrides,
   };
 }

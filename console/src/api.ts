@@ -1,0 +1,160 @@
+/**
+ * The console talks to the public admin API only, with the bearer token the
+ * operator signed in with (kept in sessionStorage: gone with the tab, never in
+ * a URL or a cookie).
+ */
+
+const TOKEN_KEY = 'syncgate.console.token';
+
+export function storedToken(): string | undefined {
+  return sessionStorage.getItem(TOKEN_KEY) ?? undefined;
+}
+
+export function storeToken(token: string | undefined): void {
+  if (token === undefined) sessionStorage.removeItem(TOKEN_KEY);
+  else sessionStorage.setItem(TOKEN_KEY, token);
+}
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+export async function api<T>(token: string, method: string, path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = { authorization: `Bearer ${token}` };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  let res: Response;
+  try {
+    res = await fetch(path, { method, headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}), cache: 'no-store' });
+  } catch (err) {
+    throw new ApiError(0, 'NETWORK', `the gateway cannot be reached (${err instanceof Error ? err.message : String(err)})`);
+  }
+  const text = await res.text();
+  let json: unknown;
+  try {
+    json = text ? JSON.parse(text) : undefined;
+  } catch {
+    json = undefined;
+  }
+  if (!res.ok) {
+    const err = (json ?? {}) as { code?: unknown; message?: unknown };
+    throw new ApiError(res.status, typeof err.code === 'string' ? err.code : `HTTP_${res.status}`, typeof err.message === 'string' ? err.message : `HTTP ${res.status}`);
+  }
+  return json as T;
+}
+
+// --- what the admin API answers (the parts the console shows)
+
+export interface Identity {
+  readonly role: 'admin' | 'viewer';
+  readonly name: string;
+}
+
+export interface AdapterStatus {
+  readonly protocol: string;
+  readonly state: string;
+  readonly holder?: string;
+  readonly connected: boolean;
+  readonly ready: boolean;
+  readonly lastError?: { readonly message: string; readonly at: string };
+  readonly links: ReadonlyArray<{ readonly room: string; readonly target: string }>;
+  readonly delivery?: { readonly partitionsHeld: number; readonly lastDelivery?: { readonly lagMs: number; readonly at: string } };
+  readonly rates?: { readonly inPerSecond: number; readonly outPerSecond: number };
+}
+
+export interface Status {
+  readonly log: { readonly backend: string; readonly durable: boolean; readonly available: boolean; readonly unavailablePartitions?: readonly number[] };
+  readonly adapters: Readonly<Record<string, AdapterStatus>>;
+  readonly replicas?: ReadonlyArray<{ readonly replicaId: string; readonly version: string; readonly configHash: string; readonly startedAt: number; readonly seenAt: number; readonly drift: boolean }>;
+}
+
+export interface Lag {
+  readonly adapters: Readonly<Record<string, { readonly events: number; readonly seconds: number; readonly retrying: number; readonly deadLetters: number }>>;
+}
+
+export interface RoomLink {
+  readonly endpoint: string;
+  readonly target: string;
+  readonly options?: Readonly<Record<string, string | number | boolean>>;
+}
+
+export interface Room {
+  readonly id: string;
+  readonly name?: string;
+  readonly links: readonly RoomLink[];
+}
+
+export interface LogEvent {
+  readonly eventId: string;
+  readonly kind: string;
+  readonly room: string;
+  readonly idem?: string;
+  readonly sender?: { readonly uid?: string; readonly native?: string; readonly display?: string; readonly proto?: string };
+  readonly origin: { readonly proto: string; readonly via: string; readonly ids: Readonly<Record<string, string>> };
+  readonly ts: { readonly received: number; readonly origin?: number };
+  readonly content?: { readonly body?: string };
+  readonly rel?: Readonly<Record<string, string | undefined>>;
+  readonly reaction?: { readonly keys?: readonly string[] };
+}
+
+export interface Delivery {
+  readonly endpoint: string;
+  readonly target: string;
+  readonly state: 'delivered' | 'pending' | 'retrying' | 'dead-lettered' | 'discarded' | 'origin';
+  readonly nativeIds?: Readonly<Record<string, string>>;
+  readonly at?: number;
+  readonly attempt?: number;
+  readonly nextAt?: number;
+  readonly error?: string;
+  readonly deadLetter?: string;
+}
+
+export interface TimelinePage {
+  readonly events: ReadonlyArray<{ readonly event: LogEvent; readonly deliveries: readonly Delivery[] }>;
+  readonly next?: string;
+  readonly limited: boolean;
+}
+
+export interface Trace {
+  readonly room: string;
+  readonly eventId: string;
+  readonly idempotencyKey: string;
+  readonly origin: LogEvent['origin'];
+  readonly received: number;
+  readonly event: LogEvent;
+  readonly deliveries: readonly Delivery[];
+}
+
+export interface DeadLetter {
+  readonly id: string;
+  readonly group: string;
+  readonly room: string;
+  readonly feedId: string;
+  readonly eventId: string;
+  readonly reason: string;
+  readonly attempts: number;
+  readonly ts: number;
+  readonly event?: LogEvent;
+}
+
+export interface Device {
+  readonly deviceId: string;
+  readonly user: string;
+  readonly name?: string;
+  /** from GET /v1/admin/devices/lag: when it last synced, and how far behind it is */
+  readonly lastSyncAt?: number;
+  readonly events?: number;
+  readonly seconds?: number;
+}
+
+export interface RuleResult {
+  readonly matched: boolean;
+  readonly message?: unknown;
+  readonly error?: string;
+}

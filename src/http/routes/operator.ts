@@ -1,0 +1,324 @@
+/**
+ * What the operator's console (and `syncgate` / curl) reads: a room's
+ * timeline with each link's delivery state, one event traced to every
+ * delivery, the delivery lag per adapter, and an MQTT rule tried on a sample.
+ * Viewer tokens may call all of these (they change nothing).
+ *
+ * Delivery state is derived, never scanned for: the delivery record of each
+ * (event, endpoint) (written when the protocol confirmed it), the retry
+ * notes (one per room that is retrying now), and the dead-letter streams.
+ */
+import type { FastifyInstance } from 'fastify';
+import { Type, type Static } from '@sinclair/typebox';
+import type { LogEvent } from '../../core/event.js';
+import { SyncgateError } from '../../core/errors.js';
+import type { DeadLetter, DeliveryRecord, EventLog, RoomLink, RetryNote } from '../../core/ports.js';
+import { adminAuth, adminOf } from '../auth.js';
+import { devicePositions } from '../device-lag.js';
+import type { HttpContext } from '../context.js';
+import { RoomParams, errors } from '../schemas.js';
+
+const security = [{ bearer: [] }];
+const tags = ['admin'];
+const adminErrors = (...extra: number[]) => errors(400, 401, 403, ...extra);
+
+export const DELIVERY_STATES = ['delivered', 'pending', 'retrying', 'dead-lettered', 'discarded', 'origin'] as const;
+
+/** the state-store namespace where a discarded dead letter is remembered (room, event, endpoint → when and by whom) */
+export const DISCARDED_NS = 'delivery:discarded';
+export const discardedKey = (room: string, eventId: string, endpoint: string) => `${room}\u0000${eventId}\u0000${endpoint}`;
+export type DeliveryStateName = (typeof DELIVERY_STATES)[number];
+
+const Delivery = Type.Object({
+  endpoint: Type.String(),
+  target: Type.String(),
+  state: Type.Union(DELIVERY_STATES.map((s) => Type.Literal(s)), {
+    description: '`delivered` (confirmed by the protocol), `pending` (not delivered yet, e.g. the adapter is disconnected), `retrying` (failed, tried again at `nextAt`), `dead-lettered` (gave up), `discarded` (a dead letter an operator discarded), `origin` (the event came from this endpoint)',
+  }),
+  nativeIds: Type.Optional(Type.Record(Type.String(), Type.String())),
+  at: Type.Optional(Type.Integer({ description: 'when the delivery was confirmed, or the last attempt failed (ms)' })),
+  attempt: Type.Optional(Type.Integer()),
+  nextAt: Type.Optional(Type.Integer()),
+  error: Type.Optional(Type.String()),
+  deadLetter: Type.Optional(Type.String({ description: 'the dead letter id (for replay / drop)' })),
+});
+export type DeliveryView = Static<typeof Delivery>;
+
+const TimelineEntry = Type.Object({ event: Type.Unknown({ description: 'the log event, as stored' }), deliveries: Type.Array(Delivery) });
+const TimelineQuery = Type.Object(
+  {
+    from: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'the `next` of the previous page' })),
+    limit: Type.Integer({ minimum: 1, maximum: 500, default: 50 }),
+  },
+  { additionalProperties: false },
+);
+
+const TraceParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 1024, description: 'our event id, a native id (XMPP stanza id, Matrix event id, …) or an idempotency key' }) });
+const TraceQuery = Type.Object({ room: Type.Optional(RoomParams.properties.room) }, { additionalProperties: false });
+
+const Lag = Type.Object({
+  events: Type.Integer({ description: 'feed entries not acknowledged yet' }),
+  seconds: Type.Number({ description: 'age of the oldest of them (0 when none)' }),
+  retrying: Type.Integer({ description: 'rooms whose head event is being retried' }),
+  deadLetters: Type.Integer(),
+});
+
+const RuleTestBody = Type.Object(
+  {
+    filter: Type.String({ minLength: 1, maxLength: 1024, description: 'the link target: an MQTT topic filter, with +name captures' }),
+    options: Type.Optional(Type.Record(Type.String({ maxLength: 64 }), Type.Union([Type.String({ maxLength: 4096 }), Type.Number(), Type.Boolean()]))),
+    topic: Type.String({ minLength: 1, maxLength: 1024 }),
+    payload: Type.String({ maxLength: 65_536 }),
+    room: Type.Optional(RoomParams.properties.room),
+    endpoint: Type.Optional(Type.String({ pattern: '^[a-z][a-z0-9-]{0,31}$', description: 'the adapter whose settings apply (default: the first MQTT adapter)' })),
+  },
+  { additionalProperties: false },
+);
+const RuleTestResult = Type.Object({
+  matched: Type.Boolean(),
+  message: Type.Optional(Type.Unknown({ description: 'the event draft the rule would ingest' })),
+  error: Type.Optional(Type.String()),
+});
+
+const key = (eventId: string, endpoint: string) => `${eventId}\u0000${endpoint}`;
+
+/** The delivery state of each event on each of the room's links. */
+export async function deliveryStates(log: EventLog, room: string, links: readonly RoomLink[], events: readonly LogEvent[]): Promise<DeliveryView[][]> {
+  const endpoints = [...new Set(links.map((l) => l.endpoint))];
+  const ids = events.map((e) => e.eventId);
+  const [records, retries, discarded] = await Promise.all([
+    Promise.all(endpoints.map(async (endpoint) => [endpoint, await log.delivery.deliveryRecords(room, ids, endpoint)] as const)),
+    log.delivery.retries(),
+    log.state.entries(DISCARDED_NS),
+  ]);
+  const discardedOf = new Map<string, { at?: number; by?: string }>();
+  for (const [field, raw] of discarded) {
+    const [r = '', eventId = '', endpoint = ''] = field.split('\u0000');
+    if (r !== room) continue;
+    try {
+      discardedOf.set(key(eventId, endpoint), JSON.parse(raw) as { at?: number; by?: string });
+    } catch {
+      discardedOf.set(key(eventId, endpoint), {});
+    }
+  }
+  const recordOf = new Map<string, DeliveryRecord>();
+  for (const [endpoint, list] of records) list.forEach((r, i) => r && recordOf.set(key(ids[i] ?? '', endpoint), r));
+  const retryOf = new Map<string, RetryNote>();
+  for (const r of retries) if (r.room === room) retryOf.set(key(r.eventId, r.endpoint), r);
+  // The dead-letter streams are read only when an event on this page has neither record nor retry.
+  const undecided = events.some((e) => endpoints.some((ep) => e.origin.via !== ep && !recordOf.has(key(e.eventId, ep)) && !retryOf.has(key(e.eventId, ep))));
+  const deadOf = new Map<string, DeadLetter>();
+  if (undecided) for (const d of await log.delivery.listDead(10_000)) if (d.room === room) deadOf.set(key(d.eventId, d.group.replace(/^out:/, '')), d);
+
+  return events.map((event) =>
+    links.map((link): DeliveryView => {
+      const base = { endpoint: link.endpoint, target: link.target };
+      const k = key(event.eventId, link.endpoint);
+      const record = recordOf.get(k);
+      if (record) return { ...base, state: 'delivered', nativeIds: { ...record.nativeIds }, ...(record.at !== undefined ? { at: record.at } : {}) };
+      if (event.origin.via === link.endpoint) return { ...base, state: 'origin' };
+      const dead = deadOf.get(k);
+      if (dead) return { ...base, state: 'dead-lettered', at: dead.ts, attempt: dead.attempts, error: dead.reason, deadLetter: dead.id };
+      const gone = discardedOf.get(k);
+      if (gone) return { ...base, state: 'discarded', ...(typeof gone.at === 'number' ? { at: gone.at } : {}), ...(typeof gone.by === 'string' ? { error: `discarded by ${gone.by}` } : {}) };
+      const retry = retryOf.get(k);
+      if (retry) return { ...base, state: 'retrying', attempt: retry.attempt, nextAt: retry.nextAt, error: retry.error, at: retry.at };
+      return { ...base, state: 'pending' };
+    }),
+  );
+}
+
+/** Finds an event by our id, an idempotency key or a native id, in one room or in all. */
+async function findEvent(log: EventLog, id: string, room: string | undefined): Promise<LogEvent | undefined> {
+  const rooms = room !== undefined ? [room] : (await log.rooms.list()).map((r) => r.id);
+  for (const r of rooms) {
+    const direct = await log.getEvent(r, id).catch(() => undefined);
+    if (direct) return direct;
+    // an idempotency key or a full native key (`xmpp:id:…`), then a Matrix event id (global, so unscoped)
+    for (const k of [id, `matrix:mx.eventId:${id}`]) {
+      const eventId = await log.resolve(r, k);
+      const found = eventId !== undefined ? await log.getEvent(r, eventId) : undefined;
+      if (found) return found;
+    }
+  }
+  // A scoped native id (an XMPP stanza id is kept with its sender): the recent events' own ids.
+  for (const r of rooms) {
+    const page = await log.roomHistory(r, { dir: 'b', limit: 500 }).catch(() => undefined);
+    const hit = page?.events.find((e) => Object.values(e.origin.ids).includes(id));
+    if (hit) return hit;
+  }
+  return undefined;
+}
+
+export function registerOperatorRoutes(app: FastifyInstance, ctx: HttpContext): void {
+  const { log } = ctx;
+  const onRequest = adminAuth(ctx.config.adminToken, { viewerTokens: ctx.config.viewerTokens ?? [] });
+  const readOnlyPost = adminAuth(ctx.config.adminToken, { viewerTokens: ctx.config.viewerTokens ?? [], readOnly: true });
+
+  const linksOf = async (room: string): Promise<readonly RoomLink[]> => {
+    const spec = await log.rooms.get(room);
+    if (!spec) throw new SyncgateError('SG_ERR_ROOM_UNKNOWN', room);
+    return spec.links;
+  };
+
+  app.get(
+    '/v1/admin/whoami',
+    {
+      onRequest,
+      schema: {
+        tags,
+        security,
+        summary: 'Which kind of token this is: `admin` (may change things) or `viewer` (reads only), and the name the audit log gives it',
+        response: { 200: Type.Object({ role: Type.Union([Type.Literal('admin'), Type.Literal('viewer')]), name: Type.String() }), ...adminErrors() },
+      },
+    },
+    async (request) => adminOf(request),
+  );
+
+  app.get<{ Params: Static<typeof RoomParams>; Querystring: Static<typeof TimelineQuery> }>(
+    '/v1/admin/rooms/:room/timeline',
+    {
+      onRequest,
+      schema: {
+        tags,
+        security,
+        summary: "A room's timeline, newest first, with each link's delivery state per event",
+        description: 'Pass `next` as the following `from` for older events. States: `delivered` (with native ids and time), `pending`, `retrying` (attempt, next attempt, last error), `dead-lettered`, `origin`.',
+        params: RoomParams,
+        querystring: TimelineQuery,
+        response: { 200: Type.Object({ events: Type.Array(TimelineEntry), next: Type.Optional(Type.String()), limited: Type.Boolean() }), ...adminErrors(404) },
+      },
+    },
+    async (request) => {
+      const { room } = request.params;
+      const links = await linksOf(room);
+      const { from, limit } = request.query;
+      const page = await log.roomHistory(room, { dir: 'b', limit, ...(from !== undefined ? { from } : {}) });
+      const states = await deliveryStates(log, room, links, page.events);
+      return { events: page.events.map((event, i) => ({ event, deliveries: states[i] ?? [] })), limited: page.limited, ...(page.next !== undefined ? { next: page.next } : {}) };
+    },
+  );
+
+  app.get<{ Params: Static<typeof TraceParams>; Querystring: Static<typeof TraceQuery> }>(
+    '/v1/admin/trace/:id',
+    {
+      onRequest,
+      schema: {
+        tags,
+        security,
+        summary: 'One event end to end: where it came from, its idempotency key, and every delivery with native ids and times',
+        description: 'Takes our event id, an idempotency key, a full native key (`xmpp:id:…`), a Matrix event id, or a native id among the newest 500 events of each room.',
+        params: TraceParams,
+        querystring: TraceQuery,
+        response: {
+          200: Type.Object({ room: Type.String(), eventId: Type.String(), idempotencyKey: Type.String(), origin: Type.Unknown(), received: Type.Integer(), event: Type.Unknown(), deliveries: Type.Array(Delivery) }),
+          ...adminErrors(404),
+        },
+      },
+    },
+    async (request) => {
+      const event = await findEvent(log, request.params.id, request.query.room);
+      if (!event) throw new SyncgateError('SG_ERR_EVENT_UNKNOWN', `no event, idempotency key or native id ${request.params.id}${request.query.room !== undefined ? ` in ${request.query.room}` : ''}`);
+      const links = await linksOf(event.room);
+      const [deliveries = []] = await deliveryStates(log, event.room, links, [event]);
+      return { room: event.room, eventId: event.eventId, idempotencyKey: event.idem, origin: event.origin, received: event.ts.received, event, deliveries };
+    },
+  );
+
+  app.get(
+    '/v1/admin/lag',
+    {
+      onRequest,
+      schema: {
+        tags,
+        security,
+        summary: 'Delivery lag per adapter, in events and in seconds, with its retrying rooms and dead letters',
+        response: { 200: Type.Object({ adapters: Type.Record(Type.String(), Lag) }), ...adminErrors() },
+      },
+    },
+    async () => {
+      const names = new Set<string>();
+      for (const spec of await log.rooms.list()) for (const link of spec.links) if (link.endpoint !== 'api') names.add(link.endpoint);
+      const status = ctx.status ? await ctx.status() : undefined;
+      for (const name of Object.keys(status?.adapters ?? {})) names.add(name);
+      const [retries, dead] = await Promise.all([log.delivery.retries(), log.delivery.listDead(100_000)]);
+      const now = Date.now();
+      const adapters: Record<string, Static<typeof Lag>> = {};
+      for (const name of [...names].sort()) {
+        const lag = await log.delivery.lag(`out:${name}`);
+        adapters[name] = {
+          events: lag.events,
+          seconds: lag.oldestMs === undefined ? 0 : Math.max(0, (now - lag.oldestMs) / 1000),
+          retrying: retries.filter((r) => r.endpoint === name).length,
+          deadLetters: dead.filter((d) => d.group === `out:${name}`).length,
+        };
+      }
+      return { adapters };
+    },
+  );
+
+  app.get(
+    '/v1/admin/devices/lag',
+    {
+      onRequest,
+      schema: {
+        tags,
+        security,
+        summary: 'How far behind each HTTP device is: when it last synced, the events after its position in its rooms, and the age of the oldest',
+        description: 'A device is placed by the `since` of its last `/v1/sync` (noted at most every 5 s) or live-stream connection; `events` counts up to 1,000.',
+        response: {
+          200: Type.Object({
+            devices: Type.Array(
+              Type.Object({
+                deviceId: Type.String(),
+                user: Type.String(),
+                name: Type.Optional(Type.String()),
+                lastSyncAt: Type.Optional(Type.Integer()),
+                events: Type.Optional(Type.Integer()),
+                seconds: Type.Optional(Type.Number()),
+              }),
+            ),
+          }),
+          ...adminErrors(),
+        },
+      },
+    },
+    async () => {
+      const [devices, seen] = await Promise.all([ctx.directory.listDevices(), devicePositions(log.state)]);
+      const now = Date.now();
+      const grantsOf = new Map<string, Promise<string[]>>();
+      const rows = await Promise.all(
+        devices.slice(0, 1000).map(async (d) => {
+          const base = { deviceId: d.deviceId, user: d.user, ...(d.name !== undefined ? { name: d.name } : {}) };
+          const at = seen.get(d.deviceId);
+          if (!at) return base;
+          if (!grantsOf.has(d.user)) grantsOf.set(d.user, ctx.directory.grants(d.user));
+          const rooms = new Set(await (grantsOf.get(d.user) ?? Promise.resolve([])));
+          const behind = rooms.size === 0 ? undefined : await log.read(at.since, { rooms, limit: 1000 }).catch(() => undefined);
+          const oldest = behind?.events[0]?.ts.received;
+          return { ...base, lastSyncAt: at.at, events: behind?.events.length ?? 0, seconds: oldest === undefined ? 0 : Math.max(0, (now - oldest) / 1000) };
+        }),
+      );
+      return { devices: rows };
+    },
+  );
+
+  app.post<{ Body: Static<typeof RuleTestBody> }>(
+    '/v1/admin/rules/test',
+    {
+      onRequest: readOnlyPost,
+      schema: {
+        tags,
+        security,
+        summary: 'Try an MQTT rule (link target + options) on a sample topic and payload: the message it would ingest, or why not',
+        description: 'Changes nothing: viewer tokens may call it.',
+        body: RuleTestBody,
+        response: { 200: RuleTestResult, ...adminErrors(404) },
+      },
+    },
+    async (request) => {
+      if (!ctx.testRule) throw new SyncgateError('SG_ERR_NOT_FOUND', 'no MQTT adapter is configured on this gateway');
+      return ctx.testRule(request.body);
+    },
+  );
+}
