@@ -13,6 +13,12 @@ export interface FeedEntry {
   readonly room: string;
   /** undefined when retention removed the room entry but the feed still lists it */
   readonly draft: EventDraft | undefined;
+  /**
+   * The event's stored JSON text (format 2, codec.ts), when the backend has
+   * it: a sync page is written from it without decoding (issue 19). Absent
+   * for format-1 entries and in memory.
+   */
+  readonly stored?: string | undefined;
 }
 
 export interface FeedPage {

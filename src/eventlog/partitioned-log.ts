@@ -21,10 +21,12 @@ import type {
   AppendOptions,
   AppendResult,
   DeliveryQueue,
+  DeviceView,
   EventLog,
   EventLogInfo,
   HistoryOptions,
   HistoryPage,
+  JsonReadResult,
   ReadOptions,
   ReadResult,
   RoomFilter,
@@ -37,6 +39,7 @@ import type {
 } from '../core/ports.js';
 import { MAX_PARTITIONS, ZERO_POS, comparePos, eventIdFor, justBefore, locateEventId, parseStreamId, type StreamPos } from '../core/position.js';
 import type { FeedEntry, FeedPage, LogBackend, RetentionPolicy, RoomFilterFn, WriteFormat } from './backend.js';
+import { viewJsonOfEvent, viewJsonOfStored } from './codec.js';
 import { createDeliveryQueue } from './delivery-queue.js';
 import { LiveFeed, type LiveSink } from './live-feed.js';
 
@@ -430,11 +433,40 @@ export class PartitionedLog implements EventLog {
   }
 
   async read(since: string | undefined, options: ReadOptions): Promise<ReadResult> {
+    const page = await this.readEntries(since, options);
+    let limited = page.limited;
+    const events: LogEvent[] = [];
+    for (const { p, entry } of page.entries) {
+      if (entry.draft === undefined) limited = true;
+      else events.push(this.toLogEvent(p, entry.pos, entry.draft));
+    }
+    return { events, next: page.next, limited };
+  }
+
+  async readJson(since: string | undefined, options: ReadOptions, view: DeviceView): Promise<JsonReadResult> {
+    const page = await this.readEntries(since, options);
+    let limited = page.limited;
+    const events: string[] = [];
+    for (const { p, entry } of page.entries) {
+      const stored = entry.stored;
+      const json =
+        stored === undefined
+          ? undefined
+          : viewJsonOfStored(stored, entry.room, eventIdFor(p, entry.pos), encodeEventPosition({ partitions: Math.max(this.count, p + 1), partition: p, pos: entry.pos }), view);
+      if (json !== undefined) events.push(json);
+      else if (entry.draft === undefined) limited = true;
+      else events.push(viewJsonOfEvent(this.toLogEvent(p, entry.pos, entry.draft), view));
+    }
+    return { events, next: page.next, limited };
+  }
+
+  /** The entries of a read() page, in order, with its next cursor; `limited` as far as the cursor tells (a missing entry adds to it). */
+  private async readEntries(since: string | undefined, options: ReadOptions): Promise<{ entries: Array<{ p: number; entry: FeedEntry }>; next: string; limited: boolean }> {
     this.ensureOpen();
     checkLimit(options.limit);
     const cursor = await this.cursorOf(since);
     const plan = await this.plan(options.rooms);
-    let limited = since !== undefined && (await this.isLimited(cursor, plan));
+    const limited = since !== undefined && (await this.isLimited(cursor, plan));
 
     // Partitions share the page: each round gives every partition that may have
     // more an equal quota of what is left, at least one entry each, so every
@@ -473,12 +505,7 @@ export class PartitionedLog implements EventLog {
       const resume = justBefore(entry.pos);
       if (comparePos(resume, positions.get(p) ?? ZERO_POS) < 0) positions.set(p, resume);
     }
-    const events: LogEvent[] = [];
-    for (const { p, entry } of collected) {
-      if (entry.draft === undefined) limited = true;
-      else events.push(this.toLogEvent(p, entry.pos, entry.draft));
-    }
-    return { events, next: encodeSyncCursor(positions), limited };
+    return { entries: collected, next: encodeSyncCursor(positions), limited };
   }
 
   /**

@@ -18,7 +18,7 @@ import type { RoomSpec, RoomStore, StateStore } from '../core/ports.js';
 import { MAX_PARTITIONS, ZERO_POS, comparePos, fnv1a32, parseStreamId, partitionOf, posToString, type StreamPos } from '../core/position.js';
 import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, LogBackend, PartitionMeta, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
 import { LATEST_WRITE_FORMAT, type WriteFormat } from './backend.js';
-import { decodeFields, encodeEvent, encodeFields, encodeFieldsV1, encodeValues } from './codec.js';
+import { decodeFields, encodeEvent, encodeFields, encodeFieldsV1, encodeValues, storedJson } from './codec.js';
 import { FeedPool } from './feed-pool.js';
 import { keySpace, type KeySpace } from './keys.js';
 import { redactUrl } from '../log/index.js';
@@ -93,6 +93,27 @@ interface SyncgateCommands {
   sgOpen(meta: string, count: number, format: number): Promise<number>;
 }
 type CommandClient = Redis & SyncgateCommands;
+
+/**
+ * A timeline entry as read: decoded when its draft is first asked for, so a
+ * sync page written from the stored JSON text (FeedEntry.stored) never
+ * decodes it (issue 19, point 1). No fields: retention removed it.
+ */
+class StoredEntry implements FeedEntry {
+  private decoded: EventDraft | undefined | null = null;
+  constructor(
+    readonly pos: StreamPos,
+    readonly room: string,
+    private readonly fields: string[] | undefined,
+  ) {}
+  get draft(): EventDraft | undefined {
+    if (this.decoded === null) this.decoded = this.fields ? decodeFields(this.room, this.fields) : undefined;
+    return this.decoded;
+  }
+  get stored(): string | undefined {
+    return this.fields ? storedJson(this.fields) : undefined;
+  }
+}
 
 /** Redis Cluster: seed nodes; the client discovers the rest and follows MOVED/ASK and failovers. */
 export interface RedisClusterTarget {
@@ -696,14 +717,14 @@ export class RedisBackend implements LogBackend {
       else if (comparePos(row.pos, r.lo.pos) < 0) r.lo = row;
       else if (comparePos(row.pos, r.hi.pos) > 0) r.hi = row;
     }
-    const found = new Map<string, EventDraft>();
+    const found = new Map<string, string[]>();
     await Promise.all(
       [...byRoom].map(async ([room, range]) => {
         const entries = (await this.redis.xrange(this.keys.room(p, room), range.lo.id, range.hi.id)) as StreamReply;
-        for (const [id, fields] of entries) found.set(`${room}\u0000${id}`, decodeFields(room, fields));
+        for (const [id, fields] of entries) found.set(`${room}\u0000${id}`, fields);
       }),
     );
-    return rows.map((row) => ({ pos: row.pos, room: row.room, draft: found.get(`${row.room}\u0000${row.id}`) }));
+    return rows.map((row) => new StoredEntry(row.pos, row.room, found.get(`${row.room}\u0000${row.id}`)));
   }
 
   private feedRows(reply: StreamReply) {
@@ -814,7 +835,7 @@ export class RedisBackend implements LogBackend {
         ? await this.redis.xrange(key, from ? `(${posToString(from)}` : '-', '+', 'COUNT', count)
         : await this.redis.xrevrange(key, from ? `(${posToString(from)}` : '+', '-', 'COUNT', count)
     ) as StreamReply;
-    return reply.map(([id, fields]) => ({ pos: parseStreamId(id), room, draft: decodeFields(room, fields) }));
+    return reply.map(([id, fields]) => new StoredEntry(parseStreamId(id), room, fields));
   }
 
   async lookup(partition: number, fields: readonly string[]): Promise<Array<StreamPos | undefined>> {
