@@ -393,6 +393,58 @@ export function viewJsonOfEvent(event: LogEvent, view: DeviceView): string {
   return JSON.stringify(out);
 }
 
+/** A DeviceView's keys and device id as JSON texts, worked out once per view object. */
+interface PreparedView {
+  readonly hidden: ReadonlySet<string>;
+  readonly deviceKey: string;
+  readonly txnKey: string;
+  readonly deviceId: string;
+}
+const prepared = new WeakMap<DeviceView, PreparedView>();
+function preparedView(view: DeviceView): PreparedView {
+  let p = prepared.get(view);
+  if (!p) {
+    p = { hidden: new Set(view.hiddenIds.map((k) => JSON.stringify(k))), deviceKey: JSON.stringify(view.echo.deviceKey), txnKey: JSON.stringify(view.echo.txnKey), deviceId: JSON.stringify(view.echo.deviceId) };
+    prepared.set(view, p);
+  }
+  return p;
+}
+
+/**
+ * viewIds on the JSON text of origin ids (string values, as JSON.stringify
+ * wrote them: keys compare as text): the kept members' text and the device's
+ * txnId as JSON text. undefined when the text is not such an object.
+ */
+function viewIdsText(text: string, view: PreparedView): { ids: string; txnId: string | undefined } | undefined {
+  if (text.charCodeAt(0) !== 123) return undefined;
+  let kept = '';
+  let dropped = false;
+  let device: string | undefined;
+  let txn: string | undefined;
+  let i = 1;
+  while (i < text.length) {
+    if (text.charCodeAt(i) !== 34) return undefined;
+    const keyEnd = endOfString(text, i);
+    if (keyEnd < 0 || text.charCodeAt(keyEnd) !== 58 || text.charCodeAt(keyEnd + 1) !== 34) return undefined;
+    const valueEnd = endOfString(text, keyEnd + 1);
+    if (valueEnd < 0) return undefined;
+    const key = text.slice(i, keyEnd);
+    const value = text.slice(keyEnd + 1, valueEnd);
+    if (key === view.deviceKey) device = value;
+    if (key === view.txnKey) txn = value;
+    if (view.hidden.has(key)) dropped = true;
+    else kept += kept === '' ? text.slice(i, valueEnd) : `,${text.slice(i, valueEnd)}`;
+    const sep = text.charCodeAt(valueEnd);
+    if (sep === 125) {
+      if (valueEnd !== text.length - 1) return undefined;
+      return { ids: dropped ? `{${kept}}` : text, txnId: device === view.deviceId ? txn : undefined };
+    }
+    if (sep !== 44) return undefined;
+    i = valueEnd + 1;
+  }
+  return undefined;
+}
+
 const present = (text: string | undefined): text is string => text !== undefined && text !== 'null';
 
 /**
@@ -413,10 +465,10 @@ export function viewJsonOfStored(stored: string, room: string, eventId: string, 
   const [, , uid, native, display, via, idsText = '{}', received, body, rest, rel, extra, originTs] = a;
   let ids = idsText;
   let txnId: string | undefined;
-  if (idsText !== '{}' && (view.hiddenIds.some((key) => idsText.includes(`"${key}"`)) || idsText.includes(`"${view.echo.deviceKey}"`))) {
-    const seen = viewIds(JSON.parse(idsText) as Record<string, string>, view);
-    if (seen.ids !== undefined) ids = JSON.stringify(seen.ids);
-    txnId = seen.txnId;
+  if (idsText !== '{}') {
+    const seen = viewIdsText(idsText, preparedView(view));
+    if (seen === undefined) return undefined;
+    ({ ids, txnId } = seen);
   }
   let json = `{"v":1,"kind":"${parts.kind}","room":${JSON.stringify(room)},"sender":{"uid":${uid},"proto":"${parts.sproto}","native":${native},"auth":"${parts.auth}"`;
   if (present(display)) json += `,"display":${display}`;
@@ -431,6 +483,6 @@ export function viewJsonOfStored(stored: string, room: string, eventId: string, 
   const extraField = EXTRA_FIELD[parts.kind];
   if (extraField && present(extra)) json += `,"${extraField}":${extra}`;
   json += `,"eventId":${JSON.stringify(eventId)},"cursor":${JSON.stringify(cursor)}`;
-  if (txnId !== undefined) json += `,"unsigned":{"txnId":${JSON.stringify(txnId)}}`;
+  if (txnId !== undefined) json += `,"unsigned":{"txnId":${txnId}}`;
   return `${json}}`;
 }
