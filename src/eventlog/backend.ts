@@ -4,7 +4,7 @@
  * so the memory and the Redis log behave the same by construction and the
  * contract suite checks the primitives through it.
  */
-import type { DraftOf, EventDraft } from '../core/event.js';
+import type { DraftOf, EventDraft, LogEvent } from '../core/event.js';
 import type { DeadLetter, RoomStore, StateStore } from '../core/ports.js';
 import type { StreamPos } from '../core/position.js';
 
@@ -19,6 +19,12 @@ export interface FeedEntry {
    * for format-1 entries and in memory.
    */
   readonly stored?: string | undefined;
+  /**
+   * The event as a new object of its own with `eventId` and `cursor` set,
+   * when the backend decodes entries itself: spares read() a copy of every
+   * event (issue 19). undefined when the entry is gone.
+   */
+  toEvent?(eventId: string, cursor: string): LogEvent | undefined;
 }
 
 export interface FeedPage {

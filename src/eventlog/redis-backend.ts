@@ -12,7 +12,7 @@ import { hash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Cluster, Redis, type Command, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
-import type { DraftOf, EventDraft } from '../core/event.js';
+import type { DraftOf, EventDraft, LogEvent } from '../core/event.js';
 import { SyncgateError } from '../core/errors.js';
 import type { RoomSpec, RoomStore, StateStore } from '../core/ports.js';
 import { MAX_PARTITIONS, ZERO_POS, comparePos, fnv1a32, parseStreamId, partitionOf, posToString, type StreamPos } from '../core/position.js';
@@ -112,6 +112,14 @@ class StoredEntry implements FeedEntry {
   }
   get stored(): string | undefined {
     return this.fields ? storedJson(this.fields) : undefined;
+  }
+  toEvent(eventId: string, cursor: string): LogEvent | undefined {
+    if (!this.fields) return undefined;
+    // decoded already (and maybe handed out): a copy; else decoded straight into the event
+    const event = (this.decoded === null ? decodeFields(this.room, this.fields) : Object.assign({}, this.decoded)) as EventDraft & { eventId: string; cursor: string };
+    event.eventId = eventId;
+    event.cursor = cursor;
+    return event;
   }
 }
 
