@@ -448,7 +448,9 @@ export class RedisBackend implements LogBackend {
     this.appender = defineCommands(
       instrument(openClient(options, {
         connectionName: `${options.prefix}append`,
-        enableAutoPipelining: true,
+        // No auto-pipelining: appends are batched per tick already (one script call per
+        // batch), and ioredis' auto-pipelining waits a setImmediate more before writing.
+        enableAutoPipelining: false,
         ...options.redisOptions,
         maxRetriesPerRequest: null,
       }), options.onCommand),
