@@ -140,10 +140,12 @@ export function eventLogContract(target: ContractTarget): void {
       expect(seen).toBe(23);
       expect(pages).toBeGreaterThanOrEqual(4);
       const all = await log.readJson(undefined, { rooms: 'all', limit: 100 }, view);
-      const mine = JSON.parse(all.events.find((e) => e.includes(first.eventId)) ?? '{}') as { unsigned?: unknown; origin?: { ids?: object }; idem?: unknown };
-      expect(mine.unsigned).toEqual({ txnId: 't-1' });
-      expect(mine.origin?.ids).toEqual({});
-      expect(mine.idem).toBeUndefined();
+      const views = all.events.map((e) => JSON.parse(e) as { eventId: string; unsigned?: unknown; origin?: { ids?: object }; idem?: unknown });
+      const mine = views.find((v) => v.eventId === first.eventId);
+      expect(mine?.unsigned).toEqual({ txnId: 't-1' });
+      expect(mine?.origin?.ids).toEqual({});
+      expect(mine?.idem).toBeUndefined();
+      expect(views.filter((v) => v.unsigned !== undefined)).toHaveLength(1);
     });
 
     it('is idempotent: the same key returns the first eventId and cursor and appends nothing', async () => {
