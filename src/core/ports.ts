@@ -39,6 +39,25 @@ export interface ReadResult {
   readonly limited: boolean;
 }
 
+/**
+ * What a device sees of an event (src/http/view.ts): the log event without
+ * its idempotency key and without the origin ids named in `hiddenIds`; when
+ * `origin.ids[echo.deviceKey]` equals `echo.deviceId`, an `unsigned` member
+ * `{ txnId: origin.ids[echo.txnKey] }` at the end (the sending device's own
+ * transaction id).
+ */
+export interface DeviceView {
+  readonly hiddenIds: readonly string[];
+  readonly echo: { readonly deviceKey: string; readonly txnKey: string; readonly deviceId: string };
+}
+
+/** read() with each event as the JSON text of its device view: what a sync page is made of. */
+export interface JsonReadResult {
+  readonly events: string[];
+  readonly next: string;
+  readonly limited: boolean;
+}
+
 export type TailItem =
   | { readonly type: 'event'; readonly event: LogEvent; readonly next: string }
   | { readonly type: 'limited'; readonly next: string };
@@ -259,6 +278,13 @@ export interface EventLog {
   append(draft: EventDraft, options?: AppendOptions): Promise<AppendResult>;
   /** Events after `since` (a sync cursor; absent = the beginning) in the given rooms. */
   read(since: string | undefined, options: ReadOptions): Promise<ReadResult>;
+  /**
+   * The same page as read(), each event as the JSON text of `view` of it
+   * (the same members and values as JSON.stringify of the view of the
+   * LogEvent). Written from the stored bytes where the store keeps the event
+   * as one JSON text, without decoding it (issue 19).
+   */
+  readJson(since: string | undefined, options: ReadOptions, view: DeviceView): Promise<JsonReadResult>;
   /** The newest `limit` events of the rooms (oldest first) and the sync cursor of now. */
   latest(options: ReadOptions): Promise<ReadResult>;
   /** History after `since`, then live events, with no gap and no duplicate. */

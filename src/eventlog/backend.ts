@@ -4,7 +4,7 @@
  * so the memory and the Redis log behave the same by construction and the
  * contract suite checks the primitives through it.
  */
-import type { DraftOf, EventDraft } from '../core/event.js';
+import type { DraftOf, EventDraft, LogEvent } from '../core/event.js';
 import type { DeadLetter, RoomStore, StateStore } from '../core/ports.js';
 import type { StreamPos } from '../core/position.js';
 
@@ -13,6 +13,18 @@ export interface FeedEntry {
   readonly room: string;
   /** undefined when retention removed the room entry but the feed still lists it */
   readonly draft: EventDraft | undefined;
+  /**
+   * The event's stored JSON text (format 2, codec.ts), when the backend has
+   * it: a sync page is written from it without decoding (issue 19). Absent
+   * for format-1 entries and in memory.
+   */
+  readonly stored?: string | undefined;
+  /**
+   * The event as a new object of its own with `eventId` and `cursor` set,
+   * when the backend decodes entries itself: spares read() a copy of every
+   * event (issue 19). undefined when the entry is gone.
+   */
+  toEvent?(eventId: string, cursor: string): LogEvent | undefined;
 }
 
 export interface FeedPage {

@@ -11,7 +11,8 @@
  * by the field count. encodeFieldsV1 still writes format 1, for the tests
  * that prove it.
  */
-import type { Content, EventDraft, EventKind, Origin, Sender } from '../core/event.js';
+import type { Content, EventDraft, EventKind, LogEvent, Origin, Sender } from '../core/event.js';
+import type { DeviceView } from '../core/ports.js';
 import { SyncgateError } from '../core/errors.js';
 
 /** format 1's field names */
@@ -213,9 +214,18 @@ export function encodeFields(draft: EventDraft): string[] {
   return [EVENT_FIELD, encodeEvent(draft)];
 }
 
-function decodeEvent(room: string, json: string): EventDraft {
-  const a = JSON.parse(json) as Stored;
-  let h = a[0];
+interface Head {
+  readonly kind: EventKind;
+  readonly sproto: Sender['proto'];
+  readonly auth: Sender['auth'];
+  readonly oproto: Origin['proto'];
+  readonly puppet: boolean;
+  readonly historical: boolean;
+}
+
+/** The parts of format 2's head integer (see `head`); undefined for one no build wrote. */
+function headParts(value: number): Head | undefined {
+  let h = value;
   const kind = KINDS[h % KINDS.length];
   h = Math.floor(h / KINDS.length);
   const sproto = PROTOS[h % PROTOS.length];
@@ -224,9 +234,16 @@ function decodeEvent(room: string, json: string): EventDraft {
   h = Math.floor(h / AUTHS.length);
   const oproto = PROTOS[h % PROTOS.length];
   h = Math.floor(h / PROTOS.length);
-  if (kind === undefined || sproto === undefined || auth === undefined || oproto === undefined || h > 3) {
-    throw new SyncgateError('SG_ERR_INTERNAL', `stored event in ${room} has an unknown head ${a[0]}`);
-  }
+  if (kind === undefined || sproto === undefined || auth === undefined || oproto === undefined || !(h >= 0 && h <= 3)) return undefined;
+  return { kind, sproto, auth, oproto, puppet: h % 2 === 1, historical: h >= 2 };
+}
+
+function decodeEvent(room: string, json: string): EventDraft {
+  const a = JSON.parse(json) as Stored;
+  const parts = headParts(a[0]);
+  if (!parts) throw new SyncgateError('SG_ERR_INTERNAL', `stored event in ${room} has an unknown head ${a[0]}`);
+  const { kind, sproto, auth, oproto } = parts;
+  const h = (parts.historical ? 2 : 0) + (parts.puppet ? 1 : 0);
   const sender: Sender = { uid: a[2], proto: sproto, native: a[3], auth };
   if (a[4] !== null) sender.display = a[4];
   if (h % 2 === 1) sender.puppet = true;
@@ -283,4 +300,189 @@ export function decodeFieldsV1(room: string, values: readonly string[]): EventDr
   if (extraField && v(9) !== '') draft[extraField] = JSON.parse(v(9));
   // Written by encodeFields from a validated draft: the shape is known.
   return draft as EventDraft;
+}
+
+/** Format 2's stored JSON text of an entry's field list; undefined for a format-1 entry. */
+export function storedJson(values: readonly string[]): string | undefined {
+  return values.length === 2 && values[0] === EVENT_FIELD ? values[1] : undefined;
+}
+
+/** Index just past the JSON string starting at `i` (a quote); -1 when it does not end. */
+function endOfString(text: string, i: number): number {
+  let from = i + 1;
+  for (;;) {
+    const quote = text.indexOf('"', from);
+    if (quote < 0) return -1;
+    let backslashes = 0;
+    for (let b = quote - 1; text.charCodeAt(b) === 92; b--) backslashes++;
+    if (backslashes % 2 === 0) return quote + 1;
+    from = quote + 1;
+  }
+}
+
+/** Index just past the JSON object or array starting at `i`; -1 when it does not end. */
+function endOfNested(text: string, i: number): number {
+  let depth = 0;
+  let j = i;
+  while (j < text.length) {
+    const c = text.charCodeAt(j);
+    if (c === 34) {
+      j = endOfString(text, j);
+      if (j < 0) return -1;
+      continue;
+    }
+    if (c === 123 || c === 91) depth++;
+    else if (c === 125 || c === 93) {
+      depth--;
+      if (depth === 0) return j + 1;
+    }
+    j++;
+  }
+  return -1;
+}
+
+/**
+ * The texts of a JSON array's elements, as JSON.stringify wrote it (no
+ * whitespace): found by skipping strings and nested values, nothing parsed.
+ * undefined when the text is not such an array.
+ */
+export function arrayElements(text: string): string[] | undefined {
+  if (text.charCodeAt(0) !== 91) return undefined;
+  const out: string[] = [];
+  if (text.charCodeAt(1) === 93) return text.length === 2 ? out : undefined;
+  let i = 1;
+  while (i < text.length) {
+    const start = i;
+    const c = text.charCodeAt(i);
+    if (c === 34) i = endOfString(text, i);
+    else if (c === 123 || c === 91) i = endOfNested(text, i);
+    else {
+      while (i < text.length && text.charCodeAt(i) !== 44 && text.charCodeAt(i) !== 93) i++;
+    }
+    if (i <= start || i >= text.length) return undefined;
+    out.push(text.slice(start, i));
+    const sep = text.charCodeAt(i);
+    if (sep === 93) return i === text.length - 1 ? out : undefined;
+    if (sep !== 44) return undefined;
+    i++;
+  }
+  return undefined;
+}
+
+/** origin ids as the view has them (hidden ones left out) and the sending device's txnId, if this is it */
+function viewIds(ids: Readonly<Record<string, string>>, view: DeviceView): { ids: Record<string, string> | undefined; txnId: string | undefined } {
+  const txnId = ids[view.echo.deviceKey] === view.echo.deviceId && Object.hasOwn(ids, view.echo.deviceKey) ? ids[view.echo.txnKey] : undefined;
+  if (!view.hiddenIds.some((key) => Object.hasOwn(ids, key))) return { ids: undefined, txnId };
+  const kept: Record<string, string> = {};
+  for (const [key, value] of Object.entries(ids)) if (!view.hiddenIds.includes(key)) kept[key] = value;
+  return { ids: kept, txnId };
+}
+
+/**
+ * The JSON text of a device's view of an event (DeviceView): what
+ * JSON.stringify gives for the event without `idem`, with the view's ids and
+ * `unsigned`. The reference for viewJsonOfStored.
+ */
+export function viewJsonOfEvent(event: LogEvent, view: DeviceView): string {
+  const { ids, txnId } = viewIds(event.origin.ids, view);
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(event) as Array<keyof LogEvent>) {
+    if (key !== 'idem') out[key] = key === 'origin' && ids !== undefined ? { ...event.origin, ids } : event[key];
+  }
+  if (txnId !== undefined) out['unsigned'] = { txnId };
+  return JSON.stringify(out);
+}
+
+/** A DeviceView's keys and device id as JSON texts, worked out once per view object. */
+interface PreparedView {
+  readonly hidden: ReadonlySet<string>;
+  readonly deviceKey: string;
+  readonly txnKey: string;
+  readonly deviceId: string;
+}
+const prepared = new WeakMap<DeviceView, PreparedView>();
+function preparedView(view: DeviceView): PreparedView {
+  let p = prepared.get(view);
+  if (!p) {
+    p = { hidden: new Set(view.hiddenIds.map((k) => JSON.stringify(k))), deviceKey: JSON.stringify(view.echo.deviceKey), txnKey: JSON.stringify(view.echo.txnKey), deviceId: JSON.stringify(view.echo.deviceId) };
+    prepared.set(view, p);
+  }
+  return p;
+}
+
+/**
+ * viewIds on the JSON text of origin ids (string values, as JSON.stringify
+ * wrote them: keys compare as text): the kept members' text and the device's
+ * txnId as JSON text. undefined when the text is not such an object.
+ */
+function viewIdsText(text: string, view: PreparedView): { ids: string; txnId: string | undefined } | undefined {
+  if (text.charCodeAt(0) !== 123) return undefined;
+  let kept = '';
+  let dropped = false;
+  let device: string | undefined;
+  let txn: string | undefined;
+  let i = 1;
+  while (i < text.length) {
+    if (text.charCodeAt(i) !== 34) return undefined;
+    const keyEnd = endOfString(text, i);
+    if (keyEnd < 0 || text.charCodeAt(keyEnd) !== 58 || text.charCodeAt(keyEnd + 1) !== 34) return undefined;
+    const valueEnd = endOfString(text, keyEnd + 1);
+    if (valueEnd < 0) return undefined;
+    const key = text.slice(i, keyEnd);
+    const value = text.slice(keyEnd + 1, valueEnd);
+    if (key === view.deviceKey) device = value;
+    if (key === view.txnKey) txn = value;
+    if (view.hidden.has(key)) dropped = true;
+    else kept += kept === '' ? text.slice(i, valueEnd) : `,${text.slice(i, valueEnd)}`;
+    const sep = text.charCodeAt(valueEnd);
+    if (sep === 125) {
+      if (valueEnd !== text.length - 1) return undefined;
+      return { ids: dropped ? `{${kept}}` : text, txnId: device === view.deviceId ? txn : undefined };
+    }
+    if (sep !== 44) return undefined;
+    i = valueEnd + 1;
+  }
+  return undefined;
+}
+
+const present = (text: string | undefined): text is string => text !== undefined && text !== 'null';
+
+/**
+ * viewJsonOfEvent of a format-2 entry, written from its stored JSON text
+ * without decoding it: the elements are cut out of the text and placed in
+ * the view's members (the same members, in the same order, as decoding and
+ * JSON.stringify give). Only the origin ids are parsed, and only when they
+ * name an id the view hides or the device's key. A catch-up page of 1,000
+ * events was mostly JSON.parse and JSON.stringify of what Redis already held
+ * as JSON (issue 19, point 1). undefined when the text is not format 2 as
+ * encodeEvent writes it (the caller decodes it instead).
+ */
+export function viewJsonOfStored(stored: string, room: string, eventId: string, cursor: string, view: DeviceView): string | undefined {
+  const a = arrayElements(stored);
+  if (!a || a.length < 8) return undefined;
+  const parts = headParts(Number(a[0]));
+  if (!parts) return undefined;
+  const [, , uid, native, display, via, idsText = '{}', received, body, rest, rel, extra, originTs] = a;
+  let ids = idsText;
+  let txnId: string | undefined;
+  if (idsText !== '{}') {
+    const seen = viewIdsText(idsText, preparedView(view));
+    if (seen === undefined) return undefined;
+    ({ ids, txnId } = seen);
+  }
+  let json = `{"v":1,"kind":"${parts.kind}","room":${JSON.stringify(room)},"sender":{"uid":${uid},"proto":"${parts.sproto}","native":${native},"auth":"${parts.auth}"`;
+  if (present(display)) json += `,"display":${display}`;
+  if (parts.puppet) json += ',"puppet":true';
+  json += `},"origin":{"proto":"${parts.oproto}","via":${via},"ids":${ids}`;
+  if (parts.historical) json += ',"historical":true';
+  json += `},"ts":{"received":${received}`;
+  if (present(originTs)) json += `,"origin":${originTs}`;
+  json += '}';
+  if (present(body)) json += present(rest) && rest !== '{}' ? `,"content":{"body":${body},${rest.slice(1)}` : `,"content":{"body":${body}}`;
+  if (present(rel)) json += `,"rel":${rel}`;
+  const extraField = EXTRA_FIELD[parts.kind];
+  if (extraField && present(extra)) json += `,"${extraField}":${extra}`;
+  json += `,"eventId":${JSON.stringify(eventId)},"cursor":${JSON.stringify(cursor)}`;
+  if (txnId !== undefined) json += `,"unsigned":{"txnId":${txnId}}`;
+  return `${json}}`;
 }

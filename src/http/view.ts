@@ -5,7 +5,7 @@
  * `unsigned.transaction_id`), so it can match the live copy to its send.
  */
 import type { LogEvent } from '../core/event.js';
-import type { TelemetryEntry } from '../core/ports.js';
+import type { DeviceView, TelemetryEntry } from '../core/ports.js';
 
 export const TXN_ID = 'api.txnId';
 export const DEVICE_ID = 'api.device';
@@ -14,6 +14,11 @@ export type EventView = Omit<LogEvent, 'idem'> & { readonly unsigned?: { readonl
 
 function isPrivateId(key: string): boolean {
   return key === TXN_ID || key === DEVICE_ID;
+}
+
+/** viewFor as the log's DeviceView: what EventLog.readJson writes a sync page's events with */
+export function deviceView(deviceId: string): DeviceView {
+  return { hiddenIds: [TXN_ID, DEVICE_ID], echo: { deviceKey: DEVICE_ID, txnKey: TXN_ID, deviceId } };
 }
 
 export function sentBy(event: LogEvent, deviceId: string): string | undefined {

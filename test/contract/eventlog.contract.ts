@@ -8,6 +8,7 @@ import { isSyncgateError } from '../../src/core/errors.js';
 import type { LogEvent } from '../../src/core/event.js';
 import type { AppendResult, EventLog, TailItem } from '../../src/core/ports.js';
 import { ZERO_POS, comparePos, locateEventId, partitionOf } from '../../src/core/position.js';
+import { viewJsonOfEvent } from '../../src/eventlog/codec.js';
 import type { RetentionPolicy } from '../../src/eventlog/index.js';
 import { message, reaction } from '../fixtures/events.js';
 
@@ -112,6 +113,39 @@ export function eventLogContract(target: ContractTarget): void {
       expect(m).toMatchObject({ kind: 'message', content: { body: 'héllo 👋 שלום', format: 'html', formatted: '<b>héllo</b>', mentions: ['bob'] }, ts: { received: 1_700_000_000_000, origin: 1_699_999_999_000 } });
       const { eventId: _e, cursor: _c, ...stored } = re as LogEvent;
       expect(stored).toEqual(r);
+    });
+
+    it('readJson: the same page as read, each event as the JSON of its device view (own txnId echoed, hidden ids left out)', async () => {
+      const log = await make({ partitions: 4 });
+      await withRooms(log, 'ops', 'lobby', 'dev');
+      const first = await log.append(message('ops', 'mine "quoted" \\ 🚀', { origin: { proto: 'api', via: 'api', ids: { 'api.txnId': 't-1', 'api.device': 'dev1' } } }));
+      await log.append(message('lobby', 'theirs', { origin: { proto: 'api', via: 'api', ids: { 'api.txnId': 't-2', 'api.device': 'dev2', 'xmpp.id': 'x1' } }, content: { body: 'theirs', format: 'html', formatted: '<i>theirs</i>' } }));
+      await log.append(reaction('dev', first.eventId, ['👍']));
+      for (let i = 0; i < 20; i++) await log.append(message(['ops', 'lobby', 'dev'][i % 3] ?? 'ops', `m${i}`));
+      const view = { hiddenIds: ['api.txnId', 'api.device'], echo: { deviceKey: 'api.device', txnKey: 'api.txnId', deviceId: 'dev1' } };
+      let since: string | undefined;
+      let pages = 0;
+      let seen = 0;
+      for (;;) {
+        const typed = await log.read(since, { rooms: new Set(['ops', 'lobby', 'dev']), limit: 7 });
+        const json = await log.readJson(since, { rooms: new Set(['ops', 'lobby', 'dev']), limit: 7 }, view);
+        expect({ next: json.next, limited: json.limited }).toEqual({ next: typed.next, limited: typed.limited });
+        expect(json.events.map((e) => JSON.parse(e) as unknown)).toEqual(typed.events.map((e) => JSON.parse(viewJsonOfEvent(e, view)) as unknown));
+        if (typed.events.length === 0) break;
+        since = typed.next;
+        seen += json.events.length;
+        pages++;
+      }
+      // 23 events in pages of at most 7: several pages, every event once
+      expect(seen).toBe(23);
+      expect(pages).toBeGreaterThanOrEqual(4);
+      const all = await log.readJson(undefined, { rooms: 'all', limit: 100 }, view);
+      const views = all.events.map((e) => JSON.parse(e) as { eventId: string; unsigned?: unknown; origin?: { ids?: object }; idem?: unknown });
+      const mine = views.find((v) => v.eventId === first.eventId);
+      expect(mine?.unsigned).toEqual({ txnId: 't-1' });
+      expect(mine?.origin?.ids).toEqual({});
+      expect(mine?.idem).toBeUndefined();
+      expect(views.filter((v) => v.unsigned !== undefined)).toHaveLength(1);
     });
 
     it('is idempotent: the same key returns the first eventId and cursor and appends nothing', async () => {

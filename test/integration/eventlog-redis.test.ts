@@ -9,6 +9,7 @@ import { isSyncgateError } from '../../src/core/errors.js';
 import { decodeFieldsV1, encodeFieldsV1 } from '../../src/eventlog/codec.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { LATEST_KEY_LAYOUT, keySpace } from '../../src/eventlog/keys.js';
+import { partitionOf } from '../../src/core/position.js';
 import { silentLogger } from '../../src/log/index.js';
 import { message } from '../fixtures/events.js';
 import { dropPrefix, testPrefix } from '../harness/redis.js';
@@ -79,6 +80,32 @@ describe('Redis event log', () => {
     expect(await admin.xlen(room)).toBe(1);
     await log.close();
   });
+  it('appends of different partitions made together go to Redis as one script call, each with its own outcome', async () => {
+    const prefix = testPrefix('xpart');
+    const calls: string[] = [];
+    const log = createEventLog({ partitions: 16, log: silentLogger(), redis: { url: inject('redisUrl'), prefix }, onRedisCommand: (name) => calls.push(name) });
+    const rooms = Array.from({ length: 16 }, (_, i) => `room-${i}`);
+    for (const id of rooms) await log.rooms.put({ id, links: [] });
+    // the rooms are spread over the partitions (a new room's partition: its hash mod the count)
+    expect(new Set(rooms.map((room) => partitionOf(room, 16))).size).toBeGreaterThan(8);
+    await log.append(message('room-0', 'first', { idem: 'api:dev1:dup' }));
+    // 16 rooms, a duplicate of the event above and an unknown room, all in one tick
+    const drafts = [...rooms.map((room, i) => message(room, `m${i}`)), message('room-0', 'again', { idem: 'api:dev1:dup' }), message('nowhere', 'lost')];
+    calls.length = 0;
+    const settled = await Promise.allSettled(drafts.map((d) => log.append(d)));
+    const scripts = calls.filter((c) => c === 'evalsha' || c === 'eval');
+    expect(scripts.length).toBe(1);
+    expect(settled.slice(0, 16).map((s) => s.status === 'fulfilled' && !s.value.duplicate)).toEqual(rooms.map(() => true));
+    expect(settled[16]?.status === 'fulfilled' && settled[16].value.duplicate).toBe(true);
+    expect(settled[17]?.status === 'rejected' && isSyncgateError(settled[17].reason, 'SG_ERR_ROOM_UNKNOWN')).toBe(true);
+    // each event in its own partition's feed and room, readable in order
+    const { events } = await log.read(undefined, { rooms: 'all', limit: 100 });
+    expect(events.map((e) => ('content' in e ? e.content.body : '')).sort()).toEqual(['first', ...rooms.map((_, i) => `m${i}`)].sort());
+    for (const room of rooms) expect(events.filter((e) => e.room === room).length).toBe(room === 'room-0' ? 2 : 1);
+    await log.close();
+    await dropPrefix(admin, prefix);
+  });
+
   it('keeps control characters and quotes exactly, and stores a lone surrogate as UTF-8 would (U+FFFD) without failing the batch it travels in', async () => {
     const prefix = testPrefix('surrogate');
     const log = createEventLog({ partitions: 1, log: silentLogger(), redis: { url: inject('redisUrl'), prefix } });
