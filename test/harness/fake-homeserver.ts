@@ -37,6 +37,10 @@
  *   dropped, not queued (`droppedEphemeral`); a client's event
  *   refused with 400 when an m.room.message has a non-string `body` or
  *   `msgtype`, an annotation has no `key`, or a relation names an unknown event.
+ * - end-to-end encryption: /keys/upload, /keys/query, /keys/claim,
+ *   /sendToDevice and the to-device, device-list and one-time-key parts of
+ *   /sync, as Synapse serves them (fake-homeserver-e2ee.ts); m.room.encrypted
+ *   events are stored and served like any other.
  *
  * Simplified (documented so nobody relies on it): one room version for all
  * rooms ("11", or "9" with `roomVersion`, which changes only where `redacts`
@@ -44,7 +48,7 @@
  * auth rules are a subset (membership, power levels for events, redactions,
  * kicks and bans); filters are stored but only `room.timeline.limit` is
  * honoured; history visibility is treated as `shared` and /messages needs a
- * current join; no federation, presence, E2EE, to-device, push rules,
+ * current join; no federation, presence, cross-signing, push rules,
  * thread aggregation, /context or AS user/alias queries; the legacy AS push
  * (`legacyAppServicePush`) has no fallback between paths. Rate limiting happens only when a test asks for it
  * (`rateLimitNext`, which ignores the registration's `rate_limited`).
@@ -55,6 +59,7 @@
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { E2eeError, FakeKeyServer } from './fake-homeserver-e2ee.js';
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 export type JsonObject = { [key: string]: Json };
@@ -255,6 +260,8 @@ export interface FakeHomeserver {
   appServicePings(appServiceId: string): number;
   /** A file uploaded to the media repository, by its mxc:// URI. */
   media(mxc: string): StoredMedia | undefined;
+  /** The key server and to-device messages (fake-homeserver-e2ee.ts): what devices uploaded and sent. */
+  readonly keys: FakeKeyServer;
   stop(): Promise<void>;
 }
 
@@ -537,6 +544,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
   private readonly roomVersion: string;
   private readonly pingRetriesTransactions: boolean;
   private readonly routes: Route[];
+  readonly keys: FakeKeyServer;
 
   constructor(opts: FakeHomeserverOptions) {
     this.serverName = opts.serverName ?? 'fake.test';
@@ -555,6 +563,13 @@ class FakeHomeserverImpl implements FakeHomeserver {
     this.stableEphemeral = opts.stableEphemeral ?? false;
     this.roomVersion = opts.roomVersion ?? ROOM_VERSION;
     this.pingRetriesTransactions = opts.pingRetriesTransactions ?? true;
+    this.keys = new FakeKeyServer({
+      bump: () => this.bump(),
+      sharesRoomWith: (userId, pos) => this.sharesRoomWith(userId, pos),
+      newlyJoinedMembers: (userId, after, upTo) => this.newlyJoinedMembers(userId, after, upTo),
+      devicesOf: (userId) => [...(this.users.get(userId)?.devices ?? [])],
+      isLocal: (userId) => this.isLocal(userId),
+    });
     this.routes = this.buildRoutes();
     this.server = http.createServer((req, res) => {
       void this.handle(req, res);
@@ -743,7 +758,8 @@ class FakeHomeserverImpl implements FakeHomeserver {
         const raw = await this.readBody(req);
         reply = await this.dispatch(method, url, raw, req, res, entry);
       }
-    } catch (e) {
+    } catch (thrown) {
+      const e = thrown instanceof E2eeError ? new FakeMatrixError(thrown.status, thrown.errcode, thrown.message) : thrown;
       if (e instanceof FakeMatrixError) {
         reply = { status: e.status, body: { errcode: e.errcode, error: e.message, ...e.extra } };
         if (e.errcode === 'M_LIMIT_EXCEEDED' && this.retryAfterHeader) {
@@ -1160,6 +1176,16 @@ class FakeHomeserverImpl implements FakeHomeserver {
       return { body: {} };
     });
     authed('GET', 'sync', (ctx) => this.handleSync(ctx));
+    // End-to-end encryption (fake-homeserver-e2ee.ts): the key server and to-device messages.
+    authed('POST', 'keys/upload', (ctx) => ({ body: this.keys.upload(ctx.requester.user.userId, this.requireDevice(ctx), this.objectBody(ctx)) }));
+    authed('POST', 'keys/query', (ctx) => ({ body: this.keys.query(this.objectBody(ctx)) }));
+    authed('POST', 'keys/claim', (ctx) => ({ body: this.keys.claim(this.objectBody(ctx)) }));
+    authed('PUT', 'sendToDevice/:eventType/:txnId', (ctx) =>
+      this.withTxn(ctx, () => {
+        this.keys.sendToDevice(ctx.requester.user.userId, this.param(ctx, 'eventType'), this.objectBody(ctx));
+        return { body: {} };
+      }),
+    );
     authed('POST', 'user/:userId/filter', (ctx) => {
       const user = this.ownUser(ctx);
       user.filters.push(this.objectBody(ctx));
@@ -1241,6 +1267,33 @@ class FakeHomeserverImpl implements FakeHomeserver {
       return { body: {} };
     });
     return r;
+  }
+
+  /** The key endpoints act for the requester's device (an AS user without `device_id` has none). */
+  private requireDevice(ctx: AuthedCtx): string {
+    const deviceId = ctx.requester.deviceId;
+    if (deviceId === undefined) throw new FakeMatrixError(400, 'M_MISSING_PARAM', 'Keys can only be uploaded by a device');
+    return deviceId;
+  }
+
+  /** Users with a join in a room `userId` is joined to, at `pos` (`userId` included when it is joined anywhere). */
+  private sharesRoomWith(userId: string, pos: number): Set<string> {
+    const out = new Set<string>();
+    for (const room of this.rooms.values()) {
+      if (membershipOf(this.memberEventAt(room, userId, pos)) !== 'join') continue;
+      for (const ev of this.stateAt(room, pos)) if (ev.type === 'm.room.member' && membershipOf(ev) === 'join' && ev.stateKey !== undefined) out.add(ev.stateKey);
+    }
+    return out;
+  }
+
+  /** The members (at upTo) of the rooms `userId` joined in (after, upTo]. */
+  private newlyJoinedMembers(userId: string, after: number, upTo: number): Set<string> {
+    const out = new Set<string>();
+    for (const room of this.rooms.values()) {
+      if (membershipOf(this.memberEventAt(room, userId, upTo)) !== 'join' || membershipOf(this.memberEventAt(room, userId, after)) === 'join') continue;
+      for (const ev of this.stateAt(room, upTo)) if (ev.type === 'm.room.member' && membershipOf(ev) === 'join' && ev.stateKey !== undefined) out.add(ev.stateKey);
+    }
+    return out;
   }
 
   private param(ctx: Ctx, name: string): string {
@@ -2268,15 +2321,15 @@ class FakeHomeserverImpl implements FakeHomeserver {
       .filter(([, v]) => v.pos > after && v.pos <= upTo)
       .map(([type, v]) => ({ type, content: cloneJson(v.content) }));
     if (accountData.length > 0) empty = false;
+    const e2ee = this.keys.syncParts(userId, requester.deviceId, since, upTo);
+    if (!e2ee.empty) empty = false;
     return {
       body: {
         next_batch: token(upTo),
         rooms: { join, invite, leave, knock: {} },
         account_data: { events: accountData },
         presence: { events: [] },
-        to_device: { events: [] },
-        device_lists: { changed: [], left: [] },
-        device_one_time_keys_count: {},
+        ...e2ee.parts,
       },
       empty,
     };
