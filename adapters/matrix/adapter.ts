@@ -75,9 +75,11 @@ function createState(deps: MatrixAdapterDeps): MatrixAdapterState {
       ...(template !== undefined ? { mediaUrl: (mxc: string) => mediaUrl(template, mxc) } : {}),
       onInvite: (roomId) => joinRoom(s, roomId),
       onEncrypted: (roomId) => markEncrypted(s, roomId),
+      decrypt: (event, roomId) => s.crypto.machine?.decrypt(event, roomId),
     }),
     session: newSession(),
     rooms: { joined: new Set(), joinProblems: new Map(), encrypted: new Set() },
+    crypto: { prepared: undefined, machine: undefined, problem: undefined },
     txns: { chain: Promise.resolve(), inflight: new Map(), lastPrune: 0 },
     outbound: { uploads: new Map(), counters: { delivered: 0, retried: 0, rejected: 0, skipped: 0, rateLimited: 0 } },
   };

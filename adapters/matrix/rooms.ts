@@ -7,6 +7,7 @@ import type { LinkRefusal } from '../../src/core/adapter.js';
 import type { RoomLink } from '../../src/core/ports.js';
 import { mxPath, sleep } from './client.js';
 import { isMatrixApiError, MatrixApiError } from './errors.js';
+import { cryptoUnavailable } from './crypto/session.js';
 import type { MatrixAdapterState } from './state.js';
 
 /** Joins the linked rooms not joined yet; forgets rooms no longer linked. */
@@ -53,9 +54,11 @@ async function checkEncryption(s: MatrixAdapterState, roomId: string): Promise<v
   }
 }
 
-/** The admin API asks before it links a room: an encrypted Matrix room cannot be bridged. */
+/** The admin API asks before it links a room: an encrypted Matrix room cannot be bridged unless our crypto is configured. */
 export async function checkLink(s: MatrixAdapterState, link: RoomLink): Promise<LinkRefusal | undefined> {
-  const refusal: LinkRefusal = { reason: 'encrypted', detail: `Matrix room ${link.target} is end-to-end encrypted; the gateway cannot bridge encrypted rooms` };
+  const problem = cryptoUnavailable(s);
+  if (problem === undefined) return undefined;
+  const refusal: LinkRefusal = { reason: 'encrypted', detail: `Matrix room ${link.target} is end-to-end encrypted and this adapter cannot bridge it: ${problem}` };
   if (s.rooms.encrypted.has(link.target)) return refusal;
   try {
     // Readable when our user is in the room, or the room's history is public; otherwise we cannot tell yet.
@@ -70,10 +73,12 @@ export async function checkLink(s: MatrixAdapterState, link: RoomLink): Promise<
 export function markEncrypted(s: MatrixAdapterState, roomId: string): void {
   if (s.rooms.encrypted.has(roomId)) return;
   s.rooms.encrypted.add(roomId);
-  s.log.warn(
-    { roomId, e2eeBinding: s.session.sdk?.e2ee ?? false },
-    'Matrix room is end-to-end encrypted: not bridged (unsupported); its encrypted events are dropped and nothing is sent to it',
-  );
+  const problem = cryptoUnavailable(s);
+  if (problem === undefined) {
+    s.log.info({ roomId }, 'Matrix room is end-to-end encrypted: bridged with our device, nothing is sent to it in clear');
+    return;
+  }
+  s.log.warn({ roomId, reason: problem }, 'Matrix room is end-to-end encrypted: not bridged; its encrypted events are dropped and nothing is sent to it');
 }
 
 /** Our bot or one of our ghosts. */

@@ -10,6 +10,7 @@
  * (joining, encryption) are rooms.ts's.
  */
 import { loadMatrixSdk, mxPath, type JsonObject } from './client.js';
+import { closeCrypto, openCrypto, prepareCrypto } from './crypto/session.js';
 import { MatrixApiError } from './errors.js';
 import { joinLinked, joinRoom } from './rooms.js';
 import type { MatrixAdapterState } from './state.js';
@@ -30,6 +31,13 @@ export async function startSession(s: MatrixAdapterState): Promise<void> {
   session.connectFailures = 0;
   s.rooms.joined.clear();
   s.rooms.joinProblems.clear();
+  try {
+    // A wrong store secret fails the start (SG_ERR_STATE_SEALED_KEY): never a silent new device.
+    await prepareCrypto(s);
+  } catch (err) {
+    session.started = false;
+    throw err;
+  }
   if (s.server) {
     const as = s.config.appservice;
     const address = await s.server.listen(as?.listenHost ?? '0.0.0.0', as?.listenPort ?? 0);
@@ -73,6 +81,7 @@ export async function stopSession(s: MatrixAdapterState): Promise<void> {
   await Promise.race([s.txns.chain, new Promise<void>((resolve) => (timer = setTimeout(resolve, s.config.stopGraceMs)))]);
   clearTimeout(timer);
   session.connected = false;
+  await closeCrypto(s);
   s.log.info('Matrix adapter stopped');
 }
 
@@ -87,6 +96,8 @@ async function connect(s: MatrixAdapterState): Promise<void> {
       s.log.warn({ configured: s.userId, actual: whoami['user_id'] }, 'the Matrix token belongs to another user than configured; using the token\'s user');
       s.userId = whoami['user_id'];
     }
+    // Before the rooms and the /sync loop: encrypted events in the first batch need the machine.
+    await openCrypto(s, typeof whoami['device_id'] === 'string' ? whoami['device_id'] : undefined);
     const name = s.config.appservice?.botDisplayName;
     if (s.mode === 'appservice' && name !== undefined) {
       await s.http.request('PUT', mxPath`/_matrix/client/v3/profile/${s.userId}/displayname`, { body: { displayname: name } });
@@ -121,6 +132,9 @@ async function startSync(s: MatrixAdapterState): Promise<void> {
     timelineLimit: bot?.timelineLimit ?? 50,
     isLinked: (roomId) => s.deps.links.roomsFor(s.name, roomId).length > 0,
     onInvite: (roomId) => joinRoom(s, roomId),
+    onCrypto: async (res) => {
+      await s.crypto.machine?.receiveSync(res);
+    },
   });
   await s.session.sync.start();
 }

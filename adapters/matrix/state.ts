@@ -6,9 +6,11 @@
  */
 import type { Logger } from 'pino';
 import type { Adapter, AdapterDeps } from '../../src/core/adapter.js';
+import type { SealedStore } from '../../src/core/ports.js';
 import type { AppserviceServer } from './appservice.js';
 import type { MatrixHttp, SdkLoad } from './client.js';
 import type { MatrixAdapterConfig } from './config.js';
+import type { MatrixCrypto, PreparedCrypto } from './crypto/machine.js';
 import type { Ghosts } from './ghosts.js';
 import type { InboundPort } from './inbound/dispatch.js';
 import type { MediaRef } from './render.js';
@@ -22,6 +24,12 @@ export interface MatrixAdapterDeps extends AdapterDeps<MatrixAdapterConfig> {
    * a warning (a restart then replays or loses that state).
    */
   readonly state?: MatrixState;
+  /**
+   * A namespace of the state store encrypted at rest with a secret (the
+   * runtime's sealed store): where the end-to-end-encryption state lives.
+   * Absent: encrypted rooms are refused.
+   */
+  readonly sealed?: (ns: string, secret: string) => SealedStore;
 }
 
 export interface MatrixAdapter extends Adapter {
@@ -63,8 +71,18 @@ export interface RoomsState {
   readonly joined: Set<string>;
   /** why a linked room is not joined */
   readonly joinProblems: Map<string, string>;
-  /** rooms known to be end-to-end encrypted: nothing is bridged to or from them */
+  /** rooms known to be end-to-end encrypted: bridged only while crypto is active, never in clear */
   readonly encrypted: Set<string>;
+}
+
+/** End-to-end encryption (crypto/session.ts). */
+export interface CryptoState {
+  /** the sealed store read at start() */
+  prepared: PreparedCrypto | undefined;
+  /** the machine for our device, once connected: encrypted rooms are bridged */
+  machine: MatrixCrypto | undefined;
+  /** why encrypted rooms are refused */
+  problem: string | undefined;
 }
 
 /** Application-service transactions (transactions.ts). */
@@ -112,6 +130,7 @@ export interface MatrixAdapterState {
   userId: string;
   readonly session: SessionState;
   readonly rooms: RoomsState;
+  readonly crypto: CryptoState;
   readonly txns: TransactionsState;
   readonly outbound: OutboundState;
 }

@@ -15,7 +15,8 @@ import { nativeKey, type IngestResult, type IngestSink, type LinkView } from '..
 import type { EventDraft } from '../../../src/core/event.js';
 import { mxPath, type MatrixHttp } from '../client.js';
 import { isMatrixApiError, type DropReason } from '../errors.js';
-import type { MatrixEvent, NormaliseContext } from '../normalise.js';
+import type { Decrypted } from '../crypto/machine.js';
+import type { JsonObject as MatrixJson, MatrixEvent, NormaliseContext } from '../normalise.js';
 import type { AdapterStore } from '../store.js';
 
 export interface InboundCounters {
@@ -45,6 +46,8 @@ export interface InboundDeps {
   readonly onInvite: (roomId: string) => Promise<void>;
   /** a room turned out to be end-to-end encrypted (its m.room.encryption state, not a stray m.room.encrypted event anyone can send) */
   readonly onEncrypted: (roomId: string) => void;
+  /** decrypts an m.room.encrypted event; undefined when the adapter's crypto is not active */
+  readonly decrypt?: (event: MatrixJson, roomId: string) => Promise<Decrypted> | undefined;
 }
 
 export interface InboundState {

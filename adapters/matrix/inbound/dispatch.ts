@@ -8,7 +8,7 @@
  * contract stated there).
  */
 import type { MatrixEvent, Normalised } from '../normalise.js';
-import { normaliseEvent, parseMatrixEvent } from '../normalise.js';
+import { normaliseEvent, parseMatrixEvent, undecryptableOf } from '../normalise.js';
 import { createInboundState, displayOf, drop, normaliseContext, type InboundCounters, type InboundDeps, type InboundState } from './context.js';
 import { onEdit } from './edit.js';
 import { onEncryption } from './encryption.js';
@@ -46,12 +46,26 @@ export function createInbound(deps: InboundDeps): InboundPort {
 
 export async function handleEvent(s: InboundState, raw: unknown, roomIdHint?: string): Promise<void> {
   s.counters.events++;
-  const ev = parseMatrixEvent(raw, roomIdHint);
-  if ('invalid' in ev) {
-    drop(s, 'malformed-event', { field: ev.invalid, eventId: eventIdOf(raw) });
+  const parsed = parseMatrixEvent(raw, roomIdHint);
+  if ('invalid' in parsed) {
+    drop(s, 'malformed-event', { field: parsed.invalid, eventId: eventIdOf(raw) });
     return;
   }
+  let ev: MatrixEvent = parsed;
   const rooms = s.deps.links.roomsFor(s.deps.name, ev.room_id);
+  if (ev.type === 'm.room.encrypted' && ev.state_key === undefined && rooms.length > 0) {
+    const clear = await s.deps.decrypt?.({ ...ev }, ev.room_id);
+    if (clear?.ok === true) {
+      // From here on it is the event it carried; the relation stays the clear one (crypto/machine.ts).
+      ev = { ...ev, type: clear.type, content: clear.content };
+    } else if (clear?.ok === false) {
+      s.deps.log.warn({ roomId: ev.room_id, eventId: ev.event_id, sender: ev.sender, reason: clear.reason, detail: clear.detail }, 'Matrix event could not be decrypted; bridged as the undecryptable notice');
+      const display = s.deps.isOurs(ev.sender) ? undefined : await displayOf(s, ev.room_id, ev.sender);
+      for (const room of rooms) await dispatch(s, ev, room, undecryptableOf(ev, normaliseContext(s, room, display), clear.reason));
+      if (rooms[0] !== undefined) await noteForReceipts(s, ev.room_id, ev.event_id, rooms[0]);
+      return;
+    }
+  }
   if (ev.type === 'm.room.member' || ev.type === 'm.room.encryption') {
     const n = normaliseEvent(ev, normaliseContext(s, '', undefined));
     if (n.action === 'membership' || n.action === 'encryption') await onState(s, ev.room_id, n, rooms.length > 0);

@@ -1,0 +1,86 @@
+/**
+ * The adapter's crypto through a session (session.ts calls these):
+ * prepared at start() (the sealed store read: a wrong secret fails the
+ * start with SG_ERR_STATE_SEALED_KEY), opened once the homeserver told us
+ * our device, closed at stop(). A replica that takes the connection over
+ * reads the store afresh at its start(), so it continues with the same
+ * device and sessions.
+ *
+ * Crypto is on when `encryption.mode` is `optional` (the default) and a
+ * `storeSecret` is configured, in bot mode; otherwise encrypted rooms are
+ * refused as before, and the status says why.
+ */
+import { SyncgateError } from '../../../src/core/errors.js';
+import type { MatrixAdapterState } from '../state.js';
+import { readCryptoStore, type MatrixCrypto } from './machine.js';
+
+/** Why crypto is off for this adapter (undefined: it is configured). */
+export function cryptoUnavailable(s: MatrixAdapterState): string | undefined {
+  const e = s.config.encryption;
+  if (e?.mode === 'off') return 'encryption.mode is off';
+  if (s.mode !== 'bot') return 'end-to-end encryption is implemented for bot mode only';
+  if (e?.storeSecret === undefined) return 'encryption.storeSecret is not set (the crypto state must be encrypted at rest)';
+  if (!s.deps.sealed) return 'no sealed state store was given to the adapter';
+  return undefined;
+}
+
+/** The open machine, when encrypted rooms can be bridged now. */
+export function activeCrypto(s: MatrixAdapterState): MatrixCrypto | undefined {
+  return s.crypto.machine;
+}
+
+/** start(): reads the sealed crypto store (throws SyncgateError SG_ERR_STATE_SEALED_KEY on a wrong secret). */
+export async function prepareCrypto(s: MatrixAdapterState): Promise<void> {
+  s.crypto.problem = cryptoUnavailable(s);
+  if (s.crypto.problem !== undefined) return;
+  const secret = s.config.encryption?.storeSecret;
+  const sealed = s.deps.sealed;
+  if (secret === undefined || !sealed) return;
+  try {
+    s.crypto.prepared = await readCryptoStore({ http: s.http, log: s.log, sealed: sealed(`matrix-crypto:${s.name}`, secret), storeName: s.name });
+  } catch (err) {
+    if (err instanceof SyncgateError && err.code === 'SG_ERR_STATE_SEALED_KEY') {
+      s.log.error({ err }, 'Matrix crypto store does not open with encryption.storeSecret: refusing to start rather than becoming a new device');
+    }
+    throw err;
+  }
+}
+
+/** After login: the machine for our device, keys uploaded (again on a reconnect). */
+export async function openCrypto(s: MatrixAdapterState, deviceId: string | undefined): Promise<void> {
+  const prepared = s.crypto.prepared;
+  if (!prepared) return;
+  if (!s.crypto.machine) {
+    if (deviceId === undefined) {
+      s.crypto.problem = 'the homeserver did not tell our device id (whoami): encrypted rooms are refused';
+      s.log.error(s.crypto.problem);
+      return;
+    }
+    s.crypto.machine = await prepared.open(s.userId, deviceId);
+    s.crypto.problem = undefined;
+  }
+  await s.crypto.machine.start();
+}
+
+export async function closeCrypto(s: MatrixAdapterState): Promise<void> {
+  const machine = s.crypto.machine;
+  s.crypto.machine = undefined;
+  s.crypto.prepared = undefined;
+  await machine?.close();
+}
+
+/** The status entry: mode, whether encrypted rooms are bridged, our device and its keys (what an operator compares with a member's client). */
+export function cryptoStatus(s: MatrixAdapterState): Record<string, unknown> {
+  const m = s.crypto.machine;
+  return {
+    mode: s.config.encryption?.mode ?? 'optional',
+    active: m !== undefined,
+    ...(s.crypto.problem !== undefined ? { problem: s.crypto.problem } : {}),
+    ...(m
+      ? {
+          device: { ...m.identity },
+          counters: { ...m.counters, undecryptable: { ...m.counters.undecryptable } },
+        }
+      : {}),
+  };
+}

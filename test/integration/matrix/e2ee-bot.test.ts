@@ -1,0 +1,189 @@
+/**
+ * End-to-end encrypted rooms in bot mode: the adapter's own device (the
+ * wasm OlmMachine, crypto state sealed in the log's state store) against the
+ * fake homeserver, with a member whose client is an independent Rust-crypto
+ * peer (test/harness/matrix-e2ee-peer.ts).
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { SyncgateError } from '../../../src/core/errors.js';
+import type { MatrixAdapter } from '../../../adapters/matrix/index.js';
+import type { MatrixAdapterConfig } from '../../../adapters/matrix/config.js';
+import { createMatrixAdapter } from '../../../adapters/matrix/index.js';
+import { createIngestSink } from '../../../src/bridge/ingest.js';
+import { createSealedStore } from '../../../src/runtime/sealed-store.js';
+import { waitFor } from '../../harness/free-port.js';
+import { E2eePeer } from '../../harness/matrix-e2ee-peer.js';
+import type { roomEvents} from './helpers.js';
+import { appendApi, botConfig, createEnv, Driver, matrixLink, waitForEvents, type Env } from './helpers.js';
+
+const RELAY = '@relay:fake.test';
+const SECRET = 'a store secret of some length';
+
+let env: Env;
+let peer: E2eePeer;
+const adapters: MatrixAdapter[] = [];
+
+beforeEach(async () => {
+  env = await createEnv();
+  env.hs.registerUser('relay', 'relay-pw');
+  env.hs.sendStateAsUser(env.alice.userId, env.roomId, 'm.room.encryption', '', { algorithm: 'm.megolm.v1.aes-sha2' });
+  peer = await E2eePeer.login(env.hs.url, env.alice.userId, 'pw', 'ALICEPHONE');
+});
+
+afterEach(async () => {
+  for (const a of adapters.splice(0)) await a.stop();
+  peer.close();
+  await env.close();
+});
+
+function encConfig(secret: string | null = SECRET): MatrixAdapterConfig {
+  return botConfig(env, {}, secret === null ? {} : { encryption: { storeSecret: secret } });
+}
+
+async function start(config: MatrixAdapterConfig): Promise<MatrixAdapter> {
+  const adapter = createMatrixAdapter({
+    name: 'matrix',
+    config,
+    log: env.logger.child({ adapter: 'matrix' }),
+    sink: createIngestSink({ log: env.log, logger: env.logger }),
+    links: env.links,
+    state: env.log.state,
+    sealed: (ns, secret) => createSealedStore(env.log.state, ns, secret),
+  });
+  adapters.push(adapter);
+  await adapter.start();
+  return adapter;
+}
+
+interface Device {
+  deviceId: string;
+  curve25519: string;
+  ed25519: string;
+  fresh: boolean;
+}
+
+function deviceOf(adapter: MatrixAdapter): Device {
+  const enc = adapter.status().detail['encryption'] as { device?: Device };
+  if (!enc.device) throw new Error(`crypto not active: ${JSON.stringify(enc)}`);
+  return enc.device;
+}
+
+async function bridgeReady(adapter: MatrixAdapter): Promise<void> {
+  await waitFor(() => env.hs.keys.keysOf(RELAY, 'SYNCGATE') !== undefined && adapter.status().ready, { timeoutMs: 20_000, what: 'the bridge device keys uploaded and the adapter ready' });
+  await peer.sync();
+}
+
+function texts(events: Awaited<ReturnType<typeof roomEvents>>): string[] {
+  return events.filter((e) => e.kind === 'message').map((e) => ('content' in e ? e.content.body : ''));
+}
+
+describe('Matrix adapter, bot mode, encrypted room', () => {
+  it('bridges a member\'s Megolm messages (message, reply, edit, reaction) into the log and encrypts what it relays for the member\'s devices', async () => {
+    const adapter = await start(encConfig());
+    await bridgeReady(adapter);
+
+    const first = await peer.sendEncrypted(env.roomId, 'm.room.message', { msgtype: 'm.text', body: 'hello from an encrypted room' });
+    await peer.sendEncrypted(env.roomId, 'm.room.message', { msgtype: 'm.text', body: 'a reply', 'm.relates_to': { 'm.in_reply_to': { event_id: first } } });
+    await peer.sendEncrypted(env.roomId, 'm.room.message', { msgtype: 'm.text', body: '* hello, edited', 'm.new_content': { msgtype: 'm.text', body: 'hello, edited' }, 'm.relates_to': { rel_type: 'm.replace', event_id: first } });
+    await peer.sendEncrypted(env.roomId, 'm.reaction', { 'm.relates_to': { rel_type: 'm.annotation', event_id: first, key: '👍' } });
+    const events = await waitForEvents(env.log, (evs) => evs.some((e) => e.kind === 'reaction') && evs.some((e) => e.kind === 'edit') && texts(evs).includes('a reply'), 'the decrypted events bridged');
+    const original = events.find((e) => e.kind === 'message' && e.origin.ids['mx.eventId'] === first);
+    expect(original && 'content' in original ? original.content.body : undefined).toBe('hello from an encrypted room');
+    const reply = events.find((e) => e.kind === 'message' && 'content' in e && e.content.body === 'a reply');
+    expect(reply && 'rel' in reply ? reply.rel?.replyTo : undefined).toBe(original?.eventId);
+    const edit = events.find((e) => e.kind === 'edit');
+    expect(edit && 'rel' in edit ? edit.rel?.replaces : undefined).toBe(original?.eventId);
+    expect(edit && 'content' in edit ? edit.content.body : undefined).toBe('hello, edited');
+    const reaction = events.find((e) => e.kind === 'reaction');
+    expect(reaction && 'reaction' in reaction ? reaction.reaction.keys : undefined).toEqual(['👍']);
+
+    const out = await appendApi(env.log, { kind: 'message', content: { body: 'relayed secretly' } });
+    const result = await new Driver(adapter, env.log, matrixLink(env)).deliver(out);
+    expect(result.status).toBe('delivered');
+    const sent = env.hs.events(env.roomId).filter((e) => e.sender === RELAY && e.type !== 'm.room.member');
+    expect(sent.map((e) => e.type)).toEqual(['m.room.encrypted']);
+    expect(JSON.stringify(sent)).not.toContain('relayed secretly');
+    const got = await peer.waitFor((m) => m.sender === RELAY);
+    expect(got.error).toBeUndefined();
+    expect(String(got.content?.['body'])).toContain('relayed secretly');
+    expect(got.senderDevice).toBe('SYNCGATE');
+    expect(got.senderCurve25519).toBe(deviceOf(adapter).curve25519);
+    // our own encrypted echo is recognised, not bridged back
+    await peer.sendEncrypted(env.roomId, 'm.room.message', { msgtype: 'm.text', body: 'after the relay' });
+    const after = await waitForEvents(env.log, (evs) => texts(evs).includes('after the relay'), 'the next member message');
+    expect(texts(after).filter((t) => t.includes('relayed secretly'))).toEqual(['relayed secretly']);
+  });
+
+  it('keeps its device and sessions across a restart: a message sent while the gateway was down is decrypted after it comes back', async () => {
+    const first = await start(encConfig());
+    await bridgeReady(first);
+    const device = deviceOf(first);
+    await peer.sendEncrypted(env.roomId, 'm.room.message', { msgtype: 'm.text', body: 'before the restart' });
+    await waitForEvents(env.log, (evs) => texts(evs).includes('before the restart'), 'the first message');
+    await first.stop();
+
+    // While down: the member sends with the session the bridge already has, and with a new one (rotated).
+    await peer.sendEncrypted(env.roomId, 'm.room.message', { msgtype: 'm.text', body: 'while down, same session' });
+    await peer.machine.invalidateGroupSession(new (await import('@matrix-org/matrix-sdk-crypto-wasm')).RoomId(env.roomId));
+    await peer.sendEncrypted(env.roomId, 'm.room.message', { msgtype: 'm.text', body: 'while down, new session' });
+
+    const second = await start(encConfig());
+    await waitFor(() => second.status().ready, { timeoutMs: 20_000, what: 'the restarted adapter ready' });
+    const { fresh: wasFresh, ...identity } = device;
+    expect(wasFresh).toBe(true);
+    expect(deviceOf(second)).toEqual({ ...identity, fresh: false });
+    // The device keys were uploaded once: the restart announced no new identity.
+    expect(env.hs.keys.uploads.filter((u) => u.userId === RELAY && u.body['device_keys'] !== undefined)).toHaveLength(1);
+    const events = await waitForEvents(env.log, (evs) => texts(evs).includes('while down, new session'), 'the messages sent while down');
+    expect(texts(events)).toEqual(['before the restart', 'while down, same session', 'while down, new session']);
+    expect(events.every((e) => !('content' in e) || e.content.undecryptable === undefined)).toBe(true);
+  });
+
+  it('refuses to start with another store secret (SG_ERR_STATE_SEALED_KEY) rather than becoming a new device', async () => {
+    const first = await start(encConfig());
+    await bridgeReady(first);
+    await first.stop();
+    const err = await start(encConfig('another secret of some length')).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(SyncgateError);
+    expect((err as SyncgateError).code).toBe('SG_ERR_STATE_SEALED_KEY');
+    expect(env.hs.keys.uploads.filter((u) => u.userId === RELAY && u.body['device_keys'] !== undefined)).toHaveLength(1);
+  });
+
+  it('marks a never-decryptable event undecryptable and goes on with the room', async () => {
+    const adapter = await start(encConfig());
+    await bridgeReady(adapter);
+    env.hs.sendAsUser(env.alice.userId, env.roomId, 'm.room.encrypted', {
+      algorithm: 'm.megolm.v1.aes-sha2',
+      ciphertext: 'AwgAEnB5i8Pq1Ld0nY6k2t7x',
+      session_id: 'no-such-session',
+      sender_key: peer.curve25519,
+      device_id: 'ALICEPHONE',
+    });
+    await peer.sendEncrypted(env.roomId, 'm.room.message', { msgtype: 'm.text', body: 'the next one' });
+    const events = await waitForEvents(env.log, (evs) => texts(evs).includes('the next one'), 'the message after the undecryptable one');
+    const marked = events.filter((e) => e.kind === 'message' && 'content' in e && e.content.undecryptable !== undefined);
+    expect(marked.map((e) => ('content' in e ? e.content.undecryptable : undefined))).toEqual([{ reason: 'keys-missing', scheme: 'm.megolm.v1.aes-sha2' }]);
+    expect(texts(events)).toEqual(['[An encrypted message could not be read]', 'the next one']);
+  });
+
+  it('never sends in clear into an encrypted room: encrypting fails → retried, nothing sent; no crypto configured → rejected as before', async () => {
+    const adapter = await start(encConfig());
+    await bridgeReady(adapter);
+    env.hs.rateLimitNext(1000, '/keys/query', 200);
+    const out = await appendApi(env.log, { kind: 'message', content: { body: 'must not leak' } });
+    const result = await new Driver(adapter, env.log, matrixLink(env)).deliver(out, 2);
+    expect(result.status).toBe('retry');
+    await adapter.stop();
+    const plain = await start(encConfig(null));
+    await waitFor(() => plain.status().ready, { timeoutMs: 20_000, what: 'the adapter without crypto ready' }).catch((err: Error) => {
+      throw new Error(`${err.message}: ${JSON.stringify(plain.status())}`);
+    });
+    const refused = await new Driver(plain, env.log, matrixLink(env)).deliver(out, 1);
+    expect(refused.status).toBe('rejected');
+    expect(JSON.stringify(env.hs.events(env.roomId).filter((e) => e.sender === RELAY))).not.toContain('must not leak');
+    expect(env.hs.events(env.roomId).filter((e) => e.sender === RELAY && (e.type === 'm.room.message' || e.type === 'm.room.encrypted'))).toEqual([]);
+  });
+});
