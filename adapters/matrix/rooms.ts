@@ -54,6 +54,17 @@ async function checkEncryption(s: MatrixAdapterState, roomId: string): Promise<v
   }
 }
 
+/** Reads the room's m.room.encryption state now (not found: in clear); any other failure throws, so nothing is sent blind. */
+export async function checkEncryptionNow(s: MatrixAdapterState, roomId: string): Promise<void> {
+  try {
+    await s.http.request('GET', mxPath`/_matrix/client/v3/rooms/${roomId}/state/m.room.encryption/`);
+  } catch (err) {
+    if (isMatrixApiError(err, 'M_NOT_FOUND')) return;
+    throw err;
+  }
+  markEncrypted(s, roomId);
+}
+
 /** The admin API asks before it links a room: an encrypted Matrix room cannot be bridged unless our crypto is configured. */
 export async function checkLink(s: MatrixAdapterState, link: RoomLink): Promise<LinkRefusal | undefined> {
   const problem = cryptoUnavailable(s);

@@ -8,7 +8,8 @@ import type { DraftOf, EventKind, LogEvent, Positioned } from '../../../src/core
 import { mxPath, type JsonObject } from '../client.js';
 import { isMatrixApiError, MatrixApiError, MatrixEncryptedRoomError, MatrixNotJoinedError } from '../errors.js';
 import { expandPrefix, type RenderOptions } from '../render.js';
-import { joinRoom } from '../rooms.js';
+import { cryptoUnavailable } from '../crypto/session.js';
+import { checkEncryptionNow, joinRoom } from '../rooms.js';
 import type { MatrixAdapterState } from '../state.js';
 
 export type Logged<K extends EventKind> = DraftOf<K> & Positioned;
@@ -62,6 +63,9 @@ function mentionedUserIds(s: MatrixAdapterState, event: LogEvent): string[] {
 export async function send(s: MatrixAdapterState, roomId: string, type: string, txnId: string, content: JsonObject, who: Speaker): Promise<string> {
   let sendType = type;
   let body = content;
+  // The room may have turned encrypted since our last /sync or transaction: with crypto configured,
+  // ask before sending anything in clear, so nothing after the m.room.encryption event goes out unencrypted.
+  if (!s.rooms.encrypted.has(roomId) && cryptoUnavailable(s) === undefined) await checkEncryptionNow(s, roomId);
   if (s.rooms.encrypted.has(roomId)) {
     const crypto = s.crypto.machine;
     if (!crypto) throw new MatrixEncryptedRoomError(roomId, s.crypto.problem ?? 'the crypto is not ready yet');

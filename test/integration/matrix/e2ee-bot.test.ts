@@ -5,6 +5,7 @@
  * peer (test/harness/matrix-e2ee-peer.ts).
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { LogEvent } from '../../../src/core/event.js';
 import { SyncgateError } from '../../../src/core/errors.js';
 import type { MatrixAdapter } from '../../../adapters/matrix/index.js';
 import type { MatrixAdapterConfig } from '../../../adapters/matrix/config.js';
@@ -63,7 +64,7 @@ interface Device {
 }
 
 function deviceOf(adapter: MatrixAdapter): Device {
-  const enc = adapter.status().detail['encryption'] as { device?: Device };
+  const enc = adapter.status().detail?.['encryption'] as { device?: Device };
   if (!enc.device) throw new Error(`crypto not active: ${JSON.stringify(enc)}`);
   return enc.device;
 }
@@ -71,6 +72,23 @@ function deviceOf(adapter: MatrixAdapter): Device {
 async function bridgeReady(adapter: MatrixAdapter): Promise<void> {
   await waitFor(() => env.hs.keys.keysOf(RELAY, 'SYNCGATE') !== undefined && adapter.status().ready, { timeoutMs: 20_000, what: 'the bridge device keys uploaded and the adapter ready' });
   await peer.sync();
+}
+
+/** What the HTTP API appends into another gateway room than helpers.ts's ROOM. */
+async function appendTo(room: string, body: string): Promise<LogEvent> {
+  const { eventId } = await env.log.append({
+    v: 1,
+    idem: `api:dev1:${room}-${body}`,
+    room,
+    sender: { uid: 'api:carol', proto: 'api', native: 'carol', display: 'Carol', auth: 'api-token' },
+    origin: { proto: 'api', via: 'api', ids: {} },
+    ts: { received: Date.now() },
+    kind: 'message',
+    content: { body },
+  });
+  const event = await env.log.getEvent(room, eventId);
+  if (!event) throw new Error('appended event not found');
+  return event;
 }
 
 function texts(events: Awaited<ReturnType<typeof roomEvents>>): string[] {
@@ -90,9 +108,9 @@ describe('Matrix adapter, bot mode, encrypted room', () => {
     const original = events.find((e) => e.kind === 'message' && e.origin.ids['mx.eventId'] === first);
     expect(original && 'content' in original ? original.content.body : undefined).toBe('hello from an encrypted room');
     const reply = events.find((e) => e.kind === 'message' && 'content' in e && e.content.body === 'a reply');
-    expect(reply && 'rel' in reply ? reply.rel?.replyTo : undefined).toBe(original?.eventId);
+    expect(reply?.kind === 'message' ? reply.rel?.replyTo : undefined).toBe(original?.eventId);
     const edit = events.find((e) => e.kind === 'edit');
-    expect(edit && 'rel' in edit ? edit.rel?.replaces : undefined).toBe(original?.eventId);
+    expect(edit?.kind === 'edit' ? edit.rel.replaces : undefined).toBe(original?.eventId);
     expect(edit && 'content' in edit ? edit.content.body : undefined).toBe('hello, edited');
     const reaction = events.find((e) => e.kind === 'reaction');
     expect(reaction && 'reaction' in reaction ? reaction.reaction.keys : undefined).toEqual(['👍']);
@@ -167,6 +185,41 @@ describe('Matrix adapter, bot mode, encrypted room', () => {
     const marked = events.filter((e) => e.kind === 'message' && 'content' in e && e.content.undecryptable !== undefined);
     expect(marked.map((e) => ('content' in e ? e.content.undecryptable : undefined))).toEqual([{ reason: 'keys-missing', scheme: 'm.megolm.v1.aes-sha2' }]);
     expect(texts(events)).toEqual(['[An encrypted message could not be read]', 'the next one']);
+  });
+
+  it('a second device the member logs in later decrypts what the bridge sends after', async () => {
+    const adapter = await start(encConfig());
+    await bridgeReady(adapter);
+    const driver = new Driver(adapter, env.log, matrixLink(env));
+    expect((await driver.deliver(await appendApi(env.log, { kind: 'message', content: { body: 'to the phone' } }))).status).toBe('delivered');
+    await peer.waitFor((m) => String(m.content?.['body']).includes('to the phone'));
+    const laptop = await E2eePeer.login(env.hs.url, env.alice.userId, 'pw', 'ALICELAPTOP');
+    try {
+      await laptop.sync();
+      expect((await driver.deliver(await appendApi(env.log, { kind: 'message', content: { body: 'to both devices' } }))).status).toBe('delivered');
+      const onLaptop = await laptop.waitFor((m) => m.sender === RELAY && m.content !== undefined && String(m.content['body']).includes('to both devices'));
+      expect(onLaptop.senderDevice).toBe('SYNCGATE');
+      await peer.waitFor((m) => String(m.content?.['body']).includes('to both devices'));
+    } finally {
+      laptop.close();
+    }
+  });
+
+  it('a room that turns encrypted while bridged gets nothing in clear after its m.room.encryption event', async () => {
+    const clearRoom = env.hs.createRoom(env.alice.userId, { preset: 'public_chat' });
+    await env.log.rooms.put({ id: 'clear', links: [{ endpoint: 'matrix', target: clearRoom }] });
+    await env.links.refresh();
+    const adapter = await start(encConfig());
+    await waitFor(() => adapter.status().ready, { timeoutMs: 20_000, what: 'the adapter ready' });
+    const link = { endpoint: 'matrix', target: clearRoom };
+    const driver = new Driver(adapter, env.log, link);
+    expect((await driver.deliver(await appendTo('clear', 'in clear, before'))).status).toBe('delivered');
+    // The state change and the next delivery at once: the adapter's /sync has not seen it yet.
+    env.hs.sendStateAsUser(env.alice.userId, clearRoom, 'm.room.encryption', '', { algorithm: 'm.megolm.v1.aes-sha2' });
+    expect((await driver.deliver(await appendTo('clear', 'must be encrypted'))).status).toBe('delivered');
+    const sent = env.hs.events(clearRoom).filter((e) => e.sender === RELAY && e.type !== 'm.room.member');
+    expect(sent.map((e) => e.type)).toEqual(['m.room.message', 'm.room.encrypted']);
+    expect(JSON.stringify(sent)).not.toContain('must be encrypted');
   });
 
   it('never sends in clear into an encrypted room: encrypting fails → retried, nothing sent; no crypto configured → rejected as before', async () => {
