@@ -83,6 +83,8 @@ export interface CryptoState {
   machine: MatrixCrypto | undefined;
   /** why encrypted rooms are refused */
   problem: string | undefined;
+  /** the store for our device was lost while the homeserver has its keys: refused until an operator acts */
+  lost: string | undefined;
 }
 
 /** Application-service transactions (transactions.ts). */

@@ -21,7 +21,7 @@ export function cryptoUnavailable(s: MatrixAdapterState): string | undefined {
   if (s.mode !== 'bot') return 'end-to-end encryption is implemented for bot mode only';
   if (e?.storeSecret === undefined) return 'encryption.storeSecret is not set (the crypto state must be encrypted at rest)';
   if (!s.deps.sealed) return 'no sealed state store was given to the adapter';
-  return undefined;
+  return s.crypto.lost;
 }
 
 /** The open machine, when encrypted rooms can be bridged now. */
@@ -31,6 +31,7 @@ export function activeCrypto(s: MatrixAdapterState): MatrixCrypto | undefined {
 
 /** start(): reads the sealed crypto store (throws SyncgateError SG_ERR_STATE_SEALED_KEY on a wrong secret). */
 export async function prepareCrypto(s: MatrixAdapterState): Promise<void> {
+  s.crypto.lost = undefined;
   s.crypto.problem = cryptoUnavailable(s);
   if (s.crypto.problem !== undefined) return;
   const secret = s.config.encryption?.storeSecret;
@@ -56,6 +57,17 @@ export async function openCrypto(s: MatrixAdapterState, deviceId: string | undef
       s.log.error(s.crypto.problem);
       return;
     }
+    if (prepared.storedDevice?.deviceId !== deviceId || prepared.storedDevice.userId !== s.userId) {
+      // No stored identity for this device: if the homeserver already has keys for it, our store was lost.
+      const keys = await s.http.request('POST', '/_matrix/client/v3/keys/query', { body: { device_keys: { [s.userId]: [deviceId] } } });
+      const mine = (keys['device_keys'] as Record<string, Record<string, unknown>> | undefined)?.[s.userId]?.[deviceId];
+      if (mine !== undefined) {
+        s.crypto.lost = `the crypto store for ${s.userId} device ${deviceId} is lost (nothing stored for it, or another secret's store was dropped) but the homeserver has that device's keys: delete the device (Element: Settings → Sessions, or the admin API) or set bot.deviceId to a new id, then restart; encrypted rooms are refused meanwhile`;
+        s.crypto.problem = s.crypto.lost;
+        s.log.error({ userId: s.userId, deviceId }, `Matrix crypto: ${s.crypto.lost}`);
+        return;
+      }
+    }
     s.crypto.machine = await prepared.open(s.userId, deviceId);
     s.crypto.problem = undefined;
   }
@@ -66,6 +78,7 @@ export async function closeCrypto(s: MatrixAdapterState): Promise<void> {
   const machine = s.crypto.machine;
   s.crypto.machine = undefined;
   s.crypto.prepared = undefined;
+  s.crypto.lost = undefined;
   await machine?.close();
 }
 
