@@ -79,6 +79,12 @@ export const MatrixEncryptionConfig = Type.Object(
      * A secret: also SYNCGATE_ADAPTER_<NAME>_ENCRYPTION_STORE_SECRET(_FILE).
      */
     storeSecret: Type.Optional(Type.String({ minLength: 16, maxLength: 1024 })),
+    /**
+     * An encrypted event whose room key has not arrived is held and tried
+     * again (after each /sync batch) this long, then bridged as the
+     * undecryptable notice.
+     */
+    undecryptableHoldMs: Type.Integer({ minimum: 0, maximum: 86_400_000, default: 120_000 }),
   },
   { additionalProperties: false },
 );

@@ -10,7 +10,7 @@
  * (joining, encryption) are rooms.ts's.
  */
 import { loadMatrixSdk, mxPath, type JsonObject } from './client.js';
-import { closeCrypto, openCrypto, prepareCrypto } from './crypto/session.js';
+import { afterCryptoSync, closeCrypto, openCrypto, prepareCrypto } from './crypto/session.js';
 import { MatrixApiError } from './errors.js';
 import { joinLinked, joinRoom } from './rooms.js';
 import type { MatrixAdapterState } from './state.js';
@@ -134,6 +134,7 @@ async function startSync(s: MatrixAdapterState): Promise<void> {
     onInvite: (roomId) => joinRoom(s, roomId),
     onCrypto: async (res) => {
       await s.crypto.machine?.receiveSync(res);
+      await afterCryptoSync(s);
     },
   });
   await s.session.sync.start();

@@ -10,6 +10,7 @@ import type { SealedStore } from '../../src/core/ports.js';
 import type { AppserviceServer } from './appservice.js';
 import type { MatrixHttp, SdkLoad } from './client.js';
 import type { MatrixAdapterConfig } from './config.js';
+import type { HeldEvents } from './crypto/held.js';
 import type { MatrixCrypto, PreparedCrypto } from './crypto/machine.js';
 import type { Ghosts } from './ghosts.js';
 import type { InboundPort } from './inbound/dispatch.js';
@@ -85,6 +86,9 @@ export interface CryptoState {
   problem: string | undefined;
   /** the store for our device was lost while the homeserver has its keys: refused until an operator acts */
   lost: string | undefined;
+  /** encrypted events waiting for their room key */
+  held: HeldEvents | undefined;
+  heldTimer: NodeJS.Timeout | undefined;
 }
 
 /** Application-service transactions (transactions.ts). */
@@ -120,6 +124,8 @@ export interface MatrixAdapterState {
   readonly log: Logger;
   readonly http: MatrixHttp;
   readonly store: AdapterStore;
+  /** the state store the AdapterStore writes to (also for held encrypted events) */
+  readonly kv: MatrixState;
   /** appservice mode: the senders' ghost users */
   readonly ghosts: Ghosts | undefined;
   /** appservice mode: matches our ghosts' user ids */

@@ -39,7 +39,7 @@ export function status(s: MatrixAdapterState): AdapterStatus {
       ...(session.pingResult ? { ping: { ...session.pingResult } } : {}),
       ...(s.server ? { listener: listenAddress(s), lastTransactionAt: s.server.lastTransactionAt, transactions: { ...s.server.counters } } : {}),
       ...(session.sync ? { lastSyncAt: session.sync.lastSyncAt, sync: { ...session.sync.counters } } : {}),
-      inbound: { ...s.inbound.counters, dropped: { ...s.inbound.counters.dropped }, changed: { ...s.inbound.counters.changed } },
+      inbound: { ...s.inbound.counters, dropped: { ...s.inbound.counters.dropped }, changed: { ...s.inbound.counters.changed }, undecryptable: { ...s.inbound.counters.undecryptable } },
       outbound: { ...s.outbound.counters },
       http: { ...s.http.counters },
     },

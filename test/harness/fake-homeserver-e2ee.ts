@@ -58,6 +58,8 @@ interface FallbackKey {
 interface ToDeviceEntry {
   pos: number;
   event: JsonObject;
+  /** returned by a /sync (only then can a later token acknowledge it) */
+  returned: boolean;
 }
 
 /** What the fake tells the key server about rooms and positions. */
@@ -98,6 +100,8 @@ export class FakeKeyServer {
   private readonly inbox = new Map<string, ToDeviceEntry[]>();
   /** (user, pos) of every device-list change */
   private readonly changes: Array<{ userId: string; pos: number }> = [];
+  /** devices whose to-device messages are held back (a slow federation link, for tests) */
+  private readonly delayed = new Set<string>();
   /** every to-device message sent, for tests */
   readonly sent: Array<{ sender: string; type: string; recipient: string; deviceId: string; content: JsonObject }> = [];
   /** every /keys/upload body, for tests (what keys a device announced, in order) */
@@ -215,7 +219,7 @@ export class FakeKeyServer {
         for (const deviceId of devices) {
           const k = devKey(userId, deviceId);
           const list = this.inbox.get(k) ?? [];
-          list.push({ pos: this.host.bump(), event: { type, sender, content } });
+          list.push({ pos: this.host.bump(), event: { type, sender, content }, returned: false });
           this.inbox.set(k, list);
           this.sent.push({ sender, type, recipient: userId, deviceId, content });
         }
@@ -229,9 +233,15 @@ export class FakeKeyServer {
     const toDevice: JsonObject[] = [];
     if (deviceId !== undefined) {
       const k = devKey(userId, deviceId);
-      const kept = (this.inbox.get(k) ?? []).filter((e) => since === undefined || e.pos > since);
+      const kept = (this.inbox.get(k) ?? []).filter((e) => since === undefined || e.pos > since || !e.returned);
       this.inbox.set(k, kept);
-      for (const e of kept) if (e.pos <= upTo) toDevice.push(e.event);
+      if (!this.delayed.has(k)) {
+        for (const e of kept) {
+          if (e.pos > upTo) continue;
+          e.returned = true;
+          toDevice.push(e.event);
+        }
+      }
     }
     if (toDevice.length > 0) empty = false;
     const changed = new Set<string>();
@@ -257,6 +267,17 @@ export class FakeKeyServer {
       parts['org.matrix.msc2732.device_unused_fallback_key_types'] = unused;
     }
     return { parts, empty };
+  }
+
+  /**
+   * Holds back (true) or releases (false) the to-device messages for a
+   * device: while held they stay queued, undelivered, as when they come
+   * over a slow federation link. Releasing wakes the device's long-poll.
+   */
+  delayToDevice(userId: string, deviceId: string, delayed: boolean): void {
+    const k = devKey(userId, deviceId);
+    if (delayed) this.delayed.add(k);
+    else if (this.delayed.delete(k)) this.host.bump();
   }
 
   /** Device keys a device uploaded (undefined: none yet). */

@@ -137,7 +137,8 @@ export class E2eePeer {
         senderCurve25519: d.senderCurve25519Key,
       };
     } catch (err) {
-      return { ...base, error: err instanceof Error ? err.message : String(err) };
+      const description = typeof err === 'object' && err !== null && 'description' in err ? String((err as { description: unknown }).description) : undefined;
+      return { ...base, error: description ?? (err instanceof Error ? err.message : String(err)) };
     }
   }
 

@@ -62,8 +62,8 @@ export interface CryptoCounters {
   requestFailures: number;
   decrypted: number;
   encrypted: number;
-  /** undecryptable events by reason */
-  undecryptable: Record<string, number>;
+  /** decryption attempts that failed, by reason (a held event counts once per attempt) */
+  decryptFailures: Record<string, number>;
   roomKeysShared: number;
 }
 
@@ -134,7 +134,7 @@ export class PreparedCrypto {
 }
 
 export class MatrixCrypto {
-  readonly counters: CryptoCounters = { persisted: 0, requestsSent: 0, requestFailures: 0, decrypted: 0, encrypted: 0, undecryptable: {}, roomKeysShared: 0 };
+  readonly counters: CryptoCounters = { persisted: 0, requestsSent: 0, requestFailures: 0, decrypted: 0, encrypted: 0, decryptFailures: {}, roomKeysShared: 0 };
   readonly identity: CryptoIdentity;
   private chain: Promise<unknown> = Promise.resolve();
   private closed = false;
@@ -227,7 +227,7 @@ export class MatrixCrypto {
   }
 
   private undecryptable(reason: UndecryptableReason, detail: string): Decrypted {
-    this.counters.undecryptable[reason] = (this.counters.undecryptable[reason] ?? 0) + 1;
+    this.counters.decryptFailures[reason] = (this.counters.decryptFailures[reason] ?? 0) + 1;
     return { ok: false, reason, detail };
   }
 

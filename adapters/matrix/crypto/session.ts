@@ -12,6 +12,7 @@
  */
 import { SyncgateError } from '../../../src/core/errors.js';
 import type { MatrixAdapterState } from '../state.js';
+import { HeldEvents } from './held.js';
 import { readCryptoStore, type MatrixCrypto } from './machine.js';
 
 /** Why crypto is off for this adapter (undefined: it is configured). */
@@ -72,6 +73,27 @@ export async function openCrypto(s: MatrixAdapterState, deviceId: string | undef
     s.crypto.problem = undefined;
   }
   await s.crypto.machine.start();
+  if (!s.crypto.held) {
+    const holdMs = s.config.encryption?.undecryptableHoldMs ?? 120_000;
+    const held = new HeldEvents({
+      state: s.kv,
+      ns: `matrix-held:${s.name}`,
+      log: s.log,
+      holdMs,
+      retry: (h, final) => s.inbound.retryHeld(h.event, h.roomId, final),
+    });
+    await held.load();
+    s.crypto.held = held;
+    // The bound runs out between /sync batches too.
+    s.crypto.heldTimer = setInterval(() => void held.retryAll(), Math.max(500, Math.min(30_000, Math.round(holdMs / 4))));
+    s.crypto.heldTimer.unref();
+    void held.retryAll();
+  }
+}
+
+/** After a /sync batch's to-device events: held events whose key may have come, before the batch's timeline. */
+export async function afterCryptoSync(s: MatrixAdapterState): Promise<void> {
+  await s.crypto.held?.retryAll();
 }
 
 export async function closeCrypto(s: MatrixAdapterState): Promise<void> {
@@ -79,6 +101,9 @@ export async function closeCrypto(s: MatrixAdapterState): Promise<void> {
   s.crypto.machine = undefined;
   s.crypto.prepared = undefined;
   s.crypto.lost = undefined;
+  clearInterval(s.crypto.heldTimer);
+  s.crypto.heldTimer = undefined;
+  s.crypto.held = undefined;
   await machine?.close();
 }
 
@@ -92,7 +117,8 @@ export function cryptoStatus(s: MatrixAdapterState): Record<string, unknown> {
     ...(m
       ? {
           device: { ...m.identity },
-          counters: { ...m.counters, undecryptable: { ...m.counters.undecryptable } },
+          counters: { ...m.counters, decryptFailures: { ...m.counters.decryptFailures } },
+          held: s.crypto.held ? { waiting: s.crypto.held.size, ...s.crypto.held.counters } : undefined,
         }
       : {}),
   };

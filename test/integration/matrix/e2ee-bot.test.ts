@@ -14,8 +14,7 @@ import { createIngestSink } from '../../../src/bridge/ingest.js';
 import { createSealedStore } from '../../../src/runtime/sealed-store.js';
 import { waitFor } from '../../harness/free-port.js';
 import { E2eePeer } from '../../harness/matrix-e2ee-peer.js';
-import type { roomEvents} from './helpers.js';
-import { appendApi, botConfig, createEnv, Driver, matrixLink, waitForEvents, type Env } from './helpers.js';
+import { appendApi, botConfig, createEnv, Driver, matrixLink, roomEvents, waitForEvents, type Env } from './helpers.js';
 
 const RELAY = '@relay:fake.test';
 const SECRET = 'a store secret of some length';
@@ -37,8 +36,8 @@ afterEach(async () => {
   await env.close();
 });
 
-function encConfig(secret: string | null = SECRET): MatrixAdapterConfig {
-  return botConfig(env, {}, secret === null ? {} : { encryption: { storeSecret: secret } });
+function encConfig(secret: string | null = SECRET, encryption: Record<string, unknown> = {}): MatrixAdapterConfig {
+  return botConfig(env, {}, secret === null ? {} : { encryption: { storeSecret: secret, ...encryption } });
 }
 
 async function start(config: MatrixAdapterConfig): Promise<MatrixAdapter> {
@@ -188,8 +187,25 @@ describe('Matrix adapter, bot mode, encrypted room', () => {
     expect(JSON.stringify(env.hs.events(env.roomId))).not.toContain('no store');
   });
 
-  it('marks a never-decryptable event undecryptable and goes on with the room', async () => {
+  it('holds an event whose room key comes late, bridges the room\'s other events meanwhile, and bridges it once when the key arrives', async () => {
     const adapter = await start(encConfig());
+    await bridgeReady(adapter);
+    env.hs.keys.delayToDevice(RELAY, 'SYNCGATE', true);
+    const late = await peer.sendEncrypted(env.roomId, 'm.room.message', { msgtype: 'm.text', body: 'my key comes late' });
+    const held = () => (adapter.status().detail?.['encryption'] as { held?: { waiting: number } }).held?.waiting ?? 0;
+    await waitFor(() => held() === 1, { timeoutMs: 20_000, what: 'the event held' });
+    env.hs.sendAsUser(env.bob.userId, env.roomId, 'm.room.message', { msgtype: 'm.text', body: 'meanwhile, in clear' });
+    await waitForEvents(env.log, (evs) => texts(evs).includes('meanwhile, in clear'), 'the room\'s next event bridged while one is held');
+    env.hs.keys.delayToDevice(RELAY, 'SYNCGATE', false);
+    const events = await waitForEvents(env.log, (evs) => texts(evs).includes('my key comes late'), 'the held event bridged once its key arrived');
+    expect(texts(events)).toEqual(['meanwhile, in clear', 'my key comes late']);
+    expect(events.find((e) => e.origin.ids['mx.eventId'] === late && e.kind === 'message')).toBeDefined();
+    expect(held()).toBe(0);
+    expect(env.hs.events(env.roomId).filter((e) => e.event_id === late)).toHaveLength(1);
+  });
+
+  it('marks a never-decryptable event undecryptable after the hold and goes on with the room', async () => {
+    const adapter = await start(encConfig(SECRET, { undecryptableHoldMs: 500 }));
     await bridgeReady(adapter);
     env.hs.sendAsUser(env.alice.userId, env.roomId, 'm.room.encrypted', {
       algorithm: 'm.megolm.v1.aes-sha2',
@@ -199,10 +215,14 @@ describe('Matrix adapter, bot mode, encrypted room', () => {
       device_id: 'ALICEPHONE',
     });
     await peer.sendEncrypted(env.roomId, 'm.room.message', { msgtype: 'm.text', body: 'the next one' });
-    const events = await waitForEvents(env.log, (evs) => texts(evs).includes('the next one'), 'the message after the undecryptable one');
+    await waitForEvents(env.log, (evs) => texts(evs).includes('the next one'), 'the message after the undecryptable one');
+    const events = await waitForEvents(env.log, (evs) => evs.length === 2, 'both events');
     const marked = events.filter((e) => e.kind === 'message' && 'content' in e && e.content.undecryptable !== undefined);
     expect(marked.map((e) => ('content' in e ? e.content.undecryptable : undefined))).toEqual([{ reason: 'keys-missing', scheme: 'm.megolm.v1.aes-sha2' }]);
-    expect(texts(events)).toEqual(['[An encrypted message could not be read]', 'the next one']);
+    // held for the bound, then marked: the next message is not held up by it
+    await waitForEvents(env.log, (evs) => texts(evs).includes('[An encrypted message could not be read]'), 'the undecryptable notice after the hold');
+    expect(texts(await roomEvents(env.log)).sort()).toEqual(['[An encrypted message could not be read]', 'the next one']);
+    expect((adapter.status().detail?.['inbound'] as { undecryptable: Record<string, number> }).undecryptable).toEqual({ 'keys-missing': 1 });
   });
 
   it('a second device the member logs in later decrypts what the bridge sends after', async () => {
@@ -214,6 +234,10 @@ describe('Matrix adapter, bot mode, encrypted room', () => {
     const laptop = await E2eePeer.login(env.hs.url, env.alice.userId, 'pw', 'ALICELAPTOP');
     try {
       await laptop.sync();
+      // The bridge learns of the new device from device_lists.changed in its next /sync batches.
+      const batches = () => (adapter.status().detail?.['sync'] as { batches: number }).batches;
+      const seen = batches();
+      await waitFor(() => batches() >= seen + 2, { timeoutMs: 20_000, what: 'the bridge to sync past the new device' });
       expect((await driver.deliver(await appendApi(env.log, { kind: 'message', content: { body: 'to both devices' } }))).status).toBe('delivered');
       const onLaptop = await laptop.waitFor((m) => m.sender === RELAY && m.content !== undefined && String(m.content['body']).includes('to both devices'));
       expect(onLaptop.senderDevice).toBe('SYNCGATE');
