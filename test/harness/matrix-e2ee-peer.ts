@@ -156,6 +156,21 @@ export class E2eePeer {
 
   /** Encrypts `content` for every joined member's devices (sharing the room key first) and sends it; returns the event id. */
   async sendEncrypted(roomId: string, type: string, content: Json): Promise<string> {
+    return this.putEncrypted(roomId, await this.encrypt(roomId, type, content));
+  }
+
+  /** PUTs an m.room.encrypted content made by encrypt(); returns the event id. */
+  async putEncrypted(roomId: string, encrypted: Json): Promise<string> {
+    const res = await this.request('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.encrypted/peer-${Date.now()}-${this.txn++}`, encrypted);
+    return String(res['event_id']);
+  }
+
+  /**
+   * The m.room.encrypted content for `content`, the room key shared with
+   * every joined member's devices first (which also replaces a session past
+   * its rotation period: encrypting with an expired one panics in the wasm).
+   */
+  async encrypt(roomId: string, type: string, content: Json): Promise<Json> {
     const joined = (await this.request('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/joined_members`))['joined'] as Json;
     const members = Object.keys(joined);
     await this.machine.updateTrackedUsers(members.map((u) => new wasm.UserId(u)));
@@ -167,9 +182,7 @@ export class E2eePeer {
     settings.sharingStrategy = wasm.CollectStrategy.allDevices();
     const shares = await this.machine.shareRoomKey(new wasm.RoomId(roomId), members.map((u) => new wasm.UserId(u)), settings);
     for (const r of shares) await this.send(r);
-    const encrypted = await this.machine.encryptRoomEvent(new wasm.RoomId(roomId), type, JSON.stringify(content));
-    const res = await this.request('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.encrypted/peer-${Date.now()}-${this.txn++}`, encrypted);
-    return String(res['event_id']);
+    return JSON.parse(await this.machine.encryptRoomEvent(new wasm.RoomId(roomId), type, JSON.stringify(content))) as Json;
   }
 
   close(): void {

@@ -138,11 +138,15 @@ export interface DurableIdbOptions {
   /** the databases whose names start with this are ours (a fresh one per start; the snapshot holds the rest of the names) */
   readonly prefix: string;
   readonly idb: IdbFactory;
+  /** how many writes the IndexedDB has seen (process-wide): unchanged since the last snapshot → nothing to persist */
+  readonly writes?: () => number;
 }
 
 export class DurableIdb {
   /** hash of the last snapshot written or restored */
   private lastHash: string | undefined;
+  /** the write count the last snapshot saw */
+  private lastWrites: number | undefined;
   /** snapshots written (status, tests) */
   writes = 0;
   /** bytes of the last sealed snapshot */
@@ -170,6 +174,7 @@ export class DurableIdb {
     // connection the previous machine of this process may still hold never blocks the restore.
     for (const db of snap?.databases ?? []) await restoreDatabase(this.opts.idb, { ...db, name: this.opts.prefix + db.name });
     this.lastHash = snap ? hash(serialize(snap)) : undefined;
+    this.lastWrites = undefined;
   }
 
   /** Deletes our databases from IndexedDB (the sealed copy stays). */
@@ -179,15 +184,22 @@ export class DurableIdb {
 
   /** Writes the current databases to the sealed store when they changed; resolves once durable. */
   async persist(userId: string, deviceId: string): Promise<boolean> {
+    // Read before the snapshot: a write made while it is taken is seen by the next persist.
+    const writes = this.opts.writes?.();
+    if (writes !== undefined && writes === this.lastWrites) return false;
     const databases: DatabaseSnapshot[] = [];
     for (const name of (await this.names()).sort()) databases.push({ ...(await snapshotDatabase(this.opts.idb, name)), name: name.slice(this.opts.prefix.length) });
     const snap: Snapshot = { format: FORMAT, userId, deviceId, databases };
     const bytes = serialize(snap);
     const h = hash(bytes);
-    if (h === this.lastHash) return false;
+    if (h === this.lastHash) {
+      this.lastWrites = writes;
+      return false;
+    }
     const packed = deflateRawSync(bytes);
     await this.opts.sealed.set(SNAPSHOT_KEY, packed);
     this.lastHash = h;
+    this.lastWrites = writes;
     this.writes++;
     this.lastBytes = packed.length;
     return true;

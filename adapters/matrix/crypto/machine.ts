@@ -40,17 +40,50 @@ type OutgoingRequest = Awaited<ReturnType<Wasm.OlmMachine['outgoingRequests']>>[
 
 export const MEGOLM = 'm.megolm.v1.aes-sha2';
 
-let loaded: Promise<{ wasm: WasmModule; idb: IdbFactory }> | undefined;
+let loaded: Promise<{ wasm: WasmModule; idb: IdbFactory; writes: (() => number) | undefined }> | undefined;
+
+/**
+ * Counts the writes made through fake-indexeddb (every method that can
+ * change a database), so a snapshot is taken only when something changed.
+ */
+async function countFakeIdbWrites(): Promise<() => number> {
+  const fake = (await import('fake-indexeddb')) as unknown as Record<string, { prototype: Record<string, unknown> } | undefined>;
+  let count = 0;
+  const hooks: Array<[string, string[]]> = [
+    ['IDBObjectStore', ['put', 'add', 'delete', 'clear', 'createIndex', 'deleteIndex']],
+    ['IDBCursor', ['update', 'delete']],
+    ['IDBDatabase', ['createObjectStore', 'deleteObjectStore']],
+    // open() itself changes nothing: an upgrade goes through createObjectStore/createIndex.
+    ['IDBFactory', ['deleteDatabase']],
+  ];
+  for (const [cls, methods] of hooks) {
+    const proto = fake[cls]?.prototype;
+    if (!proto) throw new Error(`fake-indexeddb has no ${cls}`);
+    for (const m of methods) {
+      const original = proto[m];
+      if (typeof original !== 'function') throw new Error(`fake-indexeddb ${cls} has no ${m}()`);
+      proto[m] = function counted(this: unknown, ...args: unknown[]): unknown {
+        count++;
+        return (original as (...a: unknown[]) => unknown).apply(this, args);
+      };
+    }
+  }
+  return () => count;
+}
 
 /** The wasm module and an IndexedDB (fake-indexeddb when the process has none), once per process. */
-function loadCrypto(): Promise<{ wasm: WasmModule; idb: IdbFactory }> {
+function loadCrypto(): Promise<{ wasm: WasmModule; idb: IdbFactory; writes: (() => number) | undefined }> {
   loaded ??= (async () => {
     const scope = globalThis as { indexedDB?: IdbFactory };
-    if (scope.indexedDB === undefined) await import('fake-indexeddb/auto');
+    let writes: (() => number) | undefined;
+    if (scope.indexedDB === undefined) {
+      writes = await countFakeIdbWrites();
+      await import('fake-indexeddb/auto');
+    }
     const wasm = await import('@matrix-org/matrix-sdk-crypto-wasm');
     await wasm.initAsync();
     if (scope.indexedDB === undefined) throw new Error('no IndexedDB after loading fake-indexeddb');
-    return { wasm, idb: scope.indexedDB };
+    return { wasm, idb: scope.indexedDB, writes };
   })();
   return loaded;
 }
@@ -93,8 +126,8 @@ export interface CryptoIdentity {
 
 /** Reads and checks the sealed store (throws SG_ERR_STATE_SEALED_KEY on a wrong secret); the machine opens later, once the device is known. */
 export async function readCryptoStore(options: MatrixCryptoOptions): Promise<PreparedCrypto> {
-  const { wasm, idb } = await loadCrypto();
-  const durable = new DurableIdb({ sealed: options.sealed, idb, prefix: `syncgate-${options.storeName}-${randomBytes(6).toString('hex')}` });
+  const { wasm, idb, writes } = await loadCrypto();
+  const durable = new DurableIdb({ sealed: options.sealed, idb, prefix: `syncgate-${options.storeName}-${randomBytes(6).toString('hex')}`, ...(writes ? { writes } : {}) });
   const snapshot = await durable.read();
   return new PreparedCrypto(options, wasm, durable, snapshot);
 }
