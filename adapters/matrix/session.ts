@@ -9,7 +9,7 @@
  * A failed connection is tried again in the background with backoff. Rooms
  * (joining, encryption) are rooms.ts's.
  */
-import { loadMatrixSdk, mxPath, type JsonObject } from './client.js';
+import { mxPath, type JsonObject } from './client.js';
 import { afterCryptoSync, closeCrypto, openCrypto, prepareCrypto } from './crypto/session.js';
 import { MatrixApiError } from './errors.js';
 import { joinLinked, joinRoom } from './rooms.js';
@@ -17,8 +17,6 @@ import type { MatrixAdapterState } from './state.js';
 import { SyncLoop } from './sync.js';
 
 const CONNECT_RETRY_MAX_MS = 60_000;
-/** how long after the connection (and its ping) matrix-bot-sdk is loaded */
-const SDK_LOAD_DELAY_MS = 2000;
 
 export async function startSession(s: MatrixAdapterState): Promise<void> {
   const session = s.session;
@@ -47,14 +45,6 @@ export async function startSession(s: MatrixAdapterState): Promise<void> {
     if (session.connected) void joinLinked(s);
   });
   await connect(s);
-  // The SDK only tells whether end-to-end encryption could be had (status, logs). Importing it
-  // blocks the event loop for about a second: after a restart the listener, the connection, the
-  // ping and the transactions the ping brings at once go first.
-  void (session.pinging ?? Promise.resolve()).then(() => {
-    if (!session.started) return;
-    session.sdkTimer = setTimeout(() => void loadSdk(s), SDK_LOAD_DELAY_MS);
-    session.sdkTimer.unref();
-  });
   // Appservice mode has no long-poll that would notice an unreachable homeserver: ask now and then.
   if (s.mode === 'appservice') {
     session.healthTimer = setInterval(() => {
@@ -71,7 +61,6 @@ export async function stopSession(s: MatrixAdapterState): Promise<void> {
   session.stopping = true;
   clearTimeout(session.connectTimer);
   clearInterval(session.healthTimer);
-  clearTimeout(session.sdkTimer);
   session.unwatchLinks?.();
   await s.server?.close();
   await session.sync?.stop(s.config.stopGraceMs);
@@ -138,15 +127,6 @@ async function startSync(s: MatrixAdapterState): Promise<void> {
     },
   });
   await s.session.sync.start();
-}
-
-async function loadSdk(s: MatrixAdapterState): Promise<void> {
-  try {
-    s.session.sdk = await loadMatrixSdk(s.log);
-    s.log.info({ sdkLoaded: s.session.sdk.sdk !== undefined, e2ee: s.session.sdk.e2ee }, 'matrix-bot-sdk load finished');
-  } catch (err) {
-    s.log.warn({ err }, 'matrix-bot-sdk not loaded');
-  }
 }
 
 async function loginBot(s: MatrixAdapterState): Promise<void> {

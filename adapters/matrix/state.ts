@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { Adapter, AdapterDeps } from '../../src/core/adapter.js';
 import type { SealedStore } from '../../src/core/ports.js';
 import type { AppserviceServer } from './appservice.js';
-import type { MatrixHttp, SdkLoad } from './client.js';
+import type { MatrixHttp } from './client.js';
 import type { MatrixAdapterConfig } from './config.js';
 import type { HeldEvents } from './crypto/held.js';
 import type { MatrixCrypto, PreparedCrypto } from './crypto/machine.js';
@@ -56,11 +56,9 @@ export interface SessionState {
   connectFailures: number;
   connectTimer: NodeJS.Timeout | undefined;
   healthTimer: NodeJS.Timeout | undefined;
-  sdkTimer: NodeJS.Timeout | undefined;
   unwatchLinks: (() => void) | undefined;
   /** bot mode: the /sync loop, once connected */
   sync: SyncLoop | undefined;
-  sdk: SdkLoad | undefined;
   /** the last appservice ping at start */
   pingResult: PingResult | undefined;
   /** the ping at start, while it runs (it never rejects) */
@@ -152,10 +150,8 @@ export function newSession(): SessionState {
     connectFailures: 0,
     connectTimer: undefined,
     healthTimer: undefined,
-    sdkTimer: undefined,
     unwatchLinks: undefined,
     sync: undefined,
-    sdk: undefined,
     pingResult: undefined,
     pinging: undefined,
   };

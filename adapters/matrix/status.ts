@@ -34,8 +34,6 @@ export function status(s: MatrixAdapterState): AdapterStatus {
       encryptedRooms: linked.filter((r) => rooms.encrypted.has(r)).slice(0, 20),
       encryptedLinkedRooms: linked.filter((r) => rooms.encrypted.has(r)).length,
       encryption: cryptoStatus(s),
-      e2ee: session.sdk?.e2ee ? 'binding-available-not-used' : 'unavailable',
-      sdkLoaded: session.sdk?.sdk !== undefined,
       ...(session.pingResult ? { ping: { ...session.pingResult } } : {}),
       ...(s.server ? { listener: listenAddress(s), lastTransactionAt: s.server.lastTransactionAt, transactions: { ...s.server.counters } } : {}),
       ...(session.sync ? { lastSyncAt: session.sync.lastSyncAt, sync: { ...session.sync.counters } } : {}),
