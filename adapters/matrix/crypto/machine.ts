@@ -348,7 +348,8 @@ export class MatrixCrypto {
     await this.exclusive(() => Promise.resolve());
     this.machine.close();
     // This process's in-memory copy: the next start restores from the sealed store under a new prefix.
-    await this.durable.clear().catch(() => undefined);
+    // Not awaited: a connection the wasm still holds would block the deletion, never the stop.
+    void this.durable.clear().catch(() => undefined);
   }
 }
 
