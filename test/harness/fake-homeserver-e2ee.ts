@@ -26,6 +26,12 @@
  *   users who no longer share any room), `device_one_time_keys_count` and
  *   `device_unused_fallback_key_types` (also under its MSC2732 name).
  *
+ * - appservice transactions (fake-homeserver.ts, with Synapse's
+ *   experimental features switched on by options): to-device messages for
+ *   the AS's users as `de.sorunome.msc2409.to_device` (MSC2409, with
+ *   `to_user_id`/`to_device_id`), their one-time-key counts and unused
+ *   fallback key types and `org.matrix.msc3202.device_lists` (MSC3202).
+ *
  * Simplified: no cross-signing keys (the answers carry empty
  * master/self-signing maps), no federation, no limit on to-device messages
  * per sync.
@@ -73,6 +79,10 @@ export interface E2eeHost {
   /** the user's devices */
   devicesOf(userId: string): readonly string[];
   isLocal(userId: string): boolean;
+  /** a to-device message was queued for a device (appservice transactions may carry it) */
+  toDeviceQueued?(userId: string, deviceId: string, event: JsonObject): void;
+  /** one-time keys, fallback keys or device keys changed (appservice transactions may carry counts and lists) */
+  keysChanged?(): void;
 }
 
 const devKey = (userId: string, deviceId: string): string => `${userId}\u0000${deviceId}`;
@@ -121,6 +131,8 @@ export class FakeKeyServer {
         this.changes.push({ userId, pos: this.host.bump() });
       }
     }
+    // counts (and maybe device lists) changed: after the body is applied
+    queueMicrotask(() => this.host.keysChanged?.());
     const otks = body['one_time_keys'];
     if (isObject(otks)) {
       const mine = this.oneTimeKeys.get(k) ?? new Map<string, Json>();
@@ -195,6 +207,7 @@ export class FakeKeyServer {
         if (mine && keyId !== undefined) {
           perUser[deviceId] = { [keyId]: mine.get(keyId) ?? null };
           mine.delete(keyId);
+          queueMicrotask(() => this.host.keysChanged?.());
           continue;
         }
         const fallback = this.fallbackKeys.get(k)?.get(algorithm);
@@ -222,6 +235,7 @@ export class FakeKeyServer {
           list.push({ pos: this.host.bump(), event: { type, sender, content }, returned: false });
           this.inbox.set(k, list);
           this.sent.push({ sender, type, recipient: userId, deviceId, content });
+          this.host.toDeviceQueued?.(userId, deviceId, { type, sender, content });
         }
       }
     }
@@ -278,6 +292,20 @@ export class FakeKeyServer {
     const k = devKey(userId, deviceId);
     if (delayed) this.delayed.add(k);
     else if (this.delayed.delete(k)) this.host.bump();
+  }
+
+  /** The devices that uploaded any key, for MSC3202 counts in appservice transactions. */
+  keyedDevices(): Array<{ userId: string; deviceId: string }> {
+    const keys = new Set([...this.deviceKeys.keys(), ...this.oneTimeKeys.keys(), ...this.fallbackKeys.keys()]);
+    return [...keys].map((k) => {
+      const [userId = '', deviceId = ''] = k.split('\u0000');
+      return { userId, deviceId };
+    });
+  }
+
+  /** Users whose device keys changed in (after, upTo]. */
+  changedBetween(after: number, upTo: number): string[] {
+    return [...new Set(this.changes.filter((c) => c.pos > after && c.pos <= upTo).map((c) => c.userId))];
   }
 
   /** Device keys a device uploaded (undefined: none yet). */

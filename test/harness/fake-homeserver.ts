@@ -100,6 +100,8 @@ export interface AppServiceRegistration {
   receive_ephemeral?: boolean;
   /** MSC2409 flag that matrix-bot-sdk 0.7 needs: sent as `de.sorunome.msc2409.ephemeral`. */
   'de.sorunome.msc2409.push_ephemeral'?: boolean;
+  /** MSC3202: key counts and device lists in transactions (with the homeserver's `msc3202TransactionExtensions`). */
+  'org.matrix.msc3202'?: boolean;
 }
 
 export type AppServiceAttemptOutcome =
@@ -207,6 +209,21 @@ export interface FakeHomeserverOptions {
    * `false`: as older Synapse, the retry waits for the backoff. Default true.
    */
   pingRetriesTransactions?: boolean;
+  /**
+   * Synapse `experimental_features: msc2409_to_device_messages_enabled`:
+   * to-device messages for the AS's users go into its transactions as
+   * `de.sorunome.msc2409.to_device` (each with `to_user_id`/`to_device_id`),
+   * for a registration with `de.sorunome.msc2409.push_ephemeral`.
+   */
+  msc2409ToDevice?: boolean;
+  /**
+   * Synapse `experimental_features: msc3202_transaction_extensions`: for a
+   * registration with `org.matrix.msc3202: true`, transactions carry the AS
+   * users' one-time-key counts (`org.matrix.msc3202.device_one_time_keys_count`
+   * and the older `…_key_counts`), unused fallback key types and
+   * `org.matrix.msc3202.device_lists` {changed, left}.
+   */
+  msc3202TransactionExtensions?: boolean;
 }
 
 /** What Synapse 1.67 (2022) listed in /versions. */
@@ -377,6 +394,11 @@ interface AppServiceState {
   rooms: CompiledNamespace[];
   pendingEvents: StoredEvent[];
   pendingEphemeral: JsonObject[];
+  /** MSC2409 to-device messages for the AS's users */
+  pendingToDevice: JsonObject[];
+  /** MSC3202: keys changed since the last transaction; the stream position device lists were reported up to */
+  keysDirty: boolean;
+  keysReportedPos: number;
   /** ephemeral events not kept because the AS was down */
   droppedEphemeral: number;
   current?: PendingTransaction;
@@ -543,6 +565,8 @@ class FakeHomeserverImpl implements FakeHomeserver {
   private readonly stableEphemeral: boolean;
   private readonly roomVersion: string;
   private readonly pingRetriesTransactions: boolean;
+  private readonly msc2409ToDevice: boolean;
+  private readonly msc3202: boolean;
   private readonly routes: Route[];
   readonly keys: FakeKeyServer;
 
@@ -563,12 +587,28 @@ class FakeHomeserverImpl implements FakeHomeserver {
     this.stableEphemeral = opts.stableEphemeral ?? false;
     this.roomVersion = opts.roomVersion ?? ROOM_VERSION;
     this.pingRetriesTransactions = opts.pingRetriesTransactions ?? true;
+    this.msc2409ToDevice = opts.msc2409ToDevice ?? false;
+    this.msc3202 = opts.msc3202TransactionExtensions ?? false;
     this.keys = new FakeKeyServer({
       bump: () => this.bump(),
       sharesRoomWith: (userId, pos) => this.sharesRoomWith(userId, pos),
       newlyJoinedMembers: (userId, after, upTo) => this.newlyJoinedMembers(userId, after, upTo),
       devicesOf: (userId) => [...(this.users.get(userId)?.devices ?? [])],
       isLocal: (userId) => this.isLocal(userId),
+      toDeviceQueued: (userId, deviceId, event) => {
+        for (const as of this.appServices.values()) {
+          if (!this.msc2409ToDevice || as.reg['de.sorunome.msc2409.push_ephemeral'] !== true || !this.isAppServiceUser(as, userId)) continue;
+          as.pendingToDevice.push({ ...event, to_user_id: userId, to_device_id: deviceId });
+          this.pump(as);
+        }
+      },
+      keysChanged: () => {
+        for (const as of this.appServices.values()) {
+          if (!this.wantsKeyExtensions(as)) continue;
+          as.keysDirty = true;
+          this.pump(as);
+        }
+      },
     });
     this.routes = this.buildRoutes();
     this.server = http.createServer((req, res) => {
@@ -675,6 +715,9 @@ class FakeHomeserverImpl implements FakeHomeserver {
       rooms: compile(reg.namespaces.rooms),
       pendingEvents: [],
       pendingEphemeral: [],
+      pendingToDevice: [],
+      keysDirty: false,
+      keysReportedPos: this.pos,
       droppedEphemeral: 0,
       nextTxnId: this.firstTxnId,
       log: [],
@@ -1517,6 +1560,44 @@ class FakeHomeserverImpl implements FakeHomeserver {
     return this.requireAppService(appServiceId).droppedEphemeral;
   }
 
+  private wantsKeyExtensions(as: AppServiceState): boolean {
+    return this.msc3202 && as.reg['org.matrix.msc3202'] === true;
+  }
+
+  /** MSC3202 fields for a transaction (only the non-empty ones, as Synapse sends them). */
+  private keyExtensions(as: AppServiceState): JsonObject {
+    const out: JsonObject = {};
+    const counts: { [user: string]: JsonObject } = {};
+    const fallback: { [user: string]: JsonObject } = {};
+    for (const { userId, deviceId } of this.keys.keyedDevices()) {
+      if (!this.isAppServiceUser(as, userId)) continue;
+      (counts[userId] ??= {})[deviceId] = this.keys.counts(userId, deviceId);
+      (fallback[userId] ??= {})[deviceId] = this.keys.unusedFallbackTypes(userId, deviceId);
+    }
+    if (Object.keys(counts).length > 0) {
+      out['org.matrix.msc3202.device_one_time_keys_count'] = counts;
+      // the name Synapse used first, still sent alongside
+      out['org.matrix.msc3202.device_one_time_key_counts'] = cloneJson(counts);
+      out['org.matrix.msc3202.device_unused_fallback_key_types'] = fallback;
+    }
+    // Device-list changes of users sharing a room with one of the AS's users since the last report.
+    const upTo = this.pos;
+    const shared = new Set<string>();
+    const sharedBefore = new Set<string>();
+    for (const user of this.users.keys()) {
+      if (!this.isAppServiceUser(as, user)) continue;
+      for (const u of this.sharesRoomWith(user, upTo)) shared.add(u);
+      for (const u of this.sharesRoomWith(user, as.keysReportedPos)) sharedBefore.add(u);
+    }
+    const changed = this.keys.changedBetween(as.keysReportedPos, upTo).filter((u) => shared.has(u));
+    for (const u of shared) if (!sharedBefore.has(u) && !changed.includes(u)) changed.push(u);
+    const left = [...sharedBefore].filter((u) => !shared.has(u));
+    if (changed.length > 0 || left.length > 0) out['org.matrix.msc3202.device_lists'] = { changed, left };
+    as.keysReportedPos = upTo;
+    as.keysDirty = false;
+    return out;
+  }
+
   private wantsEphemeral(as: AppServiceState): boolean {
     return (this.stableEphemeral && as.reg.receive_ephemeral === true) || as.reg['de.sorunome.msc2409.push_ephemeral'] === true;
   }
@@ -1541,7 +1622,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
     as.pumping = true;
     const restartIfWorkLeft = (): void => {
       as.pumping = false;
-      const more = as.current !== undefined || as.pendingEvents.length > 0 || as.pendingEphemeral.length > 0;
+      const more = as.current !== undefined || as.pendingEvents.length > 0 || as.pendingEphemeral.length > 0 || as.pendingToDevice.length > 0 || as.keysDirty;
       if (more && !this.stopped && as.url !== null) this.pump(as);
     };
     // A failure inside the loop is a bug in the fake: stop pushing rather than spin.
@@ -1552,7 +1633,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
     let delay = this.retryInitialMs;
     while (!this.stopped && as.url !== null) {
       if (!as.current) {
-        if (as.pendingEvents.length === 0 && as.pendingEphemeral.length === 0) return;
+        if (as.pendingEvents.length === 0 && as.pendingEphemeral.length === 0 && as.pendingToDevice.length === 0 && !as.keysDirty) return;
         const events = as.pendingEvents
           .splice(0, this.maxEventsPerTransaction)
           .map((e) => this.toClientEvent(e, { appServiceId: as.reg.id }, true));
@@ -1562,6 +1643,11 @@ class FakeHomeserverImpl implements FakeHomeserver {
           if (this.stableEphemeral && as.reg.receive_ephemeral === true) body['ephemeral'] = ephemeral;
           if (as.reg['de.sorunome.msc2409.push_ephemeral'] === true) body['de.sorunome.msc2409.ephemeral'] = ephemeral;
         }
+        const toDevice = as.pendingToDevice.splice(0);
+        if (toDevice.length > 0) body['de.sorunome.msc2409.to_device'] = toDevice;
+        if (this.wantsKeyExtensions(as) && (as.keysDirty || events.length > 0)) Object.assign(body, this.keyExtensions(as));
+        // Nothing for this AS after all (another user's keys changed): no empty transaction.
+        if (events.length === 0 && Object.keys(body).length === 1) continue;
         // The body is frozen here: retries MUST NOT alter a transaction.
         const record: AppServiceTransactionRecord = { txnId: String(as.nextTxnId++), body, attempts: [], retryDelaysMs: [], retriedBy: [], delivered: false };
         as.log.push(record);

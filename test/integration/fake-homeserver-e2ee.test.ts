@@ -4,8 +4,11 @@
  * real Rust-crypto clients (the wasm OlmMachine of matrix-sdk-crypto-wasm)
  * exchanging Megolm-encrypted messages through it.
  */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createFakeHomeserver, type FakeHomeserver } from '../harness/fake-homeserver.js';
+import { waitFor } from '../harness/free-port.js';
 import { E2eePeer } from '../harness/matrix-e2ee-peer.js';
 
 let hs: FakeHomeserver;
@@ -134,5 +137,88 @@ describe('two Rust-crypto clients through the fake', () => {
     expect(got.senderCurve25519).toBe(alice.curve25519);
     // the room key travelled as an Olm-encrypted to-device message
     expect(hs.keys.sent.some((m) => m.type === 'm.room.encrypted' && m.recipient === '@bob:fake.test' && m.deviceId === 'BOBDEV')).toBe(true);
+  });
+});
+
+/** An AS listener that records every transaction body and answers 200. */
+async function listener(): Promise<{ url: string; bodies: Array<Record<string, unknown>>; close: () => Promise<void> }> {
+  const bodies: Array<Record<string, unknown>> = [];
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      if (req.method === 'PUT') bodies.push(JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>);
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end('{}');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, bodies, close: () => new Promise((resolve) => server.close(() => resolve())) };
+}
+
+describe('appservice transactions with Synapse\'s experimental E2EE extensions', () => {
+  async function setUp(opts: { msc2409ToDevice: boolean; msc3202TransactionExtensions: boolean }) {
+    await hs.stop();
+    hs = await createFakeHomeserver({ serverName: 'fake.test', appServiceRetry: { initialMs: 50, maxMs: 500 }, ...opts });
+    const as = await listener();
+    hs.registerAppService({
+      id: 'bridge',
+      url: as.url,
+      as_token: 'as-token-0123456789abcdef',
+      hs_token: 'hs-token-0123456789abcdef',
+      sender_localpart: 'bridge',
+      namespaces: { users: [{ exclusive: true, regex: '@_b_.*:fake.test' }] },
+      'de.sorunome.msc2409.push_ephemeral': true,
+      'org.matrix.msc3202': true,
+    });
+    hs.registerUser('alice', 'pw');
+    const alice = await login('alice', 'ALICEDEV');
+    // The bridge bot's device, as an appservice gets one (m.login.application_service).
+    const res = await fetch(`${hs.url}/_matrix/client/v3/login`, {
+      method: 'POST',
+      headers: { Authorization: 'Bearer as-token-0123456789abcdef' },
+      body: JSON.stringify({ type: 'm.login.application_service', identifier: { type: 'm.id.user', user: 'bridge' }, device_id: 'BRIDGEDEV' }),
+    });
+    const bot = (await res.json()) as { access_token: string; user_id: string };
+    const room = hs.createRoom(alice.userId, { preset: 'public_chat' });
+    hs.joinRoom(bot.user_id, room);
+    await call(bot.access_token, 'POST', '/keys/upload', {
+      device_keys: { user_id: bot.user_id, device_id: 'BRIDGEDEV', algorithms: [], keys: { 'ed25519:BRIDGEDEV': 'b' }, signatures: {} },
+      one_time_keys: { 'signed_curve25519:AAAA': { key: 'k' } },
+      fallback_keys: { 'signed_curve25519:FFFF': { key: 'f', fallback: true } },
+    });
+    await call(alice.token, 'POST', '/keys/upload', { device_keys: { user_id: alice.userId, device_id: 'ALICEDEV', algorithms: [], keys: { 'ed25519:ALICEDEV': 'a' }, signatures: {} } });
+    await call(alice.token, 'PUT', '/sendToDevice/m.room.encrypted/t1', { messages: { [bot.user_id]: { BRIDGEDEV: { ciphertext: 'x' } } } });
+    return { as, bot, alice };
+  }
+
+  it('carries to-device messages (MSC2409), key counts and device lists (MSC3202) under Synapse\'s unstable names when enabled', async () => {
+    const { as, bot, alice } = await setUp({ msc2409ToDevice: true, msc3202TransactionExtensions: true });
+    try {
+      await waitFor(() => as.bodies.some((b) => b['de.sorunome.msc2409.to_device'] !== undefined), { timeoutMs: 10_000, what: 'a transaction with the to-device message' });
+      const toDevice = as.bodies.flatMap((b) => (b['de.sorunome.msc2409.to_device'] as unknown[] | undefined) ?? []);
+      expect(toDevice).toEqual([{ type: 'm.room.encrypted', sender: alice.userId, content: { ciphertext: 'x' }, to_user_id: bot.user_id, to_device_id: 'BRIDGEDEV' }]);
+      await waitFor(() => as.bodies.some((b) => b['org.matrix.msc3202.device_one_time_keys_count'] !== undefined), { timeoutMs: 10_000, what: 'a transaction with key counts' });
+      const counts = as.bodies.filter((b) => b['org.matrix.msc3202.device_one_time_keys_count'] !== undefined).at(-1);
+      expect(counts?.['org.matrix.msc3202.device_one_time_keys_count']).toEqual({ [bot.user_id]: { BRIDGEDEV: { signed_curve25519: 1 } } });
+      expect(counts?.['org.matrix.msc3202.device_one_time_key_counts']).toEqual(counts?.['org.matrix.msc3202.device_one_time_keys_count']);
+      expect(counts?.['org.matrix.msc3202.device_unused_fallback_key_types']).toEqual({ [bot.user_id]: { BRIDGEDEV: ['signed_curve25519'] } });
+      const changed = as.bodies.flatMap((b) => ((b['org.matrix.msc3202.device_lists'] as { changed?: string[] } | undefined)?.changed ?? []));
+      expect(changed).toContain(alice.userId);
+    } finally {
+      await as.close();
+    }
+  });
+
+  it('carries none of them without the experimental features (as Synapse by default)', async () => {
+    const { as } = await setUp({ msc2409ToDevice: false, msc3202TransactionExtensions: false });
+    try {
+      // the bot's join reaches the AS: the transactions flowed
+      await waitFor(() => as.bodies.length > 0, { timeoutMs: 10_000, what: 'a transaction' });
+      expect(hs.keys.pendingToDevice('@bridge:fake.test', 'BRIDGEDEV')).toBe(1);
+      expect(as.bodies.filter((b) => Object.keys(b).some((k) => k.includes('msc3202') || k === 'de.sorunome.msc2409.to_device'))).toEqual([]);
+    } finally {
+      await as.close();
+    }
   });
 });
