@@ -1,7 +1,9 @@
 /**
  * The linked Matrix rooms as our bot sees them: joined (or why not, for the
- * status), and whether one is end-to-end encrypted — then nothing is bridged
- * to or from it, and the admin API refuses to link it (checkLink).
+ * status), and whether one is end-to-end encrypted — then it is bridged only
+ * through the adapter's crypto (crypto/), never in clear; without the crypto
+ * nothing is bridged to or from it and the admin API refuses to link it
+ * (checkLink).
  */
 import type { LinkRefusal } from '../../src/core/adapter.js';
 import type { RoomLink } from '../../src/core/ports.js';
