@@ -10,6 +10,7 @@ import type { RoomLink } from '../../src/core/ports.js';
 import { mxPath, sleep } from './client.js';
 import { isMatrixApiError, MatrixApiError } from './errors.js';
 import { cryptoUnavailable } from './crypto/session.js';
+import type { RoomEncryptionSettings } from './crypto/machine.js';
 import type { MatrixAdapterState } from './state.js';
 
 /** Joins the linked rooms not joined yet; forgets rooms no longer linked. */
@@ -56,6 +57,21 @@ async function checkEncryption(s: MatrixAdapterState, roomId: string): Promise<v
   }
 }
 
+/** The room's Megolm rotation settings (m.room.encryption `rotation_period_ms` / `rotation_period_msgs`), read once per change. */
+export async function roomEncryptionSettings(s: MatrixAdapterState, roomId: string): Promise<RoomEncryptionSettings> {
+  const known = s.crypto.roomSettings.get(roomId);
+  if (known) return known;
+  const content = await s.http.request('GET', mxPath`/_matrix/client/v3/rooms/${roomId}/state/m.room.encryption/`);
+  const ms = content['rotation_period_ms'];
+  const msgs = content['rotation_period_msgs'];
+  const settings: RoomEncryptionSettings = {
+    ...(typeof ms === 'number' && Number.isSafeInteger(ms) && ms > 0 ? { rotationPeriodMs: ms } : {}),
+    ...(typeof msgs === 'number' && Number.isSafeInteger(msgs) && msgs > 0 ? { rotationPeriodMsgs: msgs } : {}),
+  };
+  s.crypto.roomSettings.set(roomId, settings);
+  return settings;
+}
+
 /** Reads the room's m.room.encryption state now (not found: in clear); any other failure throws, so nothing is sent blind. */
 export async function checkEncryptionNow(s: MatrixAdapterState, roomId: string): Promise<void> {
   try {
@@ -84,6 +100,8 @@ export async function checkLink(s: MatrixAdapterState, link: RoomLink): Promise<
 }
 
 export function markEncrypted(s: MatrixAdapterState, roomId: string): void {
+  // Its m.room.encryption state was (re)sent: read the rotation settings again before the next send.
+  s.crypto.roomSettings.delete(roomId);
   if (s.rooms.encrypted.has(roomId)) return;
   s.rooms.encrypted.add(roomId);
   const problem = cryptoUnavailable(s);

@@ -11,7 +11,7 @@ import type { AppserviceServer } from './appservice.js';
 import type { MatrixHttp } from './client.js';
 import type { MatrixAdapterConfig } from './config.js';
 import type { HeldEvents } from './crypto/held.js';
-import type { MatrixCrypto, PreparedCrypto } from './crypto/machine.js';
+import type { MatrixCrypto, PreparedCrypto, RoomEncryptionSettings } from './crypto/machine.js';
 import type { Ghosts } from './ghosts.js';
 import type { InboundPort } from './inbound/dispatch.js';
 import type { MediaRef } from './render.js';
@@ -86,6 +86,8 @@ export interface CryptoState {
   lost: string | undefined;
   /** encrypted events waiting for their room key */
   held: HeldEvents | undefined;
+  /** each encrypted room's rotation settings (its m.room.encryption content), read once, dropped when that state changes */
+  readonly roomSettings: Map<string, RoomEncryptionSettings>;
   heldTimer: NodeJS.Timeout | undefined;
 }
 

@@ -9,7 +9,7 @@ import { mxPath, type JsonObject } from '../client.js';
 import { isMatrixApiError, MatrixApiError, MatrixEncryptedRoomError, MatrixNotJoinedError } from '../errors.js';
 import { expandPrefix, type RenderOptions } from '../render.js';
 import { cryptoUnavailable } from '../crypto/session.js';
-import { checkEncryptionNow, joinRoom } from '../rooms.js';
+import { checkEncryptionNow, joinRoom, roomEncryptionSettings } from '../rooms.js';
 import type { MatrixAdapterState } from '../state.js';
 
 export type Logged<K extends EventKind> = DraftOf<K> & Positioned;
@@ -69,7 +69,7 @@ export async function send(s: MatrixAdapterState, roomId: string, type: string, 
   if (s.rooms.encrypted.has(roomId)) {
     const crypto = s.crypto.machine;
     if (!crypto) throw new MatrixEncryptedRoomError(roomId, s.crypto.problem ?? 'the crypto is not ready yet');
-    body = await crypto.encrypt(roomId, type, content);
+    body = await crypto.encrypt(roomId, type, content, await roomEncryptionSettings(s, roomId));
     sendType = 'm.room.encrypted';
   }
   const path = mxPath`/_matrix/client/v3/rooms/${roomId}/send/${sendType}/${txnId}`;

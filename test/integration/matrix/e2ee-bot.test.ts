@@ -247,6 +247,18 @@ describe('Matrix adapter, bot mode, encrypted room', () => {
     }
   });
 
+  it('rotates its Megolm session per the room\'s rotation_period_msgs, and the member reads every message', async () => {
+    env.hs.sendStateAsUser(env.alice.userId, env.roomId, 'm.room.encryption', '', { algorithm: 'm.megolm.v1.aes-sha2', rotation_period_msgs: 2 });
+    const adapter = await start(encConfig());
+    await bridgeReady(adapter);
+    const driver = new Driver(adapter, env.log, matrixLink(env));
+    for (const body of ['r1', 'r2', 'r3', 'r4', 'r5']) expect((await driver.deliver(await appendApi(env.log, { kind: 'message', content: { body } }))).status).toBe('delivered');
+    const sessions = env.hs.events(env.roomId).filter((e) => e.sender === RELAY && e.type === 'm.room.encrypted').map((e) => String(e.content['session_id']));
+    expect(sessions).toHaveLength(5);
+    expect(new Set(sessions).size).toBe(3);
+    for (const body of ['r1', 'r2', 'r3', 'r4', 'r5']) await peer.waitFor((m) => m.sender === RELAY && String(m.content?.['body']).includes(body));
+  });
+
   it('a room that turns encrypted while bridged gets nothing in clear after its m.room.encryption event', async () => {
     const clearRoom = env.hs.createRoom(env.alice.userId, { preset: 'public_chat' });
     await env.log.rooms.put({ id: 'clear', links: [{ endpoint: 'matrix', target: clearRoom }] });
