@@ -111,6 +111,9 @@ describe('Matrix adapter, bot mode, encrypted room', () => {
     const edit = events.find((e) => e.kind === 'edit');
     expect(edit?.kind === 'edit' ? edit.rel.replaces : undefined).toBe(original?.eventId);
     expect(edit && 'content' in edit ? edit.content.body : undefined).toBe('hello, edited');
+    // Relations stay in clear on the encrypted event, as the spec wants (the homeserver aggregates them).
+    const clearRelations = env.hs.events(env.roomId).filter((e) => e.type === 'm.room.encrypted' && e.content['m.relates_to'] !== undefined);
+    expect(clearRelations.map((e) => (e.content['m.relates_to'] as { rel_type?: string }).rel_type ?? 'm.in_reply_to').sort()).toEqual(['m.annotation', 'm.in_reply_to', 'm.replace']);
     const reaction = events.find((e) => e.kind === 'reaction');
     expect(reaction && 'reaction' in reaction ? reaction.reaction.keys : undefined).toEqual(['👍']);
 
