@@ -14,7 +14,7 @@ import { createIngestSink } from '../../../src/bridge/ingest.js';
 import { createSealedStore } from '../../../src/runtime/sealed-store.js';
 import { waitFor } from '../../harness/free-port.js';
 import { E2eePeer } from '../../harness/matrix-e2ee-peer.js';
-import { appendApi, botConfig, createEnv, Driver, matrixLink, roomEvents, waitForEvents, type Env } from './helpers.js';
+import { appendApi, type ApiDraft, botConfig, createEnv, Driver, matrixLink, roomEvents, waitForEvents, type Env } from './helpers.js';
 
 const RELAY = '@relay:fake.test';
 const SECRET = 'a store secret of some length';
@@ -132,6 +132,37 @@ describe('Matrix adapter, bot mode, encrypted room', () => {
     await peer.sendEncrypted(env.roomId, 'm.room.message', { msgtype: 'm.text', body: 'after the relay' });
     const after = await waitForEvents(env.log, (evs) => texts(evs).includes('after the relay'), 'the next member message');
     expect(texts(after).filter((t) => t.includes('relayed secretly'))).toEqual(['relayed secretly']);
+  });
+
+  it('relays edits, reactions, replies and retractions into the encrypted room as a member\'s client expects them', async () => {
+    const adapter = await start(encConfig());
+    await bridgeReady(adapter);
+    const driver = new Driver(adapter, env.log, matrixLink(env));
+    const m = await appendApi(env.log, { kind: 'message', content: { body: 'original' } });
+    expect((await driver.deliver(m)).status).toBe('delivered');
+    const mx = driver.nativeIds(m.eventId)?.['mx.eventId'];
+    const drafts: ApiDraft[] = [
+      { kind: 'edit', content: { body: 'edited' }, rel: { replaces: m.eventId } },
+      { kind: 'message', content: { body: 'a reply' }, rel: { replyTo: m.eventId } },
+      { kind: 'reaction', rel: { reactsTo: m.eventId }, reaction: { keys: ['🎉'] } },
+      { kind: 'retraction', rel: { redacts: m.eventId } },
+    ];
+    for (const draft of drafts) {
+      expect((await driver.deliver(await appendApi(env.log, draft))).status).toBe('delivered');
+    }
+    const fromRelay = env.hs.events(env.roomId).filter((e) => e.sender === RELAY && e.type !== 'm.room.member');
+    // Everything encrypted but the redaction, which the spec keeps in clear.
+    expect(fromRelay.map((e) => e.type)).toEqual(['m.room.encrypted', 'm.room.encrypted', 'm.room.encrypted', 'm.room.encrypted', 'm.room.redaction']);
+    // Text never in clear; a reaction's key is, in its clear m.relates_to, as the spec has it (and Element does).
+    expect(JSON.stringify(fromRelay)).not.toMatch(/original|edited|a reply/);
+    expect(fromRelay.filter((e) => JSON.stringify(e.content).includes('🎉')).map((e) => e.content['m.relates_to'])).toEqual([{ rel_type: 'm.annotation', event_id: mx, key: '🎉' }]);
+    const edit = await peer.waitFor((x) => x.sender === RELAY && (x.content?.['m.relates_to'] as { rel_type?: string } | undefined)?.rel_type === 'm.replace');
+    expect(edit.content?.['m.new_content']).toMatchObject({ body: expect.stringContaining('edited') });
+    expect((edit.content?.['m.relates_to'] as { event_id?: string }).event_id).toBe(mx);
+    const reply = await peer.waitFor((x) => x.sender === RELAY && String(x.content?.['body']).includes('a reply'));
+    expect((reply.content?.['m.relates_to'] as { 'm.in_reply_to'?: { event_id?: string } })['m.in_reply_to']?.event_id).toBe(mx);
+    const reaction = await peer.waitFor((x) => x.sender === RELAY && x.type === 'm.reaction');
+    expect(reaction.content?.['m.relates_to']).toMatchObject({ rel_type: 'm.annotation', event_id: mx, key: '🎉' });
   });
 
   it('keeps its device and sessions across a restart: a message sent while the gateway was down is decrypted after it comes back', async () => {
