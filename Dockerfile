@@ -15,8 +15,9 @@ FROM node:${NODE_VERSION}-${DEBIAN}-slim AS build
 WORKDIR /app
 # Manifests first so the dependency layer is reused while only sources change.
 COPY package.json package-lock.json ./
-# Install scripts must run: matrix-bot-sdk loads @matrix-org/matrix-sdk-crypto-nodejs at import time,
-# whose postinstall fetches the native library for this platform (glibc, hence Debian and not alpine).
+# The Matrix end-to-end encryption is @matrix-org/matrix-sdk-crypto-wasm, shipped inside its npm
+# package: nothing is downloaded at install. (matrix-bot-sdk and its native crypto binding are dev
+# dependencies for the tests only, pruned below.)
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src

@@ -41,7 +41,8 @@ function createState(deps: MatrixAdapterDeps): MatrixAdapterState {
   const config: MatrixAdapterConfig = deps.config;
   const mode = config.mode;
   if (!deps.state) deps.log.warn('Matrix adapter state is kept in memory: completed transactions, the sync token and reaction maps are lost on restart');
-  const store = new AdapterStore(deps.state ?? memoryMatrixState(), `matrix:${deps.name}`, (config.appservice?.transactionTtlHours ?? 72) * 3600_000);
+  const kv = deps.state ?? memoryMatrixState();
+  const store = new AdapterStore(kv, `matrix:${deps.name}`, (config.appservice?.transactionTtlHours ?? 72) * 3600_000);
   const token = mode === 'appservice' ? (config.appservice?.asToken ?? '') : (config.bot?.accessToken ?? '');
   const http = new MatrixHttp({ baseUrl: config.homeserverUrl, accessToken: token, timeoutMs: config.requestTimeoutMs });
   const as = config.appservice;
@@ -57,6 +58,7 @@ function createState(deps: MatrixAdapterDeps): MatrixAdapterState {
     log: deps.log,
     http,
     store,
+    kv,
     userId: botUserId(config),
     ghostRegex: appservice ? new RegExp(`^(?:${ghostUserRegex({ serverName: config.serverName, appservice })})$`) : undefined,
     ghosts: appservice ? new Ghosts({ http, prefix: appservice.ghostPrefix, serverName: config.serverName, log: deps.log }) : undefined,
@@ -75,9 +77,12 @@ function createState(deps: MatrixAdapterDeps): MatrixAdapterState {
       ...(template !== undefined ? { mediaUrl: (mxc: string) => mediaUrl(template, mxc) } : {}),
       onInvite: (roomId) => joinRoom(s, roomId),
       onEncrypted: (roomId) => markEncrypted(s, roomId),
+      decrypt: (event, roomId) => s.crypto.machine?.decrypt(event, roomId),
+      hold: (event, reason) => s.crypto.held?.hold(event.event_id, { event: { ...event }, roomId: event.room_id, reason, since: Date.now() }) ?? Promise.resolve(false),
     }),
     session: newSession(),
     rooms: { joined: new Set(), joinProblems: new Map(), encrypted: new Set() },
+    crypto: { prepared: undefined, machine: undefined, problem: undefined, lost: undefined, held: undefined, heldTimer: undefined, roomSettings: new Map() },
     txns: { chain: Promise.resolve(), inflight: new Map(), lastPrune: 0 },
     outbound: { uploads: new Map(), counters: { delivered: 0, retried: 0, rejected: 0, skipped: 0, rateLimited: 0 } },
   };

@@ -1,131 +1,18 @@
 /**
- * The library edge: loading matrix-bot-sdk, and the client-server HTTP
- * requests the adapter makes.
+ * The client-server HTTP requests the adapter makes.
  *
- * Loading the SDK. Its index requires its E2EE module, which requires
- * `@matrix-org/matrix-sdk-crypto-nodejs`, whose native binary is downloaded
- * at install time; where that could not happen, `import 'matrix-bot-sdk'`
- * throws. So the SDK is only ever imported here, at run time, after probing
- * the binding: when it loads, nothing is stubbed and E2EE is available to the
- * SDK; when it does not, an empty module is put into the CommonJS cache under
- * the binding's path so the rest of the SDK loads, and one warning says that
- * end-to-end encryption is unavailable. Top-level imports elsewhere are
- * `import type` only.
- *
- * Requests. Every client-server call goes through `MatrixHttp` (fetch), not
- * the SDK's MatrixClient, because the adapter needs what the SDK hides or
- * gets wrong for a bridge (docs/protocols.md, "Matrix"): the Retry-After header
- * of a 429 (the SDK drops headers), our own transaction ids on
- * PUT …/send/{type}/{txnId} (its helpers mint their own, so a retry would
- * duplicate), an AbortSignal so stop() ends a 30-second /sync long-poll at
- * once, and exact status codes. The SDK stays loaded for its E2EE machinery.
+ * Every client-server call goes through `MatrixHttp` (fetch), not
+ * matrix-bot-sdk's MatrixClient, because the adapter needs what the SDK
+ * hides or gets wrong for a bridge (docs/protocols.md, "Matrix"): the
+ * Retry-After header of a 429 (the SDK drops headers), our own transaction
+ * ids on PUT …/send/{type}/{txnId} (its helpers mint their own, so a retry
+ * would duplicate), an AbortSignal so stop() ends a 30-second /sync
+ * long-poll at once, and exact status codes. The adapter does not load
+ * matrix-bot-sdk at all: its end-to-end encryption needs the native
+ * `@matrix-org/matrix-sdk-crypto-nodejs`, whose binary is downloaded at
+ * install time; ours is the wasm build (crypto/machine.ts).
  */
-import { createRequire, Module } from 'node:module';
-import type { Logger } from 'pino';
-import type * as SdkModule from 'matrix-bot-sdk';
 import { MatrixApiError, MatrixNetworkError } from './errors.js';
-
-export type MatrixSdk = typeof SdkModule;
-
-export const CRYPTO_BINDING = '@matrix-org/matrix-sdk-crypto-nodejs';
-
-export interface CryptoProbe {
-  /** where the SDK resolves the binding from; undefined when it is not installed at all */
-  readonly bindingPath: string | undefined;
-  /** the binding (with its native library) loads */
-  readonly available: boolean;
-  readonly error?: string;
-}
-
-/** Tries the binding exactly as the SDK's index will require it: resolved from the SDK's own location. */
-export function probeCryptoBinding(sdkEntry: string): CryptoProbe {
-  const sdkRequire = createRequire(sdkEntry);
-  let bindingPath: string;
-  try {
-    bindingPath = sdkRequire.resolve(CRYPTO_BINDING);
-  } catch (err) {
-    return { bindingPath: undefined, available: false, error: err instanceof Error ? err.message : String(err) };
-  }
-  try {
-    sdkRequire(bindingPath);
-    return { bindingPath, available: true };
-  } catch (err) {
-    // Node does not cache a module whose loading threw, so the stub below can take its place.
-    return { bindingPath, available: false, error: (err instanceof Error ? err.message : String(err)).split('\n')[0] };
-  }
-}
-
-/** Puts an empty module into the CommonJS cache for `bindingPath` (only when nothing real is there). */
-export function stubCryptoBinding(bindingPath: string): boolean {
-  const require = createRequire(import.meta.url);
-  if (require.cache[bindingPath] !== undefined) return false;
-  const stub = new Module(bindingPath);
-  stub.filename = bindingPath;
-  stub.loaded = true;
-  stub.exports = {};
-  require.cache[bindingPath] = stub;
-  return true;
-}
-
-export interface SdkLoad {
-  readonly sdk: MatrixSdk | undefined;
-  /** end-to-end encryption could be offered by the SDK (the native binding loads) */
-  readonly e2ee: boolean;
-  /** why the SDK did not load, when it did not */
-  readonly error?: string;
-}
-
-export interface LoadSdkOptions {
-  /** the SDK's entry file (tests point it at a fake module tree) */
-  readonly sdkEntry?: string;
-  readonly importSdk?: () => Promise<MatrixSdk>;
-}
-
-/** One load per process unless options are given: the SDK and the warning are process-wide. */
-let shared: Promise<SdkLoad> | undefined;
-
-export function loadMatrixSdk(log: Logger, options?: LoadSdkOptions): Promise<SdkLoad> {
-  if (options) return loadSdkOnce(log, options);
-  shared ??= loadSdkOnce(log, {});
-  return shared;
-}
-
-async function loadSdkOnce(log: Logger, options: LoadSdkOptions): Promise<SdkLoad> {
-  let sdkEntry: string;
-  try {
-    sdkEntry = options.sdkEntry ?? createRequire(import.meta.url).resolve('matrix-bot-sdk');
-  } catch (err) {
-    log.error({ err }, 'matrix-bot-sdk is not installed; the Matrix adapter works without it, end-to-end encryption is unavailable');
-    return { sdk: undefined, e2ee: false, error: String(err) };
-  }
-  const probe = probeCryptoBinding(sdkEntry);
-  if (probe.available) {
-    log.info('end-to-end encryption binding loaded; encrypted rooms are still not bridged (not implemented)');
-  } else {
-    if (probe.bindingPath !== undefined) stubCryptoBinding(probe.bindingPath);
-    log.warn(
-      { binding: CRYPTO_BINDING, reason: probe.error },
-      'end-to-end encryption unavailable: the native crypto binding did not load (its binary is downloaded at install time); encrypted rooms are reported as unsupported',
-    );
-  }
-  try {
-    const sdk = await (options.importSdk ?? (() => import('matrix-bot-sdk')))();
-    routeSdkLogs(sdk, log);
-    return { sdk, e2ee: probe.available };
-  } catch (err) {
-    log.error({ err }, 'matrix-bot-sdk failed to load; the Matrix adapter works without it, end-to-end encryption is unavailable');
-    return { sdk: undefined, e2ee: false, error: err instanceof Error ? err.message : String(err) };
-  }
-}
-
-/** The SDK logs every request (and bodies at trace) to the console by default: keep only its warnings, at debug. */
-function routeSdkLogs(sdk: MatrixSdk, log: Logger): void {
-  const quiet = (): void => undefined;
-  const toDebug = (module: string, ...parts: unknown[]): void => {
-    log.debug({ sdkModule: module }, parts.map((p) => (p instanceof Error ? p.message : typeof p === 'string' ? p : JSON.stringify(p))).join(' ').slice(0, 500));
-  };
-  sdk.LogService?.setLogger?.({ info: quiet, debug: quiet, trace: quiet, warn: toDebug, error: toDebug });
-}
 
 // ------------------------------------------------------------------ requests
 

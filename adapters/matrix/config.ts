@@ -65,6 +65,31 @@ export const MatrixBotConfig = Type.Object(
 );
 export type MatrixBotConfig = Static<typeof MatrixBotConfig>;
 
+export const MatrixEncryptionConfig = Type.Object(
+  {
+    /**
+     * `optional` (default): end-to-end encrypted rooms are bridged when the
+     * adapter's crypto works (bot mode with a `storeSecret`), refused clearly
+     * otherwise; `off`: encrypted rooms are always refused.
+     */
+    mode: Type.Union([Type.Literal('off'), Type.Literal('optional')], { default: 'optional' }),
+    /**
+     * Encrypts the crypto state (device keys, Olm and Megolm sessions) at rest
+     * in the log's state store. Losing or changing it means a new device.
+     * A secret: also SYNCGATE_ADAPTER_<NAME>_ENCRYPTION_STORE_SECRET(_FILE).
+     */
+    storeSecret: Type.Optional(Type.String({ minLength: 16, maxLength: 1024 })),
+    /**
+     * An encrypted event whose room key has not arrived is held and tried
+     * again (after each /sync batch) this long, then bridged as the
+     * undecryptable notice.
+     */
+    undecryptableHoldMs: Type.Integer({ minimum: 0, maximum: 86_400_000, default: 120_000 }),
+  },
+  { additionalProperties: false },
+);
+export type MatrixEncryptionConfig = Static<typeof MatrixEncryptionConfig>;
+
 export const MatrixAdapterConfig = Type.Object(
   {
     mode: Type.Union([Type.Literal('appservice'), Type.Literal('bot')], { default: 'appservice' }),
@@ -93,6 +118,8 @@ export const MatrixAdapterConfig = Type.Object(
     healthCheckIntervalMs: Type.Integer({ minimum: 1000, maximum: 600_000, default: 30_000 }),
     /** how long stop() waits for an in-flight transaction or sync batch */
     stopGraceMs: Type.Integer({ minimum: 0, maximum: 120_000, default: 5_000 }),
+    /** end-to-end encrypted rooms (README "Encrypted rooms") */
+    encryption: Type.Optional(MatrixEncryptionConfig),
   },
   { additionalProperties: false },
 );

@@ -7,10 +7,11 @@ import type { Adapter, AdapterDeps } from '../../src/core/adapter.js';
 import type { AdapterCommand, AdapterDescriptor } from '../../src/core/descriptor.js';
 import { SyncgateError } from '../../src/core/errors.js';
 import { MatrixAdapterConfig, parseMatrixConfig, registrationYaml } from './config.js';
+import type { SealedStore } from '../../src/core/ports.js';
 import type { MatrixState } from './store.js';
 
 /** The factory's shape (createMatrixAdapter), as the descriptor calls it. */
-export type MatrixFactory = (deps: AdapterDeps<MatrixAdapterConfig> & { readonly state: MatrixState }) => Adapter;
+export type MatrixFactory = (deps: AdapterDeps<MatrixAdapterConfig> & { readonly state: MatrixState; readonly sealed: (ns: string, secret: string) => SealedStore }) => Adapter;
 
 const registrationCommand: AdapterCommand = {
   name: 'matrix-registration',
@@ -46,8 +47,9 @@ export function describeMatrixAdapter(create: MatrixFactory): AdapterDescriptor<
       HS_TOKEN: { path: ['appservice', 'hsToken'], shortForm: true },
       ACCESS_TOKEN: { path: ['bot', 'accessToken'], shortForm: true },
       PASSWORD: { path: ['bot', 'password'] },
+      ENCRYPTION_STORE_SECRET: { path: ['encryption', 'storeSecret'] },
     },
-    create: (deps) => create({ name: deps.name, config: deps.config, log: deps.log, sink: deps.sink, links: deps.links, state: deps.state }),
+    create: (deps) => create({ name: deps.name, config: deps.config, log: deps.log, sink: deps.sink, links: deps.links, state: deps.state, sealed: deps.sealed }),
     linkProblems(_room, link) {
       return /^![^:]+:.+$/.test(link.target) ? [] : [`/target: a Matrix room id (!opaque:server) is required, got ${link.target}`];
     },

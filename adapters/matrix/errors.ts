@@ -72,6 +72,14 @@ export class MatrixNotJoinedError extends Error {
   }
 }
 
+/** The room is end-to-end encrypted and our crypto is not active: nothing may be sent in clear (retried: it may become active). */
+export class MatrixEncryptedRoomError extends Error {
+  constructor(roomId: string, why: string) {
+    super(`Matrix room ${roomId} is end-to-end encrypted and cannot be sent to in clear: ${why}`);
+    this.name = 'MatrixEncryptedRoomError';
+  }
+}
+
 export function isMatrixApiError(err: unknown, errcode?: string): err is MatrixApiError {
   return err instanceof MatrixApiError && (errcode === undefined || err.errcode === errcode);
 }

@@ -24,7 +24,7 @@ import { createHash } from 'node:crypto';
 import sanitizeHtml from 'sanitize-html';
 import type { IOptions } from 'sanitize-html';
 import { ECHO_ID_KEY } from '../../src/core/adapter.js';
-import { MAX_BODY_CHARS, type Content, type DraftOf, type Origin, type Sender, type Timestamps } from '../../src/core/event.js';
+import { MAX_BODY_CHARS, UNDECRYPTABLE_NOTICE, type Content, type DraftOf, type Origin, type Sender, type Timestamps, type UndecryptableReason } from '../../src/core/event.js';
 import { stripReplyFallbackBody, truncate, truncateMarked } from '../../src/core/text.js';
 import type { DropReason } from './errors.js';
 
@@ -371,6 +371,23 @@ export function normaliseEvent(ev: MatrixEvent, ctx: NormaliseContext): Normalis
     default:
       return { action: 'ignore', reason: 'unsupported-type', detail: ev.type };
   }
+}
+
+/**
+ * An m.room.encrypted event the adapter's crypto could not decrypt: the
+ * neutral notice marked `undecryptable`, so devices on other protocols see
+ * that a message could not be read rather than nothing. Ours are ignored.
+ */
+export function undecryptableOf(ev: MatrixEvent, ctx: NormaliseContext, reason: UndecryptableReason): Normalised {
+  if (ctx.isOurs(ev.sender)) return { action: 'ignore', reason: 'own-event' };
+  const algorithm = str(ev.content['algorithm']);
+  const scheme = algorithm !== undefined && algorithm.length > 0 && algorithm.length <= 256 ? algorithm : undefined;
+  return {
+    action: 'message',
+    base: baseOf(ev, ctx),
+    content: { body: UNDECRYPTABLE_NOTICE, undecryptable: { reason, ...(scheme !== undefined ? { scheme } : {}) } },
+    notes: [],
+  };
 }
 
 function messageOf(ev: MatrixEvent, ctx: NormaliseContext): Normalised {

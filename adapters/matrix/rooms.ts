@@ -1,12 +1,16 @@
 /**
  * The linked Matrix rooms as our bot sees them: joined (or why not, for the
- * status), and whether one is end-to-end encrypted — then nothing is bridged
- * to or from it, and the admin API refuses to link it (checkLink).
+ * status), and whether one is end-to-end encrypted — then it is bridged only
+ * through the adapter's crypto (crypto/), never in clear; without the crypto
+ * nothing is bridged to or from it and the admin API refuses to link it
+ * (checkLink).
  */
 import type { LinkRefusal } from '../../src/core/adapter.js';
 import type { RoomLink } from '../../src/core/ports.js';
 import { mxPath, sleep } from './client.js';
 import { isMatrixApiError, MatrixApiError } from './errors.js';
+import { cryptoUnavailable } from './crypto/session.js';
+import type { RoomEncryptionSettings } from './crypto/machine.js';
 import type { MatrixAdapterState } from './state.js';
 
 /** Joins the linked rooms not joined yet; forgets rooms no longer linked. */
@@ -53,9 +57,37 @@ async function checkEncryption(s: MatrixAdapterState, roomId: string): Promise<v
   }
 }
 
-/** The admin API asks before it links a room: an encrypted Matrix room cannot be bridged. */
+/** The room's Megolm rotation settings (m.room.encryption `rotation_period_ms` / `rotation_period_msgs`), read once per change. */
+export async function roomEncryptionSettings(s: MatrixAdapterState, roomId: string): Promise<RoomEncryptionSettings> {
+  const known = s.crypto.roomSettings.get(roomId);
+  if (known) return known;
+  const content = await s.http.request('GET', mxPath`/_matrix/client/v3/rooms/${roomId}/state/m.room.encryption/`);
+  const ms = content['rotation_period_ms'];
+  const msgs = content['rotation_period_msgs'];
+  const settings: RoomEncryptionSettings = {
+    ...(typeof ms === 'number' && Number.isSafeInteger(ms) && ms > 0 ? { rotationPeriodMs: ms } : {}),
+    ...(typeof msgs === 'number' && Number.isSafeInteger(msgs) && msgs > 0 ? { rotationPeriodMsgs: msgs } : {}),
+  };
+  s.crypto.roomSettings.set(roomId, settings);
+  return settings;
+}
+
+/** Reads the room's m.room.encryption state now (not found: in clear); any other failure throws, so nothing is sent blind. */
+export async function checkEncryptionNow(s: MatrixAdapterState, roomId: string): Promise<void> {
+  try {
+    await s.http.request('GET', mxPath`/_matrix/client/v3/rooms/${roomId}/state/m.room.encryption/`);
+  } catch (err) {
+    if (isMatrixApiError(err, 'M_NOT_FOUND')) return;
+    throw err;
+  }
+  markEncrypted(s, roomId);
+}
+
+/** The admin API asks before it links a room: an encrypted Matrix room cannot be bridged unless our crypto is configured. */
 export async function checkLink(s: MatrixAdapterState, link: RoomLink): Promise<LinkRefusal | undefined> {
-  const refusal: LinkRefusal = { reason: 'encrypted', detail: `Matrix room ${link.target} is end-to-end encrypted; the gateway cannot bridge encrypted rooms` };
+  const problem = cryptoUnavailable(s);
+  if (problem === undefined) return undefined;
+  const refusal: LinkRefusal = { reason: 'encrypted', detail: `Matrix room ${link.target} is end-to-end encrypted and this adapter cannot bridge it: ${problem}` };
   if (s.rooms.encrypted.has(link.target)) return refusal;
   try {
     // Readable when our user is in the room, or the room's history is public; otherwise we cannot tell yet.
@@ -68,12 +100,16 @@ export async function checkLink(s: MatrixAdapterState, link: RoomLink): Promise<
 }
 
 export function markEncrypted(s: MatrixAdapterState, roomId: string): void {
+  // Its m.room.encryption state was (re)sent: read the rotation settings again before the next send.
+  s.crypto.roomSettings.delete(roomId);
   if (s.rooms.encrypted.has(roomId)) return;
   s.rooms.encrypted.add(roomId);
-  s.log.warn(
-    { roomId, e2eeBinding: s.session.sdk?.e2ee ?? false },
-    'Matrix room is end-to-end encrypted: not bridged (unsupported); its encrypted events are dropped and nothing is sent to it',
-  );
+  const problem = cryptoUnavailable(s);
+  if (problem === undefined) {
+    s.log.info({ roomId }, 'Matrix room is end-to-end encrypted: bridged with our device, nothing is sent to it in clear');
+    return;
+  }
+  s.log.warn({ roomId, reason: problem }, 'Matrix room is end-to-end encrypted: not bridged; its encrypted events are dropped and nothing is sent to it');
 }
 
 /** Our bot or one of our ghosts. */

@@ -9,15 +9,14 @@
  * A failed connection is tried again in the background with backoff. Rooms
  * (joining, encryption) are rooms.ts's.
  */
-import { loadMatrixSdk, mxPath, type JsonObject } from './client.js';
+import { mxPath, type JsonObject } from './client.js';
+import { afterCryptoSync, closeCrypto, openCrypto, prepareCrypto } from './crypto/session.js';
 import { MatrixApiError } from './errors.js';
 import { joinLinked, joinRoom } from './rooms.js';
 import type { MatrixAdapterState } from './state.js';
 import { SyncLoop } from './sync.js';
 
 const CONNECT_RETRY_MAX_MS = 60_000;
-/** how long after the connection (and its ping) matrix-bot-sdk is loaded */
-const SDK_LOAD_DELAY_MS = 2000;
 
 export async function startSession(s: MatrixAdapterState): Promise<void> {
   const session = s.session;
@@ -30,6 +29,13 @@ export async function startSession(s: MatrixAdapterState): Promise<void> {
   session.connectFailures = 0;
   s.rooms.joined.clear();
   s.rooms.joinProblems.clear();
+  try {
+    // A wrong store secret fails the start (SG_ERR_STATE_SEALED_KEY): never a silent new device.
+    await prepareCrypto(s);
+  } catch (err) {
+    session.started = false;
+    throw err;
+  }
   if (s.server) {
     const as = s.config.appservice;
     const address = await s.server.listen(as?.listenHost ?? '0.0.0.0', as?.listenPort ?? 0);
@@ -39,14 +45,6 @@ export async function startSession(s: MatrixAdapterState): Promise<void> {
     if (session.connected) void joinLinked(s);
   });
   await connect(s);
-  // The SDK only tells whether end-to-end encryption could be had (status, logs). Importing it
-  // blocks the event loop for about a second: after a restart the listener, the connection, the
-  // ping and the transactions the ping brings at once go first.
-  void (session.pinging ?? Promise.resolve()).then(() => {
-    if (!session.started) return;
-    session.sdkTimer = setTimeout(() => void loadSdk(s), SDK_LOAD_DELAY_MS);
-    session.sdkTimer.unref();
-  });
   // Appservice mode has no long-poll that would notice an unreachable homeserver: ask now and then.
   if (s.mode === 'appservice') {
     session.healthTimer = setInterval(() => {
@@ -63,7 +61,6 @@ export async function stopSession(s: MatrixAdapterState): Promise<void> {
   session.stopping = true;
   clearTimeout(session.connectTimer);
   clearInterval(session.healthTimer);
-  clearTimeout(session.sdkTimer);
   session.unwatchLinks?.();
   await s.server?.close();
   await session.sync?.stop(s.config.stopGraceMs);
@@ -73,6 +70,7 @@ export async function stopSession(s: MatrixAdapterState): Promise<void> {
   await Promise.race([s.txns.chain, new Promise<void>((resolve) => (timer = setTimeout(resolve, s.config.stopGraceMs)))]);
   clearTimeout(timer);
   session.connected = false;
+  await closeCrypto(s);
   s.log.info('Matrix adapter stopped');
 }
 
@@ -87,6 +85,8 @@ async function connect(s: MatrixAdapterState): Promise<void> {
       s.log.warn({ configured: s.userId, actual: whoami['user_id'] }, 'the Matrix token belongs to another user than configured; using the token\'s user');
       s.userId = whoami['user_id'];
     }
+    // Before the rooms and the /sync loop: encrypted events in the first batch need the machine.
+    await openCrypto(s, typeof whoami['device_id'] === 'string' ? whoami['device_id'] : undefined);
     const name = s.config.appservice?.botDisplayName;
     if (s.mode === 'appservice' && name !== undefined) {
       await s.http.request('PUT', mxPath`/_matrix/client/v3/profile/${s.userId}/displayname`, { body: { displayname: name } });
@@ -121,17 +121,12 @@ async function startSync(s: MatrixAdapterState): Promise<void> {
     timelineLimit: bot?.timelineLimit ?? 50,
     isLinked: (roomId) => s.deps.links.roomsFor(s.name, roomId).length > 0,
     onInvite: (roomId) => joinRoom(s, roomId),
+    onCrypto: async (res) => {
+      await s.crypto.machine?.receiveSync(res);
+      await afterCryptoSync(s);
+    },
   });
   await s.session.sync.start();
-}
-
-async function loadSdk(s: MatrixAdapterState): Promise<void> {
-  try {
-    s.session.sdk = await loadMatrixSdk(s.log);
-    s.log.info({ sdkLoaded: s.session.sdk.sdk !== undefined, e2ee: s.session.sdk.e2ee }, 'matrix-bot-sdk load finished');
-  } catch (err) {
-    s.log.warn({ err }, 'matrix-bot-sdk not loaded');
-  }
 }
 
 async function loginBot(s: MatrixAdapterState): Promise<void> {

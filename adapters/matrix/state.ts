@@ -6,9 +6,12 @@
  */
 import type { Logger } from 'pino';
 import type { Adapter, AdapterDeps } from '../../src/core/adapter.js';
+import type { SealedStore } from '../../src/core/ports.js';
 import type { AppserviceServer } from './appservice.js';
-import type { MatrixHttp, SdkLoad } from './client.js';
+import type { MatrixHttp } from './client.js';
 import type { MatrixAdapterConfig } from './config.js';
+import type { HeldEvents } from './crypto/held.js';
+import type { MatrixCrypto, PreparedCrypto, RoomEncryptionSettings } from './crypto/machine.js';
 import type { Ghosts } from './ghosts.js';
 import type { InboundPort } from './inbound/dispatch.js';
 import type { MediaRef } from './render.js';
@@ -22,6 +25,12 @@ export interface MatrixAdapterDeps extends AdapterDeps<MatrixAdapterConfig> {
    * a warning (a restart then replays or loses that state).
    */
   readonly state?: MatrixState;
+  /**
+   * A namespace of the state store encrypted at rest with a secret (the
+   * runtime's sealed store): where the end-to-end-encryption state lives.
+   * Absent: encrypted rooms are refused.
+   */
+  readonly sealed?: (ns: string, secret: string) => SealedStore;
 }
 
 export interface MatrixAdapter extends Adapter {
@@ -47,11 +56,9 @@ export interface SessionState {
   connectFailures: number;
   connectTimer: NodeJS.Timeout | undefined;
   healthTimer: NodeJS.Timeout | undefined;
-  sdkTimer: NodeJS.Timeout | undefined;
   unwatchLinks: (() => void) | undefined;
   /** bot mode: the /sync loop, once connected */
   sync: SyncLoop | undefined;
-  sdk: SdkLoad | undefined;
   /** the last appservice ping at start */
   pingResult: PingResult | undefined;
   /** the ping at start, while it runs (it never rejects) */
@@ -63,8 +70,25 @@ export interface RoomsState {
   readonly joined: Set<string>;
   /** why a linked room is not joined */
   readonly joinProblems: Map<string, string>;
-  /** rooms known to be end-to-end encrypted: nothing is bridged to or from them */
+  /** rooms known to be end-to-end encrypted: bridged only while crypto is active, never in clear */
   readonly encrypted: Set<string>;
+}
+
+/** End-to-end encryption (crypto/session.ts). */
+export interface CryptoState {
+  /** the sealed store read at start() */
+  prepared: PreparedCrypto | undefined;
+  /** the machine for our device, once connected: encrypted rooms are bridged */
+  machine: MatrixCrypto | undefined;
+  /** why encrypted rooms are refused */
+  problem: string | undefined;
+  /** the store for our device was lost while the homeserver has its keys: refused until an operator acts */
+  lost: string | undefined;
+  /** encrypted events waiting for their room key */
+  held: HeldEvents | undefined;
+  /** each encrypted room's rotation settings (its m.room.encryption content), read once, dropped when that state changes */
+  readonly roomSettings: Map<string, RoomEncryptionSettings>;
+  heldTimer: NodeJS.Timeout | undefined;
 }
 
 /** Application-service transactions (transactions.ts). */
@@ -100,6 +124,8 @@ export interface MatrixAdapterState {
   readonly log: Logger;
   readonly http: MatrixHttp;
   readonly store: AdapterStore;
+  /** the state store the AdapterStore writes to (also for held encrypted events) */
+  readonly kv: MatrixState;
   /** appservice mode: the senders' ghost users */
   readonly ghosts: Ghosts | undefined;
   /** appservice mode: matches our ghosts' user ids */
@@ -112,6 +138,7 @@ export interface MatrixAdapterState {
   userId: string;
   readonly session: SessionState;
   readonly rooms: RoomsState;
+  readonly crypto: CryptoState;
   readonly txns: TransactionsState;
   readonly outbound: OutboundState;
 }
@@ -125,10 +152,8 @@ export function newSession(): SessionState {
     connectFailures: 0,
     connectTimer: undefined,
     healthTimer: undefined,
-    sdkTimer: undefined,
     unwatchLinks: undefined,
     sync: undefined,
-    sdk: undefined,
     pingResult: undefined,
     pinging: undefined,
   };

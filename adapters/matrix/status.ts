@@ -5,6 +5,7 @@
  * /sync, inbound, outbound, HTTP.
  */
 import type { AdapterStatus } from '../../src/core/adapter.js';
+import { cryptoStatus } from './crypto/session.js';
 import type { MatrixAdapterState } from './state.js';
 
 export function listenAddress(s: MatrixAdapterState): { host: string; port: number } | undefined {
@@ -29,15 +30,14 @@ export function status(s: MatrixAdapterState): AdapterStatus {
       linkedRooms: linked.length,
       joinedRooms: linked.length - unjoined.length,
       unjoinedRooms: unjoined.slice(0, 20).map((r) => ({ roomId: r, reason: rooms.joinProblems.get(r) ?? 'not joined yet' })),
-      // Linked rooms that are end-to-end encrypted: nothing is bridged to or from them (also a metric, via the count).
+      // Linked rooms that are end-to-end encrypted: bridged while `encryption.active`, else nothing to or from them.
       encryptedRooms: linked.filter((r) => rooms.encrypted.has(r)).slice(0, 20),
       encryptedLinkedRooms: linked.filter((r) => rooms.encrypted.has(r)).length,
-      e2ee: session.sdk?.e2ee ? 'binding-available-not-used' : 'unavailable',
-      sdkLoaded: session.sdk?.sdk !== undefined,
+      encryption: cryptoStatus(s),
       ...(session.pingResult ? { ping: { ...session.pingResult } } : {}),
       ...(s.server ? { listener: listenAddress(s), lastTransactionAt: s.server.lastTransactionAt, transactions: { ...s.server.counters } } : {}),
       ...(session.sync ? { lastSyncAt: session.sync.lastSyncAt, sync: { ...session.sync.counters } } : {}),
-      inbound: { ...s.inbound.counters, dropped: { ...s.inbound.counters.dropped }, changed: { ...s.inbound.counters.changed } },
+      inbound: { ...s.inbound.counters, dropped: { ...s.inbound.counters.dropped }, changed: { ...s.inbound.counters.changed }, undecryptable: { ...s.inbound.counters.undecryptable } },
       outbound: { ...s.outbound.counters },
       http: { ...s.http.counters },
     },

@@ -30,6 +30,12 @@ export interface SyncDeps {
   readonly isLinked: (roomId: string) => boolean;
   /** our bot is invited to a linked room */
   readonly onInvite: (roomId: string) => Promise<void>;
+  /**
+   * The batch's to-device events, device lists and key counts, before its
+   * rooms (room keys first, then the events they decrypt); durable when it
+   * resolves, so the token saved after the batch acknowledges nothing lost.
+   */
+  readonly onCrypto?: (res: JsonObject) => Promise<void>;
 }
 
 export interface SyncCounters {
@@ -130,6 +136,7 @@ export class SyncLoop {
   }
 
   private async batch(res: JsonObject, since: string | undefined): Promise<void> {
+    await this.deps.onCrypto?.(res);
     const rooms = obj(res['rooms']);
     for (const [roomId, room] of Object.entries(obj(rooms['join']))) {
       if (this.stopped) throw new Error('stopped');

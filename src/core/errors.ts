@@ -11,7 +11,7 @@ export const ERROR_TABLE = {
   SG_ERR_CURSOR_INVALID: { status: 400, message: 'The cursor is not a valid syncgate cursor for this log' },
   SG_ERR_ROOM_UNKNOWN: { status: 404, message: 'No such room' },
   SG_ERR_ROOM_INVALID: { status: 400, message: 'The room id or room definition is not valid' },
-  SG_ERR_ROOM_ENCRYPTED: { status: 400, message: 'A linked native room is end-to-end encrypted, which the gateway cannot bridge' },
+  SG_ERR_ROOM_ENCRYPTED: { status: 400, message: 'A linked native room is end-to-end encrypted, which this adapter cannot bridge (its crypto is not configured)' },
   SG_ERR_EVENT_UNKNOWN: { status: 404, message: 'No such event in this room' },
   SG_ERR_LOG_UNAVAILABLE: { status: 503, message: 'The event log is not reachable' },
   SG_ERR_LOG_CLOSED: { status: 503, message: 'The event log is shutting down' },

@@ -14,6 +14,7 @@ import { benchDelivery } from './delivery.js';
 import { benchEventLog } from './eventlog.js';
 import { benchHttp } from './http.js';
 import { benchMatrix } from './matrix.js';
+import { benchMatrixE2ee } from './matrix-e2ee.js';
 import { benchMqtt } from './mqtt.js';
 import { benchMqttSync } from './mqtt-sync.js';
 import { benchRestart } from './restart.js';
@@ -27,6 +28,7 @@ const sections: Record<string, Bench> = {
   delivery: benchDelivery,
   http: benchHttp,
   matrix: benchMatrix,
+  'matrix-e2ee': benchMatrixE2ee,
   mqtt: benchMqtt,
   'mqtt-sync': benchMqttSync,
   xmpp: benchXmpp,

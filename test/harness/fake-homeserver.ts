@@ -37,6 +37,10 @@
  *   dropped, not queued (`droppedEphemeral`); a client's event
  *   refused with 400 when an m.room.message has a non-string `body` or
  *   `msgtype`, an annotation has no `key`, or a relation names an unknown event.
+ * - end-to-end encryption: /keys/upload, /keys/query, /keys/claim,
+ *   /sendToDevice and the to-device, device-list and one-time-key parts of
+ *   /sync, as Synapse serves them (fake-homeserver-e2ee.ts); m.room.encrypted
+ *   events are stored and served like any other.
  *
  * Simplified (documented so nobody relies on it): one room version for all
  * rooms ("11", or "9" with `roomVersion`, which changes only where `redacts`
@@ -44,7 +48,7 @@
  * auth rules are a subset (membership, power levels for events, redactions,
  * kicks and bans); filters are stored but only `room.timeline.limit` is
  * honoured; history visibility is treated as `shared` and /messages needs a
- * current join; no federation, presence, E2EE, to-device, push rules,
+ * current join; no federation, presence, cross-signing, push rules,
  * thread aggregation, /context or AS user/alias queries; the legacy AS push
  * (`legacyAppServicePush`) has no fallback between paths. Rate limiting happens only when a test asks for it
  * (`rateLimitNext`, which ignores the registration's `rate_limited`).
@@ -55,6 +59,7 @@
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { E2eeError, FakeKeyServer } from './fake-homeserver-e2ee.js';
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 export type JsonObject = { [key: string]: Json };
@@ -95,6 +100,8 @@ export interface AppServiceRegistration {
   receive_ephemeral?: boolean;
   /** MSC2409 flag that matrix-bot-sdk 0.7 needs: sent as `de.sorunome.msc2409.ephemeral`. */
   'de.sorunome.msc2409.push_ephemeral'?: boolean;
+  /** MSC3202: key counts and device lists in transactions (with the homeserver's `msc3202TransactionExtensions`). */
+  'org.matrix.msc3202'?: boolean;
 }
 
 export type AppServiceAttemptOutcome =
@@ -202,6 +209,21 @@ export interface FakeHomeserverOptions {
    * `false`: as older Synapse, the retry waits for the backoff. Default true.
    */
   pingRetriesTransactions?: boolean;
+  /**
+   * Synapse `experimental_features: msc2409_to_device_messages_enabled`:
+   * to-device messages for the AS's users go into its transactions as
+   * `de.sorunome.msc2409.to_device` (each with `to_user_id`/`to_device_id`),
+   * for a registration with `de.sorunome.msc2409.push_ephemeral`.
+   */
+  msc2409ToDevice?: boolean;
+  /**
+   * Synapse `experimental_features: msc3202_transaction_extensions`: for a
+   * registration with `org.matrix.msc3202: true`, transactions carry the AS
+   * users' one-time-key counts (`org.matrix.msc3202.device_one_time_keys_count`
+   * and the older `…_key_counts`), unused fallback key types and
+   * `org.matrix.msc3202.device_lists` {changed, left}.
+   */
+  msc3202TransactionExtensions?: boolean;
 }
 
 /** What Synapse 1.67 (2022) listed in /versions. */
@@ -255,6 +277,8 @@ export interface FakeHomeserver {
   appServicePings(appServiceId: string): number;
   /** A file uploaded to the media repository, by its mxc:// URI. */
   media(mxc: string): StoredMedia | undefined;
+  /** The key server and to-device messages (fake-homeserver-e2ee.ts): what devices uploaded and sent. */
+  readonly keys: FakeKeyServer;
   stop(): Promise<void>;
 }
 
@@ -370,6 +394,11 @@ interface AppServiceState {
   rooms: CompiledNamespace[];
   pendingEvents: StoredEvent[];
   pendingEphemeral: JsonObject[];
+  /** MSC2409 to-device messages for the AS's users */
+  pendingToDevice: JsonObject[];
+  /** MSC3202: keys changed since the last transaction; the stream position device lists were reported up to */
+  keysDirty: boolean;
+  keysReportedPos: number;
   /** ephemeral events not kept because the AS was down */
   droppedEphemeral: number;
   current?: PendingTransaction;
@@ -536,7 +565,10 @@ class FakeHomeserverImpl implements FakeHomeserver {
   private readonly stableEphemeral: boolean;
   private readonly roomVersion: string;
   private readonly pingRetriesTransactions: boolean;
+  private readonly msc2409ToDevice: boolean;
+  private readonly msc3202: boolean;
   private readonly routes: Route[];
+  readonly keys: FakeKeyServer;
 
   constructor(opts: FakeHomeserverOptions) {
     this.serverName = opts.serverName ?? 'fake.test';
@@ -555,6 +587,29 @@ class FakeHomeserverImpl implements FakeHomeserver {
     this.stableEphemeral = opts.stableEphemeral ?? false;
     this.roomVersion = opts.roomVersion ?? ROOM_VERSION;
     this.pingRetriesTransactions = opts.pingRetriesTransactions ?? true;
+    this.msc2409ToDevice = opts.msc2409ToDevice ?? false;
+    this.msc3202 = opts.msc3202TransactionExtensions ?? false;
+    this.keys = new FakeKeyServer({
+      bump: () => this.bump(),
+      sharesRoomWith: (userId, pos) => this.sharesRoomWith(userId, pos),
+      newlyJoinedMembers: (userId, after, upTo) => this.newlyJoinedMembers(userId, after, upTo),
+      devicesOf: (userId) => [...(this.users.get(userId)?.devices ?? [])],
+      isLocal: (userId) => this.isLocal(userId),
+      toDeviceQueued: (userId, deviceId, event) => {
+        for (const as of this.appServices.values()) {
+          if (!this.msc2409ToDevice || as.reg['de.sorunome.msc2409.push_ephemeral'] !== true || !this.isAppServiceUser(as, userId)) continue;
+          as.pendingToDevice.push({ ...event, to_user_id: userId, to_device_id: deviceId });
+          this.pump(as);
+        }
+      },
+      keysChanged: () => {
+        for (const as of this.appServices.values()) {
+          if (!this.wantsKeyExtensions(as)) continue;
+          as.keysDirty = true;
+          this.pump(as);
+        }
+      },
+    });
     this.routes = this.buildRoutes();
     this.server = http.createServer((req, res) => {
       void this.handle(req, res);
@@ -660,6 +715,9 @@ class FakeHomeserverImpl implements FakeHomeserver {
       rooms: compile(reg.namespaces.rooms),
       pendingEvents: [],
       pendingEphemeral: [],
+      pendingToDevice: [],
+      keysDirty: false,
+      keysReportedPos: this.pos,
       droppedEphemeral: 0,
       nextTxnId: this.firstTxnId,
       log: [],
@@ -743,7 +801,8 @@ class FakeHomeserverImpl implements FakeHomeserver {
         const raw = await this.readBody(req);
         reply = await this.dispatch(method, url, raw, req, res, entry);
       }
-    } catch (e) {
+    } catch (thrown) {
+      const e = thrown instanceof E2eeError ? new FakeMatrixError(thrown.status, thrown.errcode, thrown.message) : thrown;
       if (e instanceof FakeMatrixError) {
         reply = { status: e.status, body: { errcode: e.errcode, error: e.message, ...e.extra } };
         if (e.errcode === 'M_LIMIT_EXCEEDED' && this.retryAfterHeader) {
@@ -1160,6 +1219,16 @@ class FakeHomeserverImpl implements FakeHomeserver {
       return { body: {} };
     });
     authed('GET', 'sync', (ctx) => this.handleSync(ctx));
+    // End-to-end encryption (fake-homeserver-e2ee.ts): the key server and to-device messages.
+    authed('POST', 'keys/upload', (ctx) => ({ body: this.keys.upload(ctx.requester.user.userId, this.requireDevice(ctx), this.objectBody(ctx)) }));
+    authed('POST', 'keys/query', (ctx) => ({ body: this.keys.query(this.objectBody(ctx)) }));
+    authed('POST', 'keys/claim', (ctx) => ({ body: this.keys.claim(this.objectBody(ctx)) }));
+    authed('PUT', 'sendToDevice/:eventType/:txnId', (ctx) =>
+      this.withTxn(ctx, () => {
+        this.keys.sendToDevice(ctx.requester.user.userId, this.param(ctx, 'eventType'), this.objectBody(ctx));
+        return { body: {} };
+      }),
+    );
     authed('POST', 'user/:userId/filter', (ctx) => {
       const user = this.ownUser(ctx);
       user.filters.push(this.objectBody(ctx));
@@ -1241,6 +1310,33 @@ class FakeHomeserverImpl implements FakeHomeserver {
       return { body: {} };
     });
     return r;
+  }
+
+  /** The key endpoints act for the requester's device (an AS user without `device_id` has none). */
+  private requireDevice(ctx: AuthedCtx): string {
+    const deviceId = ctx.requester.deviceId;
+    if (deviceId === undefined) throw new FakeMatrixError(400, 'M_MISSING_PARAM', 'Keys can only be uploaded by a device');
+    return deviceId;
+  }
+
+  /** Users with a join in a room `userId` is joined to, at `pos` (`userId` included when it is joined anywhere). */
+  private sharesRoomWith(userId: string, pos: number): Set<string> {
+    const out = new Set<string>();
+    for (const room of this.rooms.values()) {
+      if (membershipOf(this.memberEventAt(room, userId, pos)) !== 'join') continue;
+      for (const ev of this.stateAt(room, pos)) if (ev.type === 'm.room.member' && membershipOf(ev) === 'join' && ev.stateKey !== undefined) out.add(ev.stateKey);
+    }
+    return out;
+  }
+
+  /** The members (at upTo) of the rooms `userId` joined in (after, upTo]. */
+  private newlyJoinedMembers(userId: string, after: number, upTo: number): Set<string> {
+    const out = new Set<string>();
+    for (const room of this.rooms.values()) {
+      if (membershipOf(this.memberEventAt(room, userId, upTo)) !== 'join' || membershipOf(this.memberEventAt(room, userId, after)) === 'join') continue;
+      for (const ev of this.stateAt(room, upTo)) if (ev.type === 'm.room.member' && membershipOf(ev) === 'join' && ev.stateKey !== undefined) out.add(ev.stateKey);
+    }
+    return out;
   }
 
   private param(ctx: Ctx, name: string): string {
@@ -1464,6 +1560,44 @@ class FakeHomeserverImpl implements FakeHomeserver {
     return this.requireAppService(appServiceId).droppedEphemeral;
   }
 
+  private wantsKeyExtensions(as: AppServiceState): boolean {
+    return this.msc3202 && as.reg['org.matrix.msc3202'] === true;
+  }
+
+  /** MSC3202 fields for a transaction (only the non-empty ones, as Synapse sends them). */
+  private keyExtensions(as: AppServiceState): JsonObject {
+    const out: JsonObject = {};
+    const counts: { [user: string]: JsonObject } = {};
+    const fallback: { [user: string]: JsonObject } = {};
+    for (const { userId, deviceId } of this.keys.keyedDevices()) {
+      if (!this.isAppServiceUser(as, userId)) continue;
+      (counts[userId] ??= {})[deviceId] = this.keys.counts(userId, deviceId);
+      (fallback[userId] ??= {})[deviceId] = this.keys.unusedFallbackTypes(userId, deviceId);
+    }
+    if (Object.keys(counts).length > 0) {
+      out['org.matrix.msc3202.device_one_time_keys_count'] = counts;
+      // the name Synapse used first, still sent alongside
+      out['org.matrix.msc3202.device_one_time_key_counts'] = cloneJson(counts);
+      out['org.matrix.msc3202.device_unused_fallback_key_types'] = fallback;
+    }
+    // Device-list changes of users sharing a room with one of the AS's users since the last report.
+    const upTo = this.pos;
+    const shared = new Set<string>();
+    const sharedBefore = new Set<string>();
+    for (const user of this.users.keys()) {
+      if (!this.isAppServiceUser(as, user)) continue;
+      for (const u of this.sharesRoomWith(user, upTo)) shared.add(u);
+      for (const u of this.sharesRoomWith(user, as.keysReportedPos)) sharedBefore.add(u);
+    }
+    const changed = this.keys.changedBetween(as.keysReportedPos, upTo).filter((u) => shared.has(u));
+    for (const u of shared) if (!sharedBefore.has(u) && !changed.includes(u)) changed.push(u);
+    const left = [...sharedBefore].filter((u) => !shared.has(u));
+    if (changed.length > 0 || left.length > 0) out['org.matrix.msc3202.device_lists'] = { changed, left };
+    as.keysReportedPos = upTo;
+    as.keysDirty = false;
+    return out;
+  }
+
   private wantsEphemeral(as: AppServiceState): boolean {
     return (this.stableEphemeral && as.reg.receive_ephemeral === true) || as.reg['de.sorunome.msc2409.push_ephemeral'] === true;
   }
@@ -1488,7 +1622,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
     as.pumping = true;
     const restartIfWorkLeft = (): void => {
       as.pumping = false;
-      const more = as.current !== undefined || as.pendingEvents.length > 0 || as.pendingEphemeral.length > 0;
+      const more = as.current !== undefined || as.pendingEvents.length > 0 || as.pendingEphemeral.length > 0 || as.pendingToDevice.length > 0 || as.keysDirty;
       if (more && !this.stopped && as.url !== null) this.pump(as);
     };
     // A failure inside the loop is a bug in the fake: stop pushing rather than spin.
@@ -1499,7 +1633,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
     let delay = this.retryInitialMs;
     while (!this.stopped && as.url !== null) {
       if (!as.current) {
-        if (as.pendingEvents.length === 0 && as.pendingEphemeral.length === 0) return;
+        if (as.pendingEvents.length === 0 && as.pendingEphemeral.length === 0 && as.pendingToDevice.length === 0 && !as.keysDirty) return;
         const events = as.pendingEvents
           .splice(0, this.maxEventsPerTransaction)
           .map((e) => this.toClientEvent(e, { appServiceId: as.reg.id }, true));
@@ -1509,6 +1643,11 @@ class FakeHomeserverImpl implements FakeHomeserver {
           if (this.stableEphemeral && as.reg.receive_ephemeral === true) body['ephemeral'] = ephemeral;
           if (as.reg['de.sorunome.msc2409.push_ephemeral'] === true) body['de.sorunome.msc2409.ephemeral'] = ephemeral;
         }
+        const toDevice = as.pendingToDevice.splice(0);
+        if (toDevice.length > 0) body['de.sorunome.msc2409.to_device'] = toDevice;
+        if (this.wantsKeyExtensions(as) && (as.keysDirty || events.length > 0)) Object.assign(body, this.keyExtensions(as));
+        // Nothing for this AS after all (another user's keys changed): no empty transaction.
+        if (events.length === 0 && Object.keys(body).length === 1) continue;
         // The body is frozen here: retries MUST NOT alter a transaction.
         const record: AppServiceTransactionRecord = { txnId: String(as.nextTxnId++), body, attempts: [], retryDelaysMs: [], retriedBy: [], delivered: false };
         as.log.push(record);
@@ -2268,15 +2407,15 @@ class FakeHomeserverImpl implements FakeHomeserver {
       .filter(([, v]) => v.pos > after && v.pos <= upTo)
       .map(([type, v]) => ({ type, content: cloneJson(v.content) }));
     if (accountData.length > 0) empty = false;
+    const e2ee = this.keys.syncParts(userId, requester.deviceId, since, upTo);
+    if (!e2ee.empty) empty = false;
     return {
       body: {
         next_batch: token(upTo),
         rooms: { join, invite, leave, knock: {} },
         account_data: { events: accountData },
         presence: { events: [] },
-        to_device: { events: [] },
-        device_lists: { changed: [], left: [] },
-        device_one_time_keys_count: {},
+        ...e2ee.parts,
       },
       empty,
     };

@@ -12,10 +12,11 @@
  */
 import type { Logger } from 'pino';
 import { nativeKey, type IngestResult, type IngestSink, type LinkView } from '../../../src/core/adapter.js';
-import type { EventDraft } from '../../../src/core/event.js';
+import type { EventDraft, UndecryptableReason } from '../../../src/core/event.js';
 import { mxPath, type MatrixHttp } from '../client.js';
 import { isMatrixApiError, type DropReason } from '../errors.js';
-import type { MatrixEvent, NormaliseContext } from '../normalise.js';
+import type { Decrypted } from '../crypto/machine.js';
+import type { JsonObject as MatrixJson, MatrixEvent, NormaliseContext } from '../normalise.js';
 import type { AdapterStore } from '../store.js';
 
 export interface InboundCounters {
@@ -28,6 +29,8 @@ export interface InboundCounters {
   dropped: Record<string, number>;
   /** events appended after a change (body truncated, HTML sanitised …), by reason */
   changed: Record<string, number>;
+  /** encrypted events bridged as the undecryptable notice, by reason */
+  undecryptable: Record<string, number>;
 }
 
 export interface InboundDeps {
@@ -45,6 +48,10 @@ export interface InboundDeps {
   readonly onInvite: (roomId: string) => Promise<void>;
   /** a room turned out to be end-to-end encrypted (its m.room.encryption state, not a stray m.room.encrypted event anyone can send) */
   readonly onEncrypted: (roomId: string) => void;
+  /** decrypts an m.room.encrypted event; undefined when the adapter's crypto is not active */
+  readonly decrypt?: (event: MatrixJson, roomId: string) => Promise<Decrypted> | undefined;
+  /** holds an event that cannot be decrypted yet (durable when it resolves true); false: bridge the notice now */
+  readonly hold?: (event: MatrixEvent, reason: UndecryptableReason) => Promise<boolean>;
 }
 
 export interface InboundState {
@@ -67,7 +74,7 @@ const MAX_DISPLAYS = 50_000;
 export function createInboundState(deps: InboundDeps): InboundState {
   return {
     deps,
-    counters: { events: 0, appended: 0, duplicate: 0, echo: 0, ignored: 0, dropped: {}, changed: {} },
+    counters: { events: 0, appended: 0, duplicate: 0, echo: 0, ignored: 0, dropped: {}, changed: {}, undecryptable: {} },
     displays: new Map(),
     lastBridged: new Map(),
     receiptTargets: new Map(),

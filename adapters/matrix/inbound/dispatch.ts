@@ -8,7 +8,7 @@
  * contract stated there).
  */
 import type { MatrixEvent, Normalised } from '../normalise.js';
-import { normaliseEvent, parseMatrixEvent } from '../normalise.js';
+import { normaliseEvent, parseMatrixEvent, undecryptableOf } from '../normalise.js';
 import { createInboundState, displayOf, drop, normaliseContext, type InboundCounters, type InboundDeps, type InboundState } from './context.js';
 import { onEdit } from './edit.js';
 import { onEncryption } from './encryption.js';
@@ -29,6 +29,11 @@ export interface InboundPort {
   observeState(raw: unknown, roomIdHint?: string): Promise<void>;
   /** The content of an m.receipt EDU for one Matrix room: public read receipts → markers. */
   handleReceipts(roomId: string, content: unknown): Promise<void>;
+  /**
+   * A held encrypted event again (crypto/held.ts): bridged when it decrypts now
+   * (resolves true); else, when `final`, bridged as the undecryptable notice.
+   */
+  retryHeld(raw: unknown, roomId: string, final: boolean): Promise<boolean>;
 }
 
 /** Matrix event types that may be appended (only these need the sender's display name, which can cost a request). */
@@ -41,31 +46,67 @@ export function createInbound(deps: InboundDeps): InboundPort {
     handleEvent: (raw, roomIdHint) => handleEvent(s, raw, roomIdHint),
     observeState: (raw, roomIdHint) => observeState(s, raw, roomIdHint),
     handleReceipts: (roomId, content) => handleReceipts(s, roomId, content),
+    retryHeld: async (raw, roomId, final) => {
+      const parsed = parseMatrixEvent(raw, roomId);
+      if ('invalid' in parsed) return true;
+      return handleParsed(s, parsed, final ? 'final' : 'retry');
+    },
   };
 }
 
 export async function handleEvent(s: InboundState, raw: unknown, roomIdHint?: string): Promise<void> {
   s.counters.events++;
-  const ev = parseMatrixEvent(raw, roomIdHint);
-  if ('invalid' in ev) {
-    drop(s, 'malformed-event', { field: ev.invalid, eventId: eventIdOf(raw) });
+  const parsed = parseMatrixEvent(raw, roomIdHint);
+  if ('invalid' in parsed) {
+    drop(s, 'malformed-event', { field: parsed.invalid, eventId: eventIdOf(raw) });
     return;
   }
+  await handleParsed(s, parsed, 'live');
+}
+
+/**
+ * One parsed event. An encrypted one is decrypted first; when it cannot be
+ * (yet), a live one is held (crypto/held.ts) unless its key was withheld, a
+ * retry leaves it held, and a final attempt bridges the undecryptable notice.
+ * Resolves false when it stays held or was bridged as the notice.
+ */
+async function handleParsed(s: InboundState, parsed: MatrixEvent, attempt: 'live' | 'retry' | 'final'): Promise<boolean> {
+  let ev: MatrixEvent = parsed;
   const rooms = s.deps.links.roomsFor(s.deps.name, ev.room_id);
+  if (ev.type === 'm.room.encrypted' && ev.state_key === undefined && rooms.length > 0) {
+    const clear = await s.deps.decrypt?.({ ...ev }, ev.room_id);
+    if (clear?.ok === true) {
+      // From here on it is the event it carried; the relation stays the clear one (crypto/machine.ts).
+      ev = { ...ev, type: clear.type, content: clear.content };
+    } else if (clear?.ok === false) {
+      if (attempt === 'retry') return false;
+      if (attempt === 'live' && clear.reason !== 'keys-withheld' && !s.deps.isOurs(ev.sender) && (await s.deps.hold?.(ev, clear.reason))) {
+        s.deps.log.info({ roomId: ev.room_id, eventId: ev.event_id, sender: ev.sender, reason: clear.reason }, 'Matrix event cannot be decrypted yet; held until its room key arrives');
+        return false;
+      }
+      s.deps.log.warn({ roomId: ev.room_id, eventId: ev.event_id, sender: ev.sender, reason: clear.reason, detail: clear.detail }, 'Matrix event could not be decrypted; bridged as the undecryptable notice');
+      s.counters.undecryptable[clear.reason] = (s.counters.undecryptable[clear.reason] ?? 0) + 1;
+      const display = s.deps.isOurs(ev.sender) ? undefined : await displayOf(s, ev.room_id, ev.sender);
+      for (const room of rooms) await dispatch(s, ev, room, undecryptableOf(ev, normaliseContext(s, room, display), clear.reason));
+      if (rooms[0] !== undefined) await noteForReceipts(s, ev.room_id, ev.event_id, rooms[0]);
+      return false;
+    }
+  }
   if (ev.type === 'm.room.member' || ev.type === 'm.room.encryption') {
     const n = normaliseEvent(ev, normaliseContext(s, '', undefined));
     if (n.action === 'membership' || n.action === 'encryption') await onState(s, ev.room_id, n, rooms.length > 0);
     else if (n.action === 'ignore' && rooms.length > 0) drop(s, n.reason, { roomId: ev.room_id, eventId: ev.event_id, type: ev.type });
     if (rooms[0] !== undefined) await noteForReceipts(s, ev.room_id, ev.event_id, rooms[0]);
-    return;
+    return true;
   }
   if (rooms.length === 0) {
     drop(s, 'unlinked-room', { roomId: ev.room_id, eventId: ev.event_id });
-    return;
+    return true;
   }
   const display = !s.deps.isOurs(ev.sender) && BRIDGED_TYPES.has(ev.type) ? await displayOf(s, ev.room_id, ev.sender) : undefined;
   for (const room of rooms) await dispatch(s, ev, room, normaliseEvent(ev, normaliseContext(s, room, display)));
   if (rooms[0] !== undefined) await noteForReceipts(s, ev.room_id, ev.event_id, rooms[0]);
+  return true;
 }
 
 export async function observeState(s: InboundState, raw: unknown, roomIdHint?: string): Promise<void> {

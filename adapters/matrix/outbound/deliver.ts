@@ -8,6 +8,7 @@
 import type { DeliveryContext, DeliveryResult, DeliveryTarget } from '../../../src/core/adapter.js';
 import type { LogEvent } from '../../../src/core/event.js';
 import { deliveryFailure, MatrixApiError } from '../errors.js';
+import { cryptoUnavailable } from '../crypto/session.js';
 import type { MatrixAdapterState } from '../state.js';
 import { sendEdit, sendMessage } from './message.js';
 import { sendReaction } from './reaction.js';
@@ -21,9 +22,15 @@ export async function deliver(s: MatrixAdapterState, event: LogEvent, target: De
     counters.skipped++;
     return { status: 'skipped', reason: 'our own event' };
   }
-  if (s.rooms.encrypted.has(roomId)) {
-    counters.rejected++;
-    return { status: 'rejected', reason: `Matrix room ${roomId} is end-to-end encrypted; sending to encrypted rooms is not supported` };
+  if (s.rooms.encrypted.has(roomId) && !s.crypto.machine) {
+    const problem = cryptoUnavailable(s);
+    if (problem !== undefined) {
+      counters.rejected++;
+      return { status: 'rejected', reason: `Matrix room ${roomId} is end-to-end encrypted; ${problem}` };
+    }
+    // Configured but not open yet (connecting): later, never in clear.
+    counters.retried++;
+    return { status: 'retry', reason: `Matrix room ${roomId} is end-to-end encrypted and the crypto is not ready yet`, afterMs: 2_000 };
   }
   try {
     const result = await deliverKind(s, event, roomId, context);

@@ -6,9 +6,10 @@
  */
 import type { DraftOf, EventKind, LogEvent, Positioned } from '../../../src/core/event.js';
 import { mxPath, type JsonObject } from '../client.js';
-import { isMatrixApiError, MatrixApiError, MatrixNotJoinedError } from '../errors.js';
+import { isMatrixApiError, MatrixApiError, MatrixEncryptedRoomError, MatrixNotJoinedError } from '../errors.js';
 import { expandPrefix, type RenderOptions } from '../render.js';
-import { joinRoom } from '../rooms.js';
+import { cryptoUnavailable } from '../crypto/session.js';
+import { checkEncryptionNow, joinRoom, roomEncryptionSettings } from '../rooms.js';
 import type { MatrixAdapterState } from '../state.js';
 
 export type Logged<K extends EventKind> = DraftOf<K> & Positioned;
@@ -53,10 +54,26 @@ function mentionedUserIds(s: MatrixAdapterState, event: LogEvent): string[] {
   });
 }
 
-/** PUT /send/{type}/{txnId}; a ghost that lost its membership (kicked) joins again once. */
+/**
+ * PUT /send/{type}/{txnId}; a ghost that lost its membership (kicked) joins
+ * again once. Into an end-to-end encrypted room the event goes as
+ * m.room.encrypted (crypto/machine.ts), or not at all: when the crypto is
+ * not active or encrypting fails, this throws and nothing is sent in clear.
+ */
 export async function send(s: MatrixAdapterState, roomId: string, type: string, txnId: string, content: JsonObject, who: Speaker): Promise<string> {
-  const path = mxPath`/_matrix/client/v3/rooms/${roomId}/send/${type}/${txnId}`;
-  const put = () => s.http.request('PUT', path, { body: content, ...(who.asUser !== undefined ? { asUser: who.asUser } : {}) });
+  let sendType = type;
+  let body = content;
+  // The room may have turned encrypted since our last /sync or transaction: with crypto configured,
+  // ask before sending anything in clear, so nothing after the m.room.encryption event goes out unencrypted.
+  if (!s.rooms.encrypted.has(roomId) && cryptoUnavailable(s) === undefined) await checkEncryptionNow(s, roomId);
+  if (s.rooms.encrypted.has(roomId)) {
+    const crypto = s.crypto.machine;
+    if (!crypto) throw new MatrixEncryptedRoomError(roomId, s.crypto.problem ?? 'the crypto is not ready yet');
+    body = await crypto.encrypt(roomId, type, content, await roomEncryptionSettings(s, roomId));
+    sendType = 'm.room.encrypted';
+  }
+  const path = mxPath`/_matrix/client/v3/rooms/${roomId}/send/${sendType}/${txnId}`;
+  const put = () => s.http.request('PUT', path, { body, ...(who.asUser !== undefined ? { asUser: who.asUser } : {}) });
   let res: JsonObject;
   try {
     res = await put();

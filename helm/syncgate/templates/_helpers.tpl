@@ -127,6 +127,7 @@ SYNCGATE_XMPP_PASSWORD: {{ .Values.secrets.xmppPassword | quote }}
 SYNCGATE_MATRIX_AS_TOKEN: {{ .Values.secrets.matrixAsToken | quote }}
 SYNCGATE_MATRIX_HS_TOKEN: {{ .Values.secrets.matrixHsToken | quote }}
 SYNCGATE_MATRIX_ACCESS_TOKEN: {{ .Values.secrets.matrixAccessToken | quote }}
+SYNCGATE_ADAPTER_MATRIX_ENCRYPTION_STORE_SECRET: {{ .Values.secrets.matrixEncryptionStoreSecret | quote }}
 SYNCGATE_MQTT_PASSWORD: {{ .Values.secrets.mqttPassword | quote }}
 {{- end -}}
 

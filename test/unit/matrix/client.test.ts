@@ -1,86 +1,33 @@
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { pino, type Logger } from 'pino';
-import { afterEach, describe, expect, it } from 'vitest';
-import { CRYPTO_BINDING, loadMatrixSdk, mxPath, parseRetryAfter, probeCryptoBinding, retryAfterMs, type MatrixSdk } from '../../../adapters/matrix/client.js';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { mxPath, parseRetryAfter, retryAfterMs } from '../../../adapters/matrix/client.js';
 import { escapeLocalpart, ghostUserId, localpartOf } from '../../../adapters/matrix/ghosts.js';
 
-interface LogLine {
-  level: number;
-  msg: string;
+async function sources(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) out.push(...(await sources(path)));
+    else if (entry.name.endsWith('.ts')) out.push(path);
+  }
+  return out;
 }
 
-function capture(): { log: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) });
-  return { log, lines };
-}
-
-const dirs: string[] = [];
-afterEach(async () => {
-  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
-});
-
-/** A module tree shaped like the real one: an SDK whose index requires the crypto binding. */
-async function fakeTree(bindingLoads: boolean): Promise<string> {
-  const root = await mkdtemp(join(tmpdir(), 'sg-mx-sdk-'));
-  dirs.push(root);
-  const sdk = join(root, 'node_modules', 'fake-sdk');
-  const binding = join(root, 'node_modules', ...CRYPTO_BINDING.split('/'));
-  await mkdir(sdk, { recursive: true });
-  await mkdir(binding, { recursive: true });
-  await writeFile(join(sdk, 'package.json'), JSON.stringify({ name: 'fake-sdk', main: 'index.js' }));
-  await writeFile(join(sdk, 'index.js'), `const b = require('${CRYPTO_BINDING}'); module.exports = { loaded: true, bindingIsReal: b.real === true };`);
-  await writeFile(join(binding, 'package.json'), JSON.stringify({ name: CRYPTO_BINDING, main: 'index.js' }));
-  await writeFile(
-    join(binding, 'index.js'),
-    bindingLoads ? 'module.exports = { real: true };' : `throw new Error("Cannot find module '${CRYPTO_BINDING}-linux-x64-gnu'");`,
-  );
-  return join(sdk, 'index.js');
-}
-
-async function loadFake(bindingLoads: boolean) {
-  const entry = await fakeTree(bindingLoads);
-  const { log, lines } = capture();
-  const load = await loadMatrixSdk(log, { sdkEntry: entry, importSdk: async () => (await import(pathToFileURL(entry).href)) as MatrixSdk });
-  return { load, lines, entry };
-}
-
-describe('Matrix SDK loading', () => {
-  it('without the native binding: stubs it, loads the SDK and warns once that E2EE is unavailable', async () => {
-    const { load, lines, entry } = await loadFake(false);
-    expect(load.e2ee).toBe(false);
-    expect(load.sdk).toMatchObject({ loaded: true, bindingIsReal: false });
-    const warnings = lines.filter((l) => l.level === 40);
-    expect(warnings).toHaveLength(1);
-    expect(warnings[0]?.msg).toMatch(/end-to-end encryption unavailable/);
-    // The stub is in the CommonJS cache under the binding's real path.
-    const bindingPath = createRequire(entry).resolve(CRYPTO_BINDING);
-    expect(createRequire(import.meta.url).cache[bindingPath]?.exports).toEqual({});
-  });
-
-  it('with the native binding: stubs nothing and reports E2EE as available', async () => {
-    const { load, lines } = await loadFake(true);
-    expect(load.e2ee).toBe(true);
-    expect(load.sdk).toMatchObject({ loaded: true, bindingIsReal: true });
-    expect(lines.filter((l) => l.level >= 40)).toEqual([]);
-    expect(lines.some((l) => /binding loaded/.test(l.msg))).toBe(true);
-  });
-
-  it('loads the real matrix-bot-sdk on this machine, once per process', async () => {
-    const { log, lines } = capture();
-    const probe = probeCryptoBinding(createRequire(import.meta.url).resolve('matrix-bot-sdk'));
-    const first = await loadMatrixSdk(log);
-    const second = await loadMatrixSdk(log);
-    expect(second).toBe(first);
-    expect(first.sdk?.MatrixClient).toBeTypeOf('function');
-    expect(first.e2ee).toBe(probe.available);
-    const e2eeLines = lines.filter((l) => /end-to-end encryption/.test(l.msg));
-    expect(e2eeLines).toHaveLength(1);
-    expect(e2eeLines[0]?.level).toBe(probe.available ? 30 : 40);
+describe('Matrix adapter dependencies', () => {
+  it('never loads matrix-bot-sdk or the native crypto binding (its binary is downloaded at install time): the crypto is the wasm build', async () => {
+    const root = fileURLToPath(new URL('../../../', import.meta.url));
+    const files = [...(await sources(join(root, 'adapters', 'matrix'))), ...(await sources(join(root, 'src')))];
+    expect(files.length).toBeGreaterThan(20);
+    const offending: string[] = [];
+    for (const file of files) {
+      const text = await readFile(file, 'utf8');
+      if (/(?:from|import\(|require\()\s*['"](?:matrix-bot-sdk|@matrix-org\/matrix-sdk-crypto-nodejs)['"]/.test(text)) offending.push(file);
+    }
+    expect(offending).toEqual([]);
+    const machine = await readFile(join(root, 'adapters', 'matrix', 'crypto', 'machine.ts'), 'utf8');
+    expect(machine).toContain("import('@matrix-org/matrix-sdk-crypto-wasm')");
   });
 });
 

@@ -1,0 +1,325 @@
+/**
+ * The end-to-end-encryption part of the fake homeserver (fake-homeserver.ts
+ * wires it in): the key server and to-device messaging of the Client-Server
+ * API, as Synapse implements them (synapse/handlers/e2e_keys.py,
+ * synapse/storage/databases/main/end_to_end_keys.py, handlers/devicemessage.py,
+ * handlers/sync.py):
+ *
+ * - POST /keys/upload: device keys stored for the requester's device (a
+ *   change is a device-list update for everyone sharing a room with the
+ *   user); one-time keys added, a key id uploaded again with other content
+ *   refused with 400 ("One time key … already exists"), with the same content
+ *   ignored; fallback keys replace the previous one of their algorithm.
+ *   Answers `one_time_key_counts` with `signed_curve25519: 0` always present
+ *   (Synapse's `count_e2e_one_time_keys` sets that default).
+ * - POST /keys/query: the devices with keys of each user asked (all of them
+ *   for `[]`), with `unsigned.device_display_name`; unknown users answer `{}`.
+ * - POST /keys/claim: one one-time key per device, removed; when none is
+ *   left the device's fallback key, which stays and is marked used.
+ * - PUT /sendToDevice/{type}/{txnId}: per device or `*` (all of the user's
+ *   devices); a retransmission of the txnId is answered without sending again.
+ * - /sync: `to_device.events` (a message is deleted once the device syncs
+ *   with a token past it, so an unacknowledged batch comes again),
+ *   `device_lists.changed` / `left` on incremental syncs (users whose keys
+ *   changed and who share a room with the syncing user, the user
+ *   themself included; everyone in a room the user newly shares with them;
+ *   users who no longer share any room), `device_one_time_keys_count` and
+ *   `device_unused_fallback_key_types` (also under its MSC2732 name).
+ *
+ * - appservice transactions (fake-homeserver.ts, with Synapse's
+ *   experimental features switched on by options): to-device messages for
+ *   the AS's users as `de.sorunome.msc2409.to_device` (MSC2409, with
+ *   `to_user_id`/`to_device_id`), their one-time-key counts and unused
+ *   fallback key types and `org.matrix.msc3202.device_lists` (MSC3202).
+ *
+ * Simplified: no cross-signing keys (the answers carry empty
+ * master/self-signing maps), no federation, no limit on to-device messages
+ * per sync.
+ */
+import type { Json, JsonObject } from './fake-homeserver.js';
+
+/** A user-visible error of the key endpoints (the fake turns it into a Matrix error response). */
+export class E2eeError extends Error {
+  constructor(
+    readonly status: number,
+    readonly errcode: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'E2eeError';
+  }
+}
+
+interface DeviceKeys {
+  keys: JsonObject;
+  displayName: string | undefined;
+}
+
+interface FallbackKey {
+  keyId: string;
+  key: Json;
+  used: boolean;
+}
+
+interface ToDeviceEntry {
+  pos: number;
+  event: JsonObject;
+  /** returned by a /sync (only then can a later token acknowledge it) */
+  returned: boolean;
+}
+
+/** What the fake tells the key server about rooms and positions. */
+export interface E2eeHost {
+  /** the next stream position (wakes long-polls) */
+  bump(): number;
+  /** users who share at least one joined room with `userId` at `pos` (itself included) */
+  sharesRoomWith(userId: string, pos: number): Set<string>;
+  /** the rooms `userId` joined in (after, upTo] with their members at upTo */
+  newlyJoinedMembers(userId: string, after: number, upTo: number): Set<string>;
+  /** the user's devices */
+  devicesOf(userId: string): readonly string[];
+  isLocal(userId: string): boolean;
+  /** a to-device message was queued for a device (appservice transactions may carry it) */
+  toDeviceQueued?(userId: string, deviceId: string, event: JsonObject): void;
+  /** one-time keys, fallback keys or device keys changed (appservice transactions may carry counts and lists) */
+  keysChanged?(): void;
+}
+
+const devKey = (userId: string, deviceId: string): string => `${userId}\u0000${deviceId}`;
+
+function isObject(v: unknown): v is JsonObject {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Canonical-enough JSON for "same key" comparisons (keys sorted). */
+function canonical(v: Json): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical(v[k] ?? null)}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+export class FakeKeyServer {
+  private readonly deviceKeys = new Map<string, DeviceKeys>();
+  private readonly oneTimeKeys = new Map<string, Map<string, Json>>();
+  private readonly fallbackKeys = new Map<string, Map<string, FallbackKey>>();
+  private readonly inbox = new Map<string, ToDeviceEntry[]>();
+  /** (user, pos) of every device-list change */
+  private readonly changes: Array<{ userId: string; pos: number }> = [];
+  /** devices whose to-device messages are held back (a slow federation link, for tests) */
+  private readonly delayed = new Set<string>();
+  /** every to-device message sent, for tests */
+  readonly sent: Array<{ sender: string; type: string; recipient: string; deviceId: string; content: JsonObject }> = [];
+  /** every /keys/upload body, for tests (what keys a device announced, in order) */
+  readonly uploads: Array<{ userId: string; deviceId: string; body: JsonObject }> = [];
+
+  constructor(private readonly host: E2eeHost) {}
+
+  upload(userId: string, deviceId: string, body: JsonObject): JsonObject {
+    this.uploads.push({ userId, deviceId, body });
+    const k = devKey(userId, deviceId);
+    const deviceKeys = body['device_keys'];
+    if (isObject(deviceKeys)) {
+      // Synapse takes the device from the access token, whatever the body says.
+      const previous = this.deviceKeys.get(k);
+      if (!previous || canonical(previous.keys) !== canonical(deviceKeys)) {
+        this.deviceKeys.set(k, { keys: deviceKeys, displayName: previous?.displayName });
+        this.changes.push({ userId, pos: this.host.bump() });
+      }
+    }
+    // counts (and maybe device lists) changed: after the body is applied
+    queueMicrotask(() => this.host.keysChanged?.());
+    const otks = body['one_time_keys'];
+    if (isObject(otks)) {
+      const mine = this.oneTimeKeys.get(k) ?? new Map<string, Json>();
+      // Checked first, so a refused upload adds nothing.
+      for (const [keyId, key] of Object.entries(otks)) {
+        const existing = mine.get(keyId);
+        if (existing !== undefined && canonical(existing) !== canonical(key)) {
+          throw new E2eeError(400, 'M_UNKNOWN', `One time key ${keyId} already exists. Old key: ${canonical(existing)}; new key: ${canonical(key)}`);
+        }
+      }
+      for (const [keyId, key] of Object.entries(otks)) mine.set(keyId, key);
+      this.oneTimeKeys.set(k, mine);
+    }
+    const fallback = body['fallback_keys'] ?? body['org.matrix.msc2732.fallback_keys'];
+    if (isObject(fallback)) {
+      const mine = this.fallbackKeys.get(k) ?? new Map<string, FallbackKey>();
+      for (const [keyId, key] of Object.entries(fallback)) {
+        const algorithm = keyId.split(':')[0] ?? keyId;
+        const old = mine.get(algorithm);
+        if (old && old.keyId === keyId && canonical(old.key) === canonical(key)) continue;
+        mine.set(algorithm, { keyId, key, used: false });
+      }
+      this.fallbackKeys.set(k, mine);
+    }
+    return { one_time_key_counts: this.counts(userId, deviceId) };
+  }
+
+  counts(userId: string, deviceId: string): JsonObject {
+    const counts: JsonObject = { signed_curve25519: 0 };
+    for (const keyId of this.oneTimeKeys.get(devKey(userId, deviceId))?.keys() ?? []) {
+      const algorithm = keyId.split(':')[0] ?? keyId;
+      counts[algorithm] = ((counts[algorithm] as number | undefined) ?? 0) + 1;
+    }
+    return counts;
+  }
+
+  unusedFallbackTypes(userId: string, deviceId: string): string[] {
+    return [...(this.fallbackKeys.get(devKey(userId, deviceId)) ?? new Map<string, FallbackKey>())].filter(([, f]) => !f.used).map(([alg]) => alg);
+  }
+
+  query(body: JsonObject): JsonObject {
+    const wanted = body['device_keys'];
+    if (!isObject(wanted)) throw new E2eeError(400, 'M_BAD_JSON', 'device_keys must be an object');
+    const out: JsonObject = {};
+    for (const [userId, list] of Object.entries(wanted)) {
+      if (!Array.isArray(list)) throw new E2eeError(400, 'M_BAD_JSON', `device_keys.${userId} must be a list`);
+      const devices = list.length === 0 ? this.host.devicesOf(userId) : list.filter((d): d is string => typeof d === 'string');
+      const perUser: JsonObject = {};
+      for (const deviceId of devices) {
+        const stored = this.deviceKeys.get(devKey(userId, deviceId));
+        if (!stored) continue;
+        const unsigned: JsonObject = stored.displayName !== undefined ? { device_display_name: stored.displayName } : {};
+        perUser[deviceId] = { ...stored.keys, unsigned };
+      }
+      out[userId] = perUser;
+    }
+    return { device_keys: out, failures: {}, master_keys: {}, self_signing_keys: {}, user_signing_keys: {} };
+  }
+
+  claim(body: JsonObject): JsonObject {
+    const wanted = body['one_time_keys'];
+    if (!isObject(wanted)) throw new E2eeError(400, 'M_BAD_JSON', 'one_time_keys must be an object');
+    const out: JsonObject = {};
+    for (const [userId, devices] of Object.entries(wanted)) {
+      if (!isObject(devices)) continue;
+      const perUser: JsonObject = {};
+      for (const [deviceId, algorithm] of Object.entries(devices)) {
+        if (typeof algorithm !== 'string') continue;
+        const k = devKey(userId, deviceId);
+        const mine = this.oneTimeKeys.get(k);
+        const keyId = [...(mine?.keys() ?? [])].sort().find((id) => id.startsWith(`${algorithm}:`));
+        if (mine && keyId !== undefined) {
+          perUser[deviceId] = { [keyId]: mine.get(keyId) ?? null };
+          mine.delete(keyId);
+          queueMicrotask(() => this.host.keysChanged?.());
+          continue;
+        }
+        const fallback = this.fallbackKeys.get(k)?.get(algorithm);
+        if (fallback) {
+          fallback.used = true;
+          perUser[deviceId] = { [fallback.keyId]: fallback.key };
+        }
+      }
+      out[userId] = perUser;
+    }
+    return { one_time_keys: out, failures: {} };
+  }
+
+  sendToDevice(sender: string, type: string, body: JsonObject): void {
+    const messages = body['messages'];
+    if (!isObject(messages)) throw new E2eeError(400, 'M_BAD_JSON', 'messages must be an object');
+    for (const [userId, byDevice] of Object.entries(messages)) {
+      if (!isObject(byDevice) || !this.host.isLocal(userId)) continue;
+      for (const [target, content] of Object.entries(byDevice)) {
+        if (!isObject(content)) continue;
+        const devices = target === '*' ? this.host.devicesOf(userId) : [target];
+        for (const deviceId of devices) {
+          const k = devKey(userId, deviceId);
+          const list = this.inbox.get(k) ?? [];
+          list.push({ pos: this.host.bump(), event: { type, sender, content }, returned: false });
+          this.inbox.set(k, list);
+          this.sent.push({ sender, type, recipient: userId, deviceId, content });
+          this.host.toDeviceQueued?.(userId, deviceId, { type, sender, content });
+        }
+      }
+    }
+  }
+
+  /** The E2EE parts of a /sync answer for one device; `since` acknowledges (deletes) what came before it. */
+  syncParts(userId: string, deviceId: string | undefined, since: number | undefined, upTo: number): { parts: JsonObject; empty: boolean } {
+    let empty = true;
+    const toDevice: JsonObject[] = [];
+    if (deviceId !== undefined) {
+      const k = devKey(userId, deviceId);
+      const kept = (this.inbox.get(k) ?? []).filter((e) => since === undefined || e.pos > since || !e.returned);
+      this.inbox.set(k, kept);
+      if (!this.delayed.has(k)) {
+        for (const e of kept) {
+          if (e.pos > upTo) continue;
+          e.returned = true;
+          toDevice.push(e.event);
+        }
+      }
+    }
+    if (toDevice.length > 0) empty = false;
+    const changed = new Set<string>();
+    const left = new Set<string>();
+    if (since !== undefined) {
+      const sharedNow = this.host.sharesRoomWith(userId, upTo);
+      for (const c of this.changes) if (c.pos > since && c.pos <= upTo && sharedNow.has(c.userId)) changed.add(c.userId);
+      for (const u of this.host.newlyJoinedMembers(userId, since, upTo)) changed.add(u);
+      // someone joined a room we are in
+      const sharedBefore = this.host.sharesRoomWith(userId, since);
+      for (const u of sharedNow) if (!sharedBefore.has(u)) changed.add(u);
+      for (const u of sharedBefore) if (!sharedNow.has(u)) left.add(u);
+    }
+    if (changed.size > 0 || left.size > 0) empty = false;
+    const parts: JsonObject = {
+      to_device: { events: toDevice },
+      device_lists: { changed: [...changed], left: [...left] },
+      device_one_time_keys_count: deviceId !== undefined ? this.counts(userId, deviceId) : {},
+    };
+    if (deviceId !== undefined) {
+      const unused = this.unusedFallbackTypes(userId, deviceId);
+      parts['device_unused_fallback_key_types'] = unused;
+      parts['org.matrix.msc2732.device_unused_fallback_key_types'] = unused;
+    }
+    return { parts, empty };
+  }
+
+  /**
+   * Holds back (true) or releases (false) the to-device messages for a
+   * device: while held they stay queued, undelivered, as when they come
+   * over a slow federation link. Releasing wakes the device's long-poll.
+   */
+  delayToDevice(userId: string, deviceId: string, delayed: boolean): void {
+    const k = devKey(userId, deviceId);
+    if (delayed) this.delayed.add(k);
+    else if (this.delayed.delete(k)) this.host.bump();
+  }
+
+  /** The devices that uploaded any key, for MSC3202 counts in appservice transactions. */
+  keyedDevices(): Array<{ userId: string; deviceId: string }> {
+    const keys = new Set([...this.deviceKeys.keys(), ...this.oneTimeKeys.keys(), ...this.fallbackKeys.keys()]);
+    return [...keys].map((k) => {
+      const [userId = '', deviceId = ''] = k.split('\u0000');
+      return { userId, deviceId };
+    });
+  }
+
+  /** Users whose device keys changed in (after, upTo]. */
+  changedBetween(after: number, upTo: number): string[] {
+    return [...new Set(this.changes.filter((c) => c.pos > after && c.pos <= upTo).map((c) => c.userId))];
+  }
+
+  /** Device keys a device uploaded (undefined: none yet). */
+  keysOf(userId: string, deviceId: string): JsonObject | undefined {
+    return this.deviceKeys.get(devKey(userId, deviceId))?.keys;
+  }
+
+  /** One-time keys a device has on the server now. */
+  oneTimeKeyCount(userId: string, deviceId: string): number {
+    return this.oneTimeKeys.get(devKey(userId, deviceId))?.size ?? 0;
+  }
+
+  /** Messages waiting for a device (not yet acknowledged by a later sync). */
+  pendingToDevice(userId: string, deviceId: string): number {
+    return this.inbox.get(devKey(userId, deviceId))?.length ?? 0;
+  }
+}
