@@ -61,7 +61,7 @@ describe('sealed store', () => {
     expect(await sealedKeyError(() => createSealedStore(w.state, 'other', 'secret one').get('a'))).toBe(true);
 
     const body = Buffer.from(raw.slice(3), 'base64');
-    body[body.length - 1] ^= 1;
+    body.writeUInt8(body.readUInt8(body.length - 1) ^ 1, body.length - 1);
     await w.state.set('ns', 'a', 's1:' + body.toString('base64'));
     expect(await sealedKeyError(() => store.get('a'))).toBe(true);
     await w.state.set('ns', 'a', 'plain text');
