@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the servers the integration tests start on their own (Prosody,
-# ejabberd, Mosquitto, Redis) on a fresh Debian machine, only where a binary is missing.
+# ejabberd, Mosquitto, Redis) on a fresh Debian machine, only where a binary is missing,
+# and the Python OMEMO client the XMPP encryption tests talk to (test/harness/omemo-peer.py:
+# python3-omemo, python3-oldmemo, python3-twomemo, python3-slixmpp, python3-xmlschema for
+# oldmemo's XML helpers), only where one is missing.
 #
 # The test harnesses start private instances on free loopback ports, so the
 # Debian service instances must not be started by the install. Instances that
@@ -35,6 +38,20 @@ for pkg in prosody ejabberd mosquitto redis-server; do
     missing+=("$pkg")
   fi
 done
+
+# Libraries, not services: installed when missing, nothing to stop afterwards.
+python_packages=(python3-omemo python3-oldmemo python3-twomemo python3-slixmpp python3-xmlschema)
+python_missing=()
+for pkg in "${python_packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+    python_missing+=("$pkg")
+  fi
+done
+if [ "${#python_missing[@]}" -gt 0 ]; then
+  echo "install-services: installing ${python_missing[*]}"
+  apt-get update
+  apt-get install -y "${python_missing[@]}" </dev/null
+fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
   echo "install-services: prosody, ejabberd, mosquitto and redis-server are already installed"
