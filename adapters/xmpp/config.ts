@@ -73,6 +73,26 @@ export const XmppAdapterConfig = Type.Object(
      * anything in clear (a dead letter with the reason) — unless this is true.
      */
     allowPlaintextAfterEncrypted: Type.Boolean({ default: false }),
+    /**
+     * The bridge account as an OMEMO 0.3 device (omemo.ts): `off` reads no OMEMO (encrypted
+     * messages are undecryptable); `optional` (default) decrypts what is encrypted for it and
+     * answers encrypted conversations encrypted, once `omemoSecret` is set (without it: as `off`);
+     * `required` also encrypts every 1:1 message it sends (a contact without OMEMO gets nothing).
+     */
+    omemo: Type.Union([Type.Literal('off'), Type.Literal('optional'), Type.Literal('required')], { default: 'optional' }),
+    /** seals the OMEMO keys and sessions in the log's state store (SYNCGATE_ADAPTER_<NAME>_OMEMO_SECRET, or _FILE) */
+    omemoSecret: Type.Optional(Type.String({ minLength: 16, maxLength: 4096 })),
+    /** `blind`: trust every contact device until one of its fingerprints is listed in omemoTrusted; `manual`: only those listed */
+    omemoTrust: Type.Union([Type.Literal('blind'), Type.Literal('manual')], { default: 'blind' }),
+    /** verified fingerprints (64 hex digits; spaces, colons and the 05 prefix allowed) */
+    omemoTrusted: Type.Array(
+      Type.Object({ jid: Type.String({ pattern: BARE_JID, maxLength: 2047 }), fingerprint: Type.String({ pattern: '^(05)?[0-9a-fA-F: ]{64,96}$' }) }, { additionalProperties: false }),
+      { default: [], maxItems: 10_000 },
+    ),
+    /** how long a contact's device list is used before it is fetched again (PEP) */
+    omemoDeviceListTtlMs: Type.Integer({ minimum: 0, maximum: 24 * 3600 * 1000, default: 60_000 }),
+    /** when the OMEMO store is found lost (a new device had to be made), remove the old device from the account's device list */
+    omemoRemoveLostDevice: Type.Boolean({ default: false }),
   },
   { additionalProperties: false },
 );
@@ -85,6 +105,10 @@ export function parseXmppConfig(input: unknown): XmppAdapterConfig {
   const config = withDefaults as XmppAdapterConfig;
   const more: string[] = [];
   if (config.reconnect.maxMs < config.reconnect.minMs) more.push('/reconnect: maxMs must be >= minMs');
+  if (config.omemo === 'required' && config.omemoSecret === undefined) more.push('/omemoSecret: omemo: required needs the secret that seals the OMEMO keys (SYNCGATE_ADAPTER_<NAME>_OMEMO_SECRET)');
+  for (const [i, t] of config.omemoTrusted.entries()) {
+    if (t.fingerprint.replace(/[\s:]/g, '').replace(/^05(?=[0-9a-fA-F]{64}$)/, '').length !== 64) more.push(`/omemoTrusted/${i}/fingerprint: 64 hex digits`);
+  }
   if (more.length > 0) throw new XmppConfigError(more);
   return Object.freeze({ ...config, jid: config.jid.toLowerCase() });
 }

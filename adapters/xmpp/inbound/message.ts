@@ -18,7 +18,8 @@ import type { MucState, XmppAdapterState } from '../state.js';
 import { drop } from '../status.js';
 import type { ArchiveTrack } from '../track.js';
 import type { XmlElement } from '../xml.js';
-import { handleParsed, normalise, withoutEcho } from '../ingest.js';
+import { handleParsed, normalise, withDecryption, withoutEcho } from '../ingest.js';
+import { onDeviceListEvent } from '../omemo.js';
 
 export function onMessage(s: XmppAdapterState, stanza: XmlElement): void {
   s.counters.received++;
@@ -33,6 +34,7 @@ export function onMessage(s: XmppAdapterState, stanza: XmlElement): void {
     return;
   }
   const message = env.message;
+  if (env.source.kind === 'live' && env.source.carbon === undefined && onDeviceListEvent(s, message)) return;
   if (message.attrs['type'] === 'groupchat') {
     const room = s.rooms.get(bareJid(message.attrs['from']) ?? '');
     if (!room) {
@@ -80,13 +82,16 @@ function enqueueLive(s: XmppAdapterState, t: ArchiveTrack, message: XmlElement, 
         s.counters.deferred++;
         return;
       }
-      const n = early ?? normalise(s, message, source);
-      if (n.ok === 'skip') return;
-      if (!n.ok) {
-        drop(s, n.reason, n.detail, { from: message.attrs['from'] });
-        return;
-      }
-      await handleParsed(s, n.value, t, t.caughtUp);
+      const done = await withDecryption(s, message, async (opened, settle) => {
+        const n = early && !settle ? early : normalise(s, opened, source);
+        if (n.ok === 'skip') return;
+        if (!n.ok) {
+          drop(s, n.reason, n.detail, { from: message.attrs['from'] });
+          return;
+        }
+        await handleParsed(s, n.value, t, t.caughtUp, settle);
+      });
+      if (done === 'replayed') s.counters.duplicate++;
     },
     (err) => onTrackFailure(s, t, err),
   );

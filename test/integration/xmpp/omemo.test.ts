@@ -1,0 +1,176 @@
+// The bridge account as an OMEMO 0.3 device (issue 26, parts 2–5), against the
+// harness's real Prosody (PEP on). The other end is a real OMEMO client that is
+// not ours: Debian's python3-omemo + python3-oldmemo on python3-slixmpp
+// (test/harness/omemo-peer.py), never our own crypto code on both ends.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LogEvent } from '../../../src/core/event.js';
+import { SyncgateError } from '../../../src/core/errors.js';
+import { createSealedStore } from '../../../src/runtime/sealed-store.js';
+import { stateCatchupStore, type XmppAdapter } from '../../../adapters/xmpp/index.js';
+import { OmemoPeer, type PeerMessage } from '../../harness/omemo-peer.js';
+import { startProsody, type ProsodyServer } from '../../harness/prosody.js';
+import { ADAPTER, allEvents, apiDraft, apiPost, bodyOf, counters, createGateway, deliver, makeAdapter, until, type Gateway } from './helpers.js';
+
+const DM = 'dm-alice-omemo';
+const SECRET = 'omemo-store-secret-for-tests-0123456789';
+const FALLBACK_WORDS = 'OMEMO encrypted message';
+const NOTICE = '[An encrypted message could not be read]';
+const PEER_DEADLINE_MS = 30_000;
+
+let server: ProsodyServer;
+let gw: Gateway;
+let adapter: XmppAdapter | undefined;
+let phone: OmemoPeer;
+let laptop: OmemoPeer | undefined;
+let aliceJid: string;
+let bridgeJid: string;
+
+function omemoAdapter(config: Record<string, unknown> = {}, secret = SECRET): XmppAdapter {
+  return makeAdapter(gw, server, {
+    state: gw.log.state,
+    sealed: (ns, s) => createSealedStore(gw.log.state, ns, s),
+    // Archive positions in the log's state, as the runtime keeps them: a restart catches up from there.
+    catchup: stateCatchupStore(gw.log.state, `xmpp-catchup:${ADAPTER}`),
+    config: { omemoSecret: secret, ...config },
+  });
+}
+
+function omemoStatus(a: XmppAdapter): Record<string, unknown> {
+  return a.status().detail?.['omemo'] as Record<string, unknown>;
+}
+
+async function dm(): Promise<LogEvent[]> {
+  return allEvents(gw.log, [DM]);
+}
+
+/** The bridge's device id as the peer sees it on the bridge account's device list. */
+async function bridgeDevicesSeenBy(peer: OmemoPeer): Promise<number[]> {
+  return (await peer.devices(bridgeJid)).ids;
+}
+
+describe('the bridge account as an OMEMO device (Prosody + python-omemo)', () => {
+  beforeAll(async () => {
+    server = await startProsody();
+    await Promise.all([server.createUser('bridge', 'bridge-secret'), server.createUser('alice', 'alice-secret')]);
+    aliceJid = `alice@${server.domain}`;
+    bridgeJid = `bridge@${server.domain}`;
+    gw = await createGateway({ rooms: [{ id: DM, links: [{ endpoint: ADAPTER, target: aliceJid, options: { type: 'chat' } }] }] });
+    phone = await OmemoPeer.start(server, { localpart: 'alice', password: 'alice-secret', resource: 'phone' });
+  }, 120_000);
+
+  afterAll(async () => {
+    await adapter?.stop();
+    await laptop?.stop();
+    await phone?.stop();
+    await gw?.close();
+    await server?.stop();
+  });
+
+  it('publishes its device (device list and bundle, open access) and decrypts an OMEMO 1:1 message into its real text, never the fallback', async () => {
+    adapter = omemoAdapter();
+    await adapter.start();
+    const status = omemoStatus(adapter);
+    expect(status).toMatchObject({ state: 'published', mode: 'optional', trust: 'blind' });
+    expect(status['fingerprint']).toMatch(/^([0-9a-f]{8} ){7}[0-9a-f]{8}$/);
+    // Another account (alice) reads the bridge's device list and bundle: the access model is open.
+    await until(async () => (await bridgeDevicesSeenBy(phone)).includes(status['deviceId'] as number), 'the bridge device on its device list, seen by alice', PEER_DEADLINE_MS);
+    const seen = await phone.devices(bridgeJid);
+    // python-omemo keeps identity keys in Ed25519 form; the bridge shows the Curve25519 form clients show.
+    expect(seen.keys[String(status['deviceId'])]).toBeDefined();
+
+    await phone.sendEncrypted(bridgeJid, 'hello from an OMEMO phone 🔐');
+    await until(async () => (await dm()).length === 1, 'the decrypted message in the log', PEER_DEADLINE_MS);
+    const [event] = await dm();
+    expect(event).toMatchObject({ kind: 'message', sender: { uid: `xmpp:${aliceJid}` }, content: { body: 'hello from an OMEMO phone 🔐' } });
+    expect(JSON.stringify(event)).not.toContain(FALLBACK_WORDS);
+    expect(JSON.stringify(event)).not.toContain(NOTICE);
+    expect(event && 'content' in event ? event.content.undecryptable : 'no content').toBeUndefined();
+    expect(counters(adapter).encryptedNotices).toBe(0);
+    expect(omemoStatus(adapter)).toMatchObject({ decrypted: 1 });
+    // The phone started the session with one of the bridge's one-time pre-keys: replaced, and the bundle published again.
+    await until(() => (omemoStatus(adapter as XmppAdapter)['preKeysReplaced'] as number) >= 1, 'the used pre-key replaced');
+  });
+
+  it('sends an HTTP message to the contact encrypted: both of its devices decrypt it, nothing goes in clear', async () => {
+    const a = adapter as XmppAdapter;
+    laptop = await OmemoPeer.start(server, { localpart: 'alice', password: 'alice-secret', resource: 'laptop' });
+    const posted = await apiPost(gw.log, apiDraft(DM, { kind: 'message', content: { body: 'secret plans' } }));
+    const result = await deliver(gw, a, posted);
+    expect(result.status).toBe('delivered');
+    for (const peer of [phone, laptop]) {
+      const got = (await peer.waitFor((e) => e.event === 'message' && e['id'] === posted.eventId, `the message on alice's ${peer === phone ? 'phone' : 'laptop'}`, PEER_DEADLINE_MS)) as PeerMessage;
+      expect(got).toMatchObject({ encrypted: true, body: '<Carol> secret plans' });
+      expect(String(got['fallback'])).not.toContain('secret plans');
+    }
+    expect(omemoStatus(a)).toMatchObject({ encrypted: 1 });
+    expect(counters(a).plaintextRefused).toBe(0);
+
+    // A correction from the HTTP side is encrypted too and names the message it corrects.
+    const edit = await apiPost(gw.log, apiDraft(DM, { kind: 'edit', rel: { replaces: posted.eventId }, content: { body: 'secret plans, revised' } }));
+    expect((await deliver(gw, a, edit)).status).toBe('delivered');
+    const corrected = (await phone.waitFor((e) => e.event === 'message' && e['id'] === edit.eventId, 'the correction on the phone', PEER_DEADLINE_MS)) as PeerMessage;
+    expect(corrected).toMatchObject({ encrypted: true, body: '<Carol> secret plans, revised', replace: posted.eventId });
+  });
+
+  it('a correction sent encrypted by the contact edits the original message', async () => {
+    const id = await phone.sendEncrypted(bridgeJid, 'meet at 5');
+    await until(async () => (await dm()).some((e) => bodyOf(e) === 'meet at 5'), 'the message to correct', PEER_DEADLINE_MS);
+    await phone.sendEncrypted(bridgeJid, 'meet at 6', { replace: id });
+    await until(async () => (await dm()).some((e) => e.kind === 'edit' && bodyOf(e) === 'meet at 6'), 'the correction in the log', PEER_DEADLINE_MS);
+    const events = await dm();
+    const original = events.find((e) => bodyOf(e) === 'meet at 5');
+    const edit = events.find((e) => e.kind === 'edit' && e.sender.proto === 'xmpp');
+    expect(edit).toMatchObject({ kind: 'edit', rel: { replaces: original?.eventId }, content: { body: 'meet at 6' } });
+  });
+
+  it('after a crash, messages sent while the gateway was down are decrypted from the archive: all, once, in order, with the same device', async () => {
+    const before = omemoStatus(adapter as XmppAdapter);
+    (adapter as XmppAdapter).abort();
+    const already = (await dm()).length;
+    const texts = ['one', 'two', 'three', 'four', 'five'].map((t) => `while you were away: ${t}`);
+    for (const text of texts) await phone.sendEncrypted(bridgeJid, text);
+    adapter = omemoAdapter();
+    await adapter.start();
+    await until(async () => (await dm()).length >= already + texts.length, 'the five messages sent while the gateway was down', PEER_DEADLINE_MS);
+    const after = omemoStatus(adapter);
+    expect(after['deviceId']).toBe(before['deviceId']);
+    expect(after['fingerprint']).toBe(before['fingerprint']);
+    expect(after['lostDeviceId']).toBeUndefined();
+    // Once each and in order, and nothing undecryptable among them.
+    await until(async () => counters(adapter as XmppAdapter).received >= texts.length, 'the archive read');
+    const late = (await dm()).slice(already);
+    expect(late.map(bodyOf)).toEqual(texts);
+    expect(JSON.stringify(late)).not.toContain(NOTICE);
+    // The same device id is still the one on the bridge's device list.
+    expect(await bridgeDevicesSeenBy(phone)).toContain(after['deviceId']);
+  });
+
+  it('refuses to start with another secret (SG_ERR_STATE_SEALED_KEY) rather than becoming a new device', async () => {
+    const wrong = omemoAdapter({}, 'another-secret-entirely-0123456789');
+    const err = await wrong.start().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(SyncgateError);
+    expect((err as SyncgateError).code).toBe('SG_ERR_STATE_SEALED_KEY');
+    expect(wrong.status().detail?.['omemo']).toMatchObject({ state: 'failed' });
+  });
+
+  it('with omemo: off, the encrypted message is undecryptable (not its fallback) and the sender is told once', async () => {
+    await adapter?.stop();
+    adapter = omemoAdapter({ omemo: 'off' });
+    await adapter.start();
+    expect(omemoStatus(adapter)).toMatchObject({ state: 'off' });
+    const already = (await dm()).length;
+    await phone.sendEncrypted(bridgeJid, 'you cannot read this');
+    await phone.sendEncrypted(bridgeJid, 'nor this');
+    await until(async () => (await dm()).length === already + 2, 'the two encrypted messages in the log', PEER_DEADLINE_MS);
+    const late = (await dm()).slice(already);
+    for (const e of late) expect(e).toMatchObject({ kind: 'message', content: { body: NOTICE, undecryptable: { reason: 'omemo' } } });
+    expect(JSON.stringify(late)).not.toContain(FALLBACK_WORDS);
+    expect(JSON.stringify(late)).not.toContain('cannot read this');
+    await phone.waitFor((e) => e.event === 'message' && e['encrypted'] === false && String(e['body']).includes('cannot read end-to-end encrypted'), 'the notice at alice', PEER_DEADLINE_MS);
+    expect(phone.messages().filter((m) => !m.encrypted && m.body.includes('cannot read end-to-end encrypted'))).toHaveLength(1);
+    expect(counters(adapter).encryptedNotices).toBe(1);
+  });
+});
