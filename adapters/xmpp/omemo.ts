@@ -319,10 +319,20 @@ export async function openEncrypted(s: XmppAdapterState, message: XmlElement): P
       d.counters.replayed++;
       return { message, replayed: true, release: noop };
     }
+    if (isUntrusted(err)) {
+      d.counters.untrusted++;
+      s.log.warn({ from: sender, device: sid }, 'an OMEMO message from a device that is not trusted (omemoTrust / omemoTrusted): not decrypted');
+      return { message, release: noop };
+    }
     d.counters.failures++;
     s.log.warn({ err: err instanceof Error ? err.message : String(err), from: message.attrs['from'], device: sid }, 'could not decrypt an OMEMO message');
     return { message, release: noop };
   }
+}
+
+/** The library refused the sender's identity key (our isTrustedIdentity said no). */
+function isUntrusted(err: unknown): boolean {
+  return err instanceof Error && /Identity key changed|Unknown identity key/.test(err.message);
 }
 
 function rememberDevice(d: OmemoDevice, jid: string, id: number): void {

@@ -29,6 +29,7 @@ try:
     from omemo.storage import Just, Maybe, Nothing, Storage
     from omemo.types import DeviceInformation, JSONType, TrustLevel
     import slixmpp
+    import xeddsa
 except ImportError as e:  # named so the test says which Debian package to install
     print(json.dumps({"event": "fatal", "error": f"missing Python module ({e}): apt-get install -y python3-omemo python3-oldmemo python3-twomemo python3-slixmpp python3-xmlschema"}), flush=True)
     sys.exit(3)
@@ -184,7 +185,8 @@ class Client(slixmpp.ClientXMPP):
             self.peer = await Peer.create([oldmemo.Oldmemo(storage)], storage, self.boundjid.bare, None, "blind")
             await self.peer.after_history_sync()
             own, _ = await self.peer.get_own_device_information()
-            emit({"event": "ready", "deviceId": own.device_id, "fingerprint": own.identity_key.hex()})
+            # python-omemo keeps the Ed25519 form; clients (and the bridge) show the Curve25519 form.
+            emit({"event": "ready", "deviceId": own.device_id, "fingerprint": xeddsa.ed25519_pub_to_curve25519_pub(own.identity_key).hex()})
         except Exception as e:  # reported, not swallowed
             logging.exception("session setup")
             emit({"event": "fatal", "error": f"OMEMO setup failed: {e!r}"})

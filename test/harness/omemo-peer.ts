@@ -33,6 +33,7 @@ export class OmemoPeer {
   readonly events: PeerEvent[] = [];
   readonly stderr: string[] = [];
   deviceId = 0;
+  /** the identity key's Curve25519 form in hex, as clients show it */
   fingerprint = '';
 
   private constructor(
