@@ -4,6 +4,7 @@
  * (XEP-0045), MUC self-ping (XEP-0410) and disco#info. Pure builders and
  * parsers; the session sends them.
  */
+import { createHash } from 'node:crypto';
 import { NS, xml, type XmlElement } from './xml.js';
 import { bareJid, resourceOf } from './normalise.js';
 
@@ -13,6 +14,20 @@ export function carbonsEnable(): XmlElement {
 
 export function discoInfo(to: string): XmlElement {
   return xml('iq', { type: 'get', to }, xml('query', { xmlns: NS.discoInfo }));
+}
+
+/** Who we say we are in disco#info (and in the XEP-0115 hash). */
+export const DISCO_IDENTITY = { category: 'client', type: 'bot', name: 'syncgate' } as const;
+export const CAPS_NODE = 'https://syncgate.invalid/caps';
+
+/**
+ * XEP-0115 entity capabilities for our presence: the server's PEP learns from it which
+ * notifications we want (`…devicelist+notify`, XEP-0163 §4.3), without a disco round trip.
+ */
+export function capsElement(features: readonly string[]): XmlElement {
+  const s = `${DISCO_IDENTITY.category}/${DISCO_IDENTITY.type}//${DISCO_IDENTITY.name}<${[...features].sort().map((f) => `${f}<`).join('')}`;
+  const ver = createHash('sha1').update(s, 'utf8').digest('base64');
+  return xml('c', { xmlns: 'http://jabber.org/protocol/caps', hash: 'sha-1', node: CAPS_NODE, ver });
 }
 
 export function discoFeatures(reply: XmlElement): Set<string> {

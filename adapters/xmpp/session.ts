@@ -14,7 +14,7 @@ import { refreshTargets } from './links.js';
 import { scheduleCatchup } from './mam.js';
 import { joinRoom, selfPingAll } from './muc.js';
 import { DEVICE_LIST_NODE, loadDevice, publishDevice } from './omemo.js';
-import { carbonsEnable, discoFeatures, discoInfo } from './protocol.js';
+import { capsElement, carbonsEnable, discoFeatures, discoInfo } from './protocol.js';
 import { sleep, type XmppAdapterState } from './state.js';
 import { isReady } from './status.js';
 import { NS, xml } from './xml.js';
@@ -82,7 +82,8 @@ async function setUpSession(s: XmppAdapterState, gen: number): Promise<void> {
     log.warn('the account has no archive (MAM): 1:1 messages sent while we were away are not recovered');
     s.accountTrack.caughtUp = true;
   }
-  await s.connection.send(xml('presence')).catch(() => undefined);
+  // With an OMEMO device, caps name the device list +notify: the server then pushes device list changes (XEP-0163).
+  await s.connection.send(xml('presence', {}, s.omemo ? capsElement(OMEMO_FEATURES) : undefined)).catch(() => undefined);
   for (const room of s.rooms.values()) void joinRoom(s, room, gen);
 }
 

@@ -214,6 +214,7 @@ class Client(slixmpp.ClientXMPP):
         if self.peer is None:
             emit({**base, "event": "undecryptable", "error": "not ready"})
             return
+        base["rids"] = sorted(int(k.get("rid") or 0) for k in encrypted.iter(f"{{{NS}}}key"))
         try:
             parsed = await oldmemo.etree.parse_message(encrypted, msg["from"].bare, self.boundjid.bare, self.peer)
             plaintext, device, _ = await self.peer.decrypt(parsed)
@@ -227,6 +228,8 @@ class Client(slixmpp.ClientXMPP):
     async def send_encrypted(self, cmd: Dict[str, Any]) -> None:
         assert self.peer is not None
         to = cmd["to"]
+        # python-omemo encrypts to the device lists it has stored; fetch the recipient's first.
+        await self.peer.refresh_device_list(NS, to)
         messages, errors = await self.peer.encrypt(frozenset([to]), {NS: cmd["body"].encode("utf8")})
         msg = self.make_message(mto=to, mtype=cmd.get("type", "chat"), mbody=FALLBACK)
         if cmd.get("id"):

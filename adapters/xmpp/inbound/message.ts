@@ -23,6 +23,8 @@ import { onDeviceListEvent } from '../omemo.js';
 
 export function onMessage(s: XmppAdapterState, stanza: XmlElement): void {
   s.counters.received++;
+  // A device list someone published (PEP notification, XEP-0163): what the OMEMO device encrypts to.
+  if (s.omemo && onDeviceListEvent(s, stanza)) return;
   const env = openEnvelope(stanza, s.account);
   if (env.ok === 'skip') return;
   if (!env.ok) {
@@ -34,7 +36,6 @@ export function onMessage(s: XmppAdapterState, stanza: XmlElement): void {
     return;
   }
   const message = env.message;
-  if (env.source.kind === 'live' && env.source.carbon === undefined && onDeviceListEvent(s, message)) return;
   if (message.attrs['type'] === 'groupchat') {
     const room = s.rooms.get(bareJid(message.attrs['from']) ?? '');
     if (!room) {

@@ -123,6 +123,30 @@ describe('the bridge account as an OMEMO device (Prosody + python-omemo)', () =>
     expect(edit).toMatchObject({ kind: 'edit', rel: { replaces: original?.eventId }, content: { body: 'meet at 6' } });
   });
 
+  it("follows the account's own other OMEMO devices: its messages (carbons) are decrypted, and what the bridge sends is encrypted for them too", async () => {
+    const a = adapter as XmppAdapter;
+    const ops = await OmemoPeer.start(server, { localpart: 'bridge', password: 'bridge-secret', resource: 'ops' });
+    try {
+      // The new device is pushed to the bridge (PEP +notify from its caps), not found by polling: the device list TTL is a minute.
+      const posted = await apiPost(gw.log, apiDraft(DM, { kind: 'message', content: { body: 'to alice, readable by ops too' } }));
+      await until(async () => {
+        const r = await deliver(gw, a, posted);
+        return r.status === 'delivered';
+      }, 'the delivery');
+      const got = (await phone.waitFor((e) => e.event === 'message' && e['id'] === posted.eventId, 'the message on the phone', PEER_DEADLINE_MS)) as PeerMessage;
+      expect(got['rids']).toContain(ops.deviceId);
+
+      const already = (await dm()).length;
+      await ops.sendEncrypted(aliceJid, 'typed on the ops console');
+      await until(async () => (await dm()).some((e) => bodyOf(e) === 'typed on the ops console'), "the ops device's message, from its carbon", PEER_DEADLINE_MS);
+      const late = (await dm()).slice(already);
+      expect(late.find((e) => bodyOf(e) === 'typed on the ops console')).toMatchObject({ kind: 'message', sender: { uid: `xmpp:${bridgeJid}` } });
+      expect(JSON.stringify(late)).not.toContain(NOTICE);
+    } finally {
+      await ops.stop();
+    }
+  });
+
   it('after a crash, messages sent while the gateway was down are decrypted from the archive: all, once, in order, with the same device', async () => {
     const before = omemoStatus(adapter as XmppAdapter);
     (adapter as XmppAdapter).abort();
