@@ -71,7 +71,7 @@ export async function loadDevice(s: XmppAdapterState, d: OmemoDevice): Promise<v
       if (previous !== undefined && Number(previous) !== d.own.deviceId) {
         d.lostDeviceId = Number(previous);
         s.log.error(
-          { code: 'SG_ERR_XMPP_OMEMO_STORE_LOST', lostDeviceId: d.lostDeviceId, deviceId: d.own.deviceId },
+          { reason: 'omemo-store-lost', lostDeviceId: d.lostDeviceId, deviceId: d.own.deviceId },
           `the OMEMO store of this adapter is gone (device ${previous} was announced before): a new device ${d.own.deviceId} replaces it; contacts see a new fingerprint, and messages encrypted for the old device cannot be read` +
             (s.config.omemoRemoveLostDevice ? '; the old device is removed from the device list' : ' (omemoRemoveLostDevice removes it from the device list)'),
         );

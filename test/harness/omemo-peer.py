@@ -5,7 +5,7 @@
 #
 #   stdin  {"cmd": "send", "to": JID, "body": TEXT, "id": ID, "type": "chat"}
 #          {"cmd": "send-clear", "to": JID, "body": TEXT, "id": ID}
-#          {"cmd": "devices", "jid": JID}      -> {"event": "devices", "jid", "ids"}
+#          {"cmd": "devices", "jid": JID}      -> {"event": "devices", "jid", "ids"} (the active ones)
 #          {"cmd": "stop"}
 #   stdout {"event": "ready", "deviceId": N, "fingerprint": HEX}
 #          {"event": "message", "from", "id", "body", "encrypted", "senderDevice", "replace"}
@@ -258,7 +258,9 @@ class Client(slixmpp.ClientXMPP):
                 assert self.peer is not None
                 await self.peer.refresh_device_list(NS, cmd["jid"])
                 infos = await self.peer.get_device_information(cmd["jid"])
-                emit({"event": "devices", "jid": cmd["jid"], "ids": sorted(d.device_id for d in infos), "keys": {str(d.device_id): d.identity_key.hex() for d in infos}})
+                # Active: on the device list now (python-omemo remembers devices that left it, inactive).
+                active = [d for d in infos if any(on for ns, on in d.active if ns == NS)]
+                emit({"event": "devices", "jid": cmd["jid"], "ids": sorted(d.device_id for d in active), "keys": {str(d.device_id): d.identity_key.hex() for d in active}})
             elif name == "stop":
                 self.disconnect()
                 emit({"event": "stopped"})

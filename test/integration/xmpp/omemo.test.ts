@@ -180,6 +180,26 @@ describe('the bridge account as an OMEMO device (Prosody + python-omemo)', () =>
     expect(wrong.status().detail?.['omemo']).toMatchObject({ state: 'failed' });
   });
 
+  it('a lost store is detected: a new device, an error that says so, the old device removed from the device list when configured', async () => {
+    const before = omemoStatus(adapter as XmppAdapter);
+    await adapter?.stop();
+    for (const [key] of await gw.log.state.entries(`xmpp-omemo:${ADAPTER}`)) await gw.log.state.delete(`xmpp-omemo:${ADAPTER}`, key);
+    const logged = gw.logLines.length;
+    adapter = omemoAdapter({ omemoRemoveLostDevice: true });
+    await adapter.start();
+    const after = omemoStatus(adapter);
+    expect(after['deviceId']).not.toBe(before['deviceId']);
+    expect(after['fingerprint']).not.toBe(before['fingerprint']);
+    expect(after['lostDeviceId']).toBe(before['deviceId']);
+    expect(gw.logLines.slice(logged).find((l) => l['reason'] === 'omemo-store-lost')).toMatchObject({ level: 50, lostDeviceId: before['deviceId'] });
+    const seen = await bridgeDevicesSeenBy(phone);
+    expect(seen).toContain(after['deviceId']);
+    expect(seen).not.toContain(before['deviceId']);
+    // The contact's next message builds a session with the new device.
+    await phone.sendEncrypted(bridgeJid, 'hello, new device');
+    await until(async () => (await dm()).some((e) => bodyOf(e) === 'hello, new device'), 'a message to the new device', PEER_DEADLINE_MS);
+  });
+
   it('manual trust: nothing from or to a device whose fingerprint is not listed; a listed one works both ways, the others get nothing', async () => {
     await adapter?.stop();
     adapter = omemoAdapter({ omemoTrust: 'manual' });
