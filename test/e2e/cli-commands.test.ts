@@ -22,7 +22,7 @@ async function run(args: string[], env: Record<string, string> = {}): Promise<{ 
   return { code: proc.exitCode, ...out };
 }
 
-const COMMANDS = ['serve', 'check-config', 'dlq', 'matrix-registration', 'prosody-config', 'user', 'device', 'room', 'grant', 'revoke', 'send', 'tail'];
+const COMMANDS = ['serve', 'check-config', 'dlq', 'matrix-registration', 'prosody-config', 'status', 'user', 'device', 'room', 'grant', 'revoke', 'send', 'tail'];
 
 describe('syncgate help, options and exit codes', () => {
   it('`syncgate <command> --help` prints that command\'s usage with --config and exits 0, for every command', async () => {

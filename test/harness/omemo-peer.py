@@ -5,7 +5,8 @@
 #
 #   stdin  {"cmd": "send", "to": JID, "body": TEXT, "id": ID, "type": "chat"}
 #          {"cmd": "send-clear", "to": JID, "body": TEXT, "id": ID}
-#          {"cmd": "devices", "jid": JID}      -> {"event": "devices", "jid", "ids"} (the active ones)
+#          {"cmd": "devices", "jid": JID}      -> {"event": "devices", "jid", "ids", "keys"} (the active ones;
+#                                                 keys: device id -> Curve25519 identity key in hex, as clients show it)
 #          {"cmd": "stop"}
 #   stdout {"event": "ready", "deviceId": N, "fingerprint": HEX}
 #          {"event": "message", "from", "id", "body", "encrypted", "senderDevice", "replace"}
@@ -260,7 +261,7 @@ class Client(slixmpp.ClientXMPP):
                 infos = await self.peer.get_device_information(cmd["jid"])
                 # Active: on the device list now (python-omemo remembers devices that left it, inactive).
                 active = [d for d in infos if any(on for ns, on in d.active if ns == NS)]
-                emit({"event": "devices", "jid": cmd["jid"], "ids": sorted(d.device_id for d in active), "keys": {str(d.device_id): d.identity_key.hex() for d in active}})
+                emit({"event": "devices", "jid": cmd["jid"], "ids": sorted(d.device_id for d in active), "keys": {str(d.device_id): xeddsa.ed25519_pub_to_curve25519_pub(d.identity_key).hex() for d in active}})
             elif name == "stop":
                 self.disconnect()
                 emit({"event": "stopped"})
