@@ -25,9 +25,13 @@ export const CAPS_NODE = 'https://syncgate.invalid/caps';
  * notifications we want (`…devicelist+notify`, XEP-0163 §4.3), without a disco round trip.
  */
 export function capsElement(features: readonly string[]): XmlElement {
-  const s = `${DISCO_IDENTITY.category}/${DISCO_IDENTITY.type}//${DISCO_IDENTITY.name}<${[...features].sort().map((f) => `${f}<`).join('')}`;
-  const ver = createHash('sha1').update(s, 'utf8').digest('base64');
-  return xml('c', { xmlns: 'http://jabber.org/protocol/caps', hash: 'sha-1', node: CAPS_NODE, ver });
+  return xml('c', { xmlns: 'http://jabber.org/protocol/caps', hash: 'sha-1', node: CAPS_NODE, ver: capsVer(DISCO_IDENTITY, features) });
+}
+
+/** XEP-0115 §5.1 for one identity (no xml:lang) and no extended forms. */
+export function capsVer(identity: { readonly category: string; readonly type: string; readonly name: string }, features: readonly string[]): string {
+  const s = `${identity.category}/${identity.type}//${identity.name}<${[...features].sort().map((f) => `${f}<`).join('')}`;
+  return createHash('sha1').update(s, 'utf8').digest('base64');
 }
 
 export function discoFeatures(reply: XmlElement): Set<string> {
