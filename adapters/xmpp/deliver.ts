@@ -12,7 +12,7 @@ import type { DeliveryContext, DeliveryResult, DeliveryTarget } from '../../src/
 import type { LogEvent, Undecryptable } from '../../src/core/event.js';
 import { linkOptions, type LinkOptions } from './config.js';
 import { encryptionSeen } from './encryption.js';
-import { OmemoNoDevicesError, encryptStanza } from './omemo.js';
+import { OmemoNoDevicesError, encryptStanza, roomRecipients } from './omemo.js';
 import { XmppNotConnectedError } from './errors.js';
 import { ID, ORIGIN_ID, lookupKey, scopedId, senderScope } from './ids.js';
 import { expandPrefix, render } from './render.js';
@@ -78,18 +78,17 @@ async function deliverEvent(s: XmppAdapterState, event: LogEvent, target: Delive
   });
   if (rendered.ok === 'skip') return { status: 'skipped', reason: rendered.reason };
   if (!rendered.ok) return { status: 'rejected', reason: rendered.reason };
-  if (chat === 'groupchat') return sendToRoom(s, seenKey, rendered.stanza);
   let stanza = rendered.stanza;
   if (encrypt && s.omemo) {
     try {
-      stanza = await encryptStanza(s, s.omemo, to, stanza);
+      stanza = await encryptStanza(s, s.omemo, to, stanza, chat === 'groupchat' ? (roomRecipients(s, to) ?? []) : [to]);
     } catch (err) {
       // No device to encrypt to: a dead letter (replayable once the contact has one), never the text in clear.
       if (err instanceof OmemoNoDevicesError) return { status: 'rejected', reason: err.message };
       return { status: 'retry', reason: `OMEMO encryption failed: ${(err as Error).message}` };
     }
   }
-  return sendChat(s, event, to, stanza);
+  return chat === 'groupchat' ? sendToRoom(s, seenKey, stanza) : sendChat(s, event, to, stanza);
 }
 
 /**
@@ -98,7 +97,9 @@ async function deliverEvent(s: XmppAdapterState, event: LogEvent, target: Delive
  * conversation that sent encrypted messages (unless allowPlaintextAfterEncrypted): a refusal.
  */
 async function encryptionOf(s: XmppAdapterState, to: string, options: LinkOptions): Promise<{ encrypt: boolean } | DeliveryResult> {
-  const device = options.type === 'chat' && s.omemo && (s.omemo.state === 'ready' || s.omemo.state === 'published') ? s.omemo : undefined;
+  // In a MUC only where XEP-0384 works: members-only and non-anonymous (the occupants' real JIDs are known).
+  const where = options.type === 'chat' || roomRecipients(s, to) !== undefined;
+  const device = where && s.omemo && (s.omemo.state === 'ready' || s.omemo.state === 'published') ? s.omemo : undefined;
   if (device && s.config.omemo === 'required') return { encrypt: true };
   let how: Undecryptable | undefined;
   try {

@@ -27,7 +27,7 @@
 import { createCipheriv, createDecipheriv, randomBytes, randomInt } from 'node:crypto';
 import { KeyHelper, SessionBuilder, SessionCipher, SignalProtocolAddress } from '@privacyresearch/libsignal-protocol-typescript';
 import { stanzaErrorCondition } from './errors.js';
-import { bareJid } from './normalise.js';
+import { bareJid, resourceOf } from './normalise.js';
 import { b64, fingerprintOf, unb64, type OmemoDevice, type OmemoStore, type OwnDevice } from './omemo-store.js';
 import type { XmppAdapterState } from './state.js';
 import { NS, xml, type XmlElement } from './xml.js';
@@ -266,12 +266,12 @@ function isReplay(err: unknown): boolean {
 export async function openEncrypted(s: XmppAdapterState, message: XmlElement): Promise<Opened> {
   const d = s.omemo;
   const encrypted = message.getChild('encrypted', OMEMO);
-  if (!d || d.state === 'loading' || d.state === 'failed' || !encrypted || message.attrs['type'] === 'groupchat') return { message, release: noop };
+  if (!d || d.state === 'loading' || d.state === 'failed' || !encrypted) return { message, release: noop };
   const header = encrypted.getChild('header');
   const sid = Number(header?.attrs['sid']);
   const key = header?.getChildren('key').find((k) => Number(k.attrs['rid']) === d.own.deviceId);
-  const sender = bareJid(message.attrs['from']) ?? s.account;
-  if (!header || !key || !Number.isInteger(sid)) {
+  const sender = senderOf(s, message);
+  if (!header || !key || !Number.isInteger(sid) || sender === undefined) {
     if (header && !key) s.log.debug({ from: message.attrs['from'], sid }, 'an OMEMO message without a key for this device');
     return { message, release: noop };
   }
@@ -335,6 +335,27 @@ function isUntrusted(err: unknown): boolean {
   return err instanceof Error && /Identity key changed|Unknown identity key/.test(err.message);
 }
 
+/**
+ * Whose device sent it: the bare JID in 1:1 (or our account, for carbons of our other
+ * devices); in a MUC the occupant's real JID, known only in the members-only,
+ * non-anonymous rooms XEP-0384 encrypts in.
+ */
+function senderOf(s: XmppAdapterState, message: XmlElement): string | undefined {
+  const from = message.attrs['from'];
+  if (message.attrs['type'] !== 'groupchat') return bareJid(from) ?? s.account;
+  const room = s.rooms.get(bareJid(from) ?? '');
+  const nick = resourceOf(from);
+  if (!room?.facts?.omemo || nick === undefined || nick === room.nick) return undefined;
+  return room.realJids.get(nick);
+}
+
+/** The real JIDs OMEMO in this room encrypts to (everyone but us); undefined when the room is not one OMEMO works in. */
+export function roomRecipients(s: XmppAdapterState, room: string): string[] | undefined {
+  const r = s.rooms.get(room);
+  if (!r?.facts?.omemo) return undefined;
+  return [...new Set(r.realJids.values())].filter((jid) => jid !== s.account);
+}
+
 function rememberDevice(d: OmemoDevice, jid: string, id: number): void {
   const cached = d.deviceLists.get(jid);
   if (cached && !cached.ids.includes(id)) cached.ids = [...cached.ids, id];
@@ -395,12 +416,11 @@ async function keyFor(s: XmppAdapterState, d: OmemoDevice, jid: string, deviceId
  * devices: `<encrypted>`, the fallback body, XEP-0380 and a store hint. The
  * ratchet state is committed before it returns (before the send).
  */
-export async function encryptStanza(s: XmppAdapterState, d: OmemoDevice, to: string, stanza: XmlElement): Promise<XmlElement> {
+export async function encryptStanza(s: XmppAdapterState, d: OmemoDevice, to: string, stanza: XmlElement, recipients: readonly string[] = [to]): Promise<XmlElement> {
   const body = stanza.getChildText('body');
   if (body === null) return stanza;
   const release = await d.lock();
   try {
-    const theirs = await devicesOf(s, d, to);
     const ours = (await devicesOf(s, d, s.account)).filter((id) => id !== d.own.deviceId);
     const key = randomBytes(16);
     const iv = randomBytes(12);
@@ -408,9 +428,11 @@ export async function encryptStanza(s: XmppAdapterState, d: OmemoDevice, to: str
     const payload = Buffer.concat([cipher.update(body, 'utf8'), cipher.final()]);
     const keyMaterial = Buffer.concat([key, cipher.getAuthTag()]);
     const keys: XmlElement[] = [];
-    for (const id of theirs) {
-      const k = await keyFor(s, d, to, id, keyMaterial);
-      if (k) keys.push(k);
+    for (const jid of recipients) {
+      for (const id of await devicesOf(s, d, jid)) {
+        const k = await keyFor(s, d, jid, id, keyMaterial);
+        if (k) keys.push(k);
+      }
     }
     if (keys.length === 0) throw new OmemoNoDevicesError(to);
     for (const id of ours) {

@@ -154,6 +154,8 @@ export interface MucPresence {
   readonly condition: string | undefined;
   /** status 303: the new nick */
   readonly newNick: string | undefined;
+  /** the occupant's real bare JID, when the room shows it (non-anonymous rooms, XEP-0045 §7.2.3) */
+  readonly jid: string | undefined;
 }
 
 /** A presence from a MUC occupant (one with a muc#user child, or an error to our join). */
@@ -178,6 +180,7 @@ export function parseMucPresence(p: XmlElement): MucPresence | undefined {
     occupantId: p.getChild('occupant-id', NS.occupantId)?.attrs['id'],
     condition,
     newNick: x?.getChild('item')?.attrs['nick'],
+    jid: bareJid(x?.getChild('item')?.attrs['jid'])?.toLowerCase(),
   };
 }
 

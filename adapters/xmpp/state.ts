@@ -82,7 +82,8 @@ export interface MucState {
   /** a join on its way: `gen` is the session that sent it */
   joining: { readonly gen: number; resolve(p: JoinResult): void } | undefined;
   occupantId: string | undefined;
-  facts: { stanzaIds: boolean; occupantIds: boolean; mam: boolean } | undefined;
+  /** `omemo`: members-only and non-anonymous, the rooms XEP-0384 encrypts in */
+  facts: { stanzaIds: boolean; occupantIds: boolean; mam: boolean; omemo: boolean } | undefined;
   readonly track: ArchiveTrack;
   rejoinTimer: NodeJS.Timeout | undefined;
   rejoinAttempts: number;
@@ -101,6 +102,8 @@ export interface MucState {
   renamedTo: Set<string>;
   /** nicks of the other occupants in the room now */
   present: Set<string>;
+  /** nick → the occupant's real bare JID, in rooms that show them (OMEMO in MUCs encrypts to these) */
+  realJids: Map<string, string>;
 }
 
 /** A room link to an XMPP conversation (a MUC or a 1:1 JID). */

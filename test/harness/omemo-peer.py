@@ -7,6 +7,8 @@
 #          {"cmd": "send-clear", "to": JID, "body": TEXT, "id": ID}
 #          {"cmd": "devices", "jid": JID}      -> {"event": "devices", "jid", "ids", "keys"} (the active ones;
 #                                                 keys: device id -> Curve25519 identity key in hex, as clients show it)
+#          {"cmd": "muc-create", "room": JID, "nick": NICK, "members": [JID]}  (members-only, non-anonymous)
+#          {"cmd": "send", "to": ROOM, "type": "groupchat", "body": TEXT}     (to every occupant's devices)
 #          {"cmd": "stop"}
 #   stdout {"event": "ready", "deviceId": N, "fingerprint": HEX}
 #          {"event": "message", "from", "id", "body", "encrypted", "senderDevice", "replace"}
@@ -170,6 +172,9 @@ class Client(slixmpp.ClientXMPP):
         self.peer: Optional[Peer] = None
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0199")
+        self.register_plugin("xep_0004")
+        self.register_plugin("xep_0045")
+        self.rooms: Dict[str, str] = {}
         self.add_event_handler("session_start", self.on_session)
         self.add_event_handler("message", self.on_message)
         self.add_event_handler("disconnected", lambda _e: emit({"event": "disconnected"}))
@@ -192,9 +197,20 @@ class Client(slixmpp.ClientXMPP):
             logging.exception("session setup")
             emit({"event": "fatal", "error": f"OMEMO setup failed: {e!r}"})
 
+    def real_jid(self, room: str, nick: str) -> Optional[str]:
+        jid = self["xep_0045"].get_jid_property(slixmpp.JID(room), nick, "jid")
+        return slixmpp.JID(jid).bare if jid else None
+
+    def occupants(self, room: str) -> FrozenSet[str]:
+        jids = (self.real_jid(room, nick) for nick in self["xep_0045"].get_roster(slixmpp.JID(room)))
+        return frozenset(j for j in jids if j and j != self.boundjid.bare)
+
     async def on_message(self, msg: slixmpp.Message) -> None:
-        if msg["type"] not in ("chat", "normal", ""):
+        if msg["type"] not in ("chat", "normal", "", "groupchat"):
             return
+        groupchat = msg["type"] == "groupchat"
+        if groupchat and msg["from"].resource == self.rooms.get(msg["from"].bare):
+            return  # our own reflection
         event = msg.xml.find("{http://jabber.org/protocol/pubsub#event}event")
         if event is not None and self.peer is not None:
             items = event.find("{http://jabber.org/protocol/pubsub#event}items")
@@ -206,7 +222,8 @@ class Client(slixmpp.ClientXMPP):
                     emit({"event": "device-list", "jid": msg["from"].bare, "ids": sorted(ids)})
             return
         replace = msg.xml.find("{urn:xmpp:message-correct:0}replace")
-        base = {"from": str(msg["from"]), "id": msg["id"], "replace": replace.get("id") if replace is not None else None}
+        base = {"from": str(msg["from"]), "id": msg["id"], "replace": replace.get("id") if replace is not None else None, "type": msg["type"]}
+        sender = self.real_jid(msg["from"].bare, msg["from"].resource) if groupchat else msg["from"].bare
         encrypted = msg.xml.find(f"{{{NS}}}encrypted")
         if encrypted is None:
             if msg["body"]:
@@ -217,7 +234,9 @@ class Client(slixmpp.ClientXMPP):
             return
         base["rids"] = sorted(int(k.get("rid") or 0) for k in encrypted.iter(f"{{{NS}}}key"))
         try:
-            parsed = await oldmemo.etree.parse_message(encrypted, msg["from"].bare, self.boundjid.bare, self.peer)
+            if sender is None:
+                raise ValueError(f"no real JID for {msg['from']}")
+            parsed = await oldmemo.etree.parse_message(encrypted, sender, self.boundjid.bare, self.peer)
             plaintext, device, _ = await self.peer.decrypt(parsed)
         except Exception as e:
             emit({**base, "event": "undecryptable", "error": repr(e)})
@@ -229,9 +248,11 @@ class Client(slixmpp.ClientXMPP):
     async def send_encrypted(self, cmd: Dict[str, Any]) -> None:
         assert self.peer is not None
         to = cmd["to"]
-        # python-omemo encrypts to the device lists it has stored; fetch the recipient's first.
-        await self.peer.refresh_device_list(NS, to)
-        messages, errors = await self.peer.encrypt(frozenset([to]), {NS: cmd["body"].encode("utf8")})
+        recipients = self.occupants(to) if cmd.get("type") == "groupchat" else frozenset([to])
+        # python-omemo encrypts to the device lists it has stored; fetch the recipients' first.
+        for jid in recipients:
+            await self.peer.refresh_device_list(NS, jid)
+        messages, errors = await self.peer.encrypt(recipients, {NS: cmd["body"].encode("utf8")})
         msg = self.make_message(mto=to, mtype=cmd.get("type", "chat"), mbody=FALLBACK)
         if cmd.get("id"):
             msg["id"] = cmd["id"]
@@ -255,6 +276,21 @@ class Client(slixmpp.ClientXMPP):
                     msg["id"] = cmd["id"]
                 msg.send()
                 emit({"event": "sent", "id": msg["id"]})
+            elif name == "muc-create":
+                room = slixmpp.JID(cmd["room"])
+                await self["xep_0045"].join_muc_wait(room, cmd["nick"], maxstanzas=0, timeout=20)
+                self.rooms[room.bare] = cmd["nick"]
+                form = await self["xep_0045"].get_room_config(room)
+                values = {"muc#roomconfig_membersonly": True, "muc#roomconfig_whois": "anyone", "muc#roomconfig_persistentroom": True}
+                for var, value in values.items():
+                    if var in form.get_fields():
+                        form.get_fields()[var].set_value(value)
+                await self["xep_0045"].set_room_config(room, form)
+                for member in cmd.get("members", []):
+                    await self["xep_0045"].set_affiliation(room, "member", jid=slixmpp.JID(member))
+                emit({"event": "muc-ready", "room": room.bare})
+            elif name == "occupants":
+                emit({"event": "occupants", "room": cmd["room"], "jids": sorted(self.occupants(cmd["room"]))})
             elif name == "devices":
                 assert self.peer is not None
                 await self.peer.refresh_device_list(NS, cmd["jid"])

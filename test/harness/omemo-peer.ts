@@ -101,6 +101,22 @@ export class OmemoPeer {
     return { ids: e['ids'] as number[], keys: e['keys'] as Record<string, string> };
   }
 
+  /** Creates (joins, configures) a members-only, non-anonymous room, `members` made members. */
+  async createRoom(room: string, nick: string, members: readonly string[]): Promise<void> {
+    const mark = this.events.length;
+    this.send({ cmd: 'muc-create', room, nick, members });
+    const e = await this.waitFor((ev, i) => i >= mark && (ev.event === 'muc-ready' || (ev.event === 'error' && ev['cmd'] === 'muc-create')), `the room ${room}`);
+    if (e.event === 'error') throw new Error(`muc-create ${room}: ${String(e['error'])}`);
+  }
+
+  /** The real JIDs of the room's other occupants, as the peer sees them. */
+  async occupants(room: string): Promise<string[]> {
+    const mark = this.events.length;
+    this.send({ cmd: 'occupants', room });
+    const e = await this.waitFor((ev, i) => i >= mark && ev.event === 'occupants', `the occupants of ${room}`);
+    return e['jids'] as string[];
+  }
+
   messages(): PeerMessage[] {
     return this.events.filter((e): e is PeerMessage => e.event === 'message');
   }

@@ -12,6 +12,7 @@ import { startProsody, type ProsodyServer } from '../../harness/prosody.js';
 import { ADAPTER, allEvents, apiDraft, apiPost, bodyOf, counters, createGateway, deliver, makeAdapter, until, type Gateway } from './helpers.js';
 
 const DM = 'dm-alice-omemo';
+const GROUP = 'omemo-group';
 const SECRET = 'omemo-store-secret-for-tests-0123456789';
 const FALLBACK_WORDS = 'OMEMO encrypted message';
 const NOTICE = '[An encrypted message could not be read]';
@@ -249,5 +250,28 @@ describe('the bridge account as an OMEMO device (Prosody + python-omemo)', () =>
     await phone.waitFor((e, i) => i >= noticesFrom && isNotice(e), 'the notice at alice', PEER_DEADLINE_MS);
     expect(phone.events.slice(noticesFrom).filter(isNotice)).toHaveLength(1);
     expect(counters(adapter).encryptedNotices).toBe(1);
+  });
+
+  it('a members-only, non-anonymous MUC both ways: the occupant\'s encrypted message is decrypted, an HTTP message reaches it encrypted', async () => {
+    await adapter?.stop();
+    adapter = omemoAdapter();
+    await adapter.start();
+    const room = `omemo-room-${Date.now().toString(36)}@${server.mucDomain}`;
+    await phone.createRoom(room, 'Alice', [bridgeJid]);
+    await gw.log.rooms.put({ id: GROUP, links: [{ endpoint: ADAPTER, target: room }] });
+    await until(() => (adapter?.status().detail?.['rooms'] as Record<string, { ready?: boolean }> | undefined)?.[room]?.ready === true, 'the bridge in the room', PEER_DEADLINE_MS);
+    await until(async () => (await phone.occupants(room)).includes(bridgeJid), 'alice seeing the bridge in the room', PEER_DEADLINE_MS);
+
+    await phone.sendEncrypted(room, 'encrypted to the whole room', { type: 'groupchat' });
+    await until(async () => (await allEvents(gw.log, [GROUP])).some((e) => bodyOf(e) === 'encrypted to the whole room'), 'the decrypted MUC message in the log', PEER_DEADLINE_MS);
+    const [event] = await allEvents(gw.log, [GROUP]);
+    expect(event).toMatchObject({ kind: 'message', sender: { uid: expect.stringContaining(room) }, content: { body: 'encrypted to the whole room' } });
+    expect(JSON.stringify(event)).not.toContain(NOTICE);
+
+    const posted = await apiPost(gw.log, apiDraft(GROUP, { kind: 'message', content: { body: 'room secret' } }));
+    expect((await deliver(gw, adapter, posted)).status).toBe('delivered');
+    const got = (await phone.waitFor((e) => e.event === 'message' && e['type'] === 'groupchat' && e['body'] === '<Carol> room secret', 'the encrypted MUC message at alice', PEER_DEADLINE_MS)) as PeerMessage;
+    expect(got.encrypted).toBe(true);
+    expect(phone.events.some((e) => e['type'] === 'groupchat' && e.event === 'message' && e['encrypted'] === false && String(e['body']).includes('room secret'))).toBe(false);
   });
 });
