@@ -19,6 +19,11 @@
  *   encrypted (`encryptStanza`) for every device of the contact and our
  *   account's other devices; sessions are built from their bundles.
  *   Reactions and retractions go in clear, as Conversations and Dino send them.
+ * - MUCs: only members-only, non-anonymous rooms (XEP-0384 §5); the sender of
+ *   a groupchat message is the occupant's real JID from its presence, and a
+ *   message to the room is encrypted for every occupant (`roomRecipients`).
+ * - Device lists: pushed by the server (our caps name `…devicelist+notify`,
+ *   `onDeviceListEvent`) and fetched again after `omemoDeviceListTtlMs`.
  *
  * One OMEMO operation at a time per adapter (`OmemoDevice.lock`): a decrypt
  * holds it until its event is in the log, so the staged state of one message
