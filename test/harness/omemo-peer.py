@@ -12,7 +12,7 @@
 #          {"cmd": "stop"}
 #   stdout {"event": "ready", "deviceId": N, "fingerprint": HEX}
 #          {"event": "message", "from", "id", "body", "encrypted", "senderDevice", "replace"}
-#          {"event": "sent", "id"} | {"event": "error", "cmd", "error"}
+#          {"event": "sent", "id", "at": WALL CLOCK MS} | {"event": "error", "cmd", "error"}
 #
 # Its OMEMO store is a JSON file (argv: config JSON with jid, password, host,
 # port, resource, store), so a restarted peer is the same device.
@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import sys
+import time
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, FrozenSet, Optional
 
@@ -262,8 +263,9 @@ class Client(slixmpp.ClientXMPP):
             ET.SubElement(msg.xml, "{urn:xmpp:message-correct:0}replace", id=cmd["replace"])
         ET.SubElement(msg.xml, "{urn:xmpp:eme:0}encryption", namespace=NS, name="OMEMO")
         ET.SubElement(msg.xml, "{urn:xmpp:hints}store")
+        at = time.time() * 1000
         msg.send()
-        emit({"event": "sent", "id": msg["id"], "errors": [repr(e) for e in errors]})
+        emit({"event": "sent", "id": msg["id"], "at": at, "errors": [repr(e) for e in errors]})
 
     async def command(self, cmd: Dict[str, Any]) -> None:
         name = cmd.get("cmd")
@@ -274,8 +276,9 @@ class Client(slixmpp.ClientXMPP):
                 msg = self.make_message(mto=cmd["to"], mtype="chat", mbody=cmd["body"])
                 if cmd.get("id"):
                     msg["id"] = cmd["id"]
+                at = time.time() * 1000
                 msg.send()
-                emit({"event": "sent", "id": msg["id"]})
+                emit({"event": "sent", "id": msg["id"], "at": at})
             elif name == "muc-create":
                 room = slixmpp.JID(cmd["room"])
                 await self["xep_0045"].join_muc_wait(room, cmd["nick"], maxstanzas=0, timeout=20)

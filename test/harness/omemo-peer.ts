@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { isRunning, killOnExit, terminate, waitFor } from './free-port.js';
 import type { XmppServer } from './xmpp-server.js';
 
-const SCRIPT = join(dirname(fileURLToPath(import.meta.url)), 'omemo-peer.py');
+// Beside this file when run from source; from the checkout when compiled (npm run bench builds into .tmp/).
+const SCRIPT_CANDIDATES = [join(dirname(fileURLToPath(import.meta.url)), 'omemo-peer.py'), join(process.cwd(), 'test', 'harness', 'omemo-peer.py')];
 const PYTHON = '/usr/bin/python3';
 const MISSING = 'the OMEMO test peer needs Debian python3 with python3-omemo, python3-oldmemo, python3-twomemo, python3-slixmpp and python3-xmlschema (apt-get install -y python3-omemo python3-oldmemo python3-twomemo python3-slixmpp python3-xmlschema, or run .ci/install-services.sh as root)';
 
@@ -50,12 +51,17 @@ export class OmemoPeer {
     } catch {
       throw new Error(MISSING);
     }
+    let script: string | undefined;
+    for (const candidate of SCRIPT_CANDIDATES) {
+      if (script === undefined && (await access(candidate).then(() => true, () => false))) script = candidate;
+    }
+    if (script === undefined) throw new Error(`omemo-peer.py not found (looked in ${SCRIPT_CANDIDATES.join(', ')})`);
     const dir = opts.storeDir ?? (await mkdtemp(join(tmpdir(), 'sg-omemo-peer-')));
     const jid = `${opts.localpart}@${server.domain}`;
     const cfg = { jid, password: opts.password, host: server.host, port: server.c2sPort, resource: opts.resource ?? 'peer', store: join(dir, 'omemo.json') };
     // PYTHONPATH off: Debian's python3 with Debian's modules, whatever python a developer has first on PATH.
     const env = { ...process.env, PYTHONPATH: '', PYTHONNOUSERSITE: '1' };
-    const child = spawn(PYTHON, [SCRIPT, JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'], env });
+    const child = spawn(PYTHON, [script, JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'], env });
     killOnExit(child);
     const peer = new OmemoPeer(jid, child, dir, opts.storeDir === undefined);
     createInterface({ input: child.stdout! }).on('line', (line) => {
