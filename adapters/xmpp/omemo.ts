@@ -30,12 +30,19 @@
  * is never committed with another's.
  */
 import { createCipheriv, createDecipheriv, randomBytes, randomInt } from 'node:crypto';
-import { KeyHelper, SessionBuilder, SessionCipher, SignalProtocolAddress } from '@privacyresearch/libsignal-protocol-typescript';
+import type * as SignalLibrary from '@privacyresearch/libsignal-protocol-typescript';
 import { stanzaErrorCondition } from './errors.js';
 import { bareJid, resourceOf } from './normalise.js';
 import { b64, fingerprintOf, unb64, type OmemoDevice, type OmemoStore, type OwnDevice } from './omemo-store.js';
 import type { XmppAdapterState } from './state.js';
 import { NS, xml, type XmlElement } from './xml.js';
+
+/**
+ * The Signal library, loaded on first use: an adapter without an OMEMO device (and every CLI
+ * command, which imports the adapters) never loads it.
+ */
+let signal: Promise<typeof SignalLibrary> | undefined;
+const signalLibrary = (): Promise<typeof SignalLibrary> => (signal ??= import('@privacyresearch/libsignal-protocol-typescript'));
 
 const OMEMO = NS.omemoLegacy;
 export const DEVICE_LIST_NODE = `${OMEMO}.devicelist`;
@@ -98,6 +105,7 @@ export async function loadDevice(s: XmppAdapterState, d: OmemoDevice): Promise<v
 }
 
 async function createDevice(store: OmemoStore): Promise<OwnDevice> {
+  const { KeyHelper } = await signalLibrary();
   const identity = await KeyHelper.generateIdentityKeyPair();
   const signedPreKeyId = 1;
   const signed = await KeyHelper.generateSignedPreKey(identity, signedPreKeyId);
@@ -199,6 +207,7 @@ async function replaceUsedPreKeys(s: XmppAdapterState, d: OmemoDevice): Promise<
   d.store.usedPreKeys = [];
   const ids = (await d.store.preKeyIds()).filter((id) => !used.includes(id));
   let next = d.own.nextPreKeyId;
+  const { KeyHelper } = await signalLibrary();
   while (ids.length < PRE_KEYS) {
     const pk = await KeyHelper.generatePreKey(next);
     d.store.stagePreKey(next, pk.keyPair);
@@ -286,6 +295,7 @@ export async function openEncrypted(s: XmppAdapterState, message: XmlElement): P
     release();
   };
   try {
+    const { SessionCipher, SignalProtocolAddress } = await signalLibrary();
     const address = new SignalProtocolAddress(sender, sid);
     const cipher = new SessionCipher(d.store, address);
     const data = unb64(key.getText());
@@ -394,6 +404,7 @@ async function fetchBundle(s: XmppAdapterState, jid: string, deviceId: number): 
 
 /** One `<key>` for one device: a session built from its bundle when there is none. Undefined when that device cannot be reached. */
 async function keyFor(s: XmppAdapterState, d: OmemoDevice, jid: string, deviceId: number, keyMaterial: Buffer): Promise<XmlElement | undefined> {
+  const { SessionBuilder, SessionCipher, SignalProtocolAddress } = await signalLibrary();
   const address = new SignalProtocolAddress(jid, deviceId);
   try {
     const cipher = new SessionCipher(d.store, address);
