@@ -19,6 +19,10 @@ export const DEFAULT_ENCRYPTED_NOTICE =
   'The other side saw only "an encrypted message could not be read". ' +
   'Messages you send without encryption are relayed; the bridge sends you nothing in clear text unless its operator allows it.';
 
+export const DEFAULT_OMEMO_NOTICE =
+  'This chat goes through a bridge that reads OMEMO, but it could not decrypt your message: it was not encrypted for the bridge\'s device, or that device is not trusted. ' +
+  'The other side saw only "an encrypted message could not be read". The bridge\'s OMEMO fingerprint is {{fingerprint}}: make sure your client encrypts for it (and trusts it).';
+
 export const XmppAdapterConfig = Type.Object(
   {
     /** where to connect: `xmpp://host:port` (STARTTLS when offered), `xmpps://host:port` (direct TLS) or a WebSocket URL */
@@ -68,6 +72,8 @@ export const XmppAdapterConfig = Type.Object(
      */
     encryptedNotice: Type.String({ maxLength: 4096, default: DEFAULT_ENCRYPTED_NOTICE }),
     encryptedNoticeIntervalMs: Type.Integer({ minimum: 0, maximum: 365 * 24 * 3600 * 1000, default: 24 * 3600 * 1000 }),
+    /** instead of encryptedNotice while the bridge is an OMEMO device (`{{fingerprint}}`: its fingerprint); '' sends none */
+    omemoNotice: Type.String({ maxLength: 4096, default: DEFAULT_OMEMO_NOTICE }),
     /**
      * After an encrypted message arrived from a contact or room, the bridge refuses to send it
      * anything in clear (a dead letter with the reason) — unless this is true.

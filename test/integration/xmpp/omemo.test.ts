@@ -207,11 +207,15 @@ describe('the bridge account as an OMEMO device (Prosody + python-omemo)', () =>
     await adapter.start();
     expect(omemoStatus(adapter)).toMatchObject({ state: 'published', trust: 'manual' });
     const already = (await dm()).length;
+    const noticesFrom = phone.events.length;
     await phone.sendEncrypted(bridgeJid, 'from a device you did not verify');
     await until(async () => (await dm()).length === already + 1, 'the message from the unverified device in the log', PEER_DEADLINE_MS);
     const [unverified] = (await dm()).slice(already);
     expect(unverified).toMatchObject({ content: { body: NOTICE, undecryptable: { reason: 'omemo' } } });
     expect(omemoStatus(adapter)['untrusted']).toBeGreaterThanOrEqual(1);
+    // Told why, with the fingerprint to encrypt for (not "the bridge reads no OMEMO").
+    const fingerprint = String(omemoStatus(adapter)['fingerprint']);
+    await phone.waitFor((e, i) => i >= noticesFrom && e.event === 'message' && e['encrypted'] === false && String(e['body']).includes(fingerprint), 'the OMEMO notice at alice', PEER_DEADLINE_MS);
     const refused = await deliver(gw, adapter, await apiPost(gw.log, apiDraft(DM, { kind: 'message', content: { body: 'for verified devices only' } })));
     expect(refused.status).toBe('rejected');
     expect(refused.status === 'rejected' && refused.reason).toMatch(/no OMEMO device the bridge can encrypt to/);
