@@ -95,6 +95,8 @@ export const XmppAdapterConfig = Type.Object(
       Type.Object({ jid: Type.String({ pattern: BARE_JID, maxLength: 2047 }), fingerprint: Type.String({ pattern: '^(05)?[0-9a-fA-F: ]{64,96}$' }) }, { additionalProperties: false }),
       { default: [], maxItems: 10_000 },
     ),
+    /** a new signed pre-key at the first session after this much time (the previous one stays for key exchanges in flight); 0: at every session */
+    omemoSignedPreKeyRotationMs: Type.Integer({ minimum: 0, maximum: 365 * 24 * 3600 * 1000, default: 7 * 24 * 3600 * 1000 }),
     /** how long a contact's device list is used before it is fetched again (PEP) */
     omemoDeviceListTtlMs: Type.Integer({ minimum: 0, maximum: 24 * 3600 * 1000, default: 60_000 }),
     /** when the OMEMO store is found lost (a new device had to be made), remove the old device from the account's device list */

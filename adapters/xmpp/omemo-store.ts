@@ -37,6 +37,8 @@ export interface OwnDevice {
   readonly registrationId: number;
   readonly identity: KeyPairType;
   readonly signedPreKeyId: number;
+  /** when the current signed pre-key was made (rotation) */
+  readonly signedPreKeyCreated: number;
   /** the next one-time pre-key id to hand out */
   readonly nextPreKeyId: number;
   readonly created: number;
@@ -138,19 +140,38 @@ export class OmemoStore implements StorageType {
   // --- our device
 
   async loadOwn(): Promise<OwnDevice | undefined> {
-    const v = (await this.readJson('own')) as { deviceId?: unknown; registrationId?: unknown; identity?: unknown; signedPreKeyId?: unknown; nextPreKeyId?: unknown; created?: unknown } | undefined;
+    const v = (await this.readJson('own')) as
+      | { deviceId?: unknown; registrationId?: unknown; identity?: unknown; signedPreKeyId?: unknown; signedPreKeyCreated?: unknown; nextPreKeyId?: unknown; created?: unknown }
+      | undefined;
     if (v === undefined) return undefined;
     const identity = keyPairFromJson(v.identity);
     if (identity === undefined || typeof v.deviceId !== 'number' || typeof v.registrationId !== 'number' || typeof v.signedPreKeyId !== 'number' || typeof v.nextPreKeyId !== 'number') {
       throw new Error('the stored OMEMO device record is not readable');
     }
-    this.own = { deviceId: v.deviceId, registrationId: v.registrationId, identity, signedPreKeyId: v.signedPreKeyId, nextPreKeyId: v.nextPreKeyId, created: typeof v.created === 'number' ? v.created : 0 };
+    const created = typeof v.created === 'number' ? v.created : 0;
+    this.own = {
+      deviceId: v.deviceId,
+      registrationId: v.registrationId,
+      identity,
+      signedPreKeyId: v.signedPreKeyId,
+      signedPreKeyCreated: typeof v.signedPreKeyCreated === 'number' ? v.signedPreKeyCreated : created,
+      nextPreKeyId: v.nextPreKeyId,
+      created,
+    };
     return this.own;
   }
 
   stageOwn(own: OwnDevice): void {
     this.own = own;
-    this.stage('own', { deviceId: own.deviceId, registrationId: own.registrationId, identity: keyPairToJson(own.identity), signedPreKeyId: own.signedPreKeyId, nextPreKeyId: own.nextPreKeyId, created: own.created });
+    this.stage('own', {
+      deviceId: own.deviceId,
+      registrationId: own.registrationId,
+      identity: keyPairToJson(own.identity),
+      signedPreKeyId: own.signedPreKeyId,
+      signedPreKeyCreated: own.signedPreKeyCreated,
+      nextPreKeyId: own.nextPreKeyId,
+      created: own.created,
+    });
   }
 
   async signedPreKeyPublic(keyId: number): Promise<{ pub: ArrayBuffer; signature: ArrayBuffer } | undefined> {

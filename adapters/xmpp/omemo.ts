@@ -117,7 +117,8 @@ async function createDevice(store: OmemoStore): Promise<OwnDevice> {
     ids.push(id);
   }
   store.stagePreKeyIds(ids);
-  const own: OwnDevice = { deviceId: randomInt(1, 2 ** 31 - 1), registrationId: KeyHelper.generateRegistrationId(), identity, signedPreKeyId, nextPreKeyId: PRE_KEYS + 1, created: Date.now() };
+  const now = Date.now();
+  const own: OwnDevice = { deviceId: randomInt(1, 2 ** 31 - 1), registrationId: KeyHelper.generateRegistrationId(), identity, signedPreKeyId, signedPreKeyCreated: now, nextPreKeyId: PRE_KEYS + 1, created: now };
   store.stageOwn(own);
   return own;
 }
@@ -181,6 +182,7 @@ function bundleElement(signed: { pub: ArrayBuffer; signature: ArrayBuffer }, sig
 
 /** Announces our device: the bundle first (so the device list never names a device without one), then the device list. */
 export async function publishDevice(s: XmppAdapterState, d: OmemoDevice): Promise<void> {
+  await rotateSignedPreKey(s, d);
   await publishBundle(s, d);
   const current = parseDeviceList(await fetchItem(s, undefined, DEVICE_LIST_NODE));
   let ids = current.includes(d.own.deviceId) ? current : [...current, d.own.deviceId];
@@ -191,6 +193,31 @@ export async function publishDevice(s: XmppAdapterState, d: OmemoDevice): Promis
   d.deviceLists.set(s.account, { ids, at: Date.now() });
   d.state = 'published';
   s.log.info({ deviceId: d.own.deviceId, devices: ids }, 'OMEMO device list and bundle published');
+}
+
+/**
+ * A new signed pre-key once the current one is older than omemoSignedPreKeyRotationMs, stored
+ * before the bundle announces it. The previous one stays (a key exchange made from the old
+ * bundle may still arrive, e.g. from the archive); the one before it is deleted.
+ */
+async function rotateSignedPreKey(s: XmppAdapterState, d: OmemoDevice): Promise<void> {
+  if (Date.now() - d.own.signedPreKeyCreated < s.config.omemoSignedPreKeyRotationMs) return;
+  const release = await d.lock();
+  try {
+    const { KeyHelper } = await signalLibrary();
+    const id = d.own.signedPreKeyId + 1;
+    const signed = await KeyHelper.generateSignedPreKey(d.own.identity, id);
+    d.store.stageSignedPreKey(id, signed.keyPair, signed.signature);
+    if (id > 2) d.store.stageDelete(`signed:${id - 2}`);
+    const own = { ...d.own, signedPreKeyId: id, signedPreKeyCreated: Date.now() };
+    d.store.stageOwn(own);
+    await d.store.commit();
+    d.own = own;
+    s.log.info({ signedPreKeyId: id }, 'OMEMO signed pre-key rotated');
+  } finally {
+    d.store.discard();
+    release();
+  }
 }
 
 async function publishBundle(s: XmppAdapterState, d: OmemoDevice): Promise<void> {
@@ -475,7 +502,7 @@ export function omemoStatus(d: OmemoDevice | undefined, s: Pick<XmppAdapterState
     mode: s.config.omemo,
     trust: s.config.omemoTrust,
     ...(d.state === 'failed' ? { error: d.error } : {}),
-    ...(d.state !== 'loading' && d.state !== 'failed' ? { deviceId: d.own.deviceId, fingerprint: d.fingerprint } : {}),
+    ...(d.state !== 'loading' && d.state !== 'failed' ? { deviceId: d.own.deviceId, fingerprint: d.fingerprint, signedPreKeyId: d.own.signedPreKeyId } : {}),
     ...(d.lostDeviceId !== undefined ? { lostDeviceId: d.lostDeviceId } : {}),
     ...d.counters,
   };

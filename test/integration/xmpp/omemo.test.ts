@@ -201,6 +201,27 @@ describe('the bridge account as an OMEMO device (Prosody + python-omemo)', () =>
     await until(async () => (await dm()).some((e) => bodyOf(e) === 'hello, new device'), 'a message to the new device', PEER_DEADLINE_MS);
   });
 
+  it('rotates the signed pre-key when it is due: a new contact device builds its session on the new one, existing sessions go on', async () => {
+    const before = omemoStatus(adapter as XmppAdapter);
+    await adapter?.stop();
+    adapter = omemoAdapter({ omemoSignedPreKeyRotationMs: 0 });
+    await adapter.start();
+    const after = omemoStatus(adapter);
+    expect(after['deviceId']).toBe(before['deviceId']);
+    expect(after['signedPreKeyId']).toBe((before['signedPreKeyId'] as number) + 1);
+    const tablet = await OmemoPeer.start(server, { localpart: 'alice', password: 'alice-secret', resource: 'tablet' });
+    try {
+      await tablet.sendEncrypted(bridgeJid, 'from a new tablet');
+      await phone.sendEncrypted(bridgeJid, 'from the phone, old session');
+      await until(async () => {
+        const bodies = (await dm()).map(bodyOf);
+        return bodies.includes('from a new tablet') && bodies.includes('from the phone, old session');
+      }, 'both messages decrypted', PEER_DEADLINE_MS);
+    } finally {
+      await tablet.stop();
+    }
+  });
+
   it('manual trust: nothing from or to a device whose fingerprint is not listed; a listed one works both ways, the others get nothing', async () => {
     await adapter?.stop();
     adapter = omemoAdapter({ omemoTrust: 'manual' });
