@@ -8,7 +8,7 @@ import { SyncgateError } from '../../../src/core/errors.js';
 import { createSealedStore } from '../../../src/runtime/sealed-store.js';
 import { stateCatchupStore, type XmppAdapter } from '../../../adapters/xmpp/index.js';
 import { OmemoPeer, type PeerMessage } from '../../harness/omemo-peer.js';
-import { startProsody, type ProsodyServer } from '../../harness/prosody.js';
+import { XMPP_SERVERS, startXmppServer, type XmppServer } from '../../harness/xmpp-server.js';
 import { ADAPTER, allEvents, apiDraft, apiPost, bodyOf, counters, createGateway, deliver, makeAdapter, until, type Gateway } from './helpers.js';
 
 const DM = 'dm-alice-omemo';
@@ -18,7 +18,7 @@ const FALLBACK_WORDS = 'OMEMO encrypted message';
 const NOTICE = '[An encrypted message could not be read]';
 const PEER_DEADLINE_MS = 30_000;
 
-let server: ProsodyServer;
+let server: XmppServer;
 let gw: Gateway;
 let adapter: XmppAdapter | undefined;
 let phone: OmemoPeer;
@@ -49,9 +49,9 @@ async function bridgeDevicesSeenBy(peer: OmemoPeer): Promise<number[]> {
   return (await peer.devices(bridgeJid)).ids;
 }
 
-describe('the bridge account as an OMEMO device (Prosody + python-omemo)', () => {
+describe.each(XMPP_SERVERS)('the bridge account as an OMEMO device (%s + python-omemo)', (kind) => {
   beforeAll(async () => {
-    server = await startProsody();
+    server = await startXmppServer(kind);
     await Promise.all([server.createUser('bridge', 'bridge-secret'), server.createUser('alice', 'alice-secret')]);
     aliceJid = `alice@${server.domain}`;
     bridgeJid = `bridge@${server.domain}`;
