@@ -3,7 +3,9 @@
  * serve` with the store secret from SYNCGATE_ADAPTER_XMPP_OMEMO_SECRET_FILE and
  * Redis, `syncgate status` printing the fingerprint a contact's client shows
  * for the bridge (checked against a real OMEMO client, python-omemo), the same
- * device after a kill -9, and another secret refused rather than a new device.
+ * device after a kill -9 decrypting what the contact sent while it was down
+ * (read back through the HTTP API with `syncgate tail`), and another secret
+ * refused rather than a new device.
  */
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
@@ -88,7 +90,7 @@ describe('syncgate status: the XMPP bridge as an OMEMO device', () => {
     await server?.stop();
   });
 
-  it('prints the fingerprint contacts see, keeps it across a kill -9, and refuses another secret', async () => {
+  it('prints the fingerprint contacts see; after a kill -9 the same device decrypts the five messages sent meanwhile, once, in order; another secret is refused', async () => {
     const first = await serve(join(dir, 'secret'));
     const fingerprint = await printedFingerprint();
     // What alice's client shows for the bridge's device is what the operator reads.
@@ -97,9 +99,28 @@ describe('syncgate status: the XMPP bridge as an OMEMO device', () => {
     const json = JSON.parse(await statusJson()) as unknown;
     expect(json).toMatchObject({ adapters: { xmpp: { detail: { omemo: { fingerprint, state: 'published' } } } } });
 
+    // A device of our own API, to read the room as any HTTP client would.
+    for (const args of [['user', 'add', 'op'], ['grant', 'op', 'dm']]) expect((await finished(args)).code).toBe(0);
+    const { token } = JSON.parse((await finished(['device', 'add', 'op', '--json'])).stdout) as { token: string };
+    const bodies = async (): Promise<string[]> => {
+      const r = await finished(['tail', 'dm', '--once', '--json', '--token', token]);
+      return r.stdout
+        .split('\n')
+        .filter((l) => l.trim() !== '')
+        .map((l) => (JSON.parse(l) as { content?: { body?: string } }).content?.body ?? '');
+    };
+    await peer.sendEncrypted(`bridge@${server.domain}`, 'before the crash');
+    await waitFor(async () => (await bodies()).includes('before the crash'), { timeoutMs: 60_000, what: 'the first message in the room' });
+
+    // kill -9; five encrypted messages while the gateway is down; back: all five, once, in order, same device.
     await kill9(first);
+    const texts = ['one', 'two', 'three', 'four', 'five'].map((t) => `while down: ${t}`);
+    for (const text of texts) await peer.sendEncrypted(`bridge@${server.domain}`, text);
     const second = await serve(join(dir, 'secret'));
     expect(await printedFingerprint()).toBe(fingerprint);
+    await waitFor(async () => (await bodies()).filter((b) => b.startsWith('while down: ')).length >= texts.length, { timeoutMs: 60_000, what: 'the five messages after the restart' });
+    expect((await bodies()).filter((b) => b.startsWith('while down: '))).toEqual(texts);
+    expect((await bodies()).join('\n')).not.toMatch(/could not be read|OMEMO encrypted message/);
     await kill9(second);
 
     // Another secret: the adapter does not start (no new device, no new fingerprint); the status says why.
@@ -116,6 +137,12 @@ describe('syncgate status: the XMPP bridge as an OMEMO device', () => {
     await kill9(third);
   }, 240_000);
 });
+
+async function finished(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const p = run(args, env);
+  await waitForExit(p.proc);
+  return { code: p.proc.exitCode, ...p.out };
+}
 
 async function statusJson(): Promise<string> {
   const p = run(['status', '--json'], env);
