@@ -100,6 +100,12 @@ async function encryptionOf(s: XmppAdapterState, to: string, options: LinkOption
   // In a MUC only where XEP-0384 works: members-only and non-anonymous (the occupants' real JIDs are known).
   const where = options.type === 'chat' || roomRecipients(s, to) !== undefined;
   const device = where && s.omemo && (s.omemo.state === 'ready' || s.omemo.state === 'published') ? s.omemo : undefined;
+  if (s.config.omemo === 'required' && s.omemo && options.type === 'chat') {
+    // Never in clear: encrypted, or later (loading), or a dead letter (the device could not be loaded).
+    if (device) return { encrypt: true };
+    if (s.omemo.state === 'loading') return { status: 'retry', reason: 'the OMEMO device is loading', afterMs: 1000 };
+    return { status: 'rejected', reason: `omemo: required, but the OMEMO device is not available (${s.omemo.error ?? s.omemo.state}); nothing goes to ${to} in clear` };
+  }
   if (device && s.config.omemo === 'required') return { encrypt: true };
   let how: Undecryptable | undefined;
   try {
@@ -108,7 +114,12 @@ async function encryptionOf(s: XmppAdapterState, to: string, options: LinkOption
     return { status: 'retry', reason: `could not read whether ${to} uses encryption: ${(err as Error).message}` };
   }
   if (!how) return { encrypt: false };
-  if (device && how.reason === 'omemo' && how.scheme === NS.omemoLegacy) return { encrypt: true };
+  if (how.reason === 'omemo' && how.scheme === NS.omemoLegacy && s.omemo) {
+    if (device) return { encrypt: true };
+    // Not known yet whether we can encrypt here (the device loading, the room's facts not in): later, not a dead letter.
+    if (s.omemo.state === 'loading') return { status: 'retry', reason: 'the OMEMO device is loading', afterMs: 1000 };
+    if (options.type === 'groupchat' && s.rooms.get(to)?.facts === undefined) return { status: 'retry', reason: `not (yet) in the MUC ${to}`, afterMs: 1000 };
+  }
   if (s.config.allowPlaintextAfterEncrypted) return { encrypt: false };
   s.counters.plaintextRefused++;
   return { status: 'rejected', reason: `${to} sent end-to-end encrypted messages (${how.reason}); the bridge cannot encrypt them and sends it nothing in clear (allowPlaintextAfterEncrypted is off)` };

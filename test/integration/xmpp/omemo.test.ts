@@ -13,6 +13,7 @@ import { ADAPTER, allEvents, apiDraft, apiPost, bodyOf, counters, createGateway,
 
 const DM = 'dm-alice-omemo';
 const GROUP = 'omemo-group';
+const DM_BOB = 'dm-bob-clear';
 const SECRET = 'omemo-store-secret-for-tests-0123456789';
 const FALLBACK_WORDS = 'OMEMO encrypted message';
 const NOTICE = '[An encrypted message could not be read]';
@@ -52,10 +53,15 @@ async function bridgeDevicesSeenBy(peer: OmemoPeer): Promise<number[]> {
 describe.each(XMPP_SERVERS)('the bridge account as an OMEMO device (%s + python-omemo)', (kind) => {
   beforeAll(async () => {
     server = await startXmppServer(kind);
-    await Promise.all([server.createUser('bridge', 'bridge-secret'), server.createUser('alice', 'alice-secret')]);
+    await Promise.all([server.createUser('bridge', 'bridge-secret'), server.createUser('alice', 'alice-secret'), server.createUser('bob', 'bob-secret')]);
     aliceJid = `alice@${server.domain}`;
     bridgeJid = `bridge@${server.domain}`;
-    gw = await createGateway({ rooms: [{ id: DM, links: [{ endpoint: ADAPTER, target: aliceJid, options: { type: 'chat' } }] }] });
+    gw = await createGateway({
+      rooms: [
+        { id: DM, links: [{ endpoint: ADAPTER, target: aliceJid, options: { type: 'chat' } }] },
+        { id: DM_BOB, links: [{ endpoint: ADAPTER, target: `bob@${server.domain}`, options: { type: 'chat' } }] },
+      ],
+    });
     phone = await OmemoPeer.start(server, { localpart: 'alice', password: 'alice-secret', resource: 'phone' });
   }, 120_000);
 
@@ -255,6 +261,19 @@ describe.each(XMPP_SERVERS)('the bridge account as an OMEMO device (%s + python-
     // The laptop (not verified) got the stanza without a key for it: it cannot read it.
     const onLaptop = await (laptop as OmemoPeer).waitFor((e) => e['id'] === posted.eventId, 'the message at the laptop', PEER_DEADLINE_MS);
     expect(onLaptop.event).toBe('undecryptable');
+  });
+
+  it('omemo: required: a contact without OMEMO gets nothing in clear (a dead letter); a contact with OMEMO gets it encrypted', async () => {
+    await adapter?.stop();
+    adapter = omemoAdapter({ omemo: 'required' });
+    await adapter.start();
+    const toBob = await deliver(gw, adapter, await apiPost(gw.log, apiDraft(DM_BOB, { kind: 'message', content: { body: 'bob has no OMEMO' } })));
+    expect(toBob.status).toBe('rejected');
+    expect(toBob.status === 'rejected' && toBob.reason).toMatch(/bob@.* has no OMEMO device the bridge can encrypt to/);
+    const posted = await apiPost(gw.log, apiDraft(DM, { kind: 'message', content: { body: 'required and encrypted' } }));
+    expect((await deliver(gw, adapter, posted)).status).toBe('delivered');
+    const got = (await phone.waitFor((e) => e.event === 'message' && e['id'] === posted.eventId, 'the required message at alice', PEER_DEADLINE_MS)) as PeerMessage;
+    expect(got).toMatchObject({ encrypted: true, body: '<Carol> required and encrypted' });
   });
 
   it('with omemo: off, the encrypted message is undecryptable (not its fallback) and the sender is told once', async () => {
