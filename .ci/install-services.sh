@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs the servers the integration tests start on their own (Prosody,
-# ejabberd, Mosquitto, Redis) and the browser of the console tests (Debian's
-# chromium, driven by playwright-core) on a fresh Debian machine, only where a
-# binary is missing.
+# ejabberd, Mosquitto, Redis), the browser of the console tests (Debian's
+# chromium, driven by playwright-core) and the Python OMEMO client the XMPP
+# encryption tests talk to (test/harness/omemo-peer.py: python3-omemo,
+# python3-oldmemo, python3-twomemo, python3-slixmpp, and python3-xmlschema for
+# oldmemo's XML helpers) on a fresh Debian machine, only what is missing, with
+# one `apt-get update` and one `apt-get install`.
 #
 # The test harnesses start private instances on free loopback ports, so the
 # Debian service instances must not be started by the install. Instances that
@@ -39,12 +42,21 @@ for pkg in prosody ejabberd mosquitto redis-server chromium; do
   fi
 done
 
-if [ "${#missing[@]}" -eq 0 ]; then
-  echo "install-services: prosody, ejabberd, mosquitto, redis-server and chromium are already installed"
+# Libraries, not services: installed with the rest when missing, nothing to stop afterwards.
+python_packages=(python3-omemo python3-oldmemo python3-twomemo python3-slixmpp python3-xmlschema)
+libraries_missing=()
+for pkg in "${python_packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+    libraries_missing+=("$pkg")
+  fi
+done
+
+if [ "${#missing[@]}" -eq 0 ] && [ "${#libraries_missing[@]}" -eq 0 ]; then
+  echo "install-services: prosody, ejabberd, mosquitto, redis-server, chromium and the Python OMEMO client are already installed"
   exit 0
 fi
 
-echo "install-services: installing ${missing[*]}"
+echo "install-services: installing ${missing[*]} ${libraries_missing[*]}"
 
 # policy-rc.d exit 101 tells invoke-rc.d not to start services during the
 # install. Docker images often ship one already; keep it if so, else add ours
@@ -64,10 +76,10 @@ cleanup() {
 trap cleanup EXIT
 
 apt-get update
-apt-get install -y "${missing[@]}" </dev/null
+apt-get install -y "${missing[@]}" "${libraries_missing[@]}" </dev/null
 
 # Belt and braces for init systems that ignore policy-rc.d (systemd units
-# enabled by the package): stop and disable only what was just installed.
+# enabled by the package): stop and disable only the services just installed.
 for pkg in "${missing[@]}"; do
   service="$pkg"
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then

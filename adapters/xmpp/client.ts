@@ -25,6 +25,7 @@ import type { Logger } from 'pino';
 import { backoffDelay } from '../../src/core/backoff.js';
 import { accountDomain, type XmppAdapterConfig } from './config.js';
 import { XmppNotConnectedError, XmppStanzaError } from './errors.js';
+import { DISCO_IDENTITY } from './protocol.js';
 import { NS, xml } from './xml.js';
 
 const NS_STREAMS = 'http://etherx.jabber.org/streams';
@@ -156,8 +157,14 @@ export class XmppConnection {
         log.error({ err }, 'failed to handle an inbound stanza');
       }
     });
-    xmpp.iqCallee.get(NS.discoInfo, 'query', () =>
-      xml('query', { xmlns: NS.discoInfo }, xml('identity', { category: 'client', type: 'bot', name: 'syncgate' }), ...deps.features.map((f) => xml('feature', { var: f }))),
+    // The node of a caps query (XEP-0115 `node#ver`) is echoed back.
+    xmpp.iqCallee.get(NS.discoInfo, 'query', ({ element }) =>
+      xml(
+        'query',
+        { xmlns: NS.discoInfo, ...(element.attrs['node'] !== undefined ? { node: element.attrs['node'] } : {}) },
+        xml('identity', { ...DISCO_IDENTITY }),
+        ...deps.features.map((f) => xml('feature', { var: f })),
+      ),
     );
   }
 

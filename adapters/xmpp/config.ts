@@ -19,6 +19,10 @@ export const DEFAULT_ENCRYPTED_NOTICE =
   'The other side saw only "an encrypted message could not be read". ' +
   'Messages you send without encryption are relayed; the bridge sends you nothing in clear text unless its operator allows it.';
 
+export const DEFAULT_OMEMO_NOTICE =
+  'This chat goes through a bridge that reads OMEMO, but it could not decrypt your message: it was not encrypted for the bridge\'s device, or that device is not trusted. ' +
+  'The other side saw only "an encrypted message could not be read". The bridge\'s OMEMO fingerprint is {{fingerprint}}: make sure your client encrypts for it (and trusts it).';
+
 export const XmppAdapterConfig = Type.Object(
   {
     /** where to connect: `xmpp://host:port` (STARTTLS when offered), `xmpps://host:port` (direct TLS) or a WebSocket URL */
@@ -68,11 +72,35 @@ export const XmppAdapterConfig = Type.Object(
      */
     encryptedNotice: Type.String({ maxLength: 4096, default: DEFAULT_ENCRYPTED_NOTICE }),
     encryptedNoticeIntervalMs: Type.Integer({ minimum: 0, maximum: 365 * 24 * 3600 * 1000, default: 24 * 3600 * 1000 }),
+    /** instead of encryptedNotice while the bridge is an OMEMO device (`{{fingerprint}}`: its fingerprint); '' sends none */
+    omemoNotice: Type.String({ maxLength: 4096, default: DEFAULT_OMEMO_NOTICE }),
     /**
      * After an encrypted message arrived from a contact or room, the bridge refuses to send it
      * anything in clear (a dead letter with the reason) — unless this is true.
      */
     allowPlaintextAfterEncrypted: Type.Boolean({ default: false }),
+    /**
+     * The bridge account as an OMEMO 0.3 device (omemo.ts): `off` reads no OMEMO (encrypted
+     * messages are undecryptable); `optional` (default) decrypts what is encrypted for it and
+     * answers encrypted conversations encrypted, once `omemoSecret` is set (without it: as `off`);
+     * `required` also encrypts every 1:1 message it sends (a contact without OMEMO gets nothing).
+     */
+    omemo: Type.Union([Type.Literal('off'), Type.Literal('optional'), Type.Literal('required')], { default: 'optional' }),
+    /** seals the OMEMO keys and sessions in the log's state store (SYNCGATE_ADAPTER_<NAME>_OMEMO_SECRET, or _FILE) */
+    omemoSecret: Type.Optional(Type.String({ minLength: 16, maxLength: 4096 })),
+    /** `blind`: trust every contact device until one of its fingerprints is listed in omemoTrusted; `manual`: only those listed */
+    omemoTrust: Type.Union([Type.Literal('blind'), Type.Literal('manual')], { default: 'blind' }),
+    /** verified fingerprints (64 hex digits; spaces, colons and the 05 prefix allowed) */
+    omemoTrusted: Type.Array(
+      Type.Object({ jid: Type.String({ pattern: BARE_JID, maxLength: 2047 }), fingerprint: Type.String({ pattern: '^(05)?[0-9a-fA-F: ]{64,96}$' }) }, { additionalProperties: false }),
+      { default: [], maxItems: 10_000 },
+    ),
+    /** a new signed pre-key at the first session after this much time (the previous one stays for key exchanges in flight); 0: at every session */
+    omemoSignedPreKeyRotationMs: Type.Integer({ minimum: 0, maximum: 365 * 24 * 3600 * 1000, default: 7 * 24 * 3600 * 1000 }),
+    /** how long a contact's device list is used before it is fetched again (PEP) */
+    omemoDeviceListTtlMs: Type.Integer({ minimum: 0, maximum: 24 * 3600 * 1000, default: 60_000 }),
+    /** when the OMEMO store is found lost (a new device had to be made), remove the old device from the account's device list */
+    omemoRemoveLostDevice: Type.Boolean({ default: false }),
   },
   { additionalProperties: false },
 );
@@ -85,6 +113,10 @@ export function parseXmppConfig(input: unknown): XmppAdapterConfig {
   const config = withDefaults as XmppAdapterConfig;
   const more: string[] = [];
   if (config.reconnect.maxMs < config.reconnect.minMs) more.push('/reconnect: maxMs must be >= minMs');
+  if (config.omemo === 'required' && config.omemoSecret === undefined) more.push('/omemoSecret: omemo: required needs the secret that seals the OMEMO keys (SYNCGATE_ADAPTER_<NAME>_OMEMO_SECRET)');
+  for (const [i, t] of config.omemoTrusted.entries()) {
+    if (t.fingerprint.replace(/[\s:]/g, '').replace(/^05(?=[0-9a-fA-F]{64}$)/, '').length !== 64) more.push(`/omemoTrusted/${i}/fingerprint: 64 hex digits`);
+  }
   if (more.length > 0) throw new XmppConfigError(more);
   return Object.freeze({ ...config, jid: config.jid.toLowerCase() });
 }

@@ -12,12 +12,13 @@ import type { DeliveryContext, DeliveryResult, DeliveryTarget } from '../../src/
 import type { LogEvent, Undecryptable } from '../../src/core/event.js';
 import { linkOptions, type LinkOptions } from './config.js';
 import { encryptionSeen } from './encryption.js';
+import { OmemoNoDevicesError, encryptStanza, roomRecipients } from './omemo.js';
 import { XmppNotConnectedError } from './errors.js';
 import { ID, ORIGIN_ID, lookupKey, scopedId, senderScope } from './ids.js';
 import { expandPrefix, render } from './render.js';
 import type { MucState, XmppAdapterState } from './state.js';
 import { roomReady } from './status.js';
-import type { XmlElement } from './xml.js';
+import { NS, type XmlElement } from './xml.js';
 
 /** The adapter's deliver(): counted in flight, so that stop() waits for it. */
 export function deliver(s: XmppAdapterState, event: LogEvent, target: DeliveryTarget, context: DeliveryContext): Promise<DeliveryResult> {
@@ -43,9 +44,12 @@ async function deliverEvent(s: XmppAdapterState, event: LogEvent, target: Delive
     return { status: 'rejected', reason: (err as Error).message };
   }
   const to = target.link.target.toLowerCase();
-  if (!s.config.allowPlaintextAfterEncrypted && (event.kind === 'message' || event.kind === 'edit' || event.kind === 'reaction')) {
-    const refused = await plaintextRefusal(s, to);
-    if (refused) return refused;
+  let encrypt = false;
+  if (event.kind === 'message' || event.kind === 'edit' || event.kind === 'reaction') {
+    const how = await encryptionOf(s, to, options);
+    if ('status' in how) return how;
+    // Reactions go in clear in OMEMO conversations, as the clients send them; text is encrypted.
+    encrypt = how.encrypt && event.kind !== 'reaction';
   }
   if (!s.connection.online) return { status: 'retry', reason: 'not connected to the XMPP server' };
   const chat = options.type;
@@ -74,20 +78,51 @@ async function deliverEvent(s: XmppAdapterState, event: LogEvent, target: Delive
   });
   if (rendered.ok === 'skip') return { status: 'skipped', reason: rendered.reason };
   if (!rendered.ok) return { status: 'rejected', reason: rendered.reason };
-  return chat === 'chat' ? sendChat(s, event, to, rendered.stanza) : sendToRoom(s, seenKey, rendered.stanza);
+  let stanza = rendered.stanza;
+  if (encrypt && s.omemo) {
+    try {
+      stanza = await encryptStanza(s, s.omemo, to, stanza, chat === 'groupchat' ? (roomRecipients(s, to) ?? []) : [to]);
+    } catch (err) {
+      // No device to encrypt to: a dead letter (replayable once the contact has one), never the text in clear.
+      if (err instanceof OmemoNoDevicesError) return { status: 'rejected', reason: err.message };
+      return { status: 'retry', reason: `OMEMO encryption failed: ${(err as Error).message}` };
+    }
+  }
+  return chat === 'groupchat' ? sendToRoom(s, seenKey, stanza) : sendChat(s, event, to, stanza);
 }
 
-/** Nothing with text goes in clear to a conversation that sent encrypted messages (unless allowPlaintextAfterEncrypted). */
-async function plaintextRefusal(s: XmppAdapterState, to: string): Promise<DeliveryResult | undefined> {
+/**
+ * Whether text to this conversation is OMEMO-encrypted: in 1:1 when our OMEMO device is up and the
+ * contact sent OMEMO (or `omemo: required`). Otherwise nothing with text goes in clear to a
+ * conversation that sent encrypted messages (unless allowPlaintextAfterEncrypted): a refusal.
+ */
+async function encryptionOf(s: XmppAdapterState, to: string, options: LinkOptions): Promise<{ encrypt: boolean } | DeliveryResult> {
+  // In a MUC only where XEP-0384 works: members-only and non-anonymous (the occupants' real JIDs are known).
+  const where = options.type === 'chat' || roomRecipients(s, to) !== undefined;
+  const device = where && s.omemo && (s.omemo.state === 'ready' || s.omemo.state === 'published') ? s.omemo : undefined;
+  if (s.config.omemo === 'required' && s.omemo && options.type === 'chat') {
+    // Never in clear: encrypted, or later (loading), or a dead letter (the device could not be loaded).
+    if (device) return { encrypt: true };
+    if (s.omemo.state === 'loading') return { status: 'retry', reason: 'the OMEMO device is loading', afterMs: 1000 };
+    return { status: 'rejected', reason: `omemo: required, but the OMEMO device is not available (${s.omemo.error ?? s.omemo.state}); nothing goes to ${to} in clear` };
+  }
+  if (device && s.config.omemo === 'required') return { encrypt: true };
   let how: Undecryptable | undefined;
   try {
     how = await encryptionSeen(s, to);
   } catch (err) {
     return { status: 'retry', reason: `could not read whether ${to} uses encryption: ${(err as Error).message}` };
   }
-  if (!how) return undefined;
+  if (!how) return { encrypt: false };
+  if (how.reason === 'omemo' && how.scheme === NS.omemoLegacy && s.omemo) {
+    if (device) return { encrypt: true };
+    // Not known yet whether we can encrypt here (the device loading, the room's facts not in): later, not a dead letter.
+    if (s.omemo.state === 'loading') return { status: 'retry', reason: 'the OMEMO device is loading', afterMs: 1000 };
+    if (options.type === 'groupchat' && s.rooms.get(to)?.facts === undefined) return { status: 'retry', reason: `not (yet) in the MUC ${to}`, afterMs: 1000 };
+  }
+  if (s.config.allowPlaintextAfterEncrypted) return { encrypt: false };
   s.counters.plaintextRefused++;
-  return { status: 'rejected', reason: `${to} sent end-to-end encrypted messages (${how.reason}); the bridge cannot encrypt and sends it nothing in clear (allowPlaintextAfterEncrypted is off)` };
+  return { status: 'rejected', reason: `${to} sent end-to-end encrypted messages (${how.reason}); the bridge cannot encrypt them and sends it nothing in clear (allowPlaintextAfterEncrypted is off)` };
 }
 
 /** 1:1: the ids we chose are recorded before sending (a reply may come before the confirmation); confirmed by the server's ack. */

@@ -7,14 +7,16 @@ import type { Adapter, AdapterDeps } from '../../src/core/adapter.js';
 import { problemsOf } from '../../src/core/adapter.js';
 import type { AdapterCommand, AdapterDescriptor } from '../../src/core/descriptor.js';
 import { SyncgateError } from '../../src/core/errors.js';
-import type { StateStore } from '../../src/core/ports.js';
+import type { SealedStore, StateStore } from '../../src/core/ports.js';
 import { stateCatchupStore, type CatchupStore } from './catchup.js';
 import { linkOptions, parseXmppConfig, XmppAdapterConfig } from './config.js';
 import { ejabberdConfigSnippet } from './ejabberd-config.js';
 import { prosodyConfigSnippet } from './prosody-config.js';
 
 /** The factory's shape (createXmppAdapter), as the descriptor calls it. */
-export type XmppFactory = (deps: AdapterDeps<XmppAdapterConfig> & { readonly catchup: CatchupStore; readonly state: Pick<StateStore, 'get' | 'set'> }) => Adapter;
+export type XmppFactory = (
+  deps: AdapterDeps<XmppAdapterConfig> & { readonly catchup: CatchupStore; readonly state: Pick<StateStore, 'get' | 'set'>; readonly sealed: (ns: string, secret: string) => SealedStore },
+) => Adapter;
 
 const prosodyConfigCommand: AdapterCommand = {
   name: 'prosody-config',
@@ -50,9 +52,18 @@ export function describeXmppAdapter(create: XmppFactory): AdapterDescriptor<'xmp
     type: 'xmpp',
     schema: XmppAdapterConfig,
     parseConfig: parseXmppConfig,
-    secrets: { PASSWORD: { path: ['password'], shortForm: true } },
+    secrets: { PASSWORD: { path: ['password'], shortForm: true }, OMEMO_SECRET: { path: ['omemoSecret'] } },
     create: (deps) =>
-      create({ name: deps.name, config: deps.config, log: deps.log, sink: deps.sink, links: deps.links, catchup: stateCatchupStore(deps.state, `xmpp-catchup:${deps.name}`), state: deps.state }),
+      create({
+        name: deps.name,
+        config: deps.config,
+        log: deps.log,
+        sink: deps.sink,
+        links: deps.links,
+        catchup: stateCatchupStore(deps.state, `xmpp-catchup:${deps.name}`),
+        state: deps.state,
+        sealed: deps.sealed,
+      }),
     linkProblems(_room, link) {
       return problemsOf(() => linkOptions(link));
     },

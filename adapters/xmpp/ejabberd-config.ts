@@ -6,7 +6,7 @@
 import { accountDomain, type XmppAdapterConfig } from './config.js';
 import type { ProsodySnippetOptions } from './prosody-config.js';
 
-export function ejabberdConfigSnippet(config: Pick<XmppAdapterConfig, 'jid'> & Partial<Pick<XmppAdapterConfig, 'domain' | 'catchupMaxAgeMs'>>, options: ProsodySnippetOptions = {}): string {
+export function ejabberdConfigSnippet(config: Pick<XmppAdapterConfig, 'jid'> & Partial<Pick<XmppAdapterConfig, 'domain' | 'catchupMaxAgeMs' | 'omemo' | 'omemoSecret'>>, options: ProsodySnippetOptions = {}): string {
   const domain = accountDomain({ jid: config.jid, ...(config.domain !== undefined ? { domain: config.domain } : {}) } as XmppAdapterConfig);
   const mucs = options.mucDomains && options.mucDomains.length > 0 ? [...new Set(options.mucDomains.map((d) => d.toLowerCase()))] : [`conference.${domain}`];
   const keepDays = Math.max(7, Math.ceil((config.catchupMaxAgeMs ?? 7 * 24 * 3600 * 1000) / (24 * 3600 * 1000)));
@@ -37,10 +37,9 @@ export function ejabberdConfigSnippet(config: Pick<XmppAdapterConfig, 'jid'> & P
     '      persistent: true',
     '  # ejabberd 23.01 MUC stamps XEP-0359 stanza-ids and answers XEP-0410 self-pings, but adds no',
     '  # XEP-0421 occupant ids: syncgate then follows nick changes (status 303) to keep senders apart.',
-    '  # Only when your users encrypt (OMEMO keeps its keys in PEP); the bridge itself reads no OMEMO:',
-    '  # mod_caps: {}',
-    '  # mod_pubsub:',
-    '  #   plugins: ["flat", "pep"]',
+    ...(config.omemo !== 'off' && config.omemoSecret !== undefined
+      ? ['  mod_caps: {}            # XEP-0115: the bridge asks for device list notifications through its caps', '  mod_pubsub:             # XEP-0163 PEP: the bridge\'s OMEMO device list and bundle', '    plugins: ["flat", "pep"]']
+      : ['  # For OMEMO (the bridge\'s device once omemoSecret is set, and your users\' keys):', '  # mod_caps: {}', '  # mod_pubsub:', '  #   plugins: ["flat", "pep"]']),
     '',
     `# ejabberd keeps archives until deleted: keep at least ${keepDays} days (the catch-up window), e.g. daily`,
     `#   ejabberdctl delete_old_mam_messages all ${keepDays}`,

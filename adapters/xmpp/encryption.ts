@@ -37,7 +37,10 @@ export async function encryptionSeen(s: XmppAdapterState, conversation: string):
 /** Tells the sender of an encrypted message what happened to it: once per conversation and interval. */
 export function sendEncryptedNotice(s: XmppAdapterState, p: Parsed): void {
   const { config, connection } = s;
-  if (config.encryptedNotice === '' || !connection.online) return;
+  // A bridge that is an OMEMO device says so, with the fingerprint to encrypt for.
+  const device = s.omemo && s.omemo.state !== 'loading' && s.omemo.state !== 'failed' ? s.omemo : undefined;
+  const text = device ? config.omemoNotice.replaceAll('{{fingerprint}}', device.fingerprint) : config.encryptedNotice;
+  if (text === '' || !connection.online) return;
   const now = Date.now();
   const last = s.noticeSentAt.get(p.conversation);
   if (last !== undefined && now - last < config.encryptedNoticeIntervalMs) return;
@@ -45,7 +48,7 @@ export function sendEncryptedNotice(s: XmppAdapterState, p: Parsed): void {
   if (p.chat === 'groupchat' && !s.rooms.get(p.conversation)?.joined) return;
   s.noticeSentAt.set(p.conversation, now);
   const id = `${NOTICE_ID_PREFIX}${randomUUID()}`;
-  const stanza = xml('message', { to: p.conversation, type: p.chat, id }, xml('body', {}, config.encryptedNotice), xml('origin-id', { xmlns: NS.sid, id }));
+  const stanza = xml('message', { to: p.conversation, type: p.chat, id }, xml('body', {}, text), xml('origin-id', { xmlns: NS.sid, id }));
   s.counters.encryptedNotices++;
   connection.send(stanza).catch((err: unknown) => {
     s.noticeSentAt.delete(p.conversation);

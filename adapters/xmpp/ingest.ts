@@ -14,7 +14,8 @@ import { receipt } from './protocol.js';
 import { sleep, type Target, type XmppAdapterState } from './state.js';
 import { countResult, drop } from './status.js';
 import type { ArchiveTrack } from './track.js';
-import type { XmlElement } from './xml.js';
+import { NS, type XmlElement } from './xml.js';
+import { openEncrypted } from './omemo.js';
 
 /** Normalises one (unwrapped) message with what this session knows about the account and its rooms. */
 export function normalise(s: XmppAdapterState, message: XmlElement, source: Source): Normalised {
@@ -42,6 +43,21 @@ export function withoutEcho(ids: Readonly<Record<string, string>>): Record<strin
   return rest;
 }
 
+/**
+ * Runs `use` on the message as it reads once decrypted (an OMEMO message for our
+ * device; any other message as it is), with the `settle` that commits its ratchet
+ * state; 'replayed' for a message whose key was used before (bridged already).
+ */
+export async function withDecryption<T>(s: XmppAdapterState, message: XmlElement, use: (message: XmlElement, settle: (() => Promise<void>) | undefined) => Promise<T>): Promise<T | 'replayed'> {
+  const opened = await openEncrypted(s, message);
+  try {
+    if (opened.replayed) return 'replayed';
+    return await use(opened.message, opened.settle);
+  } finally {
+    opened.release();
+  }
+}
+
 /** Retries an append while the log is unavailable, up to ingestRetryMs; then throws. */
 export async function withRetry<T>(s: XmppAdapterState, op: () => Promise<T>): Promise<T> {
   const deadline = Date.now() + s.config.ingestRetryMs;
@@ -61,8 +77,11 @@ function targetsFor(s: XmppAdapterState, conversation: string, chat: 'groupchat'
   return (s.targets.get(conversation) ?? []).filter((t) => t.options.type === chat);
 }
 
-/** Appends one normalised message to every room it belongs to; advances the archive position when `advance`. */
-export async function handleParsed(s: XmppAdapterState, p: Parsed, archiveTrack: ArchiveTrack, advance: boolean): Promise<void> {
+/**
+ * Appends one normalised message to every room it belongs to; advances the archive position when `advance`.
+ * `settle` (a decrypted OMEMO message: its ratchet state) runs after the appends and before the position moves.
+ */
+export async function handleParsed(s: XmppAdapterState, p: Parsed, archiveTrack: ArchiveTrack, advance: boolean, settle?: () => Promise<void>): Promise<void> {
   if (p.fromUs && p.echoOf !== undefined) {
     s.reflected.set(`${p.conversation}\0${p.echoOf}`, withoutEcho(p.ids));
   }
@@ -75,6 +94,8 @@ export async function handleParsed(s: XmppAdapterState, p: Parsed, archiveTrack:
   const ts = notice ? [] : targetsFor(s, p.conversation, p.chat);
   if (ts.length === 0 && !notice) drop(s, 'no-room', `no room links ${p.conversation}`, { conversation: p.conversation });
   const encryptedFromThem = p.encrypted !== undefined && !p.fromUs && ts.length > 0;
+  // Decrypted (OMEMO): the conversation is encrypted from now on, and deliveries to it are encrypted (deliver.ts).
+  if (settle && ts.length > 0) await withRetry(s, () => markEncrypted(s, p.conversation, { reason: 'omemo', scheme: NS.omemoLegacy }));
   // Remembered before the append: no delivery can send this conversation plaintext once the event exists.
   if (encryptedFromThem && p.encrypted) await withRetry(s, () => markEncrypted(s, p.conversation, p.encrypted as Undecryptable));
   let appended = false;
@@ -85,6 +106,7 @@ export async function handleParsed(s: XmppAdapterState, p: Parsed, archiveTrack:
     if (result?.status === 'appended' || result?.status === 'duplicate') appended = true;
     if (result?.status === 'appended') fresh = true;
   }
+  if (settle) await withRetry(s, settle);
   if (encryptedFromThem && p.encrypted) {
     if (fresh) s.encrypted[p.encrypted.reason] = (s.encrypted[p.encrypted.reason] ?? 0) + 1;
     if (appended) sendEncryptedNotice(s, p);

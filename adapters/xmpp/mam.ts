@@ -11,7 +11,7 @@
 import { randomUUID } from 'node:crypto';
 import { backoffDelay } from '../../src/core/backoff.js';
 import { stanzaErrorCondition } from './errors.js';
-import { handleParsed, normalise } from './ingest.js';
+import { handleParsed, normalise, withDecryption } from './ingest.js';
 import { mamQuery, parseFin, type MamFin } from './protocol.js';
 import type { PendingQuery, XmppAdapterState } from './state.js';
 import { drop } from './status.js';
@@ -136,18 +136,23 @@ async function handlePage(s: XmppAdapterState, t: ArchiveTrack, results: Pending
   let handled = 0;
   for (const r of results) {
     s.counters.archived++;
-    const n = normalise(s, r.message, { kind: 'archive', archive: t.archive, resultId: r.resultId, stamp: r.stamp });
-    if (n.ok === 'skip') {
-      t.advance({ id: r.resultId, ts: r.stamp ?? Date.now() });
+    const done = await withDecryption(s, r.message, async (message, settle) => {
+      const n = normalise(s, message, { kind: 'archive', archive: t.archive, resultId: r.resultId, stamp: r.stamp });
+      if (n.ok === 'skip') return false;
+      if (!n.ok) {
+        drop(s, n.reason, n.detail, { archive: t.archive });
+        return false;
+      }
+      await handleParsed(s, n.value, t, true, settle);
+      return true;
+    });
+    if (done === true) {
+      handled++;
       continue;
     }
-    if (!n.ok) {
-      drop(s, n.reason, n.detail, { archive: t.archive });
-      t.advance({ id: r.resultId, ts: r.stamp ?? Date.now() });
-      continue;
-    }
-    await handleParsed(s, n.value, t, true);
-    handled++;
+    // Skipped, dropped, or an OMEMO message decrypted and bridged before (its key is used): past it.
+    if (done === 'replayed') s.counters.duplicate++;
+    t.advance({ id: r.resultId, ts: r.stamp ?? Date.now() });
   }
   return handled;
 }

@@ -39,6 +39,7 @@ export function newRoom(s: XmppAdapterState, jid: string, want: { nick: string; 
     nickKeySeq: 0,
     renamedTo: new Set(),
     present: new Set(),
+    realJids: new Map(),
   };
 }
 
@@ -56,6 +57,7 @@ export function leaveRoom(s: XmppAdapterState, room: MucState): void {
 export async function joinRoom(s: XmppAdapterState, room: MucState, gen: number): Promise<void> {
   if (room.joining || room.gaveUp || !s.connection.online || gen !== s.generation) return;
   room.present.clear();
+  room.realJids.clear();
   room.renamedTo.clear();
   const result = await new Promise<JoinResult>((resolve) => {
     const timer = setTimeout(() => resolve({ ok: false, condition: 'timeout' }), s.config.iqTimeoutMs);
@@ -100,10 +102,10 @@ export function enterRoom(s: XmppAdapterState, room: MucState, gen: number, crea
       if (created) await configureRoom(s, room);
       try {
         const features = discoFeatures(await s.connection.request(discoInfo(room.jid), s.config.iqTimeoutMs));
-        room.facts = { stanzaIds: features.has(NS.sid), occupantIds: features.has(NS.occupantId), mam: features.has(NS.mam) };
+        room.facts = { stanzaIds: features.has(NS.sid), occupantIds: features.has(NS.occupantId), mam: features.has(NS.mam), omemo: features.has('muc_membersonly') && features.has('muc_nonanonymous') };
       } catch (err) {
         s.log.warn({ err, room: room.jid }, 'disco#info of the MUC failed; assuming no stanza-ids, occupant ids or archive');
-        room.facts = { stanzaIds: false, occupantIds: false, mam: false };
+        room.facts = { stanzaIds: false, occupantIds: false, mam: false, omemo: false };
       }
       if (!room.facts.mam) {
         s.log.warn({ room: room.jid }, 'the MUC has no archive (MAM): messages sent while we were away are not recovered');

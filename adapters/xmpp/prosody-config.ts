@@ -9,7 +9,7 @@ export interface ProsodySnippetOptions {
   readonly mucDomains?: readonly string[];
 }
 
-export function prosodyConfigSnippet(config: Pick<XmppAdapterConfig, 'jid'> & Partial<Pick<XmppAdapterConfig, 'domain' | 'catchupMaxAgeMs'>>, options: ProsodySnippetOptions = {}): string {
+export function prosodyConfigSnippet(config: Pick<XmppAdapterConfig, 'jid'> & Partial<Pick<XmppAdapterConfig, 'domain' | 'catchupMaxAgeMs' | 'omemo' | 'omemoSecret'>>, options: ProsodySnippetOptions = {}): string {
   const domain = accountDomain({ jid: config.jid, ...(config.domain !== undefined ? { domain: config.domain } : {}) } as XmppAdapterConfig);
   const mucs = options.mucDomains && options.mucDomains.length > 0 ? [...new Set(options.mucDomains.map((d) => d.toLowerCase()))] : [`conference.${domain}`];
   const keepDays = Math.max(7, Math.ceil((config.catchupMaxAgeMs ?? 7 * 24 * 3600 * 1000) / (24 * 3600 * 1000)));
@@ -26,7 +26,9 @@ export function prosodyConfigSnippet(config: Pick<XmppAdapterConfig, 'jid'> & Pa
     '  "ping";     -- XEP-0199',
     '  "disco";',
     '  "offline";  -- messages to the bridge while it is away (also recovered from MAM)',
-    '  -- "pep";   -- only when your users encrypt (OMEMO keeps its keys in PEP); the bridge reads no OMEMO',
+    config.omemo !== 'off' && config.omemoSecret !== undefined
+      ? '  "pep";     -- XEP-0163: the bridge\'s OMEMO device list and bundle (and your users\' OMEMO keys)'
+      : '  -- "pep"; -- for OMEMO (the bridge\'s device with omemoSecret set, and your users\' keys)',
     '}',
     '',
     '-- Keep the archive at least as long as syncgate may be down (catch-up window).',

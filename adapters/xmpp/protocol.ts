@@ -4,6 +4,7 @@
  * (XEP-0045), MUC self-ping (XEP-0410) and disco#info. Pure builders and
  * parsers; the session sends them.
  */
+import { createHash } from 'node:crypto';
 import { NS, xml, type XmlElement } from './xml.js';
 import { bareJid, resourceOf } from './normalise.js';
 
@@ -13,6 +14,24 @@ export function carbonsEnable(): XmlElement {
 
 export function discoInfo(to: string): XmlElement {
   return xml('iq', { type: 'get', to }, xml('query', { xmlns: NS.discoInfo }));
+}
+
+/** Who we say we are in disco#info (and in the XEP-0115 hash). */
+export const DISCO_IDENTITY = { category: 'client', type: 'bot', name: 'syncgate' } as const;
+export const CAPS_NODE = 'https://syncgate.invalid/caps';
+
+/**
+ * XEP-0115 entity capabilities for our presence: the server's PEP learns from it which
+ * notifications we want (`…devicelist+notify`, XEP-0163 §4.3), without a disco round trip.
+ */
+export function capsElement(features: readonly string[]): XmlElement {
+  return xml('c', { xmlns: 'http://jabber.org/protocol/caps', hash: 'sha-1', node: CAPS_NODE, ver: capsVer(DISCO_IDENTITY, features) });
+}
+
+/** XEP-0115 §5.1 for one identity (no xml:lang) and no extended forms. */
+export function capsVer(identity: { readonly category: string; readonly type: string; readonly name: string }, features: readonly string[]): string {
+  const s = `${identity.category}/${identity.type}//${identity.name}<${[...features].sort().map((f) => `${f}<`).join('')}`;
+  return createHash('sha1').update(s, 'utf8').digest('base64');
 }
 
 export function discoFeatures(reply: XmlElement): Set<string> {
@@ -135,6 +154,8 @@ export interface MucPresence {
   readonly condition: string | undefined;
   /** status 303: the new nick */
   readonly newNick: string | undefined;
+  /** the occupant's real bare JID, when the room shows it (non-anonymous rooms, XEP-0045 §7.2.3) */
+  readonly jid: string | undefined;
 }
 
 /** A presence from a MUC occupant (one with a muc#user child, or an error to our join). */
@@ -159,6 +180,7 @@ export function parseMucPresence(p: XmlElement): MucPresence | undefined {
     occupantId: p.getChild('occupant-id', NS.occupantId)?.attrs['id'],
     condition,
     newNick: x?.getChild('item')?.attrs['nick'],
+    jid: bareJid(x?.getChild('item')?.attrs['jid'])?.toLowerCase(),
   };
 }
 

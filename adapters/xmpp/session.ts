@@ -13,20 +13,23 @@ import { onStanza } from './inbound/dispatch.js';
 import { refreshTargets } from './links.js';
 import { scheduleCatchup } from './mam.js';
 import { joinRoom, selfPingAll } from './muc.js';
-import { carbonsEnable, discoFeatures, discoInfo } from './protocol.js';
+import { DEVICE_LIST_NODE, loadDevice, publishDevice } from './omemo.js';
+import { capsElement, carbonsEnable, discoFeatures, discoInfo } from './protocol.js';
 import { sleep, type XmppAdapterState } from './state.js';
 import { isReady } from './status.js';
 import { NS, xml } from './xml.js';
 
 /** What we tell others we understand (disco#info on our full JID). */
 const FEATURES = [NS.discoInfo, NS.correct, NS.retract, NS.reactions, NS.reply, NS.markers, NS.receipts, NS.oob, NS.styling, NS.ping, NS.sid];
+/** With an OMEMO device: device list notifications (XEP-0163 +notify) too. */
+const OMEMO_FEATURES = [...FEATURES, `${DEVICE_LIST_NODE}+notify`];
 
 /** A connection whose events reach this adapter's state (one per session run: a connection is not reused after its stop()). */
 export function openConnection(s: XmppAdapterState): XmppConnection {
   return new XmppConnection({
     config: s.config,
     log: s.log,
-    features: FEATURES,
+    features: s.omemo ? OMEMO_FEATURES : FEATURES,
     onStanza: (stanza) => onStanza(s, stanza),
     onSession: () => onSession(s),
     onResumed: () => undefined,
@@ -69,12 +72,18 @@ async function setUpSession(s: XmppAdapterState, gen: number): Promise<void> {
     log.warn({ err }, 'could not enable Carbons');
   }
   if (gen !== s.generation) return;
+  if (s.omemo && s.omemo.state !== 'failed') {
+    // Announced before the catch-up: contacts can build sessions with us from now on.
+    await publishDevice(s, s.omemo).catch((err: unknown) => log.error({ err }, 'could not publish the OMEMO device list and bundle (PEP); contacts cannot start encrypted sessions with the bridge until the next session'));
+    if (gen !== s.generation) return;
+  }
   if (s.accountFacts.mam) scheduleCatchup(s, s.accountTrack, gen);
   else {
     log.warn('the account has no archive (MAM): 1:1 messages sent while we were away are not recovered');
     s.accountTrack.caughtUp = true;
   }
-  await s.connection.send(xml('presence')).catch(() => undefined);
+  // With an OMEMO device, caps name the device list +notify: the server then pushes device list changes (XEP-0163).
+  await s.connection.send(xml('presence', {}, s.omemo ? capsElement(OMEMO_FEATURES) : undefined)).catch(() => undefined);
   for (const room of s.rooms.values()) void joinRoom(s, room, gen);
 }
 
@@ -90,6 +99,15 @@ export async function start(s: XmppAdapterState): Promise<void> {
     for (const t of s.tracks()) t.reload();
     // Another replica may have seen encrypted messages meanwhile.
     s.encryptedConversations.clear();
+  }
+  // The device's keys before any message: a wrong omemoSecret stops the start here (SG_ERR_STATE_SEALED_KEY).
+  if (s.omemo) {
+    try {
+      await loadDevice(s, s.omemo);
+    } catch (err) {
+      s.started = false;
+      throw err;
+    }
   }
   refreshTargets(s);
   s.unwatch = s.links.onChange(() => refreshTargets(s));

@@ -8,11 +8,12 @@
 import type { Logger } from 'pino';
 import type { AdapterDeps, IngestSink, LinkView } from '../../src/core/adapter.js';
 import type { Undecryptable, UndecryptableReason } from '../../src/core/event.js';
-import type { RoomLink, StateStore } from '../../src/core/ports.js';
+import type { RoomLink, SealedStore, StateStore } from '../../src/core/ports.js';
 import { memoryCatchupStore, type CatchupStore } from './catchup.js';
 import type { XmppConnection } from './client.js';
 import { parseXmppConfig, type LinkOptions, type RoomCreation, type XmppAdapterConfig } from './config.js';
-import { DROP_REASONS, type DropReason } from './errors.js';
+import { DROP_REASONS, XmppConfigError, type DropReason } from './errors.js';
+import { OmemoDevice, trustPolicy } from './omemo-store.js';
 import { ArchiveTrack, Lru } from './track.js';
 import type { XmlElement } from './xml.js';
 
@@ -29,6 +30,12 @@ export interface XmppAdapterDeps extends AdapterDeps<XmppAdapterConfig> {
    * users saw. The runtime passes the log's state store; absent: in memory.
    */
   readonly state?: Pick<StateStore, 'get' | 'set'>;
+  /**
+   * Sealed namespaces of the log's state store (the runtime's `sealed`): the
+   * OMEMO device keeps its keys and sessions in `xmpp-omemo:<name>` under
+   * `omemoSecret`. Absent (or no secret): no OMEMO device.
+   */
+  readonly sealed?: (ns: string, secret: string) => SealedStore;
 }
 
 export interface XmppCounters {
@@ -75,7 +82,8 @@ export interface MucState {
   /** a join on its way: `gen` is the session that sent it */
   joining: { readonly gen: number; resolve(p: JoinResult): void } | undefined;
   occupantId: string | undefined;
-  facts: { stanzaIds: boolean; occupantIds: boolean; mam: boolean } | undefined;
+  /** `omemo`: members-only and non-anonymous, the rooms XEP-0384 encrypts in */
+  facts: { stanzaIds: boolean; occupantIds: boolean; mam: boolean; omemo: boolean } | undefined;
   readonly track: ArchiveTrack;
   rejoinTimer: NodeJS.Timeout | undefined;
   rejoinAttempts: number;
@@ -94,6 +102,8 @@ export interface MucState {
   renamedTo: Set<string>;
   /** nicks of the other occupants in the room now */
   present: Set<string>;
+  /** nick → the occupant's real bare JID, in rooms that show them (OMEMO in MUCs encrypts to these) */
+  realJids: Map<string, string>;
 }
 
 /** A room link to an XMPP conversation (a MUC or a 1:1 JID). */
@@ -193,6 +203,11 @@ export class XmppAdapterState {
   /** conversation → when we last sent it the notice (in memory: a restart may tell a sender once more) */
   readonly noticeSentAt = new Map<string, number>();
 
+  // --- the OMEMO device (omemo.ts); undefined: omemo off, or no secret / sealed store
+  readonly omemo: OmemoDevice | undefined;
+  /** plain (not sealed) marker of the device id we announced, to tell a lost store from a first start */
+  readonly omemoMarkerNamespace: string;
+
   // --- status (status.ts)
   readonly counters: XmppCounters = zeroCounters();
   /** encrypted messages appended, by reason (the metric `syncgate_adapter_stat{stat="encrypted.<reason>"}`) */
@@ -219,6 +234,15 @@ export class XmppAdapterState {
     this.stateStore = deps.state;
     this.reactionNamespace = `xmpp-reactions:${this.name}`;
     this.encryptedNamespace = `xmpp-encrypted:${this.name}`;
+    this.omemoMarkerNamespace = `xmpp-omemo-device:${this.name}`;
+    const { omemo, omemoSecret } = this.config;
+    if (omemo !== 'off' && omemoSecret !== undefined && deps.sealed) {
+      this.omemo = new OmemoDevice(deps.sealed(`xmpp-omemo:${this.name}`, omemoSecret), trustPolicy(this));
+    } else if (omemo === 'required') {
+      throw new XmppConfigError(['/omemo: required, but the adapter was given no sealed state store for the OMEMO keys']);
+    } else if (omemo !== 'off') {
+      this.log.info({ omemo }, omemoSecret === undefined ? 'no omemoSecret configured: the bridge is no OMEMO device; encrypted messages are bridged as undecryptable' : 'no sealed state store: the bridge is no OMEMO device');
+    }
     this.accountTrack = new ArchiveTrack(this.account, this.store, this.log);
     this.connection = openConnection(this);
   }

@@ -3,6 +3,7 @@
  * and drop reasons every other module bumps (`drop` also rate-limits the log
  * lines of ignored stanzas).
  */
+import { omemoStatus } from './omemo.js';
 import type { AdapterStatus, IngestResult } from '../../src/core/adapter.js';
 import type { DropReason } from './errors.js';
 import type { MucState, XmppAdapterState } from './state.js';
@@ -78,6 +79,7 @@ export function adapterStatus(s: XmppAdapterState): AdapterStatus {
       counters: { ...s.counters },
       dropped: { ...s.dropped },
       encrypted: { ...s.encrypted },
+      omemo: omemoStatus(s.omemo, s),
     },
   };
 }

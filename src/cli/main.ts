@@ -199,6 +199,34 @@ function argsExactly(args: string[], names: readonly string[], what: string): st
   return args;
 }
 
+interface StatusAnswer {
+  log: { backend: string; durable: boolean; available: boolean; unavailablePartitions?: number[] };
+  adapters: Record<string, { protocol?: string; state?: string; connected?: boolean; ready?: boolean; lastError?: { message: string; at: string }; detail?: Record<string, unknown> }>;
+}
+
+/** The string leaves of a status detail named `fingerprint` (an end-to-end encryption device's identity), by dotted path. */
+function fingerprints(detail: unknown, path: string): Array<[string, string]> {
+  if (typeof detail !== 'object' || detail === null) return [];
+  return Object.entries(detail).flatMap(([key, value]): Array<[string, string]> => {
+    const at = path ? `${path}.${key}` : key;
+    if (typeof value === 'string' && /^fingerprint$|Fingerprint$/.test(key)) return [[at, value]];
+    return typeof value === 'object' ? fingerprints(value, at) : [];
+  });
+}
+
+async function status(options: Values): Promise<number> {
+  const api = await adminClient(options);
+  const r = await api.call<StatusAnswer>('GET', '/v1/admin/status');
+  const lines = [`log: ${r.log.backend}${r.log.durable ? '' : ' (not durable)'}, ${r.log.available ? 'available' : 'NOT available'}`];
+  for (const [name, a] of Object.entries(r.adapters)) {
+    lines.push(`${name} (${a.protocol ?? '?'}): ${a.state ?? '?'}, ${a.connected ? 'connected' : 'not connected'}, ${a.ready ? 'ready' : 'not ready'}`);
+    if (a.lastError) lines.push(`  last error: ${a.lastError.message} (${a.lastError.at})`);
+    for (const [path, value] of fingerprints(a.detail, '')) lines.push(`  ${path}: ${value}`);
+  }
+  print(options, r, lines.join('\n'));
+  return 0;
+}
+
 async function user(args: string[], options: Values): Promise<number> {
   const [action, ...rest] = args;
   const api = await adminClient(options);
@@ -471,6 +499,13 @@ An unknown id is an error (exit 1); an empty queue with --all is "nothing to rep
     run: dlq,
   },
   ...ADAPTER_COMMANDS,
+  status: {
+    usage: 'status [--json]',
+    summary: "this replica's view of the log and each adapter (state, connection, last error, and the fingerprints to verify: the XMPP bridge's OMEMO device)",
+    help: `${CLIENT_HELP}\n${ADMIN_NOTE}`,
+    options: CLIENT_OPTIONS,
+    run: (_a, o) => status(o),
+  },
   user: {
     usage: 'user add ID [--display NAME] | user list | user show ID | user rm ID',
     summary: 'manage users (admin API of the running gateway)',

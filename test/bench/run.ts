@@ -20,6 +20,7 @@ import { benchMqttSync } from './mqtt-sync.js';
 import { benchRestart } from './restart.js';
 import { benchScale } from './scale.js';
 import { benchXmpp } from './xmpp.js';
+import { benchXmppOmemo } from './xmpp-omemo.js';
 import { benchXmppRooms } from './xmpp-rooms.js';
 import { formatSection, type Bench, type BenchSection } from './report.js';
 
@@ -33,6 +34,7 @@ const sections: Record<string, Bench> = {
   'mqtt-sync': benchMqttSync,
   xmpp: benchXmpp,
   'xmpp-rooms': benchXmppRooms,
+  'xmpp-omemo': benchXmppOmemo,
   restart: benchRestart,
   cluster: benchCluster,
   scale: benchScale,

@@ -22,7 +22,7 @@ async function run(args: string[], env: Record<string, string> = {}): Promise<{ 
   return { code: proc.exitCode, ...out };
 }
 
-const COMMANDS = ['serve', 'check-config', 'dlq', 'matrix-registration', 'prosody-config', 'user', 'device', 'room', 'grant', 'revoke', 'send', 'tail'];
+const COMMANDS = ['serve', 'check-config', 'dlq', 'matrix-registration', 'prosody-config', 'status', 'user', 'device', 'room', 'grant', 'revoke', 'send', 'tail'];
 
 describe('syncgate help, options and exit codes', () => {
   it('`syncgate <command> --help` prints that command\'s usage with --config and exits 0, for every command', async () => {
@@ -38,7 +38,8 @@ describe('syncgate help, options and exit codes', () => {
     expect(top.code).toBe(0);
     for (const c of COMMANDS) expect(top.stdout).toContain(`  ${c} `);
     expect(top.stdout).toMatch(/Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error/);
-  });
+    // One tsx process per command, all at once: on a busy two-core machine that takes a while.
+  }, 180_000);
 
   it('an unknown option is "unknown option --x" with exit 2, and nothing starts', async () => {
     const port = await getFreePort();

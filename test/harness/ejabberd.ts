@@ -274,6 +274,10 @@ function renderConfig(c: ConfigInput): string {
     '  mod_privacy: {}',
     '  mod_blocking: {}',
     '  mod_vcard: {}',
+    // PEP (XEP-0163) for OMEMO device lists and bundles; caps tell it who wants which notifications.
+    '  mod_caps: {}',
+    '  mod_pubsub:',
+    '    plugins: ["flat", "pep"]',
     '  mod_mam:',
     '    default: always',
     '    assume_mam_usage: true',

@@ -275,7 +275,7 @@ function renderConfig(c: ConfigInput): string {
     '',
     'modules_enabled = {',
     '  "roster", "saslauth", "disco", "carbons", "mam", "smacks", "ping",',
-    '  "private", "vcard", "blocklist",',
+    '  "private", "vcard", "blocklist", "pep",',
     '}',
     'archive_expires_after = "never"',
     'default_archive_policy = true',

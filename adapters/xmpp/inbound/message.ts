@@ -18,10 +18,13 @@ import type { MucState, XmppAdapterState } from '../state.js';
 import { drop } from '../status.js';
 import type { ArchiveTrack } from '../track.js';
 import type { XmlElement } from '../xml.js';
-import { handleParsed, normalise, withoutEcho } from '../ingest.js';
+import { handleParsed, normalise, withDecryption, withoutEcho } from '../ingest.js';
+import { onDeviceListEvent } from '../omemo.js';
 
 export function onMessage(s: XmppAdapterState, stanza: XmlElement): void {
   s.counters.received++;
+  // A device list someone published (PEP notification, XEP-0163): what the OMEMO device encrypts to.
+  if (s.omemo && onDeviceListEvent(s, stanza)) return;
   const env = openEnvelope(stanza, s.account);
   if (env.ok === 'skip') return;
   if (!env.ok) {
@@ -80,13 +83,16 @@ function enqueueLive(s: XmppAdapterState, t: ArchiveTrack, message: XmlElement, 
         s.counters.deferred++;
         return;
       }
-      const n = early ?? normalise(s, message, source);
-      if (n.ok === 'skip') return;
-      if (!n.ok) {
-        drop(s, n.reason, n.detail, { from: message.attrs['from'] });
-        return;
-      }
-      await handleParsed(s, n.value, t, t.caughtUp);
+      const done = await withDecryption(s, message, async (opened, settle) => {
+        const n = early && !settle ? early : normalise(s, opened, source);
+        if (n.ok === 'skip') return;
+        if (!n.ok) {
+          drop(s, n.reason, n.detail, { from: message.attrs['from'] });
+          return;
+        }
+        await handleParsed(s, n.value, t, t.caughtUp, settle);
+      });
+      if (done === 'replayed') s.counters.duplicate++;
     },
     (err) => onTrackFailure(s, t, err),
   );

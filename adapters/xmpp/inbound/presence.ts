@@ -20,7 +20,10 @@ export function onPresence(s: XmppAdapterState, stanza: XmlElement): void {
     if (room.joining && p.nick === room.nick) room.joining.resolve({ ok: false, condition: p.condition });
     return;
   }
-  if (!p.self) followNick(s, room, p);
+  if (!p.self) {
+    followNick(s, room, p);
+    followRealJid(room, p);
+  }
   // A join answer without the self-presence status code still names our nick.
   if (!p.self && !(room.joining && p.nick === room.nick && p.type === 'available')) return;
   if (p.type === 'available') onSelfAvailable(s, room, p);
@@ -53,6 +56,16 @@ function onSelfUnavailable(s: XmppAdapterState, room: MucState, p: MucPresence):
   }
   s.log.warn({ room: room.jid, codes: [...p.codes] }, 'removed from the MUC; rejoining');
   scheduleRejoin(s, room);
+}
+
+/** Keeps the real JIDs of the other occupants (non-anonymous rooms): whom OMEMO in the room encrypts to, and who sent what. */
+function followRealJid(room: MucState, p: MucPresence): void {
+  if (p.type === 'unavailable') {
+    room.realJids.delete(p.nick);
+    if (p.codes.has('303') && p.newNick !== undefined && p.jid !== undefined) room.realJids.set(p.newNick, p.jid);
+    return;
+  }
+  if (p.type === 'available' && p.jid !== undefined) room.realJids.set(p.nick, p.jid);
 }
 
 /** Keeps the nick history of other occupants (see MucState.nickKeys). */

@@ -124,6 +124,7 @@ SYNCGATE_REDIS_URL: {{ .Values.secrets.redisUrl | quote }}
 SYNCGATE_REDIS_PASSWORD: {{ .Values.secrets.redisPassword | quote }}
 SYNCGATE_REDIS_SENTINEL_PASSWORD: {{ .Values.secrets.redisSentinelPassword | quote }}
 SYNCGATE_XMPP_PASSWORD: {{ .Values.secrets.xmppPassword | quote }}
+SYNCGATE_ADAPTER_XMPP_OMEMO_SECRET: {{ .Values.secrets.xmppOmemoSecret | quote }}
 SYNCGATE_MATRIX_AS_TOKEN: {{ .Values.secrets.matrixAsToken | quote }}
 SYNCGATE_MATRIX_HS_TOKEN: {{ .Values.secrets.matrixHsToken | quote }}
 SYNCGATE_MATRIX_ACCESS_TOKEN: {{ .Values.secrets.matrixAccessToken | quote }}

@@ -12,7 +12,7 @@ import { pino, type Logger } from 'pino';
 import { inject } from 'vitest';
 import { nativeKey, type DeliveryResult, type IngestSink, type ReferenceIds } from '../../../src/core/adapter.js';
 import type { EventDraft, LogEvent, Relations } from '../../../src/core/event.js';
-import type { EventLog, RoomLink, StateStore } from '../../../src/core/ports.js';
+import type { EventLog, RoomLink, SealedStore, StateStore } from '../../../src/core/ports.js';
 import { createIngestSink, type BridgeSink } from '../../../src/bridge/ingest.js';
 import { createRoomLinks, type RoomLinks } from '../../../src/bridge/links.js';
 import { convert } from '../../../src/bridge/format/index.js';
@@ -70,7 +70,16 @@ export async function createGateway(options: { backend?: 'memory' | 'redis'; pre
   };
 }
 
-export function makeAdapter(gw: Gateway, server: XmppServer, options: { config?: Record<string, unknown>; catchup?: CatchupStore; password?: string; jid?: string; sink?: IngestSink; service?: string; state?: StateStore } = {}): XmppAdapter {
+export function makeAdapter(gw: Gateway, server: XmppServer, options: {
+    config?: Record<string, unknown>;
+    catchup?: CatchupStore;
+    password?: string;
+    jid?: string;
+    sink?: IngestSink;
+    service?: string;
+    state?: StateStore;
+    sealed?: (ns: string, secret: string) => SealedStore;
+  } = {},): XmppAdapter {
   return createXmppAdapter({
     name: ADAPTER,
     config: parseXmppConfig({
@@ -89,6 +98,7 @@ export function makeAdapter(gw: Gateway, server: XmppServer, options: { config?:
     links: gw.links,
     ...(options.catchup ? { catchup: options.catchup } : {}),
     ...(options.state ? { state: options.state } : {}),
+    ...(options.sealed ? { sealed: options.sealed } : {}),
   });
 }
 
