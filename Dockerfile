@@ -26,10 +26,19 @@ COPY adapters ./adapters
 COPY console ./console
 COPY scripts/build-console.mjs ./scripts/build-console.mjs
 # npm run build also copies the Lua scripts next to the compiled event log that loads them.
+# WITH_OMEMO=true adds the GPL-3.0 Signal library the XMPP adapter's OMEMO device needs (README,
+# "Encrypted XMPP chats"); without it the image holds Apache-2.0-compatible code only.
+ARG WITH_OMEMO=false
 RUN npm run build \
- && npm prune --omit=dev --no-audit --no-fund
+ && npm prune --omit=dev --no-audit --no-fund \
+ && if [ "$WITH_OMEMO" = "true" ]; then \
+      npm install --no-save --omit=dev --no-audit --no-fund \
+        "@privacyresearch/libsignal-protocol-typescript@$(node -p 'require("./package.json").devDependencies["@privacyresearch/libsignal-protocol-typescript"]')"; \
+    fi
 
 FROM node:${NODE_VERSION}-${DEBIAN}-slim AS runtime
+# with WITH_OMEMO=true, pass LICENSES="Apache-2.0 AND GPL-3.0-only" too, so the label tells the truth
+ARG LICENSES=Apache-2.0
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown
@@ -38,7 +47,7 @@ LABEL org.opencontainers.image.title="syncgate" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
-      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.licenses="${LICENSES}" \
       org.opencontainers.image.base.name="node:${NODE_VERSION}-${DEBIAN}-slim"
 ENV NODE_ENV=production
 # In a container the API must be reachable from outside it: listen on every interface

@@ -31,6 +31,7 @@
  */
 import { createCipheriv, createDecipheriv, randomBytes, randomInt } from 'node:crypto';
 import type * as SignalLibrary from '@privacyresearch/libsignal-protocol-typescript';
+import { SyncgateError } from '../../src/core/errors.js';
 import { stanzaErrorCondition } from './errors.js';
 import { bareJid, resourceOf } from './normalise.js';
 import { b64, fingerprintOf, unb64, type OmemoDevice, type OmemoStore, type OwnDevice } from './omemo-store.js';
@@ -39,10 +40,33 @@ import { NS, xml, type XmlElement } from './xml.js';
 
 /**
  * The Signal library, loaded on first use: an adapter without an OMEMO device (and every CLI
- * command, which imports the adapters) never loads it.
+ * command, which imports the adapters) never loads it. It is GPL-3.0, so it is not a runtime
+ * dependency of syncgate (Apache-2.0): an operator who sets `omemoSecret` installs it
+ * (README, "Encrypted XMPP chats"); without it the device does not load and says why.
  */
+export const OMEMO_LIBRARY = '@privacyresearch/libsignal-protocol-typescript';
 let signal: Promise<typeof SignalLibrary> | undefined;
-const signalLibrary = (): Promise<typeof SignalLibrary> => (signal ??= import('@privacyresearch/libsignal-protocol-typescript'));
+const signalLibrary = (): Promise<typeof SignalLibrary> => {
+  signal ??= loadSignalLibrary(OMEMO_LIBRARY);
+  signal.catch(() => (signal = undefined));
+  return signal;
+};
+
+/** Imports the Signal library; a missing package is SG_ERR_CONFIG_INVALID naming what to install. */
+export async function loadSignalLibrary(specifier: string): Promise<typeof SignalLibrary> {
+  try {
+    return (await import(specifier)) as typeof SignalLibrary;
+  } catch (err) {
+    const code = (err as { code?: unknown } | null)?.code;
+    if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') throw err;
+    throw new SyncgateError(
+      'SG_ERR_CONFIG_INVALID',
+      `omemoSecret is set but the OMEMO library ${specifier} (GPL-3.0, not installed with syncgate) is missing: install it beside syncgate (npm install ${specifier}@0.0.16, or build the image with --build-arg WITH_OMEMO=true), or unset omemoSecret`,
+      undefined,
+      { cause: err },
+    );
+  }
+}
 
 const OMEMO = NS.omemoLegacy;
 export const DEVICE_LIST_NODE = `${OMEMO}.devicelist`;

@@ -384,3 +384,19 @@ describe('helm chart metadata and Dockerfile', () => {
     expect(readText(join(templatesDir, 'deployment.yaml'))).toMatch(/- serve\s+- --config\s+- \/etc\/syncgate\/config\.yaml/);
   });
 });
+
+describe('licences of what the image ships', () => {
+  it('no GPL/AGPL package is a production dependency: the OMEMO library is opt-in (WITH_OMEMO) and only a dev dependency', () => {
+    const lock = JSON.parse(readText(join(repoRoot, 'package-lock.json'))) as { packages: Record<string, { license?: string; dev?: boolean }> };
+    const shipped = Object.entries(lock.packages).filter(([path, entry]) => path !== '' && entry.dev !== true);
+    expect(shipped.length).toBeGreaterThan(50);
+    const copyleft = shipped.filter(([, entry]) => /\b(A?GPL)/i.test(entry.license ?? '') && !/LGPL/i.test(entry.license ?? ''));
+    expect(copyleft.map(([path, entry]) => `${path} (${entry.license ?? '?'})`)).toEqual([]);
+    const signal = lock.packages['node_modules/@privacyresearch/libsignal-protocol-typescript'];
+    expect(signal?.dev).toBe(true);
+    expect(signal?.license).toMatch(/GPL/);
+    const dockerfile = readText(join(repoRoot, 'Dockerfile'));
+    expect(dockerfile).toMatch(/^ARG WITH_OMEMO=false$/m);
+    expect(dockerfile).toMatch(/if \[ "\$WITH_OMEMO" = "true" \]; then[\s\\]*npm install --no-save --omit=dev/);
+  });
+});

@@ -4,12 +4,13 @@ import { describe, expect, it } from 'vitest';
 import { parseXmppConfig } from '../../../adapters/xmpp/config.js';
 import { XmppConfigError } from '../../../adapters/xmpp/errors.js';
 import { ejabberdConfigSnippet } from '../../../adapters/xmpp/ejabberd-config.js';
-import { parseDeviceList } from '../../../adapters/xmpp/omemo.js';
+import { OMEMO_LIBRARY, loadSignalLibrary, parseDeviceList } from '../../../adapters/xmpp/omemo.js';
 import { OmemoStore, fingerprintOf, normaliseFingerprint, trustPolicy } from '../../../adapters/xmpp/omemo-store.js';
 import { prosodyConfigSnippet } from '../../../adapters/xmpp/prosody-config.js';
 import { capsElement, capsVer } from '../../../adapters/xmpp/protocol.js';
 import { parseXml } from '../../../adapters/xmpp/xml.js';
 import type { SealedStore } from '../../../src/core/ports.js';
+import { isSyncgateError } from '../../../src/core/errors.js';
 
 const minimal = { service: 'xmpp://127.0.0.1:5222', jid: 'bridge@example.org', password: 'secret' };
 const SECRET = 'a-secret-of-sixteen-or-more';
@@ -121,5 +122,18 @@ describe('stanzas', () => {
     expect(prosodyConfigSnippet({ jid: 'b@x.org', omemo: 'optional', omemoSecret: SECRET })).toMatch(/^ {2}"pep";/m);
     expect(ejabberdConfigSnippet({ jid: 'b@x.org' }, { mucDomains: ['c.x.org'] })).toMatch(/^ {2}# mod_pubsub:/m);
     expect(ejabberdConfigSnippet({ jid: 'b@x.org', omemo: 'optional', omemoSecret: SECRET }, { mucDomains: ['c.x.org'] })).toMatch(/^ {2}mod_pubsub: .*\n {4}plugins: \["flat", "pep"\]/m);
+  });
+});
+
+describe('the OMEMO library is opt-in', () => {
+  it('a missing Signal library is SG_ERR_CONFIG_INVALID naming the package to install', async () => {
+    const err: unknown = await loadSignalLibrary('@privacyresearch/not-installed-signal-library').catch((e: unknown) => e);
+    expect(isSyncgateError(err, 'SG_ERR_CONFIG_INVALID')).toBe(true);
+    expect(String((err as Error).message)).toMatch(/npm install @privacyresearch\/not-installed-signal-library@0\.0\.16.*WITH_OMEMO=true.*unset omemoSecret/);
+  });
+
+  it('the installed one loads', async () => {
+    const lib = await loadSignalLibrary(OMEMO_LIBRARY);
+    expect(typeof lib.KeyHelper.generateIdentityKeyPair).toBe('function');
   });
 });
