@@ -1,0 +1,156 @@
+/**
+ * End-to-end encrypted rooms in appservice mode: the bridge bot's device
+ * (logged in with m.login.application_service, the wasm OlmMachine, state
+ * sealed in the log's state store) fed from the fake homeserver's
+ * transactions (MSC2409 to-device, MSC3202 device lists and key counts, as
+ * Synapse sends them with its experimental features on), with a member whose
+ * client is an independent Rust-crypto peer (test/harness/matrix-e2ee-peer.ts).
+ */
+import { parse } from 'yaml';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { MatrixAdapter } from '../../../adapters/matrix/index.js';
+import type { LogEvent } from '../../../src/core/event.js';
+import { createMatrixAdapter, registrationYaml } from '../../../adapters/matrix/index.js';
+import type { MatrixAdapterConfig } from '../../../adapters/matrix/config.js';
+import { createIngestSink } from '../../../src/bridge/ingest.js';
+import { createSealedStore } from '../../../src/runtime/sealed-store.js';
+import type { AppServiceRegistration, FakeHomeserverOptions } from '../../harness/fake-homeserver.js';
+import { waitFor } from '../../harness/free-port.js';
+import { E2eePeer } from '../../harness/matrix-e2ee-peer.js';
+import { appendApi, appserviceConfig, createEnv, Driver, matrixLink, waitForEvents, type Env } from './helpers.js';
+
+const BOT = '@syncgate:fake.test';
+const SECRET = 'a store secret of some length';
+/** Synapse's experimental_features msc2409_to_device_messages_enabled and msc3202_transaction_extensions */
+const EXTENSIONS: FakeHomeserverOptions = { msc2409ToDevice: true, msc3202TransactionExtensions: true };
+
+let env: Env | undefined;
+let peer: E2eePeer | undefined;
+const adapters: MatrixAdapter[] = [];
+
+afterEach(async () => {
+  for (const a of adapters.splice(0)) await a.stop();
+  peer?.close();
+  peer = undefined;
+  await env?.close();
+  env = undefined;
+});
+
+async function setup(hs: FakeHomeserverOptions): Promise<{ env: Env; peer: E2eePeer }> {
+  const e = await createEnv({ hs });
+  env = e;
+  e.hs.sendStateAsUser(e.alice.userId, e.roomId, 'm.room.encryption', '', { algorithm: 'm.megolm.v1.aes-sha2' });
+  peer = await E2eePeer.login(e.hs.url, e.alice.userId, 'pw', 'ALICEPHONE');
+  return { env: e, peer };
+}
+
+function encConfig(e: Env, encryption: Record<string, unknown> = {}): MatrixAdapterConfig {
+  return appserviceConfig(e, {}, { encryption: { storeSecret: SECRET, ...encryption } });
+}
+
+async function start(e: Env, config: MatrixAdapterConfig, register = true): Promise<MatrixAdapter> {
+  if (register) {
+    // Our own registration file, as the CLI writes it (it asks for MSC2409 and MSC3202).
+    const reg = parse(registrationYaml(config)) as AppServiceRegistration;
+    e.hs.registerAppService({ ...reg, url: null });
+  }
+  const adapter = createMatrixAdapter({
+    name: 'matrix',
+    config,
+    log: e.logger.child({ adapter: 'matrix' }),
+    sink: createIngestSink({ log: e.log, logger: e.logger }),
+    links: e.links,
+    state: e.log.state,
+    sealed: (ns, secret) => createSealedStore(e.log.state, ns, secret),
+  });
+  adapters.push(adapter);
+  await adapter.start();
+  const address = adapter.listenAddress();
+  if (!address) throw new Error('no listener');
+  e.hs.setAppServiceUrl('syncgate', `http://127.0.0.1:${address.port}`);
+  return adapter;
+}
+
+interface Encryption {
+  active: boolean;
+  problem?: string;
+  device?: { deviceId: string; curve25519: string; ed25519: string; fresh: boolean };
+}
+
+function encryptionOf(adapter: MatrixAdapter): Encryption {
+  return adapter.status().detail?.['encryption'] as Encryption;
+}
+
+async function bridgeActive(e: Env, p: E2eePeer, adapter: MatrixAdapter): Promise<void> {
+  await waitFor(() => encryptionOf(adapter).active && adapter.status().ready, { timeoutMs: 20_000, what: 'the bridge device active (extensions seen) and the adapter ready' });
+  expect(e.hs.keys.keysOf(BOT, 'SYNCGATE')).toBeDefined();
+  await p.sync();
+}
+
+function texts(events: LogEvent[]): string[] {
+  return events.filter((ev) => ev.kind === 'message').map((ev) => ('content' in ev ? ev.content.body : ''));
+}
+
+describe('Matrix adapter, appservice mode, encrypted room', () => {
+  it('bridges a member\'s Megolm messages into the log, and relays ghosts\' messages through the bridge bot encrypted for the member\'s devices', async () => {
+    const { env: e, peer: p } = await setup(EXTENSIONS);
+    const adapter = await start(e, encConfig(e));
+    await bridgeActive(e, p, adapter);
+    // The bridge device came from an m.login.application_service login, its keys with its own token.
+    expect(e.hs.keys.uploads.some((u) => u.userId === BOT && u.deviceId === 'SYNCGATE')).toBe(true);
+
+    await p.sendEncrypted(e.roomId, 'm.room.message', { msgtype: 'm.text', body: 'hello from an encrypted room' });
+    const events = await waitForEvents(e.log, (evs) => texts(evs).includes('hello from an encrypted room'), 'the decrypted message bridged');
+    const got = events.find((ev) => ev.kind === 'message');
+    expect(got?.sender.uid).toBe(`matrix:${e.alice.userId}`);
+
+    const out = await appendApi(e.log, { kind: 'message', content: { body: 'relayed secretly' } });
+    const result = await new Driver(adapter, e.log, matrixLink(e)).deliver(out);
+    expect(result.status).toBe('delivered');
+    // Sent by the bridge bot (relay mode), only as m.room.encrypted; no ghost speaks in the encrypted room.
+    const ours = e.hs.events(e.roomId).filter((ev) => (ev.sender === BOT || ev.sender.startsWith('@_sg_')) && ev.type !== 'm.room.member');
+    expect(ours.map((ev) => [ev.sender, ev.type])).toEqual([[BOT, 'm.room.encrypted']]);
+    expect(JSON.stringify(ours)).not.toContain('relayed secretly');
+    const read = await p.waitFor((m) => m.sender === BOT);
+    expect(read.error).toBeUndefined();
+    expect(read.content?.['body']).toBe('<Carol> relayed secretly');
+    expect(read.senderDevice).toBe('SYNCGATE');
+    expect(read.senderCurve25519).toBe(encryptionOf(adapter).device?.curve25519);
+  });
+
+  it('keeps the bridge device over a restart and bridges what a member sent while it was down', async () => {
+    const { env: e, peer: p } = await setup(EXTENSIONS);
+    const config = encConfig(e);
+    const first = await start(e, config);
+    await bridgeActive(e, p, first);
+    const device = encryptionOf(first).device;
+    expect(device?.fresh).toBe(true);
+    await first.stop();
+    adapters.splice(adapters.indexOf(first), 1);
+
+    await p.sendEncrypted(e.roomId, 'm.room.message', { msgtype: 'm.text', body: 'sent while the gateway was down' });
+    const second = await start(e, config, false);
+    await bridgeActive(e, p, second);
+    const again = encryptionOf(second).device;
+    expect(again).toMatchObject({ deviceId: 'SYNCGATE', curve25519: device?.curve25519, ed25519: device?.ed25519, fresh: false });
+    await waitForEvents(e.log, (evs) => texts(evs).includes('sent while the gateway was down'), 'the message sent while down, decrypted after the restart');
+    // One device for the bridge bot, its identity keys announced once.
+    const announced = new Set(e.hs.keys.uploads.filter((u) => u.userId === BOT && u.body['device_keys'] !== undefined).map((u) => JSON.stringify(u.body['device_keys'])));
+    expect(announced.size).toBe(1);
+  });
+
+  it('without the homeserver\'s transaction extensions: the status names the Synapse settings and the encrypted room is refused, nothing sent in clear', async () => {
+    const { env: e } = await setup({});
+    const adapter = await start(e, encConfig(e, { extensionsTimeoutMs: 300 }));
+    await waitFor(() => encryptionOf(adapter).problem?.includes('msc2409_to_device_messages_enabled') === true, { timeoutMs: 20_000, what: 'the missing extensions in the status' });
+    const enc = encryptionOf(adapter);
+    expect(enc.active).toBe(false);
+    expect(enc.problem).toContain('msc3202_transaction_extensions');
+
+    const out = await appendApi(e.log, { kind: 'message', content: { body: 'must not leak' } });
+    const result = await new Driver(adapter, e.log, matrixLink(e)).deliver(out);
+    expect(result).toMatchObject({ status: 'rejected' });
+    expect(result.status === 'rejected' ? result.reason : '').toContain('msc2409_to_device_messages_enabled');
+    expect(JSON.stringify(e.hs.events(e.roomId))).not.toContain('must not leak');
+  });
+});
