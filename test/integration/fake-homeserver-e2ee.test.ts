@@ -222,3 +222,52 @@ describe('appservice transactions with Synapse\'s experimental E2EE extensions',
     }
   });
 });
+
+describe('m.login.application_service (a device for an appservice user, as Synapse\'s _do_appservice_login)', () => {
+  const AS_TOKEN = 'as-token-0123456789abcdef';
+  const asLogin = async (token: string | undefined, body: Record<string, unknown>): Promise<{ status: number; body: Record<string, unknown> }> => {
+    const res = await fetch(`${hs.url}/_matrix/client/v3/login`, {
+      method: 'POST',
+      ...(token !== undefined ? { headers: { Authorization: `Bearer ${token}` } } : {}),
+      body: JSON.stringify({ type: 'm.login.application_service', ...body }),
+    });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  };
+
+  beforeEach(() => {
+    hs.registerAppService({
+      id: 'bridge',
+      url: null,
+      as_token: AS_TOKEN,
+      hs_token: 'hs-token-0123456789abcdef',
+      sender_localpart: 'bridge',
+      namespaces: { users: [{ exclusive: true, regex: '@_b_.*:fake.test' }] },
+    });
+    hs.registerUser('alice', 'pw');
+  });
+
+  it('gives the AS\'s user a device and a token; the same device_id again keeps the device and its keys and drops the older token', async () => {
+    const first = await asLogin(AS_TOKEN, { identifier: { type: 'm.id.user', user: '@bridge:fake.test' }, device_id: 'BRIDGEDEV' });
+    expect(first.status).toBe(200);
+    expect(first.body).toMatchObject({ user_id: '@bridge:fake.test', device_id: 'BRIDGEDEV' });
+    const token1 = String(first.body['access_token']);
+    expect((await call(token1, 'GET', '/account/whoami')).body).toMatchObject({ user_id: '@bridge:fake.test', device_id: 'BRIDGEDEV' });
+    const keys = { user_id: '@bridge:fake.test', device_id: 'BRIDGEDEV', algorithms: [], keys: { 'ed25519:BRIDGEDEV': 'b' }, signatures: {} };
+    expect((await call(token1, 'POST', '/keys/upload', { device_keys: keys })).status).toBe(200);
+
+    const second = await asLogin(AS_TOKEN, { identifier: { type: 'm.id.user', user: 'bridge' }, device_id: 'BRIDGEDEV' });
+    expect(second.body).toMatchObject({ user_id: '@bridge:fake.test', device_id: 'BRIDGEDEV' });
+    expect((await call(token1, 'GET', '/account/whoami')).status).toBe(401);
+    expect(hs.keys.keysOf('@bridge:fake.test', 'BRIDGEDEV')).toEqual(keys);
+  });
+
+  it('refuses what Synapse refuses: no AS token, the legacy `user` field, another identifier type, a user outside the namespaces', async () => {
+    expect((await asLogin(undefined, { identifier: { type: 'm.id.user', user: 'bridge' } })).body['errcode']).toBe('M_MISSING_TOKEN');
+    const legacy = await asLogin(AS_TOKEN, { user: 'bridge' });
+    expect([legacy.status, legacy.body['errcode']]).toEqual([400, 'M_INVALID_PARAM']);
+    const thirdParty = await asLogin(AS_TOKEN, { identifier: { type: 'm.id.thirdparty', medium: 'email', address: 'a@b.c' } });
+    expect([thirdParty.status, thirdParty.body['errcode']]).toEqual([400, 'M_INVALID_PARAM']);
+    const outside = await asLogin(AS_TOKEN, { identifier: { type: 'm.id.user', user: '@alice:fake.test' } });
+    expect([outside.status, outside.body['errcode']]).toEqual([403, 'M_FORBIDDEN']);
+  });
+});
