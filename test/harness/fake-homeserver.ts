@@ -1651,7 +1651,9 @@ class FakeHomeserverImpl implements FakeHomeserver {
         }
         const toDevice = as.pendingToDevice.splice(0);
         if (toDevice.length > 0) body['de.sorunome.msc2409.to_device'] = toDevice;
-        if (this.wantsKeyExtensions(as) && (as.keysDirty || events.length > 0)) Object.assign(body, this.keyExtensions(as));
+        // Synapse (appservice/scheduler.py) computes the counts for every transaction it sends (the AS
+        // sender always among the users); a change of keys alone also makes one here.
+        if (this.wantsKeyExtensions(as) && (as.keysDirty || events.length > 0 || ephemeral.length > 0 || toDevice.length > 0)) Object.assign(body, this.keyExtensions(as));
         // Nothing for this AS after all (another user's keys changed): no empty transaction.
         if (events.length === 0 && Object.keys(body).length === 1) continue;
         // The body is frozen here: retries MUST NOT alter a transaction.

@@ -210,6 +210,21 @@ describe('appservice transactions with Synapse\'s experimental E2EE extensions',
     }
   });
 
+  it('carries the key counts in every transaction it sends, as Synapse computes them per transaction (a to-device message alone)', async () => {
+    const { as, bot, alice } = await setUp({ msc2409ToDevice: true, msc3202TransactionExtensions: true });
+    try {
+      await waitFor(() => as.bodies.some((b) => b['de.sorunome.msc2409.to_device'] !== undefined) && hs.appServiceTransactions('bridge').every((t) => t.delivered), { timeoutMs: 10_000, what: 'the first transactions delivered' });
+      const before = as.bodies.length;
+      await call(alice.token, 'PUT', '/sendToDevice/m.room.encrypted/t2', { messages: { [bot.user_id]: { BRIDGEDEV: { ciphertext: 'y' } } } });
+      await waitFor(() => as.bodies.slice(before).some((b) => b['de.sorunome.msc2409.to_device'] !== undefined), { timeoutMs: 10_000, what: 'the transaction with the second to-device message' });
+      const body = as.bodies.slice(before).find((b) => b['de.sorunome.msc2409.to_device'] !== undefined);
+      expect(body?.['events']).toEqual([]);
+      expect(body?.['org.matrix.msc3202.device_one_time_keys_count']).toEqual({ [bot.user_id]: { BRIDGEDEV: { signed_curve25519: 1 } } });
+    } finally {
+      await as.close();
+    }
+  });
+
   it('carries none of them without the experimental features (as Synapse by default)', async () => {
     const { as } = await setUp({ msc2409ToDevice: false, msc3202TransactionExtensions: false });
     try {
