@@ -91,7 +91,7 @@ export interface CryptoState {
    */
   feed: MatrixCrypto | undefined;
   /** appservice mode: the extensions probe in progress (or its result) */
-  probe: { nonce: string; toDevice: boolean; counts: boolean; timer: NodeJS.Timeout | undefined } | undefined;
+  probe: { nonces: string[]; toDevice: boolean; counts: boolean; timer: NodeJS.Timeout | undefined } | undefined;
   /** appservice mode: the homeserver did not send the extensions in time: which settings are missing */
   extensionsMissing: string | undefined;
   /** encrypted events waiting for their room key */

@@ -16,9 +16,10 @@
  * (`PROBE_TYPE`) and waits for a transaction that carries it, and for its
  * own one-time-key counts. Until then encrypted rooms wait (deliveries are
  * retried); after `encryption.extensionsTimeoutMs` without them the status
- * says which setting is missing and encrypted rooms are refused as without
- * crypto. A probe that arrives later (the homeserver was reconfigured and
- * restarted: it delivers what was queued) turns the crypto on then.
+ * says which setting is missing, encrypted rooms are refused as without
+ * crypto, and the probe is sent again at that interval: one that arrives
+ * later (the homeserver was reconfigured and restarted) turns the crypto on
+ * then.
  */
 import { randomBytes } from 'node:crypto';
 import type { JsonObject } from '../client.js';

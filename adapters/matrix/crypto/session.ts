@@ -127,28 +127,45 @@ export async function openCrypto(s: MatrixAdapterState, deviceId: string | undef
   }
 }
 
-/** Appservice mode: a to-device message to our own device; the transaction that brings it back proves MSC2409 (crypto/appservice.ts). */
+/**
+ * Appservice mode: a to-device message to our own device; the transaction
+ * that brings it back proves MSC2409 (crypto/appservice.ts). Sent again
+ * every `extensionsTimeoutMs` until it comes back (a probe can be lost: the
+ * homeserver fixed and restarted, a replica that pushed its transactions
+ * elsewhere), the status naming the missing settings meanwhile.
+ */
 async function startProbe(s: MatrixAdapterState, crypto: MatrixCrypto): Promise<void> {
   if (s.crypto.probe) return;
-  const nonce = newProbeNonce();
   const timeoutMs = s.config.encryption?.extensionsTimeoutMs ?? 30_000;
-  const probe: NonNullable<MatrixAdapterState['crypto']['probe']> = { nonce, toDevice: false, counts: false, timer: undefined };
+  const probe: NonNullable<MatrixAdapterState['crypto']['probe']> = { nonces: [], toDevice: false, counts: false, timer: undefined };
   s.crypto.probe = probe;
-  probe.timer = setTimeout(() => {
-    if (s.crypto.machine || s.crypto.probe !== probe) return;
-    s.crypto.extensionsMissing = probe.toDevice ? MISSING_KEY_COUNTS : MISSING_TO_DEVICE;
-    s.crypto.problem = s.crypto.extensionsMissing;
-    s.log.error({ waitedMs: timeoutMs }, `Matrix crypto: ${s.crypto.extensionsMissing}`);
-  }, timeoutMs);
-  probe.timer.unref();
-  try {
+  const send = async (): Promise<void> => {
+    const nonce = newProbeNonce();
+    // Known before it is sent: its transaction may come before the send's answer.
+    probe.nonces = [...probe.nonces.slice(-9), nonce];
     await crypto.sendToSelf(PROBE_TYPE, { nonce });
+  };
+  const arm = (): void => {
+    probe.timer = setTimeout(() => {
+      if (s.crypto.machine || s.crypto.probe !== probe) return;
+      if (s.crypto.extensionsMissing === undefined) {
+        s.crypto.extensionsMissing = probe.toDevice ? MISSING_KEY_COUNTS : MISSING_TO_DEVICE;
+        s.crypto.problem = s.crypto.extensionsMissing;
+        s.log.error({ waitedMs: timeoutMs }, `Matrix crypto: ${s.crypto.extensionsMissing}`);
+      }
+      send().catch((err: unknown) => s.log.warn({ err }, 'Matrix crypto: the extensions probe could not be sent; trying again later'));
+      arm();
+    }, timeoutMs);
+    probe.timer.unref();
+  };
+  try {
+    await send();
   } catch (err) {
     // Sent again at the next connect attempt.
-    clearTimeout(probe.timer);
     s.crypto.probe = undefined;
     throw err;
   }
+  arm();
 }
 
 /**
@@ -163,7 +180,7 @@ export async function onTransactionCrypto(s: MatrixAdapterState, body: JsonObjec
   if (parts.any) await feed.receiveSync(parts.sync);
   const probe = s.crypto.probe;
   if (probe && !s.crypto.machine) {
-    if (parts.probes.includes(probe.nonce)) probe.toDevice = true;
+    if (parts.probes.some((n) => probe.nonces.includes(n))) probe.toDevice = true;
     if (parts.counts) probe.counts = true;
     if (probe.toDevice && probe.counts) {
       clearTimeout(probe.timer);

@@ -15,7 +15,7 @@ import type { MatrixAdapterConfig } from '../../../adapters/matrix/config.js';
 import { createIngestSink } from '../../../src/bridge/ingest.js';
 import { createSealedStore } from '../../../src/runtime/sealed-store.js';
 import type { AppServiceRegistration, FakeHomeserverOptions } from '../../harness/fake-homeserver.js';
-import { waitFor } from '../../harness/free-port.js';
+import { getFreePort, waitFor } from '../../harness/free-port.js';
 import { E2eePeer } from '../../harness/matrix-e2ee-peer.js';
 import { appendApi, appserviceConfig, createEnv, Driver, matrixLink, waitForEvents, type Env } from './helpers.js';
 
@@ -36,16 +36,16 @@ afterEach(async () => {
   env = undefined;
 });
 
-async function setup(hs: FakeHomeserverOptions): Promise<{ env: Env; peer: E2eePeer }> {
+async function setup(hs: FakeHomeserverOptions, encrypted = true): Promise<{ env: Env; peer: E2eePeer }> {
   const e = await createEnv({ hs });
   env = e;
-  e.hs.sendStateAsUser(e.alice.userId, e.roomId, 'm.room.encryption', '', { algorithm: 'm.megolm.v1.aes-sha2' });
+  if (encrypted) e.hs.sendStateAsUser(e.alice.userId, e.roomId, 'm.room.encryption', '', { algorithm: 'm.megolm.v1.aes-sha2' });
   peer = await E2eePeer.login(e.hs.url, e.alice.userId, 'pw', 'ALICEPHONE');
   return { env: e, peer };
 }
 
-function encConfig(e: Env, encryption: Record<string, unknown> = {}): MatrixAdapterConfig {
-  return appserviceConfig(e, {}, { encryption: { storeSecret: SECRET, ...encryption } });
+function encConfig(e: Env, encryption: Record<string, unknown> = {}, appservice: Record<string, unknown> = {}): MatrixAdapterConfig {
+  return appserviceConfig(e, appservice, { encryption: { storeSecret: SECRET, ...encryption } });
 }
 
 async function start(e: Env, config: MatrixAdapterConfig, register = true): Promise<MatrixAdapter> {
@@ -82,7 +82,9 @@ function encryptionOf(adapter: MatrixAdapter): Encryption {
 }
 
 async function bridgeActive(e: Env, p: E2eePeer, adapter: MatrixAdapter): Promise<void> {
-  await waitFor(() => encryptionOf(adapter).active && adapter.status().ready, { timeoutMs: 20_000, what: 'the bridge device active (extensions seen) and the adapter ready' });
+  await waitFor(() => encryptionOf(adapter).active && adapter.status().ready, { timeoutMs: 20_000, what: 'the bridge device active (extensions seen) and the adapter ready' }).catch((err: unknown) => {
+    throw new Error(`${String(err)}; status: ${JSON.stringify(adapter.status())}; errors: ${JSON.stringify(e.lines.filter((l) => l.level >= 40).slice(-5))}`);
+  });
   expect(e.hs.keys.keysOf(BOT, 'SYNCGATE')).toBeDefined();
   await p.sync();
 }
@@ -152,5 +154,59 @@ describe('Matrix adapter, appservice mode, encrypted room', () => {
     expect(result).toMatchObject({ status: 'rejected' });
     expect(result.status === 'rejected' ? result.reason : '').toContain('msc2409_to_device_messages_enabled');
     expect(JSON.stringify(e.hs.events(e.roomId))).not.toContain('must not leak');
+  });
+
+  it('a second replica taking over (the first never stopped, as after a kill -9) continues with the same device and sessions', async () => {
+    const { env: e, peer: p } = await setup(EXTENSIONS);
+    const config = encConfig(e);
+    const first = await start(e, config);
+    await bridgeActive(e, p, first);
+    await p.sendEncrypted(e.roomId, 'm.room.message', { msgtype: 'm.text', body: 'to the first replica' });
+    await waitForEvents(e.log, (evs) => texts(evs).includes('to the first replica'), 'the first replica bridging');
+    const device = encryptionOf(first).device;
+
+    // The takeover: the homeserver's pushes go to the successor's address (the first replica no longer
+    // answers, as after a kill -9); its login with the same device id drops the first one's device token.
+    const port = await getFreePort();
+    e.hs.setAppServiceUrl('syncgate', `http://127.0.0.1:${port}`);
+    const second = await start(e, encConfig(e, {}, { listenPort: port }), false);
+    await bridgeActive(e, p, second);
+    expect(encryptionOf(second).device).toMatchObject({ deviceId: 'SYNCGATE', curve25519: device?.curve25519, fresh: false });
+    // The member's Megolm session from before the takeover still decrypts.
+    await p.sendEncrypted(e.roomId, 'm.room.message', { msgtype: 'm.text', body: 'to the second replica' });
+    await waitForEvents(e.log, (evs) => texts(evs).includes('to the second replica'), 'the second replica bridging');
+    const out = await appendApi(e.log, { kind: 'message', content: { body: 'from the second replica' } });
+    expect((await new Driver(second, e.log, matrixLink(e)).deliver(out)).status).toBe('delivered');
+    const read = await p.waitFor((m) => m.sender === BOT);
+    expect([read.error, read.content?.['body'], read.senderCurve25519]).toEqual([undefined, '<Carol> from the second replica', device?.curve25519]);
+  });
+
+  it('a room that turns encrypted while bridged: ghosts spoke in clear before, the bridge bot encrypts after, no ghost message after the m.room.encryption event', async () => {
+    const { env: e, peer: p } = await setup(EXTENSIONS, false);
+    const adapter = await start(e, encConfig(e));
+    await bridgeActive(e, p, adapter);
+    const driver = new Driver(adapter, e.log, matrixLink(e));
+    expect((await driver.deliver(await appendApi(e.log, { kind: 'message', content: { body: 'before, in clear' } }))).status).toBe('delivered');
+    const clear = e.hs.events(e.roomId).filter((ev) => ev.type === 'm.room.message');
+    expect(clear.map((ev) => [ev.sender, ev.content['body']])).toEqual([['@_sg_api=3acarol:fake.test', 'before, in clear']]);
+
+    e.hs.sendStateAsUser(e.alice.userId, e.roomId, 'm.room.encryption', '', { algorithm: 'm.megolm.v1.aes-sha2' });
+    expect((await driver.deliver(await appendApi(e.log, { kind: 'message', content: { body: 'after, encrypted' } }))).status).toBe('delivered');
+    const all = e.hs.events(e.roomId);
+    const from = all.findIndex((ev) => ev.type === 'm.room.encryption');
+    const after = all.slice(from + 1).filter((ev) => ev.type !== 'm.room.member');
+    expect(after.map((ev) => [ev.sender, ev.type])).toEqual([[BOT, 'm.room.encrypted']]);
+    expect(JSON.stringify(after)).not.toContain('after, encrypted');
+    await p.sync();
+    const read = await p.waitFor((m) => m.sender === BOT);
+    expect([read.error, read.content?.['body']]).toEqual([undefined, '<Carol> after, encrypted']);
+  });
+
+  it('with to-device messages but without the key counts (only msc2409_to_device_messages_enabled): the status names msc3202_transaction_extensions', async () => {
+    const { env: e } = await setup({ msc2409ToDevice: true });
+    const adapter = await start(e, encConfig(e, { extensionsTimeoutMs: 300 }));
+    await waitFor(() => encryptionOf(adapter).problem?.includes('msc3202_transaction_extensions') === true, { timeoutMs: 20_000, what: 'the missing MSC3202 extensions in the status' });
+    expect(encryptionOf(adapter)).toMatchObject({ active: false, problem: expect.stringContaining('msc3202_transaction_extensions: true') as unknown });
+    expect(encryptionOf(adapter).problem).not.toContain('msc2409_to_device_messages_enabled');
   });
 });
