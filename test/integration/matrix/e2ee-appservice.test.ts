@@ -48,7 +48,7 @@ function encConfig(e: Env, encryption: Record<string, unknown> = {}, appservice:
   return appserviceConfig(e, appservice, { encryption: { storeSecret: SECRET, ...encryption } });
 }
 
-async function start(e: Env, config: MatrixAdapterConfig, register = true): Promise<MatrixAdapter> {
+async function start(e: Env, config: MatrixAdapterConfig, register = true, pointHomeserver = true): Promise<MatrixAdapter> {
   if (register) {
     // Our own registration file, as the CLI writes it (it asks for MSC2409 and MSC3202).
     const reg = parse(registrationYaml(config)) as AppServiceRegistration;
@@ -65,10 +65,14 @@ async function start(e: Env, config: MatrixAdapterConfig, register = true): Prom
   });
   adapters.push(adapter);
   await adapter.start();
+  if (pointHomeserver) pointAt(e, adapter);
+  return adapter;
+}
+
+function pointAt(e: Env, adapter: MatrixAdapter): void {
   const address = adapter.listenAddress();
   if (!address) throw new Error('no listener');
   e.hs.setAppServiceUrl('syncgate', `http://127.0.0.1:${address.port}`);
-  return adapter;
 }
 
 interface Encryption {
@@ -208,5 +212,22 @@ describe('Matrix adapter, appservice mode, encrypted room', () => {
     await waitFor(() => encryptionOf(adapter).problem?.includes('msc3202_transaction_extensions') === true, { timeoutMs: 20_000, what: 'the missing MSC3202 extensions in the status' });
     expect(encryptionOf(adapter)).toMatchObject({ active: false, problem: expect.stringContaining('msc3202_transaction_extensions: true') as unknown });
     expect(encryptionOf(adapter).problem).not.toContain('msc2409_to_device_messages_enabled');
+  });
+
+  it('a probe that is lost (pushed to the replica that still had the homeserver\'s URL) is sent again, and the crypto turns on when one comes back', async () => {
+    const { env: e, peer: p } = await setup(EXTENSIONS);
+    const first = await start(e, encConfig(e));
+    await bridgeActive(e, p, first);
+    // The successor's first probe goes to the first replica's listener, which answers 200: lost for the successor.
+    const second = await start(e, encConfig(e, { extensionsTimeoutMs: 400 }), false, false);
+    const probeTxns = (): number =>
+      e.hs.appServiceTransactions('syncgate').filter((t) => t.delivered && JSON.stringify(t.body).includes('org.syncgate.crypto_probe')).length;
+    await waitFor(() => probeTxns() >= 2, { timeoutMs: 20_000, what: 'the successor\'s first probe delivered to the first replica' });
+    await waitFor(() => encryptionOf(second).problem?.includes('msc2409_to_device_messages_enabled') === true, { timeoutMs: 20_000, what: 'the successor saying the extensions did not come' });
+    pointAt(e, second);
+    await bridgeActive(e, p, second);
+    expect(probeTxns()).toBeGreaterThanOrEqual(3);
+    await p.sendEncrypted(e.roomId, 'm.room.message', { msgtype: 'm.text', body: 'to the successor' });
+    await waitForEvents(e.log, (evs) => texts(evs).includes('to the successor'), 'the successor bridging');
   });
 });
