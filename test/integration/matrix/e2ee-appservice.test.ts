@@ -122,6 +122,10 @@ describe('Matrix adapter, appservice mode, encrypted room', () => {
     expect(read.content?.['body']).toBe('<Carol> relayed secretly');
     expect(read.senderDevice).toBe('SYNCGATE');
     expect(read.senderCurve25519).toBe(encryptionOf(adapter).device?.curve25519);
+    // The bot's own encrypted event comes back in a transaction: recognised, not bridged back.
+    await p.sendEncrypted(e.roomId, 'm.room.message', { msgtype: 'm.text', body: 'after the relay' });
+    const after = await waitForEvents(e.log, (evs) => texts(evs).includes('after the relay'), 'the next member message');
+    expect(texts(after).filter((t) => t.includes('relayed secretly'))).toEqual(['relayed secretly']);
   });
 
   it('keeps the bridge device over a restart and bridges what a member sent while it was down', async () => {
