@@ -77,12 +77,13 @@ function createState(deps: MatrixAdapterDeps): MatrixAdapterState {
       ...(template !== undefined ? { mediaUrl: (mxc: string) => mediaUrl(template, mxc) } : {}),
       onInvite: (roomId) => joinRoom(s, roomId),
       onEncrypted: (roomId) => markEncrypted(s, roomId),
-      decrypt: (event, roomId) => s.crypto.machine?.decrypt(event, roomId),
+      // While the appservice extensions probe runs (crypto/appservice.ts), the bridge device decrypts already.
+      decrypt: (event, roomId) => (s.crypto.machine ?? (s.crypto.extensionsMissing === undefined ? s.crypto.feed : undefined))?.decrypt(event, roomId),
       hold: (event, reason) => s.crypto.held?.hold(event.event_id, { event: { ...event }, roomId: event.room_id, reason, since: Date.now() }) ?? Promise.resolve(false),
     }),
     session: newSession(),
     rooms: { joined: new Set(), joinProblems: new Map(), encrypted: new Set() },
-    crypto: { prepared: undefined, machine: undefined, problem: undefined, lost: undefined, held: undefined, heldTimer: undefined, roomSettings: new Map() },
+    crypto: { prepared: undefined, machine: undefined, problem: undefined, lost: undefined, feed: undefined, probe: undefined, extensionsMissing: undefined, held: undefined, heldTimer: undefined, roomSettings: new Map() },
     txns: { chain: Promise.resolve(), inflight: new Map(), lastPrune: 0 },
     outbound: { uploads: new Map(), counters: { delivered: 0, retried: 0, rejected: 0, skipped: 0, rateLimited: 0 } },
   };

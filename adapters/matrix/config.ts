@@ -39,6 +39,12 @@ export const MatrixAppserviceConfig = Type.Object(
     maxBodyBytes: Type.Integer({ minimum: 1024, maximum: 512 * 1024 * 1024, default: 32 * 1024 * 1024 }),
     /** how long a completed transaction id is remembered (a retransmission within it is answered without work) */
     transactionTtlHours: Type.Integer({ minimum: 1, maximum: 24 * 365, default: 72 }),
+    /**
+     * End-to-end encryption: the bridge bot's device, created with an
+     * `m.login.application_service` login under this id (the same id at every
+     * start, so a restart keeps the device; README "Encrypted Matrix rooms").
+     */
+    deviceId: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$', default: 'SYNCGATE' }),
   },
   { additionalProperties: false },
 );
@@ -69,7 +75,8 @@ export const MatrixEncryptionConfig = Type.Object(
   {
     /**
      * `optional` (default): end-to-end encrypted rooms are bridged when the
-     * adapter's crypto works (bot mode with a `storeSecret`), refused clearly
+     * adapter's crypto works (a `storeSecret`; in appservice mode also the
+     * homeserver's transaction extensions), refused clearly
      * otherwise; `off`: encrypted rooms are always refused.
      */
     mode: Type.Union([Type.Literal('off'), Type.Literal('optional')], { default: 'optional' }),
@@ -85,6 +92,12 @@ export const MatrixEncryptionConfig = Type.Object(
      * undecryptable notice.
      */
     undecryptableHoldMs: Type.Integer({ minimum: 0, maximum: 86_400_000, default: 120_000 }),
+    /**
+     * Appservice mode: how long to wait for the homeserver to push our own
+     * test to-device message and our key counts in a transaction (MSC2409 /
+     * MSC3202) before saying in the status that its extensions are off.
+     */
+    extensionsTimeoutMs: Type.Integer({ minimum: 100, maximum: 600_000, default: 30_000 }),
   },
   { additionalProperties: false },
 );
@@ -187,7 +200,10 @@ export function registrationYaml(config: MatrixAdapterConfig): string {
     },
     rate_limited: false,
     receive_ephemeral: true,
+    // MSC2409: also the to-device messages of our users (Synapse: with msc2409_to_device_messages_enabled).
     'de.sorunome.msc2409.push_ephemeral': true,
+    // MSC3202: device lists and key counts in transactions (Synapse: with msc3202_transaction_extensions).
+    'org.matrix.msc3202': true,
   };
   return `# syncgate application-service registration for ${config.serverName}\n# Give this file to the homeserver (e.g. app_service_config_files); keep it secret.\n${stringify(registration)}`;
 }

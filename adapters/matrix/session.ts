@@ -10,7 +10,7 @@
  * (joining, encryption) are rooms.ts's.
  */
 import { mxPath, type JsonObject } from './client.js';
-import { afterCryptoSync, closeCrypto, openCrypto, prepareCrypto } from './crypto/session.js';
+import { afterCryptoSync, closeCrypto, loginBridgeDevice, openCrypto, prepareCrypto } from './crypto/session.js';
 import { MatrixApiError } from './errors.js';
 import { joinLinked, joinRoom } from './rooms.js';
 import type { MatrixAdapterState } from './state.js';
@@ -86,7 +86,13 @@ async function connect(s: MatrixAdapterState): Promise<void> {
       s.userId = whoami['user_id'];
     }
     // Before the rooms and the /sync loop: encrypted events in the first batch need the machine.
-    await openCrypto(s, typeof whoami['device_id'] === 'string' ? whoami['device_id'] : undefined);
+    if (s.mode === 'appservice') {
+      // The bridge bot's device (only when the crypto is configured): its own login, its own token for the key requests.
+      if (s.crypto.prepared && !s.crypto.feed) {
+        const device = await loginBridgeDevice(s);
+        await openCrypto(s, device.deviceId, device.http);
+      } else await openCrypto(s, undefined);
+    } else await openCrypto(s, typeof whoami['device_id'] === 'string' ? whoami['device_id'] : undefined);
     const name = s.config.appservice?.botDisplayName;
     if (s.mode === 'appservice' && name !== undefined) {
       await s.http.request('PUT', mxPath`/_matrix/client/v3/profile/${s.userId}/displayname`, { body: { displayname: name } });

@@ -84,6 +84,16 @@ export interface CryptoState {
   problem: string | undefined;
   /** the store for our device was lost while the homeserver has its keys: refused until an operator acts */
   lost: string | undefined;
+  /**
+   * Appservice mode: the open machine of the bridge device, fed from the
+   * transactions (crypto/appservice.ts); `machine` too once the homeserver
+   * proved it sends the extensions.
+   */
+  feed: MatrixCrypto | undefined;
+  /** appservice mode: the extensions probe in progress (or its result) */
+  probe: { nonces: string[]; toDevice: boolean; counts: boolean; timer: NodeJS.Timeout | undefined } | undefined;
+  /** appservice mode: the homeserver did not send the extensions in time: which settings are missing */
+  extensionsMissing: string | undefined;
   /** encrypted events waiting for their room key */
   held: HeldEvents | undefined;
   /** each encrypted room's rotation settings (its m.room.encryption content), read once, dropped when that state changes */

@@ -7,6 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { JsonObject } from './client.js';
+import { onTransactionCrypto } from './crypto/session.js';
 import { isObject } from './normalise.js';
 import type { MatrixAdapterState } from './state.js';
 
@@ -35,6 +36,8 @@ async function processTransaction(s: MatrixAdapterState, txnId: string, body: Js
     return;
   }
   if (seen !== undefined) s.log.warn({ txnId, completedAt: seen.at }, 'known transaction id with a different body (did the homeserver restart its ids?); processing it');
+  // Room keys (MSC2409 to-device) and key counts first, durable before the events they decrypt and the 200.
+  await onTransactionCrypto(s, body);
   const events = Array.isArray(body['events']) ? body['events'] : [];
   for (const ev of events) {
     if (s.session.stopping) throw new Error('stopping: the transaction will be sent again');

@@ -1473,6 +1473,12 @@ class FakeHomeserverImpl implements FakeHomeserver {
     const body = this.objectBody(ctx);
     const type = str(body['type']);
     const identifier = body['identifier'];
+    if (type === 'm.login.application_service') {
+      // As Synapse's _do_appservice_login: only `identifier` of type m.id.user (no legacy `user`).
+      if (!isJsonObject(identifier)) throw new FakeMatrixError(400, 'M_INVALID_PARAM', 'Invalid identifier in login submission');
+      if (identifier['type'] !== 'm.id.user') throw new FakeMatrixError(400, 'M_INVALID_PARAM', 'Unknown login identifier type');
+      if (str(identifier['user']) === undefined) throw new FakeMatrixError(400, 'M_INVALID_PARAM', 'Invalid user in identifier');
+    }
     let who = isJsonObject(identifier) && identifier['type'] === 'm.id.user' ? str(identifier['user']) : str(body['user']);
     if (who === undefined) throw badJson('Missing identifier');
     if (!who.startsWith('@')) who = `@${who}:${this.serverName}`;
@@ -1488,7 +1494,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
       if (tok === undefined) throw new FakeMatrixError(401, 'M_MISSING_TOKEN', 'Missing access token');
       const as = this.appServicesByToken.get(tok);
       if (!as) throw new FakeMatrixError(401, 'M_UNKNOWN_TOKEN', 'Unrecognised access token', { soft_logout: false });
-      if (!this.isAppServiceUser(as, who)) throw new FakeMatrixError(400, 'M_EXCLUSIVE', "User is not in the application service's namespace");
+      if (!this.isAppServiceUser(as, who)) throw new FakeMatrixError(403, 'M_FORBIDDEN', 'Invalid access_token');
       const user = this.users.get(who);
       if (!user) throw forbidden('Invalid username');
       const s = this.newSession(user, deviceId);
@@ -1645,7 +1651,9 @@ class FakeHomeserverImpl implements FakeHomeserver {
         }
         const toDevice = as.pendingToDevice.splice(0);
         if (toDevice.length > 0) body['de.sorunome.msc2409.to_device'] = toDevice;
-        if (this.wantsKeyExtensions(as) && (as.keysDirty || events.length > 0)) Object.assign(body, this.keyExtensions(as));
+        // Synapse (appservice/scheduler.py) computes the counts for every transaction it sends (the AS
+        // sender always among the users); a change of keys alone also makes one here.
+        if (this.wantsKeyExtensions(as) && (as.keysDirty || events.length > 0 || ephemeral.length > 0 || toDevice.length > 0)) Object.assign(body, this.keyExtensions(as));
         // Nothing for this AS after all (another user's keys changed): no empty transaction.
         if (events.length === 0 && Object.keys(body).length === 1) continue;
         // The body is frozen here: retries MUST NOT alter a transaction.

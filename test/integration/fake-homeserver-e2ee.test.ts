@@ -210,6 +210,21 @@ describe('appservice transactions with Synapse\'s experimental E2EE extensions',
     }
   });
 
+  it('carries the key counts in every transaction it sends, as Synapse computes them per transaction (a to-device message alone)', async () => {
+    const { as, bot, alice } = await setUp({ msc2409ToDevice: true, msc3202TransactionExtensions: true });
+    try {
+      await waitFor(() => as.bodies.some((b) => b['de.sorunome.msc2409.to_device'] !== undefined) && hs.appServiceTransactions('bridge').every((t) => t.delivered), { timeoutMs: 10_000, what: 'the first transactions delivered' });
+      const before = as.bodies.length;
+      await call(alice.token, 'PUT', '/sendToDevice/m.room.encrypted/t2', { messages: { [bot.user_id]: { BRIDGEDEV: { ciphertext: 'y' } } } });
+      await waitFor(() => as.bodies.slice(before).some((b) => b['de.sorunome.msc2409.to_device'] !== undefined), { timeoutMs: 10_000, what: 'the transaction with the second to-device message' });
+      const body = as.bodies.slice(before).find((b) => b['de.sorunome.msc2409.to_device'] !== undefined);
+      expect(body?.['events']).toEqual([]);
+      expect(body?.['org.matrix.msc3202.device_one_time_keys_count']).toEqual({ [bot.user_id]: { BRIDGEDEV: { signed_curve25519: 1 } } });
+    } finally {
+      await as.close();
+    }
+  });
+
   it('carries none of them without the experimental features (as Synapse by default)', async () => {
     const { as } = await setUp({ msc2409ToDevice: false, msc3202TransactionExtensions: false });
     try {
@@ -220,5 +235,54 @@ describe('appservice transactions with Synapse\'s experimental E2EE extensions',
     } finally {
       await as.close();
     }
+  });
+});
+
+describe('m.login.application_service (a device for an appservice user, as Synapse\'s _do_appservice_login)', () => {
+  const AS_TOKEN = 'as-token-0123456789abcdef';
+  const asLogin = async (token: string | undefined, body: Record<string, unknown>): Promise<{ status: number; body: Record<string, unknown> }> => {
+    const res = await fetch(`${hs.url}/_matrix/client/v3/login`, {
+      method: 'POST',
+      ...(token !== undefined ? { headers: { Authorization: `Bearer ${token}` } } : {}),
+      body: JSON.stringify({ type: 'm.login.application_service', ...body }),
+    });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  };
+
+  beforeEach(() => {
+    hs.registerAppService({
+      id: 'bridge',
+      url: null,
+      as_token: AS_TOKEN,
+      hs_token: 'hs-token-0123456789abcdef',
+      sender_localpart: 'bridge',
+      namespaces: { users: [{ exclusive: true, regex: '@_b_.*:fake.test' }] },
+    });
+    hs.registerUser('alice', 'pw');
+  });
+
+  it('gives the AS\'s user a device and a token; the same device_id again keeps the device and its keys and drops the older token', async () => {
+    const first = await asLogin(AS_TOKEN, { identifier: { type: 'm.id.user', user: '@bridge:fake.test' }, device_id: 'BRIDGEDEV' });
+    expect(first.status).toBe(200);
+    expect(first.body).toMatchObject({ user_id: '@bridge:fake.test', device_id: 'BRIDGEDEV' });
+    const token1 = String(first.body['access_token']);
+    expect((await call(token1, 'GET', '/account/whoami')).body).toMatchObject({ user_id: '@bridge:fake.test', device_id: 'BRIDGEDEV' });
+    const keys = { user_id: '@bridge:fake.test', device_id: 'BRIDGEDEV', algorithms: [], keys: { 'ed25519:BRIDGEDEV': 'b' }, signatures: {} };
+    expect((await call(token1, 'POST', '/keys/upload', { device_keys: keys })).status).toBe(200);
+
+    const second = await asLogin(AS_TOKEN, { identifier: { type: 'm.id.user', user: 'bridge' }, device_id: 'BRIDGEDEV' });
+    expect(second.body).toMatchObject({ user_id: '@bridge:fake.test', device_id: 'BRIDGEDEV' });
+    expect((await call(token1, 'GET', '/account/whoami')).status).toBe(401);
+    expect(hs.keys.keysOf('@bridge:fake.test', 'BRIDGEDEV')).toEqual(keys);
+  });
+
+  it('refuses what Synapse refuses: no AS token, the legacy `user` field, another identifier type, a user outside the namespaces', async () => {
+    expect((await asLogin(undefined, { identifier: { type: 'm.id.user', user: 'bridge' } })).body['errcode']).toBe('M_MISSING_TOKEN');
+    const legacy = await asLogin(AS_TOKEN, { user: 'bridge' });
+    expect([legacy.status, legacy.body['errcode']]).toEqual([400, 'M_INVALID_PARAM']);
+    const thirdParty = await asLogin(AS_TOKEN, { identifier: { type: 'm.id.thirdparty', medium: 'email', address: 'a@b.c' } });
+    expect([thirdParty.status, thirdParty.body['errcode']]).toEqual([400, 'M_INVALID_PARAM']);
+    const outside = await asLogin(AS_TOKEN, { identifier: { type: 'm.id.user', user: '@alice:fake.test' } });
+    expect([outside.status, outside.body['errcode']]).toEqual([403, 'M_FORBIDDEN']);
   });
 });

@@ -145,9 +145,15 @@ export class PreparedCrypto {
     return this.snapshot ? { userId: this.snapshot.userId, deviceId: this.snapshot.deviceId } : undefined;
   }
 
-  /** Opens the machine for our device: the stored state when it is this device's, else a new identity (logged as an error). */
-  async open(userId: string, deviceId: string): Promise<MatrixCrypto> {
-    const { wasm, durable, options } = this;
+  /**
+   * Opens the machine for our device: the stored state when it is this
+   * device's, else a new identity (logged as an error). `http`: the device's
+   * own session for the key requests (appservice mode: the token of the
+   * bridge device's login), else the adapter's.
+   */
+  async open(userId: string, deviceId: string, http?: MatrixHttp): Promise<MatrixCrypto> {
+    const { wasm, durable } = this;
+    const options = http ? { ...this.options, http } : this.options;
     let replaced: string | undefined;
     let snapshot = this.snapshot;
     if (snapshot && (snapshot.userId !== userId || snapshot.deviceId !== deviceId)) {
@@ -334,6 +340,15 @@ export class MatrixCrypto {
       await this.machine.markRequestAsSent(r.id, r.type, JSON.stringify(res));
       await this.persist();
     }
+  }
+
+  /** A to-device message from our device to our own device (appservice mode: the extensions probe). */
+  sendToSelf(type: string, content: JsonObject): Promise<void> {
+    const { userId, deviceId } = this.identity;
+    return this.exclusive(async () => {
+      await this.options.http.request('PUT', mxPath`/_matrix/client/v3/sendToDevice/${type}/${this.nextTxnId()}`, { body: { messages: { [userId]: { [deviceId]: content } } } });
+      this.counters.requestsSent++;
+    });
   }
 
   /** A fresh transaction id for requests we build ourselves. */

@@ -7,11 +7,17 @@
  * device and sessions.
  *
  * Crypto is on when `encryption.mode` is `optional` (the default) and a
- * `storeSecret` is configured, in bot mode; otherwise encrypted rooms are
- * refused as before, and the status says why.
+ * `storeSecret` is configured; otherwise encrypted rooms are refused as
+ * before, and the status says why. In appservice mode the device is the
+ * bridge bot's, logged in with `m.login.application_service`, and the
+ * crypto turns on once the homeserver proved it pushes the transaction
+ * extensions (crypto/appservice.ts).
  */
 import { SyncgateError } from '../../../src/core/errors.js';
+import { MatrixHttp, type JsonObject } from '../client.js';
+import { MatrixApiError } from '../errors.js';
 import type { MatrixAdapterState } from '../state.js';
+import { MISSING_KEY_COUNTS, MISSING_TO_DEVICE, newProbeNonce, PROBE_TYPE, transactionCrypto } from './appservice.js';
 import { HeldEvents } from './held.js';
 import { readCryptoStore, type MatrixCrypto } from './machine.js';
 
@@ -19,10 +25,9 @@ import { readCryptoStore, type MatrixCrypto } from './machine.js';
 export function cryptoUnavailable(s: MatrixAdapterState): string | undefined {
   const e = s.config.encryption;
   if (e?.mode === 'off') return 'encryption.mode is off';
-  if (s.mode !== 'bot') return 'end-to-end encryption is implemented for bot mode only';
   if (e?.storeSecret === undefined) return 'encryption.storeSecret is not set (the crypto state must be encrypted at rest)';
   if (!s.deps.sealed) return 'no sealed state store was given to the adapter';
-  return s.crypto.lost;
+  return s.crypto.lost ?? s.crypto.extensionsMissing;
 }
 
 /** The open machine, when encrypted rooms can be bridged now. */
@@ -48,11 +53,34 @@ export async function prepareCrypto(s: MatrixAdapterState): Promise<void> {
   }
 }
 
-/** After login: the machine for our device, keys uploaded (again on a reconnect). */
-export async function openCrypto(s: MatrixAdapterState, deviceId: string | undefined): Promise<void> {
+/**
+ * Appservice mode: the bridge bot's device, from an `m.login.application_service`
+ * login with the AS token under `appservice.deviceId` (the same id at every
+ * start: a restart keeps the device; Synapse keeps an existing device's keys
+ * and drops its older tokens). Returns the device and a client with its
+ * token, which the key requests use (no device masquerading needed).
+ */
+export async function loginBridgeDevice(s: MatrixAdapterState): Promise<{ deviceId: string; http: MatrixHttp }> {
+  const res = await s.http.request('POST', '/_matrix/client/v3/login', {
+    body: {
+      type: 'm.login.application_service',
+      identifier: { type: 'm.id.user', user: s.userId },
+      device_id: s.config.appservice?.deviceId ?? 'SYNCGATE',
+      initial_device_display_name: 'syncgate bridge',
+    },
+  });
+  const token = res['access_token'];
+  const deviceId = res['device_id'];
+  if (typeof token !== 'string' || typeof deviceId !== 'string') throw new MatrixApiError(200, 'M_BAD_JSON', 'login answer without access_token or device_id');
+  return { deviceId, http: new MatrixHttp({ baseUrl: s.config.homeserverUrl, accessToken: token, timeoutMs: s.config.requestTimeoutMs }) };
+}
+
+/** After login: the machine for our device, keys uploaded (again on a reconnect). `http`: the device's own session (appservice mode). */
+export async function openCrypto(s: MatrixAdapterState, deviceId: string | undefined, http = s.http): Promise<void> {
   const prepared = s.crypto.prepared;
   if (!prepared) return;
-  if (!s.crypto.machine) {
+  let opened = s.crypto.machine ?? s.crypto.feed;
+  if (!opened) {
     if (deviceId === undefined) {
       s.crypto.problem = 'the homeserver did not tell our device id (whoami): encrypted rooms are refused';
       s.log.error(s.crypto.problem);
@@ -60,19 +88,27 @@ export async function openCrypto(s: MatrixAdapterState, deviceId: string | undef
     }
     if (prepared.storedDevice?.deviceId !== deviceId || prepared.storedDevice.userId !== s.userId) {
       // No stored identity for this device: if the homeserver already has keys for it, our store was lost.
-      const keys = await s.http.request('POST', '/_matrix/client/v3/keys/query', { body: { device_keys: { [s.userId]: [deviceId] } } });
+      const keys = await http.request('POST', '/_matrix/client/v3/keys/query', { body: { device_keys: { [s.userId]: [deviceId] } } });
       const mine = (keys['device_keys'] as Record<string, Record<string, unknown>> | undefined)?.[s.userId]?.[deviceId];
       if (mine !== undefined) {
-        s.crypto.lost = `the crypto store for ${s.userId} device ${deviceId} is lost (nothing stored for it, or another secret's store was dropped) but the homeserver has that device's keys: delete the device (Element: Settings → Sessions, or the admin API) or set bot.deviceId to a new id, then restart; encrypted rooms are refused meanwhile`;
+        const fix = s.mode === 'appservice' ? 'set appservice.deviceId to a new id' : 'set bot.deviceId to a new id';
+        s.crypto.lost = `the crypto store for ${s.userId} device ${deviceId} is lost (nothing stored for it, or another secret's store was dropped) but the homeserver has that device's keys: delete the device (Element: Settings → Sessions, or the admin API) or ${fix}, then restart; encrypted rooms are refused meanwhile`;
         s.crypto.problem = s.crypto.lost;
         s.log.error({ userId: s.userId, deviceId }, `Matrix crypto: ${s.crypto.lost}`);
         return;
       }
     }
-    s.crypto.machine = await prepared.open(s.userId, deviceId);
-    s.crypto.problem = undefined;
+    opened = await prepared.open(s.userId, deviceId, http);
+    if (s.mode === 'appservice') {
+      s.crypto.feed = opened;
+      s.crypto.problem = 'waiting for the homeserver to push our to-device messages and key counts in transactions (MSC2409/MSC3202)';
+    } else {
+      s.crypto.machine = opened;
+      s.crypto.problem = undefined;
+    }
   }
-  await s.crypto.machine.start();
+  await opened.start();
+  if (s.mode === 'appservice' && !s.crypto.machine) await startProbe(s, opened);
   if (!s.crypto.held) {
     const holdMs = s.config.encryption?.undecryptableHoldMs ?? 120_000;
     const held = new HeldEvents({
@@ -91,14 +127,84 @@ export async function openCrypto(s: MatrixAdapterState, deviceId: string | undef
   }
 }
 
+/**
+ * Appservice mode: a to-device message to our own device; the transaction
+ * that brings it back proves MSC2409 (crypto/appservice.ts). Sent again
+ * every `extensionsTimeoutMs` until it comes back (a probe can be lost: the
+ * homeserver fixed and restarted, a replica that pushed its transactions
+ * elsewhere), the status naming the missing settings meanwhile.
+ */
+async function startProbe(s: MatrixAdapterState, crypto: MatrixCrypto): Promise<void> {
+  if (s.crypto.probe) return;
+  const timeoutMs = s.config.encryption?.extensionsTimeoutMs ?? 30_000;
+  const probe: NonNullable<MatrixAdapterState['crypto']['probe']> = { nonces: [], toDevice: false, counts: false, timer: undefined };
+  s.crypto.probe = probe;
+  const send = async (): Promise<void> => {
+    const nonce = newProbeNonce();
+    // Known before it is sent: its transaction may come before the send's answer.
+    probe.nonces = [...probe.nonces.slice(-9), nonce];
+    await crypto.sendToSelf(PROBE_TYPE, { nonce });
+  };
+  const arm = (): void => {
+    probe.timer = setTimeout(() => {
+      if (s.crypto.machine || s.crypto.probe !== probe) return;
+      if (s.crypto.extensionsMissing === undefined) {
+        s.crypto.extensionsMissing = probe.toDevice ? MISSING_KEY_COUNTS : MISSING_TO_DEVICE;
+        s.crypto.problem = s.crypto.extensionsMissing;
+        s.log.error({ waitedMs: timeoutMs }, `Matrix crypto: ${s.crypto.extensionsMissing}`);
+      }
+      send().catch((err: unknown) => s.log.warn({ err }, 'Matrix crypto: the extensions probe could not be sent; trying again later'));
+      arm();
+    }, timeoutMs);
+    probe.timer.unref();
+  };
+  try {
+    await send();
+  } catch (err) {
+    // Sent again at the next connect attempt.
+    s.crypto.probe = undefined;
+    throw err;
+  }
+  arm();
+}
+
+/**
+ * Appservice mode: a transaction's MSC2409/MSC3202 parts for our device into
+ * the machine (durable before the transaction is answered 200), before its
+ * events; the probe checked.
+ */
+export async function onTransactionCrypto(s: MatrixAdapterState, body: JsonObject): Promise<void> {
+  const feed = s.crypto.feed;
+  if (!feed) return;
+  const parts = transactionCrypto(body, feed.identity.userId, feed.identity.deviceId);
+  if (parts.any) await feed.receiveSync(parts.sync);
+  const probe = s.crypto.probe;
+  if (probe && !s.crypto.machine) {
+    if (parts.probes.some((n) => probe.nonces.includes(n))) probe.toDevice = true;
+    if (parts.counts) probe.counts = true;
+    if (probe.toDevice && probe.counts) {
+      clearTimeout(probe.timer);
+      s.crypto.machine = feed;
+      s.crypto.extensionsMissing = undefined;
+      s.crypto.problem = undefined;
+      s.log.info({ deviceId: feed.identity.deviceId }, 'Matrix crypto: the homeserver pushes to-device messages and key counts in transactions; encrypted rooms are bridged');
+    }
+  }
+  await afterCryptoSync(s);
+}
+
 /** After a /sync batch's to-device events: held events whose key may have come, before the batch's timeline. */
 export async function afterCryptoSync(s: MatrixAdapterState): Promise<void> {
   await s.crypto.held?.retryAll();
 }
 
 export async function closeCrypto(s: MatrixAdapterState): Promise<void> {
-  const machine = s.crypto.machine;
+  const machine = s.crypto.machine ?? s.crypto.feed;
   s.crypto.machine = undefined;
+  s.crypto.feed = undefined;
+  clearTimeout(s.crypto.probe?.timer);
+  s.crypto.probe = undefined;
+  s.crypto.extensionsMissing = undefined;
   s.crypto.prepared = undefined;
   s.crypto.lost = undefined;
   clearInterval(s.crypto.heldTimer);
@@ -109,10 +215,10 @@ export async function closeCrypto(s: MatrixAdapterState): Promise<void> {
 
 /** The status entry: mode, whether encrypted rooms are bridged, our device and its keys (what an operator compares with a member's client). */
 export function cryptoStatus(s: MatrixAdapterState): Record<string, unknown> {
-  const m = s.crypto.machine;
+  const m = s.crypto.machine ?? s.crypto.feed;
   return {
     mode: s.config.encryption?.mode ?? 'optional',
-    active: m !== undefined,
+    active: s.crypto.machine !== undefined,
     ...(s.crypto.problem !== undefined ? { problem: s.crypto.problem } : {}),
     ...(m
       ? {

@@ -20,7 +20,7 @@ export async function sendMessage(s: MatrixAdapterState, event: Logged<'message'
   const media = await mediaOf(s, event);
   if (media.length > 0) {
     // One media event per file; the message's native id is the first (it carries the caption and relations).
-    const contents = renderMedia(event, media, messageRefs, renderOptions(s, event));
+    const contents = renderMedia(event, media, messageRefs, renderOptions(s, event, who));
     let first: string | undefined;
     for (const [i, content] of contents.entries()) {
       const id = await send(s, roomId, 'm.room.message', mediaTxnId(event.eventId, i), content, who);
@@ -28,14 +28,14 @@ export async function sendMessage(s: MatrixAdapterState, event: Logged<'message'
     }
     if (first !== undefined) return { status: 'delivered', nativeIds: { 'mx.eventId': first } };
   }
-  const content = renderMessage(event, messageRefs, renderOptions(s, event));
+  const content = renderMessage(event, messageRefs, renderOptions(s, event, who));
   const id = await send(s, roomId, 'm.room.message', event.eventId, content, who);
   return { status: 'delivered', nativeIds: { 'mx.eventId': id } };
 }
 
 export async function sendEdit(s: MatrixAdapterState, event: Logged<'edit'>, roomId: string, original: string): Promise<DeliveryResult> {
   const who = await speaker(s, event, roomId);
-  const id = await send(s, roomId, 'm.room.message', event.eventId, renderEdit(event, original, renderOptions(s, event)), who);
+  const id = await send(s, roomId, 'm.room.message', event.eventId, renderEdit(event, original, renderOptions(s, event, who)), who);
   return { status: 'delivered', nativeIds: { 'mx.eventId': id } };
 }
 

@@ -6,7 +6,8 @@ import type { MatrixAdapterState } from '../state.js';
 import { speaker } from './send.js';
 
 export async function sendReceipt(s: MatrixAdapterState, event: LogEvent, roomId: string, upTo: string): Promise<DeliveryResult> {
-  const who = await speaker(s, event, roomId);
+  // Receipts are never encrypted: the ghost may send them in an encrypted room too.
+  const who = await speaker(s, event, roomId, { clear: true });
   await s.http.request('POST', mxPath`/_matrix/client/v3/rooms/${roomId}/receipt/m.read/${upTo}`, {
     body: {},
     ...(who.asUser !== undefined ? { asUser: who.asUser } : {}),

@@ -19,14 +19,40 @@ export interface Speaker {
   readonly userId: string;
   /** set when asserting a ghost's identity (appservice mode) */
   readonly asUser?: string;
+  /** appservice mode, encrypted room: the bridge bot relays for the sender (its name in the body) */
+  readonly relay?: boolean;
+  /** the room's encryption was read for this send already */
+  readonly encryptionChecked?: boolean;
 }
 
-/** Who speaks: the sender's ghost (joined, named) in appservice mode, the bot otherwise. */
-export async function speaker(s: MatrixAdapterState, event: LogEvent, roomId: string): Promise<Speaker> {
+/** The text put before what the bridge bot relays for a ghost into an encrypted room (appservice mode). */
+export const RELAY_PREFIX = '<{{display}}> ';
+
+/**
+ * Who speaks: the sender's ghost (joined, named) in appservice mode, the bot
+ * otherwise. Into an end-to-end encrypted room in appservice mode the bridge
+ * bot relays instead, with the sender's name in the body ("relay mode"): the
+ * ghosts have no devices, and a member's client rejects an event whose sender
+ * is not the owner of the device that encrypted it. `clear`: the event is
+ * never encrypted (a read receipt), so the ghost may send it.
+ */
+export async function speaker(s: MatrixAdapterState, event: LogEvent, roomId: string, opts: { clear?: boolean } = {}): Promise<Speaker> {
+  let encryptionChecked = false;
+  if (s.ghosts && !opts.clear) {
+    if (!s.rooms.encrypted.has(roomId) && cryptoUnavailable(s) === undefined) {
+      await checkEncryptionNow(s, roomId);
+      encryptionChecked = true;
+    }
+    if (s.rooms.encrypted.has(roomId)) {
+      if (!s.rooms.joined.has(roomId)) await joinRoom(s, roomId);
+      if (!s.rooms.joined.has(roomId)) throw new MatrixNotJoinedError(roomId, s.userId);
+      return { userId: s.userId, relay: true, encryptionChecked };
+    }
+  }
   if (s.ghosts) {
     try {
       const userId = await s.ghosts.ensure(event.sender.uid, event.sender.display, roomId);
-      return { userId, asUser: userId };
+      return { userId, asUser: userId, encryptionChecked };
     } catch (err) {
       // Cannot join: the room needs an invite and our bot is not in it (yet).
       if (isMatrixApiError(err, 'M_FORBIDDEN')) throw new MatrixNotJoinedError(roomId, s.ghosts.userIdFor(event.sender.uid), { cause: err });
@@ -38,8 +64,9 @@ export async function speaker(s: MatrixAdapterState, event: LogEvent, roomId: st
   return { userId: s.userId };
 }
 
-export function renderOptions(s: MatrixAdapterState, event: LogEvent): RenderOptions {
+export function renderOptions(s: MatrixAdapterState, event: LogEvent, who?: Speaker): RenderOptions {
   const mentions = mentionedUserIds(s, event);
+  if (who?.relay === true) return { prefix: expandPrefix(RELAY_PREFIX, event.sender), emoteName: event.sender.display ?? event.sender.uid, ...(mentions.length > 0 ? { mentions } : {}) };
   const bot = s.config.bot;
   if (s.mode !== 'bot' || !bot) return mentions.length > 0 ? { mentions } : {};
   return { prefix: expandPrefix(bot.senderPrefix, event.sender), emoteName: event.sender.display ?? event.sender.uid, ...(mentions.length > 0 ? { mentions } : {}) };
@@ -65,10 +92,12 @@ export async function send(s: MatrixAdapterState, roomId: string, type: string, 
   let body = content;
   // The room may have turned encrypted since our last /sync or transaction: with crypto configured,
   // ask before sending anything in clear, so nothing after the m.room.encryption event goes out unencrypted.
-  if (!s.rooms.encrypted.has(roomId) && cryptoUnavailable(s) === undefined) await checkEncryptionNow(s, roomId);
+  if (!s.rooms.encrypted.has(roomId) && !who.encryptionChecked && cryptoUnavailable(s) === undefined) await checkEncryptionNow(s, roomId);
   if (s.rooms.encrypted.has(roomId)) {
     const crypto = s.crypto.machine;
     if (!crypto) throw new MatrixEncryptedRoomError(roomId, s.crypto.problem ?? 'the crypto is not ready yet');
+    // A ghost has no device: its encrypted event would be rejected by members' clients. Retried, the bot relays it.
+    if (who.asUser !== undefined) throw new MatrixEncryptedRoomError(roomId, 'it turned encrypted while this send was prepared for a ghost; retried through the bridge bot');
     body = await crypto.encrypt(roomId, type, content, await roomEncryptionSettings(s, roomId));
     sendType = 'm.room.encrypted';
   }
