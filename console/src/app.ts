@@ -2,7 +2,8 @@
  * The operator console: Preact + htm, bundled by esbuild (scripts/build-console.mjs).
  * Every body, name and id is rendered as text (Preact escapes it); nothing is
  * ever set as HTML, so chat content cannot run in the page. Pages poll the
- * admin API; navigation is by the URL fragment (#/rooms/plant).
+ * admin API, except a room's timeline, which comes live from its stream;
+ * navigation is by the URL fragment (#/rooms/plant).
  */
 import { render } from 'preact';
 import { html } from 'htm/preact';
@@ -10,6 +11,7 @@ import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
 import {
   ApiError,
   api,
+  followRoom,
   storeToken,
   storedToken,
   type DeadLetter,
@@ -260,10 +262,32 @@ function Rooms({ session }: { session: Session }): Html {
 
 function Timeline({ session, room }: { session: Session; room: string }): Html {
   const path = `/v1/admin/rooms/${encodeURIComponent(room)}/timeline?limit=50`;
-  const { data, error } = usePoll(() => api<TimelinePage>(session.token, 'GET', path), [session.token, room]);
+  // the newest entries come live from the stream (a snapshot, then new events and delivery changes); older pages on demand
+  const [recent, setRecent] = useState<TimelinePage | undefined>(undefined);
+  const [error, setError] = useState<string | undefined>(undefined);
   const [older, setOlder] = useState<TimelinePage['events']>([]);
   const [next, setNext] = useState<string | undefined>(undefined);
   const [olderError, setOlderError] = useState<string | undefined>(undefined);
+  useEffect(() => {
+    setRecent(undefined);
+    return followRoom(
+      session.token,
+      room,
+      (frame) => {
+        if (frame.name === 'snapshot') setRecent(frame.data);
+        else if (frame.name === 'entry') {
+          const entry = frame.data;
+          setRecent((page) => (page ? { ...page, events: [entry, ...page.events.filter((e) => e.event.eventId !== entry.event.eventId)] } : page));
+        } else if (frame.name === 'deliveries') {
+          const { eventId, deliveries } = frame.data;
+          setRecent((page) => (page ? { ...page, events: page.events.map((e) => (e.event.eventId === eventId ? { ...e, deliveries } : e)) } : page));
+          setOlder((list) => list.map((e) => (e.event.eventId === eventId ? { ...e, deliveries } : e)));
+        }
+      },
+      setError,
+    );
+  }, [session.token, room]);
+  const data = recent;
   const cursor = older.length > 0 ? next : data?.next;
   const loadOlder = async () => {
     if (cursor === undefined) return;
@@ -282,7 +306,7 @@ function Timeline({ session, room }: { session: Session; room: string }): Html {
     <p><a href="#/rooms">All rooms</a></p>
     <${ErrorLine} error=${error} />
     <table>
-      <caption class="muted">Newest first; each link's delivery state. Refreshed every 2 s.</caption>
+      <caption class="muted">Newest first; each link's delivery state. Live: new events and delivery changes appear as they happen.</caption>
       <thead><tr><th scope="col">Received</th><th scope="col">From</th><th scope="col">Sender</th><th scope="col">Body</th><th scope="col">Relations</th><th scope="col">Deliveries</th><th scope="col">Trace</th></tr></thead>
       <tbody>
         ${rows.map(

@@ -7,6 +7,8 @@
  * `retrying`, then under Dead letters; a viewer sees it and cannot replay;
  * ACL fixed, Replay → the subscriber gets it exactly once and the timeline
  * says `delivered`; Trace finds it; a script-injection body runs nothing.
+ * The room page is live: a message sent while it is open appears and changes
+ * state with no reload and no request after the one stream it opened.
  * Screenshots of each page go to .tmp/console-shots (and, with
  * UPDATE_DOCS_SCREENSHOT=1, the room page to docs/console.png).
  */
@@ -50,7 +52,7 @@ beforeAll(async () => {
       rooms: [{ id: 'plant', name: 'Plant', links: [{ endpoint: 'mqtt', target: 'plant/+device/alert', options: { decode: 'text' } }] }],
       adapters: { mqtt: { type: 'mqtt', url: broker.url, clientId: `sg-console-${process.pid}`, reconnect: { minMs: 100, maxMs: 500 } } },
     },
-    // attempts far enough apart for the page (refreshed every 2 s) to show `retrying`
+    // attempts far enough apart for the live page (delivery state re-derived every second) to show `retrying`
     delivery: { maxAttempts: 4, backoffBaseMs: 1500, backoffMaxMs: 3000 },
   });
   await waitFor(async () => (await gw.gateway.status()).adapters['mqtt']?.ready === true, { ...DEADLINE, what: 'the MQTT adapter to connect' });
@@ -119,7 +121,17 @@ describe('the console in chromium', () => {
     const first = await send('c1', 'pump seven pressure low');
     const xss = '<img src=x onerror="window.__sg_pwned=1">boom';
     await send('c2', xss);
+    // the room page follows the live stream: count what it asks for while it stays open
+    const roomCalls = { timeline: 0, live: 0 };
+    const countRoomCalls = (request: { url(): string }) => {
+      const path = new URL(request.url()).pathname;
+      if (path === '/v1/admin/rooms/plant/timeline') roomCalls.timeline++;
+      if (path === '/v1/admin/rooms/plant/live') roomCalls.live++;
+    };
+    page.on('request', countRoomCalls);
     await openRoom(page);
+    // a mark in the page's window: gone if the page were reloaded
+    await page.evaluate(() => ((globalThis as unknown as { __sg_mark?: number }).__sg_mark = 1));
     await waitForRowState(page, 'pump seven pressure low', 'delivered');
     await page.getByText(xss).waitFor();
     expect(await page.evaluate(() => (globalThis as unknown as { __sg_pwned?: number }).__sg_pwned)).toBeUndefined();
@@ -133,6 +145,10 @@ describe('the console in chromium', () => {
     await page.screenshot({ path: join(SHOTS, 'room-pending.png') });
     await broker.resume();
     await waitForRowState(page, 'boiler two offline', 'delivered');
+    // sent while the page was open, shown and updated without a reload, a poll, or a second request
+    expect(await page.evaluate(() => (globalThis as unknown as { __sg_mark?: number }).__sg_mark)).toBe(1);
+    expect(roomCalls).toEqual({ timeline: 0, live: 1 });
+    page.off('request', countRoomCalls);
 
     // the broker refuses the out topic: retrying with the error, then a dead letter
     await waitFor(async () => (await gw.gateway.status()).adapters['mqtt']?.ready === true, { ...DEADLINE, what: 'the adapter to reconnect' });
