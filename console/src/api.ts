@@ -74,8 +74,20 @@ export interface Status {
   readonly replicas?: ReadonlyArray<{ readonly replicaId: string; readonly version: string; readonly configHash: string; readonly startedAt: number; readonly seenAt: number; readonly drift: boolean }>;
 }
 
+export interface LinkLag {
+  readonly room: string;
+  readonly endpoint: string;
+  readonly target: string;
+  readonly events: number;
+  readonly seconds: number;
+  readonly retrying: boolean;
+  readonly deadLetters: number;
+  readonly capped?: boolean;
+}
+
 export interface Lag {
   readonly adapters: Readonly<Record<string, { readonly events: number; readonly seconds: number; readonly retrying: number; readonly deadLetters: number }>>;
+  readonly links?: readonly LinkLag[];
 }
 
 export interface RoomLink {

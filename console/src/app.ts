@@ -224,6 +224,26 @@ function Overview({ session }: { session: Session }): Html {
       </tbody>
     </table>
     ${adapters.length === 0 && data ? html`<p class="muted">No adapters are configured.</p>` : null}
+    <h2>Links</h2>
+    <table aria-label="Lag per link">
+      <caption class="muted">Per room and link: the events not delivered there yet and the age of the oldest.</caption>
+      <thead>
+        <tr><th scope="col">Room</th><th scope="col">Adapter</th><th scope="col">Target</th><th scope="col">Lag (events)</th><th scope="col">Lag (seconds)</th><th scope="col">Retrying</th><th scope="col">Dead letters</th></tr>
+      </thead>
+      <tbody>
+        ${(data?.lag.links ?? []).map(
+          (l) => html`<tr>
+            <th scope="row"><a href=${`#/rooms/${encodeURIComponent(l.room)}`}>${l.room}</a></th>
+            <td>${l.endpoint}</td>
+            <td>${l.target}</td>
+            <td>${l.capped === true ? '≥ ' : ''}${l.events}</td>
+            <td>${seconds(l.seconds)}</td>
+            <td>${l.retrying ? html`<${StateBadge} state="retrying" />` : 'no'}</td>
+            <td>${l.deadLetters}</td>
+          </tr>`,
+        )}
+      </tbody>
+    </table>
     <h2>Replicas</h2>
     <table>
       <thead><tr><th scope="col">Replica</th><th scope="col">Version</th><th scope="col">Config hash</th><th scope="col">Started</th><th scope="col">Last seen</th></tr></thead>

@@ -418,9 +418,16 @@ async function trace(args: string[], options: Values): Promise<number> {
 async function lag(args: string[], options: Values): Promise<number> {
   argsExactly(args, [], 'lag');
   const api = await adminClient(options);
-  const r = await api.call<{ adapters: Record<string, { events: number; seconds: number; retrying: number; deadLetters: number }> }>('GET', '/v1/admin/lag');
+  const r = await api.call<{
+    adapters: Record<string, { events: number; seconds: number; retrying: number; deadLetters: number }>;
+    links?: Array<{ room: string; endpoint: string; target: string; events: number; seconds: number; retrying: boolean; deadLetters: number; capped?: boolean }>;
+  }>('GET', '/v1/admin/lag');
   const rows = Object.entries(r.adapters).map(([name, l]) => `${name}\t${l.events} events\t${l.seconds.toFixed(1)} s\t${l.retrying} retrying\t${l.deadLetters} dead letters`);
-  print(options, r, rows.join('\n') || 'no adapters');
+  const links = (r.links ?? []).map(
+    (l) => `  ${l.room} → ${l.endpoint} ${l.target}\t${l.capped === true ? '≥' : ''}${l.events} events\t${l.seconds.toFixed(1)} s${l.retrying ? '\tretrying' : ''}\t${l.deadLetters} dead letters`,
+  );
+  const text = [rows.join('\n') || 'no adapters', ...(links.length > 0 ? ['links:', ...links] : [])].join('\n');
+  print(options, r, text);
   return 0;
 }
 
@@ -515,7 +522,7 @@ An unknown id is an error (exit 1); an empty queue with --all is "nothing to rep
     options: { ...CLIENT_OPTIONS, room: { type: 'string' } },
     run: trace,
   },
-  lag: { usage: 'lag [--json]', summary: 'delivery lag per adapter, in events and seconds', help: `${CLIENT_HELP}\n${ADMIN_NOTE}`, options: CLIENT_OPTIONS, run: lag },
+  lag: { usage: 'lag [--json]', summary: 'delivery lag per adapter and per link, in events and seconds', help: `${CLIENT_HELP}\n${ADMIN_NOTE}`, options: CLIENT_OPTIONS, run: lag },
   'rule-test': {
     usage: "rule-test FILTER TOPIC PAYLOAD [--option NAME=VALUE]... [--adapter NAME] [--json]",
     summary: 'run an MQTT rule on a sample message: what it would ingest, or why not (exit 1)',

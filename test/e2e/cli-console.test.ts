@@ -59,6 +59,11 @@ describe('syncgate timeline, trace, lag and rule-test', () => {
     expect(unknown.stderr).toMatch(/404 SG_ERR_EVENT_UNKNOWN/);
 
     await waitFor(async () => /^mqtt\t0 events\t0\.0 s\t0 retrying\t0 dead letters$/m.test((await run(['lag'], env)).stdout), { timeoutMs: 30_000, intervalMs: 500, what: 'lag 0' });
+    // and per link
+    const lagText = (await run(['lag'], env)).stdout;
+    expect(lagText).toMatch(/^links:\n {2}plant → mqtt plant\/\+device\/alert\t0 events\t0\.0 s\t0 dead letters$/m);
+    const lagJson = JSON.parse((await run(['lag', '--json'], env)).stdout) as { links: unknown[] };
+    expect(lagJson.links).toEqual([{ room: 'plant', endpoint: 'mqtt', target: 'plant/+device/alert', events: 0, seconds: 0, retrying: false, deadLetters: 0 }]);
 
     const rule = await run(['rule-test', 'sensors/+device/alert', 'sensors/pump-7/alert', '{"level":"high"}', '--option', 'decode=json', '--option', 'template={{device}}: {{level}}', '--json'], env);
     expect(rule.code).toBe(0);

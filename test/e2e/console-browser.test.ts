@@ -115,6 +115,10 @@ describe('the console in chromium', () => {
     // Overview: the adapter, connected
     await page.getByRole('link', { name: 'Overview', exact: true }).click();
     await page.getByRole('row').filter({ hasText: 'mqtt' }).getByText('connected', { exact: true }).waitFor();
+    // lag per link: the room's MQTT link, caught up
+    const linkRow = page.getByRole('table', { name: 'Lag per link' }).getByRole('row').filter({ hasText: 'plant/+device/alert' });
+    await linkRow.waitFor();
+    expect((await linkRow.getByRole('cell').allInnerTexts()).map((t) => t.trim())).toEqual(['mqtt', 'plant/+device/alert', '0', '0.0', 'no', '0']);
     await page.screenshot({ path: join(SHOTS, 'overview.png') });
 
     // delivered; a markup body shown as text, running nothing

@@ -4,7 +4,8 @@
  * real Redis and a real Mosquitto. A snapshot first, then each new event as
  * an `entry`, then its delivery state changing (`deliveries`) without the
  * client asking again; device tokens, a missing Accept and an unknown room
- * are refused.
+ * are refused. And the lag per link (`GET /v1/admin/lag` `links`): the events
+ * a link has not delivered yet and the age of the oldest.
  */
 import { connectAsync, type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -126,3 +127,38 @@ describe('live room timeline', () => {
     expect(((await unknown.json()) as { code: string }).code).toBe('SG_ERR_ROOM_UNKNOWN');
   });
 });
+
+interface LinkLag {
+  room: string;
+  endpoint: string;
+  target: string;
+  events: number;
+  seconds: number;
+  retrying: boolean;
+  deadLetters: number;
+}
+
+describe('lag per link', () => {
+  it('counts the events a link has not delivered yet and the age of the oldest, back to 0 once delivered', async () => {
+    const device = await gw.deviceToken('lagger', ['plant']);
+    const plantLag = async () => (await gw.admin<{ links: LinkLag[] }>('GET', '/v1/admin/lag')).body.links?.find((l) => l.room === 'plant' && l.endpoint === 'mqtt');
+    await waitFor(async () => (await plantLag())?.events === 0, { timeoutMs: 30_000, what: 'the link caught up' });
+    await broker.pause();
+    await waitFor(async () => ((await gw.gateway.status()).adapters['mqtt']?.connected ?? true) === false, { timeoutMs: 20_000, what: 'the adapter to see the broker gone' });
+    const before = Date.now();
+    await gw.device(device, 'PUT', '/v1/rooms/plant/send/lag1', { kind: 'message', content: { body: 'lag one' } });
+    await gw.device(device, 'PUT', '/v1/rooms/plant/send/lag2', { kind: 'message', content: { body: 'lag two' } });
+    // seconds grow while the broker is away
+    await waitFor(async () => ((await plantLag())?.seconds ?? 0) >= 0.5, { timeoutMs: 20_000, what: 'the link lag to age' });
+    const behind = await plantLag();
+    expect(behind).toMatchObject({ room: 'plant', endpoint: 'mqtt', target: 'plant/+device/alert', events: 2, retrying: false, deadLetters: 0 });
+    expect(behind?.seconds).toBeLessThanOrEqual((Date.now() - before) / 1000 + 1);
+    // the viewer reads it too, and the CLI's source is the same document
+    const asViewer = await fetch(`${gw.url}/v1/admin/lag`, { headers: { authorization: `Bearer ${VIEWER}` } });
+    expect(((await asViewer.json()) as { links: LinkLag[] }).links.find((l) => l.room === 'plant')?.events).toBe(2);
+    await broker.resume();
+    await waitFor(async () => (await plantLag())?.events === 0, { timeoutMs: 30_000, what: 'the link lag back to 0' });
+    expect((await plantLag())?.seconds).toBe(0);
+  });
+});
+
