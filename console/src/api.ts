@@ -232,3 +232,16 @@ export function followRoom(token: string, room: string, onFrame: (frame: LiveFra
   void connect();
   return () => abort.abort();
 }
+
+/** one entry of GET /v1/admin/audit */
+export interface AuditEntry {
+  readonly id: string;
+  readonly at: number;
+  readonly by: string;
+  readonly role: 'admin' | 'viewer';
+  readonly action: 'dead-letters.replay' | 'dead-letters.drop';
+  readonly ids: readonly string[];
+  readonly count: number;
+  readonly done: number;
+  readonly selection?: { readonly all?: boolean; readonly group?: string };
+}

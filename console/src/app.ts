@@ -14,6 +14,7 @@ import {
   followRoom,
   storeToken,
   storedToken,
+  type AuditEntry,
   type DeadLetter,
   type Delivery,
   type Device,
@@ -480,6 +481,33 @@ function DeadLetters({ session }: { session: Session }): Html {
         )}
       </tbody>
     </table>
+    <${AuditTrail} session=${session} />
+  </section>`;
+}
+
+/** Who replayed or discarded what, and when (GET /v1/admin/audit), under Dead letters. */
+function AuditTrail({ session }: { session: Session }): Html {
+  const { data, error } = usePoll(() => api<{ entries: AuditEntry[] }>(session.token, 'GET', '/v1/admin/audit?limit=50'), [session.token]);
+  const names: Record<AuditEntry['action'], string> = { 'dead-letters.replay': 'replay', 'dead-letters.drop': 'discard' };
+  return html`<section aria-labelledby="audit-heading">
+    <h2 id="audit-heading">Audit log</h2>
+    <${ErrorLine} error=${error} />
+    <table aria-label="Audit log">
+      <caption class="muted">Replays and discards, newest first, with who did them (the newest 1,000 are kept).</caption>
+      <thead><tr><th scope="col">When</th><th scope="col">Who</th><th scope="col">Action</th><th scope="col">Dead letters</th><th scope="col">Done</th></tr></thead>
+      <tbody>
+        ${(data?.entries ?? []).map(
+          (e) => html`<tr>
+            <td>${time(e.at)}</td>
+            <td>${e.by}</td>
+            <td>${names[e.action]}</td>
+            <td>${e.selection?.all === true ? `all${e.selection.group !== undefined ? ` of ${e.selection.group}` : ''} (${e.count})` : `${e.ids.join(', ')}${e.count > e.ids.length ? ` and ${e.count - e.ids.length} more` : ''}`}</td>
+            <td>${e.done} of ${e.count}</td>
+          </tr>`,
+        )}
+      </tbody>
+    </table>
+    ${data && data.entries.length === 0 ? html`<p class="muted">No replay or discard yet.</p>` : null}
   </section>`;
 }
 

@@ -26,6 +26,7 @@ import { registerDeadLetterRoutes } from './routes/dead-letters.js';
 import { registerDeviceRoutes } from './routes/device.js';
 import { registerOperatorRoutes } from './routes/operator.js';
 import { registerOperatorLiveRoute } from './routes/operator-live.js';
+import { registerAuditRoutes } from './routes/audit.js';
 import { trackDevicePositions } from './device-lag.js';
 import { registerOpsRoutes } from './routes/ops.js';
 import { registerPartitionRoutes } from './routes/partitions.js';
@@ -204,6 +205,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerDeadLetterRoutes(app, ctx);
   registerOperatorRoutes(app, ctx);
   registerOperatorLiveRoute(app, ctx);
+  registerAuditRoutes(app, ctx);
   trackDevicePositions(app, log.state);
   registerPartitionRoutes(app, ctx);
   registerDeviceRoutes(app, ctx);

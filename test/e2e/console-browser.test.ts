@@ -212,6 +212,12 @@ describe('the console in chromium', () => {
     await broker.setAcl(OPEN_ACL);
     await deadRow.getByRole('button', { name: 'Replay' }).click();
     await page.getByRole('status').filter({ hasText: 'Replayed 1 of 1' }).waitFor();
+    // the audit log under Dead letters: the discard and the replay, by the admin
+    const auditRows = page.getByRole('table', { name: 'Audit log' }).getByRole('row');
+    await auditRows.filter({ hasText: 'replay' }).waitFor();
+    const auditText = (await auditRows.allInnerTexts()).slice(1).map((t) => t.replace(/\s+/g, ' ').trim());
+    expect(auditText).toEqual([expect.stringMatching(/ admin replay \d+:\d+-\d+ 1 of 1$/), expect.stringMatching(/ admin discard \d+:\d+-\d+ 1 of 1$/)]);
+    await page.screenshot({ path: join(SHOTS, 'dead-letters-audit.png') });
     await waitFor(() => received.some((p) => p.includes('valve four stuck')), { ...DEADLINE, what: 'the subscriber to get the replayed message' });
     await send('c5', 'all clear');
     await waitFor(() => received.some((p) => p.includes('all clear')), { ...DEADLINE, what: 'the message sent after the replay' });
