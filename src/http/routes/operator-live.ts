@@ -88,7 +88,7 @@ export function registerOperatorLiveRoute(app: FastifyInstance, ctx: HttpContext
       const res = reply.raw;
       res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive', 'x-accel-buffering': 'no' });
       const stream = new RoomLiveStream(ctx, res, room, spec.links, request.query.heartbeatMs);
-      request.raw.on('close', () => stream.stop());
+      res.on('close', () => stream.stop());
       res.on('error', (err) => request.log.debug({ err }, 'live timeline connection error'));
       const entries = page.events.map((event, i) => ({ event, deliveries: states[i] ?? [] }));
       stream.send('snapshot', { events: entries, limited: page.limited, ...(page.next !== undefined ? { next: page.next } : {}) });
