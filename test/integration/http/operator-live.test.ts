@@ -114,6 +114,21 @@ describe('live room timeline', () => {
     }
   });
 
+  it('ends with a close frame when the gateway shuts down, rather than holding the shutdown', async () => {
+    const own = await startGateway({
+      redisUrl: inject('redisUrl'),
+      prefix: testPrefix('operator-live-stop'),
+      config: { http: { port: 0, adminToken: 'gateway-admin-token-0123456789', viewerTokens: [VIEWER] }, rooms: [{ id: 'quiet', links: [] }] },
+    });
+    const res = await fetch(`${own.url}/v1/admin/rooms/quiet/live`, { headers: { authorization: `Bearer ${VIEWER}`, accept: 'text/event-stream' } });
+    expect(res.status).toBe(200);
+    const text = res.text();
+    await own.stop();
+    const body = await text;
+    expect(body).toMatch(/^event: snapshot\ndata: \{"events":\[\]/);
+    expect(body).toMatch(/event: close\ndata: \{"code":"SG_ERR_LOG_CLOSED"/);
+  });
+
   it('refuses device tokens, a request without Accept: text/event-stream, and an unknown room', async () => {
     const device = await gw.deviceToken('op2', ['plant']);
     const asDevice = await fetch(`${gw.url}/v1/admin/rooms/plant/live`, { headers: { authorization: `Bearer ${device}`, accept: 'text/event-stream' } });
