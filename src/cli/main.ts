@@ -431,6 +431,17 @@ async function lag(args: string[], options: Values): Promise<number> {
   return 0;
 }
 
+async function audit(args: string[], options: Values): Promise<number> {
+  argsExactly(args, [], 'audit');
+  const api = await adminClient(options);
+  const q = new URLSearchParams({ limit: options.get('limit') ?? '20', ...(options.has('before') ? { before: options.get('before') ?? '' } : {}) });
+  const r = await api.call<{ entries: Array<{ at: number; by: string; action: string; ids: string[]; count: number; done: number }>; next?: string }>('GET', `/v1/admin/audit?${q.toString()}`);
+  const names: Record<string, string> = { 'dead-letters.replay': 'replay', 'dead-letters.drop': 'discard' };
+  const rows = r.entries.map((e) => `${new Date(e.at).toISOString()}\t${e.by}\t${names[e.action] ?? e.action}\t${e.done} of ${e.count}\t${e.ids.join(',')}${e.count > e.ids.length ? ` (+${e.count - e.ids.length})` : ''}`);
+  print(options, r, [...rows, ...(r.next !== undefined ? [`(older: --before ${r.next})`] : [])].join('\n') || 'no replay or discard recorded');
+  return 0;
+}
+
 async function ruleTest(args: string[], options: Values, optionList: readonly string[]): Promise<number> {
   const [filter = '', topic = '', payload = ''] = argsExactly(args, ['FILTER', 'TOPIC', 'PAYLOAD'], 'rule-test');
   const ruleOptions = Object.fromEntries(
@@ -522,6 +533,13 @@ An unknown id is an error (exit 1); an empty queue with --all is "nothing to rep
     options: { ...CLIENT_OPTIONS, room: { type: 'string' } },
     run: trace,
   },
+  audit: {
+    usage: 'audit [--limit N] [--before ID] [--json]',
+    summary: 'who replayed or discarded which dead letters, and when (newest first)',
+    help: `${CLIENT_HELP}\n  --limit N        entries per page (default 20)\n  --before ID      older entries: the id the previous page printed\n${ADMIN_NOTE}`,
+    options: { ...CLIENT_OPTIONS, limit: { type: 'string' }, before: { type: 'string' } },
+    run: audit,
+  },
   lag: { usage: 'lag [--json]', summary: 'delivery lag per adapter and per link, in events and seconds', help: `${CLIENT_HELP}\n${ADMIN_NOTE}`, options: CLIENT_OPTIONS, run: lag },
   'rule-test': {
     usage: "rule-test FILTER TOPIC PAYLOAD [--option NAME=VALUE]... [--adapter NAME] [--json]",
@@ -599,7 +617,7 @@ async function main(argv: readonly string[]): Promise<number> {
     if (Array.isArray(value)) lists.set(key, value.map(String));
     else options.set(key, value === true ? 'true' : String(value));
   }
-  const takesArgs = ['dlq', 'user', 'device', 'room', 'grant', 'revoke', 'send', 'tail', 'timeline', 'trace', 'lag', 'rule-test'].includes(name);
+  const takesArgs = ['dlq', 'user', 'device', 'room', 'grant', 'revoke', 'send', 'tail', 'timeline', 'trace', 'lag', 'rule-test', 'audit'].includes(name);
   if (!takesArgs && parsed.positionals.length > 0) throw usageError(`unexpected argument ${parsed.positionals[0]}`);
   return command.run(parsed.positionals, options, lists);
 }
