@@ -74,8 +74,20 @@ export interface Status {
   readonly replicas?: ReadonlyArray<{ readonly replicaId: string; readonly version: string; readonly configHash: string; readonly startedAt: number; readonly seenAt: number; readonly drift: boolean }>;
 }
 
+export interface LinkLag {
+  readonly room: string;
+  readonly endpoint: string;
+  readonly target: string;
+  readonly events: number;
+  readonly seconds: number;
+  readonly retrying: boolean;
+  readonly deadLetters: number;
+  readonly capped?: boolean;
+}
+
 export interface Lag {
   readonly adapters: Readonly<Record<string, { readonly events: number; readonly seconds: number; readonly retrying: number; readonly deadLetters: number }>>;
+  readonly links?: readonly LinkLag[];
 }
 
 export interface RoomLink {
@@ -157,4 +169,79 @@ export interface RuleResult {
   readonly matched: boolean;
   readonly message?: unknown;
   readonly error?: string;
+}
+
+export interface TimelineEntry {
+  readonly event: LogEvent;
+  readonly deliveries: readonly Delivery[];
+}
+
+/** what `GET /v1/admin/rooms/:room/live` sends */
+export type LiveFrame =
+  | { readonly name: 'snapshot'; readonly data: TimelinePage }
+  | { readonly name: 'entry'; readonly data: TimelineEntry }
+  | { readonly name: 'deliveries'; readonly data: { readonly eventId: string; readonly deliveries: readonly Delivery[] } }
+  | { readonly name: 'heartbeat' | 'close'; readonly data: unknown };
+
+/**
+ * Follows a room's live timeline (server-sent events read with fetch, so the
+ * token stays in the Authorization header). Reconnects after a drop, waiting
+ * longer each time (1 s … 15 s); each connection starts with a snapshot.
+ * Returns a function that stops it.
+ */
+export function followRoom(token: string, room: string, onFrame: (frame: LiveFrame) => void, onError: (message: string | undefined) => void): () => void {
+  const abort = new AbortController();
+  let wait = 1000;
+  const connect = async (): Promise<void> => {
+    try {
+      const res = await fetch(`/v1/admin/rooms/${encodeURIComponent(room)}/live?limit=50`, {
+        headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' },
+        cache: 'no-store',
+        signal: abort.signal,
+      });
+      if (!res.ok || !res.body) {
+        const err = (await res.json().catch(() => ({}))) as { code?: unknown; message?: unknown };
+        throw new ApiError(res.status, typeof err.code === 'string' ? err.code : `HTTP_${res.status}`, typeof err.message === 'string' ? err.message : `HTTP ${res.status}`);
+      }
+      onError(undefined);
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let at: number;
+        while ((at = buffer.indexOf('\n\n')) >= 0) {
+          const block = buffer.slice(0, at);
+          buffer = buffer.slice(at + 2);
+          const name = /^event: (.*)$/m.exec(block)?.[1];
+          const data = /^data: (.*)$/m.exec(block)?.[1];
+          if (name === undefined || data === undefined) continue;
+          wait = 1000;
+          onFrame({ name, data: JSON.parse(data) } as LiveFrame);
+        }
+      }
+    } catch (err) {
+      if (abort.signal.aborted) return;
+      onError(err instanceof ApiError ? `${err.message} (${err.code})` : 'the live timeline was interrupted; reconnecting');
+    }
+    if (abort.signal.aborted) return;
+    setTimeout(() => void connect(), wait);
+    wait = Math.min(wait * 2, 15_000);
+  };
+  void connect();
+  return () => abort.abort();
+}
+
+/** one entry of GET /v1/admin/audit */
+export interface AuditEntry {
+  readonly id: string;
+  readonly at: number;
+  readonly by: string;
+  readonly role: 'admin' | 'viewer';
+  readonly action: 'dead-letters.replay' | 'dead-letters.drop';
+  readonly ids: readonly string[];
+  readonly count: number;
+  readonly done: number;
+  readonly selection?: { readonly all?: boolean; readonly group?: string };
 }

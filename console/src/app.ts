@@ -2,7 +2,8 @@
  * The operator console: Preact + htm, bundled by esbuild (scripts/build-console.mjs).
  * Every body, name and id is rendered as text (Preact escapes it); nothing is
  * ever set as HTML, so chat content cannot run in the page. Pages poll the
- * admin API; navigation is by the URL fragment (#/rooms/plant).
+ * admin API, except a room's timeline, which comes live from its stream;
+ * navigation is by the URL fragment (#/rooms/plant).
  */
 import { render } from 'preact';
 import { html } from 'htm/preact';
@@ -10,8 +11,10 @@ import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
 import {
   ApiError,
   api,
+  followRoom,
   storeToken,
   storedToken,
+  type AuditEntry,
   type DeadLetter,
   type Delivery,
   type Device,
@@ -222,6 +225,26 @@ function Overview({ session }: { session: Session }): Html {
       </tbody>
     </table>
     ${adapters.length === 0 && data ? html`<p class="muted">No adapters are configured.</p>` : null}
+    <h2>Links</h2>
+    <table aria-label="Lag per link">
+      <caption class="muted">Per room and link: the events not delivered there yet and the age of the oldest.</caption>
+      <thead>
+        <tr><th scope="col">Room</th><th scope="col">Adapter</th><th scope="col">Target</th><th scope="col">Lag (events)</th><th scope="col">Lag (seconds)</th><th scope="col">Retrying</th><th scope="col">Dead letters</th></tr>
+      </thead>
+      <tbody>
+        ${(data?.lag.links ?? []).map(
+          (l) => html`<tr>
+            <th scope="row"><a href=${`#/rooms/${encodeURIComponent(l.room)}`}>${l.room}</a></th>
+            <td>${l.endpoint}</td>
+            <td>${l.target}</td>
+            <td>${l.capped === true ? '≥ ' : ''}${l.events}</td>
+            <td>${seconds(l.seconds)}</td>
+            <td>${l.retrying ? html`<${StateBadge} state="retrying" />` : 'no'}</td>
+            <td>${l.deadLetters}</td>
+          </tr>`,
+        )}
+      </tbody>
+    </table>
     <h2>Replicas</h2>
     <table>
       <thead><tr><th scope="col">Replica</th><th scope="col">Version</th><th scope="col">Config hash</th><th scope="col">Started</th><th scope="col">Last seen</th></tr></thead>
@@ -260,10 +283,32 @@ function Rooms({ session }: { session: Session }): Html {
 
 function Timeline({ session, room }: { session: Session; room: string }): Html {
   const path = `/v1/admin/rooms/${encodeURIComponent(room)}/timeline?limit=50`;
-  const { data, error } = usePoll(() => api<TimelinePage>(session.token, 'GET', path), [session.token, room]);
+  // the newest entries come live from the stream (a snapshot, then new events and delivery changes); older pages on demand
+  const [recent, setRecent] = useState<TimelinePage | undefined>(undefined);
+  const [error, setError] = useState<string | undefined>(undefined);
   const [older, setOlder] = useState<TimelinePage['events']>([]);
   const [next, setNext] = useState<string | undefined>(undefined);
   const [olderError, setOlderError] = useState<string | undefined>(undefined);
+  useEffect(() => {
+    setRecent(undefined);
+    return followRoom(
+      session.token,
+      room,
+      (frame) => {
+        if (frame.name === 'snapshot') setRecent(frame.data);
+        else if (frame.name === 'entry') {
+          const entry = frame.data;
+          setRecent((page) => (page ? { ...page, events: [entry, ...page.events.filter((e) => e.event.eventId !== entry.event.eventId)] } : page));
+        } else if (frame.name === 'deliveries') {
+          const { eventId, deliveries } = frame.data;
+          setRecent((page) => (page ? { ...page, events: page.events.map((e) => (e.event.eventId === eventId ? { ...e, deliveries } : e)) } : page));
+          setOlder((list) => list.map((e) => (e.event.eventId === eventId ? { ...e, deliveries } : e)));
+        }
+      },
+      setError,
+    );
+  }, [session.token, room]);
+  const data = recent;
   const cursor = older.length > 0 ? next : data?.next;
   const loadOlder = async () => {
     if (cursor === undefined) return;
@@ -282,7 +327,7 @@ function Timeline({ session, room }: { session: Session; room: string }): Html {
     <p><a href="#/rooms">All rooms</a></p>
     <${ErrorLine} error=${error} />
     <table>
-      <caption class="muted">Newest first; each link's delivery state. Refreshed every 2 s.</caption>
+      <caption class="muted">Newest first; each link's delivery state. Live: new events and delivery changes appear as they happen.</caption>
       <thead><tr><th scope="col">Received</th><th scope="col">From</th><th scope="col">Sender</th><th scope="col">Body</th><th scope="col">Relations</th><th scope="col">Deliveries</th><th scope="col">Trace</th></tr></thead>
       <tbody>
         ${rows.map(
@@ -436,6 +481,33 @@ function DeadLetters({ session }: { session: Session }): Html {
         )}
       </tbody>
     </table>
+    <${AuditTrail} session=${session} />
+  </section>`;
+}
+
+/** Who replayed or discarded what, and when (GET /v1/admin/audit), under Dead letters. */
+function AuditTrail({ session }: { session: Session }): Html {
+  const { data, error } = usePoll(() => api<{ entries: AuditEntry[] }>(session.token, 'GET', '/v1/admin/audit?limit=50'), [session.token]);
+  const names: Record<AuditEntry['action'], string> = { 'dead-letters.replay': 'replay', 'dead-letters.drop': 'discard' };
+  return html`<section aria-labelledby="audit-heading">
+    <h2 id="audit-heading">Audit log</h2>
+    <${ErrorLine} error=${error} />
+    <table aria-label="Audit log">
+      <caption class="muted">Replays and discards, newest first, with who did them (the newest 1,000 are kept).</caption>
+      <thead><tr><th scope="col">When</th><th scope="col">Who</th><th scope="col">Action</th><th scope="col">Dead letters</th><th scope="col">Done</th></tr></thead>
+      <tbody>
+        ${(data?.entries ?? []).map(
+          (e) => html`<tr>
+            <td>${time(e.at)}</td>
+            <td>${e.by}</td>
+            <td>${names[e.action]}</td>
+            <td>${e.selection?.all === true ? `all${e.selection.group !== undefined ? ` of ${e.selection.group}` : ''} (${e.count})` : `${e.ids.join(', ')}${e.count > e.ids.length ? ` and ${e.count - e.ids.length} more` : ''}`}</td>
+            <td>${e.done} of ${e.count}</td>
+          </tr>`,
+        )}
+      </tbody>
+    </table>
+    ${data && data.entries.length === 0 ? html`<p class="muted">No replay or discard yet.</p>` : null}
   </section>`;
 }
 

@@ -446,9 +446,27 @@ async function trace(args: string[], options: Values): Promise<number> {
 async function lag(args: string[], options: Values): Promise<number> {
   argsExactly(args, [], 'lag');
   const api = await adminClient(options);
-  const r = await api.call<{ adapters: Record<string, { events: number; seconds: number; retrying: number; deadLetters: number }> }>('GET', '/v1/admin/lag');
+  const r = await api.call<{
+    adapters: Record<string, { events: number; seconds: number; retrying: number; deadLetters: number }>;
+    links?: Array<{ room: string; endpoint: string; target: string; events: number; seconds: number; retrying: boolean; deadLetters: number; capped?: boolean }>;
+  }>('GET', '/v1/admin/lag');
   const rows = Object.entries(r.adapters).map(([name, l]) => `${name}\t${l.events} events\t${l.seconds.toFixed(1)} s\t${l.retrying} retrying\t${l.deadLetters} dead letters`);
-  print(options, r, rows.join('\n') || 'no adapters');
+  const links = (r.links ?? []).map(
+    (l) => `  ${l.room} → ${l.endpoint} ${l.target}\t${l.capped === true ? '≥' : ''}${l.events} events\t${l.seconds.toFixed(1)} s${l.retrying ? '\tretrying' : ''}\t${l.deadLetters} dead letters`,
+  );
+  const text = [rows.join('\n') || 'no adapters', ...(links.length > 0 ? ['links:', ...links] : [])].join('\n');
+  print(options, r, text);
+  return 0;
+}
+
+async function audit(args: string[], options: Values): Promise<number> {
+  argsExactly(args, [], 'audit');
+  const api = await adminClient(options);
+  const q = new URLSearchParams({ limit: options.get('limit') ?? '20', ...(options.has('before') ? { before: options.get('before') ?? '' } : {}) });
+  const r = await api.call<{ entries: Array<{ at: number; by: string; action: string; ids: string[]; count: number; done: number }>; next?: string }>('GET', `/v1/admin/audit?${q.toString()}`);
+  const names: Record<string, string> = { 'dead-letters.replay': 'replay', 'dead-letters.drop': 'discard' };
+  const rows = r.entries.map((e) => `${new Date(e.at).toISOString()}\t${e.by}\t${names[e.action] ?? e.action}\t${e.done} of ${e.count}\t${e.ids.join(',')}${e.count > e.ids.length ? ` (+${e.count - e.ids.length})` : ''}`);
+  print(options, r, [...rows, ...(r.next !== undefined ? [`(older: --before ${r.next})`] : [])].join('\n') || 'no replay or discard recorded');
   return 0;
 }
 
@@ -550,7 +568,14 @@ An unknown id is an error (exit 1); an empty queue with --all is "nothing to rep
     options: { ...CLIENT_OPTIONS, room: { type: 'string' } },
     run: trace,
   },
-  lag: { usage: 'lag [--json]', summary: 'delivery lag per adapter, in events and seconds', help: `${CLIENT_HELP}\n${ADMIN_NOTE}`, options: CLIENT_OPTIONS, run: lag },
+  audit: {
+    usage: 'audit [--limit N] [--before ID] [--json]',
+    summary: 'who replayed or discarded which dead letters, and when (newest first)',
+    help: `${CLIENT_HELP}\n  --limit N        entries per page (default 20)\n  --before ID      older entries: the id the previous page printed\n${ADMIN_NOTE}`,
+    options: { ...CLIENT_OPTIONS, limit: { type: 'string' }, before: { type: 'string' } },
+    run: audit,
+  },
+  lag: { usage: 'lag [--json]', summary: 'delivery lag per adapter and per link, in events and seconds', help: `${CLIENT_HELP}\n${ADMIN_NOTE}`, options: CLIENT_OPTIONS, run: lag },
   'rule-test': {
     usage: "rule-test FILTER TOPIC PAYLOAD [--option NAME=VALUE]... [--adapter NAME] [--json]",
     summary: 'run an MQTT rule on a sample message: what it would ingest, or why not (exit 1)',
@@ -627,7 +652,7 @@ async function main(argv: readonly string[]): Promise<number> {
     if (Array.isArray(value)) lists.set(key, value.map(String));
     else options.set(key, value === true ? 'true' : String(value));
   }
-  const takesArgs = ['dlq', 'user', 'device', 'room', 'grant', 'revoke', 'send', 'tail', 'timeline', 'trace', 'lag', 'rule-test'].includes(name);
+  const takesArgs = ['dlq', 'user', 'device', 'room', 'grant', 'revoke', 'send', 'tail', 'timeline', 'trace', 'lag', 'rule-test', 'audit'].includes(name);
   if (!takesArgs && parsed.positionals.length > 0) throw usageError(`unexpected argument ${parsed.positionals[0]}`);
   return command.run(parsed.positionals, options, lists);
 }

@@ -145,6 +145,7 @@ export const ENV_OVERRIDES: Readonly<Record<string, readonly string[]>> = {
   SYNCGATE_HTTP_PORT: ['http', 'port'],
   SYNCGATE_ADMIN_TOKEN: ['http', 'adminToken'],
   SYNCGATE_VIEWER_TOKENS: ['http', 'viewerTokens'],
+  SYNCGATE_HTTP_CONSOLE: ['http', 'console'],
   SYNCGATE_LOG_LEVEL: ['log', 'level'],
   SYNCGATE_REPLICA_ID: ['replicaId'],
   SYNCGATE_RETENTION_MAX_AGE_DAYS: ['retention', 'maxAgeDays'],

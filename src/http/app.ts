@@ -25,6 +25,8 @@ import { registerAdminRoutes } from './routes/admin.js';
 import { registerDeadLetterRoutes } from './routes/dead-letters.js';
 import { registerDeviceRoutes } from './routes/device.js';
 import { registerOperatorRoutes } from './routes/operator.js';
+import { registerOperatorLiveRoute } from './routes/operator-live.js';
+import { registerAuditRoutes } from './routes/audit.js';
 import { trackDevicePositions } from './device-lag.js';
 import { registerOpsRoutes } from './routes/ops.js';
 import { registerPartitionRoutes } from './routes/partitions.js';
@@ -202,6 +204,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerAdminRoutes(app, ctx);
   registerDeadLetterRoutes(app, ctx);
   registerOperatorRoutes(app, ctx);
+  registerOperatorLiveRoute(app, ctx);
+  registerAuditRoutes(app, ctx);
   trackDevicePositions(app, log.state);
   registerPartitionRoutes(app, ctx);
   registerDeviceRoutes(app, ctx);

@@ -38,6 +38,7 @@ const OPERATION_IDS: Readonly<Record<string, string>> = {
   'PUT /v1/rooms/{room}/markers': 'putMarker',
   'GET /v1/rooms/{room}/markers': 'getMarkers',
   'GET /v1/stream': 'stream',
+  'GET /v1/admin/rooms/{room}/live': 'followRoomTimeline',
 };
 
 export function operationIdOf(method: string, path: string): string {
@@ -139,6 +140,12 @@ export function refineOpenApi(input: Json): Json {
         responses['101'] = { description: 'WebSocket upgrade (`Connection: Upgrade`, `Upgrade: websocket`): frames as described above' };
         responses['200'] = {
           description: 'Server-Sent Events (`Accept: text/event-stream`): `id` = the cursor after the event, `data` = the event; `ready`, `limited`, `heartbeat`, `telemetry` and `close` are named events',
+          content: { 'text/event-stream': { schema: { type: 'string' } } },
+        };
+      }
+      if (path === '/v1/admin/rooms/{room}/live') {
+        responses['200'] = {
+          description: 'Server-Sent Events: `snapshot`, `entry`, `deliveries`, `heartbeat` and a last `close`, each a named event with JSON `data` (see above)',
           content: { 'text/event-stream': { schema: { type: 'string' } } },
         };
       }

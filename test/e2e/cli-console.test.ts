@@ -59,6 +59,19 @@ describe('syncgate timeline, trace, lag and rule-test', () => {
     expect(unknown.stderr).toMatch(/404 SG_ERR_EVENT_UNKNOWN/);
 
     await waitFor(async () => /^mqtt\t0 events\t0\.0 s\t0 retrying\t0 dead letters$/m.test((await run(['lag'], env)).stdout), { timeoutMs: 30_000, intervalMs: 500, what: 'lag 0' });
+    // and per link
+    const lagText = (await run(['lag'], env)).stdout;
+    expect(lagText).toMatch(/^links:\n {2}plant → mqtt plant\/\+device\/alert\t0 events\t0\.0 s\t0 dead letters$/m);
+    const lagJson = JSON.parse((await run(['lag', '--json'], env)).stdout) as { links: unknown[] };
+    expect(lagJson.links).toEqual([{ room: 'plant', endpoint: 'mqtt', target: 'plant/+device/alert', events: 0, seconds: 0, retrying: false, deadLetters: 0 }]);
+
+    // the audit trail: empty, then the (empty) discard the admin asked for, by whom
+    expect((await run(['audit'], env)).stdout.trim()).toBe('no replay or discard recorded');
+    expect((await gw.admin<{ dropped: number }>('POST', '/v1/admin/dead-letters/drop', { all: true })).body.dropped).toBe(0);
+    const auditText = await run(['audit'], env);
+    expect(auditText.code).toBe(0);
+    expect(auditText.stdout).toMatch(/^\d{4}-\d\d-\d\dT[\d:.]+Z\tadmin\tdiscard\t0 of 0\t$/m);
+    expect(JSON.parse((await run(['audit', '--json'], env)).stdout)).toMatchObject({ entries: [{ by: 'admin', role: 'admin', action: 'dead-letters.drop', count: 0, done: 0, selection: { all: true } }] });
 
     const rule = await run(['rule-test', 'sensors/+device/alert', 'sensors/pump-7/alert', '{"level":"high"}', '--option', 'decode=json', '--option', 'template={{device}}: {{level}}', '--json'], env);
     expect(rule.code).toBe(0);
@@ -71,7 +84,7 @@ describe('syncgate timeline, trace, lag and rule-test', () => {
   }, 120_000);
 
   it('each command has its --help, and the top-level help lists them', async () => {
-    const commands = ['timeline', 'trace', 'lag', 'rule-test'];
+    const commands = ['timeline', 'trace', 'lag', 'rule-test', 'audit'];
     const results = await Promise.all(commands.map(async (c) => ({ c, r: await run([c, '--help'], env) })));
     for (const { c, r } of results) {
       expect({ c, code: r.code }).toEqual({ c, code: 0 });

@@ -7,6 +7,8 @@
  * `retrying`, then under Dead letters; a viewer sees it and cannot replay;
  * ACL fixed, Replay → the subscriber gets it exactly once and the timeline
  * says `delivered`; Trace finds it; a script-injection body runs nothing.
+ * The room page is live: a message sent while it is open appears and changes
+ * state with no reload and no request after the one stream it opened.
  * Screenshots of each page go to .tmp/console-shots (and, with
  * UPDATE_DOCS_SCREENSHOT=1, the room page to docs/console.png).
  */
@@ -50,7 +52,7 @@ beforeAll(async () => {
       rooms: [{ id: 'plant', name: 'Plant', links: [{ endpoint: 'mqtt', target: 'plant/+device/alert', options: { decode: 'text' } }] }],
       adapters: { mqtt: { type: 'mqtt', url: broker.url, clientId: `sg-console-${process.pid}`, reconnect: { minMs: 100, maxMs: 500 } } },
     },
-    // attempts far enough apart for the page (refreshed every 2 s) to show `retrying`
+    // attempts far enough apart for the live page (delivery state re-derived every second) to show `retrying`
     delivery: { maxAttempts: 4, backoffBaseMs: 1500, backoffMaxMs: 3000 },
   });
   await waitFor(async () => (await gw.gateway.status()).adapters['mqtt']?.ready === true, { ...DEADLINE, what: 'the MQTT adapter to connect' });
@@ -113,13 +115,27 @@ describe('the console in chromium', () => {
     // Overview: the adapter, connected
     await page.getByRole('link', { name: 'Overview', exact: true }).click();
     await page.getByRole('row').filter({ hasText: 'mqtt' }).getByText('connected', { exact: true }).waitFor();
+    // lag per link: the room's MQTT link, caught up
+    const linkRow = page.getByRole('table', { name: 'Lag per link' }).getByRole('row').filter({ hasText: 'plant/+device/alert' });
+    await linkRow.waitFor();
+    expect((await linkRow.getByRole('cell').allInnerTexts()).map((t) => t.trim())).toEqual(['mqtt', 'plant/+device/alert', '0', '0.0', 'no', '0']);
     await page.screenshot({ path: join(SHOTS, 'overview.png') });
 
     // delivered; a markup body shown as text, running nothing
     const first = await send('c1', 'pump seven pressure low');
     const xss = '<img src=x onerror="window.__sg_pwned=1">boom';
     await send('c2', xss);
+    // the room page follows the live stream: count what it asks for while it stays open
+    const roomCalls = { timeline: 0, live: 0 };
+    const countRoomCalls = (request: { url(): string }) => {
+      const path = new URL(request.url()).pathname;
+      if (path === '/v1/admin/rooms/plant/timeline') roomCalls.timeline++;
+      if (path === '/v1/admin/rooms/plant/live') roomCalls.live++;
+    };
+    page.on('request', countRoomCalls);
     await openRoom(page);
+    // a mark in the page's window: gone if the page were reloaded
+    await page.evaluate(() => ((globalThis as unknown as { __sg_mark?: number }).__sg_mark = 1));
     await waitForRowState(page, 'pump seven pressure low', 'delivered');
     await page.getByText(xss).waitFor();
     expect(await page.evaluate(() => (globalThis as unknown as { __sg_pwned?: number }).__sg_pwned)).toBeUndefined();
@@ -133,6 +149,10 @@ describe('the console in chromium', () => {
     await page.screenshot({ path: join(SHOTS, 'room-pending.png') });
     await broker.resume();
     await waitForRowState(page, 'boiler two offline', 'delivered');
+    // sent while the page was open, shown and updated without a reload, a poll, or a second request
+    expect(await page.evaluate(() => (globalThis as unknown as { __sg_mark?: number }).__sg_mark)).toBe(1);
+    expect(roomCalls).toEqual({ timeline: 0, live: 1 });
+    page.off('request', countRoomCalls);
 
     // the broker refuses the out topic: retrying with the error, then a dead letter
     await waitFor(async () => (await gw.gateway.status()).adapters['mqtt']?.ready === true, { ...DEADLINE, what: 'the adapter to reconnect' });
@@ -192,6 +212,12 @@ describe('the console in chromium', () => {
     await broker.setAcl(OPEN_ACL);
     await deadRow.getByRole('button', { name: 'Replay' }).click();
     await page.getByRole('status').filter({ hasText: 'Replayed 1 of 1' }).waitFor();
+    // the audit log under Dead letters: the discard and the replay, by the admin
+    const auditRows = page.getByRole('table', { name: 'Audit log' }).getByRole('row');
+    await auditRows.filter({ hasText: 'replay' }).waitFor();
+    const auditText = (await auditRows.allInnerTexts()).slice(1).map((t) => t.replace(/\s+/g, ' ').trim());
+    expect(auditText).toEqual([expect.stringMatching(/ admin replay \d+:\d+-\d+ 1 of 1$/), expect.stringMatching(/ admin discard \d+:\d+-\d+ 1 of 1$/)]);
+    await page.screenshot({ path: join(SHOTS, 'dead-letters-audit.png') });
     await waitFor(() => received.some((p) => p.includes('valve four stuck')), { ...DEADLINE, what: 'the subscriber to get the replayed message' });
     await send('c5', 'all clear');
     await waitFor(() => received.some((p) => p.includes('all clear')), { ...DEADLINE, what: 'the message sent after the replay' });

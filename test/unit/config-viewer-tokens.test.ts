@@ -18,6 +18,16 @@ describe('http.viewerTokens and http.console', () => {
     expect(resolveConfig({ http: { console: false } }).http.console).toBe(false);
   });
 
+  it('SYNCGATE_HTTP_CONSOLE turns the console off or on (what the Helm chart sets from http.console)', async () => {
+    expect((await loadConfig({ env: { SYNCGATE_HTTP_CONSOLE: 'false' } })).http.console).toBe(false);
+    expect((await loadConfig({ env: { SYNCGATE_HTTP_CONSOLE: 'true' } })).http.console).toBe(true);
+    const err = await loadConfig({ env: { SYNCGATE_HTTP_CONSOLE: 'maybe' } }).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
+    expect(err?.message).toMatch(/\/http\/console/);
+  });
+
   it('reads them from SYNCGATE_VIEWER_TOKENS and from SYNCGATE_VIEWER_TOKENS_FILE', async () => {
     expect((await loadConfig({ env: { SYNCGATE_VIEWER_TOKENS: 'viewer-one-0123456789, viewer-two-0123456789' } })).http.viewerTokens).toEqual(['viewer-one-0123456789', 'viewer-two-0123456789']);
     const dir = await mkdtemp(join(tmpdir(), 'sg-viewers-'));

@@ -7,7 +7,7 @@ import { Ajv } from 'ajv';
 import type { ErrorObject, ValidateFunction } from 'ajv';
 import { parse } from 'yaml';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ENV_OVERRIDES } from '../../src/config/index.js';
+import { ConfigSchema, ENV_OVERRIDES, resolveConfig } from '../../src/config/index.js';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 const chartDir = join(repoRoot, 'helm', 'syncgate');
@@ -91,6 +91,10 @@ describe('helm chart values', () => {
       '/containerSecurityContext',
     ],
     ['a secret typo', (v) => { setPath(v, 'secrets.adminTokn', 'x'); }, '/secrets'],
+    ['a viewer token shorter than the gateway accepts', (v) => { setPath(v, 'secrets.viewerTokens', ['short']); }, '/secrets/viewerTokens/0'],
+    ['a comma inside one viewer token', (v) => { setPath(v, 'secrets.viewerTokens', ['viewer-one-0123456789,viewer-two-0123456789']); }, '/secrets/viewerTokens/0'],
+    ['http.console as a string', (v) => { setPath(v, 'http.console', 'false'); }, '/http/console'],
+    ['a typo in the http settings', (v) => { setPath(v, 'http.consle', false); }, '/http'],
     ['a Redis URL without scheme', (v) => { setPath(v, 'secrets.redisUrl', 'redis-master:6379'); }, '/secrets/redisUrl'],
     ['a cluster seed without a port', (v) => { setPath(v, 'redis.clusterNodes', ['redis-cluster-0']); }, '/redis/clusterNodes/0'],
     ['a comma inside one cluster seed', (v) => { setPath(v, 'redis.clusterNodes', ['a:6379,b:6379']); }, '/redis/clusterNodes/0'],
@@ -324,6 +328,28 @@ describe('helm chart guards (fail / required) against the default values', () =>
     const helpers = loadTemplates().get('_helpers.tpl') ?? '';
     expect(helpers).toMatch(/^SYNCGATE_REDIS_SENTINEL_PASSWORD: \{\{ \.Values\.secrets\.redisSentinelPassword \| quote \}\}$/m);
     for (const name of ['SYNCGATE_REDIS_CLUSTER_NODES', 'SYNCGATE_REDIS_SENTINEL_NODES', 'SYNCGATE_REDIS_SENTINEL_NAME', 'SYNCGATE_REDIS_SENTINEL_PASSWORD']) expect(Object.keys(ENV_OVERRIDES)).toContain(name);
+  });
+});
+
+describe('helm chart: viewer tokens and the console', () => {
+  it('passes secrets.viewerTokens through the Secret as SYNCGATE_VIEWER_TOKENS (comma separated) and http.console as SYNCGATE_HTTP_CONSOLE', () => {
+    const helpers = loadTemplates().get('_helpers.tpl') ?? '';
+    expect(helpers).toMatch(/^SYNCGATE_VIEWER_TOKENS: \{\{ join "," \.Values\.secrets\.viewerTokens \| quote \}\}$/m);
+    // an empty list joins to "", which the Secret template leaves out
+    expect(loadTemplates().get('secret.yaml') ?? '').toMatch(/\{\{- if \$value \}\}/);
+    const deployment = loadTemplates().get('deployment.yaml') ?? '';
+    expect(deployment).toMatch(/- name: SYNCGATE_HTTP_CONSOLE\s+value: \{\{ \.Values\.http\.console \| quote \}\}/);
+    for (const name of ['SYNCGATE_VIEWER_TOKENS', 'SYNCGATE_HTTP_CONSOLE']) expect(Object.keys(ENV_OVERRIDES)).toContain(name);
+  });
+
+  it('defaults agree with the gateway: no viewer tokens, the console served; the tokens meet the gateway length rule', () => {
+    const values = loadValues();
+    const defaults = resolveConfig({});
+    expect(get(values, 'secrets.viewerTokens')).toEqual(defaults.http.viewerTokens);
+    expect(get(values, 'http.console')).toBe(defaults.http.console);
+    const schema = JSON.parse(readText(join(chartDir, 'values.schema.json'))) as { properties: { secrets: { properties: { viewerTokens: { items: { minLength: number } } } } } };
+    const tokenLength = ConfigSchema.properties.http.properties.viewerTokens.items.minLength;
+    expect(schema.properties.secrets.properties.viewerTokens.items.minLength).toBe(tokenLength);
   });
 });
 

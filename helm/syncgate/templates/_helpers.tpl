@@ -130,6 +130,7 @@ SYNCGATE_MATRIX_HS_TOKEN: {{ .Values.secrets.matrixHsToken | quote }}
 SYNCGATE_MATRIX_ACCESS_TOKEN: {{ .Values.secrets.matrixAccessToken | quote }}
 SYNCGATE_ADAPTER_MATRIX_ENCRYPTION_STORE_SECRET: {{ .Values.secrets.matrixEncryptionStoreSecret | quote }}
 SYNCGATE_MQTT_PASSWORD: {{ .Values.secrets.mqttPassword | quote }}
+SYNCGATE_VIEWER_TOKENS: {{ join "," .Values.secrets.viewerTokens | quote }}
 {{- end -}}
 
 {{/*

@@ -8,6 +8,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { SyncgateError } from '../../core/errors.js';
 import { adminAuth, adminOf } from '../auth.js';
 import { DISCARDED_NS, discardedKey } from './operator.js';
+import { recordAudit } from './audit.js';
 import type { HttpContext } from '../context.js';
 import { errors } from '../schemas.js';
 
@@ -111,6 +112,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, ctx: HttpContext)
       const { ids, requested } = await select(request.body);
       const replayed = await delivery.replayDead(ids);
       request.log.info({ audit: 'dead-letters.replay', by: adminOf(request).name, ids, replayed }, 'operator replayed dead letters');
+      await recordAudit(ctx.log.state, { who: adminOf(request), action: 'dead-letters.replay', ids: request.body.ids ?? ids, done: replayed, selection: selectionOf(request.body) });
       return { replayed, requested };
     },
   );
@@ -137,12 +139,18 @@ export function registerDeadLetterRoutes(app: FastifyInstance, ctx: HttpContext)
         chosen.map((d) => ctx.log.state.set(DISCARDED_NS, discardedKey(d.room, d.eventId, d.group.replace(/^out:/, '')), JSON.stringify({ at: Date.now(), by }))),
       );
       request.log.info({ audit: 'dead-letters.drop', by, ids, dropped }, 'operator discarded dead letters');
+      await recordAudit(ctx.log.state, { who: adminOf(request), action: 'dead-letters.drop', ids: request.body.ids ?? ids, done: dropped, selection: selectionOf(request.body) });
       return { dropped, requested };
     },
   );
 }
 
 type DeadLetterRecord = Static<typeof DeadLetter>;
+
+/** what the audit trail keeps of a selection made by filter rather than by ids */
+function selectionOf(body: Static<typeof Selection>): { all?: boolean; group?: string } {
+  return { ...(body.all !== undefined ? { all: body.all } : {}), ...(body.group !== undefined ? { group: body.group } : {}) };
+}
 
 const partitionOf = (id: string): number => Number(id.slice(0, id.indexOf(':')));
 

@@ -63,6 +63,79 @@ const Lag = Type.Object({
   deadLetters: Type.Integer(),
 });
 
+const LinkLag = Type.Object({
+  room: Type.String(),
+  endpoint: Type.String(),
+  target: Type.String(),
+  events: Type.Integer({ description: "the room's newest events not delivered on this link yet (pending or retrying), up to LINK_LAG_SCAN" }),
+  seconds: Type.Number({ description: 'age of the oldest of them (0 when none)' }),
+  retrying: Type.Boolean({ description: "the link's head event is being retried" }),
+  deadLetters: Type.Integer({ description: "dead letters of this room on this link's adapter" }),
+  capped: Type.Optional(Type.Boolean({ description: 'more than LINK_LAG_SCAN events were looked at: `events` is a lower bound' })),
+});
+export type LinkLagView = Static<typeof LinkLag>;
+
+/** events looked at per room for the lag of its links */
+export const LINK_LAG_SCAN = 1000;
+/** the first page is short: caught up, its newest event settles every link */
+const LINK_LAG_PAGES = [10, 100] as const;
+
+/**
+ * The delivery lag of each of a room's links. A link delivers its room in log
+ * order, so the events not delivered yet are the newest ones: walk back from
+ * the newest until each link meets an event it settled (delivered, or moved
+ * past: dead-lettered or discarded); events that came from the link itself do
+ * not count. Caught up, that is one short page.
+ */
+export async function linkLag(log: EventLog, room: string, links: readonly RoomLink[], deadLetters: readonly DeadLetter[], now = Date.now()): Promise<LinkLagView[]> {
+  const rows = links.map((link) => ({
+    link,
+    done: false,
+    events: 0,
+    oldest: undefined as number | undefined,
+    retrying: false,
+    deadLetters: deadLetters.filter((d) => d.room === room && d.group === `out:${link.endpoint}`).length,
+  }));
+  let from: string | undefined;
+  let scanned = 0;
+  while (rows.some((r) => !r.done) && scanned < LINK_LAG_SCAN) {
+    const page = await log.roomHistory(room, { dir: 'b', limit: Math.min(scanned === 0 ? LINK_LAG_PAGES[0] : LINK_LAG_PAGES[1], LINK_LAG_SCAN - scanned), ...(from !== undefined ? { from } : {}) });
+    if (page.events.length === 0) {
+      // the start of the room: nothing older is waiting
+      for (const r of rows) r.done = true;
+      break;
+    }
+    const states = await deliveryStates(log, room, links, page.events);
+    page.events.forEach((event, i) => {
+      rows.forEach((row, j) => {
+        if (row.done) return;
+        const state = states[i]?.[j]?.state;
+        if (state === 'pending' || state === 'retrying') {
+          row.events++;
+          row.oldest = event.ts.received;
+          if (state === 'retrying') row.retrying = true;
+        } else if (state !== 'origin') row.done = true;
+      });
+    });
+    scanned += page.events.length;
+    if (page.next === undefined) {
+      for (const r of rows) r.done = true;
+      break;
+    }
+    from = page.next;
+  }
+  return rows.map((r) => ({
+    room,
+    endpoint: r.link.endpoint,
+    target: r.link.target,
+    events: r.events,
+    seconds: r.oldest === undefined ? 0 : Math.max(0, (now - r.oldest) / 1000),
+    retrying: r.retrying,
+    deadLetters: r.deadLetters,
+    ...(r.done ? {} : { capped: true }),
+  }));
+}
+
 const RuleTestBody = Type.Object(
   {
     filter: Type.String({ minLength: 1, maxLength: 1024, description: 'the link target: an MQTT topic filter, with +name captures' }),
@@ -232,13 +305,15 @@ export function registerOperatorRoutes(app: FastifyInstance, ctx: HttpContext): 
       schema: {
         tags,
         security,
-        summary: 'Delivery lag per adapter, in events and in seconds, with its retrying rooms and dead letters',
-        response: { 200: Type.Object({ adapters: Type.Record(Type.String(), Lag) }), ...adminErrors() },
+        summary: 'Delivery lag per adapter and per link, in events and in seconds, with retrying rooms and dead letters',
+        description: `\`adapters\`: the adapter's feed (entries not acknowledged). \`links\`: per room and link, the newest events not delivered there yet (up to ${LINK_LAG_SCAN} per room) and the age of the oldest.`,
+        response: { 200: Type.Object({ adapters: Type.Record(Type.String(), Lag), links: Type.Array(LinkLag) }), ...adminErrors() },
       },
     },
     async () => {
       const names = new Set<string>();
-      for (const spec of await log.rooms.list()) for (const link of spec.links) if (link.endpoint !== 'api') names.add(link.endpoint);
+      const specs = await log.rooms.list();
+      for (const spec of specs) for (const link of spec.links) if (link.endpoint !== 'api') names.add(link.endpoint);
       const status = ctx.status ? await ctx.status() : undefined;
       for (const name of Object.keys(status?.adapters ?? {})) names.add(name);
       const [retries, dead] = await Promise.all([log.delivery.retries(), log.delivery.listDead(100_000)]);
@@ -253,7 +328,12 @@ export function registerOperatorRoutes(app: FastifyInstance, ctx: HttpContext): 
           deadLetters: dead.filter((d) => d.group === `out:${name}`).length,
         };
       }
-      return { adapters };
+      const links: LinkLagView[] = [];
+      for (const spec of specs) {
+        const own = spec.links.filter((l) => l.endpoint !== 'api');
+        if (own.length > 0) links.push(...(await linkLag(log, spec.id, own, dead, now)));
+      }
+      return { adapters, links };
     },
   );
 

@@ -62,6 +62,10 @@ describe('OpenAPI document', () => {
     const stream = doc.paths['/v1/stream']?.['get']?.responses ?? {};
     expect(stream['101']).toBeDefined();
     expect(Object.keys(stream['200']?.content ?? {})).toEqual(['text/event-stream']);
+    // the console's live room timeline: SSE, admin or viewer token
+    const live = doc.paths['/v1/admin/rooms/{room}/live']?.['get'];
+    expect(Object.keys(live?.responses?.['200']?.content ?? {})).toEqual(['text/event-stream']);
+    expect(Object.keys(live?.responses ?? {})).toEqual(expect.arrayContaining(['401', '403', '404']));
     const metrics = doc.paths['/metrics']?.['get']?.responses?.['200']?.content ?? {};
     expect(Object.keys(metrics)[0]).toMatch(/^text\/plain/);
     const send = doc.paths['/v1/rooms/{room}/send/{txnId}']?.['put'];

@@ -196,6 +196,21 @@ describe('operator API', () => {
     expect(await mqttState('valve seven stuck')).toMatchObject({ state: 'discarded', error: 'discarded by admin' });
     expect((await list('')).total).toBe(0);
 
+    // the audit trail: who did what, kept in the log's state, readable by a viewer; refused calls are not in it
+    const audit = await call<{ entries: Array<{ id: string; at: number; by: string; role: string; action: string; ids: string[]; count: number; done: number }> }>(VIEWER, 'GET', '/v1/admin/audit');
+    expect(audit.status).toBe(200);
+    expect(audit.body.entries.map((e) => [e.action, e.by, e.role, e.ids, e.done])).toEqual([
+      ['dead-letters.replay', 'admin', 'admin', [four], 0],
+      ['dead-letters.replay', 'admin', 'admin', [six, four, five], 3],
+      ['dead-letters.drop', 'admin', 'admin', [seven], 1],
+    ]);
+    for (const e of audit.body.entries) expect(e.at).toBeGreaterThan(Date.now() - 600_000);
+    const page = await call<{ entries: Array<{ id: string }>; next?: string }>(VIEWER, 'GET', '/v1/admin/audit?limit=2');
+    expect(page.body.entries).toHaveLength(2);
+    const rest = await call<{ entries: Array<{ action: string }> }>(VIEWER, 'GET', `/v1/admin/audit?before=${page.body.next ?? ''}`);
+    expect(rest.body.entries.map((e) => e.action)).toEqual(['dead-letters.drop']);
+    expect((await call<{ entries: unknown[] }>(VIEWER, 'GET', '/v1/admin/audit?action=dead-letters.drop')).body.entries).toHaveLength(1);
+
     // trace: by event id and by idempotency key, with the delivery and its time
     const trace = await gw.admin<{ room: string; eventId: string; idempotencyKey: string; deliveries: Delivery[] }>('GET', `/v1/admin/trace/${first}`);
     expect(trace.status).toBe(200);
