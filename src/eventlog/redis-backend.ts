@@ -418,7 +418,7 @@ export class RedisBackend implements LogBackend {
   private readonly options: RedisBackendOptions;
   /** why the main connection last failed, for a startup error that names the cause */
   private lastConnectionError: string | undefined;
-  /** appends waiting for their batch, per queue (a partition on a cluster, else one queue: 0) */
+  /** appends waiting for their batch, per queue (a key group on a cluster, else one queue: 0) */
   private readonly pending = new Map<number, Array<{ request: AppendRequest; resolve: (o: AppendOutcome) => void; reject: (err: unknown) => void }>>();
   /** batches on their way to Redis, per queue */
   private readonly sending = new Map<number, number>();
@@ -602,8 +602,9 @@ export class RedisBackend implements LogBackend {
    * events). On one Redis or Sentinel a batch takes the appends of every
    * partition: concurrent producers mostly write to different partitions,
    * and one call per partition paid the script's fixed cost for ~1.2 events
-   * (issue 19, point 4). On a cluster a batch holds one partition (its keys
-   * share one hash slot). An idle batch queue sends as soon as the current
+   * (issue 19, point 4). On a cluster a batch holds one key group: with
+   * layout 2 the partitions p ≡ g mod 18 (their keys share one hash slot),
+   * with layout 1 one partition. An idle batch queue sends as soon as the current
    * tick's appends joined, so a lone append is not delayed; while a batch of
    * the queue is on its way, new appends gather for a whole event-loop turn
    * first, so under load the batches grow by themselves. Batches go out in
@@ -612,7 +613,7 @@ export class RedisBackend implements LogBackend {
   append(request: AppendRequest): Promise<AppendOutcome> {
     this.closedCheck();
     return new Promise((resolve, reject) => {
-      const q = this.options.cluster ? request.partition : 0;
+      const q = this.options.cluster ? this.keys.groupOf(request.partition) : 0;
       let batch = this.pending.get(q);
       if (!batch) {
         batch = [];
@@ -625,7 +626,7 @@ export class RedisBackend implements LogBackend {
     });
   }
 
-  /** Sends the pending batch of queue `q` (a partition on a cluster, 0 for all on one Redis). */
+  /** Sends the pending batch of queue `q` (a key group on a cluster, 0 for all on one Redis). */
   private flushAppends(q: number): void {
     const batch = this.pending.get(q);
     if (!batch) return;

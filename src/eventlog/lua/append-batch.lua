@@ -2,7 +2,8 @@
 -- one Redis (not a cluster), of several: one script call per batch instead of one per partition is
 -- what keeps the log close to raw XADD when concurrent producers write to different partitions (a
 -- call's fixed cost, ~20 µs of Redis time, was paid for 1.2 events on average; issue 19, point 4).
--- On a cluster a batch holds one partition, whose keys share its hash tag: atomic there too.
+-- On a cluster a batch holds one key group (keys.ts: with layout 2 the partitions p ≡ g mod 18, whose
+-- keys share one hash slot; with layout 1 one partition): atomic there too.
 -- KEYS: per partition q of the batch (1-based, P of them) four keys at 4(q-1)+1 …: its feed, id map
 --       (current bucket), id map (previous bucket), trim marks (stream key -> last removed id);
 --       then per room r of the batch: 4P+2r-1 its timeline, 4P+2r its meta
