@@ -94,31 +94,70 @@ async function kill9(p: CliProcess): Promise<void> {
   await waitForExit(p.proc as ChildProcess);
 }
 
+/** One test's gateway: its own bridge account (so its own OMEMO device) and key prefix; both replicas share them. */
+async function configure(localpart: string): Promise<string> {
+  configFile = join(dir, `${localpart}.yaml`);
+  await writeFile(
+    configFile,
+    stringify({
+      partitions: 2,
+      shutdownGraceMs: 1000,
+      // the connection lease: short, so the takeover comes soon after the kill
+      delivery: { leaseMs: LEASE_MS },
+      adapters: { xmpp: { type: 'xmpp', service: server.service, jid: `${localpart}@${server.domain}`, password: 'bridge-secret', reconnect: { minMs: 100, maxMs: 1000 } } },
+      rooms: [{ id: 'dm', links: [{ endpoint: 'xmpp', target: `alice@${server.domain}`, options: { type: 'chat' } }] }],
+    }),
+  );
+  base = { SYNCGATE_HTTP_HOST: LOOPBACK, SYNCGATE_ADMIN_TOKEN: ADMIN, SYNCGATE_REDIS_URL: inject('redisUrl'), SYNCGATE_REDIS_PREFIX: testPrefix(`omemo-lease-${localpart}`) };
+  return `${localpart}@${server.domain}`;
+}
+
+/** A user of our own API granted the room; returns its token and a reader of the room's bodies (`syncgate tail` over HTTP). */
+async function apiReader(r: Replica): Promise<{ token: string; bodies: () => Promise<string[]> }> {
+  for (const args of [['user', 'add', 'op'], ['grant', 'op', 'dm']]) expect((await finished(args, r.env)).code).toBe(0);
+  const added = await finished(['device', 'add', 'op', '--json'], r.env);
+  expect(added.code).toBe(0);
+  const { token } = JSON.parse(added.stdout) as { token: string };
+  const bodies = (): Promise<string[]> => finishedBodies(r, token);
+  return { token, bodies };
+}
+
+/** Sends `body` to the room over HTTP through replica `r`; resolves once the contact's client decrypted it (never in clear). */
+async function answerDecrypted(r: Replica, token: string, deviceId: number, label: string): Promise<void> {
+  const mark = peer.events.length;
+  const answer = `${label} ${randomUUID()}`;
+  const res = await fetch(`${r.env['SYNCGATE_URL']}/v1/rooms/dm/send/${randomUUID()}`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ kind: 'message', content: { body: answer } }),
+  });
+  expect(res.status).toBe(200);
+  const isAnswer = (e: PeerEvent, i: number): boolean => i >= mark && e.event === 'message' && String(e['body']).includes(answer);
+  const failed = (e: PeerEvent, i: number): boolean => i >= mark && e.event === 'undecryptable';
+  const got = await peer.waitFor((e, i) => isAnswer(e, i) || failed(e, i), `${label} at alice, decrypted`, DEADLINE_MS);
+  expect(got.event, JSON.stringify(got)).toBe('message');
+  expect(got['encrypted']).toBe(true);
+  expect(got['senderDevice']).toBe(deviceId);
+  expect(peer.events.filter((e, i) => isAnswer(e, i))).toHaveLength(1);
+}
+
+/** The room's bodies read through replica `r`'s HTTP API. */
+async function finishedBodies(r: Replica, token: string): Promise<string[]> {
+  const out = await finished(['tail', 'dm', '--once', '--json', '--token', token], r.env);
+  expect(out.code, out.stderr).toBe(0);
+  return out.stdout
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => (JSON.parse(l) as { content?: { body?: string } }).content?.body ?? '');
+}
+
 describe('the XMPP bridge as an OMEMO device across a lease takeover', () => {
   beforeAll(async () => {
     server = await startProsody();
-    await Promise.all([server.createUser('bridge', 'bridge-secret'), server.createUser('alice', 'alice-secret')]);
+    await Promise.all([server.createUser('bridge', 'bridge-secret'), server.createUser('bridge2', 'bridge-secret'), server.createUser('alice', 'alice-secret')]);
     peer = await OmemoPeer.start(server, { localpart: 'alice', password: 'alice-secret' });
     dir = await mkdtemp(join(tmpdir(), 'sg-omemo-lease-'));
-    configFile = join(dir, 'config.yaml');
-    await writeFile(
-      configFile,
-      stringify({
-        partitions: 2,
-        shutdownGraceMs: 1000,
-        // the connection lease: short, so the takeover comes soon after the kill
-        delivery: { leaseMs: LEASE_MS },
-        adapters: { xmpp: { type: 'xmpp', service: server.service, jid: `bridge@${server.domain}`, password: 'bridge-secret', reconnect: { minMs: 100, maxMs: 1000 } } },
-        rooms: [{ id: 'dm', links: [{ endpoint: 'xmpp', target: `alice@${server.domain}`, options: { type: 'chat' } }] }],
-      }),
-    );
     await writeFile(join(dir, 'secret'), 'the-omemo-store-secret-0123456789\n', { mode: 0o600 });
-    base = {
-      SYNCGATE_HTTP_HOST: LOOPBACK,
-      SYNCGATE_ADMIN_TOKEN: ADMIN,
-      SYNCGATE_REDIS_URL: inject('redisUrl'),
-      SYNCGATE_REDIS_PREFIX: testPrefix('omemo-lease'),
-    };
   }, 120_000);
 
   afterAll(async () => {
@@ -127,6 +166,7 @@ describe('the XMPP bridge as an OMEMO device across a lease takeover', () => {
   });
 
   it('A is killed (-9) while holding the lease; B takes it over as the same device, bridges what was sent meanwhile once and in order, and answers encrypted', async () => {
+    const bridge = await configure('bridge');
     const a = await serve();
     const first = await holder(a, 'replica A holding the XMPP adapter with its OMEMO device');
     const b = await serve();
@@ -136,31 +176,20 @@ describe('the XMPP bridge as an OMEMO device across a lease takeover', () => {
     expect(standby.text).not.toMatch(/^xmpp \(xmpp\): active/m);
 
     // A device of our own API, to read and write the room as any HTTP client would (through B).
-    for (const args of [['user', 'add', 'op'], ['grant', 'op', 'dm']]) expect((await finished(args, b.env)).code).toBe(0);
-    const added = await finished(['device', 'add', 'op', '--json'], b.env);
-    expect(added.code).toBe(0);
-    const { token } = JSON.parse(added.stdout) as { token: string };
-    const bodies = async (): Promise<string[]> => {
-      const r = await finished(['tail', 'dm', '--once', '--json', '--token', token], b.env);
-      expect(r.code).toBe(0);
-      return r.stdout
-        .split('\n')
-        .filter((l) => l.trim() !== '')
-        .map((l) => (JSON.parse(l) as { content?: { body?: string } }).content?.body ?? '');
-    };
+    const { token, bodies } = await apiReader(b);
 
-    await peer.sendEncrypted(`bridge@${server.domain}`, 'before the takeover');
+    await peer.sendEncrypted(bridge, 'before the takeover');
     await waitFor(async () => (await bodies()).includes('before the takeover'), { timeoutMs: DEADLINE_MS, what: 'the first message bridged by A' });
 
     // kill -9 A while it holds the lease; five encrypted messages while nobody holds it.
     await kill9(a.p);
     const texts = ['one', 'two', 'three', 'four', 'five'].map((t) => `during the takeover: ${t}`);
-    for (const text of texts) await peer.sendEncrypted(`bridge@${server.domain}`, text);
+    for (const text of texts) await peer.sendEncrypted(bridge, text);
 
     // B takes the lease over once A's expires: the same device, not a new one.
     const second = await holder(b, 'replica B taking the XMPP adapter over');
     expect(second).toEqual(first);
-    const seen = await peer.devices(`bridge@${server.domain}`);
+    const seen = await peer.devices(bridge);
     expect(seen.ids).toEqual([first.deviceId]);
     expect(seen.keys[String(first.deviceId)]).toBe(first.fingerprint.replaceAll(' ', ''));
 
@@ -172,20 +201,54 @@ describe('the XMPP bridge as an OMEMO device across a lease takeover', () => {
     expect(all.join('\n')).not.toMatch(/could not be read|OMEMO encrypted message/);
 
     // B answers: the contact's client decrypts it (an encrypted conversation gets nothing in clear).
-    const mark = peer.events.length;
-    const answer = `answer from B ${randomUUID()}`;
-    const res = await fetch(`${b.env['SYNCGATE_URL']}/v1/rooms/dm/send/${randomUUID()}`, {
-      method: 'PUT',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ kind: 'message', content: { body: answer } }),
-    });
-    expect(res.status).toBe(200);
-    const isAnswer = (e: PeerEvent, i: number): boolean => i >= mark && e.event === 'message' && String(e['body']).includes(answer);
-    const got = await peer.waitFor(isAnswer, 'the answer from B at alice, decrypted', DEADLINE_MS);
-    expect(got['encrypted']).toBe(true);
-    expect(got['senderDevice']).toBe(first.deviceId);
-    expect(peer.events.filter((e, i) => isAnswer(e, i))).toHaveLength(1);
-    expect(peer.events.slice(mark).some((e) => e.event === 'undecryptable')).toBe(false);
+    await answerDecrypted(b, token, first.deviceId, 'answer from B');
     await kill9(b.p);
   }, 360_000);
+  it('A, paused past its lease, loses it to B, which answers and advances the sessions; B dies; A takes the lease back as the same device and reads and answers with the sessions as B left them', async () => {
+    const bridge = await configure('bridge2');
+    const a = await serve();
+    const first = await holder(a, 'replica A holding the XMPP adapter with its OMEMO device');
+    const b = await serve();
+    const { token, bodies } = await apiReader(b);
+    const sent: string[] = [];
+    const say = async (text: string): Promise<void> => {
+      await peer.sendEncrypted(bridge, text);
+      sent.push(text);
+    };
+    await say('to A');
+    await waitFor(async () => (await bodies()).includes('to A'), { timeoutMs: DEADLINE_MS, what: 'the first message bridged by A' });
+    await answerDecrypted(a, token, first.deviceId, 'answer from A');
+
+    // A is paused past its lease: B takes over, reads, answers (the ratchets move on in Redis, not in A's memory).
+    a.p.proc.kill('SIGSTOP');
+    try {
+      expect(await holder(b, 'replica B taking the XMPP adapter over')).toEqual(first);
+      await say('to B: one');
+      await waitFor(async () => (await bodies()).includes('to B: one'), { timeoutMs: DEADLINE_MS, what: 'a message bridged by B' });
+      await answerDecrypted(b, token, first.deviceId, 'answer from B');
+      await say('to B: two');
+      await waitFor(async () => (await bodies()).includes('to B: two'), { timeoutMs: DEADLINE_MS, what: 'a second message bridged by B' });
+
+      // B dies holding the lease; A wakes up at once (B's lease still runs), gives up, and wins the lease back once it expires.
+      await kill9(b.p);
+    } finally {
+      a.p.proc.kill('SIGCONT');
+    }
+    // The contact writes during the handover (whoever holds the lease then, A reads it: live or from the archive).
+    await say('during the handover: one');
+    await say('during the handover: two');
+    // A holds the lease again: after noticing it lost it and winning it back, or (B's lease run out before A's next
+    // check) without ever noticing that B held it meanwhile. Either way, the same device with B's sessions.
+    expect(await holder(a, 'replica A holding the XMPP adapter again')).toEqual(first);
+    expect((await peer.devices(bridge)).ids).toEqual([first.deviceId]);
+
+    await say('back to A');
+    const read = () => finishedBodies(a, token);
+    await waitFor(async () => { const got = await read(); return sent.every((x) => got.includes(x)); }, { timeoutMs: DEADLINE_MS, what: 'every message bridged, the last ones by A after it took the lease back' });
+    const all = await read();
+    expect(all.filter((x) => sent.includes(x))).toEqual(sent);
+    expect(all.join('\n')).not.toMatch(/could not be read|OMEMO encrypted message/);
+    await answerDecrypted(a, token, first.deviceId, 'answer from A again');
+    await kill9(a.p);
+  }, 480_000);
 });
