@@ -12,7 +12,8 @@
  * again from the old state (the append is idempotent); one after it finds the
  * position behind and the message key used, which omemo.ts reads as a
  * message already bridged. An encryption commits before the stanza is sent,
- * so a message key is never used twice.
+ * so a message key is never used twice. Each operation reads afresh from the
+ * sealed store (`OmemoDevice.lock`): another replica may have held the lease.
  */
 import type { SealedStore } from '../../src/core/ports.js';
 import type { XmppAdapterConfig } from './config.js';
@@ -131,6 +132,11 @@ export class OmemoStore implements StorageType {
   discard(): void {
     this.pending.clear();
     this.usedPreKeys = [];
+  }
+
+  /** Forgets what was read (not what is staged): the next reads come from the sealed store. */
+  forgetReads(): void {
+    this.cache.clear();
   }
 
   get dirty(): boolean {
@@ -316,11 +322,33 @@ export class OmemoDevice {
     this.tail = before.then(() => next);
     await before;
     let released = false;
-    return () => {
+    const done = (): void => {
       if (released) return;
       released = true;
       release();
     };
+    try {
+      await this.reread();
+    } catch (err) {
+      done();
+      throw err;
+    }
+    return done;
+  }
+
+  /**
+   * Every operation starts from the sealed store, not from what this process read
+   * before: another replica may have held the connection lease meanwhile (this one
+   * paused past its lease, or resumed before noticing) and moved the ratchets, used
+   * pre-keys or rotated the signed pre-key. A stale session decrypts nothing (Bad MAC)
+   * and would encrypt with message keys already used.
+   */
+  private async reread(): Promise<void> {
+    if (this.store.dirty) return;
+    this.store.forgetReads();
+    if (this.store.own === undefined) return;
+    const own = await this.store.loadOwn();
+    if (own !== undefined && own.deviceId === this.own.deviceId) this.own = own;
   }
 }
 
