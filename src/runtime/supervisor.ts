@@ -42,6 +42,8 @@ export class AdapterSupervisor {
   private transition: Promise<void> = Promise.resolve();
   private readonly lease: string;
   private failure: { readonly message: string; readonly at: string } | undefined;
+  /** when the last renewal that found the lease held was asked for (Date.now()) */
+  private renewedAt = 0;
 
   constructor(private readonly deps: SupervisorDeps) {
     this.lease = `conn:${deps.adapter.name}`;
@@ -94,16 +96,30 @@ export class AdapterSupervisor {
     // sampled on every tick, so the time an adapter's error appeared is known within leaseMs/3
     this.noteAdapterError();
     let held: boolean;
+    const asked = Date.now();
     try {
       held = await this.deps.queue.acquireLease(LEASE_PARTITION, this.lease, this.deps.owner, this.deps.leaseMs, this.deps.reclaim);
     } catch (err) {
       logger.warn({ err, adapter: adapter.name }, 'adapter lease check failed');
       return;
     }
+    // Held again after more than the lease time without a renewal (this process was paused or cut
+    // off from the log): the lease may have lapsed and another replica held the connection meanwhile,
+    // so what this adapter holds in memory may be stale. Begin a new session, as after a loss.
+    const lapsedMs = Date.now() - this.renewedAt;
+    if (held) this.renewedAt = asked;
+    if (held && (this.state === 'active' || this.state === 'starting') && lapsedMs > this.deps.leaseMs) {
+      logger.warn({ adapter: adapter.name, lapsedMs }, 'adapter lease lapsed since its last renewal: another replica may have held it; starting the connection again');
+      await this.transition;
+      await this.deactivate('standby');
+    }
     if (held && (this.state === 'standby' || this.state === 'failed')) {
       this.state = 'starting';
       this.transition = this.activate();
       await this.transition;
+      // A start may take longer than the lease (an adapter waits for its connection): counted
+      // from its end, so a slow start is not taken for a lapse and restarted over and over.
+      this.renewedAt = Date.now();
     } else if (!held && this.state === 'failed') {
       // Another replica took the lease we released: it holds the connection now.
       this.state = 'standby';
