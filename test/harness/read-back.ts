@@ -1,9 +1,11 @@
 /**
- * Reading a whole log back after a failover, and the two verdicts the
- * failover tests give on what the writers had acknowledged.
+ * The writers' loop of the failover tests, reading a whole log back after a
+ * failover, and the two verdicts they give on what the writers had acknowledged.
  */
 import { expect } from 'vitest';
 import type { EventLog } from '../../src/core/ports.js';
+import { message } from '../fixtures/events.js';
+import { waitFor } from './free-port.js';
 
 /** One acknowledged send: its body and the event id it was acknowledged with. */
 export interface Acked {
@@ -66,4 +68,26 @@ export async function countAckedLost(log: EventLog, rooms: readonly string[], ac
     expect(got).toEqual(mine.map((a) => a.body).filter((b) => present.has(b)));
   }
   return lost;
+}
+
+/**
+ * The sender's loop: the same draft again until it is acknowledged (the
+ * idempotency key makes that safe); `onAttempt` counts every append call.
+ */
+export async function appendUntilAcked(log: EventLog, room: string, body: string, onAttempt?: () => void): Promise<string> {
+  const draft = message(room, body);
+  let eventId = '';
+  await waitFor(
+    async () => {
+      onAttempt?.();
+      try {
+        eventId = (await log.append(draft)).eventId;
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    { timeoutMs: 90_000, intervalMs: 100, what: `the append of ${body} to be acknowledged` },
+  );
+  return eventId;
 }

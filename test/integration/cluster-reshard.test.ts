@@ -10,15 +10,13 @@
  * appends keep going to the new master.
  */
 import { describe, expect, it } from 'vitest';
-import type { EventLog } from '../../src/core/ports.js';
 import { partitionOf } from '../../src/core/position.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { KEY_GROUPS, LATEST_KEY_LAYOUT, hashSlot, keyGroupOf, keySpace } from '../../src/eventlog/keys.js';
 import { silentLogger } from '../../src/log/index.js';
-import { message } from '../fixtures/events.js';
 import { waitFor } from '../harness/free-port.js';
 import { testPrefix } from '../harness/redis.js';
-import { readBack, type Acked } from '../harness/read-back.js';
+import { appendUntilAcked, readBack, type Acked } from '../harness/read-back.js';
 import { moveSlot, nodeCommand, slotShard } from '../harness/redis-cluster.js';
 import { useRedisCluster } from '../harness/redis-cluster-suite.js';
 
@@ -30,25 +28,8 @@ const AFTER_MOVE = 20;
 
 /** append calls made, acknowledged or not */
 let attempts = 0;
+const countAttempt = (): void => void attempts++;
 
-/** The sender's loop: the same draft again until it is acknowledged (the idempotency key makes that safe). */
-async function appendUntilAcked(log: EventLog, room: string, body: string): Promise<string> {
-  const draft = message(room, body);
-  let eventId = '';
-  await waitFor(
-    async () => {
-      attempts++;
-      try {
-        eventId = (await log.append(draft)).eventId;
-        return true;
-      } catch {
-        return false;
-      }
-    },
-    { timeoutMs: 90_000, intervalMs: 100, what: `the append of ${body} to be acknowledged` },
-  );
-  return eventId;
-}
 
 describe('resharding a key group to another master while it is written and tailed', () => {
   it('loses, doubles and reorders nothing, in the log and in a live tail', async () => {
@@ -96,7 +77,7 @@ describe('resharding a key group to another master while it is written and taile
         rooms.map(async (room) => {
           for (let i = 0; move.acked === undefined || i < (move.acked.get(room) ?? 0) + AFTER_MOVE; i++) {
             const body = `${room}:${i}`;
-            acked.get(room)?.push({ body, eventId: await appendUntilAcked(log, room, body) });
+            acked.get(room)?.push({ body, eventId: await appendUntilAcked(log, room, body, countAttempt) });
           }
         }),
       );
@@ -139,7 +120,7 @@ describe('resharding a key group to another master while it is written and taile
       await waitFor(() => rooms.every((r) => (tailed.get(r)?.length ?? 0) >= (acked.get(r)?.length ?? 0)), { timeoutMs: 60_000, what: 'the tail to see every event' });
       for (const room of rooms) expect(tailed.get(room)).toEqual(acked.get(room)?.map((a) => a.body));
       // the group keeps working on its new master, live
-      await appendUntilAcked(log, inGroup[0] ?? '', LAST);
+      await appendUntilAcked(log, inGroup[0] ?? '', LAST, countAttempt);
       await tailer;
       expect(tailed.get(inGroup[0] ?? '')?.at(-1)).toBe(LAST);
       await tail.return?.();

@@ -5,14 +5,12 @@
  * exactly once, in its room's order. One 6-node cluster for this file.
  */
 import { describe, it } from 'vitest';
-import type { EventLog } from '../../src/core/ports.js';
 import { partitionOf } from '../../src/core/position.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { silentLogger } from '../../src/log/index.js';
-import { message } from '../fixtures/events.js';
 import { waitFor } from '../harness/free-port.js';
 import { testPrefix } from '../harness/redis.js';
-import { countAckedLost, expectEveryAckedOnce, type Acked } from '../harness/read-back.js';
+import { appendUntilAcked, countAckedLost, expectEveryAckedOnce, type Acked } from '../harness/read-back.js';
 import { clusterHealthy, failOverMasterOf } from '../harness/redis-cluster.js';
 import { useRedisCluster } from '../harness/redis-cluster-suite.js';
 import { LATEST_KEY_LAYOUT, keySpace } from '../../src/eventlog/keys.js';
@@ -22,23 +20,6 @@ const { owned } = useRedisCluster();
 const PARTITIONS = 16;
 const PER_ROOM = 60;
 
-/** The sender's loop: the same draft again until it is acknowledged (the idempotency key makes that safe). */
-async function appendUntilAcked(log: EventLog, room: string, body: string): Promise<string> {
-  const draft = message(room, body);
-  let eventId = '';
-  await waitFor(
-    async () => {
-      try {
-        eventId = (await log.append(draft)).eventId;
-        return true;
-      } catch {
-        return false;
-      }
-    },
-    { timeoutMs: 90_000, intervalMs: 100, what: `the append of ${body} to be acknowledged` },
-  );
-  return eventId;
-}
 
 
 
