@@ -7,7 +7,7 @@
  */
 import { component, type Component } from '@xmpp/component';
 import type { Logger } from 'pino';
-import { backoffDelay } from '../../src/core/backoff.js';
+import { ReconnectLoop } from '../../src/core/reconnect.js';
 import type { XmppRoomsConfig } from './config.js';
 import { NS, xml, type XmlElement } from './ns.js';
 
@@ -28,11 +28,8 @@ export class ComponentNotConnectedError extends Error {
 
 export class ComponentSession {
   readonly xmpp: Component;
-  private stopping = false;
-  private timer: NodeJS.Timeout | undefined;
-  private attempt = 0;
+  private readonly loop: ReconnectLoop;
   private sessions = 0;
-  private lastError: string | undefined;
   /** stanzas written on the stream so far (what a flush must cover) */
   private written = 0;
   /** the newest flush in flight and how many written stanzas it covers */
@@ -49,64 +46,43 @@ export class ComponentSession {
     const xmpp = this.xmpp;
     xmpp.reconnect.stop();
     xmpp.timeout = config.streamTimeoutMs;
+    this.loop = new ReconnectLoop({
+      target: {
+        isDown: () => xmpp.status === 'disconnect' || xmpp.status === 'offline',
+        isOnline: () => xmpp.status === 'online',
+        reconnect: () => xmpp.reconnect.reconnect(),
+        disconnect: () => xmpp.disconnect(),
+      },
+      ...config.reconnect,
+      onWait: (delayMs, attempt) => log.warn({ delayMs, attempt }, 'XMPP component reconnecting'),
+      onFailure: (err, phase) => log.warn({ err }, phase === 'connect' ? 'XMPP component connection failed' : 'XMPP component reconnect failed'),
+    });
     xmpp.on('error', (err) => {
-      this.lastError = err.condition ?? err.message;
-      if (this.stopping) return;
+      this.loop.lastError = err.condition ?? err.message;
+      if (this.loop.stopping) return;
       log.warn({ err: err.message, condition: err.condition }, 'XMPP component connection error');
       if (xmpp.status !== 'online' && xmpp.status !== 'disconnect' && xmpp.status !== 'offline') xmpp.disconnect().catch(() => undefined);
     });
     xmpp.on('connect', () => xmpp.socket?.setNoDelay?.(true));
     xmpp.on('disconnect', () => {
       for (const fail of [...this.onDrop]) fail();
-      if (!this.stopping) this.scheduleReconnect();
+      this.loop.schedule();
     });
     xmpp.on('online', () => {
-      this.attempt = 0;
+      this.loop.succeeded();
       this.sessions++;
-      this.lastError = undefined;
+      this.loop.lastError = undefined;
       log.info({ domain: config.domain, session: this.sessions }, 'XMPP component online');
       onOnline();
     });
   }
 
   start(): void {
-    this.xmpp.start().catch((err: unknown) => {
-      this.lastError = err instanceof Error ? err.message : String(err);
-      if (this.stopping) return;
-      this.log.warn({ err: this.lastError }, 'XMPP component connection failed');
-      this.recover();
-    });
-  }
-
-  private recover(): void {
-    const status = this.xmpp.status;
-    if (status === 'disconnect' || status === 'offline') this.scheduleReconnect();
-    else if (status !== 'online') this.xmpp.disconnect().catch(() => this.scheduleReconnect());
-  }
-
-  private scheduleReconnect(): void {
-    if (this.stopping) return;
-    clearTimeout(this.timer);
-    const delay = backoffDelay(this.attempt, this.config.reconnect.minMs, this.config.reconnect.maxMs);
-    this.log.warn({ delayMs: delay, attempt: this.attempt }, 'XMPP component reconnecting');
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      if (this.stopping) return;
-      this.attempt++;
-      const status = this.xmpp.status;
-      if (status !== 'disconnect' && status !== 'offline') return;
-      this.xmpp.reconnect.reconnect().catch((err: unknown) => {
-        this.lastError = err instanceof Error ? err.message : String(err);
-        if (this.stopping) return;
-        this.log.warn({ err: this.lastError }, 'XMPP component reconnect failed');
-        this.recover();
-      });
-    }, delay);
-    this.timer.unref();
+    this.xmpp.start().catch((err: unknown) => this.loop.failed(err, 'connect'));
   }
 
   get online(): boolean {
-    return this.xmpp.status === 'online' && !this.stopping;
+    return this.xmpp.status === 'online' && !this.loop.stopping;
   }
 
   async send(stanza: XmlElement): Promise<void> {
@@ -161,12 +137,11 @@ export class ComponentSession {
   }
 
   status(): SessionStatus {
-    return { online: this.online, status: this.xmpp.status, sessions: this.sessions, reconnectAttempts: this.attempt, lastError: this.lastError };
+    return { online: this.online, status: this.xmpp.status, sessions: this.sessions, reconnectAttempts: this.loop.attempt, lastError: this.loop.lastError };
   }
 
   async stop(timeoutMs: number): Promise<void> {
-    this.stopping = true;
-    clearTimeout(this.timer);
+    this.loop.stop();
     if (this.xmpp.status === 'offline') return;
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<void>((resolve) => {
@@ -179,8 +154,7 @@ export class ComponentSession {
 
   /** Drops the connection like a crash (no closing stream, no reconnect). For tests. */
   abort(): void {
-    this.stopping = true;
-    clearTimeout(this.timer);
+    this.loop.stop();
     this.xmpp.socket?.destroy();
   }
 }

@@ -22,7 +22,7 @@
  */
 import { client, type Client, type XmlElement } from '@xmpp/client';
 import type { Logger } from 'pino';
-import { backoffDelay } from '../../src/core/backoff.js';
+import { ReconnectLoop } from '../../src/core/reconnect.js';
 import { accountDomain, type XmppAdapterConfig } from './config.js';
 import { XmppNotConnectedError, XmppStanzaError } from './errors.js';
 import { DISCO_IDENTITY } from './protocol.js';
@@ -61,12 +61,9 @@ interface AckWaiter {
 
 export class XmppConnection {
   private readonly xmpp: Client;
-  private stopping = false;
-  private timer: NodeJS.Timeout | undefined;
-  private attempt = 0;
+  private readonly loop: ReconnectLoop;
   private sessions = 0;
   private resumptions = 0;
-  private lastError: string | undefined;
   private readonly ackWaiters = new WeakMap<XmlElement, AckWaiter>();
   /** the server offered XEP-0198 in its last stream features */
   private smOffered = false;
@@ -86,12 +83,23 @@ export class XmppConnection {
     });
     const xmpp = this.xmpp;
     xmpp.reconnect.stop();
+    this.loop = new ReconnectLoop({
+      target: {
+        isDown: () => xmpp.status === 'disconnect' || xmpp.status === 'offline',
+        isOnline: () => xmpp.status === 'online',
+        reconnect: () => xmpp.reconnect.reconnect(),
+        disconnect: () => xmpp.disconnect(),
+      },
+      ...config.reconnect,
+      onWait: (delayMs, attempt) => log.warn({ delayMs, attempt }, 'XMPP reconnecting'),
+      onFailure: (err, phase) => log.warn({ err }, phase === 'connect' ? 'XMPP connection failed' : 'XMPP reconnect failed'),
+    });
     xmpp.streamManagement.timeout = config.smTimeoutMs;
     xmpp.streamManagement.requestAckInterval = config.smRequestAckIntervalMs;
 
     xmpp.on('error', (err) => {
-      this.lastError = err.condition ?? err.message;
-      if (this.stopping) return;
+      this.loop.lastError = err.condition ?? err.message;
+      if (this.loop.stopping) return;
       log.warn({ err: err.message, condition: err.condition }, 'XMPP connection error');
       // An error before the session is up (authentication refused, stream error) leaves the
       // stream half-open: drop it, and the backoff decides when to try again.
@@ -104,21 +112,21 @@ export class XmppConnection {
     xmpp.on('connect', () => xmpp.socket?.setNoDelay?.(true));
     xmpp.on('disconnect', () => {
       this.settled = false;
-      if (this.stopping) return;
+      if (this.loop.stopping) return;
       deps.onDisconnect();
-      this.scheduleReconnect();
+      this.loop.schedule();
     });
     xmpp.on('nonza', (el) => {
       if (el.is('features', NS_STREAMS)) this.smOffered = el.getChild('sm', NS_SM) !== undefined;
     });
     xmpp.on('online', () => {
-      this.attempt = 0;
+      this.loop.succeeded();
       this.sessions++;
       log.info({ jid: xmpp.jid?.toString(), session: this.sessions }, 'XMPP session online');
       this.settled = false;
       this.whenSmSettled()
         .then(() => {
-          if (this.stopping || xmpp.status !== 'online') return;
+          if (this.loop.stopping || xmpp.status !== 'online') return;
           this.settled = true;
           deps.onSession();
         })
@@ -136,7 +144,7 @@ export class XmppConnection {
     });
     xmpp.streamManagement.on('resumed', () => {
       this.settled = true;
-      this.attempt = 0;
+      this.loop.succeeded();
       this.resumptions++;
       log.info({ jid: xmpp.jid?.toString() }, 'XMPP session resumed');
       deps.onResumed();
@@ -150,7 +158,7 @@ export class XmppConnection {
       this.ackWaiters.delete(stanza);
     });
     xmpp.on('stanza', (stanza) => {
-      if (this.stopping) return;
+      if (this.loop.stopping) return;
       try {
         deps.onStanza(stanza);
       } catch (err) {
@@ -185,45 +193,11 @@ export class XmppConnection {
 
   /** Starts connecting; returns at once (see the adapter's start() for waiting). */
   start(): void {
-    this.xmpp.start().catch((err: unknown) => {
-      this.lastError = err instanceof Error ? err.message : String(err);
-      if (this.stopping) return;
-      this.deps.log.warn({ err: this.lastError }, 'XMPP connection failed');
-      this.recover();
-    });
-  }
-
-  /** After a failed (re)connect that did not close the socket, close it: the disconnect schedules the next try. */
-  private recover(): void {
-    const status = this.xmpp.status;
-    if (status === 'disconnect' || status === 'offline') this.scheduleReconnect();
-    else if (status !== 'online') this.xmpp.disconnect().catch(() => this.scheduleReconnect());
-  }
-
-  private scheduleReconnect(): void {
-    if (this.stopping) return;
-    clearTimeout(this.timer);
-    const { minMs, maxMs } = this.deps.config.reconnect;
-    const delay = backoffDelay(this.attempt, minMs, maxMs);
-    this.deps.log.warn({ delayMs: delay, attempt: this.attempt }, 'XMPP reconnecting');
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      if (this.stopping) return;
-      this.attempt++;
-      const status = this.xmpp.status;
-      if (status !== 'disconnect' && status !== 'offline') return;
-      this.xmpp.reconnect.reconnect().catch((err: unknown) => {
-        this.lastError = err instanceof Error ? err.message : String(err);
-        if (this.stopping) return;
-        this.deps.log.warn({ err: this.lastError }, 'XMPP reconnect failed');
-        this.recover();
-      });
-    }, delay);
-    this.timer.unref();
+    this.xmpp.start().catch((err: unknown) => this.loop.failed(err, 'connect'));
   }
 
   get online(): boolean {
-    return this.settled && this.xmpp.status === 'online' && !this.stopping;
+    return this.settled && this.xmpp.status === 'online' && !this.loop.stopping;
   }
 
   async send(stanza: XmlElement): Promise<void> {
@@ -269,17 +243,16 @@ export class XmppConnection {
       status: this.xmpp.status,
       sessions: this.sessions,
       resumptions: this.resumptions,
-      reconnectAttempts: this.attempt,
+      reconnectAttempts: this.loop.attempt,
       smEnabled: this.xmpp.streamManagement.enabled,
-      lastError: this.lastError,
+      lastError: this.loop.lastError,
       jid: this.xmpp.jid?.toString(),
     };
   }
 
   /** Closes the stream (the server sends our unavailable presence to the rooms) within `timeoutMs`. */
   async stop(timeoutMs: number): Promise<void> {
-    this.stopping = true;
-    clearTimeout(this.timer);
+    this.loop.stop();
     const status = this.xmpp.status;
     if (status === 'offline') return;
     let timer: NodeJS.Timeout | undefined;
@@ -298,8 +271,7 @@ export class XmppConnection {
 
   /** Drops the connection like a crash: no closing stream, no reconnect. For tests. */
   abort(): void {
-    this.stopping = true;
-    clearTimeout(this.timer);
+    this.loop.stop();
     this.xmpp.socket?.destroy();
   }
 }
