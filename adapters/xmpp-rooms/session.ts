@@ -7,7 +7,7 @@
  */
 import { component, type Component } from '@xmpp/component';
 import type { Logger } from 'pino';
-import { ReconnectLoop } from '../../src/core/reconnect.js';
+import { ReconnectLoop, xmppJsTarget } from '../../src/core/reconnect.js';
 import type { XmppRoomsConfig } from './config.js';
 import { NS, xml, type XmlElement } from './ns.js';
 
@@ -47,12 +47,7 @@ export class ComponentSession {
     xmpp.reconnect.stop();
     xmpp.timeout = config.streamTimeoutMs;
     this.loop = new ReconnectLoop({
-      target: {
-        isDown: () => xmpp.status === 'disconnect' || xmpp.status === 'offline',
-        isOnline: () => xmpp.status === 'online',
-        reconnect: () => xmpp.reconnect.reconnect(),
-        disconnect: () => xmpp.disconnect(),
-      },
+      target: xmppJsTarget(xmpp),
       ...config.reconnect,
       onWait: (delayMs, attempt) => log.warn({ delayMs, attempt }, 'XMPP component reconnecting'),
       onFailure: (err, phase) => log.warn({ err }, phase === 'connect' ? 'XMPP component connection failed' : 'XMPP component reconnect failed'),

@@ -22,7 +22,7 @@
  */
 import { client, type Client, type XmlElement } from '@xmpp/client';
 import type { Logger } from 'pino';
-import { ReconnectLoop } from '../../src/core/reconnect.js';
+import { ReconnectLoop, xmppJsTarget } from '../../src/core/reconnect.js';
 import { accountDomain, type XmppAdapterConfig } from './config.js';
 import { XmppNotConnectedError, XmppStanzaError } from './errors.js';
 import { DISCO_IDENTITY } from './protocol.js';
@@ -84,12 +84,7 @@ export class XmppConnection {
     const xmpp = this.xmpp;
     xmpp.reconnect.stop();
     this.loop = new ReconnectLoop({
-      target: {
-        isDown: () => xmpp.status === 'disconnect' || xmpp.status === 'offline',
-        isOnline: () => xmpp.status === 'online',
-        reconnect: () => xmpp.reconnect.reconnect(),
-        disconnect: () => xmpp.disconnect(),
-      },
+      target: xmppJsTarget(xmpp),
       ...config.reconnect,
       onWait: (delayMs, attempt) => log.warn({ delayMs, attempt }, 'XMPP reconnecting'),
       onFailure: (err, phase) => log.warn({ err }, phase === 'connect' ? 'XMPP connection failed' : 'XMPP reconnect failed'),

@@ -10,6 +10,23 @@ export interface Reconnectable {
   disconnect(): Promise<unknown>;
 }
 
+/** What the loop needs of an xmpp.js connection (client or component), structurally. */
+export interface XmppJsConnection {
+  readonly status: string;
+  readonly reconnect: { reconnect(): Promise<unknown> };
+  disconnect(): Promise<unknown>;
+}
+
+/** An xmpp.js connection as a reconnect target: down in `disconnect` or `offline`. */
+export function xmppJsTarget(xmpp: XmppJsConnection): Reconnectable {
+  return {
+    isDown: () => xmpp.status === 'disconnect' || xmpp.status === 'offline',
+    isOnline: () => xmpp.status === 'online',
+    reconnect: () => xmpp.reconnect.reconnect(),
+    disconnect: () => xmpp.disconnect(),
+  };
+}
+
 export interface ReconnectLoopDeps {
   readonly target: Reconnectable;
   readonly minMs: number;
