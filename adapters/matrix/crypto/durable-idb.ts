@@ -201,6 +201,8 @@ export class DurableIdb {
   last: PersistStats = { records: 0, deleted: 0, bytes: 0 };
   /** bytes of sealed values written since this object was made */
   bytesWritten = 0;
+  /** record label → stored name (an HMAC each: computed once per record) */
+  private readonly names = new Map<string, string>();
 
   constructor(private readonly opts: DurableIdbOptions) {}
 
@@ -266,7 +268,7 @@ export class DurableIdb {
 
   /** Deletes our databases from IndexedDB (the sealed copy stays). */
   async clear(): Promise<void> {
-    for (const name of await this.names()) await request(this.opts.idb.deleteDatabase(name));
+    for (const name of await this.databaseNames()) await request(this.opts.idb.deleteDatabase(name));
   }
 
   /** Writes what changed in the databases since the last read or persist, in one atomic update; resolves once durable. */
@@ -276,14 +278,14 @@ export class DurableIdb {
     if (writes !== undefined && writes === this.lastWrites) return false;
     const current = new Map<string, Uint8Array>();
     const meta: Meta = { format: FORMAT, userId, deviceId, databases: [] };
-    for (const name of (await this.names()).sort()) {
+    for (const name of (await this.databaseNames()).sort()) {
       const db = await snapshotDatabase(this.opts.idb, name);
       const rel = name.slice(this.opts.prefix.length);
       meta.databases.push({ name: rel, version: db.version, stores: db.stores.map(({ name: n, keyPath, autoIncrement, indexes }) => ({ name: n, keyPath, autoIncrement, indexes })) });
       for (const s of db.stores) {
         s.keys.forEach((key, i) => {
           const rec: StoredRecord = { db: rel, store: s.name, key, value: s.values[i] };
-          current.set(RECORD_PREFIX + this.opts.sealed.blind(`${rel}\u0000${s.name}\u0000${encodeKey(key)}`), serialize(rec));
+          current.set(this.recordName(`${rel}\u0000${s.name}\u0000${encodeKey(key)}`), serialize(rec));
         });
       }
     }
@@ -319,7 +321,16 @@ export class DurableIdb {
     this.lastWrites = undefined;
   }
 
-  private async names(): Promise<string[]> {
+  private recordName(label: string): string {
+    let name = this.names.get(label);
+    if (name === undefined) {
+      name = RECORD_PREFIX + this.opts.sealed.blind(label);
+      this.names.set(label, name);
+    }
+    return name;
+  }
+
+  private async databaseNames(): Promise<string[]> {
     const all = await this.opts.idb.databases();
     return all.map((d) => d.name ?? '').filter((n) => n.startsWith(this.opts.prefix));
   }
