@@ -136,6 +136,12 @@ export interface StateStore {
   entries(ns: string): Promise<Array<[string, string]>>;
   /** sets `value` when it sorts after the stored value (or none is stored); returns the value now stored */
   advance(ns: string, key: string, value: string): Promise<string>;
+  /**
+   * Sets and deletes several keys of one namespace in one atomic write: a
+   * crash leaves all of it or none (Redis: one MULTI on the namespace's hash).
+   * A key in both lists is set.
+   */
+  update(ns: string, set: ReadonlyArray<readonly [string, string]>, del: readonly string[]): Promise<void>;
 }
 
 /**
@@ -152,6 +158,15 @@ export interface SealedStore {
   set(key: string, value: Uint8Array): Promise<void>;
   delete(key: string): Promise<boolean>;
   entries(): Promise<Array<[string, Uint8Array]>>;
+  /** sets (each value sealed under its own key) and deletes several keys in one atomic write; resolves once it is in the state store */
+  update(set: ReadonlyArray<readonly [string, Uint8Array]>, del: readonly string[]): Promise<void>;
+  /**
+   * A key name for `label` that reveals nothing of it without the secret
+   * (HMAC-SHA-256 under a key derived from the secret and the namespace):
+   * for records whose natural names (room ids, session ids) should not be
+   * stored in clear. Stable for a given secret, namespace and label.
+   */
+  blind(label: string): string;
 }
 
 /** A feed entry handed to a delivery worker. */

@@ -160,6 +160,12 @@ class MemoryStateStore implements StateStore {
     }
     return Promise.resolve(current);
   }
+  update(ns: string, set: ReadonlyArray<readonly [string, string]>, del: readonly string[]): Promise<void> {
+    const m = this.ns(ns);
+    for (const k of del) m.delete(k);
+    for (const [k, v] of set) m.set(k, v);
+    return Promise.resolve();
+  }
 }
 
 export interface MemoryBackendOptions {

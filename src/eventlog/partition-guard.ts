@@ -84,6 +84,7 @@ function guardState(state: StateStore): StateStore {
     delete: (ns, key) => shared(`state ${ns}`, () => state.delete(ns, key)),
     entries: (ns) => shared(`state ${ns}`, () => state.entries(ns)),
     advance: (ns, key, value) => shared(`state ${ns}`, () => state.advance(ns, key, value)),
+    update: (ns, set, del) => shared(`state ${ns}`, () => state.update(ns, set, del)),
   };
 }
 

@@ -377,6 +377,19 @@ class RedisStateStore implements StateStore {
   advance(ns: string, key: string, value: string): Promise<string> {
     return this.redis.sgAdvance(this.keys.state(ns), key, value);
   }
+  async update(ns: string, set: ReadonlyArray<readonly [string, string]>, del: readonly string[]): Promise<void> {
+    const key = this.keys.state(ns);
+    const keep = new Set(set.map(([k]) => k));
+    const gone = del.filter((k) => !keep.has(k));
+    if (set.length === 0 && gone.length === 0) return;
+    // One hash, one slot: MULTI/EXEC applies both or neither, on a single node and on a cluster.
+    const tx = this.redis.multi();
+    if (gone.length > 0) tx.hdel(key, ...gone);
+    if (set.length > 0) tx.hset(key, Object.fromEntries(set));
+    const results = await tx.exec();
+    if (results === null) throw new Error(`state update of ${ns} was aborted`);
+    for (const [err] of results) if (err) throw err;
+  }
 }
 
 export class RedisBackend implements LogBackend {

@@ -3,8 +3,10 @@
  * with AES-256-GCM under a key derived (HKDF-SHA-256) from the operator's
  * secret and the namespace, with the namespace and key as associated data.
  * Stored form: `s1:` + base64(iv[12] | tag[16] | ciphertext).
+ * `blind()` names: base64url of HMAC-SHA-256 under a second derived key
+ * (info `syncgate sealed names`), cut to 32 characters (192 bits).
  */
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { SyncgateError } from '../core/errors.js';
 import type { SealedStore, StateStore } from '../core/ports.js';
 
@@ -15,6 +17,7 @@ const TAG = 16;
 export function createSealedStore(state: StateStore, ns: string, secret: string): SealedStore {
   if (secret.length === 0) throw new SyncgateError('SG_ERR_CONFIG_INVALID', `the secret sealing ${ns} is empty`);
   const key = Buffer.from(hkdfSync('sha256', secret, 'syncgate sealed state', ns, 32));
+  const nameKey = Buffer.from(hkdfSync('sha256', secret, 'syncgate sealed names', ns, 32));
   const aad = (k: string): Buffer => Buffer.from(`${ns}\u0000${k}`, 'utf8');
 
   const seal = (k: string, value: Uint8Array): string => {
@@ -49,6 +52,8 @@ export function createSealedStore(state: StateStore, ns: string, secret: string)
       await state.set(ns, k, seal(k, value));
     },
     delete: (k) => state.delete(ns, k),
+    update: (set, del) => state.update(ns, set.map(([k, value]) => [k, seal(k, value)] as const), del),
+    blind: (label) => createHmac('sha256', nameKey).update(label, 'utf8').digest('base64url').slice(0, 32),
     async entries() {
       const all = await state.entries(ns);
       return all.map(([k, stored]) => [k, open(k, stored)]);

@@ -629,6 +629,19 @@ export function eventLogContract(target: ContractTarget): void {
       expect(await log.state.get('devices', 'd1')).toBeUndefined();
     });
 
+    it('state: update sets and deletes several keys of a namespace at once', async () => {
+      const log = await make();
+      await log.state.set('crypto', 'old', '0');
+      await log.state.set('crypto', 'kept', 'k');
+      await log.state.update('crypto', [['a', '1'], ['b', '2'], ['kept', 'k2']], ['old', 'missing']);
+      expect((await log.state.entries('crypto')).sort()).toEqual([['a', '1'], ['b', '2'], ['kept', 'k2']]);
+      // a key both set and deleted is set; an empty update changes nothing
+      await log.state.update('crypto', [['a', '3']], ['a', 'b']);
+      await log.state.update('crypto', [], []);
+      expect((await log.state.entries('crypto')).sort()).toEqual([['a', '3'], ['kept', 'k2']]);
+      expect(await log.state.entries('other')).toEqual([]);
+    });
+
     it('rooms: put, get, list, delete, and watchers hear about changes', async () => {
       const log = await make();
       const heard: string[] = [];

@@ -74,4 +74,23 @@ describe('sealed store', () => {
     expect(() => createSealedStore(w.state, 'ns', '')).toThrow(/secret sealing ns is empty/);
     return w.close();
   });
+
+  it('update seals each value under its own key and deletes in the same write; blind names depend on the secret and namespace', async () => {
+    const w = world();
+    const store = createSealedStore(w.state, 'crypto:m2', 'a long operator secret');
+    await store.set('old', bytes('gone soon'));
+    await store.update([['a', bytes('first')], ['b', bytes('second')]], ['old']);
+    expect((await store.entries()).map(([k, v]) => [k, Buffer.from(v).toString()]).sort()).toEqual([['a', 'first'], ['b', 'second']]);
+    // Bound to its key: a value copied under another key does not open.
+    await w.state.set('crypto:m2', 'c', (await w.state.get('crypto:m2', 'a')) ?? '');
+    expect(await sealedKeyError(() => store.get('c'))).toBe(true);
+    const name = store.blind('!room:x|session');
+    expect(name).toBe(store.blind('!room:x|session'));
+    expect(name).toMatch(/^[A-Za-z0-9_-]{32}$/);
+    expect(name).not.toBe(store.blind('!room:x|session2'));
+    expect(name).not.toBe(createSealedStore(w.state, 'crypto:m2', 'another operator secret').blind('!room:x|session'));
+    expect(name).not.toBe(createSealedStore(w.state, 'crypto:m3', 'a long operator secret').blind('!room:x|session'));
+    await w.close();
+  });
 });
+

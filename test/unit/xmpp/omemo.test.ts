@@ -39,6 +39,12 @@ function memorySealed(): SealedStore & { writes: number; data: Map<string, Uint8
     },
     delete: async (k: string) => data.delete(k),
     entries: async () => [...data],
+    update: async (set: ReadonlyArray<readonly [string, Uint8Array]>, del: readonly string[]) => {
+      store.writes++;
+      for (const k of del) data.delete(k);
+      for (const [k, v] of set) data.set(k, v);
+    },
+    blind: (label: string) => `blind:${label}`,
   };
   return store;
 }
