@@ -42,6 +42,41 @@ export interface EncryptedRoomOptions {
   readonly config?: Record<string, unknown>;
 }
 
+/** Turns end-to-end encryption on in a room (helpers.ts's room by default), as its creator alice. */
+export function encryptRoom(env: Env, roomId = env.roomId, settings: Record<string, unknown> = {}): void {
+  env.hs.sendStateAsUser(env.alice.userId, roomId, 'm.room.encryption', '', { algorithm: 'm.megolm.v1.aes-sha2', ...settings });
+}
+
+/** Alice's phone: the member's independent E2EE client. */
+export function memberPeer(env: Env, deviceId = 'ALICEPHONE'): Promise<E2eePeer> {
+  return E2eePeer.login(env.hs.url, env.alice.userId, 'pw', deviceId);
+}
+
+/** The adapter (not started) with the real sink and its crypto state sealed in the log's state store. */
+export function createE2eeAdapter(env: Env, config: MatrixAdapterConfig): MatrixAdapter {
+  return createMatrixAdapter({
+    name: 'matrix',
+    config,
+    log: env.logger.child({ adapter: 'matrix' }),
+    sink: createIngestSink({ log: env.log, logger: env.logger }),
+    links: env.links,
+    state: env.log.state,
+    sealed: (ns, secret) => createSealedStore(env.log.state, ns, secret),
+  });
+}
+
+/** Appservice mode: our own registration file, as the CLI writes it (it asks for MSC2409 and MSC3202), not pushed to yet. */
+export function registerOwnAppservice(env: Env, config: MatrixAdapterConfig): void {
+  env.hs.registerAppService({ ...(parse(registrationYaml(config)) as AppServiceRegistration), url: null });
+}
+
+/** Appservice mode: the homeserver pushes its transactions to the started adapter's listener. */
+export function pointHomeserverAt(env: Env, adapter: MatrixAdapter): void {
+  const address = adapter.listenAddress();
+  if (!address) throw new Error('no appservice listener');
+  env.hs.setAppServiceUrl('syncgate', `http://127.0.0.1:${address.port}`);
+}
+
 /** Sets the room up, starts the adapter and waits until its device is active and the peer knows it. */
 export async function encryptedRoom(mode: E2eeMode, opts: EncryptedRoomOptions = {}): Promise<EncryptedRoom> {
   const env = await createEnv({ hs: mode === 'appservice' ? { ...AS_EXTENSIONS, ...opts.hs } : { ...opts.hs } });
@@ -54,28 +89,15 @@ export async function encryptedRoom(mode: E2eeMode, opts: EncryptedRoomOptions =
   };
   try {
     if (mode === 'bot') env.hs.registerUser('relay', 'relay-pw');
-    env.hs.sendStateAsUser(env.alice.userId, env.roomId, 'm.room.encryption', '', { algorithm: 'm.megolm.v1.aes-sha2' });
-    peer = await E2eePeer.login(env.hs.url, env.alice.userId, 'pw', 'ALICEPHONE');
+    encryptRoom(env);
+    peer = await memberPeer(env);
     const top = { encryption: { storeSecret: STORE_SECRET }, ...opts.config };
     const config: MatrixAdapterConfig = mode === 'bot' ? botConfig(env, {}, top) : appserviceConfig(env, {}, top);
-    // Appservice mode: our own registration file, as the CLI writes it (it asks for MSC2409 and MSC3202).
-    if (mode === 'appservice') env.hs.registerAppService({ ...(parse(registrationYaml(config)) as AppServiceRegistration), url: null });
-    adapter = createMatrixAdapter({
-      name: 'matrix',
-      config,
-      log: env.logger.child({ adapter: 'matrix' }),
-      sink: createIngestSink({ log: env.log, logger: env.logger }),
-      links: env.links,
-      state: env.log.state,
-      sealed: (ns, secret) => createSealedStore(env.log.state, ns, secret),
-    });
+    if (mode === 'appservice') registerOwnAppservice(env, config);
+    adapter = createE2eeAdapter(env, config);
     await adapter.start();
     const started = adapter;
-    if (mode === 'appservice') {
-      const address = started.listenAddress();
-      if (!address) throw new Error('no appservice listener');
-      env.hs.setAppServiceUrl('syncgate', `http://127.0.0.1:${address.port}`);
-    }
+    if (mode === 'appservice') pointHomeserverAt(env, started);
     const bridgeUser = BRIDGE_USER[mode];
     await waitFor(() => env.hs.keys.keysOf(bridgeUser, 'SYNCGATE') !== undefined && (started.status().detail?.['encryption'] as { active?: boolean } | undefined)?.active === true && started.status().ready, {
       timeoutMs: 30_000,
