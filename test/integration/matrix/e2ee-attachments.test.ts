@@ -87,6 +87,14 @@ describe.each(['bot', 'appservice'] as const)('Matrix adapter, %s mode: attachme
     expect((await fetch(`${api}/v1/media/matrix/AAAAAAAAAAAAAAAAAAAAAA`)).status).toBe(404);
     expect((await fetch(`${api}${attachment.url.replace('/matrix/', '/xmpp/')}`)).status).toBe(404);
 
+    // Should the media repository later serve another file under that mxc://: an error, never those bytes.
+    env.hs.replaceMedia(String(file['url']), Buffer.from(ciphertext.map((b) => b ^ 0x55)));
+    const altered = await fetch(api + attachment.url);
+    expect(altered.status).toBe(502);
+    expect(((await altered.json()) as { code?: string }).code).toBe('SG_ERR_MEDIA_UNAVAILABLE');
+    env.hs.replaceMedia(String(file['url']), ciphertext);
+    expect((await fetch(api + attachment.url)).status).toBe(200);
+
     // Once the Matrix room is no longer linked to the gateway room, its files are no longer served.
     await env.log.rooms.put({ id: ROOM, links: [] });
     await env.links.refresh();
