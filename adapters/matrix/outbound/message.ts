@@ -9,8 +9,10 @@
 import type { DeliveryResult } from '../../../src/core/adapter.js';
 import type { Attachment } from '../../../src/core/event.js';
 import { encryptAttachment } from '../crypto/attachments.js';
+import { cryptoUnavailable } from '../crypto/session.js';
 import { MatrixEncryptedRoomError } from '../errors.js';
 import { mediaTxnId, renderEdit, renderMedia, renderMessage, type MediaRef } from '../render.js';
+import { checkEncryptionNow } from '../rooms.js';
 import type { MatrixAdapterState } from '../state.js';
 import { renderOptions, send, speaker, type Logged } from './send.js';
 
@@ -18,8 +20,14 @@ import { renderOptions, send, speaker, type Logged } from './send.js';
 const MAX_REMEMBERED_UPLOADS = 1000;
 
 export async function sendMessage(s: MatrixAdapterState, event: Logged<'message'>, roomId: string, refs: { replyTo: string | undefined; thread: string | undefined }): Promise<DeliveryResult> {
-  const who = await speaker(s, event, roomId);
+  let who = await speaker(s, event, roomId);
   const messageRefs = { ...(refs.replyTo !== undefined ? { replyTo: refs.replyTo } : {}), ...(refs.thread !== undefined ? { thread: refs.thread } : {}) };
+  // Whether the files go encrypted is decided before any upload: a room that turned encrypted since our
+  // last /sync or transaction must not get a clear upload (send() would read it only after the upload).
+  if ((event.content.attachments?.length ?? 0) > 0 && !s.rooms.encrypted.has(roomId) && !who.encryptionChecked && cryptoUnavailable(s) === undefined) {
+    await checkEncryptionNow(s, roomId);
+    who = { ...who, encryptionChecked: true };
+  }
   const encrypted = s.rooms.encrypted.has(roomId);
   const media = await mediaOf(s, event, encrypted ? roomId : undefined);
   if (media.length > 0) {

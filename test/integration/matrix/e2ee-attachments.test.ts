@@ -14,7 +14,7 @@ import type { Attachment, LogEvent } from '../../../src/core/event.js';
 import { UNREADABLE_ATTACHMENT_NOTICE } from '../../../src/core/event.js';
 import { decryptFile } from '../../harness/matrix-e2ee-peer.js';
 import { startApp, type TestApp } from '../http/helpers.js';
-import { encryptedRoom, type E2eeMode, type EncryptedRoom } from './e2ee-room.js';
+import { encryptedRoom, encryptRoom, type E2eeMode, type EncryptedRoom } from './e2ee-room.js';
 import { appendApi, Driver, matrixLink, ROOM, waitForEvents } from './helpers.js';
 
 const PNG = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.from('a picture of a cat, in a few bytes more than one AES block')]);
@@ -147,6 +147,33 @@ describe.each(['bot', 'appservice'] as const)('Matrix adapter, %s mode: attachme
     expect(secondFile['url']).not.toBe(clearMxc);
     expect((await peer.downloadEncrypted(secondFile)).toString()).toBe('clear notes');
     expect(JSON.stringify(env.hs.events(env.roomId).filter((e) => e.sender === r.bridgeUser))).not.toContain(clearMxc);
+  });
+
+  it('a room that turns encryption on while bridged: files went in clear before, encrypted after, with no clear upload after the m.room.encryption event', async () => {
+    const r = await setup(mode, { clear: true, config: { mediaUploadAllowHttp: true } });
+    const { env, peer, adapter } = r;
+    const base = await fileServer(PNG, 'image/png');
+    const driver = new Driver(adapter, env.log, matrixLink(env));
+    const before = await appendApi(env.log, { kind: 'message', content: { body: 'clear room', attachments: [{ url: `${base}/a.png`, name: 'a.png' }] } });
+    expect((await driver.deliver(before)).status).toBe('delivered');
+    const clearSent = env.hs.events(env.roomId).filter((e) => e.type === 'm.room.message' && e.content['url'] !== undefined);
+    expect(clearSent).toHaveLength(1);
+    expect(env.hs.media(String(clearSent[0]?.content['url']))?.data.equals(PNG)).toBe(true);
+
+    encryptRoom(env);
+    const uploadsBefore = env.hs.mediaUploads().length;
+    const after = await appendApi(env.log, { kind: 'message', content: { body: 'now encrypted', attachments: [{ url: `${base}/b.png`, name: 'b.png' }] } });
+    expect((await driver.deliver(after)).status).toBe('delivered');
+    const encryptionAt = env.hs.events(env.roomId).findIndex((e) => e.type === 'm.room.encryption');
+    const since = env.hs.events(env.roomId).slice(encryptionAt + 1).filter((e) => e.sender === r.bridgeUser && e.type !== 'm.room.member');
+    expect(since.map((e) => e.type)).toEqual(['m.room.encrypted']);
+    const newUploads = env.hs.mediaUploads().slice(uploadsBefore);
+    expect(newUploads).toHaveLength(1);
+    expect(newUploads[0]?.media.data.equals(PNG)).toBe(false);
+    await peer.sync();
+    const got = await peer.waitFor((m) => m.sender === r.bridgeUser && m.content?.['file'] !== undefined);
+    expect(got.content?.['url']).toBeUndefined();
+    expect((await peer.downloadEncrypted(got.content?.['file'] as Record<string, unknown>)).equals(PNG)).toBe(true);
   });
 
   it('a file whose download does not match its hash, or cannot be downloaded, is bridged marked unreadable — never dropped, never served', async () => {

@@ -40,6 +40,8 @@ export interface EncryptedRoomOptions {
   readonly hs?: FakeHomeserverOptions;
   /** top-level adapter config (mediaUploadAllowHttp …) */
   readonly config?: Record<string, unknown>;
+  /** leave the room unencrypted (a test turns encryption on later) */
+  readonly clear?: boolean;
 }
 
 /** Turns end-to-end encryption on in a room (helpers.ts's room by default), as its creator alice. */
@@ -89,7 +91,7 @@ export async function encryptedRoom(mode: E2eeMode, opts: EncryptedRoomOptions =
   };
   try {
     if (mode === 'bot') env.hs.registerUser('relay', 'relay-pw');
-    encryptRoom(env);
+    if (!opts.clear) encryptRoom(env);
     peer = await memberPeer(env);
     const top = { encryption: { storeSecret: STORE_SECRET }, ...opts.config };
     const config: MatrixAdapterConfig = mode === 'bot' ? botConfig(env, {}, top) : appserviceConfig(env, {}, top);
