@@ -52,6 +52,9 @@ function createState(deps: MatrixAdapterDeps): MatrixAdapterState {
   const appservice = mode === 'appservice' ? as : undefined;
   const template = config.mediaUrlTemplate;
   const storeSecret = config.encryption?.storeSecret;
+  if (storeSecret !== undefined && config.encryption?.mode !== 'off' && config.encryptedMediaBaseUrl === undefined) {
+    deps.log.info('encryptedMediaBaseUrl is not set: files of encrypted rooms get the path /v1/media/<adapter>/<id>, which HTTP API clients resolve against the gateway; XMPP and MQTT clients need the absolute URL');
+  }
   const media = new EncryptedMedia({
     adapter: deps.name,
     http,
