@@ -7,6 +7,7 @@
 import { MatrixHttp } from './client.js';
 import { AppserviceServer } from './appservice.js';
 import { botUserId, ghostUserRegex, type MatrixAdapterConfig } from './config.js';
+import { EncryptedMedia } from './crypto/media.js';
 import { MatrixConfigError } from './errors.js';
 import { Ghosts } from './ghosts.js';
 import { createInbound } from './inbound/dispatch.js';
@@ -34,6 +35,7 @@ export function createMatrixAdapter(deps: MatrixAdapterDeps): MatrixAdapter {
     deliver: (event, target, context) => deliver(s, event, target, context),
     checkLink: (link) => checkLink(s, link),
     listenAddress: () => listenAddress(s),
+    media: (id) => s.media.serve(id),
   };
 }
 
@@ -49,6 +51,18 @@ function createState(deps: MatrixAdapterDeps): MatrixAdapterState {
   if (mode === 'appservice' && !as) throw new MatrixConfigError(['/appservice: required in appservice mode (validate with parseMatrixConfig)']);
   const appservice = mode === 'appservice' ? as : undefined;
   const template = config.mediaUrlTemplate;
+  const storeSecret = config.encryption?.storeSecret;
+  if (storeSecret !== undefined && config.encryption?.mode !== 'off' && config.encryptedMediaBaseUrl === undefined) {
+    deps.log.info('encryptedMediaBaseUrl is not set: files of encrypted rooms get the path /v1/media/<adapter>/<id>, which HTTP API clients resolve against the gateway; XMPP and MQTT clients need the absolute URL');
+  }
+  const media = new EncryptedMedia({
+    adapter: deps.name,
+    http,
+    links: deps.links,
+    store: deps.sealed && storeSecret !== undefined && config.encryption?.mode !== 'off' ? deps.sealed(`matrix-media:${deps.name}`, storeSecret) : undefined,
+    baseUrl: config.encryptedMediaBaseUrl ?? `/v1/media/${encodeURIComponent(deps.name)}`,
+    maxBytes: config.encryptedMediaMaxBytes,
+  });
   // The modules reach each other through the state; the callbacks below close over it once it exists.
   const s: MatrixAdapterState = {
     name: deps.name,
@@ -75,12 +89,14 @@ function createState(deps: MatrixAdapterDeps): MatrixAdapterState {
       isOurs: (userId) => isOurs(s, userId),
       botUserId: () => s.userId,
       ...(template !== undefined ? { mediaUrl: (mxc: string) => mediaUrl(template, mxc) } : {}),
+      encryptedMedia: media,
       onInvite: (roomId) => joinRoom(s, roomId),
       onEncrypted: (roomId) => markEncrypted(s, roomId),
       // While the appservice extensions probe runs (crypto/appservice.ts), the bridge device decrypts already.
       decrypt: (event, roomId) => (s.crypto.machine ?? (s.crypto.extensionsMissing === undefined ? s.crypto.feed : undefined))?.decrypt(event, roomId),
       hold: (event, reason) => s.crypto.held?.hold(event.event_id, { event: { ...event }, roomId: event.room_id, reason, since: Date.now() }) ?? Promise.resolve(false),
     }),
+    media,
     session: newSession(),
     rooms: { joined: new Set(), joinProblems: new Map(), encrypted: new Set() },
     crypto: { prepared: undefined, machine: undefined, problem: undefined, lost: undefined, feed: undefined, probe: undefined, extensionsMissing: undefined, held: undefined, heldTimer: undefined, roomSettings: new Map() },

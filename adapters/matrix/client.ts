@@ -142,6 +142,61 @@ export class MatrixHttp {
     }
     return json as JsonObject;
   }
+  /**
+   * Downloads a file of the media repository: the authenticated endpoint
+   * (`/_matrix/client/v1/media/download`, spec v1.11, what Synapse serves
+   * with `enable_authenticated_media`), and the old unauthenticated
+   * `/_matrix/media/v3/download` only when the homeserver does not know the
+   * new one (M_UNRECOGNIZED: before v1.11). More than `maxBytes` is refused.
+   */
+  async download(mxc: string, maxBytes: number): Promise<{ data: Buffer; contentType: string }> {
+    const m = /^mxc:\/\/([^/]+)\/([^/]+)$/.exec(mxc);
+    if (!m) throw new MatrixApiError(400, 'M_INVALID_PARAM', `not an mxc:// URI: ${mxc}`);
+    const tail = `${encodeURIComponent(m[1] ?? '')}/${encodeURIComponent(m[2] ?? '')}`;
+    try {
+      return await this.fetchMedia(`/_matrix/client/v1/media/download/${tail}`, maxBytes, true);
+    } catch (err) {
+      if (!(err instanceof MatrixApiError) || err.errcode !== 'M_UNRECOGNIZED') throw err;
+      return this.fetchMedia(`/_matrix/media/v3/download/${tail}`, maxBytes, false);
+    }
+  }
+
+  private async fetchMedia(path: string, maxBytes: number, auth: boolean): Promise<{ data: Buffer; contentType: string }> {
+    const timeout = AbortSignal.timeout(this.timeoutMs);
+    this.counters.requests++;
+    let res: Response;
+    try {
+      res = await fetch(this.baseUrl + path, { headers: auth ? { Authorization: `Bearer ${this.accessToken}` } : {}, signal: timeout, redirect: 'follow' });
+    } catch (err) {
+      this.counters.failures++;
+      throw new MatrixNetworkError(`GET ${path}: ${timeout.aborted ? `timed out after ${this.timeoutMs} ms` : err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+    this.lastAnswerAt = Date.now();
+    if (!res.ok) {
+      this.counters.failures++;
+      const body = (await res.json().catch(() => ({}))) as JsonObject;
+      const errcode = typeof body['errcode'] === 'string' ? body['errcode'] : 'M_UNKNOWN';
+      throw new MatrixApiError(res.status, errcode, `GET ${path}: ${typeof body['error'] === 'string' ? body['error'] : res.statusText}`, res.status === 429 ? retryAfterMs(res.headers.get('retry-after'), body) : undefined);
+    }
+    const declared = Number(res.headers.get('content-length') ?? 'NaN');
+    if (Number.isFinite(declared) && declared > maxBytes) {
+      await res.body?.cancel();
+      throw new MatrixApiError(413, 'M_TOO_LARGE', `GET ${path}: ${declared} bytes, over the limit of ${maxBytes}`);
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    try {
+      for await (const chunk of res.body ?? []) {
+        size += (chunk as Uint8Array).length;
+        if (size > maxBytes) throw new MatrixApiError(413, 'M_TOO_LARGE', `GET ${path}: over the limit of ${maxBytes} bytes`);
+        chunks.push(Buffer.from(chunk as Uint8Array));
+      }
+    } catch (err) {
+      if (err instanceof MatrixApiError) throw err;
+      throw new MatrixNetworkError(`GET ${path}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+    return { data: Buffer.concat(chunks), contentType: res.headers.get('content-type')?.split(';')[0]?.trim() ?? 'application/octet-stream' };
+  }
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts (never rejects). */

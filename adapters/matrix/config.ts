@@ -127,6 +127,16 @@ export const MatrixAdapterConfig = Type.Object(
     mediaUploadMaxBytes: Type.Integer({ minimum: 0, maximum: 512 * 1024 * 1024, default: 10 * 1024 * 1024 }),
     /** also fetch plain-http attachment URLs for upload (a private network, tests) */
     mediaUploadAllowHttp: Type.Boolean({ default: false }),
+    /**
+     * Encrypted rooms: where the gateway serves this adapter's decrypted
+     * attachments (GET /v1/media/{adapter}/{id}), as other protocols' clients
+     * reach it, e.g. `https://gateway.example/v1/media/matrix`. Absent: the
+     * attachment URL is the path alone (`/v1/media/{adapter}/{id}`), which
+     * clients of the HTTP API resolve against the gateway.
+     */
+    encryptedMediaBaseUrl: Type.Optional(Type.String({ minLength: 1, maxLength: 1024, pattern: '^(https?://[^\\s]+|/[^\\s]*)$' })),
+    /** an encrypted attachment larger than this is not downloaded, checked nor served (marked unreadable) */
+    encryptedMediaMaxBytes: Type.Integer({ minimum: 1, maximum: 512 * 1024 * 1024, default: 50 * 1024 * 1024 }),
     /** appservice mode: how often the homeserver is probed for /readyz */
     healthCheckIntervalMs: Type.Integer({ minimum: 1000, maximum: 600_000, default: 30_000 }),
     /** how long stop() waits for an in-flight transaction or sync batch */

@@ -26,6 +26,7 @@ import type { IOptions } from 'sanitize-html';
 import { ECHO_ID_KEY } from '../../src/core/adapter.js';
 import { MAX_BODY_CHARS, UNDECRYPTABLE_NOTICE, type Content, type DraftOf, type Origin, type Sender, type Timestamps, type UndecryptableReason } from '../../src/core/event.js';
 import { stripReplyFallbackBody, truncate, truncateMarked } from '../../src/core/text.js';
+import { parseEncryptedFile, type EncryptedFile } from './crypto/attachments.js';
 import type { DropReason } from './errors.js';
 
 /** The user ids of the pills (links to https://matrix.to/#/@user:server) in an event's HTML. */
@@ -185,7 +186,7 @@ export type Normalised =
   | { readonly action: 'ignore'; readonly reason: DropReason; readonly detail?: string }
   /** one of ours came back: for the sink to record its native ids against our event */
   | { readonly action: 'echo'; readonly draft: DraftOf<'message'> }
-  | { readonly action: 'message'; readonly base: DraftBase; readonly content: Content; readonly replyTo?: string; readonly thread?: string; readonly notes: readonly DropReason[] }
+  | { readonly action: 'message'; readonly base: DraftBase; readonly content: Content; readonly replyTo?: string; readonly thread?: string; readonly notes: readonly DropReason[]; readonly encryptedFile?: EncryptedFileRef }
   | { readonly action: 'edit'; readonly base: DraftBase; readonly content: Content; readonly replaces: string; readonly notes: readonly DropReason[] }
   | { readonly action: 'annotation'; readonly base: DraftBase; readonly target: string; readonly key: string }
   | { readonly action: 'redaction'; readonly base: DraftBase; readonly redacts: string }
@@ -237,16 +238,21 @@ function mxcToAttachment(url: unknown, info: unknown, name: string | undefined, 
   };
 }
 
-type ContentResult = { readonly content: Content; readonly notes: DropReason[] } | { readonly ignore: DropReason; readonly detail: string };
+/** An encrypted file of a message (its attachment's URL is still the ciphertext's mxc://), or why its `file` is not one. */
+export type EncryptedFileRef = { readonly file: EncryptedFile } | { readonly problem: string };
+
+type ContentResult = { readonly content: Content; readonly notes: DropReason[]; readonly encryptedFile?: EncryptedFileRef } | { readonly ignore: DropReason; readonly detail: string };
 
 /** The content of an m.room.message (or of its `m.new_content`). */
-export function contentOf(c: JsonObject, ctx: NormaliseContext, opts: { isReply: boolean; sticker?: boolean }): ContentResult {
+export function contentOf(c: JsonObject, ctx: NormaliseContext, opts: { isReply: boolean; sticker?: boolean; encryptedFiles?: boolean }): ContentResult {
   const notes: DropReason[] = [];
   let body = str(c['body']);
   if (body === undefined) return { ignore: 'malformed-event', detail: 'content.body is not a string' };
   const msgtype = opts.sticker ? 'm.image' : str(c['msgtype']);
   if (msgtype === undefined) return { ignore: 'malformed-event', detail: 'content.msgtype is not a string' };
-  if (c['file'] !== undefined) return { ignore: 'encrypted', detail: 'encrypted media (content.file)' };
+  // An encrypted file (spec "Sending encrypted attachments") in a message; in an edit's new content it is not bridged.
+  if (c['file'] !== undefined && !opts.encryptedFiles) return { ignore: 'encrypted', detail: 'encrypted media (content.file)' };
+  let encryptedFile: EncryptedFileRef | undefined;
   if (opts.isReply) body = stripReplyFallbackBody(body);
 
   let formatted: string | undefined;
@@ -274,9 +280,17 @@ export function contentOf(c: JsonObject, ctx: NormaliseContext, opts: { isReply:
       // With `filename` set and different, `body` is a caption (spec v1.10 "media captions").
       const filename = str(c['filename']);
       const caption = filename !== undefined && filename !== body ? body : undefined;
-      const attachment = mxcToAttachment(c['url'], c['info'], filename ?? body, ctx);
-      if (!attachment) return { ignore: 'malformed-event', detail: `${msgtype} without a valid mxc:// url` };
-      attachments.push(attachment);
+      if (c['file'] !== undefined) {
+        // The ciphertext's mxc:// stays until the inbound handler checked the file and gave it the gateway's URL.
+        encryptedFile = parseEncryptedFile(c['file']);
+        const { mediaUrl: _clearOnly, ...asIs } = ctx;
+        const attachment = 'file' in encryptedFile ? mxcToAttachment(encryptedFile.file.url, c['info'], filename ?? body, asIs) : undefined;
+        if (attachment) attachments.push(attachment);
+      } else {
+        const attachment = mxcToAttachment(c['url'], c['info'], filename ?? body, ctx);
+        if (!attachment) return { ignore: 'malformed-event', detail: `${msgtype} without a valid mxc:// url` };
+        attachments.push(attachment);
+      }
       body = caption ?? filename ?? body;
       if (caption === undefined) formatted = undefined;
       break;
@@ -316,7 +330,7 @@ export function contentOf(c: JsonObject, ctx: NormaliseContext, opts: { isReply:
   }
   if (mentions.length > 0) content.mentions = [...new Set(mentions)];
   if (attachments.length > 0) content.attachments = attachments;
-  return { content, notes };
+  return { content, notes, ...(encryptedFile !== undefined ? { encryptedFile } : {}) };
 }
 
 /** One Matrix room event → what it means for the log (relation targets still Matrix ids). */
@@ -409,12 +423,13 @@ function messageOf(ev: MatrixEvent, ctx: NormaliseContext): Normalised {
     // In a thread, m.in_reply_to with is_falling_back is only for clients without threads.
     if (rel?.['is_falling_back'] === true) replyTo = undefined;
   }
-  const result = contentOf(ev.content, ctx, { isReply: replyTo !== undefined, sticker });
+  const result = contentOf(ev.content, ctx, { isReply: replyTo !== undefined, sticker, encryptedFiles: true });
   if ('ignore' in result) return { action: 'ignore', reason: result.ignore, detail: result.detail };
   return {
     action: 'message',
     base: baseOf(ev, ctx),
     content: result.content,
+    ...(result.encryptedFile !== undefined ? { encryptedFile: result.encryptedFile } : {}),
     ...(replyTo !== undefined ? { replyTo } : {}),
     ...(thread !== undefined ? { thread } : {}),
     notes: result.notes,

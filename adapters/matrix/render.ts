@@ -12,6 +12,7 @@ import MarkdownIt from 'markdown-it';
 import type { Attachment, Content, DraftOf, Sender } from '../../src/core/event.js';
 import { truncateToBytes, utf8Length } from '../../src/core/text.js';
 import { CONTENT_KEY, HTML_FORMAT, sanitizeMatrixHtml, type JsonObject } from './normalise.js';
+import type { EncryptedFile } from './crypto/attachments.js';
 
 const markdown = new MarkdownIt({ html: false, linkify: true, breaks: true });
 
@@ -190,6 +191,8 @@ export interface MediaRef {
   /** the type the file was uploaded with, when the attachment does not say */
   readonly mime?: string;
   readonly size?: number;
+  /** in an encrypted room: the ciphertext's EncryptedFile, sent as `file` instead of `url` (never both) */
+  readonly file?: EncryptedFile;
 }
 
 /** The msgtype of a file by its media type (spec "m.room.message msgtypes"). */
@@ -219,7 +222,7 @@ export function renderMedia(event: DraftOf<'message'> & { eventId: string }, med
     const mime = m.attachment.mime ?? m.mime;
     const size = m.attachment.size ?? m.size;
     const info: JsonObject = { ...(mime !== undefined ? { mimetype: mime } : {}), ...(size !== undefined ? { size } : {}) };
-    const content: JsonObject = { msgtype: mediaMsgtype(mime), body: name, filename: name, url: m.mxc, info };
+    const content: JsonObject = { msgtype: mediaMsgtype(mime), body: name, filename: name, ...(m.file ? { file: { ...m.file } } : { url: m.mxc }), info };
     if (i === 0) {
       // The caption, or in bot mode at least who sent it ("<Carol> cat.png" is a caption, not the name).
       const caption = hasCaption ? fitTextContent(textContent(captionContent, opts)) : opts.prefix ? { body: `${opts.prefix}${name}` } : undefined;

@@ -11,6 +11,7 @@ import type { AppserviceServer } from './appservice.js';
 import type { MatrixHttp } from './client.js';
 import type { MatrixAdapterConfig } from './config.js';
 import type { HeldEvents } from './crypto/held.js';
+import type { EncryptedMedia } from './crypto/media.js';
 import type { MatrixCrypto, PreparedCrypto, RoomEncryptionSettings } from './crypto/machine.js';
 import type { Ghosts } from './ghosts.js';
 import type { InboundPort } from './inbound/dispatch.js';
@@ -144,6 +145,8 @@ export interface MatrixAdapterState {
   readonly server: AppserviceServer | undefined;
   /** Matrix → log, shared by both modes */
   readonly inbound: InboundPort;
+  /** encrypted attachments coming in: checked, kept sealed, served through the gateway (crypto/media.ts) */
+  readonly media: EncryptedMedia;
   /** our bot's user id: configured, then the one the homeserver says the token belongs to */
   userId: string;
   readonly session: SessionState;

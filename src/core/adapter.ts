@@ -131,6 +131,19 @@ export interface Adapter {
    * console's Rules page). Only endpoints with inbound rules (MQTT) have it.
    */
   testRule?(sample: RuleSample): RuleSampleResult;
+  /**
+   * A file this endpoint made available to the room's other protocols under
+   * an id it put in an attachment URL (GET /v1/media/{endpoint}/{id}): a
+   * Matrix encrypted attachment, decrypted. Undefined when there is no such
+   * file (or it may no longer be given); throws when it cannot be fetched.
+   */
+  media?(id: string): Promise<MediaFile | undefined>;
+}
+
+export interface MediaFile {
+  readonly data: Uint8Array;
+  readonly contentType: string;
+  readonly name?: string;
 }
 
 export interface RuleSample {

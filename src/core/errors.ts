@@ -37,6 +37,7 @@ export const ERROR_TABLE = {
   SG_ERR_AUTH_INVALID: { status: 401, message: 'The bearer token is not valid' },
   SG_ERR_FORBIDDEN: { status: 403, message: 'This token may not do that' },
   SG_ERR_NOT_FOUND: { status: 404, message: 'Not found' },
+  SG_ERR_MEDIA_UNAVAILABLE: { status: 502, message: 'The file cannot be fetched from its origin now, or it is not the file its event names' },
   SG_ERR_REQUEST_INVALID: { status: 400, message: 'The request does not match its schema' },
   SG_ERR_BODY_TOO_LARGE: { status: 413, message: 'The request body is too large' },
   SG_ERR_MEDIA_TYPE_UNSUPPORTED: { status: 415, message: 'The request body has a content type this API does not take; send application/json' },

@@ -92,7 +92,11 @@ export const MAX_BODY_CHARS = 65_536;
  *   `openpgp` (XEP-0373), `openpgp-legacy` (XEP-0027), `otr`, and
  *   `unknown-encryption` (an XEP-0380 marker for any other scheme);
  * - keys are missing (Matrix, issue 22): `keys-missing` (not received yet),
- *   `keys-withheld` (the sender's device refused them), `unknown-device`.
+ *   `keys-withheld` (the sender's device refused them), `unknown-device`;
+ * - an encrypted attachment (Matrix `content.file`) could not be given:
+ *   `attachment-hash-mismatch` (the downloaded file is not the one the event
+ *   names), `attachment-unavailable` (not downloadable, too large, or its
+ *   description malformed). The body then says so, with the caption.
  */
 export const UndecryptableReason = Type.Union(
   [
@@ -105,6 +109,8 @@ export const UndecryptableReason = Type.Union(
     Type.Literal('keys-missing'),
     Type.Literal('keys-withheld'),
     Type.Literal('unknown-device'),
+    Type.Literal('attachment-hash-mismatch'),
+    Type.Literal('attachment-unavailable'),
   ],
   { description: 'why the message could not be read' },
 );
@@ -122,6 +128,9 @@ export type Undecryptable = Static<typeof Undecryptable>;
 
 /** The body of an undecryptable message: the same neutral sentence on every protocol. */
 export const UNDECRYPTABLE_NOTICE = '[An encrypted message could not be read]';
+
+/** The body of a message whose encrypted attachment could not be read (its caption follows, when it has one). */
+export const UNREADABLE_ATTACHMENT_NOTICE = '[An encrypted attachment could not be read]';
 
 export const Content = Type.Object(
   {

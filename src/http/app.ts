@@ -12,7 +12,7 @@ import rateLimit from '@fastify/rate-limit';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import type { EventLog, RoomSpec } from '../core/ports.js';
-import type { HttpConfig, HttpContext, LinkCheck, RuleTester, StatusReport } from './context.js';
+import type { HttpConfig, HttpContext, LinkCheck, MediaSource, RuleTester, StatusReport } from './context.js';
 import { Directory } from './directory.js';
 import { utf8JsonParser, type JsonTextParser } from './body.js';
 import { registerConsole } from './console.js';
@@ -28,6 +28,7 @@ import { registerOperatorRoutes } from './routes/operator.js';
 import { registerOperatorLiveRoute } from './routes/operator-live.js';
 import { registerAuditRoutes } from './routes/audit.js';
 import { trackDevicePositions } from './device-lag.js';
+import { registerMediaRoutes } from './routes/media.js';
 import { registerOpsRoutes } from './routes/ops.js';
 import { registerPartitionRoutes } from './routes/partitions.js';
 import { registerStreamRoutes } from './routes/stream.js';
@@ -55,6 +56,8 @@ export interface AppDeps {
   readonly checkLinks?: LinkCheck;
   /** runs an MQTT rule on a sample (POST /v1/admin/rules/test); absent = no MQTT adapter */
   readonly testRule?: RuleTester;
+  /** files adapters serve under attachment URLs (GET /v1/media/:endpoint/:id); absent = none */
+  readonly media?: MediaSource;
   /** where the built console is (default dist/console of this checkout) */
   readonly consoleRoot?: string;
   /** where the metrics go; a fresh registry when absent */
@@ -151,6 +154,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     bodyLimits: deps.bodyLimits ?? {},
     checkLinks: deps.checkLinks,
     testRule: deps.testRule,
+    media: deps.media,
   };
 
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, utf8JsonParser(app.getDefaultJsonParser('error', 'error') as JsonTextParser));
@@ -201,6 +205,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   if (config.console === true) await registerConsole(app, { logger, ...(deps.consoleRoot !== undefined ? { root: deps.consoleRoot } : {}) });
   registerOpsRoutes(app, ctx);
+  registerMediaRoutes(app, ctx);
   registerAdminRoutes(app, ctx);
   registerDeadLetterRoutes(app, ctx);
   registerOperatorRoutes(app, ctx);

@@ -5,6 +5,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Config } from '../config/index.js';
+import type { MediaFile } from '../core/adapter.js';
 import type { EventLog, RoomSpec } from '../core/ports.js';
 import type { Directory } from './directory.js';
 import type { LiveHub } from './live.js';
@@ -19,6 +20,9 @@ export type StatusReport = () => Promise<{ readonly log: unknown; readonly adapt
 
 /** Asks the linked endpoints whether they can bridge a room's links; the refusals. */
 export type LinkCheck = (spec: RoomSpec) => Promise<ReadonlyArray<{ readonly endpoint: string; readonly target: string; readonly reason: 'encrypted'; readonly detail: string }>>;
+
+/** The file behind an attachment URL's id at an endpoint; undefined when there is none. */
+export type MediaSource = (endpoint: string, id: string) => Promise<MediaFile | undefined>;
 
 /** A sample for an MQTT rule test (POST /v1/admin/rules/test). */
 export interface RuleTestInput {
@@ -55,4 +59,6 @@ export interface HttpContext {
   readonly bodyLimits: Readonly<Record<string, number>>;
   readonly checkLinks: LinkCheck | undefined;
   readonly testRule: RuleTester | undefined;
+  /** a file an adapter serves under an attachment URL's id (GET /v1/media/:endpoint/:id) */
+  readonly media: MediaSource | undefined;
 }

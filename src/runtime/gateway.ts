@@ -238,6 +238,8 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
         }
       : {}),
     bodyLimits: Object.fromEntries(adapters.flatMap((a) => (a.maxBodyBytes !== undefined ? [[a.name, a.maxBodyBytes]] : []))),
+    // decrypted Matrix attachments: any replica serves them (the adapter needs no connection lease for it)
+    media: async (endpoint, id) => adapters.find((a) => a.name === endpoint)?.media?.(id),
   });
 
   const version = buildVersion();

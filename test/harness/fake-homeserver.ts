@@ -29,7 +29,8 @@
  *   annotations as 400 M_UNKNOWN before 1.80 (`legacyDuplicateAnnotation`);
  *   /versions as an older Synapse lists it (`specVersions`, e.g.
  *   SYNAPSE_1_67_VERSIONS: up to v1.2) while v3 paths are served; the media
- *   repository (upload, authenticated download, `maxUploadBytes`); the AS
+ *   repository (upload, authenticated download, `maxUploadBytes`; before
+ *   authenticated media with `authenticatedMedia: false`); the AS
  *   ping (`POST /_matrix/client/v1/appservice/{id}/ping`), after which a
  *   transaction waiting out its backoff is retried at once (Synapse 1.132+;
  *   `pingRetriesTransactions: false` as before); receipts and
@@ -170,6 +171,13 @@ export interface FakeHomeserverOptions {
   /** The media repository's upload limit (Synapse `max_upload_size`, default 50 MiB). */
   maxUploadBytes?: number;
   /**
+   * false: a homeserver from before authenticated media (spec v1.11, Synapse
+   * 1.110): `/_matrix/client/v1/media/download` is unknown (404
+   * M_UNRECOGNIZED) and `/_matrix/media/v3/download` serves without a token.
+   * Default true: the authenticated endpoint, the old one frozen (404).
+   */
+  authenticatedMedia?: boolean;
+  /**
    * Answer a duplicate annotation as Synapse before 1.80 did: 400 M_UNKNOWN
    * "Can't send same reaction twice" (1.80 brought M_DUPLICATE_ANNOTATION).
    */
@@ -277,6 +285,12 @@ export interface FakeHomeserver {
   appServicePings(appServiceId: string): number;
   /** A file uploaded to the media repository, by its mxc:// URI. */
   media(mxc: string): StoredMedia | undefined;
+  /** Every download served (the path tells the endpoint), in order. */
+  downloads(): Array<{ mxc: string; path: string }>;
+  /** Every file of the media repository, in upload order. */
+  mediaUploads(): Array<{ mxc: string; media: StoredMedia }>;
+  /** Replaces a stored file's bytes (a media repository that serves another file than was uploaded). */
+  replaceMedia(mxc: string, data: Buffer): void;
   /** The key server and to-device messages (fake-homeserver-e2ee.ts): what devices uploaded and sent. */
   readonly keys: FakeKeyServer;
   stop(): Promise<void>;
@@ -558,6 +572,8 @@ class FakeHomeserverImpl implements FakeHomeserver {
   private readonly mediaStore = new Map<string, StoredMedia>();
   private readonly pings: Array<{ appServiceId: string; at: number }> = [];
   private readonly maxUploadBytes: number;
+  private readonly authenticatedMedia: boolean;
+  private readonly mediaDownloads: Array<{ mxc: string; path: string }> = [];
   private readonly legacyDuplicateAnnotation: boolean;
   private readonly specVersions: readonly string[];
   private readonly retryAfterHeader: boolean;
@@ -580,6 +596,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
     this.maxEventsPerTransaction = opts.maxEventsPerTransaction ?? 100;
     this.firstTxnId = opts.firstAppServiceTxnId ?? Date.now();
     this.maxUploadBytes = opts.maxUploadBytes ?? 50 * 1024 * 1024;
+    this.authenticatedMedia = opts.authenticatedMedia ?? true;
     this.legacyDuplicateAnnotation = opts.legacyDuplicateAnnotation ?? false;
     this.specVersions = opts.specVersions ?? SPEC_VERSIONS;
     this.retryAfterHeader = opts.retryAfterHeader ?? false;
@@ -847,17 +864,41 @@ class FakeHomeserverImpl implements FakeHomeserver {
       return { reply: { body: { content_uri: mxc } } };
     }
     if (method === 'GET' && parts[2] === 'v1' && parts[3] === 'media' && parts[4] === 'download' && parts.length >= 7) {
+      if (!this.authenticatedMedia) throw new FakeMatrixError(404, 'M_UNRECOGNIZED', 'Unrecognized request');
       this.authenticate(req, url.searchParams);
-      const file = this.mediaStore.get(`mxc://${decodeURIComponent(parts[5] ?? '')}/${decodeURIComponent(parts[6] ?? '')}`);
+      const mxc = `mxc://${decodeURIComponent(parts[5] ?? '')}/${decodeURIComponent(parts[6] ?? '')}`;
+      const file = this.mediaStore.get(mxc);
       if (!file) throw new FakeMatrixError(404, 'M_NOT_FOUND', 'Not found');
+      this.mediaDownloads.push({ mxc, path: url.pathname });
       return { reply: { body: {} }, file };
     }
-    if (method === 'GET' && parts[1] === 'media' && parts[3] === 'download') throw new FakeMatrixError(404, 'M_NOT_FOUND', 'Not found');
+    if (method === 'GET' && parts[1] === 'media' && parts[3] === 'download' && parts.length >= 6) {
+      if (this.authenticatedMedia) throw new FakeMatrixError(404, 'M_NOT_FOUND', 'Not found');
+      const mxc = `mxc://${decodeURIComponent(parts[4] ?? '')}/${decodeURIComponent(parts[5] ?? '')}`;
+      const file = this.mediaStore.get(mxc);
+      if (!file) throw new FakeMatrixError(404, 'M_NOT_FOUND', 'Not found');
+      this.mediaDownloads.push({ mxc, path: url.pathname });
+      return { reply: { body: {} }, file };
+    }
     throw new FakeMatrixError(404, 'M_UNRECOGNIZED', 'Unrecognized request');
   }
 
   media(mxc: string): StoredMedia | undefined {
     return this.mediaStore.get(mxc);
+  }
+
+  downloads(): Array<{ mxc: string; path: string }> {
+    return [...this.mediaDownloads];
+  }
+
+  mediaUploads(): Array<{ mxc: string; media: StoredMedia }> {
+    return [...this.mediaStore.entries()].map(([mxc, media]) => ({ mxc, media }));
+  }
+
+  replaceMedia(mxc: string, data: Buffer): void {
+    const file = this.mediaStore.get(mxc);
+    if (!file) throw new Error(`no media ${mxc}`);
+    this.mediaStore.set(mxc, { ...file, data });
   }
 
   appServicePings(appServiceId: string): number {

@@ -4,9 +4,12 @@
  * in-memory store) driven over real HTTP against the fake homeserver. It
  * logs in as a device, uploads its keys, tracks the room's members, shares
  * its Megolm room key with their devices, sends m.room.encrypted events and
- * decrypts what the others send. Nothing here is shared with the adapter's
- * crypto (adapters/matrix/crypto/): the two ends of a test are independent.
+ * decrypts what the others send, and its encrypted attachments (the spec's
+ * AES-256-CTR files, written here with Node's crypto on their own). Nothing
+ * here is shared with the adapter's crypto (adapters/matrix/crypto/): the
+ * two ends of a test are independent.
  */
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import * as wasm from '@matrix-org/matrix-sdk-crypto-wasm';
 
 type Json = Record<string, unknown>;
@@ -185,7 +188,54 @@ export class E2eePeer {
     return JSON.parse(await this.machine.encryptRoomEvent(new wasm.RoomId(roomId), type, JSON.stringify(content))) as Json;
   }
 
+  /** Encrypts a file as a client does (spec "Sending encrypted attachments") and uploads the ciphertext; the EncryptedFile. */
+  async uploadEncrypted(plain: Uint8Array): Promise<{ file: Json; ciphertext: Buffer }> {
+    const key = randomBytes(32);
+    const iv = Buffer.concat([randomBytes(8), Buffer.alloc(8)]);
+    const cipher = createCipheriv('aes-256-ctr', key, iv);
+    const ciphertext = Buffer.concat([cipher.update(plain), cipher.final()]);
+    const res = await fetch(`${this.baseUrl}/_matrix/media/v3/upload`, { method: 'POST', headers: { Authorization: `Bearer ${this.token}`, 'Content-Type': 'application/octet-stream' }, body: ciphertext });
+    const body = (await res.json()) as Json;
+    if (!res.ok) throw new Error(`upload: ${res.status} ${JSON.stringify(body)}`);
+    const b64 = (b: Buffer): string => b.toString('base64').replace(/=+$/, '');
+    const file = {
+      url: String(body['content_uri']),
+      key: { kty: 'oct', key_ops: ['encrypt', 'decrypt'], alg: 'A256CTR', k: key.toString('base64url'), ext: true },
+      iv: b64(iv),
+      hashes: { sha256: b64(createHash('sha256').update(ciphertext).digest()) },
+      v: 'v2',
+    };
+    return { file, ciphertext };
+  }
+
+  /** Downloads a file of the media repository through the authenticated endpoint (spec v1.11). */
+  async download(mxc: string): Promise<Buffer> {
+    const m = /^mxc:\/\/([^/]+)\/([^/]+)$/.exec(mxc);
+    if (!m) throw new Error(`not an mxc URI: ${mxc}`);
+    const res = await fetch(`${this.baseUrl}/_matrix/client/v1/media/download/${m[1] ?? ''}/${m[2] ?? ''}`, { headers: { Authorization: `Bearer ${this.token}` } });
+    if (!res.ok) throw new Error(`download ${mxc}: ${res.status}`);
+    return Buffer.from(await res.arrayBuffer());
+  }
+
+  /** Downloads, checks and decrypts the file an event's `file` describes, as a member's client does. */
+  async downloadEncrypted(file: Json): Promise<Buffer> {
+    const ciphertext = await this.download(String(file['url']));
+    return decryptFile(ciphertext, file);
+  }
+
   close(): void {
     this.machine.close();
   }
+}
+
+/** The client side of an encrypted attachment: SHA-256 of the ciphertext checked, then AES-256-CTR with the JWK's key. */
+export function decryptFile(ciphertext: Buffer, file: Json): Buffer {
+  const hashes = file['hashes'] as Json | undefined;
+  const key = file['key'] as Json | undefined;
+  if (file['v'] !== 'v2' || key?.['alg'] !== 'A256CTR') throw new Error(`not a v2 A256CTR file: ${JSON.stringify(file)}`);
+  const hash = createHash('sha256').update(ciphertext).digest('base64').replace(/=+$/, '');
+  if (hash !== String(hashes?.['sha256']).replace(/=+$/, '')) throw new Error('attachment hash mismatch');
+  const iv = Buffer.from(String(file['iv']), 'base64');
+  const decipher = createDecipheriv('aes-256-ctr', Buffer.from(String(key['k']), 'base64url'), iv);
+  return Buffer.concat([decipher.update(ciphertext), decipher.final()]);
 }

@@ -16,6 +16,7 @@ import type { EventDraft, UndecryptableReason } from '../../../src/core/event.js
 import { mxPath, type MatrixHttp } from '../client.js';
 import { isMatrixApiError, type DropReason } from '../errors.js';
 import type { Decrypted } from '../crypto/machine.js';
+import type { EncryptedMedia } from '../crypto/media.js';
 import type { JsonObject as MatrixJson, MatrixEvent, NormaliseContext } from '../normalise.js';
 import type { AdapterStore } from '../store.js';
 
@@ -44,6 +45,8 @@ export interface InboundDeps {
   /** our bot's user id (known for sure only after login) */
   readonly botUserId: () => string;
   readonly mediaUrl?: (mxc: string) => string;
+  /** encrypted attachments: checked, kept and given a gateway URL (crypto/media.ts) */
+  readonly encryptedMedia?: EncryptedMedia;
   /** our bot was invited to a linked room */
   readonly onInvite: (roomId: string) => Promise<void>;
   /** a room turned out to be end-to-end encrypted (its m.room.encryption state, not a stray m.room.encrypted event anyone can send) */

@@ -59,7 +59,7 @@ export interface AppOptions {
   readonly log?: EventLog;
   readonly config?: Partial<Config['http']>;
   readonly listen?: boolean;
-  readonly deps?: Partial<Pick<AppDeps, 'status' | 'registry' | 'stream' | 'rateLimitStore' | 'bodyLimits'>>;
+  readonly deps?: Partial<Pick<AppDeps, 'status' | 'registry' | 'stream' | 'rateLimitStore' | 'bodyLimits' | 'media'>>;
   /** the log is shared with other apps: do not close it with this one */
   readonly sharedLog?: boolean;
 }

@@ -6,23 +6,19 @@
  * Synapse sends them with its experimental features on), with a member whose
  * client is an independent Rust-crypto peer (test/harness/matrix-e2ee-peer.ts).
  */
-import { parse } from 'yaml';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { MatrixAdapter } from '../../../adapters/matrix/index.js';
 import type { LogEvent } from '../../../src/core/event.js';
-import { createMatrixAdapter, registrationYaml } from '../../../adapters/matrix/index.js';
 import type { MatrixAdapterConfig } from '../../../adapters/matrix/config.js';
-import { createIngestSink } from '../../../src/bridge/ingest.js';
-import { createSealedStore } from '../../../src/runtime/sealed-store.js';
-import type { AppServiceRegistration, FakeHomeserverOptions } from '../../harness/fake-homeserver.js';
+import type { FakeHomeserverOptions } from '../../harness/fake-homeserver.js';
 import { getFreePort, waitFor } from '../../harness/free-port.js';
-import { E2eePeer } from '../../harness/matrix-e2ee-peer.js';
+import type { E2eePeer } from '../../harness/matrix-e2ee-peer.js';
+import { AS_EXTENSIONS, createE2eeAdapter, encryptRoom, memberPeer, pointHomeserverAt, registerOwnAppservice, STORE_SECRET } from './e2ee-room.js';
 import { appendApi, appserviceConfig, createEnv, Driver, matrixLink, waitForEvents, type Env } from './helpers.js';
 
 const BOT = '@syncgate:fake.test';
-const SECRET = 'a store secret of some length';
-/** Synapse's experimental_features msc2409_to_device_messages_enabled and msc3202_transaction_extensions */
-const EXTENSIONS: FakeHomeserverOptions = { msc2409ToDevice: true, msc3202TransactionExtensions: true };
+const SECRET = STORE_SECRET;
+const EXTENSIONS: FakeHomeserverOptions = AS_EXTENSIONS;
 
 let env: Env | undefined;
 let peer: E2eePeer | undefined;
@@ -39,9 +35,10 @@ afterEach(async () => {
 async function setup(hs: FakeHomeserverOptions, encrypted = true): Promise<{ env: Env; peer: E2eePeer }> {
   const e = await createEnv({ hs });
   env = e;
-  if (encrypted) e.hs.sendStateAsUser(e.alice.userId, e.roomId, 'm.room.encryption', '', { algorithm: 'm.megolm.v1.aes-sha2' });
-  peer = await E2eePeer.login(e.hs.url, e.alice.userId, 'pw', 'ALICEPHONE');
-  return { env: e, peer };
+  if (encrypted) encryptRoom(e);
+  const p = await memberPeer(e);
+  peer = p;
+  return { env: e, peer: p };
 }
 
 function encConfig(e: Env, encryption: Record<string, unknown> = {}, appservice: Record<string, unknown> = {}): MatrixAdapterConfig {
@@ -49,31 +46,15 @@ function encConfig(e: Env, encryption: Record<string, unknown> = {}, appservice:
 }
 
 async function start(e: Env, config: MatrixAdapterConfig, register = true, pointHomeserver = true): Promise<MatrixAdapter> {
-  if (register) {
-    // Our own registration file, as the CLI writes it (it asks for MSC2409 and MSC3202).
-    const reg = parse(registrationYaml(config)) as AppServiceRegistration;
-    e.hs.registerAppService({ ...reg, url: null });
-  }
-  const adapter = createMatrixAdapter({
-    name: 'matrix',
-    config,
-    log: e.logger.child({ adapter: 'matrix' }),
-    sink: createIngestSink({ log: e.log, logger: e.logger }),
-    links: e.links,
-    state: e.log.state,
-    sealed: (ns, secret) => createSealedStore(e.log.state, ns, secret),
-  });
+  if (register) registerOwnAppservice(e, config);
+  const adapter = createE2eeAdapter(e, config);
   adapters.push(adapter);
   await adapter.start();
   if (pointHomeserver) pointAt(e, adapter);
   return adapter;
 }
 
-function pointAt(e: Env, adapter: MatrixAdapter): void {
-  const address = adapter.listenAddress();
-  if (!address) throw new Error('no listener');
-  e.hs.setAppServiceUrl('syncgate', `http://127.0.0.1:${address.port}`);
-}
+const pointAt = pointHomeserverAt;
 
 interface Encryption {
   active: boolean;
@@ -198,7 +179,7 @@ describe('Matrix adapter, appservice mode, encrypted room', () => {
     const clear = e.hs.events(e.roomId).filter((ev) => ev.type === 'm.room.message');
     expect(clear.map((ev) => [ev.sender, ev.content['body']])).toEqual([['@_sg_api=3acarol:fake.test', 'before, in clear']]);
 
-    e.hs.sendStateAsUser(e.alice.userId, e.roomId, 'm.room.encryption', '', { algorithm: 'm.megolm.v1.aes-sha2' });
+    encryptRoom(e);
     expect((await driver.deliver(await appendApi(e.log, { kind: 'message', content: { body: 'after, encrypted' } }))).status).toBe('delivered');
     const all = e.hs.events(e.roomId);
     const from = all.findIndex((ev) => ev.type === 'm.room.encryption');

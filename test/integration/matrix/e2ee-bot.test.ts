@@ -9,15 +9,13 @@ import type { LogEvent } from '../../../src/core/event.js';
 import { SyncgateError } from '../../../src/core/errors.js';
 import type { MatrixAdapter } from '../../../adapters/matrix/index.js';
 import type { MatrixAdapterConfig } from '../../../adapters/matrix/config.js';
-import { createMatrixAdapter } from '../../../adapters/matrix/index.js';
-import { createIngestSink } from '../../../src/bridge/ingest.js';
-import { createSealedStore } from '../../../src/runtime/sealed-store.js';
 import { waitFor } from '../../harness/free-port.js';
-import { E2eePeer } from '../../harness/matrix-e2ee-peer.js';
+import type { E2eePeer } from '../../harness/matrix-e2ee-peer.js';
+import { createE2eeAdapter, encryptRoom, memberPeer, STORE_SECRET } from './e2ee-room.js';
 import { appendApi, type ApiDraft, botConfig, createEnv, Driver, matrixLink, roomEvents, waitForEvents, type Env } from './helpers.js';
 
 const RELAY = '@relay:fake.test';
-const SECRET = 'a store secret of some length';
+const SECRET = STORE_SECRET;
 
 let env: Env;
 let peer: E2eePeer;
@@ -26,8 +24,8 @@ const adapters: MatrixAdapter[] = [];
 beforeEach(async () => {
   env = await createEnv();
   env.hs.registerUser('relay', 'relay-pw');
-  env.hs.sendStateAsUser(env.alice.userId, env.roomId, 'm.room.encryption', '', { algorithm: 'm.megolm.v1.aes-sha2' });
-  peer = await E2eePeer.login(env.hs.url, env.alice.userId, 'pw', 'ALICEPHONE');
+  encryptRoom(env);
+  peer = await memberPeer(env);
 });
 
 afterEach(async () => {
@@ -41,15 +39,7 @@ function encConfig(secret: string | null = SECRET, encryption: Record<string, un
 }
 
 async function start(config: MatrixAdapterConfig): Promise<MatrixAdapter> {
-  const adapter = createMatrixAdapter({
-    name: 'matrix',
-    config,
-    log: env.logger.child({ adapter: 'matrix' }),
-    sink: createIngestSink({ log: env.log, logger: env.logger }),
-    links: env.links,
-    state: env.log.state,
-    sealed: (ns, secret) => createSealedStore(env.log.state, ns, secret),
-  });
+  const adapter = createE2eeAdapter(env, config);
   adapters.push(adapter);
   await adapter.start();
   return adapter;
@@ -268,7 +258,7 @@ describe('Matrix adapter, bot mode, encrypted room', () => {
     const driver = new Driver(adapter, env.log, matrixLink(env));
     expect((await driver.deliver(await appendApi(env.log, { kind: 'message', content: { body: 'to the phone' } }))).status).toBe('delivered');
     await peer.waitFor((m) => String(m.content?.['body']).includes('to the phone'));
-    const laptop = await E2eePeer.login(env.hs.url, env.alice.userId, 'pw', 'ALICELAPTOP');
+    const laptop = await memberPeer(env, 'ALICELAPTOP');
     try {
       await laptop.sync();
       // The bridge learns of the new device from device_lists.changed in its next /sync batches.
@@ -285,7 +275,7 @@ describe('Matrix adapter, bot mode, encrypted room', () => {
   });
 
   it('rotates its Megolm session per the room\'s rotation_period_msgs, and the member reads every message', async () => {
-    env.hs.sendStateAsUser(env.alice.userId, env.roomId, 'm.room.encryption', '', { algorithm: 'm.megolm.v1.aes-sha2', rotation_period_msgs: 2 });
+    encryptRoom(env, env.roomId, { rotation_period_msgs: 2 });
     const adapter = await start(encConfig());
     await bridgeReady(adapter);
     const driver = new Driver(adapter, env.log, matrixLink(env));
@@ -306,7 +296,7 @@ describe('Matrix adapter, bot mode, encrypted room', () => {
     const driver = new Driver(adapter, env.log, link);
     expect((await driver.deliver(await appendTo('clear', 'in clear, before'))).status).toBe('delivered');
     // The state change and the next delivery at once: the adapter's /sync has not seen it yet.
-    env.hs.sendStateAsUser(env.alice.userId, clearRoom, 'm.room.encryption', '', { algorithm: 'm.megolm.v1.aes-sha2' });
+    encryptRoom(env, clearRoom);
     expect((await driver.deliver(await appendTo('clear', 'must be encrypted'))).status).toBe('delivered');
     const sent = env.hs.events(clearRoom).filter((e) => e.sender === RELAY && e.type !== 'm.room.member');
     expect(sent.map((e) => e.type)).toEqual(['m.room.message', 'm.room.encrypted']);

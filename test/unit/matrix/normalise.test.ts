@@ -145,9 +145,14 @@ describe('Matrix normalise: relations and other kinds', () => {
     expect(expectAction(normalise('redactionOldRoom'), 'redaction').redacts).toBe('$1HkR3tTjWsTg-9WqGx5i0qXfSK8bYdUHg4cdU6Gf0GM');
   });
 
+  it('an encrypted file (content.file) is a message whose file the inbound handler checks; a malformed one says why, and gives no attachment', () => {
+    const n = expectAction(normalise('encryptedFile'), 'message');
+    expect(n.encryptedFile).toEqual({ problem: 'file.key is not an A256CTR JWK' });
+    expect(n.content.attachments).toBeUndefined();
+  });
+
   it('reports encrypted, redacted, state and membership events instead of bridging them', () => {
     expect(expectAction(normalise('encrypted'), 'ignore').reason).toBe('encrypted');
-    expect(expectAction(normalise('encryptedFile'), 'ignore').reason).toBe('encrypted');
     expect(expectAction(normalise('redacted'), 'ignore').reason).toBe('redacted');
     expect(expectAction(normalise('topic'), 'ignore').reason).toBe('unsupported-type');
     expect(normalise('encryption')).toEqual({ action: 'encryption' });
