@@ -12,7 +12,7 @@ import { Ghosts } from './ghosts.js';
 import { createInbound } from './inbound/dispatch.js';
 import { deliver } from './outbound/deliver.js';
 import { MAX_TEXT_JSON_BYTES } from './render.js';
-import { checkLink, isOurs, joinRoom, markEncrypted } from './rooms.js';
+import { checkLink, isOurs, joinRoom, markEncrypted, refusesClearRoom } from './rooms.js';
 import { startSession, stopSession } from './session.js';
 import { newSession, type MatrixAdapter, type MatrixAdapterDeps, type MatrixAdapterState } from './state.js';
 import { listenAddress, status } from './status.js';
@@ -77,6 +77,7 @@ function createState(deps: MatrixAdapterDeps): MatrixAdapterState {
       ...(template !== undefined ? { mediaUrl: (mxc: string) => mediaUrl(template, mxc) } : {}),
       onInvite: (roomId) => joinRoom(s, roomId),
       onEncrypted: (roomId) => markEncrypted(s, roomId),
+      refusesClear: (roomId) => refusesClearRoom(s, roomId),
       // While the appservice extensions probe runs (crypto/appservice.ts), the bridge device decrypts already.
       decrypt: (event, roomId) => (s.crypto.machine ?? (s.crypto.extensionsMissing === undefined ? s.crypto.feed : undefined))?.decrypt(event, roomId),
       hold: (event, reason) => s.crypto.held?.hold(event.event_id, { event: { ...event }, roomId: event.room_id, reason, since: Date.now() }) ?? Promise.resolve(false),

@@ -77,9 +77,11 @@ export const MatrixEncryptionConfig = Type.Object(
      * `optional` (default): end-to-end encrypted rooms are bridged when the
      * adapter's crypto works (a `storeSecret`; in appservice mode also the
      * homeserver's transaction extensions), refused clearly
-     * otherwise; `off`: encrypted rooms are always refused.
+     * otherwise; `off`: encrypted rooms are always refused; `required`:
+     * only encrypted rooms are bridged, a linked room in clear is refused
+     * (SG_ERR_ROOM_NOT_ENCRYPTED: nothing bridged to or from it).
      */
-    mode: Type.Union([Type.Literal('off'), Type.Literal('optional')], { default: 'optional' }),
+    mode: Type.Union([Type.Literal('off'), Type.Literal('optional'), Type.Literal('required')], { default: 'optional' }),
     /**
      * Encrypts the crypto state (device keys, Olm and Megolm sessions) at rest
      * in the log's state store. Losing or changing it means a new device.
@@ -98,6 +100,16 @@ export const MatrixEncryptionConfig = Type.Object(
      * MSC3202) before saying in the status that its extensions are off.
      */
     extensionsTimeoutMs: Type.Integer({ minimum: 100, maximum: 600_000, default: 30_000 }),
+    /**
+     * When the crypto store turns out lost (the homeserver has keys for our
+     * device, we have nothing for it) a new device is created; with this on,
+     * the bridge user's older devices that syncgate created (device id the
+     * configured `deviceId` or `<deviceId>_…`) are deleted then. Bot mode:
+     * needs `bot.password` (Synapse asks for it, user-interactive auth);
+     * appservice mode: needs MSC4190 (`io.element.msc4190: true` in the
+     * registration, which `syncgate matrix-registration` writes).
+     */
+    deleteOldDevices: Type.Boolean({ default: false }),
   },
   { additionalProperties: false },
 );
@@ -154,6 +166,9 @@ export function parseMatrixConfig(input: unknown): MatrixAdapterConfig {
       problems.push('/bot: required in bot mode');
     } else if (config.bot.accessToken === undefined && config.bot.password === undefined) {
       problems.push('/bot: accessToken or password is required');
+    }
+    if (config.encryption?.mode === 'required' && config.encryption.storeSecret === undefined) {
+      problems.push('/encryption/storeSecret: required when encryption.mode is required (the crypto state is encrypted at rest with it)');
     }
   }
   if (problems.length > 0) throw new MatrixConfigError(problems);

@@ -14,6 +14,7 @@ export const DROP_REASONS = [
   'unsupported-type',
   'unsupported-msgtype',
   'encrypted',
+  'unencrypted-room',
   'redacted',
   'own-event',
   'unknown-target',

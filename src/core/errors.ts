@@ -12,6 +12,7 @@ export const ERROR_TABLE = {
   SG_ERR_ROOM_UNKNOWN: { status: 404, message: 'No such room' },
   SG_ERR_ROOM_INVALID: { status: 400, message: 'The room id or room definition is not valid' },
   SG_ERR_ROOM_ENCRYPTED: { status: 400, message: 'A linked native room is end-to-end encrypted, which this adapter cannot bridge (its crypto is not configured)' },
+  SG_ERR_ROOM_NOT_ENCRYPTED: { status: 400, message: 'A linked native room is not end-to-end encrypted and the adapter bridges encrypted rooms only (Matrix encryption.mode: required)' },
   SG_ERR_EVENT_UNKNOWN: { status: 404, message: 'No such event in this room' },
   SG_ERR_LOG_UNAVAILABLE: { status: 503, message: 'The event log is not reachable' },
   SG_ERR_LOG_CLOSED: { status: 503, message: 'The event log is shutting down' },
