@@ -110,6 +110,23 @@ export const MatrixEncryptionConfig = Type.Object(
      * registration, which `syncgate matrix-registration` writes).
      */
     deleteOldDevices: Type.Boolean({ default: false }),
+    /**
+     * Other devices of the bridge's own Matrix user that the bridge device
+     * trusts, each pinned by its Ed25519 fingerprint (as Element shows it
+     * under Settings → Sessions): the bridge accepts room keys they forward
+     * in answer to its key requests (the Rust crypto accepts forwarded keys
+     * only from own verified devices) and forwards keys to them on request.
+     */
+    trustedDevices: Type.Array(
+      Type.Object(
+        {
+          deviceId: Type.String({ minLength: 1, maxLength: 255 }),
+          ed25519: Type.String({ minLength: 40, maxLength: 64, pattern: '^[A-Za-z0-9+/]+$' }),
+        },
+        { additionalProperties: false },
+      ),
+      { maxItems: 100, default: [] },
+    ),
   },
   { additionalProperties: false },
 );

@@ -36,17 +36,62 @@
  * master/self-signing maps), no federation, no limit on to-device messages
  * per sync.
  */
+import { randomBytes } from 'node:crypto';
 import type { Json, JsonObject } from './fake-homeserver.js';
 
-/** A user-visible error of the key endpoints (the fake turns it into a Matrix error response). */
+/**
+ * A user-visible error of the key endpoints (the fake turns it into a Matrix
+ * error response); `body`: the whole response body instead of
+ * {errcode, error} (a user-interactive-auth 401, which has none).
+ */
 export class E2eeError extends Error {
   constructor(
     readonly status: number,
     readonly errcode: string,
     message: string,
+    readonly body?: JsonObject,
   ) {
     super(message);
     this.name = 'E2eeError';
+  }
+}
+
+/**
+ * User-interactive authentication (Client-Server API "User-interactive
+ * authentication API") as Synapse's AuthHandler.validate_user_via_ui_auth
+ * does it for the device-deletion endpoints: a request without `auth`
+ * answers 401 `{flows, params, session}` (no errcode); `auth` of type
+ * `m.login.password` with the user's password and that session passes (the
+ * session is then done); a wrong password answers 401 with `errcode`
+ * M_FORBIDDEN and the flows again; an unknown session 400. A user without a
+ * password (an appservice user) is offered no flow it can complete.
+ * Synapse lets an application service whose registration has
+ * `io.element.msc4190: true` skip this for its users (MSC4190); the caller
+ * decides that.
+ */
+export class FakeUia {
+  private readonly sessions = new Map<string, string>();
+  /** completed and failed attempts, for tests */
+  readonly attempts: Array<{ userId: string; ok: boolean; type: string | undefined }> = [];
+
+  check(userId: string, password: string | undefined, body: JsonObject): void {
+    const flows: Json[] = password !== undefined ? [{ stages: ['m.login.password'] }] : [];
+    const auth = body['auth'];
+    if (!isObject(auth)) {
+      const session = randomBytes(12).toString('base64url');
+      this.sessions.set(session, userId);
+      throw new E2eeError(401, '', 'user-interactive auth required', { flows, params: {}, session });
+    }
+    const session = auth['session'];
+    if (typeof session !== 'string' || this.sessions.get(session) !== userId) throw new E2eeError(400, 'M_UNKNOWN', 'Unknown session ID');
+    const type = typeof auth['type'] === 'string' ? auth['type'] : undefined;
+    const identifier = auth['identifier'];
+    const who = isObject(identifier) && identifier['type'] === 'm.id.user' ? identifier['user'] : auth['user'];
+    const ok = type === 'm.login.password' && password !== undefined && auth['password'] === password && (who === userId || who === userId.slice(1).split(':')[0]);
+    this.attempts.push({ userId, ok, type });
+    if (type !== 'm.login.password' || password === undefined) throw new E2eeError(400, 'M_UNRECOGNIZED', `Unrecognised login type ${type ?? ''}`);
+    if (!ok) throw new E2eeError(401, 'M_FORBIDDEN', 'Invalid username or password', { errcode: 'M_FORBIDDEN', error: 'Invalid username or password', completed: [], flows, params: {}, session });
+    this.sessions.delete(session);
   }
 }
 
@@ -112,8 +157,10 @@ export class FakeKeyServer {
   private readonly changes: Array<{ userId: string; pos: number }> = [];
   /** devices whose to-device messages are held back (a slow federation link, for tests) */
   private readonly delayed = new Set<string>();
+  /** (device, sender) pairs whose to-device messages are lost on the way (a federation failure, for tests) */
+  private readonly lost = new Set<string>();
   /** every to-device message sent, for tests */
-  readonly sent: Array<{ sender: string; type: string; recipient: string; deviceId: string; content: JsonObject }> = [];
+  readonly sent: Array<{ sender: string; type: string; recipient: string; deviceId: string; content: JsonObject; lost?: true }> = [];
   /** every /keys/upload body, for tests (what keys a device announced, in order) */
   readonly uploads: Array<{ userId: string; deviceId: string; body: JsonObject }> = [];
 
@@ -231,6 +278,10 @@ export class FakeKeyServer {
         const devices = target === '*' ? this.host.devicesOf(userId) : [target];
         for (const deviceId of devices) {
           const k = devKey(userId, deviceId);
+          if (this.lost.has(`${k}\u0000${sender}`)) {
+            this.sent.push({ sender, type, recipient: userId, deviceId, content, lost: true });
+            continue;
+          }
           const list = this.inbox.get(k) ?? [];
           list.push({ pos: this.host.bump(), event: { type, sender, content }, returned: false });
           this.inbox.set(k, list);
@@ -292,6 +343,33 @@ export class FakeKeyServer {
     const k = devKey(userId, deviceId);
     if (delayed) this.delayed.add(k);
     else if (this.delayed.delete(k)) this.host.bump();
+  }
+
+  /**
+   * Loses (true) or delivers again (false) the to-device messages `sender`
+   * sends to a device from now on: a lost one is recorded in `sent` with
+   * `lost: true` and never delivered, as when a room key share does not
+   * make it over federation.
+   */
+  loseToDevice(userId: string, deviceId: string, sender: string, lost: boolean): void {
+    const k = `${devKey(userId, deviceId)}\u0000${sender}`;
+    if (lost) this.lost.add(k);
+    else this.lost.delete(k);
+  }
+
+  /**
+   * A device was deleted (Synapse's delete_devices): its keys, one-time and
+   * fallback keys and queued to-device messages go, and its user's device
+   * list changed for everyone sharing a room with them.
+   */
+  deleteDevice(userId: string, deviceId: string): void {
+    const k = devKey(userId, deviceId);
+    const had = this.deviceKeys.delete(k);
+    this.oneTimeKeys.delete(k);
+    this.fallbackKeys.delete(k);
+    this.inbox.delete(k);
+    if (had) this.changes.push({ userId, pos: this.host.bump() });
+    queueMicrotask(() => this.host.keysChanged?.());
   }
 
   /** The devices that uploaded any key, for MSC3202 counts in appservice transactions. */

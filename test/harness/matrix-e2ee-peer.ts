@@ -185,6 +185,18 @@ export class E2eePeer {
     return JSON.parse(await this.machine.encryptRoomEvent(new wasm.RoomId(roomId), type, JSON.stringify(content))) as Json;
   }
 
+  /**
+   * Marks another device as verified on this device (what a user does in
+   * Element after comparing the device's fingerprint): the Rust crypto then
+   * answers that device's room key requests if it is one of our own.
+   * Throws when this device does not know it yet (sync first).
+   */
+  async verifyDevice(userId: string, deviceId: string): Promise<void> {
+    const device = await this.machine.getDevice(new wasm.UserId(userId), new wasm.DeviceId(deviceId));
+    if (!device) throw new Error(`peer ${this.userId}/${this.deviceId} does not know ${userId}/${deviceId}`);
+    await device.setLocalTrust(wasm.LocalTrust.Verified);
+  }
+
   close(): void {
     this.machine.close();
   }

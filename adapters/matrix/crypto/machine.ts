@@ -98,6 +98,8 @@ export interface CryptoCounters {
   /** decryption attempts that failed, by reason (a held event counts once per attempt) */
   decryptFailures: Record<string, number>;
   roomKeysShared: number;
+  /** m.room_key_request to-device messages sent (requests and their cancellations) */
+  keyRequestsSent: number;
 }
 
 export type Decrypted =
@@ -110,6 +112,8 @@ export interface MatrixCryptoOptions {
   readonly sealed: SealedStore;
   /** names the IndexedDB databases (the adapter's name) */
   readonly storeName: string;
+  /** other devices of our own user we trust (encryption.trustedDevices): forwarded keys are accepted from them */
+  readonly trustedDevices?: ReadonlyArray<{ readonly deviceId: string; readonly ed25519: string }>;
 }
 
 /** What the status shows about our device. */
@@ -173,11 +177,13 @@ export class PreparedCrypto {
 }
 
 export class MatrixCrypto {
-  readonly counters: CryptoCounters = { persisted: 0, requestsSent: 0, requestFailures: 0, decrypted: 0, encrypted: 0, decryptFailures: {}, roomKeysShared: 0 };
+  readonly counters: CryptoCounters = { persisted: 0, requestsSent: 0, requestFailures: 0, decrypted: 0, encrypted: 0, decryptFailures: {}, roomKeysShared: 0, keyRequestsSent: 0 };
   readonly identity: CryptoIdentity;
   private chain: Promise<unknown> = Promise.resolve();
   private closed = false;
   private txn = 0;
+  /** trusted devices (encryption.trustedDevices) already marked verified, or refused for a fingerprint mismatch */
+  private readonly trustSettled = new Set<string>();
 
   constructor(
     private readonly options: MatrixCryptoOptions,
@@ -229,7 +235,35 @@ export class MatrixCrypto {
       await this.machine.receiveSyncChanges(JSON.stringify(toDevice), new w.DeviceLists(ids(lists['changed']), ids(lists['left'])), counts, fallback);
       await this.persist();
       await this.flush();
+      await this.trustOwnDevices();
     });
+  }
+
+  /**
+   * encryption.trustedDevices: our own user's other devices, marked verified
+   * once their keys are known and their Ed25519 key is the pinned one (a
+   * device with another key under that id is refused and logged). The Rust
+   * crypto sends room key requests to our own devices only, answers only
+   * verified ones, and accepts forwarded keys only from verified ones.
+   */
+  private async trustOwnDevices(): Promise<void> {
+    const w = this.wasm;
+    for (const t of this.options.trustedDevices ?? []) {
+      if (this.trustSettled.has(t.deviceId) || t.deviceId === this.identity.deviceId) continue;
+      const device = await this.machine.getDevice(new w.UserId(this.identity.userId), new w.DeviceId(t.deviceId));
+      if (!device) continue;
+      this.trustSettled.add(t.deviceId);
+      const ed25519 = device.ed25519Key?.toBase64();
+      if (ed25519 !== t.ed25519) {
+        this.options.log.error({ deviceId: t.deviceId, configured: t.ed25519, actual: ed25519 }, 'Matrix crypto: a device in encryption.trustedDevices has another Ed25519 key than configured: not trusted');
+        continue;
+      }
+      if (!device.isLocallyTrusted()) {
+        await device.setLocalTrust(w.LocalTrust.Verified);
+        await this.persist();
+        this.options.log.info({ deviceId: t.deviceId, ed25519 }, 'Matrix crypto: own device trusted (encryption.trustedDevices)');
+      }
+    }
   }
 
   /** Decrypts one m.room.encrypted event. */
@@ -250,9 +284,22 @@ export class MatrixCrypto {
         const device = d.senderDevice?.toString();
         return { ok: true, type: clear['type'], content, ...(device !== undefined ? { senderDevice: device } : {}) };
       } catch (err) {
-        return this.undecryptableFrom(err);
+        const failed = this.undecryptableFrom(err);
+        // The machine queued an m.room_key_request to our other devices for a missing key: out now, not at the next sync.
+        if (!failed.ok && failed.reason === 'keys-missing') await this.sendQueued();
+        return failed;
       }
     });
+  }
+
+  /** Persists and sends what the machine queued; a failure is logged, the next sync sends it again. */
+  private async sendQueued(): Promise<void> {
+    try {
+      await this.persist();
+      await this.flush();
+    } catch (err) {
+      this.options.log.warn({ err }, 'Matrix crypto: sending the queued requests failed; sent again after the next sync');
+    }
   }
 
   private undecryptableFrom(err: unknown): Decrypted {
@@ -327,7 +374,10 @@ export class MatrixCrypto {
       if (r instanceof w.KeysUploadRequest) res = await http.request('POST', '/_matrix/client/v3/keys/upload', { body: JSON.parse(r.body) as unknown });
       else if (r instanceof w.KeysQueryRequest) res = await http.request('POST', '/_matrix/client/v3/keys/query', { body: JSON.parse(r.body) as unknown });
       else if (r instanceof w.KeysClaimRequest) res = await http.request('POST', '/_matrix/client/v3/keys/claim', { body: JSON.parse(r.body) as unknown });
-      else if (r instanceof w.ToDeviceRequest) res = await http.request('PUT', mxPath`/_matrix/client/v3/sendToDevice/${r.event_type}/${r.txn_id}`, { body: JSON.parse(r.body) as unknown });
+      else if (r instanceof w.ToDeviceRequest) {
+        res = await http.request('PUT', mxPath`/_matrix/client/v3/sendToDevice/${r.event_type}/${r.txn_id}`, { body: JSON.parse(r.body) as unknown });
+        if (r.event_type === 'm.room_key_request') this.counters.keyRequestsSent++;
+      }
       else if (r instanceof w.SignatureUploadRequest) res = await http.request('POST', '/_matrix/client/v3/keys/signatures/upload', { body: JSON.parse(r.body) as unknown });
       else if (r instanceof w.RoomMessageRequest) res = await http.request('PUT', mxPath`/_matrix/client/v3/rooms/${r.room_id}/send/${r.event_type}/${r.txn_id}`, { body: JSON.parse(r.body) as unknown });
       else return; // key backups are not used

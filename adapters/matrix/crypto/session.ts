@@ -44,7 +44,13 @@ export async function prepareCrypto(s: MatrixAdapterState): Promise<void> {
   const sealed = s.deps.sealed;
   if (secret === undefined || !sealed) return;
   try {
-    s.crypto.prepared = await readCryptoStore({ http: s.http, log: s.log, sealed: sealed(`matrix-crypto:${s.name}`, secret), storeName: s.name });
+    s.crypto.prepared = await readCryptoStore({
+      http: s.http,
+      log: s.log,
+      sealed: sealed(`matrix-crypto:${s.name}`, secret),
+      storeName: s.name,
+      trustedDevices: s.config.encryption?.trustedDevices ?? [],
+    });
   } catch (err) {
     if (err instanceof SyncgateError && err.code === 'SG_ERR_STATE_SEALED_KEY') {
       s.log.error({ err }, 'Matrix crypto store does not open with encryption.storeSecret: refusing to start rather than becoming a new device');
