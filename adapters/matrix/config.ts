@@ -236,6 +236,8 @@ export function registrationYaml(config: MatrixAdapterConfig): string {
     'de.sorunome.msc2409.push_ephemeral': true,
     // MSC3202: device lists and key counts in transactions (Synapse: with msc3202_transaction_extensions).
     'org.matrix.msc3202': true,
+    // MSC4190: the AS deletes its users' devices without user-interactive auth (encryption.deleteOldDevices).
+    ...(config.encryption?.deleteOldDevices === true ? { 'io.element.msc4190': true } : {}),
   };
   return `# syncgate application-service registration for ${config.serverName}\n# Give this file to the homeserver (e.g. app_service_config_files); keep it secret.\n${stringify(registration)}`;
 }

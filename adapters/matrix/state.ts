@@ -99,6 +99,8 @@ export interface CryptoState {
   /** each encrypted room's rotation settings (its m.room.encryption content), read once, dropped when that state changes */
   readonly roomSettings: Map<string, RoomEncryptionSettings>;
   heldTimer: NodeJS.Timeout | undefined;
+  /** encryption.deleteOldDevices: what the last clean-up of the bridge user's older syncgate devices did */
+  oldDevices: { deleted: string[]; problem?: string } | undefined;
 }
 
 /** Application-service transactions (transactions.ts). */

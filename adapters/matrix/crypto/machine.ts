@@ -153,12 +153,14 @@ export class PreparedCrypto {
    * Opens the machine for our device: the stored state when it is this
    * device's, else a new identity (logged as an error). `http`: the device's
    * own session for the key requests (appservice mode: the token of the
-   * bridge device's login), else the adapter's.
+   * bridge device's login), else the adapter's. `lost`: why the caller
+   * replaced a device whose store was lost (shown in the identity).
    */
-  async open(userId: string, deviceId: string, http?: MatrixHttp): Promise<MatrixCrypto> {
+  async open(userId: string, deviceId: string, http?: MatrixHttp, lost?: string): Promise<MatrixCrypto> {
     const { wasm, durable } = this;
     const options = http ? { ...this.options, http } : this.options;
-    let replaced: string | undefined;
+    // `lost`: the caller found the store lost and created this new device (crypto/session.ts).
+    let replaced: string | undefined = lost;
     let snapshot = this.snapshot;
     if (snapshot && (snapshot.userId !== userId || snapshot.deviceId !== deviceId)) {
       replaced = `the stored crypto state belongs to ${snapshot.userId} device ${snapshot.deviceId}, the homeserver session is ${userId} device ${deviceId}`;
