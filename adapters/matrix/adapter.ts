@@ -84,7 +84,7 @@ function createState(deps: MatrixAdapterDeps): MatrixAdapterState {
     }),
     session: newSession(),
     rooms: { joined: new Set(), joinProblems: new Map(), encrypted: new Set() },
-    crypto: { prepared: undefined, machine: undefined, problem: undefined, lost: undefined, feed: undefined, probe: undefined, extensionsMissing: undefined, held: undefined, heldTimer: undefined, roomSettings: new Map(), oldDevices: undefined },
+    crypto: { prepared: undefined, machine: undefined, problem: undefined, lost: undefined, feed: undefined, probe: undefined, extensionsMissing: undefined, held: undefined, heldTimer: undefined, roomSettings: new Map(), oldDevices: undefined, crossSigning: undefined },
     txns: { chain: Promise.resolve(), inflight: new Map(), lastPrune: 0 },
     outbound: { uploads: new Map(), counters: { delivered: 0, retried: 0, rejected: 0, skipped: 0, rateLimited: 0 } },
   };

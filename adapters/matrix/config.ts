@@ -111,6 +111,14 @@ export const MatrixEncryptionConfig = Type.Object(
      */
     deleteOldDevices: Type.Boolean({ default: false }),
     /**
+     * Cross-signs the bot user (master, self-signing and user-signing keys,
+     * private parts in the crypto store) and signs the bridge device with
+     * it, so a member who verifies the bot user once sees the device as
+     * verified. Only when the homeserver has no cross-signing keys for the
+     * bot user yet (first upload: no user-interactive auth on Synapse).
+     */
+    crossSigning: Type.Boolean({ default: true }),
+    /**
      * Other devices of the bridge's own Matrix user that the bridge device
      * trusts, each pinned by its Ed25519 fingerprint (as Element shows it
      * under Settings → Sessions): the bridge accepts room keys they forward

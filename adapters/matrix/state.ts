@@ -101,6 +101,8 @@ export interface CryptoState {
   heldTimer: NodeJS.Timeout | undefined;
   /** encryption.deleteOldDevices: what the last clean-up of the bridge user's older syncgate devices did */
   oldDevices: { deleted: string[]; problem?: string } | undefined;
+  /** encryption.crossSigning: what setting it up did (or why it failed) */
+  crossSigning: { state: 'signed' | 'skipped' | 'failed'; masterKey?: string; detail?: string } | undefined;
 }
 
 /** Application-service transactions (transactions.ts). */

@@ -32,9 +32,18 @@
  *   `to_user_id`/`to_device_id`), their one-time-key counts and unused
  *   fallback key types and `org.matrix.msc3202.device_lists` (MSC3202).
  *
- * Simplified: no cross-signing keys (the answers carry empty
- * master/self-signing maps), no federation, no limit on to-device messages
- * per sync.
+ * - cross-signing (synapse/rest/client/keys.py SigningKeyUploadServlet,
+ *   handlers/e2e_keys.py): POST /keys/device_signing/upload stores a user's
+ *   master / self-signing / user-signing keys — the first upload without
+ *   user-interactive auth (MSC3967), the same keys again answered 200, other
+ *   keys only after UIA (or with an application service's token);
+ *   POST /keys/signatures/upload merges signatures into the signed device
+ *   keys or master key (a device-list change of their owner); /keys/query
+ *   answers `master_keys` and `self_signing_keys` of every user asked and
+ *   `user_signing_keys` of the requester's own user. Signatures are stored
+ *   as given (Synapse checks them; the clients here check them too).
+ *
+ * Simplified: no federation, no limit on to-device messages per sync.
  */
 import { randomBytes } from 'node:crypto';
 import type { Json, JsonObject } from './fake-homeserver.js';
@@ -148,6 +157,15 @@ function canonical(v: Json): string {
   return JSON.stringify(v);
 }
 
+/** {signer: {keyId: sig}} maps merged, per signer. */
+function mergeSignatures(a: JsonObject, b: JsonObject): JsonObject {
+  const out: JsonObject = { ...a };
+  for (const [signer, bySigner] of Object.entries(b)) {
+    if (isObject(bySigner)) out[signer] = { ...(isObject(out[signer]) ? out[signer] : {}), ...bySigner };
+  }
+  return out;
+}
+
 export class FakeKeyServer {
   private readonly deviceKeys = new Map<string, DeviceKeys>();
   private readonly oneTimeKeys = new Map<string, Map<string, Json>>();
@@ -164,7 +182,75 @@ export class FakeKeyServer {
   /** every /keys/upload body, for tests (what keys a device announced, in order) */
   readonly uploads: Array<{ userId: string; deviceId: string; body: JsonObject }> = [];
 
+  /**
+   * Signatures uploaded through /keys/signatures/upload, kept apart from the
+   * keys they sign and merged in at query time (Synapse's
+   * e2e_cross_signing_signatures): a device re-uploading its keys keeps them.
+   * Key: devKey(user, device) or devKey(user, 'master').
+   */
+  private readonly signatures = new Map<string, JsonObject>();
+  /** a user's cross-signing keys as uploaded */
+  private readonly crossSigning = new Map<string, { master?: JsonObject; self_signing?: JsonObject; user_signing?: JsonObject }>();
+
   constructor(private readonly host: E2eeHost) {}
+
+  /** A user's cross-signing key of one kind (undefined: none), for tests. */
+  crossSigningKey(userId: string, kind: 'master' | 'self_signing' | 'user_signing'): JsonObject | undefined {
+    return this.crossSigning.get(userId)?.[kind];
+  }
+
+  /**
+   * POST /keys/device_signing/upload. `authenticate` runs the user-interactive
+   * auth; it is called only when the user has cross-signing set up and the
+   * keys differ (Synapse, MSC3967), unless `appService` (the AS token).
+   */
+  uploadSigningKeys(userId: string, body: JsonObject, appService: boolean, authenticate: () => void): JsonObject {
+    const current = this.crossSigning.get(userId) ?? {};
+    const kinds = ['master', 'self_signing', 'user_signing'] as const;
+    const given = (k: (typeof kinds)[number]): JsonObject | undefined => {
+      const v = body[`${k}_key`];
+      return isObject(v) ? v : undefined;
+    };
+    const differs = kinds.some((k) => {
+      const g = given(k);
+      const c = current[k];
+      return g !== undefined && (c === undefined || canonical({ ...g, signatures: null }) !== canonical({ ...c, signatures: null }));
+    });
+    if (!differs) return {};
+    if (current.master !== undefined && !appService) authenticate();
+    const next = { ...current };
+    for (const k of kinds) {
+      const g = given(k);
+      if (g !== undefined) next[k] = g;
+    }
+    this.crossSigning.set(userId, next);
+    this.changes.push({ userId, pos: this.host.bump() });
+    queueMicrotask(() => this.host.keysChanged?.());
+    return {};
+  }
+
+  /** POST /keys/signatures/upload: signatures merged into the device keys or master key they sign. */
+  uploadSignatures(body: JsonObject): JsonObject {
+    const failures: JsonObject = {};
+    for (const [userId, byKey] of Object.entries(body)) {
+      if (!isObject(byKey)) continue;
+      for (const [keyId, signed] of Object.entries(byKey)) {
+        if (!isObject(signed) || !isObject(signed['signatures'])) continue;
+        const device = this.deviceKeys.get(devKey(userId, keyId));
+        const master = this.crossSigning.get(userId)?.master;
+        const masterKeyId = master && isObject(master['keys']) ? Object.keys(master['keys'])[0]?.split(':')[1] : undefined;
+        const target = device ? devKey(userId, keyId) : keyId === masterKeyId ? devKey(userId, 'master') : undefined;
+        if (target === undefined) {
+          failures[userId] = { ...(isObject(failures[userId]) ? failures[userId] : {}), [keyId]: { errcode: 'M_NOT_FOUND', error: 'Unknown key' } };
+          continue;
+        }
+        this.signatures.set(target, mergeSignatures(this.signatures.get(target) ?? {}, signed['signatures']));
+        this.changes.push({ userId, pos: this.host.bump() });
+      }
+    }
+    queueMicrotask(() => this.host.keysChanged?.());
+    return { failures };
+  }
 
   upload(userId: string, deviceId: string, body: JsonObject): JsonObject {
     this.uploads.push({ userId, deviceId, body });
@@ -220,7 +306,7 @@ export class FakeKeyServer {
     return [...(this.fallbackKeys.get(devKey(userId, deviceId)) ?? new Map<string, FallbackKey>())].filter(([, f]) => !f.used).map(([alg]) => alg);
   }
 
-  query(body: JsonObject): JsonObject {
+  query(body: JsonObject, requester?: string): JsonObject {
     const wanted = body['device_keys'];
     if (!isObject(wanted)) throw new E2eeError(400, 'M_BAD_JSON', 'device_keys must be an object');
     const out: JsonObject = {};
@@ -232,11 +318,26 @@ export class FakeKeyServer {
         const stored = this.deviceKeys.get(devKey(userId, deviceId));
         if (!stored) continue;
         const unsigned: JsonObject = stored.displayName !== undefined ? { device_display_name: stored.displayName } : {};
-        perUser[deviceId] = { ...stored.keys, unsigned };
+        perUser[deviceId] = this.withSignatures({ ...stored.keys, unsigned }, devKey(userId, deviceId));
       }
       out[userId] = perUser;
     }
-    return { device_keys: out, failures: {}, master_keys: {}, self_signing_keys: {}, user_signing_keys: {} };
+    const masters: JsonObject = {};
+    const selfSigning: JsonObject = {};
+    const userSigning: JsonObject = {};
+    for (const userId of Object.keys(wanted)) {
+      const cs = this.crossSigning.get(userId);
+      if (cs?.master) masters[userId] = this.withSignatures({ ...cs.master }, devKey(userId, 'master'));
+      if (cs?.self_signing) selfSigning[userId] = cs.self_signing;
+      if (cs?.user_signing && userId === requester) userSigning[userId] = cs.user_signing;
+    }
+    return { device_keys: out, failures: {}, master_keys: masters, self_signing_keys: selfSigning, user_signing_keys: userSigning };
+  }
+
+  private withSignatures(keys: JsonObject, target: string): JsonObject {
+    const extra = this.signatures.get(target);
+    if (extra === undefined) return keys;
+    return { ...keys, signatures: mergeSignatures(isObject(keys['signatures']) ? keys['signatures'] : {}, extra) };
   }
 
   claim(body: JsonObject): JsonObject {

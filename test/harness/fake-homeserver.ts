@@ -1235,7 +1235,13 @@ class FakeHomeserverImpl implements FakeHomeserver {
     authed('GET', 'sync', (ctx) => this.handleSync(ctx));
     // End-to-end encryption (fake-homeserver-e2ee.ts): the key server and to-device messages.
     authed('POST', 'keys/upload', (ctx) => ({ body: this.keys.upload(ctx.requester.user.userId, this.requireDevice(ctx), this.objectBody(ctx)) }));
-    authed('POST', 'keys/query', (ctx) => ({ body: this.keys.query(this.objectBody(ctx)) }));
+    authed('POST', 'keys/query', (ctx) => ({ body: this.keys.query(this.objectBody(ctx), ctx.requester.user.userId) }));
+    authed('POST', 'keys/device_signing/upload', (ctx) => {
+      const body = this.objectBody(ctx);
+      const user = ctx.requester.user;
+      return { body: this.keys.uploadSigningKeys(user.userId, body, ctx.requester.appService !== undefined, () => this.uia.check(user.userId, user.password, body)) };
+    });
+    authed('POST', 'keys/signatures/upload', (ctx) => ({ body: this.keys.uploadSignatures(this.objectBody(ctx)) }));
     authed('POST', 'keys/claim', (ctx) => ({ body: this.keys.claim(this.objectBody(ctx)) }));
     authed('PUT', 'sendToDevice/:eventType/:txnId', (ctx) =>
       this.withTxn(ctx, () => {

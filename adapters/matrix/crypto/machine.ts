@@ -394,6 +394,40 @@ export class MatrixCrypto {
     }
   }
 
+  /**
+   * Cross-signing of our user, so a member who verifies the bot user once
+   * sees the bridge device as verified: a master key, a self-signing key
+   * that signs our device, a user-signing key (private parts in the store,
+   * persisted before the public ones are announced). Set up only when the
+   * homeserver has no master key for our user (Synapse then needs no
+   * user-interactive auth, MSC3967); one made elsewhere (the operator's
+   * Element on the bot account) is never replaced. Idempotent.
+   */
+  crossSign(): Promise<CrossSigning> {
+    return this.exclusive(async () => {
+      const w = this.wasm;
+      const { userId } = this.identity;
+      const status = await this.machine.crossSigningStatus();
+      const res = await this.options.http.request('POST', '/_matrix/client/v3/keys/query', { body: { device_keys: { [userId]: [] } } });
+      const published = masterKeyOf(isObject(res['master_keys']) ? res['master_keys'][userId] : undefined);
+      if (published !== undefined && status.hasMaster && status.hasSelfSigning) return { state: 'signed', masterKey: published };
+      if (published !== undefined) {
+        return { state: 'skipped', masterKey: published, detail: 'the bot user has cross-signing keys made elsewhere (not in this store): the bridge device is not signed by them; verify it manually, or sign it from a session that holds them' };
+      }
+      // Nothing published: a fresh identity, or ours again when a crash came between persisting and uploading it.
+      const req = await this.machine.bootstrapCrossSigning(!(status.hasMaster && status.hasSelfSigning));
+      await this.persist();
+      if (req.uploadKeysRequest instanceof w.KeysUploadRequest) await this.sendRequest(req.uploadKeysRequest);
+      const signingKeys = JSON.parse(req.uploadSigningKeysRequest.body) as JsonObject;
+      await this.options.http.request('POST', '/_matrix/client/v3/keys/device_signing/upload', { body: signingKeys });
+      await this.sendRequest(req.uploadSignaturesRequest);
+      await this.persist();
+      const masterKey = masterKeyOf(signingKeys['master_key']);
+      this.options.log.info({ userId, masterKey, deviceId: this.identity.deviceId }, 'Matrix crypto: cross-signing set up for the bot user; the bridge device is signed by it');
+      return { state: 'signed', ...(masterKey !== undefined ? { masterKey } : {}) };
+    });
+  }
+
   /** A to-device message from our device to our own device (appservice mode: the extensions probe). */
   sendToSelf(type: string, content: JsonObject): Promise<void> {
     const { userId, deviceId } = this.identity;
@@ -418,6 +452,20 @@ export class MatrixCrypto {
     // Not awaited: a connection the wasm still holds would block the deletion, never the stop.
     void this.durable.clear().catch(() => undefined);
   }
+}
+
+/** What crossSign() did: `signed` (our device is signed by our user's self-signing key), `skipped` (keys made elsewhere). */
+export interface CrossSigning {
+  readonly state: 'signed' | 'skipped';
+  /** the master key's Ed25519 public key (what Element shows as the user's cross-signing key) */
+  readonly masterKey?: string;
+  readonly detail?: string;
+}
+
+function masterKeyOf(key: unknown): string | undefined {
+  const keys = isObject(key) && isObject(key['keys']) ? key['keys'] : undefined;
+  const first = keys ? Object.values(keys)[0] : undefined;
+  return typeof first === 'string' ? first : undefined;
 }
 
 /** A room's m.room.encryption rotation settings. */

@@ -216,6 +216,7 @@ export async function openCrypto(s: MatrixAdapterState, deviceId: string | undef
     }
   }
   await opened.start();
+  if (s.config.encryption?.crossSigning !== false && s.crypto.crossSigning?.state !== 'signed') await crossSignBridge(s, opened);
   if (s.mode === 'appservice' && !s.crypto.machine) await startProbe(s, opened);
   if (!s.crypto.held) {
     const holdMs = s.config.encryption?.undecryptableHoldMs ?? 120_000;
@@ -232,6 +233,18 @@ export async function openCrypto(s: MatrixAdapterState, deviceId: string | undef
     s.crypto.heldTimer = setInterval(() => void held.retryAll(), Math.max(500, Math.min(30_000, Math.round(holdMs / 4))));
     s.crypto.heldTimer.unref();
     void held.retryAll();
+  }
+}
+
+/** encryption.crossSigning: sets it up (crypto/machine.ts crossSign); a failure is logged and shown, the crypto works regardless. */
+async function crossSignBridge(s: MatrixAdapterState, crypto: MatrixCrypto): Promise<void> {
+  try {
+    s.crypto.crossSigning = { ...(await crypto.crossSign()) };
+    if (s.crypto.crossSigning.state === 'skipped') s.log.warn({ masterKey: s.crypto.crossSigning.masterKey }, `Matrix crypto: ${s.crypto.crossSigning.detail ?? 'cross-signing skipped'}`);
+  } catch (err) {
+    const detail = err instanceof Error ? err.message : String(err);
+    s.crypto.crossSigning = { state: 'failed', detail };
+    s.log.error({ err }, 'Matrix crypto: setting up cross-signing failed; the bridge device works, unsigned (verify it manually)');
   }
 }
 
@@ -315,6 +328,7 @@ export async function closeCrypto(s: MatrixAdapterState): Promise<void> {
   s.crypto.extensionsMissing = undefined;
   s.crypto.prepared = undefined;
   s.crypto.lost = undefined;
+  s.crypto.crossSigning = undefined;
   clearInterval(s.crypto.heldTimer);
   s.crypto.heldTimer = undefined;
   s.crypto.held = undefined;
@@ -329,6 +343,7 @@ export function cryptoStatus(s: MatrixAdapterState): Record<string, unknown> {
     active: s.crypto.machine !== undefined,
     ...(s.crypto.problem !== undefined ? { problem: s.crypto.problem } : {}),
     ...(s.crypto.oldDevices ? { oldDevices: { ...s.crypto.oldDevices } } : {}),
+    ...(s.crypto.crossSigning ? { crossSigning: { ...s.crypto.crossSigning } } : {}),
     ...(m
       ? {
           device: { ...m.identity },
