@@ -5,17 +5,19 @@
  * API's link check refuses it — until it turns encrypted. The member is an
  * independent Rust-crypto peer (test/harness/matrix-e2ee-peer.ts).
  */
+import { parse } from 'yaml';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { LogEvent } from '../../../src/core/event.js';
 import type { MatrixAdapter } from '../../../adapters/matrix/index.js';
-import { createMatrixAdapter } from '../../../adapters/matrix/index.js';
+import { createMatrixAdapter, registrationYaml } from '../../../adapters/matrix/index.js';
+import type { AppServiceRegistration } from '../../harness/fake-homeserver.js';
 import { parseMatrixConfig, type MatrixAdapterConfig } from '../../../adapters/matrix/config.js';
 import { MatrixConfigError } from '../../../adapters/matrix/errors.js';
 import { createIngestSink } from '../../../src/bridge/ingest.js';
 import { createSealedStore } from '../../../src/runtime/sealed-store.js';
 import { waitFor } from '../../harness/free-port.js';
 import { E2eePeer } from '../../harness/matrix-e2ee-peer.js';
-import { botConfig, createEnv, Driver, roomEvents, ROOM, type Env } from './helpers.js';
+import { appserviceConfig, botConfig, createEnv, Driver, roomEvents, ROOM, type Env } from './helpers.js';
 
 const RELAY = '@relay:fake.test';
 const SECRET = 'a store secret of some length';
@@ -62,7 +64,11 @@ async function start(config: MatrixAdapterConfig): Promise<MatrixAdapter> {
 }
 
 async function append(room: string, body: string): Promise<LogEvent> {
-  const { eventId } = await env.log.append({
+  return appendIn(env, room, body);
+}
+
+async function appendIn(e: Env, room: string, body: string): Promise<LogEvent> {
+  const { eventId } = await e.log.append({
     v: 1,
     idem: `api:dev1:${room}-${body}`,
     room,
@@ -72,7 +78,7 @@ async function append(room: string, body: string): Promise<LogEvent> {
     kind: 'message',
     content: { body },
   });
-  const event = await env.log.getEvent(room, eventId);
+  const event = await e.log.getEvent(room, eventId);
   if (!event) throw new Error('appended event not found');
   return event;
 }
@@ -143,5 +149,53 @@ describe('Matrix adapter, encryption.mode: required', () => {
     const fromRelay = env.hs.events(env.roomId).filter((e) => e.sender === RELAY && e.type !== 'm.room.member');
     expect(fromRelay.map((e) => e.type)).toEqual(['m.room.encrypted']);
     expect(JSON.stringify(fromRelay)).not.toContain('after it turned encrypted');
+  });
+
+  it('appservice mode: the room in clear is refused the same way (status, nothing from it, no ghost speaks in it), the encrypted room bridged', async () => {
+    const e = await createEnv({ hs: { msc2409ToDevice: true, msc3202TransactionExtensions: true } });
+    try {
+      const encrypted = e.hs.createRoom(e.alice.userId, { preset: 'public_chat' });
+      e.hs.sendStateAsUser(e.alice.userId, encrypted, 'm.room.encryption', '', { algorithm: 'm.megolm.v1.aes-sha2' });
+      await e.log.rooms.put({ id: 'secret', links: [{ endpoint: 'matrix', target: encrypted }] });
+      await e.links.refresh();
+      const member = await E2eePeer.login(e.hs.url, e.alice.userId, 'pw', 'ALICELAPTOP');
+      try {
+        const config = appserviceConfig(e, {}, { encryption: { mode: 'required', storeSecret: SECRET } });
+        e.hs.registerAppService({ ...(parse(registrationYaml(config)) as AppServiceRegistration), url: null });
+        const adapter = createMatrixAdapter({
+          name: 'matrix',
+          config,
+          log: e.logger.child({ adapter: 'matrix' }),
+          sink: createIngestSink({ log: e.log, logger: e.logger }),
+          links: e.links,
+          state: e.log.state,
+          sealed: (ns, secret) => createSealedStore(e.log.state, ns, secret),
+        });
+        adapters.push(adapter);
+        await adapter.start();
+        const address = adapter.listenAddress();
+        if (!address) throw new Error('no listener');
+        e.hs.setAppServiceUrl('syncgate', `http://127.0.0.1:${address.port}`);
+        await waitFor(() => (adapter.status().detail?.['encryption'] as { active: boolean }).active && adapter.status().ready, { timeoutMs: 20_000, what: 'the bridge device active' });
+        await waitFor(() => refusedRooms(adapter).length === 1, { timeoutMs: 20_000, what: 'the clear room refused' });
+        expect(refusedRooms(adapter).map((r) => [r.roomId, r.code])).toEqual([[e.roomId, 'SG_ERR_ROOM_NOT_ENCRYPTED']]);
+        await member.sync();
+        e.hs.sendAsUser(e.bob.userId, e.roomId, 'm.room.message', { msgtype: 'm.text', body: 'in clear, refused' });
+        await member.sendEncrypted(encrypted, 'm.room.message', { msgtype: 'm.text', body: 'encrypted, bridged' });
+        await waitFor(async () => texts(await roomEvents(e.log, 'secret')).includes('encrypted, bridged'), { timeoutMs: 20_000, what: 'the encrypted message bridged' });
+        await waitFor(() => ((adapter.status().detail?.['inbound'] as { dropped: Record<string, number> }).dropped['unencrypted-room'] ?? 0) >= 1, { timeoutMs: 20_000, what: 'the clear message dropped' });
+        expect(texts(await roomEvents(e.log, ROOM))).toEqual([]);
+        const refused = await new Driver(adapter, e.log, { endpoint: 'matrix', target: e.roomId }).deliver(await appendIn(e, ROOM, 'to the clear room'), 1);
+        expect(refused.status).toBe('rejected');
+        // No ghost was registered or joined for it, nothing sent.
+        expect(e.hs.events(e.roomId).filter((ev) => ev.sender.startsWith('@_sg_') || ev.sender === '@syncgate:fake.test').filter((ev) => ev.type !== 'm.room.member')).toEqual([]);
+        expect(JSON.stringify(e.hs.events(e.roomId))).not.toContain('to the clear room');
+      } finally {
+        member.close();
+      }
+    } finally {
+      for (const a of adapters.splice(0)) await a.stop();
+      await e.close();
+    }
   });
 });
