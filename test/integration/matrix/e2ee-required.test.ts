@@ -16,6 +16,7 @@ import { MatrixConfigError } from '../../../adapters/matrix/errors.js';
 import { createIngestSink } from '../../../src/bridge/ingest.js';
 import { createSealedStore } from '../../../src/runtime/sealed-store.js';
 import { waitFor } from '../../harness/free-port.js';
+import { startGateway } from '../../harness/gateway.js';
 import { E2eePeer } from '../../harness/matrix-e2ee-peer.js';
 import { appserviceConfig, botConfig, createEnv, Driver, roomEvents, ROOM, type Env } from './helpers.js';
 
@@ -196,6 +197,30 @@ describe('Matrix adapter, encryption.mode: required', () => {
     } finally {
       for (const a of adapters.splice(0)) await a.stop();
       await e.close();
+    }
+  });
+
+  it('through the gateway: the admin API refuses to link a room in clear with SG_ERR_ROOM_NOT_ENCRYPTED, links an encrypted one', async () => {
+    const clear = env.hs.createRoom(env.alice.userId, { name: 'Plain' });
+    env.hs.joinRoom(RELAY, clear);
+    env.hs.joinRoom(RELAY, secretRoom);
+    const g = await startGateway({
+      config: {
+        adapters: {
+          matrix: { type: 'matrix', mode: 'bot', homeserverUrl: env.hs.url, serverName: env.hs.serverName, bot: { userId: RELAY, password: 'relay-pw', syncTimeoutMs: 2_000 }, encryption: { mode: 'required', storeSecret: SECRET } },
+        },
+        rooms: [],
+      },
+    });
+    try {
+      await waitFor(async () => (await g.admin<{ adapters: Record<string, { connected: boolean }> }>('GET', '/v1/admin/status')).body.adapters['matrix']?.connected === true, { timeoutMs: 20_000, what: 'the matrix adapter connected' });
+      const refused = await g.admin<{ code: string; details: { problems: string[] } }>('PUT', '/v1/admin/rooms/plain', { links: [{ endpoint: 'matrix', target: clear }] });
+      expect([refused.status, refused.body.code]).toEqual([400, 'SG_ERR_ROOM_NOT_ENCRYPTED']);
+      expect(refused.body.details.problems[0]).toContain(clear);
+      expect((await g.admin('GET', '/v1/admin/rooms/plain')).status).toBe(404);
+      expect((await g.admin('PUT', '/v1/admin/rooms/secret2', { links: [{ endpoint: 'matrix', target: secretRoom }] })).status).toBe(200);
+    } finally {
+      await g.stop();
     }
   });
 });
