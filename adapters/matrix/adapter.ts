@@ -13,7 +13,7 @@ import { Ghosts } from './ghosts.js';
 import { createInbound } from './inbound/dispatch.js';
 import { deliver } from './outbound/deliver.js';
 import { MAX_TEXT_JSON_BYTES } from './render.js';
-import { checkLink, isOurs, joinRoom, markEncrypted } from './rooms.js';
+import { checkLink, isOurs, joinRoom, markEncrypted, refusesClearRoom } from './rooms.js';
 import { startSession, stopSession } from './session.js';
 import { newSession, type MatrixAdapter, type MatrixAdapterDeps, type MatrixAdapterState } from './state.js';
 import { listenAddress, status } from './status.js';
@@ -92,6 +92,7 @@ function createState(deps: MatrixAdapterDeps): MatrixAdapterState {
       encryptedMedia: media,
       onInvite: (roomId) => joinRoom(s, roomId),
       onEncrypted: (roomId) => markEncrypted(s, roomId),
+      refusesClear: (roomId) => refusesClearRoom(s, roomId),
       // While the appservice extensions probe runs (crypto/appservice.ts), the bridge device decrypts already.
       decrypt: (event, roomId) => (s.crypto.machine ?? (s.crypto.extensionsMissing === undefined ? s.crypto.feed : undefined))?.decrypt(event, roomId),
       hold: (event, reason) => s.crypto.held?.hold(event.event_id, { event: { ...event }, roomId: event.room_id, reason, since: Date.now() }) ?? Promise.resolve(false),
@@ -99,7 +100,7 @@ function createState(deps: MatrixAdapterDeps): MatrixAdapterState {
     media,
     session: newSession(),
     rooms: { joined: new Set(), joinProblems: new Map(), encrypted: new Set() },
-    crypto: { prepared: undefined, machine: undefined, problem: undefined, lost: undefined, feed: undefined, probe: undefined, extensionsMissing: undefined, held: undefined, heldTimer: undefined, roomSettings: new Map() },
+    crypto: { prepared: undefined, machine: undefined, problem: undefined, lost: undefined, feed: undefined, probe: undefined, extensionsMissing: undefined, held: undefined, heldTimer: undefined, roomSettings: new Map(), oldDevices: undefined, crossSigning: undefined },
     txns: { chain: Promise.resolve(), inflight: new Map(), lastPrune: 0 },
     outbound: { uploads: new Map(), counters: { delivered: 0, retried: 0, rejected: 0, skipped: 0, rateLimited: 0 } },
   };

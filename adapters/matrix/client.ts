@@ -135,7 +135,7 @@ export class MatrixHttp {
       const message = typeof errBody['error'] === 'string' ? errBody['error'] : res.statusText;
       const wait = res.status === 429 || errcode === 'M_LIMIT_EXCEEDED' ? retryAfterMs(res.headers.get('retry-after'), errBody) : undefined;
       if (wait !== undefined || res.status === 429) this.counters.rateLimited++;
-      throw new MatrixApiError(res.status, errcode, `${method} ${url.pathname}: ${message}`, wait);
+      throw new MatrixApiError(res.status, errcode, `${method} ${url.pathname}: ${message}`, wait, errBody);
     }
     if (typeof json !== 'object' || json === null || Array.isArray(json)) {
       throw new MatrixApiError(res.status, 'M_NOT_JSON', `${method} ${url.pathname}: the answer is not a JSON object`);

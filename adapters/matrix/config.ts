@@ -77,9 +77,11 @@ export const MatrixEncryptionConfig = Type.Object(
      * `optional` (default): end-to-end encrypted rooms are bridged when the
      * adapter's crypto works (a `storeSecret`; in appservice mode also the
      * homeserver's transaction extensions), refused clearly
-     * otherwise; `off`: encrypted rooms are always refused.
+     * otherwise; `off`: encrypted rooms are always refused; `required`:
+     * only encrypted rooms are bridged, a linked room in clear is refused
+     * (SG_ERR_ROOM_NOT_ENCRYPTED: nothing bridged to or from it).
      */
-    mode: Type.Union([Type.Literal('off'), Type.Literal('optional')], { default: 'optional' }),
+    mode: Type.Union([Type.Literal('off'), Type.Literal('optional'), Type.Literal('required')], { default: 'optional' }),
     /**
      * Encrypts the crypto state (device keys, Olm and Megolm sessions) at rest
      * in the log's state store. Losing or changing it means a new device.
@@ -98,6 +100,41 @@ export const MatrixEncryptionConfig = Type.Object(
      * MSC3202) before saying in the status that its extensions are off.
      */
     extensionsTimeoutMs: Type.Integer({ minimum: 100, maximum: 600_000, default: 30_000 }),
+    /**
+     * When the crypto store turns out lost (the homeserver has keys for our
+     * device, we have nothing for it) a new device is created; with this on,
+     * the bridge user's older devices that syncgate created (device id the
+     * configured `deviceId` or `<deviceId>_…`) are deleted then. Bot mode:
+     * needs `bot.password` (Synapse asks for it, user-interactive auth);
+     * appservice mode: needs MSC4190 (`io.element.msc4190: true` in the
+     * registration, which `syncgate matrix-registration` writes).
+     */
+    deleteOldDevices: Type.Boolean({ default: false }),
+    /**
+     * Cross-signs the bot user (master, self-signing and user-signing keys,
+     * private parts in the crypto store) and signs the bridge device with
+     * it, so a member who verifies the bot user once sees the device as
+     * verified. Only when the homeserver has no cross-signing keys for the
+     * bot user yet (first upload: no user-interactive auth on Synapse).
+     */
+    crossSigning: Type.Boolean({ default: true }),
+    /**
+     * Other devices of the bridge's own Matrix user that the bridge device
+     * trusts, each pinned by its Ed25519 fingerprint (as Element shows it
+     * under Settings → Sessions): the bridge accepts room keys they forward
+     * in answer to its key requests (the Rust crypto accepts forwarded keys
+     * only from own verified devices) and forwards keys to them on request.
+     */
+    trustedDevices: Type.Array(
+      Type.Object(
+        {
+          deviceId: Type.String({ minLength: 1, maxLength: 255 }),
+          ed25519: Type.String({ minLength: 40, maxLength: 64, pattern: '^[A-Za-z0-9+/]+$' }),
+        },
+        { additionalProperties: false },
+      ),
+      { maxItems: 100, default: [] },
+    ),
   },
   { additionalProperties: false },
 );
@@ -165,6 +202,9 @@ export function parseMatrixConfig(input: unknown): MatrixAdapterConfig {
     } else if (config.bot.accessToken === undefined && config.bot.password === undefined) {
       problems.push('/bot: accessToken or password is required');
     }
+    if (config.encryption?.mode === 'required' && config.encryption.storeSecret === undefined) {
+      problems.push('/encryption/storeSecret: required when encryption.mode is required (the crypto state is encrypted at rest with it)');
+    }
   }
   if (problems.length > 0) throw new MatrixConfigError(problems);
   return withDefaults as MatrixAdapterConfig;
@@ -214,6 +254,8 @@ export function registrationYaml(config: MatrixAdapterConfig): string {
     'de.sorunome.msc2409.push_ephemeral': true,
     // MSC3202: device lists and key counts in transactions (Synapse: with msc3202_transaction_extensions).
     'org.matrix.msc3202': true,
+    // MSC4190: the AS deletes its users' devices without user-interactive auth (encryption.deleteOldDevices).
+    ...(config.encryption?.deleteOldDevices === true ? { 'io.element.msc4190': true } : {}),
   };
   return `# syncgate application-service registration for ${config.serverName}\n# Give this file to the homeserver (e.g. app_service_config_files); keep it secret.\n${stringify(registration)}`;
 }

@@ -14,6 +14,7 @@ export const DROP_REASONS = [
   'unsupported-type',
   'unsupported-msgtype',
   'encrypted',
+  'unencrypted-room',
   'redacted',
   'own-event',
   'unknown-target',
@@ -43,12 +44,16 @@ export class MatrixApiError extends Error {
   /** from the Retry-After header or `retry_after_ms`, whichever asks for longer */
   readonly retryAfterMs: number | undefined;
 
-  constructor(status: number, errcode: string, message: string, retryAfterMs?: number) {
+  /** the answer's body (a user-interactive-auth 401 carries its flows and session there) */
+  readonly body: Readonly<Record<string, unknown>>;
+
+  constructor(status: number, errcode: string, message: string, retryAfterMs?: number, body: Readonly<Record<string, unknown>> = {}) {
     super(`${status} ${errcode}: ${message}`);
     this.name = 'MatrixApiError';
     this.status = status;
     this.errcode = errcode;
     this.retryAfterMs = retryAfterMs;
+    this.body = body;
   }
 
   get rateLimited(): boolean {

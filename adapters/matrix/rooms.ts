@@ -3,7 +3,9 @@
  * status), and whether one is end-to-end encrypted — then it is bridged only
  * through the adapter's crypto (crypto/), never in clear; without the crypto
  * nothing is bridged to or from it and the admin API refuses to link it
- * (checkLink).
+ * (checkLink). With `encryption.mode: required` it is the other way round
+ * for rooms in clear: refused (SG_ERR_ROOM_NOT_ENCRYPTED), nothing bridged
+ * to or from them until their m.room.encryption state appears.
  */
 import type { LinkRefusal } from '../../src/core/adapter.js';
 import type { RoomLink } from '../../src/core/ports.js';
@@ -40,6 +42,7 @@ export async function joinRoom(s: MatrixAdapterState, roomId: string): Promise<v
     s.rooms.joined.add(roomId);
     s.rooms.joinProblems.delete(roomId);
     await checkEncryption(s, roomId);
+    if (refusesClearRoom(s, roomId)) s.log.error({ roomId, code: 'SG_ERR_ROOM_NOT_ENCRYPTED' }, clearRoomRefusal(roomId));
     s.log.info({ roomId }, 'joined linked Matrix room');
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
@@ -83,8 +86,29 @@ export async function checkEncryptionNow(s: MatrixAdapterState, roomId: string):
   markEncrypted(s, roomId);
 }
 
-/** The admin API asks before it links a room: an encrypted Matrix room cannot be bridged unless our crypto is configured. */
+/** `encryption.mode: required`: only end-to-end encrypted rooms are bridged. */
+export function requiresEncryption(s: MatrixAdapterState): boolean {
+  return s.config.encryption?.mode === 'required';
+}
+
+/**
+ * `encryption.mode: required` and the room is not known to be encrypted: nothing
+ * is bridged to or from it (SG_ERR_ROOM_NOT_ENCRYPTED in the status). A room
+ * turns known-encrypted by its m.room.encryption state (read at join, seen in
+ * /sync or a transaction, asked before a send).
+ */
+export function refusesClearRoom(s: MatrixAdapterState, roomId: string): boolean {
+  return requiresEncryption(s) && !s.rooms.encrypted.has(roomId);
+}
+
+/** Why a linked room in clear is refused (the status and delivery rejections say it). */
+export function clearRoomRefusal(roomId: string): string {
+  return `SG_ERR_ROOM_NOT_ENCRYPTED: Matrix room ${roomId} is not end-to-end encrypted and encryption.mode is required: nothing is bridged to or from it until it turns encrypted (or unlink it)`;
+}
+
+/** The admin API asks before it links a room: an encrypted Matrix room cannot be bridged unless our crypto is configured; with `encryption.mode: required` one in clear cannot either. */
 export async function checkLink(s: MatrixAdapterState, link: RoomLink): Promise<LinkRefusal | undefined> {
+  if (requiresEncryption(s)) return checkLinkRequired(s, link);
   const problem = cryptoUnavailable(s);
   if (problem === undefined) return undefined;
   const refusal: LinkRefusal = { reason: 'encrypted', detail: `Matrix room ${link.target} is end-to-end encrypted and this adapter cannot bridge it: ${problem}` };
@@ -95,6 +119,20 @@ export async function checkLink(s: MatrixAdapterState, link: RoomLink): Promise<
     markEncrypted(s, link.target);
     return refusal;
   } catch {
+    return undefined;
+  }
+}
+
+/** `encryption.mode: required`: a room we can read and that has no m.room.encryption state is refused; one we cannot read yet is not (it is refused at join if in clear). */
+async function checkLinkRequired(s: MatrixAdapterState, link: RoomLink): Promise<LinkRefusal | undefined> {
+  if (s.rooms.encrypted.has(link.target)) return undefined;
+  try {
+    await s.http.request('GET', mxPath`/_matrix/client/v3/rooms/${link.target}/state/m.room.encryption/`, { timeoutMs: 5_000 });
+    markEncrypted(s, link.target);
+    return undefined;
+  } catch (err) {
+    // M_NOT_FOUND only when the state is readable to us and has no m.room.encryption.
+    if (isMatrixApiError(err, 'M_NOT_FOUND')) return { reason: 'unencrypted', detail: `Matrix room ${link.target} is not end-to-end encrypted and this adapter's encryption.mode is required` };
     return undefined;
   }
 }

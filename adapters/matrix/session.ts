@@ -10,7 +10,7 @@
  * (joining, encryption) are rooms.ts's.
  */
 import { mxPath, type JsonObject } from './client.js';
-import { afterCryptoSync, closeCrypto, loginBridgeDevice, openCrypto, prepareCrypto } from './crypto/session.js';
+import { afterCryptoSync, closeCrypto, DEVICE_DISPLAY_NAME, deviceIdToUse, loginBridgeDevice, openCrypto, prepareCrypto } from './crypto/session.js';
 import { MatrixApiError } from './errors.js';
 import { joinLinked, joinRoom } from './rooms.js';
 import type { MatrixAdapterState } from './state.js';
@@ -145,8 +145,9 @@ async function loginBot(s: MatrixAdapterState): Promise<void> {
       type: 'm.login.password',
       identifier: { type: 'm.id.user', user: bot.userId },
       password: bot.password,
-      device_id: bot.deviceId,
-      initial_device_display_name: 'syncgate',
+      // bot.deviceId, or the replacement a lost crypto store made us create (crypto/session.ts)
+      device_id: deviceIdToUse(s),
+      initial_device_display_name: DEVICE_DISPLAY_NAME,
     },
   });
   const token = res['access_token'];

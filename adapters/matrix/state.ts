@@ -100,6 +100,10 @@ export interface CryptoState {
   /** each encrypted room's rotation settings (its m.room.encryption content), read once, dropped when that state changes */
   readonly roomSettings: Map<string, RoomEncryptionSettings>;
   heldTimer: NodeJS.Timeout | undefined;
+  /** encryption.deleteOldDevices: what the last clean-up of the bridge user's older syncgate devices did */
+  oldDevices: { deleted: string[]; problem?: string } | undefined;
+  /** encryption.crossSigning: what setting it up did (or why it failed) */
+  crossSigning: { state: 'signed' | 'skipped' | 'failed'; masterKey?: string; detail?: string } | undefined;
 }
 
 /** Application-service transactions (transactions.ts). */

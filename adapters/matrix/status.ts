@@ -6,6 +6,7 @@
  */
 import type { AdapterStatus } from '../../src/core/adapter.js';
 import { cryptoStatus } from './crypto/session.js';
+import { clearRoomRefusal, refusesClearRoom } from './rooms.js';
 import type { MatrixAdapterState } from './state.js';
 
 export function listenAddress(s: MatrixAdapterState): { host: string; port: number } | undefined {
@@ -34,6 +35,11 @@ export function status(s: MatrixAdapterState): AdapterStatus {
       encryptedRooms: linked.filter((r) => rooms.encrypted.has(r)).slice(0, 20),
       encryptedLinkedRooms: linked.filter((r) => rooms.encrypted.has(r)).length,
       encryption: cryptoStatus(s),
+      // encryption.mode: required — joined linked rooms in clear: nothing bridged to or from them.
+      refusedRooms: linked
+        .filter((r) => rooms.joined.has(r) && refusesClearRoom(s, r))
+        .slice(0, 20)
+        .map((r) => ({ roomId: r, code: 'SG_ERR_ROOM_NOT_ENCRYPTED', reason: clearRoomRefusal(r) })),
       ...(session.pingResult ? { ping: { ...session.pingResult } } : {}),
       ...(s.server ? { listener: listenAddress(s), lastTransactionAt: s.server.lastTransactionAt, transactions: { ...s.server.counters } } : {}),
       ...(session.sync ? { lastSyncAt: session.sync.lastSyncAt, sync: { ...session.sync.counters } } : {}),

@@ -164,9 +164,13 @@ export interface RuleSampleResult {
   readonly error?: string;
 }
 
-/** An endpoint's refusal of a link: `encrypted` is an end-to-end encrypted native room. */
+/**
+ * An endpoint's refusal of a link: `encrypted` is an end-to-end encrypted
+ * native room the endpoint cannot bridge; `unencrypted` a room in clear where
+ * the endpoint bridges encrypted rooms only.
+ */
 export interface LinkRefusal {
-  readonly reason: 'encrypted';
+  readonly reason: 'encrypted' | 'unencrypted';
   readonly detail: string;
 }
 

@@ -19,7 +19,7 @@ export type HttpConfig = Omit<Config['http'], 'viewerTokens' | 'console'> & Part
 export type StatusReport = () => Promise<{ readonly log: unknown; readonly adapters: Readonly<Record<string, unknown>>; readonly replicas?: readonly unknown[] }>;
 
 /** Asks the linked endpoints whether they can bridge a room's links; the refusals. */
-export type LinkCheck = (spec: RoomSpec) => Promise<ReadonlyArray<{ readonly endpoint: string; readonly target: string; readonly reason: 'encrypted'; readonly detail: string }>>;
+export type LinkCheck = (spec: RoomSpec) => Promise<ReadonlyArray<{ readonly endpoint: string; readonly target: string; readonly reason: 'encrypted' | 'unencrypted'; readonly detail: string }>>;
 
 /** The file behind an attachment URL's id at an endpoint; undefined when there is none. */
 export type MediaSource = (endpoint: string, id: string) => Promise<MediaFile | undefined>;

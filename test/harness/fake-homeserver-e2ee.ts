@@ -32,21 +32,75 @@
  *   `to_user_id`/`to_device_id`), their one-time-key counts and unused
  *   fallback key types and `org.matrix.msc3202.device_lists` (MSC3202).
  *
- * Simplified: no cross-signing keys (the answers carry empty
- * master/self-signing maps), no federation, no limit on to-device messages
- * per sync.
+ * - cross-signing (synapse/rest/client/keys.py SigningKeyUploadServlet,
+ *   handlers/e2e_keys.py): POST /keys/device_signing/upload stores a user's
+ *   master / self-signing / user-signing keys — the first upload without
+ *   user-interactive auth (MSC3967), the same keys again answered 200, other
+ *   keys only after UIA (or with an application service's token);
+ *   POST /keys/signatures/upload merges signatures into the signed device
+ *   keys or master key (a device-list change of their owner); /keys/query
+ *   answers `master_keys` and `self_signing_keys` of every user asked and
+ *   `user_signing_keys` of the requester's own user. Signatures are stored
+ *   as given (Synapse checks them; the clients here check them too).
+ *
+ * Simplified: no federation, no limit on to-device messages per sync.
  */
+import { randomBytes } from 'node:crypto';
 import type { Json, JsonObject } from './fake-homeserver.js';
 
-/** A user-visible error of the key endpoints (the fake turns it into a Matrix error response). */
+/**
+ * A user-visible error of the key endpoints (the fake turns it into a Matrix
+ * error response); `body`: the whole response body instead of
+ * {errcode, error} (a user-interactive-auth 401, which has none).
+ */
 export class E2eeError extends Error {
   constructor(
     readonly status: number,
     readonly errcode: string,
     message: string,
+    readonly body?: JsonObject,
   ) {
     super(message);
     this.name = 'E2eeError';
+  }
+}
+
+/**
+ * User-interactive authentication (Client-Server API "User-interactive
+ * authentication API") as Synapse's AuthHandler.validate_user_via_ui_auth
+ * does it for the device-deletion endpoints: a request without `auth`
+ * answers 401 `{flows, params, session}` (no errcode); `auth` of type
+ * `m.login.password` with the user's password and that session passes (the
+ * session is then done); a wrong password answers 401 with `errcode`
+ * M_FORBIDDEN and the flows again; an unknown session 400. A user without a
+ * password (an appservice user) is offered no flow it can complete.
+ * Synapse lets an application service whose registration has
+ * `io.element.msc4190: true` skip this for its users (MSC4190); the caller
+ * decides that.
+ */
+export class FakeUia {
+  private readonly sessions = new Map<string, string>();
+  /** completed and failed attempts, for tests */
+  readonly attempts: Array<{ userId: string; ok: boolean; type: string | undefined }> = [];
+
+  check(userId: string, password: string | undefined, body: JsonObject): void {
+    const flows: Json[] = password !== undefined ? [{ stages: ['m.login.password'] }] : [];
+    const auth = body['auth'];
+    if (!isObject(auth)) {
+      const session = randomBytes(12).toString('base64url');
+      this.sessions.set(session, userId);
+      throw new E2eeError(401, '', 'user-interactive auth required', { flows, params: {}, session });
+    }
+    const session = auth['session'];
+    if (typeof session !== 'string' || this.sessions.get(session) !== userId) throw new E2eeError(400, 'M_UNKNOWN', 'Unknown session ID');
+    const type = typeof auth['type'] === 'string' ? auth['type'] : undefined;
+    const identifier = auth['identifier'];
+    const who = isObject(identifier) && identifier['type'] === 'm.id.user' ? identifier['user'] : auth['user'];
+    const ok = type === 'm.login.password' && password !== undefined && auth['password'] === password && (who === userId || who === userId.slice(1).split(':')[0]);
+    this.attempts.push({ userId, ok, type });
+    if (type !== 'm.login.password' || password === undefined) throw new E2eeError(400, 'M_UNRECOGNIZED', `Unrecognised login type ${type ?? ''}`);
+    if (!ok) throw new E2eeError(401, 'M_FORBIDDEN', 'Invalid username or password', { errcode: 'M_FORBIDDEN', error: 'Invalid username or password', completed: [], flows, params: {}, session });
+    this.sessions.delete(session);
   }
 }
 
@@ -103,6 +157,15 @@ function canonical(v: Json): string {
   return JSON.stringify(v);
 }
 
+/** {signer: {keyId: sig}} maps merged, per signer. */
+function mergeSignatures(a: JsonObject, b: JsonObject): JsonObject {
+  const out: JsonObject = { ...a };
+  for (const [signer, bySigner] of Object.entries(b)) {
+    if (isObject(bySigner)) out[signer] = { ...(isObject(out[signer]) ? out[signer] : {}), ...bySigner };
+  }
+  return out;
+}
+
 export class FakeKeyServer {
   private readonly deviceKeys = new Map<string, DeviceKeys>();
   private readonly oneTimeKeys = new Map<string, Map<string, Json>>();
@@ -112,12 +175,82 @@ export class FakeKeyServer {
   private readonly changes: Array<{ userId: string; pos: number }> = [];
   /** devices whose to-device messages are held back (a slow federation link, for tests) */
   private readonly delayed = new Set<string>();
+  /** (device, sender) pairs whose to-device messages are lost on the way (a federation failure, for tests) */
+  private readonly lost = new Set<string>();
   /** every to-device message sent, for tests */
-  readonly sent: Array<{ sender: string; type: string; recipient: string; deviceId: string; content: JsonObject }> = [];
+  readonly sent: Array<{ sender: string; type: string; recipient: string; deviceId: string; content: JsonObject; lost?: true }> = [];
   /** every /keys/upload body, for tests (what keys a device announced, in order) */
   readonly uploads: Array<{ userId: string; deviceId: string; body: JsonObject }> = [];
 
+  /**
+   * Signatures uploaded through /keys/signatures/upload, kept apart from the
+   * keys they sign and merged in at query time (Synapse's
+   * e2e_cross_signing_signatures): a device re-uploading its keys keeps them.
+   * Key: devKey(user, device) or devKey(user, 'master').
+   */
+  private readonly signatures = new Map<string, JsonObject>();
+  /** a user's cross-signing keys as uploaded */
+  private readonly crossSigning = new Map<string, { master?: JsonObject; self_signing?: JsonObject; user_signing?: JsonObject }>();
+
   constructor(private readonly host: E2eeHost) {}
+
+  /** A user's cross-signing key of one kind (undefined: none), for tests. */
+  crossSigningKey(userId: string, kind: 'master' | 'self_signing' | 'user_signing'): JsonObject | undefined {
+    return this.crossSigning.get(userId)?.[kind];
+  }
+
+  /**
+   * POST /keys/device_signing/upload. `authenticate` runs the user-interactive
+   * auth; it is called only when the user has cross-signing set up and the
+   * keys differ (Synapse, MSC3967), unless `appService` (the AS token).
+   */
+  uploadSigningKeys(userId: string, body: JsonObject, appService: boolean, authenticate: () => void): JsonObject {
+    const current = this.crossSigning.get(userId) ?? {};
+    const kinds = ['master', 'self_signing', 'user_signing'] as const;
+    const given = (k: (typeof kinds)[number]): JsonObject | undefined => {
+      const v = body[`${k}_key`];
+      return isObject(v) ? v : undefined;
+    };
+    const differs = kinds.some((k) => {
+      const g = given(k);
+      const c = current[k];
+      return g !== undefined && (c === undefined || canonical({ ...g, signatures: null }) !== canonical({ ...c, signatures: null }));
+    });
+    if (!differs) return {};
+    if (current.master !== undefined && !appService) authenticate();
+    const next = { ...current };
+    for (const k of kinds) {
+      const g = given(k);
+      if (g !== undefined) next[k] = g;
+    }
+    this.crossSigning.set(userId, next);
+    this.changes.push({ userId, pos: this.host.bump() });
+    queueMicrotask(() => this.host.keysChanged?.());
+    return {};
+  }
+
+  /** POST /keys/signatures/upload: signatures merged into the device keys or master key they sign. */
+  uploadSignatures(body: JsonObject): JsonObject {
+    const failures: JsonObject = {};
+    for (const [userId, byKey] of Object.entries(body)) {
+      if (!isObject(byKey)) continue;
+      for (const [keyId, signed] of Object.entries(byKey)) {
+        if (!isObject(signed) || !isObject(signed['signatures'])) continue;
+        const device = this.deviceKeys.get(devKey(userId, keyId));
+        const master = this.crossSigning.get(userId)?.master;
+        const masterKeyId = master && isObject(master['keys']) ? Object.keys(master['keys'])[0]?.split(':')[1] : undefined;
+        const target = device ? devKey(userId, keyId) : keyId === masterKeyId ? devKey(userId, 'master') : undefined;
+        if (target === undefined) {
+          failures[userId] = { ...(isObject(failures[userId]) ? failures[userId] : {}), [keyId]: { errcode: 'M_NOT_FOUND', error: 'Unknown key' } };
+          continue;
+        }
+        this.signatures.set(target, mergeSignatures(this.signatures.get(target) ?? {}, signed['signatures']));
+        this.changes.push({ userId, pos: this.host.bump() });
+      }
+    }
+    queueMicrotask(() => this.host.keysChanged?.());
+    return { failures };
+  }
 
   upload(userId: string, deviceId: string, body: JsonObject): JsonObject {
     this.uploads.push({ userId, deviceId, body });
@@ -173,7 +306,7 @@ export class FakeKeyServer {
     return [...(this.fallbackKeys.get(devKey(userId, deviceId)) ?? new Map<string, FallbackKey>())].filter(([, f]) => !f.used).map(([alg]) => alg);
   }
 
-  query(body: JsonObject): JsonObject {
+  query(body: JsonObject, requester?: string): JsonObject {
     const wanted = body['device_keys'];
     if (!isObject(wanted)) throw new E2eeError(400, 'M_BAD_JSON', 'device_keys must be an object');
     const out: JsonObject = {};
@@ -185,11 +318,26 @@ export class FakeKeyServer {
         const stored = this.deviceKeys.get(devKey(userId, deviceId));
         if (!stored) continue;
         const unsigned: JsonObject = stored.displayName !== undefined ? { device_display_name: stored.displayName } : {};
-        perUser[deviceId] = { ...stored.keys, unsigned };
+        perUser[deviceId] = this.withSignatures({ ...stored.keys, unsigned }, devKey(userId, deviceId));
       }
       out[userId] = perUser;
     }
-    return { device_keys: out, failures: {}, master_keys: {}, self_signing_keys: {}, user_signing_keys: {} };
+    const masters: JsonObject = {};
+    const selfSigning: JsonObject = {};
+    const userSigning: JsonObject = {};
+    for (const userId of Object.keys(wanted)) {
+      const cs = this.crossSigning.get(userId);
+      if (cs?.master) masters[userId] = this.withSignatures({ ...cs.master }, devKey(userId, 'master'));
+      if (cs?.self_signing) selfSigning[userId] = cs.self_signing;
+      if (cs?.user_signing && userId === requester) userSigning[userId] = cs.user_signing;
+    }
+    return { device_keys: out, failures: {}, master_keys: masters, self_signing_keys: selfSigning, user_signing_keys: userSigning };
+  }
+
+  private withSignatures(keys: JsonObject, target: string): JsonObject {
+    const extra = this.signatures.get(target);
+    if (extra === undefined) return keys;
+    return { ...keys, signatures: mergeSignatures(isObject(keys['signatures']) ? keys['signatures'] : {}, extra) };
   }
 
   claim(body: JsonObject): JsonObject {
@@ -231,6 +379,10 @@ export class FakeKeyServer {
         const devices = target === '*' ? this.host.devicesOf(userId) : [target];
         for (const deviceId of devices) {
           const k = devKey(userId, deviceId);
+          if (this.lost.has(`${k}\u0000${sender}`)) {
+            this.sent.push({ sender, type, recipient: userId, deviceId, content, lost: true });
+            continue;
+          }
           const list = this.inbox.get(k) ?? [];
           list.push({ pos: this.host.bump(), event: { type, sender, content }, returned: false });
           this.inbox.set(k, list);
@@ -292,6 +444,33 @@ export class FakeKeyServer {
     const k = devKey(userId, deviceId);
     if (delayed) this.delayed.add(k);
     else if (this.delayed.delete(k)) this.host.bump();
+  }
+
+  /**
+   * Loses (true) or delivers again (false) the to-device messages `sender`
+   * sends to a device from now on: a lost one is recorded in `sent` with
+   * `lost: true` and never delivered, as when a room key share does not
+   * make it over federation.
+   */
+  loseToDevice(userId: string, deviceId: string, sender: string, lost: boolean): void {
+    const k = `${devKey(userId, deviceId)}\u0000${sender}`;
+    if (lost) this.lost.add(k);
+    else this.lost.delete(k);
+  }
+
+  /**
+   * A device was deleted (Synapse's delete_devices): its keys, one-time and
+   * fallback keys and queued to-device messages go, and its user's device
+   * list changed for everyone sharing a room with them.
+   */
+  deleteDevice(userId: string, deviceId: string): void {
+    const k = devKey(userId, deviceId);
+    const had = this.deviceKeys.delete(k);
+    this.oneTimeKeys.delete(k);
+    this.fallbackKeys.delete(k);
+    this.inbox.delete(k);
+    if (had) this.changes.push({ userId, pos: this.host.bump() });
+    queueMicrotask(() => this.host.keysChanged?.());
   }
 
   /** The devices that uploaded any key, for MSC3202 counts in appservice transactions. */

@@ -60,7 +60,7 @@
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { E2eeError, FakeKeyServer } from './fake-homeserver-e2ee.js';
+import { E2eeError, FakeKeyServer, FakeUia } from './fake-homeserver-e2ee.js';
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 export type JsonObject = { [key: string]: Json };
@@ -103,6 +103,8 @@ export interface AppServiceRegistration {
   'de.sorunome.msc2409.push_ephemeral'?: boolean;
   /** MSC3202: key counts and device lists in transactions (with the homeserver's `msc3202TransactionExtensions`). */
   'org.matrix.msc3202'?: boolean;
+  /** MSC4190: the AS deletes its users' devices without user-interactive auth. */
+  'io.element.msc4190'?: boolean;
 }
 
 export type AppServiceAttemptOutcome =
@@ -293,6 +295,12 @@ export interface FakeHomeserver {
   replaceMedia(mxc: string, data: Buffer): void;
   /** The key server and to-device messages (fake-homeserver-e2ee.ts): what devices uploaded and sent. */
   readonly keys: FakeKeyServer;
+  /** User-interactive auth of the device-deletion endpoints (fake-homeserver-e2ee.ts): its attempts. */
+  readonly uia: FakeUia;
+  /** A user's devices as GET /devices lists them. */
+  listDevices(userId: string): JsonObject[];
+  /** Devices deleted through the API, in order. */
+  readonly deletedDevices: Array<{ userId: string; deviceId: string }>;
   stop(): Promise<void>;
 }
 
@@ -585,6 +593,10 @@ class FakeHomeserverImpl implements FakeHomeserver {
   private readonly msc3202: boolean;
   private readonly routes: Route[];
   readonly keys: FakeKeyServer;
+  readonly uia = new FakeUia();
+  readonly deletedDevices: Array<{ userId: string; deviceId: string }> = [];
+  /** (user, device) → display name given at login (`initial_device_display_name`, kept only when the login created the device) */
+  private readonly deviceNames = new Map<string, string>();
 
   constructor(opts: FakeHomeserverOptions) {
     this.serverName = opts.serverName ?? 'fake.test';
@@ -819,8 +831,10 @@ class FakeHomeserverImpl implements FakeHomeserver {
         reply = await this.dispatch(method, url, raw, req, res, entry);
       }
     } catch (thrown) {
-      const e = thrown instanceof E2eeError ? new FakeMatrixError(thrown.status, thrown.errcode, thrown.message) : thrown;
-      if (e instanceof FakeMatrixError) {
+      const e = thrown instanceof E2eeError && !thrown.body ? new FakeMatrixError(thrown.status, thrown.errcode, thrown.message) : thrown;
+      if (e instanceof E2eeError && e.body) {
+        reply = { status: e.status, body: e.body };
+      } else if (e instanceof FakeMatrixError) {
         reply = { status: e.status, body: { errcode: e.errcode, error: e.message, ...e.extra } };
         if (e.errcode === 'M_LIMIT_EXCEEDED' && this.retryAfterHeader) {
           const ms = e.extra['retry_after_ms'];
@@ -1262,7 +1276,13 @@ class FakeHomeserverImpl implements FakeHomeserver {
     authed('GET', 'sync', (ctx) => this.handleSync(ctx));
     // End-to-end encryption (fake-homeserver-e2ee.ts): the key server and to-device messages.
     authed('POST', 'keys/upload', (ctx) => ({ body: this.keys.upload(ctx.requester.user.userId, this.requireDevice(ctx), this.objectBody(ctx)) }));
-    authed('POST', 'keys/query', (ctx) => ({ body: this.keys.query(this.objectBody(ctx)) }));
+    authed('POST', 'keys/query', (ctx) => ({ body: this.keys.query(this.objectBody(ctx), ctx.requester.user.userId) }));
+    authed('POST', 'keys/device_signing/upload', (ctx) => {
+      const body = this.objectBody(ctx);
+      const user = ctx.requester.user;
+      return { body: this.keys.uploadSigningKeys(user.userId, body, ctx.requester.appService !== undefined, () => this.uia.check(user.userId, user.password, body)) };
+    });
+    authed('POST', 'keys/signatures/upload', (ctx) => ({ body: this.keys.uploadSignatures(this.objectBody(ctx)) }));
     authed('POST', 'keys/claim', (ctx) => ({ body: this.keys.claim(this.objectBody(ctx)) }));
     authed('PUT', 'sendToDevice/:eventType/:txnId', (ctx) =>
       this.withTxn(ctx, () => {
@@ -1270,6 +1290,28 @@ class FakeHomeserverImpl implements FakeHomeserver {
         return { body: {} };
       }),
     );
+    // Devices (Synapse rest/client/devices.py): listing; deletion behind user-interactive auth (fake-homeserver-e2ee.ts
+    // FakeUia), which an appservice with `io.element.msc4190: true` in its registration skips (MSC4190).
+    authed('GET', 'devices', (ctx) => ({ body: { devices: this.listDevices(ctx.requester.user.userId) } }));
+    authed('GET', 'devices/:deviceId', (ctx) => {
+      const device = this.listDevices(ctx.requester.user.userId).find((d) => d['device_id'] === this.param(ctx, 'deviceId'));
+      if (!device) throw notFound('No device found');
+      return { body: device };
+    });
+    const deleteDevices = (ctx: AuthedCtx, ids: string[]): Reply => {
+      const body = isJsonObject(ctx.body) ? ctx.body : {};
+      if (!(ctx.requester.appService && ctx.requester.appService.reg['io.element.msc4190'] === true)) {
+        this.uia.check(ctx.requester.user.userId, ctx.requester.appService ? undefined : ctx.requester.user.password, body);
+      }
+      for (const id of ids) this.deleteDevice(ctx.requester.user, id);
+      return { body: {} };
+    };
+    authed('DELETE', 'devices/:deviceId', (ctx) => deleteDevices(ctx, [this.param(ctx, 'deviceId')]));
+    authed('POST', 'delete_devices', (ctx) => {
+      const list = this.objectBody(ctx)['devices'];
+      if (!Array.isArray(list) || !list.every((d): d is string => typeof d === 'string')) throw badJson('devices must be a list of strings');
+      return deleteDevices(ctx, list);
+    });
     authed('POST', 'user/:userId/filter', (ctx) => {
       const user = this.ownUser(ctx);
       user.filters.push(this.objectBody(ctx));
@@ -1421,6 +1463,23 @@ class FakeHomeserverImpl implements FakeHomeserver {
 
   // ---------------------------------------------------------------- accounts
 
+  listDevices(userId: string): JsonObject[] {
+    const user = this.users.get(userId);
+    return [...(user?.devices ?? [])].map((deviceId) => {
+      const name = this.deviceNames.get(`${userId}\u0000${deviceId}`);
+      return { device_id: deviceId, ...(name !== undefined ? { display_name: name } : {}), last_seen_ip: null, last_seen_ts: null };
+    });
+  }
+
+  /** Synapse's DeviceHandler.delete_devices: the device, its access tokens and its keys go; an unknown id is ignored. */
+  private deleteDevice(user: User, deviceId: string): void {
+    if (!user.devices.delete(deviceId)) return;
+    for (const [tok, s] of this.sessions) if (s.userId === user.userId && s.deviceId === deviceId) this.sessions.delete(tok);
+    this.deviceNames.delete(`${user.userId}\u0000${deviceId}`);
+    this.keys.deleteDevice(user.userId, deviceId);
+    this.deletedDevices.push({ userId: user.userId, deviceId });
+  }
+
   private createUser(userId: string, password: string | undefined): User {
     const user: User = {
       userId,
@@ -1524,10 +1583,16 @@ class FakeHomeserverImpl implements FakeHomeserver {
     if (who === undefined) throw badJson('Missing identifier');
     if (!who.startsWith('@')) who = `@${who}:${this.serverName}`;
     const deviceId = str(body['device_id']);
+    const displayName = str(body['initial_device_display_name']);
+    const named = (userId: string, device: string, created: boolean): void => {
+      if (created && displayName !== undefined) this.deviceNames.set(`${userId}\u0000${device}`, displayName);
+    };
     if (type === 'm.login.password') {
       const user = this.users.get(who);
       if (!user || user.password === undefined || user.password !== body['password']) throw forbidden('Invalid username or password');
+      const created = deviceId === undefined || !user.devices.has(deviceId);
       const s = this.newSession(user, deviceId);
+      named(user.userId, s.deviceId, created);
       return { body: { user_id: user.userId, access_token: s.accessToken, device_id: s.deviceId, home_server: this.serverName } };
     }
     if (type === 'm.login.application_service') {
@@ -1538,7 +1603,9 @@ class FakeHomeserverImpl implements FakeHomeserver {
       if (!this.isAppServiceUser(as, who)) throw new FakeMatrixError(403, 'M_FORBIDDEN', 'Invalid access_token');
       const user = this.users.get(who);
       if (!user) throw forbidden('Invalid username');
+      const created = deviceId === undefined || !user.devices.has(deviceId);
       const s = this.newSession(user, deviceId);
+      named(user.userId, s.deviceId, created);
       return { body: { user_id: user.userId, access_token: s.accessToken, device_id: s.deviceId, home_server: this.serverName } };
     }
     throw new FakeMatrixError(400, 'M_UNKNOWN', 'Unknown login type');

@@ -96,10 +96,12 @@ export class E2eePeer {
     else if (r instanceof wasm.KeysClaimRequest) res = await this.request('POST', '/_matrix/client/v3/keys/claim', r.body);
     else if (r instanceof wasm.ToDeviceRequest) {
       res = await this.request('PUT', `/_matrix/client/v3/sendToDevice/${encodeURIComponent(r.event_type)}/${encodeURIComponent(r.txn_id)}`, r.body);
+    } else if (r instanceof wasm.SignatureUploadRequest) {
+      res = await this.request('POST', '/_matrix/client/v3/keys/signatures/upload', r.body);
     } else if (r instanceof wasm.RoomMessageRequest) {
       res = await this.request('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(r.room_id)}/send/${encodeURIComponent(r.event_type)}/${encodeURIComponent(r.txn_id)}`, r.body);
     } else {
-      // signature uploads and backups are not used by the tests
+      // key backups are not used by the tests
       res = {};
     }
     if (r.id !== undefined) await this.machine.markRequestAsSent(r.id, r.type, JSON.stringify(res));
@@ -221,6 +223,39 @@ export class E2eePeer {
   async downloadEncrypted(file: Json): Promise<Buffer> {
     const ciphertext = await this.download(String(file['url']));
     return decryptFile(ciphertext, file);
+  }
+
+  /**
+   * Marks another device as verified on this device (what a user does in
+   * Element after comparing the device's fingerprint): the Rust crypto then
+   * answers that device's room key requests if it is one of our own.
+   * Throws when this device does not know it yet (sync first).
+   */
+  async verifyDevice(userId: string, deviceId: string): Promise<void> {
+    const device = await this.machine.getDevice(new wasm.UserId(userId), new wasm.DeviceId(deviceId));
+    if (!device) throw new Error(`peer ${this.userId}/${this.deviceId} does not know ${userId}/${deviceId}`);
+    await device.setLocalTrust(wasm.LocalTrust.Verified);
+  }
+
+  /** Sets up this user's cross-signing as Element does at first login (first upload: no user-interactive auth). */
+  async setUpCrossSigning(): Promise<void> {
+    const r = await this.machine.bootstrapCrossSigning(true);
+    if (r.uploadKeysRequest instanceof wasm.KeysUploadRequest) await this.send(r.uploadKeysRequest);
+    await this.request('POST', '/_matrix/client/v3/keys/device_signing/upload', r.uploadSigningKeysRequest.body);
+    await this.send(r.uploadSignaturesRequest);
+  }
+
+  /**
+   * Verifies another user (what "Verify user" in Element ends with): their
+   * master key signed with this user's user-signing key and uploaded. Their
+   * devices signed by their own self-signing key are then trusted here.
+   */
+  async verifyUser(userId: string): Promise<void> {
+    await this.machine.updateTrackedUsers([new wasm.UserId(userId)]);
+    await this.send(this.machine.queryKeysForUsers([new wasm.UserId(userId)]));
+    const identity = await this.machine.getIdentity(new wasm.UserId(userId));
+    if (!(identity instanceof wasm.OtherUserIdentity)) throw new Error(`no cross-signing identity known for ${userId}`);
+    await this.send(await identity.verify());
   }
 
   close(): void {

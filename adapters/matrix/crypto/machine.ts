@@ -98,6 +98,8 @@ export interface CryptoCounters {
   /** decryption attempts that failed, by reason (a held event counts once per attempt) */
   decryptFailures: Record<string, number>;
   roomKeysShared: number;
+  /** m.room_key_request to-device messages sent (requests and their cancellations) */
+  keyRequestsSent: number;
 }
 
 export type Decrypted =
@@ -110,6 +112,8 @@ export interface MatrixCryptoOptions {
   readonly sealed: SealedStore;
   /** names the IndexedDB databases (the adapter's name) */
   readonly storeName: string;
+  /** other devices of our own user we trust (encryption.trustedDevices): forwarded keys are accepted from them */
+  readonly trustedDevices?: ReadonlyArray<{ readonly deviceId: string; readonly ed25519: string }>;
 }
 
 /** What the status shows about our device. */
@@ -149,12 +153,14 @@ export class PreparedCrypto {
    * Opens the machine for our device: the stored state when it is this
    * device's, else a new identity (logged as an error). `http`: the device's
    * own session for the key requests (appservice mode: the token of the
-   * bridge device's login), else the adapter's.
+   * bridge device's login), else the adapter's. `lost`: why the caller
+   * replaced a device whose store was lost (shown in the identity).
    */
-  async open(userId: string, deviceId: string, http?: MatrixHttp): Promise<MatrixCrypto> {
+  async open(userId: string, deviceId: string, http?: MatrixHttp, lost?: string): Promise<MatrixCrypto> {
     const { wasm, durable } = this;
     const options = http ? { ...this.options, http } : this.options;
-    let replaced: string | undefined;
+    // `lost`: the caller found the store lost and created this new device (crypto/session.ts).
+    let replaced: string | undefined = lost;
     let snapshot = this.snapshot;
     if (snapshot && (snapshot.userId !== userId || snapshot.deviceId !== deviceId)) {
       replaced = `the stored crypto state belongs to ${snapshot.userId} device ${snapshot.deviceId}, the homeserver session is ${userId} device ${deviceId}`;
@@ -173,11 +179,13 @@ export class PreparedCrypto {
 }
 
 export class MatrixCrypto {
-  readonly counters: CryptoCounters = { persisted: 0, requestsSent: 0, requestFailures: 0, decrypted: 0, encrypted: 0, decryptFailures: {}, roomKeysShared: 0 };
+  readonly counters: CryptoCounters = { persisted: 0, requestsSent: 0, requestFailures: 0, decrypted: 0, encrypted: 0, decryptFailures: {}, roomKeysShared: 0, keyRequestsSent: 0 };
   readonly identity: CryptoIdentity;
   private chain: Promise<unknown> = Promise.resolve();
   private closed = false;
   private txn = 0;
+  /** trusted devices (encryption.trustedDevices) already marked verified, or refused for a fingerprint mismatch */
+  private readonly trustSettled = new Set<string>();
 
   constructor(
     private readonly options: MatrixCryptoOptions,
@@ -229,7 +237,35 @@ export class MatrixCrypto {
       await this.machine.receiveSyncChanges(JSON.stringify(toDevice), new w.DeviceLists(ids(lists['changed']), ids(lists['left'])), counts, fallback);
       await this.persist();
       await this.flush();
+      await this.trustOwnDevices();
     });
+  }
+
+  /**
+   * encryption.trustedDevices: our own user's other devices, marked verified
+   * once their keys are known and their Ed25519 key is the pinned one (a
+   * device with another key under that id is refused and logged). The Rust
+   * crypto sends room key requests to our own devices only, answers only
+   * verified ones, and accepts forwarded keys only from verified ones.
+   */
+  private async trustOwnDevices(): Promise<void> {
+    const w = this.wasm;
+    for (const t of this.options.trustedDevices ?? []) {
+      if (this.trustSettled.has(t.deviceId) || t.deviceId === this.identity.deviceId) continue;
+      const device = await this.machine.getDevice(new w.UserId(this.identity.userId), new w.DeviceId(t.deviceId));
+      if (!device) continue;
+      this.trustSettled.add(t.deviceId);
+      const ed25519 = device.ed25519Key?.toBase64();
+      if (ed25519 !== t.ed25519) {
+        this.options.log.error({ deviceId: t.deviceId, configured: t.ed25519, actual: ed25519 }, 'Matrix crypto: a device in encryption.trustedDevices has another Ed25519 key than configured: not trusted');
+        continue;
+      }
+      if (!device.isLocallyTrusted()) {
+        await device.setLocalTrust(w.LocalTrust.Verified);
+        await this.persist();
+        this.options.log.info({ deviceId: t.deviceId, ed25519 }, 'Matrix crypto: own device trusted (encryption.trustedDevices)');
+      }
+    }
   }
 
   /** Decrypts one m.room.encrypted event. */
@@ -250,9 +286,22 @@ export class MatrixCrypto {
         const device = d.senderDevice?.toString();
         return { ok: true, type: clear['type'], content, ...(device !== undefined ? { senderDevice: device } : {}) };
       } catch (err) {
-        return this.undecryptableFrom(err);
+        const failed = this.undecryptableFrom(err);
+        // The machine queued an m.room_key_request to our other devices for a missing key: out now, not at the next sync.
+        if (!failed.ok && failed.reason === 'keys-missing') await this.sendQueued();
+        return failed;
       }
     });
+  }
+
+  /** Persists and sends what the machine queued; a failure is logged, the next sync sends it again. */
+  private async sendQueued(): Promise<void> {
+    try {
+      await this.persist();
+      await this.flush();
+    } catch (err) {
+      this.options.log.warn({ err }, 'Matrix crypto: sending the queued requests failed; sent again after the next sync');
+    }
   }
 
   private undecryptableFrom(err: unknown): Decrypted {
@@ -327,7 +376,10 @@ export class MatrixCrypto {
       if (r instanceof w.KeysUploadRequest) res = await http.request('POST', '/_matrix/client/v3/keys/upload', { body: JSON.parse(r.body) as unknown });
       else if (r instanceof w.KeysQueryRequest) res = await http.request('POST', '/_matrix/client/v3/keys/query', { body: JSON.parse(r.body) as unknown });
       else if (r instanceof w.KeysClaimRequest) res = await http.request('POST', '/_matrix/client/v3/keys/claim', { body: JSON.parse(r.body) as unknown });
-      else if (r instanceof w.ToDeviceRequest) res = await http.request('PUT', mxPath`/_matrix/client/v3/sendToDevice/${r.event_type}/${r.txn_id}`, { body: JSON.parse(r.body) as unknown });
+      else if (r instanceof w.ToDeviceRequest) {
+        res = await http.request('PUT', mxPath`/_matrix/client/v3/sendToDevice/${r.event_type}/${r.txn_id}`, { body: JSON.parse(r.body) as unknown });
+        if (r.event_type === 'm.room_key_request') this.counters.keyRequestsSent++;
+      }
       else if (r instanceof w.SignatureUploadRequest) res = await http.request('POST', '/_matrix/client/v3/keys/signatures/upload', { body: JSON.parse(r.body) as unknown });
       else if (r instanceof w.RoomMessageRequest) res = await http.request('PUT', mxPath`/_matrix/client/v3/rooms/${r.room_id}/send/${r.event_type}/${r.txn_id}`, { body: JSON.parse(r.body) as unknown });
       else return; // key backups are not used
@@ -340,6 +392,40 @@ export class MatrixCrypto {
       await this.machine.markRequestAsSent(r.id, r.type, JSON.stringify(res));
       await this.persist();
     }
+  }
+
+  /**
+   * Cross-signing of our user, so a member who verifies the bot user once
+   * sees the bridge device as verified: a master key, a self-signing key
+   * that signs our device, a user-signing key (private parts in the store,
+   * persisted before the public ones are announced). Set up only when the
+   * homeserver has no master key for our user (Synapse then needs no
+   * user-interactive auth, MSC3967); one made elsewhere (the operator's
+   * Element on the bot account) is never replaced. Idempotent.
+   */
+  crossSign(): Promise<CrossSigning> {
+    return this.exclusive(async () => {
+      const w = this.wasm;
+      const { userId } = this.identity;
+      const status = await this.machine.crossSigningStatus();
+      const res = await this.options.http.request('POST', '/_matrix/client/v3/keys/query', { body: { device_keys: { [userId]: [] } } });
+      const published = masterKeyOf(isObject(res['master_keys']) ? res['master_keys'][userId] : undefined);
+      if (published !== undefined && status.hasMaster && status.hasSelfSigning) return { state: 'signed', masterKey: published };
+      if (published !== undefined) {
+        return { state: 'skipped', masterKey: published, detail: 'the bot user has cross-signing keys made elsewhere (not in this store): the bridge device is not signed by them; verify it manually, or sign it from a session that holds them' };
+      }
+      // Nothing published: a fresh identity, or ours again when a crash came between persisting and uploading it.
+      const req = await this.machine.bootstrapCrossSigning(!(status.hasMaster && status.hasSelfSigning));
+      await this.persist();
+      if (req.uploadKeysRequest instanceof w.KeysUploadRequest) await this.sendRequest(req.uploadKeysRequest);
+      const signingKeys = JSON.parse(req.uploadSigningKeysRequest.body) as JsonObject;
+      await this.options.http.request('POST', '/_matrix/client/v3/keys/device_signing/upload', { body: signingKeys });
+      await this.sendRequest(req.uploadSignaturesRequest);
+      await this.persist();
+      const masterKey = masterKeyOf(signingKeys['master_key']);
+      this.options.log.info({ userId, masterKey, deviceId: this.identity.deviceId }, 'Matrix crypto: cross-signing set up for the bot user; the bridge device is signed by it');
+      return { state: 'signed', ...(masterKey !== undefined ? { masterKey } : {}) };
+    });
   }
 
   /** A to-device message from our device to our own device (appservice mode: the extensions probe). */
@@ -366,6 +452,20 @@ export class MatrixCrypto {
     // Not awaited: a connection the wasm still holds would block the deletion, never the stop.
     void this.durable.clear().catch(() => undefined);
   }
+}
+
+/** What crossSign() did: `signed` (our device is signed by our user's self-signing key), `skipped` (keys made elsewhere). */
+export interface CrossSigning {
+  readonly state: 'signed' | 'skipped';
+  /** the master key's Ed25519 public key (what Element shows as the user's cross-signing key) */
+  readonly masterKey?: string;
+  readonly detail?: string;
+}
+
+function masterKeyOf(key: unknown): string | undefined {
+  const keys = isObject(key) && isObject(key['keys']) ? key['keys'] : undefined;
+  const first = keys ? Object.values(keys)[0] : undefined;
+  return typeof first === 'string' ? first : undefined;
 }
 
 /** A room's m.room.encryption rotation settings. */

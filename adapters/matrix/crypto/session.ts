@@ -13,6 +13,7 @@
  * crypto turns on once the homeserver proved it pushes the transaction
  * extensions (crypto/appservice.ts).
  */
+import { randomBytes } from 'node:crypto';
 import { SyncgateError } from '../../../src/core/errors.js';
 import { MatrixHttp, type JsonObject } from '../client.js';
 import { MatrixApiError } from '../errors.js';
@@ -44,12 +45,110 @@ export async function prepareCrypto(s: MatrixAdapterState): Promise<void> {
   const sealed = s.deps.sealed;
   if (secret === undefined || !sealed) return;
   try {
-    s.crypto.prepared = await readCryptoStore({ http: s.http, log: s.log, sealed: sealed(`matrix-crypto:${s.name}`, secret), storeName: s.name });
+    s.crypto.prepared = await readCryptoStore({
+      http: s.http,
+      log: s.log,
+      sealed: sealed(`matrix-crypto:${s.name}`, secret),
+      storeName: s.name,
+      trustedDevices: s.config.encryption?.trustedDevices ?? [],
+    });
   } catch (err) {
     if (err instanceof SyncgateError && err.code === 'SG_ERR_STATE_SEALED_KEY') {
       s.log.error({ err }, 'Matrix crypto store does not open with encryption.storeSecret: refusing to start rather than becoming a new device');
     }
     throw err;
+  }
+}
+
+/** The display name of every device syncgate creates (with the device-id prefix, how deleteOldDevices recognises them). */
+export const DEVICE_DISPLAY_NAME = 'syncgate';
+
+/** The configured device id (`bot.deviceId` / `appservice.deviceId`): ours, and `<it>_<suffix>` the replacements of a lost store. */
+export function configuredDeviceId(s: MatrixAdapterState): string {
+  return (s.mode === 'appservice' ? s.config.appservice?.deviceId : s.config.bot?.deviceId) ?? 'SYNCGATE';
+}
+
+/** A device syncgate created for this adapter: the configured id or a replacement of it. */
+function isOurDevice(s: MatrixAdapterState, deviceId: string): boolean {
+  const base = configuredDeviceId(s);
+  return deviceId === base || deviceId.startsWith(`${base}_`);
+}
+
+/**
+ * The device to log in as: the configured one, or the replacement a lost
+ * store made us create earlier (its id is in the sealed store), so a restart
+ * keeps the replacement.
+ */
+export function deviceIdToUse(s: MatrixAdapterState): string {
+  const stored = s.crypto.prepared?.storedDevice;
+  if (stored && stored.userId === s.userId && stored.deviceId.startsWith(`${configuredDeviceId(s)}_`)) return stored.deviceId;
+  return configuredDeviceId(s);
+}
+
+/**
+ * The store for our device is lost but the homeserver has the device's keys:
+ * a new device `<deviceId>_<random>` is logged in (bot mode: needs
+ * `bot.password`; appservice mode: `m.login.application_service`).
+ * Undefined when none can be created (a bot with an access token only).
+ */
+async function newDevice(s: MatrixAdapterState): Promise<{ deviceId: string; http: MatrixHttp } | undefined> {
+  const deviceId = `${configuredDeviceId(s)}_${randomBytes(4).toString('hex').toUpperCase()}`;
+  if (s.mode === 'appservice') return loginBridgeDevice(s, deviceId);
+  const bot = s.config.bot;
+  if (bot?.password === undefined) return undefined;
+  const res = await s.http.request('POST', '/_matrix/client/v3/login', {
+    auth: false,
+    body: { type: 'm.login.password', identifier: { type: 'm.id.user', user: bot.userId }, password: bot.password, device_id: deviceId, initial_device_display_name: DEVICE_DISPLAY_NAME },
+  });
+  const token = res['access_token'];
+  if (typeof token !== 'string') throw new MatrixApiError(200, 'M_BAD_JSON', 'login answer without access_token');
+  s.http.setAccessToken(token);
+  return { deviceId, http: s.http };
+}
+
+/**
+ * encryption.deleteOldDevices: deletes the bridge user's devices that
+ * syncgate created (the configured device id or a replacement of it, named
+ * "syncgate…") other than `current`. POST /delete_devices: Synapse asks for
+ * user-interactive auth, answered with `bot.password` (m.login.password) in
+ * bot mode; in appservice mode the request goes with the AS token, which
+ * Synapse lets skip it when the registration has `io.element.msc4190: true`.
+ * Failures are logged and shown in the status, never thrown.
+ */
+export async function deleteOldDevices(s: MatrixAdapterState, current: string): Promise<void> {
+  try {
+    const listed = await s.http.request('GET', '/_matrix/client/v3/devices');
+    const devices = Array.isArray(listed['devices']) ? listed['devices'] : [];
+    const old = devices
+      .filter((d): d is JsonObject => typeof d === 'object' && d !== null && !Array.isArray(d))
+      .filter((d) => typeof d['device_id'] === 'string' && d['device_id'] !== current && isOurDevice(s, d['device_id']))
+      .filter((d) => typeof d['display_name'] === 'string' && d['display_name'].startsWith(DEVICE_DISPLAY_NAME))
+      .map((d) => String(d['device_id']));
+    if (old.length === 0) {
+      s.crypto.oldDevices = { deleted: [] };
+      return;
+    }
+    try {
+      await s.http.request('POST', '/_matrix/client/v3/delete_devices', { body: { devices: old } });
+    } catch (err) {
+      const uia = err instanceof MatrixApiError && err.status === 401 && Array.isArray(err.body['flows']) ? err.body : undefined;
+      if (!uia) throw err;
+      const password = s.mode === 'bot' ? s.config.bot?.password : undefined;
+      const offered = (uia['flows'] as unknown[]).some((f) => typeof f === 'object' && f !== null && Array.isArray((f as JsonObject)['stages']) && ((f as JsonObject)['stages'] as unknown[]).length === 1 && ((f as JsonObject)['stages'] as unknown[])[0] === 'm.login.password');
+      if (password === undefined || !offered || typeof uia['session'] !== 'string') {
+        const fix = s.mode === 'appservice' ? 'add io.element.msc4190: true to the registration (syncgate matrix-registration writes it with encryption.deleteOldDevices) and restart Synapse' : 'configure bot.password (Synapse asks for the password to delete devices)';
+        throw new Error(`the homeserver asks for user-interactive auth to delete devices: ${fix}`, { cause: err });
+      }
+      await s.http.request('POST', '/_matrix/client/v3/delete_devices', {
+        body: { devices: old, auth: { type: 'm.login.password', identifier: { type: 'm.id.user', user: s.userId }, password, session: uia['session'] } },
+      });
+    }
+    s.crypto.oldDevices = { deleted: old };
+    s.log.warn({ deleted: old, current }, 'Matrix crypto: older syncgate devices of the bridge user deleted (encryption.deleteOldDevices)');
+  } catch (err) {
+    const problem = err instanceof Error ? err.message : String(err);
+    s.crypto.oldDevices = { deleted: [], problem };
+    s.log.error({ err, current }, `Matrix crypto: the older syncgate devices could not be deleted: ${problem}`);
   }
 }
 
@@ -60,13 +159,13 @@ export async function prepareCrypto(s: MatrixAdapterState): Promise<void> {
  * and drops its older tokens). Returns the device and a client with its
  * token, which the key requests use (no device masquerading needed).
  */
-export async function loginBridgeDevice(s: MatrixAdapterState): Promise<{ deviceId: string; http: MatrixHttp }> {
+export async function loginBridgeDevice(s: MatrixAdapterState, wanted = deviceIdToUse(s)): Promise<{ deviceId: string; http: MatrixHttp }> {
   const res = await s.http.request('POST', '/_matrix/client/v3/login', {
     body: {
       type: 'm.login.application_service',
       identifier: { type: 'm.id.user', user: s.userId },
-      device_id: s.config.appservice?.deviceId ?? 'SYNCGATE',
-      initial_device_display_name: 'syncgate bridge',
+      device_id: wanted,
+      initial_device_display_name: DEVICE_DISPLAY_NAME,
     },
   });
   const token = res['access_token'];
@@ -86,19 +185,28 @@ export async function openCrypto(s: MatrixAdapterState, deviceId: string | undef
       s.log.error(s.crypto.problem);
       return;
     }
+    let lost: string | undefined;
     if (prepared.storedDevice?.deviceId !== deviceId || prepared.storedDevice.userId !== s.userId) {
       // No stored identity for this device: if the homeserver already has keys for it, our store was lost.
       const keys = await http.request('POST', '/_matrix/client/v3/keys/query', { body: { device_keys: { [s.userId]: [deviceId] } } });
       const mine = (keys['device_keys'] as Record<string, Record<string, unknown>> | undefined)?.[s.userId]?.[deviceId];
       if (mine !== undefined) {
-        const fix = s.mode === 'appservice' ? 'set appservice.deviceId to a new id' : 'set bot.deviceId to a new id';
-        s.crypto.lost = `the crypto store for ${s.userId} device ${deviceId} is lost (nothing stored for it, or another secret's store was dropped) but the homeserver has that device's keys: delete the device (Element: Settings → Sessions, or the admin API) or ${fix}, then restart; encrypted rooms are refused meanwhile`;
-        s.crypto.problem = s.crypto.lost;
-        s.log.error({ userId: s.userId, deviceId }, `Matrix crypto: ${s.crypto.lost}`);
-        return;
+        const why = `the crypto store for ${s.userId} device ${deviceId} is lost (nothing stored for it, or another secret's store was dropped) but the homeserver has that device's keys`;
+        const replacement = await newDevice(s);
+        if (!replacement) {
+          s.crypto.lost = `${why}: a new device needs bot.password (a bot with an access token only cannot log in as one); delete the device (Element: Settings → Sessions, or the admin API) or log in anew with another device, then restart; encrypted rooms are refused meanwhile`;
+          s.crypto.problem = s.crypto.lost;
+          s.log.error({ userId: s.userId, deviceId, code: 'SG_ERR_CRYPTO_STORE_LOST' }, `Matrix crypto: ${s.crypto.lost}`);
+          return;
+        }
+        lost = `${why}: new device ${replacement.deviceId} created (members' clients show it as a new device of ${s.userId}; its messages from before cannot be decrypted)`;
+        s.log.error({ userId: s.userId, lostDevice: deviceId, newDevice: replacement.deviceId, code: 'SG_ERR_CRYPTO_STORE_LOST' }, `Matrix crypto: ${lost}`);
+        deviceId = replacement.deviceId;
+        http = replacement.http;
       }
     }
-    opened = await prepared.open(s.userId, deviceId, http);
+    opened = await prepared.open(s.userId, deviceId, http, lost);
+    if (opened.identity.fresh && s.config.encryption?.deleteOldDevices === true) await deleteOldDevices(s, deviceId);
     if (s.mode === 'appservice') {
       s.crypto.feed = opened;
       s.crypto.problem = 'waiting for the homeserver to push our to-device messages and key counts in transactions (MSC2409/MSC3202)';
@@ -108,6 +216,7 @@ export async function openCrypto(s: MatrixAdapterState, deviceId: string | undef
     }
   }
   await opened.start();
+  if (s.config.encryption?.crossSigning !== false && s.crypto.crossSigning?.state !== 'signed') await crossSignBridge(s, opened);
   if (s.mode === 'appservice' && !s.crypto.machine) await startProbe(s, opened);
   if (!s.crypto.held) {
     const holdMs = s.config.encryption?.undecryptableHoldMs ?? 120_000;
@@ -124,6 +233,18 @@ export async function openCrypto(s: MatrixAdapterState, deviceId: string | undef
     s.crypto.heldTimer = setInterval(() => void held.retryAll(), Math.max(500, Math.min(30_000, Math.round(holdMs / 4))));
     s.crypto.heldTimer.unref();
     void held.retryAll();
+  }
+}
+
+/** encryption.crossSigning: sets it up (crypto/machine.ts crossSign); a failure is logged and shown, the crypto works regardless. */
+async function crossSignBridge(s: MatrixAdapterState, crypto: MatrixCrypto): Promise<void> {
+  try {
+    s.crypto.crossSigning = { ...(await crypto.crossSign()) };
+    if (s.crypto.crossSigning.state === 'skipped') s.log.warn({ masterKey: s.crypto.crossSigning.masterKey }, `Matrix crypto: ${s.crypto.crossSigning.detail ?? 'cross-signing skipped'}`);
+  } catch (err) {
+    const detail = err instanceof Error ? err.message : String(err);
+    s.crypto.crossSigning = { state: 'failed', detail };
+    s.log.error({ err }, 'Matrix crypto: setting up cross-signing failed; the bridge device works, unsigned (verify it manually)');
   }
 }
 
@@ -207,6 +328,7 @@ export async function closeCrypto(s: MatrixAdapterState): Promise<void> {
   s.crypto.extensionsMissing = undefined;
   s.crypto.prepared = undefined;
   s.crypto.lost = undefined;
+  s.crypto.crossSigning = undefined;
   clearInterval(s.crypto.heldTimer);
   s.crypto.heldTimer = undefined;
   s.crypto.held = undefined;
@@ -220,6 +342,8 @@ export function cryptoStatus(s: MatrixAdapterState): Record<string, unknown> {
     mode: s.config.encryption?.mode ?? 'optional',
     active: s.crypto.machine !== undefined,
     ...(s.crypto.problem !== undefined ? { problem: s.crypto.problem } : {}),
+    ...(s.crypto.oldDevices ? { oldDevices: { ...s.crypto.oldDevices } } : {}),
+    ...(s.crypto.crossSigning ? { crossSigning: { ...s.crypto.crossSigning } } : {}),
     ...(m
       ? {
           device: { ...m.identity },

@@ -53,6 +53,8 @@ export interface InboundDeps {
   readonly onEncrypted: (roomId: string) => void;
   /** decrypts an m.room.encrypted event; undefined when the adapter's crypto is not active */
   readonly decrypt?: (event: MatrixJson, roomId: string) => Promise<Decrypted> | undefined;
+  /** `encryption.mode: required` and the room is in clear: nothing from it is bridged */
+  readonly refusesClear?: (roomId: string) => boolean;
   /** holds an event that cannot be decrypted yet (durable when it resolves true); false: bridge the notice now */
   readonly hold?: (event: MatrixEvent, reason: UndecryptableReason) => Promise<boolean>;
 }

@@ -73,7 +73,7 @@ export async function handleEvent(s: InboundState, raw: unknown, roomIdHint?: st
 async function handleParsed(s: InboundState, parsed: MatrixEvent, attempt: 'live' | 'retry' | 'final'): Promise<boolean> {
   let ev: MatrixEvent = parsed;
   const rooms = s.deps.links.roomsFor(s.deps.name, ev.room_id);
-  if (ev.type === 'm.room.encrypted' && ev.state_key === undefined && rooms.length > 0) {
+  if (ev.type === 'm.room.encrypted' && ev.state_key === undefined && rooms.length > 0 && s.deps.refusesClear?.(ev.room_id) !== true) {
     const clear = await s.deps.decrypt?.({ ...ev }, ev.room_id);
     if (clear?.ok === true) {
       // From here on it is the event it carried; the relation stays the clear one (crypto/machine.ts).
@@ -101,6 +101,11 @@ async function handleParsed(s: InboundState, parsed: MatrixEvent, attempt: 'live
   }
   if (rooms.length === 0) {
     drop(s, 'unlinked-room', { roomId: ev.room_id, eventId: ev.event_id });
+    return true;
+  }
+  if (s.deps.refusesClear?.(ev.room_id) === true) {
+    // encryption.mode: required — a room in clear is refused (rooms.ts); its m.room.encryption state above lifts that.
+    drop(s, 'unencrypted-room', { roomId: ev.room_id, eventId: ev.event_id, type: ev.type });
     return true;
   }
   const display = !s.deps.isOurs(ev.sender) && BRIDGED_TYPES.has(ev.type) ? await displayOf(s, ev.room_id, ev.sender) : undefined;

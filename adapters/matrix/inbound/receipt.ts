@@ -13,7 +13,7 @@ const MAX_RECEIPT_TARGETS = 10_000;
 
 export async function handleReceipts(s: InboundState, roomId: string, content: unknown): Promise<void> {
   const rooms = s.deps.links.roomsFor(s.deps.name, roomId);
-  if (rooms.length === 0) return;
+  if (rooms.length === 0 || s.deps.refusesClear?.(roomId) === true) return;
   for (const receipt of readReceiptsOf(content)) {
     if (s.deps.isOurs(receipt.userId)) continue;
     const display = await displayOf(s, roomId, receipt.userId);

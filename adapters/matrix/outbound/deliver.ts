@@ -9,6 +9,7 @@ import type { DeliveryContext, DeliveryResult, DeliveryTarget } from '../../../s
 import type { LogEvent } from '../../../src/core/event.js';
 import { deliveryFailure, MatrixApiError } from '../errors.js';
 import { cryptoUnavailable } from '../crypto/session.js';
+import { checkEncryptionNow, clearRoomRefusal, refusesClearRoom } from '../rooms.js';
 import type { MatrixAdapterState } from '../state.js';
 import { sendEdit, sendMessage } from './message.js';
 import { sendReaction } from './reaction.js';
@@ -21,6 +22,19 @@ export async function deliver(s: MatrixAdapterState, event: LogEvent, target: De
   if (event.origin.via === s.name) {
     counters.skipped++;
     return { status: 'skipped', reason: 'our own event' };
+  }
+  if (refusesClearRoom(s, roomId)) {
+    // encryption.mode: required — the room may have turned encrypted since our last /sync or transaction.
+    try {
+      await checkEncryptionNow(s, roomId);
+    } catch (err) {
+      counters.retried++;
+      return { status: 'retry', reason: `Matrix room ${roomId}: its encryption state could not be read (${err instanceof Error ? err.message : String(err)})`, afterMs: 2_000 };
+    }
+    if (refusesClearRoom(s, roomId)) {
+      counters.rejected++;
+      return { status: 'rejected', reason: clearRoomRefusal(roomId) };
+    }
   }
   if (s.rooms.encrypted.has(roomId) && !s.crypto.machine) {
     const problem = cryptoUnavailable(s);

@@ -175,7 +175,7 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: HttpContext): voi
       const refused = (await ctx.checkLinks?.(spec)) ?? [];
       if (refused.length > 0) {
         const list = refused.map((r) => `/links: ${r.endpoint} ${r.target}: ${r.detail}`);
-        throw new SyncgateError('SG_ERR_ROOM_ENCRYPTED', list[0] ?? 'encrypted', { problems: list });
+        throw new SyncgateError(refused[0]?.reason === 'unencrypted' ? 'SG_ERR_ROOM_NOT_ENCRYPTED' : 'SG_ERR_ROOM_ENCRYPTED', list[0] ?? 'refused', { problems: list });
       }
       await ctx.log.rooms.put(spec);
       return spec;
