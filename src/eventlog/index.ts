@@ -37,6 +37,8 @@ export interface EventLogOptions {
     /** acknowledge an append only once WAIT reports this many replicas (default 0) */
     readonly waitReplicas?: number | undefined;
     readonly waitTimeoutMs?: number | undefined;
+    /** key groups of a log created now (keys.ts; default 18) */
+    readonly keyGroups?: number | undefined;
   };
   readonly tailBuffer?: number;
   readonly blockMs?: number;
@@ -69,6 +71,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
         prefix: options.redis.prefix,
         waitReplicas: options.redis.waitReplicas ?? 0,
         waitTimeoutMs: options.redis.waitTimeoutMs ?? 2_000,
+        ...(options.redis.keyGroups !== undefined ? { keyGroups: options.redis.keyGroups } : {}),
         partitions: options.partitions,
         retention,
         log,

@@ -21,7 +21,7 @@ import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, Gro
 import { LATEST_WRITE_FORMAT, type WriteFormat } from './backend.js';
 import { decodeFields, encodeEvent, encodeFields, encodeFieldsV1, encodeValues, storedJson } from './codec.js';
 import { FeedPool } from './feed-pool.js';
-import { LATEST_KEY_LAYOUT, hashSlot, keySpace, toKeyLayout, type KeySpace } from './keys.js';
+import { KEY_GROUPS, LATEST_KEY_LAYOUT, LAYOUT_FENCE, hashSlot, keySpace, toKeyGroups, toKeyLayout, type KeySpace } from './keys.js';
 import { redactUrl } from '../log/index.js';
 
 type StreamReply = Array<[string, string[]]>;
@@ -55,9 +55,11 @@ const CLUSTER_RETRY_DELAY_MS = 200;
 /** how long ping() waits for an answer before it reports the log unreachable */
 const PING_TIMEOUT_MS = 10_000;
 
-/** a stored write format: absent (a log from before the format gate) is 1 */
+/** a stored write format: absent (a log from before the format gate) is 1; one this build does not know is refused */
 function toWriteFormat(value: string | number | null): WriteFormat {
-  return Number(value ?? 1) >= 2 ? 2 : 1;
+  const format = Number(value ?? 1);
+  if (format === 1 || format === 2) return format;
+  throw new SyncgateError('SG_ERR_LOG_TOO_NEW', `this log's write format is ${String(value)}; this build writes and reads formats 1 and ${LATEST_WRITE_FORMAT}: run a newer syncgate`, { format: String(value) });
 }
 
 /** blocking connections shared by the live reads of all partitions (one Redis or Sentinel) */
@@ -91,7 +93,7 @@ interface SyncgateCommands {
   sgDeadMove(dlq: string, replay: string, mode: string, ...ids: string[]): Promise<number>;
   sgAssign(meta: string, directory: string, room: string, hash: number, fallback: number): Promise<number>;
   sgRaise(meta: string, count: number, field?: string): Promise<number>;
-  sgOpen(meta: string, count: number, format: number, layout: number): Promise<number>;
+  sgOpen(legacyMeta: string, layoutMeta: string, create: number, count: number, format: number, layout: number, groups: number, fence: string): Promise<number>;
 }
 type CommandClient = Redis & SyncgateCommands;
 
@@ -154,6 +156,8 @@ export interface RedisBackendOptions {
   readonly waitReplicas?: number;
   readonly waitTimeoutMs?: number;
   readonly partitions: number;
+  /** key groups of a layout-2 log created by this process (keys.ts; default 18); an existing log keeps its stored count */
+  readonly keyGroups?: number;
   readonly retention: RetentionPolicy;
   readonly log: Logger;
   readonly redisOptions?: RedisOptions;
@@ -251,7 +255,7 @@ function defineCommands(client: Redis): CommandClient {
   client.defineCommand('sgDeadMove', { numberOfKeys: 2, lua: lua('deadmove-2.lua') });
   client.defineCommand('sgAssign', { numberOfKeys: 2, lua: lua('assign-2.lua') });
   client.defineCommand('sgRaise', { numberOfKeys: 1, lua: lua('raise-1.lua') });
-  client.defineCommand('sgOpen', { numberOfKeys: 1, lua: lua('open-1.lua') });
+  client.defineCommand('sgOpen', { numberOfKeys: 2, lua: lua('open-2.lua') });
   return client as CommandClient;
 }
 
@@ -479,35 +483,61 @@ export class RedisBackend implements LogBackend {
 
   async openPartitions(configured: number): Promise<PartitionMeta> {
     this.closedCheck();
-    const stored = await this.readPartitions();
-    if (stored > 0) {
-      await this.readLayout();
-      return { partitions: stored, format: await this.readWriteFormat() };
+    let where = await this.locateMeta(configured, false);
+    if (where === 0) {
+      // No count stored: a new log, or one written before the count was stored, whose
+      // rooms sit at `fnv1a32(room) mod <the count it ran with>`: find that count and
+      // record every room's partition before anything may use another count.
+      const rooms = await this.redis.smembers(this.keys.roomIndex());
+      // A new log starts at the latest write format and key layout; one with rooms already keeps format 1 and layout 1.
+      if (rooms.length === 0) where = await this.locateMeta(configured, true);
+      if (where === 0) {
+        const legacy = await this.legacyPartitions(rooms, configured);
+        for (let i = 0; i < rooms.length; i += 500) {
+          const chunk = rooms.slice(i, i + 500);
+          const pipeline = this.redis.pipeline();
+          for (const room of chunk) pipeline.hsetnx(this.keys.roomPartitions(), room, partitionOf(room, legacy));
+          await pipeline.exec();
+        }
+        await this.redis.hsetnx(this.keys.legacyMeta(), 'partitions', legacy);
+        where = 1;
+      }
     }
-    // No count stored: a new log, or one written before the count was stored, whose
-    // rooms sit at `fnv1a32(room) mod <the count it ran with>`: find that count and
-    // record every room's partition before anything may use another count.
-    const rooms = await this.redis.smembers(this.keys.roomIndex());
-    // A new log starts at the latest write format; one with rooms already keeps format 1.
-    if (rooms.length === 0) await this.redis.sgOpen(this.keys.partitionMeta(), configured, LATEST_WRITE_FORMAT, LATEST_KEY_LAYOUT);
-    const legacy = rooms.length > 0 ? await this.legacyPartitions(rooms, configured) : configured;
-    for (let i = 0; i < rooms.length; i += 500) {
-      const chunk = rooms.slice(i, i + 500);
-      const pipeline = this.redis.pipeline();
-      for (const room of chunk) pipeline.hsetnx(this.keys.roomPartitions(), room, partitionOf(room, legacy));
-      await pipeline.exec();
-    }
-    await this.redis.hsetnx(this.keys.partitionMeta(), 'partitions', legacy);
-    await this.readLayout();
+    await this.readLayout(where);
     return { partitions: await this.readPartitions(), format: await this.readWriteFormat() };
+  }
+
+  /** Where the meta hash is (open-2.lua): 1 layout 1's key, 2 layout 2's, 0 none; `create`: a new log if none. */
+  private async locateMeta(configured: number, create: boolean): Promise<number> {
+    const groups = this.options.keyGroups ?? KEY_GROUPS;
+    try {
+      return Number(await this.redis.sgOpen(this.keys.legacyMeta(), this.keys.layoutMeta(), create ? 1 : 0, configured, LATEST_WRITE_FORMAT, LATEST_KEY_LAYOUT, groups, LAYOUT_FENCE));
+    } catch (err) {
+      if (err instanceof Error && err.message.startsWith('SG_ERR_PARTITIONS_MISMATCH')) throw new SyncgateError('SG_ERR_PARTITIONS_MISMATCH', err.message.slice('SG_ERR_PARTITIONS_MISMATCH '.length));
+      throw err;
+    }
   }
 
   /**
    * The log's key layout (keys.ts), stored when the log was created: a log
-   * from before layout 2 has none stored and keeps layout 1's key names.
+   * from before layout 2 keeps its meta at `{log}:partitions` with no layout
+   * and keeps layout 1's key names. A layout, group count or (readWriteFormat)
+   * write format newer than this build knows is refused: SG_ERR_LOG_TOO_NEW.
    */
-  private async readLayout(): Promise<void> {
-    this.keys.setLayout(toKeyLayout(await this.redis.hget(this.keys.partitionMeta(), 'layout')));
+  private async readLayout(where: number): Promise<void> {
+    if (where === 1) {
+      this.keys.setLayout(toKeyLayout(await this.redis.hget(this.keys.legacyMeta(), 'layout')));
+      return;
+    }
+    const [layout, groups] = await this.redis.hmget(this.keys.layoutMeta(), 'layout', 'groups');
+    const known = toKeyLayout(layout ?? LATEST_KEY_LAYOUT);
+    if (known === 1) throw new SyncgateError('SG_ERR_PARTITIONS_MISMATCH', `${this.keys.layoutMeta()} says layout 1: the log meta was changed by hand`);
+    const count = toKeyGroups(groups);
+    const configured = this.options.keyGroups;
+    if (configured !== undefined && configured !== count) {
+      this.options.log.warn({ configured, stored: count }, `redis.keyGroups (${configured}) applies to new logs only: this log was created with ${count} key groups and keeps them`);
+    }
+    this.keys.setLayout(known, count);
   }
 
   /** The key group whose partitions share a delivery lease (and a hash slot). */
