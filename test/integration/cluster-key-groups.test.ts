@@ -18,12 +18,11 @@ import { waitFor } from '../harness/free-port.js';
 import { testPrefix } from '../harness/redis.js';
 import { nodeCommand } from '../harness/redis-cluster.js';
 import { useRedisCluster } from '../harness/redis-cluster-suite.js';
+import { connectionsOf, portOf } from '../harness/redis-connections.js';
 
 const { started } = useRedisCluster();
 const PARTITIONS = 48;
 const GROUPS = 24;
-
-const portOf = (node: string) => Number(node.slice(node.lastIndexOf(':') + 1));
 
 /** master port → its slot ranges, as the cluster reports them */
 async function slotOwners(): Promise<Array<{ port: number; ranges: Array<[number, number]> }>> {
@@ -65,16 +64,7 @@ describe('key groups chosen at creation, on a Redis Cluster', () => {
         if (seen.length === 2 * rooms.length) break;
       }
     })();
-    const connections = async () => {
-      const out: Array<{ port: number; name: string }> = [];
-      for (const node of started().nodes) {
-        for (const line of String(await nodeCommand(portOf(node), 'CLIENT', 'LIST')).split('\n')) {
-          const name = /(?:^| )name=(\S*)/.exec(line)?.[1] ?? '';
-          if (name.startsWith(`${prefix}tail:`)) out.push({ port: portOf(node), name });
-        }
-      }
-      return out;
-    };
+    const connections = async () => (await connectionsOf(started().nodes, prefix)).filter((c) => c.name.startsWith(`${prefix}tail:`));
     await waitFor(async () => (await connections()).length === GROUPS, { timeoutMs: 60_000, what: 'a live reader per key group' });
     for (let round = 0; round < 2; round++) await Promise.all(rooms.map((room) => log.append(message(room, `${room}-${round}`))));
     await waitFor(() => seen.length === 2 * rooms.length, { timeoutMs: 60_000, what: 'every event through the live tail' });
