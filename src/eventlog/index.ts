@@ -39,6 +39,8 @@ export interface EventLogOptions {
     readonly waitTimeoutMs?: number | undefined;
     /** key groups of a log created now (keys.ts; default 18) */
     readonly keyGroups?: number | undefined;
+    /** where new rooms go (room-placement.ts; default hash) */
+    readonly roomPlacement?: 'hash' | 'balanced' | undefined;
   };
   readonly tailBuffer?: number;
   readonly blockMs?: number;
@@ -72,6 +74,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
         waitReplicas: options.redis.waitReplicas ?? 0,
         waitTimeoutMs: options.redis.waitTimeoutMs ?? 2_000,
         ...(options.redis.keyGroups !== undefined ? { keyGroups: options.redis.keyGroups } : {}),
+        ...(options.redis.roomPlacement !== undefined ? { roomPlacement: options.redis.roomPlacement } : {}),
         partitions: options.partitions,
         retention,
         log,

@@ -199,6 +199,8 @@ export interface KeySpace {
   layoutMeta(): string;
   /** hash: room → partition; an entry is never removed, so a room never moves */
   roomPartitions(): string;
+  /** hash: partition → rooms placed in it (since this count was kept: balanced placement's tie-breaker) */
+  roomCounts(): string;
   roomChannel(): string;
   state(ns: string): string;
 }
@@ -240,6 +242,7 @@ export function keySpace(prefix: string, initial: KeyLayout = 1): KeySpace {
     legacyMeta: () => `${prefix}{log}:partitions`,
     layoutMeta: () => `${prefix}{log}:meta`,
     roomPartitions: () => `${prefix}{log}:room-partition`,
+    roomCounts: () => `${prefix}{log}:partition-rooms`,
     roomChannel: () => `${prefix}rooms:changed`,
     state: (ns) => `${prefix}state:${ns}`,
   };

@@ -21,6 +21,7 @@ import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, Gro
 import { LATEST_WRITE_FORMAT, type WriteFormat } from './backend.js';
 import { decodeFields, encodeEvent, encodeFields, encodeFieldsV1, encodeValues, storedJson } from './codec.js';
 import { FeedPool } from './feed-pool.js';
+import { choosePartition, type PartitionLoad } from './room-placement.js';
 import { KEY_GROUPS, LATEST_KEY_LAYOUT, LAYOUT_FENCE, hashSlot, keySpace, toKeyGroups, toKeyLayout, type KeySpace } from './keys.js';
 import { redactUrl } from '../log/index.js';
 
@@ -65,6 +66,9 @@ function toWriteFormat(value: string | number | null): WriteFormat {
 /** blocking connections shared by the live reads of all partitions (one Redis or Sentinel) */
 const FEED_POOL_SIZE = 16;
 
+/** how often balanced room placement reads the partitions' loads again */
+const PLACEMENT_REFRESH_MS = 5_000;
+
 /** how long a partition's probe may take before the partition counts as unavailable */
 const PROBE_MS = 1_500;
 
@@ -91,7 +95,7 @@ interface SyncgateCommands {
   sgDead(lease: string, feed: string, dlq: string, ...args: Array<string | number>): Promise<number>;
   sgReplayDone(lease: string, replay: string, owner: string, id: string): Promise<number>;
   sgDeadMove(dlq: string, replay: string, mode: string, ...ids: string[]): Promise<number>;
-  sgAssign(meta: string, directory: string, room: string, hash: number, fallback: number): Promise<number>;
+  sgAssign(meta: string, directory: string, counts: string, room: string, hash: number, fallback: number, chosen: number): Promise<number>;
   sgRaise(meta: string, count: number, field?: string): Promise<number>;
   sgOpen(legacyMeta: string, layoutMeta: string, create: number, count: number, format: number, layout: number, groups: number, fence: string): Promise<number>;
 }
@@ -158,6 +162,8 @@ export interface RedisBackendOptions {
   readonly partitions: number;
   /** key groups of a layout-2 log created by this process (keys.ts; default 18); an existing log keeps its stored count */
   readonly keyGroups?: number;
+  /** where new rooms go: `hash` (default) or `balanced` (room-placement.ts) */
+  readonly roomPlacement?: 'hash' | 'balanced';
   readonly retention: RetentionPolicy;
   readonly log: Logger;
   readonly redisOptions?: RedisOptions;
@@ -253,7 +259,7 @@ function defineCommands(client: Redis): CommandClient {
   client.defineCommand('sgDead', { numberOfKeys: 3, lua: lua('dead-3.lua') });
   client.defineCommand('sgReplayDone', { numberOfKeys: 2, lua: lua('replaydone-2.lua') });
   client.defineCommand('sgDeadMove', { numberOfKeys: 2, lua: lua('deadmove-2.lua') });
-  client.defineCommand('sgAssign', { numberOfKeys: 2, lua: lua('assign-2.lua') });
+  client.defineCommand('sgAssign', { numberOfKeys: 3, lua: lua('assign-3.lua') });
   client.defineCommand('sgRaise', { numberOfKeys: 1, lua: lua('raise-1.lua') });
   client.defineCommand('sgOpen', { numberOfKeys: 2, lua: lua('open-2.lua') });
   return client as CommandClient;
@@ -422,6 +428,9 @@ export class RedisBackend implements LogBackend {
   private readonly options: RedisBackendOptions;
   /** why the main connection last failed, for a startup error that names the cause */
   private lastConnectionError: string | undefined;
+  /** balanced room placement: the partitions' loads as last read, and the read under way */
+  private placement: { at: number; loads: PartitionLoad[] } | undefined;
+  private placementRead: Promise<void> | undefined;
   /** appends waiting for their batch, per queue (a key group on a cluster, else one queue: 0) */
   private readonly pending = new Map<number, Array<{ request: AppendRequest; resolve: (o: AppendOutcome) => void; reject: (err: unknown) => void }>>();
   /** batches on their way to Redis, per queue */
@@ -603,9 +612,45 @@ export class RedisBackend implements LogBackend {
     this.closedCheck();
     const known = this.roomParts.get(room);
     if (known !== undefined) return known;
-    const partition = Number(await this.redis.sgAssign(this.keys.partitionMeta(), this.keys.roomPartitions(), room, hash, this.configured));
+    const chosen = this.options.roomPlacement === 'balanced' ? await this.placeRoom() : -1;
+    const partition = Number(await this.redis.sgAssign(this.keys.partitionMeta(), this.keys.roomPartitions(), this.keys.roomCounts(), room, hash, this.configured, chosen));
     this.roomParts.set(room, partition);
     return partition;
+  }
+
+  /**
+   * Balanced placement (room-placement.ts): the partition for a new room from
+   * each partition's traffic (the entries its feed keeps), rooms and master,
+   * read at most every PLACEMENT_REFRESH_MS; the rooms placed meanwhile are
+   * counted here, so a burst of new rooms spreads. -1 (the hash decides) when
+   * the loads cannot be read (a lost shard).
+   */
+  private async placeRoom(): Promise<number> {
+    const stale = !this.placement || Date.now() - this.placement.at > PLACEMENT_REFRESH_MS || this.placement.loads.length < this.partitions;
+    if (stale) {
+      this.placementRead ??= this.readLoads()
+        .then((loads) => void (this.placement = { at: Date.now(), loads }))
+        .catch((err: unknown) => this.options.log.warn({ err }, 'room placement: partition loads not readable, placing by hash'))
+        .finally(() => (this.placementRead = undefined));
+      await this.placementRead;
+    }
+    const loads = this.placement?.loads;
+    if (!loads || loads.length === 0) return -1;
+    const p = choosePartition(loads);
+    const load = loads[p];
+    if (load) loads[p] = { ...load, rooms: load.rooms + 1 };
+    return p;
+  }
+
+  private async readLoads(): Promise<PartitionLoad[]> {
+    const count = this.partitions;
+    const cluster = this.options.cluster ? (this.redis as unknown as Cluster) : undefined;
+    const [entries, rooms] = await Promise.all([Promise.all(Array.from({ length: count }, (_, p) => this.redis.xlen(this.keys.feed(p)))), this.redis.hgetall(this.keys.roomCounts())]);
+    return entries.map((n, p) => ({
+      master: cluster ? ((cluster.slots[hashSlot(this.keys.feed(p))] as string[] | undefined)?.[0] ?? '') : '',
+      entries: n,
+      rooms: Number(rooms[String(p)] ?? 0),
+    }));
   }
 
   async groupNames(partition: number): Promise<string[]> {

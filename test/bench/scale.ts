@@ -61,7 +61,7 @@ interface Deployment {
 }
 
 /** rooms by Zipf popularity (s = 1); rooms per device 1 + a Pareto tail (α = 1.2), at most 200 */
-function synthesize(devices: number, rooms: number, seed: number): Deployment {
+export function synthesize(devices: number, rooms: number, seed: number): Deployment {
   const random = prng(seed);
   const cumulative = new Float64Array(rooms);
   let sum = 0;
@@ -154,14 +154,17 @@ const masterOfSlot = (masters: readonly Master[], slot: number) => masters.findI
  * the fewest rooms, in its partition there with the fewest. Traffic is the
  * room's Zipf weight (its popularity, what its appends follow).
  */
-function directoryPlacement(deployment: Deployment, partitions: number, masters: readonly Master[], seed: number): { hashRooms: number[]; hashWeight: number[]; dirRooms: number[]; dirWeight: number[] } {
+export function directoryPlacement(deployment: Deployment, partitions: number, masters: readonly Master[], seed: number): { hashRooms: number[]; hashWeight: number[]; dirRooms: number[]; dirWeight: number[]; loadRooms: number[]; loadWeight: number[] } {
   const random = prng(seed);
   const masterOf = Array.from({ length: partitions }, (_, p) => masterOfSlot(masters, partitionSlot(2, p)));
   const hashRooms = masters.map(() => 0);
   const hashWeight = masters.map(() => 0);
   const dirRooms = masters.map(() => 0);
   const dirWeight = masters.map(() => 0);
+  const loadRooms = masters.map(() => 0);
+  const loadWeight = masters.map(() => 0);
   const partitionRooms = new Uint32Array(partitions);
+  const partitionLoad = new Float64Array(partitions);
   const byMaster = masters.map((_, m) => masterOf.flatMap((owner, p) => (owner === m ? [p] : [])));
   const order = Array.from({ length: deployment.rooms }, (_, r) => r);
   for (let i = order.length - 1; i > 0; i--) {
@@ -181,8 +184,19 @@ function directoryPlacement(deployment: Deployment, partitions: number, masters:
     partitionRooms[best] = (partitionRooms[best] ?? 0) + 1;
     dirRooms[m] = (dirRooms[m] ?? 0) + 1;
     dirWeight[m] = (dirWeight[m] ?? 0) + weight;
+    // by observed traffic: the master whose rooms carry the least traffic so far (their
+    // appends, once running), in it the partition with the least; the new room's own
+    // traffic is not known when it is placed
+    let l = 0;
+    for (let k = 1; k < masters.length; k++) if ((loadWeight[k] ?? 0) < (loadWeight[l] ?? 0)) l = k;
+    const mine = byMaster[l] ?? [];
+    let lightest = mine[0] ?? 0;
+    for (const p of mine) if ((partitionLoad[p] ?? 0) < (partitionLoad[lightest] ?? 0)) lightest = p;
+    partitionLoad[lightest] = (partitionLoad[lightest] ?? 0) + weight;
+    loadRooms[l] = (loadRooms[l] ?? 0) + 1;
+    loadWeight[l] = (loadWeight[l] ?? 0) + weight;
   }
-  return { hashRooms, hashWeight, dirRooms, dirWeight };
+  return { hashRooms, hashWeight, dirRooms, dirWeight, loadRooms, loadWeight };
 }
 
 async function commandCalls(port: number): Promise<number> {
@@ -293,6 +307,7 @@ export const benchScale: Bench = async ({ redisUrl, quick }) => {
       rows.push({ name: `rooms per master, directory placement, ${partitions} partitions`, value: spread(placed.dirRooms), unit: 'max/min', note: `simulated: each new room to the master with the fewest rooms: ${fmt(placed.dirRooms)}` });
       rows.push({ name: `traffic per master (Zipf weight), hash placement, ${partitions} partitions`, value: spread(placed.hashWeight), unit: 'max/min', note: placed.hashWeight.map((w) => w.toFixed(2)).join(' / ') });
       rows.push({ name: `traffic per master (Zipf weight), directory placement, ${partitions} partitions`, value: spread(placed.dirWeight), unit: 'max/min', note: placed.dirWeight.map((w) => w.toFixed(2)).join(' / ') });
+      rows.push({ name: `traffic per master (Zipf weight), placement by observed traffic, ${partitions} partitions`, value: spread(placed.loadWeight), unit: 'max/min', note: `simulated: each new room to the master whose rooms carry the least traffic so far: ${placed.loadWeight.map((w) => w.toFixed(2)).join(' / ')} (rooms ${fmt(placed.loadRooms)})` });
     }
     // throughput on a sample: rooms drawn by popularity, devices whose rooms are all in the sample
     const sampleRooms = [...new Set(Array.from({ length: quick ? 300 : 2_000 }, () => deployment.drawRoom()))];

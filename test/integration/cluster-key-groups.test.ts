@@ -5,13 +5,17 @@
  * read connection per group. On the harness cluster (3 masters) a log of 24
  * groups puts 8 group slots on each master, its live reads use 24
  * connections, each to its group's master, and appends, reads and a live
- * tail over every partition work as with 18.
+ * tail over every partition work as with 18. With balanced room placement
+ * (`redis.roomPlacement`) the rooms of a 16-partition log spread evenly over
+ * the 3 masters although its partitions fall 6 / 5 / 5.
  */
+import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import type { LogEvent } from '../../src/core/event.js';
 import { partitionOf } from '../../src/core/position.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { hashSlot, keySpace } from '../../src/eventlog/keys.js';
+import { parseSeed } from '../../src/eventlog/redis-backend.js';
 import { silentLogger } from '../../src/log/index.js';
 import { message } from '../fixtures/events.js';
 import { waitFor } from '../harness/free-port.js';
@@ -82,6 +86,26 @@ describe('key groups chosen at creation, on a Redis Cluster', () => {
     for (const room of rooms) expect(seen.filter((e) => e.room === room).map((e) => (e.kind === 'message' ? e.content.body : ''))).toEqual([`${room}-0`, `${room}-1`]);
     const { events } = await log.read(undefined, { rooms: new Set(rooms), limit: 200 });
     expect(events).toHaveLength(2 * rooms.length);
+    await log.close();
+  });
+
+  it('balanced room placement: 16 partitions fall 6 / 5 / 5 on 3 masters, their rooms 1 / 1 / 1', async () => {
+    const prefix = testPrefix('cplacement');
+    const log = createEventLog({ partitions: 16, log: silentLogger(), redis: { cluster: { nodes: started().nodes }, prefix, roomPlacement: 'balanced' } });
+    const rooms = Array.from({ length: 300 }, (_, i) => `bal${i}`);
+    for (let i = 0; i < rooms.length; i += 64) await Promise.all(rooms.slice(i, i + 64).map((id) => log.rooms.put({ id, links: [] })));
+    const keys = keySpace(prefix, 2);
+    const owners = await slotOwners();
+    const masterOf = (p: number) => owners.findIndex(({ ranges }) => ranges.some(([a, b]) => hashSlot(keys.feed(p)) >= a && hashSlot(keys.feed(p)) <= b));
+    const partitionsPerMaster = owners.map((_, m) => Array.from({ length: 16 }, (_, p) => masterOf(p)).filter((x) => x === m).length);
+    expect([...partitionsPerMaster].sort()).toEqual([5, 5, 6]);
+    const admin = new Redis.Cluster(started().nodes.map(parseSeed));
+    const directory = await admin.hgetall(keys.roomPartitions());
+    await admin.quit();
+    expect(Object.keys(directory).sort()).toEqual([...rooms].sort());
+    const roomsPerMaster = owners.map(() => 0);
+    for (const p of Object.values(directory)) roomsPerMaster[masterOf(Number(p))]! += 1;
+    expect(Math.max(...roomsPerMaster) - Math.min(...roomsPerMaster), roomsPerMaster.join(' / ')).toBeLessThanOrEqual(1);
     await log.close();
   });
 });
