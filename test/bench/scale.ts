@@ -10,12 +10,15 @@
  * - how evenly the partitions' hash slots fall on the 3 masters of the local
  *   cluster (max/min), with key layout 1 (a slot per partition, logs created
  *   before layout 2) and layout 2 (18 key groups on evenly spaced slots);
- * - what placing rooms by the room directory (each new room to the master
- *   with the fewest rooms) would give against hash placement: rooms and
- *   traffic (Zipf weight) per master;
+ * - what placing rooms by the room directory would give against hash
+ *   placement — each new room to the master with the fewest rooms, or to the
+ *   master whose rooms carry the least traffic so far (what balanced
+ *   placement, room-placement.ts, does) —: rooms and traffic (Zipf weight)
+ *   per master;
  * - append and catch-up throughput on 1 master (the run's Redis) and on the
  *   3 masters of the local cluster, with the operations each master served
- *   (max/min), on a sample of the rooms (rooms drawn by popularity);
+ *   (max/min), on a sample of the rooms (rooms drawn by popularity), on the
+ *   cluster with hash and with balanced room placement;
  *   catch-up per device is the median time for sampled devices to sync all
  *   their rooms from the start.
  *
@@ -207,17 +210,21 @@ async function commandCalls(port: number): Promise<number> {
 }
 
 type Target = { readonly url: string } | { readonly cluster: { readonly nodes: readonly string[] } };
+type Placement = 'hash' | 'balanced';
 
 interface RunResult {
   readonly appendRate: number;
   readonly catchUpRate: number;
   readonly catchUpMsP50: number;
   readonly opsPerMaster: number[];
+  /** commands the catch-up sent per page read (the client's count) */
+  readonly commandsPerPage: number;
 }
 
 /** appends `total` events to rooms drawn by popularity, then syncs sampled devices from the start */
-async function runAt(target: Target, partitions: number, deployment: Deployment, sample: { rooms: number[]; devices: Uint32Array[] }, total: number, masters: Master[]): Promise<RunResult> {
-  const log: EventLog = createEventLog({ partitions, log: silentLogger(), redis: { ...target, prefix: testPrefix('bench-scale') }, retention: { roomMaxLen: 0 } });
+async function runAt(target: Target, partitions: number, deployment: Deployment, sample: { rooms: number[]; devices: Uint32Array[] }, total: number, masters: Master[], roomPlacement: Placement = 'hash'): Promise<RunResult> {
+  let commands = 0;
+  const log: EventLog = createEventLog({ partitions, log: silentLogger(), redis: { ...target, prefix: testPrefix('bench-scale'), roomPlacement }, retention: { roomMaxLen: 0 }, onRedisCommand: () => void commands++ });
   try {
     for (let i = 0; i < sample.rooms.length; i += 64) await Promise.all(sample.rooms.slice(i, i + 64).map((r) => log.rooms.put({ id: roomName(r), links: [] })));
     const before = await Promise.all(masters.map((m) => commandCalls(m.port)));
@@ -235,7 +242,9 @@ async function runAt(target: Target, partitions: number, deployment: Deployment,
     );
     const appendRate = total / ((performance.now() - t0) / 1000);
     let read = 0;
+    let pages = 0;
     const perDevice: number[] = [];
+    const commandsBefore = commands;
     const c0 = performance.now();
     for (const rooms of sample.devices) {
       const d0 = performance.now();
@@ -243,6 +252,7 @@ async function runAt(target: Target, partitions: number, deployment: Deployment,
       let since: string | undefined;
       for (;;) {
         const page = await log.read(since, { rooms: filter, limit: 1000 });
+        pages++;
         read += page.events.length;
         since = page.next;
         if (page.events.length === 0) break;
@@ -250,9 +260,10 @@ async function runAt(target: Target, partitions: number, deployment: Deployment,
       perDevice.push(performance.now() - d0);
     }
     const catchUpRate = read / ((performance.now() - c0) / 1000);
+    const commandsPerPage = (commands - commandsBefore) / Math.max(1, pages);
     const after = await Promise.all(masters.map((m) => commandCalls(m.port)));
     perDevice.sort((a, b) => a - b);
-    return { appendRate, catchUpRate, catchUpMsP50: percentile(perDevice, 50), opsPerMaster: after.map((a, i) => a - (before[i] ?? 0)) };
+    return { appendRate, catchUpRate, catchUpMsP50: percentile(perDevice, 50), opsPerMaster: after.map((a, i) => a - (before[i] ?? 0)), commandsPerPage };
   } finally {
     await log.close();
   }
@@ -316,36 +327,44 @@ export const benchScale: Bench = async ({ redisUrl, quick }) => {
     const sample = { rooms: sampleRooms, devices: sampleDevices };
     const total = quick ? 3_000 : 20_000;
     const single = (port: string) => Number(port.slice(port.lastIndexOf(':') + 1));
-    const targets: Array<{ label: string; target: Target; masters: Master[] }> = [
-      { label: '1 master', target: { url: redisUrl }, masters: [{ port: single(redisUrl), ranges: [[0, 16383]] }] },
-      { label: `${masters.length} masters`, target: { cluster: { nodes: cluster.nodes } }, masters },
+    const targets: Array<{ label: string; target: Target; masters: Master[]; placements: Placement[] }> = [
+      { label: '1 master', target: { url: redisUrl }, masters: [{ port: single(redisUrl), ranges: [[0, 16383]] }], placements: ['hash'] },
+      // on the cluster also with balanced room placement (room-placement.ts): rooms, not partitions, spread over the masters
+      { label: `${masters.length} masters`, target: { cluster: { nodes: cluster.nodes } }, masters, placements: ['hash', 'balanced'] },
     ];
     const rounds = quick ? 2 : 3;
     const median = (values: number[]) => percentile([...values].sort((a, b) => a - b), 50);
-    for (const { label, target, masters: ms } of targets) {
-      // an unmeasured warm-up, then the partition counts alternate over a few rounds; medians reported
+    for (const { label: targetLabel, target, masters: ms, placements } of targets) {
+      // an unmeasured warm-up, then the partition counts (and placements) alternate over a few rounds; medians reported
       await runAt(target, 16, deployment, sample, Math.min(total, 1_000), ms);
-      const runs = new Map<number, RunResult[]>();
+      const runs = new Map<string, RunResult[]>();
       for (let round = 0; round < rounds; round++) {
-        for (const partitions of [16, 256, 1024]) runs.set(partitions, [...(runs.get(partitions) ?? []), await runAt(target, partitions, deployment, sample, total, ms)]);
+        for (const partitions of [16, 256, 1024]) {
+          for (const placement of placements) runs.set(`${placement}:${partitions}`, [...(runs.get(`${placement}:${partitions}`) ?? []), await runAt(target, partitions, deployment, sample, total, ms, placement)]);
+        }
       }
-      const results = new Map<number, RunResult>();
-      for (const partitions of [16, 256, 1024]) {
-        const all = runs.get(partitions) ?? [];
-        const r: RunResult = {
-          appendRate: median(all.map((x) => x.appendRate)),
-          catchUpRate: median(all.map((x) => x.catchUpRate)),
-          catchUpMsP50: median(all.map((x) => x.catchUpMsP50)),
-          opsPerMaster: ms.map((_, i) => median(all.map((x) => x.opsPerMaster[i] ?? 0))),
-        };
-        results.set(partitions, r);
-        const base = results.get(16);
-        const note = `${sample.rooms.length} rooms, ${total.toLocaleString('en-US')} events, 16 producers, median of ${rounds}; ops per master ${r.opsPerMaster.map((n) => n.toLocaleString('en-US')).join(' / ')}`;
-        rows.push({ name: `append, ${label}, ${partitions} partitions`, value: r.appendRate, unit: 'events/s', ...(base ? { baseline: base.appendRate, ratio: r.appendRate / base.appendRate } : {}), goal: partitions === 1024 ? 'ratio ≥ 0.8' : '', note });
-        rows.push({ name: `append per master, ${label}, ${partitions} partitions`, value: r.appendRate / ms.length, unit: 'events/s' });
-        rows.push({ name: `catch-up, ${label}, ${partitions} partitions`, value: r.catchUpRate, unit: 'events/s', ...(base ? { baseline: base.catchUpRate, ratio: r.catchUpRate / base.catchUpRate } : {}), note: `${sample.devices.length} devices each from the start` });
-        rows.push({ name: `catch-up per device p50, ${label}, ${partitions} partitions`, value: r.catchUpMsP50, unit: 'ms', ...(base ? { baseline: base.catchUpMsP50, ratio: base.catchUpMsP50 / r.catchUpMsP50 } : {}), goal: partitions === 1024 ? 'ratio ≥ 0.8' : '' });
-        if (ms.length > 1) rows.push({ name: `operations per master, ${label}, ${partitions} partitions`, value: spread(r.opsPerMaster), unit: 'max/min', goal: '≤ 1.1' });
+      for (const placement of placements) {
+        const label = placement === 'hash' ? targetLabel : `${targetLabel}, balanced placement`;
+        const results = new Map<number, RunResult>();
+        for (const partitions of [16, 256, 1024]) {
+          const all = runs.get(`${placement}:${partitions}`) ?? [];
+          const r: RunResult = {
+            appendRate: median(all.map((x) => x.appendRate)),
+            catchUpRate: median(all.map((x) => x.catchUpRate)),
+            catchUpMsP50: median(all.map((x) => x.catchUpMsP50)),
+            opsPerMaster: ms.map((_, i) => median(all.map((x) => x.opsPerMaster[i] ?? 0))),
+            commandsPerPage: median(all.map((x) => x.commandsPerPage)),
+          };
+          results.set(partitions, r);
+          const base = results.get(16);
+          const note = `${sample.rooms.length} rooms, ${total.toLocaleString('en-US')} events, 16 producers, median of ${rounds}; ops per master ${r.opsPerMaster.map((n) => n.toLocaleString('en-US')).join(' / ')}`;
+          rows.push({ name: `append, ${label}, ${partitions} partitions`, value: r.appendRate, unit: 'events/s', ...(base ? { baseline: base.appendRate, ratio: r.appendRate / base.appendRate } : {}), goal: partitions === 1024 ? 'ratio ≥ 0.8' : '', note });
+          rows.push({ name: `append per master, ${label}, ${partitions} partitions`, value: r.appendRate / ms.length, unit: 'events/s' });
+          rows.push({ name: `catch-up, ${label}, ${partitions} partitions`, value: r.catchUpRate, unit: 'events/s', ...(base ? { baseline: base.catchUpRate, ratio: r.catchUpRate / base.catchUpRate } : {}), note: `${sample.devices.length} devices each from the start` });
+          rows.push({ name: `catch-up commands per page, ${label}, ${partitions} partitions`, value: r.commandsPerPage, unit: 'commands', ...(base ? { baseline: base.commandsPerPage, ratio: r.commandsPerPage / base.commandsPerPage } : {}), note: 'sent together in one tick: one pipeline per master, the masters in parallel' });
+          rows.push({ name: `catch-up per device p50, ${label}, ${partitions} partitions`, value: r.catchUpMsP50, unit: 'ms', ...(base ? { baseline: base.catchUpMsP50, ratio: base.catchUpMsP50 / r.catchUpMsP50 } : {}), goal: partitions === 1024 ? 'ratio ≥ 0.8' : '' });
+          if (ms.length > 1) rows.push({ name: `operations per master, ${label}, ${partitions} partitions`, value: spread(r.opsPerMaster), unit: 'max/min', goal: '≤ 1.1' });
+        }
       }
     }
   } finally {
