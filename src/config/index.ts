@@ -47,6 +47,14 @@ export const ConfigSchema = Type.Object(
           prefix: Type.String({ pattern: '^[A-Za-z0-9:_.-]{0,64}$', default: 'sg:' }),
           waitReplicas: Type.Integer({ minimum: 0, maximum: 16, default: 0, description: 'an append is acknowledged only once WAIT reports this many replicas have it (0 = on the master alone)' }),
           waitTimeoutMs: Type.Integer({ minimum: 1, maximum: 60_000, default: 2_000, description: 'how long WAIT may take before the append is reported as failed' }),
+          roomPlacement: Type.Optional(
+            Type.Union([Type.Literal('hash'), Type.Literal('balanced')], {
+              description: "where a new room goes: 'hash' (the default: fnv1a32(room) mod partitions) or 'balanced' (the partition of the master carrying the least traffic, then the fewest rooms); a room never moves either way",
+            }),
+          ),
+          keyGroups: Type.Optional(
+            Type.Integer({ minimum: 1, maximum: 256, description: 'key groups (hash slots) of a log created now (default 18): the log spreads over at most this many cluster masters; an existing log keeps its count' }),
+          ),
           password: Type.Optional(Type.String({ description: 'when not part of the URL' })),
         },
         { additionalProperties: false },

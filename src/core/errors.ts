@@ -27,6 +27,7 @@ export const ERROR_TABLE = {
   SG_ERR_CONFIG_INVALID: { status: 500, message: 'The configuration is not valid' },
   SG_ERR_PARTITIONS_LOWERED: { status: 409, message: 'The configured partition count is lower than the log\'s: the count can only be raised' },
   SG_ERR_LOG_FORMAT_LOWERED: { status: 409, message: 'The write format asked for is lower than the log\'s: the format can only be raised' },
+  SG_ERR_LOG_TOO_NEW: { status: 500, message: 'The log was created or raised by a newer syncgate (a key layout, key group count or write format this build does not know)' },
   SG_ERR_PARTITIONS_MISMATCH: { status: 500, message: 'The log\'s rooms are not where any partition count puts them' },
   SG_ERR_CONFIG_FILE: { status: 500, message: 'The configuration file cannot be read or parsed' },
   SG_ERR_CLI_USAGE: { status: 400, message: 'The command line is not valid' },

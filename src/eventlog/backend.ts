@@ -34,6 +34,8 @@ export interface FeedPage {
   readonly scannedTo: StreamPos;
   /** how many feed entries were examined */
   readonly scanned: number;
+  /** true when nothing is left after this page (a read that came back short), so no further read is needed to learn it */
+  readonly exhausted?: boolean;
 }
 
 /** A feed entry read through a consumer group. */

@@ -37,6 +37,10 @@ export interface EventLogOptions {
     /** acknowledge an append only once WAIT reports this many replicas (default 0) */
     readonly waitReplicas?: number | undefined;
     readonly waitTimeoutMs?: number | undefined;
+    /** key groups of a log created now (keys.ts; default 18) */
+    readonly keyGroups?: number | undefined;
+    /** where new rooms go (room-placement.ts; default hash) */
+    readonly roomPlacement?: 'hash' | 'balanced' | undefined;
   };
   readonly tailBuffer?: number;
   readonly blockMs?: number;
@@ -69,6 +73,8 @@ export function createEventLog(options: EventLogOptions): EventLog {
         prefix: options.redis.prefix,
         waitReplicas: options.redis.waitReplicas ?? 0,
         waitTimeoutMs: options.redis.waitTimeoutMs ?? 2_000,
+        ...(options.redis.keyGroups !== undefined ? { keyGroups: options.redis.keyGroups } : {}),
+        ...(options.redis.roomPlacement !== undefined ? { roomPlacement: options.redis.roomPlacement } : {}),
         partitions: options.partitions,
         retention,
         log,

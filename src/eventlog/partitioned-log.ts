@@ -541,7 +541,8 @@ export class PartitionedLog implements EventLog {
     if (rooms.length === 0) return { entries: [], scannedTo: after, scanned: 0 };
     if (rooms.length === 1) {
       const only = await this.backend.roomRange(partition, rooms[0] ?? '', after, 'f', count);
-      return { entries: only, scannedTo: only.at(-1)?.pos ?? after, scanned: only.length };
+      // fewer than asked: the room has no more (no second read to learn it)
+      return { entries: only, scannedTo: only.at(-1)?.pos ?? after, scanned: only.length, exhausted: only.length < count };
     }
     // A k-way merge page: each room gives a share; only entries up to the lowest last position
     // of a room that filled its share are certainly complete, the rest come next page.
@@ -552,12 +553,13 @@ export class PartitionedLog implements EventLog {
       const last = list.at(-1);
       if (list.length === share && last && (!bound || comparePos(last.pos, bound) < 0)) bound = last.pos;
     }
-    const merged = lists
+    const all = lists
       .flat()
       .filter((e) => !bound || comparePos(e.pos, bound) <= 0)
-      .sort((a, b) => comparePos(a.pos, b.pos))
-      .slice(0, count);
-    return { entries: merged, scannedTo: merged.at(-1)?.pos ?? after, scanned: merged.length };
+      .sort((a, b) => comparePos(a.pos, b.pos));
+    const merged = all.slice(0, count);
+    // no room filled its share and nothing was cut: every room has no more
+    return { entries: merged, scannedTo: merged.at(-1)?.pos ?? after, scanned: merged.length, exhausted: bound === undefined && all.length <= count };
   }
 
   /** Up to `limit` matching entries of one partition after `from`, examining at most SCAN_BUDGET entries. */
@@ -579,6 +581,11 @@ export class PartitionedLog implements EventLog {
       }
       // Stopped early inside the page: resume after the last entry kept.
       scannedTo = entries.length === limit ? (entries.at(-1)?.pos ?? page.scannedTo) : page.scannedTo;
+      // A direct room read that came back short is the end: no read more just to find nothing (issue 24, point 4).
+      if (page.exhausted && entries.length < limit) {
+        exhausted = true;
+        break;
+      }
     }
     return { entries, scannedTo, exhausted };
   }

@@ -21,7 +21,8 @@ import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, Gro
 import { LATEST_WRITE_FORMAT, type WriteFormat } from './backend.js';
 import { decodeFields, encodeEvent, encodeFields, encodeFieldsV1, encodeValues, storedJson } from './codec.js';
 import { FeedPool } from './feed-pool.js';
-import { LATEST_KEY_LAYOUT, hashSlot, keySpace, toKeyLayout, type KeySpace } from './keys.js';
+import { choosePartition, type PartitionLoad } from './room-placement.js';
+import { KEY_GROUPS, LATEST_KEY_LAYOUT, LAYOUT_FENCE, hashSlot, keySpace, toKeyGroups, toKeyLayout, type KeySpace } from './keys.js';
 import { redactUrl } from '../log/index.js';
 
 type StreamReply = Array<[string, string[]]>;
@@ -55,13 +56,18 @@ const CLUSTER_RETRY_DELAY_MS = 200;
 /** how long ping() waits for an answer before it reports the log unreachable */
 const PING_TIMEOUT_MS = 10_000;
 
-/** a stored write format: absent (a log from before the format gate) is 1 */
+/** a stored write format: absent (a log from before the format gate) is 1; one this build does not know is refused */
 function toWriteFormat(value: string | number | null): WriteFormat {
-  return Number(value ?? 1) >= 2 ? 2 : 1;
+  const format = Number(value ?? 1);
+  if (format === 1 || format === 2) return format;
+  throw new SyncgateError('SG_ERR_LOG_TOO_NEW', `this log's write format is ${String(value)}; this build writes and reads formats 1 and ${LATEST_WRITE_FORMAT}: run a newer syncgate`, { format: String(value) });
 }
 
 /** blocking connections shared by the live reads of all partitions (one Redis or Sentinel) */
 const FEED_POOL_SIZE = 16;
+
+/** how often balanced room placement reads the partitions' loads again */
+const PLACEMENT_REFRESH_MS = 5_000;
 
 /** how long a partition's probe may take before the partition counts as unavailable */
 const PROBE_MS = 1_500;
@@ -89,9 +95,9 @@ interface SyncgateCommands {
   sgDead(lease: string, feed: string, dlq: string, ...args: Array<string | number>): Promise<number>;
   sgReplayDone(lease: string, replay: string, owner: string, id: string): Promise<number>;
   sgDeadMove(dlq: string, replay: string, mode: string, ...ids: string[]): Promise<number>;
-  sgAssign(meta: string, directory: string, room: string, hash: number, fallback: number): Promise<number>;
+  sgAssign(meta: string, directory: string, counts: string, room: string, hash: number, fallback: number, chosen: number): Promise<number>;
   sgRaise(meta: string, count: number, field?: string): Promise<number>;
-  sgOpen(meta: string, count: number, format: number, layout: number): Promise<number>;
+  sgOpen(legacyMeta: string, layoutMeta: string, create: number, count: number, format: number, layout: number, groups: number, fence: string): Promise<number>;
 }
 type CommandClient = Redis & SyncgateCommands;
 
@@ -154,6 +160,10 @@ export interface RedisBackendOptions {
   readonly waitReplicas?: number;
   readonly waitTimeoutMs?: number;
   readonly partitions: number;
+  /** key groups of a layout-2 log created by this process (keys.ts; default 18); an existing log keeps its stored count */
+  readonly keyGroups?: number;
+  /** where new rooms go: `hash` (default) or `balanced` (room-placement.ts) */
+  readonly roomPlacement?: 'hash' | 'balanced';
   readonly retention: RetentionPolicy;
   readonly log: Logger;
   readonly redisOptions?: RedisOptions;
@@ -249,9 +259,9 @@ function defineCommands(client: Redis): CommandClient {
   client.defineCommand('sgDead', { numberOfKeys: 3, lua: lua('dead-3.lua') });
   client.defineCommand('sgReplayDone', { numberOfKeys: 2, lua: lua('replaydone-2.lua') });
   client.defineCommand('sgDeadMove', { numberOfKeys: 2, lua: lua('deadmove-2.lua') });
-  client.defineCommand('sgAssign', { numberOfKeys: 2, lua: lua('assign-2.lua') });
+  client.defineCommand('sgAssign', { numberOfKeys: 3, lua: lua('assign-3.lua') });
   client.defineCommand('sgRaise', { numberOfKeys: 1, lua: lua('raise-1.lua') });
-  client.defineCommand('sgOpen', { numberOfKeys: 1, lua: lua('open-1.lua') });
+  client.defineCommand('sgOpen', { numberOfKeys: 2, lua: lua('open-2.lua') });
   return client as CommandClient;
 }
 
@@ -431,6 +441,9 @@ export class RedisBackend implements LogBackend {
   private readonly options: RedisBackendOptions;
   /** why the main connection last failed, for a startup error that names the cause */
   private lastConnectionError: string | undefined;
+  /** balanced room placement: the partitions' loads as last read, and the read under way */
+  private placement: { at: number; loads: PartitionLoad[] } | undefined;
+  private placementRead: Promise<void> | undefined;
   /** appends waiting for their batch, per queue (a key group on a cluster, else one queue: 0) */
   private readonly pending = new Map<number, Array<{ request: AppendRequest; resolve: (o: AppendOutcome) => void; reject: (err: unknown) => void }>>();
   /** batches on their way to Redis, per queue */
@@ -492,35 +505,61 @@ export class RedisBackend implements LogBackend {
 
   async openPartitions(configured: number): Promise<PartitionMeta> {
     this.closedCheck();
-    const stored = await this.readPartitions();
-    if (stored > 0) {
-      await this.readLayout();
-      return { partitions: stored, format: await this.readWriteFormat() };
+    let where = await this.locateMeta(configured, false);
+    if (where === 0) {
+      // No count stored: a new log, or one written before the count was stored, whose
+      // rooms sit at `fnv1a32(room) mod <the count it ran with>`: find that count and
+      // record every room's partition before anything may use another count.
+      const rooms = await this.redis.smembers(this.keys.roomIndex());
+      // A new log starts at the latest write format and key layout; one with rooms already keeps format 1 and layout 1.
+      if (rooms.length === 0) where = await this.locateMeta(configured, true);
+      if (where === 0) {
+        const legacy = await this.legacyPartitions(rooms, configured);
+        for (let i = 0; i < rooms.length; i += 500) {
+          const chunk = rooms.slice(i, i + 500);
+          const pipeline = this.redis.pipeline();
+          for (const room of chunk) pipeline.hsetnx(this.keys.roomPartitions(), room, partitionOf(room, legacy));
+          await pipeline.exec();
+        }
+        await this.redis.hsetnx(this.keys.legacyMeta(), 'partitions', legacy);
+        where = 1;
+      }
     }
-    // No count stored: a new log, or one written before the count was stored, whose
-    // rooms sit at `fnv1a32(room) mod <the count it ran with>`: find that count and
-    // record every room's partition before anything may use another count.
-    const rooms = await this.redis.smembers(this.keys.roomIndex());
-    // A new log starts at the latest write format; one with rooms already keeps format 1.
-    if (rooms.length === 0) await this.redis.sgOpen(this.keys.partitionMeta(), configured, LATEST_WRITE_FORMAT, LATEST_KEY_LAYOUT);
-    const legacy = rooms.length > 0 ? await this.legacyPartitions(rooms, configured) : configured;
-    for (let i = 0; i < rooms.length; i += 500) {
-      const chunk = rooms.slice(i, i + 500);
-      const pipeline = this.redis.pipeline();
-      for (const room of chunk) pipeline.hsetnx(this.keys.roomPartitions(), room, partitionOf(room, legacy));
-      await pipeline.exec();
-    }
-    await this.redis.hsetnx(this.keys.partitionMeta(), 'partitions', legacy);
-    await this.readLayout();
+    await this.readLayout(where);
     return { partitions: await this.readPartitions(), format: await this.readWriteFormat() };
+  }
+
+  /** Where the meta hash is (open-2.lua): 1 layout 1's key, 2 layout 2's, 0 none; `create`: a new log if none. */
+  private async locateMeta(configured: number, create: boolean): Promise<number> {
+    const groups = this.options.keyGroups ?? KEY_GROUPS;
+    try {
+      return Number(await this.redis.sgOpen(this.keys.legacyMeta(), this.keys.layoutMeta(), create ? 1 : 0, configured, LATEST_WRITE_FORMAT, LATEST_KEY_LAYOUT, groups, LAYOUT_FENCE));
+    } catch (err) {
+      if (err instanceof Error && err.message.startsWith('SG_ERR_PARTITIONS_MISMATCH')) throw new SyncgateError('SG_ERR_PARTITIONS_MISMATCH', err.message.slice('SG_ERR_PARTITIONS_MISMATCH '.length));
+      throw err;
+    }
   }
 
   /**
    * The log's key layout (keys.ts), stored when the log was created: a log
-   * from before layout 2 has none stored and keeps layout 1's key names.
+   * from before layout 2 keeps its meta at `{log}:partitions` with no layout
+   * and keeps layout 1's key names. A layout, group count or (readWriteFormat)
+   * write format newer than this build knows is refused: SG_ERR_LOG_TOO_NEW.
    */
-  private async readLayout(): Promise<void> {
-    this.keys.setLayout(toKeyLayout(await this.redis.hget(this.keys.partitionMeta(), 'layout')));
+  private async readLayout(where: number): Promise<void> {
+    if (where === 1) {
+      this.keys.setLayout(toKeyLayout(await this.redis.hget(this.keys.legacyMeta(), 'layout')));
+      return;
+    }
+    const [layout, groups] = await this.redis.hmget(this.keys.layoutMeta(), 'layout', 'groups');
+    const known = toKeyLayout(layout ?? LATEST_KEY_LAYOUT);
+    if (known === 1) throw new SyncgateError('SG_ERR_PARTITIONS_MISMATCH', `${this.keys.layoutMeta()} says layout 1: the log meta was changed by hand`);
+    const count = toKeyGroups(groups);
+    const configured = this.options.keyGroups;
+    if (configured !== undefined && configured !== count) {
+      this.options.log.warn({ configured, stored: count }, `redis.keyGroups (${configured}) applies to new logs only: this log was created with ${count} key groups and keeps them`);
+    }
+    this.keys.setLayout(known, count);
   }
 
   /** The key group whose partitions share a delivery lease (and a hash slot). */
@@ -586,9 +625,45 @@ export class RedisBackend implements LogBackend {
     this.closedCheck();
     const known = this.roomParts.get(room);
     if (known !== undefined) return known;
-    const partition = Number(await this.redis.sgAssign(this.keys.partitionMeta(), this.keys.roomPartitions(), room, hash, this.configured));
+    const chosen = this.options.roomPlacement === 'balanced' ? await this.placeRoom() : -1;
+    const partition = Number(await this.redis.sgAssign(this.keys.partitionMeta(), this.keys.roomPartitions(), this.keys.roomCounts(), room, hash, this.configured, chosen));
     this.roomParts.set(room, partition);
     return partition;
+  }
+
+  /**
+   * Balanced placement (room-placement.ts): the partition for a new room from
+   * each partition's traffic (the entries its feed keeps), rooms and master,
+   * read at most every PLACEMENT_REFRESH_MS; the rooms placed meanwhile are
+   * counted here, so a burst of new rooms spreads. -1 (the hash decides) when
+   * the loads cannot be read (a lost shard).
+   */
+  private async placeRoom(): Promise<number> {
+    const stale = !this.placement || Date.now() - this.placement.at > PLACEMENT_REFRESH_MS || this.placement.loads.length < this.partitions;
+    if (stale) {
+      this.placementRead ??= this.readLoads()
+        .then((loads) => void (this.placement = { at: Date.now(), loads }))
+        .catch((err: unknown) => this.options.log.warn({ err }, 'room placement: partition loads not readable, placing by hash'))
+        .finally(() => (this.placementRead = undefined));
+      await this.placementRead;
+    }
+    const loads = this.placement?.loads;
+    if (!loads || loads.length === 0) return -1;
+    const p = choosePartition(loads);
+    const load = loads[p];
+    if (load) loads[p] = { ...load, rooms: load.rooms + 1 };
+    return p;
+  }
+
+  private async readLoads(): Promise<PartitionLoad[]> {
+    const count = this.partitions;
+    const cluster = this.options.cluster ? (this.redis as unknown as Cluster) : undefined;
+    const [entries, rooms] = await Promise.all([Promise.all(Array.from({ length: count }, (_, p) => this.redis.xlen(this.keys.feed(p)))), this.redis.hgetall(this.keys.roomCounts())]);
+    return entries.map((n, p) => ({
+      master: cluster ? ((cluster.slots[hashSlot(this.keys.feed(p))] as string[] | undefined)?.[0] ?? '') : '',
+      entries: n,
+      rooms: Number(rooms[String(p)] ?? 0),
+    }));
   }
 
   async groupNames(partition: number): Promise<string[]> {

@@ -111,7 +111,7 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
       idTtlMs: config.retention.idTtlDays * DAY_MS,
       telemetryMaxLen: config.retention.telemetryMaxLen,
     },
-    ...(config.redis ? { redis: { url: config.redis.url, cluster: config.redis.cluster, sentinel: config.redis.sentinel, prefix: config.redis.prefix, password: config.redis.password, waitReplicas: config.redis.waitReplicas, waitTimeoutMs: config.redis.waitTimeoutMs } } : {}),
+    ...(config.redis ? { redis: { url: config.redis.url, cluster: config.redis.cluster, sentinel: config.redis.sentinel, prefix: config.redis.prefix, password: config.redis.password, waitReplicas: config.redis.waitReplicas, waitTimeoutMs: config.redis.waitTimeoutMs, keyGroups: config.redis.keyGroups, roomPlacement: config.redis.roomPlacement } } : {}),
   });
 
   const configProblems = config.rooms.flatMap((room, i) => roomLinkProblems(config, room).map((p) => `/rooms/${i}${p}`));

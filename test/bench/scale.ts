@@ -10,12 +10,15 @@
  * - how evenly the partitions' hash slots fall on the 3 masters of the local
  *   cluster (max/min), with key layout 1 (a slot per partition, logs created
  *   before layout 2) and layout 2 (18 key groups on evenly spaced slots);
- * - what placing rooms by the room directory (each new room to the master
- *   with the fewest rooms) would give against hash placement: rooms and
- *   traffic (Zipf weight) per master;
+ * - what placing rooms by the room directory would give against hash
+ *   placement — each new room to the master with the fewest rooms, or to the
+ *   master whose rooms carry the least traffic so far (what balanced
+ *   placement, room-placement.ts, does) —: rooms and traffic (Zipf weight)
+ *   per master;
  * - append and catch-up throughput on 1 master (the run's Redis) and on the
  *   3 masters of the local cluster, with the operations each master served
- *   (max/min), on a sample of the rooms (rooms drawn by popularity);
+ *   (max/min), on a sample of the rooms (rooms drawn by popularity), on the
+ *   cluster with hash and with balanced room placement;
  *   catch-up per device is the median time for sampled devices to sync all
  *   their rooms from the start.
  *
@@ -61,7 +64,7 @@ interface Deployment {
 }
 
 /** rooms by Zipf popularity (s = 1); rooms per device 1 + a Pareto tail (α = 1.2), at most 200 */
-function synthesize(devices: number, rooms: number, seed: number): Deployment {
+export function synthesize(devices: number, rooms: number, seed: number): Deployment {
   const random = prng(seed);
   const cumulative = new Float64Array(rooms);
   let sum = 0;
@@ -154,14 +157,17 @@ const masterOfSlot = (masters: readonly Master[], slot: number) => masters.findI
  * the fewest rooms, in its partition there with the fewest. Traffic is the
  * room's Zipf weight (its popularity, what its appends follow).
  */
-function directoryPlacement(deployment: Deployment, partitions: number, masters: readonly Master[], seed: number): { hashRooms: number[]; hashWeight: number[]; dirRooms: number[]; dirWeight: number[] } {
+export function directoryPlacement(deployment: Deployment, partitions: number, masters: readonly Master[], seed: number): { hashRooms: number[]; hashWeight: number[]; dirRooms: number[]; dirWeight: number[]; loadRooms: number[]; loadWeight: number[] } {
   const random = prng(seed);
   const masterOf = Array.from({ length: partitions }, (_, p) => masterOfSlot(masters, partitionSlot(2, p)));
   const hashRooms = masters.map(() => 0);
   const hashWeight = masters.map(() => 0);
   const dirRooms = masters.map(() => 0);
   const dirWeight = masters.map(() => 0);
+  const loadRooms = masters.map(() => 0);
+  const loadWeight = masters.map(() => 0);
   const partitionRooms = new Uint32Array(partitions);
+  const partitionLoad = new Float64Array(partitions);
   const byMaster = masters.map((_, m) => masterOf.flatMap((owner, p) => (owner === m ? [p] : [])));
   const order = Array.from({ length: deployment.rooms }, (_, r) => r);
   for (let i = order.length - 1; i > 0; i--) {
@@ -181,8 +187,19 @@ function directoryPlacement(deployment: Deployment, partitions: number, masters:
     partitionRooms[best] = (partitionRooms[best] ?? 0) + 1;
     dirRooms[m] = (dirRooms[m] ?? 0) + 1;
     dirWeight[m] = (dirWeight[m] ?? 0) + weight;
+    // by observed traffic: the master whose rooms carry the least traffic so far (their
+    // appends, once running), in it the partition with the least; the new room's own
+    // traffic is not known when it is placed
+    let l = 0;
+    for (let k = 1; k < masters.length; k++) if ((loadWeight[k] ?? 0) < (loadWeight[l] ?? 0)) l = k;
+    const mine = byMaster[l] ?? [];
+    let lightest = mine[0] ?? 0;
+    for (const p of mine) if ((partitionLoad[p] ?? 0) < (partitionLoad[lightest] ?? 0)) lightest = p;
+    partitionLoad[lightest] = (partitionLoad[lightest] ?? 0) + weight;
+    loadRooms[l] = (loadRooms[l] ?? 0) + 1;
+    loadWeight[l] = (loadWeight[l] ?? 0) + weight;
   }
-  return { hashRooms, hashWeight, dirRooms, dirWeight };
+  return { hashRooms, hashWeight, dirRooms, dirWeight, loadRooms, loadWeight };
 }
 
 async function commandCalls(port: number): Promise<number> {
@@ -193,17 +210,21 @@ async function commandCalls(port: number): Promise<number> {
 }
 
 type Target = { readonly url: string } | { readonly cluster: { readonly nodes: readonly string[] } };
+type Placement = 'hash' | 'balanced';
 
 interface RunResult {
   readonly appendRate: number;
   readonly catchUpRate: number;
   readonly catchUpMsP50: number;
   readonly opsPerMaster: number[];
+  /** commands the catch-up sent per page read (the client's count) */
+  readonly commandsPerPage: number;
 }
 
 /** appends `total` events to rooms drawn by popularity, then syncs sampled devices from the start */
-async function runAt(target: Target, partitions: number, deployment: Deployment, sample: { rooms: number[]; devices: Uint32Array[] }, total: number, masters: Master[]): Promise<RunResult> {
-  const log: EventLog = createEventLog({ partitions, log: silentLogger(), redis: { ...target, prefix: testPrefix('bench-scale') }, retention: { roomMaxLen: 0 } });
+async function runAt(target: Target, partitions: number, deployment: Deployment, sample: { rooms: number[]; devices: Uint32Array[] }, total: number, masters: Master[], roomPlacement: Placement = 'hash'): Promise<RunResult> {
+  let commands = 0;
+  const log: EventLog = createEventLog({ partitions, log: silentLogger(), redis: { ...target, prefix: testPrefix('bench-scale'), roomPlacement }, retention: { roomMaxLen: 0 }, onRedisCommand: () => void commands++ });
   try {
     for (let i = 0; i < sample.rooms.length; i += 64) await Promise.all(sample.rooms.slice(i, i + 64).map((r) => log.rooms.put({ id: roomName(r), links: [] })));
     const before = await Promise.all(masters.map((m) => commandCalls(m.port)));
@@ -221,7 +242,9 @@ async function runAt(target: Target, partitions: number, deployment: Deployment,
     );
     const appendRate = total / ((performance.now() - t0) / 1000);
     let read = 0;
+    let pages = 0;
     const perDevice: number[] = [];
+    const commandsBefore = commands;
     const c0 = performance.now();
     for (const rooms of sample.devices) {
       const d0 = performance.now();
@@ -229,6 +252,7 @@ async function runAt(target: Target, partitions: number, deployment: Deployment,
       let since: string | undefined;
       for (;;) {
         const page = await log.read(since, { rooms: filter, limit: 1000 });
+        pages++;
         read += page.events.length;
         since = page.next;
         if (page.events.length === 0) break;
@@ -236,9 +260,10 @@ async function runAt(target: Target, partitions: number, deployment: Deployment,
       perDevice.push(performance.now() - d0);
     }
     const catchUpRate = read / ((performance.now() - c0) / 1000);
+    const commandsPerPage = (commands - commandsBefore) / Math.max(1, pages);
     const after = await Promise.all(masters.map((m) => commandCalls(m.port)));
     perDevice.sort((a, b) => a - b);
-    return { appendRate, catchUpRate, catchUpMsP50: percentile(perDevice, 50), opsPerMaster: after.map((a, i) => a - (before[i] ?? 0)) };
+    return { appendRate, catchUpRate, catchUpMsP50: percentile(perDevice, 50), opsPerMaster: after.map((a, i) => a - (before[i] ?? 0)), commandsPerPage };
   } finally {
     await log.close();
   }
@@ -293,6 +318,7 @@ export const benchScale: Bench = async ({ redisUrl, quick }) => {
       rows.push({ name: `rooms per master, directory placement, ${partitions} partitions`, value: spread(placed.dirRooms), unit: 'max/min', note: `simulated: each new room to the master with the fewest rooms: ${fmt(placed.dirRooms)}` });
       rows.push({ name: `traffic per master (Zipf weight), hash placement, ${partitions} partitions`, value: spread(placed.hashWeight), unit: 'max/min', note: placed.hashWeight.map((w) => w.toFixed(2)).join(' / ') });
       rows.push({ name: `traffic per master (Zipf weight), directory placement, ${partitions} partitions`, value: spread(placed.dirWeight), unit: 'max/min', note: placed.dirWeight.map((w) => w.toFixed(2)).join(' / ') });
+      rows.push({ name: `traffic per master (Zipf weight), placement by observed traffic, ${partitions} partitions`, value: spread(placed.loadWeight), unit: 'max/min', note: `simulated: each new room to the master whose rooms carry the least traffic so far: ${placed.loadWeight.map((w) => w.toFixed(2)).join(' / ')} (rooms ${fmt(placed.loadRooms)})` });
     }
     // throughput on a sample: rooms drawn by popularity, devices whose rooms are all in the sample
     const sampleRooms = [...new Set(Array.from({ length: quick ? 300 : 2_000 }, () => deployment.drawRoom()))];
@@ -301,36 +327,44 @@ export const benchScale: Bench = async ({ redisUrl, quick }) => {
     const sample = { rooms: sampleRooms, devices: sampleDevices };
     const total = quick ? 3_000 : 20_000;
     const single = (port: string) => Number(port.slice(port.lastIndexOf(':') + 1));
-    const targets: Array<{ label: string; target: Target; masters: Master[] }> = [
-      { label: '1 master', target: { url: redisUrl }, masters: [{ port: single(redisUrl), ranges: [[0, 16383]] }] },
-      { label: `${masters.length} masters`, target: { cluster: { nodes: cluster.nodes } }, masters },
+    const targets: Array<{ label: string; target: Target; masters: Master[]; placements: Placement[] }> = [
+      { label: '1 master', target: { url: redisUrl }, masters: [{ port: single(redisUrl), ranges: [[0, 16383]] }], placements: ['hash'] },
+      // on the cluster also with balanced room placement (room-placement.ts): rooms, not partitions, spread over the masters
+      { label: `${masters.length} masters`, target: { cluster: { nodes: cluster.nodes } }, masters, placements: ['hash', 'balanced'] },
     ];
     const rounds = quick ? 2 : 3;
     const median = (values: number[]) => percentile([...values].sort((a, b) => a - b), 50);
-    for (const { label, target, masters: ms } of targets) {
-      // an unmeasured warm-up, then the partition counts alternate over a few rounds; medians reported
+    for (const { label: targetLabel, target, masters: ms, placements } of targets) {
+      // an unmeasured warm-up, then the partition counts (and placements) alternate over a few rounds; medians reported
       await runAt(target, 16, deployment, sample, Math.min(total, 1_000), ms);
-      const runs = new Map<number, RunResult[]>();
+      const runs = new Map<string, RunResult[]>();
       for (let round = 0; round < rounds; round++) {
-        for (const partitions of [16, 256, 1024]) runs.set(partitions, [...(runs.get(partitions) ?? []), await runAt(target, partitions, deployment, sample, total, ms)]);
+        for (const partitions of [16, 256, 1024]) {
+          for (const placement of placements) runs.set(`${placement}:${partitions}`, [...(runs.get(`${placement}:${partitions}`) ?? []), await runAt(target, partitions, deployment, sample, total, ms, placement)]);
+        }
       }
-      const results = new Map<number, RunResult>();
-      for (const partitions of [16, 256, 1024]) {
-        const all = runs.get(partitions) ?? [];
-        const r: RunResult = {
-          appendRate: median(all.map((x) => x.appendRate)),
-          catchUpRate: median(all.map((x) => x.catchUpRate)),
-          catchUpMsP50: median(all.map((x) => x.catchUpMsP50)),
-          opsPerMaster: ms.map((_, i) => median(all.map((x) => x.opsPerMaster[i] ?? 0))),
-        };
-        results.set(partitions, r);
-        const base = results.get(16);
-        const note = `${sample.rooms.length} rooms, ${total.toLocaleString('en-US')} events, 16 producers, median of ${rounds}; ops per master ${r.opsPerMaster.map((n) => n.toLocaleString('en-US')).join(' / ')}`;
-        rows.push({ name: `append, ${label}, ${partitions} partitions`, value: r.appendRate, unit: 'events/s', ...(base ? { baseline: base.appendRate, ratio: r.appendRate / base.appendRate } : {}), goal: partitions === 1024 ? 'ratio ≥ 0.8' : '', note });
-        rows.push({ name: `append per master, ${label}, ${partitions} partitions`, value: r.appendRate / ms.length, unit: 'events/s' });
-        rows.push({ name: `catch-up, ${label}, ${partitions} partitions`, value: r.catchUpRate, unit: 'events/s', ...(base ? { baseline: base.catchUpRate, ratio: r.catchUpRate / base.catchUpRate } : {}), note: `${sample.devices.length} devices each from the start` });
-        rows.push({ name: `catch-up per device p50, ${label}, ${partitions} partitions`, value: r.catchUpMsP50, unit: 'ms', ...(base ? { baseline: base.catchUpMsP50, ratio: base.catchUpMsP50 / r.catchUpMsP50 } : {}), goal: partitions === 1024 ? 'ratio ≥ 0.8' : '' });
-        if (ms.length > 1) rows.push({ name: `operations per master, ${label}, ${partitions} partitions`, value: spread(r.opsPerMaster), unit: 'max/min', goal: '≤ 1.1' });
+      for (const placement of placements) {
+        const label = placement === 'hash' ? targetLabel : `${targetLabel}, balanced placement`;
+        const results = new Map<number, RunResult>();
+        for (const partitions of [16, 256, 1024]) {
+          const all = runs.get(`${placement}:${partitions}`) ?? [];
+          const r: RunResult = {
+            appendRate: median(all.map((x) => x.appendRate)),
+            catchUpRate: median(all.map((x) => x.catchUpRate)),
+            catchUpMsP50: median(all.map((x) => x.catchUpMsP50)),
+            opsPerMaster: ms.map((_, i) => median(all.map((x) => x.opsPerMaster[i] ?? 0))),
+            commandsPerPage: median(all.map((x) => x.commandsPerPage)),
+          };
+          results.set(partitions, r);
+          const base = results.get(16);
+          const note = `${sample.rooms.length} rooms, ${total.toLocaleString('en-US')} events, 16 producers, median of ${rounds}; ops per master ${r.opsPerMaster.map((n) => n.toLocaleString('en-US')).join(' / ')}`;
+          rows.push({ name: `append, ${label}, ${partitions} partitions`, value: r.appendRate, unit: 'events/s', ...(base ? { baseline: base.appendRate, ratio: r.appendRate / base.appendRate } : {}), goal: partitions === 1024 ? 'ratio ≥ 0.8' : '', note });
+          rows.push({ name: `append per master, ${label}, ${partitions} partitions`, value: r.appendRate / ms.length, unit: 'events/s' });
+          rows.push({ name: `catch-up, ${label}, ${partitions} partitions`, value: r.catchUpRate, unit: 'events/s', ...(base ? { baseline: base.catchUpRate, ratio: r.catchUpRate / base.catchUpRate } : {}), note: `${sample.devices.length} devices each from the start` });
+          rows.push({ name: `catch-up commands per page, ${label}, ${partitions} partitions`, value: r.commandsPerPage, unit: 'commands', ...(base ? { baseline: base.commandsPerPage, ratio: r.commandsPerPage / base.commandsPerPage } : {}), note: 'sent together in one tick: one round trip per master, the masters in parallel' });
+          rows.push({ name: `catch-up per device p50, ${label}, ${partitions} partitions`, value: r.catchUpMsP50, unit: 'ms', ...(base ? { baseline: base.catchUpMsP50, ratio: base.catchUpMsP50 / r.catchUpMsP50 } : {}), goal: partitions === 1024 ? 'ratio ≥ 0.8' : '' });
+          if (ms.length > 1) rows.push({ name: `operations per master, ${label}, ${partitions} partitions`, value: spread(r.opsPerMaster), unit: 'max/min', goal: '≤ 1.1' });
+        }
       }
     }
   } finally {

@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { waitFor } from '../harness/free-port.js';
 import { startGateway } from '../harness/gateway.js';
 import { testPrefix } from '../harness/redis.js';
-import { nodeCommand } from '../harness/redis-cluster.js';
+import { connectionKinds, connectionsOf } from '../harness/redis-connections.js';
 import { useRedisCluster } from '../harness/redis-cluster-suite.js';
 import { TestAdapter, memoryRecorder } from '../harness/test-adapter.js';
 
@@ -19,18 +19,7 @@ const PARTITIONS = 1024;
 const { started } = useRedisCluster();
 
 /** The connections this gateway holds on every node of the cluster: each is named after its key prefix. */
-async function connectionsOf(prefix: string): Promise<Array<{ node: string; name: string }>> {
-  const out: Array<{ node: string; name: string }> = [];
-  for (const node of started().nodes) {
-    const port = Number(node.slice(node.lastIndexOf(':') + 1));
-    const list = String(await nodeCommand(port, 'CLIENT', 'LIST'));
-    for (const line of list.split('\n')) {
-      const name = /(?:^| )name=(\S*)/.exec(line)?.[1] ?? '';
-      if (name.startsWith(prefix)) out.push({ node, name });
-    }
-  }
-  return out;
-}
+const connectionsOfGateway = (prefix: string) => connectionsOf(started().nodes, prefix);
 
 describe('Redis Cluster connections at 1,024 partitions', () => {
   it('stay at most 32 over all nodes with delivery workers on every partition and a long-poll open, and live delivery is immediate', async () => {
@@ -47,18 +36,16 @@ describe('Redis Cluster connections at 1,024 partitions', () => {
       const head = await gw.device<{ next: string }>(token, 'GET', '/v1/sync?limit=10');
       const poll = gw.device<{ events: Array<{ eventId: string }> }>(token, 'GET', `/v1/sync?since=${encodeURIComponent(head.body.next)}&timeout=30000`);
       // every key group has a live reader: the workers wait on every partition
-      await waitFor(async () => (await connectionsOf(prefix)).filter((c) => c.name.includes('tail:')).length >= 18, { timeoutMs: 60_000, what: 'the live readers of every key group to connect' });
-      const during = await connectionsOf(prefix);
+      await waitFor(async () => (await connectionsOfGateway(prefix)).filter((c) => c.name.includes('tail:')).length >= 18, { timeoutMs: 60_000, what: 'the live readers of every key group to connect' });
+      const during = await connectionsOfGateway(prefix);
       const sent = await gw.device<{ eventId: string }>(token, 'PUT', '/v1/rooms/ops/send/t1', { kind: 'message', content: { body: 'hello' } });
       expect(sent.status).toBe(200);
       const answered = await poll;
       expect(answered.body.events.map((e) => e.eventId)).toEqual([sent.body.eventId]);
       await waitFor(async () => (await recorder.all()).some((d) => d.eventId === sent.body.eventId), { timeoutMs: 15_000, what: 'the send delivered to the adapter' });
-      const after = await connectionsOf(prefix);
-      const counts = new Map<string, number>();
-      for (const c of after) counts.set(c.name.slice(prefix.length).replace(/\d+$/, '#'), (counts.get(c.name.slice(prefix.length).replace(/\d+$/, '#')) ?? 0) + 1);
-      const kinds = [...counts].map(([name, n]) => `${n} ${name}`).join(', ');
-      process.stdout.write(`cluster connections at ${PARTITIONS} partitions: ${during.length} with a long-poll open, ${after.length} after, over ${new Set(after.map((c) => c.node)).size} nodes (${kinds})\n`);
+      const after = await connectionsOfGateway(prefix);
+      const kinds = connectionKinds(after, prefix);
+      process.stdout.write(`cluster connections at ${PARTITIONS} partitions: ${during.length} with a long-poll open, ${after.length} after, over ${new Set(after.map((c) => c.port)).size} nodes (${kinds})\n`);
       // one blocking connection per key group, each on the master owning its slot
       expect(during.filter((c) => c.name.includes('tail:')).length).toBe(18);
       expect(during.length).toBeLessThanOrEqual(32);

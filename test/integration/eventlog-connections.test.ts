@@ -5,25 +5,16 @@
  * (its live reads share a pool of blocking connections), and a send still
  * reaches the long-poll and the adapter at once.
  */
-import { Redis } from 'ioredis';
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { waitFor } from '../harness/free-port.js';
 import { startGateway } from '../harness/gateway.js';
 import { testPrefix } from '../harness/redis.js';
+import { connectionKinds, connectionsOf } from '../harness/redis-connections.js';
 import { TestAdapter, memoryRecorder } from '../harness/test-adapter.js';
 
 const PARTITIONS = 1024;
-const redis = new Redis(inject('redisUrl'));
-afterAll(() => redis.quit());
-
 /** The connections this gateway holds: every one is named after its key prefix. */
-async function connectionsOf(prefix: string): Promise<string[]> {
-  const list = String(await redis.client('LIST'));
-  return list
-    .split('\n')
-    .map((line) => /(?:^| )name=(\S*)/.exec(line)?.[1] ?? '')
-    .filter((name) => name.startsWith(prefix));
-}
+const connectionsOfGateway = (prefix: string) => connectionsOf([inject('redisUrl')], prefix);
 
 describe('Redis connections at 1,024 partitions', () => {
   it('stay at most 32 with delivery workers on every partition and a long-poll open, and live delivery is immediate', async () => {
@@ -42,15 +33,15 @@ describe('Redis connections at 1,024 partitions', () => {
       const head = await gw.device<{ next: string }>(token, 'GET', '/v1/sync?limit=10');
       const poll = gw.device<{ events: Array<{ eventId: string }> }>(token, 'GET', `/v1/sync?since=${encodeURIComponent(head.body.next)}&timeout=30000`);
       // the long-poll's tail and every worker's wait are live readers of their partitions
-      await waitFor(async () => (await connectionsOf(prefix)).filter((n) => n.includes('tail:')).length > 0, { timeoutMs: 30_000, what: 'the live readers to connect' });
-      const during = await connectionsOf(prefix);
+      await waitFor(async () => (await connectionsOfGateway(prefix)).filter((c) => c.name.includes('tail:')).length > 0, { timeoutMs: 30_000, what: 'the live readers to connect' });
+      const during = await connectionsOfGateway(prefix);
       const sent = await gw.device<{ eventId: string }>(token, 'PUT', '/v1/rooms/ops/send/t1', { kind: 'message', content: { body: 'hello' } });
       expect(sent.status).toBe(200);
       const answered = await poll;
       expect(answered.body.events.map((e) => e.eventId)).toEqual([sent.body.eventId]);
       await waitFor(async () => (await recorder.all()).some((d) => d.eventId === sent.body.eventId), { timeoutMs: 15_000, what: 'the send delivered to the adapter' });
-      const after = await connectionsOf(prefix);
-      process.stdout.write(`connections at ${PARTITIONS} partitions: ${during.length} with a long-poll open, ${after.length} after (${[...new Set(after.map((n) => n.slice(prefix.length).replace(/\d+$/, '#')))].join(', ')})\n`);
+      const after = await connectionsOfGateway(prefix);
+      process.stdout.write(`connections at ${PARTITIONS} partitions: ${during.length} with a long-poll open, ${after.length} after (${connectionKinds(after, prefix)})\n`);
       expect(during.length).toBeLessThanOrEqual(32);
       expect(after.length).toBeLessThanOrEqual(32);
     } finally {

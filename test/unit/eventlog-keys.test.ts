@@ -6,7 +6,7 @@
  * the names logs created before it use.
  */
 import { describe, expect, it } from 'vitest';
-import { GROUP_ORDER, GROUP_TAGS, KEY_GROUPS, hashSlot, keyGroupOf, keySpace } from '../../src/eventlog/keys.js';
+import { GROUP_ORDER, GROUP_TAGS, KEY_GROUPS, MAX_KEY_GROUPS, groupTags, hashSlot, keyGroupOf, keySpace, toKeyGroups, toKeyLayout } from '../../src/eventlog/keys.js';
 
 describe('key layout', () => {
   it('hashSlot agrees with Redis on known keys', () => {
@@ -64,5 +64,40 @@ describe('key layout', () => {
     expect(keyGroupOf(1, 29)).toBe(29);
     keys.setLayout(2);
     expect(keys.feed(5)).toBe('t:{bj5}:p05:feed');
+  });
+
+  it('other group counts (redis.keyGroups) get tags on evenly spaced slots, stable names, an even split over every divisor', () => {
+    expect(groupTags(18)).toBe(GROUP_TAGS);
+    // stored logs depend on these names: the derivation must never change
+    expect(groupTags(24).slice(0, 6)).toEqual(['g6a7', 'g4cq', 'g6p5', 'g4rs', 'gggj', 'g280']);
+    expect(groupTags(256).slice(0, 3)).toEqual(['g5x9', 'gjy7', 'ghjs']);
+    for (const n of [1, 2, 5, 24, 36, 64, 256]) {
+      const slots = groupTags(n).map((tag) => hashSlot(`{${tag}}`));
+      expect([...slots].sort((a, b) => a - b), `${n} groups`).toEqual(Array.from({ length: n }, (_, k) => Math.floor(((k + 0.5) * 16384) / n)));
+      for (let masters = 2; masters <= n; masters++) {
+        if (n % masters !== 0) continue;
+        const counts = Array.from({ length: masters }, () => 0);
+        for (const slot of slots) counts[Math.floor(slot / (16384 / masters))]! += 1;
+        expect(new Set(counts).size, `${n} groups on ${masters} masters: ${counts.join('/')}`).toBe(1);
+      }
+    }
+    // the first groups of a log with fewer partitions than groups spread too: 24 groups, first 8 on 4 ranges
+    const first = groupTags(24).slice(0, 8).map((tag) => Math.floor(hashSlot(`{${tag}}`) / 4096));
+    expect([0, 1, 2, 3].map((m) => first.filter((x) => x === m).length)).toEqual([2, 2, 2, 2]);
+    const keys = keySpace('t:', 2);
+    keys.setLayout(2, 24);
+    expect(keys.groupOf(30)).toBe(6);
+    expect(keys.feed(30)).toBe(`t:{${groupTags(24)[6] ?? ''}}:p30:feed`);
+    expect(keys.partitionMeta()).toBe('t:{log}:meta');
+    keys.setLayout(1);
+    expect(keys.partitionMeta()).toBe('t:{log}:partitions');
+  });
+
+  it('a stored layout or group count this build does not know is refused', () => {
+    expect(toKeyLayout(null)).toBe(1);
+    expect(toKeyLayout('2')).toBe(2);
+    expect(() => toKeyLayout('3')).toThrow(expect.objectContaining({ code: 'SG_ERR_LOG_TOO_NEW' }));
+    expect(toKeyGroups(null)).toBe(KEY_GROUPS);
+    expect(() => toKeyGroups(String(MAX_KEY_GROUPS + 1))).toThrow(expect.objectContaining({ code: 'SG_ERR_LOG_TOO_NEW' }));
   });
 });
