@@ -419,8 +419,9 @@ function DeadLetters({ session }: { session: Session }): Html {
   const act = async (what: 'replay' | 'drop', ids: readonly string[]) => {
     setActionError(undefined);
     try {
-      const res = await api<{ replayed?: number; dropped?: number; requested: number }>(session.token, 'POST', `/v1/admin/dead-letters/${what}`, { ids });
-      setMessage(what === 'replay' ? `Replayed ${res.replayed ?? 0} of ${res.requested} (sent again in log order).` : `Discarded ${res.dropped ?? 0} of ${res.requested}.`);
+      const res = await api<{ replayed?: number; dropped?: number; requested: number; audit?: { recorded: boolean; error?: string } }>(session.token, 'POST', `/v1/admin/dead-letters/${what}`, { ids });
+      const done = what === 'replay' ? `Replayed ${res.replayed ?? 0} of ${res.requested} (sent again in log order).` : `Discarded ${res.dropped ?? 0} of ${res.requested}.`;
+      setMessage(res.audit && !res.audit.recorded ? `${done} The audit entry could not be written yet (${res.audit.error ?? 'unknown error'}); the gateway keeps trying.` : done);
       setSelected(new Set());
       reload();
     } catch (err) {
