@@ -10,6 +10,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
+import { traceKeys } from '../../core/adapter.js';
 import type { LogEvent } from '../../core/event.js';
 import { SyncgateError } from '../../core/errors.js';
 import type { DeadLetter, DeliveryRecord, EventLog, RoomLink, RetryNote } from '../../core/ports.js';
@@ -201,23 +202,30 @@ export async function deliveryStates(log: EventLog, room: string, links: readonl
   );
 }
 
-/** Finds an event by our id, an idempotency key or a native id, in one room or in all. */
+/** rooms looked at together when a trace names no room */
+const TRACE_ROOMS_AT_ONCE = 32;
+
+/**
+ * Finds an event by our id, an idempotency key, a full native key or a native
+ * id (its trace key, see traceKeys), in one room or in all: a few id-map
+ * lookups per room, whatever the event's depth in its room.
+ */
 async function findEvent(log: EventLog, id: string, room: string | undefined): Promise<LogEvent | undefined> {
   const rooms = room !== undefined ? [room] : (await log.rooms.list()).map((r) => r.id);
-  for (const r of rooms) {
+  const inRoom = async (r: string): Promise<LogEvent | undefined> => {
     const direct = await log.getEvent(r, id).catch(() => undefined);
     if (direct) return direct;
-    // an idempotency key or a full native key (`xmpp:id:…`), then a Matrix event id (global, so unscoped)
-    for (const k of [id, `matrix:mx.eventId:${id}`]) {
+    // an idempotency key or a full native key (`xmpp:xmpp.id:…`), then a native id as a person sees it
+    for (const k of [id, traceKeys([id])[0] ?? id]) {
       const eventId = await log.resolve(r, k);
       const found = eventId !== undefined ? await log.getEvent(r, eventId) : undefined;
       if (found) return found;
     }
-  }
-  // A scoped native id (an XMPP stanza id is kept with its sender): the recent events' own ids.
-  for (const r of rooms) {
-    const page = await log.roomHistory(r, { dir: 'b', limit: 500 }).catch(() => undefined);
-    const hit = page?.events.find((e) => Object.values(e.origin.ids).includes(id));
+    return undefined;
+  };
+  for (let i = 0; i < rooms.length; i += TRACE_ROOMS_AT_ONCE) {
+    const hits = await Promise.all(rooms.slice(i, i + TRACE_ROOMS_AT_ONCE).map(inRoom));
+    const hit = hits.find((e) => e !== undefined);
     if (hit) return hit;
   }
   return undefined;
@@ -280,7 +288,7 @@ export function registerOperatorRoutes(app: FastifyInstance, ctx: HttpContext): 
         tags,
         security,
         summary: 'One event end to end: where it came from, its idempotency key, and every delivery with native ids and times',
-        description: 'Takes our event id, an idempotency key, a full native key (`xmpp:id:…`), a Matrix event id, or a native id among the newest 500 events of each room.',
+        description: 'Takes our event id, an idempotency key, a full native key (`xmpp:xmpp.id:…`), or a native id as a client shows it (an XMPP stanza id or message id, a Matrix event id, a native id a delivery returned), at any depth in its room: native ids are indexed when they are learnt and kept as long as the id map (`retention.idTtlDays`). Without `room`, every room is looked in.',
         params: TraceParams,
         querystring: TraceQuery,
         response: {

@@ -182,7 +182,7 @@ describe('operator API', () => {
     expect((await call(VIEWER, 'POST', '/v1/admin/dead-letters/replay', { ids: [four] })).status).toBe(403);
     await broker.setAcl(OPEN_ACL);
     const replay = await gw.admin<{ replayed: number; requested: number }>('POST', '/v1/admin/dead-letters/replay', { ids: [six, four, five] });
-    expect(replay.body).toEqual({ replayed: 3, requested: 3 });
+    expect(replay.body).toEqual({ replayed: 3, requested: 3, audit: { recorded: true } });
     const again = await gw.admin<{ replayed: number }>('POST', '/v1/admin/dead-letters/replay', { ids: [four] });
     expect(again.body.replayed).toBe(0);
     for (const body of ['valve four stuck', 'valve five stuck', 'valve six stuck']) {
