@@ -200,7 +200,7 @@ function Overview({ session }: { session: Session }): Html {
       <thead>
         <tr>
           <th scope="col">Adapter</th><th scope="col">Protocol</th><th scope="col">On this replica</th><th scope="col">Held by</th><th scope="col">Connection</th><th scope="col">Ready</th>
-          <th scope="col">In (events/s)</th><th scope="col">Out (events/s)</th><th scope="col">Lag (events)</th><th scope="col">Lag (seconds)</th><th scope="col">Retrying rooms</th><th scope="col">Dead letters</th><th scope="col">Last error</th>
+          <th scope="col">In (events/s, all replicas)</th><th scope="col">Out (events/s, all replicas)</th><th scope="col">Lag (events)</th><th scope="col">Lag (seconds)</th><th scope="col">Retrying rooms</th><th scope="col">Dead letters</th><th scope="col">Last error</th>
         </tr>
       </thead>
       <tbody>
@@ -213,8 +213,8 @@ function Overview({ session }: { session: Session }): Html {
             <td>${a.holder ?? ''}</td>
             <td><${StateBadge} state=${a.connected ? 'connected' : 'disconnected'} /></td>
             <td>${a.ready ? 'ready' : 'not ready'}</td>
-            <td>${a.rates ? a.rates.inPerSecond.toFixed(1) : ''}</td>
-            <td>${a.rates ? a.rates.outPerSecond.toFixed(1) : ''}</td>
+            <td title=${a.replicaRates ? `this replica: ${a.replicaRates.inPerSecond.toFixed(1)}` : ''}>${a.rates ? a.rates.inPerSecond.toFixed(1) : ''}</td>
+            <td title=${a.replicaRates ? `this replica: ${a.replicaRates.outPerSecond.toFixed(1)}` : ''}>${a.rates ? a.rates.outPerSecond.toFixed(1) : ''}</td>
             <td>${lag?.events ?? ''}</td>
             <td>${lag ? seconds(lag.seconds) : ''}</td>
             <td>${lag?.retrying ?? ''}</td>
@@ -227,9 +227,9 @@ function Overview({ session }: { session: Session }): Html {
     ${adapters.length === 0 && data ? html`<p class="muted">No adapters are configured.</p>` : null}
     <h2>Links</h2>
     <table aria-label="Lag per link">
-      <caption class="muted">Per room and link: the events not delivered there yet and the age of the oldest.</caption>
+      <caption class="muted">Per room and link: events in and out per second (all replicas, last ~10 s), the events not delivered there yet and the age of the oldest.</caption>
       <thead>
-        <tr><th scope="col">Room</th><th scope="col">Adapter</th><th scope="col">Target</th><th scope="col">Lag (events)</th><th scope="col">Lag (seconds)</th><th scope="col">Retrying</th><th scope="col">Dead letters</th></tr>
+        <tr><th scope="col">Room</th><th scope="col">Adapter</th><th scope="col">Target</th><th scope="col">In (events/s)</th><th scope="col">Out (events/s)</th><th scope="col">Lag (events)</th><th scope="col">Lag (seconds)</th><th scope="col">Retrying</th><th scope="col">Dead letters</th></tr>
       </thead>
       <tbody>
         ${(data?.lag.links ?? []).map(
@@ -237,6 +237,8 @@ function Overview({ session }: { session: Session }): Html {
             <th scope="row"><a href=${`#/rooms/${encodeURIComponent(l.room)}`}>${l.room}</a></th>
             <td>${l.endpoint}</td>
             <td>${l.target}</td>
+            <td>${l.inPerSecond !== undefined ? l.inPerSecond.toFixed(1) : ''}</td>
+            <td>${l.outPerSecond !== undefined ? l.outPerSecond.toFixed(1) : ''}</td>
             <td>${l.capped === true ? '≥ ' : ''}${l.events}</td>
             <td>${seconds(l.seconds)}</td>
             <td>${l.retrying ? html`<${StateBadge} state="retrying" />` : 'no'}</td>

@@ -56,7 +56,14 @@ class Ingested {
   }
 }
 
-export function createIngestSink(deps: { log: EventLog; logger: Logger }): BridgeSink {
+export interface IngestSinkDeps {
+  readonly log: EventLog;
+  readonly logger: Logger;
+  /** told of each event appended (not duplicates): the per-link rates count it (in memory, no I/O) */
+  readonly onAppended?: (via: string, room: string) => void;
+}
+
+export function createIngestSink(deps: IngestSinkDeps): BridgeSink {
   const { log, logger } = deps;
   const counters: Record<string, IngestCounters> = {};
   const count = (via: string, what: keyof IngestCounters) => {
@@ -149,6 +156,7 @@ export function createIngestSink(deps: { log: EventLog; logger: Logger }): Bridg
       (result) => {
         const ingested = new Ingested(result);
         count(via, ingested.status);
+        if (ingested.status === 'appended') deps.onAppended?.(via, input.room);
         return ingested;
       },
       (err: unknown) => refused(input, err),

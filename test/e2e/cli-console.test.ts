@@ -61,9 +61,9 @@ describe('syncgate timeline, trace, lag and rule-test', () => {
     await waitFor(async () => /^mqtt\t0 events\t0\.0 s\t0 retrying\t0 dead letters$/m.test((await run(['lag'], env)).stdout), { timeoutMs: 30_000, intervalMs: 500, what: 'lag 0' });
     // and per link
     const lagText = (await run(['lag'], env)).stdout;
-    expect(lagText).toMatch(/^links:\n {2}plant → mqtt plant\/\+device\/alert\t0 events\t0\.0 s\t0 dead letters$/m);
+    expect(lagText).toMatch(/^links:\n {2}plant → mqtt plant\/\+device\/alert\t\d+\.\d in\/s\t\d+\.\d out\/s\t0 events\t0\.0 s\t0 dead letters$/m);
     const lagJson = JSON.parse((await run(['lag', '--json'], env)).stdout) as { links: unknown[] };
-    expect(lagJson.links).toEqual([{ room: 'plant', endpoint: 'mqtt', target: 'plant/+device/alert', events: 0, seconds: 0, retrying: false, deadLetters: 0 }]);
+    expect(lagJson.links).toEqual([{ room: 'plant', endpoint: 'mqtt', target: 'plant/+device/alert', events: 0, seconds: 0, retrying: false, deadLetters: 0, inPerSecond: expect.any(Number), outPerSecond: expect.any(Number) }]);
 
     // the audit trail: empty, then the (empty) discard the admin asked for, by whom
     expect((await run(['audit'], env)).stdout.trim()).toBe('no replay or discard recorded');
