@@ -8,14 +8,9 @@
  * lag. Goal: first page p99 ≤ 100 ms.
  */
 import { performance } from 'node:perf_hooks';
-import { createEventLog } from '../../src/eventlog/index.js';
-import { buildApp } from '../../src/http/index.js';
-import { silentLogger } from '../../src/log/index.js';
-import { testPrefix } from '../harness/redis.js';
-import { draft } from './http.js';
+import { draft, startGateway } from './http.js';
 import { percentile, type Bench, type BenchRow } from './report.js';
 
-const ADMIN = 'bench-console-admin-token-0123';
 const ROOM = 'bench-console';
 
 async function timed(n: number, run: () => Promise<void>): Promise<{ p50: number; p99: number }> {
@@ -33,37 +28,11 @@ async function timed(n: number, run: () => Promise<void>): Promise<{ p50: number
 export const benchConsole: Bench = async ({ redisUrl, quick }) => {
   const total = Number(process.env['BENCH_CONSOLE_EVENTS'] ?? (quick ? 10_000 : 100_000));
   const requests = quick ? 100 : 300;
-  const prefix = testPrefix('bench-console');
-  const log = createEventLog({ partitions: 16, log: silentLogger(), redis: { url: redisUrl, prefix }, retention: { roomMaxLen: 0 } });
-  const app = await buildApp({
-    log,
-    logger: silentLogger(),
-    config: {
-      host: '127.0.0.1',
-      port: 0,
-      adminToken: ADMIN,
-      bodyLimitBytes: 1_048_576,
-      rateLimit: { perSecond: 1e9, burst: 1e9 },
-      syncTimeoutMaxMs: 30_000,
-      heartbeatMs: 15_000,
-      trustProxy: false,
-      cors: { origins: [] },
-    },
-  });
+  const gw = await startGateway(redisUrl, { partitions: 16, name: 'bench-console' });
+  const { log } = gw;
+  const ADMIN = gw.adminToken;
   try {
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    const address = app.server.address();
-    if (!address || typeof address === 'string') throw new Error('no address');
-    const url = `http://127.0.0.1:${address.port}`;
-    const call = async (token: string, method: string, path: string, body?: unknown): Promise<unknown> => {
-      const r = await fetch(url + path, {
-        method,
-        headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-        ...(body ? { body: JSON.stringify(body) } : {}),
-      });
-      if (r.status >= 300) throw new Error(`${method} ${path}: ${r.status} ${await r.text()}`);
-      return r.status === 204 ? undefined : r.json();
-    };
+    const call = gw.call;
     await call(ADMIN, 'PUT', `/v1/admin/rooms/${ROOM}`, { links: [{ endpoint: 'mqtt', target: 'plant/+device/alert' }] });
     await call(ADMIN, 'POST', '/v1/admin/users', { id: 'reader' });
     await call(ADMIN, 'PUT', `/v1/admin/users/reader/rooms/${ROOM}`);
@@ -119,7 +88,6 @@ export const benchConsole: Bench = async ({ redisUrl, quick }) => {
     ];
     return { title: `Console API on a room of ${total.toLocaleString('en-US')} events (Redis, sequential requests)`, rows };
   } finally {
-    await app.close();
-    await log.close();
+    await gw.close();
   }
 };

@@ -73,6 +73,8 @@ const LinkLag = Type.Object({
   retrying: Type.Boolean({ description: "the link's head event is being retried" }),
   deadLetters: Type.Integer({ description: "dead letters of this room on this link's adapter" }),
   capped: Type.Optional(Type.Boolean({ description: 'more than LINK_LAG_SCAN events were looked at: `events` is a lower bound' })),
+  inPerSecond: Type.Optional(Type.Number({ description: 'events appended from this adapter into this room per second over the last ~10 s, all replicas (absent: no status source)' })),
+  outPerSecond: Type.Optional(Type.Number({ description: 'events of this room delivered to this adapter per second over the last ~10 s, all replicas' })),
 });
 export type LinkLagView = Static<typeof LinkLag>;
 
@@ -156,33 +158,52 @@ const RuleTestResult = Type.Object({
 
 const key = (eventId: string, endpoint: string) => `${eventId}\u0000${endpoint}`;
 
-/** The delivery state of each event on each of the room's links. */
+/** dead letters of one room looked at for its timeline */
+const DEAD_SCAN = 10_000;
+
+/**
+ * The delivery state of each event on each of the room's links. Per page:
+ * one read of the delivery records per link (one HMGET pair), the retry
+ * notes; only for events with neither a record nor a retry note, the room's
+ * partition's dead letters and those events' discard marks.
+ */
 export async function deliveryStates(log: EventLog, room: string, links: readonly RoomLink[], events: readonly LogEvent[]): Promise<DeliveryView[][]> {
   const endpoints = [...new Set(links.map((l) => l.endpoint))];
   const ids = events.map((e) => e.eventId);
-  const [records, retries, discarded] = await Promise.all([
+  const [records, retries] = await Promise.all([
     Promise.all(endpoints.map(async (endpoint) => [endpoint, await log.delivery.deliveryRecords(room, ids, endpoint)] as const)),
     log.delivery.retries(),
-    log.state.entries(DISCARDED_NS),
   ]);
-  const discardedOf = new Map<string, { at?: number; by?: string }>();
-  for (const [field, raw] of discarded) {
-    const [r = '', eventId = '', endpoint = ''] = field.split('\u0000');
-    if (r !== room) continue;
-    try {
-      discardedOf.set(key(eventId, endpoint), JSON.parse(raw) as { at?: number; by?: string });
-    } catch {
-      discardedOf.set(key(eventId, endpoint), {});
-    }
-  }
   const recordOf = new Map<string, DeliveryRecord>();
   for (const [endpoint, list] of records) list.forEach((r, i) => r && recordOf.set(key(ids[i] ?? '', endpoint), r));
   const retryOf = new Map<string, RetryNote>();
   for (const r of retries) if (r.room === room) retryOf.set(key(r.eventId, r.endpoint), r);
-  // The dead-letter streams are read only when an event on this page has neither record nor retry.
-  const undecided = events.some((e) => endpoints.some((ep) => e.origin.via !== ep && !recordOf.has(key(e.eventId, ep)) && !retryOf.has(key(e.eventId, ep))));
+  // The room's dead letters are read only when an event has no delivery record (a stale retry note
+  // may outlive a dead-lettering), the discard marks only of events with neither record nor retry.
+  let unrecorded = false;
+  const undecided: Array<{ eventId: string; endpoint: string }> = [];
+  for (const e of events) {
+    for (const ep of endpoints) {
+      if (e.origin.via === ep || recordOf.has(key(e.eventId, ep))) continue;
+      unrecorded = true;
+      if (!retryOf.has(key(e.eventId, ep))) undecided.push({ eventId: e.eventId, endpoint: ep });
+    }
+  }
   const deadOf = new Map<string, DeadLetter>();
-  if (undecided) for (const d of await log.delivery.listDead(10_000)) if (d.room === room) deadOf.set(key(d.eventId, d.group.replace(/^out:/, '')), d);
+  const discardedOf = new Map<string, { at?: number; by?: string }>();
+  if (unrecorded) {
+    const [dead, marks] = await Promise.all([log.delivery.listDeadOfRoom(room, DEAD_SCAN), Promise.all(undecided.map((u) => log.state.get(DISCARDED_NS, discardedKey(room, u.eventId, u.endpoint))))]);
+    for (const d of dead) deadOf.set(key(d.eventId, d.group.replace(/^out:/, '')), d);
+    undecided.forEach((u, i) => {
+      const raw = marks[i];
+      if (raw === undefined) return;
+      try {
+        discardedOf.set(key(u.eventId, u.endpoint), JSON.parse(raw) as { at?: number; by?: string });
+      } catch {
+        discardedOf.set(key(u.eventId, u.endpoint), {});
+      }
+    });
+  }
 
   return events.map((event) =>
     links.map((link): DeliveryView => {
@@ -313,7 +334,7 @@ export function registerOperatorRoutes(app: FastifyInstance, ctx: HttpContext): 
       schema: {
         tags,
         security,
-        summary: 'Delivery lag per adapter and per link, in events and in seconds, with retrying rooms and dead letters',
+        summary: 'Delivery lag per adapter and per link, in events and in seconds, with retrying rooms and dead letters, and each link\'s events in and out per second (all replicas)',
         description: `\`adapters\`: the adapter's feed (entries not acknowledged). \`links\`: per room and link, the newest events not delivered there yet (up to ${LINK_LAG_SCAN} per room) and the age of the oldest.`,
         response: { 200: Type.Object({ adapters: Type.Record(Type.String(), Lag), links: Type.Array(LinkLag) }), ...adminErrors() },
       },
@@ -341,7 +362,16 @@ export function registerOperatorRoutes(app: FastifyInstance, ctx: HttpContext): 
         const own = spec.links.filter((l) => l.endpoint !== 'api');
         if (own.length > 0) links.push(...(await linkLag(log, spec.id, own, dead, now)));
       }
-      return { adapters, links };
+      if (!status) return { adapters, links };
+      // the rates per link, all replicas (a link without traffic in the window: 0)
+      const rateOf = new Map((status.linkRates ?? []).map((r) => [`${r.room}\u0000${r.endpoint}`, r] as const));
+      return {
+        adapters,
+        links: links.map((l) => {
+          const r = rateOf.get(`${l.room}\u0000${l.endpoint}`);
+          return { ...l, inPerSecond: r?.inPerSecond ?? 0, outPerSecond: r?.outPerSecond ?? 0 };
+        }),
+      };
     },
   );
 
