@@ -293,9 +293,12 @@ export function registerOperatorRoutes(app: FastifyInstance, ctx: HttpContext): 
     },
     async (request) => {
       const { room } = request.params;
-      const links = await linksOf(room);
       const { from, limit } = request.query;
-      const page = await log.roomHistory(room, { dir: 'b', limit, ...(from !== undefined ? { from } : {}) });
+      // the links and the page are read at once (an unknown room is answered by the links' 404)
+      const reading = log.roomHistory(room, { dir: 'b', limit, ...(from !== undefined ? { from } : {}) });
+      reading.catch(() => undefined);
+      const links = await linksOf(room);
+      const page = await reading;
       const states = await deliveryStates(log, room, links, page.events);
       return { events: page.events.map((event, i) => ({ event, deliveries: states[i] ?? [] })), limited: page.limited, ...(page.next !== undefined ? { next: page.next } : {}) };
     },
