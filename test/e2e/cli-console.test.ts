@@ -81,7 +81,7 @@ describe('syncgate timeline, trace, lag and rule-test', () => {
     expect(miss.stdout).toMatch(/^no match: the topic other\/topic does not match/);
     const bad = await run(['rule-test', 'sensors/+device/alert', 'sensors/x/alert', '{}', '--option', 'novalue'], env);
     expect(bad.code).toBe(2);
-  }, 120_000);
+  }, 300_000);
 
   it('each command has its --help, and the top-level help lists them', async () => {
     const commands = ['timeline', 'trace', 'lag', 'rule-test', 'audit'];
@@ -92,5 +92,5 @@ describe('syncgate timeline, trace, lag and rule-test', () => {
     }
     const top = await run(['help'], env);
     for (const c of commands) expect(top.stdout).toContain(`  ${c} `);
-  }, 120_000);
+  }, 300_000);
 });

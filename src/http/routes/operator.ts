@@ -162,48 +162,40 @@ const key = (eventId: string, endpoint: string) => `${eventId}\u0000${endpoint}`
 const DEAD_SCAN = 10_000;
 
 /**
- * The delivery state of each event on each of the room's links. Per page:
- * one read of the delivery records per link (one HMGET pair), the retry
- * notes; only for events with neither a record nor a retry note, the room's
- * partition's dead letters and those events' discard marks.
+ * The delivery state of each event on each of the room's links, in one
+ * round of reads issued together (the client pipelines them): per link one
+ * HMGET pair of the delivery records, the retry notes, the room's
+ * partition's dead letters, and the discard marks of the (event, link)
+ * pairs that are not the event's origin. Nothing on this path grows with
+ * other rooms' dead letters or discards.
  */
 export async function deliveryStates(log: EventLog, room: string, links: readonly RoomLink[], events: readonly LogEvent[]): Promise<DeliveryView[][]> {
   const endpoints = [...new Set(links.map((l) => l.endpoint))];
   const ids = events.map((e) => e.eventId);
-  const [records, retries] = await Promise.all([
+  const foreign: Array<{ eventId: string; endpoint: string }> = [];
+  for (const e of events) for (const ep of endpoints) if (e.origin.via !== ep) foreign.push({ eventId: e.eventId, endpoint: ep });
+  const [records, retries, dead, marks] = await Promise.all([
     Promise.all(endpoints.map(async (endpoint) => [endpoint, await log.delivery.deliveryRecords(room, ids, endpoint)] as const)),
     log.delivery.retries(),
+    foreign.length > 0 ? log.delivery.listDeadOfRoom(room, DEAD_SCAN) : Promise.resolve([]),
+    Promise.all(foreign.map((u) => log.state.get(DISCARDED_NS, discardedKey(room, u.eventId, u.endpoint)))),
   ]);
   const recordOf = new Map<string, DeliveryRecord>();
   for (const [endpoint, list] of records) list.forEach((r, i) => r && recordOf.set(key(ids[i] ?? '', endpoint), r));
   const retryOf = new Map<string, RetryNote>();
   for (const r of retries) if (r.room === room) retryOf.set(key(r.eventId, r.endpoint), r);
-  // The room's dead letters are read only when an event has no delivery record (a stale retry note
-  // may outlive a dead-lettering), the discard marks only of events with neither record nor retry.
-  let unrecorded = false;
-  const undecided: Array<{ eventId: string; endpoint: string }> = [];
-  for (const e of events) {
-    for (const ep of endpoints) {
-      if (e.origin.via === ep || recordOf.has(key(e.eventId, ep))) continue;
-      unrecorded = true;
-      if (!retryOf.has(key(e.eventId, ep))) undecided.push({ eventId: e.eventId, endpoint: ep });
-    }
-  }
   const deadOf = new Map<string, DeadLetter>();
+  for (const d of dead) deadOf.set(key(d.eventId, d.group.replace(/^out:/, '')), d);
   const discardedOf = new Map<string, { at?: number; by?: string }>();
-  if (unrecorded) {
-    const [dead, marks] = await Promise.all([log.delivery.listDeadOfRoom(room, DEAD_SCAN), Promise.all(undecided.map((u) => log.state.get(DISCARDED_NS, discardedKey(room, u.eventId, u.endpoint))))]);
-    for (const d of dead) deadOf.set(key(d.eventId, d.group.replace(/^out:/, '')), d);
-    undecided.forEach((u, i) => {
-      const raw = marks[i];
-      if (raw === undefined) return;
-      try {
-        discardedOf.set(key(u.eventId, u.endpoint), JSON.parse(raw) as { at?: number; by?: string });
-      } catch {
-        discardedOf.set(key(u.eventId, u.endpoint), {});
-      }
-    });
-  }
+  foreign.forEach((u, i) => {
+    const raw = marks[i];
+    if (raw === undefined) return;
+    try {
+      discardedOf.set(key(u.eventId, u.endpoint), JSON.parse(raw) as { at?: number; by?: string });
+    } catch {
+      discardedOf.set(key(u.eventId, u.endpoint), {});
+    }
+  });
 
   return events.map((event) =>
     links.map((link): DeliveryView => {
