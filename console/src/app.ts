@@ -14,6 +14,7 @@ import {
   followRoom,
   storeToken,
   storedToken,
+  type AdapterStatus,
   type AuditEntry,
   type DeadLetter,
   type Delivery,
@@ -212,7 +213,7 @@ function Overview({ session }: { session: Session }): Html {
             <td><${StateBadge} state=${a.state} /></td>
             <td>${a.holder ?? ''}</td>
             <td><${StateBadge} state=${a.connected ? 'connected' : 'disconnected'} /></td>
-            <td>${a.ready ? 'ready' : 'not ready'}</td>
+            <td>${a.ready ? 'ready' : `not ready: ${notReadyReasons(a).join('; ')}`}</td>
             <td title=${a.replicaRates ? `this replica: ${a.replicaRates.inPerSecond.toFixed(1)}` : ''}>${a.rates ? a.rates.inPerSecond.toFixed(1) : ''}</td>
             <td title=${a.replicaRates ? `this replica: ${a.replicaRates.outPerSecond.toFixed(1)}` : ''}>${a.rates ? a.rates.outPerSecond.toFixed(1) : ''}</td>
             <td>${lag?.events ?? ''}</td>
@@ -261,6 +262,18 @@ function Overview({ session }: { session: Session }): Html {
       </tbody>
     </table>
   </section>`;
+}
+
+/** Why an adapter is not ready, from what the status says of it on this replica. */
+function notReadyReasons(a: AdapterStatus): string[] {
+  const reasons: string[] = [];
+  if (a.state === 'standby') reasons.push(`standby here${a.holder !== undefined ? `, connection held by ${a.holder}` : ''}`);
+  else {
+    if (a.state !== 'active') reasons.push(`adapter ${a.state}`);
+    reasons.push(a.connected ? 'connected, not yet joined or subscribed' : 'not connected to its server');
+  }
+  if (a.lastError) reasons.push(`last error: ${a.lastError.message}`);
+  return reasons;
 }
 
 function Rooms({ session }: { session: Session }): Html {
