@@ -65,7 +65,10 @@ export interface AdapterStatus {
   readonly lastError?: { readonly message: string; readonly at: string };
   readonly links: ReadonlyArray<{ readonly room: string; readonly target: string }>;
   readonly delivery?: { readonly partitionsHeld: number; readonly lastDelivery?: { readonly lagMs: number; readonly at: string } };
+  /** all replicas together */
   readonly rates?: { readonly inPerSecond: number; readonly outPerSecond: number };
+  /** this replica only */
+  readonly replicaRates?: { readonly inPerSecond: number; readonly outPerSecond: number };
 }
 
 export interface Status {
@@ -83,6 +86,9 @@ export interface LinkLag {
   readonly retrying: boolean;
   readonly deadLetters: number;
   readonly capped?: boolean;
+  /** all replicas together */
+  readonly inPerSecond?: number;
+  readonly outPerSecond?: number;
 }
 
 export interface Lag {

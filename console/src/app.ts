@@ -14,6 +14,7 @@ import {
   followRoom,
   storeToken,
   storedToken,
+  type AdapterStatus,
   type AuditEntry,
   type DeadLetter,
   type Delivery,
@@ -200,7 +201,7 @@ function Overview({ session }: { session: Session }): Html {
       <thead>
         <tr>
           <th scope="col">Adapter</th><th scope="col">Protocol</th><th scope="col">On this replica</th><th scope="col">Held by</th><th scope="col">Connection</th><th scope="col">Ready</th>
-          <th scope="col">In (events/s)</th><th scope="col">Out (events/s)</th><th scope="col">Lag (events)</th><th scope="col">Lag (seconds)</th><th scope="col">Retrying rooms</th><th scope="col">Dead letters</th><th scope="col">Last error</th>
+          <th scope="col">In (events/s, all replicas)</th><th scope="col">Out (events/s, all replicas)</th><th scope="col">Lag (events)</th><th scope="col">Lag (seconds)</th><th scope="col">Retrying rooms</th><th scope="col">Dead letters</th><th scope="col">Last error</th>
         </tr>
       </thead>
       <tbody>
@@ -212,9 +213,9 @@ function Overview({ session }: { session: Session }): Html {
             <td><${StateBadge} state=${a.state} /></td>
             <td>${a.holder ?? ''}</td>
             <td><${StateBadge} state=${a.connected ? 'connected' : 'disconnected'} /></td>
-            <td>${a.ready ? 'ready' : 'not ready'}</td>
-            <td>${a.rates ? a.rates.inPerSecond.toFixed(1) : ''}</td>
-            <td>${a.rates ? a.rates.outPerSecond.toFixed(1) : ''}</td>
+            <td>${a.ready ? 'ready' : `not ready: ${notReadyReasons(a).join('; ')}`}</td>
+            <td title=${a.replicaRates ? `this replica: ${a.replicaRates.inPerSecond.toFixed(1)}` : ''}>${a.rates ? a.rates.inPerSecond.toFixed(1) : ''}</td>
+            <td title=${a.replicaRates ? `this replica: ${a.replicaRates.outPerSecond.toFixed(1)}` : ''}>${a.rates ? a.rates.outPerSecond.toFixed(1) : ''}</td>
             <td>${lag?.events ?? ''}</td>
             <td>${lag ? seconds(lag.seconds) : ''}</td>
             <td>${lag?.retrying ?? ''}</td>
@@ -227,9 +228,9 @@ function Overview({ session }: { session: Session }): Html {
     ${adapters.length === 0 && data ? html`<p class="muted">No adapters are configured.</p>` : null}
     <h2>Links</h2>
     <table aria-label="Lag per link">
-      <caption class="muted">Per room and link: the events not delivered there yet and the age of the oldest.</caption>
+      <caption class="muted">Per room and link: events in and out per second (all replicas, last ~10 s), the events not delivered there yet and the age of the oldest.</caption>
       <thead>
-        <tr><th scope="col">Room</th><th scope="col">Adapter</th><th scope="col">Target</th><th scope="col">Lag (events)</th><th scope="col">Lag (seconds)</th><th scope="col">Retrying</th><th scope="col">Dead letters</th></tr>
+        <tr><th scope="col">Room</th><th scope="col">Adapter</th><th scope="col">Target</th><th scope="col">In (events/s)</th><th scope="col">Out (events/s)</th><th scope="col">Lag (events)</th><th scope="col">Lag (seconds)</th><th scope="col">Retrying</th><th scope="col">Dead letters</th></tr>
       </thead>
       <tbody>
         ${(data?.lag.links ?? []).map(
@@ -237,6 +238,8 @@ function Overview({ session }: { session: Session }): Html {
             <th scope="row"><a href=${`#/rooms/${encodeURIComponent(l.room)}`}>${l.room}</a></th>
             <td>${l.endpoint}</td>
             <td>${l.target}</td>
+            <td>${l.inPerSecond !== undefined ? l.inPerSecond.toFixed(1) : ''}</td>
+            <td>${l.outPerSecond !== undefined ? l.outPerSecond.toFixed(1) : ''}</td>
             <td>${l.capped === true ? '≥ ' : ''}${l.events}</td>
             <td>${seconds(l.seconds)}</td>
             <td>${l.retrying ? html`<${StateBadge} state="retrying" />` : 'no'}</td>
@@ -259,6 +262,18 @@ function Overview({ session }: { session: Session }): Html {
       </tbody>
     </table>
   </section>`;
+}
+
+/** Why an adapter is not ready, from what the status says of it on this replica. */
+function notReadyReasons(a: AdapterStatus): string[] {
+  const reasons: string[] = [];
+  if (a.state === 'standby') reasons.push(`standby here${a.holder !== undefined ? `, connection held by ${a.holder}` : ''}`);
+  else {
+    if (a.state !== 'active') reasons.push(`adapter ${a.state}`);
+    reasons.push(a.connected ? 'connected, not yet joined or subscribed' : 'not connected to its server');
+  }
+  if (a.lastError) reasons.push(`last error: ${a.lastError.message}`);
+  return reasons;
 }
 
 function Rooms({ session }: { session: Session }): Html {
@@ -419,8 +434,9 @@ function DeadLetters({ session }: { session: Session }): Html {
   const act = async (what: 'replay' | 'drop', ids: readonly string[]) => {
     setActionError(undefined);
     try {
-      const res = await api<{ replayed?: number; dropped?: number; requested: number }>(session.token, 'POST', `/v1/admin/dead-letters/${what}`, { ids });
-      setMessage(what === 'replay' ? `Replayed ${res.replayed ?? 0} of ${res.requested} (sent again in log order).` : `Discarded ${res.dropped ?? 0} of ${res.requested}.`);
+      const res = await api<{ replayed?: number; dropped?: number; requested: number; audit?: { recorded: boolean; error?: string } }>(session.token, 'POST', `/v1/admin/dead-letters/${what}`, { ids });
+      const done = what === 'replay' ? `Replayed ${res.replayed ?? 0} of ${res.requested} (sent again in log order).` : `Discarded ${res.dropped ?? 0} of ${res.requested}.`;
+      setMessage(res.audit && !res.audit.recorded ? `${done} The audit entry could not be written yet (${res.audit.error ?? 'unknown error'}); the gateway keeps trying.` : done);
       setSelected(new Set());
       reload();
     } catch (err) {

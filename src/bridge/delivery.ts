@@ -12,7 +12,7 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import { nativeKey, type Adapter, type DeliveryResult, type ReferenceIds } from '../core/adapter.js';
+import { nativeKey, traceKeys, type Adapter, type DeliveryResult, type ReferenceIds } from '../core/adapter.js';
 import type { LogEvent, Relations } from '../core/event.js';
 import { isSyncgateError } from '../core/errors.js';
 import { contentInFormat } from './format/index.js';
@@ -357,7 +357,7 @@ class PartitionWorker {
   private async record(event: LogEvent, nativeIds: Readonly<Record<string, string>>, aliases: readonly string[]): Promise<void> {
     // Recorded even without native ids (MQTT has none): the console's `delivered` and its time come from it.
     await this.queue.recordDelivery(event.room, event.eventId, this.adapter.name, nativeIds);
-    const keys = [...Object.entries(nativeIds).map(([name, value]) => nativeKey(this.adapter.protocol, name, value)), ...aliases];
+    const keys = [...Object.entries(nativeIds).map(([name, value]) => nativeKey(this.adapter.protocol, name, value)), ...traceKeys(Object.values(nativeIds)), ...aliases];
     if (keys.length > 0) await this.deps.log.alias(event.room, event.eventId, keys);
   }
 

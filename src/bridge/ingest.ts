@@ -9,7 +9,7 @@
  * - The promise resolves only after the append is durable.
  */
 import type { Logger } from 'pino';
-import { ECHO_ID_KEY, nativeKey, type IngestOptions, type IngestResult, type IngestSink } from '../core/adapter.js';
+import { ECHO_ID_KEY, nativeKey, traceKeys, type IngestOptions, type IngestResult, type IngestSink } from '../core/adapter.js';
 import type { EventDraft } from '../core/event.js';
 import { isSyncgateError } from '../core/errors.js';
 import type { AppendResult, EventLog } from '../core/ports.js';
@@ -26,15 +26,20 @@ export interface BridgeSink extends IngestSink {
   readonly counters: Readonly<Record<string, IngestCounters>>;
 }
 
-/** Lookup keys for a draft's native ids (see nativeKey), leaving out our own id and the context ids. */
+/**
+ * Lookup keys for a draft's native ids (see nativeKey), leaving out our own
+ * id and the context ids, followed by their trace keys (see traceKeys).
+ */
 export function nativeKeys(draft: Pick<EventDraft, 'origin'>, contextIds: readonly string[] = []): string[] {
   const keys: string[] = [];
+  const values: string[] = [];
   for (const name in draft.origin.ids) {
     const value = draft.origin.ids[name];
     if (value === undefined || name === ECHO_ID_KEY || contextIds.includes(name)) continue;
     keys.push(nativeKey(draft.origin.proto, name, value));
+    values.push(value);
   }
-  return keys;
+  return values.length === 0 ? keys : [...keys, ...traceKeys(values)];
 }
 
 /** An appended (or duplicate) result that reads the id and cursor through: they are only worked out if the adapter asks. */
@@ -51,7 +56,14 @@ class Ingested {
   }
 }
 
-export function createIngestSink(deps: { log: EventLog; logger: Logger }): BridgeSink {
+export interface IngestSinkDeps {
+  readonly log: EventLog;
+  readonly logger: Logger;
+  /** told of each event appended (not duplicates): the per-link rates count it (in memory, no I/O) */
+  readonly onAppended?: (via: string, room: string) => void;
+}
+
+export function createIngestSink(deps: IngestSinkDeps): BridgeSink {
   const { log, logger } = deps;
   const counters: Record<string, IngestCounters> = {};
   const count = (via: string, what: keyof IngestCounters) => {
@@ -144,6 +156,7 @@ export function createIngestSink(deps: { log: EventLog; logger: Logger }): Bridg
       (result) => {
         const ingested = new Ingested(result);
         count(via, ingested.status);
+        if (ingested.status === 'appended') deps.onAppended?.(via, input.room);
         return ingested;
       },
       (err: unknown) => refused(input, err),

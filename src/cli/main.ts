@@ -201,8 +201,13 @@ function argsExactly(args: string[], names: readonly string[], what: string): st
 
 interface StatusAnswer {
   log: { backend: string; durable: boolean; available: boolean; unavailablePartitions?: number[] };
-  adapters: Record<string, { protocol?: string; state?: string; connected?: boolean; ready?: boolean; lastError?: { message: string; at: string }; detail?: Record<string, unknown> }>;
+  adapters: Record<
+    string,
+    { protocol?: string; state?: string; connected?: boolean; ready?: boolean; lastError?: { message: string; at: string }; rates?: { inPerSecond: number; outPerSecond: number }; detail?: Record<string, unknown> }
+  >;
 }
+
+const perSecond = (n: number | undefined): string => (n === undefined ? '-' : n.toFixed(1));
 
 /** The string leaves of a status detail named `fingerprint` (an end-to-end encryption device's identity), by dotted path. */
 function fingerprints(detail: unknown, path: string): Array<[string, string]> {
@@ -219,7 +224,9 @@ async function status(options: Values): Promise<number> {
   const r = await api.call<StatusAnswer>('GET', '/v1/admin/status');
   const lines = [`log: ${r.log.backend}${r.log.durable ? '' : ' (not durable)'}, ${r.log.available ? 'available' : 'NOT available'}`];
   for (const [name, a] of Object.entries(r.adapters)) {
-    lines.push(`${name} (${a.protocol ?? '?'}): ${a.state ?? '?'}, ${a.connected ? 'connected' : 'not connected'}, ${a.ready ? 'ready' : 'not ready'}`);
+    lines.push(
+      `${name} (${a.protocol ?? '?'}): ${a.state ?? '?'}, ${a.connected ? 'connected' : 'not connected'}, ${a.ready ? 'ready' : 'not ready'}${a.rates ? `, ${perSecond(a.rates.inPerSecond)} in/s, ${perSecond(a.rates.outPerSecond)} out/s (all replicas)` : ''}`,
+    );
     if (a.lastError) lines.push(`  last error: ${a.lastError.message} (${a.lastError.at})`);
     for (const [path, value] of fingerprints(a.detail, '')) lines.push(`  ${path}: ${value}`);
   }
@@ -448,11 +455,12 @@ async function lag(args: string[], options: Values): Promise<number> {
   const api = await adminClient(options);
   const r = await api.call<{
     adapters: Record<string, { events: number; seconds: number; retrying: number; deadLetters: number }>;
-    links?: Array<{ room: string; endpoint: string; target: string; events: number; seconds: number; retrying: boolean; deadLetters: number; capped?: boolean }>;
+    links?: Array<{ room: string; endpoint: string; target: string; events: number; seconds: number; retrying: boolean; deadLetters: number; capped?: boolean; inPerSecond?: number; outPerSecond?: number }>;
   }>('GET', '/v1/admin/lag');
   const rows = Object.entries(r.adapters).map(([name, l]) => `${name}\t${l.events} events\t${l.seconds.toFixed(1)} s\t${l.retrying} retrying\t${l.deadLetters} dead letters`);
   const links = (r.links ?? []).map(
-    (l) => `  ${l.room} → ${l.endpoint} ${l.target}\t${l.capped === true ? '≥' : ''}${l.events} events\t${l.seconds.toFixed(1)} s${l.retrying ? '\tretrying' : ''}\t${l.deadLetters} dead letters`,
+    (l) =>
+      `  ${l.room} → ${l.endpoint} ${l.target}\t${perSecond(l.inPerSecond)} in/s\t${perSecond(l.outPerSecond)} out/s\t${l.capped === true ? '≥' : ''}${l.events} events\t${l.seconds.toFixed(1)} s${l.retrying ? '\tretrying' : ''}\t${l.deadLetters} dead letters`,
   );
   const text = [rows.join('\n') || 'no adapters', ...(links.length > 0 ? ['links:', ...links] : [])].join('\n');
   print(options, r, text);
@@ -575,7 +583,7 @@ An unknown id is an error (exit 1); an empty queue with --all is "nothing to rep
     options: { ...CLIENT_OPTIONS, limit: { type: 'string' }, before: { type: 'string' } },
     run: audit,
   },
-  lag: { usage: 'lag [--json]', summary: 'delivery lag per adapter and per link, in events and seconds', help: `${CLIENT_HELP}\n${ADMIN_NOTE}`, options: CLIENT_OPTIONS, run: lag },
+  lag: { usage: 'lag [--json]', summary: 'delivery lag per adapter and per link, in events and seconds, and each link\'s events in and out per second (all replicas)', help: `${CLIENT_HELP}\n${ADMIN_NOTE}`, options: CLIENT_OPTIONS, run: lag },
   'rule-test': {
     usage: "rule-test FILTER TOPIC PAYLOAD [--option NAME=VALUE]... [--adapter NAME] [--json]",
     summary: 'run an MQTT rule on a sample message: what it would ingest, or why not (exit 1)',

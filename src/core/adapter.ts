@@ -209,6 +209,37 @@ export function nativeKey(proto: Proto, name: string, value: string): string {
   return `${proto}:${name}:${value}`;
 }
 
+/** the prefix of the id-map keys the operator's trace looks native ids up by (see traceKeys) */
+export const TRACE_KEY_PREFIX = 'trace:';
+/** native id values longer than this are not indexed for the trace */
+const TRACE_VALUE_MAX = 512;
+
+/**
+ * The id-map keys under which the operator's trace (`GET /v1/admin/trace/:id`)
+ * finds an event by a native id as a person sees it, whatever protocol and id
+ * name: `trace:<value>` for the value, and for a value scoped by its adapter
+ * as `<scope>/<raw>` (an XMPP stanza id `<archive>/<raw>`, a client id
+ * `<conversation>/<sender>/<raw>`) also the tails after its first and second
+ * '/', so the raw id typed from a client is found. Written where native ids
+ * are learnt (the sink for inbound ids, the delivery engine for the ids a
+ * delivery returned), in the same time-bucketed id map with the same lifetime
+ * as the other native-id keys, so a lookup costs the same at any depth.
+ */
+export function traceKeys(values: Iterable<string>): string[] {
+  const keys = new Set<string>();
+  for (const value of values) {
+    if (value === '' || value.length > TRACE_VALUE_MAX) continue;
+    keys.add(`${TRACE_KEY_PREFIX}${value}`);
+    let at = -1;
+    for (let tails = 0; tails < 2; tails++) {
+      at = value.indexOf('/', at + 1);
+      if (at < 0 || at === value.length - 1) break;
+      keys.add(`${TRACE_KEY_PREFIX}${value.slice(at + 1)}`);
+    }
+  }
+  return [...keys];
+}
+
 /**
  * An adapter's configuration or one of its room links is not valid. Every
  * problem found is listed, so the config loader and the admin API can report

@@ -229,6 +229,8 @@ export interface DeliveryQueue {
   takeReplays(partition: number, group: string, count: number): Promise<QueuedEntry[]>;
   finishReplay(partition: number, group: string, owner: string, replayId: string): Promise<boolean>;
   listDead(limit: number, group?: string): Promise<DeadLetter[]>;
+  /** one room's dead letters, oldest first, reading only its partition's dead-letter stream (up to `limit` entries of it) */
+  listDeadOfRoom(room: string, limit: number): Promise<DeadLetter[]>;
   replayDead(ids: readonly string[]): Promise<number>;
   dropDead(ids: readonly string[]): Promise<number>;
   deadCount(group?: string): Promise<number>;

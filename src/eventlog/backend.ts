@@ -203,6 +203,8 @@ export interface LogBackend {
   groupLag(partition: number, group: string): Promise<GroupLag>;
   deliverySet(partition: number, field: string, value: string): Promise<void>;
   deliveryGet(partition: number, field: string): Promise<string | undefined>;
+  /** deliveryGet for many fields in one step (the console's timeline page) */
+  deliveryGetMany(partition: number, fields: readonly string[]): Promise<Array<string | undefined>>;
 
   ping(): Promise<void>;
   /** partitions whose store does not answer now (a Redis Cluster shard with no master), ascending; [] when all answer */

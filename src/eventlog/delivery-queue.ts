@@ -223,6 +223,14 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
         .map(({ p, d }) => ({ id: `${p}:${d.streamId}`, group: d.group, room: d.room, feedId: d.feedId, eventId: d.eventId, reason: d.reason, attempts: d.attempts, ts: d.ts }));
       return out;
     },
+    async listDeadOfRoom(room, limit) {
+      await deps.whenReady();
+      const p = await deps.partitionOfRoom(room);
+      if (p < 0) return [];
+      return (await backend.deadList(p, limit))
+        .filter((d) => d.room === room)
+        .map((d) => ({ id: `${p}:${d.streamId}`, group: d.group, room: d.room, feedId: d.feedId, eventId: d.eventId, reason: d.reason, attempts: d.attempts, ts: d.ts }));
+    },
     replayDead: (ids) => moveDead(ids, 'replay'),
     dropDead: (ids) => moveDead(ids, 'drop'),
     async deadCount(group) {
@@ -249,8 +257,8 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
     async deliveryRecords(room, eventIds, endpoint) {
       const p = await deps.partitionOfRoom(room);
       if (p < 0) return eventIds.map(() => undefined);
-      // issued together: the client pipelines them on its connection
-      const raws = await Promise.all(eventIds.map((id) => backend.deliveryGet(p, deliveredField(room, id, endpoint))));
+      // one step for the page (two HMGETs on Redis: this bucket and the one before)
+      const raws = await backend.deliveryGetMany(p, eventIds.map((id) => deliveredField(room, id, endpoint)));
       return raws.map(parseRecord);
     },
     async noteRetry(room, eventId, endpoint, note) {

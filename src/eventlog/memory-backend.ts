@@ -637,6 +637,12 @@ export class MemoryBackend implements LogBackend {
     return Promise.resolve(this.part(partition).delivered.get(field));
   }
 
+  deliveryGetMany(partition: number, fields: readonly string[]): Promise<Array<string | undefined>> {
+    this.closedCheck();
+    const delivered = this.part(partition).delivered;
+    return Promise.resolve(fields.map((f) => delivered.get(f)));
+  }
+
   unavailablePartitions(): Promise<number[]> {
     return Promise.resolve([]);
   }

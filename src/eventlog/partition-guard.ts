@@ -55,6 +55,7 @@ const PARTITION_METHODS = [
   'pendingCount',
   'deliverySet',
   'deliveryGet',
+  'deliveryGetMany',
 ] as const satisfies ReadonlyArray<keyof LogBackend>;
 
 function translate<T>(partition: number, run: () => Promise<T>): Promise<T> {

@@ -1210,6 +1210,15 @@ export class RedisBackend implements LogBackend {
     return current ?? previous ?? undefined;
   }
 
+  async deliveryGetMany(partition: number, fields: readonly string[]): Promise<Array<string | undefined>> {
+    this.closedCheck();
+    if (fields.length === 0) return [];
+    const b = this.bucket();
+    const hashed = fields.map(idField);
+    const [current, previous] = await Promise.all([this.redis.hmget(this.keys.delivered(partition, b), ...hashed), this.redis.hmget(this.keys.delivered(partition, b - 1), ...hashed)]);
+    return fields.map((_, i) => current[i] ?? previous[i] ?? undefined);
+  }
+
   async ping(): Promise<void> {
     this.closedCheck();
     let timer: NodeJS.Timeout | undefined;

@@ -15,8 +15,21 @@ import type { ViewCache } from './view.js';
 /** `viewerTokens` and `console` may be left out by callers that build the app themselves (tests, benchmarks): none, and off. */
 export type HttpConfig = Omit<Config['http'], 'viewerTokens' | 'console'> & Partial<Pick<Config['http'], 'viewerTokens' | 'console'>>;
 
+/** Events in and out per second on one link (room × adapter), all replicas together. */
+export interface LinkRateView {
+  readonly room: string;
+  readonly endpoint: string;
+  readonly inPerSecond: number;
+  readonly outPerSecond: number;
+}
+
 /** Each adapter's state on this replica (GET /v1/admin/status); provided by the runtime. */
-export type StatusReport = () => Promise<{ readonly log: unknown; readonly adapters: Readonly<Record<string, unknown>>; readonly replicas?: readonly unknown[] }>;
+export type StatusReport = () => Promise<{
+  readonly log: unknown;
+  readonly adapters: Readonly<Record<string, unknown>>;
+  readonly replicas?: readonly unknown[];
+  readonly linkRates?: readonly LinkRateView[];
+}>;
 
 /** Asks the linked endpoints whether they can bridge a room's links; the refusals. */
 export type LinkCheck = (spec: RoomSpec) => Promise<ReadonlyArray<{ readonly endpoint: string; readonly target: string; readonly reason: 'encrypted' | 'unencrypted'; readonly detail: string }>>;

@@ -23,6 +23,7 @@ import { buildApp } from '../http/app.js';
 import { redactUrl } from '../log/index.js';
 import { createAdapters, roomLinkProblems, type AdapterContext } from './adapters.js';
 import { registerAdapterStateMetrics, registerGatewayMetrics, registerRedisMetrics } from './metrics.js';
+import { RATE_SAMPLE_MS, RateMeter, sumRates, type LinkRate, type Rate } from './rates.js';
 import { replicaIdentity } from './replica.js';
 import { announceReplica, buildVersion, configHash, listReplicas, type ReplicaView } from './replicas.js';
 import { AdapterSupervisor } from './supervisor.js';
@@ -63,8 +64,10 @@ export interface AdapterStatusReport {
   /** rooms linked to this adapter, with their targets */
   readonly links: ReadonlyArray<{ readonly room: string; readonly target: string }>;
   readonly delivery: { readonly partitionsHeld: number; readonly lastDelivery?: { readonly lagMs: number; readonly at: string } };
-  /** events per second through this replica over the last ~10 s: ingested from the adapter (in) and delivered to it (out) */
-  readonly rates?: { readonly inPerSecond: number; readonly outPerSecond: number };
+  /** events per second over the last ~10 s, all replicas together: ingested from the adapter (in) and delivered to it (out) */
+  readonly rates?: Rate;
+  /** the same on this replica only */
+  readonly replicaRates?: Rate;
   /** the adapter's own report: joined rooms, session, counters … */
   readonly detail: Readonly<Record<string, unknown>>;
 }
@@ -74,6 +77,8 @@ export interface GatewayStatus {
   readonly adapters: Readonly<Record<string, AdapterStatusReport>>;
   /** the replicas seen in the last three lease periods, with their build and configuration hash (drift flagged) */
   readonly replicas: readonly ReplicaView[];
+  /** events in and out per second per link (room × adapter) with traffic, all replicas together */
+  readonly linkRates: readonly LinkRate[];
 }
 
 export interface GatewayDeps {
@@ -128,7 +133,8 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     await log.close();
     throw err;
   }
-  const sink = createIngestSink({ log, logger: logger.child({ module: 'ingest' }) });
+  const meter = new RateMeter();
+  const sink = createIngestSink({ log, logger: logger.child({ module: 'ingest' }), onAppended: (via, room) => meter.countIn(via, room) });
   const context: AdapterContext = { log, sink, links, logger };
   const extra = extraAdapters?.(context) ?? [];
   const adapters = [...createAdapters(config, context), ...extra];
@@ -138,7 +144,8 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     names.add(a.name);
   }
 
-  const observer = registerGatewayMetrics({ registry, log, adapters, sink });
+  const observer = registerGatewayMetrics({ registry, log, adapters, sink, onDelivered: (adapter, room) => meter.countOut(adapter, room) });
+  const adapterNames = adapters.map((a) => a.name);
   const deliveryConfig = { ...config.delivery, ...deliveryOptions };
   const identity = replicaIdentity(config.replicaId ?? hostname());
   const { owner } = identity;
@@ -153,21 +160,6 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     };
   });
 
-  // Rates over a sliding window of samples taken every 5 s (the console's events in and out per second).
-  const samples: Array<{ at: number; counts: Map<string, { in: number; out: number }> }> = [];
-  const sample = () => {
-    const counts = new Map(adapters.map((a) => [a.name, { in: sink.counters[a.name]?.appended ?? 0, out: observer.deliveredCount(a.name) }] as const));
-    samples.push({ at: Date.now(), counts });
-    if (samples.length > 3) samples.shift();
-  };
-  const ratesOf = (name: string): { inPerSecond: number; outPerSecond: number } | undefined => {
-    const first = samples[0];
-    const now = { at: Date.now(), in: sink.counters[name]?.appended ?? 0, out: observer.deliveredCount(name) };
-    const then = first?.counts.get(name);
-    if (!first || !then || now.at - first.at < 1000) return undefined;
-    const seconds = (now.at - first.at) / 1000;
-    return { inPerSecond: (now.in - then.in) / seconds, outPerSecond: (now.out - then.out) / seconds };
-  };
   let rateTimer: NodeJS.Timeout | undefined;
 
   const lastError = (supervisor: AdapterSupervisor) => {
@@ -184,7 +176,6 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
       const holder = log.available ? (await log.delivery.leaseHolder(0, `conn:${adapter.name}`).catch(() => undefined))?.replace(/#\d+#[0-9a-f]+$/, '') : undefined;
       const error = lastError(supervisor);
       const last = observer.lastDelivery(adapter.name);
-      const rates = ratesOf(adapter.name);
       report[adapter.name] = {
         protocol: adapter.protocol,
         state: supervisor.current,
@@ -194,12 +185,22 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
         ...(error ? { lastError: error } : {}),
         links: links.linksOf(adapter.name).map(({ room, link }) => ({ room, target: link.target })),
         delivery: { partitionsHeld: Object.values(delivery.leases()).reduce((n, p) => n + p.length, 0), ...(last ? { lastDelivery: last } : {}) },
-        ...(rates ? { rates } : {}),
         detail: s.detail ?? {},
       };
     }
-    const replicas = log.available ? await listReplicas(log.state, 3 * config.delivery.leaseMs).catch(() => []) : [];
-    return { log: { backend: log.info.backend, durable: log.info.durable, available: log.available, unavailablePartitions }, adapters: report, replicas };
+    const listed = log.available ? await listReplicas(log.state, 3 * config.delivery.leaseMs).catch(() => []) : [];
+    // the deployment's rates: this replica's measured now, the others' as they last published them
+    const own = meter.rates(adapterNames);
+    const deployment = sumRates([own, ...listed.filter((r) => r.replicaId !== identity.replicaId).map((r) => r.rates)]);
+    for (const name of Object.keys(report)) {
+      const a = report[name];
+      const rate = deployment.adapters[name];
+      const mine = own?.adapters[name];
+      if (a) report[name] = { ...a, ...(rate ? { rates: rate } : {}), ...(mine ? { replicaRates: mine } : {}) };
+    }
+    // the published rates stay in the records the status reads, not in what it shows of each replica
+    const replicas = listed.map(({ rates: _rates, ...r }) => r);
+    return { log: { backend: log.info.backend, durable: log.info.durable, available: log.available, unavailablePartitions }, adapters: report, replicas, linkRates: deployment.links };
   };
   registerAdapterStateMetrics({
     registry,
@@ -283,15 +284,22 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
       }
       // A replica without adapters has no delivery polling the log: follow a raise of the count or format here.
       // Each period it also says it runs, with its build and configuration (the console's replicas).
-      const announce = () => announceReplica(log.state, { replicaId: identity.replicaId, version, configHash: hash, startedAt, seenAt: Date.now() });
+      const announce = () => {
+        const rates = meter.rates(adapterNames);
+        return announceReplica(log.state, { replicaId: identity.replicaId, version, configHash: hash, startedAt, seenAt: Date.now(), ...(rates ? { rates } : {}) });
+      };
       await announce().catch((err: unknown) => logger.warn({ err }, 'could not announce this replica'));
       followTimer = setInterval(() => {
         log.partitionCount().catch((err: unknown) => logger.warn({ err }, 'could not re-read the partition count and write format'));
         announce().catch((err: unknown) => logger.debug({ err }, 'could not announce this replica'));
       }, config.delivery.leaseMs);
       followTimer.unref();
-      sample();
-      rateTimer = setInterval(sample, 5000);
+      meter.sample();
+      // each sample publishes the rates with the replica record (the deployment's rates are their sum)
+      rateTimer = setInterval(() => {
+        meter.sample();
+        announce().catch((err: unknown) => logger.debug({ err }, 'could not announce this replica'));
+      }, RATE_SAMPLE_MS);
       rateTimer.unref();
       logger.info({ address, backend: log.info.backend, durable: log.info.durable, adapters: adapters.map((a) => a.name), replica: owner }, 'syncgate listening');
       return address;

@@ -14,14 +14,18 @@ import type { BridgeSink } from '../bridge/ingest.js';
 /** The last confirmed delivery per adapter, for the status endpoint. */
 export interface DeliveryLag {
   lastDelivery(adapter: string): { readonly lagMs: number; readonly at: string } | undefined;
-  /** events this process delivered to the adapter since it started (for rates) */
-  deliveredCount(adapter: string): number;
 }
 
-export function registerGatewayMetrics(deps: { registry: Registry; log: EventLog; adapters: readonly Adapter[]; sink: BridgeSink }): DeliveryObserver & DeliveryLag {
+export function registerGatewayMetrics(deps: {
+  registry: Registry;
+  log: EventLog;
+  adapters: readonly Adapter[];
+  sink: BridgeSink;
+  /** told of each confirmed delivery (the per-link rates count it in memory) */
+  onDelivered?: (adapter: string, room: string) => void;
+}): DeliveryObserver & DeliveryLag {
   const registers = [deps.registry];
   const last = new Map<string, { lagMs: number; at: string }>();
-  const deliveredCounts = new Map<string, number>();
   const lag = new Histogram({
     name: 'syncgate_delivery_lag_seconds',
     help: "From an event's arrival in the log to its delivery confirmed by the target, per adapter",
@@ -114,14 +118,13 @@ export function registerGatewayMetrics(deps: { registry: Registry; log: EventLog
     },
   });
   return {
-    delivered: (adapter, _room, lagMs) => {
+    delivered: (adapter, room, lagMs) => {
       delivered.inc({ adapter });
-      deliveredCounts.set(adapter, (deliveredCounts.get(adapter) ?? 0) + 1);
+      deps.onDelivered?.(adapter, room);
       lag.observe({ adapter }, Math.max(0, lagMs) / 1000);
       last.set(adapter, { lagMs, at: new Date().toISOString() });
     },
     lastDelivery: (adapter) => last.get(adapter),
-    deliveredCount: (adapter) => deliveredCounts.get(adapter) ?? 0,
     retried: (adapter) => retried.inc({ adapter }),
     deadLettered: (adapter) => dead.inc({ adapter }),
     leaseChanged: (adapter, _partition, held) => leases.inc({ adapter }, held ? 1 : -1),

@@ -11,6 +11,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { StateStore } from '../core/ports.js';
+import { isReplicaRates, type ReplicaRates } from './rates.js';
 
 export const REPLICAS_NS = 'replicas';
 
@@ -20,6 +21,8 @@ export interface ReplicaRecord {
   readonly configHash: string;
   readonly startedAt: number;
   readonly seenAt: number;
+  /** its events in and out per second, per adapter and link (rates.ts), when measured */
+  readonly rates?: ReplicaRates;
 }
 
 export interface ReplicaView extends ReplicaRecord {
@@ -65,7 +68,10 @@ export async function listReplicas(state: StateStore, freshMs: number, now = Dat
   for (const [, raw] of await state.entries(REPLICAS_NS)) {
     try {
       const r = JSON.parse(raw) as ReplicaRecord;
-      if (typeof r.replicaId === 'string' && typeof r.seenAt === 'number' && now - r.seenAt <= freshMs) records.push(r);
+      if (typeof r.replicaId === 'string' && typeof r.seenAt === 'number' && now - r.seenAt <= freshMs) {
+        const { rates, ...rest } = r;
+        records.push(isReplicaRates(rates) ? { ...rest, rates } : rest);
+      }
     } catch {
       // a damaged record: not listed
     }

@@ -15,6 +15,7 @@ import type { DraftOf } from '../../src/core/event.js';
 import type { EventLog } from '../../src/core/ports.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { buildApp } from '../../src/http/index.js';
+import { requestJson } from '../../src/cli/client.js';
 import { silentLogger } from '../../src/log/index.js';
 import { testPrefix } from '../harness/redis.js';
 import { openFanOut, sustained, type FanOutRun, type ServerKind } from './fanout.js';
@@ -39,15 +40,26 @@ export interface Gateway {
   readonly url: string;
   readonly log: EventLog;
   readonly prefix: string;
+  /** the admin token of this gateway */
+  readonly adminToken: string;
+  /** one request with a bearer token; throws on a status ≥ 300; the parsed body (undefined for 204) */
+  call(token: string, method: string, path: string, body?: unknown): Promise<unknown>;
   token(user: string, rooms: string[]): Promise<string>;
   close(): Promise<void>;
 }
 
-export async function startGateway(redisUrl: string, partitions = 16): Promise<Gateway> {
-  const prefix = testPrefix('bench-http');
+export interface GatewayOptions {
+  readonly partitions?: number;
+  /** the key prefix's name (a fresh random prefix is made from it) */
+  readonly name?: string;
+}
+
+/** The HTTP app on a Redis log, listening on a free port: the HTTP and console benches' server. */
+export async function startGateway(redisUrl: string, options: GatewayOptions = {}): Promise<Gateway> {
+  const prefix = testPrefix(options.name ?? 'bench-http');
   const tailBuffer = Number(process.env['BENCH_HTTP_TAIL_BUFFER'] ?? 0);
   const log = createEventLog({
-    partitions,
+    partitions: options.partitions ?? 16,
     log: silentLogger(),
     redis: { url: redisUrl, prefix },
     retention: { roomMaxLen: 0 },
@@ -72,26 +84,25 @@ export async function startGateway(redisUrl: string, partitions = 16): Promise<G
   const address = app.server.address();
   if (!address || typeof address === 'string') throw new Error('no address');
   const url = `http://127.0.0.1:${address.port}`;
-  const call = async (method: string, path: string, body?: unknown) => {
-    const r = await fetch(url + path, {
-      method,
-      headers: { authorization: `Bearer ${ADMIN}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    if (r.status >= 300) throw new Error(`${method} ${path}: ${r.status} ${await r.text()}`);
-    return r.status === 204 ? undefined : ((await r.json()) as { token?: string });
+  const call = async (token: string, method: string, path: string, body?: unknown): Promise<unknown> => {
+    const r = await requestJson(url, token, method, path, body);
+    if (r.status >= 300) throw new Error(`${method} ${path}: ${r.status} ${r.text}`);
+    return r.body;
   };
+  const admin = (method: string, path: string, body?: unknown) => call(ADMIN, method, path, body) as Promise<{ token?: string } | undefined>;
   return {
     url,
     log,
     prefix,
+    adminToken: ADMIN,
+    call,
     token: async (user, rooms) => {
-      await call('POST', '/v1/admin/users', { id: user });
+      await admin('POST', '/v1/admin/users', { id: user });
       for (const room of rooms) {
-        await call('PUT', `/v1/admin/rooms/${room}`, { links: [] });
-        await call('PUT', `/v1/admin/users/${user}/rooms/${room}`);
+        await admin('PUT', `/v1/admin/rooms/${room}`, { links: [] });
+        await admin('PUT', `/v1/admin/users/${user}/rooms/${room}`);
       }
-      const device = await call('POST', '/v1/admin/devices', { user });
+      const device = await admin('POST', '/v1/admin/devices', { user });
       if (!device?.token) throw new Error('no token');
       return device.token;
     },

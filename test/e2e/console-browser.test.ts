@@ -118,7 +118,10 @@ describe('the console in chromium', () => {
     // lag per link: the room's MQTT link, caught up
     const linkRow = page.getByRole('table', { name: 'Lag per link' }).getByRole('row').filter({ hasText: 'plant/+device/alert' });
     await linkRow.waitFor();
-    expect((await linkRow.getByRole('cell').allInnerTexts()).map((t) => t.trim())).toEqual(['mqtt', 'plant/+device/alert', '0', '0.0', 'no', '0']);
+    // events in and out per second (all replicas), then the lag
+    const cells = (await linkRow.getByRole('cell').allInnerTexts()).map((t) => t.trim());
+    expect(cells).toEqual(['mqtt', 'plant/+device/alert', expect.stringMatching(/^\d+\.\d$/), expect.stringMatching(/^\d+\.\d$/), '0', '0.0', 'no', '0']);
+    await page.getByRole('columnheader', { name: 'In (events/s, all replicas)' }).waitFor();
     await page.screenshot({ path: join(SHOTS, 'overview.png') });
 
     // delivered; a markup body shown as text, running nothing

@@ -2,6 +2,7 @@
  * A whole gateway in the test process (createGateway, listening on a free
  * port), plus a small client for the admin and device API.
  */
+import { requestJson } from '../../src/cli/client.js';
 import { resolveConfig } from '../../src/config/index.js';
 import type { Adapter } from '../../src/core/adapter.js';
 import type { DeliveryOptions } from '../../src/bridge/delivery.js';
@@ -31,13 +32,8 @@ export interface GatewayOptions {
 }
 
 async function call<T>(url: string, method: string, path: string, token: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const res = await fetch(`${url}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  });
-  const text = await res.text();
-  return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T };
+  const { status, body: answer } = await requestJson<T>(url, token, method, path, body);
+  return { status, body: answer };
 }
 
 export async function startGateway(options: GatewayOptions = {}): Promise<TestGateway> {

@@ -45,6 +45,8 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: HttpContext): voi
         tags,
         security,
         summary: "This replica's view: the log, each adapter's state (active here or standby, the replica holding its connection, connected, ready, last error and when, linked rooms, joined rooms in its detail, delivery lag), and the replicas with their version and configuration hash",
+        description:
+          "Each adapter's `rates` (`inPerSecond`, `outPerSecond`) are the whole deployment's over the last ~10 s (this replica's measured now plus the others' as last published), `replicaRates` this replica's alone; `linkRates` the same per link.",
         response: {
           200: Type.Object({
             log: Type.Object({
@@ -60,6 +62,12 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: HttpContext): voi
                 Type.Object({ replicaId: Type.String(), version: Type.String(), configHash: Type.String(), startedAt: Type.Integer(), seenAt: Type.Integer(), drift: Type.Boolean() }),
                 { description: 'replicas seen in the last three lease periods; `drift`: its configuration differs from most' },
               ),
+            ),
+            linkRates: Type.Optional(
+              Type.Array(Type.Object({ room: Type.String(), endpoint: Type.String(), inPerSecond: Type.Number(), outPerSecond: Type.Number() }), {
+                description:
+                  'events in (appended from the adapter) and out (delivered to it) per second over the last ~10 s on each link with traffic, all replicas together (each replica publishes its own with its replica record every 5 s)',
+              }),
             ),
           }),
           ...adminErrors(),

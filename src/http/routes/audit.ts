@@ -5,7 +5,8 @@
  * with `GET /v1/admin/audit` by the admin and viewer tokens.
  */
 import { randomBytes } from 'node:crypto';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import { Counter } from 'prom-client';
 import { Type, type Static } from '@sinclair/typebox';
 import type { StateStore } from '../../core/ports.js';
 import { adminAuth, type AdminIdentity } from '../auth.js';
@@ -46,11 +47,9 @@ function auditId(now: number): string {
   return `${last.toString().padStart(17, '0')}-${randomBytes(3).toString('hex')}`;
 }
 
-/** Records an action, then drops the oldest entries past `max` (AUDIT_MAX). */
-export async function recordAudit(state: StateStore, input: AuditInput, options: { readonly now?: number; readonly max?: number } = {}): Promise<AuditEntryView> {
-  const now = options.now ?? Date.now();
-  const max = options.max ?? AUDIT_MAX;
-  const entry: AuditEntryView = {
+/** The entry for an action, with its id and time fixed (a retried write writes the same entry). */
+export function auditEntry(input: AuditInput, now = Date.now()): AuditEntryView {
+  return {
     id: auditId(now),
     at: now,
     by: input.who.name,
@@ -61,11 +60,97 @@ export async function recordAudit(state: StateStore, input: AuditInput, options:
     done: input.done,
     ...(input.selection && (input.selection.all !== undefined || input.selection.group !== undefined) ? { selection: { ...input.selection } } : {}),
   };
+}
+
+/** Writes an entry, then drops the oldest entries past `max`; a failed drop is left for the next write. */
+export async function writeAudit(state: StateStore, entry: AuditEntryView, max = AUDIT_MAX): Promise<void> {
   await state.set(AUDIT_NS, entry.id, JSON.stringify(entry));
-  const keys = (await state.entries(AUDIT_NS)).map(([k]) => k).sort();
-  const excess = keys.length - max;
-  for (const k of keys.slice(0, Math.max(0, excess))) await state.delete(AUDIT_NS, k);
+  try {
+    const keys = (await state.entries(AUDIT_NS)).map(([k]) => k).sort();
+    const excess = keys.length - max;
+    for (const k of keys.slice(0, Math.max(0, excess))) await state.delete(AUDIT_NS, k);
+  } catch {
+    // the entry is written; the trail is trimmed again by the next write
+  }
+}
+
+/** Records an action, then drops the oldest entries past `max` (AUDIT_MAX). */
+export async function recordAudit(state: StateStore, input: AuditInput, options: { readonly now?: number; readonly max?: number } = {}): Promise<AuditEntryView> {
+  const entry = auditEntry(input, options.now);
+  await writeAudit(state, entry, options.max);
   return entry;
+}
+
+/** what an action's answer says about its audit entry */
+export const AuditOutcome = Type.Object(
+  {
+    recorded: Type.Boolean({ description: 'the audit entry is written' }),
+    retrying: Type.Optional(Type.Boolean({ description: 'not written yet: the gateway keeps trying in the background (see the log and syncgate_audit_write_failures_total)' })),
+    error: Type.Optional(Type.String({ description: 'why the audit write failed' })),
+  },
+  { description: 'The action was done either way; this says whether its audit entry was written.' },
+);
+export type AuditOutcomeView = Static<typeof AuditOutcome>;
+
+/** background audit retries: every AUDIT_RETRY_MS, up to AUDIT_RETRIES times (about a minute) */
+export const AUDIT_RETRY_MS = 2000;
+export const AUDIT_RETRIES = 30;
+
+export interface AuditWriter {
+  /**
+   * Records an action that has been done. Never throws: a failed write is
+   * tried once more at once, then logged, counted and retried in the
+   * background; the outcome goes into the action's answer.
+   */
+  record(input: AuditInput, log: FastifyBaseLogger): Promise<AuditOutcomeView>;
+}
+
+/** One per app: the failure counter on the app's registry, background retries stopped when the app closes. */
+export function createAuditWriter(app: FastifyInstance, ctx: HttpContext): AuditWriter {
+  const failures = new Counter({
+    name: 'syncgate_audit_write_failures_total',
+    help: 'Audit entries (dead letters replayed or discarded) whose write failed after the action was done, by action; each failed attempt counts',
+    labelNames: ['action'],
+    registers: [ctx.registry],
+  });
+  const timers = new Set<NodeJS.Timeout>();
+  app.addHook('onClose', async () => {
+    for (const t of timers) clearTimeout(t);
+    timers.clear();
+  });
+  const tryWrite = async (entry: AuditEntryView): Promise<string | undefined> => {
+    try {
+      await writeAudit(ctx.log.state, entry);
+      return undefined;
+    } catch (err) {
+      failures.inc({ action: entry.action });
+      return err instanceof Error ? err.message : String(err);
+    }
+  };
+  const retryLater = (entry: AuditEntryView, log: FastifyBaseLogger, left: number): void => {
+    const timer = setTimeout(() => {
+      timers.delete(timer);
+      void tryWrite(entry).then((error) => {
+        if (error === undefined) log.info({ audit: entry.action, auditId: entry.id }, 'audit entry written by a retry');
+        else if (left > 1) retryLater(entry, log, left - 1);
+        else log.error({ audit: entry, error }, 'audit entry NOT written: gave up retrying; the action above was done');
+      });
+    }, AUDIT_RETRY_MS);
+    timer.unref();
+    timers.add(timer);
+  };
+  return {
+    async record(input, log) {
+      const entry = auditEntry(input);
+      let error = await tryWrite(entry);
+      if (error !== undefined) error = await tryWrite(entry);
+      if (error === undefined) return { recorded: true };
+      // the action is done and answered as such; the entry (with who, what, when) is in this log line whatever happens
+      log.error({ audit: entry, error }, 'audit entry not written after the action was done; retrying in the background');
+      retryLater(entry, log, AUDIT_RETRIES);
+      return { recorded: false, retrying: true, error };
+    },
+  };
 }
 
 /** The entries, newest first. */

@@ -8,7 +8,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { SyncgateError } from '../../core/errors.js';
 import { adminAuth, adminOf } from '../auth.js';
 import { DISCARDED_NS, discardedKey } from './operator.js';
-import { recordAudit } from './audit.js';
+import { AuditOutcome, createAuditWriter } from './audit.js';
 import type { HttpContext } from '../context.js';
 import { errors } from '../schemas.js';
 
@@ -53,6 +53,7 @@ const Selection = Type.Object(
 export function registerDeadLetterRoutes(app: FastifyInstance, ctx: HttpContext): void {
   const onRequest = adminAuth(ctx.config.adminToken, { viewerTokens: ctx.config.viewerTokens ?? [] });
   const delivery = ctx.log.delivery;
+  const audit = createAuditWriter(app, ctx);
 
   /** The selected dead letters that exist, in log order (partition, then feed position): a replay goes out in that order. */
   const select = async (body: Static<typeof Selection>): Promise<{ ids: string[]; requested: number; chosen: DeadLetterRecord[] }> => {
@@ -103,17 +104,17 @@ export function registerDeadLetterRoutes(app: FastifyInstance, ctx: HttpContext)
         tags,
         security,
         summary: 'Send dead letters back to their original link, in log order, once each (by the lease holder); admin token only',
-        description: 'Ids that are no longer dead letters (already replayed or dropped) are skipped: `replayed` counts what was queued. Logged with who asked.',
+        description: 'Ids that are no longer dead letters (already replayed or dropped) are skipped: `replayed` counts what was queued. Logged with who asked, and written to the audit trail: if that write fails the replay still stands (200), `audit.recorded` is false and the gateway retries the write.',
         body: Selection,
-        response: { 200: Type.Object({ replayed: Type.Integer(), requested: Type.Integer() }), ...errors(400, 401, 403) },
+        response: { 200: Type.Object({ replayed: Type.Integer(), requested: Type.Integer(), audit: AuditOutcome }), ...errors(400, 401, 403) },
       },
     },
     async (request) => {
       const { ids, requested } = await select(request.body);
       const replayed = await delivery.replayDead(ids);
       request.log.info({ audit: 'dead-letters.replay', by: adminOf(request).name, ids, replayed }, 'operator replayed dead letters');
-      await recordAudit(ctx.log.state, { who: adminOf(request), action: 'dead-letters.replay', ids: request.body.ids ?? ids, done: replayed, selection: selectionOf(request.body) });
-      return { replayed, requested };
+      const recorded = await audit.record({ who: adminOf(request), action: 'dead-letters.replay', ids: request.body.ids ?? ids, done: replayed, selection: selectionOf(request.body) }, request.log);
+      return { replayed, requested, audit: recorded };
     },
   );
 
@@ -125,9 +126,9 @@ export function registerDeadLetterRoutes(app: FastifyInstance, ctx: HttpContext)
         tags,
         security,
         summary: 'Discard dead letters for good; admin token only',
-        description: 'Logged with who asked.',
+        description: 'Logged with who asked, and written to the audit trail: if that write fails the discard still stands (200), `audit.recorded` is false and the gateway retries the write.',
         body: Selection,
-        response: { 200: Type.Object({ dropped: Type.Integer(), requested: Type.Integer() }), ...errors(400, 401, 403) },
+        response: { 200: Type.Object({ dropped: Type.Integer(), requested: Type.Integer(), audit: AuditOutcome }), ...errors(400, 401, 403) },
       },
     },
     async (request) => {
@@ -135,12 +136,13 @@ export function registerDeadLetterRoutes(app: FastifyInstance, ctx: HttpContext)
       const dropped = await delivery.dropDead(ids);
       // remembered, so the timeline says `discarded` rather than `pending` for good
       const by = adminOf(request).name;
+      // (the discard is done: a failed mark is logged, not answered as a failure)
       await Promise.all(
         chosen.map((d) => ctx.log.state.set(DISCARDED_NS, discardedKey(d.room, d.eventId, d.group.replace(/^out:/, '')), JSON.stringify({ at: Date.now(), by }))),
-      );
+      ).catch((err: unknown) => request.log.error({ err, ids }, 'discarded dead letters not marked as discarded: the timeline shows them as pending'));
       request.log.info({ audit: 'dead-letters.drop', by, ids, dropped }, 'operator discarded dead letters');
-      await recordAudit(ctx.log.state, { who: adminOf(request), action: 'dead-letters.drop', ids: request.body.ids ?? ids, done: dropped, selection: selectionOf(request.body) });
-      return { dropped, requested };
+      const recorded = await audit.record({ who: adminOf(request), action: 'dead-letters.drop', ids: request.body.ids ?? ids, done: dropped, selection: selectionOf(request.body) }, request.log);
+      return { dropped, requested, audit: recorded };
     },
   );
 }

@@ -10,6 +10,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
+import { traceKeys } from '../../core/adapter.js';
 import type { LogEvent } from '../../core/event.js';
 import { SyncgateError } from '../../core/errors.js';
 import type { DeadLetter, DeliveryRecord, EventLog, RoomLink, RetryNote } from '../../core/ports.js';
@@ -72,6 +73,8 @@ const LinkLag = Type.Object({
   retrying: Type.Boolean({ description: "the link's head event is being retried" }),
   deadLetters: Type.Integer({ description: "dead letters of this room on this link's adapter" }),
   capped: Type.Optional(Type.Boolean({ description: 'more than LINK_LAG_SCAN events were looked at: `events` is a lower bound' })),
+  inPerSecond: Type.Optional(Type.Number({ description: 'events appended from this adapter into this room per second over the last ~10 s, all replicas (absent: no status source)' })),
+  outPerSecond: Type.Optional(Type.Number({ description: 'events of this room delivered to this adapter per second over the last ~10 s, all replicas' })),
 });
 export type LinkLagView = Static<typeof LinkLag>;
 
@@ -155,33 +158,44 @@ const RuleTestResult = Type.Object({
 
 const key = (eventId: string, endpoint: string) => `${eventId}\u0000${endpoint}`;
 
-/** The delivery state of each event on each of the room's links. */
+/** dead letters of one room looked at for its timeline */
+const DEAD_SCAN = 10_000;
+
+/**
+ * The delivery state of each event on each of the room's links, in one
+ * round of reads issued together (the client pipelines them): per link one
+ * HMGET pair of the delivery records, the retry notes, the room's
+ * partition's dead letters, and the discard marks of the (event, link)
+ * pairs that are not the event's origin. Nothing on this path grows with
+ * other rooms' dead letters or discards.
+ */
 export async function deliveryStates(log: EventLog, room: string, links: readonly RoomLink[], events: readonly LogEvent[]): Promise<DeliveryView[][]> {
   const endpoints = [...new Set(links.map((l) => l.endpoint))];
   const ids = events.map((e) => e.eventId);
-  const [records, retries, discarded] = await Promise.all([
+  const foreign: Array<{ eventId: string; endpoint: string }> = [];
+  for (const e of events) for (const ep of endpoints) if (e.origin.via !== ep) foreign.push({ eventId: e.eventId, endpoint: ep });
+  const [records, retries, dead, marks] = await Promise.all([
     Promise.all(endpoints.map(async (endpoint) => [endpoint, await log.delivery.deliveryRecords(room, ids, endpoint)] as const)),
     log.delivery.retries(),
-    log.state.entries(DISCARDED_NS),
+    foreign.length > 0 ? log.delivery.listDeadOfRoom(room, DEAD_SCAN) : Promise.resolve([]),
+    Promise.all(foreign.map((u) => log.state.get(DISCARDED_NS, discardedKey(room, u.eventId, u.endpoint)))),
   ]);
-  const discardedOf = new Map<string, { at?: number; by?: string }>();
-  for (const [field, raw] of discarded) {
-    const [r = '', eventId = '', endpoint = ''] = field.split('\u0000');
-    if (r !== room) continue;
-    try {
-      discardedOf.set(key(eventId, endpoint), JSON.parse(raw) as { at?: number; by?: string });
-    } catch {
-      discardedOf.set(key(eventId, endpoint), {});
-    }
-  }
   const recordOf = new Map<string, DeliveryRecord>();
   for (const [endpoint, list] of records) list.forEach((r, i) => r && recordOf.set(key(ids[i] ?? '', endpoint), r));
   const retryOf = new Map<string, RetryNote>();
   for (const r of retries) if (r.room === room) retryOf.set(key(r.eventId, r.endpoint), r);
-  // The dead-letter streams are read only when an event on this page has neither record nor retry.
-  const undecided = events.some((e) => endpoints.some((ep) => e.origin.via !== ep && !recordOf.has(key(e.eventId, ep)) && !retryOf.has(key(e.eventId, ep))));
   const deadOf = new Map<string, DeadLetter>();
-  if (undecided) for (const d of await log.delivery.listDead(10_000)) if (d.room === room) deadOf.set(key(d.eventId, d.group.replace(/^out:/, '')), d);
+  for (const d of dead) deadOf.set(key(d.eventId, d.group.replace(/^out:/, '')), d);
+  const discardedOf = new Map<string, { at?: number; by?: string }>();
+  foreign.forEach((u, i) => {
+    const raw = marks[i];
+    if (raw === undefined) return;
+    try {
+      discardedOf.set(key(u.eventId, u.endpoint), JSON.parse(raw) as { at?: number; by?: string });
+    } catch {
+      discardedOf.set(key(u.eventId, u.endpoint), {});
+    }
+  });
 
   return events.map((event) =>
     links.map((link): DeliveryView => {
@@ -201,23 +215,30 @@ export async function deliveryStates(log: EventLog, room: string, links: readonl
   );
 }
 
-/** Finds an event by our id, an idempotency key or a native id, in one room or in all. */
+/** rooms looked at together when a trace names no room */
+const TRACE_ROOMS_AT_ONCE = 32;
+
+/**
+ * Finds an event by our id, an idempotency key, a full native key or a native
+ * id (its trace key, see traceKeys), in one room or in all: a few id-map
+ * lookups per room, whatever the event's depth in its room.
+ */
 async function findEvent(log: EventLog, id: string, room: string | undefined): Promise<LogEvent | undefined> {
   const rooms = room !== undefined ? [room] : (await log.rooms.list()).map((r) => r.id);
-  for (const r of rooms) {
+  const inRoom = async (r: string): Promise<LogEvent | undefined> => {
     const direct = await log.getEvent(r, id).catch(() => undefined);
     if (direct) return direct;
-    // an idempotency key or a full native key (`xmpp:id:…`), then a Matrix event id (global, so unscoped)
-    for (const k of [id, `matrix:mx.eventId:${id}`]) {
+    // an idempotency key or a full native key (`xmpp:xmpp.id:…`), then a native id as a person sees it
+    for (const k of [id, traceKeys([id])[0] ?? id]) {
       const eventId = await log.resolve(r, k);
       const found = eventId !== undefined ? await log.getEvent(r, eventId) : undefined;
       if (found) return found;
     }
-  }
-  // A scoped native id (an XMPP stanza id is kept with its sender): the recent events' own ids.
-  for (const r of rooms) {
-    const page = await log.roomHistory(r, { dir: 'b', limit: 500 }).catch(() => undefined);
-    const hit = page?.events.find((e) => Object.values(e.origin.ids).includes(id));
+    return undefined;
+  };
+  for (let i = 0; i < rooms.length; i += TRACE_ROOMS_AT_ONCE) {
+    const hits = await Promise.all(rooms.slice(i, i + TRACE_ROOMS_AT_ONCE).map(inRoom));
+    const hit = hits.find((e) => e !== undefined);
     if (hit) return hit;
   }
   return undefined;
@@ -264,9 +285,12 @@ export function registerOperatorRoutes(app: FastifyInstance, ctx: HttpContext): 
     },
     async (request) => {
       const { room } = request.params;
-      const links = await linksOf(room);
       const { from, limit } = request.query;
-      const page = await log.roomHistory(room, { dir: 'b', limit, ...(from !== undefined ? { from } : {}) });
+      // the links and the page are read at once (an unknown room is answered by the links' 404)
+      const reading = log.roomHistory(room, { dir: 'b', limit, ...(from !== undefined ? { from } : {}) });
+      reading.catch(() => undefined);
+      const links = await linksOf(room);
+      const page = await reading;
       const states = await deliveryStates(log, room, links, page.events);
       return { events: page.events.map((event, i) => ({ event, deliveries: states[i] ?? [] })), limited: page.limited, ...(page.next !== undefined ? { next: page.next } : {}) };
     },
@@ -280,7 +304,7 @@ export function registerOperatorRoutes(app: FastifyInstance, ctx: HttpContext): 
         tags,
         security,
         summary: 'One event end to end: where it came from, its idempotency key, and every delivery with native ids and times',
-        description: 'Takes our event id, an idempotency key, a full native key (`xmpp:id:…`), a Matrix event id, or a native id among the newest 500 events of each room.',
+        description: 'Takes our event id, an idempotency key, a full native key (`xmpp:xmpp.id:…`), or a native id as a client shows it (an XMPP stanza id or message id, a Matrix event id, a native id a delivery returned), at any depth in its room: native ids are indexed when they are learnt and kept as long as the id map (`retention.idTtlDays`). Without `room`, every room is looked in.',
         params: TraceParams,
         querystring: TraceQuery,
         response: {
@@ -305,7 +329,7 @@ export function registerOperatorRoutes(app: FastifyInstance, ctx: HttpContext): 
       schema: {
         tags,
         security,
-        summary: 'Delivery lag per adapter and per link, in events and in seconds, with retrying rooms and dead letters',
+        summary: 'Delivery lag per adapter and per link, in events and in seconds, with retrying rooms and dead letters, and each link\'s events in and out per second (all replicas)',
         description: `\`adapters\`: the adapter's feed (entries not acknowledged). \`links\`: per room and link, the newest events not delivered there yet (up to ${LINK_LAG_SCAN} per room) and the age of the oldest.`,
         response: { 200: Type.Object({ adapters: Type.Record(Type.String(), Lag), links: Type.Array(LinkLag) }), ...adminErrors() },
       },
@@ -333,7 +357,16 @@ export function registerOperatorRoutes(app: FastifyInstance, ctx: HttpContext): 
         const own = spec.links.filter((l) => l.endpoint !== 'api');
         if (own.length > 0) links.push(...(await linkLag(log, spec.id, own, dead, now)));
       }
-      return { adapters, links };
+      if (!status) return { adapters, links };
+      // the rates per link, all replicas (a link without traffic in the window: 0)
+      const rateOf = new Map((status.linkRates ?? []).map((r) => [`${r.room}\u0000${r.endpoint}`, r] as const));
+      return {
+        adapters,
+        links: links.map((l) => {
+          const r = rateOf.get(`${l.room}\u0000${l.endpoint}`);
+          return { ...l, inPerSecond: r?.inPerSecond ?? 0, outPerSecond: r?.outPerSecond ?? 0 };
+        }),
+      };
     },
   );
 

@@ -9,6 +9,7 @@
  */
 import { connectAsync, type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { requestJson } from '../../../src/cli/client.js';
 import { startGateway, type TestGateway } from '../../harness/gateway.js';
 import { waitFor } from '../../harness/free-port.js';
 import { startMosquitto, type MosquittoBroker } from '../../harness/mosquitto.js';
@@ -49,13 +50,8 @@ let watcher: MqttClient;
 const received: string[] = [];
 
 async function call<T>(token: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const res = await fetch(`${gw.url}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  });
-  const text = await res.text();
-  return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T };
+  const { status, body: answer } = await requestJson<T>(gw.url, token, method, path, body);
+  return { status, body: answer };
 }
 
 async function mqttState(body: string): Promise<Delivery | undefined> {
@@ -182,7 +178,7 @@ describe('operator API', () => {
     expect((await call(VIEWER, 'POST', '/v1/admin/dead-letters/replay', { ids: [four] })).status).toBe(403);
     await broker.setAcl(OPEN_ACL);
     const replay = await gw.admin<{ replayed: number; requested: number }>('POST', '/v1/admin/dead-letters/replay', { ids: [six, four, five] });
-    expect(replay.body).toEqual({ replayed: 3, requested: 3 });
+    expect(replay.body).toEqual({ replayed: 3, requested: 3, audit: { recorded: true } });
     const again = await gw.admin<{ replayed: number }>('POST', '/v1/admin/dead-letters/replay', { ids: [four] });
     expect(again.body.replayed).toBe(0);
     for (const body of ['valve four stuck', 'valve five stuck', 'valve six stuck']) {
