@@ -31,6 +31,7 @@ function flakyAudit(log: EventLog): { log: EventLog; fail(times: number): void; 
     delete: (ns, key) => log.state.delete(ns, key),
     entries: (ns) => log.state.entries(ns),
     advance: (ns, key, value) => log.state.advance(ns, key, value),
+    update: (ns, set, del) => log.state.update(ns, set, del),
   };
   const wrapped = new Proxy(log, {
     get(target, prop) {
