@@ -18,6 +18,7 @@ export const ERROR_TABLE = {
   SG_ERR_LOG_PARTITION_UNAVAILABLE: { status: 503, message: "A partition of the event log is not reachable (no master serves its Redis Cluster slot now: a failover under way, or a shard lost); rooms in other partitions keep working" },
   SG_ERR_LOG_NOT_REPLICATED: { status: 503, message: 'The event was not confirmed on enough Redis replicas in time (redis.waitReplicas); retry with the same idempotency key' },
   SG_ERR_STATE_SEALED_KEY: { status: 500, message: 'Encrypted state does not open with the configured secret (another secret, or the stored value was altered)' },
+  SG_ERR_STATE_FENCED: { status: 409, message: 'A state write was refused: the adapter\'s connection lease was taken over by another replica since this writer got it (fencing)' },
   SG_ERR_PARAM_INVALID: { status: 400, message: 'A parameter is out of range' },
   SG_ERR_RELATION_INVALID: { status: 400, message: 'The related event cannot be the target of this relation' },
 

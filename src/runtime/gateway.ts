@@ -26,6 +26,7 @@ import { registerAdapterStateMetrics, registerGatewayMetrics, registerRedisMetri
 import { replicaIdentity } from './replica.js';
 import { announceReplica, buildVersion, configHash, listReplicas, type ReplicaView } from './replicas.js';
 import { AdapterSupervisor } from './supervisor.js';
+import { LeaseFence } from './lease-fence.js';
 
 const DAY_MS = 24 * 3600 * 1000;
 
@@ -129,7 +130,14 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     throw err;
   }
   const sink = createIngestSink({ log, logger: logger.child({ module: 'ingest' }) });
-  const context: AdapterContext = { log, sink, links, logger };
+  // one fence per adapter, shared by the sealed stores it is handed and its supervisor
+  const fences = new Map<string, LeaseFence>();
+  const fence = (name: string): LeaseFence => {
+    let f = fences.get(name);
+    if (!f) fences.set(name, (f = new LeaseFence()));
+    return f;
+  };
+  const context: AdapterContext = { log, sink, links, logger, fence };
   const extra = extraAdapters?.(context) ?? [];
   const adapters = [...createAdapters(config, context), ...extra];
   const names = new Set<string>();
@@ -149,7 +157,7 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     return {
       adapter,
       delivery,
-      supervisor: new AdapterSupervisor({ adapter, delivery, queue: log.delivery, owner, reclaim, leaseMs: deliveryConfig.leaseMs, logger, graceMs: config.shutdownGraceMs }),
+      supervisor: new AdapterSupervisor({ adapter, delivery, queue: log.delivery, owner, reclaim, leaseMs: deliveryConfig.leaseMs, logger, graceMs: config.shutdownGraceMs, fence: fence(adapter.name) }),
     };
   });
 
