@@ -20,6 +20,7 @@ export const ERROR_TABLE = {
   SG_ERR_LOG_NOT_REPLICATED: { status: 503, message: 'The event was not confirmed on enough Redis replicas in time (redis.waitReplicas); retry with the same idempotency key' },
   SG_ERR_STATE_SEALED_KEY: { status: 500, message: 'Encrypted state does not open with the configured secret (another secret, or the stored value was altered)' },
   SG_ERR_CRYPTO_STORE_LOST: { status: 500, message: 'An adapter\'s end-to-end-encryption store is lost while the server still has its device\'s keys: a new device was created (or, when none can be, encrypted rooms are refused)' },
+  SG_ERR_STATE_FENCED: { status: 409, message: 'A state write was refused: the adapter\'s connection lease was taken over by another replica since this writer got it (fencing)' },
   SG_ERR_PARAM_INVALID: { status: 400, message: 'A parameter is out of range' },
   SG_ERR_RELATION_INVALID: { status: 400, message: 'The related event cannot be the target of this relation' },
 

@@ -142,7 +142,22 @@ export interface StateStore {
    * A key in both lists is set.
    */
   update(ns: string, set: ReadonlyArray<readonly [string, string]>, del: readonly string[]): Promise<void>;
+  /**
+   * `update`, fenced by a lease's fencing token (DeliveryQueue.leaseToken):
+   * applied only when `token` is at least the namespace's stored token (the
+   * FENCE_FIELD of its hash; none stored: 0), which `token` then becomes, in
+   * the same atomic write (Redis: one script on the namespace's one hash, so
+   * also on a Cluster). A lower token — a former lease holder, resumed after
+   * another one took over — changes nothing and throws SG_ERR_STATE_FENCED.
+   * With nothing to set or delete it only raises the stored token: a new
+   * holder's claim, made before it reads, after which no former holder's
+   * write lands. Returns how many of `del` existed.
+   */
+  fencedUpdate(ns: string, token: number, set: ReadonlyArray<readonly [string, string]>, del: readonly string[]): Promise<number>;
 }
+
+/** The field of a fenced namespace's hash that holds its fencing token (StateStore.fencedUpdate); no adapter key starts with NUL. */
+export const FENCE_FIELD = '\u0000fence';
 
 /**
  * Secret state kept in the log's state store, encrypted at rest (AES-256-GCM
@@ -215,6 +230,14 @@ export interface DeliveryQueue {
   leaseGroupOf(partition: number): number;
   /** the owner holding a lease now, if any (the console shows which replica holds an adapter's connection) */
   leaseHolder(partition: number, group: string): Promise<string | undefined>;
+  /**
+   * The lease's fencing token while `owner` holds it (undefined when it does
+   * not): a number that grows every time the lease is taken — by another
+   * owner, or again after it lapsed — and stays while it is renewed. State
+   * written with StateStore.fencedUpdate under it is refused once a later
+   * holder wrote (or claimed) under its larger token.
+   */
+  leaseToken(partition: number, group: string, owner: string): Promise<number | undefined>;
   /** entries delivered to this consumer and not acknowledged (its own pending list) */
   readPending(partition: number, group: string, consumer: string, count: number): Promise<QueuedEntry[]>;
   /** takes over other consumers' pending entries idle for at least `minIdleMs` (a previous lease holder's) */

@@ -7,6 +7,7 @@
 import type { DraftOf, EventDraft, LogEvent } from '../core/event.js';
 import type { DeadLetter, RoomStore, StateStore } from '../core/ports.js';
 import type { StreamPos } from '../core/position.js';
+import { SyncgateError } from '../core/errors.js';
 
 export interface FeedEntry {
   readonly pos: StreamPos;
@@ -101,6 +102,12 @@ export type WriteFormat = 1 | 2;
 /** the newest write format: what a new log starts with */
 export const LATEST_WRITE_FORMAT: WriteFormat = 2;
 
+/** SG_ERR_STATE_FENCED for a write under `token` to a namespace fenced at `stored` (memory and Redis alike) */
+export function fencedWrite(ns: string, token: number, stored?: number): SyncgateError {
+  const by = stored === undefined ? 'a later lease holder' : `a later lease holder (token ${stored})`;
+  return new SyncgateError('SG_ERR_STATE_FENCED', `state write to ${ns} under fencing token ${token} refused: ${by} wrote or claimed it since`);
+}
+
 /** The partition count and write format stored with a log (issue 24): both only ever raised. */
 export interface PartitionMeta {
   readonly partitions: number;
@@ -185,6 +192,8 @@ export interface LogBackend {
   leaseAcquire(partition: number, group: string, owner: string, ttlMs: number, replace?: string): Promise<boolean>;
   /** the current holder, if any */
   leaseHolder(partition: number, group: string): Promise<string | undefined>;
+  /** the lease's fencing token while `owner` holds it (DeliveryQueue.leaseToken) */
+  leaseToken(partition: number, group: string, owner: string): Promise<number | undefined>;
   leaseRelease(partition: number, group: string, owner: string): Promise<void>;
   groupAck(partition: number, group: string, owner: string, ids: readonly string[]): Promise<boolean>;
   deadLetter(partition: number, group: string, owner: string, entry: { id: string; room: string; eventId: string }, reason: string, attempts: number): Promise<boolean>;

@@ -182,6 +182,13 @@ export function createDeliveryQueue(deps: DeliveryQueueDeps): DeliveryQueue {
       return backend.leaseRelease(p, group, owner);
     },
     leaseHolder: async (p, group) => (await deps.whenReady(), backend.leaseHolder(p, group)),
+    async leaseToken(p, group, owner) {
+      await deps.whenReady();
+      const token = await backend.leaseToken(p, group, owner);
+      // not held: a cached renewal must not say otherwise
+      if (token === undefined) renewals.delete(leaseKey(p, group));
+      return token;
+    },
     readPending: async (p, group, consumer, count) => (await deps.whenReady(), toQueued(p, await backend.groupRead(p, group, consumer, 'pending', count))),
     claimStale: async (p, group, consumer, count, minIdleMs = 0) => (await deps.whenReady(), toQueued(p, await backend.groupClaim(p, group, consumer, count, minIdleMs))),
     async readNew(p, group, consumer, count, waitMs, signal) {

@@ -182,6 +182,8 @@ export interface KeySpace {
   trimMarks(partition: number): string;
   /** layout 2: one lease per key group (every partition of the group names the same key) */
   lease(partition: number, group: string): string;
+  /** the lease's fencing token (same slot as the lease): grows each time the lease is taken */
+  leaseFence(partition: number, group: string): string;
   dead(partition: number): string;
   replay(partition: number): string;
   delivered(partition: number, bucket: number): string;
@@ -233,6 +235,7 @@ export function keySpace(prefix: string, initial: KeyLayout = 1): KeySpace {
     ids: (p, bucket) => `${tag(p)}:ids:${bucket}`,
     trimMarks: (p) => `${tag(p)}:trimmed`,
     lease: (p, group) => (layout === 1 ? `${tag(p)}:lease:${group}` : `${groupTag(p)}:lease:${group}`),
+    leaseFence: (p, group) => (layout === 1 ? `${tag(p)}:fence:${group}` : `${groupTag(p)}:fence:${group}`),
     dead: (p) => `${tag(p)}:dlq`,
     replay: (p) => `${tag(p)}:replay`,
     delivered: (p, bucket) => `${tag(p)}:out:${bucket}`,

@@ -6,10 +6,10 @@
 import { EventEmitter } from 'node:events';
 import type { DraftOf, EventDraft } from '../core/event.js';
 import { SyncgateError } from '../core/errors.js';
-import type { RoomSpec, RoomStore, StateStore } from '../core/ports.js';
+import { FENCE_FIELD, type RoomSpec, type RoomStore, type StateStore } from '../core/ports.js';
 import { MAX_PARTITIONS, ZERO_POS, fnv1a32, comparePos, justBefore, parseStreamId, posToString, type StreamPos } from '../core/position.js';
 import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, GroupLag, LogBackend, PartitionMeta, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
-import { LATEST_WRITE_FORMAT, type WriteFormat } from './backend.js';
+import { LATEST_WRITE_FORMAT, fencedWrite, type WriteFormat } from './backend.js';
 import { LATEST_KEY_LAYOUT, keyGroupOf } from './keys.js';
 
 interface Stored {
@@ -85,6 +85,8 @@ interface Partition {
   telemetrySeq: number;
   readonly groups: Map<string, ConsumerGroup>;
   readonly leases: Map<string, { owner: string; expiresAt: number }>;
+  /** each lease's fencing token: kept when the lease lapses, so it only grows */
+  readonly leaseTokens: Map<string, number>;
   readonly dead: Array<DeadRecord>;
   readonly replay: Array<DeadRecord>;
   readonly delivered: Map<string, string>;
@@ -165,6 +167,17 @@ class MemoryStateStore implements StateStore {
     for (const k of del) m.delete(k);
     for (const [k, v] of set) m.set(k, v);
     return Promise.resolve();
+  }
+  fencedUpdate(ns: string, token: number, set: ReadonlyArray<readonly [string, string]>, del: readonly string[]): Promise<number> {
+    const m = this.ns(ns);
+    const stored = Number(m.get(FENCE_FIELD) ?? '0');
+    if (token < stored) return Promise.reject(fencedWrite(ns, token, stored));
+    let deleted = 0;
+    const keep = new Set(set.map(([k]) => k));
+    for (const k of del) if (!keep.has(k) && m.delete(k)) deleted += 1;
+    m.set(FENCE_FIELD, String(token));
+    for (const [k, v] of set) m.set(k, v);
+    return Promise.resolve(deleted);
   }
 }
 
@@ -278,6 +291,7 @@ export class MemoryBackend implements LogBackend {
       telemetrySeq: 0,
       groups: new Map(),
       leases: new Map(),
+      leaseTokens: new Map(),
       dead: [],
       replay: [],
       delivered: new Map(),
@@ -535,9 +549,21 @@ export class MemoryBackend implements LogBackend {
     this.closedCheck();
     const leases = this.leases(partition);
     const lease = leases.get(group);
-    if (lease && lease.owner !== owner && lease.owner !== replace && lease.expiresAt > Date.now()) return Promise.resolve(false);
+    const live = lease !== undefined && lease.expiresAt > Date.now();
+    if (live && lease.owner !== owner && lease.owner !== replace) return Promise.resolve(false);
     leases.set(group, { owner, expiresAt: Date.now() + ttlMs });
+    // taken (not renewed): a new fencing token, as lease-2.lua
+    if (!live || lease.owner !== owner) {
+      const tokens = this.part(keyGroupOf(LATEST_KEY_LAYOUT, partition)).leaseTokens;
+      tokens.set(group, Math.max((tokens.get(group) ?? 0) + 1, Date.now()));
+    }
     return Promise.resolve(true);
+  }
+
+  leaseToken(partition: number, group: string, owner: string): Promise<number | undefined> {
+    this.closedCheck();
+    if (!this.holds(partition, group, owner)) return Promise.resolve(undefined);
+    return Promise.resolve(this.part(keyGroupOf(LATEST_KEY_LAYOUT, partition)).leaseTokens.get(group) ?? 0);
   }
 
   leaseHolder(partition: number, group: string): Promise<string | undefined> {

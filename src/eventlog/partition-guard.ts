@@ -44,6 +44,7 @@ const PARTITION_METHODS = [
   'groupClaim',
   'leaseAcquire',
   'leaseHolder',
+  'leaseToken',
   'leaseRelease',
   'groupAck',
   'deadLetter',
@@ -86,6 +87,7 @@ function guardState(state: StateStore): StateStore {
     entries: (ns) => shared(`state ${ns}`, () => state.entries(ns)),
     advance: (ns, key, value) => shared(`state ${ns}`, () => state.advance(ns, key, value)),
     update: (ns, set, del) => shared(`state ${ns}`, () => state.update(ns, set, del)),
+    fencedUpdate: (ns, token, set, del) => shared(`state ${ns}`, () => state.fencedUpdate(ns, token, set, del)),
   };
 }
 

@@ -15,10 +15,10 @@ import { Cluster, Redis, type Command, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import type { DraftOf, EventDraft, LogEvent } from '../core/event.js';
 import { SyncgateError } from '../core/errors.js';
-import type { RoomSpec, RoomStore, StateStore } from '../core/ports.js';
+import { FENCE_FIELD, type RoomSpec, type RoomStore, type StateStore } from '../core/ports.js';
 import { MAX_PARTITIONS, ZERO_POS, comparePos, fnv1a32, parseStreamId, partitionOf, posToString, type StreamPos } from '../core/position.js';
 import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, GroupLag, LogBackend, PartitionMeta, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
-import { LATEST_WRITE_FORMAT, type WriteFormat } from './backend.js';
+import { LATEST_WRITE_FORMAT, fencedWrite, type WriteFormat } from './backend.js';
 import { decodeFields, encodeEvent, encodeFields, encodeFieldsV1, encodeValues, storedJson } from './codec.js';
 import { FeedPool } from './feed-pool.js';
 import { choosePartition, type PartitionLoad } from './room-placement.js';
@@ -89,7 +89,9 @@ interface SyncgateCommands {
   sgAdvance(key: string, field: string, value: string): Promise<string>;
   sgAlias(...args: Array<string | number>): Promise<number>;
   sgTrim(stream: string, marks: string, cutoff: string): Promise<number>;
-  sgLease(key: string, owner: string, ttlMs: number, replace?: string): Promise<number>;
+  sgLease(key: string, fence: string, owner: string, ttlMs: number, replace?: string): Promise<number>;
+  sgLeaseToken(key: string, fence: string, owner: string): Promise<string | null>;
+  sgFencedUpdate(key: string, ...args: string[]): Promise<number>;
   sgRelease(key: string, owner: string): Promise<number>;
   sgAck(lease: string, feed: string, owner: string, group: string, ...ids: string[]): Promise<number>;
   sgDead(lease: string, feed: string, dlq: string, ...args: Array<string | number>): Promise<number>;
@@ -253,7 +255,9 @@ function defineCommands(client: Redis): CommandClient {
   client.defineCommand('sgTrim', { numberOfKeys: 2, lua: lua('trim-2.lua') });
   client.defineCommand('sgAdvance', { numberOfKeys: 1, lua: lua('advance-1.lua') });
   client.defineCommand('sgAlias', { numberOfKeys: 2, lua: lua('alias-2.lua') });
-  client.defineCommand('sgLease', { numberOfKeys: 1, lua: lua('lease-1.lua') });
+  client.defineCommand('sgLease', { numberOfKeys: 2, lua: lua('lease-2.lua') });
+  client.defineCommand('sgLeaseToken', { numberOfKeys: 2, lua: lua('leasetoken-2.lua') });
+  client.defineCommand('sgFencedUpdate', { numberOfKeys: 1, lua: lua('fenced-update-1.lua') });
   client.defineCommand('sgRelease', { numberOfKeys: 1, lua: lua('release-1.lua') });
   client.defineCommand('sgAck', { numberOfKeys: 2, lua: lua('ack-2.lua') });
   client.defineCommand('sgDead', { numberOfKeys: 3, lua: lua('dead-3.lua') });
@@ -399,6 +403,15 @@ class RedisStateStore implements StateStore {
     const results = await tx.exec();
     if (results === null) throw new Error(`state update of ${ns} was aborted`);
     for (const [err] of results) if (err) throw err;
+  }
+  async fencedUpdate(ns: string, token: number, set: ReadonlyArray<readonly [string, string]>, del: readonly string[]): Promise<number> {
+    if (!Number.isSafeInteger(token) || token < 0) throw new SyncgateError('SG_ERR_INTERNAL', `fencing token ${token} is not a whole number`);
+    const keep = new Set(set.map(([k]) => k));
+    const gone = del.filter((k) => !keep.has(k));
+    // one script on the namespace's one hash: atomic on a single node and on a cluster alike
+    const deleted = await this.redis.sgFencedUpdate(this.keys.state(ns), FENCE_FIELD, String(token), String(gone.length), ...gone, ...set.flat());
+    if (deleted < 0) throw fencedWrite(ns, token);
+    return deleted;
   }
 }
 
@@ -1070,7 +1083,14 @@ export class RedisBackend implements LogBackend {
   async leaseAcquire(partition: number, group: string, owner: string, ttlMs: number, replace?: string): Promise<boolean> {
     this.closedCheck();
     const key = this.keys.lease(partition, group);
-    return (await (replace === undefined ? this.redis.sgLease(key, owner, ttlMs) : this.redis.sgLease(key, owner, ttlMs, replace))) === 1;
+    const fence = this.keys.leaseFence(partition, group);
+    return (await (replace === undefined ? this.redis.sgLease(key, fence, owner, ttlMs) : this.redis.sgLease(key, fence, owner, ttlMs, replace))) === 1;
+  }
+
+  async leaseToken(partition: number, group: string, owner: string): Promise<number | undefined> {
+    this.closedCheck();
+    const token = await this.redis.sgLeaseToken(this.keys.lease(partition, group), this.keys.leaseFence(partition, group), owner);
+    return token === null ? undefined : Number(token);
   }
 
   async leaseHolder(partition: number, group: string): Promise<string | undefined> {

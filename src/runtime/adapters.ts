@@ -13,6 +13,7 @@ import type { RoomLinks } from '../bridge/links.js';
 import { contentInFormat } from '../bridge/format/index.js';
 import { Directory } from '../http/directory.js';
 import { adapterDescriptor } from './adapter-list.js';
+import type { LeaseFence } from './lease-fence.js';
 import { createSealedStore } from './sealed-store.js';
 
 export interface AdapterContext {
@@ -20,6 +21,8 @@ export interface AdapterContext {
   readonly sink: BridgeSink;
   readonly links: RoomLinks;
   readonly logger: Logger;
+  /** the fence of an adapter's connection lease (supervisor.ts): its sealed state is written under it */
+  readonly fence?: (adapter: string) => LeaseFence;
 }
 
 function descriptorOf(type: string) {
@@ -41,7 +44,7 @@ export function createAdapters(config: Config, context: AdapterContext): Adapter
       links: context.links,
       reader: context.log,
       state: context.log.state,
-      sealed: (ns, secret) => createSealedStore(context.log.state, ns, secret),
+      sealed: (ns, secret) => createSealedStore(context.log.state, ns, secret, context.fence?.(name)),
       archive: context.log,
       grants: (user) => directory.grants(user),
       contentIn: contentInFormat,

@@ -27,6 +27,7 @@ import { RATE_SAMPLE_MS, RateMeter, sumRates, type LinkRate, type Rate } from '.
 import { replicaIdentity } from './replica.js';
 import { announceReplica, buildVersion, configHash, listReplicas, type ReplicaView } from './replicas.js';
 import { AdapterSupervisor } from './supervisor.js';
+import { LeaseFence } from './lease-fence.js';
 
 const DAY_MS = 24 * 3600 * 1000;
 
@@ -135,7 +136,14 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
   }
   const meter = new RateMeter();
   const sink = createIngestSink({ log, logger: logger.child({ module: 'ingest' }), onAppended: (via, room) => meter.countIn(via, room) });
-  const context: AdapterContext = { log, sink, links, logger };
+  // one fence per adapter, shared by the sealed stores it is handed and its supervisor
+  const fences = new Map<string, LeaseFence>();
+  const fence = (name: string): LeaseFence => {
+    let f = fences.get(name);
+    if (!f) fences.set(name, (f = new LeaseFence()));
+    return f;
+  };
+  const context: AdapterContext = { log, sink, links, logger, fence };
   const extra = extraAdapters?.(context) ?? [];
   const adapters = [...createAdapters(config, context), ...extra];
   const names = new Set<string>();
@@ -156,7 +164,7 @@ export async function createGateway({ config, logger, extraAdapters, deliveryOpt
     return {
       adapter,
       delivery,
-      supervisor: new AdapterSupervisor({ adapter, delivery, queue: log.delivery, owner, reclaim, leaseMs: deliveryConfig.leaseMs, logger, graceMs: config.shutdownGraceMs }),
+      supervisor: new AdapterSupervisor({ adapter, delivery, queue: log.delivery, owner, reclaim, leaseMs: deliveryConfig.leaseMs, logger, graceMs: config.shutdownGraceMs, fence: fence(adapter.name) }),
     };
   });
 

@@ -7,11 +7,19 @@
  * run where the connection is. A replica may lose the lease and win it back
  * (paused past it, say): the same adapter is then started again, which the
  * adapter port requires to begin a new session.
+ *
+ * Fencing: each start of the adapter here holds the lease's fencing token
+ * (DeliveryQueue.leaseToken) in the adapter's LeaseFence, under which the
+ * sealed store it was handed writes. A write refused because a later holder
+ * wrote or claimed since (SG_ERR_STATE_FENCED) stops the session here: this
+ * replica was paused past its lease and is no longer the holder, whatever
+ * its last renewal said.
  */
 import type { Logger } from 'pino';
 import type { Adapter } from '../core/adapter.js';
 import type { DeliveryQueue } from '../core/ports.js';
 import type { DeliveryManager } from '../bridge/delivery.js';
+import type { LeaseFence } from './lease-fence.js';
 
 export interface SupervisorDeps {
   readonly adapter: Adapter;
@@ -24,6 +32,8 @@ export interface SupervisorDeps {
   readonly logger: Logger;
   /** how long stop() lets in-flight deliveries finish */
   readonly graceMs: number;
+  /** the adapter's fence: the lease's token is held in it while the adapter runs here */
+  readonly fence?: LeaseFence;
 }
 
 /**
@@ -47,6 +57,17 @@ export class AdapterSupervisor {
 
   constructor(private readonly deps: SupervisorDeps) {
     this.lease = `conn:${deps.adapter.name}`;
+    deps.fence?.onRefused((err) => this.fenced(err));
+  }
+
+  /** A state write under this session's token was refused: another replica holds the connection now. */
+  private fenced(err: Error): void {
+    if (this.state !== 'active' && this.state !== 'starting') return;
+    const { adapter, logger } = this.deps;
+    logger.warn({ err, adapter: adapter.name }, 'adapter state write refused by its fence: another replica took the connection over; stopping the connection here');
+    this.transition = this.transition.then(async () => {
+      if (this.state === 'active' || this.state === 'starting') await this.deactivate('standby');
+    });
   }
 
   get current(): SupervisorState {
@@ -111,7 +132,7 @@ export class AdapterSupervisor {
     if (held && (this.state === 'active' || this.state === 'starting') && lapsedMs > this.deps.leaseMs) {
       logger.warn({ adapter: adapter.name, lapsedMs }, 'adapter lease lapsed since its last renewal: another replica may have held it; starting the connection again');
       await this.transition;
-      await this.deactivate('standby');
+      if (this.state === 'active' || this.state === 'starting') await this.deactivate('standby');
     }
     if (held && (this.state === 'standby' || this.state === 'failed')) {
       this.state = 'starting';
@@ -126,13 +147,22 @@ export class AdapterSupervisor {
     } else if (!held && (this.state === 'active' || this.state === 'starting')) {
       logger.warn({ adapter: adapter.name }, 'adapter lease lost to another replica: stopping the connection here');
       await this.transition;
-      await this.deactivate('standby');
+      if (this.state === 'active' || this.state === 'starting') await this.deactivate('standby');
     }
   }
 
   private async activate(): Promise<void> {
-    const { adapter, delivery, logger } = this.deps;
+    const { adapter, delivery, logger, fence } = this.deps;
     try {
+      if (fence) {
+        // the token of this session: asked of the store, not of a cached renewal
+        const token = await this.deps.queue.leaseToken(LEASE_PARTITION, this.lease, this.deps.owner);
+        if (token === undefined) {
+          this.state = 'standby';
+          return;
+        }
+        fence.hold(token);
+      }
       await delivery.start();
       await adapter.start();
     } catch (err) {
@@ -155,6 +185,8 @@ export class AdapterSupervisor {
     // Deliveries first (they need the connection to finish), then the connection.
     await delivery.stop(this.deps.graceMs).catch((err: unknown) => logger.warn({ err, adapter: adapter.name }, 'delivery stop failed'));
     await adapter.stop().catch((err: unknown) => logger.warn({ err, adapter: adapter.name }, 'adapter stop failed'));
+    // writes after the session ended (and before the next one starts) are refused
+    this.deps.fence?.drop();
     if (next === 'stopped') this.state = 'stopped';
   }
 

@@ -68,6 +68,10 @@ function counting(state: StateStore): { state: StateStore; bytes: () => number; 
       note(ns, [...set.flat(), ...del]);
       return state.update(ns, set, del);
     },
+    fencedUpdate: (ns, token, set, del) => {
+      note(ns, [...set.flat(), ...del]);
+      return state.fencedUpdate(ns, token, set, del);
+    },
   };
   return { state: wrapped, bytes: () => bytes, writes: () => writes };
 }

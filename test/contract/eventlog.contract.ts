@@ -549,6 +549,66 @@ export function eventLogContract(target: ContractTarget): void {
       expect(await log.delivery.acquireLease(0, 'out:x', 'dead#1#aa', ttl)).toBe(false);
     });
 
+    it('leases: a fencing token per lease that grows each time the lease is taken and stays while it is renewed; none for a non-holder', async () => {
+      const log = await make();
+      const ttl = 600_000;
+      expect(await log.delivery.acquireLease(0, 'conn:f', 'a#1#aa', ttl)).toBe(true);
+      const first = await log.delivery.leaseToken(0, 'conn:f', 'a#1#aa');
+      expect(first).toBeGreaterThan(0);
+      expect(await log.delivery.leaseToken(0, 'conn:f', 'b#2#bb')).toBeUndefined();
+      // renewed: the same token
+      expect(await log.delivery.acquireLease(0, 'conn:f', 'a#1#aa', ttl)).toBe(true);
+      expect(await log.delivery.leaseToken(0, 'conn:f', 'a#1#aa')).toBe(first);
+      // taken by another owner: a larger token, and the former holder has none
+      expect(await log.delivery.acquireLease(0, 'conn:f', 'b#2#bb', ttl, (holder) => holder === 'a#1#aa')).toBe(true);
+      const second = await log.delivery.leaseToken(0, 'conn:f', 'b#2#bb');
+      expect(second).toBeGreaterThan(first ?? Infinity);
+      expect(await log.delivery.leaseToken(0, 'conn:f', 'a#1#aa')).toBeUndefined();
+      // released and taken again (even by the same owner as before): larger again
+      await log.delivery.releaseLease(0, 'conn:f', 'b#2#bb');
+      expect(await log.delivery.acquireLease(0, 'conn:f', 'a#1#aa', ttl)).toBe(true);
+      expect(await log.delivery.leaseToken(0, 'conn:f', 'a#1#aa')).toBeGreaterThan(second ?? Infinity);
+      // another lease has its own holder
+      expect(await log.delivery.leaseToken(0, 'conn:other', 'a#1#aa')).toBeUndefined();
+    });
+
+    it('state: a fenced update under a former lease holder\'s token is refused and leaves the namespace unchanged', async () => {
+      const log = await make();
+      const ttl = 600_000;
+      expect(await log.delivery.acquireLease(0, 'conn:mx', 'a#1#aa', ttl)).toBe(true);
+      const tokenA = (await log.delivery.leaseToken(0, 'conn:mx', 'a#1#aa')) ?? -1;
+      expect(await log.state.fencedUpdate('mx-crypto', tokenA, [['olm', 'a1'], ['megolm', 'a1'], ['otk', 'a1']], [])).toBe(0);
+      // B takes the lease over (A paused past it) and claims the namespace before it reads
+      expect(await log.delivery.acquireLease(0, 'conn:mx', 'b#2#bb', ttl, (holder) => holder === 'a#1#aa')).toBe(true);
+      const tokenB = (await log.delivery.leaseToken(0, 'conn:mx', 'b#2#bb')) ?? -1;
+      expect(await log.state.fencedUpdate('mx-crypto', tokenB, [], [])).toBe(0);
+      expect(await log.state.fencedUpdate('mx-crypto', tokenB, [['olm', 'b1']], ['otk'])).toBe(1);
+      const before = (await log.state.entries('mx-crypto')).sort();
+      // A resumes and writes its stale records: refused, nothing of it lands
+      await expectCode(log.state.fencedUpdate('mx-crypto', tokenA, [['olm', 'a2'], ['megolm', 'a2'], ['new', 'a2']], ['megolm']), 'SG_ERR_STATE_FENCED');
+      await expectCode(log.state.fencedUpdate('mx-crypto', tokenA, [], []), 'SG_ERR_STATE_FENCED');
+      expect((await log.state.entries('mx-crypto')).sort()).toEqual(before);
+      expect(await log.state.get('mx-crypto', 'olm')).toBe('b1');
+      expect(await log.state.get('mx-crypto', 'otk')).toBeUndefined();
+      // B goes on writing; another namespace is fenced on its own
+      expect(await log.state.fencedUpdate('mx-crypto', tokenB, [['megolm', 'b2']], [])).toBe(0);
+      expect(await log.state.get('mx-crypto', 'megolm')).toBe('b2');
+      expect(await log.state.fencedUpdate('other', tokenA, [['k', 'v']], [])).toBe(0);
+    });
+
+    it('state: a fenced update applies thousands of keys in one write', async () => {
+      const log = await make();
+      const many = Array.from({ length: 1500 }, (_, i) => [`k${i}`, `v${i}`] as const);
+      expect(await log.state.fencedUpdate('bulk', 7, many, [])).toBe(0);
+      const gone = many.slice(0, 1200).map(([k]) => k);
+      expect(await log.state.fencedUpdate('bulk', 7, [['k0', 'again']], gone)).toBe(1199);
+      const left = await log.state.entries('bulk');
+      // the 300 kept, k0 set again, and the fencing token's own field
+      expect(left.length).toBe(302);
+      expect(await log.state.get('bulk', 'k0')).toBe('again');
+      expect(await log.state.get('bulk', 'k1499')).toBe('v1499');
+    });
+
     it('pendingCount: entries read by a group and not acknowledged, over all partitions; 0 for an unknown group', async () => {
       const log = await make();
       const partitions = log.info.partitions;

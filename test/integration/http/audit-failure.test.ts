@@ -32,6 +32,7 @@ function flakyAudit(log: EventLog): { log: EventLog; fail(times: number): void; 
     entries: (ns) => log.state.entries(ns),
     advance: (ns, key, value) => log.state.advance(ns, key, value),
     update: (ns, set, del) => log.state.update(ns, set, del),
+    fencedUpdate: (ns, token, set, del) => log.state.fencedUpdate(ns, token, set, del),
   };
   const wrapped = new Proxy(log, {
     get(target, prop) {

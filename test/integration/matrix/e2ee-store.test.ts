@@ -54,6 +54,11 @@ function recording(state: StateStore): { state: StateStore; updates: Array<{ set
         await state.update(ns, set, del);
         if (ns === NS) updates.push({ set: set.map(([k]) => k), del: [...del] });
       },
+      fencedUpdate: async (ns, token, set, del) => {
+        const deleted = await state.fencedUpdate(ns, token, set, del);
+        if (ns === NS && (set.length > 0 || del.length > 0)) updates.push({ set: set.map(([k]) => k), del: [...del] });
+        return deleted;
+      },
     },
   };
 }
