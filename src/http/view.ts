@@ -87,3 +87,26 @@ export function telemetryView(entry: TelemetryEntry): TelemetryView {
     payload: telemetry.payload,
   };
 }
+
+/**
+ * A sync page's response body, `{"events":[…],"next":…,"limited":…}`, as
+ * UTF-8 bytes written straight from the events' JSON texts into one buffer.
+ * A page of 1,000 events built as one string (join, then UTF-8 encoding on
+ * send) took about 4 times the CPU of writing each event's text into the
+ * buffer: the events' texts are built from pieces, and flattening them in a
+ * join cost more than writing them out (issue 19).
+ */
+export function syncPageBody(events: readonly string[], next: string, limited: boolean): Buffer {
+  const tail = `],"next":${JSON.stringify(next)},"limited":${limited}}`;
+  // UTF-8 takes at most 3 bytes per UTF-16 code unit: an upper bound, no length pass over the texts
+  let bound = 11 + events.length + tail.length * 3;
+  for (const json of events) bound += json.length * 3;
+  const out = Buffer.allocUnsafe(bound);
+  let n = out.write('{"events":[', 0, 'latin1');
+  for (let i = 0; i < events.length; i++) {
+    if (i > 0) out[n++] = 44; // ,
+    n += out.write(events[i] ?? '', n, 'utf8');
+  }
+  n += out.write(tail, n, 'utf8');
+  return out.subarray(0, n);
+}

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import type { EventDraft, LogEvent } from '../../src/core/event.js';
 import { arrayElements, decodeFields, encodeEvent, encodeFields, viewJsonOfEvent, viewJsonOfStored } from '../../src/eventlog/codec.js';
-import { deviceView, viewFor } from '../../src/http/view.js';
+import { deviceView, syncPageBody, viewFor } from '../../src/http/view.js';
 
 const awkward = 'q"uo\\te \\" \u0000 \u2028 é 🚀 </script> \\';
 const sender = { uid: `u:${awkward}`, proto: 'api', native: awkward, display: awkward, auth: 'api-token', puppet: true } as const;
@@ -78,5 +78,20 @@ describe('array elements', () => {
 
   it('refuses what is not one array', () => {
     for (const text of ['', '{}', '[1', '[1,]', '[,1]', '[1,]x', '["a]', '[1]]', '[{"a":1]']) expect(arrayElements(text)).toBeUndefined();
+  });
+});
+
+describe('syncPageBody', () => {
+  it('is the UTF-8 of the page JSON text, for any text (non-ASCII, astral, a lone surrogate) and an empty page', () => {
+    const events = drafts.map((d, i) => viewJsonOfEvent({ ...d, eventId: `01E${i}`, cursor: `c${i}` } as LogEvent, deviceView('dev1')));
+    events.push(JSON.stringify({ odd: 'lone \ud800 surrogate', wide: '\u{1F680}\u00e9' }).replace('\\ud800', '\ud800'));
+    for (const page of [events, events.slice(0, 1), []]) {
+      for (const limited of [true, false]) {
+        const text = `{"events":[${page.join(',')}],"next":${JSON.stringify(`n-${awkward}`)},"limited":${limited}}`;
+        const body = syncPageBody(page, `n-${awkward}`, limited);
+        expect(body.equals(Buffer.from(text, 'utf8'))).toBe(true);
+        if (page.length > 0 && !page.some((e) => e.includes('\ud800'))) expect(JSON.parse(body.toString('utf8'))).toEqual({ events: page.map((e) => JSON.parse(e) as unknown), next: `n-${awkward}`, limited });
+      }
+    }
   });
 });

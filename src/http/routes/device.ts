@@ -30,7 +30,7 @@ import {
   WhoAmI,
   errors,
 } from '../schemas.js';
-import { DEVICE_ID, TXN_ID, deviceView, telemetryView, viewFor } from '../view.js';
+import { DEVICE_ID, TXN_ID, deviceView, syncPageBody, telemetryView, viewFor } from '../view.js';
 
 /** how often a send still waiting for the log checks whether its connection was lost */
 const OUTAGE_CHECK_MS = 250;
@@ -233,7 +233,7 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: HttpContext): vo
       // (log.readJson), not decoded and serialised again (issue 19). The same fields; the
       // schema still documents them.
       const send = (r: { events: string[]; next: string; limited: boolean }) =>
-        reply.type('application/json; charset=utf-8').send(`{"events":[${r.events.join(',')}],"next":${JSON.stringify(r.next)},"limited":${r.limited}}`);
+        reply.type('application/json; charset=utf-8').send(syncPageBody(r.events, r.next, r.limited));
       if (since === undefined) {
         const latest = await log.latest({ rooms, limit });
         return send({ events: latest.events.map((e) => JSON.stringify(viewFor(e, device.deviceId))), next: latest.next, limited: latest.limited });
