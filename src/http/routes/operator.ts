@@ -241,6 +241,29 @@ async function findEvent(log: EventLog, id: string, room: string | undefined): P
     const hit = hits.find((e) => e !== undefined);
     if (hit) return hit;
   }
+  return findUnindexed(log, id, rooms);
+}
+
+/** newest events looked at per room for a native id the index does not know */
+const TRACE_UNINDEXED_SCAN = 500;
+
+/**
+ * Events appended before native ids were indexed for tracing (an older build)
+ * have no trace key: a Matrix event id still resolves through its native key
+ * (global, so unscoped), and a scoped native id (an XMPP stanza id kept with
+ * its sender) is looked for among the room's newest events.
+ */
+async function findUnindexed(log: EventLog, id: string, rooms: readonly string[]): Promise<LogEvent | undefined> {
+  for (const r of rooms) {
+    const eventId = await log.resolve(r, `matrix:mx.eventId:${id}`);
+    const found = eventId !== undefined ? await log.getEvent(r, eventId) : undefined;
+    if (found) return found;
+  }
+  for (const r of rooms) {
+    const page = await log.roomHistory(r, { dir: 'b', limit: TRACE_UNINDEXED_SCAN }).catch(() => undefined);
+    const hit = page?.events.find((e) => Object.values(e.origin.ids).some((v) => v === id || v.endsWith(`/${id}`)));
+    if (hit) return hit;
+  }
   return undefined;
 }
 

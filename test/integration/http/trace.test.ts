@@ -72,4 +72,27 @@ describe('trace by native id', () => {
     expect((await gw.admin('GET', `/v1/admin/trace/st-7f3a9c?room=other`)).status).toBe(404);
     expect((await gw.admin('GET', `/v1/admin/trace/st-unknown`)).status).toBe(404);
   }, 120_000);
+
+  it('still finds an event appended before native ids were indexed (an older build): by its Matrix event id, and by a recent scoped stanza id', async () => {
+    // appended as an older build did: the native key only, no trace keys
+    const fromMatrix = await gw.gateway.log.append(
+      { ...message('other', 'from Matrix, before the index'), origin: { proto: 'matrix', via: 'remote', ids: { 'mx.eventId': '$old-event:example.org' } } },
+      { aliases: ['matrix:mx.eventId:$old-event:example.org'] },
+    );
+    const fromXmpp = await gw.gateway.log.append(
+      { ...message('other', 'from XMPP, before the index'), origin: { proto: 'xmpp', via: 'remote', ids: { 'xmpp.stanzaId': 'other@muc.example/st-old-1' } } },
+      { aliases: ['xmpp:xmpp.stanzaId:other@muc.example/st-old-1'] },
+    );
+    expect(await gw.gateway.log.resolve('other', 'trace:st-old-1')).toBeUndefined();
+    for (const [id, eventId] of [
+      ['$old-event:example.org', fromMatrix.eventId],
+      ['st-old-1', fromXmpp.eventId],
+    ] as const) {
+      for (const query of ['', '?room=other']) {
+        const r = await gw.admin<Traced>('GET', `/v1/admin/trace/${encodeURIComponent(id)}${query}`);
+        expect(r.status, `trace ${id}${query}`).toBe(200);
+        expect(r.body.eventId).toBe(eventId);
+      }
+    }
+  }, 120_000);
 });
