@@ -49,7 +49,7 @@ export const ConfigSchema = Type.Object(
           waitTimeoutMs: Type.Integer({ minimum: 1, maximum: 60_000, default: 2_000, description: 'how long WAIT may take before the append is reported as failed' }),
           roomPlacement: Type.Optional(
             Type.Union([Type.Literal('hash'), Type.Literal('balanced')], {
-              description: "where a new room goes: 'hash' (the default: fnv1a32(room) mod partitions) or 'balanced' (the partition of the master carrying the least traffic, then the fewest rooms); a room never moves either way",
+              description: "where a new room goes: 'balanced' (the default with redis.cluster: the partition of the master carrying the least traffic, then the fewest rooms) or 'hash' (the default on one Redis or Sentinel: fnv1a32(room) mod partitions); a room never moves either way, so changing it affects only rooms created afterwards",
             }),
           ),
           keyGroups: Type.Optional(

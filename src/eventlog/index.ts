@@ -39,7 +39,7 @@ export interface EventLogOptions {
     readonly waitTimeoutMs?: number | undefined;
     /** key groups of a log created now (keys.ts; default 18) */
     readonly keyGroups?: number | undefined;
-    /** where new rooms go (room-placement.ts; default hash) */
+    /** where new rooms go (room-placement.ts; default balanced on a cluster, hash otherwise) */
     readonly roomPlacement?: 'hash' | 'balanced' | undefined;
   };
   readonly tailBuffer?: number;

@@ -66,6 +66,16 @@ function toWriteFormat(value: string | number | null): WriteFormat {
 /** blocking connections shared by the live reads of all partitions (one Redis or Sentinel) */
 const FEED_POOL_SIZE = 16;
 
+/**
+ * The room placement in force: the configured one, else `balanced` on a
+ * cluster and `hash` on one master. Either way the assign script stores a
+ * room's partition once, so replicas with different placements still agree
+ * on every room, and switching only affects rooms created afterwards.
+ */
+export function defaultRoomPlacement(options: { readonly roomPlacement?: 'hash' | 'balanced' | undefined; readonly cluster?: unknown }): 'hash' | 'balanced' {
+  return options.roomPlacement ?? (options.cluster ? 'balanced' : 'hash');
+}
+
 /** how often balanced room placement reads the partitions' loads again */
 const PLACEMENT_REFRESH_MS = 5_000;
 
@@ -164,7 +174,11 @@ export interface RedisBackendOptions {
   readonly partitions: number;
   /** key groups of a layout-2 log created by this process (keys.ts; default 18); an existing log keeps its stored count */
   readonly keyGroups?: number;
-  /** where new rooms go: `hash` (default) or `balanced` (room-placement.ts) */
+  /**
+   * where new rooms go (room-placement.ts): `balanced` by default on a
+   * cluster (the masters get even traffic), `hash` by default on one Redis
+   * or Sentinel (one master: nothing to balance)
+   */
   readonly roomPlacement?: 'hash' | 'balanced';
   readonly retention: RetentionPolicy;
   readonly log: Logger;
@@ -457,6 +471,8 @@ export class RedisBackend implements LogBackend {
   /** balanced room placement: the partitions' loads as last read, and the read under way */
   private placement: { at: number; loads: PartitionLoad[] } | undefined;
   private placementRead: Promise<void> | undefined;
+  /** options.roomPlacement, or its default for this deployment */
+  private readonly roomPlacement: 'hash' | 'balanced';
   /** appends waiting for their batch, per queue (a key group on a cluster, else one queue: 0) */
   private readonly pending = new Map<number, Array<{ request: AppendRequest; resolve: (o: AppendOutcome) => void; reject: (err: unknown) => void }>>();
   /** batches on their way to Redis, per queue */
@@ -464,6 +480,7 @@ export class RedisBackend implements LogBackend {
 
   constructor(options: RedisBackendOptions) {
     this.options = options;
+    this.roomPlacement = defaultRoomPlacement(options);
     this.target = options.cluster
       ? `Redis Cluster ${options.cluster.nodes.map((n) => redactUrl(n)).join(',')} (redis.cluster.nodes)`
       : options.sentinel
@@ -638,7 +655,7 @@ export class RedisBackend implements LogBackend {
     this.closedCheck();
     const known = this.roomParts.get(room);
     if (known !== undefined) return known;
-    const chosen = this.options.roomPlacement === 'balanced' ? await this.placeRoom() : -1;
+    const chosen = this.roomPlacement === 'balanced' ? await this.placeRoom() : -1;
     const partition = Number(await this.redis.sgAssign(this.keys.partitionMeta(), this.keys.roomPartitions(), this.keys.roomCounts(), room, hash, this.configured, chosen));
     this.roomParts.set(room, partition);
     return partition;

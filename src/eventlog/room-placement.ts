@@ -1,9 +1,10 @@
 /**
- * Where a new room goes (`redis.roomPlacement: balanced`; issue 24, point 5).
+ * Where a new room goes (`redis.roomPlacement: balanced`, the default on a
+ * Redis Cluster; issue 24, point 5).
  *
  * The room directory stores each room's partition for good, so the partition
  * of a *new* room is free to choose. By hash (`fnv1a32(room) mod count`, the
- * default) the rooms, and with them the traffic, fall on the masters of a
+ * default on one Redis or Sentinel) the rooms, and with them the traffic, fall on the masters of a
  * cluster as chance has it: a few hundred rooms differ by ~10 % per master,
  * and a few very busy rooms (room popularity is Zipf-like) by more. Balanced
  * placement puts a new room on the master whose partitions carry the least

@@ -18,7 +18,8 @@
  * - append and catch-up throughput on 1 master (the run's Redis) and on the
  *   3 masters of the local cluster, with the operations each master served
  *   (max/min), on a sample of the rooms (rooms drawn by popularity), on the
- *   cluster with hash and with balanced room placement;
+ *   cluster with the default room placement (balanced on a cluster) and
+ *   with hash placement;
  *   catch-up per device is the median time for sampled devices to sync all
  *   their rooms from the start.
  *
@@ -222,9 +223,16 @@ interface RunResult {
 }
 
 /** appends `total` events to rooms drawn by popularity, then syncs sampled devices from the start */
-async function runAt(target: Target, partitions: number, deployment: Deployment, sample: { rooms: number[]; devices: Uint32Array[] }, total: number, masters: Master[], roomPlacement: Placement = 'hash'): Promise<RunResult> {
+/** `roomPlacement` absent: the default of the target (balanced on a cluster, hash on one Redis) */
+async function runAt(target: Target, partitions: number, deployment: Deployment, sample: { rooms: number[]; devices: Uint32Array[] }, total: number, masters: Master[], roomPlacement?: Placement): Promise<RunResult> {
   let commands = 0;
-  const log: EventLog = createEventLog({ partitions, log: silentLogger(), redis: { ...target, prefix: testPrefix('bench-scale'), roomPlacement }, retention: { roomMaxLen: 0 }, onRedisCommand: () => void commands++ });
+  const log: EventLog = createEventLog({
+    partitions,
+    log: silentLogger(),
+    redis: { ...target, prefix: testPrefix('bench-scale'), ...(roomPlacement ? { roomPlacement } : {}) },
+    retention: { roomMaxLen: 0 },
+    onRedisCommand: () => void commands++,
+  });
   try {
     for (let i = 0; i < sample.rooms.length; i += 64) await Promise.all(sample.rooms.slice(i, i + 64).map((r) => log.rooms.put({ id: roomName(r), links: [] })));
     const before = await Promise.all(masters.map((m) => commandCalls(m.port)));
@@ -327,10 +335,11 @@ export const benchScale: Bench = async ({ redisUrl, quick }) => {
     const sample = { rooms: sampleRooms, devices: sampleDevices };
     const total = quick ? 3_000 : 20_000;
     const single = (port: string) => Number(port.slice(port.lastIndexOf(':') + 1));
-    const targets: Array<{ label: string; target: Target; masters: Master[]; placements: Placement[] }> = [
-      { label: '1 master', target: { url: redisUrl }, masters: [{ port: single(redisUrl), ranges: [[0, 16383]] }], placements: ['hash'] },
-      // on the cluster also with balanced room placement (room-placement.ts): rooms, not partitions, spread over the masters
-      { label: `${masters.length} masters`, target: { cluster: { nodes: cluster.nodes } }, masters, placements: ['hash', 'balanced'] },
+    // each target with its default room placement (label without a placement; on one Redis: hash), the cluster also
+    // with hash placement, for the comparison (by default rooms, not partitions, spread over the masters: room-placement.ts)
+    const targets: Array<{ label: string; target: Target; masters: Master[]; placements: Array<Placement | 'default'> }> = [
+      { label: '1 master', target: { url: redisUrl }, masters: [{ port: single(redisUrl), ranges: [[0, 16383]] }], placements: ['default'] },
+      { label: `${masters.length} masters`, target: { cluster: { nodes: cluster.nodes } }, masters, placements: ['default', 'hash'] },
     ];
     const rounds = quick ? 2 : 3;
     const median = (values: number[]) => percentile([...values].sort((a, b) => a - b), 50);
@@ -340,11 +349,14 @@ export const benchScale: Bench = async ({ redisUrl, quick }) => {
       const runs = new Map<string, RunResult[]>();
       for (let round = 0; round < rounds; round++) {
         for (const partitions of [16, 256, 1024]) {
-          for (const placement of placements) runs.set(`${placement}:${partitions}`, [...(runs.get(`${placement}:${partitions}`) ?? []), await runAt(target, partitions, deployment, sample, total, ms, placement)]);
+          for (const placement of placements) {
+            const result = await runAt(target, partitions, deployment, sample, total, ms, placement === 'default' ? undefined : placement);
+            runs.set(`${placement}:${partitions}`, [...(runs.get(`${placement}:${partitions}`) ?? []), result]);
+          }
         }
       }
       for (const placement of placements) {
-        const label = placement === 'hash' ? targetLabel : `${targetLabel}, balanced placement`;
+        const label = placement === 'default' ? (ms.length > 1 ? `${targetLabel}, balanced placement (default)` : targetLabel) : `${targetLabel}, ${placement} placement`;
         const results = new Map<number, RunResult>();
         for (const partitions of [16, 256, 1024]) {
           const all = runs.get(`${placement}:${partitions}`) ?? [];

@@ -7,10 +7,11 @@ import { decodeSyncCursor, encodeSyncCursor, startCursor } from '../../src/core/
 import { isSyncgateError } from '../../src/core/errors.js';
 import type { LogEvent } from '../../src/core/event.js';
 import type { AppendResult, EventLog, TailItem } from '../../src/core/ports.js';
-import { ZERO_POS, comparePos, locateEventId, partitionOf } from '../../src/core/position.js';
+import { ZERO_POS, comparePos, locateEventId } from '../../src/core/position.js';
 import { viewJsonOfEvent } from '../../src/eventlog/codec.js';
 import type { RetentionPolicy } from '../../src/eventlog/index.js';
 import { message, reaction } from '../fixtures/events.js';
+import { firstPerPartition, partitionOfRoom, placeRooms } from '../harness/room-partition.js';
 
 export interface LogFactoryOptions {
   partitions?: number;
@@ -278,7 +279,7 @@ export function eventLogContract(target: ContractTarget): void {
       expect(forward2.next).toBeUndefined();
       await expectCode(log.roomHistory('nope', { dir: 'b', limit: 10 }), 'SG_ERR_ROOM_UNKNOWN');
       const devCursor = (await log.roomHistory('dev', { dir: 'b', limit: 1 })).events[0]?.cursor ?? '';
-      if (partitionOf('dev', log.info.partitions) !== partitionOf('ops', log.info.partitions)) {
+      if ((await partitionOfRoom(log, 'dev')) !== (await partitionOfRoom(log, 'ops'))) {
         await expectCode(log.roomHistory('ops', { dir: 'b', limit: 10, from: devCursor }), 'SG_ERR_CURSOR_INVALID');
       }
     });
@@ -405,13 +406,12 @@ export function eventLogContract(target: ContractTarget): void {
 
     it('tail: from a cursor older than a running live reader, with or without rooms in that partition, catches up and goes live', async () => {
       const log = await make({ partitions: 16 });
-      const byPartition = new Map<number, string>();
-      for (let i = 0; byPartition.size < 3; i++) if (!byPartition.has(partitionOf(`t${i}`, 16))) byPartition.set(partitionOf(`t${i}`, 16), `t${i}`);
+      const byPartition = firstPerPartition(await placeRooms(log, 't', (placed) => new Set(placed.values()).size >= 3));
       const [live = '', mine = '', beside = ''] = [...byPartition.values()];
       // a room in the live reader's partition that is not `live` itself
-      let liveBeside = '';
-      for (let i = 0; !liveBeside; i++) if (partitionOf(`s${i}`, 16) === partitionOf(live, 16)) liveBeside = `s${i}`;
-      await withRooms(log, live, mine, beside, liveBeside);
+      const livePartition = await partitionOfRoom(log, live);
+      const besides = await placeRooms(log, 's', (placed) => [...placed.values()].includes(livePartition));
+      const liveBeside = [...besides].find(([, p]) => p === livePartition)?.[0] ?? '';
       const c0 = await log.head();
       await log.append(message(live, 'before the live reader'));
       // another device's tail starts the live reader of `live`'s partition after c0
@@ -452,9 +452,7 @@ export function eventLogContract(target: ContractTarget): void {
     it('read: every limit from 1 up returns the next events of any partition', async () => {
       const log = await make({ partitions: 16 });
       // one room in each of the 16 partitions, each with one event
-      const rooms = new Map<number, string>();
-      for (let i = 0; rooms.size < 16; i++) if (!rooms.has(partitionOf(`p${i}`, 16))) rooms.set(partitionOf(`p${i}`, 16), `p${i}`);
-      await withRooms(log, ...rooms.values());
+      const rooms = firstPerPartition(await placeRooms(log, 'p', (placed) => new Set(placed.values()).size >= 16));
       const start = await log.head();
       const appended: string[] = [];
       for (const p of [...rooms.keys()].sort((a, b) => b - a)) appended.push((await log.append(message(rooms.get(p) ?? '', `in ${p}`))).eventId);

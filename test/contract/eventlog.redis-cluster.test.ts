@@ -1,12 +1,12 @@
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { isSyncgateError } from '../../src/core/errors.js';
-import { partitionOf } from '../../src/core/position.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { silentLogger } from '../../src/log/index.js';
 import { message } from '../fixtures/events.js';
 import { startOwnedRedis, testPrefix } from '../harness/redis.js';
 import { nodeCommand } from '../harness/redis-cluster.js';
+import { partitionOfRoom } from '../harness/room-partition.js';
 import { useRedisCluster } from '../harness/redis-cluster-suite.js';
 import { eventLogContract } from './eventlog.contract.js';
 import { LATEST_KEY_LAYOUT, keySpace } from '../../src/eventlog/keys.js';
@@ -78,14 +78,14 @@ describe('EventLog on a Redis Cluster', () => {
         expect(result.duplicate).toBe(false);
         // the room's timeline stream holds the event on the owning master's replica already (no waiting
         // here); the other replicas answer MOVED for that slot
-        const key = keySpace(prefix, LATEST_KEY_LAYOUT).room(partitionOf(room, 16), room);
+        const key = keySpace(prefix, LATEST_KEY_LAYOUT).room(await partitionOfRoom(log, room), room);
         const lengths = await Promise.all(replicas.map((r) => r.xlen(key).catch(() => -1)));
         expect(Math.max(...lengths)).toBe(Math.floor(i / rooms.length) + 1);
       }
       // a stalled replica (SIGSTOP): WAIT times out, the append is reported failed upstream; once the
       // replica is back the sender's retry with the same key is acknowledged, with the same event, once
       const room = 'w-0';
-      const key = keySpace(prefix, LATEST_KEY_LAYOUT).room(partitionOf(room, 16), room);
+      const key = keySpace(prefix, LATEST_KEY_LAYOUT).room(await partitionOfRoom(log, room), room);
       const probes = await Promise.all(replicas.map((r) => r.xlen(key).then(() => true, () => false)));
       const stalledPort = replicaPorts[probes.indexOf(true)];
       const stalled = started().servers.find((s) => s.port === stalledPort);

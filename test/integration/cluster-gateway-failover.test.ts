@@ -13,13 +13,13 @@
  * One cluster for the file; the two cases run one after the other.
  */
 import { describe, expect, it } from 'vitest';
-import { partitionOf } from '../../src/core/position.js';
 import { waitFor } from '../harness/free-port.js';
 import { startGateway, type TestGateway } from '../harness/gateway.js';
 import { testPrefix } from '../harness/redis.js';
 import { countAckedLost, expectEveryAckedOnce, type Acked } from '../harness/read-back.js';
 import { clusterHealthy, failOverMasterOf } from '../harness/redis-cluster.js';
 import { useRedisCluster } from '../harness/redis-cluster-suite.js';
+import { partitionOfRoom } from '../harness/room-partition.js';
 import { TestAdapter, memoryRecorder, type Recorder } from '../harness/test-adapter.js';
 import { LATEST_KEY_LAYOUT, keySpace } from '../../src/eventlog/keys.js';
 
@@ -87,7 +87,7 @@ async function sendThroughFailover(waitReplicas: number): Promise<Run> {
     }),
   );
   const busy = rooms[0] ?? '';
-  const busyPartition = partitionOf(busy, PARTITIONS);
+  const busyPartition = await partitionOfRoom(gw.gateway.log, busy);
   await waitFor(() => (acked.get(busy)?.length ?? 0) >= 10, { timeoutMs: 60_000, what: 'the busy room to have 10 acknowledged sends' });
   await failOverMasterOf(c, keySpace(prefix, LATEST_KEY_LAYOUT).feed(busyPartition));
   await writing;

@@ -12,7 +12,6 @@
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import type { LogEvent } from '../../src/core/event.js';
-import { partitionOf } from '../../src/core/position.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { hashSlot, keySpace } from '../../src/eventlog/keys.js';
 import { parseSeed } from '../../src/eventlog/redis-backend.js';
@@ -22,6 +21,7 @@ import { waitFor } from '../harness/free-port.js';
 import { testPrefix } from '../harness/redis.js';
 import { nodeCommand } from '../harness/redis-cluster.js';
 import { useRedisCluster } from '../harness/redis-cluster-suite.js';
+import { firstPerPartition, placeRooms } from '../harness/room-partition.js';
 import { connectionsOf, portOf } from '../harness/redis-connections.js';
 
 const { started } = useRedisCluster();
@@ -40,17 +40,8 @@ describe('key groups chosen at creation, on a Redis Cluster', () => {
   it('a log of 24 groups spreads 8 / 8 / 8 over 3 masters, reads live with one connection per group, and loses nothing', async () => {
     const prefix = testPrefix('cgroups24');
     const log = createEventLog({ partitions: PARTITIONS, log: silentLogger(), redis: { cluster: { nodes: started().nodes }, prefix, keyGroups: GROUPS } });
-    // one room per partition
-    const rooms: string[] = [];
-    const taken = new Set<number>();
-    for (let i = 0; rooms.length < PARTITIONS; i++) {
-      const p = partitionOf(`kg${i}`, PARTITIONS);
-      if (!taken.has(p)) {
-        taken.add(p);
-        rooms.push(`kg${i}`);
-      }
-    }
-    for (const id of rooms) await log.rooms.put({ id, links: [] });
+    // one room per partition (created until every partition has one)
+    const rooms = [...firstPerPartition(await placeRooms(log, 'kg', (placed) => new Set(placed.values()).size === PARTITIONS)).values()];
 
     const keys = keySpace(prefix, 2);
     keys.setLayout(2, GROUPS);

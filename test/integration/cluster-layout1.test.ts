@@ -8,7 +8,6 @@
  */
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { partitionOf } from '../../src/core/position.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { keySpace } from '../../src/eventlog/keys.js';
 import { silentLogger } from '../../src/log/index.js';
@@ -16,6 +15,7 @@ import { message } from '../fixtures/events.js';
 import { testPrefix } from '../harness/redis.js';
 import { parseSeed } from '../../src/eventlog/redis-backend.js';
 import { useRedisCluster } from '../harness/redis-cluster-suite.js';
+import { partitionOfRoom } from '../harness/room-partition.js';
 
 const { started } = useRedisCluster();
 
@@ -32,7 +32,7 @@ describe('a layout-1 log on a Redis Cluster', () => {
       for (const id of rooms) await log.rooms.put({ id, links: [] });
       const keys = keySpace(prefix);
       expect(keys.layout).toBe(1);
-      for (const room of rooms) expect(await admin.exists(keys.roomMeta(partitionOf(room, 16), room))).toBe(1);
+      for (const room of rooms) expect(await admin.exists(keys.roomMeta(await partitionOfRoom(log, room), room))).toBe(1);
 
       // a live tail from the start, then appends: every event once, in order
       const it = log.tail(undefined, { rooms: new Set(rooms) })[Symbol.asyncIterator]();
@@ -46,7 +46,7 @@ describe('a layout-1 log on a Redis Cluster', () => {
       }
       await it.return?.();
       expect([...tailed].sort()).toEqual([...sent].sort());
-      for (const room of rooms) expect(await admin.xlen(keys.room(partitionOf(room, 16), room))).toBe(4);
+      for (const room of rooms) expect(await admin.xlen(keys.room(await partitionOfRoom(log, room), room))).toBe(4);
 
       // delivery leases: one per partition, under the partition's own tag
       expect(await log.delivery.acquireLease(3, 'out:x', 'me', 60_000)).toBe(true);

@@ -10,7 +10,6 @@
  * appends keep going to the new master.
  */
 import { describe, expect, it } from 'vitest';
-import { partitionOf } from '../../src/core/position.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { KEY_GROUPS, LATEST_KEY_LAYOUT, hashSlot, keyGroupOf, keySpace } from '../../src/eventlog/keys.js';
 import { silentLogger } from '../../src/log/index.js';
@@ -19,6 +18,7 @@ import { testPrefix } from '../harness/redis.js';
 import { appendUntilAcked, readBack, type Acked } from '../harness/read-back.js';
 import { moveSlot, nodeCommand, slotShard } from '../harness/redis-cluster.js';
 import { useRedisCluster } from '../harness/redis-cluster-suite.js';
+import { firstPerPartition, placeRooms } from '../harness/room-partition.js';
 
 const { owned } = useRedisCluster();
 
@@ -41,19 +41,26 @@ describe('resharding a key group to another master while it is written and taile
       await log.open();
       // four rooms in distinct partitions of one key group, two rooms in other groups
       const group = 5;
-      const inGroup: string[] = [];
-      const elsewhere: string[] = [];
-      for (let i = 0; inGroup.length < 4 || elsewhere.length < 2; i++) {
-        const room = `rs-${i}`;
-        const p = partitionOf(room, PARTITIONS);
-        if (keyGroupOf(LATEST_KEY_LAYOUT, p) === group && inGroup.length < 4 && !inGroup.some((r) => partitionOf(r, PARTITIONS) === p)) inGroup.push(room);
-        else if (keyGroupOf(LATEST_KEY_LAYOUT, p) !== group && elsewhere.length < 2) elsewhere.push(room);
-      }
+      // (rooms are created until placed so; where they go is read from the room directory)
+      const choose = (placed: Map<string, number>) => {
+        const firsts = [...firstPerPartition(placed)];
+        return {
+          inGroup: firsts.filter(([p]) => keyGroupOf(LATEST_KEY_LAYOUT, p) === group).slice(0, 4),
+          elsewhere: [...placed].filter(([, p]) => keyGroupOf(LATEST_KEY_LAYOUT, p) !== group).slice(0, 2),
+        };
+      };
+      const placed = await placeRooms(log, 'rs-', (sofar) => {
+        const { inGroup, elsewhere } = choose(sofar);
+        return inGroup.length === 4 && elsewhere.length === 2;
+      });
+      const chosen = choose(placed);
+      const inGroup = chosen.inGroup.map(([, room]) => room);
+      const elsewhere = chosen.elsewhere.map(([room]) => room);
       const rooms = [...inGroup, ...elsewhere];
-      for (const id of rooms) await log.rooms.put({ id, links: [] });
       const keys = keySpace(prefix, LATEST_KEY_LAYOUT);
       const slot = hashSlot(keys.feed(group));
-      expect(inGroup.every((room) => hashSlot(keys.feed(partitionOf(room, PARTITIONS))) === slot)).toBe(true);
+      expect(new Set(chosen.inGroup.map(([p]) => p)).size).toBe(4);
+      expect(chosen.inGroup.every(([p]) => hashSlot(keys.feed(p)) === slot)).toBe(true);
       expect(KEY_GROUPS).toBe(18);
 
       // a device tails every room from the start (history, then live)

@@ -7,12 +7,12 @@
  * and /readyz and GET /v1/admin/status name the unavailable partitions.
  */
 import { describe, expect, it } from 'vitest';
-import { partitionOf } from '../../src/core/position.js';
 import { waitFor } from '../harness/free-port.js';
 import { startGateway } from '../harness/gateway.js';
 import { testPrefix } from '../harness/redis.js';
 import { moveSlot, nodeCommand, slotShard } from '../harness/redis-cluster.js';
 import { useRedisCluster } from '../harness/redis-cluster-suite.js';
+import { firstPerPartition, placeRooms } from '../harness/room-partition.js';
 import { TestAdapter, memoryRecorder } from '../harness/test-adapter.js';
 import { GROUP_TAGS, LATEST_KEY_LAYOUT, keySpace } from '../../src/eventlog/keys.js';
 
@@ -44,13 +44,17 @@ describe('a Redis Cluster that loses a shard with no replica', () => {
       extraAdapters: ({ sink }) => [new TestAdapter('remote', sink, recorder)],
     });
     try {
-      // one room per partition, all linked to the adapter
-      const rooms: string[] = [];
-      for (let i = 0; rooms.length < PARTITIONS; i++) {
-        const room = `r${i}`;
-        if (!rooms.some((r) => partitionOf(r, PARTITIONS) === partitionOf(room, PARTITIONS))) rooms.push(room);
-      }
-      for (const room of rooms) expect((await gw.admin('PUT', `/v1/admin/rooms/${room}`, { links: [{ endpoint: 'remote', target: `t-${room}` }] })).status).toBe(200);
+      // one room per partition, all linked to the adapter (created until every partition has one;
+      // where each went is read from the room directory)
+      const placed = await placeRooms(
+        gw.gateway.log,
+        'r',
+        (sofar) => new Set(sofar.values()).size === PARTITIONS,
+        async (room) => expect((await gw.admin('PUT', `/v1/admin/rooms/${room}`, { links: [{ endpoint: 'remote', target: `t-${room}` }] })).status).toBe(200),
+      );
+      const firsts = firstPerPartition(placed);
+      const rooms = [...firsts.values()];
+      const partitionOf = (room: string) => placed.get(room) ?? -1;
       const token = await gw.deviceToken('alice', rooms);
       for (const room of rooms) expect((await gw.device(token, 'PUT', `/v1/rooms/${room}/send/before`, { kind: 'message', content: { body: `before ${room}` } })).status).toBe(200);
       const head = await gw.device<{ next: string; events: unknown[] }>(token, 'GET', '/v1/sync?limit=100');
@@ -68,8 +72,8 @@ describe('a Redis Cluster that loses a shard with no replica', () => {
       const keeper = owners[0] ?? 0;
       const lost = owners.flatMap((m, p) => (m === victim ? [p] : []));
       expect(lost.length).toBeGreaterThan(0);
-      const lostRooms = rooms.filter((r) => lost.includes(partitionOf(r, PARTITIONS)));
-      const liveRooms = rooms.filter((r) => !lost.includes(partitionOf(r, PARTITIONS)));
+      const lostRooms = rooms.filter((r) => lost.includes(partitionOf(r)));
+      const liveRooms = rooms.filter((r) => !lost.includes(partitionOf(r)));
       // a device whose rooms all live on the shard to be lost (made, and used once, now: its keys exist before the scan)
       const lostOnly = await gw.deviceToken('bob', [lostRooms[0] ?? '']);
       expect((await gw.device(lostOnly, 'GET', '/v1/whoami')).status).toBe(200);

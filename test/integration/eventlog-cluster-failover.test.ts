@@ -5,7 +5,6 @@
  * exactly once, in its room's order. One 6-node cluster for this file.
  */
 import { describe, it } from 'vitest';
-import { partitionOf } from '../../src/core/position.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { silentLogger } from '../../src/log/index.js';
 import { waitFor } from '../harness/free-port.js';
@@ -13,6 +12,7 @@ import { testPrefix } from '../harness/redis.js';
 import { appendUntilAcked, countAckedLost, expectEveryAckedOnce, type Acked } from '../harness/read-back.js';
 import { clusterHealthy, failOverMasterOf } from '../harness/redis-cluster.js';
 import { useRedisCluster } from '../harness/redis-cluster-suite.js';
+import { partitionOfRoom } from '../harness/room-partition.js';
 import { LATEST_KEY_LAYOUT, keySpace } from '../../src/eventlog/keys.js';
 
 const { owned } = useRedisCluster();
@@ -43,7 +43,7 @@ describe('event log on Redis Cluster across a master failover', () => {
       const writing = Promise.all(writers);
 
       await waitFor(() => (acked.get(busy)?.length ?? 0) >= 10, { timeoutMs: 60_000, what: 'the busy room to have 10 acknowledged events' });
-      await failOverMasterOf(c, keySpace(prefix, LATEST_KEY_LAYOUT).feed(partitionOf(busy, PARTITIONS)));
+      await failOverMasterOf(c, keySpace(prefix, LATEST_KEY_LAYOUT).feed(await partitionOfRoom(log, busy)));
       await writing;
 
       // nothing doubled; every acknowledged event is there, with the id it was acknowledged with, in the room's order
@@ -72,7 +72,7 @@ describe('event log on Redis Cluster across a master failover', () => {
         }),
       );
       await waitFor(() => (acked.get(busy)?.length ?? 0) >= 10, { timeoutMs: 60_000, what: 'the busy room to have 10 acknowledged events' });
-      await failOverMasterOf(c, keySpace(prefix, LATEST_KEY_LAYOUT).feed(partitionOf(busy, PARTITIONS)));
+      await failOverMasterOf(c, keySpace(prefix, LATEST_KEY_LAYOUT).feed(await partitionOfRoom(log, busy)));
       // recovers: every writer got all its appends acknowledged after the failover
       await writing;
 

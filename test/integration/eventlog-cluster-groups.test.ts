@@ -5,26 +5,20 @@
  * of several partitions resolves and deduplicates there as on one Redis.
  */
 import { describe, expect, it } from 'vitest';
-import { partitionOf } from '../../src/core/position.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { KEY_GROUPS } from '../../src/eventlog/keys.js';
 import { silentLogger } from '../../src/log/index.js';
 import { message } from '../fixtures/events.js';
 import { testPrefix } from '../harness/redis.js';
 import { useRedisCluster } from '../harness/redis-cluster-suite.js';
+import { firstPerPartition, placeRooms } from '../harness/room-partition.js';
 
 const { started } = useRedisCluster();
 const PARTITIONS = 64;
 
-/** `count` rooms in distinct partitions of key group g */
-function roomsOfGroup(g: number, count: number): string[] {
-  const byPartition = new Map<number, string>();
-  for (let i = 0; byPartition.size < count; i++) {
-    const room = `g${g}-room-${i}`;
-    const p = partitionOf(room, PARTITIONS);
-    if (p % KEY_GROUPS === g && !byPartition.has(p)) byPartition.set(p, room);
-  }
-  return [...byPartition.values()];
+/** the first room placed in each partition of key group g, at most `count` */
+function roomsOfGroup(placed: Map<string, number>, g: number, count: number): string[] {
+  return [...firstPerPartition(placed)].filter(([p]) => p % KEY_GROUPS === g).slice(0, count).map(([, room]) => room);
 }
 
 describe('layout 2 on a Redis Cluster', () => {
@@ -32,10 +26,11 @@ describe('layout 2 on a Redis Cluster', () => {
     const prefix = testPrefix('cgroups');
     const calls: string[] = [];
     const log = createEventLog({ partitions: PARTITIONS, log: silentLogger(), redis: { cluster: { nodes: started().nodes }, prefix }, onRedisCommand: (name) => calls.push(name) });
-    const group0 = roomsOfGroup(0, 4);
-    const group5 = roomsOfGroup(5, 3);
-    for (const id of [...group0, ...group5]) await log.rooms.put({ id, links: [] });
-    expect(new Set(group0.map((r) => partitionOf(r, PARTITIONS))).size).toBe(4);
+    // rooms are created until four partitions of group 0 and three of group 5 have one (the room directory says where each went)
+    const placed = await placeRooms(log, 'g-room-', (sofar) => roomsOfGroup(sofar, 0, 4).length === 4 && roomsOfGroup(sofar, 5, 3).length === 3);
+    const group0 = roomsOfGroup(placed, 0, 4);
+    const group5 = roomsOfGroup(placed, 5, 3);
+    expect(new Set(group0.map((r) => placed.get(r))).size).toBe(4);
     await log.append(message(group0[0] ?? '', 'first', { idem: 'api:dev1:dup' }));
 
     calls.length = 0;

@@ -1,7 +1,7 @@
 /**
  * Balanced room placement on one Redis (`redis.roomPlacement: balanced`,
- * room-placement.ts): new rooms created together spread one per partition;
- * a replica started later places new rooms away from the partition carrying
+ * room-placement.ts; the default on a cluster only, hash here): new rooms
+ * created together spread one per partition; a replica started later places new rooms away from the partition carrying
  * the most traffic; the directory keeps every room where it was placed, for
  * replicas placing by hash too.
  */
@@ -10,6 +10,7 @@ import { afterAll, describe, expect, inject, it } from 'vitest';
 import type { EventLog } from '../../src/core/ports.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { keySpace } from '../../src/eventlog/keys.js';
+import { partitionOf } from '../../src/core/position.js';
 import { silentLogger } from '../../src/log/index.js';
 import { message } from '../fixtures/events.js';
 import { dropPrefix, testPrefix } from '../harness/redis.js';
@@ -55,6 +56,22 @@ describe('balanced room placement', () => {
     expect(events.filter((e) => e.room === 'first0')).toHaveLength(40);
     expect(events.filter((e) => e.room === 'second7').map((e) => (e.kind === 'message' ? e.content.body : ''))).toEqual(['later']);
     await c.close();
+    await dropPrefix(redis, prefix);
+  });
+
+  it('is not the default on one Redis: with one master there is nothing to balance, new rooms go by hash', async () => {
+    const prefix = testPrefix('placement-default');
+    const keys = keySpace(prefix, 2);
+    const log = open(prefix);
+    // traffic in one partition, which balanced placement would avoid
+    await log.rooms.put({ id: 'loud', links: [] });
+    for (let i = 0; i < 20; i++) await log.append(message('loud', `m${i}`));
+    const loud = partitionOf('loud', 16);
+    const rooms: string[] = [];
+    for (let i = 0; rooms.length < 3; i++) if (partitionOf(`quiet${i}`, 16) === loud) rooms.push(`quiet${i}`);
+    for (const id of rooms) await log.rooms.put({ id, links: [] });
+    expect(await Promise.all(rooms.map(async (room) => Number(await redis.hget(keys.roomPartitions(), room))))).toEqual([loud, loud, loud]);
+    await log.close();
     await dropPrefix(redis, prefix);
   });
 });
