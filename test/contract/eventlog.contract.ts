@@ -478,13 +478,9 @@ export function eventLogContract(target: ContractTarget): void {
     it('read: pages stay full when the rooms read are spread unevenly over partitions', async () => {
       const log = await make({ partitions: 4 });
       // three rooms in one partition, one in another: traffic per partition follows its rooms
-      const inPartition = (p: number, count: number) => {
-        const found: string[] = [];
-        for (let i = 0; found.length < count; i++) if (partitionOf(`u${i}`, 4) === p) found.push(`u${i}`);
-        return found;
-      };
-      const rooms = [...inPartition(0, 3), ...inPartition(1, 1)];
-      await withRooms(log, ...rooms);
+      const inPartition = (placed: Map<string, number>, p: number) => [...placed].filter(([, q]) => q === p).map(([room]) => room);
+      const placed = await placeRooms(log, 'u', (m) => inPartition(m, 0).length >= 3 && inPartition(m, 1).length >= 1);
+      const rooms = [...inPartition(placed, 0).slice(0, 3), ...inPartition(placed, 1).slice(0, 1)];
       const start = await log.head();
       for (let i = 0; i < 400; i++) await log.append(message(rooms[i % rooms.length] ?? '', `m${i}`));
       const seen = new Set<string>();
