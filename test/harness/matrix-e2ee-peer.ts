@@ -28,6 +28,11 @@ export interface PeerMessage {
   readonly senderCurve25519?: string;
 }
 
+export interface EncryptOptions {
+  /** share the room key with verified devices only; the Rust crypto sends the others m.room_key.withheld (m.unverified) */
+  readonly onlyTrustedDevices?: boolean;
+}
+
 let wasmReady: Promise<void> | undefined;
 
 /** Loads the wasm module once per process. */
@@ -160,8 +165,8 @@ export class E2eePeer {
   }
 
   /** Encrypts `content` for every joined member's devices (sharing the room key first) and sends it; returns the event id. */
-  async sendEncrypted(roomId: string, type: string, content: Json): Promise<string> {
-    return this.putEncrypted(roomId, await this.encrypt(roomId, type, content));
+  async sendEncrypted(roomId: string, type: string, content: Json, opts: EncryptOptions = {}): Promise<string> {
+    return this.putEncrypted(roomId, await this.encrypt(roomId, type, content, opts));
   }
 
   /** PUTs an m.room.encrypted content made by encrypt(); returns the event id. */
@@ -175,7 +180,7 @@ export class E2eePeer {
    * every joined member's devices first (which also replaces a session past
    * its rotation period: encrypting with an expired one panics in the wasm).
    */
-  async encrypt(roomId: string, type: string, content: Json): Promise<Json> {
+  async encrypt(roomId: string, type: string, content: Json, opts: EncryptOptions = {}): Promise<Json> {
     const joined = (await this.request('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/joined_members`))['joined'] as Json;
     const members = Object.keys(joined);
     await this.machine.updateTrackedUsers(members.map((u) => new wasm.UserId(u)));
@@ -183,8 +188,9 @@ export class E2eePeer {
     const claim = await this.machine.getMissingSessions(members.map((u) => new wasm.UserId(u)));
     if (claim) await this.send(claim);
     const settings = new wasm.EncryptionSettings();
-    // A test's bridge device is not verified: share with it as Element does by default.
-    settings.sharingStrategy = wasm.CollectStrategy.allDevices();
+    // A test's bridge device is not verified: share with it as Element does by default
+    // (or, as Element's "only send to verified sessions", withhold the key from it: m.room_key.withheld, code m.unverified).
+    settings.sharingStrategy = opts.onlyTrustedDevices === true ? wasm.CollectStrategy.onlyTrustedDevices() : wasm.CollectStrategy.allDevices();
     const shares = await this.machine.shareRoomKey(new wasm.RoomId(roomId), members.map((u) => new wasm.UserId(u)), settings);
     for (const r of shares) await this.send(r);
     return JSON.parse(await this.machine.encryptRoomEvent(new wasm.RoomId(roomId), type, JSON.stringify(content))) as Json;
