@@ -55,12 +55,21 @@ export class E2eePeer {
   ) {}
 
   /** Logs in with a password as `deviceId` and uploads the device's keys. */
-  static async login(baseUrl: string, userId: string, password: string, deviceId: string): Promise<E2eePeer> {
+  static login(baseUrl: string, userId: string, password: string, deviceId: string): Promise<E2eePeer> {
+    return E2eePeer.loginWith(baseUrl, userId, deviceId, { type: 'm.login.password', identifier: { type: 'm.id.user', user: userId }, password, device_id: deviceId });
+  }
+
+  /** Logs an application service's user in as `deviceId` (m.login.application_service with the AS token) and uploads the device's keys. */
+  static loginAppService(baseUrl: string, asToken: string, userId: string, deviceId: string): Promise<E2eePeer> {
+    return E2eePeer.loginWith(baseUrl, userId, deviceId, { type: 'm.login.application_service', identifier: { type: 'm.id.user', user: userId }, device_id: deviceId }, asToken);
+  }
+
+  private static async loginWith(baseUrl: string, userId: string, deviceId: string, login: Json, bearer?: string): Promise<E2eePeer> {
     await loadCryptoWasm();
     const res = await fetch(`${baseUrl}/_matrix/client/v3/login`, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ type: 'm.login.password', identifier: { type: 'm.id.user', user: userId }, password, device_id: deviceId }),
+      headers: { 'Content-Type': 'application/json', ...(bearer !== undefined ? { Authorization: `Bearer ${bearer}` } : {}) },
+      body: JSON.stringify(login),
     });
     const body = (await res.json()) as Json;
     if (!res.ok || typeof body['access_token'] !== 'string') throw new Error(`peer login failed: ${res.status} ${JSON.stringify(body)}`);
