@@ -273,6 +273,20 @@ export class E2eePeer {
     await this.send(await identity.verify());
   }
 
+  /**
+   * Deletes one of this user's devices as Element's "Sign out" of a session
+   * does: DELETE /devices/{id}, answering the user-interactive auth with the
+   * password (Synapse then drops its keys and tells the device-list change).
+   */
+  async deleteDevice(deviceId: string, password: string): Promise<void> {
+    const path = `/_matrix/client/v3/devices/${encodeURIComponent(deviceId)}`;
+    const first = await fetch(this.baseUrl + path, { method: 'DELETE', headers: { Authorization: `Bearer ${this.token}`, 'Content-Type': 'application/json' }, body: '{}' });
+    const uia = (await first.json()) as Json;
+    if (first.ok) return;
+    if (first.status !== 401 || typeof uia['session'] !== 'string') throw new Error(`DELETE ${path}: ${first.status} ${JSON.stringify(uia)}`);
+    await this.request('DELETE', path, { auth: { type: 'm.login.password', identifier: { type: 'm.id.user', user: this.userId }, password, session: uia['session'] } });
+  }
+
   close(): void {
     this.machine.close();
   }

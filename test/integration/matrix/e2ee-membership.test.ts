@@ -8,6 +8,7 @@
  * MSC3202 device lists in appservice mode).
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { waitFor } from '../../harness/free-port.js';
 import { E2eePeer } from '../../harness/matrix-e2ee-peer.js';
 import { encryptedRoom, type E2eeMode, type EncryptedRoom } from './e2ee-room.js';
 import { appendApi, Driver, matrixLink } from './helpers.js';
@@ -98,5 +99,35 @@ describe.each(['bot', 'appservice'] as const)('Matrix adapter, %s mode: room key
     // Bob, still outside, gets nothing and reads nothing.
     await bob.sync();
     expect((await bob.decrypt(third.raw, env.roomId)).error).toBeDefined();
+  });
+
+  it('rotates the Megolm session when a member signs a device out: the next message\'s key goes to the member\'s remaining devices only', async () => {
+    const r = await setup(mode);
+    const { env, peer: phone } = r;
+    const laptop = await login(r, env.alice.userId, 'ALICELAPTOP');
+    const driver = new Driver(r.adapter, env.log, matrixLink(env));
+    expect((await driver.deliver(await appendApi(env.log, { kind: 'message', content: { body: 'to both devices' } }))).status).toBe('delivered');
+    const [first] = bridgeEncrypted(r);
+    if (!first) throw new Error('no encrypted event from the bridge');
+    expect((await laptop.waitFor((m) => m.eventId === first.eventId)).error).toBeUndefined();
+    expect((await phone.waitFor((m) => m.eventId === first.eventId)).error).toBeUndefined();
+
+    // The laptop is signed out (its keys deleted); the bridge learns it from the device-list change (/sync or MSC3202) and queries the keys again.
+    const queriesBefore = env.hs.requests().filter((q) => q.path.endsWith('/keys/query') && q.userId === r.bridgeUser).length;
+    await phone.deleteDevice('ALICELAPTOP', 'pw');
+    await waitFor(() => env.hs.requests().filter((q) => q.path.endsWith('/keys/query') && q.userId === r.bridgeUser).length > queriesBefore, {
+      timeoutMs: 30_000,
+      what: 'the bridge to query the member\'s devices again after the change',
+    });
+    const mark = env.hs.keys.sent.length;
+    expect((await driver.deliver(await appendApi(env.log, { kind: 'message', content: { body: 'to the phone only' } }))).status).toBe('delivered');
+    const second = bridgeEncrypted(r)[1];
+    if (!second) throw new Error('no second encrypted event from the bridge');
+    expect(second.sessionId).not.toBe(first.sessionId);
+    const shares = env.hs.keys.sent.slice(mark).filter((m) => m.sender === r.bridgeUser && m.recipient === env.alice.userId && m.type === 'm.room.encrypted');
+    expect(shares.map((m) => m.deviceId)).toEqual(['ALICEPHONE']);
+    const got = await phone.waitFor((m) => m.eventId === second.eventId);
+    expect(got.error).toBeUndefined();
+    expect(String(got.content?.['body'])).toContain('to the phone only');
   });
 });
