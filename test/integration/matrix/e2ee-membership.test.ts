@@ -130,4 +130,37 @@ describe.each(['bot', 'appservice'] as const)('Matrix adapter, %s mode: room key
     expect(got.error).toBeUndefined();
     expect(String(got.content?.['body'])).toContain('to the phone only');
   });
+
+  it('shares the key with invited members too while history is visible to them (history_visibility shared, as Element does), not when it is joined-only', async () => {
+    const r = await setup(mode);
+    const { env, peer: alice } = r;
+    const driver = new Driver(r.adapter, env.log, matrixLink(env));
+    const carolUser = env.hs.registerUser('carol', 'pw');
+    const carol = await login(r, carolUser.userId, 'CAROLPHONE');
+    env.hs.inviteUser(env.alice.userId, env.roomId, carolUser.userId);
+    const mark = env.hs.keys.sent.length;
+    expect((await driver.deliver(await appendApi(env.log, { kind: 'message', content: { body: 'while carol is invited' } }))).status).toBe('delivered');
+    expect(sharesTo(r, carolUser.userId, mark)).toBeGreaterThan(0);
+    const [first] = bridgeEncrypted(r);
+    if (!first) throw new Error('no encrypted event from the bridge');
+    env.hs.joinRoom(carolUser.userId, env.roomId);
+    await carol.sync();
+    const c1 = await carol.decrypt(first.raw, env.roomId);
+    expect(c1.error).toBeUndefined();
+    expect(String(c1.content?.['body'])).toContain('while carol is invited');
+
+    // Joined-only history: an invited member gets nothing, and the session changes with the setting.
+    env.hs.sendStateAsUser(env.alice.userId, env.roomId, 'm.room.history_visibility', '', { history_visibility: 'joined' });
+    const daveUser = env.hs.registerUser('dave', 'pw');
+    await login(r, daveUser.userId, 'DAVEPHONE');
+    env.hs.inviteUser(env.alice.userId, env.roomId, daveUser.userId);
+    const mark2 = env.hs.keys.sent.length;
+    expect((await driver.deliver(await appendApi(env.log, { kind: 'message', content: { body: 'joined-only now' } }))).status).toBe('delivered');
+    expect(sharesTo(r, daveUser.userId, mark2)).toBe(0);
+    const second = bridgeEncrypted(r)[1];
+    if (!second) throw new Error('no second encrypted event from the bridge');
+    expect(second.sessionId).not.toBe(first.sessionId);
+    expect((await alice.waitFor((m) => m.eventId === second.eventId)).error).toBeUndefined();
+    expect((await carol.waitFor((m) => m.eventId === second.eventId)).error).toBeUndefined();
+  });
 });
