@@ -28,6 +28,11 @@ export interface PeerMessage {
   readonly senderCurve25519?: string;
 }
 
+export interface EncryptOptions {
+  /** share the room key with verified devices only; the Rust crypto sends the others m.room_key.withheld (m.unverified) */
+  readonly onlyTrustedDevices?: boolean;
+}
+
 let wasmReady: Promise<void> | undefined;
 
 /** Loads the wasm module once per process. */
@@ -50,12 +55,21 @@ export class E2eePeer {
   ) {}
 
   /** Logs in with a password as `deviceId` and uploads the device's keys. */
-  static async login(baseUrl: string, userId: string, password: string, deviceId: string): Promise<E2eePeer> {
+  static login(baseUrl: string, userId: string, password: string, deviceId: string): Promise<E2eePeer> {
+    return E2eePeer.loginWith(baseUrl, userId, deviceId, { type: 'm.login.password', identifier: { type: 'm.id.user', user: userId }, password, device_id: deviceId });
+  }
+
+  /** Logs an application service's user in as `deviceId` (m.login.application_service with the AS token) and uploads the device's keys. */
+  static loginAppService(baseUrl: string, asToken: string, userId: string, deviceId: string): Promise<E2eePeer> {
+    return E2eePeer.loginWith(baseUrl, userId, deviceId, { type: 'm.login.application_service', identifier: { type: 'm.id.user', user: userId }, device_id: deviceId }, asToken);
+  }
+
+  private static async loginWith(baseUrl: string, userId: string, deviceId: string, login: Json, bearer?: string): Promise<E2eePeer> {
     await loadCryptoWasm();
     const res = await fetch(`${baseUrl}/_matrix/client/v3/login`, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ type: 'm.login.password', identifier: { type: 'm.id.user', user: userId }, password, device_id: deviceId }),
+      headers: { 'Content-Type': 'application/json', ...(bearer !== undefined ? { Authorization: `Bearer ${bearer}` } : {}) },
+      body: JSON.stringify(login),
     });
     const body = (await res.json()) as Json;
     if (!res.ok || typeof body['access_token'] !== 'string') throw new Error(`peer login failed: ${res.status} ${JSON.stringify(body)}`);
@@ -160,8 +174,8 @@ export class E2eePeer {
   }
 
   /** Encrypts `content` for every joined member's devices (sharing the room key first) and sends it; returns the event id. */
-  async sendEncrypted(roomId: string, type: string, content: Json): Promise<string> {
-    return this.putEncrypted(roomId, await this.encrypt(roomId, type, content));
+  async sendEncrypted(roomId: string, type: string, content: Json, opts: EncryptOptions = {}): Promise<string> {
+    return this.putEncrypted(roomId, await this.encrypt(roomId, type, content, opts));
   }
 
   /** PUTs an m.room.encrypted content made by encrypt(); returns the event id. */
@@ -175,7 +189,7 @@ export class E2eePeer {
    * every joined member's devices first (which also replaces a session past
    * its rotation period: encrypting with an expired one panics in the wasm).
    */
-  async encrypt(roomId: string, type: string, content: Json): Promise<Json> {
+  async encrypt(roomId: string, type: string, content: Json, opts: EncryptOptions = {}): Promise<Json> {
     const joined = (await this.request('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/joined_members`))['joined'] as Json;
     const members = Object.keys(joined);
     await this.machine.updateTrackedUsers(members.map((u) => new wasm.UserId(u)));
@@ -183,8 +197,9 @@ export class E2eePeer {
     const claim = await this.machine.getMissingSessions(members.map((u) => new wasm.UserId(u)));
     if (claim) await this.send(claim);
     const settings = new wasm.EncryptionSettings();
-    // A test's bridge device is not verified: share with it as Element does by default.
-    settings.sharingStrategy = wasm.CollectStrategy.allDevices();
+    // A test's bridge device is not verified: share with it as Element does by default
+    // (or, as Element's "only send to verified sessions", withhold the key from it: m.room_key.withheld, code m.unverified).
+    settings.sharingStrategy = opts.onlyTrustedDevices === true ? wasm.CollectStrategy.onlyTrustedDevices() : wasm.CollectStrategy.allDevices();
     const shares = await this.machine.shareRoomKey(new wasm.RoomId(roomId), members.map((u) => new wasm.UserId(u)), settings);
     for (const r of shares) await this.send(r);
     return JSON.parse(await this.machine.encryptRoomEvent(new wasm.RoomId(roomId), type, JSON.stringify(content))) as Json;
@@ -256,6 +271,20 @@ export class E2eePeer {
     const identity = await this.machine.getIdentity(new wasm.UserId(userId));
     if (!(identity instanceof wasm.OtherUserIdentity)) throw new Error(`no cross-signing identity known for ${userId}`);
     await this.send(await identity.verify());
+  }
+
+  /**
+   * Deletes one of this user's devices as Element's "Sign out" of a session
+   * does: DELETE /devices/{id}, answering the user-interactive auth with the
+   * password (Synapse then drops its keys and tells the device-list change).
+   */
+  async deleteDevice(deviceId: string, password: string): Promise<void> {
+    const path = `/_matrix/client/v3/devices/${encodeURIComponent(deviceId)}`;
+    const first = await fetch(this.baseUrl + path, { method: 'DELETE', headers: { Authorization: `Bearer ${this.token}`, 'Content-Type': 'application/json' }, body: '{}' });
+    const uia = (await first.json()) as Json;
+    if (first.ok) return;
+    if (first.status !== 401 || typeof uia['session'] !== 'string') throw new Error(`DELETE ${path}: ${first.status} ${JSON.stringify(uia)}`);
+    await this.request('DELETE', path, { auth: { type: 'm.login.password', identifier: { type: 'm.id.user', user: this.userId }, password, session: uia['session'] } });
   }
 
   close(): void {

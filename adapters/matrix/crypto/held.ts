@@ -3,7 +3,8 @@
  * being bridged as "could not be read" at once, and tried again after every
  * /sync batch (the key may come in a later batch's to-device events) and
  * now and then; after `encryption.undecryptableHoldMs` an event still
- * undecryptable is bridged as the undecryptable notice. Held events never
+ * undecryptable is bridged as the undecryptable notice — at once when its
+ * sender's m.room_key.withheld came meanwhile (the key will never come). Held events never
  * block the room: later events are bridged meanwhile, and a held one is
  * appended when it can be read (its origin timestamp kept).
  *
@@ -26,20 +27,27 @@ export interface HeldEvent {
   readonly since: number;
 }
 
+export type RetryOutcome = 'released' | 'withheld' | 'held';
+
 export interface HeldDeps {
   readonly state: MatrixState;
   readonly ns: string;
   readonly log: Logger;
   readonly holdMs: number;
-  /** handles the event again: `final` bridges it as the notice when it still cannot be read; resolves true when it was decrypted */
-  readonly retry: (held: HeldEvent, final: boolean) => Promise<boolean>;
+  /**
+   * handles the event again: `final` bridges it as the notice when it still
+   * cannot be read. Resolves `released` (decrypted and bridged), `withheld`
+   * (its sender withheld the key meanwhile: bridged as the notice at once)
+   * or `held` (still waiting).
+   */
+  readonly retry: (held: HeldEvent, final: boolean) => Promise<RetryOutcome>;
 }
 
 export class HeldEvents {
   private readonly held = new Map<string, HeldEvent>();
   private loaded = false;
   private running: Promise<void> | undefined;
-  counters = { held: 0, released: 0, expired: 0 };
+  counters = { held: 0, released: 0, expired: 0, withheld: 0 };
 
   constructor(private readonly deps: HeldDeps) {}
 
@@ -86,9 +94,10 @@ export class HeldEvents {
     for (const [id, h] of [...this.held]) {
       const final = Date.now() - h.since >= this.deps.holdMs;
       try {
-        const decrypted = await this.deps.retry(h, final);
-        if (!decrypted && !final) continue;
-        if (decrypted) this.counters.released++;
+        const outcome = await this.deps.retry(h, final);
+        if (outcome === 'held' && !final) continue;
+        if (outcome === 'released') this.counters.released++;
+        else if (outcome === 'withheld') this.counters.withheld++;
         else this.counters.expired++;
         this.held.delete(id);
         await this.deps.state.delete(this.deps.ns, id);

@@ -11,9 +11,10 @@
  *   and key counts go into the machine; then its outgoing requests
  *   (keys/upload, keys/query, keys/claim, sendToDevice) are sent and marked.
  * - decrypt() / encrypt(): Megolm room events; before encrypting, the room's
- *   joined members are tracked, Olm sessions claimed where missing and the
- *   room key shared with every device (rotated by the machine when the
- *   members changed).
+ *   members (joined, and invited unless the history is joined-only) are
+ *   read afresh and tracked, Olm sessions claimed where missing and the
+ *   room key shared with every device (rotated by the machine when a
+ *   member or device is gone or the history visibility changed).
  *
  * Durability: after every machine call that may change the store, and before
  * sending anything the call produced, the store is persisted (one sealed
@@ -32,6 +33,7 @@ import type { SealedStore } from '../../../src/core/ports.js';
 import type { UndecryptableReason } from '../../../src/core/event.js';
 import { mxPath, type JsonObject, type MatrixHttp } from '../client.js';
 import { isObject } from '../normalise.js';
+import { MatrixApiError } from '../errors.js';
 import { DurableIdb, type Snapshot } from './durable-idb.js';
 import type { IdbFactory } from './idb-types.js';
 
@@ -321,15 +323,14 @@ export class MatrixCrypto {
 
   /**
    * The content of an m.room.encrypted event carrying `type`/`content`,
-   * readable by every device of the room's joined members: their devices
+   * readable by every device of the room's members (recipients()): their devices
    * are queried, Olm sessions claimed where missing and the room key shared
    * first (persisted before it leaves).
    */
   encrypt(roomId: string, type: string, content: JsonObject, settings: RoomEncryptionSettings = {}): Promise<JsonObject> {
     return this.exclusive(async () => {
       const w = this.wasm;
-      const joined = await this.options.http.request('GET', mxPath`/_matrix/client/v3/rooms/${roomId}/joined_members`);
-      const members = Object.keys(isObject(joined['joined']) ? joined['joined'] : {});
+      const { members, visibility } = await this.recipients(roomId);
       const users = (): Wasm.UserId[] => members.map((u) => new w.UserId(u));
       await this.machine.updateTrackedUsers(users());
       await this.persist();
@@ -342,6 +343,8 @@ export class MatrixCrypto {
       const es = new w.EncryptionSettings();
       // The bridge cannot verify members' devices: every device of a member gets the key, as Element does by default.
       es.sharingStrategy = w.CollectStrategy.allDevices();
+      // A change of the room's history visibility rotates the session (the Rust crypto compares it with the session's).
+      es.historyVisibility = { invited: w.HistoryVisibility.Invited, joined: w.HistoryVisibility.Joined, world_readable: w.HistoryVisibility.WorldReadable }[visibility] ?? w.HistoryVisibility.Shared;
       if (settings.rotationPeriodMs !== undefined) es.rotationPeriod = BigInt(settings.rotationPeriodMs) * 1000n;
       if (settings.rotationPeriodMsgs !== undefined) es.rotationPeriodMessages = BigInt(settings.rotationPeriodMsgs);
       const shares = await this.machine.shareRoomKey(new w.RoomId(roomId), users(), es);
@@ -355,6 +358,32 @@ export class MatrixCrypto {
       this.counters.encrypted++;
       return JSON.parse(encrypted) as JsonObject;
     });
+  }
+
+  /**
+   * Who gets the room key, read from the room's state at every send (never
+   * cached, so a leave or a kick is never missed): the joined members, and
+   * the invited ones unless the history is visible to joined members only —
+   * as Element (matrix-js-sdk's getEncryptionTargetMembers, the Rust SDK)
+   * does, so an invited member reads what is sent before their join.
+   */
+  private async recipients(roomId: string): Promise<{ members: string[]; visibility: string }> {
+    const http = this.options.http;
+    let visibility = 'shared';
+    try {
+      const hv = await http.request('GET', mxPath`/_matrix/client/v3/rooms/${roomId}/state/m.room.history_visibility/`);
+      if (typeof hv['history_visibility'] === 'string') visibility = hv['history_visibility'];
+    } catch (err) {
+      // No such state event: the spec's default, shared.
+      if (!(err instanceof MatrixApiError && err.errcode === 'M_NOT_FOUND')) throw err;
+    }
+    const wanted = new Set(visibility === 'joined' ? ['join'] : ['join', 'invite']);
+    const res = await http.request('GET', mxPath`/_matrix/client/v3/rooms/${roomId}/members`, { query: { not_membership: 'leave' } });
+    const chunk = Array.isArray(res['chunk']) ? res['chunk'].filter(isObject) : [];
+    const members = chunk
+      .filter((e) => e['type'] === 'm.room.member' && typeof e['state_key'] === 'string' && isObject(e['content']) && wanted.has(String(e['content']['membership'])))
+      .map((e) => String(e['state_key']));
+    return { members, visibility };
   }
 
   /** The machine's queued requests, sent and marked until none is left (bounded). */

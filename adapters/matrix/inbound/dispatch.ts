@@ -7,6 +7,7 @@
  * The handlers append through the sink (context.ts, with the durability
  * contract stated there).
  */
+import type { RetryOutcome } from '../crypto/held.js';
 import type { MatrixEvent, Normalised } from '../normalise.js';
 import { normaliseEvent, parseMatrixEvent, undecryptableOf } from '../normalise.js';
 import { createInboundState, displayOf, drop, normaliseContext, type InboundCounters, type InboundDeps, type InboundState } from './context.js';
@@ -31,9 +32,10 @@ export interface InboundPort {
   handleReceipts(roomId: string, content: unknown): Promise<void>;
   /**
    * A held encrypted event again (crypto/held.ts): bridged when it decrypts now
-   * (resolves true); else, when `final`, bridged as the undecryptable notice.
+   * (`released`); bridged as the undecryptable notice when its key was
+   * withheld meanwhile (`withheld`) or, when `final`, still cannot be read.
    */
-  retryHeld(raw: unknown, roomId: string, final: boolean): Promise<boolean>;
+  retryHeld(raw: unknown, roomId: string, final: boolean): Promise<RetryOutcome>;
 }
 
 /** Matrix event types that may be appended (only these need the sender's display name, which can cost a request). */
@@ -48,7 +50,7 @@ export function createInbound(deps: InboundDeps): InboundPort {
     handleReceipts: (roomId, content) => handleReceipts(s, roomId, content),
     retryHeld: async (raw, roomId, final) => {
       const parsed = parseMatrixEvent(raw, roomId);
-      if ('invalid' in parsed) return true;
+      if ('invalid' in parsed) return 'released';
       return handleParsed(s, parsed, final ? 'final' : 'retry');
     },
   };
@@ -67,10 +69,12 @@ export async function handleEvent(s: InboundState, raw: unknown, roomIdHint?: st
 /**
  * One parsed event. An encrypted one is decrypted first; when it cannot be
  * (yet), a live one is held (crypto/held.ts) unless its key was withheld, a
- * retry leaves it held, and a final attempt bridges the undecryptable notice.
- * Resolves false when it stays held or was bridged as the notice.
+ * retry leaves it held unless its key was withheld meanwhile, and a final
+ * attempt bridges the undecryptable notice. Resolves `released` when it was
+ * bridged (or handled), `withheld` when it was marked for a withheld key,
+ * `held` when it stays held or was marked at the end of its hold.
  */
-async function handleParsed(s: InboundState, parsed: MatrixEvent, attempt: 'live' | 'retry' | 'final'): Promise<boolean> {
+async function handleParsed(s: InboundState, parsed: MatrixEvent, attempt: 'live' | 'retry' | 'final'): Promise<RetryOutcome> {
   let ev: MatrixEvent = parsed;
   const rooms = s.deps.links.roomsFor(s.deps.name, ev.room_id);
   if (ev.type === 'm.room.encrypted' && ev.state_key === undefined && rooms.length > 0 && s.deps.refusesClear?.(ev.room_id) !== true) {
@@ -79,17 +83,18 @@ async function handleParsed(s: InboundState, parsed: MatrixEvent, attempt: 'live
       // From here on it is the event it carried; the relation stays the clear one (crypto/machine.ts).
       ev = { ...ev, type: clear.type, content: clear.content };
     } else if (clear?.ok === false) {
-      if (attempt === 'retry') return false;
+      // A retry leaves it held, unless its sender withheld the key meanwhile: that key never comes, so it is marked now.
+      if (attempt === 'retry' && clear.reason !== 'keys-withheld') return 'held';
       if (attempt === 'live' && clear.reason !== 'keys-withheld' && !s.deps.isOurs(ev.sender) && (await s.deps.hold?.(ev, clear.reason))) {
         s.deps.log.info({ roomId: ev.room_id, eventId: ev.event_id, sender: ev.sender, reason: clear.reason }, 'Matrix event cannot be decrypted yet; held until its room key arrives');
-        return false;
+        return 'held';
       }
       s.deps.log.warn({ roomId: ev.room_id, eventId: ev.event_id, sender: ev.sender, reason: clear.reason, detail: clear.detail }, 'Matrix event could not be decrypted; bridged as the undecryptable notice');
       s.counters.undecryptable[clear.reason] = (s.counters.undecryptable[clear.reason] ?? 0) + 1;
       const display = s.deps.isOurs(ev.sender) ? undefined : await displayOf(s, ev.room_id, ev.sender);
       for (const room of rooms) await dispatch(s, ev, room, undecryptableOf(ev, normaliseContext(s, room, display), clear.reason));
       if (rooms[0] !== undefined) await noteForReceipts(s, ev.room_id, ev.event_id, rooms[0]);
-      return false;
+      return clear.reason === 'keys-withheld' ? 'withheld' : 'held';
     }
   }
   if (ev.type === 'm.room.member' || ev.type === 'm.room.encryption') {
@@ -97,21 +102,21 @@ async function handleParsed(s: InboundState, parsed: MatrixEvent, attempt: 'live
     if (n.action === 'membership' || n.action === 'encryption') await onState(s, ev.room_id, n, rooms.length > 0);
     else if (n.action === 'ignore' && rooms.length > 0) drop(s, n.reason, { roomId: ev.room_id, eventId: ev.event_id, type: ev.type });
     if (rooms[0] !== undefined) await noteForReceipts(s, ev.room_id, ev.event_id, rooms[0]);
-    return true;
+    return 'released';
   }
   if (rooms.length === 0) {
     drop(s, 'unlinked-room', { roomId: ev.room_id, eventId: ev.event_id });
-    return true;
+    return 'released';
   }
   if (s.deps.refusesClear?.(ev.room_id) === true) {
     // encryption.mode: required — a room in clear is refused (rooms.ts); its m.room.encryption state above lifts that.
     drop(s, 'unencrypted-room', { roomId: ev.room_id, eventId: ev.event_id, type: ev.type });
-    return true;
+    return 'released';
   }
   const display = !s.deps.isOurs(ev.sender) && BRIDGED_TYPES.has(ev.type) ? await displayOf(s, ev.room_id, ev.sender) : undefined;
   for (const room of rooms) await dispatch(s, ev, room, normaliseEvent(ev, normaliseContext(s, room, display)));
   if (rooms[0] !== undefined) await noteForReceipts(s, ev.room_id, ev.event_id, rooms[0]);
-  return true;
+  return 'released';
 }
 
 export async function observeState(s: InboundState, raw: unknown, roomIdHint?: string): Promise<void> {

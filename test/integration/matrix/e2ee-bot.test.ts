@@ -146,6 +146,13 @@ describe('Matrix adapter, bot mode, encrypted room', () => {
     // Text never in clear; a reaction's key is, in its clear m.relates_to, as the spec has it (and Element does).
     expect(JSON.stringify(fromRelay)).not.toMatch(/original|edited|a reply/);
     expect(fromRelay.filter((e) => JSON.stringify(e.content).includes('🎉')).map((e) => e.content['m.relates_to'])).toEqual([{ rel_type: 'm.annotation', event_id: mx, key: '🎉' }]);
+    // Every relation in clear on the m.room.encrypted content (spec "Mixing relations and encryption": the server aggregates them).
+    expect(fromRelay.filter((e) => e.type === 'm.room.encrypted').map((e) => e.content['m.relates_to'])).toEqual([
+      undefined,
+      { rel_type: 'm.replace', event_id: mx },
+      { 'm.in_reply_to': { event_id: mx } },
+      { rel_type: 'm.annotation', event_id: mx, key: '🎉' },
+    ]);
     const edit = await peer.waitFor((x) => x.sender === RELAY && (x.content?.['m.relates_to'] as { rel_type?: string } | undefined)?.rel_type === 'm.replace');
     expect(edit.content?.['m.new_content']).toMatchObject({ body: expect.stringContaining('edited') });
     expect((edit.content?.['m.relates_to'] as { event_id?: string }).event_id).toBe(mx);
