@@ -171,7 +171,8 @@ async function replica(w: World, name: string, opts: { leaseMs?: number; asPort?
 }
 
 async function untilActive(r: Replica, p: CliProcess, what: string): Promise<void> {
-  await waitFor(() => r.active(), { timeoutMs: 90_000, what, failFast: r.exited(p) }).catch(async (err: unknown) => {
+  // a start is a tsx transpile and load of the whole gateway: minutes on a saturated machine
+  await waitFor(() => r.active(), { timeoutMs: 240_000, what, failFast: r.exited(p) }).catch(async (err: unknown) => {
     throw new Error(`${String(err)}; status: ${JSON.stringify(await r.status())}; output:\n${p.out.stdout.slice(-4000)}`);
   });
 }
@@ -211,7 +212,7 @@ describe.each<Mode>(['bot', 'appservice'])('Matrix encrypted room, %s mode, gate
     const second = pod.serve();
     await untilActive(pod, second, 'the restarted adapter ready with its crypto active');
     expect((await pod.status())?.detail.encryption?.device).toEqual({ ...before, fresh: false });
-    await waitFor(async () => (await w.bodies()).includes(sent[4] ?? ''), { timeoutMs: 90_000, what: 'the five messages sent while dead in the log' });
+    await waitFor(async () => (await w.bodies()).includes(sent[4] ?? ''), { timeoutMs: 180_000, what: 'the five messages sent while dead in the log' });
     expect(await w.bodies()).toEqual(['before the kill', ...sent]);
     expect(w.announced()).toBe(1);
 
@@ -224,7 +225,7 @@ describe.each<Mode>(['bot', 'appservice'])('Matrix encrypted room, %s mode, gate
     await waitFor(() => third.out.stdout.includes('SG_ERR_STATE_SEALED_KEY'), { timeoutMs: 60_000, what: 'the adapter refusing the wrong store secret' });
     expect((await pod.status())?.ready ?? false).toBe(false);
     expect(w.announced()).toBe(1);
-  }, 300_000);
+  }, 900_000);
 
   it('a standby replica that takes the connection lease over after the active one died is the same device and decrypts, in order, the five messages sent meanwhile', async () => {
     const w = await world(mode, `mxe2eelease-${mode}`);
@@ -239,7 +240,7 @@ describe.each<Mode>(['bot', 'appservice'])('Matrix encrypted room, %s mode, gate
     await untilActive(a, pa, 'replica A active with its crypto');
     const b = await replica(w, 'replica-b', { leaseMs: 3000, asPort: ports.b });
     const pb = b.serve();
-    await waitFor(async () => (await b.status()) !== undefined, { timeoutMs: 60_000, what: 'replica B up (standby)', failFast: b.exited(pb) });
+    await waitFor(async () => (await b.status()) !== undefined, { timeoutMs: 240_000, what: 'replica B up (standby)', failFast: b.exited(pb) });
     expect(await b.active()).toBe(false);
     const device = (await a.status())?.detail.encryption?.device;
     expect(device).toMatchObject({ deviceId: 'SYNCGATE', fresh: true });
@@ -249,10 +250,10 @@ describe.each<Mode>(['bot', 'appservice'])('Matrix encrypted room, %s mode, gate
     const sent = await sendFive(w, 'during the takeover');
     await untilActive(b, pb, 'replica B to take the connection over with its crypto');
     expect((await b.status())?.detail.encryption?.device).toEqual({ ...device, fresh: false });
-    await waitFor(async () => (await w.bodies()).includes(sent[4] ?? ''), { timeoutMs: 90_000, what: 'the messages sent during the takeover in the log' });
+    await waitFor(async () => (await w.bodies()).includes(sent[4] ?? ''), { timeoutMs: 180_000, what: 'the messages sent during the takeover in the log' });
     expect(await w.bodies()).toEqual(['to replica A', ...sent]);
     expect(w.announced()).toBe(1);
     // Appservice mode: the homeserver's pushes reached replica A, then replica B.
     if (front) expect([front.forwarded.get(ports.a) ?? 0, front.forwarded.get(ports.b) ?? 0].every((n) => n > 0)).toBe(true);
-  }, 300_000);
+  }, 900_000);
 });
