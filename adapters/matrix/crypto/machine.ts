@@ -369,16 +369,17 @@ export class MatrixCrypto {
    */
   private async recipients(roomId: string): Promise<{ members: string[]; visibility: string }> {
     const http = this.options.http;
-    let visibility = 'shared';
-    try {
-      const hv = await http.request('GET', mxPath`/_matrix/client/v3/rooms/${roomId}/state/m.room.history_visibility/`);
-      if (typeof hv['history_visibility'] === 'string') visibility = hv['history_visibility'];
-    } catch (err) {
-      // No such state event: the spec's default, shared.
-      if (!(err instanceof MatrixApiError && err.errcode === 'M_NOT_FOUND')) throw err;
-    }
+    // both asked at once: the send waits for one round trip, not two
+    const [hv, res] = await Promise.all([
+      http.request('GET', mxPath`/_matrix/client/v3/rooms/${roomId}/state/m.room.history_visibility/`).catch((err: unknown) => {
+        // No such state event: the spec's default, shared.
+        if (err instanceof MatrixApiError && err.errcode === 'M_NOT_FOUND') return undefined;
+        throw err;
+      }),
+      http.request('GET', mxPath`/_matrix/client/v3/rooms/${roomId}/members`, { query: { not_membership: 'leave' } }),
+    ]);
+    const visibility = typeof hv?.['history_visibility'] === 'string' ? hv['history_visibility'] : 'shared';
     const wanted = new Set(visibility === 'joined' ? ['join'] : ['join', 'invite']);
-    const res = await http.request('GET', mxPath`/_matrix/client/v3/rooms/${roomId}/members`, { query: { not_membership: 'leave' } });
     const chunk = Array.isArray(res['chunk']) ? res['chunk'].filter(isObject) : [];
     const members = chunk
       .filter((e) => e['type'] === 'm.room.member' && typeof e['state_key'] === 'string' && isObject(e['content']) && wanted.has(String(e['content']['membership'])))
