@@ -79,7 +79,7 @@ async function holder(r: Replica, what: string): Promise<{ deviceId: number; fin
     async () => {
       const s = await adapterStatus(r);
       const printed = /^ {2}omemo\.fingerprint: ((?:[0-9a-f]{8} ){7}[0-9a-f]{8})$/m.exec(s.text)?.[1];
-      const ok = /^xmpp \(xmpp\): active, connected, ready$/m.test(s.text) && s.omemo?.state === 'published' && printed !== undefined && printed === s.omemo.fingerprint;
+      const ok = /^xmpp \(xmpp\): active, connected, ready(?:,|$)/m.test(s.text) && s.omemo?.state === 'published' && printed !== undefined && printed === s.omemo.fingerprint;
       if (ok && s.omemo?.deviceId !== undefined && printed !== undefined) device = { deviceId: s.omemo.deviceId, fingerprint: printed };
       return ok;
     },
