@@ -7,17 +7,13 @@
  * verifies the signatures itself. Keys made elsewhere are never replaced.
  */
 import * as wasm from '@matrix-org/matrix-sdk-crypto-wasm';
-import { parse } from 'yaml';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { MatrixAdapter } from '../../../adapters/matrix/index.js';
 import type { MatrixAdapterConfig } from '../../../adapters/matrix/config.js';
-import { createMatrixAdapter, registrationYaml } from '../../../adapters/matrix/index.js';
-import type { AppServiceRegistration } from '../../harness/fake-homeserver.js';
-import { createIngestSink } from '../../../src/bridge/ingest.js';
-import { createSealedStore } from '../../../src/runtime/sealed-store.js';
 import { waitFor } from '../../harness/free-port.js';
 import { E2eePeer } from '../../harness/matrix-e2ee-peer.js';
 import { appendApi, appserviceConfig, botConfig, createEnv, Driver, matrixLink, type Env } from './helpers.js';
+import { createE2eeAdapter, pointHomeserverAt, registerOwnAppservice } from './e2ee-room.js';
 
 const RELAY = '@relay:fake.test';
 const BOT = '@syncgate:fake.test';
@@ -43,15 +39,7 @@ afterEach(async () => {
 });
 
 async function start(config: MatrixAdapterConfig): Promise<MatrixAdapter> {
-  const adapter = createMatrixAdapter({
-    name: 'matrix',
-    config,
-    log: env.logger.child({ adapter: 'matrix' }),
-    sink: createIngestSink({ log: env.log, logger: env.logger }),
-    links: env.links,
-    state: env.log.state,
-    sealed: (ns, secret) => createSealedStore(env.log.state, ns, secret),
-  });
+  const adapter = createE2eeAdapter(env, config);
   adapters.push(adapter);
   await adapter.start();
   return adapter;
@@ -143,21 +131,11 @@ describe('Matrix adapter, cross-signing of the bridge bot', () => {
       peers.push(member);
       await member.sync();
       const config = appserviceConfig(e, {}, { encryption: { storeSecret: SECRET } });
-      e.hs.registerAppService({ ...(parse(registrationYaml(config)) as AppServiceRegistration), url: null });
-      const adapter = createMatrixAdapter({
-        name: 'matrix',
-        config,
-        log: e.logger.child({ adapter: 'matrix' }),
-        sink: createIngestSink({ log: e.log, logger: e.logger }),
-        links: e.links,
-        state: e.log.state,
-        sealed: (ns, secret) => createSealedStore(e.log.state, ns, secret),
-      });
+      registerOwnAppservice(e, config);
+      const adapter = createE2eeAdapter(e, config);
       adapters.push(adapter);
       await adapter.start();
-      const address = adapter.listenAddress();
-      if (!address) throw new Error('no listener');
-      e.hs.setAppServiceUrl('syncgate', `http://127.0.0.1:${address.port}`);
+      pointHomeserverAt(e, adapter);
       expect((await ready(adapter)).crossSigning?.state).toBe('signed');
       expect(e.hs.keys.crossSigningKey(BOT, 'master')).toBeDefined();
       expect(e.hs.uia.attempts).toEqual([]);

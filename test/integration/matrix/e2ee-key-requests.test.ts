@@ -17,12 +17,10 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { LogEvent } from '../../../src/core/event.js';
 import type { MatrixAdapter } from '../../../adapters/matrix/index.js';
 import type { MatrixAdapterConfig } from '../../../adapters/matrix/config.js';
-import { createMatrixAdapter } from '../../../adapters/matrix/index.js';
-import { createIngestSink } from '../../../src/bridge/ingest.js';
-import { createSealedStore } from '../../../src/runtime/sealed-store.js';
 import { waitFor } from '../../harness/free-port.js';
 import { E2eePeer } from '../../harness/matrix-e2ee-peer.js';
 import { appendApi, botConfig, createEnv, Driver, matrixLink, roomEvents, type Env } from './helpers.js';
+import { createE2eeAdapter } from './e2ee-room.js';
 
 const RELAY = '@relay:fake.test';
 const SECRET = 'a store secret of some length';
@@ -47,15 +45,7 @@ afterEach(async () => {
 });
 
 async function start(config: MatrixAdapterConfig): Promise<MatrixAdapter> {
-  const adapter = createMatrixAdapter({
-    name: 'matrix',
-    config,
-    log: env.logger.child({ adapter: 'matrix' }),
-    sink: createIngestSink({ log: env.log, logger: env.logger }),
-    links: env.links,
-    state: env.log.state,
-    sealed: (ns, secret) => createSealedStore(env.log.state, ns, secret),
-  });
+  const adapter = createE2eeAdapter(env, config);
   adapters.push(adapter);
   await adapter.start();
   return adapter;
