@@ -13,7 +13,7 @@ import type { MatrixAdapterConfig } from '../../../adapters/matrix/config.js';
 import { waitFor } from '../../harness/free-port.js';
 import { E2eePeer } from '../../harness/matrix-e2ee-peer.js';
 import { appendApi, appserviceConfig, botConfig, createEnv, Driver, matrixLink, type Env } from './helpers.js';
-import { createE2eeAdapter, pointHomeserverAt, registerOwnAppservice } from './e2ee-room.js';
+import { closeWorld, createE2eeAdapter, pointHomeserverAt, registerOwnAppservice, relayWorld, startKept } from './e2ee-room.js';
 
 const RELAY = '@relay:fake.test';
 const BOT = '@syncgate:fake.test';
@@ -25,25 +25,13 @@ const peers: E2eePeer[] = [];
 const adapters: MatrixAdapter[] = [];
 
 beforeEach(async () => {
-  env = await createEnv();
-  env.hs.registerUser('relay', 'relay-pw');
-  env.hs.sendStateAsUser(env.alice.userId, env.roomId, 'm.room.encryption', '', { algorithm: 'm.megolm.v1.aes-sha2' });
-  alice = await E2eePeer.login(env.hs.url, env.alice.userId, 'pw', 'ALICEPHONE');
+  ({ env, alice } = await relayWorld());
   peers.push(alice);
 });
 
-afterEach(async () => {
-  for (const a of adapters.splice(0)) await a.stop();
-  for (const p of peers.splice(0)) p.close();
-  await env.close();
-});
+afterEach(() => closeWorld(env, adapters, peers));
 
-async function start(config: MatrixAdapterConfig): Promise<MatrixAdapter> {
-  const adapter = createE2eeAdapter(env, config);
-  adapters.push(adapter);
-  await adapter.start();
-  return adapter;
-}
+const start = (config: MatrixAdapterConfig): Promise<MatrixAdapter> => startKept(env, adapters, config);
 
 interface Encryption {
   active: boolean;
