@@ -7,17 +7,13 @@
  * verifies the signatures itself. Keys made elsewhere are never replaced.
  */
 import * as wasm from '@matrix-org/matrix-sdk-crypto-wasm';
-import { parse } from 'yaml';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { MatrixAdapter } from '../../../adapters/matrix/index.js';
 import type { MatrixAdapterConfig } from '../../../adapters/matrix/config.js';
-import { createMatrixAdapter, registrationYaml } from '../../../adapters/matrix/index.js';
-import type { AppServiceRegistration } from '../../harness/fake-homeserver.js';
-import { createIngestSink } from '../../../src/bridge/ingest.js';
-import { createSealedStore } from '../../../src/runtime/sealed-store.js';
 import { waitFor } from '../../harness/free-port.js';
 import { E2eePeer } from '../../harness/matrix-e2ee-peer.js';
 import { appendApi, appserviceConfig, botConfig, createEnv, Driver, matrixLink, type Env } from './helpers.js';
+import { closeWorld, createE2eeAdapter, pointHomeserverAt, registerOwnAppservice, relayWorld, startKept } from './e2ee-room.js';
 
 const RELAY = '@relay:fake.test';
 const BOT = '@syncgate:fake.test';
@@ -29,33 +25,13 @@ const peers: E2eePeer[] = [];
 const adapters: MatrixAdapter[] = [];
 
 beforeEach(async () => {
-  env = await createEnv();
-  env.hs.registerUser('relay', 'relay-pw');
-  env.hs.sendStateAsUser(env.alice.userId, env.roomId, 'm.room.encryption', '', { algorithm: 'm.megolm.v1.aes-sha2' });
-  alice = await E2eePeer.login(env.hs.url, env.alice.userId, 'pw', 'ALICEPHONE');
+  ({ env, alice } = await relayWorld());
   peers.push(alice);
 });
 
-afterEach(async () => {
-  for (const a of adapters.splice(0)) await a.stop();
-  for (const p of peers.splice(0)) p.close();
-  await env.close();
-});
+afterEach(() => closeWorld(env, adapters, peers));
 
-async function start(config: MatrixAdapterConfig): Promise<MatrixAdapter> {
-  const adapter = createMatrixAdapter({
-    name: 'matrix',
-    config,
-    log: env.logger.child({ adapter: 'matrix' }),
-    sink: createIngestSink({ log: env.log, logger: env.logger }),
-    links: env.links,
-    state: env.log.state,
-    sealed: (ns, secret) => createSealedStore(env.log.state, ns, secret),
-  });
-  adapters.push(adapter);
-  await adapter.start();
-  return adapter;
-}
+const start = (config: MatrixAdapterConfig): Promise<MatrixAdapter> => startKept(env, adapters, config);
 
 interface Encryption {
   active: boolean;
@@ -143,21 +119,11 @@ describe('Matrix adapter, cross-signing of the bridge bot', () => {
       peers.push(member);
       await member.sync();
       const config = appserviceConfig(e, {}, { encryption: { storeSecret: SECRET } });
-      e.hs.registerAppService({ ...(parse(registrationYaml(config)) as AppServiceRegistration), url: null });
-      const adapter = createMatrixAdapter({
-        name: 'matrix',
-        config,
-        log: e.logger.child({ adapter: 'matrix' }),
-        sink: createIngestSink({ log: e.log, logger: e.logger }),
-        links: e.links,
-        state: e.log.state,
-        sealed: (ns, secret) => createSealedStore(e.log.state, ns, secret),
-      });
+      registerOwnAppservice(e, config);
+      const adapter = createE2eeAdapter(e, config);
       adapters.push(adapter);
       await adapter.start();
-      const address = adapter.listenAddress();
-      if (!address) throw new Error('no listener');
-      e.hs.setAppServiceUrl('syncgate', `http://127.0.0.1:${address.port}`);
+      pointHomeserverAt(e, adapter);
       expect((await ready(adapter)).crossSigning?.state).toBe('signed');
       expect(e.hs.keys.crossSigningKey(BOT, 'master')).toBeDefined();
       expect(e.hs.uia.attempts).toEqual([]);

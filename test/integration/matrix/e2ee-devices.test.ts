@@ -12,14 +12,13 @@ import { parse } from 'yaml';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { MatrixAdapter } from '../../../adapters/matrix/index.js';
 import type { LogEvent } from '../../../src/core/event.js';
-import { createMatrixAdapter, registrationYaml } from '../../../adapters/matrix/index.js';
+import { registrationYaml } from '../../../adapters/matrix/index.js';
 import { parseMatrixConfig, type MatrixAdapterConfig } from '../../../adapters/matrix/config.js';
-import { createIngestSink } from '../../../src/bridge/ingest.js';
-import { createSealedStore } from '../../../src/runtime/sealed-store.js';
 import type { AppServiceRegistration } from '../../harness/fake-homeserver.js';
 import { waitFor } from '../../harness/free-port.js';
 import { E2eePeer } from '../../harness/matrix-e2ee-peer.js';
 import { appendApi, appserviceConfig, botConfig, createEnv, Driver, matrixLink, roomEvents, type Env } from './helpers.js';
+import { createE2eeAdapter } from './e2ee-room.js';
 
 const RELAY = '@relay:fake.test';
 const BOT = '@syncgate:fake.test';
@@ -47,15 +46,7 @@ async function setup(appservice: boolean): Promise<{ env: Env; peer: E2eePeer }>
 }
 
 async function start(e: Env, config: MatrixAdapterConfig): Promise<MatrixAdapter> {
-  const adapter = createMatrixAdapter({
-    name: 'matrix',
-    config,
-    log: e.logger.child({ adapter: 'matrix' }),
-    sink: createIngestSink({ log: e.log, logger: e.logger }),
-    links: e.links,
-    state: e.log.state,
-    sealed: (ns, secret) => createSealedStore(e.log.state, ns, secret),
-  });
+  const adapter = createE2eeAdapter(e, config);
   adapters.push(adapter);
   await adapter.start();
   if (config.mode === 'appservice') {

@@ -17,12 +17,10 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { LogEvent } from '../../../src/core/event.js';
 import type { MatrixAdapter } from '../../../adapters/matrix/index.js';
 import type { MatrixAdapterConfig } from '../../../adapters/matrix/config.js';
-import { createMatrixAdapter } from '../../../adapters/matrix/index.js';
-import { createIngestSink } from '../../../src/bridge/ingest.js';
-import { createSealedStore } from '../../../src/runtime/sealed-store.js';
 import { waitFor } from '../../harness/free-port.js';
 import { E2eePeer } from '../../harness/matrix-e2ee-peer.js';
-import { appendApi, botConfig, createEnv, Driver, matrixLink, roomEvents, type Env } from './helpers.js';
+import { appendApi, botConfig, Driver, matrixLink, roomEvents, type Env } from './helpers.js';
+import { closeWorld, relayWorld, startKept } from './e2ee-room.js';
 
 const RELAY = '@relay:fake.test';
 const SECRET = 'a store secret of some length';
@@ -33,33 +31,13 @@ const peers: E2eePeer[] = [];
 const adapters: MatrixAdapter[] = [];
 
 beforeEach(async () => {
-  env = await createEnv();
-  env.hs.registerUser('relay', 'relay-pw');
-  env.hs.sendStateAsUser(env.alice.userId, env.roomId, 'm.room.encryption', '', { algorithm: 'm.megolm.v1.aes-sha2' });
-  alice = await E2eePeer.login(env.hs.url, env.alice.userId, 'pw', 'ALICEPHONE');
+  ({ env, alice } = await relayWorld());
   peers.push(alice);
 });
 
-afterEach(async () => {
-  for (const a of adapters.splice(0)) await a.stop();
-  for (const p of peers.splice(0)) p.close();
-  await env.close();
-});
+afterEach(() => closeWorld(env, adapters, peers));
 
-async function start(config: MatrixAdapterConfig): Promise<MatrixAdapter> {
-  const adapter = createMatrixAdapter({
-    name: 'matrix',
-    config,
-    log: env.logger.child({ adapter: 'matrix' }),
-    sink: createIngestSink({ log: env.log, logger: env.logger }),
-    links: env.links,
-    state: env.log.state,
-    sealed: (ns, secret) => createSealedStore(env.log.state, ns, secret),
-  });
-  adapters.push(adapter);
-  await adapter.start();
-  return adapter;
-}
+const start = (config: MatrixAdapterConfig): Promise<MatrixAdapter> => startKept(env, adapters, config);
 
 function texts(events: LogEvent[]): string[] {
   return events.filter((e) => e.kind === 'message' && e.origin.via === 'matrix').map((e) => ('content' in e ? e.content.body : ''));

@@ -5,20 +5,16 @@
  * API's link check refuses it — until it turns encrypted. The member is an
  * independent Rust-crypto peer (test/harness/matrix-e2ee-peer.ts).
  */
-import { parse } from 'yaml';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { LogEvent } from '../../../src/core/event.js';
 import type { MatrixAdapter } from '../../../adapters/matrix/index.js';
-import { createMatrixAdapter, registrationYaml } from '../../../adapters/matrix/index.js';
-import type { AppServiceRegistration } from '../../harness/fake-homeserver.js';
 import { parseMatrixConfig, type MatrixAdapterConfig } from '../../../adapters/matrix/config.js';
 import { MatrixConfigError } from '../../../adapters/matrix/errors.js';
-import { createIngestSink } from '../../../src/bridge/ingest.js';
-import { createSealedStore } from '../../../src/runtime/sealed-store.js';
 import { waitFor } from '../../harness/free-port.js';
 import { startGateway } from '../../harness/gateway.js';
 import { E2eePeer } from '../../harness/matrix-e2ee-peer.js';
 import { appserviceConfig, botConfig, createEnv, Driver, roomEvents, ROOM, type Env } from './helpers.js';
+import { createE2eeAdapter, pointHomeserverAt, registerOwnAppservice } from './e2ee-room.js';
 
 const RELAY = '@relay:fake.test';
 const SECRET = 'a store secret of some length';
@@ -50,15 +46,7 @@ function requiredConfig(): MatrixAdapterConfig {
 }
 
 async function start(config: MatrixAdapterConfig): Promise<MatrixAdapter> {
-  const adapter = createMatrixAdapter({
-    name: 'matrix',
-    config,
-    log: env.logger.child({ adapter: 'matrix' }),
-    sink: createIngestSink({ log: env.log, logger: env.logger }),
-    links: env.links,
-    state: env.log.state,
-    sealed: (ns, secret) => createSealedStore(env.log.state, ns, secret),
-  });
+  const adapter = createE2eeAdapter(env, config);
   adapters.push(adapter);
   await adapter.start();
   return adapter;
@@ -162,21 +150,11 @@ describe('Matrix adapter, encryption.mode: required', () => {
       const member = await E2eePeer.login(e.hs.url, e.alice.userId, 'pw', 'ALICELAPTOP');
       try {
         const config = appserviceConfig(e, {}, { encryption: { mode: 'required', storeSecret: SECRET } });
-        e.hs.registerAppService({ ...(parse(registrationYaml(config)) as AppServiceRegistration), url: null });
-        const adapter = createMatrixAdapter({
-          name: 'matrix',
-          config,
-          log: e.logger.child({ adapter: 'matrix' }),
-          sink: createIngestSink({ log: e.log, logger: e.logger }),
-          links: e.links,
-          state: e.log.state,
-          sealed: (ns, secret) => createSealedStore(e.log.state, ns, secret),
-        });
+        registerOwnAppservice(e, config);
+        const adapter = createE2eeAdapter(e, config);
         adapters.push(adapter);
         await adapter.start();
-        const address = adapter.listenAddress();
-        if (!address) throw new Error('no listener');
-        e.hs.setAppServiceUrl('syncgate', `http://127.0.0.1:${address.port}`);
+        pointHomeserverAt(e, adapter);
         await waitFor(() => (adapter.status().detail?.['encryption'] as { active: boolean }).active && adapter.status().ready, { timeoutMs: 20_000, what: 'the bridge device active' });
         await waitFor(() => refusedRooms(adapter).length === 1, { timeoutMs: 20_000, what: 'the clear room refused' });
         expect(refusedRooms(adapter).map((r) => [r.roomId, r.code])).toEqual([[e.roomId, 'SG_ERR_ROOM_NOT_ENCRYPTED']]);

@@ -114,3 +114,26 @@ export async function encryptedRoom(mode: E2eeMode, opts: EncryptedRoomOptions =
     throw err;
   }
 }
+
+/** A fresh world for a bot-mode test: the relay account, helpers.ts's room encrypted, and alice's phone (her peer). */
+export async function relayWorld(): Promise<{ env: Env; alice: E2eePeer }> {
+  const env = await createEnv();
+  env.hs.registerUser('relay', 'relay-pw');
+  encryptRoom(env);
+  return { env, alice: await memberPeer(env) };
+}
+
+/** Creates and starts the adapter, kept in `adapters` so that closeWorld stops it. */
+export async function startKept(env: Env, adapters: MatrixAdapter[], config: MatrixAdapterConfig): Promise<MatrixAdapter> {
+  const adapter = createE2eeAdapter(env, config);
+  adapters.push(adapter);
+  await adapter.start();
+  return adapter;
+}
+
+/** After a test: its adapters stopped, its peers closed, the world closed. */
+export async function closeWorld(env: Env, adapters: MatrixAdapter[], peers: E2eePeer[]): Promise<void> {
+  for (const a of adapters.splice(0)) await a.stop();
+  for (const p of peers.splice(0)) p.close();
+  await env.close();
+}
