@@ -375,8 +375,9 @@ describe.each(XMPP_SERVERS)('on %s', (kind) => {
       await until(async () => (await session()).queue.length > 20, 'acks exchanged');
       const { lines, queue } = await session();
       expect(lines.some((l) => /acknowledged more|Too many unacked|says it handled|stanzas, but only/i.test(l))).toBe(false);
-      // Without counting iq replies the queue would grow by one per self-ping.
-      expect(Math.max(...queue.slice(-10))).toBeLessThanOrEqual(3);
+      // Without counting iq replies the queue would grow by one per self-ping (past 20 here); a few
+      // stanzas in flight when the server asks for an ack are normal on a busy machine (5 seen).
+      expect(Math.max(...queue.slice(-10))).toBeLessThan(10);
       expect(adapter.status().connected).toBe(true);
     });
   });
