@@ -6,27 +6,25 @@
  * its connection, wins the lease back once B's expires — and must then
  * really connect again: MQTT ingest and delivery work, and /readyz says so.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { stringify } from 'yaml';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { silentLogger } from '../../src/log/index.js';
-import { getFreePort, isRunning, killOnExit, terminate, waitFor } from '../harness/free-port.js';
+import { cliRunner, serveConfig } from '../harness/cli.js';
+import { getFreePort, waitFor } from '../harness/free-port.js';
 import { startMosquitto, type MosquittoBroker } from '../harness/mosquitto.js';
 import { testPrefix } from '../harness/redis.js';
+import { writeMqttGatewayConfig } from './mqtt-gateway.js';
 
-const main = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const ADMIN = 'mqtt-lease-admin-token-0123456789';
 const LEASE_MS = 4000;
 const STARTED = 'adapter started (this replica holds its connection)';
 const LOST = 'adapter lease lost to another replica';
 let broker: MosquittoBroker;
-const procs: ChildProcess[] = [];
 const clients: MqttClient[] = [];
 
 beforeAll(async () => {
@@ -34,18 +32,14 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   for (const c of clients) await c.endAsync(true).catch(() => undefined);
-  for (const p of procs) {
-    // a paused process would sit out the SIGTERM grace period
-    if (isRunning(p)) p.kill('SIGCONT');
-    await terminate(p, 5000);
-  }
   await broker?.stop();
 });
+// Registered after the broker's afterAll, so it runs first (after hooks run in reverse): the replicas stop before the broker.
+const run = cliRunner();
 
 interface Replica {
   readonly proc: ChildProcess;
   readonly url: string;
-  readonly out: { text: string };
   /** how many times a line with this message was logged */
   count(msg: string): number;
 }
@@ -53,30 +47,11 @@ interface Replica {
 async function serve(dir: string, name: string, prefix: string, clientId: string): Promise<Replica> {
   const port = await getFreePort();
   const configFile = join(dir, `${name}.yaml`);
-  await writeFile(
-    configFile,
-    stringify({
-      partitions: 2,
-      redis: { url: inject('redisUrl'), prefix },
-      http: { port, adminToken: ADMIN },
-      log: { level: 'info' },
-      shutdownGraceMs: 1000,
-      // the connection lease and the delivery leases: short, so the test is quick
-      delivery: { leaseMs: LEASE_MS },
-      rooms: [{ id: 'plant', links: [{ endpoint: 'mqtt', target: 'sensors/+device/alert', options: { decode: 'json', template: '{{device}}: {{level}}' } }] }],
-      adapters: { mqtt: { type: 'mqtt', url: broker.url, clientId, sessionExpirySec: 3600, reconnect: { minMs: 100, maxMs: 1000 } } },
-    }),
-  );
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SYNCGATE_')));
-  const proc = spawn(process.execPath, ['--import', 'tsx', main, 'serve', '--config', configFile], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  killOnExit(proc);
-  procs.push(proc);
-  const out = { text: '' };
-  proc.stdout?.on('data', (c: Buffer) => (out.text += c.toString()));
-  proc.stderr?.on('data', (c: Buffer) => (out.text += c.toString()));
-  await waitFor(() => out.text.includes('syncgate listening'), { timeoutMs: 30_000, what: `replica ${name} to listen`, failFast: () => (proc.exitCode !== null ? new Error(out.text) : undefined) });
-  const count = (msg: string) => out.text.split('\n').filter((l) => l.includes(`"msg":"${msg}`)).length;
-  return { proc, url: `http://127.0.0.1:${port}`, out, count };
+  // the connection lease and the delivery leases: short, so the test is quick
+  await writeMqttGatewayConfig(configFile, { partitions: 2, prefix, port, adminToken: ADMIN, brokerUrl: broker.url, clientId, leaseMs: LEASE_MS, shutdownGraceMs: 1000 });
+  const { proc, out } = await serveConfig(run, configFile, `replica ${name} to listen`);
+  const count = (msg: string) => out.stdout.split('\n').filter((l) => l.includes(`"msg":"${msg}`)).length;
+  return { proc, url: `http://127.0.0.1:${port}`, count };
 }
 
 const ready = async (r: Replica) => (await fetch(`${r.url}/readyz`).catch(() => undefined))?.status === 200;

@@ -6,25 +6,22 @@
  * log holds every message exactly once; an HTTP message is published on the
  * room topic once and not ingested back.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { stringify } from 'yaml';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { silentLogger } from '../../src/log/index.js';
-import { getFreePort, killOnExit, readFileFrom, terminate, waitFor, waitForExit } from '../harness/free-port.js';
+import { cliRunner, serveConfig } from '../harness/cli.js';
+import { getFreePort, readFileFrom, waitFor, waitForExit } from '../harness/free-port.js';
 import { startMosquitto, type MosquittoBroker } from '../harness/mosquitto.js';
 import { testPrefix } from '../harness/redis.js';
+import { writeMqttGatewayConfig } from './mqtt-gateway.js';
 
-const main = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const ADMIN = 'mqtt-e2e-admin-token-0123456789';
 let broker: MosquittoBroker;
-const procs: ChildProcess[] = [];
 const clients: MqttClient[] = [];
 
 beforeAll(async () => {
@@ -32,21 +29,12 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   for (const c of clients) await c.endAsync(true).catch(() => undefined);
-  for (const p of procs) await terminate(p, 5000);
   await broker?.stop();
 });
+// Registered after the broker's afterAll, so it runs first (after hooks run in reverse): the gateway stops before the broker.
+const run = cliRunner();
 
-async function serve(configFile: string): Promise<{ proc: ChildProcess; out: { text: string } }> {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SYNCGATE_')));
-  const proc = spawn(process.execPath, ['--import', 'tsx', main, 'serve', '--config', configFile], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  killOnExit(proc);
-  procs.push(proc);
-  const out = { text: '' };
-  proc.stdout?.on('data', (c: Buffer) => (out.text += c.toString()));
-  proc.stderr?.on('data', (c: Buffer) => (out.text += c.toString()));
-  await waitFor(() => out.text.includes('syncgate listening'), { timeoutMs: 30_000, what: 'the gateway to listen', failFast: () => (proc.exitCode !== null ? new Error(out.text) : undefined) });
-  return { proc, out };
-}
+const serve = (configFile: string) => serveConfig(run, configFile, 'the gateway to listen');
 
 /** The MQTT adapter's entry in GET /v1/admin/status, or undefined while the API does not answer. */
 async function adapterStatus(api: string): Promise<Record<string, unknown> | undefined> {
@@ -62,19 +50,8 @@ describe('MQTT through the gateway process', () => {
     const clientId = `sg-e2e-${process.pid}-${Date.now()}`;
     const dir = await mkdtemp(join(tmpdir(), 'sg-mqtt-e2e-'));
     const configFile = join(dir, 'config.yaml');
-    await writeFile(
-      configFile,
-      stringify({
-        partitions: 4,
-        redis: { url: inject('redisUrl'), prefix },
-        http: { port, adminToken: ADMIN },
-        log: { level: 'info' },
-        // the SIGKILLed process holds its delivery leases until they expire
-        delivery: { leaseMs: 1500 },
-        rooms: [{ id: 'plant', links: [{ endpoint: 'mqtt', target: 'sensors/+device/alert', options: { decode: 'json', template: '{{device}}: {{level}}' } }] }],
-        adapters: { mqtt: { type: 'mqtt', url: broker.url, clientId, sessionExpirySec: 3600, reconnect: { minMs: 100, maxMs: 1000 } } },
-      }),
-    );
+    // the SIGKILLed process holds its delivery leases until they expire
+    await writeMqttGatewayConfig(configFile, { partitions: 4, prefix, port, adminToken: ADMIN, brokerUrl: broker.url, clientId, leaseMs: 1500 });
     const api = `http://127.0.0.1:${port}`;
     const redis = new Redis(inject('redisUrl'));
     const log = createEventLog({ partitions: 4, log: silentLogger(), redis: { url: inject('redisUrl'), prefix } });

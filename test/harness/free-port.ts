@@ -77,6 +77,25 @@ export async function waitFor(check: () => boolean | Promise<boolean>, opts: Wai
   }
 }
 
+/** The port was taken between getFreePort() and the server's bind: worth another try on a new port. */
+export class PortTakenError extends Error {}
+
+/**
+ * Runs `start` (take free ports, write the config, launch the server) again
+ * while it fails with PortTakenError, `attempts` times at most: a free port
+ * can be taken by another process before the server binds it.
+ */
+export async function retryOnPortTaken(start: () => Promise<void>, attempts = 3): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await start();
+      return;
+    } catch (err) {
+      if (!(err instanceof PortTakenError) || attempt >= attempts) throw err;
+    }
+  }
+}
+
 /** Waits until `host:port` accepts TCP connections. */
 export async function waitForPort(
   host: string,

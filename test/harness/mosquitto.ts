@@ -14,7 +14,9 @@ import {
   getFreePort,
   isRunning,
   killOnExit,
+  PortTakenError,
   readFileFrom,
+  retryOnPortTaken,
   terminate,
   waitFor,
   waitForPort,
@@ -122,8 +124,7 @@ export async function startMosquitto(opts: MosquittoOptions = {}): Promise<Mosqu
       await writePasswordFile(passwdBin, passwordPath, opts.users);
     }
     if (opts.acl !== undefined) await writeFile(aclPath, `${opts.acl}\n`);
-    // A few attempts: the free port can be taken by another process before Mosquitto binds it.
-    for (let attempt = 1; ; attempt++) {
+    await retryOnPortTaken(async () => {
       port = await getFreePort();
       await writeFile(
         configPath,
@@ -137,13 +138,8 @@ export async function startMosquitto(opts: MosquittoOptions = {}): Promise<Mosqu
           verboseLog: opts.verboseLog ?? false,
         }),
       );
-      try {
-        await launch();
-        break;
-      } catch (err) {
-        if (!(err instanceof PortTakenError) || attempt >= 3) throw err;
-      }
-    }
+      await launch();
+    });
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
     throw err;
@@ -193,9 +189,6 @@ export async function startMosquitto(opts: MosquittoOptions = {}): Promise<Mosqu
     },
   };
 }
-
-/** The port was taken between getFreePort() and Mosquitto's bind. */
-class PortTakenError extends Error {}
 
 function externalBroker(url: string): MosquittoBroker {
   const parsed = new URL(url);

@@ -13,7 +13,9 @@ import {
   getFreePort,
   isRunning,
   killOnExit,
+  PortTakenError,
   readFileFrom,
+  retryOnPortTaken,
   terminate,
   waitFor,
   waitForPort,
@@ -80,9 +82,6 @@ export interface XmppServer {
 
 export type ProsodyServer = XmppServer & { readonly kind: 'prosody'; readonly component: ProsodyComponent | undefined };
 
-/** The c2s port was taken between getFreePort() and Prosody's bind. */
-class PortTakenError extends Error {}
-
 export async function startProsody(opts: ProsodyOptions = {}): Promise<ProsodyServer> {
   const prosodyBin = await findExecutable('prosody');
   const prosodyctlBin = await findExecutable('prosodyctl');
@@ -148,8 +147,7 @@ export async function startProsody(opts: ProsodyOptions = {}): Promise<ProsodySe
   };
 
   try {
-    // A few attempts: the free port can be taken by another process before Prosody binds it.
-    for (let attempt = 1; ; attempt++) {
+    await retryOnPortTaken(async () => {
       c2sPort = await getFreePort();
       if (componentDomain !== undefined) componentPort = await getFreePort();
       const component = opts.component && componentDomain !== undefined ? { domain: componentDomain, secret: opts.component.secret, port: componentPort } : undefined;
@@ -157,13 +155,8 @@ export async function startProsody(opts: ProsodyOptions = {}): Promise<ProsodySe
         configPath,
         renderConfig({ domain, mucDomain, component, dir, dataDir, logPath, c2sPort, logLevel: opts.logLevel ?? 'info', occupantIdModule, roomLocking: opts.roomLocking ?? false, archiveByDefault: opts.mucArchiveByDefault ?? true }),
       );
-      try {
-        await launch();
-        break;
-      } catch (err) {
-        if (!(err instanceof PortTakenError) || attempt >= 3) throw err;
-      }
-    }
+      await launch();
+    });
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
     throw err;

@@ -1,9 +1,10 @@
 /**
  * Helpers for the HTTP API tests: an app on a memory or Redis log, one client
  * interface over `inject` or real HTTP, a WebSocket and an SSE client that
- * collect frames, and deadline-bound waiting.
+ * collect frames, the console's live room timeline, and deadline-bound waiting.
  */
 import type { FastifyInstance } from 'fastify';
+import { expect } from 'vitest';
 import WebSocket from 'ws';
 import type { Config } from '../../../src/config/index.js';
 import type { EventLog } from '../../../src/core/ports.js';
@@ -367,4 +368,41 @@ export class SseClient {
   close(): void {
     this.abort.abort();
   }
+}
+
+/** A frame of the console's live room timeline: its event name and its data, parsed. */
+export interface LiveFrame {
+  name: string;
+  data: unknown;
+}
+
+/** Opens `GET /v1/admin/rooms/:room/live` (expecting 200 and an event stream) and collects its frames until `close()`. */
+export async function openLiveTimeline(base: string, room: string, options: { token: string; limit: number }): Promise<{ frames: LiveFrame[]; close: () => void }> {
+  const abort = new AbortController();
+  const res = await fetch(`${base}/v1/admin/rooms/${room}/live?limit=${options.limit}`, { headers: { authorization: `Bearer ${options.token}`, accept: 'text/event-stream' }, signal: abort.signal });
+  expect(res.status).toBe(200);
+  expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+  const frames: LiveFrame[] = [];
+  const body = res.body;
+  if (!body) throw new Error('no body');
+  void (async () => {
+    const decoder = new TextDecoder();
+    let buffer = '';
+    try {
+      for await (const chunk of body) {
+        buffer += decoder.decode(chunk as Uint8Array, { stream: true });
+        let at: number;
+        while ((at = buffer.indexOf('\n\n')) >= 0) {
+          const block = buffer.slice(0, at);
+          buffer = buffer.slice(at + 2);
+          const name = /^event: (.*)$/m.exec(block)?.[1] ?? 'message';
+          const data = /^data: (.*)$/m.exec(block)?.[1];
+          frames.push({ name, data: data === undefined ? undefined : JSON.parse(data) });
+        }
+      }
+    } catch {
+      // aborted by close()
+    }
+  })();
+  return { frames, close: () => abort.abort() };
 }

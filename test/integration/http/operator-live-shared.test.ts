@@ -9,15 +9,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { DeliveryQueue, EventLog } from '../../../src/core/ports.js';
 import { message } from '../../fixtures/events.js';
 import { waitFor } from '../../harness/free-port.js';
-import { ADMIN_TOKEN, expectStatus, makeLog, startApp, type TestApp } from './helpers.js';
+import { ADMIN_TOKEN, expectStatus, makeLog, openLiveTimeline, startApp, type LiveFrame, type TestApp } from './helpers.js';
 
 const PAGES = 6;
 const UNSETTLED = 40;
-
-interface Frame {
-  name: string;
-  data: unknown;
-}
 
 /** The log, counting the delivery-record reads and the event ids they ask for. */
 function countingLog(log: EventLog): { log: EventLog; reads: () => number; ids: () => number } {
@@ -47,35 +42,6 @@ function countingLog(log: EventLog): { log: EventLog; reads: () => number; ids: 
   return { log: wrapped, reads: () => reads, ids: () => ids };
 }
 
-async function openLive(url: string, room: string): Promise<{ frames: Frame[]; close: () => void }> {
-  const abort = new AbortController();
-  const res = await fetch(`${url}/v1/admin/rooms/${room}/live?limit=${UNSETTLED}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}`, accept: 'text/event-stream' }, signal: abort.signal });
-  expect(res.status).toBe(200);
-  const frames: Frame[] = [];
-  const body = res.body;
-  if (!body) throw new Error('no body');
-  void (async () => {
-    const decoder = new TextDecoder();
-    let buffer = '';
-    try {
-      for await (const chunk of body) {
-        buffer += decoder.decode(chunk as Uint8Array, { stream: true });
-        let at: number;
-        while ((at = buffer.indexOf('\n\n')) >= 0) {
-          const block = buffer.slice(0, at);
-          buffer = buffer.slice(at + 2);
-          const name = /^event: (.*)$/m.exec(block)?.[1] ?? 'message';
-          const data = /^data: (.*)$/m.exec(block)?.[1];
-          frames.push({ name, data: data === undefined ? undefined : JSON.parse(data) });
-        }
-      }
-    } catch {
-      // aborted by close()
-    }
-  })();
-  return { frames, close: () => abort.abort() };
-}
-
 async function checks(t: TestApp): Promise<number> {
   const text = (await t.client.request('GET', '/metrics')).text;
   const m = /^syncgate_console_live_checks_total (\d+)/m.exec(text);
@@ -100,8 +66,8 @@ describe('live room pages share one delivery-state checker per room', () => {
     // no MQTT adapter here: every event stays `pending` on the link
     for (let i = 0; i < UNSETTLED; i++) appended.push((await counting.log.append(message('plant', `m${i}`))).eventId);
 
-    for (let i = 0; i < PAGES; i++) pages.push(await openLive(url, 'plant'));
-    const all = pages as Array<{ frames: Frame[]; close: () => void }>;
+    for (let i = 0; i < PAGES; i++) pages.push(await openLiveTimeline(url, 'plant', { token: ADMIN_TOKEN, limit: UNSETTLED }));
+    const all = pages as Array<{ frames: LiveFrame[]; close: () => void }>;
     await waitFor(() => all.every((p) => p.frames.some((f) => f.name === 'snapshot')), { timeoutMs: 30_000, what: 'every page\'s snapshot' });
 
     const before = { checks: await checks(t), reads: counting.reads(), ids: counting.ids() };

@@ -13,6 +13,7 @@ import { startGateway, type TestGateway } from '../../harness/gateway.js';
 import { waitFor } from '../../harness/free-port.js';
 import { startMosquitto, type MosquittoBroker } from '../../harness/mosquitto.js';
 import { testPrefix } from '../../harness/redis.js';
+import { openLiveTimeline } from './helpers.js';
 
 const VIEWER = 'viewer-token-live-0123456789abcdef';
 
@@ -24,45 +25,9 @@ interface Entry {
   event: { eventId: string; content?: { body?: string } };
   deliveries: Delivery[];
 }
-interface Frame {
-  name: string;
-  data: unknown;
-}
-
 let broker: MosquittoBroker;
 let gw: TestGateway;
 let watcher: MqttClient;
-
-/** Opens the live timeline and collects its frames until `close()`. */
-async function openLive(token: string, room = 'plant'): Promise<{ frames: Frame[]; close: () => void }> {
-  const abort = new AbortController();
-  const res = await fetch(`${gw.url}/v1/admin/rooms/${room}/live?limit=10`, { headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' }, signal: abort.signal });
-  expect(res.status).toBe(200);
-  expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
-  const frames: Frame[] = [];
-  const body = res.body;
-  if (!body) throw new Error('no body');
-  void (async () => {
-    const decoder = new TextDecoder();
-    let buffer = '';
-    try {
-      for await (const chunk of body) {
-        buffer += decoder.decode(chunk as Uint8Array, { stream: true });
-        let at: number;
-        while ((at = buffer.indexOf('\n\n')) >= 0) {
-          const block = buffer.slice(0, at);
-          buffer = buffer.slice(at + 2);
-          const name = /^event: (.*)$/m.exec(block)?.[1] ?? 'message';
-          const data = /^data: (.*)$/m.exec(block)?.[1];
-          frames.push({ name, data: data === undefined ? undefined : JSON.parse(data) });
-        }
-      }
-    } catch {
-      // aborted by close()
-    }
-  })();
-  return { frames, close: () => abort.abort() };
-}
 
 beforeAll(async () => {
   broker = await startMosquitto({ useEnv: false, acl: 'topic readwrite #' });
@@ -89,7 +54,7 @@ describe('live room timeline', () => {
   it('sends a snapshot, then each new event, then its delivery state as it changes, to a viewer token', async () => {
     const device = await gw.deviceToken('op', ['plant']);
     await gw.device(device, 'PUT', '/v1/rooms/plant/send/old', { kind: 'message', content: { body: 'before the stream' } });
-    const live = await openLive(VIEWER);
+    const live = await openLiveTimeline(gw.url, 'plant', { token: VIEWER, limit: 10 });
     try {
       await waitFor(() => live.frames.some((f) => f.name === 'snapshot'), { timeoutMs: 20_000, what: 'the snapshot' });
       const snapshot = live.frames.find((f) => f.name === 'snapshot')?.data as { events: Entry[] };

@@ -3,67 +3,18 @@
  * Redis) with the real ingest sink and room links, adapters built on them,
  * MQTT test devices, a sink whose appends can be held, and condition waits.
  */
-import { Writable } from 'node:stream';
 import { connect, connectAsync } from 'mqtt';
 import type { IClientOptions, IPublishPacket, MqttClient } from 'mqtt';
-import { pino, type Logger } from 'pino';
-import { afterEach, inject } from 'vitest';
+import { afterEach } from 'vitest';
 import type { IngestSink } from '../../../src/core/adapter.js';
-import type { LogEvent } from '../../../src/core/event.js';
-import type { EventLog, RoomLink } from '../../../src/core/ports.js';
-import { createIngestSink, type BridgeSink } from '../../../src/bridge/ingest.js';
-import { createRoomLinks, type RoomLinks } from '../../../src/bridge/links.js';
-import { createEventLog } from '../../../src/eventlog/index.js';
-import { silentLogger } from '../../../src/log/index.js';
 import { createMqttAdapter, parseMqttConfig, type MqttAdapter, type MqttCounters } from '../../../adapters/mqtt/index.js';
-import { waitFor } from '../../harness/free-port.js';
-import { testPrefix } from '../../harness/redis.js';
+import { DEADLINE_MS, createAdapterGateway, type Gateway, type GatewayOptions } from '../../harness/adapter-gateway.js';
 
-export const DEADLINE_MS = 15_000;
-
-export async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = DEADLINE_MS): Promise<void> {
-  await waitFor(check, { what, timeoutMs, intervalMs: 20 });
-}
-
-export interface Gateway {
-  readonly log: EventLog;
-  readonly sink: BridgeSink;
-  readonly links: RoomLinks;
-  readonly logger: Logger;
-  /** lines the adapters logged (JSON objects) */
-  readonly logLines: Array<Record<string, unknown>>;
-  close(): Promise<void>;
-}
+export { DEADLINE_MS, allEvents, until, type Gateway, type GatewayOptions } from '../../harness/adapter-gateway.js';
 
 /** A log with the real sink and links; `backend: 'redis'` uses the test Redis with a fresh prefix. */
-export async function createGateway(options: { backend?: 'memory' | 'redis'; redisUrl?: string; rooms?: Array<{ id: string; links: RoomLink[] }> } = {}): Promise<Gateway> {
-  const log = createEventLog({
-    partitions: 4,
-    log: silentLogger(),
-    ...(options.backend === 'redis' ? { redis: { url: options.redisUrl ?? inject('redisUrl'), prefix: testPrefix('mqtt') } } : {}),
-  });
-  for (const room of options.rooms ?? []) await log.rooms.put(room);
-  const logLines: Array<Record<string, unknown>> = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line.trim()) logLines.push(JSON.parse(line) as Record<string, unknown>);
-      cb();
-    },
-  });
-  const logger = pino({ level: 'debug' }, destination);
-  const sink = createIngestSink({ log, logger: silentLogger() });
-  const links = await createRoomLinks({ rooms: log.rooms, logger: silentLogger() });
-  return {
-    log,
-    sink,
-    links,
-    logger,
-    logLines,
-    async close() {
-      links.close();
-      await log.close();
-    },
-  };
+export function createGateway(options: GatewayOptions = {}): Promise<Gateway> {
+  return createAdapterGateway(options, 'mqtt');
 }
 
 export function makeAdapter(gw: Gateway, config: Record<string, unknown>, sink: IngestSink = gw.sink, name = 'mqtt'): MqttAdapter {
@@ -76,18 +27,6 @@ export function counters(adapter: MqttAdapter): MqttCounters {
 
 export function dropped(adapter: MqttAdapter): Record<string, number> {
   return (adapter.status().detail?.['dropped'] ?? {}) as Record<string, number>;
-}
-
-/** Every timeline event of the given rooms, oldest first. */
-export async function allEvents(log: EventLog, rooms?: string[]): Promise<LogEvent[]> {
-  const out: LogEvent[] = [];
-  let since: string | undefined;
-  for (;;) {
-    const page = await log.read(since, { rooms: rooms ? new Set(rooms) : 'all', limit: 1000 });
-    out.push(...page.events);
-    if (page.events.length === 0) return out;
-    since = page.next;
-  }
 }
 
 const devices: MqttClient[] = [];

@@ -4,16 +4,15 @@
  * users (two resources for Alice) and an HTTP device (Carol) in one room.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syncCursorAfter } from '../../../src/core/cursor.js';
 import type { LogEvent } from '../../../src/core/event.js';
-import { startProsody, type ProsodyServer } from '../../harness/prosody.js';
-import { startGateway, type TestGateway } from '../../harness/gateway.js';
-import { testPrefix } from '../../harness/redis.js';
-import { TestUser, endUsers, until, xml, DEADLINE_MS } from '../xmpp/helpers.js';
+import type { ProsodyServer } from '../../harness/prosody.js';
+import type { TestGateway } from '../../harness/gateway.js';
+import { TestUser, until, xml, DEADLINE_MS } from '../xmpp/helpers.js';
+import { startRoomsWorld, type RoomsWorld } from './helpers.js';
 import type { XmlElement } from '@xmpp/client';
 
-const SECRET = `rooms-secret-${randomUUID()}`;
 const NS = {
   sid: 'urn:xmpp:sid:0',
   muc: 'http://jabber.org/protocol/muc',
@@ -29,6 +28,7 @@ const NS = {
   stanzas: 'urn:ietf:params:xml:ns:xmpp-stanzas',
 };
 
+let world: RoomsWorld | undefined;
 let prosody: ProsodyServer;
 let gw: TestGateway;
 let domain: string;
@@ -142,48 +142,30 @@ async function mamError(user: TestUser, room: string, fields: Record<string, str
 }
 
 beforeAll(async () => {
-  prosody = await startProsody({ component: { secret: SECRET } });
-  if (!prosody.component) throw new Error('no component');
-  domain = prosody.component.domain;
-  lobby = `lobby@${domain}`;
-  await Promise.all(['alice', 'bob', 'eve', 'mallory'].map((u) => prosody.createUser(u, `${u}-pw`)));
-  gw = await startGateway({
-    redisUrl: inject('redisUrl'),
-    prefix: testPrefix('rooms'),
-    config: {
-      adapters: {
-        rooms: {
-          type: 'xmpp-rooms',
-          service: prosody.component.service,
-          domain,
-          secret: SECRET,
-          reconnect: { minMs: 100, maxMs: 1000 },
-          historyDefault: 5,
-          access: [
-            { jid: `alice@${prosody.domain}`, user: 'alice' },
-            { jid: `bob@${prosody.domain}`, user: 'bob' },
-            { jid: `eve@${prosody.domain}`, user: 'eve' },
-          ],
-        },
-      },
-      rooms: [
-        { id: 'lobby', name: 'Lobby', links: [{ endpoint: 'rooms', target: 'lobby', options: { name: 'The lobby' } }] },
-        { id: 'other', links: [{ endpoint: 'rooms', target: 'other' }] },
-      ],
-    },
+  world = await startRoomsWorld({
+    prefix: 'rooms',
+    accounts: ['alice', 'bob', 'eve', 'mallory'],
+    access: ['alice', 'bob', 'eve'],
+    adapter: { historyDefault: 5 },
+    rooms: [
+      { id: 'lobby', name: 'Lobby', links: [{ endpoint: 'rooms', target: 'lobby', options: { name: 'The lobby' } }] },
+      { id: 'other', links: [{ endpoint: 'rooms', target: 'other' }] },
+    ],
+    devices: [
+      ['carol', ['lobby']],
+      ['alice', ['lobby']],
+      ['bob', ['lobby']],
+      ['eve', []],
+    ],
   });
-  carol = await gw.deviceToken('carol', ['lobby']);
-  await gw.deviceToken('alice', ['lobby']);
-  await gw.deviceToken('bob', ['lobby']);
-  await gw.deviceToken('eve', []);
-  await until(async () => (await gw.gateway.status()).adapters['rooms']?.connected === true, 'the component to connect');
+  ({ prosody, gw, domain } = world);
+  lobby = `lobby@${domain}`;
+  carol = world.token('carol');
   [alice1, alice2, bob] = await Promise.all([TestUser.login(prosody, 'alice', 'alice-pw', 'phone'), TestUser.login(prosody, 'alice', 'alice-pw', 'laptop'), TestUser.login(prosody, 'bob', 'bob-pw', 'desk')]);
 }, 120_000);
 
 afterAll(async () => {
-  await endUsers();
-  await gw?.stop();
-  await prosody?.stop();
+  await world?.stop();
 });
 
 describe('xmpp-rooms component', () => {

@@ -6,15 +6,13 @@
  * goes round the log without being converted twice.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LogEvent } from '../../../src/core/event.js';
-import { startProsody, type ProsodyServer } from '../../harness/prosody.js';
-import { startGateway, type TestGateway } from '../../harness/gateway.js';
-import { testPrefix } from '../../harness/redis.js';
-import { TestUser, endUsers, until, xml, DEADLINE_MS } from '../xmpp/helpers.js';
+import type { TestGateway } from '../../harness/gateway.js';
+import { TestUser, until, xml, DEADLINE_MS } from '../xmpp/helpers.js';
+import { startRoomsWorld, type RoomsWorld } from './helpers.js';
 import type { XmlElement } from '@xmpp/client';
 
-const SECRET = `rooms-secret-${randomUUID()}`;
 const NS = {
   sid: 'urn:xmpp:sid:0',
   muc: 'http://jabber.org/protocol/muc',
@@ -26,7 +24,7 @@ const NS = {
   styling: 'urn:xmpp:styling:0',
 };
 
-let prosody: ProsodyServer;
+let world: RoomsWorld | undefined;
 let gw: TestGateway;
 let lobby: string;
 let carol: string;
@@ -90,42 +88,25 @@ async function mamCopies(user: TestUser, ids: readonly string[]): Promise<Map<st
 }
 
 beforeAll(async () => {
-  prosody = await startProsody({ component: { secret: SECRET } });
-  if (!prosody.component) throw new Error('no component');
-  const domain = prosody.component.domain;
-  lobby = `lobby@${domain}`;
-  await Promise.all(['alice', 'bob'].map((u) => prosody.createUser(u, `${u}-pw`)));
-  gw = await startGateway({
-    redisUrl: inject('redisUrl'),
-    prefix: testPrefix('rooms-styling'),
-    config: {
-      adapters: {
-        rooms: {
-          type: 'xmpp-rooms',
-          service: prosody.component.service,
-          domain,
-          secret: SECRET,
-          reconnect: { minMs: 100, maxMs: 1000 },
-          access: [
-            { jid: `alice@${prosody.domain}`, user: 'alice' },
-            { jid: `bob@${prosody.domain}`, user: 'bob' },
-          ],
-        },
-      },
-      rooms: [{ id: 'lobby', links: [{ endpoint: 'rooms', target: 'lobby' }] }],
-    },
+  world = await startRoomsWorld({
+    prefix: 'rooms-styling',
+    accounts: ['alice', 'bob'],
+    access: ['alice', 'bob'],
+    rooms: [{ id: 'lobby', links: [{ endpoint: 'rooms', target: 'lobby' }] }],
+    devices: [
+      ['carol', ['lobby']],
+      ['alice', ['lobby']],
+      ['bob', ['lobby']],
+    ],
   });
-  carol = await gw.deviceToken('carol', ['lobby']);
-  await gw.deviceToken('alice', ['lobby']);
-  await gw.deviceToken('bob', ['lobby']);
-  await until(async () => (await gw.gateway.status()).adapters['rooms']?.connected === true, 'the component to connect');
-  [alice, bob] = await Promise.all([TestUser.login(prosody, 'alice', 'alice-pw', 'phone'), TestUser.login(prosody, 'bob', 'bob-pw', 'desk')]);
+  gw = world.gw;
+  lobby = `lobby@${world.domain}`;
+  carol = world.token('carol');
+  [alice, bob] = await Promise.all([TestUser.login(world.prosody, 'alice', 'alice-pw', 'phone'), TestUser.login(world.prosody, 'bob', 'bob-pw', 'desk')]);
 }, 120_000);
 
 afterAll(async () => {
-  await endUsers();
-  await gw?.stop();
-  await prosody?.stop();
+  await world?.stop();
 });
 
 describe('xmpp-rooms XEP-0393 styling', () => {

@@ -5,69 +5,23 @@
  * (references, format conversion, recording native ids, retrying), and test
  * users written with @xmpp/client as ordinary clients.
  */
-import { Writable } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import { client, xml, type Client, type XmlElement } from '@xmpp/client';
-import { pino, type Logger } from 'pino';
-import { inject } from 'vitest';
 import { nativeKey, type DeliveryResult, type IngestSink, type ReferenceIds } from '../../../src/core/adapter.js';
 import type { EventDraft, LogEvent, Relations } from '../../../src/core/event.js';
-import type { EventLog, RoomLink, SealedStore, StateStore } from '../../../src/core/ports.js';
-import { createIngestSink, type BridgeSink } from '../../../src/bridge/ingest.js';
-import { createRoomLinks, type RoomLinks } from '../../../src/bridge/links.js';
+import type { EventLog, SealedStore, StateStore } from '../../../src/core/ports.js';
 import { convert } from '../../../src/bridge/format/index.js';
-import { createEventLog } from '../../../src/eventlog/index.js';
-import { silentLogger } from '../../../src/log/index.js';
 import { createXmppAdapter, parseXmppConfig, type CatchupStore, type XmppAdapter, type XmppCounters } from '../../../adapters/xmpp/index.js';
-import { waitFor } from '../../harness/free-port.js';
-import { testPrefix } from '../../harness/redis.js';
+import { DEADLINE_MS, createAdapterGateway, until, type Gateway, type GatewayOptions } from '../../harness/adapter-gateway.js';
 import type { XmppServer } from '../../harness/xmpp-server.js';
 
-export const DEADLINE_MS = 15_000;
+export { DEADLINE_MS, allEvents, until, type Gateway, type GatewayOptions } from '../../harness/adapter-gateway.js';
+
 export const ADAPTER = 'xmpp';
 
-export async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = DEADLINE_MS): Promise<void> {
-  await waitFor(check, { what, timeoutMs, intervalMs: 20 });
-}
-
-export interface Gateway {
-  readonly log: EventLog;
-  readonly sink: BridgeSink;
-  readonly links: RoomLinks;
-  readonly logger: Logger;
-  /** what the adapters logged (JSON lines) */
-  readonly logLines: Array<Record<string, unknown>>;
-  close(): Promise<void>;
-}
-
-export async function createGateway(options: { backend?: 'memory' | 'redis'; prefix?: string; rooms?: Array<{ id: string; links: RoomLink[] }> } = {}): Promise<Gateway> {
-  const log = createEventLog({
-    partitions: 4,
-    log: silentLogger(),
-    ...(options.backend === 'redis' ? { redis: { url: inject('redisUrl'), prefix: options.prefix ?? testPrefix('xmpp') } } : {}),
-  });
-  for (const room of options.rooms ?? []) await log.rooms.put(room);
-  const logLines: Array<Record<string, unknown>> = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line.trim()) logLines.push(JSON.parse(line) as Record<string, unknown>);
-      cb();
-    },
-  });
-  const logger = pino({ level: 'debug' }, destination);
-  const sink = createIngestSink({ log, logger: silentLogger() });
-  const links = await createRoomLinks({ rooms: log.rooms, logger: silentLogger() });
-  return {
-    log,
-    sink,
-    links,
-    logger,
-    logLines,
-    async close() {
-      links.close();
-      await log.close();
-    },
-  };
+/** A log with the real sink and links; `backend: 'redis'` uses the test Redis with `prefix` or a fresh one. */
+export function createGateway(options: GatewayOptions = {}): Promise<Gateway> {
+  return createAdapterGateway(options, 'xmpp');
 }
 
 export function makeAdapter(gw: Gateway, server: XmppServer, options: {
@@ -108,18 +62,6 @@ export function counters(adapter: XmppAdapter): XmppCounters {
 
 export function dropped(adapter: XmppAdapter): Record<string, number> {
   return adapter.status().detail?.['dropped'] as Record<string, number>;
-}
-
-/** Every timeline event of the given rooms, oldest first. */
-export async function allEvents(log: EventLog, rooms?: string[]): Promise<LogEvent[]> {
-  const out: LogEvent[] = [];
-  let since: string | undefined;
-  for (;;) {
-    const page = await log.read(since, { rooms: rooms ? new Set(rooms) : 'all', limit: 1000 });
-    out.push(...page.events);
-    if (page.events.length === 0) return out;
-    since = page.next;
-  }
 }
 
 export function bodyOf(e: LogEvent | undefined): string | undefined {
