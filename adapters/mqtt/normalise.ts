@@ -19,7 +19,7 @@
  *   two messages identical in topic and payload that got the same packet id
  *   within the window (see the report / dupWindowSec).
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { ECHO_ID_KEY } from '../../src/core/adapter.js';
 import type { DraftOf, Sender } from '../../src/core/event.js';
 import { truncate } from '../../src/core/text.js';
@@ -69,8 +69,21 @@ export interface NormaliseContext {
   readonly now: number;
   readonly maxPayloadBytes: number;
   readonly dupWindowMs: number;
-  /** unique id for deliveries without sg-msgid (injected for tests) */
+  /** unique id for deliveries without sg-msgid (injected for tests; default: uniqueDeliveryId) */
   readonly uniqueId?: () => string;
+}
+
+/** This process's part of uniqueDeliveryId: 96 random bits, so two processes (or two runs) never share one. */
+const PROCESS_ID = randomBytes(12).toString('base64url');
+let deliveries = 0;
+
+/**
+ * A delivery id unique across processes and restarts: the process's random
+ * part and a counter. A fresh randomUUID per message cost ~0.45 µs of CPU
+ * against ~0.07 µs for this, on a path that handles every QoS 0 reading.
+ */
+export function uniqueDeliveryId(): string {
+  return `${PROCESS_ID}${(deliveries++).toString(36)}`;
 }
 
 export type Decoded = { readonly kind: 'json'; readonly value: unknown; readonly text: string } | { readonly kind: 'text'; readonly text: string } | { readonly kind: 'binary'; readonly base64: string; readonly bytes: number };
@@ -219,7 +232,7 @@ export function normalise(msg: InboundMessage, rule: Rule, params: Readonly<Reco
   if (msgId !== undefined) {
     idem = `mqtt:${keyPart(sender.native)}:${msgId}`;
   } else {
-    idem = `mqtt:${keyPart(sender.native)}:u:${(ctx.uniqueId ?? randomUUID)()}`;
+    idem = `mqtt:${keyPart(sender.native)}:u:${(ctx.uniqueId ?? uniqueDeliveryId)()}`;
     if (msg.qos > 0 && msg.packetId !== undefined) {
       const bucket = Math.floor(ctx.now / ctx.dupWindowMs);
       const alias = dupAlias(ctx.clientId, bucket, msg.packetId, topic, msg.payload);

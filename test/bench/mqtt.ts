@@ -144,6 +144,31 @@ async function publishAll(pub: MqttClient, n: number, qos: 0 | 1): Promise<void>
   await Promise.all(window);
 }
 
+/** One timed run: messages per second, and the CPU each message cost this process (publisher included, the same for both paths) and Redis. */
+interface Run {
+  readonly rate: number;
+  readonly cpuUs: number;
+  readonly redisUs: number;
+}
+
+/** Redis's own CPU seconds so far (user + system), from INFO. */
+async function redisCpuSeconds(redis: Redis): Promise<number> {
+  const info = await redis.info('cpu');
+  const field = (name: string) => Number(new RegExp(`${name}:([\\d.]+)`).exec(info)?.[1] ?? Number.NaN);
+  return field('used_cpu_user') + field('used_cpu_sys');
+}
+
+/** Starts measuring CPU; the returned function ends it and gives the run's figures for `count` messages over `ms`. */
+async function cpuMeter(redis: Redis): Promise<(count: number, ms: number) => Promise<Run>> {
+  const redis0 = await redisCpuSeconds(redis);
+  const cpu0 = process.cpuUsage();
+  return async (count, ms) => {
+    const cpu = process.cpuUsage(cpu0);
+    const redisSeconds = (await redisCpuSeconds(redis)) - redis0;
+    return { rate: count / (ms / 1000), cpuUs: (cpu.user + cpu.system) / count, redisUs: (redisSeconds * 1e6) / count };
+  };
+}
+
 function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
@@ -164,60 +189,68 @@ export const benchMqtt: Bench = async ({ redisUrl, quick }) => {
   const pub = await connectAsync(broker.url, { protocolVersion: 5, clientId: id('pub') });
 
   /** Mosquitto → adapter → sink → Redis log; msgs/s until the last append. */
-  async function adapterRate(qos: 0 | 1, count: number): Promise<number> {
+  async function adapterRate(qos: 0 | 1, count: number): Promise<Run> {
     const prefix = testPrefix('benchmqtt');
     const gw = await gateway(redisUrl, prefix);
     const clientId = id('gw');
     const done = counter(count);
     let t0: number;
     let adapter: MqttAdapter;
+    let meter: Awaited<ReturnType<typeof cpuMeter>>;
     if (qos === 1) {
       const warm = adapterFor(gw, broker.url, clientId, gw.sink);
       await warm.start();
       await warm.stop();
       await publishAll(pub, count, 1);
       adapter = adapterFor(gw, broker.url, clientId, countingSink(gw.sink, done.count));
+      meter = await cpuMeter(admin);
       t0 = performance.now();
       await adapter.start();
     } else {
       adapter = adapterFor(gw, broker.url, clientId, countingSink(gw.sink, done.count));
       await adapter.start();
+      meter = await cpuMeter(admin);
       t0 = performance.now();
       await publishAll(pub, count, 0);
     }
     const t1 = await withDeadline(done.done, 300_000, () => `adapter QoS ${qos}: ${done.value}/${count} appended`);
+    const run = await meter(count, t1 - t0);
     await adapter.stop();
     await discardSession(broker.url, clientId);
     await gw.close();
     await dropPrefix(admin, prefix);
-    return count / ((t1 - t0) / 1000);
+    return run;
   }
 
   /** The thinnest pipe over the same broker and Redis; msgs/s until the last XADD. */
-  async function thinRate(qos: 0 | 1, count: number): Promise<number> {
+  async function thinRate(qos: 0 | 1, count: number): Promise<Run> {
     const key = `${testPrefix('benchmqttraw')}stream`;
     const rawDone = counter(count);
     const rawId = id('raw');
     let r0: number;
     let sub: MqttClient;
+    let meter: Awaited<ReturnType<typeof cpuMeter>>;
     if (qos === 1) {
       const warm = await thinPipe(broker.url, rawId, raw, key, () => undefined);
       await warm.subscribeAsync(FILTER.replace('+device', '+'), { qos: 1, nl: true });
       await warm.endAsync();
       await publishAll(pub, count, 1);
+      meter = await cpuMeter(admin);
       r0 = performance.now();
       sub = await thinPipe(broker.url, rawId, raw, key, rawDone.count);
     } else {
       sub = await thinPipe(broker.url, rawId, raw, key, rawDone.count);
       await sub.subscribeAsync(FILTER.replace('+device', '+'), { qos: 0, nl: true });
+      meter = await cpuMeter(admin);
       r0 = performance.now();
       await publishAll(pub, count, 0);
     }
     const r1 = await withDeadline(rawDone.done, 300_000, () => `thin pipe QoS ${qos}: ${rawDone.value}/${count} appended`);
+    const run = await meter(count, r1 - r0);
     await sub.endAsync(true);
     await discardSession(broker.url, rawId);
     await admin.unlink(key);
-    return count / ((r1 - r0) / 1000);
+    return run;
   }
 
   /** The log's own ceiling: the same drafts straight into the sink, as many in flight as the adapter allows. */
@@ -257,13 +290,16 @@ export const benchMqtt: Bench = async ({ redisUrl, quick }) => {
     for (const qos of [0, 1] as const) {
       await adapterRate(qos, n);
       await thinRate(qos, n);
-      const ours: number[] = [];
-      const thin: number[] = [];
+      const ourRuns: Run[] = [];
+      const thinRuns: Run[] = [];
       const rounds = roundsFor(qos);
       for (let r = 0; r < rounds; r++) {
-        ours.push(await adapterRate(qos, n));
-        thin.push(await thinRate(qos, n));
+        ourRuns.push(await adapterRate(qos, n));
+        thinRuns.push(await thinRate(qos, n));
       }
+      const ours = ourRuns.map((r) => r.rate);
+      const thin = thinRuns.map((r) => r.rate);
+      const cpu = (runs: Run[]) => `${median(runs.map((r) => r.cpuUs)).toFixed(1)} + Redis ${median(runs.map((r) => r.redisUs)).toFixed(1)}`;
       const rate = median(ours);
       const rawRate = median(thin);
       // Each round's two runs are back to back, in the same phase of a machine whose speed drifts
@@ -280,7 +316,7 @@ export const benchMqtt: Bench = async ({ redisUrl, quick }) => {
         baseline: rawRate,
         ratio,
         goal: 'ratio ≥ 0.8 (min 0.6)',
-        note: `${qos === 1 ? 'drain of a queued session; PUBACK after the append' : 'live; appends in flight in arrival order'}; medians of ${rounds} alternating rounds (ours ${spread(ours)}, pipe ${spread(thin)}; ratio = median of the rounds' ratios ${spread2(ours.map((r, i) => r / (thin[i] ?? Number.NaN)))})`,
+        note: `${qos === 1 ? 'drain of a queued session; PUBACK after the append' : 'live; appends in flight in arrival order'}; medians of ${rounds} alternating rounds (ours ${spread(ours)}, pipe ${spread(thin)}; ratio = median of the rounds' ratios ${spread2(ours.map((r, i) => r / (thin[i] ?? Number.NaN)))}); CPU µs a message, this process (publisher included) + Redis: ours ${cpu(ourRuns)}, pipe ${cpu(thinRuns)}`,
       });
       rows.push({
         name: `  log ceiling: sink.ingest, ${window} in flight, no MQTT`,

@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileFrom } from '../../harness/free-port.js';
 import { startMosquitto, type MosquittoBroker } from '../../harness/mosquitto.js';
-import { allEvents, counters, createGateway, device, dropped, gatedSink, makeAdapter, stopAfterEach, uniqueClientId, until, type Gateway } from './helpers.js';
+import { allEvents, counters, createGateway, device, dropped, gatedSink, makeAdapter, recorder, stopAfterEach, uniqueClientId, until, type Gateway } from './helpers.js';
 import type { MqttAdapter } from '../../../adapters/mqtt/index.js';
 import type { RoomLink } from '../../../src/core/ports.js';
 import { nativeKey, type IngestSink } from '../../../src/core/adapter.js';
@@ -327,6 +327,34 @@ describe('MQTT ingest', () => {
     for (let i = 0; i < 200; i++) pub.publish('sensors/dev-6/alert', `r${i}`, { qos: 0 });
     await until(async () => (await allEvents(gw.log)).length === 200, '200 QoS 0 messages');
     expect((await allEvents(gw.log)).map((e) => ('content' in e ? e.content.body : ''))).toEqual(Array.from({ length: 200 }, (_, i) => `r${i}`));
+  });
+
+  it('bounds QoS 0 work in flight while the log is slow: the socket read waits, nothing is lost, order is kept', async () => {
+    const gw = await gateway([{ id: ROOM, links: [{ endpoint: 'mqtt', target: 'sensors/+device/alert', options: { decode: 'text' } }] }]);
+    const gate = gatedSink(gw.sink);
+    gate.hold();
+    const window = 8;
+    const adapter = track(makeAdapter(gw, { url: broker.url, clientId: uniqueClientId(), qos0InFlight: window }, gate.sink));
+    await adapter.start();
+    // Another subscriber of the same topic: once it has the whole burst, the broker has sent it to the adapter too.
+    const other = await recorder(broker.url);
+    await other.client.subscribeAsync('sensors/dev-9/alert', { qos: 0 });
+    const pub = await device(broker.url);
+    // ~400 KiB: more than one socket read, so an unbounded adapter would take far more than the window.
+    const n = 400;
+    const pad = 'x'.repeat(1000);
+    for (let i = 0; i < n; i++) pub.publish('sensors/dev-9/alert', `r${i} ${pad}`, { qos: 0 });
+    await until(() => other.received.length === n, 'the other subscriber has the whole burst');
+    await until(() => gate.waiting === window + 1, 'the window full');
+    // The message that found the window full is taken; the rest wait in the socket and at the broker.
+    expect(counters(adapter).received).toBe(window + 1);
+    expect(gate.calls).toBe(window + 1);
+
+    gate.release();
+    await until(async () => (await allEvents(gw.log)).length === n, `${n} QoS 0 messages`);
+    expect((await allEvents(gw.log)).map((e) => ('content' in e ? e.content.body : ''))).toEqual(Array.from({ length: n }, (_, i) => `r${i} ${pad}`));
+    expect(counters(adapter).received).toBe(n);
+    expect(dropped(adapter)).toEqual(Object.fromEntries(Object.keys(dropped(adapter)).map((k) => [k, 0])));
   });
 
   it("routes mqtt.js's own packet trace to the logger at trace level only", async () => {

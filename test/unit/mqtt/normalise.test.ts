@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { ECHO_ID_KEY } from '../../../src/core/adapter.js';
 import { MAX_BODY_CHARS, parseEventDraft } from '../../../src/core/event.js';
 import type { RoomLink } from '../../../src/core/ports.js';
 import { parseMqttConfig } from '../../../adapters/mqtt/config.js';
 import { truncate } from '../../../src/core/text.js';
-import { asTelemetry, dupAlias, normalise, type InboundMessage, type NormaliseContext } from '../../../adapters/mqtt/normalise.js';
+import { asTelemetry, dupAlias, normalise, uniqueDeliveryId, type InboundMessage, type NormaliseContext } from '../../../adapters/mqtt/normalise.js';
 import { compileRule } from '../../../adapters/mqtt/rules.js';
 
 interface Case {
@@ -94,6 +94,15 @@ describe('normalise: idempotency without sg-msgid', () => {
     expect(a.draft.idem).not.toBe(b.draft.idem);
     expect(a.draft.idem).toMatch(/^mqtt:p:u:/);
     expect(a.dupLookups).toEqual([]);
+  });
+
+  it('draws default keys from a random part per process and a counter: distinct in the process, another process draws another part', async () => {
+    const ids = new Set(Array.from({ length: 10_000 }, () => uniqueDeliveryId()));
+    expect(ids.size).toBe(10_000);
+    const mine = uniqueDeliveryId().slice(0, 16);
+    vi.resetModules();
+    const fresh = await import('../../../adapters/mqtt/normalise.js');
+    expect(fresh.uniqueDeliveryId().slice(0, 16)).not.toBe(mine);
   });
 
   it('registers a dup alias keyed by client id, time bucket, packet id and a hash of topic and payload', () => {
