@@ -53,6 +53,28 @@ export function parseStreamId(id: string): StreamPos {
   return { ms, seq };
 }
 
+/** parseStreamId of the id's bytes (ASCII, as a Redis reply holds it): no string made for it (issue 19, fourth pass). */
+export function parseStreamIdBytes(id: Uint8Array): StreamPos {
+  const n = id.length;
+  let ms = 0;
+  let i = 0;
+  for (; i < n; i++) {
+    const c = id[i] ?? 0;
+    if (c === 45) break;
+    if (c < 48 || c > 57) i = n;
+    else ms = ms * 10 + (c - 48);
+  }
+  const dash = i;
+  let seq = 0;
+  for (i = dash + 1; i < n; i++) {
+    const c = id[i] ?? 0;
+    if (c < 48 || c > 57) break;
+    seq = seq * 10 + (c - 48);
+  }
+  if (dash === 0 || dash > 16 || dash >= n - 1 || i !== n || n - dash - 1 > 16) throw new SyncgateError('SG_ERR_INTERNAL', `not a stream id: ${Buffer.from(id).toString('latin1')}`);
+  return { ms, seq };
+}
+
 // Crockford base32: sortable, url-safe, no ambiguous letters.
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 const DECODE = new Map([...ALPHABET].map((c, i) => [c, i]));

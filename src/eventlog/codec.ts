@@ -266,6 +266,11 @@ function decodeEvent(room: string, json: string): EventDraft {
   return draft as EventDraft;
 }
 
+/** Format 2's value (the stored JSON text) decoded: what decodeFields does for `[EVENT_FIELD, text]`. */
+export function decodeStored(room: string, text: string): EventDraft {
+  return decodeEvent(room, text);
+}
+
 /** The inverse of `encodeFields`, for entries this module wrote: format 2, or format 1 (ten fields). */
 export function decodeFields(room: string, values: readonly string[]): EventDraft {
   if (values.length === 2 && values[0] === EVENT_FIELD) return decodeEvent(room, values[1] ?? '');
