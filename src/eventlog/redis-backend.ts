@@ -16,16 +16,17 @@ import type { Logger } from 'pino';
 import type { DraftOf, EventDraft, LogEvent } from '../core/event.js';
 import { SyncgateError } from '../core/errors.js';
 import { FENCE_FIELD, type RoomSpec, type RoomStore, type StateStore } from '../core/ports.js';
-import { MAX_PARTITIONS, ZERO_POS, comparePos, fnv1a32, parseStreamId, partitionOf, posToString, type StreamPos } from '../core/position.js';
+import { MAX_PARTITIONS, ZERO_POS, comparePos, fnv1a32, parseStreamId, parseStreamIdBytes, partitionOf, posToString, type StreamPos } from '../core/position.js';
 import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, GroupLag, LogBackend, PartitionMeta, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
 import { LATEST_WRITE_FORMAT, fencedWrite, type WriteFormat } from './backend.js';
-import { decodeFields, encodeEvent, encodeFields, encodeFieldsV1, encodeValues, storedJson } from './codec.js';
+import { EVENT_FIELD, decodeFields, decodeStored, encodeEvent, encodeFields, encodeFieldsV1, encodeValues, storedJson } from './codec.js';
 import { FeedPool } from './feed-pool.js';
 import { choosePartition, type PartitionLoad } from './room-placement.js';
 import { KEY_GROUPS, LATEST_KEY_LAYOUT, LAYOUT_FENCE, hashSlot, keySpace, toKeyGroups, toKeyLayout, type KeySpace } from './keys.js';
 import { redactUrl } from '../log/index.js';
 
 type StreamReply = Array<[string, string[]]>;
+type StreamBufferReply = Array<[Buffer, Buffer[]]>;
 
 /**
  * Id-map fields are 84-bit hashes of the room-scoped key (the first 14
@@ -116,31 +117,60 @@ type CommandClient = Redis & SyncgateCommands;
 /**
  * A timeline entry as read: decoded when its draft is first asked for, so a
  * sync page written from the stored JSON text (FeedEntry.stored) never
- * decodes it (issue 19, point 1). No fields: retention removed it.
+ * decodes it (issue 19, point 1). `text` is format 2's value, `fields` a
+ * format-1 entry's field list; neither: retention removed it.
  */
 class StoredEntry implements FeedEntry {
   private decoded: EventDraft | undefined | null = null;
+  private readonly text: string | undefined;
   constructor(
     readonly pos: StreamPos,
     readonly room: string,
-    private readonly fields: string[] | undefined,
-  ) {}
+    private readonly fields: readonly string[] | undefined,
+    text?: string,
+  ) {
+    this.text = text ?? (fields ? storedJson(fields) : undefined);
+  }
+  private decode(): EventDraft | undefined {
+    if (this.text !== undefined) return decodeStored(this.room, this.text);
+    return this.fields ? decodeFields(this.room, this.fields) : undefined;
+  }
   get draft(): EventDraft | undefined {
-    if (this.decoded === null) this.decoded = this.fields ? decodeFields(this.room, this.fields) : undefined;
+    if (this.decoded === null) this.decoded = this.decode();
     return this.decoded;
   }
   get stored(): string | undefined {
-    return this.fields ? storedJson(this.fields) : undefined;
+    return this.text;
   }
   toEvent(eventId: string, cursor: string): LogEvent | undefined {
-    if (!this.fields) return undefined;
     // decoded already (and maybe handed out): a copy; else decoded straight into the event
-    const event = (this.decoded === null ? decodeFields(this.room, this.fields) : Object.assign({}, this.decoded)) as EventDraft & { eventId: string; cursor: string };
+    const draft = this.decoded === null ? this.decode() : this.decoded && Object.assign({}, this.decoded);
+    if (!draft) return undefined;
+    const event = draft as EventDraft & { eventId: string; cursor: string };
     event.eventId = eventId;
     event.cursor = cursor;
     return event;
   }
 }
+
+/**
+ * A timeline entry from a reply in Buffers: the position parsed from the id's
+ * bytes and only the event's text made a string. The string reply made
+ * strings of the id and the field name too and copied each entry's arrays
+ * (issue 19, fourth pass: catch-up is mostly this loop).
+ */
+function entryOfBuffers(room: string, id: Buffer, fields: readonly Buffer[]): StoredEntry {
+  const pos = parseStreamIdBytes(id);
+  const name = fields[0];
+  const value = fields[1];
+  if (fields.length === 2 && name?.length === 1 && name[0] === EVENT_FIELD_BYTE && value) return new StoredEntry(pos, room, undefined, value.toString('utf8'));
+  return new StoredEntry(
+    pos,
+    room,
+    fields.map((f) => f.toString('utf8')),
+  );
+}
+const EVENT_FIELD_BYTE = EVENT_FIELD.charCodeAt(0);
 
 /** Redis Cluster: seed nodes; the client discovers the rest and follows MOVED/ASK and failovers. */
 export interface RedisClusterTarget {
@@ -992,10 +1022,15 @@ export class RedisBackend implements LogBackend {
     const key = this.keys.room(partition, room);
     const reply = (
       dir === 'f'
-        ? await this.redis.xrange(key, from ? `(${posToString(from)}` : '-', '+', 'COUNT', count)
-        : await this.redis.xrevrange(key, from ? `(${posToString(from)}` : '+', '-', 'COUNT', count)
-    ) as StreamReply;
-    return reply.map(([id, fields]) => new StoredEntry(parseStreamId(id), room, fields));
+        ? await this.redis.xrangeBuffer(key, from ? `(${posToString(from)}` : '-', '+', 'COUNT', count)
+        : await this.redis.xrevrangeBuffer(key, from ? `(${posToString(from)}` : '+', '-', 'COUNT', count)
+    ) as StreamBufferReply;
+    const entries: FeedEntry[] = new Array<FeedEntry>(reply.length);
+    for (let i = 0; i < reply.length; i++) {
+      const [id, fields] = reply[i] as [Buffer, Buffer[]];
+      entries[i] = entryOfBuffers(room, id, fields);
+    }
+    return entries;
   }
 
   async lookup(partition: number, fields: readonly string[]): Promise<Array<StreamPos | undefined>> {

@@ -10,6 +10,7 @@ import { decodeFieldsV1, encodeFieldsV1 } from '../../src/eventlog/codec.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { LATEST_KEY_LAYOUT, keySpace } from '../../src/eventlog/keys.js';
 import { partitionOf } from '../../src/core/position.js';
+import { deviceView, viewFor } from '../../src/http/view.js';
 import { silentLogger } from '../../src/log/index.js';
 import { message } from '../fixtures/events.js';
 import { dropPrefix, testPrefix } from '../harness/redis.js';
@@ -130,14 +131,19 @@ describe('Redis event log', () => {
     await log.rooms.put({ id: 'r', links: [] });
     const keys = keySpace(prefix, LATEST_KEY_LAYOUT);
     // An entry as the old append script wrote it: the feed's `r=<room>`, the timeline entry at the same id.
-    const old = message('r', 'written by the old format', { idem: 'api:dev1:old' });
+    const old = message('r', 'written by the old format, é 🚀', { idem: 'api:dev1:old' });
     const id = await admin.xadd(keys.feed(0), '*', 'r', 'r');
     await admin.xadd(keys.room(0, 'r'), id ?? '', ...encodeFieldsV1(old));
-    const fresh = message('r', 'written by the new format', { idem: 'api:dev1:new' });
+    const fresh = message('r', 'written by the new format, é 🚀', { idem: 'api:dev1:new' });
     await log.append(fresh);
     const { events } = await log.read(undefined, { rooms: 'all', limit: 10 });
     const drafts = events.map(({ eventId: _e, cursor: _c, ...draft }) => draft);
     expect(drafts).toEqual([old, fresh]);
+    // A device's rooms are read from their timelines directly (replies in Buffers since issue 19's fourth pass): both formats, UTF-8 intact.
+    const granted = new Set(['r']);
+    expect((await log.read(undefined, { rooms: granted, limit: 10 })).events).toEqual(events);
+    const json = await log.readJson(undefined, { rooms: granted, limit: 10 }, deviceView('dev1'));
+    expect(json.events).toEqual(events.map((e) => JSON.stringify(viewFor(e, 'dev1'))));
     const history = await log.roomHistory('r', { dir: 'b', limit: 10 });
     expect(history.events.map((e) => e.eventId)).toEqual(events.map((e) => e.eventId).reverse());
     const first = events[0];

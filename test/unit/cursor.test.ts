@@ -102,6 +102,31 @@ describe('event ids', () => {
     expect(locateEventId('!'.repeat(EVENT_ID_LENGTH))).toBeUndefined();
   });
 
+  it('are the digits of ms, partition and seq in Crockford base32, at any partition and sequence (issue 19: cut from digit tables)', () => {
+    const alphabet = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+    const digits = (value: number, width: number) => {
+      let out = '';
+      let v = value;
+      for (let i = 0; i < width; i++) {
+        out = alphabet[v % 32] + out;
+        v = Math.floor(v / 32);
+      }
+      return out;
+    };
+    const seqs = [0, 1, 31, 32, 1023, 1024, 2 ** 20 - 1, 2 ** 20, 2 ** 30 - 1, 2 ** 30, 2 ** 31, 2 ** 32 + 7, 32 ** 7 - 1];
+    for (const partition of [0, 1, 31, 32, 511, 1023]) {
+      for (const seq of seqs) {
+        for (const ms of [0, 1_795_000_000_000, 32 ** 10 - 1]) {
+          const id = eventIdFor(partition, { ms, seq });
+          expect(id).toBe(digits(ms, 10) + digits(partition, 2) + digits(seq, 7));
+          expect(locateEventId(id)).toEqual({ partition, pos: { ms, seq } });
+        }
+      }
+    }
+    expect(() => eventIdFor(0, { ms: 1, seq: 32 ** 7 })).toThrow();
+    expect(() => eventIdFor(1024, { ms: 1, seq: 0 })).toThrow();
+  });
+
   it('justBefore gives the predecessor position, also across a millisecond', () => {
     expect(justBefore({ ms: 10, seq: 3 })).toEqual({ ms: 10, seq: 2 });
     expect(justBefore({ ms: 10, seq: 0 })).toEqual({ ms: 9, seq: Number.MAX_SAFE_INTEGER });

@@ -1,6 +1,6 @@
 // Stream ids are parsed by hand (once per entry read): the same strictness as the `^\d{1,16}-\d{1,16}$` it replaced.
 import { describe, expect, it } from 'vitest';
-import { parseStreamId } from '../../src/core/position.js';
+import { parseStreamId, parseStreamIdBytes } from '../../src/core/position.js';
 
 describe('parseStreamId', () => {
   it('reads ms and seq', () => {
@@ -11,5 +11,10 @@ describe('parseStreamId', () => {
 
   it.each(['', '-', '1-', '-1', '1', '1-2-3', ' 1-2', '1-2 ', '1e3-0', '0x1-0', '1.5-0', '12345678901234567-0', '0-12345678901234567', 'a-b'])('refuses %j', (id) => {
     expect(() => parseStreamId(id)).toThrow(/not a stream id/);
+    expect(() => parseStreamIdBytes(Buffer.from(id, 'latin1'))).toThrow(/not a stream id/);
+  });
+
+  it('reads the same from the id\'s bytes (a reply in Buffers)', () => {
+    for (const id of ['0-0', '1795000000005-17', '1234567890123456-1234567890123456']) expect(parseStreamIdBytes(Buffer.from(id))).toEqual(parseStreamId(id));
   });
 });
