@@ -2,15 +2,18 @@
 -- one Redis (not a cluster), of several: one script call per batch instead of one per partition is
 -- what keeps the log close to raw XADD when concurrent producers write to different partitions (a
 -- call's fixed cost, ~20 µs of Redis time, was paid for 1.2 events on average; issue 19, point 4).
--- On a cluster a batch holds one key group (keys.ts: with layout 2 the partitions p ≡ g mod 18, whose
--- keys share one hash slot; with layout 1 one partition): atomic there too.
--- KEYS: per partition q of the batch (1-based, P of them) four keys at 4(q-1)+1 …: its feed, id map
---       (current bucket), id map (previous bucket), trim marks (stream key -> last removed id);
---       then per room r of the batch: 4P+2r-1 its timeline, 4P+2r its meta
+-- On a cluster a batch holds one key group (keys.ts: with layout 2 and 3 the partitions p ≡ g mod 18,
+-- whose keys share one hash slot; with layout 1 one partition): atomic there too.
+-- KEYS: per partition q of the batch (1-based, P of them) two keys at 2(q-1)+1 …: its feed and its
+--       trim marks (stream key -> last removed id); then per room r of the batch: 2P+2r-1 its
+--       timeline, 2P+2r its meta; then the id-map hashes the events name (keys.ts ids: with layout 3
+--       a bucket's map is split over many hashes, and the client names the one of each field)
 -- ARGV: 1 room max length (0 = none), 2 feed max length (0 = none), 3 id map ttl seconds, 4 P,
 --       5 the events as one JSON array (one argument, not a dozen per event: building and sending
---       arguments was the client's largest cost), each [q, r, room, idempotency field, [alias fields]]
---       and, for format 1, a sixth element 1; then per event i the argument 5+i: format 2, its stored
+--       arguments was the client's largest cost), each [q, r, room, idempotency field, [alias fields],
+--       format, the KEYS index of the idempotency field's hash in the current bucket, the same in the
+--       previous bucket, [the KEYS index of each alias field's hash in the current bucket]], format 1
+--       or 2; then per event i the argument 5+i: format 2, its stored
 --       JSON (codec.ts encodeEvent, written as the timeline entry's one field `e`; an argument of its
 --       own, not a string inside the batch's JSON, whose quotes would all be escaped and unescaped
 --       once more); format 1 (the log's write format is 1 while replicas of builds that read only it
@@ -45,24 +48,25 @@ local events = cjson.decode(ARGV[5])
 local out = {}
 local wrote = {}
 local known = {}
+-- the id-map hashes written (KEYS indexes), each given its ttl once at the end
+local touched = {}
 for i = 1, #events do
   local e = events[i]
-  local base = 4 * (e[1] - 1)
+  local base = 2 * (e[1] - 1)
   local r = e[2]
   local room = e[3]
   local idem = e[4]
   local aliases = e[5]
   local feed_key = KEYS[base + 1]
-  local ids_key = KEYS[base + 2]
-  local room_key = KEYS[4 * parts + 2 * r - 1]
-  local meta_key = KEYS[4 * parts + 2 * r]
+  local room_key = KEYS[2 * parts + 2 * r - 1]
+  local meta_key = KEYS[2 * parts + 2 * r]
 
   if known[r] == nil then known[r] = redis.call('EXISTS', meta_key) == 1 end
   if not known[r] then
     out[#out + 1] = -1
     out[#out + 1] = ''
   else
-    local existing = redis.call('HGET', ids_key, idem) or redis.call('HGET', KEYS[base + 3], idem)
+    local existing = redis.call('HGET', KEYS[e[7]], idem) or redis.call('HGET', KEYS[e[8]], idem)
     if existing then
       out[#out + 1] = 0
       out[#out + 1] = existing
@@ -76,11 +80,14 @@ for i = 1, #events do
       else
         redis.call('XADD', room_key, id, 'e', ARGV[5 + i])
       end
-      cap(room_key, roommax, KEYS[base + 4])
+      cap(room_key, roommax, KEYS[base + 2])
       local short = compact(id)
-      redis.call('HSET', ids_key, idem, short)
+      redis.call('HSET', KEYS[e[7]], idem, short)
+      touched[e[7]] = true
+      local at = e[9]
       for j = 1, #aliases do
-        redis.call('HSETNX', ids_key, aliases[j], short)
+        redis.call('HSETNX', KEYS[at[j]], aliases[j], short)
+        touched[at[j]] = true
       end
       wrote[e[1]] = true
       out[#out + 1] = 1
@@ -90,9 +97,11 @@ for i = 1, #events do
 end
 for q = 1, parts do
   if wrote[q] then
-    local base = 4 * (q - 1)
-    cap(KEYS[base + 1], feedmax, KEYS[base + 4])
-    redis.call('EXPIRE', KEYS[base + 2], ARGV[3])
+    local base = 2 * (q - 1)
+    cap(KEYS[base + 1], feedmax, KEYS[base + 2])
   end
+end
+for k in pairs(touched) do
+  redis.call('EXPIRE', KEYS[k], ARGV[3])
 end
 return out
