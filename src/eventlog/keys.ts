@@ -229,6 +229,8 @@ export interface KeySpace {
    * 2: the bucket's one hash `…:ids:<bucket>`, also the name without `field`).
    */
   ids(partition: number, bucket: number, field?: string): string;
+  /** layout 3: a bucket's bitmap of the id-map shards that have their ttl (lua/append-batch.lua) */
+  idsTtl(partition: number, bucket: number): string;
   trimMarks(partition: number): string;
   /** layout 2: one lease per key group (every partition of the group names the same key) */
   lease(partition: number, group: string): string;
@@ -288,6 +290,7 @@ export function keySpace(prefix: string, initial: KeyLayout = 1): KeySpace {
     room: (p, room) => `${tag(p)}:room:${room}`,
     roomMeta: (p, room) => `${tag(p)}:meta:${room}`,
     ids: (p, bucket, field) => (field === undefined || idShards <= 1 ? `${tag(p)}:ids:${bucket}` : `${tag(p)}:ids:${bucket}:${idShard(field, idShards)}`),
+    idsTtl: (p, bucket) => `${tag(p)}:ids:${bucket}:ttl`,
     trimMarks: (p) => `${tag(p)}:trimmed`,
     lease: (p, group) => (layout === 1 ? `${tag(p)}:lease:${group}` : `${groupTag(p)}:lease:${group}`),
     leaseFence: (p, group) => (layout === 1 ? `${tag(p)}:fence:${group}` : `${groupTag(p)}:fence:${group}`),

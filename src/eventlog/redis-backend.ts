@@ -22,7 +22,7 @@ import { LATEST_WRITE_FORMAT, fencedWrite, type WriteFormat } from './backend.js
 import { decodeFields, encodeEvent, encodeFields, encodeFieldsV1, encodeValues, storedJson } from './codec.js';
 import { FeedPool } from './feed-pool.js';
 import { choosePartition, type PartitionLoad } from './room-placement.js';
-import { ID_SHARDS, KEY_GROUPS, LATEST_KEY_LAYOUT, LAYOUT_FENCE, hashSlot, keySpace, toIdShards, toKeyGroups, toKeyLayout, type KeySpace } from './keys.js';
+import { ID_SHARDS, KEY_GROUPS, LATEST_KEY_LAYOUT, LAYOUT_FENCE, hashSlot, idShard, keySpace, toIdShards, toKeyGroups, toKeyLayout, type KeySpace } from './keys.js';
 import { redactUrl } from '../log/index.js';
 
 type StreamReply = Array<[string, string[]]>;
@@ -752,7 +752,7 @@ export class RedisBackend implements LogBackend {
     this.pending.delete(q);
     this.sending.set(q, (this.sending.get(q) ?? 0) + 1);
     const b = this.bucket();
-    // Each partition's two keys, each room's two and each id-map hash once; the events name them by their place.
+    // Each partition's three keys, each room's two and each id-map hash once; the events name them by their place.
     const partIndex = new Map<number, number>();
     const partKeys: string[] = [];
     const roomIndex = new Map<string, number>();
@@ -769,8 +769,11 @@ export class RedisBackend implements LogBackend {
       }
       return at;
     };
-    // [q, r, room, idem field, alias fields, format, idem's hash now, idem's hash in the previous bucket, each alias's hash now]
-    const events: Array<[number, number, string, string, string[], number, number, number, number[]]> = [];
+    // [q, r, room, idem field, alias fields, format, idem's hash now, idem's hash in the previous bucket, each alias's hash now,
+    //  and with id-map shards (layout 3) idem's shard and each alias's]
+    const events: Array<[number, number, string, string, string[], number, number, number, number[], number?, number[]?]> = [];
+    const shards = this.keys.idShards;
+    const sharded = shards > 1;
     const stored: string[] = [];
     const format = this.writeFormat;
     for (const { request } of batch) {
@@ -779,7 +782,8 @@ export class RedisBackend implements LogBackend {
       if (pi === undefined) {
         pi = partIndex.size + 1;
         partIndex.set(p, pi);
-        partKeys.push(this.keys.feed(p), this.keys.trimMarks(p));
+        // the third: layout 3, the bucket's ttl bitmap of its id-map shards; else the bucket's one id-map hash
+        partKeys.push(this.keys.feed(p), this.keys.trimMarks(p), sharded ? this.keys.idsTtl(p, b) : this.keys.ids(p, b));
       }
       const roomKey = this.keys.room(p, draft.room);
       let r = roomIndex.get(roomKey);
@@ -790,7 +794,9 @@ export class RedisBackend implements LogBackend {
       }
       const idem = idField(request.idemField);
       const aliases = aliasFields.map(idField);
-      events.push([pi, r, draft.room, idem, aliases, format, idKey(p, b, idem), idKey(p, b - 1, idem), aliases.map((field) => idKey(p, b, field))]);
+      const tuple: (typeof events)[number] = [pi, r, draft.room, idem, aliases, format, idKey(p, b, idem), idKey(p, b - 1, idem), aliases.map((field) => idKey(p, b, field))];
+      if (sharded) tuple.push(idShard(idem, shards), aliases.map((field) => idShard(field, shards)));
+      events.push(tuple);
       // Format 1: the ten values as a JSON array (the script writes them as fields k … x).
       stored.push(format === 1 ? JSON.stringify(encodeValues<string>(draft)) : encodeEvent(draft));
     }
