@@ -14,7 +14,7 @@ import { createInbound } from './inbound/dispatch.js';
 import { deliver } from './outbound/deliver.js';
 import { MAX_TEXT_JSON_BYTES } from './render.js';
 import { checkLink, isOurs, joinRoom, markEncrypted, refusesClearRoom } from './rooms.js';
-import { startSession, stopSession } from './session.js';
+import { pingAfterUnanswered, startSession, stopSession } from './session.js';
 import { newSession, type MatrixAdapter, type MatrixAdapterDeps, type MatrixAdapterState } from './state.js';
 import { listenAddress, status } from './status.js';
 import { AdapterStore, memoryMatrixState } from './store.js';
@@ -77,7 +77,13 @@ function createState(deps: MatrixAdapterDeps): MatrixAdapterState {
     ghostRegex: appservice ? new RegExp(`^(?:${ghostUserRegex({ serverName: config.serverName, appservice })})$`) : undefined,
     ghosts: appservice ? new Ghosts({ http, prefix: appservice.ghostPrefix, serverName: config.serverName, log: deps.log }) : undefined,
     server: appservice
-      ? new AppserviceServer({ hsToken: appservice.hsToken, maxBodyBytes: appservice.maxBodyBytes, log: deps.log, onTransaction: (txnId, body) => onTransaction(s, txnId, body) })
+      ? new AppserviceServer({
+          hsToken: appservice.hsToken,
+          maxBodyBytes: appservice.maxBodyBytes,
+          log: deps.log,
+          onTransaction: (txnId, body) => onTransaction(s, txnId, body),
+          onUnanswered: () => pingAfterUnanswered(s),
+        })
       : undefined,
     inbound: createInbound({
       name: deps.name,
@@ -100,7 +106,7 @@ function createState(deps: MatrixAdapterDeps): MatrixAdapterState {
     media,
     session: newSession(),
     rooms: { joined: new Set(), joinProblems: new Map(), encrypted: new Set() },
-    crypto: { prepared: undefined, machine: undefined, problem: undefined, lost: undefined, feed: undefined, probe: undefined, extensionsMissing: undefined, held: undefined, heldTimer: undefined, roomSettings: new Map(), oldDevices: undefined, crossSigning: undefined },
+    crypto: { prepared: undefined, opening: undefined, machine: undefined, problem: undefined, lost: undefined, feed: undefined, probe: undefined, extensionsMissing: undefined, held: undefined, heldTimer: undefined, roomSettings: new Map(), oldDevices: undefined, crossSigning: undefined },
     txns: { chain: Promise.resolve(), inflight: new Map(), lastPrune: 0 },
     outbound: { uploads: new Map(), counters: { delivered: 0, retried: 0, rejected: 0, skipped: 0, rateLimited: 0 } },
   };

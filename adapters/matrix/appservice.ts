@@ -23,6 +23,8 @@ export interface AppserviceServerDeps {
   readonly log: Logger;
   /** resolves once the transaction is durable; throwing makes the homeserver retry */
   readonly onTransaction: (txnId: string, body: JsonObject) => Promise<void>;
+  /** a transaction was stored after the homeserver stopped waiting for the answer (it will send it again after its backoff) */
+  readonly onUnanswered?: (txnId: string) => void;
 }
 
 export interface AppserviceCounters {
@@ -31,6 +33,8 @@ export interface AppserviceCounters {
   unauthorised: number;
   rejected: number;
   failed: number;
+  /** transactions the homeserver stopped waiting for (its request timed out) before they were answered */
+  abandoned: number;
 }
 
 interface Answer {
@@ -45,7 +49,7 @@ function digest(token: string): Buffer {
 }
 
 export class AppserviceServer {
-  readonly counters: AppserviceCounters = { requests: 0, transactions: 0, unauthorised: 0, rejected: 0, failed: 0 };
+  readonly counters: AppserviceCounters = { requests: 0, transactions: 0, unauthorised: 0, rejected: 0, failed: 0, abandoned: 0 };
   lastTransactionAt = 0;
   private readonly server: http.Server;
   private readonly tokenDigest: Buffer;
@@ -187,6 +191,10 @@ export class AppserviceServer {
       this.deps.log.warn({ txnId }, 'application-service transaction refused: no events array');
       return this.send(res, err(400, 'M_BAD_JSON', 'events must be an array'));
     }
+    // The homeserver hanging up before the answer: it will send the transaction again after its backoff.
+    res.once('close', () => {
+      if (!res.writableFinished) this.counters.abandoned++;
+    });
     try {
       await this.deps.onTransaction(txnId, body);
     } catch (e) {
@@ -197,6 +205,11 @@ export class AppserviceServer {
     }
     this.counters.transactions++;
     this.lastTransactionAt = Date.now();
+    if (res.destroyed) {
+      this.deps.log.info({ txnId }, 'application-service transaction stored after the homeserver stopped waiting for the answer; it will come again and be answered 200');
+      this.deps.onUnanswered?.(txnId);
+      return;
+    }
     this.send(res, { status: 200, body: {} });
   }
 

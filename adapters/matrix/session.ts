@@ -99,7 +99,7 @@ async function connect(s: MatrixAdapterState): Promise<void> {
     }
     session.connected = true;
     session.connectFailures = 0;
-    if (s.mode === 'appservice') session.pinging = ping(s, versions);
+    if (s.mode === 'appservice') runPings(s, () => ping(s, versions));
     await joinLinked(s);
     if (s.mode === 'bot' && !session.sync && !session.stopping) await startSync(s);
     s.log.info({ mode: s.mode, userId: s.userId, joined: s.rooms.joined.size }, 'Matrix adapter connected');
@@ -162,11 +162,53 @@ async function loginBot(s: MatrixAdapterState): Promise<void> {
  * does so (Synapse 1.132+) push what it failed to push at once.
  */
 async function ping(s: MatrixAdapterState, versions: JsonObject): Promise<void> {
-  const as = s.config.appservice;
-  if (!as || !supportsVersion(versions, 1, 7)) {
+  if (!s.config.appservice || !supportsVersion(versions, 1, 7)) {
     s.session.pingResult = { supported: false };
     return;
   }
+  await sendPing(s);
+}
+
+/**
+ * A transaction was handled after the homeserver had stopped waiting for
+ * its answer (its request timed out: the transaction waited for the bridge
+ * device, or the machine is slow). The homeserver now backs off before
+ * sending it again (Synapse: up to 512 s) and holds back everything after
+ * it; a ping makes it send it at once (Synapse 1.132+), answered 200 from
+ * the transaction record. Once per such transaction, never two pings at a time.
+ */
+export function pingAfterUnanswered(s: MatrixAdapterState): void {
+  const session = s.session;
+  if (session.stopping) return;
+  if (session.pinging) {
+    session.pingAgain = true;
+    return;
+  }
+  // Before the ping at start (which comes next) or where the homeserver has no ping: nothing to do.
+  if (!session.connected || session.pingResult?.supported !== true) return;
+  runPings(s, () => sendPing(s));
+}
+
+/** One ping at a time: `first`, then once more if a ping was asked for meanwhile. */
+function runPings(s: MatrixAdapterState, first: () => Promise<void>): void {
+  const session = s.session;
+  const run = async (): Promise<void> => {
+    session.pingAgain = false;
+    await first();
+    while (session.pingAgain && !session.stopping && session.pingResult?.supported === true) {
+      session.pingAgain = false;
+      await sendPing(s);
+    }
+  };
+  const pinging = run().finally(() => {
+    if (session.pinging === pinging) session.pinging = undefined;
+  });
+  session.pinging = pinging;
+}
+
+async function sendPing(s: MatrixAdapterState): Promise<void> {
+  const as = s.config.appservice;
+  if (!as) return;
   try {
     const res = await s.http.request('POST', mxPath`/_matrix/client/v1/appservice/${as.id}/ping`, { body: {} });
     s.session.pingResult = { supported: true, ok: true, ...(typeof res['duration_ms'] === 'number' ? { durationMs: res['duration_ms'] } : {}) };

@@ -64,6 +64,8 @@ export interface SessionState {
   pingResult: PingResult | undefined;
   /** the ping at start, while it runs (it never rejects) */
   pinging: Promise<void> | undefined;
+  /** a ping asked for while one runs: sent once that one is answered */
+  pingAgain: boolean;
 }
 
 /** The linked Matrix rooms as the bot knows them (rooms.ts). */
@@ -79,6 +81,12 @@ export interface RoomsState {
 export interface CryptoState {
   /** the sealed store read at start() */
   prepared: PreparedCrypto | undefined;
+  /**
+   * Appservice mode: set at start() when the crypto is configured, settled
+   * once the bridge device is open (or known unusable) or at stop():
+   * transactions pushed meanwhile wait for it (transactions.ts).
+   */
+  opening: { readonly done: Promise<void>; settle(): void } | undefined;
   /** the machine for our device, once connected: encrypted rooms are bridged */
   machine: MatrixCrypto | undefined;
   /** why encrypted rooms are refused */
@@ -173,5 +181,6 @@ export function newSession(): SessionState {
     sync: undefined,
     pingResult: undefined,
     pinging: undefined,
+    pingAgain: false,
   };
 }

@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { JsonObject } from './client.js';
-import { onTransactionCrypto } from './crypto/session.js';
+import { onTransactionCrypto, untilCryptoOpen } from './crypto/session.js';
 import { isObject } from './normalise.js';
 import type { MatrixAdapterState } from './state.js';
 
@@ -36,6 +36,10 @@ async function processTransaction(s: MatrixAdapterState, txnId: string, body: Js
     return;
   }
   if (seen !== undefined) s.log.warn({ txnId, completedAt: seen.at }, 'known transaction id with a different body (did the homeserver restart its ids?); processing it');
+  // Pushed before the bridge device is open (our listener is up first): its encrypted events and
+  // to-device messages need the device, so it waits for it rather than being handled without crypto.
+  await untilCryptoOpen(s);
+  if (s.session.stopping) throw new Error('stopping: the transaction will be sent again');
   // Room keys (MSC2409 to-device) and key counts first, durable before the events they decrypt and the 200.
   await onTransactionCrypto(s, body);
   const events = Array.isArray(body['events']) ? body['events'] : [];

@@ -191,6 +191,14 @@ async function sendFive(w: World, label: string): Promise<string[]> {
   return sent;
 }
 
+/** A failed wait for bridged messages, with what the log holds, the homeserver's pushes (appservice mode) and the gateway's output. */
+async function diagnosis(w: World, err: unknown, p: CliProcess): Promise<string> {
+  const pushes = w.mode === 'appservice'
+    ? w.hs.appServiceTransactions('syncgate').map((t) => ({ txnId: t.txnId, events: Array.isArray(t.body['events']) ? t.body['events'].length : 0, attempts: t.attempts, retryDelaysMs: t.retryDelaysMs, retriedBy: t.retriedBy, delivered: t.delivered }))
+    : [];
+  return `${String(err)}; in the log: ${JSON.stringify(await w.bodies())}; pushes: ${JSON.stringify(pushes)}; output:\n${p.out.stdout.slice(-12000)}`;
+}
+
 async function killed(p: CliProcess): Promise<void> {
   p.proc.kill('SIGKILL');
   await waitForExit(p.proc);
@@ -212,7 +220,9 @@ describe.each<Mode>(['bot', 'appservice'])('Matrix encrypted room, %s mode, gate
     const second = pod.serve();
     await untilActive(pod, second, 'the restarted adapter ready with its crypto active');
     expect((await pod.status())?.detail.encryption?.device).toEqual({ ...before, fresh: false });
-    await waitFor(async () => (await w.bodies()).includes(sent[4] ?? ''), { timeoutMs: 180_000, what: 'the five messages sent while dead in the log' });
+    await waitFor(async () => (await w.bodies()).includes(sent[4] ?? ''), { timeoutMs: 180_000, what: 'the five messages sent while dead in the log' }).catch(async (err: unknown) => {
+      throw new Error(await diagnosis(w, err, second));
+    });
     expect(await w.bodies()).toEqual(['before the kill', ...sent]);
     expect(w.announced()).toBe(1);
 
@@ -250,7 +260,9 @@ describe.each<Mode>(['bot', 'appservice'])('Matrix encrypted room, %s mode, gate
     const sent = await sendFive(w, 'during the takeover');
     await untilActive(b, pb, 'replica B to take the connection over with its crypto');
     expect((await b.status())?.detail.encryption?.device).toEqual({ ...device, fresh: false });
-    await waitFor(async () => (await w.bodies()).includes(sent[4] ?? ''), { timeoutMs: 180_000, what: 'the messages sent during the takeover in the log' });
+    await waitFor(async () => (await w.bodies()).includes(sent[4] ?? ''), { timeoutMs: 180_000, what: 'the messages sent during the takeover in the log' }).catch(async (err: unknown) => {
+      throw new Error(await diagnosis(w, err, pb));
+    });
     expect(await w.bodies()).toEqual(['to replica A', ...sent]);
     expect(w.announced()).toBe(1);
     // Appservice mode: the homeserver's pushes reached replica A, then replica B.

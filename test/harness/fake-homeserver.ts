@@ -282,6 +282,12 @@ export interface FakeHomeserver {
   failAppServiceNext(count: number, opts?: { afterDelivery?: boolean; appServiceId?: string }): void;
   /** The next `count` client requests whose path matches answer 429 M_LIMIT_EXCEEDED. */
   rateLimitNext(count: number, pathPattern?: string | RegExp, retryAfterMs?: number): void;
+  /**
+   * Client requests whose path matches wait, unanswered, until `release()`
+   * (or stop()): a client held at one step of its start-up, as a slow
+   * homeserver would. `arrived` counts the requests held so far.
+   */
+  holdRequests(pathPattern: string | RegExp): RequestHold;
   requests(): RequestLogEntry[];
   /** How many successful `POST /_matrix/client/v1/appservice/{id}/ping` the AS made. */
   appServicePings(appServiceId: string): number;
@@ -432,6 +438,18 @@ interface AppServiceState {
   retryNow?: () => void;
 }
 
+export interface RequestHold {
+  readonly arrived: number;
+  release(): void;
+}
+
+interface HoldRule {
+  readonly pattern: string | RegExp;
+  arrived: number;
+  released: boolean;
+  readonly waiting: Array<() => void>;
+}
+
 interface RateLimitRule {
   remaining: number;
   pattern?: string | RegExp;
@@ -576,6 +594,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
   private readonly waiters = new Set<() => void>();
   private readonly sleepers = new Set<{ timer: NodeJS.Timeout; resolve: () => void }>();
   private readonly rateLimits: RateLimitRule[] = [];
+  private readonly holds: HoldRule[] = [];
   private readonly requestLog: RequestLogEntry[] = [];
   private readonly mediaStore = new Map<string, StoredMedia>();
   private readonly pings: Array<{ appServiceId: string; at: number }> = [];
@@ -782,6 +801,20 @@ class FakeHomeserverImpl implements FakeHomeserver {
     this.rateLimits.push(rule);
   }
 
+  holdRequests(pathPattern: string | RegExp): RequestHold {
+    const rule: HoldRule = { pattern: pathPattern, arrived: 0, released: false, waiting: [] };
+    this.holds.push(rule);
+    return {
+      get arrived() {
+        return rule.arrived;
+      },
+      release: () => {
+        rule.released = true;
+        for (const go of rule.waiting.splice(0)) go();
+      },
+    };
+  }
+
   requests(): RequestLogEntry[] {
     return this.requestLog.map((r) => ({ ...r }));
   }
@@ -790,6 +823,10 @@ class FakeHomeserverImpl implements FakeHomeserver {
     if (this.stopped) return;
     this.stopped = true;
     for (const w of [...this.waiters]) w();
+    for (const h of this.holds) {
+      h.released = true;
+      for (const go of h.waiting.splice(0)) go();
+    }
     for (const s of [...this.sleepers]) {
       clearTimeout(s.timer);
       s.resolve();
@@ -817,6 +854,7 @@ class FakeHomeserverImpl implements FakeHomeserver {
     let reply: Reply;
     const headers: Record<string, string> = { 'Content-Type': 'application/json' };
     try {
+      await this.applyHolds(url.pathname);
       if (url.pathname.startsWith('/_matrix/media/') || url.pathname.startsWith('/_matrix/client/v1/media/')) {
         const media = await this.handleMedia(method, url, req);
         if (media.file) {
@@ -999,6 +1037,14 @@ class FakeHomeserverImpl implements FakeHomeserver {
       else if (p !== r) return undefined;
     }
     return params;
+  }
+
+  private async applyHolds(path: string): Promise<void> {
+    for (const rule of this.holds) {
+      if (rule.released || !(typeof rule.pattern === 'string' ? path.includes(rule.pattern) : rule.pattern.test(path))) continue;
+      rule.arrived++;
+      await new Promise<void>((resolve) => rule.waiting.push(resolve));
+    }
   }
 
   private applyRateLimit(path: string): void {

@@ -52,12 +52,39 @@ export async function prepareCrypto(s: MatrixAdapterState): Promise<void> {
       storeName: s.name,
       trustedDevices: s.config.encryption?.trustedDevices ?? [],
     });
+    if (s.mode === 'appservice') s.crypto.opening = newOpening();
   } catch (err) {
     if (err instanceof SyncgateError && err.code === 'SG_ERR_STATE_SEALED_KEY') {
       s.log.error({ err }, 'Matrix crypto store does not open with encryption.storeSecret: refusing to start rather than becoming a new device');
     }
     throw err;
   }
+}
+
+function newOpening(): NonNullable<MatrixAdapterState['crypto']['opening']> {
+  let settle = (): void => undefined;
+  const done = new Promise<void>((resolve) => (settle = resolve));
+  return { done, settle };
+}
+
+/**
+ * Appservice mode: our listener is up before the bridge device is open
+ * (login, crypto store, keys), so the homeserver can push a transaction
+ * into that gap — typically the one that waited while the gateway was down.
+ * Its encrypted events need the device: the transaction waits here until
+ * the device is open (or known unusable: then the room is refused as
+ * without crypto) and is answered once handled, so nothing is dropped and
+ * the homeserver's retry backoff does not grow meanwhile.
+ */
+export async function untilCryptoOpen(s: MatrixAdapterState): Promise<void> {
+  const opening = s.crypto.opening;
+  if (!opening) return;
+  await opening.done;
+}
+
+/** The bridge device is open (or known unusable): transactions waiting for it go on. */
+function settleOpening(s: MatrixAdapterState): void {
+  s.crypto.opening?.settle();
 }
 
 /** The display name of every device syncgate creates (with the device-id prefix, how deleteOldDevices recognises them). */
@@ -174,8 +201,16 @@ export async function loginBridgeDevice(s: MatrixAdapterState, wanted = deviceId
   return { deviceId, http: new MatrixHttp({ baseUrl: s.config.homeserverUrl, accessToken: token, timeoutMs: s.config.requestTimeoutMs }) };
 }
 
-/** After login: the machine for our device, keys uploaded (again on a reconnect). `http`: the device's own session (appservice mode). */
+/**
+ * After login: the machine for our device, keys uploaded (again on a reconnect). `http`: the device's own session (appservice mode).
+ * Transactions waiting for the device (untilCryptoOpen) go on once it returns; not when it throws (the next connect attempt opens it).
+ */
 export async function openCrypto(s: MatrixAdapterState, deviceId: string | undefined, http = s.http): Promise<void> {
+  await openDevice(s, deviceId, http);
+  settleOpening(s);
+}
+
+async function openDevice(s: MatrixAdapterState, deviceId: string | undefined, http: MatrixHttp): Promise<void> {
   const prepared = s.crypto.prepared;
   if (!prepared) return;
   let opened = s.crypto.machine ?? s.crypto.feed;
@@ -320,6 +355,9 @@ export async function afterCryptoSync(s: MatrixAdapterState): Promise<void> {
 }
 
 export async function closeCrypto(s: MatrixAdapterState): Promise<void> {
+  // Transactions still waiting for the device go on, and find the adapter stopping (transactions.ts).
+  settleOpening(s);
+  s.crypto.opening = undefined;
   const machine = s.crypto.machine ?? s.crypto.feed;
   s.crypto.machine = undefined;
   s.crypto.feed = undefined;
