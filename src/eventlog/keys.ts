@@ -18,58 +18,15 @@
  *   meta hash is `<prefix>{log}:meta`, and `<prefix>{log}:partitions` holds a
  *   string (LAYOUT_FENCE): a build from before layout 2 reads that key as a
  *   hash first thing at start, gets WRONGTYPE and stops, instead of writing
- *   under layout 1's names beside the log;
- * - layout 3 (every new log since issue 19, point 6): layout 2's names,
- *   except that a bucket's id map is split by its fields into `idshards`
- *   hashes (stored in the meta, ID_SHARDS when absent),
- *   `…:ids:<bucket>:<shard>`, so each stays small enough for Redis' compact
- *   hash encoding (listpack, up to hash-max-listpack-entries = 128 fields):
- *   31 bytes a field instead of ~69 in one large hash. A build that knows
- *   layouts 1 and 2 only refuses a layout-3 log (SG_ERR_LOG_TOO_NEW) rather
- *   than looking its id map up in the one hash of layout 2.
+ *   under layout 1's names beside the log.
  */
 import { SyncgateError } from '../core/errors.js';
 
 const PREFIX = /^[A-Za-z0-9:_.-]{0,64}$/;
 
-export type KeyLayout = 1 | 2 | 3;
+export type KeyLayout = 1 | 2;
 /** the layout a new log is created with */
-export const LATEST_KEY_LAYOUT: KeyLayout = 3;
-
-/**
- * Id-map hashes per partition and bucket of a layout-3 log unless stored
- * otherwise. A bucket holds a partition's idempotency keys and native-id
- * aliases of one id lifetime (30 days by default): 1,024 hashes keep up to
- * ~90,000 fields of a partition and bucket (~100,000 events a month over
- * 16 partitions with their idempotency key and two aliases) under the 128
- * fields of the compact encoding; beyond, a hash turns into a hash table,
- * which costs what layout 2's one hash costs a field.
- */
-export const ID_SHARDS = 1024;
-/** the most id-map hashes per bucket (a shard is picked by the field's first two base64url characters) */
-export const MAX_ID_SHARDS = 4096;
-
-const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
-
-/**
- * The id-map hash (0 … shards-1) of a field (redis-backend.ts idField: base64url
- * characters): its first two characters as a number from 0 to 4095, mod the
- * count. The client names each field's hash to the append and alias scripts
- * (they take them as keys), so this is the only place that computes it.
- */
-export function idShard(field: string, shards: number): number {
-  if (shards <= 1) return 0;
-  return (Math.max(0, BASE64URL.indexOf(field.charAt(0))) * 64 + Math.max(0, BASE64URL.indexOf(field.charAt(1)))) % shards;
-}
-
-/** A layout-3 log's id-map shard count as stored (only layout 3 has one): absent is ID_SHARDS. */
-export function toIdShards(value: string | number | null | undefined): number {
-  const shards = Number(value ?? ID_SHARDS);
-  if (!Number.isInteger(shards) || shards < 1 || shards > MAX_ID_SHARDS) {
-    throw new SyncgateError('SG_ERR_LOG_TOO_NEW', `this log has ${String(value)} id-map shards; this build knows 1 to ${MAX_ID_SHARDS}: run a newer syncgate`, { idShards: String(value) });
-  }
-  return shards;
-}
+export const LATEST_KEY_LAYOUT: KeyLayout = 2;
 /**
  * Key groups of a layout-2 log unless chosen otherwise at its creation
  * (`redis.keyGroups`). A process holds one blocking connection per group
@@ -108,8 +65,8 @@ export const GROUP_ORDER: readonly number[] = [0, 9, 13, 4, 6, 15, 2, 11, 16, 3,
  */
 export function toKeyLayout(value: string | number | null | undefined): KeyLayout {
   const layout = Number(value ?? 1);
-  if (layout === 1 || layout === 2 || layout === 3) return layout;
-  throw new SyncgateError('SG_ERR_LOG_TOO_NEW', `this log uses key layout ${String(value)}; this build knows layouts 1 to ${LATEST_KEY_LAYOUT}: run a newer syncgate`, { layout: String(value) });
+  if (layout === 1 || layout === 2) return layout;
+  throw new SyncgateError('SG_ERR_LOG_TOO_NEW', `this log uses key layout ${String(value)}; this build knows layouts 1 and ${LATEST_KEY_LAYOUT}: run a newer syncgate`, { layout: String(value) });
 }
 
 /** A group count as stored: absent (a layout-2 log from before the count was stored) is 18. */
@@ -211,26 +168,17 @@ export interface KeySpace {
   readonly prefix: string;
   /** the layout the names below follow (1 until the log is opened) */
   readonly layout: KeyLayout;
-  /** layout 2 and 3: the log's key groups (18 until the log is opened) */
+  /** layout 2: the log's key groups (18 until the log is opened) */
   readonly groups: number;
-  /** id-map hashes per partition and bucket: layout 3's stored count, else 1 */
-  readonly idShards: number;
-  /** set once the stored layout (and layout 2's group count, layout 3's id-map shards) is known, when the log is opened */
-  setLayout(layout: KeyLayout, groups?: number, idShards?: number): void;
+  /** set once the stored layout (and layout 2's group count) is known, when the log is opened */
+  setLayout(layout: KeyLayout, groups?: number): void;
   /** the partition's key group (partitions of a group share a hash slot) */
   groupOf(partition: number): number;
   partitionTag(partition: number): string;
   feed(partition: number): string;
   room(partition: number, room: string): string;
   roomMeta(partition: number, room: string): string;
-  /**
-   * The id-map hash of a partition and bucket that holds `field` (layout 3:
-   * `…:ids:<bucket>:<shard>`, shard = idShard(field, idShards); layouts 1 and
-   * 2: the bucket's one hash `…:ids:<bucket>`, also the name without `field`).
-   */
-  ids(partition: number, bucket: number, field?: string): string;
-  /** layout 3: a bucket's bitmap of the id-map shards that have their ttl (lua/append-batch.lua) */
-  idsTtl(partition: number, bucket: number): string;
+  ids(partition: number, bucket: number): string;
   trimMarks(partition: number): string;
   /** layout 2: one lease per key group (every partition of the group names the same key) */
   lease(partition: number, group: string): string;
@@ -263,7 +211,6 @@ export function keySpace(prefix: string, initial: KeyLayout = 1): KeySpace {
   if (!PREFIX.test(prefix)) throw new SyncgateError('SG_ERR_CONFIG_INVALID', `redis key prefix ${JSON.stringify(prefix)} may only use A-Z a-z 0-9 : _ . -`);
   let layout: KeyLayout = initial;
   let groups = KEY_GROUPS;
-  let idShards = 1;
   let tags = GROUP_TAGS;
   const groupTag = (p: number) => `${prefix}{${tags[p % groups] ?? ''}}`;
   const tag = (p: number) => (layout === 1 ? `${prefix}{p:${String(p).padStart(2, '0')}}` : `${groupTag(p)}:p${String(p).padStart(2, '0')}`);
@@ -275,13 +222,9 @@ export function keySpace(prefix: string, initial: KeyLayout = 1): KeySpace {
     get groups() {
       return groups;
     },
-    get idShards() {
-      return idShards;
-    },
-    setLayout(next, count = KEY_GROUPS, shards = ID_SHARDS) {
+    setLayout(next, count = KEY_GROUPS) {
       layout = next;
       groups = count;
-      idShards = next === 3 ? shards : 1;
       tags = groupTags(count);
     },
     groupOf: (p) => keyGroupOf(layout, p, groups),
@@ -289,8 +232,7 @@ export function keySpace(prefix: string, initial: KeyLayout = 1): KeySpace {
     feed: (p) => `${tag(p)}:feed`,
     room: (p, room) => `${tag(p)}:room:${room}`,
     roomMeta: (p, room) => `${tag(p)}:meta:${room}`,
-    ids: (p, bucket, field) => (field === undefined || idShards <= 1 ? `${tag(p)}:ids:${bucket}` : `${tag(p)}:ids:${bucket}:${idShard(field, idShards)}`),
-    idsTtl: (p, bucket) => `${tag(p)}:ids:${bucket}:ttl`,
+    ids: (p, bucket) => `${tag(p)}:ids:${bucket}`,
     trimMarks: (p) => `${tag(p)}:trimmed`,
     lease: (p, group) => (layout === 1 ? `${tag(p)}:lease:${group}` : `${groupTag(p)}:lease:${group}`),
     leaseFence: (p, group) => (layout === 1 ? `${tag(p)}:fence:${group}` : `${groupTag(p)}:fence:${group}`),

@@ -22,7 +22,7 @@ import { LATEST_WRITE_FORMAT, fencedWrite, type WriteFormat } from './backend.js
 import { EVENT_FIELD, decodeFields, decodeStored, encodeEvent, encodeFields, encodeFieldsV1, encodeValues, storedJson } from './codec.js';
 import { FeedPool } from './feed-pool.js';
 import { choosePartition, type PartitionLoad } from './room-placement.js';
-import { ID_SHARDS, KEY_GROUPS, LATEST_KEY_LAYOUT, LAYOUT_FENCE, hashSlot, idShard, keySpace, toIdShards, toKeyGroups, toKeyLayout, type KeySpace } from './keys.js';
+import { KEY_GROUPS, LATEST_KEY_LAYOUT, LAYOUT_FENCE, hashSlot, keySpace, toKeyGroups, toKeyLayout, type KeySpace } from './keys.js';
 import { redactUrl } from '../log/index.js';
 
 type StreamReply = Array<[string, string[]]>;
@@ -98,7 +98,7 @@ const lua = (name: string) => readFileSync(new URL(`./lua/${name}`, import.meta.
 interface SyncgateCommands {
   sgAppendBatch(numKeys: number, ...args: Array<string | number>): Promise<Array<number | string>>;
   sgAdvance(key: string, field: string, value: string): Promise<string>;
-  sgAlias(numKeys: number, ...args: Array<string | number>): Promise<number>;
+  sgAlias(...args: Array<string | number>): Promise<number>;
   sgTrim(stream: string, marks: string, cutoff: string): Promise<number>;
   sgLease(key: string, fence: string, owner: string, ttlMs: number, replace?: string): Promise<number>;
   sgLeaseToken(key: string, fence: string, owner: string): Promise<string | null>;
@@ -110,7 +110,7 @@ interface SyncgateCommands {
   sgDeadMove(dlq: string, replay: string, mode: string, ...ids: string[]): Promise<number>;
   sgAssign(meta: string, directory: string, counts: string, room: string, hash: number, fallback: number, chosen: number): Promise<number>;
   sgRaise(meta: string, count: number, field?: string): Promise<number>;
-  sgOpen(legacyMeta: string, layoutMeta: string, create: number, count: number, format: number, layout: number, groups: number, fence: string, idShards: number): Promise<number>;
+  sgOpen(legacyMeta: string, layoutMeta: string, create: number, count: number, format: number, layout: number, groups: number, fence: string): Promise<number>;
 }
 type CommandClient = Redis & SyncgateCommands;
 
@@ -298,8 +298,7 @@ function defineCommands(client: Redis): CommandClient {
   client.defineCommand('sgAppendBatch', { lua: lua('append-batch.lua') });
   client.defineCommand('sgTrim', { numberOfKeys: 2, lua: lua('trim-2.lua') });
   client.defineCommand('sgAdvance', { numberOfKeys: 1, lua: lua('advance-1.lua') });
-  // the key count varies with the aliases: it is passed as the first argument
-  client.defineCommand('sgAlias', { lua: lua('alias.lua') });
+  client.defineCommand('sgAlias', { numberOfKeys: 2, lua: lua('alias-2.lua') });
   client.defineCommand('sgLease', { numberOfKeys: 2, lua: lua('lease-2.lua') });
   client.defineCommand('sgLeaseToken', { numberOfKeys: 2, lua: lua('leasetoken-2.lua') });
   client.defineCommand('sgFencedUpdate', { numberOfKeys: 1, lua: lua('fenced-update-1.lua') });
@@ -594,7 +593,7 @@ export class RedisBackend implements LogBackend {
   private async locateMeta(configured: number, create: boolean): Promise<number> {
     const groups = this.options.keyGroups ?? KEY_GROUPS;
     try {
-      return Number(await this.redis.sgOpen(this.keys.legacyMeta(), this.keys.layoutMeta(), create ? 1 : 0, configured, LATEST_WRITE_FORMAT, LATEST_KEY_LAYOUT, groups, LAYOUT_FENCE, ID_SHARDS));
+      return Number(await this.redis.sgOpen(this.keys.legacyMeta(), this.keys.layoutMeta(), create ? 1 : 0, configured, LATEST_WRITE_FORMAT, LATEST_KEY_LAYOUT, groups, LAYOUT_FENCE));
     } catch (err) {
       if (err instanceof Error && err.message.startsWith('SG_ERR_PARTITIONS_MISMATCH')) throw new SyncgateError('SG_ERR_PARTITIONS_MISMATCH', err.message.slice('SG_ERR_PARTITIONS_MISMATCH '.length));
       throw err;
@@ -612,7 +611,7 @@ export class RedisBackend implements LogBackend {
       this.keys.setLayout(toKeyLayout(await this.redis.hget(this.keys.legacyMeta(), 'layout')));
       return;
     }
-    const [layout, groups, idShards] = await this.redis.hmget(this.keys.layoutMeta(), 'layout', 'groups', 'idshards');
+    const [layout, groups] = await this.redis.hmget(this.keys.layoutMeta(), 'layout', 'groups');
     const known = toKeyLayout(layout ?? LATEST_KEY_LAYOUT);
     if (known === 1) throw new SyncgateError('SG_ERR_PARTITIONS_MISMATCH', `${this.keys.layoutMeta()} says layout 1: the log meta was changed by hand`);
     const count = toKeyGroups(groups);
@@ -620,7 +619,7 @@ export class RedisBackend implements LogBackend {
     if (configured !== undefined && configured !== count) {
       this.options.log.warn({ configured, stored: count }, `redis.keyGroups (${configured}) applies to new logs only: this log was created with ${count} key groups and keeps them`);
     }
-    this.keys.setLayout(known, count, known === 3 ? toIdShards(idShards) : 1);
+    this.keys.setLayout(known, count);
   }
 
   /** The key group whose partitions share a delivery lease (and a hash slot). */
@@ -782,28 +781,12 @@ export class RedisBackend implements LogBackend {
     this.pending.delete(q);
     this.sending.set(q, (this.sending.get(q) ?? 0) + 1);
     const b = this.bucket();
-    // Each partition's three keys, each room's two and each id-map hash once; the events name them by their place.
+    // Each partition's four keys and each room's two once; the events name them by their place.
     const partIndex = new Map<number, number>();
     const partKeys: string[] = [];
     const roomIndex = new Map<string, number>();
     const roomKeys: string[] = [];
-    const idIndex = new Map<string, number>();
-    const idKeys: string[] = [];
-    /** the id-map hash of a field, as its place among the id-map keys (1-based; KEYS index once the other keys are counted) */
-    const idKey = (p: number, bucket: number, field: string): number => {
-      const key = this.keys.ids(p, bucket, field);
-      let at = idIndex.get(key);
-      if (at === undefined) {
-        at = idKeys.push(key);
-        idIndex.set(key, at);
-      }
-      return at;
-    };
-    // [q, r, room, idem field, alias fields, format, idem's hash now, idem's hash in the previous bucket, each alias's hash now,
-    //  and with id-map shards (layout 3) idem's shard and each alias's]
-    const events: Array<[number, number, string, string, string[], number, number, number, number[], number?, number[]?]> = [];
-    const shards = this.keys.idShards;
-    const sharded = shards > 1;
+    const events: unknown[] = [];
     const stored: string[] = [];
     const format = this.writeFormat;
     for (const { request } of batch) {
@@ -812,8 +795,7 @@ export class RedisBackend implements LogBackend {
       if (pi === undefined) {
         pi = partIndex.size + 1;
         partIndex.set(p, pi);
-        // the third: layout 3, the bucket's ttl bitmap of its id-map shards; else the bucket's one id-map hash
-        partKeys.push(this.keys.feed(p), this.keys.trimMarks(p), sharded ? this.keys.idsTtl(p, b) : this.keys.ids(p, b));
+        partKeys.push(this.keys.feed(p), this.keys.ids(p, b), this.keys.ids(p, b - 1), this.keys.trimMarks(p));
       }
       const roomKey = this.keys.room(p, draft.room);
       let r = roomIndex.get(roomKey);
@@ -822,28 +804,21 @@ export class RedisBackend implements LogBackend {
         roomIndex.set(roomKey, r);
         roomKeys.push(roomKey, this.keys.roomMeta(p, draft.room));
       }
-      const idem = idField(request.idemField);
-      const aliases = aliasFields.map(idField);
-      const tuple: (typeof events)[number] = [pi, r, draft.room, idem, aliases, format, idKey(p, b, idem), idKey(p, b - 1, idem), aliases.map((field) => idKey(p, b, field))];
-      if (sharded) tuple.push(idShard(idem, shards), aliases.map((field) => idShard(field, shards)));
-      events.push(tuple);
-      // Format 1: the ten values as a JSON array (the script writes them as fields k … x).
-      stored.push(format === 1 ? JSON.stringify(encodeValues<string>(draft)) : encodeEvent(draft));
-    }
-    // the id-map keys come after the partitions' and rooms' keys
-    const before = partKeys.length + roomKeys.length;
-    for (const e of events) {
-      e[6] += before;
-      e[7] += before;
-      for (let j = 0; j < e[8].length; j++) e[8][j] = (e[8][j] ?? 0) + before;
+      // Format 1: the ten values as a JSON array (the script writes them as fields k … x) and a 1 in the tuple.
+      if (format === 1) {
+        events.push([pi, r, draft.room, idField(request.idemField), aliasFields.map(idField), 1]);
+        stored.push(JSON.stringify(encodeValues<string>(draft)));
+      } else {
+        events.push([pi, r, draft.room, idField(request.idemField), aliasFields.map(idField)]);
+        stored.push(encodeEvent(draft));
+      }
     }
     const done = () => this.sending.set(q, (this.sending.get(q) ?? 1) - 1);
     const batchJson = JSON.stringify(events);
     const args: [number, ...Array<string | number>] = [
-      before + idKeys.length,
+      partKeys.length + roomKeys.length,
       ...partKeys,
       ...roomKeys,
-      ...idKeys,
       this.retention.roomMaxLen,
       this.retention.feedMaxLen,
       this.idTtlSec,
@@ -1063,33 +1038,20 @@ export class RedisBackend implements LogBackend {
     if (fields.length === 0) return [];
     const b = this.bucket();
     const hashed = fields.map(idField);
-    // one HMGET per id-map hash (layout 3 splits a bucket's map over idShards hashes) and bucket
-    const byKey = new Map<string, number[]>();
-    for (const bucket of [b, b - 1]) {
-      hashed.forEach((field, i) => {
-        const key = this.keys.ids(partition, bucket, field);
-        const at = byKey.get(key);
-        if (at) at.push(i);
-        else byKey.set(key, [i]);
-      });
-    }
-    const found = new Array<string | undefined>(fields.length);
-    // current bucket first: its keys were put in the map first, and a field found there wins
-    const replies = await Promise.all([...byKey].map(([key, at]) => this.redis.hmget(key, ...at.map((i) => hashed[i] ?? ''))));
-    [...byKey.values()].forEach((at, k) => {
-      at.forEach((i, j) => {
-        found[i] ??= replies[k]?.[j] ?? undefined;
-      });
+    const [current, previous] = await Promise.all([
+      this.redis.hmget(this.keys.ids(partition, b), ...hashed),
+      this.redis.hmget(this.keys.ids(partition, b - 1), ...hashed),
+    ]);
+    return fields.map((_, i) => {
+      const id = current[i] ?? previous[i];
+      return id ? parseIdValue(id) : undefined;
     });
-    return found.map((id) => (id ? parseIdValue(id) : undefined));
   }
 
   async addAliases(partition: number, pos: StreamPos, fields: readonly string[]): Promise<void> {
     this.closedCheck();
     const b = this.bucket();
-    const hashed = fields.map(idField);
-    const keys = hashed.flatMap((field) => [this.keys.ids(partition, b, field), this.keys.ids(partition, b - 1, field)]);
-    await this.redis.sgAlias(keys.length, ...keys, compactId(pos), this.idTtlSec, ...hashed);
+    await this.redis.sgAlias(this.keys.ids(partition, b), this.keys.ids(partition, b - 1), compactId(pos), this.idTtlSec, ...fields.map(idField));
   }
 
   async appendTelemetry(partition: number, draft: DraftOf<'telemetry'>): Promise<string> {

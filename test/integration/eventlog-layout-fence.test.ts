@@ -15,7 +15,7 @@ import { Redis } from 'ioredis';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import type { EventLog } from '../../src/core/ports.js';
 import { createEventLog } from '../../src/eventlog/index.js';
-import { ID_SHARDS, LAYOUT_FENCE, groupTags, hashSlot, keySpace } from '../../src/eventlog/keys.js';
+import { LAYOUT_FENCE, groupTags, hashSlot, keySpace } from '../../src/eventlog/keys.js';
 import { silentLogger } from '../../src/log/index.js';
 import { message } from '../fixtures/events.js';
 import { dropPrefix, testPrefix } from '../harness/redis.js';
@@ -50,7 +50,7 @@ describe('key layout fence', () => {
     await log.close();
 
     expect(await redis.get(`${prefix}{log}:partitions`)).toBe(LAYOUT_FENCE);
-    expect(await redis.hgetall(`${prefix}{log}:meta`)).toEqual({ partitions: '16', format: '2', layout: '3', groups: '18', idshards: String(ID_SHARDS) });
+    expect(await redis.hgetall(`${prefix}{log}:meta`)).toEqual({ partitions: '16', format: '2', layout: '2', groups: '18' });
     const before = (await redis.keys(`${prefix}*`)).sort();
     // what a build from before layout 2 does at start: its stored count, then its open script
     await expect(redis.hget(`${prefix}{log}:partitions`, 'partitions')).rejects.toThrow(/WRONGTYPE/);
@@ -74,8 +74,7 @@ describe('key layout fence', () => {
     // as those builds left it
     await redis.del(`${prefix}{log}:partitions`);
     await redis.rename(`${prefix}{log}:meta`, `${prefix}{log}:partitions`);
-    await redis.hset(`${prefix}{log}:partitions`, 'layout', '2');
-    await redis.hdel(`${prefix}{log}:partitions`, 'groups', 'idshards');
+    await redis.hdel(`${prefix}{log}:partitions`, 'groups');
 
     const moved = open(prefix, { partitions: 8 });
     await moved.open();
@@ -103,11 +102,10 @@ describe('key layout fence', () => {
     await dropPrefix(redis, prefix);
   });
 
-  it('a log with a newer key layout, group count, id-map shard count or write format than this build knows is refused: SG_ERR_LOG_TOO_NEW', async () => {
+  it('a log with a newer key layout, group count or write format than this build knows is refused: SG_ERR_LOG_TOO_NEW', async () => {
     for (const [field, value] of [
-      ['layout', '4'],
+      ['layout', '3'],
       ['groups', '100000'],
-      ['idshards', '100000'],
       ['format', '3'],
     ] as const) {
       const prefix = testPrefix('toonew');

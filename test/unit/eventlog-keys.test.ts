@@ -6,8 +6,7 @@
  * the names logs created before it use.
  */
 import { describe, expect, it } from 'vitest';
-import { createHash } from 'node:crypto';
-import { GROUP_ORDER, GROUP_TAGS, ID_SHARDS, KEY_GROUPS, MAX_ID_SHARDS, MAX_KEY_GROUPS, groupTags, hashSlot, idShard, keyGroupOf, keySpace, toIdShards, toKeyGroups, toKeyLayout } from '../../src/eventlog/keys.js';
+import { GROUP_ORDER, GROUP_TAGS, KEY_GROUPS, MAX_KEY_GROUPS, groupTags, hashSlot, keyGroupOf, keySpace, toKeyGroups, toKeyLayout } from '../../src/eventlog/keys.js';
 
 describe('key layout', () => {
   it('hashSlot agrees with Redis on known keys', () => {
@@ -97,36 +96,8 @@ describe('key layout', () => {
   it('a stored layout or group count this build does not know is refused', () => {
     expect(toKeyLayout(null)).toBe(1);
     expect(toKeyLayout('2')).toBe(2);
-    expect(toKeyLayout('3')).toBe(3);
-    expect(() => toKeyLayout('4')).toThrow(expect.objectContaining({ code: 'SG_ERR_LOG_TOO_NEW' }));
+    expect(() => toKeyLayout('3')).toThrow(expect.objectContaining({ code: 'SG_ERR_LOG_TOO_NEW' }));
     expect(toKeyGroups(null)).toBe(KEY_GROUPS);
     expect(() => toKeyGroups(String(MAX_KEY_GROUPS + 1))).toThrow(expect.objectContaining({ code: 'SG_ERR_LOG_TOO_NEW' }));
-    expect(toIdShards(null)).toBe(ID_SHARDS);
-    expect(() => toIdShards(String(MAX_ID_SHARDS + 1))).toThrow(expect.objectContaining({ code: 'SG_ERR_LOG_TOO_NEW' }));
-  });
-
-  it('layout 3: a bucket\'s id map is split over idShards hashes by the field\'s first two characters, evenly; layouts 1 and 2 keep one hash', () => {
-    const keys = keySpace('t:', 3);
-    keys.setLayout(3, 18, 1024);
-    expect(keys.idShards).toBe(1024);
-    // the scripts get the bucket's name; a field's hash is that name and its shard
-    expect(keys.ids(5, 7)).toBe(`t:{${GROUP_TAGS[5] ?? ''}}:p05:ids:7`);
-    expect(keys.ids(5, 7, 'AB0123456789ab')).toBe(`t:{${GROUP_TAGS[5] ?? ''}}:p05:ids:7:1`);
-    expect(keys.ids(5, 7, '__0123456789ab')).toBe(`t:{${GROUP_TAGS[5] ?? ''}}:p05:ids:7:${4095 % 1024}`);
-    expect(hashSlot(keys.ids(5, 7, '__0123456789ab'))).toBe(hashSlot(keys.feed(5)));
-    // 100,000 random fields (idField: base64url of a hash) spread evenly
-    const counts = new Array<number>(1024).fill(0);
-    for (let i = 0; i < 100_000; i++) {
-      const field = createHash('sha256').update(String(i)).digest('base64url').slice(0, 14);
-      const shard = idShard(field, 1024);
-      counts[shard] = (counts[shard] ?? 0) + 1;
-    }
-    expect(Math.max(...counts)).toBeLessThan(140);
-    expect(Math.min(...counts)).toBeGreaterThan(55);
-    for (const layout of [1, 2] as const) {
-      keys.setLayout(layout, 18, 1024);
-      expect(keys.idShards).toBe(1);
-      expect(keys.ids(5, 7, 'AB0123456789ab')).toBe(keys.ids(5, 7));
-    }
   });
 });

@@ -7,7 +7,7 @@
 -- may have created a layout-1 log meanwhile: its hash stays.
 -- KEYS: 1 `{log}:partitions`, 2 `{log}:meta` (one hash tag: one slot)
 -- ARGV: 1 create ('1': a new log may be created here), 2 the count, 3 the write format,
---       4 the key layout, 5 the key group count, 6 the fence, 7 the id-map shards (layout 3)
+--       4 the key layout, 5 the key group count, 6 the fence
 if redis.call('EXISTS', KEYS[2]) == 1 then
   if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], ARGV[6]) end
   return 2
@@ -25,7 +25,7 @@ if kind ~= 'none' then
   return redis.error_reply('SG_ERR_PARTITIONS_MISMATCH ' .. KEYS[1] .. ' is a ' .. kind .. ' but ' .. KEYS[2] .. ' is missing: the log meta was changed by hand')
 end
 if ARGV[1] == '1' then
-  redis.call('HSET', KEYS[2], 'partitions', ARGV[2], 'format', ARGV[3], 'layout', ARGV[4], 'groups', ARGV[5], 'idshards', ARGV[7])
+  redis.call('HSET', KEYS[2], 'partitions', ARGV[2], 'format', ARGV[3], 'layout', ARGV[4], 'groups', ARGV[5])
   redis.call('SET', KEYS[1], ARGV[6])
   return 2
 end
