@@ -346,6 +346,16 @@ function endOfNested(text: string, i: number): number {
   return -1;
 }
 
+/** Where the array element starting at `i` ends (a string, a nested value, or a literal up to the next `,` or `]`). */
+function endOfElement(text: string, i: number): number {
+  const c = text.charCodeAt(i);
+  if (c === 34) return endOfString(text, i);
+  if (c === 123 || c === 91) return endOfNested(text, i);
+  let j = i;
+  while (j < text.length && text.charCodeAt(j) !== 44 && text.charCodeAt(j) !== 93) j++;
+  return j;
+}
+
 /**
  * The texts of a JSON array's elements, as JSON.stringify wrote it (no
  * whitespace): found by skipping strings and nested values, nothing parsed.
@@ -358,12 +368,7 @@ export function arrayElements(text: string): string[] | undefined {
   let i = 1;
   while (i < text.length) {
     const start = i;
-    const c = text.charCodeAt(i);
-    if (c === 34) i = endOfString(text, i);
-    else if (c === 123 || c === 91) i = endOfNested(text, i);
-    else {
-      while (i < text.length && text.charCodeAt(i) !== 44 && text.charCodeAt(i) !== 93) i++;
-    }
+    i = endOfElement(text, i);
     if (i <= start || i >= text.length) return undefined;
     out.push(text.slice(start, i));
     const sep = text.charCodeAt(i);
@@ -465,12 +470,7 @@ function elementBounds(text: string): number {
   let n = 0;
   while (i < text.length && n < 16) {
     const start = i;
-    const c = text.charCodeAt(i);
-    if (c === 34) i = endOfString(text, i);
-    else if (c === 123 || c === 91) i = endOfNested(text, i);
-    else {
-      while (i < text.length && text.charCodeAt(i) !== 44 && text.charCodeAt(i) !== 93) i++;
-    }
+    i = endOfElement(text, i);
     if (i <= start || i >= text.length) return -1;
     at[2 * n] = start;
     at[2 * n + 1] = i;
