@@ -81,7 +81,7 @@ describe('Redis event log', () => {
     expect(await admin.xlen(room)).toBe(1);
     await log.close();
   });
-  it('appends of different partitions made together go to Redis as one script call, each with its own outcome', async () => {
+  it('appends of different partitions made together go to Redis in one script call, or two when eight or more meet an idle log, each with its own outcome', async () => {
     const prefix = testPrefix('xpart');
     const calls: string[] = [];
     const log = createEventLog({ partitions: 16, log: silentLogger(), redis: { url: inject('redisUrl'), prefix }, onRedisCommand: (name) => calls.push(name) });
@@ -95,7 +95,8 @@ describe('Redis event log', () => {
     calls.length = 0;
     const settled = await Promise.allSettled(drafts.map((d) => log.append(d)));
     const scripts = calls.filter((c) => c === 'evalsha' || c === 'eval');
-    expect(scripts.length).toBe(1);
+    // 18 appends of one tick on an idle log: two calls of nine, so Redis runs the first while the second is built
+    expect(scripts.length).toBe(2);
     expect(settled.slice(0, 16).map((s) => s.status === 'fulfilled' && !s.value.duplicate)).toEqual(rooms.map(() => true));
     expect(settled[16]?.status === 'fulfilled' && settled[16].value.duplicate).toBe(true);
     expect(settled[17]?.status === 'rejected' && isSyncgateError(settled[17].reason, 'SG_ERR_ROOM_UNKNOWN')).toBe(true);
@@ -103,6 +104,29 @@ describe('Redis event log', () => {
     const { events } = await log.read(undefined, { rooms: 'all', limit: 100 });
     expect(events.map((e) => ('content' in e ? e.content.body : '')).sort()).toEqual(['first', ...rooms.map((_, i) => `m${i}`)].sort());
     for (const room of rooms) expect(events.filter((e) => e.room === room).length).toBe(room === 'room-0' ? 2 : 1);
+
+    // fewer than eight together: one call
+    calls.length = 0;
+    await Promise.all(rooms.slice(0, 7).map((room) => log.append(message(room, 'few'))));
+    expect(calls.filter((c) => c === 'evalsha' || c === 'eval').length).toBe(1);
+    await log.close();
+    await dropPrefix(admin, prefix);
+  });
+
+  it('a tick of appends to one room sent as two script calls keeps the order they were made in', async () => {
+    const prefix = testPrefix('split');
+    const calls: string[] = [];
+    const log = createEventLog({ partitions: 4, log: silentLogger(), redis: { url: inject('redisUrl'), prefix }, onRedisCommand: (name) => calls.push(name) });
+    await log.rooms.put({ id: 'r', links: [] });
+    await log.append(message('r', 'before'));
+    calls.length = 0;
+    const bodies = Array.from({ length: 21 }, (_, i) => `m${i}`);
+    const results = await Promise.all(bodies.map((body) => log.append(message('r', body))));
+    expect(calls.filter((c) => c === 'evalsha' || c === 'eval').length).toBe(2);
+    // the event ids follow the order the appends were made in, and so does the room's timeline
+    expect([...results.map((r) => r.eventId)].sort()).toEqual(results.map((r) => r.eventId));
+    const { events } = await log.read(undefined, { rooms: 'all', limit: 100 });
+    expect(events.map((e) => ('content' in e ? e.content.body : ''))).toEqual(['before', ...bodies]);
     await log.close();
     await dropPrefix(admin, prefix);
   });
