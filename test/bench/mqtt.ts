@@ -315,7 +315,8 @@ export const benchMqtt: Bench = async ({ redisUrl, quick }) => {
         unit: 'msgs/s',
         baseline: rawRate,
         ratio,
-        goal: 'ratio ≥ 0.8 (min 0.6)',
+        // issue 19, point 5: QoS 0 at the thin pipe's rate at least, QoS 1 at twice it (issue 5 asked 0.8)
+        goal: qos === 0 ? 'ratio ≥ 1.0' : 'ratio ≥ 2',
         note: `${qos === 1 ? 'drain of a queued session; PUBACK after the append' : 'live; appends in flight in arrival order'}; medians of ${rounds} alternating rounds (ours ${spread(ours)}, pipe ${spread(thin)}; ratio = median of the rounds' ratios ${spread2(ours.map((r, i) => r / (thin[i] ?? Number.NaN)))}); CPU µs a message, this process (publisher included) + Redis: ours ${cpu(ourRuns)}, pipe ${cpu(thinRuns)}`,
       });
       rows.push({
