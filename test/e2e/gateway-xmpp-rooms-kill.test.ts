@@ -107,14 +107,21 @@ describe('xmpp-rooms across a gateway kill -9', () => {
     await alice.say(room, 'before the kill', [], first);
     const held = (await alice.waitFor((s) => s.attrs['id'] === first && s.is('message'), 'reflection', DEADLINE_MS, mark)).getChildren('stanza-id', SID)[0]?.attrs['id'] ?? '';
     expect(held).not.toBe('');
-
-    a.proc.kill('SIGKILL');
-    await waitFor(() => !isRunning(a.proc), { timeoutMs: 10_000, what: 'A to die' });
-    // while nobody holds the component, a message bounces (Prosody: the component is gone)
     const during = randomUUID();
-    mark = alice.stanzas.length;
-    await alice.say(room, 'during the outage', [], during);
-    await alice.waitFor((s) => s.attrs['id'] === during && s.attrs['type'] === 'error', 'bounce while the component is down', DEADLINE_MS, mark);
+
+    // B is paused first, so nobody can take the component over before the message below is sent:
+    // under full load B's takeover (once A's 4 s lease ran out) came first, and nothing bounced
+    b.proc.kill('SIGSTOP');
+    try {
+      a.proc.kill('SIGKILL');
+      await waitFor(() => !isRunning(a.proc), { timeoutMs: 10_000, what: 'A to die' });
+      // while nobody holds the component, a message bounces (Prosody: the component is gone)
+      mark = alice.stanzas.length;
+      await alice.say(room, 'during the outage', [], during);
+      await alice.waitFor((s) => s.attrs['id'] === during && s.attrs['type'] === 'error', 'bounce while the component is down', DEADLINE_MS, mark);
+    } finally {
+      b.proc.kill('SIGCONT');
+    }
     const httpSent: string[] = [];
     for (let i = 0; i < 2; i++) {
       const r = await call<{ eventId: string }>(b.url, 'PUT', `/v1/rooms/ops/send/${randomUUID()}`, carol, { kind: 'message', content: { body: `http ${i}` } });
