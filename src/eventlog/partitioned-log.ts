@@ -560,30 +560,13 @@ export class PartitionedLog implements EventLog {
       const last = list.at(-1);
       if (list.length === share && last && (!bound || comparePos(last.pos, bound) < 0)) bound = last.pos;
     }
-    // Each list is in order: merged by taking the lowest head, up to the bound and `count`
-    // (no concatenation, filter and sort of every entry read; two rooms never share a position).
-    const heads = new Array<number>(lists.length).fill(0);
-    const merged: FeedEntry[] = [];
-    while (merged.length < count) {
-      let best = -1;
-      let bestPos: StreamPos | undefined;
-      for (let k = 0; k < lists.length; k++) {
-        const entry = lists[k]?.[heads[k] ?? 0];
-        if (!entry || (bound && comparePos(entry.pos, bound) > 0)) continue;
-        if (!bestPos || comparePos(entry.pos, bestPos) < 0) {
-          best = k;
-          bestPos = entry.pos;
-        }
-      }
-      const list = lists[best];
-      if (!list) break;
-      const at = heads[best] ?? 0;
-      merged.push(list[at] as FeedEntry);
-      heads[best] = at + 1;
-    }
-    // no room filled its share and nothing was left out: every room has no more
-    const leftOut = lists.some((list, k) => (heads[k] ?? 0) < list.length);
-    return { entries: merged, scannedTo: merged.at(-1)?.pos ?? after, scanned: merged.length, exhausted: bound === undefined && !leftOut };
+    const all = lists
+      .flat()
+      .filter((e) => !bound || comparePos(e.pos, bound) <= 0)
+      .sort((a, b) => comparePos(a.pos, b.pos));
+    const merged = all.slice(0, count);
+    // no room filled its share and nothing was cut: every room has no more
+    return { entries: merged, scannedTo: merged.at(-1)?.pos ?? after, scanned: merged.length, exhausted: bound === undefined && all.length <= count };
   }
 
   /** Up to `limit` matching entries of one partition after `from`, examining at most SCAN_BUDGET entries. */
