@@ -26,12 +26,14 @@ import { KEY_GROUPS, LATEST_KEY_LAYOUT, LAYOUT_FENCE, hashSlot, keySpace, toKeyG
 import { redactUrl } from '../log/index.js';
 
 type StreamReply = Array<[string, string[]]>;
+type StreamBufferReply = Array<[Buffer, Buffer[]]>;
+
+/** an append waiting in its queue's batch */
 interface PendingAppend {
   readonly request: AppendRequest;
   readonly resolve: (o: AppendOutcome) => void;
   readonly reject: (err: unknown) => void;
 }
-type StreamBufferReply = Array<[Buffer, Buffer[]]>;
 
 /**
  * Id-map fields are 84-bit hashes of the room-scoped key (the first 14
