@@ -361,14 +361,15 @@ export interface EventLog {
   raisePartitions(count: number): Promise<number>;
   /**
    * The log's stored write format (1: ten fields, what builds before format 2
-   * read; 2: one field), followed by this process like the partition count.
+   * read; 2: one field; 3: one field with fewer bytes, what builds before it
+   * cannot read), followed by this process like the partition count.
    */
-  writeFormat(): Promise<1 | 2>;
+  writeFormat(): Promise<1 | 2 | 3>;
   /**
    * Raises the write format (never lowers it: SG_ERR_LOG_FORMAT_LOWERED); every
    * replica follows. Raise only once no replica of an older build runs.
    */
-  raiseWriteFormat(format: 1 | 2): Promise<1 | 2>;
+  raiseWriteFormat(format: 1 | 2 | 3): Promise<1 | 2 | 3>;
   /**
    * The stored partition count, followed by this process when another
    * replica (or the admin command) raised it: what `info.partitions` says

@@ -15,11 +15,13 @@ export interface FeedEntry {
   /** undefined when retention removed the room entry but the feed still lists it */
   readonly draft: EventDraft | undefined;
   /**
-   * The event's stored JSON text (format 2, codec.ts), when the backend has
-   * it: a sync page is written from it without decoding (issue 19). Absent
-   * for format-1 entries and in memory.
+   * The event's stored JSON text (format 2 or 3, codec.ts), when the backend
+   * has it: a sync page is written from it without decoding (issue 19).
+   * Absent for format-1 entries and in memory.
    */
   readonly stored?: string | undefined;
+  /** format 3's `stored`: the entry id's milliseconds, which its received time is an offset from; undefined for format 2 */
+  readonly storedBase?: number | undefined;
   /**
    * The event as a new object of its own with `eventId` and `cursor` set,
    * when the backend decodes entries itself: spares read() a copy of every
@@ -94,13 +96,15 @@ export type RoomFilterFn = (room: string) => boolean;
 
 /**
  * How appends store an event (codec.ts): 1 = ten fields (what builds before
- * format 2 read), 2 = one field `e`. Stored with the partition count; a log
- * without one (written before the gate) writes format 1 until it is raised.
+ * format 2 read), 2 = one field `e`, 3 = one field `f` (fewer bytes: the
+ * received time as an offset from the entry id; what builds before format
+ * 3 cannot read). Stored with the partition count; a log without one
+ * (written before the gate) writes format 1 until it is raised.
  */
-export type WriteFormat = 1 | 2;
+export type WriteFormat = 1 | 2 | 3;
 
 /** the newest write format: what a new log starts with */
-export const LATEST_WRITE_FORMAT: WriteFormat = 2;
+export const LATEST_WRITE_FORMAT: WriteFormat = 3;
 
 /** SG_ERR_STATE_FENCED for a write under `token` to a namespace fenced at `stored` (memory and Redis alike) */
 export function fencedWrite(ns: string, token: number, stored?: number): SyncgateError {

@@ -6,10 +6,17 @@
  * they made (issue 19). Positions and ids are not stored: the room and the
  * stream id carry them.
  *
+ * Format 3 (field `f`) is format 2 with fewer bytes (issue 19, point 6): the
+ * received time as an offset from the entry id's milliseconds (the id is
+ * made inside the append script, which writes the offset in front of the
+ * rest: encodeEventTail), an idempotency key that ends with one of the
+ * origin ids stored without that end, and a sender's native id that starts
+ * with the uid stored without that start.
+ *
  * Logs written before (format 1: ten fields k i s o t u b c r x, always all
- * present and in that order) stay readable: decodeFields tells the two apart
- * by the field count. encodeFieldsV1 still writes format 1, for the tests
- * that prove it.
+ * present and in that order) stay readable: decodeFields tells them apart
+ * by the field count and name. encodeFieldsV1 still writes format 1, for
+ * the tests that prove it.
  */
 import type { Content, EventDraft, EventKind, LogEvent, Origin, Sender } from '../core/event.js';
 import type { DeviceView } from '../core/ports.js';
@@ -20,6 +27,9 @@ export const FIELD_NAMES = ['k', 'i', 's', 'o', 't', 'u', 'b', 'c', 'r', 'x'] as
 
 /** format 2's only field */
 export const EVENT_FIELD = 'e';
+
+/** format 3's only field */
+export const EVENT_FIELD_3 = 'f';
 
 /** One-letter kind codes: the kind is in every entry. */
 const KIND_CODE: Record<EventKind, string> = {
@@ -155,7 +165,7 @@ type Stored = [
   (number | null)?,
 ];
 
-function head(draft: EventDraft): number {
+function head(draft: EventDraft, flags = 0): number {
   const s = draft.sender;
   const o = draft.origin;
   const index = (map: ReadonlyMap<string, number>, key: string): number => {
@@ -163,7 +173,7 @@ function head(draft: EventDraft): number {
     if (i === undefined) throw new SyncgateError('SG_ERR_INTERNAL', `no stored code for ${key}`);
     return i;
   };
-  let h = o.historical ? 1 : 0;
+  let h = flags * 2 + (o.historical ? 1 : 0);
   h = h * 2 + (s.puppet ? 1 : 0);
   h = h * PROTOS.length + index(PROTO_INDEX, o.proto);
   h = h * AUTHS.length + index(AUTH_INDEX, s.auth);
@@ -214,6 +224,67 @@ export function encodeFields(draft: EventDraft): string[] {
   return [EVENT_FIELD, encodeEvent(draft)];
 }
 
+/** an origin id shorter than this is not worth a reference from the idempotency key */
+const MIN_IDEM_REF = 4;
+
+function isLowSurrogate(code: number): boolean {
+  return code >= 0xdc00 && code <= 0xdfff;
+}
+
+/**
+ * Format 3's text after the received offset: `,head,…]`. The append script
+ * writes `[`, the received time less the new entry id's milliseconds, and
+ * this; storedText3 does the same for a known id. The idempotency key
+ * leaves out an end that is one of the origin ids (an API key ends with its
+ * txnId, a Matrix key with its event id), the native id a start that is the
+ * uid (an API sender's native id is its uid): the head's flags say which.
+ */
+export function encodeEventTail(draft: EventDraft): string {
+  const s = draft.sender;
+  const o = draft.origin;
+  let idem = wellFormed(draft.idem);
+  let idemRef = 0;
+  if (idem === draft.idem) {
+    let longest = MIN_IDEM_REF - 1;
+    let j = 0;
+    for (const value of Object.values(o.ids)) {
+      j++;
+      if (value.length > longest && idem.length > value.length && idem.endsWith(value)) {
+        longest = value.length;
+        idemRef = j;
+      }
+    }
+    if (idemRef > 0) idem = idem.slice(0, idem.length - longest);
+  }
+  let native = s.native;
+  let nativeRel = 0;
+  if (s.uid.length > 0 && native.startsWith(s.uid) && !isLowSurrogate(native.charCodeAt(s.uid.length))) {
+    native = native.slice(s.uid.length);
+    nativeRel = 1;
+  }
+  const a: unknown[] = [
+    head(draft, idemRef * 2 + nativeRel),
+    idem,
+    s.uid,
+    native,
+    s.display ?? null,
+    o.via,
+    o.ids,
+    'content' in draft ? wellFormed(draft.content.body) : null,
+    'content' in draft ? (contentRestOf(draft.content) ?? null) : null,
+    'rel' in draft && draft.rel ? draft.rel : null,
+    extraOf(draft) ?? null,
+    draft.ts.origin ?? null,
+  ];
+  while (a.length > 7 && a[a.length - 1] === null) a.pop();
+  return `,${JSON.stringify(a).slice(1)}`;
+}
+
+/** Format 3's stored text of an event whose entry id has `base` as its milliseconds (what the append script writes). */
+export function storedText3(draft: EventDraft, base: number): string {
+  return `[${draft.ts.received - base}${encodeEventTail(draft)}`;
+}
+
 interface Head {
   readonly kind: EventKind;
   readonly sproto: Sender['proto'];
@@ -221,10 +292,14 @@ interface Head {
   readonly oproto: Origin['proto'];
   readonly puppet: boolean;
   readonly historical: boolean;
+  /** format 3: 0, or j + 1 when the stored idem leaves out its end, the value of origin id j (in key order) */
+  readonly idemRef: number;
+  /** format 3: the stored native id leaves out its start, the uid */
+  readonly nativeRel: boolean;
 }
 
-/** The parts of format 2's head integer (see `head`); undefined for one no build wrote. */
-function headParts(value: number): Head | undefined {
+/** The parts of a head integer (see `head`); undefined for one no build wrote (format 2 has no flags). */
+function headParts(value: number, format: 2 | 3 = 2): Head | undefined {
   let h = value;
   const kind = KINDS[h % KINDS.length];
   h = Math.floor(h / KINDS.length);
@@ -234,46 +309,78 @@ function headParts(value: number): Head | undefined {
   h = Math.floor(h / AUTHS.length);
   const oproto = PROTOS[h % PROTOS.length];
   h = Math.floor(h / PROTOS.length);
-  if (kind === undefined || sproto === undefined || auth === undefined || oproto === undefined || !(h >= 0 && h <= 3)) return undefined;
-  return { kind, sproto, auth, oproto, puppet: h % 2 === 1, historical: h >= 2 };
+  if (kind === undefined || sproto === undefined || auth === undefined || oproto === undefined || !(h >= 0 && (h <= 3 || format === 3))) return undefined;
+  const flags = Math.floor(h / 4);
+  return { kind, sproto, auth, oproto, puppet: h % 2 === 1, historical: h % 4 >= 2, idemRef: flags >> 1, nativeRel: (flags & 1) === 1 };
 }
 
-function decodeEvent(room: string, json: string): EventDraft {
-  const a = JSON.parse(json) as Stored;
-  const parts = headParts(a[0]);
-  if (!parts) throw new SyncgateError('SG_ERR_INTERNAL', `stored event in ${room} has an unknown head ${a[0]}`);
+/** the value of origin id `ref` (1-based, in key order): the end format 3 left out of the idempotency key */
+function idemEnd(room: string, ids: Readonly<Record<string, string>>, ref: number): string {
+  let j = 0;
+  for (const key in ids) if (++j === ref) return ids[key] as string;
+  throw new SyncgateError('SG_ERR_INTERNAL', `stored event in ${room} refers to origin id ${ref} of ${j}`);
+}
+
+/**
+ * Decodes format 2's text, or format 3's when `base` (the entry id's
+ * milliseconds) is given: format 3 is format 2's array with the received
+ * time moved in front as an offset from `base`, and the head's flags.
+ */
+function decodeEvent(room: string, json: string, base?: number): EventDraft {
+  const a = JSON.parse(json) as unknown[];
+  const o = base === undefined ? 0 : 1;
+  const head = a[o] as number;
+  const parts = headParts(head, base === undefined ? 2 : 3);
+  if (!parts) throw new SyncgateError('SG_ERR_INTERNAL', `stored event in ${room} has an unknown head ${head}`);
   const { kind, sproto, auth, oproto } = parts;
-  const h = (parts.historical ? 2 : 0) + (parts.puppet ? 1 : 0);
-  const sender: Sender = { uid: a[2], proto: sproto, native: a[3], auth };
-  if (a[4] !== null) sender.display = a[4];
-  if (h % 2 === 1) sender.puppet = true;
-  const origin: Origin = { proto: oproto, via: a[5], ids: a[6] };
-  if (h >= 2) origin.historical = true;
-  const originTs = a[12];
-  const ts: EventDraft['ts'] = originTs === undefined || originTs === null ? { received: a[7] } : { received: a[7], origin: originTs };
-  const draft: Record<string, unknown> = { v: 1, kind, idem: a[1], room, sender, origin, ts };
-  const body = a[8];
+  const s = a as Stored;
+  const uid = a[o + 2] as string;
+  const ids = a[o + 6] as Record<string, string>;
+  const sender: Sender = { uid, proto: sproto, native: parts.nativeRel ? uid + (a[o + 3] as string) : (a[o + 3] as string), auth };
+  const display = a[o + 4] as string | null;
+  if (display !== null) sender.display = display;
+  if (parts.puppet) sender.puppet = true;
+  const origin: Origin = { proto: oproto, via: a[o + 5] as string, ids };
+  if (parts.historical) origin.historical = true;
+  const received = base === undefined ? s[7] : base + (a[0] as number);
+  const originTs = s[12];
+  const ts: EventDraft['ts'] = originTs === undefined || originTs === null ? { received } : { received, origin: originTs };
+  let idem = a[o + 1] as string;
+  if (parts.idemRef > 0) idem += idemEnd(room, ids, parts.idemRef);
+  const draft: Record<string, unknown> = { v: 1, kind, idem, room, sender, origin, ts };
+  const body = s[8];
   if (body !== undefined && body !== null) {
-    const rest = a[9];
+    const rest = s[9];
     draft['content'] = rest === undefined || rest === null ? { body } : { body, ...rest };
   }
-  const rel = a[10];
+  const rel = s[10];
   if (rel !== undefined && rel !== null) draft['rel'] = rel;
   const extraField = EXTRA_FIELD[kind];
-  const extra = a[11];
+  const extra = s[11];
   if (extraField && extra !== undefined && extra !== null) draft[extraField] = extra;
   // Written by encodeEvent from a validated draft: the shape is known.
   return draft as EventDraft;
 }
 
-/** Format 2's value (the stored JSON text) decoded: what decodeFields does for `[EVENT_FIELD, text]`. */
-export function decodeStored(room: string, text: string): EventDraft {
-  return decodeEvent(room, text);
+/**
+ * A stored value (the JSON text) decoded: format 2's, or format 3's given
+ * `base`, its entry id's milliseconds. What decodeFields does for
+ * `[EVENT_FIELD, text]` and `[EVENT_FIELD_3, text]`.
+ */
+export function decodeStored(room: string, text: string, base?: number): EventDraft {
+  return decodeEvent(room, text, base);
 }
 
-/** The inverse of `encodeFields`, for entries this module wrote: format 2, or format 1 (ten fields). */
-export function decodeFields(room: string, values: readonly string[]): EventDraft {
+/**
+ * The inverse of `encodeFields`, for entries this module wrote: format 2,
+ * format 3 (its entry id's milliseconds are `base`), or format 1 (ten fields).
+ */
+export function decodeFields(room: string, values: readonly string[], base?: number): EventDraft {
   if (values.length === 2 && values[0] === EVENT_FIELD) return decodeEvent(room, values[1] ?? '');
+  if (values.length === 2 && values[0] === EVENT_FIELD_3) {
+    if (base === undefined) throw new SyncgateError('SG_ERR_INTERNAL', `a format-3 entry of ${room} read without its id`);
+    return decodeEvent(room, values[1] ?? '', base);
+  }
   return decodeFieldsV1(room, values);
 }
 
@@ -307,9 +414,11 @@ export function decodeFieldsV1(room: string, values: readonly string[]): EventDr
   return draft as EventDraft;
 }
 
-/** Format 2's stored JSON text of an entry's field list; undefined for a format-1 entry. */
-export function storedJson(values: readonly string[]): string | undefined {
-  return values.length === 2 && values[0] === EVENT_FIELD ? values[1] : undefined;
+/** The stored JSON text of an entry's field list (format 2 or 3) and its format; undefined for a format-1 entry. */
+export function storedJson(values: readonly string[]): { text: string; format: 2 | 3 } | undefined {
+  if (values.length !== 2 || values[1] === undefined) return undefined;
+  if (values[0] === EVENT_FIELD) return { text: values[1], format: 2 };
+  return values[0] === EVENT_FIELD_3 ? { text: values[1], format: 3 } : undefined;
 }
 
 /** Index just past the JSON string starting at `i` (a quote); -1 when it does not end. */
@@ -497,16 +606,20 @@ function has(text: string, i: number, count: number): boolean {
   return i < count && !(bound(2 * i + 1) - bound(2 * i) === 4 && text.charCodeAt(bound(2 * i)) === 110);
 }
 
-/** the head integer's digits, read in place; NaN when it is not a plain integer */
-function headValue(text: string): number {
+/** element i's digits as an integer, read in place (a leading `-` allowed); NaN when it is not a plain integer */
+function intValue(text: string, i: number): number {
+  let from = bound(2 * i);
+  const end = bound(2 * i + 1);
+  const negative = text.charCodeAt(from) === 45;
+  if (negative) from++;
   let v = 0;
-  const end = bound(1);
-  for (let i = bound(0); i < end; i++) {
-    const c = text.charCodeAt(i) - 48;
+  for (let k = from; k < end; k++) {
+    const c = text.charCodeAt(k) - 48;
     if (c < 0 || c > 9) return Number.NaN;
     v = v * 10 + c;
   }
-  return end > bound(0) ? v : Number.NaN;
+  if (end <= from) return Number.NaN;
+  return negative ? -v : v;
 }
 
 /** the room's JSON text, kept for the next event: a page's events come from a handful of rooms */
@@ -514,8 +627,9 @@ let lastRoom = '';
 let lastRoomJson = '""';
 
 /**
- * viewJsonOfEvent of a format-2 entry, written from its stored JSON text
- * without decoding it: the elements are cut out of the text and placed in
+ * viewJsonOfEvent of a format-2 entry, or of a format-3 entry given `base`
+ * (its id's milliseconds), written from its stored JSON text without
+ * decoding it: the elements are cut out of the text and placed in
  * the view's members (the same members, in the same order, as decoding and
  * JSON.stringify give). Only the origin ids are parsed, and only when they
  * name an id the view hides or the device's key. A catch-up page of 1,000
@@ -523,15 +637,17 @@ let lastRoomJson = '""';
  * as JSON (issue 19, point 1). The elements are found as bounds and only
  * the ones the view holds are cut out (no array of element texts, no `idem`):
  * about half the CPU of cutting all of them first (issue 19, fourth pass).
- * undefined when the text is not format 2 as encodeEvent writes it (the
- * caller decodes it instead).
+ * undefined when the text is not format 2 as encodeEvent writes it, or
+ * format 3 as the append script does (the caller decodes it instead).
  */
-export function viewJsonOfStored(stored: string, room: string, eventId: string, cursor: string, view: DeviceView): string | undefined {
+export function viewJsonOfStored(stored: string, room: string, eventId: string, cursor: string, view: DeviceView, base?: number): string | undefined {
   const count = elementBounds(stored);
   if (count < 8) return undefined;
-  const parts = headParts(headValue(stored));
+  // format 3: the received offset in front, format 2's elements 0 … 6 one further on
+  const o = base === undefined ? 0 : 1;
+  const parts = headParts(intValue(stored, o), base === undefined ? 2 : 3);
   if (!parts) return undefined;
-  let ids = el(stored, 6);
+  let ids = el(stored, o + 6);
   let txnId: string | undefined;
   if (ids !== '{}') {
     const seen = viewIdsText(ids, preparedView(view));
@@ -542,12 +658,20 @@ export function viewJsonOfStored(stored: string, room: string, eventId: string, 
     lastRoomJson = JSON.stringify(room);
     lastRoom = room;
   }
-  let json = `{"v":1,"kind":"${parts.kind}","room":${lastRoomJson},"sender":{"uid":${el(stored, 2)},"proto":"${parts.sproto}","native":${el(stored, 3)},"auth":"${parts.auth}"`;
-  if (has(stored, 4, count)) json += `,"display":${el(stored, 4)}`;
+  const uid = el(stored, o + 2);
+  // format 3 may store the native id without the uid it starts with: the two JSON strings joined
+  const native = parts.nativeRel ? `${uid.slice(0, -1)}${el(stored, o + 3).slice(1)}` : el(stored, o + 3);
+  let json = `{"v":1,"kind":"${parts.kind}","room":${lastRoomJson},"sender":{"uid":${uid},"proto":"${parts.sproto}","native":${native},"auth":"${parts.auth}"`;
+  if (has(stored, o + 4, count)) json += `,"display":${el(stored, o + 4)}`;
   if (parts.puppet) json += ',"puppet":true';
-  json += `},"origin":{"proto":"${parts.oproto}","via":${el(stored, 5)},"ids":${ids}`;
+  json += `},"origin":{"proto":"${parts.oproto}","via":${el(stored, o + 5)},"ids":${ids}`;
   if (parts.historical) json += ',"historical":true';
-  json += `},"ts":{"received":${el(stored, 7)}`;
+  if (base === undefined) json += `},"ts":{"received":${el(stored, 7)}`;
+  else {
+    const offset = intValue(stored, 0);
+    if (Number.isNaN(offset)) return undefined;
+    json += `},"ts":{"received":${base + offset}`;
+  }
   if (has(stored, 12, count)) json += `,"origin":${el(stored, 12)}`;
   json += '}';
   if (has(stored, 8, count)) {

@@ -239,12 +239,12 @@ export class PartitionedLog implements EventLog {
   /**
    * Raises the log's write format (the admin command): from then on every
    * replica appends in it, so raise it only once no replica of a build that
-   * reads format 1 alone runs. Lowering is refused.
+   * cannot read it runs (format 1 alone, or 1 and 2). Lowering is refused.
    */
   async raiseWriteFormat(format: WriteFormat): Promise<WriteFormat> {
     await this.ready;
     this.ensureOpen();
-    if (format !== 1 && format !== 2) throw new SyncgateError('SG_ERR_PARAM_INVALID', 'format must be 1 or 2');
+    if (format !== 1 && format !== 2 && format !== 3) throw new SyncgateError('SG_ERR_PARAM_INVALID', 'format must be 1, 2 or 3');
     const stored = await this.backend.readWriteFormat();
     if (format < stored) {
       throw new SyncgateError('SG_ERR_LOG_FORMAT_LOWERED', `format ${format} is lower than this log's ${stored}; the write format can only be raised`, { wanted: format, stored });
@@ -461,7 +461,7 @@ export class PartitionedLog implements EventLog {
       const json =
         stored === undefined
           ? undefined
-          : viewJsonOfStored(stored, entry.room, eventIdFor(p, entry.pos), this.eventCursor(p, entry.pos), view);
+          : viewJsonOfStored(stored, entry.room, eventIdFor(p, entry.pos), this.eventCursor(p, entry.pos), view, entry.storedBase);
       if (json !== undefined) events.push(json);
       else if (entry.draft === undefined) limited = true;
       else events.push(viewJsonOfEvent(this.toLogEvent(p, entry.pos, entry.draft), view));

@@ -19,7 +19,7 @@ import { FENCE_FIELD, type RoomSpec, type RoomStore, type StateStore } from '../
 import { MAX_PARTITIONS, ZERO_POS, comparePos, fnv1a32, parseStreamId, parseStreamIdBytes, partitionOf, posToString, type StreamPos } from '../core/position.js';
 import type { AppendOutcome, AppendRequest, DeadRecord, FeedEntry, FeedPage, GroupEntry, GroupLag, LogBackend, PartitionMeta, ReplayEntry, RetentionPolicy, RoomFilterFn, StreamBounds } from './backend.js';
 import { LATEST_WRITE_FORMAT, fencedWrite, type WriteFormat } from './backend.js';
-import { EVENT_FIELD, decodeFields, decodeStored, encodeEvent, encodeFields, encodeFieldsV1, encodeValues, storedJson } from './codec.js';
+import { EVENT_FIELD, EVENT_FIELD_3, decodeFields, decodeStored, encodeEvent, encodeEventTail, encodeFields, encodeFieldsV1, encodeValues, storedJson } from './codec.js';
 import { FeedPool } from './feed-pool.js';
 import { choosePartition, type PartitionLoad } from './room-placement.js';
 import { KEY_GROUPS, LATEST_KEY_LAYOUT, LAYOUT_FENCE, hashSlot, keySpace, toKeyGroups, toKeyLayout, type KeySpace } from './keys.js';
@@ -67,8 +67,8 @@ const PING_TIMEOUT_MS = 10_000;
 /** a stored write format: absent (a log from before the format gate) is 1; one this build does not know is refused */
 function toWriteFormat(value: string | number | null): WriteFormat {
   const format = Number(value ?? 1);
-  if (format === 1 || format === 2) return format;
-  throw new SyncgateError('SG_ERR_LOG_TOO_NEW', `this log's write format is ${String(value)}; this build writes and reads formats 1 and ${LATEST_WRITE_FORMAT}: run a newer syncgate`, { format: String(value) });
+  if (format === 1 || format === 2 || format === 3) return format;
+  throw new SyncgateError('SG_ERR_LOG_TOO_NEW', `this log's write format is ${String(value)}; this build writes and reads formats 1 to ${LATEST_WRITE_FORMAT}: run a newer syncgate`, { format: String(value) });
 }
 
 /** blocking connections shared by the live reads of all partitions (one Redis or Sentinel) */
@@ -133,22 +133,32 @@ type CommandClient = Redis & SyncgateCommands;
 /**
  * A timeline entry as read: decoded when its draft is first asked for, so a
  * sync page written from the stored JSON text (FeedEntry.stored) never
- * decodes it (issue 19, point 1). `text` is format 2's value, `fields` a
- * format-1 entry's field list; neither: retention removed it.
+ * decodes it (issue 19, point 1). `text` is format 2's or 3's value (`base`
+ * set for format 3: the id's milliseconds), `fields` a format-1 entry's
+ * field list; neither: retention removed it.
  */
 class StoredEntry implements FeedEntry {
   private decoded: EventDraft | undefined | null = null;
   private readonly text: string | undefined;
+  private readonly base: number | undefined;
   constructor(
     readonly pos: StreamPos,
     readonly room: string,
     private readonly fields: readonly string[] | undefined,
     text?: string,
+    format3 = false,
   ) {
-    this.text = text ?? (fields ? storedJson(fields) : undefined);
+    if (text !== undefined) {
+      this.text = text;
+      this.base = format3 ? pos.ms : undefined;
+    } else {
+      const found = fields ? storedJson(fields) : undefined;
+      this.text = found?.text;
+      this.base = found?.format === 3 ? pos.ms : undefined;
+    }
   }
   private decode(): EventDraft | undefined {
-    if (this.text !== undefined) return decodeStored(this.room, this.text);
+    if (this.text !== undefined) return decodeStored(this.room, this.text, this.base);
     return this.fields ? decodeFields(this.room, this.fields) : undefined;
   }
   get draft(): EventDraft | undefined {
@@ -157,6 +167,9 @@ class StoredEntry implements FeedEntry {
   }
   get stored(): string | undefined {
     return this.text;
+  }
+  get storedBase(): number | undefined {
+    return this.base;
   }
   toEvent(eventId: string, cursor: string): LogEvent | undefined {
     // decoded already (and maybe handed out): a copy; else decoded straight into the event
@@ -179,7 +192,10 @@ function entryOfBuffers(room: string, id: Buffer, fields: readonly Buffer[]): St
   const pos = parseStreamIdBytes(id);
   const name = fields[0];
   const value = fields[1];
-  if (fields.length === 2 && name?.length === 1 && name[0] === EVENT_FIELD_BYTE && value) return new StoredEntry(pos, room, undefined, value.toString('utf8'));
+  if (fields.length === 2 && name?.length === 1 && value) {
+    if (name[0] === EVENT_FIELD_3_BYTE) return new StoredEntry(pos, room, undefined, value.toString('utf8'), true);
+    if (name[0] === EVENT_FIELD_BYTE) return new StoredEntry(pos, room, undefined, value.toString('utf8'));
+  }
   return new StoredEntry(
     pos,
     room,
@@ -187,6 +203,7 @@ function entryOfBuffers(room: string, id: Buffer, fields: readonly Buffer[]): St
   );
 }
 const EVENT_FIELD_BYTE = EVENT_FIELD.charCodeAt(0);
+const EVENT_FIELD_3_BYTE = EVENT_FIELD_3.charCodeAt(0);
 
 /** Redis Cluster: seed nodes; the client discovers the rest and follows MOVED/ASK and failovers. */
 export interface RedisClusterTarget {
@@ -832,10 +849,14 @@ export class RedisBackend implements LogBackend {
         roomIndex.set(roomKey, r);
         roomKeys.push(roomKey, this.keys.roomMeta(p, draft.room));
       }
-      // Format 1: the ten values as a JSON array (the script writes them as fields k … x) and a 1 in the tuple.
+      // Format 1: the ten values as a JSON array (the script writes them as fields k … x) and a 1 in the tuple;
+      // format 3: the text after the received time, which the script writes as an offset from the new id.
       if (format === 1) {
         events.push([pi, r, draft.room, idField(request.idemField), aliasFields.map(idField), 1]);
         stored.push(JSON.stringify(encodeValues<string>(draft)));
+      } else if (format === 3) {
+        events.push([pi, r, draft.room, idField(request.idemField), aliasFields.map(idField), 3, draft.ts.received]);
+        stored.push(encodeEventTail(draft));
       } else {
         events.push([pi, r, draft.room, idField(request.idemField), aliasFields.map(idField)]);
         stored.push(encodeEvent(draft));
@@ -1087,6 +1108,7 @@ export class RedisBackend implements LogBackend {
     const key = this.keys.telemetry(partition, draft.room);
     const max = this.retention.telemetryMaxLen;
     // the log's write format, as the timelines: a replica of an older build reads telemetry too
+    // (format 3's offset needs the id before the write: telemetry stays at format 2, which builds of format 3 read)
     const fields = this.writeFormat === 1 ? encodeFieldsV1(draft) : encodeFields(draft);
     const id = max > 0 ? await this.redis.xadd(key, 'MAXLEN', '~', max, '*', ...fields) : await this.redis.xadd(key, '*', ...fields);
     if (!id) throw new SyncgateError('SG_ERR_INTERNAL', 'XADD returned no id');
@@ -1101,7 +1123,7 @@ export class RedisBackend implements LogBackend {
         ? await this.redis.xrange(key, `(${posToString(page.after)}`, '+', 'COUNT', limit)
         : await this.redis.xrevrange(key, page.before !== undefined ? `(${posToString(page.before)}` : '+', '-', 'COUNT', limit)
     ) as StreamReply;
-    return reply.map(([id, fields]) => ({ id, draft: decodeFields(room, fields) as DraftOf<'telemetry'> }));
+    return reply.map(([id, fields]) => ({ id, draft: decodeFields(room, fields, parseStreamId(id).ms) as DraftOf<'telemetry'> }));
   }
 
   async trimByAge(partition: number, rooms: readonly string[], cutoffMs: number): Promise<void> {

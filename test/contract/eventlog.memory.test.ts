@@ -33,9 +33,9 @@ partitionsContract(target);
 describe('memory log write format gate', () => {
   const open = (memoryStore: MemoryStore) => createEventLog({ partitions: 4, log: silentLogger(), memoryStore });
 
-  it('a new log writes format 2', async () => {
+  it('a new log writes format 3', async () => {
     const log = open(createMemoryStore({ partitions: 4 }));
-    expect(await log.writeFormat()).toBe(2);
+    expect(await log.writeFormat()).toBe(3);
     await log.close();
   });
 

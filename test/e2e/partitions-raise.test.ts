@@ -117,15 +117,17 @@ describe('raising partitions on a running deployment (16 → 64)', () => {
     expect(isSyncgateError(refused) ? refused.code : String(refused)).toBe('SG_ERR_PARTITIONS_LOWERED');
   }, 240_000);
 
-  it('GET|PUT /v1/admin/log-format: a new log is at format 2, lowering is refused, the admin token is required', async () => {
+  it('GET|PUT /v1/admin/log-format: a new log is at format 3, lowering is refused, the admin token is required', async () => {
     const gw = await start(testPrefix('logfmt'), 4);
-    expect(await gw.admin<{ format: number }>('GET', '/v1/admin/log-format')).toEqual({ status: 200, body: { format: 2 } });
-    expect(await gw.admin<{ format: number }>('PUT', '/v1/admin/log-format', { format: 2 })).toEqual({ status: 200, body: { format: 2 } });
-    const lowered = await gw.admin<{ code: string }>('PUT', '/v1/admin/log-format', { format: 1 });
-    expect(lowered.status).toBe(409);
-    expect(lowered.body.code).toBe('SG_ERR_LOG_FORMAT_LOWERED');
-    expect((await gw.admin('PUT', '/v1/admin/log-format', { format: 3 })).status).toBe(400);
-    expect((await gw.device(await gw.deviceToken('u', []), 'PUT', '/v1/admin/log-format', { format: 2 })).status).toBe(401);
+    expect(await gw.admin<{ format: number }>('GET', '/v1/admin/log-format')).toEqual({ status: 200, body: { format: 3 } });
+    expect(await gw.admin<{ format: number }>('PUT', '/v1/admin/log-format', { format: 3 })).toEqual({ status: 200, body: { format: 3 } });
+    for (const lower of [1, 2]) {
+      const lowered = await gw.admin<{ code: string }>('PUT', '/v1/admin/log-format', { format: lower });
+      expect(lowered.status).toBe(409);
+      expect(lowered.body.code).toBe('SG_ERR_LOG_FORMAT_LOWERED');
+    }
+    expect((await gw.admin('PUT', '/v1/admin/log-format', { format: 4 })).status).toBe(400);
+    expect((await gw.device(await gw.deviceToken('u', []), 'PUT', '/v1/admin/log-format', { format: 3 })).status).toBe(401);
   }, 60_000);
 
   it('a replica without adapters follows a raise of the write format within a lease period', async () => {
@@ -147,7 +149,7 @@ describe('raising partitions on a running deployment (16 → 64)', () => {
       const b = await startFast();
       const writer = await b.deviceToken('writer', ['f']);
       const p = Number(await admin.hget(keys.roomPartitions(), 'f'));
-      /** b sends one; the stored entry's first field name: `k` for format 1, `e` for format 2 */
+      /** b sends one; the stored entry's first field name: `k` for format 1, `e` for format 2, `f` for format 3 */
       const sendFromB = async (n: number) => {
         expect((await b.device(writer, 'PUT', `/v1/rooms/f/send/fmt${n}`, { kind: 'message', content: { body: `m${n}` } })).status).toBe(200);
         const [[, fields] = ['', []]] = (await admin.xrevrange(keys.room(p, 'f'), '+', '-', 'COUNT', 1)) as Array<[string, string[]]>;
@@ -162,6 +164,16 @@ describe('raising partitions on a running deployment (16 → 64)', () => {
         expect(Date.now()).toBeLessThan(deadline);
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
+      expect(await a.admin('PUT', '/v1/admin/log-format', { format: 3 })).toEqual({ status: 200, body: { format: 3 } });
+      const later = Date.now() + 20_000;
+      while ((await sendFromB(n)) !== 'f') {
+        n++;
+        expect(Date.now()).toBeLessThan(later);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      // every message b sent reads back, whichever format it was stored in
+      const { body } = await b.device<{ events: Array<{ content?: { body: string } }> }>(writer, 'GET', '/v1/rooms/f/messages?dir=f&limit=100');
+      expect(body.events.map((e) => e.content?.body)).toEqual(Array.from({ length: n + 1 }, (_, i) => `m${i}`));
     } finally {
       await admin.quit();
     }

@@ -50,7 +50,7 @@ describe('key layout fence', () => {
     await log.close();
 
     expect(await redis.get(`${prefix}{log}:partitions`)).toBe(LAYOUT_FENCE);
-    expect(await redis.hgetall(`${prefix}{log}:meta`)).toEqual({ partitions: '16', format: '2', layout: '2', groups: '18' });
+    expect(await redis.hgetall(`${prefix}{log}:meta`)).toEqual({ partitions: '16', format: '3', layout: '2', groups: '18' });
     const before = (await redis.keys(`${prefix}*`)).sort();
     // what a build from before layout 2 does at start: its stored count, then its open script
     await expect(redis.hget(`${prefix}{log}:partitions`, 'partitions')).rejects.toThrow(/WRONGTYPE/);
@@ -80,7 +80,7 @@ describe('key layout fence', () => {
     await moved.open();
     expect(moved.info.partitions).toBe(8);
     expect(await redis.get(`${prefix}{log}:partitions`)).toBe(LAYOUT_FENCE);
-    expect(await redis.hgetall(`${prefix}{log}:meta`)).toEqual({ partitions: '8', format: '2', layout: '2' });
+    expect(await redis.hgetall(`${prefix}{log}:meta`)).toEqual({ partitions: '8', format: '3', layout: '2' });
     await moved.append(message('r', 'after'));
     const { events } = await moved.read(undefined, { rooms: new Set(['r']), limit: 10 });
     expect(events.map((e) => (e.kind === 'message' ? e.content.body : ''))).toEqual(['before', 'after']);
@@ -106,7 +106,7 @@ describe('key layout fence', () => {
     for (const [field, value] of [
       ['layout', '3'],
       ['groups', '100000'],
-      ['format', '3'],
+      ['format', '4'],
     ] as const) {
       const prefix = testPrefix('toonew');
       const setup = open(prefix);

@@ -6,7 +6,7 @@ import { Redis } from 'ioredis';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import type { TailItem } from '../../src/core/ports.js';
 import { isSyncgateError } from '../../src/core/errors.js';
-import { decodeFieldsV1, encodeFieldsV1 } from '../../src/eventlog/codec.js';
+import { decodeFields, decodeFieldsV1, encodeFields, encodeFieldsV1, storedText3 } from '../../src/eventlog/codec.js';
 import { createEventLog } from '../../src/eventlog/index.js';
 import { LATEST_KEY_LAYOUT, keySpace } from '../../src/eventlog/keys.js';
 import { partitionOf } from '../../src/core/position.js';
@@ -149,7 +149,7 @@ describe('Redis event log', () => {
     await dropPrefix(admin, prefix);
   });
 
-  it('reads a log written in format 1 (ten fields per entry, before issue 19) next to format-2 entries: read, history, getEvent and tail', async () => {
+  it('reads a log written in format 1 (ten fields per entry, before issue 19) and format 2 next to format-3 entries: read, history, getEvent and tail', async () => {
     const prefix = testPrefix('format1');
     const log = createEventLog({ partitions: 1, log: silentLogger(), redis: { url: inject('redisUrl'), prefix } });
     await log.rooms.put({ id: 'r', links: [] });
@@ -158,11 +158,16 @@ describe('Redis event log', () => {
     const old = message('r', 'written by the old format, é 🚀', { idem: 'api:dev1:old' });
     const id = await admin.xadd(keys.feed(0), '*', 'r', 'r');
     await admin.xadd(keys.room(0, 'r'), id ?? '', ...encodeFieldsV1(old));
+    // and one as format 2 (one field `e`, the received time whole)
+    const second = message('r', 'written by format 2, é 🚀', { idem: 'api:dev1:second' });
+    const id2 = await admin.xadd(keys.feed(0), '*', 'r', 'r');
+    await admin.xadd(keys.room(0, 'r'), id2 ?? '', ...encodeFields(second));
     const fresh = message('r', 'written by the new format, é 🚀', { idem: 'api:dev1:new' });
     await log.append(fresh);
+    expect(((await admin.xrange(keys.room(0, 'r'), '-', '+')) as Array<[string, string[]]>).map(([, fields]) => fields[0])).toEqual(['k', 'e', 'f']);
     const { events } = await log.read(undefined, { rooms: 'all', limit: 10 });
     const drafts = events.map(({ eventId: _e, cursor: _c, ...draft }) => draft);
-    expect(drafts).toEqual([old, fresh]);
+    expect(drafts).toEqual([old, second, fresh]);
     // A device's rooms are read from their timelines directly (replies in Buffers since issue 19's fourth pass): both formats, UTF-8 intact.
     const granted = new Set(['r']);
     expect((await log.read(undefined, { rooms: granted, limit: 10 })).events).toEqual(events);
@@ -174,13 +179,13 @@ describe('Redis event log', () => {
     expect(first && (await log.getEvent('r', first.eventId))).toEqual(first);
     const it = log.tail(undefined, { rooms: 'all' })[Symbol.asyncIterator]();
     const tailed: string[] = [];
-    while (tailed.length < 2) {
+    while (tailed.length < 3) {
       const r = await it.next();
       if (r.done) break;
       if (r.value.type === 'event') tailed.push(r.value.event.idem);
     }
     await it.return?.();
-    expect(tailed).toEqual(['api:dev1:old', 'api:dev1:new']);
+    expect(tailed).toEqual(['api:dev1:old', 'api:dev1:second', 'api:dev1:new']);
     await log.close();
     await dropPrefix(admin, prefix);
   });
@@ -195,22 +200,35 @@ describe('Redis event log', () => {
       return entries;
     };
 
-    it('a new log stores format 2 and writes one field', async () => {
+    it('a new log stores format 3 and writes one field `f`, the received time as an offset from the id', async () => {
       const prefix = testPrefix('fmtnew');
       const log = open(prefix);
       await log.rooms.put({ id: 'r', links: [] });
-      await log.append(message('r', 'fresh'));
-      expect(await log.writeFormat()).toBe(2);
-      expect(await admin.hget(keySpace(prefix, LATEST_KEY_LAYOUT).partitionMeta(), 'format')).toBe('2');
+      const fresh = message('r', 'fresh', { idem: 'api:dev1:txn-fresh', origin: { proto: 'api', via: 'api', ids: { 'api.txnId': 'txn-fresh' } } });
+      await log.append(fresh);
+      expect(await log.writeFormat()).toBe(3);
+      expect(await admin.hget(keySpace(prefix, LATEST_KEY_LAYOUT).partitionMeta(), 'format')).toBe('3');
       const stored = await timeline(prefix);
-      expect(stored.map(([, fields]) => fields[0])).toEqual(['e']);
-      // a build that reads format 1 only cannot read it: why existing logs keep format 1
-      expect(() => decodeFieldsV1('r', stored[0]?.[1] ?? [])).toThrow();
+      expect(stored.map(([, fields]) => fields[0])).toEqual(['f']);
+      const [id, fields] = stored[0] ?? ['', []];
+      const ms = Number(id.split('-')[0]);
+      // the script wrote the offset from its own id: the text is what storedText3 gives for that id
+      expect(fields[1]).toBe(storedText3(fresh, ms));
+      expect(decodeFields('r', fields, ms)).toEqual(fresh);
+      // builds that read formats 1 and 2 only cannot read it: why existing logs keep their format until raised
+      expect(() => decodeFieldsV1('r', fields)).toThrow();
+      // received times far from the id (a clock far behind or ahead, an imported event): offsets of 13 digits either way
+      const skewed = [message('r', 'old', { ts: { received: 5 } }), message('r', 'ahead', { ts: { received: Date.now() + 10 * 365 * 24 * 3600 * 1000 } })];
+      for (const draft of skewed) await log.append(draft);
+      const back = (await log.read(undefined, { rooms: 'all', limit: 10 })).events.map(({ eventId: _e, cursor: _c, ...draft }) => draft);
+      expect(back).toEqual([fresh, ...skewed]);
+      const json = await log.readJson(undefined, { rooms: new Set(['r']), limit: 10 }, deviceView('dev1'));
+      expect(json.events.map((text) => (JSON.parse(text) as { ts: { received: number } }).ts.received)).toEqual([fresh, ...skewed].map((d) => d.ts.received));
       await log.close();
       await dropPrefix(admin, prefix);
     });
 
-    it('a log with format-1 entries and no stored format writes format 1 until raised; replicas follow; lowering refused', async () => {
+    it('a log with format-1 entries and no stored format writes format 1 until raised, then 2, then 3; replicas follow; lowering refused', async () => {
       const prefix = testPrefix('fmtold');
       const keys = keySpace(prefix, LATEST_KEY_LAYOUT);
       // The log as a build before the gate left it: count stored, no format, a format-1 entry.
@@ -240,13 +258,24 @@ describe('Redis event log', () => {
       // b follows the raise when it reads the partition count again (delivery does once a lease period)
       await b.partitionCount();
       await b.append(message('r', 'six', { idem: 'api:dev1:6' }));
-      const formats = (await timeline(prefix)).map(([, fields]) => (fields[0] === 'e' ? 2 : fields.length / 2 === 10 ? 1 : 0));
-      expect(formats).toEqual([1, 1, 1, 1, 1, 2, 2]);
+      const formatsOf = async () => (await timeline(prefix)).map(([, fields]) => (fields[0] === 'e' ? 2 : fields[0] === 'f' ? 3 : fields.length / 2 === 10 ? 1 : 0));
+      expect(await formatsOf()).toEqual([1, 1, 1, 1, 1, 2, 2]);
       await expectCode(b.raiseWriteFormat(1), 'SG_ERR_LOG_FORMAT_LOWERED');
       expect(await admin.hget(keys.partitionMeta(), 'format')).toBe('2');
-      // the new build reads both
+      // then to format 3, once no replica of a build that reads only formats 1 and 2 runs
+      await expectCode(b.raiseWriteFormat(3), undefined);
+      const later = [message('r', 'seven', { idem: 'api:dev1:7' }), message('r', 'eight', { idem: 'api:dev1:8' })];
+      await b.append(later[0] as (typeof later)[number]);
+      await a.partitionCount();
+      await a.append(later[1] as (typeof later)[number]);
+      expect(await formatsOf()).toEqual([1, 1, 1, 1, 1, 2, 2, 3, 3]);
+      await expectCode(a.raiseWriteFormat(2), 'SG_ERR_LOG_FORMAT_LOWERED');
+      // the new build reads all three
       const { events } = await b.read(undefined, { rooms: 'all', limit: 20 });
-      expect(events.map((e) => e.idem)).toEqual(['api:dev1:old', ...[1, 2, 3, 4, 5, 6].map((n) => `api:dev1:${n}`)]);
+      expect(events.map((e) => e.idem)).toEqual(['api:dev1:old', ...[1, 2, 3, 4, 5, 6, 7, 8].map((n) => `api:dev1:${n}`)]);
+      expect(events.slice(-2).map(({ eventId: _e, cursor: _c, ...draft }) => draft)).toEqual(later);
+      const json = await a.readJson(undefined, { rooms: new Set(['r']), limit: 20 }, deviceView('dev1'));
+      expect(json.events).toEqual(events.map((e) => JSON.stringify(viewFor(e, 'dev1'))));
       await a.close();
       await b.close();
       await dropPrefix(admin, prefix);

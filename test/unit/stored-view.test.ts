@@ -1,11 +1,11 @@
-// A sync page's events are written from the stored JSON text (format 2)
+// A sync page's events are written from the stored JSON text (format 2 or 3)
 // without decoding it (issue 19, point 1): the text must be the device view
 // that decoding and http/view.ts viewFor give, member for member, in the
 // same order, for every kind and every optional part, with the sending
 // device's txnId and without the hidden origin ids.
 import { describe, expect, it } from 'vitest';
 import type { EventDraft, LogEvent } from '../../src/core/event.js';
-import { arrayElements, decodeFields, encodeEvent, encodeFields, viewJsonOfEvent, viewJsonOfStored } from '../../src/eventlog/codec.js';
+import { arrayElements, decodeFields, encodeEvent, encodeFields, storedText3, viewJsonOfEvent, viewJsonOfStored } from '../../src/eventlog/codec.js';
 import { deviceView, syncPageBody, viewFor } from '../../src/http/view.js';
 
 const awkward = 'q"uo\\te \\" \u0000 \u2028 é 🚀 </script> \\';
@@ -34,6 +34,9 @@ const drafts = [
   { v: 1, kind: 'receipt', idem: 'a:8', room: 'r2', sender: plain, origin: { proto: 'matrix', via: 'matrix', ids: {} }, ts: { received: 8 }, receipt: { upTo: '01ABCDEF' } },
   { v: 1, kind: 'presence', idem: 'a:9', room: 'r2', sender: plain, origin: { proto: 'xmpp', via: 'xmpp', ids: {} }, ts: { received: 9 }, presence: { state: 'away', status: awkward } },
   { v: 1, kind: 'typing', idem: 'a:10', room: 'r2', sender: plain, origin: { proto: 'xmpp', via: 'xmpp', ids: {} }, ts: { received: 10 }, typing: { active: true } },
+  // format 3 stores these without the key's end (an origin id) and the native id's start (the uid)
+  { v: 1, kind: 'message', idem: 'api:dev1:txn-0001', room: 'r2', sender: { uid: 'alice', proto: 'api', native: 'alice/dev1', auth: 'api-token' }, origin: { proto: 'api', via: 'api', ids: { 'api.device': 'dev1', 'api.txnId': 'txn-0001' } }, ts: { received: 1_796_600_000_000 }, content: { body: 'mine' } },
+  { v: 1, kind: 'message', idem: `mx:$${awkward}`, room: 'r2', sender: { uid: awkward, proto: 'matrix', native: `${awkward}:hs`, auth: 'server' }, origin: { proto: 'matrix', via: 'hs', ids: { 'mx.eventId': `$${awkward}` } }, ts: { received: 12 }, content: { body: 'theirs' } },
   { v: 1, kind: 'telemetry', idem: 'a:11', room: 'r2', sender: plain, origin: { proto: 'mqtt', via: 'mqtt', ids: { 'mqtt.topic': 'a/b' } }, ts: { received: 11 }, telemetry: { contentType: 'application/json', payload: '{"t":1}' } },
 ] as unknown as EventDraft[];
 
@@ -49,6 +52,11 @@ describe('device view written from the stored text', () => {
       const expected = JSON.stringify(viewFor(event, deviceId));
       expect(viewJsonOfStored(encodeEvent(draft), draft.room, event.eventId, event.cursor, deviceView(deviceId))).toBe(expected);
       expect(viewJsonOfEvent(event, deviceView(deviceId))).toBe(expected);
+      // format 3, the entry id's milliseconds at, before and after the received time
+      for (const delta of [0, 4, -9]) {
+        const base = draft.ts.received - delta;
+        expect(viewJsonOfStored(storedText3(draft, base), draft.room, event.eventId, event.cursor, deviceView(deviceId), base)).toBe(expected);
+      }
     });
   });
 
@@ -66,6 +74,14 @@ describe('device view written from the stored text', () => {
     for (const text of ['', '{}', '[]', '[1,2]', '["a"', '[9999999,"i","u","n",null,"v",{},1]', 'x'.repeat(10)]) {
       expect(viewJsonOfStored(text, 'r', 'e', 'c', deviceView('d'))).toBeUndefined();
     }
+  });
+
+  it('gives up (undefined) on text that is not format 3 given an id', () => {
+    for (const text of ['', '[]', '[1,2]', '[0,-5,"i","u","n",null,"v",{}]', '[0,1.5,"i","u","n",null,"v",{}]', '["x",0,"i","u","n",null,"v",{}]', '[-,0,"i","u","n",null,"v",{}]']) {
+      expect(viewJsonOfStored(text, 'r', 'e', 'c', deviceView('d'), 5)).toBeUndefined();
+    }
+    // a format-3 flag in a format-2 head
+    expect(viewJsonOfStored(`[${9 * 4 * 5 * 4 * 4},"i","u","n",null,"v",{},1]`, 'r', 'e', 'c', deviceView('d'))).toBeUndefined();
   });
 });
 

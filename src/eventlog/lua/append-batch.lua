@@ -10,19 +10,22 @@
 -- ARGV: 1 room max length (0 = none), 2 feed max length (0 = none), 3 id map ttl seconds, 4 P,
 --       5 the events as one JSON array (one argument, not a dozen per event: building and sending
 --       arguments was the client's largest cost), each [q, r, room, idempotency field, [alias fields]]
---       and, for format 1, a sixth element 1; then per event i the argument 5+i: format 2, its stored
---       JSON (codec.ts encodeEvent, written as the timeline entry's one field `e`; an argument of its
---       own, not a string inside the batch's JSON, whose quotes would all be escaped and unescaped
---       once more); format 1 (the log's write format is 1 while replicas of builds that read only it
---       may run), a JSON array of the ten values in codec.ts FIELD_NAMES order, written as fields k … x
+--       and, for format 1, a sixth element 1; for format 3, a sixth element 3 and a seventh, the
+--       received time; then per event i the argument 5+i: format 2, its stored JSON (codec.ts
+--       encodeEvent, written as the timeline entry's one field `e`; an argument of its own, not a
+--       string inside the batch's JSON, whose quotes would all be escaped and unescaped once more);
+--       format 3, the stored JSON after its first element (codec.ts encodeEventTail), written as the
+--       one field `f` behind `[` and the received time less the new id's milliseconds (issue 19,
+--       point 6: 2 digits instead of 13); format 1 (the log's write format is 1 while replicas of
+--       builds that read only it may run), a JSON array of the ten values in codec.ts FIELD_NAMES
+--       order, written as fields k … x
 -- Returns a flat list {status, id} per event: 1 = appended (stream id), 0 = duplicate (compact id of
 -- the first append), -1 = unknown room.
 
 -- Id-map values are stream ids in hex (`ms.seq`): 13 bytes instead of 15 fit
 -- Redis' smallest string allocation; see redis-backend.ts compactId().
-local function compact(id)
-  local dash = string.find(id, '-', 1, true)
-  return string.format('%x.%x', tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1)))
+local function compact(id, dash, ms)
+  return string.format('%x.%x', ms, tonumber(string.sub(id, dash + 1)))
 end
 
 -- Caps a stream at maxlen, in batches of TRIM_BATCH so the cost is amortised,
@@ -68,8 +71,12 @@ for i = 1, #events do
       out[#out + 1] = existing
     else
       local id = redis.call('XADD', feed_key, '*', 'r', room)
+      local dash = string.find(id, '-', 1, true)
+      local ms = tonumber(string.sub(id, 1, dash - 1))
       -- The timeline entry takes the feed entry's id: one position names the event everywhere.
-      if e[6] == 1 then
+      if e[6] == 3 then
+        redis.call('XADD', room_key, id, 'f', '[' .. string.format('%d', e[7] - ms) .. ARGV[5 + i])
+      elseif e[6] == 1 then
         local v = cjson.decode(ARGV[5 + i])
         redis.call('XADD', room_key, id, 'k', v[1], 'i', v[2], 's', v[3], 'o', v[4], 't', v[5],
           'u', v[6], 'b', v[7], 'c', v[8], 'r', v[9], 'x', v[10])
@@ -77,7 +84,7 @@ for i = 1, #events do
         redis.call('XADD', room_key, id, 'e', ARGV[5 + i])
       end
       cap(room_key, roommax, KEYS[base + 4])
-      local short = compact(id)
+      local short = compact(id, dash, ms)
       redis.call('HSET', ids_key, idem, short)
       for j = 1, #aliases do
         redis.call('HSETNX', ids_key, aliases[j], short)

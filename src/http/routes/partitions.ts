@@ -12,7 +12,7 @@ import { adminAuth } from '../auth.js';
 import type { HttpContext } from '../context.js';
 import { errors } from '../schemas.js';
 
-const LogFormat = Type.Object({ format: Type.Union([Type.Literal(1), Type.Literal(2)]) }, { additionalProperties: false });
+const LogFormat = Type.Object({ format: Type.Union([Type.Literal(1), Type.Literal(2), Type.Literal(3)]) }, { additionalProperties: false });
 const Partitions = Type.Object({ partitions: Type.Integer({ minimum: 1, maximum: MAX_PARTITIONS }) }, { additionalProperties: false });
 
 export function registerPartitionRoutes(app: FastifyInstance, ctx: HttpContext): void {
@@ -46,7 +46,7 @@ export function registerPartitionRoutes(app: FastifyInstance, ctx: HttpContext):
   // The write format gate: an existing log keeps writing format 1 (what older builds read) until raised.
   app.get(
     '/v1/admin/log-format',
-    { onRequest, schema: { ...common, summary: "The log's stored write format (1: what builds before format 2 read; 2: one field)", response: { 200: LogFormat, ...errors(401, 403) } } },
+    { onRequest, schema: { ...common, summary: "The log's stored write format (1: what builds before format 2 read; 2: one field; 3: one field, fewer bytes)", response: { 200: LogFormat, ...errors(401, 403) } } },
     async () => ({ format: await ctx.log.writeFormat() }),
   );
 
@@ -57,7 +57,7 @@ export function registerPartitionRoutes(app: FastifyInstance, ctx: HttpContext):
       schema: {
         ...common,
         summary: "Raises the log's write format (never lowers it: 409 SG_ERR_LOG_FORMAT_LOWERED); answers the format now stored",
-        description: 'Raise it once every replica runs a build that reads format 2: every replica follows the stored format within a lease period.',
+        description: 'Raise it once every replica runs a build that reads the new format: every replica follows the stored format within a lease period.',
         body: LogFormat,
         response: { 200: LogFormat, ...errors(400, 401, 403, 409) },
       },
