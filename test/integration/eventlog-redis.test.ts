@@ -190,6 +190,36 @@ describe('Redis event log', () => {
     await dropPrefix(admin, prefix);
   });
 
+  it('caps a room under batched appends: a suffix of at most the cap plus one trim step is kept, and the trim mark is the last entry removed', async () => {
+    const prefix = testPrefix('capbatch');
+    const log = createEventLog({ partitions: 2, log: silentLogger(), redis: { url: inject('redisUrl'), prefix }, retention: { roomMaxLen: 10 } });
+    await log.rooms.put({ id: 'r', links: [] });
+    const start = await log.head();
+    // 64 producers: script calls of many events each
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 64 }, async () => {
+        while (next < 1000) await log.append(message('r', `m${next++}`));
+      }),
+    );
+    const keys = keySpace(prefix, LATEST_KEY_LAYOUT);
+    const p = Number(await admin.hget(keys.roomPartitions(), 'r'));
+    const kept = (await admin.xrange(keys.room(p, 'r'), '-', '+')) as Array<[string, string[]]>;
+    // capped to 10 whenever a call left more than 10 + 100 (the trim step)
+    expect(kept.length).toBeGreaterThanOrEqual(10);
+    expect(kept.length).toBeLessThanOrEqual(110);
+    const mark = await admin.hget(keys.trimMarks(p), keys.room(p, 'r'));
+    const feed = (await admin.xrange(keys.feed(p), '-', '+')) as Array<[string, string[]]>;
+    const firstKept = feed.findIndex(([id]) => id === kept[0]?.[0]);
+    expect(firstKept).toBeGreaterThan(0);
+    expect(mark).toBe(feed[firstKept - 1]?.[0]);
+    const page = await log.read(start, { rooms: new Set(['r']), limit: 1000 });
+    expect(page.limited).toBe(true);
+    expect(page.events.map((e) => e.eventId)).toHaveLength(kept.length);
+    await log.close();
+    await dropPrefix(admin, prefix);
+  });
+
   describe('write format gate', () => {
     const open = (prefix: string) => createEventLog({ partitions: 2, log: silentLogger(), redis: { url: inject('redisUrl'), prefix } });
     /** the timeline entries of room r, as stored: [id, flat fields] */
