@@ -850,11 +850,12 @@ export class RedisBackend implements LogBackend {
         roomKeys.push(roomKey, this.keys.roomMeta(p, draft.room));
       }
       // Format 1: the ten values as a JSON array (the script writes them as fields k … x) and a 1 in the tuple;
-      // format 3: the text after the received time, which the script writes as an offset from the new id.
+      // format 3: the text after the received time, which the script writes as an offset from the new id
+      // (a received time past 2^53, which no clock gives, is not exact as a difference: stored as format 2).
       if (format === 1) {
         events.push([pi, r, draft.room, idField(request.idemField), aliasFields.map(idField), 1]);
         stored.push(JSON.stringify(encodeValues<string>(draft)));
-      } else if (format === 3) {
+      } else if (format === 3 && Number.isSafeInteger(draft.ts.received)) {
         events.push([pi, r, draft.room, idField(request.idemField), aliasFields.map(idField), 3, draft.ts.received]);
         stored.push(encodeEventTail(draft));
       } else {

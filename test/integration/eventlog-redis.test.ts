@@ -248,12 +248,14 @@ describe('Redis event log', () => {
       // builds that read formats 1 and 2 only cannot read it: why existing logs keep their format until raised
       expect(() => decodeFieldsV1('r', fields)).toThrow();
       // received times far from the id (a clock far behind or ahead, an imported event): offsets of 13 digits either way
-      const skewed = [message('r', 'old', { ts: { received: 5 } }), message('r', 'ahead', { ts: { received: Date.now() + 10 * 365 * 24 * 3600 * 1000 } })];
+      const skewed = [message('r', 'old', { ts: { received: 5 } }), message('r', 'ahead', { ts: { received: Date.now() + 10 * 365 * 24 * 3600 * 1000 } }), message('r', 'past 2^53', { ts: { received: 1e20 } })];
       for (const draft of skewed) await log.append(draft);
       const back = (await log.read(undefined, { rooms: 'all', limit: 10 })).events.map(({ eventId: _e, cursor: _c, ...draft }) => draft);
       expect(back).toEqual([fresh, ...skewed]);
       const json = await log.readJson(undefined, { rooms: new Set(['r']), limit: 10 }, deviceView('dev1'));
       expect(json.events.map((text) => (JSON.parse(text) as { ts: { received: number } }).ts.received)).toEqual([fresh, ...skewed].map((d) => d.ts.received));
+      // the last one, whose difference from its id would not be exact, was stored whole (format 2)
+      expect((await timeline(prefix)).map(([, f]) => f[0])).toEqual(['f', 'f', 'f', 'e']);
       await log.close();
       await dropPrefix(admin, prefix);
     });
