@@ -192,6 +192,17 @@ function contentRestOf(content: Content): Record<string, unknown> | undefined {
   return undefined;
 }
 
+/** The stored array's last five elements, the same in formats 2 and 3: body, rest of the content, rel, the kind's extra, ts.origin. */
+function tailElements(draft: EventDraft): unknown[] {
+  return [
+    'content' in draft ? wellFormed(draft.content.body) : null,
+    'content' in draft ? (contentRestOf(draft.content) ?? null) : null,
+    'rel' in draft && draft.rel ? draft.rel : null,
+    extraOf(draft) ?? null,
+    draft.ts.origin ?? null,
+  ];
+}
+
 /**
  * Format 2's value: the event as one JSON text. Raw text values are made
  * well-formed as format 1 did: JSON.stringify escapes a lone surrogate, and
@@ -209,11 +220,7 @@ export function encodeEvent(draft: EventDraft): string {
     o.via,
     o.ids,
     draft.ts.received,
-    'content' in draft ? wellFormed(draft.content.body) : null,
-    'content' in draft ? (contentRestOf(draft.content) ?? null) : null,
-    'rel' in draft && draft.rel ? draft.rel : null,
-    extraOf(draft) ?? null,
-    draft.ts.origin ?? null,
+    ...tailElements(draft),
   ];
   while (a.length > 8 && a[a.length - 1] === null) a.pop();
   return JSON.stringify(a);
@@ -270,11 +277,7 @@ export function encodeEventTail(draft: EventDraft): string {
     s.display ?? null,
     o.via,
     o.ids,
-    'content' in draft ? wellFormed(draft.content.body) : null,
-    'content' in draft ? (contentRestOf(draft.content) ?? null) : null,
-    'rel' in draft && draft.rel ? draft.rel : null,
-    extraOf(draft) ?? null,
-    draft.ts.origin ?? null,
+    ...tailElements(draft),
   ];
   while (a.length > 7 && a[a.length - 1] === null) a.pop();
   return `,${JSON.stringify(a).slice(1)}`;
