@@ -108,6 +108,13 @@ const MAX_BATCH = 32;
  * 0.40-0.50 of raw XADD's rate, split 0.52-0.69 (issue 19, point 4).
  */
 const SPLIT_AT = 8;
+/**
+ * How often a partition's id-map bucket has its expiry set again by the
+ * append script. Setting it on every call was one EXPIRE per partition and
+ * call: with appends spread over 16 partitions about one per event, a sixth
+ * of the script's commands (issue 19, sixth pass).
+ */
+const ID_EXPIRY_REFRESH_MS = 60_000;
 
 const lua = (name: string) => readFileSync(new URL(`./lua/${name}`, import.meta.url), 'utf8');
 
@@ -540,6 +547,8 @@ export class RedisBackend implements LogBackend {
   private readonly pending = new Map<number, PendingAppend[]>();
   /** batches on their way to Redis, per queue */
   private readonly sending = new Map<number, number>();
+  /** per partition: the id-map bucket the append script last set the expiry of, and when (ID_EXPIRY_REFRESH_MS) */
+  private readonly idExpirySet = new Map<number, { readonly bucket: number; readonly at: number }>();
 
   constructor(options: RedisBackendOptions) {
     this.options = options;
@@ -865,6 +874,14 @@ export class RedisBackend implements LogBackend {
     }
     const done = () => this.sending.set(q, (this.sending.get(q) ?? 1) - 1);
     const batchJson = JSON.stringify(events);
+    // the partitions whose id-map bucket is due an expiry: new to this process, or set a while ago
+    const now = Date.now();
+    const parts = [...partIndex.keys()];
+    let expiry = '';
+    for (const p of parts) {
+      const set = this.idExpirySet.get(p);
+      expiry += set === undefined || set.bucket !== b || now - set.at >= ID_EXPIRY_REFRESH_MS ? '1' : '0';
+    }
     const args: [number, ...Array<string | number>] = [
       partKeys.length + roomKeys.length,
       ...partKeys,
@@ -872,7 +889,7 @@ export class RedisBackend implements LogBackend {
       this.retention.roomMaxLen,
       this.retention.feedMaxLen,
       this.idTtlSec,
-      partIndex.size,
+      expiry,
       batchJson,
       ...stored,
     ];
@@ -882,6 +899,11 @@ export class RedisBackend implements LogBackend {
     sent.then(
       (reply) => {
         done();
+        // after the events: the partitions whose bucket expiry the script set ('1'; it sets it only where it wrote)
+        const expired = String(reply[2 * batch.length] ?? '');
+        parts.forEach((p, k) => {
+          if (expired.charCodeAt(k) === 49) this.idExpirySet.set(p, { bucket: b, at: now });
+        });
         batch.forEach(({ resolve }, i) => {
           const status = Number(reply[2 * i]);
           const id = String(reply[2 * i + 1] ?? '');

@@ -3,7 +3,7 @@
  * use of the live tail, and the key layout.
  */
 import { Redis } from 'ioredis';
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, describe, expect, inject, it, vi } from 'vitest';
 import type { TailItem } from '../../src/core/ports.js';
 import { isSyncgateError } from '../../src/core/errors.js';
 import { decodeFields, decodeFieldsV1, encodeFields, encodeFieldsV1, storedText3 } from '../../src/eventlog/codec.js';
@@ -216,6 +216,37 @@ describe('Redis event log', () => {
     const page = await log.read(start, { rooms: new Set(['r']), limit: 1000 });
     expect(page.limited).toBe(true);
     expect(page.events.map((e) => e.eventId)).toHaveLength(kept.length);
+    await log.close();
+    await dropPrefix(admin, prefix);
+  });
+
+  it('sets the expiry of a partition\'s id-map bucket once a minute, not in every append call', async () => {
+    const prefix = testPrefix('idexpiry');
+    const idTtlMs = 30 * 24 * 3600 * 1000;
+    const log = createEventLog({ partitions: 1, log: silentLogger(), redis: { url: inject('redisUrl'), prefix }, retention: { idTtlMs } });
+    await log.rooms.put({ id: 'r', links: [] });
+    const keys = keySpace(prefix, LATEST_KEY_LAYOUT);
+    const idsKey = (at: number) => keys.ids(0, Math.floor(at / idTtlMs));
+    const start = Date.now();
+    await log.append(message('r', 'one'));
+    const ttl = await admin.ttl(idsKey(start));
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual((2 * idTtlMs) / 1000);
+    // taken away (as if the key were made again): within the minute no call sets it again
+    await admin.persist(idsKey(start));
+    await log.append(message('r', 'two'));
+    expect(await admin.ttl(idsKey(start))).toBe(-1);
+    // a minute on, the next call does
+    const later = Date.now() + 61_000;
+    const clock = vi.spyOn(Date, 'now').mockImplementation(() => later);
+    try {
+      await log.append(message('r', 'three'));
+    } finally {
+      clock.mockRestore();
+    }
+    expect(await admin.ttl(idsKey(later))).toBeGreaterThan(0);
+    // and the duplicates still find the first appends
+    expect((await log.append(message('r', 'one again', { idem: (await log.read(undefined, { rooms: 'all', limit: 1 })).events[0]?.idem ?? '' }))).duplicate).toBe(true);
     await log.close();
     await dropPrefix(admin, prefix);
   });

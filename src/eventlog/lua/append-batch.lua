@@ -7,7 +7,10 @@
 -- KEYS: per partition q of the batch (1-based, P of them) four keys at 4(q-1)+1 …: its feed, id map
 --       (current bucket), id map (previous bucket), trim marks (stream key -> last removed id);
 --       then per room r of the batch: 4P+2r-1 its timeline, 4P+2r its meta
--- ARGV: 1 room max length (0 = none), 2 feed max length (0 = none), 3 id map ttl seconds, 4 P,
+-- ARGV: 1 room max length (0 = none), 2 feed max length (0 = none), 3 id map ttl seconds, 4 one
+--       character per partition of the batch, P of them: '1' sets its id map's (current bucket)
+--       expiry if the call writes to it, '0' leaves it (the client sets it once a minute, not in
+--       every call: one EXPIRE per partition and call was about one per event),
 --       5 the events as one JSON array (one argument, not a dozen per event: building and sending
 --       arguments was the client's largest cost), each [q, r, room, idempotency field, [alias fields]]
 --       and, for format 1, a sixth element 1; for format 3, a sixth element 3 and a seventh, the
@@ -20,7 +23,8 @@
 --       builds that read only it may run), a JSON array of the ten values in codec.ts FIELD_NAMES
 --       order, written as fields k … x
 -- Returns a flat list {status, id} per event: 1 = appended (stream id), 0 = duplicate (compact id of
--- the first append), -1 = unknown room.
+-- the first append), -1 = unknown room; then one string, a character per partition: '1' where the
+-- id map's expiry was set.
 
 -- Id-map values are stream ids in hex (`ms.seq`): 13 bytes instead of 15 fit
 -- Redis' smallest string allocation; see redis-backend.ts compactId().
@@ -43,7 +47,8 @@ end
 
 local roommax = tonumber(ARGV[1])
 local feedmax = tonumber(ARGV[2])
-local parts = tonumber(ARGV[4])
+local expiry = ARGV[4]
+local parts = #expiry
 local events = cjson.decode(ARGV[5])
 local out = {}
 local wrote = {}
@@ -95,11 +100,17 @@ for i = 1, #events do
     end
   end
 end
+local expired = {}
 for q = 1, parts do
+  expired[q] = '0'
   if wrote[q] then
     local base = 4 * (q - 1)
     cap(KEYS[base + 1], feedmax, KEYS[base + 4])
-    redis.call('EXPIRE', KEYS[base + 2], ARGV[3])
+    if string.byte(expiry, q) == 49 then
+      redis.call('EXPIRE', KEYS[base + 2], ARGV[3])
+      expired[q] = '1'
+    end
   end
 end
+out[#out + 1] = table.concat(expired)
 return out
