@@ -336,6 +336,7 @@ function decodeEvent(room: string, json: string, base?: number): EventDraft {
   const parts = headParts(head, base === undefined ? 2 : 3);
   if (!parts) throw new SyncgateError('SG_ERR_INTERNAL', `stored event in ${room} has an unknown head ${head}`);
   const { kind, sproto, auth, oproto } = parts;
+  // format 2's places: elements 7 (format 2's received time) and 8 … 12, at the same places in format 3
   const s = a as Stored;
   const uid = a[o + 2] as string;
   const ids = a[o + 6] as Record<string, string>;
