@@ -141,8 +141,8 @@ type CommandClient = Redis & SyncgateCommands;
  * A timeline entry as read: decoded when its draft is first asked for, so a
  * sync page written from the stored JSON text (FeedEntry.stored) never
  * decodes it (issue 19, point 1). `text` is format 2's or 3's value (`base`
- * set for format 3: the id's milliseconds), `fields` a format-1 entry's
- * field list; neither: retention removed it.
+ * given for format 3: the id's milliseconds), `fields` the entry's field
+ * list when read as strings; neither: retention removed it.
  */
 class StoredEntry implements FeedEntry {
   private decoded: EventDraft | undefined | null = null;
@@ -153,11 +153,11 @@ class StoredEntry implements FeedEntry {
     readonly room: string,
     private readonly fields: readonly string[] | undefined,
     text?: string,
-    format3 = false,
+    base?: number,
   ) {
     if (text !== undefined) {
       this.text = text;
-      this.base = format3 ? pos.ms : undefined;
+      this.base = base;
     } else {
       const found = fields ? storedJson(fields) : undefined;
       this.text = found?.text;
@@ -200,7 +200,7 @@ function entryOfBuffers(room: string, id: Buffer, fields: readonly Buffer[]): St
   const name = fields[0];
   const value = fields[1];
   if (fields.length === 2 && name?.length === 1 && value) {
-    if (name[0] === EVENT_FIELD_3_BYTE) return new StoredEntry(pos, room, undefined, value.toString('utf8'), true);
+    if (name[0] === EVENT_FIELD_3_BYTE) return new StoredEntry(pos, room, undefined, value.toString('utf8'), pos.ms);
     if (name[0] === EVENT_FIELD_BYTE) return new StoredEntry(pos, room, undefined, value.toString('utf8'));
   }
   return new StoredEntry(
@@ -861,16 +861,17 @@ export class RedisBackend implements LogBackend {
       // Format 1: the ten values as a JSON array (the script writes them as fields k … x) and a 1 in the tuple;
       // format 3: the text after the received time, which the script writes as an offset from the new id
       // (a received time past 2^53, which no clock gives, is not exact as a difference: stored as format 2).
+      const tuple: unknown[] = [pi, r, draft.room, idField(request.idemField), aliasFields.map(idField)];
       if (format === 1) {
-        events.push([pi, r, draft.room, idField(request.idemField), aliasFields.map(idField), 1]);
+        tuple.push(1);
         stored.push(JSON.stringify(encodeValues<string>(draft)));
       } else if (format === 3 && Number.isSafeInteger(draft.ts.received)) {
-        events.push([pi, r, draft.room, idField(request.idemField), aliasFields.map(idField), 3, draft.ts.received]);
+        tuple.push(3, draft.ts.received);
         stored.push(encodeEventTail(draft));
       } else {
-        events.push([pi, r, draft.room, idField(request.idemField), aliasFields.map(idField)]);
         stored.push(encodeEvent(draft));
       }
+      events.push(tuple);
     }
     const done = () => this.sending.set(q, (this.sending.get(q) ?? 1) - 1);
     const batchJson = JSON.stringify(events);
