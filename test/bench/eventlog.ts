@@ -154,7 +154,8 @@ export const benchEventLog: Bench = async ({ redisUrl, quick }) => {
       }
     };
     const rawCpu: number[] = [];
-    const readRaw = async (key: string): Promise<number> => {
+    /** Raw XRANGE paging of one stream, pages of 1,000, each page given to `each` (the view bound writes views there); rate, and CPU into `cpuOut`. */
+    const pageStream = async (key: string, cpuOut: number[] | undefined, each?: (entries: Array<[string, string[]]>) => void): Promise<number> => {
       const c0 = process.cpuUsage();
       const t0 = performance.now();
       let rawRead = 0;
@@ -162,13 +163,15 @@ export const benchEventLog: Bench = async ({ redisUrl, quick }) => {
       for (;;) {
         const entries = (await admin.xrange(key, from, '+', 'COUNT', 1000)) as Array<[string, string[]]>;
         if (entries.length === 0) break;
+        each?.(entries);
         rawRead += entries.length;
         from = `(${entries.at(-1)?.[0]}`;
       }
       const cpu = process.cpuUsage(c0);
-      if (key.endsWith('rawcopy')) rawCpu.push((cpu.user + cpu.system) / rawRead);
+      cpuOut?.push((cpu.user + cpu.system) / rawRead);
       return rawRead / ((performance.now() - t0) / 1000);
     };
+    const readRaw = (key: string): Promise<number> => pageStream(key, key.endsWith('rawcopy') ? rawCpu : undefined);
     // Two bounds for the catch-up ratio (issue 19, seventh pass). The log's own room streams
     // read raw: one XREAD of all 32 per page (a 32nd of the page each), merged by id, nothing
     // else. And the one-stream paging that also writes each entry's device view (the log's
@@ -210,27 +213,15 @@ export const benchEventLog: Bench = async ({ redisUrl, quick }) => {
       return layoutRead / ((performance.now() - t0) / 1000);
     };
     const viewedCpu: number[] = [];
-    const readRawViewed = async (): Promise<number> => {
-      const c0 = process.cpuUsage();
-      const t0 = performance.now();
-      let viewed = 0;
-      let from = '-';
-      for (;;) {
-        const entries = (await admin.xrange(key, from, '+', 'COUNT', 1000)) as Array<[string, string[]]>;
-        if (entries.length === 0) break;
+    const readRawViewed = (): Promise<number> =>
+      pageStream(key, viewedCpu, (entries) => {
         const page: string[] = [];
         for (const [id, fields] of entries) {
           const json = viewJsonOfStored(fields[1] ?? '', 'room-0', id, id, view, Number(id.slice(0, id.indexOf('-'))));
           if (json === undefined) throw new Error(`catch-up: no view of entry ${id}`);
           page.push(json);
         }
-        viewed += page.length;
-        from = `(${entries.at(-1)?.[0]}`;
-      }
-      const cpu = process.cpuUsage(c0);
-      viewedCpu.push((cpu.user + cpu.system) / viewed);
-      return viewed / ((performance.now() - t0) / 1000);
-    };
+      });
     const key = `${prefix}rawcopy`;
     await copy(key, storedFields);
     // For comparison with runs before issue 19: the same paging over entries stored the old way (ten fields).
