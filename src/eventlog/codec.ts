@@ -192,15 +192,16 @@ function contentRestOf(content: Content): Record<string, unknown> | undefined {
   return undefined;
 }
 
-/** The stored array's last five elements, the same in formats 2 and 3: body, rest of the content, rel, the kind's extra, ts.origin. */
-function tailElements(draft: EventDraft): unknown[] {
-  return [
+/** Appends the stored array's last five elements to `a`, the same in formats 2 and 3: body, rest of the content, rel, the kind's extra, ts.origin. */
+function pushTailElements(a: unknown[], draft: EventDraft): unknown[] {
+  a.push(
     'content' in draft ? wellFormed(draft.content.body) : null,
     'content' in draft ? (contentRestOf(draft.content) ?? null) : null,
     'rel' in draft && draft.rel ? draft.rel : null,
     extraOf(draft) ?? null,
     draft.ts.origin ?? null,
-  ];
+  );
+  return a;
 }
 
 /**
@@ -211,17 +212,7 @@ function tailElements(draft: EventDraft): unknown[] {
 export function encodeEvent(draft: EventDraft): string {
   const s = draft.sender;
   const o = draft.origin;
-  const a: unknown[] = [
-    head(draft),
-    wellFormed(draft.idem),
-    s.uid,
-    s.native,
-    s.display ?? null,
-    o.via,
-    o.ids,
-    draft.ts.received,
-    ...tailElements(draft),
-  ];
+  const a = pushTailElements([head(draft), wellFormed(draft.idem), s.uid, s.native, s.display ?? null, o.via, o.ids, draft.ts.received], draft);
   while (a.length > 8 && a[a.length - 1] === null) a.pop();
   return JSON.stringify(a);
 }
@@ -269,16 +260,7 @@ export function encodeEventTail(draft: EventDraft): string {
     native = native.slice(s.uid.length);
     nativeRel = 1;
   }
-  const a: unknown[] = [
-    head(draft, idemRef * 2 + nativeRel),
-    idem,
-    s.uid,
-    native,
-    s.display ?? null,
-    o.via,
-    o.ids,
-    ...tailElements(draft),
-  ];
+  const a = pushTailElements([head(draft, idemRef * 2 + nativeRel), idem, s.uid, native, s.display ?? null, o.via, o.ids], draft);
   while (a.length > 7 && a[a.length - 1] === null) a.pop();
   return `,${JSON.stringify(a).slice(1)}`;
 }

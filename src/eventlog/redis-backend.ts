@@ -783,8 +783,8 @@ export class RedisBackend implements LogBackend {
     if (this.closed) throw new SyncgateError('SG_ERR_LOG_CLOSED');
   }
 
-  private bucket(): number {
-    return Math.floor(Date.now() / this.retention.idTtlMs);
+  private bucket(now = Date.now()): number {
+    return Math.floor(now / this.retention.idTtlMs);
   }
 
   /**
@@ -834,7 +834,8 @@ export class RedisBackend implements LogBackend {
 
   private sendAppends(q: number, batch: PendingAppend[]): void {
     this.sending.set(q, (this.sending.get(q) ?? 0) + 1);
-    const b = this.bucket();
+    const now = Date.now();
+    const b = this.bucket(now);
     // Each partition's four keys and each room's two once; the events name them by their place.
     const partIndex = new Map<number, number>();
     const partKeys: string[] = [];
@@ -876,7 +877,6 @@ export class RedisBackend implements LogBackend {
     const done = () => this.sending.set(q, (this.sending.get(q) ?? 1) - 1);
     const batchJson = JSON.stringify(events);
     // the partitions whose id-map bucket is due an expiry: new to this process, or set a while ago
-    const now = Date.now();
     const parts = [...partIndex.keys()];
     let expiry = '';
     for (const p of parts) {

@@ -201,8 +201,10 @@ export const benchEventLog: Bench = async ({ redisUrl, quick }) => {
             const dash = entry[0].indexOf('-');
             page.push({ ms: Number(entry[0].slice(0, dash)), seq: Number(entry[0].slice(dash + 1)), entry });
           }
+          const i = index.get(k);
+          if (i === undefined) throw new Error(`catch-up: XREAD answered for ${k}, not asked`);
           const last = entries.at(-1);
-          if (last) from[index.get(k) ?? 0] = last[0];
+          if (last) from[i] = last[0];
         }
         page.sort((a, b) => a.ms - b.ms || a.seq - b.seq);
         layoutRead += page.length;
